@@ -1,0 +1,19 @@
+"""Numba kernels, each beside its pure-NumPy reference (``backend="numba" | "numpy"``).
+
+| kernel | module | used by |
+|---|---|---|
+| CSR sparse × dense vector / matrix | :mod:`refimpl.kernels.sparse` | §2 pruning |
+
+See :mod:`refimpl.kernels._backend` for the switch (``REFIMPL_BACKEND``) and how tests assert
+which backend ran.
+"""
+
+from refimpl.kernels._backend import (
+    BACKENDS,
+    default_backend,
+    dispatch,
+    record_calls,
+    resolve_backend,
+)
+
+__all__ = ["BACKENDS", "default_backend", "dispatch", "record_calls", "resolve_backend"]

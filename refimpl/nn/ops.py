@@ -1,0 +1,464 @@
+"""Primitive operations as explicit ``op_forward(...) -> (out, cache)`` / ``op_backward(dout,
+cache) -> grads`` pairs, in the style of cs231n's layers.
+
+Every function here takes and returns plain NumPy arrays; :mod:`refimpl.nn.tensor` records them
+on a tape so that models compose without hand-written model-level backward passes. A backward
+function returns one gradient per differentiable input of its forward, in order (``None`` for an
+input that has no gradient, e.g. integer indices). Each pair is gradient-checked by central
+differences in float64 (``tests/nn/test_ops.py``).
+
+Shapes follow PyTorch: a linear layer's weight is ``(out_features, in_features)`` and
+``y = x @ W.T + b``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import erf
+
+_SQRT_2 = np.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum ``grad`` down to ``shape``, undoing NumPy broadcasting."""
+    if grad.shape == tuple(shape):
+        return grad
+    ndiff = grad.ndim - len(shape)
+    if ndiff > 0:
+        grad = grad.sum(axis=tuple(range(ndiff)))
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+# ---------------------------------------------------------------- element-wise arithmetic
+def add_forward(a, b):
+    return a + b, (np.shape(a), np.shape(b))
+
+
+def add_backward(dout, cache):
+    sa, sb = cache
+    return unbroadcast(dout, sa), unbroadcast(dout, sb)
+
+
+def sub_forward(a, b):
+    return a - b, (np.shape(a), np.shape(b))
+
+
+def sub_backward(dout, cache):
+    sa, sb = cache
+    return unbroadcast(dout, sa), unbroadcast(-dout, sb)
+
+
+def mul_forward(a, b):
+    return a * b, (a, b)
+
+
+def mul_backward(dout, cache):
+    a, b = cache
+    return unbroadcast(dout * b, np.shape(a)), unbroadcast(dout * a, np.shape(b))
+
+
+def div_forward(a, b):
+    return a / b, (a, b)
+
+
+def div_backward(dout, cache):
+    a, b = cache
+    return unbroadcast(dout / b, np.shape(a)), unbroadcast(-dout * a / (b * b), np.shape(b))
+
+
+def neg_forward(a):
+    return -a, None
+
+
+def neg_backward(dout, cache):
+    return (-dout,)
+
+
+def pow_forward(a, p: float):
+    """``a ** p`` for a constant exponent ``p``."""
+    return a ** p, (a, p)
+
+
+def pow_backward(dout, cache):
+    a, p = cache
+    return (dout * p * a ** (p - 1),)
+
+
+def exp_forward(a):
+    out = np.exp(a)
+    return out, out
+
+
+def exp_backward(dout, cache):
+    return (dout * cache,)
+
+
+def log_forward(a):
+    return np.log(a), a
+
+
+def log_backward(dout, cache):
+    return (dout / cache,)
+
+
+def sqrt_forward(a):
+    out = np.sqrt(a)
+    return out, out
+
+
+def sqrt_backward(dout, cache):
+    return (dout / (2.0 * cache),)
+
+
+def abs_forward(a):
+    """``|a|``; the subgradient at 0 is taken as 0."""
+    return np.abs(a), np.sign(a)
+
+
+def abs_backward(dout, cache):
+    return (dout * cache,)
+
+
+def clip_forward(a, lo, hi):
+    """``clip(a, lo, hi)``; gradient 1 strictly inside, 0 where clipped."""
+    out = np.clip(a, lo, hi)
+    return out, (out == a)
+
+
+def clip_backward(dout, cache):
+    return (dout * cache,)
+
+
+# ---------------------------------------------------------------- linear algebra
+def matmul_forward(a, b):
+    """Batched matrix product ``a @ b`` with NumPy broadcasting over leading axes."""
+    return a @ b, (a, b)
+
+
+def matmul_backward(dout, cache):
+    a, b = cache
+    if a.ndim == 1 and b.ndim == 1:
+        return dout * b, dout * a
+    if a.ndim == 1:  # (k,) @ (..., k, n) -> (..., n)
+        da = (b @ dout[..., None])[..., 0]
+        db = a[:, None] * dout[..., None, :]
+        return unbroadcast(da, a.shape), unbroadcast(db, b.shape)
+    if b.ndim == 1:  # (..., m, k) @ (k,) -> (..., m)
+        da = dout[..., :, None] * b
+        db = np.swapaxes(a, -1, -2) @ dout[..., None]
+        return unbroadcast(da, a.shape), unbroadcast(db[..., 0], b.shape)
+    da = dout @ np.swapaxes(b, -1, -2)
+    db = np.swapaxes(a, -1, -2) @ dout
+    return unbroadcast(da, a.shape), unbroadcast(db, b.shape)
+
+
+def linear_forward(x, W, b=None):
+    """Affine map ``y = x @ W.T + b``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (..., in_features)
+    W : ndarray of shape (out_features, in_features)
+    b : ndarray of shape (out_features,) or None
+
+    Returns
+    -------
+    out : ndarray of shape (..., out_features)
+    cache : tuple
+    """
+    out = x @ W.T
+    if b is not None:
+        out = out + b
+    return out, (x, W, b is not None)
+
+
+def linear_backward(dout, cache):
+    """Gradients ``(dx, dW, db)`` of :func:`linear_forward` (``db`` is None without bias)."""
+    x, W, has_b = cache
+    dx = dout @ W
+    x2 = x.reshape(-1, x.shape[-1])
+    d2 = dout.reshape(-1, dout.shape[-1])
+    dW = d2.T @ x2  # (out, in)
+    db = d2.sum(axis=0) if has_b else None
+    return dx, dW, db
+
+
+# ---------------------------------------------------------------- activations
+def tanh_forward(a):
+    out = np.tanh(a)
+    return out, out
+
+
+def tanh_backward(dout, cache):
+    return (dout * (1.0 - cache * cache),)
+
+
+def sigmoid_forward(a):
+    # numerically stable: never exponentiates a large positive number
+    out = np.empty_like(a, dtype=np.result_type(a, np.float32))
+    pos = a >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-a[pos]))
+    ea = np.exp(a[~pos])
+    out[~pos] = ea / (1.0 + ea)
+    return out, out
+
+
+def sigmoid_backward(dout, cache):
+    return (dout * cache * (1.0 - cache),)
+
+
+def relu_forward(a):
+    return np.maximum(a, 0), a > 0
+
+
+def relu_backward(dout, cache):
+    return (dout * cache,)
+
+
+def gelu_forward(a):
+    """Exact GELU ``x Φ(x)`` (PyTorch's default, ``approximate='none'``)."""
+    cdf = 0.5 * (1.0 + erf(a / _SQRT_2))
+    return a * cdf, (a, cdf)
+
+
+def gelu_backward(dout, cache):
+    a, cdf = cache
+    pdf = _INV_SQRT_2PI * np.exp(-0.5 * a * a)
+    return (dout * (cdf + a * pdf),)
+
+
+def elu_forward(a, alpha: float = 1.0):
+    out = np.where(a > 0, a, alpha * np.expm1(np.minimum(a, 0)))
+    return out, (a, out, alpha)
+
+
+def elu_backward(dout, cache):
+    a, out, alpha = cache
+    return (dout * np.where(a > 0, 1.0, out + alpha),)
+
+
+def softmax_forward(a, axis: int = -1):
+    z = a - a.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    out = e / e.sum(axis=axis, keepdims=True)
+    return out, (out, axis)
+
+
+def softmax_backward(dout, cache):
+    s, axis = cache
+    return (s * (dout - (dout * s).sum(axis=axis, keepdims=True)),)
+
+
+def log_softmax_forward(a, axis: int = -1):
+    z = a - a.max(axis=axis, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    out = z - lse
+    return out, (out, axis)
+
+
+def log_softmax_backward(dout, cache):
+    out, axis = cache
+    return (dout - np.exp(out) * dout.sum(axis=axis, keepdims=True),)
+
+
+# ---------------------------------------------------------------- normalisation, lookup, dropout
+def layer_norm_forward(x, gamma, beta, eps: float = 1e-5):
+    """Layer normalisation over the last axis.
+
+    Parameters
+    ----------
+    x : ndarray of shape (..., d)
+    gamma, beta : ndarray of shape (d,)
+    """
+    mu = x.mean(axis=-1, keepdims=True)
+    xc = x - mu
+    var = (xc * xc).mean(axis=-1, keepdims=True)
+    inv = 1.0 / np.sqrt(var + eps)
+    xhat = xc * inv
+    return xhat * gamma + beta, (xhat, inv, gamma)
+
+
+def layer_norm_backward(dout, cache):
+    xhat, inv, gamma = cache
+    d = xhat.shape[-1]
+    dgamma = (dout * xhat).reshape(-1, d).sum(axis=0)
+    dbeta = dout.reshape(-1, d).sum(axis=0)
+    dxhat = dout * gamma
+    dx = inv * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+    return dx, dgamma, dbeta
+
+
+def embedding_forward(W, idx):
+    """Row lookup ``W[idx]``.
+
+    Parameters
+    ----------
+    W : ndarray of shape (num_embeddings, dim)
+    idx : integer ndarray of any shape
+
+    Returns
+    -------
+    out : ndarray of shape idx.shape + (dim,)
+    """
+    return W[idx], (W.shape, idx)
+
+
+def embedding_backward(dout, cache):
+    shape, idx = cache
+    dW = np.zeros(shape, dtype=dout.dtype)
+    np.add.at(dW, idx.reshape(-1), dout.reshape(-1, shape[1]))
+    return dW, None
+
+
+def dropout_forward(x, p: float, rng: np.random.Generator):
+    """Inverted dropout: zero each element with probability ``p`` and scale the rest by 1/(1-p)."""
+    if p == 0.0:
+        mask = np.ones_like(x)
+    else:
+        mask = (rng.random(x.shape) >= p).astype(x.dtype) / (1.0 - p)
+    return x * mask, mask
+
+
+def dropout_backward(dout, cache):
+    return (dout * cache,)
+
+
+def mask_forward(x, mask):
+    """Element-wise gate ``x * mask`` where ``mask`` is a constant (no gradient)."""
+    return x * mask, mask
+
+
+def mask_backward(dout, cache):
+    return (unbroadcast(dout * cache, dout.shape),)
+
+
+def where_forward(cond, a, b):
+    """``np.where(cond, a, b)``; ``cond`` is a constant boolean array."""
+    return np.where(cond, a, b), (cond, np.shape(a), np.shape(b))
+
+
+def where_backward(dout, cache):
+    cond, sa, sb = cache
+    return None, unbroadcast(np.where(cond, dout, 0.0), sa), unbroadcast(np.where(cond, 0.0, dout), sb)
+
+
+def masked_fill_forward(x, mask, value: float):
+    """Set ``x`` to ``value`` where the boolean ``mask`` is True (no gradient there)."""
+    return np.where(mask, value, x), mask
+
+
+def masked_fill_backward(dout, cache):
+    return (np.where(cache, 0.0, dout),)
+
+
+# ---------------------------------------------------------------- shape and indexing
+def reshape_forward(x, shape):
+    return x.reshape(shape), x.shape
+
+
+def reshape_backward(dout, cache):
+    return (dout.reshape(cache),)
+
+
+def transpose_forward(x, axes=None):
+    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(axes)
+    return np.transpose(x, axes), axes
+
+
+def transpose_backward(dout, cache):
+    return (np.transpose(dout, np.argsort(cache)),)
+
+
+def getitem_forward(x, index):
+    """Basic or advanced indexing ``x[index]`` (slices, integers, integer arrays)."""
+    return x[index], (x.shape, x.dtype, index)
+
+
+def getitem_backward(dout, cache):
+    shape, dtype, index = cache
+    dx = np.zeros(shape, dtype=dout.dtype)
+    np.add.at(dx, index, dout)
+    return (dx,)
+
+
+def gather_forward(x, idx, axis: int = -1):
+    """``np.take_along_axis(x, idx, axis)`` (e.g. pick the target class's log-probability)."""
+    return np.take_along_axis(x, idx, axis=axis), (x.shape, idx, axis)
+
+
+def gather_backward(dout, cache):
+    shape, idx, axis = cache
+    dx = np.zeros(shape, dtype=dout.dtype)
+    # accumulate (duplicate indices along the axis add up)
+    idx_full = np.indices(idx.shape, sparse=True)
+    ax = axis % len(shape)
+    index = tuple(idx if i == ax else idx_full[i] for i in range(len(shape)))
+    np.add.at(dx, index, dout)
+    return dx, None
+
+
+def concat_forward(*xs, axis: int = -1):
+    """Concatenate along ``axis``; backward splits ``dout`` back into the pieces."""
+    sizes = [x.shape[axis] for x in xs]
+    return np.concatenate(xs, axis=axis), (sizes, axis)
+
+
+def concat_backward(dout, cache):
+    sizes, axis = cache
+    cuts = np.cumsum(sizes)[:-1]
+    return tuple(np.split(dout, cuts, axis=axis))
+
+
+def stack_forward(*xs, axis: int = 0):
+    return np.stack(xs, axis=axis), (len(xs), axis)
+
+
+def stack_backward(dout, cache):
+    n, axis = cache
+    return tuple(np.take(dout, i, axis=axis) for i in range(n))
+
+
+# ---------------------------------------------------------------- reductions
+def sum_forward(x, axis=None, keepdims: bool = False):
+    return x.sum(axis=axis, keepdims=keepdims), (x.shape, axis, keepdims)
+
+
+def sum_backward(dout, cache):
+    shape, axis, keepdims = cache
+    if axis is not None and not keepdims:
+        dout = np.expand_dims(dout, axis)
+    return (np.broadcast_to(dout, shape).copy(),)
+
+
+def mean_forward(x, axis=None, keepdims: bool = False):
+    out = x.mean(axis=axis, keepdims=keepdims)
+    n = x.size // max(np.size(out), 1) if x.size else 1
+    return out, (x.shape, axis, keepdims, n)
+
+
+def mean_backward(dout, cache):
+    shape, axis, keepdims, n = cache
+    if axis is not None and not keepdims:
+        dout = np.expand_dims(dout, axis)
+    return (np.broadcast_to(dout / n, shape).copy(),)
+
+
+def max_forward(x, axis=None, keepdims: bool = False):
+    """Maximum along ``axis``; ties share the gradient equally."""
+    out = x.max(axis=axis, keepdims=True)
+    sel = (x == out).astype(x.dtype)
+    sel /= sel.sum(axis=axis, keepdims=True)
+    res = out if keepdims else (out.reshape(()) if axis is None else np.squeeze(out, axis))
+    return res, (sel, axis, keepdims)
+
+
+def max_backward(dout, cache):
+    sel, axis, keepdims = cache
+    if axis is not None and not keepdims:
+        dout = np.expand_dims(dout, axis)
+    return (sel * dout,)

@@ -1,0 +1,165 @@
+"""Small shared helpers: seeding, argument validation with clear messages, progress bars.
+
+Everything here is below every other layer of refimpl (it imports only NumPy and tqdm).
+The validators raise ``ValueError``/``TypeError`` naming the argument, what was given and what
+is allowed, e.g. ``bits must be an integer in [1, 16], got 0``.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import sys
+from typing import Iterable
+
+import numpy as np
+
+__all__ = [
+    "as_rng",
+    "check_array",
+    "check_int",
+    "check_float",
+    "check_fraction",
+    "check_choice",
+    "progress_bar",
+]
+
+
+def as_rng(rng=None) -> np.random.Generator:
+    """Return a :class:`numpy.random.Generator` from a Generator, an int seed, or None (seed 0).
+
+    Every stochastic function in refimpl takes ``rng``; the same seed gives bit-identical
+    results. ``None`` means seed 0 (deterministic by default), never OS entropy.
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None:
+        return np.random.default_rng(0)
+    if isinstance(rng, (numbers.Integral, np.integer)) and not isinstance(rng, bool):
+        if rng < 0:
+            raise ValueError(f"rng must be a non-negative integer seed or a Generator, got {rng}")
+        return np.random.default_rng(int(rng))
+    if isinstance(rng, np.random.SeedSequence):
+        return np.random.default_rng(rng)
+    raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, "
+                    f"got {type(rng).__name__}")
+
+
+def check_array(x, name: str, *, ndim: int | tuple[int, ...] | None = None,
+                shape: tuple | None = None, dtype_kind: str | None = "fc",
+                finite: bool = True, allow_empty: bool = False,
+                dtype=None) -> np.ndarray:
+    """Validate an array argument and return it as an ndarray (no copy when possible).
+
+    Parameters
+    ----------
+    x : array_like
+    name : str
+        The argument's name, used in error messages.
+    ndim : int or tuple of int, optional
+        Allowed numbers of dimensions.
+    shape : tuple, optional
+        Required shape; ``None`` entries match any length.
+    dtype_kind : str or None
+        Allowed ``dtype.kind`` characters (``"f"`` float, ``"c"`` complex, ``"i"``/``"u"``
+        integer, ``"b"`` bool). ``None`` skips the check.
+    finite : bool
+        Reject NaN/inf (floating arrays only).
+    allow_empty : bool
+        Accept arrays with zero elements.
+    dtype : optional
+        Convert to this dtype after validation.
+    """
+    if x is None:
+        raise TypeError(f"{name} must be an array, got None")
+    arr = np.asarray(x)
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be a numeric array, got dtype object")
+    if dtype_kind is not None and arr.dtype.kind not in dtype_kind:
+        # ints are fine where floats are wanted: promote
+        if "f" in dtype_kind and arr.dtype.kind in "iub":
+            arr = arr.astype(np.float64)
+        else:
+            raise TypeError(f"{name} must have dtype kind in {dtype_kind!r}, got {arr.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            raise ValueError(f"{name} must have ndim in {allowed}, got shape {arr.shape}")
+    if shape is not None:
+        if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    if finite and arr.dtype.kind in "fc" and arr.size and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf")
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    return arr
+
+
+def check_int(value, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """Validate an integer in ``[lo, hi]`` (either bound may be None)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer{_range(lo, hi)}, got {value!r}")
+    v = int(value)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be an integer{_range(lo, hi)}, got {v}")
+    return v
+
+
+def check_float(value, name: str, lo: float | None = None, hi: float | None = None, *,
+                lo_open: bool = False, hi_open: bool = False) -> float:
+    """Validate a finite real number in the interval given by ``lo``/``hi`` and openness."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    bad = not np.isfinite(v)
+    if lo is not None:
+        bad |= v <= lo if lo_open else v < lo
+    if hi is not None:
+        bad |= v >= hi if hi_open else v > hi
+    if bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        raise ValueError(f"{name} must be in {left}{lo_s}, {hi_s}{right}, got {value!r}")
+    return v
+
+
+def check_fraction(value, name: str = "sparsity", *, allow_one: bool = False) -> float:
+    """Validate a fraction in ``[0, 1)`` (or ``[0, 1]`` with ``allow_one``), e.g. a sparsity."""
+    return check_float(value, name, 0.0, 1.0, hi_open=not allow_one)
+
+
+def check_choice(value, name: str, choices: Iterable):
+    """Validate that ``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _range(lo, hi) -> str:
+    if lo is None and hi is None:
+        return ""
+    if hi is None:
+        return f" >= {lo}"
+    if lo is None:
+        return f" <= {hi}"
+    return f" in [{lo}, {hi}]"
+
+
+def progress_bar(iterable=None, *, total=None, desc: str | None = None,
+                 progress: bool | None = None, **kwargs):
+    """A tqdm progress bar; ``progress=None`` shows it only when stderr is a terminal.
+
+    ``REFIMPL_PROGRESS=0`` turns bars off everywhere (the test suite sets it).
+    """
+    from tqdm.auto import tqdm
+
+    if progress is None:
+        env = os.environ.get("REFIMPL_PROGRESS")
+        progress = (env not in ("0", "false", "")) if env is not None else sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=desc, disable=not progress, leave=False, **kwargs)
