@@ -3,6 +3,7 @@
 Every numbered equation (1)–(69) of the survey gets one or more *equation checks*: a function
 that computes the equation with refimpl and compares it with an independent computation (brute
 force on a tiny case, a finite difference, an exact bit count, another library). Every
+unnumbered method gets named *verification checks* (:func:`register_check`), and every
 qualitative finding the survey reports gets a *claim check*: a miniature experiment whose
 verdict is "reproduced" or "not reproduced", with the numbers.
 
@@ -56,7 +57,9 @@ __all__ = [
     "CheckFailed",
     "register_equation",
     "register_claim",
+    "register_check",
     "equation",
+    "verify",
     "claim",
     "run",
     "run_all",
@@ -154,7 +157,7 @@ class Result:
     key: str
     title: str
     section: str
-    kind: str  # "equation" | "claim"
+    kind: str  # "equation" | "check" | "claim"
     outcome: Outcome
     erratum: bool = False
     seconds: float = 0.0
@@ -280,6 +283,26 @@ def register_claim(name: str, title: str, *, section: str, implements: Iterable[
     return deco
 
 
+def register_check(name: str, title: str, *, section: str, implements: Iterable[str] = (),
+                   slow: bool = False):
+    """Decorator: register ``func(rng, quick) -> Outcome`` as a named verification check.
+
+    For verified statements that have no equation number: the unnumbered methods the survey
+    describes (a CSR bit count, a TT-SVD error bound), gradient checks of the network ops, or
+    cross-implementation agreements. Passes like an equation check; run with :func:`verify`.
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+
+    def deco(func):
+        key = f"check:{name}"
+        _REGISTRY[key] = _Entry(key, "check", None, name, title, section, func,
+                                tuple(implements), False, slow)
+        return func
+
+    return deco
+
+
 _LOADED = False
 
 
@@ -310,7 +333,8 @@ def registered(kind: str | None = None) -> list[_Entry]:
     """All registered entries (after :func:`load_all`), equations in number order, then claims."""
     load_all()
     entries = [e for e in _REGISTRY.values() if kind is None or e.kind == kind]
-    return sorted(entries, key=lambda e: (e.kind != "equation", e.number or 0, e.key))
+    order = {"equation": 0, "check": 1, "claim": 2}
+    return sorted(entries, key=lambda e: (order[e.kind], e.number or 0, e.key))
 
 
 def _raise_if_failed(results: list[Result]) -> None:
@@ -366,8 +390,23 @@ def claim(name: str, *, seed: int = 0, quick: bool | None = None,
     return r
 
 
+def verify(name: str, *, seed: int = 0, quick: bool | None = None,
+           raise_on_fail: bool = True) -> Result:
+    """Run the named verification check ``name`` (see :func:`register_check`)."""
+    load_all()
+    key = f"check:{name}"
+    if key not in _REGISTRY:
+        raise KeyError(f"no check {name!r}; registered: "
+                       f"{[e.name for e in registered('check')]}")
+    r = _REGISTRY[key].run(seed, _quick(quick))
+    if raise_on_fail:
+        _raise_if_failed([r])
+    return r
+
+
 def run(key: str, *, seed: int = 0, quick: bool | None = None) -> Result:
-    """Run one registry entry by its key (``"Eq. (22)/bwn_brute_force"`` or ``"claim:name"``)."""
+    """Run one registry entry by its key (``"Eq. (22)/bwn_brute_force"``, ``"check:name"`` or
+    ``"claim:name"``)."""
     load_all()
     return _REGISTRY[key].run(seed, _quick(quick))
 
