@@ -6,6 +6,7 @@ constants). Shapes are documented on the primitive in :mod:`refimpl.nn.ops`.
 
 from __future__ import annotations
 
+import builtins
 from typing import Callable, Sequence
 
 import numpy as np
@@ -107,7 +108,7 @@ def split(x, sections: int | Sequence[int], axis: int = -1) -> list[Tensor]:
         sizes = [n // sections] * sections
     else:
         sizes = list(sections)
-        if sum(sizes) != n:
+        if builtins.sum(sizes) != n:
             raise ValueError(f"sections {sizes} must sum to the axis length {n}")
     out, start = [], 0
     nd = data_of(x).ndim
