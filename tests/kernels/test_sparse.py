@@ -1,0 +1,282 @@
+"""CSR SpMV / SpMM kernels: both backends vs dense NumPy and scipy.sparse, edge cases, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from refimpl.kernels import sparse as S
+from refimpl.kernels.sparse import (
+    CSRMatrix,
+    csr_from_dense,
+    csr_matmat,
+    csr_matvec,
+    dense_x_csr_T,
+)
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+def _sparse(rng, shape, sparsity, dtype=np.float64):
+    W = rng.standard_normal(shape).astype(dtype)
+    W[rng.random(shape) < sparsity] = 0
+    return W
+
+
+def assert_close(actual, expected, rtol, atol, what=""):
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    err = np.abs(actual - expected)
+    max_abs = float(err.max()) if err.size else 0.0
+    max_rel = float((err / np.maximum(np.abs(expected), 1e-300)).max()) if err.size else 0.0
+    assert np.all(err <= atol + rtol * np.abs(expected)), (
+        f"{what}: max abs err {max_abs:.3e}, max rel err {max_rel:.3e}")
+
+
+# ------------------------------------------------------------------------------ exact values
+def test_hand_worked_example_with_an_empty_row(backend):
+    W = np.array([[0.0, 2.0, 0.0],
+                  [0.0, 0.0, 0.0],   # empty row
+                  [1.0, 0.0, 3.0]])
+    A = csr_from_dense(W)
+    np.testing.assert_array_equal(A.indptr, [0, 1, 1, 3])
+    np.testing.assert_array_equal(A.indices, [1, 0, 2])
+    np.testing.assert_array_equal(A.data, [2.0, 1.0, 3.0])
+    assert A.indices.dtype == np.uint32 and A.nnz == 3
+    assert A.sparsity == pytest.approx(6 / 9)
+    x = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(csr_matvec(A, x, backend=backend), [4.0, 0.0, 10.0])
+    X = np.array([[1.0, -1.0], [2.0, 0.5], [3.0, 0.0]])
+    np.testing.assert_array_equal(csr_matmat(A, X, backend=backend),
+                                  [[4.0, 1.0], [0.0, 0.0], [10.0, -1.0]])
+
+
+def test_one_by_one(backend):
+    A = csr_from_dense(np.array([[-3.0]]))
+    np.testing.assert_array_equal(csr_matvec(A, np.array([2.0]), backend=backend), [-6.0])
+    np.testing.assert_array_equal(csr_matmat(A, np.array([[2.0, 1.0]]), backend=backend),
+                                  [[-6.0, -3.0]])
+    Z = csr_from_dense(np.array([[0.0]]))
+    assert Z.nnz == 0
+    np.testing.assert_array_equal(csr_matvec(Z, np.array([5.0]), backend=backend), [0.0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_zero_matrix_gives_zeros(backend, dtype):
+    A = csr_from_dense(np.zeros((7, 5), dtype=dtype))
+    assert A.nnz == 0 and A.sparsity == 1.0
+    y = csr_matvec(A, np.ones(5, dtype=dtype), backend=backend)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, np.zeros(7))
+    Y = csr_matmat(A, np.ones((5, 3), dtype=dtype), backend=backend)
+    np.testing.assert_array_equal(Y, np.zeros((7, 3)))
+
+
+def test_threshold_keeps_only_larger_magnitudes():
+    W = np.array([[0.1, -0.6, 0.5], [0.7, 0.0, -0.2]])
+    A = csr_from_dense(W, threshold=0.5)
+    np.testing.assert_array_equal(A.to_dense(), [[0.0, -0.6, 0.0], [0.7, 0.0, 0.0]])
+    np.testing.assert_array_equal(A.indptr, [0, 1, 2])
+
+
+# ------------------------------------------------------------------------ vs dense and scipy
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,sparsity", [((64, 48), 0.9), ((33, 70), 0.5),
+                                            ((300, 300), 0.2)])  # last: > PARALLEL_MIN_WORK
+def test_matvec_matmat_match_dense_and_scipy(backend, dtype, shape, sparsity):
+    rng = np.random.default_rng(hash((shape, sparsity)) % 2**32)
+    W = _sparse(rng, shape, sparsity, dtype)
+    A = csr_from_dense(W)
+    x = rng.standard_normal(shape[1]).astype(dtype)
+    X = rng.standard_normal((shape[1], 5)).astype(dtype)
+    y = csr_matvec(A, x, backend=backend)
+    Y = csr_matmat(A, X, backend=backend)
+    assert y.dtype == dtype and Y.dtype == dtype
+    W64, x64, X64 = W.astype(np.float64), x.astype(np.float64), X.astype(np.float64)
+    assert_close(y, W64 @ x64, **TOL[dtype], what="matvec vs dense")
+    assert_close(Y, W64 @ X64, **TOL[dtype], what="matmat vs dense")
+    # cross-check: scipy.sparse builds the same CSR arrays and the same products
+    ref = sp.csr_matrix(W)
+    np.testing.assert_array_equal(A.indptr, ref.indptr)
+    np.testing.assert_array_equal(A.indices, ref.indices)
+    np.testing.assert_array_equal(A.data, ref.data)
+    assert_close(y, ref @ x, **TOL[dtype], what="matvec vs scipy.sparse")
+    assert_close(Y, ref @ X, **TOL[dtype], what="matmat vs scipy.sparse")
+
+
+def test_parallel_and_serial_kernels_agree():
+    rng = np.random.default_rng(3)
+    W = _sparse(rng, (400, 300), 0.3)
+    A = csr_from_dense(W)
+    assert A.nnz >= S.PARALLEL_MIN_WORK  # the public call takes the prange path
+    x = rng.standard_normal(300)
+    y_ser = np.zeros(400)
+    y_par = np.zeros(400)
+    S._csr_matvec_serial(A.indptr, A.indices, A.data, x, y_ser)
+    S._csr_matvec_parallel(A.indptr, A.indices, A.data, x, y_par)
+    np.testing.assert_array_equal(y_ser, y_par)  # same per-row summation order
+    X = rng.standard_normal((300, 4))
+    Y_ser = np.empty((400, 4))
+    Y_par = np.empty((400, 4))
+    S._csr_matmat_serial(A.indptr, A.indices, A.data, X, Y_ser)
+    S._csr_matmat_parallel(A.indptr, A.indices, A.data, X, Y_par)
+    np.testing.assert_array_equal(Y_ser, Y_par)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_x_csr_T_is_a_pruned_linear_forward(backend, dtype):
+    rng = np.random.default_rng(5)
+    W = _sparse(rng, (12, 20), 0.8, dtype)  # (out_features, in_features)
+    X = rng.standard_normal((7, 20)).astype(dtype)  # (batch, in_features)
+    Y = dense_x_csr_T(X, csr_from_dense(W), backend=backend)
+    assert Y.shape == (7, 12) and Y.dtype == dtype and Y.flags.c_contiguous
+    assert_close(Y, X.astype(np.float64) @ W.astype(np.float64).T, **TOL[dtype],
+                 what="X @ W.T")
+
+
+def test_non_contiguous_inputs(backend):
+    rng = np.random.default_rng(7)
+    W = _sparse(rng, (20, 30), 0.7)
+    A = csr_from_dense(W[:, :])
+    big = rng.standard_normal(60)
+    x = big[::2]  # strided view
+    assert not x.flags.c_contiguous
+    assert_close(csr_matvec(A, x, backend=backend), W @ x, 1e-12, 1e-12, "strided x")
+    XF = np.asfortranarray(rng.standard_normal((30, 4)))
+    assert_close(csr_matmat(A, XF, backend=backend), W @ XF, 1e-12, 1e-12, "Fortran X")
+    XT = rng.standard_normal((4, 30)).T  # transposed view
+    assert_close(csr_matmat(A, XT, backend=backend), W @ XT, 1e-12, 1e-12, "X.T view")
+    # a non-contiguous dense W converts too
+    Wt = np.ascontiguousarray(W.T).T
+    np.testing.assert_array_equal(csr_from_dense(Wt).to_dense(), W)
+
+
+def test_inputs_not_mutated(backend):
+    rng = np.random.default_rng(8)
+    W = _sparse(rng, (10, 8), 0.5)
+    A = csr_from_dense(W)
+    arrays = [A.indptr, A.indices, A.data]
+    before = [a.copy() for a in arrays]
+    x = rng.standard_normal(8)
+    x0 = x.copy()
+    csr_matvec(A, x, backend=backend)
+    csr_matmat(A, x[:, None], backend=backend)
+    np.testing.assert_array_equal(x, x0)
+    for a, b in zip(arrays, before):
+        np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------------ dtype
+@pytest.mark.parametrize("dA,dx,dout", [(np.float32, np.float32, np.float32),
+                                        (np.float64, np.float64, np.float64),
+                                        (np.float32, np.float64, np.float64),
+                                        (np.float64, np.float32, np.float64),
+                                        (np.float32, np.int64, np.float64)])
+def test_result_dtype_is_the_promoted_input_dtype(backend, dA, dx, dout):
+    A = csr_from_dense(np.array([[1.0, 0.0], [0.5, 2.0]], dtype=dA))
+    assert A.dtype == dA
+    x = np.array([1, 2], dtype=dx)
+    y = csr_matvec(A, x, backend=backend)
+    assert y.dtype == dout
+    np.testing.assert_array_equal(y, [1.0, 4.5])
+    assert csr_matmat(A, x[:, None], backend=backend).dtype == dout
+
+
+def test_integer_matrix_is_promoted_to_float64():
+    assert csr_from_dense(np.array([[1, 0], [0, 2]])).dtype == np.float64
+
+
+# --------------------------------------------------------------------------------- bad input
+def test_shape_mismatch_names_the_argument(backend):
+    A = csr_from_dense(np.eye(3))
+    with pytest.raises(ValueError, match="x must have shape"):
+        csr_matvec(A, np.ones(4), backend=backend)
+    with pytest.raises(ValueError, match="x must have shape"):
+        csr_matvec(A, np.ones((3, 1)), backend=backend)
+    with pytest.raises(ValueError, match="X must have shape"):
+        csr_matmat(A, np.ones((4, 2)), backend=backend)
+    with pytest.raises(ValueError, match="X must have shape"):
+        dense_x_csr_T(np.ones((2, 4)), A, backend=backend)
+    csr_matvec(A, np.ones(3), backend=backend)  # the fixture wants one real dispatch
+
+
+def test_nan_is_rejected_naming_the_argument(backend):
+    A = csr_from_dense(np.eye(3))
+    with pytest.raises(ValueError, match="x contains NaN"):
+        csr_matvec(A, np.array([1.0, np.nan, 0.0]), backend=backend)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        csr_matmat(A, np.array([[1.0], [np.inf], [0.0]]), backend=backend)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        dense_x_csr_T(np.array([[1.0, np.nan, 0.0]]), A, backend=backend)
+    with pytest.raises(ValueError, match="W contains NaN"):
+        csr_from_dense(np.array([[1.0, np.nan]]))
+    with pytest.raises(ValueError, match="data contains NaN"):
+        CSRMatrix(np.array([0, 1]), np.array([0]), np.array([np.nan]), (1, 1))
+    csr_matvec(A, np.ones(3), backend=backend)
+
+
+def test_bad_arguments_have_clear_messages():
+    with pytest.raises(TypeError, match="A must be a CSRMatrix"):
+        csr_matvec(np.eye(2), np.ones(2))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        csr_matvec(csr_from_dense(np.eye(2)), np.ones(2), backend="cuda")
+    with pytest.raises(ValueError, match="threshold"):
+        csr_from_dense(np.eye(2), threshold=-1)
+    with pytest.raises(ValueError, match="W must have ndim"):
+        csr_from_dense(np.ones(3))
+    with pytest.raises(ValueError, match="W must not be empty"):
+        csr_from_dense(np.ones((0, 3)))
+    with pytest.raises(ValueError, match="indptr"):
+        CSRMatrix(np.array([0, 2, 1]), np.array([0]), np.array([1.0]), (2, 2))
+    with pytest.raises(ValueError, match="indptr"):
+        CSRMatrix(np.array([0, 1]), np.array([0]), np.array([1.0]), (2, 2))
+    with pytest.raises(ValueError, match="indices must lie"):
+        CSRMatrix(np.array([0, 1]), np.array([5]), np.array([1.0]), (1, 2))
+    with pytest.raises(ValueError, match="shape"):
+        CSRMatrix(np.array([0]), np.array([], dtype=int), np.array([]), (0, 2))
+    with pytest.raises(TypeError, match="data must be float32 or float64"):
+        CSRMatrix(np.array([0, 1]), np.array([0]), np.array([1]), (1, 1))
+
+
+def test_matmul_operator_and_to_scipy():
+    rng = np.random.default_rng(9)
+    W = _sparse(rng, (6, 4), 0.5)
+    A = csr_from_dense(W)
+    x = rng.standard_normal(4)
+    np.testing.assert_allclose(A @ x, W @ x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(A @ x[:, None], W @ x[:, None], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(A.to_scipy().toarray(), W)
+    assert "nnz=" in repr(A)
+
+
+# ------------------------------------------------------------------------------ properties
+@settings(max_examples=25, deadline=None)
+@given(n_rows=st.integers(1, 12), n_cols=st.integers(1, 12), sparsity=st.floats(0.0, 1.0),
+       seed=st.integers(0, 2**16), f32=st.booleans())
+def test_round_trip_and_products_hypothesis(n_rows, n_cols, sparsity, seed, f32):
+    dtype = np.float32 if f32 else np.float64
+    rng = np.random.default_rng(seed)
+    W = _sparse(rng, (n_rows, n_cols), sparsity, dtype)
+    A = csr_from_dense(W)
+    # round trip is exact, nnz is exact, columns sorted within rows
+    np.testing.assert_array_equal(A.to_dense(), W)
+    assert A.to_dense().dtype == dtype
+    assert A.nnz == np.count_nonzero(W)
+    for i in range(n_rows):
+        cols = A.indices[A.indptr[i]:A.indptr[i + 1]]
+        assert np.all(np.diff(cols.astype(np.int64)) > 0)
+    x = rng.standard_normal(n_cols).astype(dtype)
+    X = rng.standard_normal((n_cols, 3)).astype(dtype)
+    for b in ("numba", "numpy"):
+        assert_close(csr_matvec(A, x, backend=b), W.astype(np.float64) @ x, **TOL[dtype],
+                     what=f"matvec {b}")
+        assert_close(csr_matmat(A, X, backend=b), W.astype(np.float64) @ X, **TOL[dtype],
+                     what=f"matmat {b}")
+    # the two backends agree to rounding
+    assert_close(csr_matvec(A, x, backend="numba"), csr_matvec(A, x, backend="numpy"),
+                 **TOL[dtype], what="numba vs numpy")
