@@ -1,0 +1,61 @@
+"""Execute every chapter notebook end to end (one test per ``chapters/*.ipynb``) and check that
+every notebook is committed stripped of outputs.
+
+Notebooks run with nbclient on the ``python3`` kernel, in ``chapters/`` as the working
+directory, with ``REFIMPL_QUICK=1`` (small sizes), ``REFIMPL_PROGRESS=0`` and
+``MPLBACKEND=Agg``. Every numeric statement in a notebook is a ``refimpl.check`` call that
+raises when it does not verify, so a cell error is a failed verification: the test shows the
+failing cell's source and traceback. CI additionally runs ``nbstripout --verify``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
+NOTEBOOKS = sorted(CHAPTERS.glob("*.ipynb"))
+NOTEBOOK_ENV = {"REFIMPL_QUICK": "1", "REFIMPL_PROGRESS": "0", "MPLBACKEND": "Agg"}
+TIMEOUT = 900  # seconds per cell
+
+pytestmark = pytest.mark.notebook
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes(path, monkeypatch):
+    import nbclient
+    import nbformat
+    from nbclient.exceptions import CellExecutionError
+
+    for k, v in NOTEBOOK_ENV.items():
+        monkeypatch.setenv(k, v)  # the kernel inherits this process's environment
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=TIMEOUT, kernel_name="python3",
+                                     resources={"metadata": {"path": str(CHAPTERS)}})
+    t0 = time.perf_counter()
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        # the error text carries the failing cell's source and the kernel's traceback
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # drop ANSI colours
+        pytest.fail(f"{path.name}: a cell raised\n{text}", pytrace=False)
+    print(f"{path.name}: executed in {time.perf_counter() - t0:.1f} s")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_is_stripped(path):
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    dirty = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+             and (cell.get("outputs") or cell.get("execution_count") is not None)]
+    assert not dirty, (f"{path.name}: code cells {dirty} carry outputs or an execution count; "
+                       f"strip them with `nbstripout {path}`")
+
+
+def test_notebook_names_follow_the_chapter_scheme():
+    bad = [p.name for p in NOTEBOOKS if not (p.stem[:2].isdigit() and p.stem[2] == "_")]
+    assert not bad, f"notebooks must be named chapters/NN_name.ipynb, got {bad}"
