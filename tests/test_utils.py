@@ -1,0 +1,135 @@
+"""refimpl.utils: seeding and validators whose messages name the argument."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from refimpl import utils
+from refimpl.utils import (
+    as_rng,
+    check_array,
+    check_choice,
+    check_float,
+    check_fraction,
+    check_int,
+    progress_bar,
+)
+
+
+# ---------------------------------------------------------------------------------------- as_rng
+def test_as_rng_seeds_and_passthrough():
+    g = np.random.default_rng(3)
+    assert as_rng(g) is g
+    np.testing.assert_array_equal(as_rng(5).random(4), np.random.default_rng(5).random(4))
+    np.testing.assert_array_equal(as_rng(np.int64(5)).random(2), as_rng(5).random(2))
+    np.testing.assert_array_equal(as_rng(None).random(3), np.random.default_rng(0).random(3))
+    ss = np.random.SeedSequence(9)
+    np.testing.assert_array_equal(as_rng(ss).random(2),
+                                  np.random.default_rng(np.random.SeedSequence(9)).random(2))
+
+
+@pytest.mark.parametrize("bad,exc", [(-1, ValueError), (True, TypeError), (1.5, TypeError),
+                                     ("0", TypeError), (np.random.RandomState(0), TypeError)])
+def test_as_rng_rejects(bad, exc):
+    with pytest.raises(exc, match="rng must be"):
+        as_rng(bad)
+
+
+# ----------------------------------------------------------------------------------- check_array
+def test_check_array_returns_without_copy_and_promotes_ints():
+    x = np.arange(6.0).reshape(2, 3)
+    assert check_array(x, "x") is x
+    xi = check_array(np.arange(3), "x")
+    assert xi.dtype == np.float64
+    assert check_array([1, 2], "x", dtype_kind="iu").dtype.kind == "i"
+    assert check_array(x, "x", dtype=np.float32).dtype == np.float32
+
+
+def test_check_array_messages_name_the_argument():
+    with pytest.raises(TypeError, match="W must be an array, got None"):
+        check_array(None, "W")
+    with pytest.raises(TypeError, match="W must be a numeric array"):
+        check_array(np.array([object()]), "W")
+    with pytest.raises(TypeError, match=r"W must have dtype kind in 'f'"):
+        check_array(np.array([1 + 2j]), "W", dtype_kind="f")
+    with pytest.raises(ValueError, match=r"W must have ndim in \(2,\), got shape \(3,\)"):
+        check_array(np.ones(3), "W", ndim=2)
+    with pytest.raises(ValueError, match=r"W must have shape \(\*, 4\), got \(2, 3\)"):
+        check_array(np.ones((2, 3)), "W", shape=(None, 4))
+    with pytest.raises(ValueError, match=r"W must have shape \(2, 3\), got \(3,\)"):
+        check_array(np.ones(3), "W", shape=(2, 3))
+    with pytest.raises(ValueError, match="W must not be empty"):
+        check_array(np.ones((0, 3)), "W")
+    with pytest.raises(ValueError, match="W contains NaN or inf"):
+        check_array(np.array([1.0, np.nan]), "W")
+    with pytest.raises(ValueError, match="W contains NaN or inf"):
+        check_array(np.array([np.inf]), "W")
+
+
+def test_check_array_options():
+    assert check_array(np.ones((0, 3)), "W", allow_empty=True).shape == (0, 3)
+    assert np.isnan(check_array(np.array([np.nan]), "W", finite=False)[0])
+    assert check_array(np.ones((2, 5)), "W", shape=(2, None)).shape == (2, 5)
+    assert check_array(np.ones(3), "W", ndim=(1, 2)).ndim == 1
+
+
+# ------------------------------------------------------------------------------- scalar checks
+def test_check_int():
+    assert check_int(3, "bits", 1, 16) == 3
+    assert check_int(np.int32(16), "bits", 1, 16) == 16
+    with pytest.raises(ValueError, match=r"^bits must be an integer in \[1, 16\], got 0$"):
+        check_int(0, "bits", 1, 16)
+    with pytest.raises(ValueError, match=r"bits must be an integer in \[1, 16\], got 17"):
+        check_int(17, "bits", 1, 16)
+    with pytest.raises(TypeError, match=r"bits must be an integer in \[1, 16\], got 2.0"):
+        check_int(2.0, "bits", 1, 16)
+    with pytest.raises(TypeError, match="rank must be an integer >= 1, got True"):
+        check_int(True, "rank", 1)
+    with pytest.raises(ValueError, match="rank must be an integer <= 4, got 5"):
+        check_int(5, "rank", None, 4)
+
+
+def test_check_float_and_fraction():
+    assert check_float(0.5, "lr", 0, lo_open=True) == 0.5
+    assert check_float(np.float32(1), "lr") == 1.0
+    with pytest.raises(ValueError, match=r"lr must be in \(0, inf\], got 0"):
+        check_float(0, "lr", 0, lo_open=True)
+    with pytest.raises(ValueError, match="lr must be in"):
+        check_float(float("nan"), "lr")
+    with pytest.raises(TypeError, match="lr must be a real number, got '1'"):
+        check_float("1", "lr")
+    with pytest.raises(TypeError, match="lr must be a real number"):
+        check_float(False, "lr")
+    assert check_fraction(0.0) == 0.0
+    with pytest.raises(ValueError, match=r"^sparsity must be in \[0, 1\), got 1.5$"):
+        check_fraction(1.5)
+    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\), got 1"):
+        check_fraction(1)
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\], got -0.1"):
+        check_fraction(-0.1, "p", allow_one=True)
+    assert check_fraction(1, "p", allow_one=True) == 1.0
+
+
+def test_check_choice():
+    assert check_choice("lstm", "kind", ["lstm", "gru"]) == "lstm"
+    with pytest.raises(ValueError, match=r"kind must be one of \('lstm', 'gru'\), got 'rnn'"):
+        check_choice("rnn", "kind", ("lstm", "gru"))
+
+
+# ------------------------------------------------------------------------------- progress bars
+def test_progress_bar_iterates_and_is_off_when_asked(monkeypatch):
+    bar = progress_bar(range(4), desc="x", progress=False)
+    assert bar.disable and list(bar) == [0, 1, 2, 3]
+    monkeypatch.setenv("REFIMPL_PROGRESS", "0")
+    assert progress_bar(range(2)).disable
+    monkeypatch.setenv("REFIMPL_PROGRESS", "1")
+    assert not progress_bar(range(2), file=io.StringIO()).disable
+    assert not progress_bar(range(2), progress=True, file=io.StringIO()).disable
+
+
+def test_everything_exported_exists():
+    for name in utils.__all__:
+        assert callable(getattr(utils, name)), name
