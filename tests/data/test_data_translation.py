@@ -135,3 +135,30 @@ def test_bleu_matches_sacrebleu_or_nltk():
     nltk_bleu = pytest.importorskip("nltk.translate.bleu_score")
     theirs = nltk_bleu.corpus_bleu([[r] for r in refs], hyps)
     assert abs(ours - theirs) < 1e-12, (ours, theirs)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_sent = st.lists(st.sampled_from(list("abcde")), min_size=0, max_size=9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(_sent, _sent), min_size=1, max_size=5), st.randoms())
+def test_bleu_properties(pairs, rnd):
+    hyps = [h for h, _ in pairs]
+    refs = [r for _, r in pairs]
+    s = bleu(hyps, refs, smooth="exp")
+    assert 0.0 <= s <= 1.0 + 1e-12
+    # corpus order does not matter (statistics are pooled)
+    order = list(range(len(pairs)))
+    rnd.shuffle(order)
+    assert bleu([hyps[i] for i in order], [refs[i] for i in order], smooth="exp") == \
+        pytest.approx(s, abs=1e-12)
+    # a reference scored against itself is perfect once every order has an n-gram
+    if sum(len(r) for r in refs) and all(len(r) >= 4 for r in refs if r):
+        assert bleu(refs, refs) == pytest.approx(1.0, abs=1e-12)
+    # adding the hypothesis itself as a second reference never lowers the score (clip counts
+    # are maxima over references; the closest length can only get closer)
+    s2 = bleu(hyps, [[r, h] for h, r in pairs], smooth="exp", multi_reference=True)
+    assert s2 >= s - 1e-12
