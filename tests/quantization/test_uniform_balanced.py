@@ -1,0 +1,166 @@
+"""Tests for §3.3.1–3.3.2: uniform k-bit (Eqs. 36–39), power-of-two (Eqs. 46–48), balanced."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from refimpl.quantization import balanced as qbal
+from refimpl.quantization import uniform as qu
+
+finite = st.floats(-100, 100, allow_nan=False, allow_infinity=False, width=64)
+vec = arrays(np.float64, st.integers(2, 50), elements=finite)
+
+
+def _err(a, b):
+    d = np.abs(np.asarray(a, float) - np.asarray(b, float))
+    return f"max abs err {d.max():.3e}, max rel err {(d / np.maximum(np.abs(b), 1e-300)).max():.3e}"
+
+
+def test_eq36_eq37_hand_values():
+    # k = 2: levels −1, −1/3, 1/3, 1 and 0, 1/3, 2/3, 1
+    np.testing.assert_allclose(qu.q_signed([-1.0, -0.4, 0.2, 0.9, 5.0], 2),
+                               [-1, -1 / 3, 1 / 3, 1, 1])
+    np.testing.assert_allclose(qu.q_unit([0.0, 0.16, 0.17, 0.5, 0.99], 2),
+                               [0, 0, 1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(qu.q_unit([0.3], 1), [0.0])
+
+
+def test_eq36_is_eq37_affinely(rng):
+    x = rng.uniform(-1, 1, 1000)
+    for k in (1, 2, 3, 8):
+        np.testing.assert_allclose(qu.q_signed(x, k), 2 * qu.q_unit((x + 1) / 2, k) - 1,
+                                   atol=1e-12)
+
+
+def test_affine_eq38_39(rng):
+    X = rng.normal(3, 2, (5, 7))
+    for k in (1, 2, 4, 8):
+        Q = qu.quantize_uniform(X, k)
+        step = (X.max() - X.min()) / (2 ** k - 1)
+        assert np.max(np.abs(Q - X)) <= step / 2 + 1e-12  # error ≤ step/2
+        assert len(np.unique(np.round(Q, 10))) <= 2 ** k
+        assert Q.min() == pytest.approx(X.min()) and Q.max() == pytest.approx(X.max())
+
+
+def test_uniform_codes_roundtrip(rng):
+    X = rng.standard_normal(100)
+    codes, a, b = qu.uniform_codes(X, 3)
+    assert codes.dtype == np.uint16 and codes.max() <= 7
+    np.testing.assert_allclose(qu.dequantize_uniform(codes, a, b, 3), qu.quantize_uniform(X, 3))
+
+
+def test_constant_input_unchanged():
+    np.testing.assert_array_equal(qu.quantize_uniform(np.full(5, 2.5), 3), np.full(5, 2.5))
+
+
+@pytest.mark.parametrize("bits", [0, 17, 2.5])
+def test_bad_bits(bits):
+    with pytest.raises((ValueError, TypeError), match="bits"):
+        qu.quantize_uniform(np.ones(3), bits)
+
+
+def test_bad_weights():
+    with pytest.raises(ValueError, match="X"):
+        qu.quantize_uniform(np.array([1.0, np.inf]), 4)
+    with pytest.raises(ValueError, match="scheme"):
+        qu.quantize_uniform(np.ones(3), 4, scheme="log")
+
+
+@settings(max_examples=25, deadline=None)
+@given(vec, st.integers(1, 8))
+def test_uniform_idempotent_and_error_shrinks(X, k):
+    Q = qu.quantize_uniform(X, k)
+    np.testing.assert_allclose(qu.quantize_uniform(Q, k), Q, atol=1e-9 * (1 + np.abs(X).max()))
+    e_k = np.abs(Q - X).max()
+    e_k1 = np.abs(qu.quantize_uniform(X, k + 1) - X).max()
+    rng_ = X.max() - X.min()
+    assert e_k <= rng_ / (2 * (2 ** k - 1)) + 1e-9 * (1 + np.abs(X).max())
+    # worst-case bound halves (roughly) with each extra bit
+    assert e_k1 <= rng_ / (2 * (2 ** (k + 1) - 1)) + 1e-9 * (1 + np.abs(X).max())
+
+
+def test_torch_fake_quantize_crosscheck(torch, rng):
+    """Eq. (39) == torch fake_quantize on X − β with scale α/(2^k−1), zero_point 0."""
+    for k in (2, 4, 8):
+        X = rng.normal(0.3, 1.5, 2000)
+        ours = qu.quantize_uniform(X, k)
+        beta = X.min()
+        scale = (X.max() - X.min()) / (2 ** k - 1)
+        t = torch.fake_quantize_per_tensor_affine(torch.tensor(X - beta), scale, 0, 0,
+                                                  2 ** k - 1).numpy() + beta
+        # torch keeps ``scale`` in float32: the integer codes agree exactly, the values to
+        # float32 precision of the scale
+        s32 = float(np.float32(scale))
+        codes_t = np.rint((t - beta) / s32)
+        codes, _, _ = qu.uniform_codes(X, k)
+        np.testing.assert_array_equal(codes, codes_t)
+        assert np.allclose(ours, t, atol=2e-6 * (X.max() - X.min())), _err(ours, t)
+        # direct zero-point form: exact when β is on the grid (torch's nudged zero point)
+        s2, zp, qmin, qmax = qu.affine_params(X, k)
+        Xn = X - X.min() - zp * s2  # shift the data so that min = −zp·scale exactly
+        ours_n = qu.quantize_uniform(Xn, k)
+        t2 = torch.fake_quantize_per_tensor_affine(torch.tensor(Xn), s2, zp, qmin,
+                                                   qmax).numpy()
+        assert np.allclose(ours_n, t2, atol=2e-6 * (X.max() - X.min())), _err(ours_n, t2)
+    # Eq. (36) on [−1, 1]: fake_quantize(x + 1, 2/(2^k − 1), 0, 0, 2^k − 1) − 1
+    x = rng.uniform(-1, 1, 1000)
+    t3 = torch.fake_quantize_per_tensor_affine(torch.tensor(x + 1), 2 / 15, 0, 0, 15).numpy() - 1
+    np.testing.assert_allclose(qu.q_signed(x, 4), t3, atol=1e-6)
+
+
+def test_pow2_hand_values_and_deterministic_is_nearest():
+    W = np.array([0.3, -0.7, 1.0, 0.0, 3.1, 0.75, -6.0])
+    np.testing.assert_allclose(qu.quantize_pow2(W), [0.25, -0.5, 1.0, 0.0, 4.0, 0.5, -4.0])
+    np.testing.assert_allclose(qu.pow2_p([3.0, 0.75, 1.0]), [0.5, 0.5, 0.0])
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal(5000) * 3
+    Q = qu.quantize_pow2(X)
+    cand = np.sign(X)[:, None] * 2.0 ** np.arange(-30, 10)[None, :]
+    best = np.abs(cand - X[:, None]).min(1)
+    np.testing.assert_allclose(np.abs(Q - X), best, atol=1e-12)
+
+
+def test_pow2_stochastic_unbiased_and_exponent_clip():
+    W = np.array([0.3, -0.7, 1.6, 5.0])
+    S = np.stack([qu.quantize_pow2(W, stochastic=True, rng=s) for s in range(4000)])
+    se = np.sqrt(S.var(0) / 4000)
+    assert np.all(np.abs(S.mean(0) - W) < 5 * se + 1e-12), _err(S.mean(0), W)
+    np.testing.assert_allclose(qu.quantize_pow2(np.array([100.0, 1e-5]), min_exp=-3, max_exp=2),
+                               [4.0, 0.125])
+
+
+def test_recursive_median_edges_are_percentiles(rng):
+    W = rng.standard_normal(1024)
+    for k in (1, 2, 3):
+        codes, edges = qbal.balanced_codes(W, k)
+        counts = np.bincount(codes.ravel(), minlength=2 ** k)
+        assert np.all(counts == 1024 // 2 ** k), counts
+        s = np.sort(W)
+        exact = [(s[j * 1024 // 2 ** k - 1] + s[j * 1024 // 2 ** k]) / 2 for j in
+                 range(1, 2 ** k)]
+        np.testing.assert_allclose(edges, exact, atol=1e-12)
+
+
+def test_mean_split_approximates_median(rng):
+    W = rng.standard_normal(20000)  # symmetric: mean ≈ median
+    em = qbal.recursive_split_edges(W, 2, "median")
+    ea = qbal.recursive_split_edges(W, 2, "mean")
+    assert np.max(np.abs(em - ea)) < 0.15
+
+
+def test_balanced_beats_uniform_at_2_bits(rng):
+    W = rng.standard_normal(4000)
+    e_bal = ((qbal.balanced_quantize(W, 2) - W) ** 2).mean()
+    e_uni = ((qu.quantize_uniform(W, 2) - W) ** 2).mean()
+    assert e_bal < e_uni
+    Q = qbal.balanced_quantize(W, 2)
+    assert len(np.unique(Q)) == 4
+
+
+def test_balanced_bad_input():
+    with pytest.raises(ValueError, match="bits"):
+        qbal.balanced_quantize(np.ones(3), 2)
+    with pytest.raises(ValueError, match="split"):
+        qbal.recursive_split_edges(np.ones(30), 2, "mode")
