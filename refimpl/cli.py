@@ -5,7 +5,8 @@ Sub-commands
 ``tour``       train the baselines on the embedded tasks, apply every registered compression
                method and print the comparison table (and save a size-vs-quality plot)
 ``equations``  print the coverage map for Eqs. (1)–(69): equation → function → check → status
-``check``      run registered equation/claim checks and print their verdicts
+``check``      run registered equation/claim/named checks and print their verdicts
+               (exit status 0: all passed, 1: some failed, 2: unknown key)
 ``chapters``   execute the chapter notebooks (optionally render HTML)
 ``bench``      run the benchmarks in ``benchmarks/``
 """
@@ -38,21 +39,44 @@ def _cmd_equations(args) -> int:
     return 0
 
 
+def _run_key(check, key: str, quick: bool) -> list:
+    """Run one CLI key: an equation number, ``claim:name``/``check:name``, or a bare name."""
+    if key.isdigit():
+        return list(check.equation(int(key), quick=quick, raise_on_fail=False))
+    kind, _, name = key.partition(":")
+    if kind == "claim" and name:
+        return [check.claim(name, quick=quick, raise_on_fail=False)]
+    if kind == "check" and name:
+        return [check.verify(name, quick=quick, raise_on_fail=False)]
+    names = {e.name: e.kind for e in check.registered() if e.kind in ("claim", "check")}
+    if names.get(key) == "claim":
+        return [check.claim(key, quick=quick, raise_on_fail=False)]
+    if names.get(key) == "check":
+        return [check.verify(key, quick=quick, raise_on_fail=False)]
+    raise KeyError(f"{key!r} is neither an equation number nor a registered claim/check name "
+                   f"(see `refimpl equations`; claims and checks: {sorted(names)})")
+
+
 def _cmd_check(args) -> int:
     from refimpl import check
 
+    quick = not args.full
     if args.keys:
         results = []
         for k in args.keys:
-            if k.isdigit():
-                results += check.equation(int(k), quick=not args.full, raise_on_fail=False)
-            else:
-                results.append(check.claim(k, quick=not args.full, raise_on_fail=False))
+            try:
+                results += _run_key(check, k, quick)
+            except KeyError as err:
+                print(f"refimpl check: {err.args[0]}", file=sys.stderr)
+                return 2
     else:
-        results = check.run_all(args.kind, quick=not args.full, progress=None)
+        results = check.run_all(args.kind, quick=quick, progress=None)
     for r in results:
         print(r.line())
-    return 0 if all(r.passed for r in results) else 1
+    n_bad = sum(not r.passed for r in results)
+    if len(results) > 1:
+        print(f"\n{len(results) - n_bad}/{len(results)} passed")
+    return 0 if n_bad == 0 else 1
 
 
 def _cmd_tour(args) -> int:
@@ -84,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="refimpl_out", help="folder for the table and plot")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--baseline", default=None, choices=["bow", "lstm", "transformer"],
+                   help="the baseline methods compress (default: lstm)")
+    t.add_argument("--budget", type=float, default=None,
+                   help="seconds for the whole tour (default: 110 with --quick, none otherwise)")
+    t.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test-suite size
     t.set_defaults(func=_cmd_tour)
 
     e = sub.add_parser("equations", help="coverage map of Eqs. (1)-(69)")
@@ -91,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_equations)
 
     c = sub.add_parser("check", help="run equation numbers or claim names")
-    c.add_argument("keys", nargs="*", help="equation numbers or claim names (default: all)")
-    c.add_argument("--kind", choices=["equation", "claim"], default=None)
+    c.add_argument("keys", nargs="*",
+                   help="equation numbers, claim or check names (default: all)")
+    c.add_argument("--kind", choices=["equation", "check", "claim"], default=None)
     c.add_argument("--full", action="store_true", help="full sizes instead of quick")
     c.set_defaults(func=_cmd_check)
 
