@@ -1,0 +1,494 @@
+"""Pruning attention heads, layers and general structures (Survey §2.4).
+
+=====================================  =======================================================
+function                               survey § / equation, paper
+=====================================  =======================================================
+:func:`head_importance_from_outputs`   §2.4.1, Eq. (18), second form ``|Att_hᵀ ∂L/∂Att_h|``
+:func:`head_importance`                §2.4.1, Eq. (18), both forms on a gated model
+                                       (Michel et al. 2019)
+:func:`iterative_head_pruning`         §2.4.1 — prune the least important heads step by step
+:func:`head_confidence`                §2.4.1 — Voita et al. 2019, mean max attention weight
+:func:`hard_concrete_gate`,
+:func:`l0_penalty`,
+:func:`hard_concrete_deterministic`    §2.4.1 — stochastic L0 head gates (Louizos et al. 2018,
+                                       used by Voita et al. 2019)
+:func:`layerdrop_gates`                §2.4.2 — LayerDrop training (Fan et al. 2019)
+:func:`every_other_keep`               §2.4.2 — "every other" inference-time pruning
+:func:`search_layers_validation`       §2.4.2 — search the kept layers on validation data
+:func:`data_driven_drop_rates`,
+:func:`data_driven_keep`               §2.4.2 — learned per-layer drop rates p_d, mean p,
+                                       top-k layers at inference
+:func:`structure_importance`,
+:func:`joint_prune_masks`              §2.4.3 — joint FFN + head masks (Prasanna et al. 2020)
+=====================================  =======================================================
+
+The methods act on a *gated* model: ``model(X, lengths, head_gates=ξ, ffn_gates=ν,
+layer_gates=g)`` with ``ξ`` of shape ``(n_layers, num_heads)`` (or ``(n_layers, batch,
+num_heads)``: one gate per example), ``ν`` and ``g`` of shape ``(n_layers,)``, and after a
+forward pass ``model.last_heads[l]`` (the Tensor ``Att_h(x)``, shape ``(B, H, T, d_head)``)
+and ``model.last_attn[l]`` (attention probabilities ``(B, H, T, T)``); see
+:class:`refimpl.pruning._models.TinyTransformer`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import numpy as np
+
+from refimpl.nn import Tensor, no_grad
+from refimpl.nn import functional as F
+from refimpl.pruning._models import _xent
+from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_fraction,
+                           check_int)
+
+__all__ = ["head_importance_from_outputs", "head_importance", "iterative_head_pruning",
+           "head_confidence", "HC_BETA", "HC_GAMMA", "HC_ZETA", "hard_concrete_gate",
+           "l0_penalty", "hard_concrete_deterministic", "prob_nonzero", "layerdrop_gates",
+           "every_other_keep", "search_layers_validation", "data_driven_drop_rates",
+           "data_driven_keep", "structure_importance", "joint_prune_masks"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Head importance (Eq. 18)
+# ---------------------------------------------------------------------------------------------
+
+def head_importance_from_outputs(att, datt) -> np.ndarray:
+    """``I_h = E_x |Att_h(x)ᵀ ∂L(x)/∂Att_h(x)|`` (Survey Eq. (18), second form, §2.4.1).
+
+    Parameters
+    ----------
+    att : ndarray of shape (B, H, T, d_head)
+        Each head's output ``Att_h(x)`` for ``B`` examples.
+    datt : ndarray of shape (B, H, T, d_head)
+        ``∂L(x_b)/∂Att_h(x_b)`` of each example's own loss (not of a batch mean).
+
+    Returns
+    -------
+    ndarray of shape (H,)
+
+    Notes
+    -----
+    With the head's output gated as ``ξ_h Att_h(x)``, the chain rule at ``ξ_h = 1`` gives
+    ``∂L/∂ξ_h = Σ_{t,d} Att_h(x)_{td} ∂L/∂Att_h(x)_{td}``: the two forms of Eq. (18) agree.
+
+    References
+    ----------
+    .. [1] P. Michel, O. Levy, G. Neubig, "Are Sixteen Heads Really Better than One?",
+       NeurIPS 2019.
+    """
+    att = check_array(att, "att", ndim=4)
+    datt = check_array(datt, "datt", shape=att.shape)
+    per_example = np.einsum("bhtd,bhtd->bh", att, datt)  # (B, H): Att_hᵀ ∂L/∂Att_h
+    return np.abs(per_example).mean(axis=0)
+
+
+def _gates_default(model, head_mask, ffn_mask):
+    L, H = model.n_layers, model.num_heads
+    hm = np.ones((L, H)) if head_mask is None else check_array(head_mask, "head_mask",
+                                                               shape=(L, H), dtype_kind="fbiu")
+    fm = np.ones(L) if ffn_mask is None else check_array(ffn_mask, "ffn_mask", shape=(L,),
+                                                         dtype_kind="fbiu")
+    return hm.astype(np.float64), fm.astype(np.float64)
+
+
+def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
+                         form: str = "gate", batch_size: int = 256):
+    """Expected absolute sensitivity of the loss to each head gate and FFN gate.
+
+    ``I_h = E_x |∂L(x)/∂ξ_h|`` (Survey Eq. (18), Michel et al.) and the same for each layer's FFN
+    gate ``ν_l`` (Prasanna et al. 2020), evaluated at the current masks (gates of pruned
+    structures are 0, so a pruned structure still gets a score). ``form="activation"`` computes
+    the heads by the second form of Eq. (18) (:func:`head_importance_from_outputs`) instead.
+
+    Parameters
+    ----------
+    model : gated model (see the module docstring)
+    X : ndarray of shape (N, T), int
+    lengths : ndarray of shape (N,)
+    y : ndarray of shape (N,)
+    head_mask : ndarray of shape (n_layers, num_heads), optional
+    ffn_mask : ndarray of shape (n_layers,), optional
+    form : {"gate", "activation"}
+
+    Returns
+    -------
+    head_imp : ndarray of shape (n_layers, num_heads)
+    ffn_imp : ndarray of shape (n_layers,)
+
+    References
+    ----------
+    .. [1] P. Michel, O. Levy, G. Neubig, "Are Sixteen Heads Really Better than One?",
+       NeurIPS 2019.
+    .. [2] S. Prasanna, A. Rogers, A. Rumshisky, "When BERT Plays the Lottery, All Tickets Are
+       Winning", EMNLP 2020.
+    """
+    check_choice(form, "form", ("gate", "activation"))
+    X = check_array(X, "X", ndim=2, dtype_kind="iu")
+    y = np.asarray(y)
+    hm, fm = _gates_default(model, head_mask, ffn_mask)
+    L, H = hm.shape
+    hsum = np.zeros((L, H))
+    fsum = np.zeros(L)
+    for s in range(0, len(y), batch_size):
+        sl = slice(s, s + batch_size)
+        B = len(y[sl])
+        # one gate per example, so the summed loss's gradient is each example's own ∂L(x)/∂ξ
+        xi = Tensor(np.broadcast_to(hm[:, None, :], (L, B, H)).copy(), requires_grad=True)
+        nu = Tensor(np.broadcast_to(fm[:, None], (L, B)).copy(), requires_grad=True)
+        logits = model(X[sl], lengths[sl], head_gates=xi,
+                       ffn_gates=[nu[layer].reshape(B, 1, 1) for layer in range(L)])
+        loss = _xent(logits, y[sl]) * float(B)  # Σ_x L(x)
+        loss.backward()
+        fsum += np.abs(nu.grad).sum(axis=1)
+        if form == "gate":
+            hsum += np.abs(xi.grad).sum(axis=1)
+        else:
+            for layer in range(L):
+                att = model.last_heads[layer]
+                # gate ξ multiplies Att_h: ∂L/∂(ξ Att_h) · ξ = ∂L/∂Att_h
+                hsum[layer] += B * head_importance_from_outputs(att.data, att.grad)
+    n = len(y)
+    return hsum / n, fsum / n
+
+
+def head_importance(model, X, lengths, y, *, head_mask=None, form: str = "gate",
+                    normalize: bool = False) -> np.ndarray:
+    """Head importance ``I_h = E_x |∂L(x)/∂ξ_h|`` of every head (Survey Eq. (18), §2.4.1).
+
+    ``form="gate"`` differentiates the loss with respect to per-example gates ``ξ_h``;
+    ``form="activation"`` uses ``|Att_h(x)ᵀ ∂L/∂Att_h(x)|``. ``normalize=True`` divides each
+    layer's scores by their L2 norm, as Michel et al. do before ranking heads across layers.
+
+    Returns
+    -------
+    ndarray of shape (n_layers, num_heads)
+    """
+    imp, _ = structure_importance(model, X, lengths, y, head_mask=head_mask, form=form)
+    if normalize:
+        imp = imp / np.maximum(np.linalg.norm(imp, axis=1, keepdims=True), 1e-20)
+    return imp
+
+
+def iterative_head_pruning(model, X, lengths, y, eval_fn: Callable[[np.ndarray], float], *,
+                           step_fraction: float = 0.1, n_steps: int | None = None):
+    """Michel et al.'s iterative pruning: drop the least important heads step by step.
+
+    At each step ``I_h`` is recomputed with the current mask (normalised per layer) and the
+    ``ceil(step_fraction · total)`` lowest-scoring remaining heads are masked; at least one
+    head is always kept.
+
+    Parameters
+    ----------
+    model : gated model
+    X, lengths, y : importance data
+    eval_fn : callable
+        ``eval_fn(head_mask) -> float`` (e.g. validation accuracy with the mask applied).
+    step_fraction : float in (0, 1)
+    n_steps : int, optional
+        Default: until one head remains.
+
+    Returns
+    -------
+    masks : list of ndarray of shape (n_layers, num_heads)
+        The mask after each step (``masks[0]`` all ones).
+    scores : list of float
+        ``eval_fn`` of each mask.
+    """
+    step_fraction = check_float(step_fraction, "step_fraction", 0.0, 1.0, lo_open=True,
+                                hi_open=True)
+    L, H = model.n_layers, model.num_heads
+    total = L * H
+    per_step = max(1, int(np.ceil(step_fraction * total)))
+    max_steps = int(np.ceil((total - 1) / per_step))
+    n_steps = max_steps if n_steps is None else check_int(n_steps, "n_steps", 0, max_steps)
+    mask = np.ones((L, H))
+    masks, scores = [mask.copy()], [float(eval_fn(mask))]
+    for _ in range(n_steps):
+        imp = head_importance(model, X, lengths, y, head_mask=mask, normalize=True)
+        imp = np.where(mask > 0, imp, np.inf).ravel()
+        n_alive = int(mask.sum())
+        k = min(per_step, n_alive - 1)
+        if k <= 0:
+            break
+        drop = np.argsort(imp, kind="stable")[:k]
+        mask = mask.copy().ravel()
+        mask[drop] = 0.0
+        mask = mask.reshape(L, H)
+        masks.append(mask.copy())
+        scores.append(float(eval_fn(mask)))
+    return masks, scores
+
+
+def head_confidence(attn, lengths, exclude_last: bool = False) -> np.ndarray:
+    """Voita et al.'s head confidence: the mean over tokens of the head's max attention weight.
+
+    Parameters
+    ----------
+    attn : ndarray of shape (B, H, T, T)
+        Attention probabilities (rows = queries).
+    lengths : ndarray of shape (B,)
+    exclude_last : bool
+        Leave out each sentence's last token as a query (Voita et al. exclude the
+        end-of-sentence token).
+
+    Returns
+    -------
+    ndarray of shape (H,)
+
+    References
+    ----------
+    .. [1] E. Voita, D. Talbot, F. Moiseev, R. Sennrich, I. Titov, "Analyzing Multi-Head
+       Self-Attention: Specialized Heads Do the Heavy Lifting, the Rest Can Be Pruned",
+       ACL 2019.
+    """
+    attn = check_array(attn, "attn", ndim=4)
+    B, H, T, _ = attn.shape
+    lengths = np.asarray(lengths)
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must have shape ({B},), got {lengths.shape}")
+    stop = lengths - (1 if exclude_last else 0)
+    q_valid = np.arange(T)[None, :] < stop[:, None]  # (B, T)
+    mx = attn.max(axis=-1)  # (B, H, T)
+    w = q_valid[:, None, :].astype(np.float64)
+    return (mx * w).sum(axis=(0, 2)) / max(w.sum(), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hard-concrete L0 gates
+# ---------------------------------------------------------------------------------------------
+
+HC_BETA, HC_GAMMA, HC_ZETA = 2.0 / 3.0, -0.1, 1.1
+
+
+def hard_concrete_gate(log_alpha, rng=None, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
+                       zeta: float = HC_ZETA):
+    """Sample a hard-concrete gate ``z ∈ [0, 1]`` (Louizos et al. 2018; Voita et al. 2019).
+
+    ``u ~ U(0, 1)``, ``s = σ((log u - log(1-u) + log α) / β)``, ``z = clip(s (ζ - γ) + γ, 0, 1)``.
+    ``z`` is exactly 0 or 1 with positive probability, yet differentiable in ``log α`` where
+    ``0 < z < 1`` (the tape carries the gradient through ``σ`` and ``clip``).
+
+    Parameters
+    ----------
+    log_alpha : Tensor or ndarray of any shape
+    rng : Generator or int
+    beta, gamma, zeta : float
+        Temperature and stretch interval ``(γ, ζ)``, ``γ < 0 < 1 < ζ``.
+
+    Returns
+    -------
+    Tensor of the shape of ``log_alpha``
+
+    References
+    ----------
+    .. [1] C. Louizos, M. Welling, D. P. Kingma, "Learning Sparse Neural Networks through L0
+       Regularization", ICLR 2018.
+    """
+    rng = as_rng(rng)
+    la = log_alpha if isinstance(log_alpha, Tensor) else Tensor(np.asarray(log_alpha, float))
+    u = rng.uniform(1e-6, 1 - 1e-6, la.shape)
+    s = F.sigmoid((la + (np.log(u) - np.log1p(-u))) * (1.0 / beta))
+    return F.clip(s * (zeta - gamma) + gamma, 0.0, 1.0)
+
+
+def prob_nonzero(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
+                 zeta: float = HC_ZETA) -> np.ndarray:
+    """``P(z ≠ 0) = σ(log α - β log(-γ/ζ))`` of :func:`hard_concrete_gate` (closed form)."""
+    la = np.asarray(log_alpha.data if isinstance(log_alpha, Tensor) else log_alpha, float)
+    return 1.0 / (1.0 + np.exp(-(la - beta * np.log(-gamma / zeta))))
+
+
+def l0_penalty(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
+               zeta: float = HC_ZETA):
+    """Expected number of open gates ``Σ_h σ(log α_h - β log(-γ/ζ))`` (differentiable L0)."""
+    la = log_alpha if isinstance(log_alpha, Tensor) else Tensor(np.asarray(log_alpha, float))
+    return F.sigmoid(la - beta * np.log(-gamma / zeta)).sum()
+
+
+def hard_concrete_deterministic(log_alpha, *, gamma: float = HC_GAMMA,
+                                zeta: float = HC_ZETA) -> np.ndarray:
+    """Test-time gate ``clip(σ(log α)(ζ - γ) + γ, 0, 1)`` (Louizos et al., Eq. 13)."""
+    la = np.asarray(log_alpha.data if isinstance(log_alpha, Tensor) else log_alpha, float)
+    return np.clip(1.0 / (1.0 + np.exp(-la)) * (zeta - gamma) + gamma, 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# LayerDrop (§2.4.2)
+# ---------------------------------------------------------------------------------------------
+
+def layerdrop_gates(n_layers: int, p, rng=None) -> np.ndarray:
+    """Training-time LayerDrop: each layer is skipped with probability ``p`` (or ``p[d]``).
+
+    Returns
+    -------
+    ndarray of shape (n_layers,), entries 0 (dropped) or 1
+
+    References
+    ----------
+    .. [1] A. Fan, E. Grave, A. Joulin, "Reducing Transformer Depth on Demand with Structured
+       Dropout", ICLR 2020 (arXiv 1909.11556, 2019).
+    """
+    n_layers = check_int(n_layers, "n_layers", 1)
+    p = np.broadcast_to(np.asarray(p, dtype=np.float64), (n_layers,))
+    if np.any(p < 0) or np.any(p >= 1):
+        raise ValueError(f"p must be in [0, 1), got {p}")
+    return (as_rng(rng).random(n_layers) >= p).astype(np.float64)
+
+
+def every_other_keep(n_layers: int, p: float) -> np.ndarray:
+    """"Every other" pruning at inference: drop layers ``d`` with ``d ≡ 0 (mod ⌊1/p⌋)``.
+
+    Layers are counted from 1, so ``p = 0.5`` on 6 layers drops 2, 4, 6 and ``p = 1/3`` on 12
+    layers drops every third layer (Fan et al. 2019, §5).
+
+    Returns
+    -------
+    ndarray of bool of shape (n_layers,) (``True`` = kept)
+    """
+    n_layers = check_int(n_layers, "n_layers", 1)
+    p = check_fraction(p, "p")
+    keep = np.ones(n_layers, dtype=bool)
+    if p > 0:
+        step = int(np.floor(1.0 / p + 1e-9))
+        keep[np.arange(1, n_layers + 1) % step == 0] = False
+    return keep
+
+
+def search_layers_validation(eval_fn: Callable[[np.ndarray], float], n_layers: int,
+                             n_keep: int):
+    """Try every set of ``n_keep`` kept layers and return the best on validation data.
+
+    Parameters
+    ----------
+    eval_fn : callable
+        ``eval_fn(keep) -> float`` (higher is better), ``keep`` bool of shape (n_layers,).
+    n_layers, n_keep : int
+
+    Returns
+    -------
+    keep : ndarray of bool of shape (n_layers,)
+    score : float
+    """
+    n_layers = check_int(n_layers, "n_layers", 1)
+    n_keep = check_int(n_keep, "n_keep", 1, n_layers)
+    best, best_s = None, -np.inf
+    for combo in itertools.combinations(range(n_layers), n_keep):
+        keep = np.zeros(n_layers, dtype=bool)
+        keep[list(combo)] = True
+        s = float(eval_fn(keep))
+        if s > best_s:
+            best, best_s = keep, s
+    return best, best_s
+
+
+def data_driven_drop_rates(theta, p: float):
+    """Per-layer drop rates with mean ``p``: ``p_d = L p softmax(θ)_d`` (Fan et al. 2019).
+
+    Parameters
+    ----------
+    theta : Tensor or ndarray of shape (n_layers,)
+        Learned layer scores (higher → dropped more often).
+    p : float
+        Target average drop rate, in ``(0, 1)``; needs ``L p softmax(θ)_d < 1``.
+
+    Returns
+    -------
+    Tensor of shape (n_layers,) whose mean is exactly ``p``.
+    """
+    p = check_float(p, "p", 0.0, 1.0, lo_open=True, hi_open=True)
+    th = theta if isinstance(theta, Tensor) else Tensor(np.asarray(theta, float))
+    return F.softmax(th, axis=-1) * (th.shape[0] * p)
+
+
+def data_driven_keep(theta, n_keep: int) -> np.ndarray:
+    """Inference: keep the ``n_keep`` layers with the lowest learned drop rate."""
+    th = np.asarray(theta.data if isinstance(theta, Tensor) else theta, float)
+    n_keep = check_int(n_keep, "n_keep", 1, th.shape[0])
+    keep = np.zeros(th.shape[0], dtype=bool)
+    keep[np.argsort(th, kind="stable")[:n_keep]] = True
+    return keep
+
+
+def relaxed_layer_gates(drop_rates, rng=None, temperature: float = 0.5):
+    """Concrete (relaxed Bernoulli) keep-gates with keep probability ``1 - p_d``, differentiable
+    in ``p_d`` (used to learn data-driven LayerDrop rates)."""
+    rng = as_rng(rng)
+    temperature = check_float(temperature, "temperature", 0.0, lo_open=True)
+    pd = drop_rates if isinstance(drop_rates, Tensor) else Tensor(np.asarray(drop_rates, float))
+    u = rng.uniform(1e-6, 1 - 1e-6, pd.shape)
+    pd = F.clip(pd, 1e-4, 1 - 1e-4)
+    logit_keep = F.log(1.0 - pd) - F.log(pd)
+    return F.sigmoid((logit_keep + (np.log(u) - np.log1p(-u))) * (1.0 / temperature))
+
+
+__all__.append("relaxed_layer_gates")
+
+
+# ---------------------------------------------------------------------------------------------
+# Joint FFN + head masks (§2.4.3)
+# ---------------------------------------------------------------------------------------------
+
+def joint_prune_masks(model, X, lengths, y, eval_fn: Callable[[np.ndarray, np.ndarray], float],
+                      *, head_fraction: float = 0.1, ffn_per_step: int = 1,
+                      min_score: float | None = None, max_steps: int = 100):
+    """Prasanna et al.'s structured pruning of heads and FFNs together by gate sensitivity.
+
+    Each step recomputes ``E|∂L/∂ξ_h|`` and ``E|∂L/∂ν_l|`` (:func:`structure_importance`) at the
+    current masks, masks the ``ceil(head_fraction · n_heads)`` least important remaining heads
+    and the ``ffn_per_step`` least important remaining FFNs, and stops before the score
+    ``eval_fn(head_mask, ffn_mask)`` would fall below ``min_score`` (Prasanna et al. use 90% of
+    the full model's score).
+
+    Returns
+    -------
+    head_mask : ndarray of shape (n_layers, num_heads)
+    ffn_mask : ndarray of shape (n_layers,)
+    history : list of (n_heads_kept, n_ffn_kept, score)
+    """
+    head_fraction = check_float(head_fraction, "head_fraction", 0.0, 1.0, lo_open=True,
+                                hi_open=True)
+    ffn_per_step = check_int(ffn_per_step, "ffn_per_step", 0)
+    L, H = model.n_layers, model.num_heads
+    hm, fm = np.ones((L, H)), np.ones(L)
+    base = float(eval_fn(hm, fm))
+    min_score = 0.9 * base if min_score is None else float(min_score)
+    hist = [(int(hm.sum()), int(fm.sum()), base)]
+    n_h = max(1, int(np.ceil(head_fraction * L * H)))
+    for _ in range(check_int(max_steps, "max_steps", 0)):
+        hi, fi = structure_importance(model, X, lengths, y, head_mask=hm, ffn_mask=fm)
+        hi = hi / np.maximum(np.linalg.norm(hi, axis=1, keepdims=True), 1e-20)
+        new_h, new_f = hm.copy().ravel(), fm.copy()
+        alive = np.flatnonzero(new_h > 0)
+        k = min(n_h, alive.size - 1)
+        if k > 0:
+            new_h[alive[np.argsort(hi.ravel()[alive], kind="stable")[:k]]] = 0.0
+        alive_f = np.flatnonzero(new_f > 0)
+        kf = min(ffn_per_step, alive_f.size)
+        if kf > 0:
+            new_f[alive_f[np.argsort(fi[alive_f], kind="stable")[:kf]]] = 0.0
+        new_h = new_h.reshape(L, H)
+        if k <= 0 and kf <= 0:
+            break
+        s = float(eval_fn(new_h, new_f))
+        if s < min_score:
+            break
+        hm, fm = new_h, new_f
+        hist.append((int(hm.sum()), int(fm.sum()), s))
+    return hm, fm, hist
+
+
+def _eval_masks(model, X, lengths, y, head_mask=None, ffn_mask=None, layer_keep=None):
+    """Accuracy of ``model`` with constant masks (no gradients)."""
+    from refimpl.pruning._models import accuracy
+
+    gates = {}
+    if head_mask is not None:
+        gates["head_gates"] = np.asarray(head_mask, float)
+    if ffn_mask is not None:
+        gates["ffn_gates"] = np.asarray(ffn_mask, float)
+    if layer_keep is not None:
+        gates["layer_gates"] = np.asarray(layer_keep, float)
+    with no_grad():
+        return accuracy(model, X, lengths, y, **gates)
