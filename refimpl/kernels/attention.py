@@ -1,0 +1,419 @@
+"""Attention kernels that never form the ``n × n`` matrix (Survey §7).
+
+=================================  ===========================================  ==============
+kernel                             what                                         used by
+=================================  ===========================================  ==============
+:func:`sliding_window_attention`   sliding-window (+ dilated, + global)         Longformer
+                                   attention, O(n·w) time and memory            (§7.2)
+:func:`block_sparse_attention`     attention restricted to a block layout,      BlockBERT,
+                                   O(nnz blocks · b²) time                      Sparse Tr. (§7.1)
+:func:`causal_linear_attention`    causal linear attention by prefix sums,      linear Transf.
+                                   O(n·d·d_v) time, O(d·d_v) state              (§7.2)
+=================================  ===========================================  ==============
+
+Each exists as a Numba function (``cache=True``, ``prange`` over rows) beside a pure-NumPy
+reference with the same signature, chosen by ``backend="numba" | "numpy"`` (default
+``$REFIMPL_BACKEND``). The NumPy references are themselves sub-quadratic: they process blocks
+of queries with BLAS and never allocate an ``n × n`` array. Inputs are ``(B, H, n, d)``; float32
+and float64 are supported and the output has the inputs' (promoted) dtype.
+
+References
+----------
+.. [1] I. Beltagy, M. E. Peters, A. Cohan, "Longformer: The Long-Document Transformer", 2020.
+.. [2] R. Child et al., "Generating Long Sequences with Sparse Transformers", 2019.
+.. [3] A. Katharopoulos et al., "Transformers are RNNs: Fast Autoregressive Transformers with
+   Linear Attention", ICML 2020.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from refimpl.kernels._backend import dispatch
+
+__all__ = ["sliding_window_attention", "block_sparse_attention", "causal_linear_attention",
+           "check_window"]
+
+_ROWS_PER_TASK = 64
+
+
+def _check_qkv(Q, K, V):
+    # local validation (kernels import nothing from the chapters)
+    for nm, a in (("Q", Q), ("K", K), ("V", V)):
+        if not isinstance(a, np.ndarray) or a.ndim != 4:
+            raise ValueError(f"{nm} must be a 4-D ndarray (batch, heads, n, d), got "
+                             f"{getattr(a, 'shape', type(a).__name__)}")
+        if a.dtype.kind != "f":
+            raise TypeError(f"{nm} must be a float array, got dtype {a.dtype}")
+    if Q.shape[-1] != K.shape[-1]:
+        raise ValueError(f"K must have the same last dimension d as Q, got Q {Q.shape} and "
+                         f"K {K.shape} (d mismatch)")
+    if Q.shape[:3] != K.shape[:3] or K.shape[:3] != V.shape[:3]:
+        raise ValueError(f"Q, K and V must share (batch, heads, n), got {Q.shape}, {K.shape}, "
+                         f"{V.shape}")
+    dt = np.result_type(Q.dtype, K.dtype, V.dtype)
+    return (np.ascontiguousarray(Q, dtype=dt), np.ascontiguousarray(K, dtype=dt),
+            np.ascontiguousarray(V, dtype=dt))
+
+
+def check_window(window, dilation, global_idx, n: int):
+    """Validate Longformer's window arguments; returns ``(half, dilation, global_idx)``."""
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)):
+        raise TypeError(f"window must be an integer, got {window!r}")
+    window = int(window)
+    if window < 0 or window % 2:
+        raise ValueError(f"window must be a non-negative even integer (w/2 keys on each side),"
+                         f" got {window}")
+    if window > n:
+        raise ValueError(f"window must be <= the sequence length n={n}, got {window}")
+    if isinstance(dilation, bool) or not isinstance(dilation, (int, np.integer)) or dilation < 1:
+        raise ValueError(f"dilation must be an integer >= 1, got {dilation!r}")
+    g = np.asarray(global_idx if global_idx is not None else (), dtype=np.int64).ravel()
+    if g.size and (g.min() < 0 or g.max() >= n):
+        raise ValueError(f"global_idx must lie in [0, {n}), got {g.tolist()}")
+    if np.unique(g).size != g.size:
+        raise ValueError(f"global_idx must not repeat a position, got {g.tolist()}")
+    return window // 2, int(dilation), np.sort(g)
+
+
+# ------------------------------------------------------------------------------ sliding window
+@numba.njit(cache=True, fastmath=True, inline="always")
+def _dot(a, b):
+    # contiguous rows of length d: fastmath lets LLVM vectorise the reduction
+    acc = 0.0
+    for k in range(a.shape[0]):
+        acc += a[k] * b[k]
+    return acc
+
+
+@numba.njit(cache=True, parallel=True)
+def _sliding_window_numba(Q, K, V, half, dil, gidx, is_global, out):
+    B, H, n, d = Q.shape
+    dv = V.shape[3]
+    ng = gidx.shape[0]
+    scale = 1.0 / math.sqrt(d)
+    n_tasks_per_bh = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for task in numba.prange(B * H * n_tasks_per_bh):
+        bh = task // n_tasks_per_bh
+        b = bh // H
+        h = bh % H
+        i0 = (task % n_tasks_per_bh) * _ROWS_PER_TASK
+        i1 = min(i0 + _ROWS_PER_TASK, n)
+        cap = max(2 * half + 1 + ng, n if ng > 0 else 1)
+        s = np.empty(cap, dtype=np.float64)
+        idx = np.empty(cap, dtype=np.int64)
+        acc = np.empty(dv, dtype=np.float64)
+        for i in range(i0, i1):
+            cnt = 0
+            if is_global[i]:
+                for j in range(n):
+                    idx[cnt] = j
+                    cnt += 1
+            else:
+                for o in range(-half, half + 1):
+                    j = i + o * dil
+                    if j >= 0 and j < n:
+                        idx[cnt] = j
+                        cnt += 1
+                for t in range(ng):
+                    j = gidx[t]
+                    off = j - i
+                    if off % dil == 0 and abs(off) <= half * dil:
+                        continue  # already in the window
+                    idx[cnt] = j
+                    cnt += 1
+            qi = Q[b, h, i]
+            mx = -np.inf
+            for t in range(cnt):
+                v = _dot(qi, K[b, h, idx[t]]) * scale
+                s[t] = v
+                if v > mx:
+                    mx = v
+            z = 0.0
+            for t in range(cnt):
+                e = np.exp(s[t] - mx)
+                s[t] = e
+                z += e
+            acc[:] = 0.0
+            for t in range(cnt):
+                w = s[t] / z
+                vj = V[b, h, idx[t]]
+                for k in range(dv):
+                    acc[k] += w * vj[k]
+            for k in range(dv):
+                out[b, h, i, k] = acc[k]
+
+
+def _sliding_window_numpy(Q, K, V, half, dil, gidx, is_global, out, block: int = 256):
+    B, H, n, d = Q.shape
+    scale = 1.0 / np.sqrt(d)
+    ng = gidx.size
+    Kg = K[:, :, gidx]  # (B, H, ng, d)
+    Vg = V[:, :, gidx]  # (B, H, ng, d_v)
+    # a dilated window is a plain window on each residue class i ≡ r (mod dil)
+    for r in range(dil):
+        pos = np.arange(r, n, dil)  # original positions of this sub-sequence
+        m = pos.size
+        for a in range(0, m, block):
+            e = min(a + block, m)
+            ka, kb = max(0, a - half), min(m, e + half)
+            qp, kp = pos[a:e], pos[ka:kb]
+            S = Q[:, :, qp] @ np.swapaxes(K[:, :, kp], -1, -2) * scale  # (B, H, bq, bk)
+            qi = np.arange(a, e)[:, None]
+            ki = np.arange(ka, kb)[None, :]
+            M = np.abs(qi - ki) <= half  # (bq, bk) band in sub-sequence units
+            parts = [(S, M, V[:, :, kp])]
+            if ng:
+                Sg = Q[:, :, qp] @ np.swapaxes(Kg, -1, -2) * scale  # (B, H, bq, ng)
+                off = gidx[None, :] - qp[:, None]
+                Mg = ~((off % dil == 0) & (np.abs(off) <= half * dil))  # not already in window
+                parts.append((Sg, Mg, Vg))
+            mx = np.max([np.where(Mx, Sx, -np.inf).max(axis=-1, keepdims=True)
+                         for Sx, Mx, _ in parts], axis=0)  # (B, H, bq, 1); finite: self is in M
+            acc = 0.0
+            Z = 0.0
+            for Sx, Mx, Vx in parts:
+                W = np.exp(np.where(Mx, Sx - mx, -np.inf))
+                Z = Z + W.sum(axis=-1, keepdims=True)
+                acc = acc + W @ Vx
+            out[:, :, qp] = acc / Z
+    if ng:  # global rows attend to every key
+        gq = np.nonzero(is_global)[0]
+        S = Q[:, :, gq] @ np.swapaxes(K, -1, -2) * scale  # (B, H, ng, n)
+        S = np.exp(S - S.max(axis=-1, keepdims=True))
+        out[:, :, gq] = (S / S.sum(axis=-1, keepdims=True)) @ V
+
+
+def sliding_window_attention(Q, K, V, window: int, dilation: int = 1, global_idx=(), *,
+                             backend=None) -> np.ndarray:
+    """Longformer attention: sliding window (+ dilation, + global tokens), never ``n × n``.
+
+    Survey §7.2 (Beltagy et al., 2020). Query ``i`` attends to keys ``i + dilation·o`` for
+    ``o`` in ``[-w/2, w/2]`` (those inside ``[0, n)``) and to every global position; a global
+    position attends to every key. Scores are ``q·k/√d`` and one softmax runs over the union.
+
+    Parameters
+    ----------
+    Q, K : ndarray of shape (B, H, n, d)
+    V : ndarray of shape (B, H, n, d_v)
+    window : int
+        ``w``, even, ``0 <= w <= n`` (``w/2`` keys on each side).
+    dilation : int
+        Gap between attended positions (1 = contiguous window).
+    global_idx : sequence of int
+        Positions with symmetric global attention.
+    backend : {"numba", "numpy", None}
+
+    Returns
+    -------
+    ndarray of shape (B, H, n, d_v)
+        Equal to dense attention under :func:`refimpl.attention.linear.longformer_mask`.
+
+    Notes
+    -----
+    Time :math:`O(n (w + g) d + g n d)`, memory :math:`O(n d)` for the output plus
+    :math:`O(w)` (Numba) or :math:`O(b (b + w))` (NumPy, query blocks of ``b = 256``) scratch.
+    """
+    Q, K, V = _check_qkv(Q, K, V)
+    n = Q.shape[2]
+    half, dil, g = check_window(window, dilation, global_idx, n)
+    is_global = np.zeros(n, dtype=np.bool_)
+    is_global[g] = True
+    out = np.empty(Q.shape[:3] + (V.shape[3],), dtype=Q.dtype)
+    dispatch("sliding_window_attention", backend, _sliding_window_numba,
+             _sliding_window_numpy, Q, K, V, half, dil, g, is_global, out)
+    return out
+
+
+# ------------------------------------------------------------------------------ block sparse
+@numba.njit(cache=True, parallel=True)
+def _block_sparse_numba(Q, K, V, layout, bs, out):
+    B, H, n, d = Q.shape
+    dv = V.shape[3]
+    nbq = layout.shape[1]
+    nbk = layout.shape[2]
+    scale = 1.0 / math.sqrt(d)
+    for task in numba.prange(B * H * nbq):
+        bh = task // nbq
+        b = bh // H
+        h = bh % H
+        I = task % nbq
+        cols = np.empty(nbk, dtype=np.int64)
+        nc = 0
+        for J in range(nbk):
+            if layout[h, I, J]:
+                cols[nc] = J
+                nc += 1
+        s = np.empty(max(nc * bs, 1), dtype=np.float64)
+        acc = np.empty(dv, dtype=np.float64)
+        for i in range(I * bs, (I + 1) * bs):
+            if nc == 0:
+                for k in range(dv):
+                    out[b, h, i, k] = 0.0
+                continue
+            qi = Q[b, h, i]
+            mx = -np.inf
+            t = 0
+            for c in range(nc):
+                for j in range(cols[c] * bs, (cols[c] + 1) * bs):
+                    v = _dot(qi, K[b, h, j]) * scale
+                    s[t] = v
+                    if v > mx:
+                        mx = v
+                    t += 1
+            z = 0.0
+            for t in range(nc * bs):
+                e = np.exp(s[t] - mx)
+                s[t] = e
+                z += e
+            acc[:] = 0.0
+            t = 0
+            for c in range(nc):
+                for j in range(cols[c] * bs, (cols[c] + 1) * bs):
+                    w = s[t] / z
+                    for k in range(dv):
+                        acc[k] += w * V[b, h, j, k]
+                    t += 1
+            for k in range(dv):
+                out[b, h, i, k] = acc[k]
+
+
+def _block_sparse_numpy(Q, K, V, layout, bs, out):
+    B, H, n, d = Q.shape
+    scale = 1.0 / np.sqrt(d)
+    for h in range(H):
+        for I in range(layout.shape[1]):
+            cols = np.nonzero(layout[h, I])[0]
+            rows = slice(I * bs, (I + 1) * bs)
+            if cols.size == 0:
+                out[:, h, rows] = 0.0
+                continue
+            kidx = (cols[:, None] * bs + np.arange(bs)[None, :]).ravel()  # (nc*bs,)
+            S = Q[:, h, rows] @ np.swapaxes(K[:, h, kidx], -1, -2) * scale  # (B, bs, nc*bs)
+            S = np.exp(S - S.max(axis=-1, keepdims=True))
+            out[:, h, rows] = (S / S.sum(axis=-1, keepdims=True)) @ V[:, h, kidx]
+
+
+def block_sparse_attention(Q, K, V, layout, block_size: int, *, backend=None) -> np.ndarray:
+    """Attention restricted to a block layout: query block ``I`` sees key blocks ``J`` with
+    ``layout[h, I, J]`` (Survey §7.1: BlockBERT, Sparse Transformer).
+
+    Parameters
+    ----------
+    Q, K : ndarray of shape (B, H, n, d)
+    V : ndarray of shape (B, H, n, d_v)
+    layout : ndarray of bool, shape (n/b, n/b) or (H, n/b, n/b)
+        Active blocks (per head or shared).
+    block_size : int
+        ``b``, dividing ``n``.
+    backend : {"numba", "numpy", None}
+
+    Returns
+    -------
+    ndarray of shape (B, H, n, d_v)
+        Equal to dense attention under the element mask ``kron(layout, ones(b, b))``; rows of
+        a query block with no active key block are zero.
+
+    Notes
+    -----
+    Time :math:`O(\\mathrm{nnz}\\,b^2 d)` for ``nnz`` active blocks; memory :math:`O(n d)`
+    plus :math:`O(\\mathrm{nnz}_{row} b)` scratch per query block.
+    """
+    Q, K, V = _check_qkv(Q, K, V)
+    B, H, n, d = Q.shape
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
+            or block_size < 1 or n % block_size:
+        raise ValueError(f"block_size must be a positive integer dividing n={n}, got "
+                         f"{block_size!r}")
+    nb = n // block_size
+    L = np.asarray(layout)
+    if L.dtype != bool:
+        raise TypeError(f"layout must be a boolean array, got dtype {L.dtype}")
+    if L.ndim == 2:
+        L = np.broadcast_to(L, (H,) + L.shape)
+    if L.shape != (H, nb, nb):
+        raise ValueError(f"layout must have shape ({nb}, {nb}) or ({H}, {nb}, {nb}), got "
+                         f"{np.asarray(layout).shape}")
+    L = np.ascontiguousarray(L)
+    out = np.empty(Q.shape[:3] + (V.shape[3],), dtype=Q.dtype)
+    dispatch("block_sparse_attention", backend, _block_sparse_numba, _block_sparse_numpy,
+             Q, K, V, L, int(block_size), out)
+    return out
+
+
+# ------------------------------------------------------------------------------ causal linear
+@numba.njit(cache=True, parallel=True)
+def _causal_linear_numba(phiQ, phiK, V, eps, out):
+    B, H, n, d = phiQ.shape
+    dv = V.shape[3]
+    for bh in numba.prange(B * H):
+        b = bh // H
+        h = bh % H
+        S = np.zeros((d, dv), dtype=np.float64)  # running sum of φ(k_j) v_jᵀ
+        z = np.zeros(d, dtype=np.float64)  # running sum of φ(k_j)
+        for i in range(n):
+            for a in range(d):
+                ka = phiK[b, h, i, a]
+                z[a] += ka
+                for c in range(dv):
+                    S[a, c] += ka * V[b, h, i, c]
+            den = eps
+            for a in range(d):
+                den += phiQ[b, h, i, a] * z[a]
+            for c in range(dv):
+                num = 0.0
+                for a in range(d):
+                    num += phiQ[b, h, i, a] * S[a, c]
+                out[b, h, i, c] = num / den
+
+
+def _causal_linear_numpy(phiQ, phiK, V, eps, out, chunk: int = 64):
+    B, H, n, d = phiQ.shape
+    S = np.zeros((B, H, d, V.shape[3]), dtype=np.float64)  # state after previous chunks
+    z = np.zeros((B, H, d), dtype=np.float64)
+    for a in range(0, n, chunk):
+        e = min(a + chunk, n)
+        q, k, v = phiQ[:, :, a:e], phiK[:, :, a:e], V[:, :, a:e]
+        A = np.tril(q @ np.swapaxes(k, -1, -2))  # (B, H, c, c) within the chunk, j <= i
+        num = A @ v + q @ S  # (B, H, c, d_v)
+        den = A.sum(axis=-1) + np.einsum("bhcd,bhd->bhc", q, z) + eps  # (B, H, c)
+        out[:, :, a:e] = num / den[..., None]
+        S += np.swapaxes(k, -1, -2) @ v
+        z += k.sum(axis=2)
+
+
+def causal_linear_attention(phiQ, phiK, V, *, eps: float = 1e-6, backend=None) -> np.ndarray:
+    """Causal linear attention by prefix sums (Katharopoulos et al., 2020; Survey §7.2).
+
+    .. math:: o_i = \\frac{\\phi(q_i)^T \\sum_{j\\le i}\\phi(k_j)v_j^T}
+                         {\\phi(q_i)^T \\sum_{j\\le i}\\phi(k_j) + \\varepsilon}
+
+    Parameters
+    ----------
+    phiQ, phiK : ndarray of shape (B, H, n, d)
+        Feature-mapped queries and keys (non-negative, e.g. ``elu(x) + 1``).
+    V : ndarray of shape (B, H, n, d_v)
+    eps : float
+        Added to the denominator (the reference implementation's 1e-6).
+    backend : {"numba", "numpy", None}
+
+    Returns
+    -------
+    ndarray of shape (B, H, n, d_v)
+
+    Notes
+    -----
+    The Numba kernel keeps the running state :math:`S_i` (``d × d_v``) and :math:`z_i`
+    (``d``): time :math:`O(n d d_v)`, memory :math:`O(d d_v)` beyond the output. The NumPy
+    reference processes chunks of 64 positions with BLAS (quadratic only inside a chunk).
+    """
+    phiQ, phiK, V = _check_qkv(phiQ, phiK, V)
+    if np.any(phiQ < 0) or np.any(phiK < 0):
+        raise ValueError("phiQ and phiK must be non-negative feature maps (e.g. elu(x) + 1)")
+    out = np.empty(phiQ.shape[:3] + (V.shape[3],), dtype=phiQ.dtype)
+    dispatch("causal_linear_attention", backend, _causal_linear_numba, _causal_linear_numpy,
+             phiQ, phiK, V, float(eps), out)
+    return out

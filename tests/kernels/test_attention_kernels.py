@@ -1,0 +1,116 @@
+"""Attention kernels (Numba vs NumPy reference vs masked dense attention vs torch SDPA)."""
+
+import numpy as np
+import pytest
+
+from refimpl.attention import dense_attention, linear_attention_quadratic, longformer_mask
+from refimpl.attention.linear import elu_feature_map
+from refimpl.kernels.attention import (
+    block_sparse_attention,
+    causal_linear_attention,
+    sliding_window_attention,
+)
+
+
+def _qkv(rng, B=2, H=2, n=40, d=8, dv=6, dtype=np.float64):
+    return tuple(rng.standard_normal(s).astype(dtype)
+                 for s in ((B, H, n, d), (B, H, n, d), (B, H, n, dv)))
+
+
+def _close(a, b, tol=1e-12):
+    err = np.abs(a - b).max()
+    rel = err / max(np.abs(b).max(), 1e-300)
+    assert err <= tol, f"max abs err {err:.3e}, max rel err {rel:.3e}"
+
+
+@pytest.mark.parametrize("window,dilation,g", [(0, 1, ()), (6, 1, ()), (8, 3, ()),
+                                               (10, 2, (0, 17, 39)), (40, 1, (5,)),
+                                               (2, 7, (1, 2, 3))])
+def test_sliding_window_matches_masked_dense(backend, window, dilation, g):
+    rng = np.random.default_rng(window * 10 + dilation)
+    Q, K, V = _qkv(rng)
+    out = sliding_window_attention(Q, K, V, window, dilation, g, backend=backend)
+    _close(out, dense_attention(Q, K, V, longformer_mask(40, window, dilation, g)))
+
+
+def test_sliding_window_long_sequence_blocks(backend):
+    # longer than the NumPy reference's query block (256) and the Numba row task (64)
+    rng = np.random.default_rng(1)
+    Q, K, V = _qkv(rng, B=1, H=1, n=600, d=4, dv=3)
+    out = sliding_window_attention(Q, K, V, 32, 2, (7, 300), backend=backend)
+    _close(out, dense_attention(Q, K, V, longformer_mask(600, 32, 2, (7, 300))))
+
+
+def test_sliding_window_float32(backend):
+    rng = np.random.default_rng(2)
+    Q, K, V = _qkv(rng, dtype=np.float32)
+    out = sliding_window_attention(Q, K, V, 8, backend=backend)
+    assert out.dtype == np.float32
+    ref = dense_attention(*(x.astype(np.float64) for x in (Q, K, V)), longformer_mask(40, 8))
+    _close(out, ref, 1e-5)
+
+
+def test_sliding_window_vs_torch_band_mask(backend, torch):
+    rng = np.random.default_rng(3)
+    Q, K, V = _qkv(rng)
+    band = longformer_mask(40, 10)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        torch.from_numpy(Q), torch.from_numpy(K), torch.from_numpy(V),
+        attn_mask=torch.from_numpy(band)).numpy()
+    _close(sliding_window_attention(Q, K, V, 10, backend=backend), ref)
+
+
+def test_sliding_window_bad_input(backend):
+    rng = np.random.default_rng(4)
+    Q, K, V = _qkv(rng, n=8)
+    with pytest.raises(ValueError, match="window"):
+        sliding_window_attention(Q, K, V, 10, backend=backend)
+    with pytest.raises(ValueError, match="d mismatch"):
+        sliding_window_attention(Q, K[..., :3], V, 2, backend=backend)
+    with pytest.raises(ValueError, match="global_idx"):
+        sliding_window_attention(Q, K, V, 2, global_idx=(3, 3), backend=backend)
+    sliding_window_attention(Q, K, V, 2, backend=backend)  # the fixture needs one dispatch
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_block_sparse_matches_masked_dense(backend, per_head):
+    rng = np.random.default_rng(5)
+    Q, K, V = _qkv(rng)
+    bs, nb = 5, 8
+    layout = rng.random((2, nb, nb) if per_head else (nb, nb)) < 0.35
+    layout[..., 0, :] = False  # an empty query block gives zero rows
+    out = block_sparse_attention(Q, K, V, layout, bs, backend=backend)
+    mask = np.kron(layout, np.ones((bs, bs), dtype=bool))
+    _close(out, dense_attention(Q, K, V, mask if not per_head else mask[None]))
+    assert np.all(out[:, :, :bs] == 0)
+
+
+def test_block_sparse_bad_input(backend):
+    rng = np.random.default_rng(6)
+    Q, K, V = _qkv(rng)
+    with pytest.raises(ValueError, match="block_size"):
+        block_sparse_attention(Q, K, V, np.ones((3, 3), bool), 7, backend=backend)
+    with pytest.raises(ValueError, match="layout"):
+        block_sparse_attention(Q, K, V, np.ones((3, 3), bool), 5, backend=backend)
+    with pytest.raises(TypeError, match="layout"):
+        block_sparse_attention(Q, K, V, np.ones((8, 8)), 5, backend=backend)
+    block_sparse_attention(Q, K, V, np.eye(8, dtype=bool), 5, backend=backend)
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 150])
+def test_causal_linear_matches_quadratic(backend, n):
+    rng = np.random.default_rng(n)
+    Q, K, V = _qkv(rng, n=n)
+    out = causal_linear_attention(elu_feature_map(Q), elu_feature_map(K), V, backend=backend)
+    _close(out, linear_attention_quadratic(Q, K, V, causal=True), 1e-11)
+
+
+def test_causal_linear_float32_and_bad_input(backend):
+    rng = np.random.default_rng(7)
+    Q, K, V = _qkv(rng, dtype=np.float32)
+    out = causal_linear_attention(elu_feature_map(Q), elu_feature_map(K), V, backend=backend)
+    assert out.dtype == np.float32
+    ref = linear_attention_quadratic(*(x.astype(np.float64) for x in (Q, K, V)), causal=True)
+    _close(out, ref, 1e-4)
+    with pytest.raises(ValueError, match="non-negative"):
+        causal_linear_attention(Q, K, V, backend=backend)
