@@ -1,0 +1,283 @@
+"""Registered checks for Survey §7: Eqs. (68)–(69), the erratum in Eq. (69), every exact
+variant against masked dense attention, and the approximation error of the approximate ones as
+their budget grows. The claims in miniature (trained Transformers on the long-range tasks) are
+in :mod:`refimpl.attention.claims` and registered here too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refimpl.attention import dense, linear, superlinear
+from refimpl.check import Outcome, register_check, register_equation
+
+A = "refimpl.attention."
+
+
+def _qkv(rng, B=1, H=2, n=32, d=8, dv=None, scale=1.0):
+    dv = d if dv is None else dv
+    return (rng.standard_normal((B, H, n, d)) * scale, rng.standard_normal((B, H, n, d)) * scale,
+            rng.standard_normal((B, H, n, dv)))
+
+
+def rel_err(out, ref) -> float:
+    """Relative Frobenius error ``||out - ref|| / ||ref||``."""
+    return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-300))
+
+
+def _decreasing(errs, tol=1e-9) -> bool:
+    return all(b <= a + tol for a, b in zip(errs, errs[1:])) and errs[-1] < errs[0]
+
+
+# ------------------------------------------------------------------------------ Eq. (68)
+@register_equation(68, "dense scaled dot-product attention equals an element-wise brute force",
+                   section="7.1", implements=[A + "dense.dense_attention",
+                                              A + "dense.attention_weights"])
+def _dense_brute_force(rng, quick):
+    Q, K, V = _qkv(rng, n=7, d=5, dv=3)
+    mask = rng.random((7, 7)) < 0.6
+    mask[:, 0] = True
+    out, W = dense.dense_attention(Q, K, V, mask, return_weights=True)
+    ref = np.zeros_like(out)
+    for b in range(Q.shape[0]):
+        for h in range(Q.shape[1]):
+            for i in range(7):
+                s = [float(Q[b, h, i] @ K[b, h, j]) / np.sqrt(5) for j in range(7) if mask[i, j]]
+                js = [j for j in range(7) if mask[i, j]]
+                e = np.exp(np.array(s) - max(s))
+                for w, j in zip(e / e.sum(), js):
+                    ref[b, h, i] += w * V[b, h, j]
+    rows = np.abs(W.sum(-1) - 1).max()
+    return Outcome.all_of(Outcome.compare(out, ref, atol=1e-12),
+                          Outcome(rows < 1e-12, {"max_row_sum_dev": rows}),
+                          detail="brute-force loops over (i, j); rows of softmax sum to 1")
+
+
+# ------------------------------------------------------------------------------ Eq. (69)
+@register_equation(69, "efficient attention ρ_q(Q)(ρ_k(K)ᵀV) equals (ρ_q(Q)ρ_k(K)ᵀ)V, rows sum "
+                   "to 1", section="7.2", implements=[A + "linear.efficient_attention"])
+def _efficient_attention_shen(rng, quick):
+    Q, K, V = _qkv(rng, n=64, d=8, dv=6)
+    out = linear.efficient_attention(Q, K, V)
+    quad, Amat = linear.efficient_attention_quadratic(Q, K, V, return_weights=True)
+    rows = float(np.abs(Amat.sum(-1) - 1).max())
+    return Outcome.all_of(Outcome.compare(out, quad, atol=1e-12),
+                          Outcome(rows < 1e-12, {"max_row_sum_dev": rows, "context_shape": "d×d_v"}),
+                          detail="linear-cost form vs explicit n×n form (Shen et al. Eq. 4)")
+
+
+@register_equation(69, "survey prints softmax_r(Q)(softmax_c(KᵀV)); Shen et al. normalise K, "
+                   "not KᵀV", section="7.2", erratum=True, name="survey_form_erratum",
+                   implements=[A + "linear.efficient_attention_survey_form"])
+def _efficient_attention_erratum(rng, quick):
+    Q, K, V = _qkv(rng, n=64, d=8, dv=6)
+    shen = linear.efficient_attention(Q, K, V)
+    survey = linear.efficient_attention_survey_form(Q, K, V)
+    diff = float(np.abs(shen - survey).max())
+    # the printed form is not even invariant to adding a constant to V (Shen's is: rows sum to 1)
+    shift = float(np.abs(linear.efficient_attention_survey_form(Q, K, V + 1.0) - survey - 1.0)
+                  .max())
+    shen_shift = float(np.abs(linear.efficient_attention(Q, K, V + 1.0) - shen - 1.0).max())
+    return Outcome(diff > 1e-2 and shift > 1e-2 and shen_shift < 1e-12,
+                   {"max_abs_diff": diff, "survey_shift_err": shift, "shen_shift_err": shen_shift},
+                   "the printed form is a different function: E(Q,K,V+c) = E(Q,K,V)+c holds only"
+                   " for Shen's")
+
+
+# ------------------------------------------------------------------------------ exact variants
+def _exact(out, ref, **nums):
+    return Outcome.compare(out, ref, atol=1e-12, **nums)
+
+
+@register_check("blockbert-exact", "BlockBERT equals dense attention under its block-permutation"
+                " mask", section="7.1", implements=[A + "superlinear.blockbert_attention"])
+def _blockbert_exact(rng, quick):
+    Q, K, V = _qkv(rng, H=3, n=24)
+    P = np.array([[0, 1, 2, 3], [1, 2, 3, 0], [2, 3, 0, 1]])
+    m = superlinear.blockbert_mask(24, 4, P, num_heads=3)[:, 0][None]
+    return _exact(superlinear.blockbert_attention(Q, K, V, 4, P), dense.dense_attention(Q, K, V, m),
+                  n_blocks=4)
+
+
+@register_check("sparse-transformer-exact", "Sparse Transformer strided and fixed patterns equal"
+                " masked dense attention", section="7.1",
+                implements=[A + "superlinear.sparse_transformer_attention"])
+def _sparse_exact(rng, quick):
+    Q, K, V = _qkv(rng, n=30)
+    outs = []
+    for pattern in ("strided", "fixed"):
+        for causal in (True, False):
+            m = superlinear.sparse_transformer_mask(30, pattern, 5, c=2, causal=causal)
+            outs.append(_exact(superlinear.sparse_transformer_attention(
+                Q, K, V, pattern, 5, c=2, causal=causal), dense.dense_attention(Q, K, V, m)))
+    return Outcome.all_of(*outs, detail="strided/fixed × causal/non-causal, stride 5")
+
+
+@register_check("lsh-exact", "Reformer LSH attention equals dense attention over its hashed key "
+                "set (rounds combined by log-sum-exp)", section="7.1",
+                implements=[A + "superlinear.lsh_attention"])
+def _lsh_exact(rng, quick):
+    QK, _, V = _qkv(rng, n=32)
+    out = superlinear.lsh_attention(QK, V, 4, 3, 8, rng=1)
+    m = superlinear.lsh_attention_mask(QK, 4, 3, 8, rng=1)
+    Kn = QK / np.linalg.norm(QK, axis=-1, keepdims=True)
+    return _exact(out, dense.dense_attention(QK, Kn, V, m), n_hashes=3,
+                  key_fraction=float(m.mean()))
+
+
+@register_check("star-exact", "Star-Transformer's first cycle equals dense attention under the "
+                "ring + embedding + relay mask", section="7.2",
+                implements=[A + "linear.star_attention"])
+def _star_exact(rng, quick):
+    Q, K, V = _qkv(rng, n=20)
+    Ka = np.concatenate([K, K, K.mean(2, keepdims=True)], axis=2)
+    Va = np.concatenate([V, V, V.mean(2, keepdims=True)], axis=2)
+    return _exact(linear.star_attention(Q, K, V),
+                  dense.dense_attention(Q, Ka, Va, linear.star_attention_mask(20)))
+
+
+@register_check("linformer-exact", "Linformer with k = n and a permutation projection is dense "
+                "attention", section="7.2", implements=[A + "linear.linformer_attention"])
+def _linformer_exact(rng, quick):
+    Q, K, V = _qkv(rng, n=20)
+    P = np.eye(20)[rng.permutation(20)]
+    return _exact(linear.linformer_attention(Q, K, V, P), dense.dense_attention(Q, K, V))
+
+
+@register_check("sinkhorn-exact", "Sinkhorn attention and SortCut with a hard block permutation "
+                "equal masked dense attention", section="7.2",
+                implements=[A + "linear.sinkhorn_attention"])
+def _sinkhorn_exact(rng, quick):
+    Q, K, V = _qkv(rng, n=24)
+    perm = np.array([2, 3, 1, 0])
+    S = np.eye(4)[perm]
+    blk = np.arange(24) // 6
+    m = (blk[None, :] == blk[:, None]) | (blk[None, :] == perm[blk][:, None])
+    mk = np.broadcast_to(np.isin(blk, perm[:2])[None, :], (24, 24))
+    return Outcome.all_of(
+        _exact(linear.sinkhorn_attention(Q, K, V, 4, sort_matrix=S),
+               dense.dense_attention(Q, K, V, m)),
+        _exact(linear.sinkhorn_attention(Q, K, V, 4, sort_matrix=S, sortcut=2),
+               dense.dense_attention(Q, K, V, mk)),
+        detail="sorted-block + local attention; SortCut k=2")
+
+
+@register_check("linear-attention-exact", "linear attention (elu+1) by associativity / prefix "
+                "sums equals its quadratic form, non-causal and causal", section="7.2",
+                implements=[A + "linear.linear_attention"])
+def _linear_exact(rng, quick):
+    Q, K, V = _qkv(rng, n=40)
+    return Outcome.all_of(
+        _exact(linear.linear_attention(Q, K, V), linear.linear_attention_quadratic(Q, K, V)),
+        _exact(linear.linear_attention(Q, K, V, causal=True),
+               linear.linear_attention_quadratic(Q, K, V, causal=True)),
+        detail="non-causal; causal (prefix sums)")
+
+
+@register_check("longformer-exact", "Longformer sliding + dilated + global attention equals "
+                "masked dense attention (never forming n×n)", section="7.2",
+                implements=[A + "linear.longformer_attention",
+                            "refimpl.kernels.attention.sliding_window_attention"])
+def _longformer_exact(rng, quick):
+    Q, K, V = _qkv(rng, n=40)
+    outs = []
+    for w, dil, g in ((8, 1, ()), (6, 3, ()), (10, 2, (0, 17))):
+        m = linear.longformer_mask(40, w, dil, g)
+        outs.append(_exact(linear.longformer_attention(Q, K, V, w, dil, g),
+                           dense.dense_attention(Q, K, V, m)))
+    return Outcome.all_of(*outs, detail="window 8; dilated 6×3; window 10×2 + 2 global")
+
+
+# ------------------------------------------------------------------------------ approximations
+def _clustered_qk(rng, n, d, n_clusters=8, noise=0.1, scale=None):
+    scale = 6.0 * np.sqrt(d) if scale is None else scale  # q·k̂/√d up to 6: peaked softmax
+    C = rng.standard_normal((n_clusters, d))
+    C /= np.linalg.norm(C, axis=1, keepdims=True)
+    lab = rng.integers(0, n_clusters, (1, 2, n))
+    return (C[lab] + noise * rng.standard_normal((1, 2, n, d))) * scale
+
+
+@register_check("lsh-error-vs-rounds", "Reformer LSH error vs full shared-QK attention shrinks "
+                "as hash rounds grow", section="7.1", implements=[A + "superlinear.lsh_attention"])
+def _lsh_rounds(rng, quick):
+    n, d = (128, 16) if quick else (512, 32)
+    QK = _clustered_qk(rng, n, d)
+    V = rng.standard_normal(QK.shape)
+    Kn = QK / np.linalg.norm(QK, axis=-1, keepdims=True)
+    ref = dense.dense_attention(QK, Kn, V, ~np.eye(n, dtype=bool))
+    rounds = (1, 2, 4, 8)
+    errs = [np.mean([rel_err(superlinear.lsh_attention(QK, V, 8, r, rng=s), ref)
+                     for s in range(3)]) for r in rounds]
+    return Outcome(_decreasing(errs), {f"err_r{r}": e for r, e in zip(rounds, errs)},
+                   "clustered shared-QK, 8 buckets, mean of 3 hash seeds")
+
+
+@register_check("linformer-error-vs-k", "Linformer's JL approximation P·EᵀF·V of P·V (Theorem 1)"
+                " improves as k grows", section="7.2",
+                implements=[A + "linear.linformer_projections"])
+def _linformer_k(rng, quick):
+    n = 128 if quick else 512
+    Q, K, V = _qkv(rng, n=n, d=16)
+    ref, P = dense.dense_attention(Q, K, V, return_weights=True)
+    ks = (8, 32, 128) if quick else (16, 64, 256, 512)
+    errs = []
+    for k in ks:
+        e = []
+        for s in range(3):
+            E, F = linear.linformer_projections(n, k, sharing="key-value", rng=s)[0][0]
+            e.append(rel_err(P @ E.T @ F @ V, ref))
+        errs.append(float(np.mean(e)))
+    return Outcome(_decreasing(errs), {f"err_k{k}": e for k, e in zip(ks, errs)},
+                   f"E = F ~ N(0, 1/k), n = {n}, mean of 3 draws")
+
+
+@register_check("longformer-error-vs-window", "a sliding window approaches dense attention as "
+                "the window grows (local attention pattern)", section="7.2",
+                implements=[A + "linear.longformer_attention"])
+def _longformer_window(rng, quick):
+    n, d = 128, 16
+    # local structure: key j resembles query j, neighbours overlap -> peaked, local attention
+    base = np.cumsum(rng.standard_normal((1, 2, n, d)) * 0.3, axis=2)
+    Q = base + 0.1 * rng.standard_normal(base.shape)
+    K = base + 0.1 * rng.standard_normal(base.shape)
+    V = rng.standard_normal((1, 2, n, d))
+    ref = dense.dense_attention(Q, K, V)
+    ws = (2, 8, 32, 128)
+    errs = [rel_err(linear.longformer_attention(Q, K, V, w), ref) for w in ws]
+    return Outcome(_decreasing(errs), {f"err_w{w}": e for w, e in zip(ws, errs)},
+                   "random-walk keys (local attention), n = 128")
+
+
+@register_check("sortcut-error-vs-k", "SortCut's error shrinks as its budget k of sorted blocks "
+                "grows, zero at k = n_blocks", section="7.2",
+                implements=[A + "linear.sinkhorn_attention"])
+def _sortcut_k(rng, quick):
+    Q, K, V = _qkv(rng, n=64, d=8, scale=2.0)
+    ref = dense.dense_attention(Q, K, V)
+    # hard sort: blocks ranked by the mass of attention they receive
+    W = dense.attention_weights(Q, K)
+    mass = W.reshape(1, 2, 64, 8, 8).sum(axis=(2, 4))  # (1, 2, nb)
+    S = np.zeros((1, 2, 8, 8))
+    for h in range(2):
+        S[0, h, np.arange(8), np.argsort(-mass[0, h])] = 1.0
+    ks = (1, 2, 4, 8)
+    errs = [rel_err(linear.sinkhorn_attention(Q, K, V, 8, sort_matrix=S, sortcut=k), ref)
+            for k in ks]
+    return Outcome(_decreasing(errs) and errs[-1] < 1e-12,
+                   {f"err_k{k}": e for k, e in zip(ks, errs)},
+                   "blocks sorted by received attention; k = 8 blocks is all of them")
+
+
+@register_check("kernelized-attention-error", "linear (elu+1) and efficient attention are "
+                "different smoothers from softmax: their error vs Eq. (68), reported",
+                section="7.2", implements=[A + "linear.linear_attention",
+                                          A + "linear.efficient_attention"])
+def _kernel_errors(rng, quick):
+    Q, K, V = _qkv(rng, n=128, d=16)
+    ref = dense.dense_attention(Q, K, V)
+    e_lin = rel_err(linear.linear_attention(Q, K, V), ref)
+    e_eff = rel_err(linear.efficient_attention(Q, K, V), ref)
+    e_unif = rel_err(np.broadcast_to(V.mean(2, keepdims=True), V.shape), ref)
+    return Outcome(bool(np.isfinite(e_lin) and np.isfinite(e_eff)),
+                   {"err_linear": e_lin, "err_efficient": e_eff, "err_uniform_mean": e_unif},
+                   "not approximations with a budget: no k to grow")
