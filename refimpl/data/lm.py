@@ -17,6 +17,13 @@ exact.
 Sentences longer than ``max_len`` words are rejected at generation time; the truncation is part
 of the generator, and its normaliser ``Z = P(n <= max_len)`` is computed exactly
 (:func:`hmm_length_mass`), so the Bayes NLL stays exact.
+
+Measured (seed 0, test NLL in nats/token, perplexity in brackets): default size (16 states,
+vocabulary 2000, 50k training words) Bayes floor 4.810 (122.7), add-one unigram 5.909 (368.4),
+a PyTorch LSTM LM (embedding 64, hidden 128, Adam 3e-3) best 5.094 (163.1) after 6 epochs,
+0.28 nats above the floor; quick size (``load_task("hmm_lm", quick=True)``: 8 states,
+vocabulary 300, 20k words, sentences <= 20 words) floor 4.012 (55.2), unigram 4.621 (101.6),
+the same LSTM best 4.139 (62.7) after 7 epochs, 0.13 nats above the floor.
 """
 
 from __future__ import annotations

@@ -2,6 +2,14 @@
 
 ``load_task(name, quick=False, rng=0)`` builds a task by name with either its full size or a
 quick size (each quick task generates in well under a second).
+
+The quick sizes are chosen so the tasks stay learnable in miniature. Measured with a 2-layer
+PyTorch Transformer (d_model 64, 4 heads, read-out at the last position, Adam 1e-3, seed 0) on
+the quick long-range tasks: full attention reaches 100 % test accuracy on ``recall``, ``copy``
+and ``needle`` within 5 epochs of 3000 examples (with 1000 examples ``recall`` stalls at
+~78 %), while the same model restricted to a causal window of 3 (receptive field 5 after two
+layers) gets 37.7 % on ``recall``, at its :func:`~refimpl.data.longrange.sliding_window_ceiling`
+of 35 % (chance 25 %).
 """
 
 from __future__ import annotations
@@ -66,19 +74,19 @@ TASKS: dict[str, TaskSpec] = {
         "associative recall: key-value pairs, then a query key -> its value",
         make_associative_recall,
         full=dict(n_train=4000, n_val=400, n_test=1000, n_pairs=16, n_keys=32, n_values=8),
-        quick=dict(n_train=1000, n_val=200, n_test=300, n_pairs=6, n_keys=12, n_values=4)),
+        quick=dict(n_train=3000, n_val=200, n_test=300, n_pairs=6, n_keys=12, n_values=4)),
     "copy": TaskSpec(
         "copy", "sequence",
         "copy after a delay: recall the prefix symbol at a queried slot",
         make_copy,
         full=dict(n_train=4000, n_val=400, n_test=1000, prefix_len=8, max_delay=48),
-        quick=dict(n_train=1000, n_val=200, n_test=300, prefix_len=4, max_delay=12)),
+        quick=dict(n_train=3000, n_val=200, n_test=300, prefix_len=4, max_delay=12)),
     "needle": TaskSpec(
         "needle", "sequence",
         "needle at distance d: one marker token in filler decides the label",
         make_needle,
         full=dict(n_train=4000, n_val=400, n_test=1000, seq_len=128),
-        quick=dict(n_train=1000, n_val=200, n_test=300, seq_len=32)),
+        quick=dict(n_train=3000, n_val=200, n_test=300, seq_len=32)),
     "translation": TaskSpec(
         "translation", "seq2seq",
         "synthetic SOV->SVO translation with adjective-noun swap (BLEU)",

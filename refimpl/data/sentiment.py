@@ -19,6 +19,12 @@ represent negation scope (an XOR of "negator present" and "polarity") or which s
 a word is on, and tops out well below (~70-80 %, measured in ``tests/data``). This is the
 task on which the survey's claims about order-aware models (LSTM classifiers, §2, §3, §4
 distillation from LSTM/BERT teachers into small students) are reproduced in miniature.
+
+Measured (seed 0, test accuracy): bag-of-words L2 logistic regression 71.4 % on the default
+size (4000 train, vocabulary 3000) and 65.8 % on the quick size (1500 train, vocabulary 1000),
+70.1 % with 40 000 training sentences (its ceiling); a PyTorch LSTM (embedding 32, hidden 64,
+Adam 1e-2, batch 64) 97.6 % after one epoch and 99.0 % after five on the default size, 96.2 %
+after six epochs on the quick size; the rule 100 %.
 """
 
 from __future__ import annotations
