@@ -324,6 +324,10 @@ def make_hmm_lm(n_states: int = 16, vocab_size: int = 2000, n_train_tokens: int 
     ids_of_word = np.empty(V, dtype=np.int64)
     ids_of_word[rank] = np.arange(V) + len(SPECIALS)
 
+    Z = hmm_length_mass(pi, A, end, max_len).sum()
+    if Z < 0.05:
+        raise ValueError(f"max_len={max_len} keeps only {Z:.2%} of the sentences of a generator "
+                         f"with mean_length={mean_length}; raise max_len")
     splits = {}
     for split, n_tok in (("train", n_train_tokens), ("valid", n_valid_tokens),
                          ("test", n_test_tokens)):
@@ -339,7 +343,6 @@ def make_hmm_lm(n_states: int = 16, vocab_size: int = 2000, n_train_tokens: int 
     Lt = np.array([s.size for s in test], dtype=np.int64)
     for i, s in enumerate(test):
         Wt[i, : s.size] = s
-    Z = hmm_length_mass(pi, A, end, max_len).sum()
     logp = hmm_log_likelihood(Wt, Lt, pi, A, end, B) - np.log(Z)
     bayes_nll = float(-logp.sum() / (Lt + 1).sum())
 

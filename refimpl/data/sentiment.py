@@ -293,7 +293,13 @@ def make_sentiment(n_train: int = 4000, n_val: int = 500, n_test: int = 1000,
     n_total = n_train + n_val + n_test
     sents: list[list[str]] = []
     labels: list[int] = []
+    attempts = 0
     while len(sents) < n_total:
+        attempts += 1
+        if attempts > 100 * n_total + 10_000:
+            raise ValueError(f"max_len={max_len} rejects almost every sentence of this grammar "
+                             f"(accepted {len(sents)} of {attempts} draws); raise max_len or "
+                             "lower p_and/p_but")
         if n_classes == 3 and g.d.coin(1 / 3):
             toks = g.neutral()
         else:

@@ -139,3 +139,5 @@ def test_bad_arguments():
         make_hmm(shared=1.0)
     with pytest.raises(ValueError, match="vocab_size"):
         make_hmm_lm(n_states=16, vocab_size=10)
+    with pytest.raises(ValueError, match="max_len=3 keeps only"):
+        make_hmm_lm(n_states=4, vocab_size=50, mean_length=100.0, max_len=3)

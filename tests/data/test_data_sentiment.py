@@ -147,3 +147,7 @@ def test_bad_arguments():
         make_sentiment(n_train=2.5)
     with pytest.raises(ValueError, match="n_classes"):
         sentiment_rule_label("good", n_classes=5)
+    # every sentence has two clauses of two phrases: none fits in 8 tokens
+    with pytest.raises(ValueError, match="max_len=8 rejects"):
+        make_sentiment(n_train=5, n_val=1, n_test=1, vocab_size=600, max_len=8, p_and=1.0,
+                       p_but=1.0)
