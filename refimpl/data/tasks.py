@@ -188,7 +188,11 @@ class LMTask:
 
     def stream(self, which: str = "train") -> np.ndarray:
         """Split ``which`` as one 1-D int64 stream ``w w w <eos> w w <eos> ...`` (no bos/pad)."""
+        if which not in ("train", "valid", "test"):
+            raise ValueError(f"which must be one of ('train', 'valid', 'test'), got {which!r}")
         X, L = getattr(self, which), getattr(self, f"len_{which}")
+        if X.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
         return np.concatenate([X[i, 1:L[i]] for i in range(X.shape[0])]).astype(np.int64)
 
     def summary(self) -> str:
@@ -248,7 +252,10 @@ class Seq2SeqTask:
             _check_xy(f"{self.name}.src_{s}", getattr(self, f"src_{s}"),
                       getattr(self, f"src_len_{s}"))
             _check_xy(f"{self.name}.tgt_{s}", getattr(self, f"tgt_{s}"),
-                      getattr(self, f"tgt_len_{s}"), getattr(self, f"src_{s}"))
+                      getattr(self, f"tgt_len_{s}"))
+            if getattr(self, f"tgt_{s}").shape[0] != getattr(self, f"src_{s}").shape[0]:
+                raise ValueError(f"{self.name}: src_{s} and tgt_{s} must have the same number "
+                                 "of rows")
 
     def references(self, which: str = "test") -> list[list[str]]:
         """Target sentences of split ``which`` as token lists (no bos/eos), for :func:`bleu`."""
