@@ -53,8 +53,16 @@ class Timing:
                 f"(IQR {format_seconds(self.q25)}–{format_seconds(self.q75)})")
 
 
+#: Seconds to idle before each measurement. After a call, OpenBLAS's worker threads spin for
+#: ~2**28 cycles (OPENBLAS_THREAD_TIMEOUT, ~0.1 s) and OpenMP workers spin too; a Numba
+#: ``prange`` kernel timed right after a BLAS call then fights a spinning thread for the second
+#: core and loses whole 4 ms scheduler ticks. Idling first measures each library in its own
+#: steady state (mixing them in one pipeline is a real cost this does not show).
+SETTLE = 0.3
+
+
 def time_fn(fn: Callable[[], object], *, repeat: int = 15, warmup: int = 2,
-            min_sample: float = 2e-3) -> Timing:
+            min_sample: float = 2e-3, settle: float = SETTLE) -> Timing:
     """Time ``fn()``: ``warmup`` calls, then ``repeat`` samples; returns seconds per call.
 
     Ratios in the benchmarks use ``best`` (see :class:`Timing`); ``median`` is reported too.
@@ -63,6 +71,7 @@ def time_fn(fn: Callable[[], object], *, repeat: int = 15, warmup: int = 2,
     ``min_sample`` seconds (timer resolution and call overhead amortised for fast kernels).
     The median is robust to the odd descheduled sample on a shared machine.
     """
+    time.sleep(settle)
     for _ in range(max(warmup, 1)):
         fn()
     n = 1
@@ -187,9 +196,12 @@ def write_json(name: str, payload: dict) -> Path:
     return path
 
 
-def parse_args(description: str, argv=None) -> argparse.Namespace:
-    """Common flags: ``--quick`` (fewer sizes), ``--json`` (write results), ``--repeat``."""
+def parse_args(description: str, argv=None, extra=()) -> argparse.Namespace:
+    """Common flags: ``--quick`` (fewer sizes), ``--json`` (write results), ``--repeat``;
+    ``extra``: further ``(flag, help)`` boolean flags."""
     p = argparse.ArgumentParser(description=description)
+    for flag, help_ in extra:
+        p.add_argument(flag, action="store_true", help=help_)
     p.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     p.add_argument("--json", action="store_true", help="write results to benchmarks/results/")
     p.add_argument("--repeat", type=int, default=None, help="timing samples per measurement")
