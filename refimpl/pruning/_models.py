@@ -1,7 +1,7 @@
 """Small models used by the §2 checks, claims and tour (not part of the survey's methods).
 
 * a two-layer softmax MLP on bag-of-words features with a hand-written gradient
-  (:func:`mlp_params`, :func:`mlp_loss_grad`, :func:`mlp_accuracy`) — fast enough (ms per step)
+  (:func:`clf_params`, :func:`clf_loss_grad`, :func:`clf_accuracy`) — fast enough (ms per step)
   that the weight-pruning claims run in seconds;
 * :class:`TinyTransformer`, a few-layer Transformer classifier on the tape
   (:mod:`refimpl.nn`), whose heads, FFN blocks and layers each carry a gate
@@ -20,7 +20,7 @@ from refimpl.nn import Module, Parameter, Tensor, no_grad
 from refimpl.nn import functional as F
 from refimpl.utils import as_rng, check_array, check_int
 
-__all__ = ["bow_features", "mlp_params", "mlp_logits", "mlp_loss_grad", "mlp_accuracy",
+__all__ = ["bow_features", "clf_params", "clf_logits", "clf_loss_grad", "clf_accuracy",
            "sentiment_bow", "TinyTransformer", "adam_fit", "accuracy", "mean_loss",
            "small_sentiment"]
 
@@ -69,7 +69,7 @@ def sentiment_bow(task, n_features: int = 128):
             task.y_test)
 
 
-def mlp_params(n_in: int, n_hidden: int, n_out: int, rng=None) -> dict:
+def clf_params(n_in: int, n_hidden: int, n_out: int, rng=None) -> dict:
     """``{"W1": (H, D), "b1": (H,), "W2": (C, H), "b2": (C,)}``, He-initialised."""
     rng = as_rng(rng)
     return {"W1": rng.normal(0, np.sqrt(2.0 / n_in), (n_hidden, n_in)),
@@ -78,13 +78,13 @@ def mlp_params(n_in: int, n_hidden: int, n_out: int, rng=None) -> dict:
             "b2": np.zeros(n_out)}
 
 
-def mlp_logits(p: dict, X) -> np.ndarray:
+def clf_logits(p: dict, X) -> np.ndarray:
     """``relu(X W1ᵀ + b1) W2ᵀ + b2``, shape (N, C)."""
     return np.maximum(X @ p["W1"].T + p["b1"], 0.0) @ p["W2"].T + p["b2"]
 
 
-def mlp_loss_grad(p: dict, X, y) -> tuple[float, dict]:
-    """Mean softmax cross-entropy of :func:`mlp_logits` and its exact gradient."""
+def clf_loss_grad(p: dict, X, y) -> tuple[float, dict]:
+    """Mean softmax cross-entropy of :func:`clf_logits` and its exact gradient."""
     N = X.shape[0]
     Z = X @ p["W1"].T + p["b1"]  # (N, H)
     A = np.maximum(Z, 0.0)
@@ -101,8 +101,8 @@ def mlp_loss_grad(p: dict, X, y) -> tuple[float, dict]:
     return loss, {"W1": dZ.T @ X, "b1": dZ.sum(0), "W2": dS.T @ A, "b2": dS.sum(0)}
 
 
-def mlp_accuracy(p: dict, X, y) -> float:
-    return float((mlp_logits(p, X).argmax(1) == y).mean())
+def clf_accuracy(p: dict, X, y) -> float:
+    return float((clf_logits(p, X).argmax(1) == y).mean())
 
 
 # ---------------------------------------------------------------------------------------------
