@@ -1,0 +1,110 @@
+"""Tensor-level hooks: forward equals the array-level twin; gradients pass gradcheck."""
+
+import numpy as np
+import pytest
+
+from refimpl.attention import (
+    dense_attention,
+    linear_attention,
+    linformer_attention,
+    longformer_attention,
+    lsh_attention,
+)
+from refimpl.attention.hooks import (
+    DenseHook,
+    LinearAttentionHook,
+    LinformerHook,
+    LongformerHook,
+    LSHHook,
+)
+from refimpl.nn import Tensor, gradcheck
+
+
+def _qkv(rng, B=2, H=2, n=8, d=4):
+    return tuple(rng.standard_normal((B, H, n, d)) for _ in range(3))
+
+
+def _close(a, b, tol=1e-10):
+    err = np.abs(a - b).max()
+    assert err <= tol, f"max abs err {err:.3e}, max rel err {err / np.abs(b).max():.3e}"
+
+
+def _t(*xs):
+    return [Tensor(x) for x in xs]
+
+
+def test_dense_and_longformer_hooks_match(rng):
+    Q, K, V = _qkv(rng)
+    _close(DenseHook()(*_t(Q, K, V)).data, dense_attention(Q, K, V))
+    h = LongformerHook(2, 1, (-1,))
+    _close(h(*_t(Q, K, V)).data, longformer_attention(Q, K, V, 2, 1, (7,)))
+
+
+def test_linformer_hook_matches_and_shares(rng):
+    Q, K, V = _qkv(rng)
+    h = LinformerHook(8, 3, num_heads=2, sharing="headwise", rng=0)
+    _close(h(*_t(Q, K, V)).data, linformer_attention(Q, K, V, h.E.data, h.F.data))
+    kv = LinformerHook(8, 3, sharing="key-value", rng=0)
+    assert [n for n, _ in kv.named_parameters()] == ["E"]
+    _close(kv(*_t(Q, K, V)).data, linformer_attention(Q, K, V, kv.E.data))
+    per = LinformerHook(8, 3, num_heads=2, sharing="none", rng=0)
+    _close(per(*_t(Q, K, V)).data, linformer_attention(Q, K, V, per.E.data, per.F.data))
+    # shorter input uses the first n columns
+    _close(h(*_t(Q[:, :, :6], K[:, :, :6], V[:, :, :6])).data,
+           linformer_attention(Q[:, :, :6], K[:, :, :6], V[:, :, :6], h.E.data[:, :6],
+                               h.F.data[:, :6]))
+    with pytest.raises(ValueError, match="q"):
+        LinformerHook(4, 2)(*_t(Q, K, V))
+
+
+def test_linformer_hook_ignores_padded_keys(rng):
+    Q, K, V = _qkv(rng)
+    keep = np.ones((2, 1, 1, 8), dtype=bool)
+    keep[0, ..., 6:] = False
+    h = LinformerHook(8, 3, rng=0)
+    K2, V2 = K.copy(), V.copy()
+    K2[0, :, 6:] += 5.0
+    V2[0, :, 6:] -= 3.0
+    _close(h(*_t(Q, K, V), keep).data, h(*_t(Q, K2, V2), keep).data, 1e-12)
+
+
+def test_linear_hook_matches(rng):
+    Q, K, V = _qkv(rng)
+    _close(LinearAttentionHook()(*_t(Q, K, V)).data, linear_attention(Q, K, V))
+
+
+def test_lsh_hook_matches_lsh_attention(rng):
+    Q, _, V = _qkv(rng, n=16)
+    h = LSHHook(4, 2, rng=5)
+    out = h(*_t(Q, Q, V)).data
+    _close(out, lsh_attention(Q, V, 4, 2, 4, rng=5))
+
+
+@pytest.mark.parametrize("make", [lambda: DenseHook(), lambda: LongformerHook(2, 1, (0,)),
+                                  lambda: LinformerHook(5, 2, num_heads=1, rng=0),
+                                  lambda: LinearAttentionHook()])
+def test_hooks_gradcheck(rng, make):
+    Q, K, V = _qkv(rng, B=1, H=1, n=5, d=3)
+    hook = make()
+    keep = np.ones((1, 1, 1, 5), dtype=bool)
+    keep[..., 4] = False
+    gradcheck(lambda q, k, v: hook(q, k, v, keep), [Q, K, V])
+
+
+def test_lsh_hook_gradcheck(rng):
+    Q, _, V = _qkv(rng, B=1, H=1, n=8, d=3)
+
+    def f(q, v):
+        return LSHHook(2, 2, rng=1)(q, q, v)  # same rotations each call: a fixed key set
+    gradcheck(f, [Q, V])
+
+
+def test_linformer_hook_param_gradcheck(rng):
+    Q, K, V = _qkv(rng, B=1, H=1, n=5, d=3)
+    h = LinformerHook(5, 2, rng=0)
+    E0 = h.E.data.copy()
+
+    def f(E):
+        h.E = E
+        return h(*_t(Q, K, V))
+    gradcheck(f, [E0])
