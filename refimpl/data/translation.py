@@ -19,6 +19,12 @@ model therefore scores BLEU = 1, and errors in the reordering show up in the hig
 :func:`bleu` is corpus-level BLEU (Papineni et al. 2002): clipped n-gram precisions pooled
 over the corpus, their geometric mean and the brevity penalty, with the smoothing variants of
 sacreBLEU.
+
+Measured (seed 0, greedy decoding, test BLEU): a PyTorch GRU encoder-decoder *without*
+attention (embeddings 32, hidden 64, Adam 3e-3, batch 64) reaches 0.25 after 15 epochs on the
+quick size (1000 pairs), 0.33 with 2000 pairs, and 0.53 / 0.71 after 15 / 30 epochs on the
+default size (4000 pairs), still rising — learnable but not trivial, which leaves room for a
+teacher to help a student (Seq-KD).
 """
 
 from __future__ import annotations
