@@ -1,0 +1,90 @@
+"""Bit-packing kernels (Survey §3): Numba vs NumPy twins, exact equality with the float matmul."""
+
+import numpy as np
+import pytest
+
+from refimpl.kernels import bitpack as bp
+
+SHAPES = [(1, 1, 1), (5, 7, 70), (8, 8, 64), (9, 3, 130), (4, 6, 128), (3, 5, 63)]
+
+
+def _pm1(rng, shape):
+    return rng.choice([-1.0, 1.0], shape)
+
+
+@pytest.mark.parametrize("M,N,K", SHAPES)
+def test_binary_gemm_equals_float_matmul(backend, rng, M, N, K):
+    A, B = _pm1(rng, (M, K)), _pm1(rng, (N, K))
+    C = bp.binary_matmul(A, B, backend=backend)
+    ref = A @ B.T
+    assert C.dtype == np.int32
+    np.testing.assert_array_equal(C, ref.astype(np.int64),
+                                  err_msg=f"max abs err {np.abs(C - ref).max()}")
+
+
+def test_pack_signs_layout(backend):
+    x = np.array([[1.0, -1.0, 0.0] + [-1.0] * 61 + [1.0]])  # K = 65: two words
+    P = bp.pack_signs(x, backend=backend)
+    assert P.dtype == np.uint64 and P.shape == (1, 2)
+    assert int(P[0, 0]) == 0b101 and int(P[0, 1]) == 1
+    assert bp.packed_bits(P) == 128
+
+
+def test_pack_signs_twins(rng):
+    X = rng.standard_normal((13, 200))
+    np.testing.assert_array_equal(bp.pack_signs(X, backend="numba"),
+                                  bp.pack_signs(X, backend="numpy"))
+
+
+@pytest.mark.parametrize("M,N,K", SHAPES)
+def test_ternary_gemm_equals_float_matmul(backend, rng, M, N, K):
+    T = rng.choice([-1.0, 0.0, 1.0], (M, K))
+    U = rng.choice([-1.0, 0.0, 1.0], (N, K))
+    C = bp.ternary_gemm(bp.pack_ternary(T, backend), bp.pack_ternary(U, backend),
+                        backend=backend)
+    np.testing.assert_array_equal(C, (T @ U.T).astype(np.int64))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 8, 16])
+def test_pack_codes_roundtrip_and_kbit_matmul(backend, rng, bits):
+    N, K, M = 7, 75, 4
+    codes = rng.integers(0, 2 ** bits, (N, K))
+    P = bp.pack_codes(codes, bits, backend=backend)
+    per = 64 // bits
+    assert P.shape == (N, -(-K // per))
+    np.testing.assert_array_equal(bp.unpack_codes(P, bits, K, backend=backend), codes)
+    X = rng.standard_normal((M, K))
+    cb = rng.standard_normal(2 ** bits)
+    Y = bp.kbit_matmul(X, P, bits, K, cb, backend=backend)
+    ref = X @ cb[codes].T
+    np.testing.assert_allclose(Y, ref, rtol=1e-12, atol=1e-12,
+                               err_msg=f"max abs err {np.abs(Y - ref).max():.3e}")
+    Y32 = bp.kbit_matmul(X.astype(np.float32), P, bits, K, cb, backend=backend)
+    assert Y32.dtype == np.float32
+
+
+def test_kbit_matmul_many_rows(backend, rng):
+    # more than one 256-row decode tile
+    codes = rng.integers(0, 16, (300, 33))
+    X = rng.standard_normal((3, 33))
+    cb = np.linspace(-1, 1, 16)
+    Y = bp.kbit_matmul(X, bp.pack_codes(codes, 4, backend), 4, 33, cb, backend=backend)
+    np.testing.assert_allclose(Y, X @ cb[codes].T, atol=1e-12)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="codes"):
+        bp.pack_codes(np.array([[0, 4]]), 2)
+    with pytest.raises(ValueError, match="bits"):
+        bp.pack_codes(np.array([[0, 1]]), 0)
+    with pytest.raises(ValueError, match="T"):
+        bp.pack_ternary(np.array([[0.5, 1.0]]))
+    with pytest.raises(ValueError, match="Bp"):
+        bp.binary_gemm(np.zeros((2, 2), np.uint64), np.zeros((2, 1), np.uint64), 100)
+    with pytest.raises(TypeError, match="Ap"):
+        bp.binary_gemm(np.zeros((2, 2)), np.zeros((2, 2), np.uint64), 100)
+    with pytest.raises(ValueError, match="codebook"):
+        bp.kbit_matmul(np.ones((1, 3)), bp.pack_codes(np.zeros((1, 3), int), 2), 2, 3,
+                       np.ones(3))
+    with pytest.raises(ValueError, match="A contains NaN"):
+        bp.binary_matmul(np.array([[np.nan, 1.0]]), np.ones((1, 2)))
