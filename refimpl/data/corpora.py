@@ -14,6 +14,12 @@ Two tasks come out of it:
 - :func:`load_stdlib_topics` — classify a docstring by the stdlib package it comes from
   (``email``, ``logging``, ``xml``, ...), a real-text counterpart of the synthetic sentiment
   task for the classifiers of §2–§6.
+
+Measured on CPython 3.11.7 (seed 0): ``stdlib_topics`` keeps 100 docstrings per class (the
+smallest class, ``urllib``), 560/120/120 train/val/test; a bag-of-words logistic regression
+(scikit-learn, C in {1, 10, 100}) scores 75.8–76.7 % test accuracy (chance 12.5 %).
+``stdlib_chars`` with 400k characters (the full preset) has 324k training characters and 99
+symbols; an add-one unigram model has test perplexity 27.4 (30.5 on the 50k quick preset).
 """
 
 from __future__ import annotations

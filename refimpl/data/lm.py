@@ -32,7 +32,7 @@ import numpy as np
 
 from refimpl.data._sampling import pseudo_words, zipf_probs
 from refimpl.data.tasks import LMTask, lm_targets
-from refimpl.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
+from refimpl.data.vocab import BOS, EOS, PAD, SPECIALS, Vocab
 from refimpl.utils import as_rng, check_array, check_float, check_fraction, check_int
 
 __all__ = [
@@ -380,15 +380,17 @@ def lm_sentence_nll(task: LMTask, which: str = "test") -> float:
 def unigram_nll(task: LMTask, which: str = "test", alpha: float = 1.0) -> float:
     """Mean per-token NLL of an add-``alpha`` unigram model fit on the training split.
 
-    A baseline that ignores context: predicts every word and ``<eos>`` from training
-    frequencies. Always above the Bayes floor on generated data.
+    A baseline that ignores context: predicts every token and ``<eos>`` from training
+    frequencies, ``p(w) = (c(w) + alpha) / sum_v (c(v) + alpha)`` over every id except
+    ``<pad>`` and ``<bos>`` (so unseen tokens and ``<unk>`` get non-zero mass). Always above the
+    Bayes floor on generated data.
     """
     alpha = check_float(alpha, "alpha", 0.0, lo_open=True)
     V = len(task.vocab)
     _, tgt, mask = lm_targets(task.train, task.len_train)
     counts = np.bincount(tgt[mask], minlength=V).astype(np.float64)
     probs = counts + alpha
-    probs[[PAD, UNK, BOS]] = 0.0  # never predicted on generated data
+    probs[[PAD, BOS]] = 0.0  # never a target (<unk> keeps its add-alpha mass: real text has it)
     probs /= probs.sum()
     X, L = getattr(task, which), getattr(task, f"len_{which}")
     _, tgt, mask = lm_targets(X, L)

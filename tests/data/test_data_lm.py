@@ -141,3 +141,16 @@ def test_bad_arguments():
         make_hmm_lm(n_states=16, vocab_size=10)
     with pytest.raises(ValueError, match="max_len=3 keeps only"):
         make_hmm_lm(n_states=4, vocab_size=50, mean_length=100.0, max_len=3)
+
+
+def test_unigram_hand_values_and_unknowns():
+    from refimpl.data import LMTask, Vocab
+    v = Vocab(["a", "b"])
+    X = np.array([[2, 4, 4, 3], [2, 5, 3, 0]], dtype=np.int64)  # a a <eos> / b <eos>
+    L = np.array([4, 3], dtype=np.int64)
+    Xt = np.array([[2, 1, 3]], dtype=np.int64)  # <unk> <eos>
+    t = LMTask("t", v, X, L, X, L, Xt, np.array([3], dtype=np.int64))
+    # counts: unk 0, eos 2, a 2, b 1 -> add-one over {unk, eos, a, b}: 1, 3, 3, 2 of 9
+    want = -(np.log(1 / 9) + np.log(3 / 9)) / 2
+    assert unigram_nll(t, "test") == pytest.approx(want, abs=1e-14)
+    assert np.isfinite(unigram_nll(t, "test"))
