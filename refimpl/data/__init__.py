@@ -3,26 +3,21 @@
 Everything is generated in code from a seed (``rng``); the same seed gives bit-identical arrays.
 ``load_task(name, quick=...)`` builds any of them by name (:data:`TASKS`).
 
-==========================================  ====================================================
-generator / loader                          what it models (survey sections that use it)
-==========================================  ====================================================
-:func:`make_sentiment`  ("sentiment")       order-dependent sentiment: negation scope,
-                                            intensifiers, "but" contrast, Zipfian vocabulary;
-                                            bag-of-words ~70 %, the exact rule 100 % (§2–§6)
-:func:`make_hmm_lm`  ("hmm_lm")             word-level language from a Zipfian-emission HMM
-                                            with the exact Bayes-optimal test perplexity (LM
-                                            rows of §2–§4)
-:func:`make_associative_recall` ("recall"), long-range dependencies at a controllable distance;
-:func:`make_copy` ("copy"),                 a window of width w fails beyond its reach (§7,
-:func:`make_needle` ("needle")              efficient attention)
-:func:`make_translation` ("translation")    SOV -> SVO translation with reordering, and
-                                            :func:`bleu` (§4.1 sequence-level KD, BLEU rows)
-:func:`load_stdlib_docstrings_chars`        real text, no download: char-level LM on the
-("stdlib_chars"), :func:`load_stdlib_topics` installed stdlib's docstrings; docstring -> package
-("stdlib_topics")                           classification
-:func:`load_text_classification`,           the user's own CSV/TSV or plain-text files, with
-:func:`load_text_lm`                        clear errors on malformed input
-==========================================  ====================================================
+- :func:`make_sentiment` (``"sentiment"``) — order-dependent sentiment: negation scope,
+  intensifiers, "but" contrast, over a Zipfian vocabulary; bag-of-words ~70 %, the exact rule
+  100 %. The default classification task of §2–§6.
+- :func:`make_hmm_lm` (``"hmm_lm"``) — a word-level language from a Zipfian-emission HMM with
+  the exact Bayes-optimal test perplexity (the floor for the LM experiments of §2–§4).
+- :func:`make_associative_recall` (``"recall"``), :func:`make_copy` (``"copy"``),
+  :func:`make_needle` (``"needle"``) — long-range dependencies at a controllable distance; a
+  window of width w fails beyond its reach (:func:`sliding_window_ceiling`). For §7.
+- :func:`make_translation` (``"translation"``) — SOV -> SVO translation with reordering, and
+  corpus :func:`bleu` from scratch (§4.1 sequence-level KD; the BLEU rows of the tables).
+- :func:`load_stdlib_docstrings_chars` (``"stdlib_chars"``), :func:`load_stdlib_topics`
+  (``"stdlib_topics"``) — real text with no download: the installed stdlib's docstrings as a
+  char-level LM corpus and a docstring -> package classification set (§5.1, §2–§6).
+- :func:`load_text_classification`, :func:`load_text_lm` — the user's own CSV/TSV or
+  plain-text files, with clear errors on malformed input.
 
 Containers (:mod:`refimpl.data.tasks`): :class:`ClassificationTask`, :class:`LMTask`,
 :class:`Seq2SeqTask`, :class:`SequenceTask`. Token arrays are int64 ``(N, T)`` padded with
