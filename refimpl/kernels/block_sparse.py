@@ -165,10 +165,44 @@ def _bsr_mm_parallel(indptr, indices, blocks, X, Y):
                         Y[yi, b] += a * X[c0 + j, b]
 
 
+@numba.njit(cache=True)
+def _bsr_mv_serial(indptr, indices, blocks, x, y):
+    bh = blocks.shape[1]
+    bw = blocks.shape[2]
+    for r in range(indptr.shape[0] - 1):
+        for p in range(indptr[r], indptr[r + 1]):
+            c0 = indices[p] * bw
+            for i in range(bh):
+                acc = y[r * bh + i]
+                for j in range(bw):
+                    # y_i += A_block[i, j] x[c*bw + j]
+                    acc += blocks[p, i, j] * x[c0 + j]
+                y[r * bh + i] = acc
+
+
+@numba.njit(cache=True, parallel=True)
+def _bsr_mv_parallel(indptr, indices, blocks, x, y):
+    bh = blocks.shape[1]
+    bw = blocks.shape[2]
+    for r in numba.prange(indptr.shape[0] - 1):
+        for p in range(indptr[r], indptr[r + 1]):
+            c0 = indices[p] * bw
+            for i in range(bh):
+                acc = y[r * bh + i]
+                for j in range(bw):
+                    acc += blocks[p, i, j] * x[c0 + j]
+                y[r * bh + i] = acc
+
+
 def _bsr_numba(A, X, dtype):
     blocks = A.blocks.astype(dtype, copy=False)
     Y = np.zeros((A.shape[0], X.shape[1]), dtype=dtype)
     big = A.nnz * X.shape[1] >= PARALLEL_MIN_WORK
+    if X.shape[1] == 1:  # matrix-vector: a scalar accumulator per output row
+        y = Y[:, 0]
+        (_bsr_mv_parallel if big else _bsr_mv_serial)(A.indptr, A.indices, blocks,
+                                                       np.ascontiguousarray(X[:, 0]), y)
+        return Y
     (_bsr_mm_parallel if big else _bsr_mm_serial)(A.indptr, A.indices, blocks, X, Y)
     return Y
 
@@ -338,10 +372,39 @@ def _bbs_mm_parallel(values, offsets, bank_size, X, Y):
                     Y[i, b] += a * X[c, b]
 
 
+@numba.njit(cache=True)
+def _bbs_mv_serial(values, offsets, bank_size, x, y):
+    n_rows, n_banks, k = values.shape
+    for i in range(n_rows):
+        acc = y[i]
+        for g in range(n_banks):
+            base = g * bank_size
+            for t in range(k):
+                # y_i += A[i, c] x[c] over the k kept columns c of bank g
+                acc += values[i, g, t] * x[base + offsets[i, g, t]]
+        y[i] = acc
+
+
+@numba.njit(cache=True, parallel=True)
+def _bbs_mv_parallel(values, offsets, bank_size, x, y):
+    n_rows, n_banks, k = values.shape
+    for i in numba.prange(n_rows):
+        acc = y[i]
+        for g in range(n_banks):
+            base = g * bank_size
+            for t in range(k):
+                acc += values[i, g, t] * x[base + offsets[i, g, t]]
+        y[i] = acc
+
+
 def _bbs_numba(A, X, dtype):
     vals = A.values.astype(dtype, copy=False)
     Y = np.zeros((A.shape[0], X.shape[1]), dtype=dtype)
     big = A.nnz * X.shape[1] >= PARALLEL_MIN_WORK
+    if X.shape[1] == 1:
+        (_bbs_mv_parallel if big else _bbs_mv_serial)(vals, A.offsets, np.int64(A.bank_size),
+                                                       np.ascontiguousarray(X[:, 0]), Y[:, 0])
+        return Y
     (_bbs_mm_parallel if big else _bbs_mm_serial)(vals, A.offsets, np.int64(A.bank_size), X, Y)
     return Y
 

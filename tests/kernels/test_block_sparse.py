@@ -52,7 +52,11 @@ def test_large_parallel_path(backend, rng):
     X = rng.normal(size=(256, 64))
     assert np.allclose(bsr_matmat(bsr_from_dense(W, (4, 4)), X, backend=backend), W @ X,
                        atol=1e-10)
+    A = bsr_from_dense(W, (4, 4))
+    assert np.allclose(bsr_matmat(A, X[:, 0], backend=backend), W @ X[:, 0], atol=1e-10)
     M = bank_balanced_mask(W + 1e-3, 16, 0.5)
+    B = bbs_from_dense(W * M, 16, M)
+    assert np.allclose(bbs_matmat(B, X[:, 0], backend=backend), (W * M) @ X[:, 0], atol=1e-10)
     assert np.allclose(bbs_matmat(bbs_from_dense(W * M, 16, M), X, backend=backend),
                        (W * M) @ X, atol=1e-10)
 
