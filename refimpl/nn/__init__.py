@@ -10,14 +10,23 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 ``layers``             :class:`Linear`, :class:`Embedding`, :class:`LayerNorm`, :class:`Dropout`
 ``recurrent``          :class:`RNN`, :class:`GRU`, :class:`LSTM` (PyTorch gate order/layout) and
                        the single-step cells :func:`rnn_cell`, :func:`gru_cell`, :func:`lstm_cell`
+``attention``          :class:`MultiHeadAttention` (attention hook, head gates ξ_h, Eq. (18))
+``transformer``        :class:`TransformerEncoderLayer` (post-/pre-norm, FFN mask hook)
+``losses``             :func:`cross_entropy`, :func:`nll`, :func:`mse`,
+                       :func:`kl_div_with_temperature` (Hinton), :func:`distillation_loss`
+``optim``              :class:`SGD`, :class:`Adam`, :class:`AdamW`, :func:`clip_grad_norm_`
 =====================  ====================================================================
 """
 
 from refimpl.nn import functional, ops
 from refimpl.nn.gradcheck import GradcheckError, gradcheck, numerical_grad
+from refimpl.nn.attention import MultiHeadAttention, scaled_dot_product_attention
 from refimpl.nn.layers import Dropout, Embedding, LayerNorm, Linear
+from refimpl.nn.losses import cross_entropy, distillation_loss, kl_div_with_temperature, mse, nll
 from refimpl.nn.module import Module, ModuleList
+from refimpl.nn.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
 from refimpl.nn.recurrent import GRU, LSTM, RNN, gru_cell, lstm_cell, rnn_cell
+from refimpl.nn.transformer import TransformerEncoderLayer
 from refimpl.nn.tensor import (
     Parameter,
     Tensor,
@@ -35,4 +44,7 @@ __all__ = [
     "ModuleList",
     "Linear", "Embedding", "LayerNorm", "Dropout",
     "RNN", "GRU", "LSTM", "rnn_cell", "gru_cell", "lstm_cell",
+    "MultiHeadAttention", "scaled_dot_product_attention", "TransformerEncoderLayer",
+    "cross_entropy", "nll", "mse", "kl_div_with_temperature", "distillation_loss",
+    "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_",
 ]

@@ -755,3 +755,35 @@ def _gru_seq_backward(dout, cache):
     dW_hh = dhh_all.reshape(-1, 3 * H).T @ hprev.reshape(-1, H)  # (3H, H)
     db_hh = dhh_all.reshape(-1, 3 * H).sum(axis=0)
     return dxg.transpose(1, 0, 2), dh_next, dW_hh, db_hh
+
+
+# ---------------------------------------------------------------- fused softmax cross-entropy
+def cross_entropy_forward(logits, y):
+    """Per-row negative log-likelihood ``−log softmax(logits)[y]``, fused for speed.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (N, C)
+    y : int ndarray of shape (N,)
+        Target classes in ``[0, C)``.
+
+    Returns
+    -------
+    out : ndarray of shape (N,)
+        ``logsumexp(logits_n) − logits_n[y_n]``.
+    cache : tuple
+    """
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=-1, keepdims=True)
+    rows = np.arange(logits.shape[0])
+    out = np.log(s[:, 0]) - z[rows, y]
+    return out, (e / s, y)
+
+
+def cross_entropy_backward(dout, cache):
+    """``dlogits = dout[:, None] (softmax(logits) − onehot(y))``; no gradient for ``y``."""
+    p, y = cache
+    d = p * dout[:, None]
+    d[np.arange(p.shape[0]), y] -= dout
+    return d, None

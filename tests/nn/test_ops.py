@@ -110,6 +110,11 @@ def _cases():
     c.append(("gather", lambda a: apply_op(lambda a_: ops.gather_forward(a_, gidx, 1),
                                            lambda d, cc: ops.gather_backward(d, cc)[:1], a),
               [x]))
+    ce_y = np.array([0, 3, 3, 1, 2])
+    c.append(("cross_entropy",
+              lambda a: apply_op(lambda a_: ops.cross_entropy_forward(a_, ce_y),
+                                 lambda d, cc: ops.cross_entropy_backward(d, cc)[:1], a),
+              [R.standard_normal((5, 4)) * 3]))
     # fused recurrences: with and without padding, both directions
     B, T, H = 3, 4, 2
     valid = np.arange(T)[None, :] < np.array([4, 2, 1])[:, None]
@@ -183,6 +188,13 @@ def test_softmax_rows_sum_to_one_even_for_huge_logits():
 def test_log_softmax_of_equal_logits_is_minus_log_n():
     out, _ = ops.log_softmax_forward(np.full((2, 5), 123.0))
     np.testing.assert_allclose(out, -np.log(5.0), rtol=0, atol=1e-15)
+
+
+def test_cross_entropy_pair_hand_values():
+    out, _ = ops.cross_entropy_forward(np.array([[0.0, 0.0], [1000.0, 0.0]]), np.array([1, 0]))
+    np.testing.assert_allclose(out, [np.log(2.0), 0.0], atol=1e-15)
+    out, _ = ops.cross_entropy_forward(np.array([[1000.0, 0.0]]), np.array([1]))
+    assert out[0] == 1000.0  # finite for huge margins
 
 
 def test_layer_norm_output_has_zero_mean_unit_variance():

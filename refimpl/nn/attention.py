@@ -1,0 +1,226 @@
+"""Multi-head attention on the tape (Vaswani et al. 2017), with the two hooks later chapters
+need: a replaceable attention function (§7's efficient variants) and a per-head gate ξ_h
+(Survey Eq. (18), §2.4.1, Michel et al. 2019).
+
+Mask conventions (the same as :mod:`refimpl.attention`)
+-------------------------------------------------------
+* ``mask``: boolean, broadcastable to ``(B, num_heads, n, m)``, **True = may attend** (PyTorch's
+  ``scaled_dot_product_attention`` convention; note ``torch.nn.MultiheadAttention``'s boolean
+  ``attn_mask`` is the opposite, True = blocked).
+* ``key_padding_mask``: boolean ``(B, m)``, **True = padding** (PyTorch's convention): those keys
+  are never attended to.
+
+Both are combined into one "may attend" mask of shape ``(B, 1, n, m)`` before the attention
+function is called. Query rows whose mask allows no key get a zero context (not NaN).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from refimpl.nn import functional as F
+from refimpl.nn.layers import Linear, check_features
+from refimpl.nn.module import Module
+from refimpl.nn.tensor import Tensor, as_tensor, data_of
+from refimpl.utils import as_rng, check_float, check_int
+
+__all__ = ["MultiHeadAttention", "scaled_dot_product_attention", "combine_masks"]
+
+_NEG = -1e30  # finite "minus infinity": exp underflows to exactly 0 in float32 and float64
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, *, dropout: float = 0.0, rng=None,
+                                 training: bool = False, return_weights: bool = False):
+    """``softmax(q kᵀ / √d_head) v`` per head (Survey Eq. (68), §7.1).
+
+    Parameters
+    ----------
+    q : Tensor of shape (B, H, n, d_head)
+    k, v : Tensor of shape (B, H, m, d_head)
+    mask : bool ndarray broadcastable to (B, H, n, m), optional
+        True where query ``i`` may attend to key ``j``.
+    dropout : float
+        Dropout on the attention probabilities (training only).
+    return_weights : bool
+        Also return the probabilities (Tensor (B, H, n, m)).
+
+    Returns
+    -------
+    Tensor of shape (B, H, n, d_head) [, Tensor of shape (B, H, n, m)]
+    """
+    d = data_of(q).shape[-1]
+    S = F.matmul(q, F.transpose(k, (0, 1, 3, 2))) * (1.0 / np.sqrt(d))  # (B, H, n, m)
+    if mask is not None:
+        allow = np.broadcast_to(np.asarray(data_of(mask), dtype=bool), S.shape)
+        S = F.masked_fill(S, ~allow, _NEG)
+        P = F.softmax(S, axis=-1)
+        if not allow.any(axis=-1).all():  # rows with no allowed key -> zero weights
+            P = F.mask(P, allow.any(axis=-1, keepdims=True).astype(S.dtype))
+    else:
+        P = F.softmax(S, axis=-1)
+    Pd = F.dropout(P, dropout, rng=rng, training=training) if dropout else P
+    out = F.matmul(Pd, v)  # (B, H, n, d_head)
+    return (out, P) if return_weights else out
+
+
+def combine_masks(mask, key_padding_mask, B: int, n: int, m: int):
+    """One boolean "may attend" mask of shape (B or 1, H or 1, n, m), or None.
+
+    Raises ``ValueError`` naming ``mask``/``key_padding_mask`` for wrong shapes or dtypes.
+    """
+    allow = None
+    if mask is not None:
+        mk = np.asarray(data_of(mask))
+        if mk.dtype != bool:
+            raise TypeError(f"mask must be a boolean array (True = may attend), got {mk.dtype}")
+        try:
+            mk = np.broadcast_to(mk, np.broadcast_shapes(mk.shape, (1, 1, n, m)))
+        except ValueError:
+            raise ValueError(f"mask must be broadcastable to (B, num_heads, {n}, {m}), "
+                             f"got shape {mk.shape}") from None
+        if mk.ndim > 4:
+            raise ValueError(f"mask must have at most 4 dimensions, got shape {mk.shape}")
+        allow = mk.reshape((1,) * (4 - mk.ndim) + mk.shape)
+    if key_padding_mask is not None:
+        kp = np.asarray(data_of(key_padding_mask))
+        if kp.dtype != bool:
+            raise TypeError(f"key_padding_mask must be a boolean array (True = padding), "
+                            f"got {kp.dtype}")
+        if kp.shape != (B, m):
+            raise ValueError(f"key_padding_mask must have shape ({B}, {m}), got {kp.shape}")
+        kpa = ~kp[:, None, None, :]  # (B, 1, 1, m)
+        allow = kpa if allow is None else (allow & kpa)
+    return allow
+
+
+class MultiHeadAttention(Module):
+    """Multi-head (self- or cross-) attention with separate projections ``W_q, W_k, W_v, W_o``.
+
+    .. math::
+
+        \\mathrm{MHA}(x) = \\Big[\\xi_1 \\mathrm{Att}_1(x); \\dots; \\xi_H \\mathrm{Att}_H(x)
+        \\Big] W_o^T + b_o,\\quad \\mathrm{Att}_h = \\mathrm{attention}(x W_{q,h}^T,
+        x W_{k,h}^T, x W_{v,h}^T)
+
+    with the gates ξ_h of Survey Eq. (18), §2.4.1 (all 1 by default). ``∂L/∂ξ_h`` is Michel et
+    al.'s head importance; pass ``head_mask`` as a Tensor with ``requires_grad=True`` to get it.
+
+    Parameters
+    ----------
+    d_model : int
+    num_heads : int
+        Must divide ``d_model``; ``d_head = d_model // num_heads``.
+    bias : bool
+        Biases in the four projections.
+    attention : callable, optional
+        ``attention(q, k, v, mask) -> Tensor`` on Tensors of shape (B, num_heads, n, d_head)
+        (``k, v`` with length m), ``mask`` the combined boolean "may attend" mask
+        broadcastable to (B, num_heads, n, m) or None. Default
+        :func:`scaled_dot_product_attention`. §7 variants plug in here.
+    dropout : float
+        Dropout on the attention probabilities (default attention only, training mode).
+    rng : Generator or int, optional
+
+    Attributes
+    ----------
+    W_q, W_k, W_v, W_o : Linear (d_model -> d_model)
+    head_mask : array or Tensor of shape (num_heads,) or None
+        Persistent gates ξ used when ``forward`` gets no ``head_mask`` (pruned heads = 0).
+    last_context : Tensor of shape (B, num_heads, n, d_head)
+        Each head's context ``Att_h`` of the last call, before the gate ξ_h. Call
+        ``mha.last_context.retain_grad()`` before ``backward()`` to read ``∂L/∂Att_h``
+        (or set ``retain_context_grad = True``).
+    last_attn : Tensor of shape (B, num_heads, n, m) or None
+        Attention probabilities of the last call (None with a custom ``attention``).
+
+    References
+    ----------
+    .. [1] A. Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
+    .. [2] P. Michel, O. Levy, G. Neubig, "Are Sixteen Heads Really Better than One?",
+       NeurIPS 2019.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, bias: bool = True,
+                 attention: Callable | None = None, dropout: float = 0.0, rng=None):
+        self.d_model = check_int(d_model, "d_model", 1)
+        self.num_heads = check_int(num_heads, "num_heads", 1)
+        if d_model % num_heads:
+            raise ValueError(f"num_heads must divide d_model, got d_model={d_model}, "
+                             f"num_heads={num_heads}")
+        if attention is not None and not callable(attention):
+            raise TypeError(f"attention must be callable or None, got {type(attention).__name__}")
+        self.d_head = d_model // num_heads
+        rng = as_rng(rng)
+        self.W_q = Linear(d_model, d_model, bias, rng=rng)
+        self.W_k = Linear(d_model, d_model, bias, rng=rng)
+        self.W_v = Linear(d_model, d_model, bias, rng=rng)
+        self.W_o = Linear(d_model, d_model, bias, rng=rng)
+        self.attention = attention
+        self.dropout = check_float(dropout, "dropout", 0.0, 1.0, hi_open=True)
+        self._rng = np.random.default_rng(rng.integers(2**63))
+        self.head_mask = None
+        self.retain_context_grad = False
+        self.last_context: Tensor | None = None
+        self.last_attn: Tensor | None = None
+
+    def _heads(self, t: Tensor, B: int, n: int) -> Tensor:
+        return t.reshape(B, n, self.num_heads, self.d_head).transpose(0, 2, 1, 3)  # (B,H,n,dh)
+
+    def forward(self, x, kv=None, mask=None, key_padding_mask=None, head_mask=None) -> Tensor:
+        """Attend from ``x`` to ``kv`` (default ``x``: self-attention).
+
+        Parameters
+        ----------
+        x : Tensor or ndarray of shape (B, n, d_model)
+        kv : Tensor or ndarray of shape (B, m, d_model), optional
+        mask : bool ndarray broadcastable to (B, num_heads, n, m), optional
+            True = may attend (e.g. a causal mask ``tril``).
+        key_padding_mask : bool ndarray of shape (B, m), optional
+            True = padding key.
+        head_mask : ndarray or Tensor of shape (num_heads,), optional
+            Gates ξ_h multiplying each head's context (Survey Eq. (18)).
+
+        Returns
+        -------
+        Tensor of shape (B, n, d_model)
+        """
+        x = check_features(x, "x", self.d_model, ndim=3)
+        kv = x if kv is None else check_features(kv, "kv", self.d_model, ndim=3)
+        B, n, _ = x.shape
+        m = kv.shape[1]
+        if kv.shape[0] != B:
+            raise ValueError(f"kv must have batch size {B}, got shape {kv.shape}")
+        allow = combine_masks(mask, key_padding_mask, B, n, m)
+        q = self._heads(self.W_q(x), B, n)   # (B, H, n, dh)
+        k = self._heads(self.W_k(kv), B, m)  # (B, H, m, dh)
+        v = self._heads(self.W_v(kv), B, m)  # (B, H, m, dh)
+        if self.attention is None:
+            ctx, P = scaled_dot_product_attention(q, k, v, allow, dropout=self.dropout,
+                                                  rng=self._rng, training=self.training,
+                                                  return_weights=True)
+            self.last_attn = P
+        else:
+            ctx = as_tensor(self.attention(q, k, v, allow))
+            if ctx.shape != q.shape:
+                raise ValueError(f"attention must return shape {q.shape}, got {ctx.shape}")
+            self.last_attn = None
+        if self.retain_context_grad and ctx.requires_grad:
+            ctx.retain_grad()
+        self.last_context = ctx
+        xi = self.head_mask if head_mask is None else head_mask
+        if xi is not None:
+            if tuple(np.shape(data_of(xi))) != (self.num_heads,):
+                raise ValueError(f"head_mask must have shape ({self.num_heads},), "
+                                 f"got {np.shape(data_of(xi))}")
+            if isinstance(xi, Tensor):
+                ctx = ctx * xi.reshape(1, self.num_heads, 1, 1)  # ξ_h Att_h, grad to ξ
+            else:
+                ctx = F.mask(ctx, np.asarray(xi, dtype=ctx.dtype).reshape(1, -1, 1, 1))
+        out = ctx.transpose(0, 2, 1, 3).reshape(B, n, self.d_model)  # (B, n, H*dh)
+        return self.W_o(out)
+
+    def __repr__(self) -> str:
+        return (f"MultiHeadAttention(d_model={self.d_model}, num_heads={self.num_heads}, "
+                f"attention={getattr(self.attention, '__name__', self.attention)})")
