@@ -19,6 +19,9 @@ module                         methods (survey §, equations, papers)
 :mod:`.blocks`                 §2.3 — block pruning and the N_b^(1/4) slope (Eq. 16), group
                                lasso (Eq. 17) (Narang et al. 2017b); bank-balanced sparsity
                                (Cao et al. 2019)
+:mod:`.network`                masks on :mod:`refimpl.nn` models (``after_step`` hooks,
+                               gradual pruner, exact CSR bits, Eq. (18) on
+                               ``MultiHeadAttention``)
 :mod:`.heads_layers`           §2.4 — head importance (Eq. 18, Michel et al. 2019), head
                                confidence and hard-concrete L0 gates (Voita et al. 2019),
                                iterative head pruning; LayerDrop (Fan et al. 2019); joint FFN
@@ -39,6 +42,9 @@ from refimpl.pruning.heads_layers import (data_driven_drop_rates, data_driven_ke
                                           iterative_head_pruning, joint_prune_masks,
                                           l0_penalty, layerdrop_gates,
                                           search_layers_validation, structure_importance)
+from refimpl.pruning.network import (GradualPruner, apply_masks_, magnitude_masks,
+                                     mask_after_step, mha_head_importance, model_bits,
+                                     model_sparsity, prunable_weights)
 from refimpl.pruning.neurons import (inorm, merge_neurons, neuron_entropy,
                                      neuron_pair_saliency, onorm, prune_redundant_neurons,
                                      remove_neurons, row_l2_penalty, row_linf_penalty)
@@ -65,4 +71,6 @@ __all__ = [
     "hard_concrete_deterministic", "layerdrop_gates", "every_other_keep",
     "search_layers_validation", "data_driven_drop_rates", "data_driven_keep",
     "joint_prune_masks",
+    "prunable_weights", "magnitude_masks", "apply_masks_", "mask_after_step", "GradualPruner",
+    "model_sparsity", "model_bits", "mha_head_importance",
 ]
