@@ -84,6 +84,7 @@ from refimpl.decomposition.tensor_train import (
     tt_embedding_rows,
     tt_matrix,
     tt_matrix_num_params,
+    tt_matrix_ranks,
     tt_matrix_to_full,
     tt_matvec,
     tt_num_params,
@@ -105,6 +106,7 @@ __all__ = [
     "low_rank_num_params", "rank_for_explained_variance", "sparse_code", "sparse_coding",
     "sparse_coding_objective", "truncated_svd",
     "TTRNN", "FactorizedRNN", "TTEmbedding", "TTLinear", "compression_ratio", "factorize_dim",
-    "random_tt", "tt_embedding_rows", "tt_matrix", "tt_matrix_num_params", "tt_matrix_to_full",
+    "random_tt", "tt_embedding_rows", "tt_matrix", "tt_matrix_num_params", "tt_matrix_ranks",
+    "tt_matrix_to_full",
     "tt_matvec", "tt_num_params", "tt_ranks", "tt_svd", "tt_to_full",
 ]

@@ -32,6 +32,22 @@ from refimpl.decomposition.tensor_train import (
 )
 
 _LR = "refimpl.decomposition.low_rank"
+
+
+def _single_thread_blas(func):
+    """Run a check with one BLAS thread: its matrices are small, and on a shared 2-core machine
+    a 2-thread BLAS spins and stalls whenever another process holds a core."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(rng, quick):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return func(rng, quick)
+
+    return wrapper
+
 _TT = "refimpl.decomposition.tensor_train"
 _BT = "refimpl.decomposition.block_term"
 
@@ -292,6 +308,7 @@ def _sentiment(quick):
 @register_claim("tt_embedding_compression", "TT-embedding compresses the embedding by large "
                 "factors with little loss (Khrulkov et al. 2019)", section="6.3",
                 implements=[f"{_TT}.TTEmbedding"])
+@_single_thread_blas
 def _claim_tt_embedding(rng, quick):
     from refimpl.decomposition._train import (
         DenseEmbedding,
@@ -348,6 +365,7 @@ def _claim_tt_embedding(rng, quick):
 @register_claim("btd_fewer_params_than_tt", "block-term decomposition needs fewer parameters "
                 "than TT for the same approximation error (Ye et al. 2018)", section="6.3",
                 implements=[f"{_BT}.btd_als", f"{_TT}.tt_svd"])
+@_single_thread_blas
 def _claim_btd_vs_tt(rng, quick):
     from refimpl.decomposition._train import (
         DenseEmbedding,
@@ -406,6 +424,7 @@ def _claim_btd_vs_tt(rng, quick):
 @register_claim("joint_svd_3x", "joint SVD keeps a recurrent model with ~3× fewer parameters "
                 "near its accuracy (Prabhavalkar et al. 2016)", section="6.1",
                 implements=[f"{_LR}.joint_svd", f"{_LR}.ProjectedRNNClassifier"])
+@_single_thread_blas
 def _claim_joint_svd(rng, quick):
     from refimpl.decomposition._train import accuracy, train_classifier
 

@@ -36,7 +36,7 @@ from refimpl.nn import functional as F
 from refimpl.utils import as_rng, check_array, check_float, check_int
 
 __all__ = ["tt_svd", "tt_to_full", "tt_ranks", "tt_num_params", "tt_matrix",
-           "tt_matrix_to_full", "tt_matrix_num_params", "tt_matvec", "tt_embedding_rows",
+           "tt_matrix_to_full", "tt_matrix_num_params", "tt_matrix_ranks", "tt_matvec", "tt_embedding_rows",
            "factorize_dim", "compression_ratio", "TTLinear", "TTEmbedding", "TTRNN", "FactorizedRNN", "rnn_scan",
            "random_tt", "truncation_rank"]
 
@@ -288,11 +288,21 @@ def tt_matrix_to_full(cores) -> np.ndarray:
     return full.transpose(perm).reshape(int(np.prod(ms)), int(np.prod(ns)))
 
 
+def tt_matrix_ranks(row_dims, col_dims, rank) -> tuple[int, ...]:
+    """Feasible TT-ranks ``(1, r_1, ..., r_{d-1}, 1)`` of a TT-matrix with an int rank cap:
+    ``r_k = min(rank, ∏_{j≤k} m_j n_j, ∏_{j>k} m_j n_j)`` (what :func:`tt_matrix` returns for
+    a generic matrix)."""
+    return (1,) + tuple(_rank_caps(rank, [m * n for m, n in zip(row_dims, col_dims)])) + (1,)
+
+
 def tt_matrix_num_params(row_dims, col_dims, ranks) -> int:
-    """``Σ_k r_{k-1} m_k n_k r_k`` for ranks ``(1, r_1, ..., r_{d-1}, 1)`` or one int rank."""
+    """``Σ_k r_{k-1} m_k n_k r_k`` for ranks ``(1, r_1, ..., r_{d-1}, 1)``, or for one int cap
+    (clipped to the feasible ranks, :func:`tt_matrix_ranks`)."""
     d = len(row_dims)
     if isinstance(ranks, (int, np.integer)):
-        ranks = [1] + [int(ranks)] * (d - 1) + [1]
+        ranks = tt_matrix_ranks(row_dims, col_dims, ranks)
+    if len(ranks) != d + 1:
+        raise ValueError(f"ranks must have d+1 = {d + 1} entries (1, r_1, ..., 1), got {ranks}")
     return int(sum(ranks[k] * row_dims[k] * col_dims[k] * ranks[k + 1] for k in range(d)))
 
 

@@ -80,21 +80,32 @@ def tt_matmul_numpy(cores, X):
 
 
 @numba.njit(cache=True)
-def _tt_step(T, G, out):
-    # out[b, j, s, m, I] = sum_{n, r} T[b, j, n, r, I] * G[s, m, n, r]
-    B, J, Nk, Rk, Ir = T.shape
-    S, Mk = G.shape[0], G.shape[1]
-    for b in range(B):
-        for j in range(J):
-            for s in range(S):
-                for m in range(Mk):
-                    for I in range(Ir):
-                        out[b, j, s, m, I] = 0.0
-                    for n in range(Nk):
-                        for r in range(Rk):
-                            g = G[s, m, n, r]
-                            for I in range(Ir):
-                                out[b, j, s, m, I] += g * T[b, j, n, r, I]
+def _tt_step(T, G2, G2T, out):
+    """One core: ``out[b, j, (s, m), I] = Σ_{(n, r)} G2[(s, m), (n, r)] T[b, j, (n, r), I]``.
+
+    ``T`` (B, J, NR, Ir), ``G2`` (S·M, NR) and its transpose ``G2T``, ``out`` (B, J, S·M, Ir),
+    all C-contiguous. The contraction is one GEMM through Numba's ``np.dot`` (BLAS); the
+    Numba loops do the two transposes around it without temporaries from NumPy."""
+    B, J, NR, Ir = T.shape
+    SM = G2.shape[0]
+    BJ = B * J
+    if Ir == 1:
+        # one GEMM over all (b, j): (B·J, NR) @ (NR, S·M)
+        out.reshape(BJ, SM)[:, :] = np.dot(T.reshape(BJ, NR), G2T)
+        return
+    # one GEMM for all (b, j, I): G2 (S·M, NR) @ T' (NR, B·J·Ir), T' = T with NR moved first
+    Tt = np.empty((NR, BJ, Ir), dtype=T.dtype)
+    T3 = T.reshape(BJ, NR, Ir)
+    for q in range(NR):
+        for bj in range(BJ):
+            for i in range(Ir):
+                Tt[q, bj, i] = T3[bj, q, i]
+    R = np.dot(G2, Tt.reshape(NR, BJ * Ir)).reshape(SM, BJ, Ir)  # (S·M, B·J, Ir)
+    O3 = out.reshape(BJ, SM, Ir)
+    for bj in range(BJ):
+        for sm in range(SM):
+            for i in range(Ir):
+                O3[bj, sm, i] = R[sm, bj, i]
 
 
 def tt_matmul_numba(cores, X):
@@ -106,12 +117,14 @@ def tt_matmul_numba(cores, X):
     d = len(cores)
     T = X2.reshape(B, -1, 1, 1)
     for k in range(d - 1, -1, -1):
-        G = np.ascontiguousarray(cores[k], dtype=dtype)
+        G = np.ascontiguousarray(cores[k], dtype=dtype)  # (r_{k-1}, m_k, n_k, r_k)
+        S, Rk = G.shape[0], G.shape[3]
+        G2 = G.reshape(S * ms[k], ns[k] * Rk)  # ((r_{k-1}, m_k), (n_k, r_k))
         Ir = T.shape[3]
-        T5 = T.reshape(B, -1, ns[k], G.shape[3], Ir)  # (B, n_<k, n_k, r_k, m_>k)
-        out = np.empty((B, T5.shape[1], G.shape[0], ms[k], Ir), dtype=dtype)
-        _tt_step(T5, G, out)  # (B, n_<k, r_{k-1}, m_k, m_>k)
-        T = out.reshape(B, out.shape[1], G.shape[0], -1)
+        T4 = T.reshape(B, -1, ns[k] * Rk, Ir)  # (B, n_<k, (n_k, r_k), m_>k)
+        out = np.empty((B, T4.shape[1], S * ms[k], Ir), dtype=dtype)
+        _tt_step(T4, G2, np.ascontiguousarray(G2.T), out)  # (B, n_<k, (r_{k-1}, m_k), m_>k)
+        T = out.reshape(B, out.shape[1], S, -1)  # (B, n_<k, r_{k-1}, m_>=k)
     Y = T.reshape(B, -1)
     return Y[0] if vec else Y
 
@@ -189,15 +202,18 @@ def _tt_lookup_kernel(digits, cores_flat, offsets, shapes, out):
             dk = shapes[k, 2]
             r1 = shapes[k, 3]
             base = offsets[k] + digits[b, k] * dk * r1
-            # G[s, i, q, t] flat = ((s * vk + i) * dk + q) * r1 + t
+            # G[s, i, q, t] flat = ((s * vk + i) * dk + q) * r1 + t: the (q, t) slab of one
+            # (s, i) is contiguous, so accumulate nxt[p, q, t] += cur[p, s] * G[s, i, q, t]
+            w = dk * r1
+            for j in range(P * w):
+                nxt[j] = 0.0
             for p in range(P):
-                for q in range(dk):
-                    for t in range(r1):
-                        acc = 0.0
-                        for s in range(Rp):
-                            acc += cur[p * Rp + s] * cores_flat[base + s * vk * dk * r1
-                                                                + q * r1 + t]
-                        nxt[(p * dk + q) * r1 + t] = acc
+                for s in range(Rp):
+                    c = cur[p * Rp + s]
+                    g0 = base + s * vk * w
+                    o0 = p * w
+                    for j in range(w):
+                        nxt[o0 + j] += c * cores_flat[g0 + j]
             P = P * dk
             Rp = r1
             tmp = cur

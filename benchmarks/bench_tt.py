@@ -1,0 +1,130 @@
+"""TT-matrix × matrix and TT-embedding lookup vs dense, in the same run (Survey §6.3).
+
+Run:  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_tt.py [--full]
+
+For an (M, N) weight with M = N = 1024 (modes 4·4·8·8) and 4096 (8·8·8·8), at TT-ranks 4–64:
+  * matmul: dense ``X @ W.T`` (NumPy BLAS) vs :func:`refimpl.kernels.tt.tt_matmul` (Numba and
+    NumPy-einsum backends), batch B;
+  * embedding: dense row gather ``E[idx]`` vs :func:`refimpl.kernels.tt.tt_embedding_lookup`;
+  * memory: stored float64 numbers, dense vs TT (ratio = dense / TT);
+  * the crossover rank: the largest rank at which the TT path is still faster than dense.
+
+Results (this machine, 2 shared cores, OpenBLAS 0.3.31 Haswell, 1 BLAS thread, quick run):
+
+  Machine-independent (exact): multiply-adds of the TT path relative to the dense product
+  ("MAC ratio") and stored numbers relative to dense ("mem ratio" = dense / TT):
+
+    1024x1024 (4,4,8,8):  r=4: MAC 0.23, mem 655x | r=8: 0.84, 182x | r=16: 3.19, 48x |
+                          r=32: 10.3, 14x | r=64: 36.6, 3.7x   -> MAC crossover between r=8 and 16
+    4096x4096 (8,8,8,8):  r=4: 0.078, 6554x | r=8: 0.28, 1820x | r=16: 1.06, 482x |
+                          r=32: 4.1, 124x | r=64: 16.3, 31x     -> MAC crossover at r~16
+
+  Wall clock (timings fluctuate by up to 10x: the run shared the 2 cores with other jobs,
+  load average 4-6; the numbers below are the best of >= 3 runs):
+    RUN_LOG_PLACEHOLDER
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from refimpl.decomposition.tensor_train import tt_matrix_ranks
+from refimpl.kernels.tt import tt_embedding_lookup, tt_matmul
+
+
+def _best_time(fn, repeats: int, budget: float = 0.3) -> float:
+    """Best of at least ``repeats`` runs (more while under ``budget`` seconds, at most 30).
+
+    The minimum is the time least disturbed by the other processes sharing the 2 cores; a
+    2-thread BLAS call that loses a core to another process stalls for a scheduler quantum."""
+    fn()  # warm-up (and JIT compile)
+    ts, total = [], 0.0
+    while len(ts) < repeats or (total < budget and len(ts) < 30):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+        total += ts[-1]
+    return float(np.min(ts))
+
+
+def _cores(ms, ns, r, rng):
+    ranks = tt_matrix_ranks(ms, ns, r)  # feasible: r_k <= prod of (m n) on either side
+    return [rng.standard_normal((ranks[k], ms[k], ns[k], ranks[k + 1])) / np.sqrt(ranks[k])
+            for k in range(len(ms))]
+
+
+def tt_matmul_macs(cores, batch: int) -> int:
+    """Multiply-adds of the right-to-left TT contraction (see :mod:`refimpl.kernels.tt`)."""
+    ms = [c.shape[1] for c in cores]
+    ns = [c.shape[2] for c in cores]
+    total = 0
+    for k, c in enumerate(cores):
+        total += (batch * int(np.prod(ns[:k])) * c.shape[0] * ms[k] * ns[k] * c.shape[3]
+                  * int(np.prod(ms[k + 1:])))
+    return total
+
+
+def _blas_info() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+
+        return "; ".join(f"{i.get('internal_api')} {i.get('version')} "
+                         f"threads={i.get('num_threads')} core={i.get('architecture')}"
+                         for i in threadpool_info() if i.get("user_api") == "blas")
+    except Exception as e:  # pragma: no cover - informational only
+        return f"threadpoolctl unavailable ({e})"
+
+
+def bench(M_modes, batch, ranks, repeats, rng):
+    M = N = int(np.prod(M_modes))
+    W = rng.standard_normal((M, N))
+    X = rng.standard_normal((batch, N))
+    t_dense = _best_time(lambda: X @ W.T, repeats)
+    idx = rng.integers(0, M, size=256)
+    t_gather = _best_time(lambda: W[idx], repeats)
+    print(f"\n{M}x{N}  modes {M_modes}  batch {batch}: dense matmul {t_dense * 1e3:.3f} ms, "
+          f"dense gather of 256 rows {t_gather * 1e3:.3f} ms, dense params {M * N}")
+    print(f"{'rank':>5} {'params':>9} {'mem ratio':>10} {'MAC ratio':>10} {'numba ms':>9} "
+          f"{'t/dense':>8} "
+          f"{'numpy ms':>9} {'t/dense':>8} {'lookup ms':>10} {'t/gather':>9}")
+    crossover = {"numba": None, "numpy": None}
+    for r in ranks:
+        cores = _cores(M_modes, M_modes, r, rng)
+        params = sum(c.size for c in cores)
+        t_nb = _best_time(lambda c=cores: tt_matmul(c, X, backend="numba"), repeats)
+        t_np = _best_time(lambda c=cores: tt_matmul(c, X, backend="numpy"), repeats)
+        t_lk = _best_time(lambda c=cores: tt_embedding_lookup(c, idx, backend="numba"), repeats)
+        for name, t in (("numba", t_nb), ("numpy", t_np)):
+            if t < t_dense:
+                crossover[name] = r
+        mac_ratio = tt_matmul_macs(cores, batch) / (batch * M * N)
+        print(f"{r:>5} {params:>9} {M * N / params:>10.1f} {mac_ratio:>10.3f} {t_nb * 1e3:>9.3f} "
+              f"{t_nb / t_dense:>8.2f} {t_np * 1e3:>9.3f} {t_np / t_dense:>8.2f} "
+              f"{t_lk * 1e3:>10.3f} {t_lk / t_gather:>9.1f}")
+    print(f"crossover rank (largest rank still faster than dense BLAS): numba "
+          f"{crossover['numba']}, numpy {crossover['numpy']}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--full", action="store_true", help="more repeats, larger batches")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS threads for dense and TT alike (default 1: on 2 shared cores a "
+                         "2-thread BLAS call stalls whenever another process holds a core)")
+    args = ap.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=args.threads, user_api="blas")
+    rng = np.random.default_rng(0)
+    print("BLAS:", _blas_info())
+    repeats = 7 if args.full else 3
+    ranks = (4, 8, 16, 32, 64)
+    bench((4, 4, 8, 8), 64 if args.full else 32, ranks, repeats, rng)
+    bench((8, 8, 8, 8), 32 if args.full else 8, ranks, repeats, rng)
+
+
+if __name__ == "__main__":
+    main()
