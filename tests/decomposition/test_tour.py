@@ -1,0 +1,72 @@
+"""§6 tour methods on a small model built from refimpl.nn layers (a stand-in for the baseline)."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from refimpl.compare.registry import TourContext, methods
+from refimpl.decomposition import tour
+from refimpl.decomposition._train import train_classifier
+from refimpl.nn import Module, functional as F
+from refimpl.nn.layers import Embedding, Linear
+
+
+class _Tiny(Module):
+    def __init__(self):
+        self.emb = Embedding(1000, 24, rng=0)
+        self.fc1 = Linear(24, 32, rng=1)
+        self.fc2 = Linear(32, 2, rng=2)
+
+    def forward(self, X, lengths):
+        mask = (np.arange(X.shape[1])[None] < np.asarray(lengths)[:, None]).astype(float)
+        h = (self.emb(X) * mask[:, :, None]).sum(axis=1) * (1.0 / mask.sum(1, keepdims=True))
+        return self.fc2(F.tanh(self.fc1(h)))
+
+
+def _ctx():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 1000, (64, 6))
+    lengths = rng.integers(1, 7, 64)
+    y = (X[:, 0] % 2).astype(np.int64)
+    base = _Tiny()
+    train_classifier(base, X, lengths, y, epochs=2)
+
+    def fit(model, epochs=1, lr=1e-3, **kw):
+        return train_classifier(model, X, lengths, y, epochs=epochs, lr=lr)
+
+    def evaluate(model):
+        return float((model(X, lengths).data.argmax(-1) == y).mean())
+
+    return TourContext(task=None, baseline=base, baseline_kind="bow", quick=True, seed=0,
+                       fit=fit, evaluate=evaluate, make_model=lambda **k: _Tiny()), X, lengths
+
+
+def test_replacements_reproduce_the_dense_model_at_full_rank():
+    ctx, X, lengths = _ctx()
+    ref = ctx.baseline(X, lengths).data
+    m = copy.deepcopy(ctx.baseline)
+    assert tour.tt_compress_embeddings(m, rank=10_000) == []  # full rank would not compress
+    m.emb = tour.TTEmbedding.from_dense(ctx.baseline.emb.W.data, voc_dims=(10, 10, 10),
+                                        emb_dims=(4, 3, 2))
+    np.testing.assert_allclose(m(X, lengths).data, ref, atol=1e-9)
+    m = copy.deepcopy(ctx.baseline)
+    assert tour.tt_compress_linears(m, rank=10_000) == []  # full rank would not compress
+    m.fc1 = tour.TTLinear.from_dense(ctx.baseline.fc1.W.data, ctx.baseline.fc1.b.data,
+                                     in_dims=(6, 4), out_dims=(8, 4))
+    np.testing.assert_allclose(m(X, lengths).data, ref, atol=1e-9)
+    m = copy.deepcopy(ctx.baseline)
+    assert tour.tt_compress_embeddings(m) == ["emb"] and tour.tt_compress_linears(m) == ["fc1"]
+    m = copy.deepcopy(ctx.baseline)
+    assert tour.svd_compress_linears(m, rank_fraction=10.0) == ["fc1"]
+    np.testing.assert_allclose(m(X, lengths).data, ref, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["svd-low-rank", "tt-embedding", "tt-layer", "btd-layer"])
+def test_registered_methods_shrink_the_model(name):
+    ctx, X, lengths = _ctx()
+    m = {mm.name: mm for mm in methods()}[name]
+    res = m.func(ctx)
+    assert res.params == res.model.num_parameters() < ctx.baseline.num_parameters()
+    assert res.bits == 32 * res.params
+    assert res.model(X, lengths).shape == (64, 2)
