@@ -19,9 +19,23 @@ Results (this machine, 2 shared cores, OpenBLAS 0.3.31 Haswell, 1 BLAS thread, q
     4096x4096 (8,8,8,8):  r=4: 0.078, 6554x | r=8: 0.28, 1820x | r=16: 1.06, 482x |
                           r=32: 4.1, 124x | r=64: 16.3, 31x     -> MAC crossover at r~16
 
-  Wall clock (timings fluctuate by up to 10x: the run shared the 2 cores with other jobs,
-  load average 4-6; the numbers below are the best of >= 3 runs):
-    RUN_LOG_PLACEHOLDER
+  Wall clock, run of 2026-11-23 14:21 UTC (`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`,
+  quick, 1 BLAS thread, best of >= 3; the 2 cores were shared with other jobs, load average
+  ~4.8, so absolute times are ~2-4x slower than on an idle machine; the ratios are same-run):
+
+    1024x1024, batch 32: dense X @ W.T 5.8 ms.  TT (numba) / dense: r4 0.48, r8 3.9, r16 12.9,
+      r32 27.6, r64 73.5 (numpy-einsum reference: 0.46, 4.2, 9.8, 23.6, 74.6).
+      Crossover rank (largest rank faster than dense): 4.
+    4096x4096, batch 8: dense 83.5 ms.  TT (numba) / dense: r4 0.03, r8 0.17, r16 0.78,
+      r32 2.8, r64 8.4 (numpy: 0.04, 0.25, 0.83, 2.25, 8.2).  Crossover rank: 16.
+    Embedding row lookup (256 rows): dense gather 0.13 ms (1024 wide) / 1.25 ms (4096 wide);
+      TT lookup / gather: 1024: r4 17x ... r64 2950x; 4096: r4 18x ... r64 1100x.
+      A gather is a memory copy, so the TT-embedding always costs time; it buys the memory
+      ratios above (655x-3.7x and 6554x-31x).
+
+  Reading: TT pays off in *time* only for large matrices at small rank (4096 at r <= 16), in
+  line with the MAC ratios; the wall-clock ratios are worse than the MAC ratios at higher rank
+  because the TT path is a chain of small, thin GEMMs and transposes.
 """
 
 from __future__ import annotations
