@@ -393,7 +393,9 @@ def sinkhorn_attention(Q, K, V, n_blocks: int, *, sort_matrix=None, sortcut: int
     if sortcut is not None:
         sortcut = check_int(sortcut, "sortcut", 1, n_blocks)
     S = np.broadcast_to(S, (B, H, n_blocks, n_blocks))
-    Ks = np.einsum("bhij,bhjsd->bhisd", S, Kb)  # sorted blocks (B, H, nb, b, d)
+    if sortcut is not None:  # SortCut needs only the first k sorted blocks: O(k n d)
+        S = S[:, :, :sortcut]
+    Ks = np.einsum("bhij,bhjsd->bhisd", S, Kb)  # sorted blocks (B, H, nb or k, b, d)
     Vs = np.einsum("bhij,bhjsd->bhisd", S, Vb)
     scale = 1.0 / np.sqrt(d)
     if sortcut is None:

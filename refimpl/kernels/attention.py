@@ -27,7 +27,6 @@ References
 
 from __future__ import annotations
 
-import math
 
 import numba
 import numpy as np
@@ -89,79 +88,83 @@ def _dot(a, b):
     return acc
 
 
-@numba.njit(cache=True, parallel=True)
-def _sliding_window_numba_impl(Q, Kt, V, half, dil, gidx, is_global, out):
-    # Kt is K transposed to (B, H, d, n): the score loop runs over keys j contiguously
-    # (an axpy, vectorised without fastmath), not over a reduction in d.
-    B, H, n, d = Q.shape
+@numba.njit(cache=True)
+def _sliding_window_rows(Q, Kt, V, half, dil, gidx, is_global, scale, out, b, h, i0, i1):
+    # rows i0..i1 of one (batch, head). Kt is K transposed to (B, H, d, n): the score loop
+    # runs over keys contiguously (an axpy, vectorised without fastmath) instead of a
+    # reduction over d. Scratch has the input's dtype, so float32 runs 8 lanes wide.
+    n, d = Q.shape[2], Q.shape[3]
     dv = V.shape[3]
     ng = gidx.shape[0]
-    scale = 1.0 / math.sqrt(d)
-    n_tasks_per_bh = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
-    for task in numba.prange(B * H * n_tasks_per_bh):
-        bh = task // n_tasks_per_bh
-        b = bh // H
-        h = bh % H
-        i0 = (task % n_tasks_per_bh) * _ROWS_PER_TASK
-        i1 = min(i0 + _ROWS_PER_TASK, n)
-        cap = max(2 * half + 1 + ng, n if ng > 0 else 1)
-        s = np.empty(cap, dtype=np.float64)
-        idx = np.empty(cap, dtype=np.int64)
-        acc = np.empty(dv, dtype=np.float64)
-        for i in range(i0, i1):
-            if is_global[i]:
-                lo, cnt, step = 0, n, 1
-            else:
-                lo = i - dil * min(half, i // dil)
-                hi = i + dil * min(half, (n - 1 - i) // dil)
-                cnt, step = (hi - lo) // dil + 1, dil
-            for t in range(cnt):
-                idx[t] = lo + t * step
-                s[t] = 0.0
-            if not is_global[i]:
-                for t in range(ng):
-                    j = gidx[t]
-                    off = j - i
-                    if off % dil == 0 and abs(off) <= half * dil:
-                        continue  # already in the window
-                    idx[cnt] = j
-                    s[cnt] = 0.0
-                    cnt += 1
-            n_win = cnt if is_global[i] else (min(half, i // dil) + min(half, (n - 1 - i) // dil)
-                                             + 1)
-            for k in range(d):
-                qk = Q[b, h, i, k] * scale
-                row = Kt[b, h, k]
-                if step == 1:
-                    for t in range(n_win):
-                        s[t] += qk * row[lo + t]
-                else:
-                    for t in range(n_win):
-                        s[t] += qk * row[lo + t * step]
-                for t in range(n_win, cnt):
-                    s[t] += qk * row[idx[t]]
-            mx = -np.inf
-            for t in range(cnt):
-                if s[t] > mx:
-                    mx = s[t]
-            z = 0.0
-            for t in range(cnt):
-                e = np.exp(s[t] - mx)
-                s[t] = e
-                z += e
-            acc[:] = 0.0
-            for t in range(cnt):
-                w = s[t] / z
-                vj = V[b, h, idx[t]]
-                for k in range(dv):
-                    acc[k] += w * vj[k]
+    cap = max(2 * half + 1 + ng, n if ng > 0 else 1)
+    s = np.empty(cap, dtype=Q.dtype)
+    idx = np.empty(cap, dtype=np.int64)
+    acc = np.empty(dv, dtype=Q.dtype)
+    for i in range(i0, i1):
+        if is_global[i]:
+            lo, cnt, step = 0, n, 1
+        else:
+            lo = i - dil * min(half, i // dil)
+            hi = i + dil * min(half, (n - 1 - i) // dil)
+            cnt, step = (hi - lo) // dil + 1, dil
+        n_win = cnt
+        for t in range(cnt):
+            idx[t] = lo + t * step
+            s[t] = 0
+        if not is_global[i]:
+            for t in range(ng):
+                j = gidx[t]
+                off = j - i
+                if off % dil == 0 and abs(off) <= half * dil:
+                    continue  # already in the window
+                idx[cnt] = j
+                s[cnt] = 0
+                cnt += 1
+        sw = s[:n_win]
+        for k in range(d):
+            qk = Q[b, h, i, k] * scale
+            row = Kt[b, h, k]
+            # a slice keeps the loop index a non-negative range variable: no wraparound
+            # check on a signed index, so LLVM vectorises the axpy
+            win = row[lo:lo + (n_win - 1) * step + 1:step]
+            for t in range(n_win):
+                sw[t] += qk * win[t]
+            for t in range(n_win, cnt):
+                s[t] += qk * row[idx[t]]
+        mx = s[0]
+        for t in range(1, cnt):
+            if s[t] > mx:
+                mx = s[t]
+        z = s[0] * 0  # zero of the input's dtype
+        for t in range(cnt):
+            e = np.exp(s[t] - mx)
+            s[t] = e
+            z += e
+        acc[:] = 0
+        for t in range(cnt):
+            w = s[t] / z
+            vj = V[b, h, idx[t]]
             for k in range(dv):
-                out[b, h, i, k] = acc[k]
+                acc[k] += w * vj[k]
+        for k in range(dv):
+            out[b, h, i, k] = acc[k]
+
+
+@numba.njit(cache=True, parallel=True)
+def _sliding_window_numba_impl(Q, Kt, V, half, dil, gidx, is_global, scale, out):
+    B, H, n = Q.shape[0], Q.shape[1], Q.shape[2]
+    per_bh = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for task in numba.prange(B * H * per_bh):
+        bh = task // per_bh
+        i0 = (task % per_bh) * _ROWS_PER_TASK
+        _sliding_window_rows(Q, Kt, V, half, dil, gidx, is_global, scale, out, bh // H,
+                             bh % H, i0, min(i0 + _ROWS_PER_TASK, n))
 
 
 def _sliding_window_numba(Q, K, V, half, dil, gidx, is_global, out):
     Kt = np.ascontiguousarray(np.swapaxes(K, -1, -2))  # (B, H, d, n)
-    _sliding_window_numba_impl(Q, Kt, V, half, dil, gidx, is_global, out)
+    scale = Q.dtype.type(1.0 / np.sqrt(Q.shape[3]))
+    _sliding_window_numba_impl(Q, Kt, V, half, dil, gidx, is_global, scale, out)
 
 
 def _sliding_window_numpy(Q, K, V, half, dil, gidx, is_global, out, block: int = 64):
@@ -247,12 +250,13 @@ def sliding_window_attention(Q, K, V, window: int, dilation: int = 1, global_idx
 
 # ------------------------------------------------------------------------------ block sparse
 @numba.njit(cache=True, parallel=True)
-def _block_sparse_numba(Q, K, V, layout, bs, out):
+def _block_sparse_numba_impl(Q, Kt, V, layout, bs, scale, out):
+    # Kt is K transposed to (B, H, d, n): scores of a query against one active key block are
+    # an axpy over that block's contiguous columns (vectorised without fastmath).
     B, H, n, d = Q.shape
     dv = V.shape[3]
     nbq = layout.shape[1]
     nbk = layout.shape[2]
-    scale = 1.0 / math.sqrt(d)
     for task in numba.prange(B * H * nbq):
         bh = task // nbq
         b = bh // H
@@ -264,38 +268,47 @@ def _block_sparse_numba(Q, K, V, layout, bs, out):
             if layout[h, I, J]:
                 cols[nc] = J
                 nc += 1
-        s = np.empty(max(nc * bs, 1), dtype=np.float64)
-        acc = np.empty(dv, dtype=np.float64)
+        s = np.empty(max(nc * bs, 1), dtype=Q.dtype)
+        acc = np.empty(dv, dtype=Q.dtype)
         for i in range(I * bs, (I + 1) * bs):
             if nc == 0:
                 for k in range(dv):
-                    out[b, h, i, k] = 0.0
+                    out[b, h, i, k] = 0
                 continue
-            qi = Q[b, h, i]
-            mx = -np.inf
-            t = 0
-            for c in range(nc):
-                for j in range(cols[c] * bs, (cols[c] + 1) * bs):
-                    v = _dot(qi, K[b, h, j]) * scale
-                    s[t] = v
-                    if v > mx:
-                        mx = v
-                    t += 1
-            z = 0.0
+            s[:] = 0
+            for k in range(d):
+                qk = Q[b, h, i, k] * scale
+                row = Kt[b, h, k]
+                for c in range(nc):
+                    blk = row[cols[c] * bs:(cols[c] + 1) * bs]
+                    sc = s[c * bs:(c + 1) * bs]
+                    for t in range(bs):
+                        sc[t] += qk * blk[t]
+            mx = s[0]
+            for t in range(1, nc * bs):
+                if s[t] > mx:
+                    mx = s[t]
+            z = s[0] * 0
             for t in range(nc * bs):
                 e = np.exp(s[t] - mx)
                 s[t] = e
                 z += e
-            acc[:] = 0.0
-            t = 0
+            acc[:] = 0
             for c in range(nc):
-                for j in range(cols[c] * bs, (cols[c] + 1) * bs):
-                    w = s[t] / z
+                j0 = cols[c] * bs
+                for t in range(bs):
+                    w = s[c * bs + t] / z
+                    vj = V[b, h, j0 + t]
                     for k in range(dv):
-                        acc[k] += w * V[b, h, j, k]
-                    t += 1
+                        acc[k] += w * vj[k]
             for k in range(dv):
                 out[b, h, i, k] = acc[k]
+
+
+def _block_sparse_numba(Q, K, V, layout, bs, out):
+    Kt = np.ascontiguousarray(np.swapaxes(K, -1, -2))  # (B, H, d, n)
+    scale = Q.dtype.type(1.0 / np.sqrt(Q.shape[3]))
+    _block_sparse_numba_impl(Q, Kt, V, layout, bs, scale, out)
 
 
 def _block_sparse_numpy(Q, K, V, layout, bs, out):
