@@ -9,14 +9,17 @@ and reports the exact stored size (every remaining parameter at 32 bits).
 from __future__ import annotations
 
 import math
+import re
+
+import numpy as np
 
 from refimpl.compare.registry import MethodResult, TourContext, register_method
 from refimpl.decomposition.block_term import BTLinear
 from refimpl.decomposition.low_rank import LowRankLinear
 from refimpl.decomposition.tensor_train import TTEmbedding, TTLinear, factorize_dim
-from refimpl.nn import Module
+from refimpl.nn import Module, Parameter, Tensor
 
-__all__ = ["replace_modules", "svd_compress_linears", "tt_compress_embeddings",
+__all__ = ["replace_modules", "factorize_recurrent_weights_", "svd_compress_linears", "tt_compress_embeddings",
            "tt_compress_linears", "bt_compress_linears"]
 
 
@@ -34,6 +37,48 @@ def replace_modules(model: Module, predicate, make) -> list[str]:
     return done
 
 
+_RECURRENT_W = re.compile(r"^W_(ih|hh)_l\d+(_reverse)?$")
+
+
+def factorize_recurrent_weights_(model: Module, make_child) -> list[str]:
+    """Store every recurrent weight ``W_ih_l*`` / ``W_hh_l*`` of the ``refimpl.nn`` RNN/LSTM/GRU
+    modules inside ``model`` as a factorised child module (in place).
+
+    ``make_child(W)`` returns a bias-free module ``y = x Wᵀ`` (e.g. :class:`LowRankLinear`,
+    :class:`TTLinear`, :class:`BTLinear`) initialised from the trained ``W``, or ``None`` to
+    keep ``W``. The dense Parameter is replaced by a non-stored placeholder and the module's
+    ``weight_transform`` hook rebuilds ``W`` from the child on the tape (``child(I)ᵀ``), so
+    training updates the factors and ``num_parameters`` counts only what is stored.
+    """
+    done = []
+    for mname, mod in list(model.named_modules()):
+        if not hasattr(mod, "weight_transform") or type(mod).__name__ not in (
+                "RNN", "LSTM", "GRU"):
+            continue
+        children = {}
+        for name in [k for k, v in vars(mod).items()
+                     if isinstance(v, Parameter) and _RECURRENT_W.match(k)]:
+            W = getattr(mod, name).data
+            child = make_child(W)
+            if child is None:
+                continue
+            setattr(mod, f"factors_{name}", child)
+            setattr(mod, name, Tensor(np.broadcast_to(np.zeros((), W.dtype), W.shape)))
+            children[name] = child
+            done.append(f"{mname}.{name}" if mname else name)
+        if children:
+            prev = mod.weight_transform
+
+            def transform(name, W, _mod=mod, _names=tuple(children), _prev=prev):
+                if name in _names:
+                    child = getattr(_mod, f"factors_{name}")
+                    W = child(np.eye(child.in_features)).T  # (out, in), on the tape
+                return W if _prev is None else _prev(name, W)
+
+            mod.weight_transform = transform
+    return done
+
+
 def _is(kind):
     def pred(m):
         return type(m).__name__ == kind and type(m).__module__.startswith("refimpl.nn")
@@ -42,15 +87,24 @@ def _is(kind):
 
 def svd_compress_linears(model: Module, rank_fraction: float = 1 / 3, min_dim: int = 16):
     """Replace each Linear (both dims ≥ ``min_dim``) by :class:`LowRankLinear` with
-    ``r = rank_fraction · mn/(m+n)`` (a third of the break-even rank: ~3× fewer weights)."""
+    ``r = rank_fraction · mn/(m+n)`` (a third of the break-even rank: ~3× fewer weights), and
+    factor the recurrent weights of RNN/LSTM/GRU modules the same way."""
+    def rank_of(m, n):
+        return min(max(1, int(rank_fraction * m * n / (m + n))), m, n)
+
     def make(lin):
         m, n = lin.W.shape
         if min(m, n) < min_dim:
             return None
-        r = max(1, int(rank_fraction * m * n / (m + n)))
         return LowRankLinear.from_dense(lin.W.data, None if lin.b is None else lin.b.data,
-                                        rank=min(r, m, n))
-    return replace_modules(model, _is("Linear"), make)
+                                        rank=rank_of(m, n))
+
+    def make_w(W):
+        m, n = W.shape
+        return None if min(m, n) < min_dim else LowRankLinear.from_dense(W, rank=rank_of(m, n))
+
+    return (replace_modules(model, _is("Linear"), make)
+            + factorize_recurrent_weights_(model, make_w))
 
 
 def _dims(n: int, d: int):
@@ -62,7 +116,8 @@ def _dims(n: int, d: int):
 
 def tt_compress_linears(model: Module, rank: int = 4, min_dim: int = 16):
     """Replace each Linear whose both sizes factor into 2 modes by a :class:`TTLinear`
-    (TT-SVD of the trained weight, TT-rank ``rank``)."""
+    (TT-SVD of the trained weight, TT-rank ``rank``) where that stores fewer numbers; the same
+    for the recurrent weights (TT-RNN, Survey §6.3)."""
     def make(lin):
         m, n = lin.W.shape
         if min(m, n) < min_dim:
@@ -73,12 +128,23 @@ def tt_compress_linears(model: Module, rank: int = 4, min_dim: int = 16):
         new = TTLinear.from_dense(lin.W.data, None if lin.b is None else lin.b.data,
                                   in_dims=in_dims, out_dims=out_dims, rank=rank)
         return new if new.num_parameters() < lin.num_parameters() else None
-    return replace_modules(model, _is("Linear"), make)
+
+    def make_w(W):
+        m, n = W.shape
+        out_dims, in_dims = _dims(m, 2), _dims(n, 2)
+        if min(m, n) < min_dim or out_dims is None or in_dims is None:
+            return None
+        new = TTLinear.from_dense(W, in_dims=in_dims, out_dims=out_dims, rank=rank)
+        return new if new.num_parameters() < W.size else None
+
+    return (replace_modules(model, _is("Linear"), make)
+            + factorize_recurrent_weights_(model, make_w))
 
 
 def bt_compress_linears(model: Module, rank: int = 2, n_blocks: int = 2, min_dim: int = 16):
     """Replace each Linear whose both sizes factor into 2 modes by a :class:`BTLinear`
-    (block-term ALS of the trained weight)."""
+    (block-term ALS of the trained weight) where that stores fewer numbers; the same for the
+    recurrent weights (BT-RNN, Ye et al. 2018)."""
     def make(lin):
         m, n = lin.W.shape
         if min(m, n) < min_dim:
@@ -91,7 +157,19 @@ def bt_compress_linears(model: Module, rank: int = 2, n_blocks: int = 2, min_dim
                                   in_dims=in_dims, out_dims=out_dims, rank=R,
                                   n_blocks=n_blocks, n_iter=10)
         return new if new.num_parameters() < lin.num_parameters() else None
-    return replace_modules(model, _is("Linear"), make)
+
+    def make_w(W):
+        m, n = W.shape
+        out_dims, in_dims = _dims(m, 2), _dims(n, 2)
+        if min(m, n) < min_dim or out_dims is None or in_dims is None:
+            return None
+        R = min(rank, *[a * b for a, b in zip(out_dims, in_dims)])
+        new = BTLinear.from_dense(W, in_dims=in_dims, out_dims=out_dims, rank=R,
+                                  n_blocks=n_blocks, n_iter=10)
+        return new if new.num_parameters() < W.size else None
+
+    return (replace_modules(model, _is("Linear"), make)
+            + factorize_recurrent_weights_(model, make_w))
 
 
 def tt_compress_embeddings(model: Module, rank: int = 8, d: int = 3):
@@ -122,8 +200,8 @@ def _finetune(ctx: TourContext, model):
 
 
 @register_method("svd-low-rank", family="decomposition", section="6.1",
-                 description="every Linear -> truncated-SVD factors at 1/3 of the break-even "
-                             "rank, fine-tuned")
+                 description="every Linear and recurrent weight -> truncated-SVD factors at 1/3 "
+                             "of the break-even rank, fine-tuned")
 def _svd_low_rank(ctx: TourContext) -> MethodResult:
     model = ctx.copy_baseline()
     replaced = svd_compress_linears(model)
@@ -146,7 +224,8 @@ def _tt_embedding(ctx: TourContext) -> MethodResult:
 
 
 @register_method("tt-layer", family="decomposition", section="6.3",
-                 description="Linear layers -> TT-layers (2 cores, TT-rank 4), fine-tuned")
+                 description="Linear and recurrent weights -> TT-matrices (2 cores, TT-rank 4), "
+                             "fine-tuned")
 def _tt_layer(ctx: TourContext) -> MethodResult:
     model = ctx.copy_baseline()
     replaced = tt_compress_linears(model)
@@ -157,7 +236,8 @@ def _tt_layer(ctx: TourContext) -> MethodResult:
 
 
 @register_method("btd-layer", family="decomposition", section="6.3",
-                 description="Linear layers -> BT-layers (2 blocks, Tucker rank 2), fine-tuned")
+                 description="Linear and recurrent weights -> block-term format (2 blocks, "
+                             "Tucker rank 2), fine-tuned")
 def _btd_layer(ctx: TourContext) -> MethodResult:
     model = ctx.copy_baseline()
     replaced = bt_compress_linears(model)

@@ -70,3 +70,25 @@ def test_registered_methods_shrink_the_model(name):
     assert res.params == res.model.num_parameters() < ctx.baseline.num_parameters()
     assert res.bits == 32 * res.params
     assert res.model(X, lengths).shape == (64, 2)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_factorized_recurrent_weights(cell):
+    from refimpl.nn import recurrent
+
+    rnn = getattr(recurrent, cell)(16, 16, rng=0)
+    x = np.random.default_rng(0).standard_normal((3, 4, 16))
+    ref = rnn(x)[0].data
+    m = copy.deepcopy(rnn)
+    names = tour.factorize_recurrent_weights_(
+        m, lambda W: tour.LowRankLinear.from_dense(W, rank=min(W.shape)))
+    assert names == ["W_ih_l0", "W_hh_l0"]
+    np.testing.assert_allclose(m(x)[0].data, ref, atol=1e-10)
+    G = 4 if cell == "LSTM" else 3
+    assert m.num_parameters() == 2 * (G * 16 * 16 + 16 * 16) + 2 * G * 16
+    out = m(x)[0].sum()
+    out.backward()
+    assert m.factors_W_ih_l0.A.grad is not None and np.abs(m.factors_W_hh_l0.B.grad).sum() > 0
+    small = copy.deepcopy(rnn)
+    tour.svd_compress_linears(small)
+    assert small.num_parameters() < rnn.num_parameters()
