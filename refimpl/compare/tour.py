@@ -98,22 +98,22 @@ def config_for(quick: bool = False, tiny: bool = False, **overrides) -> TourConf
         cfg = TourConfig(
             quick=True, tiny=True, baselines=("bow", "lstm"),
             task_kwargs=dict(n_train=300, n_val=100, n_test=200, vocab_size=400, max_len=12),
-            model_kwargs={"bow": dict(d_embed=16, hidden=16),
-                          "lstm": dict(d_embed=16, hidden_size=16),
+            model_kwargs={"bow": dict(d_emb=16, d_hidden=16),
+                          "lstm": dict(d_emb=16, d_hidden=16),
                           "transformer": dict(d_model=16, num_heads=2, num_layers=1, d_ff=32)},
             epochs=1, batch_size=64, total_budget=40.0, method_budget=10.0,
             latency_batch=16, latency_repeat=3)
     elif quick:
         cfg = TourConfig(
             quick=True,  # the task's own quick size (refimpl.data.TASKS)
-            model_kwargs={"bow": dict(d_embed=32, hidden=32),
-                          "lstm": dict(d_embed=32, hidden_size=32),
+            model_kwargs={"bow": dict(d_emb=32, d_hidden=32),
+                          "lstm": dict(d_emb=32, d_hidden=32),
                           "transformer": dict(d_model=32, num_heads=2, num_layers=1, d_ff=64)},
             epochs=3, total_budget=110.0, method_budget=30.0)
     else:
         cfg = TourConfig(
-            model_kwargs={"bow": dict(d_embed=64, hidden=64),
-                          "lstm": dict(d_embed=64, hidden_size=64),
+            model_kwargs={"bow": dict(d_emb=64, d_hidden=64),
+                          "lstm": dict(d_emb=64, d_hidden=64),
                           "transformer": dict(d_model=64, num_heads=4, num_layers=2,
                                               d_ff=128)})
     return replace(cfg, **overrides)
@@ -135,35 +135,39 @@ def load_task(cfg: TourConfig, rng):
 
 
 # ---------------------------------------------------------------------------------- models
-def _accepted(cls, kwargs: dict) -> dict:
-    """The subset of ``kwargs`` that ``cls.__init__`` accepts (presets name every knob)."""
-    import inspect
+def _nn(name: str):
+    """``refimpl.nn.<name>`` (falling back to the ``models`` / ``train`` submodules)."""
+    import importlib
 
-    sig = inspect.signature(cls)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return dict(kwargs)
-    return {k: v for k, v in kwargs.items() if k in sig.parameters}
+    from refimpl import nn
+
+    if hasattr(nn, name):
+        return getattr(nn, name)
+    for sub in ("models", "train"):
+        mod = importlib.import_module(f"refimpl.nn.{sub}")
+        if hasattr(mod, name):
+            return getattr(mod, name)
+    raise AttributeError(f"refimpl.nn has no {name!r}")
 
 
 def make_model(kind: str, task, cfg: TourConfig, rng, **overrides):
-    """A fresh, untrained classifier of ``kind`` (``"bow"``, ``"lstm"``, ``"gru"``,
-    ``"transformer"``) sized for ``task``."""
-    from refimpl import nn
+    """A fresh, untrained classifier of ``kind`` sized for ``task``.
 
-    base = dict(vocab_size=len(task.vocab), n_classes=task.n_classes, rng=rng,
-                max_len=task.X_train.shape[1])
-    kw = {**base, **cfg.model_kwargs.get(kind if kind != "gru" else "lstm", {}), **overrides}
+    ``"bow"`` → :class:`refimpl.nn.BowClassifier`, ``"lstm"`` / ``"gru"`` →
+    :class:`refimpl.nn.RNNClassifier`, ``"transformer"`` → :class:`refimpl.nn.TransformerClassifier`;
+    widths come from ``cfg.model_kwargs[kind]``, ``overrides`` win.
+    """
+    common = dict(vocab_size=len(task.vocab), n_classes=task.n_classes, rng=rng)
     if kind == "bow":
-        cls = nn.BowClassifier
-    elif kind in ("lstm", "gru", "rnn"):
-        cls = nn.RNNClassifier
-        kw.setdefault("cell", kind)
-    elif kind == "transformer":
-        cls = nn.TransformerClassifier
-    else:
-        raise ValueError(f"kind must be one of ('bow', 'lstm', 'gru', 'transformer'), "
-                         f"got {kind!r}")
-    return cls(**_accepted(cls, kw))
+        return _nn("BowClassifier")(**{**common, **cfg.model_kwargs.get("bow", {}), **overrides})
+    if kind in ("lstm", "gru"):
+        kw = {**common, "cell": kind, **cfg.model_kwargs.get("lstm", {}), **overrides}
+        return _nn("RNNClassifier")(**kw)
+    if kind == "transformer":
+        kw = {**common, "max_len": task.X_train.shape[1],
+              **cfg.model_kwargs.get("transformer", {}), **overrides}
+        return _nn("TransformerClassifier")(**kw)
+    raise ValueError(f"kind must be one of ('bow', 'lstm', 'gru', 'transformer'), got {kind!r}")
 
 
 def _logits(model, X, lengths) -> np.ndarray:
@@ -205,17 +209,17 @@ def measure_latency(model, X, lengths, repeat: int = 7) -> float:
 
 def _fit(model, task, cfg: TourConfig, *, epochs=None, lr=None, after_step=None, loss_fn=None,
          rng=None, **kwargs):
-    """``ctx.fit``: the training loop of :mod:`refimpl.nn` on the task's train/val splits."""
-    import inspect
-
-    from refimpl import nn
-
-    params = inspect.signature(nn.fit).parameters
-    kw = dict(epochs=cfg.epochs if epochs is None else epochs, lr=cfg.lr if lr is None else lr,
-              batch_size=cfg.batch_size, after_step=after_step, loss_fn=loss_fn,
-              rng=cfg.seed if rng is None else rng, progress=False, **kwargs)
-    kw = {k: v for k, v in kw.items() if k in params and (v is not None or k == "progress")}
-    return nn.fit(model, task, **kw)
+    """``ctx.fit``: :func:`refimpl.nn.fit` on the task's training split with the tour's settings
+    (``epochs``, ``lr``, ``batch_size``, no progress bar); other keywords go to ``nn.fit``."""
+    kw = dict(epochs=cfg.epochs if epochs is None else epochs,
+              lr=cfg.lr if lr is None else lr, batch_size=cfg.batch_size,
+              rng=cfg.seed if rng is None else rng, progress=False)
+    if after_step is not None:
+        kw["after_step"] = after_step
+    if loss_fn is not None:
+        kw["loss_fn"] = loss_fn
+    kw.update(kwargs)
+    return _nn("fit")(model, (task.X_train, task.len_train, task.y_train), **kw)
 
 
 # ------------------------------------------------------------------------------ the context
