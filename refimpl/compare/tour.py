@@ -423,11 +423,12 @@ def write_outputs(run: TourRun, out: str | os.PathLike) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     files = {"csv": out / "tour.csv", "md": out / "tour.md", "png": out / "tour.png"}
     keys = [k for k, _ in COLUMNS]
+    keys.insert(keys.index("bytes"), "bits")
     with open(files["csv"], "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=keys + ["bits"], extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         for r in run.rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys + ["bits"]})
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
     files["md"].write_text(
         f"# refimpl tour ({'tiny' if run.config.tiny else 'quick' if run.config.quick else 'full'}"
         f", task {run.config.task}, seed {run.config.seed}, {run.seconds:.0f} s)\n\n"
