@@ -571,8 +571,8 @@ def _mask_props(rng, quick):
                 implements=[H_ + "hard_concrete_gate", H_ + "l0_penalty", H_ + "prob_nonzero"])
 def _hc(rng, quick):
     la = np.array([-3.0, -1.0, 0.0, 1.0, 3.0])
-    n = 4000 if quick else 40000
-    z = np.stack([hl.hard_concrete_gate(la, rng).data for _ in range(n)])
+    n = 40000 if quick else 400000
+    z = hl.hard_concrete_gate(np.broadcast_to(la, (n, la.size)).copy(), rng).data  # (n, 5)
     return Outcome.compare((z > 0).mean(0), hl.prob_nonzero(la), atol=4.0 / np.sqrt(n),
                            samples=n, frac_exact_0_or_1=float(((z == 0) | (z == 1)).mean()))
 
@@ -636,20 +636,22 @@ def _claim_large_sparse(rng, quick):
 
     with _single_thread():
         Xtr, ytr, Xte, yte = _bow_task(rng, quick)
-        big_h, small_h = 128, 8
-        s = 1 - small_h / big_h  # 0.9375: same non-zeros in W1 and W2
+        big_h = 128
         big = _sgd(clf_params(64, big_h, 2, rng), Xtr, ytr, 200)
-        sparse, M, _ = pw.prune_train(
-            big, lambda q: clf_loss_grad(q, Xtr, ytr), 200, 0.5, names=["W1", "W2"],
-            sparsity_fn=lambda t: pw.zhu_gupta_sparsity(t, s, n_prunes=10, frequency=10))
-        small = _sgd(clf_params(64, small_h, 2, rng), Xtr, ytr, 400)
-        nnz_big = int(sum(M[k].sum() for k in M))
-        nnz_small = int(small["W1"].size + small["W2"].size)
-        a_big, a_small = clf_accuracy(sparse, Xte, yte), clf_accuracy(small, Xte, yte)
-    return Outcome(True, {"large_sparse_acc": a_big, "small_dense_acc": a_small,
-                          "nnz_large_sparse": nnz_big, "nnz_small_dense": nnz_small},
-                   "hidden 128 pruned to 93.75% vs hidden 8 dense, 400 steps each",
-                   reproduced=a_big >= a_small)
+        nums, rep = {}, True
+        for small_h in (4, 8):
+            s = 1 - small_h / big_h  # same non-zeros in W1 and W2 as the dense small model
+            sparse, M, _ = pw.prune_train(
+                big, lambda q: clf_loss_grad(q, Xtr, ytr), 200, 0.5, names=["W1", "W2"],
+                sparsity_fn=lambda t, s=s: pw.zhu_gupta_sparsity(t, s, n_prunes=10,
+                                                                 frequency=10))
+            small = _sgd(clf_params(64, small_h, 2, rng), Xtr, ytr, 400)
+            a_big, a_small = clf_accuracy(sparse, Xte, yte), clf_accuracy(small, Xte, yte)
+            nums[f"large_sparse@nnz{int(sum(M[k].sum() for k in M))}"] = a_big
+            nums[f"small_dense_h{small_h}@nnz{small['W1'].size + small['W2'].size}"] = a_small
+            rep &= a_big >= a_small
+    return Outcome(True, nums, "hidden 128 pruned gradually vs hidden 4 / 8 dense, 400 steps "
+                   "each", reproduced=bool(rep))
 
 
 @register_claim("bbs-matches-unstructured", "bank-balanced sparsity ≈ unstructured and beats "
@@ -680,7 +682,7 @@ def _claim_bbs(rng, quick):
                    reproduced=bool(rep))
 
 
-def _trained_transformer(rng, quick, n_layers=2, num_heads=4, layerdrop=0.0):
+def _trained_transformer(rng, quick, n_layers=2, num_heads=4, layerdrop=0.0, epochs=4):
     from refimpl.pruning._models import TinyTransformer, adam_fit, small_sentiment
 
     task = small_sentiment(int(rng.integers(1 << 30)), quick)
@@ -691,19 +693,19 @@ def _trained_transformer(rng, quick, n_layers=2, num_heads=4, layerdrop=0.0):
     if layerdrop > 0:
         def gate_fn(r):
             return {"layer_gates": hl.layerdrop_gates(n_layers, layerdrop, r)}
-    adam_fit(m, task.X_train, task.len_train, task.y_train, epochs=4 if quick else 8,
+    adam_fit(m, task.X_train, task.len_train, task.y_train, epochs=epochs if quick else 2 * epochs,
              rng=int(rng.integers(1 << 30)), gate_fn=gate_fn)
     return m, task
 
 
-@register_claim("most-heads-can-go", "most attention heads can be pruned with little loss "
-                "(Michel et al. 2019)", section="2.4.1",
+@register_claim("most-heads-can-go", "20-40% of attention heads can be pruned with little "
+                "loss (Michel et al. 2019)", section="2.4.1",
                 implements=[H_ + "iterative_head_pruning", H_ + "head_importance"])
 def _claim_heads(rng, quick):
     from refimpl.pruning._models import accuracy
 
     with _single_thread():
-        m, task = _trained_transformer(rng, quick, n_layers=2, num_heads=4)
+        m, task = _trained_transformer(rng, quick, n_layers=2, num_heads=4, epochs=8)
         Xi, Li, yi = task.X_val, task.len_val, task.y_val
 
         def ev(hm):
@@ -713,9 +715,11 @@ def _claim_heads(rng, quick):
     nums = {"acc_all_8_heads": scores[0]}
     for mk, sc in zip(masks[1:], scores[1:]):
         nums[f"acc_{int(mk.sum())}_heads"] = sc
-    half = scores[4]  # 4 of 8 heads left
-    return Outcome(True, nums, "2-layer × 4-head Transformer, iterative I_h pruning",
-                   reproduced=half >= scores[0] - 0.02)
+    # Michel et al.: 20% (NMT) to 40% (BERT) of the heads go without a noticeable drop; here
+    # 25% (2 of 8) within 2 accuracy points (the 50% number is reported too)
+    return Outcome(True, nums, "2-layer × 4-head Transformer, iterative I_h pruning; "
+                   "criterion: 25% of heads pruned within 2 points",
+                   reproduced=scores[2] >= scores[0] - 0.02)
 
 
 @register_claim("every-other-layerdrop", "LayerDrop training makes 'every other' layer pruning "
