@@ -492,3 +492,61 @@ def _eval_masks(model, X, lengths, y, head_mask=None, ffn_mask=None, layer_keep=
         gates["layer_gates"] = np.asarray(layer_keep, float)
     with no_grad():
         return accuracy(model, X, lengths, y, **gates)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training the gates: L0 head gates (Voita et al.) and data-driven LayerDrop rates (Fan et al.)
+# ---------------------------------------------------------------------------------------------
+
+def train_l0_head_gates(model, X, lengths, y, *, lam: float = 0.05, epochs: int = 2,
+                        lr: float = 3e-3, batch_size: int = 64, init: float = 2.0, rng=None):
+    """Learn stochastic hard-concrete head gates with an L0 penalty, jointly with the model.
+
+    Each step samples ``ξ = hard_concrete_gate(log α)`` (shape ``(n_layers, num_heads)``) and
+    minimises ``cross-entropy + lam · Σ_h P(ξ_h ≠ 0)`` (Voita et al. 2019, following Louizos et
+    al. 2018). At test time the gates are :func:`hard_concrete_deterministic`; heads whose gate
+    is 0 are pruned.
+
+    Returns
+    -------
+    log_alpha : ndarray of shape (n_layers, num_heads)
+    gates : ndarray of shape (n_layers, num_heads)
+        Deterministic test-time gates.
+    """
+    from refimpl.pruning._models import adam_fit
+
+    lam = check_float(lam, "lam", 0.0)
+    L, H = model.n_layers, model.num_heads
+    la = Tensor(np.full((L, H), float(init)), requires_grad=True)
+    adam_fit(model, X, lengths, y, epochs=epochs, lr=lr, batch_size=batch_size, rng=rng,
+             gate_fn=lambda r: {"head_gates": hard_concrete_gate(la, r)},
+             extra_loss=lambda m: l0_penalty(la) * lam, extra_params=[la])
+    return la.data.copy(), hard_concrete_deterministic(la.data)
+
+
+def learn_layer_drop_rates(model, X, lengths, y, *, p: float = 0.5, epochs: int = 2,
+                           lr: float = 3e-3, batch_size: int = 64, temperature: float = 0.5,
+                           rng=None) -> np.ndarray:
+    """Data-driven LayerDrop (Fan et al. 2019): learn per-layer drop rates ``p_d`` with mean ``p``.
+
+    ``p_d = L p softmax(θ)_d`` (:func:`data_driven_drop_rates`); each step samples relaxed
+    Bernoulli keep-gates (:func:`relaxed_layer_gates`) so that ``θ`` gets a gradient, and trains
+    it with the model. At inference keep the top-k layers by lowest ``p_d``
+    (:func:`data_driven_keep`).
+
+    Returns
+    -------
+    theta : ndarray of shape (n_layers,)
+    """
+    from refimpl.pruning._models import adam_fit
+
+    check_float(p, "p", 0.0, 1.0, lo_open=True, hi_open=True)
+    theta = Tensor(np.zeros(model.n_layers), requires_grad=True)
+    adam_fit(model, X, lengths, y, epochs=epochs, lr=lr, batch_size=batch_size, rng=rng,
+             gate_fn=lambda r: {"layer_gates": relaxed_layer_gates(
+                 data_driven_drop_rates(theta, p), r, temperature)},
+             extra_params=[theta])
+    return theta.data.copy()
+
+
+__all__ += ["train_l0_head_gates", "learn_layer_drop_rates"]

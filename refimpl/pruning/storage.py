@@ -79,6 +79,29 @@ class DeltaCSR:
             out[i, cols] += self.values[lo:hi]
         return out
 
+    def columns(self) -> np.ndarray:
+        """Absolute column of every stored entry (fillers included), shape (n_entries,)."""
+        cols = np.empty(self.n_entries, dtype=np.int64)
+        for i in range(self.shape[0]):
+            lo, hi = self.indptr[i], self.indptr[i + 1]
+            cols[lo:hi] = np.cumsum(self.gaps[lo:hi].astype(np.int64) + 1) - 1
+        return cols
+
+    def to_csr(self):
+        """Decode to a :class:`refimpl.kernels.sparse.CSRMatrix` (fillers dropped) for the
+        SpMV / SpMM kernels."""
+        from refimpl.kernels.sparse import CSRMatrix
+
+        keep = self.values != 0  # (n_entries,)
+        rows = np.repeat(np.arange(self.shape[0]), np.diff(self.indptr))  # (n_entries,)
+        counts = np.bincount(rows[keep], minlength=self.shape[0])  # non-zeros per row
+        indptr = np.zeros(self.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        data = self.values[keep]
+        if data.dtype not in (np.float32, np.float64):
+            data = data.astype(np.float64)
+        return CSRMatrix(indptr, self.columns()[keep].astype(np.uint32), data, self.shape)
+
     def pack(self, pointer_bits: int = 32) -> tuple[bytes, int]:
         """Serialise to a bit stream: row pointers, then per entry (float32 value, gap).
 

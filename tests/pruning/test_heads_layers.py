@@ -111,3 +111,37 @@ def test_layerdrop_helpers():
         hl.layerdrop_gates(3, 1.0)
     with pytest.raises(ValueError, match="n_keep"):
         hl.search_layers_validation(lambda k: 0.0, 3, 4)
+
+
+def test_train_l0_head_gates_penalty_closes_gates():
+    from refimpl.pruning._models import TinyTransformer
+
+    rng = np.random.default_rng(1)
+    X = rng.integers(4, 20, size=(32, 6))
+    L = np.full(32, 6)
+    y = rng.integers(0, 2, size=32)
+    outs = {}
+    for lam in (0.0, 5.0):
+        m = TinyTransformer(20, 2, d_model=8, num_heads=4, n_layers=2, d_ff=8, max_len=6,
+                            rng=1)
+        la, gates = hl.train_l0_head_gates(m, X, L, y, lam=lam, epochs=6, lr=0.05,
+                                           batch_size=16, rng=0)
+        outs[lam] = (la, gates)
+    assert outs[5.0][0].mean() < outs[0.0][0].mean() - 0.5
+    assert np.all((outs[0.0][1] >= 0) & (outs[0.0][1] <= 1))
+    assert outs[5.0][1].sum() < outs[0.0][1].sum()
+
+
+def test_learn_layer_drop_rates_changes_theta():
+    from refimpl.pruning._models import TinyTransformer
+
+    rng = np.random.default_rng(2)
+    X = rng.integers(4, 20, size=(32, 6))
+    L = np.full(32, 6)
+    y = (X[:, 0] > 11).astype(int)
+    m = TinyTransformer(20, 2, d_model=8, num_heads=2, n_layers=3, d_ff=8, max_len=6, rng=1)
+    theta = hl.learn_layer_drop_rates(m, X, L, y, p=0.3, epochs=3, lr=0.05, batch_size=16,
+                                      rng=0)
+    assert theta.shape == (3,) and np.abs(theta).max() > 0
+    assert float(hl.data_driven_drop_rates(theta, 0.3).data.mean()) == pytest.approx(0.3)
+    assert hl.data_driven_keep(theta, 2).sum() == 2

@@ -58,3 +58,18 @@ def test_bad_input():
         encode_delta_csr(np.array([[np.nan, 1.0]]), 3)
     with pytest.raises(ValueError, match="W must have ndim"):
         encode_delta_csr(np.ones(3), 3)
+
+
+@pytest.mark.parametrize("bits", [2, 5])
+def test_to_csr_feeds_the_spmv_kernel(rng, bits):
+    from refimpl.kernels.sparse import csr_matvec
+
+    W, _ = magnitude_prune(rng.normal(size=(7, 90)), 0.9)
+    W[3] = 0.0  # empty rows, one of them last
+    W[6] = 0.0
+    enc = encode_delta_csr(W, bits)
+    A = enc.to_csr()
+    assert A.nnz == np.count_nonzero(W)
+    assert np.array_equal(A.to_dense(), W)
+    x = rng.normal(size=90)
+    assert np.allclose(csr_matvec(A, x), W @ x, atol=1e-12)
