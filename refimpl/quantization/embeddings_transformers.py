@@ -1,0 +1,160 @@
+"""Survey §3.3.5 — quantisation of word embeddings and Transformers: quantising embeddings during
+vs after training (Lam 2018), k-bit post-training quantisation of every Transformer weight
+matrix (Cheong & Daniel 2019), and Q-BERT-style mixed precision from Hessian sensitivity per
+layer, head or neuron group (Shen et al. 2020).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from refimpl.nn import Tensor
+from refimpl.nn import functional as F
+from refimpl.utils import as_rng, check_array, check_int
+
+__all__ = ["embedding_quantizer", "quantize_embedding_after", "hessian_vector_product",
+           "top_hessian_eigenvalue", "group_sensitivities", "assign_mixed_precision",
+           "quantize_model_weights"]
+
+
+def embedding_quantizer(bits: int = 1, c: float | None = None) -> Callable[[Tensor], Tensor]:
+    """Quantisation *during* training (Lam 2018): the forward pass sees the quantised table,
+    the straight-through gradient updates the full-precision one.
+
+    ``bits = 1``: BS-Fixed ``±c`` (Lam uses ``c = 1/3``); ``bits = 2``: the four levels
+    ``{−3c, −c, c, 3c}`` with thresholds at ``−2c, 0, 2c``. ``c=None`` uses ``mean|W|`` of the
+    current table (1 bit) or ``mean|W|/2`` (2 bits).
+    """
+    bits = check_int(bits, "bits", 1, 2)
+
+    def fn(a):
+        cc = c if c is not None else float(np.abs(a).mean()) / (1 if bits == 1 else 2)
+        if bits == 1:
+            return np.where(a >= 0, cc, -cc)
+        return np.select([a < -2 * cc, a < 0, a < 2 * cc], [-3 * cc, -cc, cc], 3 * cc)
+
+    return lambda W: F.straight_through(W, fn, name=f"emb{bits}")
+
+
+def quantize_embedding_after(W, bits: int = 1, c: float | None = None) -> np.ndarray:
+    """Quantisation *after* training: the same quantiser applied once to a trained table."""
+    W = check_array(W, "W")
+    return embedding_quantizer(bits, c)(Tensor(W)).data
+
+
+def quantize_model_weights(model, quantize: Callable[[np.ndarray], np.ndarray],
+                           min_ndim: int = 2) -> int:
+    """Replace (in place) every parameter with ``ndim >= min_ndim`` by ``quantize(W)``.
+
+    Returns the number of quantised scalars. Biases and LayerNorm gains stay full precision.
+    """
+    n = 0
+    for _, p in model.named_parameters():
+        if p.ndim >= min_ndim:
+            p.data = np.asarray(quantize(p.data), dtype=p.data.dtype).reshape(p.shape)
+            n += p.size
+    return n
+
+
+def hessian_vector_product(grad_fn: Callable[[np.ndarray], np.ndarray], w, v,
+                           eps: float = 1e-4) -> np.ndarray:
+    """``H v`` by central finite differences of gradients: ``(g(w + εv) − g(w − εv)) / 2ε``.
+
+    ``ε`` is scaled by ``‖v‖`` so the step has length ``eps``. Exact for quadratic losses; the
+    error is ``O(ε²)`` otherwise.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    nv = float(np.linalg.norm(v))
+    if nv == 0:
+        return np.zeros_like(w)
+    h = eps / nv
+    return (np.asarray(grad_fn(w + h * v)) - np.asarray(grad_fn(w - h * v))) / (2 * h)
+
+
+def top_hessian_eigenvalue(grad_fn, w, mask=None, n_iter: int = 30, tol: float = 1e-6,
+                           eps: float = 1e-4, rng=None) -> float:
+    """Largest-magnitude eigenvalue of the Hessian (block) by power iteration on
+    Hessian-vector products (Q-BERT, Shen et al. 2020, Survey §3.3.5).
+
+    Parameters
+    ----------
+    grad_fn : callable
+        ``grad_fn(w) -> ∇L(w)``, flat arrays of shape (n,).
+    w : ndarray of shape (n,)
+    mask : bool ndarray of shape (n,), optional
+        Restrict to a parameter group: the power iteration runs on the diagonal block
+        ``H[mask][:, mask]`` (``v`` is zero outside the group).
+    n_iter, tol, eps : iteration cap, relative stopping tolerance, finite-difference step.
+
+    Returns
+    -------
+    float
+        The Rayleigh quotient ``vᵀHv`` at convergence (signed).
+    """
+    w = check_array(w, "w", ndim=1).astype(np.float64)
+    m = np.ones(w.size, bool) if mask is None else np.asarray(mask, bool)
+    v = as_rng(rng).standard_normal(w.size) * m
+    v /= np.linalg.norm(v)
+    lam = 0.0
+    for _ in range(check_int(n_iter, "n_iter", 1)):
+        Hv = hessian_vector_product(grad_fn, w, v, eps) * m
+        new = float(v @ Hv)
+        nrm = float(np.linalg.norm(Hv))
+        if nrm == 0:
+            return 0.0
+        v = Hv / nrm
+        if abs(new - lam) <= tol * max(abs(new), 1e-12):
+            lam = new
+            break
+        lam = new
+    return lam
+
+
+def group_sensitivities(grad_fn, w, groups: Sequence[np.ndarray], **kw) -> np.ndarray:
+    """Top Hessian eigenvalue of each group's diagonal block (layers, heads or neuron groups).
+
+    ``groups`` is a list of index arrays (or boolean masks) into the flat parameter vector.
+    Returns ndarray of shape (len(groups),).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    out = []
+    for g in groups:
+        m = np.zeros(w.size, bool)
+        m[np.asarray(g)] = True
+        out.append(top_hessian_eigenvalue(grad_fn, w, m, **kw))
+    return np.asarray(out)
+
+
+def assign_mixed_precision(sensitivity, sizes, avg_bits: float,
+                           choices: Sequence[int] = (2, 3, 4, 8)) -> np.ndarray:
+    """Bits per group from Hessian sensitivity under an average-bit budget (Q-BERT style).
+
+    Start every group at the lowest choice; then repeatedly raise the most sensitive group
+    (largest ``|λ|``) that can still be raised to its next choice within the budget
+    ``Σ bits_g · size_g ≤ avg_bits · Σ size_g``.
+
+    Returns
+    -------
+    ndarray of int, shape (n_groups,)
+    """
+    s = np.abs(np.asarray(sensitivity, dtype=np.float64))
+    sizes = np.asarray(sizes, dtype=np.float64)
+    choices = sorted(int(c) for c in choices)
+    if s.shape != sizes.shape:
+        raise ValueError(f"sizes must have the shape of sensitivity {s.shape}, got {sizes.shape}")
+    if avg_bits < choices[0]:
+        raise ValueError(f"avg_bits must be at least the lowest choice {choices[0]}, "
+                         f"got {avg_bits}")
+    level = np.zeros(s.size, int)
+    budget = avg_bits * sizes.sum()
+    while True:
+        used = sum(choices[lv] * sz for lv, sz in zip(level, sizes))
+        cand = [g for g in np.argsort(-s, kind="stable") if level[g] + 1 < len(choices) and
+                used + (choices[level[g] + 1] - choices[level[g]]) * sizes[g] <= budget + 1e-9]
+        if not cand:
+            break
+        level[cand[0]] += 1
+    return np.array([choices[lv] for lv in level])
