@@ -73,10 +73,20 @@ def test_float16_error_and_timeout_rows(fake, tmp_path):
         n = m.num_parameters()
         return MethodResult(m, bits=16 * n, params=n, notes="pretend")
 
+    @register_method("t-on-bow", family="pruning", section="2.1.2")
+    def _on_bow(ctx):
+        m = ctx.copy_baseline("bow")
+        n = m.num_parameters()
+        return MethodResult(m, bits=8 * n, params=n)
+
+    @register_method("t-wrong-vs", family="pruning", section="2.1.2")
+    def _wrong_vs(ctx):
+        return MethodResult(ctx.copy_baseline(), bits=8, params=1, extra={"baseline": "cnn"})
+
     run = tour.run_tour(tiny_cfg(method_budget=0.5), log=lambda s: None)
     rows = {r["method"]: r for r in run.rows}
     assert list(rows) == ["baseline-lstm", "baseline-bow", "baseline-float16", "t-broken",
-                          "t-slow", "t-badresult", "t-half"]
+                          "t-slow", "t-badresult", "t-half", "t-on-bow", "t-wrong-vs"]
     base = rows["baseline-lstm"]
     assert base["bits"] == 32 * base["params"] and base["compression"] == 1.0
     assert base["delta"] == 0.0 and 0.0 <= base["accuracy"] <= 1.0
@@ -90,14 +100,20 @@ def test_float16_error_and_timeout_rows(fake, tmp_path):
     assert rows["t-badresult"]["status"] == "error" and "MethodResult" in \
         rows["t-badresult"]["notes"]
     assert rows["t-half"]["compression"] == 2.0 and rows["t-half"]["latency_ms"] > 0
+    assert rows["t-half"]["vs"] == "lstm" and rows["baseline-bow"]["vs"] == "lstm"
     assert rows["baseline-bow"]["compression"] == pytest.approx(2.0)  # d=4 vs d=8
+
+    on_bow = rows["t-on-bow"]  # compared with the baseline it copied
+    assert on_bow["vs"] == "bow" and on_bow["compression"] == 4.0
+    assert on_bow["delta"] == pytest.approx(on_bow["accuracy"] - rows["baseline-bow"]["accuracy"])
+    assert rows["t-wrong-vs"]["status"] == "error" and "'cnn'" in rows["t-wrong-vs"]["notes"]
 
     files = tour.write_outputs(run, tmp_path / "out")
     with open(files["csv"], newline="") as f:
         got = list(csv.DictReader(f))
     assert [r["method"] for r in got] == list(rows)
     md = open(files["md"]).read()
-    assert "| method | family | § | parameters | bytes | compression ×" in md
+    assert "| method | family | § | vs baseline | parameters | bytes | compression ×" in md
     assert md.count("\n| ") == len(rows) + 1
     assert (tmp_path / "out" / "tour.png").stat().st_size > 1000
     text = tour.format_table(run.rows)
