@@ -108,3 +108,27 @@ class DenseEmbedding(Module):
 
 
 __all__ += ["DenseEmbedding"]
+
+
+def adam_minimize(params, loss_fn, *, steps: int = 200, lr: float = 1e-2) -> list:
+    """Minimise ``loss_fn() -> scalar Tensor`` over ``params`` with Adam; returns the losses."""
+    params = list(params)
+    m = [np.zeros_like(p.data) for p in params]
+    v = [np.zeros_like(p.data) for p in params]
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    hist = []
+    for t in range(1, steps + 1):
+        for p in params:
+            p.grad = None
+        loss = loss_fn()
+        loss.backward()
+        for i, p in enumerate(params):
+            g = np.zeros_like(p.data) if p.grad is None else p.grad
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            p.data = p.data - lr * (m[i] / (1 - b1 ** t)) / (np.sqrt(v[i] / (1 - b2 ** t)) + eps)
+        hist.append(float(loss.data))
+    return hist
+
+
+__all__ += ["adam_minimize"]

@@ -210,6 +210,33 @@ def _eq67_flop(rng, quick):
         detail="Eq. (67) both forms; P(z≠0)=σ(logα − β log(−γ/ζ)) vs MC; compressed = gated")
 
 
+@register_check("flop_l0_training", "FLOP: training with the expected-L0 penalty switches off "
+                "the unneeded rank components of a rank-3 target", section="6.1",
+                implements=[f"{_LR}.FLOPLinear", "refimpl.decomposition._ops.hard_concrete_l0"])
+@_single_thread_blas
+def _flop_training(rng, quick):
+    from refimpl.decomposition._train import adam_minimize
+
+    n, m, r_true, r0, lam = 20, 16, 3, 12, 0.1
+    W_true = rng.standard_normal((m, r_true)) @ rng.standard_normal((r_true, n)) / np.sqrt(n)
+    X = rng.standard_normal((256, n))
+    Y = X @ W_true.T
+    layer = lr.FLOPLinear(n, m, r0, bias=False, rng=rng, init_keep=0.9)
+
+    def loss():  # task loss + λ E[L0]  (Louizos et al. 2018, Eq. 3; Wang et al. 2019)
+        return ((layer(X) - Y) ** 2).mean() + lam * layer.expected_l0()
+
+    adam_minimize(layer.parameters(), loss, steps=600 if quick else 1500, lr=5e-2)
+    layer.eval()
+    P, Q = layer.compress()
+    rel = float(np.mean((X @ (P @ Q).T - Y) ** 2) / np.mean(Y ** 2))
+    kept = P.shape[1]
+    return Outcome(r_true <= kept <= r_true + 1 and rel < 1e-2,
+                   {"components_start": r0, "components_kept": kept, "true_rank": r_true,
+                    "rel_mse": rel, "expected_l0": float(layer.expected_l0().data)},
+                   "MSE + 0.1·E[L0], Adam, hard-concrete gates; compressed factors evaluated")
+
+
 # ------------------------------------------------------------------ unnumbered methods
 @register_check("eckart_young", "truncated SVD is the optimal rank-r approximation "
                 "(Frobenius and spectral), beating random rank-r matrices", section="6.1",

@@ -253,3 +253,35 @@ def test_flop_eq67_and_compress():
         return layer(x)
 
     gradcheck(f, [layer.P.data, layer.Q.data, np.array([0.1, -0.3, 0.2, 0.4, 0.0])])
+
+
+def test_same_seed_bit_identical():
+    rng = np.random.default_rng(0)
+    E, X = rng.standard_normal((60, 8)), rng.standard_normal((6, 30))
+    a = compositional_codes(E, 3, 4, rng=7)
+    b = compositional_codes(E, 3, 4, rng=7)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    a = sparse_coding(X, 8, 0.3, rng=5, n_iter=3)
+    b = sparse_coding(X, 8, 0.3, rng=5, n_iter=3)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    la = np.zeros(4)
+    za = hard_concrete_sample(la, np.random.default_rng(3)).data
+    zb = hard_concrete_sample(la, np.random.default_rng(3)).data
+    assert np.array_equal(za, zb)
+    from refimpl.decomposition import TTEmbedding, cp_als
+
+    assert np.array_equal(TTEmbedding(10, (3, 4), (2, 2), 2, rng=1).core1.data,
+                          TTEmbedding(10, (3, 4), (2, 2), 2, rng=1).core1.data)
+    Y = rng.standard_normal((3, 4, 5))
+    assert np.array_equal(cp_als(Y, 2, init="random", rng=4, n_iter=5)[1][0],
+                          cp_als(Y, 2, init="random", rng=4, n_iter=5)[1][0])
+
+
+def test_inputs_not_mutated():
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((6, 5))
+    W0 = W.copy()
+    truncated_svd(W, 2)
+    joint_svd(rng.standard_normal((5, 5)), W, 2)
+    sparse_code(W0.T[:, :4].copy(), W.T, 0.1)
+    assert np.array_equal(W, W0)
