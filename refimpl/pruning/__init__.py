@@ -41,7 +41,9 @@ from refimpl.pruning.heads_layers import (data_driven_drop_rates, data_driven_ke
                                           head_importance, head_importance_from_outputs,
                                           iterative_head_pruning, joint_prune_masks,
                                           l0_penalty, layerdrop_gates,
-                                          search_layers_validation, structure_importance)
+                                          learn_layer_drop_rates, relaxed_layer_gates,
+                                          search_layers_validation, structure_importance,
+                                          train_l0_head_gates)
 from refimpl.pruning.network import (GradualPruner, apply_masks_, magnitude_masks,
                                      mask_after_step, mha_head_importance, model_bits,
                                      model_sparsity, prunable_weights)
@@ -70,7 +72,7 @@ __all__ = [
     "iterative_head_pruning", "head_confidence", "hard_concrete_gate", "l0_penalty",
     "hard_concrete_deterministic", "layerdrop_gates", "every_other_keep",
     "search_layers_validation", "data_driven_drop_rates", "data_driven_keep",
-    "joint_prune_masks",
+    "joint_prune_masks", "train_l0_head_gates", "learn_layer_drop_rates", "relaxed_layer_gates",
     "prunable_weights", "magnitude_masks", "apply_masks_", "mask_after_step", "GradualPruner",
     "model_sparsity", "model_bits", "mha_head_importance",
 ]
