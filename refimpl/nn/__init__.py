@@ -15,6 +15,10 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 ``losses``             :func:`cross_entropy`, :func:`nll`, :func:`mse`,
                        :func:`kl_div_with_temperature` (Hinton), :func:`distillation_loss`
 ``optim``              :class:`SGD`, :class:`Adam`, :class:`AdamW`, :func:`clip_grad_norm_`
+``models``             :class:`BowClassifier`, :class:`RNNClassifier`, :class:`LSTMLanguageModel`,
+                       :class:`TransformerClassifier`, :class:`Seq2Seq` (greedy, beam search)
+``train``              :func:`fit`, :func:`fit_lm`, :func:`evaluate_accuracy`,
+                       :func:`perplexity`, :func:`batches`, :class:`History`
 =====================  ====================================================================
 """
 
@@ -23,9 +27,25 @@ from refimpl.nn.gradcheck import GradcheckError, gradcheck, numerical_grad
 from refimpl.nn.attention import MultiHeadAttention, scaled_dot_product_attention
 from refimpl.nn.layers import Dropout, Embedding, LayerNorm, Linear
 from refimpl.nn.losses import cross_entropy, distillation_loss, kl_div_with_temperature, mse, nll
+from refimpl.nn.models import (
+    BowClassifier,
+    LSTMLanguageModel,
+    RNNClassifier,
+    Seq2Seq,
+    TransformerClassifier,
+)
 from refimpl.nn.module import Module, ModuleList
 from refimpl.nn.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
 from refimpl.nn.recurrent import GRU, LSTM, RNN, gru_cell, lstm_cell, rnn_cell
+from refimpl.nn.train import (
+    History,
+    batches,
+    evaluate_accuracy,
+    fit,
+    fit_lm,
+    perplexity,
+    predict_logits,
+)
 from refimpl.nn.transformer import TransformerEncoderLayer
 from refimpl.nn.tensor import (
     Parameter,
@@ -47,4 +67,6 @@ __all__ = [
     "MultiHeadAttention", "scaled_dot_product_attention", "TransformerEncoderLayer",
     "cross_entropy", "nll", "mse", "kl_div_with_temperature", "distillation_loss",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_",
+    "BowClassifier", "RNNClassifier", "LSTMLanguageModel", "TransformerClassifier", "Seq2Seq",
+    "History", "fit", "fit_lm", "batches", "evaluate_accuracy", "predict_logits", "perplexity",
 ]

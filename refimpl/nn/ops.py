@@ -493,8 +493,22 @@ def single_thread_blas():
 
 
 def _sigmoid(a):
-    # sigma(a) = (1 + tanh(a/2)) / 2: exact, never overflows, one vectorised call
-    return 0.5 * (1.0 + np.tanh(0.5 * a))
+    """σ(a) = 1 / (1 + e^{−a}) with one ``np.exp`` (NumPy's float64 ``tanh`` is ~4x slower
+    than ``exp`` on this hardware). ``e^{−a}`` overflows to inf for a << 0, giving exactly 0;
+    the overflow warning is silenced. Relative error ≤ a few ulp."""
+    with np.errstate(over="ignore"):
+        e = np.exp(-a)
+    e += 1.0
+    return np.reciprocal(e, out=e)
+
+
+def _tanh(a):
+    """tanh(a) = 2σ(2a) − 1; absolute error ≤ ~2e-16 (relative error grows like eps/|a| for
+    |a| << 1, harmless next to the O(1) gate values it feeds)."""
+    out = _sigmoid(2.0 * a)
+    out *= 2.0
+    out -= 1.0
+    return out
 
 
 def _time_order(T: int, reverse: bool):
@@ -535,7 +549,7 @@ def _rnn_seq_forward(xg, h0, W_hh, valid, reverse, nonlinearity):
     for t in _time_order(T, reverse):
         hprev[t] = h
         a = xg[:, t] + h @ W_hh.T
-        hn = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
+        hn = _tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
         if valid is not None:
             hn = np.where(valid[:, t, None], hn, h)
         hs[t] = h = hn
@@ -615,11 +629,13 @@ def _lstm_seq_forward(xg, h0, c0, W_hh, valid, reverse):
         hprev[t], cprev[t] = h, c
         a = xg[:, t] + h @ W_hh.T  # (B, 4H)
         act = acts[t]
+        a[:, 2 * H:3 * H] *= 2.0
         act[:] = _sigmoid(a)
-        act[:, 2 * H:3 * H] = np.tanh(a[:, 2 * H:3 * H])
+        act[:, 2 * H:3 * H] *= 2.0
+        act[:, 2 * H:3 * H] -= 1.0  # g = tanh(a_g) = 2σ(2a_g) − 1
         i, f, g, o = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
         cn = f * c + i * g
-        tcs[t] = np.tanh(cn)
+        tcs[t] = _tanh(cn)
         hn = o * tcs[t]
         if valid is not None:
             m = valid[:, t, None]
@@ -714,7 +730,7 @@ def _gru_seq_forward(xg, h0, W_hh, b_hh, valid, reverse):
         act[:, :2 * H] = _sigmoid(xg[:, t, :2 * H] + hh[:, :2 * H])
         r, z = act[:, :H], act[:, H:2 * H]
         hhn[t] = hh[:, 2 * H:]
-        act[:, 2 * H:] = n = np.tanh(xg[:, t, 2 * H:] + r * hh[:, 2 * H:])
+        act[:, 2 * H:] = n = _tanh(xg[:, t, 2 * H:] + r * hh[:, 2 * H:])
         hn = (1.0 - z) * n + z * h
         if valid is not None:
             hn = np.where(valid[:, t, None], hn, h)
