@@ -54,7 +54,8 @@ def btd_num_params(shape, ranks, n_blocks: int) -> int:
     return int(n_blocks * (np.prod(ranks) + sum(n * r for n, r in zip(shape, ranks))))
 
 
-def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10, rng=None):
+def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10,
+            method: str = "als", init: str = "greedy", rng=None):
     r"""Block-term decomposition (rank-(R_1..R_d) terms) by block-wise alternating least squares.
 
     Parameters
@@ -67,8 +68,16 @@ def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10, rn
         Sweeps over the blocks.
     tol : float
         Stop when the relative error changes by less than ``tol``.
+    method : {"als", "bcd"}
+        ``"als"``: each sweep first solves the joint least-squares problem for the mode-k
+        factors of *all* blocks (De Lathauwer 2008, ALS), mode by mode, then refits every core;
+        ``"bcd"``: block-coordinate descent only (each block refit to its residual by one HOOI
+        sweep). Both never increase the error.
+    init : {"greedy", "random"}
+        Greedy: block ``n`` starts as the HOOI fit of the residual of blocks ``< n``. Random:
+        random orthonormal factors (then each core is the projection of the residual).
     rng : Generator or seed
-        Unused by the deterministic greedy initialisation; kept for a uniform signature.
+        For ``init="random"``.
 
     Returns
     -------
@@ -83,13 +92,14 @@ def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10, rn
 
     .. math:: X \approx \sum_{n=1}^{N} G_n \times_1 U_n^{(1)} \times_2 \cdots \times_d U_n^{(d)}.
 
-    Algorithm: greedy initialisation (block ``n`` = HOSVD of the residual of blocks ``< n``),
-    then block-coordinate sweeps: block ``n`` is refit to its residual
-    :math:`X - \sum_{m\ne n} \text{term}_m` by one HOOI sweep started from its current
-    factors, followed by its optimal core :math:`G_n = \text{res} \times_k U_n^{(k)\top}`.
-    Every update minimises the error over the variables it changes, so the error is
-    non-increasing. (De Lathauwer's joint ALS updates all blocks' mode-k factors at once;
-    this block-wise variant has the same fixed points and is simpler to read.)
+    Algorithm: greedy initialisation (block ``n`` = HOSVD/HOOI of the residual of blocks
+    ``< n``), then sweeps. ALS sweep: for every mode ``k``, the stacked factor
+    :math:`[U_1^{(k)}\cdots U_N^{(k)}]` is the least-squares solution of
+    :math:`X_{(k)} \approx [U_1^{(k)}\cdots U_N^{(k)}]\,[M_1; \dots; M_N]` with
+    :math:`M_n = (G_n \times_{j\ne k} U_n^{(j)})_{(k)}` (then re-orthonormalised by QR, the
+    triangular factor moved into the core); finally each core is refit to its residual,
+    :math:`G_n = (X - \sum_{m\ne n}\text{term}_m) \times_k U_n^{(k)\top}`. Every update
+    minimises the error over the variables it changes, so the error is non-increasing.
 
     References
     ----------
@@ -104,14 +114,25 @@ def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10, rn
     ranks = check_tucker_ranks(ranks, X.shape)
     n_blocks = check_int(n_blocks, "n_blocks", 1)
     n_iter = check_int(n_iter, "n_iter", 1)
+    if method not in ("als", "bcd"):
+        raise ValueError(f"method must be 'als' or 'bcd', got {method!r}")
     d = X.ndim
     normX = float(np.linalg.norm(X))
     if normX == 0.0:
         raise ValueError("X must not be all zeros")
     cores, factors, terms = [], [], []
     res = X.copy()
-    for _ in range(n_blocks):  # greedy: HOSVD/HOOI of the residual
-        G, U, _ = hooi(res, ranks, n_iter=2)
+    if init not in ("greedy", "random"):
+        raise ValueError(f"init must be 'greedy' or 'random', got {init!r}")
+    rng = as_rng(rng)
+    for _ in range(n_blocks):  # greedy: HOSVD/HOOI of the residual; random: random subspaces
+        if init == "greedy":
+            G, U, _ = hooi(res, ranks, n_iter=2)
+        else:
+            U = [np.linalg.qr(rng.standard_normal((nk, r)))[0] for nk, r in zip(X.shape, ranks)]
+            G = res
+            for k in range(d):
+                G = mode_dot(G, U[k].T, k)
         T = tucker_to_full(G, U)
         cores.append(G)
         factors.append(U)
@@ -119,15 +140,36 @@ def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10, rn
         res = res - T
     errors = [float(np.linalg.norm(res)) / normX]
     for _ in range(n_iter):
+        if method == "als":
+            for k in range(d):
+                # joint LS for the mode-k factors of all blocks:
+                # X_(k) ≈ [U_1^(k) … U_N^(k)] · vstack_n (G_n ×_{j≠k} U_n^(j))_(k)
+                Ms = []
+                for n in range(n_blocks):
+                    Y = cores[n]
+                    for j in range(d):
+                        if j != k:
+                            Y = mode_dot(Y, factors[n][j], j)
+                    Ms.append(unfold(Y, k))  # (R_k, ∏_{j≠k} n_j)
+                M = np.vstack(Ms)  # (N R_k, ∏_{j≠k} n_j)
+                Uk = np.linalg.lstsq(M.T, unfold(X, k).T, rcond=None)[0].T  # (n_k, N R_k)
+                for n in range(n_blocks):
+                    U = Uk[:, n * ranks[k]:(n + 1) * ranks[k]]
+                    Q, Rm = np.linalg.qr(U)  # keep factors orthonormal, push R into the core
+                    factors[n][k] = Q
+                    cores[n] = mode_dot(cores[n], Rm, k)
+            terms = [tucker_to_full(G, U) for G, U in zip(cores, factors)]
+            res = X - sum(terms)
         for n in range(n_blocks):
             R_n = res + terms[n]  # residual without block n
             U = factors[n]
-            for k in range(d):
-                Y = R_n
-                for j in range(d):
-                    if j != k:
-                        Y = mode_dot(Y, U[j].T, j)
-                U[k] = np.linalg.svd(unfold(Y, k), full_matrices=False)[0][:, :ranks[k]]
+            if method == "bcd":
+                for k in range(d):
+                    Y = R_n
+                    for j in range(d):
+                        if j != k:
+                            Y = mode_dot(Y, U[j].T, j)
+                    U[k] = np.linalg.svd(unfold(Y, k), full_matrices=False)[0][:, :ranks[k]]
             G = R_n
             for k in range(d):
                 G = mode_dot(G, U[k].T, k)  # optimal core for orthonormal factors

@@ -182,3 +182,17 @@ def test_multilinear_attention():
     gradcheck(f, [mla.W_q.data, mla.cores.data])
     with pytest.raises(ValueError, match="seq_len"):
         mla(rng.standard_normal((1, 4, 6)), x[:1], x[:1])
+
+
+def test_btd_recovers_an_exact_block_term_tensor():
+    rng = np.random.default_rng(0)
+    cores = [rng.standard_normal((2, 2, 2)) for _ in range(2)]
+    facs = [[rng.standard_normal((n, 2)) for n in (6, 7, 5)] for _ in range(2)]
+    Y = btd_to_full(cores, facs)
+    errs = [btd_als(Y, 2, 2, n_iter=200, init="random", rng=s)[2] for s in range(4)]
+    assert all(all(b <= a + 1e-12 for a, b in zip(e, e[1:])) for e in errs)
+    assert min(e[-1] for e in errs) < 1e-6, [e[-1] for e in errs]
+    with pytest.raises(ValueError, match="method"):
+        btd_als(Y, 2, 2, method="newton")
+    with pytest.raises(ValueError, match="init"):
+        btd_als(Y, 2, 2, init="svd")
