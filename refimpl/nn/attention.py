@@ -51,7 +51,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, *, dropout: float = 0.0, rn
     Tensor of shape (B, H, n, d_head) [, Tensor of shape (B, H, n, m)]
     """
     d = data_of(q).shape[-1]
-    S = F.matmul(q, F.transpose(k, (0, 1, 3, 2))) * (1.0 / np.sqrt(d))  # (B, H, n, m)
+    S = F.matmul(q, F.transpose(k, (0, 1, 3, 2))) * float(1.0 / np.sqrt(d))  # (B, H, n, m)
     if mask is not None:
         allow = np.broadcast_to(np.asarray(data_of(mask), dtype=bool), S.shape)
         S = F.masked_fill(S, ~allow, _NEG)

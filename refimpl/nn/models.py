@@ -79,7 +79,7 @@ def check_tokens(X, lengths=None, vocab_size: int | None = None, name: str = "X"
 
 def _masked_mean(h: Tensor, valid: np.ndarray) -> Tensor:
     """Mean of ``h`` (B, T, d) over the steps where ``valid`` (B, T) is True -> (B, d)."""
-    w = valid.astype(h.dtype) / valid.sum(axis=1, keepdims=True)  # (B, T)
+    w = (valid / valid.sum(axis=1, keepdims=True)).astype(h.dtype)  # (B, T)
     return F.mask(h, w[:, :, None]).sum(axis=1)
 
 

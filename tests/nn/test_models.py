@@ -170,3 +170,23 @@ def test_models_bad_input_names_the_argument():
         RNNClassifier(V, 4, 3, 2, cell="rnn")
     with pytest.raises(ValueError, match="src token ids"):
         Seq2Seq(V, V, 4, 4).greedy_decode(X + 20, L)
+
+
+@pytest.mark.parametrize("name", ["bow", "lstm", "lstm_mean", "lstm_max", "bigru2"])
+def test_float32_models_stay_float32(name):
+    m64 = _models()[name]
+    X, L = _tokens(np.random.default_rng(0))
+    ref = m64(X, L).data
+    m = _models()[name].astype(np.float32)
+    out = m(X, L)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.data, ref, atol=1e-4)
+    out.sum().backward()
+    assert {p.grad.dtype for p in m.parameters()} == {np.dtype(np.float32)}
+
+
+def test_float32_transformer_with_relu_stays_float32():
+    m = TransformerClassifier(V, 8, 2, 12, 2, 10, 3, activation="relu", pooling="cls",
+                              rng=0).astype(np.float32)
+    X, L = _tokens(np.random.default_rng(0))
+    assert m(X, L).dtype == np.float32

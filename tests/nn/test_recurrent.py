@@ -187,3 +187,21 @@ def test_bad_input_names_the_argument():
         LSTM(3, 0)
     with pytest.raises(ValueError, match="nonlinearity"):
         RNN(3, 2, nonlinearity="sigmoid")
+
+
+def test_weight_transform_hook_trains_through_a_straight_through_quantiser():
+    """§3's quantised RNNs: forward with sign(W), gradient straight through to W."""
+    from refimpl.nn import functional as F
+
+    m = LSTM(3, 2, rng=0)
+    ref = LSTM(3, 2, rng=0)
+    for p in (ref.W_ih, ref.W_hh):
+        p.data = np.sign(p.data)
+    m.weight_transform = lambda name, W: F.straight_through(W, np.sign)
+    x = np.random.default_rng(0).standard_normal((2, 4, 3))
+    out, _ = m(x)
+    out_ref, _ = ref(x)
+    np.testing.assert_allclose(out.data, out_ref.data, rtol=1e-14)
+    out.sum().backward()
+    out_ref.sum().backward()
+    np.testing.assert_allclose(m.W_hh.grad, ref.W_hh.grad, rtol=1e-12)  # STE: identity grad
