@@ -773,6 +773,27 @@ def _kmeans_quantizer(k):
     return f
 
 
+_CACHE: dict = {}
+
+
+def _trained_transformer(quick):
+    """The tiny Transformer trained once per process (deterministic), shared by two claims."""
+    from refimpl.quantization import _train as tr
+
+    if quick not in _CACHE:
+        task = _sentiment(quick)
+        m = tr.TinyTransformerClassifier(len(task.vocab), 16, 2, 32, task.X_train.shape[1],
+                                         task.n_classes, rng=0)
+        tr.fit_classifier(m, task.X_train, task.len_train, task.y_train,
+                          epochs=6 if quick else 15, lr=0.01, rng=0)
+        _CACHE[quick] = (task, m.state_dict())
+    task, state = _CACHE[quick]
+    m = tr.TinyTransformerClassifier(len(task.vocab), 16, 2, 32, task.X_train.shape[1],
+                                     task.n_classes, rng=0)
+    m.load_state_dict(state)
+    return task, m, state
+
+
 @register_claim("transformer_4bit_little_loss", "4-bit (k-means) Transformer weights lose little "
                 "accuracy; 1–2 bits lose more (Cheong & Daniel 2019)", section="3.3.5",
                 implements=[f"{_E}.quantize_model_weights", f"{_K}.kmeans_quantize"])
@@ -780,19 +801,56 @@ def _claim_transformer(rng, quick):
     from refimpl.quantization import _train as tr
     from refimpl.quantization.embeddings_transformers import quantize_model_weights
 
-    task = _sentiment(quick)
-    m = tr.TinyTransformerClassifier(len(task.vocab), 16, 2, 32, task.X_train.shape[1],
-                                     task.n_classes, rng=0)
-    tr.fit_classifier(m, task.X_train, task.len_train, task.y_train, epochs=6 if quick else 15,
-                      lr=0.01, rng=0)
+    task, m, state = _trained_transformer(quick)
     base = tr.accuracy(m, task.X_test, task.len_test, task.y_test)
-    state = m.state_dict()
     nums = {"acc_float": base}
     for bits in (4, 2, 1):
         m.load_state_dict(state)
         quantize_model_weights(m, _kmeans_quantizer(2 ** bits))
         nums[f"acc_kmeans{bits}"] = tr.accuracy(m, task.X_test, task.len_test, task.y_test)
-    m.load_state_dict(state)
     rep = nums["acc_kmeans4"] >= base - 0.02
     return Outcome(True, nums, "every ≥2-d weight (embeddings, attention, FFN, output) "
                    "quantised after training", reproduced=rep)
+
+
+@register_claim("hessian_mixed_precision", "Q-BERT: giving more bits to the matrices with the "
+                "largest top Hessian eigenvalue beats the reverse allocation at the same "
+                "average bits (Shen et al. 2020)", section="3.3.5",
+                implements=[f"{_E}.group_sensitivities", f"{_E}.assign_mixed_precision",
+                            f"{_E}.quantize_groups_uniform"])
+def _claim_qbert(rng, quick):
+    from refimpl.nn import no_grad
+    from refimpl.quantization import _train as tr
+    from refimpl.quantization import embeddings_transformers as et
+
+    task, m, state = _trained_transformer(quick)
+    named = dict(m.named_parameters())
+    layers = ["mha.W_q.W", "mha.W_k.W", "mha.W_v.W", "mha.W_o.W", "ff1.W", "ff2.W", "out.W"]
+    nb = 64 if quick else 512
+    Xb, Lb, yb = task.X_train[:nb], task.len_train[:nb], task.y_train[:nb]
+    w0, grad_fn, restore, slices = et.flat_grad_fn(
+        [named[k] for k in layers], lambda: tr.cross_entropy(m(Xb, Lb), yb))
+    sens = np.abs(et.group_sensitivities(grad_fn, w0, [np.arange(s.start, s.stop)
+                                                       for s in slices],
+                                         n_iter=8 if quick else 30, tol=1e-3, rng=rng))
+    restore()
+    sizes = [named[k].size for k in layers]
+    groups = [(k, slice(None)) for k in layers] + [("emb.W", slice(None))]
+
+    def train_loss(bits):
+        m.load_state_dict(state)
+        et.quantize_groups_uniform(m, groups, list(bits) + [8])  # embeddings at 8 bits (Q-BERT)
+        with no_grad():
+            n = 1000
+            return float(tr.cross_entropy(m(task.X_train[:n], task.len_train[:n]),
+                                          task.y_train[:n]).data)
+
+    b_hess = et.assign_mixed_precision(sens, sizes, 2.5, choices=(2, 3))
+    b_rev = et.assign_mixed_precision(1.0 / np.maximum(sens, 1e-12), sizes, 2.5, choices=(2, 3))
+    nums = {"loss_float": train_loss([16] * len(layers)), "loss_hessian": train_loss(b_hess),
+            "loss_reversed": train_loss(b_rev), "loss_uniform2": train_loss([2] * len(layers)),
+            "bits_hessian": "".join(map(str, b_hess)), "bits_reversed": "".join(map(str, b_rev))}
+    nums.update({f"lambda_{k.split('.')[-2]}": v for k, v in zip(layers, sens)})
+    m.load_state_dict(state)
+    return Outcome(True, nums, "groups = the 7 encoder/output matrices, avg 2.5 bits in {2, 3}",
+                   reproduced=nums["loss_hessian"] < nums["loss_reversed"])

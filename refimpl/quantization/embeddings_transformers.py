@@ -16,7 +16,7 @@ from refimpl.utils import as_rng, check_array, check_int
 
 __all__ = ["embedding_quantizer", "quantize_embedding_after", "hessian_vector_product",
            "top_hessian_eigenvalue", "group_sensitivities", "assign_mixed_precision",
-           "quantize_model_weights"]
+           "quantize_model_weights", "flat_grad_fn", "quantize_groups_uniform"]
 
 
 def embedding_quantizer(bits: int = 1, c: float | None = None) -> Callable[[Tensor], Tensor]:
@@ -158,3 +158,56 @@ def assign_mixed_precision(sensitivity, sizes, avg_bits: float,
             break
         level[cand[0]] += 1
     return np.array([choices[lv] for lv in level])
+
+
+def flat_grad_fn(params, loss_closure: Callable[[], Tensor]):
+    """Flatten ``params`` (a list of Parameters) into one vector for the Hessian routines.
+
+    Returns
+    -------
+    w0 : ndarray of shape (n,)
+        The current values, concatenated.
+    grad_fn : callable
+        ``grad_fn(w) -> ∇L(w)``: loads ``w`` into the parameters, runs ``loss_closure()`` and
+        back-propagates; call ``restore()`` afterwards.
+    restore : callable
+        Puts ``w0`` back.
+    slices : list of slice
+        Where each parameter lives in the flat vector.
+    """
+    params = list(params)
+    sizes = [p.size for p in params]
+    offs = np.cumsum([0] + sizes)
+    slices = [slice(int(a), int(b)) for a, b in zip(offs[:-1], offs[1:])]
+    w0 = np.concatenate([p.data.ravel() for p in params]).astype(np.float64)
+
+    def load(w):
+        for p, s in zip(params, slices):
+            p.data = w[s].reshape(p.shape).astype(p.data.dtype)
+
+    def grad_fn(w):
+        load(w)
+        for p in params:
+            p.grad = None
+        loss_closure().backward()
+        return np.concatenate([(p.grad if p.grad is not None else np.zeros(p.shape)).ravel()
+                               for p in params])
+
+    return w0, grad_fn, (lambda: load(w0)), slices
+
+
+def quantize_groups_uniform(model, groups, bits) -> None:
+    """Quantise (in place) each group with its own affine k-bit quantiser (Eq. 39).
+
+    ``groups`` is a list of ``(param_name, index)`` where ``index`` selects the group's entries
+    of that parameter (``slice(None)`` for a whole matrix, a row slice for a head or neuron
+    group); ``bits`` gives one bit-width per group.
+    """
+    from refimpl.quantization.uniform import quantize_uniform
+
+    named = dict(model.named_parameters())
+    for (name, index), k in zip(groups, bits):
+        p = named[name]
+        arr = p.data.copy()
+        arr[index] = quantize_uniform(arr[index], int(k))
+        p.data = arr

@@ -1,0 +1,69 @@
+"""§3.3.5: embedding quantisers, Hessian power iteration, mixed-precision allocation."""
+
+import numpy as np
+import pytest
+
+from refimpl.nn import Tensor
+from refimpl.quantization import embeddings_transformers as et
+from refimpl.quantization._train import BagOfEmbeddings, cross_entropy
+
+
+def test_embedding_quantizer_levels_and_ste(rng):
+    W = rng.standard_normal((10, 4))
+    q1 = et.quantize_embedding_after(W, 1, c=1 / 3)
+    np.testing.assert_allclose(np.abs(q1), 1 / 3)
+    np.testing.assert_array_equal(np.sign(q1), np.where(W >= 0, 1, -1))
+    q2 = et.quantize_embedding_after(W, 2, c=0.5)
+    assert set(np.unique(q2)) <= {-1.5, -0.5, 0.5, 1.5}
+    t = Tensor(W, requires_grad=True)
+    (et.embedding_quantizer(2)(t) * 2.0).sum().backward()
+    np.testing.assert_allclose(t.grad, 2.0)  # straight-through
+    with pytest.raises(ValueError, match="bits"):
+        et.embedding_quantizer(3)
+
+
+def test_top_eigenvalue_quadratic(rng):
+    A = rng.standard_normal((8, 8))
+    H = A @ A.T
+    lam = et.top_hessian_eigenvalue(lambda w: H @ w, rng.standard_normal(8), n_iter=500,
+                                    tol=1e-13, rng=0)
+    ref = np.linalg.eigvalsh(H).max()
+    assert abs(lam - ref) < 1e-6 * ref, (lam, ref)
+    # a group restricts to its diagonal block
+    lam_g = et.top_hessian_eigenvalue(lambda w: H @ w, np.zeros(8),
+                                      mask=np.arange(8) < 3, n_iter=500, tol=1e-13, rng=0)
+    assert abs(lam_g - np.linalg.eigvalsh(H[:3, :3]).max()) < 1e-6 * ref
+
+
+def test_hvp_finite_difference_matches_model_hessian(rng):
+    # softmax-regression: HVP by differences of tape gradients vs a float64 second difference
+    m = BagOfEmbeddings(20, 3, 2, rng=0)
+    X = rng.integers(1, 20, (16, 5))
+    y = rng.integers(0, 2, 16)
+    params = [m.out.W]
+    w0, g, restore, _ = et.flat_grad_fn(params, lambda: cross_entropy(m(X, None), y))
+    v = rng.standard_normal(w0.size)
+    hv1 = et.hessian_vector_product(g, w0, v, eps=1e-4)
+    hv2 = et.hessian_vector_product(g, w0, v, eps=1e-3)
+    restore()
+    np.testing.assert_allclose(hv1, hv2, rtol=1e-4, atol=1e-8)
+    np.testing.assert_array_equal(m.out.W.data.ravel(), w0)
+
+
+def test_assign_mixed_precision_budget():
+    bits = et.assign_mixed_precision([5.0, 1.0, 3.0], [10, 10, 10], 3.0, choices=(2, 4))
+    np.testing.assert_array_equal(bits, [4, 2, 2])  # only one group fits 4 bits in budget 90
+    bits = et.assign_mixed_precision([5.0, 1.0, 3.0], [10, 10, 10], 3.5, choices=(2, 3, 4))
+    assert (bits * 10).sum() <= 105 and bits[0] == 4
+    with pytest.raises(ValueError, match="avg_bits"):
+        et.assign_mixed_precision([1.0], [1], 1.0)
+    with pytest.raises(ValueError, match="sizes"):
+        et.assign_mixed_precision([1.0, 2.0], [1], 3.0)
+
+
+def test_quantize_groups_uniform_rows(rng):
+    m = BagOfEmbeddings(10, 4, 3, rng=0)
+    W = m.out.W.data.copy()
+    et.quantize_groups_uniform(m, [("out.W", slice(0, 1)), ("out.W", slice(1, 3))], [1, 16])
+    assert len(np.unique(m.out.W.data[0])) <= 2
+    np.testing.assert_allclose(m.out.W.data[1:], W[1:], atol=1e-4)
