@@ -295,6 +295,53 @@ def _tt_matvec(rng, quick):
         Outcome(True, {"params_tt": tt_num_params(cores), "params_dense": W.size}))
 
 
+@register_check("tt_embedding_lookup", "TT-embedding rows (both kernels and the tape layer) "
+                "equal rows of the full TT-matrix", section="6.3",
+                implements=[f"{_TT}.TTEmbedding", "refimpl.kernels.tt.tt_embedding_lookup"])
+def _tt_embedding_lookup(rng, quick):
+    emb = TTEmbedding(60, (3, 4, 5), (2, 2, 3), rank=3, rng=rng)
+    E = emb.weight()
+    idx = rng.integers(0, 60, size=(4, 7))
+    cores = [G.data for G in emb.cores]
+    from refimpl.decomposition.tensor_train import tt_embedding_rows
+
+    return Outcome.all_of(
+        Outcome.compare(emb(idx).data, E[idx], atol=1e-12),
+        Outcome.compare(tt_embedding_rows(cores, idx, backend="numba"), E[idx], atol=1e-12),
+        Outcome.compare(tt_embedding_rows(cores, idx, backend="numpy"), E[idx], atol=1e-12),
+        Outcome(True, {"params_tt": emb.num_parameters(), "params_dense": E.size}))
+
+
+@register_check("multilinear_attention_tucker", "Ma et al.'s single-block attention is a Tucker "
+                "product with a diagonal core; h blocks with shared factors form a BTD",
+                section="6.3", implements=[f"{_BT}.single_block_attention",
+                                           f"{_BT}.MultiLinearAttention"])
+def _mla_tucker(rng, quick):
+    from refimpl.decomposition.block_term import MultiLinearAttention, single_block_attention
+    from refimpl.decomposition.cp_tucker import tucker_to_full
+
+    N, R = 4, 3
+    Q, K, V = (rng.standard_normal((1, N, R)) for _ in range(3))
+    g = rng.standard_normal(R)
+    core = np.zeros((R, R, R))
+    core[np.arange(R), np.arange(R), np.arange(R)] = g
+    T = single_block_attention(Q, K, V, g).data[0]
+    mla = MultiLinearAttention(d_model=6, seq_len=N, num_blocks=3, rank=R, rng=rng)
+    x = rng.standard_normal((1, N, 6))
+    Qp, Kp, Vp = (x[0] @ W.data.T for W in (mla.W_q, mla.W_k, mla.W_v))
+    blocks = []
+    for j in range(3):
+        cj = np.zeros((R, R, R))
+        cj[np.arange(R), np.arange(R), np.arange(R)] = mla.cores.data[j]
+        blocks.append(tucker_to_full(cj, [Qp, Kp, Vp]))
+    ref = (sum(blocks) / 3).reshape(N, N * N) @ mla.W_o.data.T
+    return Outcome.all_of(
+        Outcome.compare(T, tucker_to_full(core, [Q[0], K[0], V[0]]), atol=1e-12),
+        Outcome.compare(mla(x, x, x).data[0], ref, atol=1e-12),
+        Outcome(True, {"params_mla": mla.num_parameters(), "params_mha": 4 * 6 * 6}),
+        detail="G ×1 Q ×2 K ×3 V with diagonal G; (1/h)Σ_j T_j then SplitConcat and W^O")
+
+
 @register_check("west_optimal", "WEST: per-block truncated SVD is the optimal E ≈ C D with "
                 "D block-diagonal", section="6.2", implements=[
                     "refimpl.decomposition.block_diagonal.west_factorize"])
