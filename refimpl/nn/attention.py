@@ -119,9 +119,9 @@ class MultiHeadAttention(Module):
         (``k, v`` with length m), ``mask`` the combined boolean "may attend" mask
         broadcastable to (B, num_heads, n, m) or None. Default
         :func:`scaled_dot_product_attention`. §7 variants plug in here.
+    rng : Generator or int, optional
     dropout : float
         Dropout on the attention probabilities (default attention only, training mode).
-    rng : Generator or int, optional
 
     Attributes
     ----------
@@ -143,7 +143,7 @@ class MultiHeadAttention(Module):
     """
 
     def __init__(self, d_model: int, num_heads: int, bias: bool = True,
-                 attention: Callable | None = None, dropout: float = 0.0, rng=None):
+                 attention: Callable | None = None, rng=None, dropout: float = 0.0):
         self.d_model = check_int(d_model, "d_model", 1)
         self.num_heads = check_int(num_heads, "num_heads", 1)
         if d_model % num_heads:

@@ -656,32 +656,40 @@ def lstm_seq_backward(dout, cache):
 def _lstm_seq_backward(dout, cache):
     hprev, cprev, acts, tcs, W_hh, valid, reverse = cache
     T, B, H = hprev.shape
+    dt = acts.dtype
     dhs = dout[0].transpose(1, 0, 2)  # (T, B, H)
     dcs = dout[1].transpose(1, 0, 2)
-    da_all = np.zeros_like(acts)
-    dh_next = np.zeros((B, H), dtype=acts.dtype)
-    dc_next = np.zeros((B, H), dtype=acts.dtype)
+    i, f, g, o = acts[..., :H], acts[..., H:2 * H], acts[..., 2 * H:3 * H], acts[..., 3 * H:]
+    # local derivatives for all steps at once (vectorised over T, not inside the loop):
+    # σ' = s(1 − s) for i, f, o; tanh' = 1 − g² for g; ∂h/∂c through h = o tanh(c)
+    dact = acts * (1.0 - acts)                    # (T, B, 4H)
+    dact[..., 2 * H:3 * H] = 1.0 - g * g
+    odtc = o * (1.0 - tcs * tcs)                  # (T, B, H)
+    fm = f
+    if valid is not None:
+        # a padded step passes dh, dc through unchanged and has no local gradient
+        mT = valid.T[:, :, None].astype(dt)       # (T, B, 1)
+        dact *= mT
+        odtc = odtc * mT
+        fm = f * mT + (1.0 - mT)
+        nm = 1.0 - mT
+    da_all = np.empty_like(acts)
+    dh_next = np.zeros((B, H), dtype=dt)
+    dc_next = np.zeros((B, H), dtype=dt)
     for t in _time_order(T, not reverse):
         dh = dhs[t] + dh_next
         dc = dcs[t] + dc_next
+        dc += dh * odtc[t]                        # through h_t = o ⊙ tanh(c_t)
+        u = da_all[t]                             # upstream of each gate's activation
+        np.multiply(dc, g[t], out=u[:, :H])       # di = dc ⊙ g
+        np.multiply(dc, cprev[t], out=u[:, H:2 * H])      # df = dc ⊙ c_{t-1}
+        np.multiply(dc, i[t], out=u[:, 2 * H:3 * H])      # dg = dc ⊙ i
+        np.multiply(dh, tcs[t], out=u[:, 3 * H:])         # do = dh ⊙ tanh(c_t)
+        u *= dact[t]                              # da = d(act) ⊙ act'(a)
+        dh_next = u @ W_hh
         if valid is not None:
-            m = valid[:, t, None]
-            dh_pass, dc_pass = np.where(m, 0.0, dh), np.where(m, 0.0, dc)
-            dh, dc = np.where(m, dh, 0.0), np.where(m, dc, 0.0)
-        act = acts[t]
-        i, f, g, o = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
-        tc = tcs[t]
-        dc = dc + dh * o * (1.0 - tc * tc)  # through h_t = o tanh(c_t)
-        da = da_all[t]
-        da[:, :H] = dc * g * i * (1.0 - i)              # di * σ'
-        da[:, H:2 * H] = dc * cprev[t] * f * (1.0 - f)  # df * σ'
-        da[:, 2 * H:3 * H] = dc * i * (1.0 - g * g)     # dg * tanh'
-        da[:, 3 * H:] = dh * tc * o * (1.0 - o)         # do * σ'
-        dh_next = da @ W_hh
-        dc_next = dc * f
-        if valid is not None:
-            dh_next = dh_next + dh_pass
-            dc_next = dc_next + dc_pass
+            dh_next += dh * nm[t]
+        dc_next = dc * fm[t]                      # dc_{t-1} = dc ⊙ f (1 at padded steps)
     dW_hh = da_all.reshape(-1, 4 * H).T @ hprev.reshape(-1, H)  # (4H, H)
     return da_all.transpose(1, 0, 2), dh_next, dc_next, dW_hh
 

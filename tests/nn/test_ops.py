@@ -291,3 +291,44 @@ def test_gelu_layer_norm_log_softmax_match_torch(torch):
     torch.nn.functional.layer_norm(torch.tensor(x), (7,), tg, tb).backward(torch.tensor(dout))
     np.testing.assert_allclose(gt.grad, tg.grad.numpy(), atol=1e-12)
     np.testing.assert_allclose(bt.grad, tb.grad.numpy(), atol=1e-12)
+
+
+# ------------------------------------------------------------------ properties (hypothesis)
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+_rows = hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=6),
+                   elements=st.floats(-50, 50))
+
+
+@settings(max_examples=25, deadline=None)
+@given(_rows, st.floats(-1e3, 1e3))
+def test_softmax_family_is_shift_invariant(x, c):
+    s1, _ = ops.softmax_forward(x)
+    s2, _ = ops.softmax_forward(x + c)
+    np.testing.assert_allclose(s1, s2, atol=1e-12)
+    np.testing.assert_allclose(s1.sum(-1), 1.0, atol=1e-12)
+    l1, _ = ops.log_softmax_forward(x)
+    np.testing.assert_allclose(np.exp(l1), s1, atol=1e-12)
+    y = np.zeros(x.shape[0], np.int64)
+    ce, _ = ops.cross_entropy_forward(x + c, y)
+    np.testing.assert_allclose(ce, -l1[:, 0], atol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(hnp.arrays(np.float64, (3, 5), elements=st.floats(-10, 10)), st.floats(0.1, 10),
+       st.floats(-10, 10))
+def test_layer_norm_is_invariant_to_affine_rescaling(x, a, b):
+    x = x + np.arange(5)  # rows are never constant
+    y1, _ = ops.layer_norm_forward(x, np.ones(5), np.zeros(5), eps=0.0)
+    y2, _ = ops.layer_norm_forward(a * x + b, np.ones(5), np.zeros(5), eps=0.0)
+    np.testing.assert_allclose(y1, y2, atol=1e-8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(hnp.arrays(np.float64, (2, 4, 8), elements=st.floats(-20, 20)))
+def test_lstm_states_are_bounded(xg):
+    out, _ = ops.lstm_seq_forward(xg, np.zeros((2, 2)), np.zeros((2, 2)), np.ones((8, 2)))
+    h, c = out
+    assert np.all(np.abs(h) <= 1.0) and np.all(np.abs(c) <= np.arange(1, 5)[None, :, None])
