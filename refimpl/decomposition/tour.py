@@ -208,7 +208,7 @@ def _svd_low_rank(ctx: TourContext) -> MethodResult:
     if not replaced:
         raise ValueError("the baseline has no Linear layer with both sizes >= 16")
     _finetune(ctx, model)
-    return _result(model, f"low-rank Linear x{len(replaced)}", replaced)
+    return _result(model, f"rank-r SVD factors for {len(replaced)} weights", replaced)
 
 
 @register_method("tt-embedding", family="decomposition", section="6.3",
@@ -232,7 +232,7 @@ def _tt_layer(ctx: TourContext) -> MethodResult:
     if not replaced:
         raise ValueError("the baseline has no Linear layer whose sizes factor")
     _finetune(ctx, model)
-    return _result(model, f"TT-layer x{len(replaced)}", replaced)
+    return _result(model, f"TT-matrices (rank 4) for {len(replaced)} weights", replaced)
 
 
 @register_method("btd-layer", family="decomposition", section="6.3",
@@ -244,5 +244,5 @@ def _btd_layer(ctx: TourContext) -> MethodResult:
     if not replaced:
         raise ValueError("the baseline has no Linear layer whose sizes factor")
     _finetune(ctx, model)
-    return _result(model, f"BT-layer x{len(replaced)}", replaced)
+    return _result(model, f"block-term (N=2, R=2) for {len(replaced)} weights", replaced)
 
