@@ -144,7 +144,7 @@ def _measure(fn, Q, K, V, repeat):
 
 
 def measure_scaling(ns, variants=None, *, d: int = 64, repeat: int = 1, dtype=np.float32,
-                    rng=0, progress=None) -> dict:
+                    rng=0, threads: int | None = None, progress=None) -> dict:
     """Time and peak memory of each variant for each sequence length.
 
     Parameters
@@ -159,6 +159,9 @@ def measure_scaling(ns, variants=None, *, d: int = 64, repeat: int = 1, dtype=np
         Best-of repeats for the time.
     dtype : numpy dtype
     rng : Generator or int
+    threads : int, optional
+        Limit BLAS and Numba to this many threads while measuring (``1`` gives stable
+        numbers on a shared machine); ``None`` leaves both alone.
 
     Returns
     -------
@@ -176,15 +179,28 @@ def measure_scaling(ns, variants=None, *, d: int = 64, repeat: int = 1, dtype=np
                                                 "time_slope": v.time_slope,
                                                 "memory_slope": v.memory_slope}
                                        for v in variants}}
-    small = [rng.standard_normal((1, 1, min(ns), d)).astype(dtype) for _ in range(3)]
-    for v in variants:  # warm-up: load/compile Numba kernels outside the timed calls
-        v.fn(*small)
-    for n in progress_bar(ns, desc="n", progress=progress):
-        Q, K, V = (rng.standard_normal((1, 1, n, d)).astype(dtype) for _ in range(3))
-        for v in variants:
-            t, m = _measure(v.fn, Q, K, V, repeat)
-            res["variants"][v.name]["time"].append(t)
-            res["variants"][v.name]["memory"].append(m)
+    import contextlib
+
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    old_numba = numba.get_num_threads()
+    ctx = threadpool_limits(threads) if threads is not None else contextlib.nullcontext()
+    with ctx:
+        if threads is not None:
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            small = [rng.standard_normal((1, 1, min(ns), d)).astype(dtype) for _ in range(3)]
+            for v in variants:  # warm-up: load/compile Numba kernels outside the timed calls
+                v.fn(*small)
+            for n in progress_bar(ns, desc="n", progress=progress):
+                Q, K, V = (rng.standard_normal((1, 1, n, d)).astype(dtype) for _ in range(3))
+                for v in variants:
+                    t, m = _measure(v.fn, Q, K, V, repeat)
+                    res["variants"][v.name]["time"].append(t)
+                    res["variants"][v.name]["memory"].append(m)
+        finally:
+            numba.set_num_threads(old_numba)
     return res
 
 
