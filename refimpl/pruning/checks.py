@@ -740,3 +740,142 @@ def _claim_layerdrop(rng, quick):
            and nums["layerdrop_half"] > nums["plain_half"])
     return Outcome(True, nums, "4-layer Transformer, keep layers 1 and 3 at test time",
                    reproduced=rep)
+
+
+# ---------------------------------------------------------------------------------------------
+# named verifications of the unnumbered §2 methods
+# ---------------------------------------------------------------------------------------------
+
+@register_check("class-allocation", "See et al.'s class-blind / class-uniform / "
+                "class-distribution masks equal their definitions", section="2.1.2",
+                implements=[W_ + "allocate_pruning"])
+def _alloc(rng, quick):
+    W = {"emb": rng.normal(0, 0.05, (30, 8)), "hidden": rng.normal(0, 0.3, (8, 8)),
+         "softmax": rng.normal(0, 1.0, (5, 8))}
+    s = 0.7
+    blind = pw.allocate_pruning(W, s, "class-blind")
+    flat = np.concatenate([np.abs(v).ravel() for v in W.values()])
+    thr = np.sort(flat)[round(s * flat.size) - 1]  # largest pruned |w| (tie-free data)
+    ok_blind = all(np.array_equal(~blind[k], np.abs(v) <= thr) for k, v in W.items())
+    uni = pw.allocate_pruning(W, s, "class-uniform")
+    ok_uni = all((~uni[k]).sum() == round(s * v.size) for k, v in W.items())
+    dist = pw.allocate_pruning(W, s, "class-distribution")
+    # a single λ separates pruned from kept in units of each class's σ_c
+    lo = max(float((np.abs(v) / v.std())[~dist[k]].max()) for k, v in W.items())
+    hi = min(float((np.abs(v) / v.std())[dist[k]].min()) for k, v in W.items())
+    nums = {k: round(float((~blind[k]).mean()), 3) for k in W}
+    nums["lambda_range"] = f"[{lo:.3f}, {hi:.3f}]"
+    return Outcome(bool(ok_blind and ok_uni and lo < hi), nums,
+                   "class-blind sparsity per class shown; λσ_c threshold exists")
+
+
+@register_check("iterative-revival", "iterative pruning: pruned weights stay pruned without "
+                "revival and come back with it", section="2.1.3",
+                implements=[W_ + "prune_train"])
+def _revival(rng, quick):
+    X = np.eye(4)
+    y = np.array([5.0, 0.1, 0.1, 0.1])
+
+    def lg(p):
+        r = X @ p["w"] - y
+        return 0.5 * float(r @ r), {"w": X.T @ r}
+
+    init = {"w": np.array([0.0, 1.0, 1.0, 1.0])}
+    masks = {"w": np.array([False, True, True, True])}
+    _, M0, h0 = pw.prune_train(init, lg, 20, 0.3, threshold_fn=lambda t: 0.5, masks=masks)
+    p1, M1, h1 = pw.prune_train(init, lg, 20, 0.3, threshold_fn=lambda t: 0.5, masks=masks,
+                                revive=True)
+    ok = (not M0["w"][0]) and M1["w"][0] and h1[-1] < h0[-1]
+    return Outcome(bool(ok), {"final_loss_no_revival": h0[-1], "final_loss_revival": h1[-1],
+                              "revived_w0": float(p1["w"][0])})
+
+
+@register_check("grow-and-prune", "Dai et al.'s grow/prune sets equal the percentile "
+                "definitions", section="2.1.4", implements=[W_ + "grow_and_prune_step"])
+def _gp(rng, quick):
+    W = rng.normal(size=(20, 30))
+    mask = pw.magnitude_mask(W, 0.6)
+    W = W * mask
+    dW = rng.normal(size=W.shape)
+    Wn, mn = pw.grow_and_prune_step(W, dW, mask, 0.9, 0.2, lr=0.01)
+    grow = ~mask & (np.abs(dW) > np.percentile(np.abs(dW), 90))
+    prune = mask & (np.abs(W) < np.percentile(np.abs(W[mask]), 20))
+    want = (mask & ~prune) | grow
+    ok = np.array_equal(mn, want) and np.allclose(Wn[grow], -0.01 * dW[grow])
+    return Outcome(bool(ok), {"grown": int(grow.sum()), "pruned": int(prune.sum()),
+                              "active_after": int(mn.sum())})
+
+
+@register_check("block-kernels", "BSR and bank-balanced matmul kernels (Numba and NumPy) equal "
+                "dense and scipy.sparse.bsr_matrix", section="2.3",
+                implements=["refimpl.kernels.block_sparse.bsr_matmat",
+                            "refimpl.kernels.block_sparse.bbs_matmat"])
+def _block_kernels(rng, quick):
+    import scipy.sparse as sp
+
+    from refimpl.kernels.block_sparse import (bbs_from_dense, bbs_matmat, bsr_from_dense,
+                                              bsr_matmat)
+
+    W = rng.normal(size=(32, 48))
+    Wb = W * pb.block_mask(W, (4, 4), 0.75)
+    M = pb.bank_balanced_mask(W, 8, 0.75)
+    X = rng.normal(size=(48, 5))
+    outs = []
+    for backend in ("numba", "numpy"):
+        outs.append(Outcome.compare(bsr_matmat(bsr_from_dense(Wb, (4, 4)), X, backend=backend),
+                                    sp.bsr_matrix(Wb, blocksize=(4, 4)) @ X, atol=1e-12))
+        outs.append(Outcome.compare(bbs_matmat(bbs_from_dense(W * M, 8, M), X, backend=backend),
+                                    (W * M) @ X, atol=1e-12))
+    return Outcome.all_of(*outs, detail="BSR vs scipy, BBS vs dense, both backends")
+
+
+@register_check("layerdrop-patterns", "every-other keeps layers 1, 3, 5 (p = 1/2) and drops "
+                "every third (p = 1/3); validation search and data-driven rates", section="2.4.2",
+                implements=[H_ + "every_other_keep", H_ + "search_layers_validation",
+                            H_ + "data_driven_drop_rates", H_ + "data_driven_keep"])
+def _ld_patterns(rng, quick):
+    a = hl.every_other_keep(6, 0.5).tolist() == [True, False] * 3
+    b = hl.every_other_keep(12, 1 / 3).tolist() == [True, True, False] * 4
+    score = rng.normal(size=5)
+    best, s = hl.search_layers_validation(lambda k: float(score[k].sum()), 5, 3)
+    c = set(np.flatnonzero(best)) == set(np.argsort(score)[-3:])
+    theta = rng.normal(size=6)
+    pd = hl.data_driven_drop_rates(theta, 0.25).data
+    d = abs(pd.mean() - 0.25) < 1e-12 and set(np.flatnonzero(hl.data_driven_keep(theta, 3))) \
+        == set(np.argsort(pd)[:3])
+    return Outcome(bool(a and b and c and d), {"mean_drop_rate": float(pd.mean())})
+
+
+@register_check("ffn-gate-importance", "joint masks: E|∂L/∂ν_l| of FFN gates equals finite "
+                "differences (Prasanna et al.)", section="2.4.3",
+                implements=[H_ + "structure_importance", H_ + "joint_prune_masks"])
+def _ffn_gate(rng, quick):
+    from refimpl.pruning._models import mean_loss
+
+    m, X, L, y = _tiny_transformer(rng, n=4)
+    _, fi = hl.structure_importance(m, X, L, y)
+    fd = np.zeros(2)
+    for k in range(len(y)):
+        sl = slice(k, k + 1)
+        for layer in range(2):
+            fp, fn = np.ones(2), np.ones(2)
+            fp[layer] += 1e-6
+            fn[layer] -= 1e-6
+            d = (mean_loss(m, X[sl], L[sl], y[sl], ffn_gates=fp)
+                 - mean_loss(m, X[sl], L[sl], y[sl], ffn_gates=fn)) / 2e-6
+            fd[layer] += abs(d) / len(y)
+    return Outcome.compare(fi, fd, atol=1e-7)
+
+
+@register_check("head-confidence", "Voita's confidence is 1/n for uniform attention and 1 for "
+                "one-hot attention", section="2.4.1", implements=[H_ + "head_confidence"])
+def _confidence(rng, quick):
+    B, H, T = 3, 2, 5
+    lengths = np.array([5, 3, 4])
+    attn = np.zeros((B, H, T, T))
+    for b, n in enumerate(lengths):
+        attn[b, 0, :, :n] = 1.0 / n  # head 0 uniform
+        attn[b, 1, :, 0] = 1.0  # head 1 one-hot
+    conf = hl.head_confidence(attn, lengths)
+    want0 = (5 * 0.2 + 3 / 3 + 4 * 0.25) / 12
+    return Outcome.compare(conf, [want0, 1.0], atol=1e-14)
