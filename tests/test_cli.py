@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,33 @@ def test_bench_runs_scripts_as_subprocesses(tmp_path, monkeypatch, capsys):
     assert "bench_ok.py" in out
     assert cli.main(["bench"]) == 1
     assert "bench_fail.py" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------- tour
+def test_tour_tiny_end_to_end(tmp_path, capsys):
+    """The real tour (refimpl.nn models, the sentiment task) at a seconds-long size."""
+    out = tmp_path / "tour"
+    code = cli.main(["tour", "--quick", "--tiny", "--out", str(out),
+                     "--methods", "baseline-float16"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    for f in ("tour.csv", "tour.md", "tour.png"):
+        assert (out / f).stat().st_size > 0, f
+    with open(out / "tour.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames
+        rows = {r["method"]: r for r in reader}
+    assert header[:9] == ["method", "family", "section", "vs", "params", "bits", "bytes",
+                          "compression", "accuracy"]
+    assert list(rows) == ["baseline-lstm", "baseline-bow", "baseline-float16"]
+    f16, lstm = rows["baseline-float16"], rows["baseline-lstm"]
+    assert int(f16["bits"]) * 2 == int(lstm["bits"]) == 32 * int(lstm["params"])
+    assert int(lstm["bytes"]) * 8 == int(lstm["bits"])
+    assert float(f16["compression"]) == 2.0 and f16["status"] == "ok"
+    assert abs(float(f16["accuracy"]) - float(lstm["accuracy"])) <= 0.02
+    assert "compression ×" in text and "baseline-float16" in text
+
+
+def test_tour_unknown_method_exits_2(tmp_path, capsys):
+    assert cli.main(["tour", "--tiny", "--out", str(tmp_path), "--methods", "nope"]) == 2
+    assert "not registered" in capsys.readouterr().out
