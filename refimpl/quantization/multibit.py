@@ -13,7 +13,8 @@ import numpy as np
 from refimpl.nn import Tensor, custom_op
 from refimpl.utils import check_array, check_int
 
-__all__ = ["multibit_greedy", "multibit_refined", "multibit_alternating", "multibit_reconstruct",
+__all__ = ["multibit_greedy", "multibit_refined", "multibit_alternating", "multibit_alternating_rows",
+           "multibit_reconstruct",
            "multibit_error", "multibit_ste", "optimal_codes"]
 
 
@@ -170,3 +171,51 @@ def multibit_ste(w: Tensor, bits: int, method: str = "alternating",
         raise ValueError(f"method must be one of {tuple(_METHODS)}, got {method!r}")
     check_int(bits, "bits", 1, 16)
     return _mb_op(w, bits=bits, method=method, axis=0 if per_row and w.ndim > 1 else None)
+
+
+def multibit_alternating_rows(W, bits: int, n_cycles: int = 2) -> tuple[np.ndarray,
+                                                                         np.ndarray]:
+    """:func:`multibit_alternating` applied to every row of a matrix, vectorised over rows.
+
+    Same algorithm (refined greedy start, then ``n_cycles`` of optimal codes / least-squares
+    scales); the small ``k × k`` normal equations are solved in a batch with a ``1e-12``
+    ridge so that repeated codes do not make them singular.
+
+    Parameters
+    ----------
+    W : ndarray of shape (rows, n)
+    bits : int in [1, 16]
+
+    Returns
+    -------
+    alphas : ndarray of shape (rows, k)
+    B : ndarray of shape (rows, k, n)
+    """
+    W = check_array(W, "W", ndim=2).astype(np.float64)
+    k = check_int(bits, "bits", 1, 16)
+    n_cycles = check_int(n_cycles, "n_cycles", 0)
+    R, n = W.shape
+    B = np.zeros((R, k, n))
+    alphas = np.zeros((R, k))
+
+    def lsq(Bj):
+        G = np.einsum("rin,rjn->rij", Bj, Bj) + 1e-12 * n * np.eye(Bj.shape[1])  # (R, j, j)
+        return np.linalg.solve(G, np.einsum("rin,rn->ri", Bj, W)[..., None])[..., 0]
+
+    r = W.copy()
+    for j in range(k):
+        B[:, j] = _sign(r)
+        alphas[:, : j + 1] = lsq(B[:, : j + 1])  # Eq. (54), per row
+        r = W - np.einsum("ri,rin->rn", alphas[:, : j + 1], B[:, : j + 1])
+    combos = np.array(list(itertools.product((-1.0, 1.0), repeat=k)))  # (2^k, k)
+    for _ in range(n_cycles):
+        vals = alphas @ combos.T  # (R, 2^k)
+        idx = np.abs(W[:, :, None] - vals[:, None, :]).argmin(-1)  # (R, n)
+        Bn = np.transpose(combos[idx], (0, 2, 1))  # (R, k, n)
+        an = lsq(Bn)
+        err_new = ((W - np.einsum("ri,rin->rn", an, Bn)) ** 2).sum(1)
+        err_old = ((W - np.einsum("ri,rin->rn", alphas, Bn)) ** 2).sum(1)
+        keep = err_new <= err_old
+        B = Bn
+        alphas = np.where(keep[:, None], an, alphas)
+    return alphas, B
