@@ -135,21 +135,6 @@ def load_task(cfg: TourConfig, rng):
 
 
 # ---------------------------------------------------------------------------------- models
-def _nn(name: str):
-    """``refimpl.nn.<name>`` (falling back to the ``models`` / ``train`` submodules)."""
-    import importlib
-
-    from refimpl import nn
-
-    if hasattr(nn, name):
-        return getattr(nn, name)
-    for sub in ("models", "train"):
-        mod = importlib.import_module(f"refimpl.nn.{sub}")
-        if hasattr(mod, name):
-            return getattr(mod, name)
-    raise AttributeError(f"refimpl.nn has no {name!r}")
-
-
 def make_model(kind: str, task, cfg: TourConfig, rng, **overrides):
     """A fresh, untrained classifier of ``kind`` sized for ``task``.
 
@@ -157,16 +142,18 @@ def make_model(kind: str, task, cfg: TourConfig, rng, **overrides):
     :class:`refimpl.nn.RNNClassifier`, ``"transformer"`` → :class:`refimpl.nn.TransformerClassifier`;
     widths come from ``cfg.model_kwargs[kind]``, ``overrides`` win.
     """
+    from refimpl import nn
+
     common = dict(vocab_size=len(task.vocab), n_classes=task.n_classes, rng=rng)
     if kind == "bow":
-        return _nn("BowClassifier")(**{**common, **cfg.model_kwargs.get("bow", {}), **overrides})
+        return nn.BowClassifier(**{**common, **cfg.model_kwargs.get("bow", {}), **overrides})
     if kind in ("lstm", "gru"):
         kw = {**common, "cell": kind, **cfg.model_kwargs.get("lstm", {}), **overrides}
-        return _nn("RNNClassifier")(**kw)
+        return nn.RNNClassifier(**kw)
     if kind == "transformer":
         kw = {**common, "max_len": task.X_train.shape[1],
               **cfg.model_kwargs.get("transformer", {}), **overrides}
-        return _nn("TransformerClassifier")(**kw)
+        return nn.TransformerClassifier(**kw)
     raise ValueError(f"kind must be one of ('bow', 'lstm', 'gru', 'transformer'), got {kind!r}")
 
 
@@ -211,6 +198,8 @@ def _fit(model, task, cfg: TourConfig, *, epochs=None, lr=None, after_step=None,
          rng=None, **kwargs):
     """``ctx.fit``: :func:`refimpl.nn.fit` on the task's training split with the tour's settings
     (``epochs``, ``lr``, ``batch_size``, no progress bar); other keywords go to ``nn.fit``."""
+    from refimpl import nn
+
     kw = dict(epochs=cfg.epochs if epochs is None else epochs,
               lr=cfg.lr if lr is None else lr, batch_size=cfg.batch_size,
               rng=cfg.seed if rng is None else rng, progress=False)
@@ -219,7 +208,7 @@ def _fit(model, task, cfg: TourConfig, *, epochs=None, lr=None, after_step=None,
     if loss_fn is not None:
         kw["loss_fn"] = loss_fn
     kw.update(kwargs)
-    return _nn("fit")(model, (task.X_train, task.len_train, task.y_train), **kw)
+    return nn.fit(model, (task.X_train, task.len_train, task.y_train), **kw)
 
 
 # ------------------------------------------------------------------------------ the context
