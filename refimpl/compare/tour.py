@@ -197,12 +197,13 @@ def measure_latency(model, X, lengths, repeat: int = 7) -> float:
 def _fit(model, task, cfg: TourConfig, *, epochs=None, lr=None, after_step=None, loss_fn=None,
          rng=None, **kwargs):
     """``ctx.fit``: :func:`refimpl.nn.fit` on the task's training split with the tour's settings
-    (``epochs``, ``lr``, ``batch_size``, no progress bar); other keywords go to ``nn.fit``."""
+    (``epochs``, ``lr``, ``batch_size``; a progress bar on a terminal unless
+    ``REFIMPL_PROGRESS=0``); other keywords go to ``nn.fit``."""
     from refimpl import nn
 
     kw = dict(epochs=cfg.epochs if epochs is None else epochs,
               lr=cfg.lr if lr is None else lr, batch_size=cfg.batch_size,
-              rng=cfg.seed if rng is None else rng, progress=False)
+              rng=cfg.seed if rng is None else rng, progress=None)  # bar on a terminal
     if after_step is not None:
         kw["after_step"] = after_step
     if loss_fn is not None:
@@ -480,8 +481,8 @@ def main(args) -> int:
         cfg = replace(cfg, baseline=args.baseline)
     if getattr(args, "budget", None) is not None:
         cfg = replace(cfg, total_budget=args.budget)
-    if getattr(args, "progress", None) is False:
-        os.environ["REFIMPL_PROGRESS"] = "0"
+    if getattr(args, "progress", None) is not None:  # --progress / --no-progress
+        os.environ["REFIMPL_PROGRESS"] = "1" if args.progress else "0"
     only = getattr(args, "methods", None) or None
     print(f"refimpl tour ({'tiny' if cfg.tiny else 'quick' if cfg.quick else 'full'}): "
           f"baselines {', '.join(dict.fromkeys([cfg.baseline, *cfg.baselines]))}; "
