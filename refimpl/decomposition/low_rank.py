@@ -42,7 +42,8 @@ __all__ = ["truncated_svd", "eckart_young_error", "rank_for_explained_variance",
            "low_rank_num_params", "LowRankLinear", "joint_svd", "joint_projection_lstsq",
            "StackedRNNClassifier", "ProjectedRNNClassifier", "sparse_code",
            "sparse_coding_objective", "sparse_coding", "binarize_codes", "compositional_codes",
-           "compositional_decode", "compositional_code_bits", "flop_weight", "FLOPLinear"]
+           "compositional_decode", "compositional_code_bits", "compositional_codes_gumbel",
+           "flop_weight", "FLOPLinear"]
 
 
 # ------------------------------------------------------------------ truncated SVD
@@ -565,7 +566,8 @@ def compositional_codes(E, n_codebooks: int, n_codewords: int, *, n_iter: int = 
     Notes
     -----
     What is implemented: Shu & Nakayama learn the codes end-to-end with a Gumbel-softmax
-    autoencoder that reconstructs the embeddings. We minimise the *same* reconstruction
+    autoencoder that reconstructs the embeddings (that is
+    :func:`compositional_codes_gumbel`). This function minimises the *same* reconstruction
     objective by an additive-quantisation style alternation: initialise with residual k-means
     (codebook m quantises the residual left by codebooks < m), then alternate (i) codebooks
     given codes by exact least squares on the one-hot design matrix and (ii) codes given
@@ -617,6 +619,72 @@ def compositional_codes(E, n_codebooks: int, n_codewords: int, *, n_iter: int = 
             codes[:, m] = new
         errors.append(float(np.linalg.norm(E - Ehat) / normE))
     return codes, books, errors
+
+
+def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden: int = 64,
+                               steps: int = 300, batch_size: int = 128, lr: float = 1e-2,
+                               tau: float = 1.0, rng=None):
+    r"""Compositional codes learned end-to-end as in Shu & Nakayama (2017): an autoencoder
+    with Gumbel-softmax code layers, trained through :mod:`refimpl.nn`.
+
+    Encoder: :math:`h_w = \tanh(E_w \theta^\top + b)`, :math:`\alpha_w^m =
+    \text{softplus}(h_w \theta_m'^\top + b'_m) \in \mathbb{R}^K`; code layer
+    :math:`d_w^m = \text{softmax}((\log\alpha_w^m + g)/\tau)` with Gumbel noise ``g``;
+    decoder :math:`\hat E_w = \sum_m A_m^\top d_w^m`; loss
+    :math:`\|\hat E_w - E_w\|^2` (the paper's Eqs. 5–8). After training the code of word ``w``
+    is :math:`c_w^m = \arg\max_k \alpha_w^m[k]` and the codebooks are the decoder's
+    :math:`A_m`.
+
+    Parameters
+    ----------
+    E : ndarray of shape (V, D)
+    n_codebooks, n_codewords : int
+        ``M`` and ``K``.
+    hidden, steps, batch_size, lr, tau
+        Encoder width, Adam steps on random mini-batches of words, learning rate, Gumbel
+        temperature.
+    rng : Generator or seed
+
+    Returns
+    -------
+    codes : ndarray (V, M) int64, codebooks : ndarray (M, K, D), losses : list of float
+        ``losses`` are the mini-batch reconstruction losses during training.
+    """
+    from refimpl.decomposition._train import adam_minimize
+
+    E = check_array(E, "E", ndim=2, dtype=np.float64)
+    V, D = E.shape
+    M = check_int(n_codebooks, "n_codebooks", 1)
+    K = check_int(n_codewords, "n_codewords", 2)
+    tau = check_float(tau, "tau", 0.0, lo_open=True)
+    rng = as_rng(rng)
+    enc_W = Parameter(rng.standard_normal((hidden, D)) / math.sqrt(D))
+    enc_b = Parameter(np.zeros(hidden))
+    code_W = Parameter(rng.standard_normal((M * K, hidden)) / math.sqrt(hidden))
+    code_b = Parameter(np.zeros(M * K))
+    books = Parameter(rng.standard_normal((M * K, D)) * (np.std(E) / math.sqrt(M)))
+
+    def log_alpha(x):
+        h = F.tanh(F.linear(x, enc_W, enc_b))  # (B, hidden)
+        a = F.linear(h, code_W, code_b)  # (B, M K)
+        softplus = F.log(F.exp(F.clip(a, -30.0, 30.0)) + 1.0)  # α > 0
+        return F.log(softplus + 1e-9).reshape(x.shape[0], M, K)  # (B, M, K)
+
+    def loss():
+        idx = rng.integers(0, V, size=min(batch_size, V))
+        x = E[idx]
+        la = log_alpha(Tensor(x))
+        u = rng.uniform(1e-9, 1.0 - 1e-9, size=la.shape)
+        d = F.softmax((la + (-np.log(-np.log(u)))) * (1.0 / tau), axis=-1)  # (B, M, K)
+        recon = F.matmul(d.reshape(len(idx), M * K), books)  # (B, D) = Σ_m A_m^T d^m
+        return ((recon - x) ** 2).sum() * (1.0 / len(idx))
+
+    losses = adam_minimize([enc_W, enc_b, code_W, code_b, books], loss, steps=steps, lr=lr)
+    from refimpl.nn import no_grad
+
+    with no_grad():
+        codes = log_alpha(Tensor(E)).data.argmax(-1).astype(np.int64)  # (V, M)
+    return codes, books.data.reshape(M, K, D).copy(), losses
 
 
 # ------------------------------------------------------------------ FLOP, Eq. (67)

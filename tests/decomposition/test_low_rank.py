@@ -285,3 +285,19 @@ def test_inputs_not_mutated():
     joint_svd(rng.standard_normal((5, 5)), W, 2)
     sparse_code(W0.T[:, :4].copy(), W.T, 0.1)
     assert np.array_equal(W, W0)
+
+
+def test_compositional_codes_gumbel_learns():
+    from refimpl.decomposition import compositional_codes_gumbel
+
+    rng = np.random.default_rng(0)
+    books = rng.standard_normal((2, 4, 6))
+    codes = rng.integers(0, 4, size=(80, 2))
+    E = compositional_decode(codes, books)
+    c, b, losses = compositional_codes_gumbel(E, 2, 4, steps=400, rng=0)
+    assert c.shape == (80, 2) and b.shape == (2, 4, 6) and c.min() >= 0 and c.max() < 4
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20]), (losses[:3], losses[-3:])
+    rel = np.linalg.norm(compositional_decode(c, b) - E) / np.linalg.norm(E)
+    assert rel < 0.6, rel
+    with pytest.raises(ValueError, match="tau"):
+        compositional_codes_gumbel(E, 2, 4, tau=0.0)
