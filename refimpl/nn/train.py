@@ -164,7 +164,7 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
         clip_norm: float | None = None, val_arrays=None, metric: Callable | None = None,
         metric_name: str | None = None, after_step: Callable | None = None, rng=None,
         progress: bool | None = None, blas_threads: int | None = 1,
-        forward: Callable | None = None) -> History:
+        forward: Callable | None = None, restore_best: bool = False) -> History:
     """Minibatch training.
 
     Each step: ``loss = loss_fn(model(*inputs), y)``, ``loss.backward()``, optional clipping,
@@ -200,6 +200,9 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
     forward : callable, optional
         ``forward(model, *inputs) -> output`` replacing ``model(*inputs)`` (e.g. a
         distillation step that also runs a teacher, or ``model.loss``).
+    restore_best : bool
+        At the end, load the weights of the epoch with the best validation metric (higher is
+        better unless ``metric_name`` is "perplexity", "loss" or "nll").
 
     Returns
     -------
@@ -251,7 +254,11 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
             if val_arrays is not None:
                 model.eval()
                 hist.val_metric.append(float(metric(model, tuple(val_arrays))))
+                if restore_best and hist.val_metric[-1] == hist.best:
+                    best_state = model.state_dict()
             hist.seconds.append(time.perf_counter() - t0)
+    if restore_best and hist.val_metric:
+        model.load_state_dict(best_state)
     model.train()
     return hist
 

@@ -138,3 +138,18 @@ def test_fit_bad_input():
     opt = Adam(m.parameters(), lr=1e-2)
     h = fit(m, data, optimizer=opt, epochs=1)
     assert len(h.train_loss) == 1 and not h.val_metric
+
+
+def test_restore_best_loads_the_best_epoch():
+    data = _order_task(120, 0)
+    val = _order_task(60, 1)
+    seen = []
+
+    def metric(model, v):
+        seen.append(model.state_dict())
+        return [0.5, 0.9, 0.7][len(seen) - 1]
+
+    m = RNNClassifier(12, 4, 5, 2, rng=0)
+    h = fit(m, data, epochs=3, val_arrays=val, metric=metric, restore_best=True, rng=0)
+    assert h.best == 0.9
+    assert all(np.array_equal(m.state_dict()[k], seen[1][k]) for k in seen[1])
