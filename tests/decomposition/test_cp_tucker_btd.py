@@ -196,3 +196,17 @@ def test_btd_recovers_an_exact_block_term_tensor():
         btd_als(Y, 2, 2, method="newton")
     with pytest.raises(ValueError, match="init"):
         btd_als(Y, 2, 2, init="svd")
+
+
+def test_empty_and_bad_tensors_name_the_argument():
+    for fn in (lambda X: cp_als(X, 2), lambda X: hosvd(X, 1), lambda X: btd_als(X, 1, 1)):
+        with pytest.raises(ValueError, match="X"):
+            fn(np.ones((0, 3, 2)))
+        with pytest.raises(ValueError, match="X"):
+            fn(np.full((2, 3, 2), np.inf))
+    with pytest.raises(ValueError, match="rank"):
+        cp_als(np.ones((2, 3)), 0)
+    with pytest.raises(ValueError, match="X"):
+        btd_als(np.zeros((2, 3, 2)), 1, 1)
+    with pytest.raises(ValueError, match="in_dims"):
+        BTLinear((4, 0), (3, 4), 2, 2)
