@@ -495,11 +495,15 @@ def _claim_btd_vs_tt(rng, quick):
                    reproduced=wins == len(targets))
 
 
-@register_claim("joint_svd_3x", "joint SVD keeps a recurrent model with ~3× fewer parameters "
-                "near its accuracy (Prabhavalkar et al. 2016)", section="6.1",
-                implements=[f"{_LR}.joint_svd", f"{_LR}.ProjectedRNNClassifier"])
-@_single_thread_blas
-def _claim_joint_svd(rng, quick):
+_JOINT_SVD_CACHE: dict = {}
+
+
+def _joint_svd_experiment(quick):
+    """Dense 2-layer RNN, joint-SVD compression (~3×) + 1 epoch fine-tuning, the same
+    projected architecture trained from random init (Sak et al.); memoised per ``quick``
+    (deterministic: fixed seeds), shared by two claims."""
+    if quick in _JOINT_SVD_CACHE:
+        return _JOINT_SVD_CACHE[quick]
     from refimpl.decomposition._train import accuracy, train_classifier
 
     task = _sentiment(quick)
@@ -536,18 +540,41 @@ def _claim_joint_svd(rng, quick):
     p_proj = compressed_params(proj, ["P1", "Z_h1", "Z_x1", "P2", "Z_h2", "Z_x2"])
     ev = [float(np.sum(np.linalg.svd(getattr(dense, f"W_h{l}").data, compute_uv=False)[:r] ** 2)
                 / np.sum(getattr(dense, f"W_h{l}").data ** 2)) for l, r in ((1, r1), (2, r2))]
-    ratio = p_dense / p_proj
-    return Outcome(bool(acc_dense > 0.5),
-                   {"acc_dense": acc_dense, "acc_dense_plus1": acc_dense1,
-                    "acc_jointsvd_no_ft": acc_svd0,
-                    "acc_jointsvd_ft1": acc_svd, "acc_projection_random_init": acc_sak,
-                    "ranks": f"{r1},{r2}", "explained_var": f"{ev[0]:.2f},{ev[1]:.2f}",
-                    "rec_params_dense": p_dense, "rec_params_joint": p_proj,
-                    "ratio": ratio},
+    out = {"acc_dense": acc_dense, "acc_dense_plus1": acc_dense1,
+           "acc_jointsvd_no_ft": acc_svd0,
+           "acc_jointsvd_ft1": acc_svd, "acc_projection_random_init": acc_sak,
+           "ranks": f"{r1},{r2}", "explained_var": f"{ev[0]:.2f},{ev[1]:.2f}",
+           "rec_params_dense": p_dense, "rec_params_joint": p_proj,
+           "ratio": p_dense / p_proj}
+    _JOINT_SVD_CACHE[quick] = out
+    return out
+
+
+@register_claim("joint_svd_3x", "joint SVD keeps a recurrent model with ~3× fewer parameters "
+                "near its accuracy (Prabhavalkar et al. 2016)", section="6.1",
+                implements=[f"{_LR}.joint_svd", f"{_LR}.ProjectedRNNClassifier"])
+@_single_thread_blas
+def _claim_joint_svd(rng, quick):
+    r = _joint_svd_experiment(quick)
+    return Outcome(bool(r["acc_dense"] > 0.5), dict(r),
                    "2-layer tanh RNN, N=48; params of W_h, W_x only; fine-tune 1 epoch (dense "
                    "too); reproduced = ratio ≥ 2.5 and drop ≤ 2 points vs the better dense",
-                   reproduced=bool(ratio >= 2.5
-                                   and max(acc_dense, acc_dense1) - acc_svd <= 0.02))
+                   reproduced=bool(r["ratio"] >= 2.5 and max(r["acc_dense"], r["acc_dense_plus1"])
+                                   - r["acc_jointsvd_ft1"] <= 0.02))
+
+
+@register_claim("svd_init_beats_random_projection", "SVD initialisation of the shared "
+                "projection works better than training it from scratch (Sak et al. 2014 vs "
+                "Prabhavalkar et al. 2016)", section="6.1",
+                implements=[f"{_LR}.ProjectedRNNClassifier"])
+@_single_thread_blas
+def _claim_svd_init(rng, quick):
+    r = _joint_svd_experiment(quick)
+    keys = ("acc_jointsvd_ft1", "acc_projection_random_init", "ranks", "ratio")
+    return Outcome(bool(r["acc_dense"] > 0.5), {k: r[k] for k in keys},
+                   "same projected architecture and total epochs; reproduced = SVD-initialised "
+                   "accuracy > random-init accuracy (one seed: a small margin is noise)",
+                   reproduced=bool(r["acc_jointsvd_ft1"] > r["acc_projection_random_init"]))
 
 
 # ------------------------------------------------------------------ erratum
