@@ -564,55 +564,87 @@ class Seq2Seq(Module):
             with no_grad():
                 enc, state, src_valid = self.encode(src, src_len)
                 B = enc.shape[0]
-                toks = np.zeros((B, K, max_len), np.int64)
-                scores = np.full((B, K), -np.inf)
-                lens = np.zeros((B, K), np.int64)
-                for b in range(B):
-                    r = self._beam_one(self._select(state, [b]), enc[b:b + 1],
-                                       src_valid[b:b + 1], K, max_len, alpha)
-                    for k, (sc, seq) in enumerate(r[:K]):
-                        toks[b, k, :len(seq)] = seq
-                        scores[b, k] = sc
-                        lens[b, k] = len(seq)
+                results = self._beam_batch(state, enc, src_valid, K, max_len, alpha)
         finally:
             self.train(was)
+        toks = np.zeros((B, K, max_len), np.int64)
+        scores = np.full((B, K), -np.inf)
+        lens = np.zeros((B, K), np.int64)
+        for b, r in enumerate(results):
+            for k, (sc, seq) in enumerate(r[:K]):
+                toks[b, k, :len(seq)] = seq
+                scores[b, k] = sc
+                lens[b, k] = len(seq)
         return toks, scores, lens
 
-    def _beam_one(self, state, enc, src_valid, K, max_len, alpha):
+    def _beam_batch(self, state, enc, src_valid, K, max_len, alpha):
+        """Beam search for all B sources at once (B·K decoder rows per step).
+
+        Each source keeps K live hypotheses (dummies with score −inf while it has fewer) and
+        its own list of finished ones. Per step the 2K best expansions of its live
+        hypotheses (by sum of log-probs) are visited in order: ``<eos>`` ones finish, the
+        others fill the K live slots. A source is done when the K-th best finished score is
+        at least the best live score (``α = 0``: sums only decrease) or nothing is live.
+        """
+
         def rank(logp, n):
             return logp / (n ** alpha) if alpha else logp
 
-        hyps = [(0.0, [])]  # (sum log p, tokens) of live hypotheses
-        finished = []
-        st = state
-        for _ in range(max_len):  # hypotheses that reach max_len without <eos> stay in hyps
-            n = len(hyps)
-            y = np.array([h[1][-1] if h[1] else self.bos for h in hyps], np.int64)
-            lp, st_new = self._step(y, st, Tensor(np.repeat(enc.data, n, axis=0)),
-                                    np.repeat(src_valid, n, axis=0))  # st has n rows
-            cand = np.array([h[0] for h in hyps])[:, None] + lp  # (n, V)
-            flat = np.argsort(-cand, axis=None, kind="stable")[:2 * K]
-            new_hyps, keep = [], []
-            for f in flat:
-                i, tok = divmod(int(f), cand.shape[1])
-                seq = hyps[i][1] + [tok]
-                if tok == self.eos:
-                    finished.append((rank(cand[i, tok], len(seq)), seq, cand[i, tok]))
-                else:
-                    new_hyps.append((cand[i, tok], seq))
-                    keep.append(i)
-                if len(new_hyps) == K:
-                    break
-            best_live = max((rank(s, len(q)) for s, q in new_hyps), default=-np.inf)
-            finished.sort(key=lambda r: -r[0])
-            hyps = new_hyps
-            if not hyps or (len(finished) >= K and finished[K - 1][0] >= best_live
-                            and alpha == 0):
-                # sums of log-probs only decrease: no live hypothesis can overtake
-                hyps = []
+        B = enc.shape[0]
+        V = self.tgt_vocab
+        rows = np.repeat(np.arange(B), K)                     # (B*K,) source of each row
+        enc_r = Tensor(enc.data[rows])                        # (B*K, S, H)
+        valid_r = src_valid[rows]
+        st = self._select(state, rows)
+        live_scores = np.full((B, K), -np.inf)
+        live_scores[:, 0] = 0.0                               # one real hypothesis at start
+        live = [[[] for _ in range(K)] for _ in range(B)]     # tokens of each live slot
+        finished = [[] for _ in range(B)]
+        done = np.zeros(B, bool)
+        y = np.full(B * K, self.bos, np.int64)
+        for _ in range(max_len):
+            lp, st_new = self._step(y, st, enc_r, valid_r)    # (B*K, V)
+            cand = (live_scores.reshape(-1, 1) + lp).reshape(B, K * V)
+            top = np.argsort(-cand, axis=1, kind="stable")[:, :2 * K]  # (B, 2K)
+            new_scores = np.full((B, K), -np.inf)
+            new_src = np.zeros((B, K), np.int64)
+            new_tok = np.zeros((B, K), np.int64)
+            for b in range(B):
+                if done[b]:
+                    continue
+                new_live, n = [], 0
+                for f in top[b]:
+                    sc = cand[b, f]
+                    if sc == -np.inf:
+                        break
+                    k, tok = divmod(int(f), V)
+                    seq = live[b][k] + [tok]
+                    if tok == self.eos:
+                        finished[b].append((rank(sc, len(seq)), seq))
+                    else:
+                        new_scores[b, n], new_src[b, n], new_tok[b, n] = sc, k, tok
+                        new_live.append(seq)
+                        n += 1
+                        if n == K:
+                            break
+                live[b] = new_live + [[] for _ in range(K - n)]
+                finished[b].sort(key=lambda r: -r[0])
+                best_live = max((rank(new_scores[b, j], len(new_live[j])) for j in range(n)),
+                                default=-np.inf)
+                if n == 0 or (alpha == 0 and len(finished[b]) >= K
+                              and finished[b][K - 1][0] >= best_live):
+                    done[b] = True
+                    new_scores[b] = -np.inf
+            if done.all():
                 break
-            st = self._select(st_new, np.array(keep))
-        for s, q in hyps:  # unfinished hypotheses at max_len
-            finished.append((rank(s, len(q)), q, s))
-        finished.sort(key=lambda r: -r[0])
-        return [(r[0], r[1]) for r in finished]
+            live_scores = new_scores
+            st = self._select(st_new, (np.arange(B)[:, None] * K + new_src).reshape(-1))
+            y = new_tok.reshape(-1)
+        for b in range(B):  # sources still live at max_len: their unfinished hypotheses
+            if not done[b]:
+                for j in range(K):
+                    if np.isfinite(live_scores[b, j]):
+                        finished[b].append((rank(live_scores[b, j], len(live[b][j])),
+                                            live[b][j]))
+            finished[b].sort(key=lambda r: -r[0])
+        return finished

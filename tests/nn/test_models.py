@@ -190,3 +190,18 @@ def test_float32_transformer_with_relu_stays_float32():
                               rng=0).astype(np.float32)
     X, L = _tokens(np.random.default_rng(0))
     assert m(X, L).dtype == np.float32
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.7])
+def test_batched_beam_search_equals_one_source_at_a_time(alpha):
+    m = Seq2Seq(15, 12, 6, 8, cell="lstm", rng=3)
+    rng = np.random.default_rng(6)
+    src = rng.integers(4, 15, (5, 5))
+    sl = np.array([5, 3, 1, 4, 2])
+    toks, scores, lens = m.beam_search(src, sl, beam_size=3, max_len=6, length_penalty=alpha)
+    for b in range(5):
+        t1, s1, l1 = m.beam_search(src[b:b + 1], sl[b:b + 1], beam_size=3, max_len=6,
+                                   length_penalty=alpha)
+        np.testing.assert_array_equal(t1[0], toks[b])
+        np.testing.assert_array_equal(l1[0], lens[b])
+        np.testing.assert_allclose(s1[0], scores[b], atol=1e-12)
