@@ -335,8 +335,8 @@ def _init_cores(ms, ns, rank, rng, fan_in):
     d = len(ms)
     caps = _rank_caps(rank, [m * n for m, n in zip(ms, ns)])
     ranks = [1] + caps + [1]
-    # scale so that W has entries of variance ~ 1/fan_in (Glorot-like):
-    # var(W_ij) = prod_k var_k * prod_{k<d} r_k  ->  choose var_k = (target)^(1/d) / r_k-ish
+    # W_ij is a sum over prod_k r_k rank paths of products of d independent core entries of
+    # variance `per`, so var(W_ij) = (prod_k r_k) per^d; pick per so that var(W_ij) = 1/fan_in
     target = 1.0 / fan_in
     prod_r = float(np.prod(ranks[1:-1]))
     per = (target / prod_r) ** (1.0 / d)
@@ -462,7 +462,6 @@ class TTEmbedding(Module):
         rng = as_rng(rng)
         cores, self.ranks = _init_cores(self.voc_dims, self.emb_dims, rank, rng,
                                         self.embedding_dim)
-        # embeddings usually have O(1) entries: rescale so var(E_ij) ~ 1/D * D^(0) -> 1/sqrt(D)
         self.d = len(cores)
         for k, G in enumerate(cores):
             setattr(self, f"core{k}", Parameter(G))
