@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--baseline", default=None, choices=["bow", "lstm", "transformer"],
                    help="the baseline methods compress (default: lstm)")
     t.add_argument("--budget", type=float, default=None,
-                   help="seconds for the whole tour (default: 110 with --quick, none otherwise)")
+                   help="seconds for the whole tour (default: 95 with --quick, none otherwise)")
     t.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test-suite size
     t.set_defaults(func=_cmd_tour)
 

@@ -109,7 +109,7 @@ def config_for(quick: bool = False, tiny: bool = False, **overrides) -> TourConf
             model_kwargs={"bow": dict(d_emb=32, d_hidden=32),
                           "lstm": dict(d_emb=32, d_hidden=32),
                           "transformer": dict(d_model=32, num_heads=2, num_layers=2, d_ff=64)},
-            epochs=3, total_budget=110.0, method_budget=30.0)
+            epochs=3, total_budget=95.0, method_budget=30.0)
     else:
         cfg = TourConfig(
             model_kwargs={"bow": dict(d_emb=64, d_hidden=64),

@@ -167,7 +167,7 @@ def test_time_limit_outside_main_thread_does_not_interrupt():
 
 def test_presets():
     q = tour.config_for(quick=True)
-    assert q.quick and q.total_budget is not None and q.total_budget <= 115
+    assert q.quick and q.total_budget is not None and q.total_budget <= 100
     t = tour.config_for(tiny=True)
     assert t.tiny and t.epochs == 1
     full = tour.config_for()
