@@ -17,7 +17,7 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 ``optim``              :class:`SGD`, :class:`Adam`, :class:`AdamW`, :func:`clip_grad_norm_`
 ``models``             :class:`BowClassifier`, :class:`RNNClassifier`, :class:`LSTMLanguageModel`,
                        :class:`TransformerClassifier`, :class:`Seq2Seq` (greedy, beam search)
-``train``              :func:`fit`, :func:`fit_lm`, :func:`evaluate_accuracy`,
+``train``              :func:`fit`, :func:`fit_lm`, :func:`fit_seq2seq`, :func:`evaluate_accuracy`,
                        :func:`perplexity`, :func:`batches`, :class:`History`
 =====================  ====================================================================
 """
@@ -43,6 +43,7 @@ from refimpl.nn.train import (
     evaluate_accuracy,
     fit,
     fit_lm,
+    fit_seq2seq,
     perplexity,
     predict_logits,
 )
@@ -68,5 +69,5 @@ __all__ = [
     "cross_entropy", "nll", "mse", "kl_div_with_temperature", "distillation_loss",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_",
     "BowClassifier", "RNNClassifier", "LSTMLanguageModel", "TransformerClassifier", "Seq2Seq",
-    "History", "fit", "fit_lm", "batches", "evaluate_accuracy", "predict_logits", "perplexity",
+    "History", "fit", "fit_lm", "fit_seq2seq", "batches", "evaluate_accuracy", "predict_logits", "perplexity",
 ]

@@ -280,6 +280,57 @@ class LSTMLanguageModel(Module):
         h = h.reshape(-1, h.shape[-1])[rows]  # (n_targets, d_hidden): skip padded positions
         return cross_entropy(self.output(self.dropout(h)), X[:, 1:].reshape(-1)[rows])
 
+    def sample(self, n: int, max_len: int = 30, *, temperature: float = 1.0, rng=None,
+               bos: int = BOS, eos: int = EOS) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``n`` sequences ``<bos> w_1 ... <eos>`` by ancestral sampling (no gradients).
+
+        Parameters
+        ----------
+        n, max_len : int
+            Number of sequences; maximum tokens after ``<bos>`` (including ``<eos>``).
+        temperature : float > 0
+            Logits are divided by it (1: the model's distribution).
+        rng : Generator or int, optional
+        bos, eos : int
+
+        Returns
+        -------
+        X : int64 ndarray of shape (n, max_len + 1)
+            Rows ``<bos> ...`` padded with 0 after ``<eos>``.
+        lengths : int64 ndarray of shape (n,)
+            Including ``<bos>`` and ``<eos>`` (``max_len + 1`` when no ``<eos>`` was drawn).
+        """
+        n = check_int(n, "n", 1)
+        max_len = check_int(max_len, "max_len", 1)
+        temperature = check_float(temperature, "temperature", 0.0, lo_open=True)
+        rng = as_rng(rng)
+        X = np.zeros((n, max_len + 1), np.int64)
+        X[:, 0] = bos
+        lengths = np.full(n, max_len + 1, np.int64)
+        done = np.zeros(n, bool)
+        was = self.training
+        self.eval()
+        state = None
+        try:
+            with no_grad():
+                for t in range(max_len):
+                    logits, state = self(X[:, t:t + 1], state=state, return_state=True)
+                    z = logits.data[:, 0].astype(np.float64) / temperature
+                    p = np.exp(z - z.max(axis=1, keepdims=True))
+                    p[:, PAD] = 0.0  # never emit padding
+                    p /= p.sum(axis=1, keepdims=True)
+                    u = rng.random((n, 1))
+                    tok = np.minimum((p.cumsum(axis=1) < u).sum(axis=1), p.shape[1] - 1)
+                    X[:, t + 1] = np.where(done, PAD, tok)
+                    ended = (~done) & (tok == eos)
+                    lengths[ended] = t + 2
+                    done |= ended
+                    if done.all():
+                        break
+        finally:
+            self.train(was)
+        return X, lengths
+
     def token_nll(self, X, lengths) -> np.ndarray:
         """Per-token NLL (nats) of ``X[:, 1:]`` given ``X[:, :-1]``.
 

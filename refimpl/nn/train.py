@@ -27,7 +27,7 @@ from refimpl.nn.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
 from refimpl.nn.tensor import Tensor, no_grad
 from refimpl.utils import as_rng, check_int, progress_bar
 
-__all__ = ["History", "fit", "fit_lm", "batches", "evaluate_accuracy", "predict_logits",
+__all__ = ["History", "fit", "fit_lm", "fit_seq2seq", "seq2seq_loss", "batches", "evaluate_accuracy", "predict_logits",
            "perplexity", "make_optimizer"]
 
 
@@ -446,3 +446,71 @@ def fit_lm(model: Module, train, *, epochs: int = 5, batch_size: int = 32, lr: f
     model.train()
     return hist
 
+
+
+# ---------------------------------------------------------------------------------------------
+# sequence to sequence
+# ---------------------------------------------------------------------------------------------
+
+def _s2s_arrays(data, which):
+    if hasattr(data, "src_train"):  # a Seq2SeqTask
+        return (getattr(data, f"src_{which}"), getattr(data, f"src_len_{which}"),
+                getattr(data, f"tgt_{which}"), getattr(data, f"tgt_len_{which}"))
+    arrays = tuple(data)
+    if len(arrays) != 4:
+        raise ValueError("seq2seq data must be a Seq2SeqTask or (src, src_len, tgt, tgt_len)")
+    return arrays
+
+
+def seq2seq_loss(model: Module, data, batch_size: int = 256) -> float:
+    """Mean token cross-entropy of ``model.loss`` over ``(src, src_len, tgt, tgt_len)``
+    (weighted by the number of target tokens), in eval mode without gradients."""
+    src, sl, tgt, tl = _s2s_arrays(data, "val")
+    was = model.training
+    model.eval()
+    total, n = 0.0, 0
+    try:
+        with no_grad():
+            for s_, sl_, t_, tl_ in batches((src, sl, tgt, tl), batch_size, shuffle=False,
+                                            trim_to_lengths=True):
+                k = int((np.asarray(tl_) - 1).sum())
+                total += model.loss(s_, sl_, t_, tl_).item() * k
+                n += k
+    finally:
+        model.train(was)
+    return total / n
+
+
+def fit_seq2seq(model: Module, train, *, epochs: int = 5, batch_size: int = 32,
+                lr: float = 3e-3, optimizer="adam", clip_norm: float | None = 1.0, val=None,
+                metric: Callable | None = None, metric_name: str | None = None,
+                after_step: Callable | None = None, rng=None, progress: bool | None = None,
+                blas_threads: int | None = 1) -> History:
+    """Teacher-forced training of a :class:`refimpl.nn.Seq2Seq` (token cross-entropy).
+
+    Parameters
+    ----------
+    model : Seq2Seq (anything with ``loss(src, src_len, tgt, tgt_len)``)
+    train : Seq2SeqTask or ``(src, src_len, tgt, tgt_len)``
+        A task gives its train split (and its val split when ``val`` is None). Targets are
+        ``<bos> ... <eos>`` rows; for sequence-level KD pass the teacher's beam outputs here.
+    val : same kinds, optional
+    metric : callable, optional
+        ``metric(model, val) -> float``; default the validation token loss
+        (:func:`seq2seq_loss`, metric_name "loss"). Pass e.g. a BLEU function of
+        ``model.greedy_decode`` outputs for a task metric.
+    Other parameters as :func:`fit`.
+    """
+    if hasattr(train, "src_train") and val is None:
+        val = _s2s_arrays(train, "val")
+    src, sl, tgt, tl = _s2s_arrays(train, "train")
+    if val is not None:
+        val = _s2s_arrays(val, "val")
+        if metric is None:
+            metric, metric_name = seq2seq_loss, metric_name or "loss"
+    return fit(model, (src, sl, tgt, tl, np.zeros(len(src))),
+               forward=lambda m, s_, sl_, t_, tl_: m.loss(s_, sl_, t_, tl_),
+               loss_fn=lambda out, _y: out, epochs=epochs, batch_size=batch_size,
+               optimizer=optimizer, lr=lr, clip_norm=clip_norm, val_arrays=val, metric=metric,
+               metric_name=metric_name, after_step=after_step, rng=rng, progress=progress,
+               blas_threads=blas_threads)

@@ -205,3 +205,22 @@ def test_batched_beam_search_equals_one_source_at_a_time(alpha):
         np.testing.assert_array_equal(t1[0], toks[b])
         np.testing.assert_array_equal(l1[0], lens[b])
         np.testing.assert_allclose(s1[0], scores[b], atol=1e-12)
+
+
+def test_lm_sample_is_seeded_and_follows_a_peaked_model():
+    m = LSTMLanguageModel(8, 4, 4, rng=0)
+    X1, L1 = m.sample(6, max_len=5, rng=1)
+    X2, L2 = m.sample(6, max_len=5, rng=1)
+    np.testing.assert_array_equal(X1, X2)
+    assert np.all(X1[:, 0] == 2)
+    for i in range(6):
+        assert np.all(X1[i, L1[i]:] == 0) and np.all(X1[i, 1:L1[i]] != 0)
+        if L1[i] <= 5:
+            assert X1[i, L1[i] - 1] == 3
+    # a model whose output always says "5 then <eos>": bias dominates
+    m.out.W.data[:] = 0.0
+    m.out.b.data[:] = -50.0
+    m.out.b.data[5] = 50.0
+    X, L = m.sample(3, max_len=4, rng=0)
+    np.testing.assert_array_equal(X[:, 1:], 5)
+    np.testing.assert_array_equal(L, 5)

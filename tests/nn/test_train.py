@@ -153,3 +153,20 @@ def test_restore_best_loads_the_best_epoch():
     h = fit(m, data, epochs=3, val_arrays=val, metric=metric, restore_best=True, rng=0)
     assert h.best == 0.9
     assert all(np.array_equal(m.state_dict()[k], seen[1][k]) for k in seen[1])
+
+
+def test_fit_seq2seq_learns_to_copy():
+    from refimpl.nn import Seq2Seq, fit_seq2seq
+
+    rng = np.random.default_rng(0)
+    n, T = 300, 4
+    src = rng.integers(4, 9, (n, T + 1))
+    src[:, -1] = 3
+    tgt = np.concatenate([np.full((n, 1), 2), src], axis=1)  # <bos> copy <eos>
+    sl, tl = np.full(n, T + 1), np.full(n, T + 2)
+    m = Seq2Seq(9, 9, 8, 24, rng=0)
+    h = fit_seq2seq(m, (src, sl, tgt, tl), val=(src[:50], sl[:50], tgt[:50], tl[:50]),
+                    epochs=6, lr=2e-2, rng=0)
+    assert h.metric_name == "loss" and h.val_metric[-1] < h.val_metric[0] / 3, h.val_metric
+    out, L = m.greedy_decode(src[:50], sl[:50], max_len=T + 1)
+    assert np.mean(np.all(out == src[:50], axis=1)) > 0.5
