@@ -207,11 +207,9 @@ def _check_csr(A) -> CSRMatrix:
 
 
 def _as_operand(x, name: str, shape: tuple, A: CSRMatrix) -> tuple[np.ndarray, np.dtype]:
-    x = check_array(x, name, shape=shape, dtype_kind="fiub")
-    if x.dtype.kind != "f" or x.dtype not in (np.float32, np.float64):
+    x = check_array(x, name, shape=shape, dtype_kind="fiub")  # also rejects NaN / inf
+    if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains NaN or inf")
     dtype = np.result_type(A.data.dtype, x.dtype)
     return np.ascontiguousarray(x, dtype=dtype), dtype
 
