@@ -116,7 +116,7 @@ def test_fit_lm_sentences_and_tbptt_and_perplexity():
     stream = np.concatenate([X[i, 1:L[i]] for i in range(len(X))])
     m2 = LSTMLanguageModel(10, 8, 16, rng=0)
     h2 = fit_lm(m2, stream, bptt=10, epochs=3, batch_size=8, lr=1e-2, val=stream[:300], rng=0)
-    assert h2.val_metric[-1] < h2.val_metric[0] or h2.val_metric[-1] < 5
+    assert h2.val_metric[-1] < 0.8 * h2.val_metric[0], h2.val_metric
     # windowed stream evaluation carries the state: equal to one long window
     assert perplexity(m2, stream[:200], bptt=13) == pytest.approx(
         perplexity(m2, stream[:200], bptt=1000), rel=1e-10)
@@ -167,6 +167,6 @@ def test_fit_seq2seq_learns_to_copy():
     m = Seq2Seq(9, 9, 8, 24, rng=0)
     h = fit_seq2seq(m, (src, sl, tgt, tl), val=(src[:50], sl[:50], tgt[:50], tl[:50]),
                     epochs=6, lr=2e-2, rng=0)
-    assert h.metric_name == "loss" and h.val_metric[-1] < h.val_metric[0] / 3, h.val_metric
+    assert h.metric_name == "loss" and h.val_metric[-1] < h.val_metric[0] / 2.5, h.val_metric
     out, L = m.greedy_decode(src[:50], sl[:50], max_len=T + 1)
-    assert np.mean(np.all(out == src[:50], axis=1)) > 0.5
+    assert np.mean(np.all(out == src[:50], axis=1)) > 0.25  # chance: 5**-4
