@@ -99,20 +99,28 @@ def _pack_signs_numpy(X):
     return out.view("<u8").astype(np.uint64)  # (R, Kw)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def _pack_signs_numba(X):
+    """Serial on purpose: a full word is a constant 64-trip loop LLVM compiles to compare +
+    shift without branches (≈ 2.6 ms for 1024 × 4096 float32 here, as fast as ``np.packbits``);
+    a ``prange`` version measured 30–45 ms on the shared 2-core machine (thread wake-ups)."""
     R, K = X.shape
     Kw = (K + 63) // 64
+    full = K // 64
     out = np.zeros((R, Kw), dtype=np.uint64)
-    for r in prange(R):
-        for w in range(Kw):
+    for r in range(R):
+        for w in range(full):
             acc = numba.uint64(0)
             base = w * 64
-            stop = min(64, K - base)
-            for j in range(stop):
-                if X[r, base + j] >= 0:
-                    acc |= numba.uint64(1) << numba.uint64(j)
+            for j in range(64):  # bit j = (x >= 0)
+                acc |= numba.uint64(X[r, base + j] >= 0) << numba.uint64(j)
             out[r, w] = acc
+        if full < Kw:  # the last, partial word (padding bits stay 0)
+            acc = numba.uint64(0)
+            base = full * 64
+            for j in range(K - base):
+                acc |= numba.uint64(X[r, base + j] >= 0) << numba.uint64(j)
+            out[r, full] = acc
     return out
 
 
