@@ -164,7 +164,8 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
         clip_norm: float | None = None, val_arrays=None, metric: Callable | None = None,
         metric_name: str | None = None, after_step: Callable | None = None, rng=None,
         progress: bool | None = None, blas_threads: int | None = 1,
-        forward: Callable | None = None, restore_best: bool = False) -> History:
+        forward: Callable | None = None, restore_best: bool = False,
+        trim_batches: bool = True) -> History:
     """Minibatch training.
 
     Each step: ``loss = loss_fn(model(*inputs), y)``, ``loss.backward()``, optional clipping,
@@ -203,6 +204,9 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
     restore_best : bool
         At the end, load the weights of the epoch with the best validation metric (higher is
         better unless ``metric_name`` is "perplexity", "loss" or "nll").
+    trim_batches : bool
+        When the inputs start with ``(X, lengths)``, cut each batch's ``X`` to its longest row
+        (faster; set False for a model that needs the full padded width).
 
     Returns
     -------
@@ -222,7 +226,7 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
         metric_name = metric_name or "accuracy"
     rng = as_rng(rng)
     opt = make_optimizer(optimizer, model, lr, weight_decay)
-    trim = _is_tokens_lengths(train_arrays)
+    trim = trim_batches and _is_tokens_lengths(train_arrays)
     hist = History(metric_name=metric_name or "metric")
     with _blas(blas_threads):
         for ep in progress_bar(range(epochs), desc="epochs", progress=progress):
