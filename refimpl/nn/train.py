@@ -222,7 +222,11 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
         raise ValueError("train_arrays must be a tuple (*inputs, y) with at least 2 arrays")
     loss_fn = cross_entropy if loss_fn is None else loss_fn
     if metric is None and val_arrays is not None:
-        metric = _default_accuracy
+        def metric(m, v):
+            if len(v) != 3:
+                raise ValueError("the default metric needs val_arrays = (X, lengths, y); "
+                                 "pass metric=")
+            return evaluate_accuracy(m, *v, trim=trim_batches)
         metric_name = metric_name or "accuracy"
     rng = as_rng(rng)
     opt = make_optimizer(optimizer, model, lr, weight_decay)
@@ -267,14 +271,10 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
     return hist
 
 
-def _default_accuracy(model, val_arrays) -> float:
-    if len(val_arrays) != 3:
-        raise ValueError("the default metric needs val_arrays = (X, lengths, y); pass metric=")
-    return evaluate_accuracy(model, *val_arrays)
-
-
-def predict_logits(model: Module, X, lengths=None, batch_size: int = 256) -> np.ndarray:
-    """Logits of a classifier ``model(X, lengths)`` in eval mode, without gradients.
+def predict_logits(model: Module, X, lengths=None, batch_size: int = 256,
+                   trim: bool = True) -> np.ndarray:
+    """Logits of a classifier ``model(X, lengths)`` in eval mode, without gradients
+    (``trim``: cut each batch to its longest row).
 
     Returns
     -------
@@ -287,19 +287,21 @@ def predict_logits(model: Module, X, lengths=None, batch_size: int = 256) -> np.
     outs = []
     try:
         with no_grad():
-            for xb, lb in batches((X, lengths), batch_size, shuffle=False, trim_to_lengths=True):
+            for xb, lb in batches((X, lengths), batch_size, shuffle=False, trim_to_lengths=trim):
                 outs.append(model(xb, lb).data)
     finally:
         model.train(was)
     return np.concatenate(outs, axis=0)
 
 
-def evaluate_accuracy(model: Module, X, lengths, y, batch_size: int = 256) -> float:
-    """Fraction of rows whose argmax logit equals ``y``."""
+def evaluate_accuracy(model: Module, X, lengths, y, batch_size: int = 256,
+                      trim: bool = True) -> float:
+    """Fraction of rows whose argmax logit equals ``y`` (see :func:`predict_logits`)."""
     y = np.asarray(y)
     if len(y) != len(X):
         raise ValueError(f"y must have {len(X)} entries, got {len(y)}")
-    return float((predict_logits(model, X, lengths, batch_size).argmax(axis=1) == y).mean())
+    return float((predict_logits(model, X, lengths, batch_size, trim).argmax(axis=1) == y)
+                 .mean())
 
 
 # ---------------------------------------------------------------------------------------------
