@@ -36,7 +36,18 @@ from refimpl.kernels._backend import dispatch
 __all__ = ["sliding_window_attention", "block_sparse_attention", "causal_linear_attention",
            "check_window"]
 
-_ROWS_PER_TASK = 64
+_CONTROLLER = None
+
+
+def _one_blas_thread():
+    """Context manager limiting BLAS to one thread: the kernels call many small GEMMs, from
+    Numba's parallel tasks or a Python loop, where BLAS threads only oversubscribe the cores."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def _check_qkv(Q, K, V):
@@ -88,83 +99,109 @@ def _dot(a, b):
     return acc
 
 
-@numba.njit(cache=True)
-def _sliding_window_rows(Q, Kt, V, half, dil, gidx, is_global, scale, out, b, h, i0, i1):
-    # rows i0..i1 of one (batch, head). Kt is K transposed to (B, H, d, n): the score loop
-    # runs over keys contiguously (an axpy, vectorised without fastmath) instead of a
-    # reduction over d. Scratch has the input's dtype, so float32 runs 8 lanes wide.
-    n, d = Q.shape[2], Q.shape[3]
-    dv = V.shape[3]
-    ng = gidx.shape[0]
-    cap = max(2 * half + 1 + ng, n if ng > 0 else 1)
-    s = np.empty(cap, dtype=Q.dtype)
-    idx = np.empty(cap, dtype=np.int64)
-    acc = np.empty(dv, dtype=Q.dtype)
-    for i in range(i0, i1):
-        if is_global[i]:
-            lo, cnt, step = 0, n, 1
-        else:
-            lo = i - dil * min(half, i // dil)
-            hi = i + dil * min(half, (n - 1 - i) // dil)
-            cnt, step = (hi - lo) // dil + 1, dil
-        n_win = cnt
-        for t in range(cnt):
-            idx[t] = lo + t * step
-            s[t] = 0
-        if not is_global[i]:
-            for t in range(ng):
-                j = gidx[t]
-                off = j - i
-                if off % dil == 0 and abs(off) <= half * dil:
-                    continue  # already in the window
-                idx[cnt] = j
-                s[cnt] = 0
-                cnt += 1
-        sw = s[:n_win]
-        for k in range(d):
-            qk = Q[b, h, i, k] * scale
-            row = Kt[b, h, k]
-            # a slice keeps the loop index a non-negative range variable: no wraparound
-            # check on a signed index, so LLVM vectorises the axpy
-            win = row[lo:lo + (n_win - 1) * step + 1:step]
-            for t in range(n_win):
-                sw[t] += qk * win[t]
-            for t in range(n_win, cnt):
-                s[t] += qk * row[idx[t]]
-        mx = s[0]
-        for t in range(1, cnt):
-            if s[t] > mx:
-                mx = s[t]
-        z = s[0] * 0  # zero of the input's dtype
-        for t in range(cnt):
-            e = np.exp(s[t] - mx)
-            s[t] = e
-            z += e
-        acc[:] = 0
-        for t in range(cnt):
-            w = s[t] / z
-            vj = V[b, h, idx[t]]
-            for k in range(dv):
-                acc[k] += w * vj[k]
-        for k in range(dv):
-            out[b, h, i, k] = acc[k]
-
-
 @numba.njit(cache=True, parallel=True)
-def _sliding_window_numba_impl(Q, Kt, V, half, dil, gidx, is_global, scale, out):
-    B, H, n = Q.shape[0], Q.shape[1], Q.shape[2]
-    per_bh = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
-    for task in numba.prange(B * H * per_bh):
-        bh = task // per_bh
-        i0 = (task % per_bh) * _ROWS_PER_TASK
-        _sliding_window_rows(Q, Kt, V, half, dil, gidx, is_global, scale, out, bh // H,
-                             bh % H, i0, min(i0 + _ROWS_PER_TASK, n))
+def _sliding_window_blocked(Qp, Kp, Vp, half, seg, pos, gidx, Kg, Vg, dil, scale, outp):
+    # Qp, Kp, Vp: the sequence reordered so every residue class mod ``dil`` is a contiguous
+    # segment [seg[r], seg[r+1]) on which the window is a plain band of half-width ``half``.
+    # Query blocks of _BLOCK rows: scores against the <= _BLOCK + 2 half band keys by one BLAS
+    # GEMM (np.dot), masked softmax in loops, then one GEMM with the values.
+    B, H, n, d = Qp.shape
+    ng = gidx.shape[0]
+    n_seg = seg.shape[0] - 1
+    # enumerate (segment, block start) pairs
+    n_blocks = 0
+    for r in range(n_seg):
+        n_blocks += (seg[r + 1] - seg[r] + _BLOCK - 1) // _BLOCK
+    starts = np.empty(n_blocks, dtype=np.int64)
+    segof = np.empty(n_blocks, dtype=np.int64)
+    t = 0
+    for r in range(n_seg):
+        for a in range(seg[r], seg[r + 1], _BLOCK):
+            starts[t] = a
+            segof[t] = r
+            t += 1
+    for task in numba.prange(B * H * n_blocks):
+        bh = task // n_blocks
+        blk = task % n_blocks
+        b = bh // H
+        h = bh % H
+        a = starts[blk]
+        s0, s1 = seg[segof[blk]], seg[segof[blk] + 1]
+        e = min(a + _BLOCK, s1)
+        ka = max(s0, a - half)
+        kb = min(s1, e + half)
+        qb = Qp[b, h, a:e]
+        S = np.dot(qb, Kp[b, h, ka:kb].T)  # (bq, bk) scores
+        if ng > 0:
+            Sg = np.dot(qb, Kg[b, h].T)  # (bq, ng) scores against global keys
+        else:
+            Sg = np.zeros((e - a, 0), dtype=Qp.dtype)
+        for r in range(e - a):
+            i = a + r
+            lo = max(ka, i - half) - ka
+            hi = min(kb, i + half + 1) - ka
+            mx = S[r, lo] * scale
+            for c in range(lo, hi):
+                v = S[r, c] * scale
+                S[r, c] = v
+                if v > mx:
+                    mx = v
+            for g in range(ng):
+                off = gidx[g] - pos[i]
+                if off % dil == 0 and abs(off) <= half * dil:
+                    Sg[r, g] = -np.inf  # already in the window
+                else:
+                    v = Sg[r, g] * scale
+                    Sg[r, g] = v
+                    if v > mx:
+                        mx = v
+            z = S[r, lo] * 0
+            for c in range(lo):
+                S[r, c] = 0
+            for c in range(lo, hi):
+                w = np.exp(S[r, c] - mx)
+                S[r, c] = w
+                z += w
+            for c in range(hi, kb - ka):
+                S[r, c] = 0
+            for g in range(ng):
+                w = np.exp(Sg[r, g] - mx)
+                Sg[r, g] = w
+                z += w
+            for c in range(lo, hi):
+                S[r, c] /= z
+            for g in range(ng):
+                Sg[r, g] /= z
+        o = np.dot(S, Vp[b, h, ka:kb])  # (bq, d_v)
+        if ng > 0:
+            o += np.dot(Sg, Vg[b, h])
+        outp[b, h, a:e] = o
+
+
+_BLOCK = 64
 
 
 def _sliding_window_numba(Q, K, V, half, dil, gidx, is_global, out):
-    Kt = np.ascontiguousarray(np.swapaxes(K, -1, -2))  # (B, H, d, n)
-    scale = Q.dtype.type(1.0 / np.sqrt(Q.shape[3]))
-    _sliding_window_numba_impl(Q, Kt, V, half, dil, gidx, is_global, scale, out)
+    B, H, n, d = Q.shape
+    if dil > 1:
+        perm = np.concatenate([np.arange(r, n, dil) for r in range(dil)])
+        Qp, Kp, Vp = (np.ascontiguousarray(x[:, :, perm]) for x in (Q, K, V))
+        seg = np.cumsum([0] + [len(range(r, n, dil)) for r in range(dil)]).astype(np.int64)
+    else:
+        perm = np.arange(n)
+        Qp, Kp, Vp = Q, K, V
+        seg = np.array([0, n], dtype=np.int64)
+    Kg = np.ascontiguousarray(K[:, :, gidx])  # (B, H, ng, d)
+    Vg = np.ascontiguousarray(V[:, :, gidx])
+    outp = np.empty_like(out)
+    scale = Q.dtype.type(1.0 / np.sqrt(d))
+    _sliding_window_blocked(Qp, Kp, Vp, half, seg, perm.astype(np.int64), gidx, Kg, Vg, dil,
+                            scale, outp)
+    out[:, :, perm] = outp
+    if gidx.size:  # global rows attend to every key (O(g n d))
+        S = Q[:, :, gidx] @ np.swapaxes(K, -1, -2) * scale  # (B, H, g, n)
+        S = np.exp(S - S.max(axis=-1, keepdims=True))
+        out[:, :, gidx] = (S / S.sum(axis=-1, keepdims=True)) @ V
 
 
 def _sliding_window_numpy(Q, K, V, half, dil, gidx, is_global, out, block: int = 64):
@@ -235,7 +272,11 @@ def sliding_window_attention(Q, K, V, window: int, dilation: int = 1, global_idx
     Notes
     -----
     Time :math:`O(n (w + g) d + g n d)`, memory :math:`O(n d)` for the output plus
-    :math:`O(w)` (Numba) or :math:`O(b (b + w))` (NumPy, query blocks of ``b = 64``) scratch.
+    :math:`O(b (b + w))` scratch per block of ``b = 64`` queries (both backends). A dilated
+    window is a plain window on each residue class ``i mod dilation``; the Numba kernel
+    reorders the sequence by residue class, runs query blocks in parallel (``prange``) with one
+    BLAS GEMM for the band scores and one for the values each, and a masked softmax in loops.
+    BLAS is limited to one thread during the call (many small GEMMs).
     """
     Q, K, V = _check_qkv(Q, K, V)
     n = Q.shape[2]
@@ -243,8 +284,9 @@ def sliding_window_attention(Q, K, V, window: int, dilation: int = 1, global_idx
     is_global = np.zeros(n, dtype=np.bool_)
     is_global[g] = True
     out = np.empty(Q.shape[:3] + (V.shape[3],), dtype=Q.dtype)
-    dispatch("sliding_window_attention", backend, _sliding_window_numba,
-             _sliding_window_numpy, Q, K, V, half, dil, g, is_global, out)
+    with _one_blas_thread():
+        dispatch("sliding_window_attention", backend, _sliding_window_numba,
+                 _sliding_window_numpy, Q, K, V, half, dil, g, is_global, out)
     return out
 
 
