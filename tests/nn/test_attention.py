@@ -186,3 +186,24 @@ def test_bad_input_names_the_argument():
         TransformerEncoderLayer(8, 2, 16, activation="tanh")
     with pytest.raises(ValueError, match="ffn_mask must have shape"):
         TransformerEncoderLayer(8, 2, 16)(np.zeros((1, 2, 8)), ffn_mask=np.ones(8))
+
+
+def test_cross_attention_matches_torch(torch):
+    rng = np.random.default_rng(5)
+    B, n, m, d, H = 2, 3, 5, 8, 4
+    ours = MultiHeadAttention(d, H, rng=2)
+    t_mha = torch.nn.MultiheadAttention(d, H, batch_first=True)
+    _copy_mha(ours, t_mha, torch)
+    x, kv = rng.standard_normal((B, n, d)), rng.standard_normal((B, m, d))
+    kp = np.zeros((B, m), bool)
+    kp[0, 3:] = True
+    kvo = Tensor(kv, requires_grad=True)
+    out = ours(x, kv=kvo, key_padding_mask=kp)
+    kvt = torch.tensor(kv, requires_grad=True)
+    tout, _ = t_mha(torch.tensor(x), kvt, kvt, key_padding_mask=torch.tensor(kp))
+    dout = rng.standard_normal(out.shape)
+    out.backward(dout)
+    tout.backward(torch.tensor(dout))
+    assert np.abs(out.data - tout.detach().numpy()).max() < TOL
+    assert np.abs(kvo.grad - kvt.grad.numpy()).max() < TOL
+    assert ours.last_attn.shape == (B, H, n, m)
