@@ -13,11 +13,14 @@ Shapes follow PyTorch: a linear layer's weight is ``(out_features, in_features)`
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.special import erf
 
-_SQRT_2 = np.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+# Python floats (not NumPy scalars), so float32 inputs stay float32 under NEP 50 promotion
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:

@@ -90,3 +90,15 @@ def test_dropout_same_seed_bit_identical():
     b = F.dropout(x, 0.3, rng=5).data
     np.testing.assert_array_equal(a, b)
     assert set(np.unique(a)) <= {0.0, 1.0 / 0.7}
+
+
+def test_float32_stays_float32_through_activations():
+    from refimpl.nn import ops
+
+    x = np.linspace(-2, 2, 7, dtype=np.float32)
+    for fwd, bwd in [(ops.gelu_forward, ops.gelu_backward), (ops.tanh_forward, ops.tanh_backward),
+                     (ops.sigmoid_forward, ops.sigmoid_backward),
+                     (ops.softmax_forward, ops.softmax_backward)]:
+        out, cache = fwd(x)
+        assert out.dtype == np.float32, fwd.__name__
+        assert bwd(x, cache)[0].dtype == np.float32, bwd.__name__
