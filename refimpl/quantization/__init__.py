@@ -32,6 +32,7 @@ Kernels: :mod:`refimpl.kernels.bitpack` (bit packing, XNOR-popcount binary GEMM,
 k-bit packed weight × float matmul).
 """
 
+from refimpl.quantization._train import sentiment_task, trained_tiny_transformer
 from refimpl.quantization.balanced import balanced_codes, balanced_quantize, recursive_split_edges
 from refimpl.quantization.binary import (
     LossAwareBinarizer,
@@ -46,6 +47,19 @@ from refimpl.quantization.binary import (
     hard_sigmoid,
     lab_binarize,
     sign_ste,
+)
+from refimpl.quantization.embeddings_transformers import (
+    assign_mixed_precision,
+    embedding_quantizer,
+    group_sensitivities,
+    group_sensitivities_model,
+    group_sizes,
+    hessian_vector_product,
+    quantize_embedding_after,
+    quantize_groups_uniform,
+    quantize_model_weights,
+    top_hessian_eigenvalue,
+    transformer_groups,
 )
 from refimpl.quantization.kmeans import (
     cluster_grad_sums,
@@ -65,11 +79,22 @@ from refimpl.quantization.kmeans import (
 )
 from refimpl.quantization.multibit import (
     multibit_alternating,
+    multibit_alternating_rows,
     multibit_error,
     multibit_greedy,
     multibit_reconstruct,
     multibit_refined,
     multibit_ste,
+)
+from refimpl.quantization.recurrent import (
+    HitNetLSTM,
+    QuantGRU,
+    QuantLSTM,
+    act_quant,
+    btq,
+    hitnet_lstm_cell,
+    quant_gru_cell,
+    quant_lstm_cell,
 )
 from refimpl.quantization.ternary import (
     lloyd_max_step,
@@ -111,5 +136,11 @@ __all__ = [
     "pq_reconstruct", "residual_quantize", "rq_reconstruct", "kmeans_rate", "kmeans_stored_bits",
     "pq_rate", "pq_stored_bits", "rq_rate", "rq_stored_bits",
     "multibit_greedy", "multibit_refined", "multibit_alternating", "multibit_reconstruct",
-    "multibit_error", "multibit_ste",
+    "multibit_error", "multibit_ste", "multibit_alternating_rows",
+    "QuantGRU", "QuantLSTM", "HitNetLSTM", "act_quant", "btq", "quant_gru_cell",
+    "quant_lstm_cell", "hitnet_lstm_cell",
+    "embedding_quantizer", "quantize_embedding_after", "quantize_model_weights",
+    "hessian_vector_product", "top_hessian_eigenvalue", "group_sensitivities",
+    "group_sensitivities_model", "transformer_groups", "assign_mixed_precision",
+    "quantize_groups_uniform", "group_sizes", "sentiment_task", "trained_tiny_transformer",
 ]

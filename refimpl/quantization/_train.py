@@ -22,7 +22,8 @@ from refimpl.nn.recurrent import lstm_cell
 from refimpl.utils import as_rng
 
 __all__ = ["Adam", "cross_entropy", "fit_classifier", "accuracy", "QuantLSTMClassifier",
-           "BagOfEmbeddings", "TinyTransformerClassifier", "weight_quantizer"]
+           "BagOfEmbeddings", "TinyTransformerClassifier", "weight_quantizer", "sentiment_task",
+           "trained_tiny_transformer"]
 
 
 class Adam:
@@ -220,3 +221,33 @@ class TinyTransformerClassifier(Module):
         x = self.ln2(x + self.ff2(F.relu(self.ff1(x))))
         m = (~pad).astype(float)[:, :, None]
         return self.out((x * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0))
+
+
+def sentiment_task(quick: bool = True):
+    """The small ``make_sentiment`` task every §3 miniature uses (1000 training sentences in
+    quick mode, 4000 otherwise; vocabulary 300; length ≤ 16)."""
+    from refimpl.data import make_sentiment
+
+    return make_sentiment(n_train=1000 if quick else 4000, n_val=100,
+                          n_test=400 if quick else 1000, vocab_size=300, max_len=16, rng=0)
+
+
+_CACHE: dict = {}
+
+
+def trained_tiny_transformer(quick: bool = True):
+    """A :class:`TinyTransformerClassifier` trained on :func:`sentiment_task` (deterministic;
+    trained once per process and cached). Returns ``(task, model, state_dict)`` with a fresh
+    model loaded from the cached state."""
+    if quick not in _CACHE:
+        task = sentiment_task(quick)
+        m = TinyTransformerClassifier(len(task.vocab), 16, 2, 32, task.X_train.shape[1],
+                                      task.n_classes, rng=0)
+        fit_classifier(m, task.X_train, task.len_train, task.y_train,
+                       epochs=6 if quick else 15, lr=0.01, rng=0)
+        _CACHE[quick] = (task, m.state_dict())
+    task, state = _CACHE[quick]
+    m = TinyTransformerClassifier(len(task.vocab), 16, 2, 32, task.X_train.shape[1],
+                                  task.n_classes, rng=0)
+    m.load_state_dict(state)
+    return task, m, state

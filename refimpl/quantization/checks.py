@@ -669,10 +669,9 @@ def _hessian(rng, quick):
 
 # ------------------------------------------------------------------ claims
 def _sentiment(quick):
-    from refimpl.data import make_sentiment
+    from refimpl.quantization._train import sentiment_task
 
-    return make_sentiment(n_train=1000 if quick else 4000, n_val=100, n_test=400 if quick else
-                          1000, vocab_size=300, max_len=16, rng=0)
+    return sentiment_task(quick)
 
 
 @register_claim("binary_recurrent_weights_fail", "BinaryConnect (±1) recurrent weights hurt an "
@@ -773,25 +772,10 @@ def _kmeans_quantizer(k):
     return f
 
 
-_CACHE: dict = {}
-
-
 def _trained_transformer(quick):
-    """The tiny Transformer trained once per process (deterministic), shared by two claims."""
-    from refimpl.quantization import _train as tr
+    from refimpl.quantization._train import trained_tiny_transformer
 
-    if quick not in _CACHE:
-        task = _sentiment(quick)
-        m = tr.TinyTransformerClassifier(len(task.vocab), 16, 2, 32, task.X_train.shape[1],
-                                         task.n_classes, rng=0)
-        tr.fit_classifier(m, task.X_train, task.len_train, task.y_train,
-                          epochs=6 if quick else 15, lr=0.01, rng=0)
-        _CACHE[quick] = (task, m.state_dict())
-    task, state = _CACHE[quick]
-    m = tr.TinyTransformerClassifier(len(task.vocab), 16, 2, 32, task.X_train.shape[1],
-                                     task.n_classes, rng=0)
-    m.load_state_dict(state)
-    return task, m, state
+    return trained_tiny_transformer(quick)
 
 
 @register_claim("transformer_4bit_little_loss", "4-bit (k-means) Transformer weights lose little "
@@ -816,8 +800,8 @@ def _claim_transformer(rng, quick):
 @register_claim("hessian_mixed_precision", "Q-BERT: giving more bits to the matrices with the "
                 "largest top Hessian eigenvalue beats the reverse allocation at the same "
                 "average bits (Shen et al. 2020)", section="3.3.5",
-                implements=[f"{_E}.group_sensitivities", f"{_E}.assign_mixed_precision",
-                            f"{_E}.quantize_groups_uniform"])
+                implements=[f"{_E}.group_sensitivities_model", f"{_E}.assign_mixed_precision",
+                            f"{_E}.quantize_groups_uniform", f"{_E}.transformer_groups"])
 def _claim_qbert(rng, quick):
     from refimpl.nn import no_grad
     from refimpl.quantization import _train as tr
@@ -825,15 +809,12 @@ def _claim_qbert(rng, quick):
 
     task, m, state = _trained_transformer(quick)
     named = dict(m.named_parameters())
-    layers = ["mha.W_q.W", "mha.W_k.W", "mha.W_v.W", "mha.W_o.W", "ff1.W", "ff2.W", "out.W"]
+    groups_l = et.transformer_groups(m, "layer")
+    layers = [g for g, _ in groups_l]
     nb = 64 if quick else 512
     Xb, Lb, yb = task.X_train[:nb], task.len_train[:nb], task.y_train[:nb]
-    w0, grad_fn, restore, slices = et.flat_grad_fn(
-        [named[k] for k in layers], lambda: tr.cross_entropy(m(Xb, Lb), yb))
-    sens = np.abs(et.group_sensitivities(grad_fn, w0, [np.arange(s.start, s.stop)
-                                                       for s in slices],
-                                         n_iter=8 if quick else 30, tol=1e-3, rng=rng))
-    restore()
+    sens = et.group_sensitivities_model(m, lambda: tr.cross_entropy(m(Xb, Lb), yb), groups_l,
+                                        n_iter=8 if quick else 30, tol=1e-3, rng=rng)
     sizes = [named[k].size for k in layers]
     groups = [(k, slice(None)) for k in layers] + [("emb.W", slice(None))]
 

@@ -16,7 +16,8 @@ from refimpl.utils import as_rng, check_array, check_int
 
 __all__ = ["embedding_quantizer", "quantize_embedding_after", "hessian_vector_product",
            "top_hessian_eigenvalue", "group_sensitivities", "assign_mixed_precision",
-           "quantize_model_weights", "flat_grad_fn", "quantize_groups_uniform"]
+           "quantize_model_weights", "flat_grad_fn", "quantize_groups_uniform",
+           "transformer_groups", "group_sensitivities_model", "group_sizes"]
 
 
 def embedding_quantizer(bits: int = 1, c: float | None = None) -> Callable[[Tensor], Tensor]:
@@ -211,3 +212,64 @@ def quantize_groups_uniform(model, groups, bits) -> None:
         arr = p.data.copy()
         arr[index] = quantize_uniform(arr[index], int(k))
         p.data = arr
+
+
+def transformer_groups(model, granularity: str = "layer", n_neuron_groups: int = 4):
+    """Parameter groups of a model with one :class:`refimpl.nn.attention.MultiHeadAttention`
+    (attribute ``mha``) and a feed-forward ``ff1``/``ff2`` (e.g.
+    :class:`refimpl.quantization._train.TinyTransformerClassifier`), at Q-BERT's granularities.
+
+    ``"layer"``: each weight matrix of the attention, the FFN and the output layer.
+    ``"head"``: per head ``h``, its rows of ``W_q, W_k, W_v`` (``d_head`` rows each).
+    ``"neuron"``: ``ff1``'s rows (hidden neurons) split into ``n_neuron_groups`` groups.
+
+    Returns
+    -------
+    list of (name, list of (param_name, index))
+        ``index`` selects the group's entries of that parameter (for
+        :func:`quantize_groups_uniform` and :func:`group_flat_indices`).
+    """
+    if granularity == "layer":
+        names = ["mha.W_q.W", "mha.W_k.W", "mha.W_v.W", "mha.W_o.W", "ff1.W", "ff2.W",
+                 "out.W"]
+        return [(n, [(n, slice(None))]) for n in names]
+    if granularity == "head":
+        H, dh = model.mha.num_heads, model.mha.d_head
+        return [(f"head{h}", [(f"mha.W_{c}.W", slice(h * dh, (h + 1) * dh)) for c in "qkv"])
+                for h in range(H)]
+    if granularity == "neuron":
+        rows = model.ff1.W.shape[0]
+        edges = np.linspace(0, rows, n_neuron_groups + 1).astype(int)
+        return [(f"ff1[{a}:{b}]", [("ff1.W", slice(a, b))]) for a, b in zip(edges[:-1],
+                                                                            edges[1:])]
+    raise ValueError(f"granularity must be 'layer', 'head' or 'neuron', got {granularity!r}")
+
+
+def group_sensitivities_model(model, loss_closure, groups, **kw) -> np.ndarray:
+    """Top Hessian eigenvalue (magnitude) of each group's diagonal block for a model.
+
+    ``groups`` as returned by :func:`transformer_groups`; ``loss_closure()`` returns the loss
+    Tensor on a fixed batch. Parameters are restored afterwards.
+    """
+    named = dict(model.named_parameters())
+    pnames = sorted({pn for _, members in groups for pn, _ in members})
+    w0, grad_fn, restore, slices = flat_grad_fn([named[n] for n in pnames], loss_closure)
+    where = dict(zip(pnames, slices))
+    flat_groups = []
+    for _, members in groups:
+        idx = []
+        for pn, index in members:
+            pos = np.arange(where[pn].start, where[pn].stop).reshape(named[pn].shape)
+            idx.append(pos[index].ravel())
+        flat_groups.append(np.concatenate(idx))
+    try:
+        return np.abs(group_sensitivities(grad_fn, w0, flat_groups, **kw))
+    finally:
+        restore()
+
+
+def group_sizes(model, groups) -> np.ndarray:
+    """Number of scalars in each group of :func:`transformer_groups`: shape (n_groups,)."""
+    named = dict(model.named_parameters())
+    return np.array([sum(int(np.empty(named[pn].shape)[index].size) for pn, index in members)
+                     for _, members in groups])

@@ -67,3 +67,24 @@ def test_quantize_groups_uniform_rows(rng):
     et.quantize_groups_uniform(m, [("out.W", slice(0, 1)), ("out.W", slice(1, 3))], [1, 16])
     assert len(np.unique(m.out.W.data[0])) <= 2
     np.testing.assert_allclose(m.out.W.data[1:], W[1:], atol=1e-4)
+
+
+def test_transformer_groups_cover_heads_and_neurons():
+    from refimpl.quantization._train import TinyTransformerClassifier
+
+    m = TinyTransformerClassifier(30, 8, 2, 12, 6, 2, rng=0)
+    heads = et.transformer_groups(m, "head")
+    assert [n for n, _ in heads] == ["head0", "head1"]
+    assert heads[1][1][0] == ("mha.W_q.W", slice(4, 8))
+    neurons = et.transformer_groups(m, "neuron", n_neuron_groups=3)
+    assert [idx for _, [(_, idx)] in neurons] == [slice(0, 4), slice(4, 8), slice(8, 12)]
+    with pytest.raises(ValueError, match="granularity"):
+        et.transformer_groups(m, "block")
+    X = np.array([[1, 2, 3, 0, 0, 0], [4, 5, 6, 7, 0, 0]])
+    L = np.array([3, 4])
+    y = np.array([0, 1])
+    W_before = m.mha.W_q.W.data.copy()
+    s = et.group_sensitivities_model(m, lambda: cross_entropy(m(X, L), y), heads, n_iter=3,
+                                     rng=0)
+    assert s.shape == (2,) and np.all(s >= 0)
+    np.testing.assert_array_equal(m.mha.W_q.W.data, W_before)  # parameters restored

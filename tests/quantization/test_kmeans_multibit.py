@@ -174,3 +174,13 @@ def test_multibit_bad_input():
         qm.multibit_greedy(np.ones(4), 0)
     with pytest.raises(ValueError, match="w"):
         qm.multibit_refined(np.array([np.inf, 1.0]), 2)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_alternating_rows_equals_per_row_loop(rng, k):
+    W = rng.standard_normal((20, 30))
+    a, B = qm.multibit_alternating_rows(W, k)
+    assert a.shape == (20, k) and B.shape == (20, k, 30)
+    e_rows = ((W - np.einsum("ri,rin->rn", a, B)) ** 2).sum(1)
+    e_loop = [qm.multibit_error(w, *qm.multibit_alternating(w, k)) for w in W]
+    np.testing.assert_allclose(e_rows, e_loop, rtol=1e-9, atol=1e-12)
