@@ -82,3 +82,16 @@ def test_act_quant_equals_eq36(rng):
 
     x = rng.uniform(-1, 1, 100)
     np.testing.assert_allclose(qr.act_quant(Tensor(x), 3).data, q_signed(x, 3), atol=1e-12)
+
+
+def test_quant_lstm_full_precision_equals_nn_lstm_cell(rng):
+    from refimpl.nn.recurrent import lstm_cell
+
+    m = qr.QuantLSTM(3, 4, rng=2)
+    X = rng.uniform(-1, 1, (2, 5, 3))
+    out, (h, c) = m(X)
+    hr, cr = Tensor(np.zeros((2, 4))), Tensor(np.zeros((2, 4)))
+    for t in range(5):
+        hr, cr = lstm_cell(Tensor(X[:, t]), (hr, cr), m.W_ih, m.W_hh, m.b)
+    np.testing.assert_allclose(h.data, hr.data, atol=1e-12)
+    np.testing.assert_allclose(c.data, cr.data, atol=1e-12)
