@@ -324,6 +324,34 @@ def _ttq_grads(rng, quick):
                            detail="gradcheck passed; sparsity heuristic exact")
 
 
+@register_check("ttq_training", "TTQ learns asymmetric scales: latent weights and W_p, W_n "
+                "trained by gradient descent recover true ternary values {+0.8, 0, −0.3}",
+                section="3.2.2", implements=[f"{_T}.ttq_ste", f"{_T}.ttq_threshold",
+                                             f"{_T}.ttq_normalize"])
+def _ttq_training(rng, quick):
+    from refimpl.nn import Parameter
+
+    n = 40
+    w_true = rng.choice([0.8, 0.0, -0.3], n)
+    X = rng.standard_normal((300, n))
+    y = X @ w_true
+    w = Parameter(qt.ttq_normalize(w_true + rng.normal(0, 0.1, n)))
+    wp, wn = Parameter(np.array(0.5)), Parameter(np.array(0.5))
+    for _ in range(300):
+        for p in (w, wp, wn):
+            p.grad = None
+        q = qt.ttq_ste(w, wp, wn, qt.ttq_threshold(w.data, 0.3))  # heuristic (1), t = 0.3
+        r = Tensor(X) @ q - y
+        loss = (r * r).mean()
+        loss.backward()
+        for p, lr in ((w, 0.01), (wp, 0.05), (wn, 0.05)):
+            p.data = p.data - lr * p.grad
+    return Outcome.all_of(Outcome.compare([float(wp.data), float(wn.data)], [0.8, 0.3],
+                                          atol=1e-6),
+                          Outcome.compare(q.data, w_true, atol=1e-6),
+                          detail="gradient descent on ‖Xq − y‖² through the TTQ op")
+
+
 @register_equation(35, "HitNet LSTM: TTQ weights take 3 values, BTQ states ∈ {0, 1} with "
                    "E[BTQ(x)] = x", section="3.2.3",
                    implements=[f"{_R}.hitnet_lstm_cell", f"{_R}.HitNetLSTM", f"{_R}.btq"])
