@@ -56,6 +56,11 @@ def _ctpop(typingctx, x):
     return sig, codegen
 
 
+if numba.config.DISABLE_JIT:  # plain-Python stepping (NUMBA_DISABLE_JIT=1): no LLVM intrinsic
+    def _ctpop(x):  # noqa: F811
+        return np.uint64(int(x).bit_count())
+
+
 @numba.njit(cache=True)
 def popcount64(x):
     """Number of set bits of a ``uint64`` (Numba; LLVM ``ctpop``)."""

@@ -88,3 +88,22 @@ def test_bad_inputs():
                        np.ones(3))
     with pytest.raises(ValueError, match="A contains NaN"):
         bp.binary_matmul(np.array([[np.nan, 1.0]]), np.ones((1, 2)))
+
+
+def test_kernels_run_as_plain_python_with_jit_disabled():
+    """NUMBA_DISABLE_JIT=1 (for stepping through a kernel) must still give exact results."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\nfrom refimpl.kernels import bitpack as bp\n"
+            "rng = np.random.default_rng(0)\n"
+            "A = rng.choice([-1., 1.], (5, 70)); B = rng.choice([-1., 1.], (6, 70))\n"
+            "assert np.array_equal(bp.binary_matmul(A, B, 'numba'), (A @ B.T).astype(int))\n"
+            "T = rng.choice([-1., 0., 1.], (5, 70))\n"
+            "assert np.array_equal(bp.ternary_gemm(bp.pack_ternary(T, 'numba'), "
+            "bp.pack_ternary(A, 'numba'), 'numba'), (T @ A.T).astype(int))\n")
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
