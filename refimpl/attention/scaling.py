@@ -4,7 +4,7 @@ Used by the chapter notebook (a small ``n`` range in quick mode) and by
 ``benchmarks/bench_attention.py`` (n = 1k…16k). Time is the best wall-clock time of
 ``repeat`` calls; memory is the peak of NumPy allocations traced by :mod:`tracemalloc` during
 one call (every ``O(n)``/``O(n²)`` array of these implementations is a NumPy allocation; the
-Numba kernels' per-row scratch of ``O(w)`` floats is not traced). The log-log slope of time or
+Numba kernels' per-block scratch of ``O(b (b + w))`` floats is not traced). The log-log slope of time or
 memory against ``n`` is compared with the theoretical exponent of each method (Survey §7).
 """
 

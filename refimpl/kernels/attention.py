@@ -27,6 +27,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 
 import numba
 import numpy as np
@@ -36,18 +37,28 @@ from refimpl.kernels._backend import dispatch
 __all__ = ["sliding_window_attention", "block_sparse_attention", "causal_linear_attention",
            "check_window"]
 
-_CONTROLLER = None
+_BLAS_LIBS = None
 
 
+@contextlib.contextmanager
 def _one_blas_thread():
-    """Context manager limiting BLAS to one thread: the kernels call many small GEMMs, from
-    Numba's parallel tasks or a Python loop, where BLAS threads only oversubscribe the cores."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
+    """Limit BLAS to one thread for the duration: the kernels call many small GEMMs, from
+    Numba's parallel tasks or a Python loop, where BLAS threads only oversubscribe the cores.
+    (threadpoolctl's library handles are looked up once; setting the count is a C call.)"""
+    global _BLAS_LIBS
+    if _BLAS_LIBS is None:
         from threadpoolctl import ThreadpoolController
 
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
+        _BLAS_LIBS = [lc for lc in ThreadpoolController().lib_controllers
+                      if lc.user_api == "blas"]
+    old = [lc.num_threads for lc in _BLAS_LIBS]
+    for lc in _BLAS_LIBS:
+        lc.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lc, k in zip(_BLAS_LIBS, old):
+            lc.set_num_threads(k)
 
 
 def _check_qkv(Q, K, V):
@@ -193,11 +204,11 @@ def _sliding_window_numba(Q, K, V, half, dil, gidx, is_global, out):
         seg = np.array([0, n], dtype=np.int64)
     Kg = np.ascontiguousarray(K[:, :, gidx])  # (B, H, ng, d)
     Vg = np.ascontiguousarray(V[:, :, gidx])
-    outp = np.empty_like(out)
+    outp = np.empty_like(out) if dil > 1 else out
     scale = Q.dtype.type(1.0 / np.sqrt(d))
-    _sliding_window_blocked(Qp, Kp, Vp, half, seg, perm.astype(np.int64), gidx, Kg, Vg, dil,
-                            scale, outp)
-    out[:, :, perm] = outp
+    _sliding_window_blocked(Qp, Kp, Vp, half, seg, perm, gidx, Kg, Vg, dil, scale, outp)
+    if dil > 1:
+        out[:, :, perm] = outp
     if gidx.size:  # global rows attend to every key (O(g n d))
         S = Q[:, :, gidx] @ np.swapaxes(K, -1, -2) * scale  # (B, H, g, n)
         S = np.exp(S - S.max(axis=-1, keepdims=True))
