@@ -376,32 +376,30 @@ def equation(number: int, name: str | None = None, *, seed: int = 0, quick: bool
     return res
 
 
-def claim(name: str, *, seed: int = 0, quick: bool | None = None,
-          raise_on_fail: bool = True) -> Result:
-    """Run the claim check ``name``; its verdict says whether the survey's claim reproduced."""
+def _run_named(kind: str, name: str, seed: int, quick: bool | None,
+               raise_on_fail: bool) -> Result:
+    """Run the ``kind`` entry ``name`` (``"claim"`` or ``"check"``), raising if it failed."""
     load_all()
-    key = f"claim:{name}"
+    key = f"{kind}:{name}"
     if key not in _REGISTRY:
-        raise KeyError(f"no claim {name!r}; registered: "
-                       f"{[e.name for e in registered('claim')]}")
+        raise KeyError(f"no {kind} {name!r}; registered: "
+                       f"{[e.name for e in registered(kind)]}")
     r = _REGISTRY[key].run(seed, _quick(quick))
     if raise_on_fail:
         _raise_if_failed([r])
     return r
+
+
+def claim(name: str, *, seed: int = 0, quick: bool | None = None,
+          raise_on_fail: bool = True) -> Result:
+    """Run the claim check ``name``; its verdict says whether the survey's claim reproduced."""
+    return _run_named("claim", name, seed, quick, raise_on_fail)
 
 
 def verify(name: str, *, seed: int = 0, quick: bool | None = None,
            raise_on_fail: bool = True) -> Result:
     """Run the named verification check ``name`` (see :func:`register_check`)."""
-    load_all()
-    key = f"check:{name}"
-    if key not in _REGISTRY:
-        raise KeyError(f"no check {name!r}; registered: "
-                       f"{[e.name for e in registered('check')]}")
-    r = _REGISTRY[key].run(seed, _quick(quick))
-    if raise_on_fail:
-        _raise_if_failed([r])
-    return r
+    return _run_named("check", name, seed, quick, raise_on_fail)
 
 
 def run(key: str, *, seed: int = 0, quick: bool | None = None) -> Result:
