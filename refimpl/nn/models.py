@@ -404,7 +404,7 @@ class TransformerClassifier(Module):
         self.dropout = Dropout(dropout, rng=_child_rng(rng))
         self.fc = Linear(d_model, n_classes, rng=rng)
 
-    def encode(self, X, lengths=None, head_mask=None, ffn_mask=None):
+    def encode(self, X, lengths=None, head_mask=None, ffn_mask=None, layer_mask=None):
         """Top-layer states.
 
         Parameters
@@ -413,6 +413,11 @@ class TransformerClassifier(Module):
         head_mask : array or Tensor of shape (num_layers, num_heads), optional
             Gates ξ (Survey Eq. (18)); row ``l`` goes to layer ``l``.
         ffn_mask : array or Tensor of shape (num_layers, d_ff), optional
+        layer_mask : array or Tensor of shape (num_layers,), optional
+            Per-layer gate ``g_l`` (LayerDrop, Survey §2.4.2, Fan et al. 2019): layer ``l``
+            computes ``h ← h + g_l (layer_l(h) − h)``, so ``g_l = 0`` skips the layer exactly
+            (identity; the layer is not evaluated when the gate is a constant 0), ``g_l = 1``
+            applies it, and a Tensor gate receives ``∂L/∂g_l`` (relaxed gates).
 
         Returns
         -------
@@ -433,24 +438,43 @@ class TransformerClassifier(Module):
             if m is not None and np.shape(data_of(m))[0] != self.num_layers:
                 raise ValueError(f"{hm_name} must have num_layers={self.num_layers} rows, "
                                  f"got shape {np.shape(data_of(m))}")
+        if layer_mask is not None:
+            lm = np.asarray(data_of(layer_mask), dtype=np.float64)
+            if lm.shape != (self.num_layers,):
+                raise ValueError(f"layer_mask must have shape ({self.num_layers},), "
+                                 f"got {lm.shape}")
+            if not np.all(np.isfinite(lm)):
+                raise ValueError("layer_mask must be finite")
         for i, layer in enumerate(self.layers):
-            h = layer(h, key_padding_mask=~valid,
-                      head_mask=None if head_mask is None else head_mask[i],
-                      ffn_mask=None if ffn_mask is None else ffn_mask[i])
+            g = None if layer_mask is None else layer_mask[i]
+            if g is not None and not isinstance(g, Tensor):
+                g = float(g)
+                if g == 0.0:
+                    continue  # LayerDrop: the layer is skipped (identity)
+                if g == 1.0:
+                    g = None
+            out = layer(h, key_padding_mask=~valid,
+                        head_mask=None if head_mask is None else head_mask[i],
+                        ffn_mask=None if ffn_mask is None else ffn_mask[i])
+            h = out if g is None else h + (out - h) * g
         if self.final_norm is not None:
             h = self.final_norm(h)
         return h, valid
 
-    def features(self, X, lengths=None, head_mask=None, ffn_mask=None) -> Tensor:
-        """The pooled sentence vector (B, d_model)."""
-        h, valid = self.encode(X, lengths, head_mask, ffn_mask)
+    def features(self, X, lengths=None, head_mask=None, ffn_mask=None,
+                 layer_mask=None) -> Tensor:
+        """The pooled sentence vector (B, d_model) (masks as in :meth:`encode`)."""
+        h, valid = self.encode(X, lengths, head_mask, ffn_mask, layer_mask)
         if self.pooling == "cls":
             return h[:, 0]
         return _masked_mean(h, valid)
 
-    def forward(self, X, lengths=None, head_mask=None, ffn_mask=None) -> Tensor:
-        """``X`` (B, T) int64, ``lengths`` (B,) -> logits (B, n_classes)."""
-        return self.fc(self.dropout(self.features(X, lengths, head_mask, ffn_mask)))
+    def forward(self, X, lengths=None, head_mask=None, ffn_mask=None,
+                layer_mask=None) -> Tensor:
+        """``X`` (B, T) int64, ``lengths`` (B,) -> logits (B, n_classes) (masks as in
+        :meth:`encode`; ``layer_mask`` (num_layers,) 0 = skip a layer, LayerDrop §2.4.2)."""
+        return self.fc(self.dropout(self.features(X, lengths, head_mask, ffn_mask,
+                                                  layer_mask)))
 
 
 # ---------------------------------------------------------------------------------------------
