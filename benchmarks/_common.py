@@ -62,27 +62,33 @@ SETTLE = 0.3
 
 
 def time_fn(fn: Callable[[], object], *, repeat: int = 15, warmup: int = 2,
-            min_sample: float = 2e-3, settle: float = SETTLE) -> Timing:
-    """Time ``fn()``: ``warmup`` calls, then ``repeat`` samples; returns seconds per call.
+            min_sample: float = 2e-3, settle: float = SETTLE, budget: float = 0.15) -> Timing:
+    """Time ``fn()``: ``warmup`` calls, then samples; returns seconds per call.
 
+    Calls of 20 µs or more are timed one by one, ``max(repeat, budget / t_call)`` times (at
+    most 200), so a sample hit by a scheduler stall does not hide the undisturbed ones. Faster
+    calls are looped ``n`` times per sample, ``n`` chosen so a sample lasts ``min_sample``.
     Ratios in the benchmarks use ``best`` (see :class:`Timing`); ``median`` is reported too.
-
-    Each sample runs ``fn`` ``n`` times, with ``n`` chosen once so that a sample lasts at least
-    ``min_sample`` seconds (timer resolution and call overhead amortised for fast kernels).
-    The median is robust to the odd descheduled sample on a shared machine.
     """
     time.sleep(settle)
     for _ in range(max(warmup, 1)):
         fn()
-    n = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        dt = time.perf_counter() - t0
-        if dt >= min_sample or n >= 1 << 20:
-            break
-        n = max(n * 2, int(n * min_sample / max(dt, 1e-9)) + 1)
+    t0 = time.perf_counter()
+    fn()
+    t_call = time.perf_counter() - t0
+    if t_call >= 20e-6:
+        n = 1
+        repeat = max(repeat, min(200, int(budget / t_call)))
+    else:
+        n = 1
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            dt = time.perf_counter() - t0
+            if dt >= min_sample or n >= 1 << 20:
+                break
+            n = max(n * 2, int(n * min_sample / max(dt, 1e-9)) + 1)
     samples = []
     for _ in range(repeat):
         t0 = time.perf_counter()
