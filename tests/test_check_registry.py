@@ -31,7 +31,8 @@ def _resolve(dotted: str):
     raise ModuleNotFoundError(dotted)
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=[e.key for e in ENTRIES])
+@pytest.mark.parametrize("entry", [
+    pytest.param(e, id=e.key, marks=[pytest.mark.slow] if e.slow else []) for e in ENTRIES])
 def test_registered_check(entry):
     result = entry.run(seed=0, quick=True)
     assert result.passed, result.line()
