@@ -111,7 +111,7 @@ def _dot(a, b):
 
 
 @numba.njit(cache=True, parallel=True)
-def _sliding_window_blocked(Qp, Kp, Vp, half, seg, pos, gidx, Kg, Vg, dil, scale, outp):
+def _sliding_window_blocked(Qp, Kp, Vp, half, seg, pos, gidx, Kg, Vg, dil, outp):
     # Qp, Kp, Vp: the sequence reordered so every residue class mod ``dil`` is a contiguous
     # segment [seg[r], seg[r+1]) on which the window is a plain band of half-width ``half``.
     # Query blocks of _BLOCK rows: scores against the <= _BLOCK + 2 half band keys by one BLAS
@@ -141,51 +141,45 @@ def _sliding_window_blocked(Qp, Kp, Vp, half, seg, pos, gidx, Kg, Vg, dil, scale
         e = min(a + _BLOCK, s1)
         ka = max(s0, a - half)
         kb = min(s1, e + half)
-        qb = Qp[b, h, a:e]
+        qb = Qp[b, h, a:e]  # already multiplied by 1/sqrt(d)
         S = np.dot(qb, Kp[b, h, ka:kb].T)  # (bq, bk) scores
         if ng > 0:
             Sg = np.dot(qb, Kg[b, h].T)  # (bq, ng) scores against global keys
         else:
             Sg = np.zeros((e - a, 0), dtype=Qp.dtype)
+        zs = np.empty(e - a, dtype=Qp.dtype)
         for r in range(e - a):
             i = a + r
             lo = max(ka, i - half) - ka
             hi = min(kb, i + half + 1) - ka
-            mx = S[r, lo] * scale
+            row = S[r]
+            mx = row[lo]
             for c in range(lo, hi):
-                v = S[r, c] * scale
-                S[r, c] = v
-                if v > mx:
-                    mx = v
+                if row[c] > mx:
+                    mx = row[c]
             for g in range(ng):
                 off = gidx[g] - pos[i]
                 if off % dil == 0 and abs(off) <= half * dil:
                     Sg[r, g] = -np.inf  # already in the window
-                else:
-                    v = Sg[r, g] * scale
-                    Sg[r, g] = v
-                    if v > mx:
-                        mx = v
-            z = S[r, lo] * 0
-            for c in range(lo):
-                S[r, c] = 0
+                elif Sg[r, g] > mx:
+                    mx = Sg[r, g]
+            z = row[lo] * 0
+            row[:lo] = 0
             for c in range(lo, hi):
-                w = np.exp(S[r, c] - mx)
-                S[r, c] = w
+                w = np.exp(row[c] - mx)
+                row[c] = w
                 z += w
-            for c in range(hi, kb - ka):
-                S[r, c] = 0
+            row[hi:] = 0
             for g in range(ng):
                 w = np.exp(Sg[r, g] - mx)
                 Sg[r, g] = w
                 z += w
-            for c in range(lo, hi):
-                S[r, c] /= z
-            for g in range(ng):
-                Sg[r, g] /= z
-        o = np.dot(S, Vp[b, h, ka:kb])  # (bq, d_v)
+            zs[r] = z
+        o = np.dot(S, Vp[b, h, ka:kb])  # (bq, d_v) unnormalised
         if ng > 0:
             o += np.dot(Sg, Vg[b, h])
+        for r in range(e - a):
+            o[r] /= zs[r]  # normalise the d_v outputs, not the band of scores
         outp[b, h, a:e] = o
 
 
@@ -194,19 +188,20 @@ _BLOCK = 64
 
 def _sliding_window_numba(Q, K, V, half, dil, gidx, is_global, out):
     B, H, n, d = Q.shape
+    scale = Q.dtype.type(1.0 / np.sqrt(d))
     if dil > 1:
         perm = np.concatenate([np.arange(r, n, dil) for r in range(dil)])
-        Qp, Kp, Vp = (np.ascontiguousarray(x[:, :, perm]) for x in (Q, K, V))
+        Qp = np.ascontiguousarray(Q[:, :, perm] * scale)  # (B, H, n, d) residue order, scaled
+        Kp, Vp = (np.ascontiguousarray(x[:, :, perm]) for x in (K, V))
         seg = np.cumsum([0] + [len(range(r, n, dil)) for r in range(dil)]).astype(np.int64)
     else:
         perm = np.arange(n)
-        Qp, Kp, Vp = Q, K, V
+        Qp, Kp, Vp = Q * scale, K, V
         seg = np.array([0, n], dtype=np.int64)
     Kg = np.ascontiguousarray(K[:, :, gidx])  # (B, H, ng, d)
     Vg = np.ascontiguousarray(V[:, :, gidx])
     outp = np.empty_like(out) if dil > 1 else out
-    scale = Q.dtype.type(1.0 / np.sqrt(d))
-    _sliding_window_blocked(Qp, Kp, Vp, half, seg, perm, gidx, Kg, Vg, dil, scale, outp)
+    _sliding_window_blocked(Qp, Kp, Vp, half, seg, perm, gidx, Kg, Vg, dil, outp)
     if dil > 1:
         out[:, :, perm] = outp
     if gidx.size:  # global rows attend to every key (O(g n d))
