@@ -291,6 +291,11 @@ def run_tour(cfg: TourConfig, only=None, log=print) -> TourRun:
     """Train the baselines, run every registered method, return the table rows."""
     from refimpl.utils import as_rng
 
+    if only is not None:  # fail before spending minutes on the baselines
+        unknown = sorted(set(only) - {m.name for m in methods()})
+        if unknown:
+            raise ValueError(f"methods {unknown} are not registered; registered: "
+                             f"{[m.name for m in methods()]}")
     t_start = time.perf_counter()
     deadline = None if cfg.total_budget is None else t_start + cfg.total_budget
     rng = as_rng(cfg.seed)
@@ -336,11 +341,6 @@ def run_tour(cfg: TourConfig, only=None, log=print) -> TourRun:
         baselines=trained, config=cfg)
 
     todo = [m for m in methods(quick=cfg.quick) if only is None or m.name in only]
-    if only is not None:
-        unknown = sorted(set(only) - {m.name for m in methods()})
-        if unknown:
-            raise ValueError(f"methods {unknown} are not registered; registered: "
-                             f"{[m.name for m in methods()]}")
     for i, m in enumerate(todo):
         budget = cfg.method_budget
         if deadline is not None:
