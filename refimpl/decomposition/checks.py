@@ -19,6 +19,7 @@ from refimpl.decomposition.block_diagonal import (
     west_factorize,
 )
 from refimpl.decomposition.block_term import btd_als, btd_num_params
+from refimpl.nn import evaluate_accuracy
 from refimpl.decomposition.tensor_train import (
     TTEmbedding,
     random_tt,
@@ -215,7 +216,7 @@ def _eq67_flop(rng, quick):
                 implements=[f"{_LR}.FLOPLinear", "refimpl.decomposition._ops.hard_concrete_l0"])
 @_single_thread_blas
 def _flop_training(rng, quick):
-    from refimpl.decomposition._train import adam_minimize
+    from refimpl.nn import Adam
 
     n, m, r_true, r0, lam = 20, 16, 3, 12, 0.1
     W_true = rng.standard_normal((m, r_true)) @ rng.standard_normal((r_true, n)) / np.sqrt(n)
@@ -226,7 +227,11 @@ def _flop_training(rng, quick):
     def loss():  # task loss + λ E[L0]  (Louizos et al. 2018, Eq. 3; Wang et al. 2019)
         return ((layer(X) - Y) ** 2).mean() + lam * layer.expected_l0()
 
-    adam_minimize(layer.parameters(), loss, steps=600 if quick else 1500, lr=5e-2)
+    opt = Adam(layer.parameters(), lr=5e-2)
+    for _ in range(600 if quick else 1500):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
     layer.eval()
     P, Q = layer.compress()
     rel = float(np.mean((X @ (P @ Q).T - Y) ** 2) / np.mean(Y ** 2))
@@ -379,16 +384,23 @@ def _sentiment(quick):
                           vocab_size=1000, max_len=16, rng=0)
 
 
+def _fit(model, data, *, epochs, lr):
+    """The claims' training: :func:`refimpl.nn.fit` (Adam on cross-entropy, batches of 64
+    shuffled with seed 0, global-norm clipping at 5; no validation)."""
+    from refimpl.nn import fit
+
+    if hasattr(data, "X_train"):
+        data = (data.X_train, data.len_train, data.y_train)
+    return fit(model, data, epochs=epochs, lr=lr, batch_size=64, rng=0, clip_norm=5.0,
+               progress=False, blas_threads=None)
+
+
 @register_claim("tt_embedding_compression", "TT-embedding compresses the embedding by large "
                 "factors with little loss (Khrulkov et al. 2019)", section="6.3",
                 implements=[f"{_TT}.TTEmbedding"])
 @_single_thread_blas
 def _claim_tt_embedding(rng, quick):
-    from refimpl.decomposition._train import (
-        DenseEmbedding,
-        accuracy,
-        train_classifier,
-    )
+    from refimpl.nn import Embedding
 
     task = _sentiment(quick)
     V, D = len(task.vocab), 32
@@ -416,11 +428,12 @@ def _claim_tt_embedding(rng, quick):
 
     def run(emb):
         model = _RNNWithEmbedding(emb, 0)
-        train_classifier(model, task.X_train, task.len_train, task.y_train, epochs=epochs,
-                         lr=1e-2, rng=0)
-        return accuracy(model, task.X_test, task.len_test, task.y_test)
+        _fit(model, task, epochs=epochs, lr=1e-2)
+        return evaluate_accuracy(model, task.X_test, task.len_test, task.y_test)
 
-    acc_dense = run(DenseEmbedding(V, D, rng=0))
+    dense = Embedding(V, D, rng=0)
+    dense.W.data *= 0.3  # N(0, 0.3²) rows
+    acc_dense = run(dense)
     res = {"acc_dense": acc_dense, "emb_params_dense": V * D}
     ok = True
     for rank in ((4,) if quick else (4, 8)):
@@ -441,11 +454,7 @@ def _claim_tt_embedding(rng, quick):
                 implements=[f"{_BT}.btd_als", f"{_TT}.tt_svd"])
 @_single_thread_blas
 def _claim_btd_vs_tt(rng, quick):
-    from refimpl.decomposition._train import (
-        DenseEmbedding,
-        MeanPoolClassifier,
-        train_classifier,
-    )
+    from refimpl.nn import BowClassifier
 
     ms, ns = (10, 10, 10), (2, 4, 4)
 
@@ -481,10 +490,9 @@ def _claim_btd_vs_tt(rng, quick):
         wins += int(p_bt < p_tt)
     # (b) a trained weight: the embedding of a bag-of-words sentiment classifier
     task = _sentiment(quick)
-    emb = DenseEmbedding(len(task.vocab), 32, rng=0)
-    model = MeanPoolClassifier(emb, 32, 32, task.n_classes, rng=0)
-    train_classifier(model, task.X_train, task.len_train, task.y_train, epochs=3, lr=1e-2)
-    tt_e, bt_e = curves(as_tensor(emb.W.data))
+    model = BowClassifier(len(task.vocab), 32, task.n_classes, d_hidden=32, rng=0)
+    _fit(model, task, epochs=3, lr=1e-2)
+    tt_e, bt_e = curves(as_tensor(model.embedding.W.data))
     res["emb_tt_params@0.5"] = params_for(tt_e, 0.5)
     res["emb_btd_params@0.5"] = params_for(bt_e, 0.5)
     res["emb_best_btd_err"] = min(e for _, e in bt_e)
@@ -504,7 +512,10 @@ def _joint_svd_experiment(quick):
     (deterministic: fixed seeds), shared by two claims."""
     if quick in _JOINT_SVD_CACHE:
         return _JOINT_SVD_CACHE[quick]
-    from refimpl.decomposition._train import accuracy, train_classifier
+    accuracy = evaluate_accuracy
+
+    def train_classifier(model, X, L, y, *, epochs, lr):
+        return _fit(model, (X, L, y), epochs=epochs, lr=lr)
 
     task = _sentiment(quick)
     V = len(task.vocab)

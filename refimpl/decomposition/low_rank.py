@@ -650,7 +650,7 @@ def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden:
     codes : ndarray (V, M) int64, codebooks : ndarray (M, K, D), losses : list of float
         ``losses`` are the mini-batch reconstruction losses during training.
     """
-    from refimpl.decomposition._train import adam_minimize
+    from refimpl.nn import Adam
 
     E = check_array(E, "E", ndim=2, dtype=np.float64)
     V, D = E.shape
@@ -679,7 +679,14 @@ def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden:
         recon = F.matmul(d.reshape(len(idx), M * K), books)  # (B, D) = Σ_m A_m^T d^m
         return ((recon - x) ** 2).sum() * (1.0 / len(idx))
 
-    losses = adam_minimize([enc_W, enc_b, code_W, code_b, books], loss, steps=steps, lr=lr)
+    opt = Adam([enc_W, enc_b, code_W, code_b, books], lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        batch_loss = loss()
+        batch_loss.backward()
+        opt.step()
+        losses.append(float(batch_loss.data))
     from refimpl.nn import no_grad
 
     with no_grad():

@@ -7,8 +7,8 @@ import pytest
 
 from refimpl.compare.registry import TourContext, methods
 from refimpl.decomposition import tour
-from refimpl.decomposition._train import train_classifier
 from refimpl.nn import Module, functional as F
+from refimpl.nn import fit as nn_fit
 from refimpl.nn.layers import Embedding, Linear
 
 
@@ -30,10 +30,11 @@ def _ctx():
     lengths = rng.integers(1, 7, 64)
     y = (X[:, 0] % 2).astype(np.int64)
     base = _Tiny()
-    train_classifier(base, X, lengths, y, epochs=2)
+    nn_fit(base, (X, lengths, y), epochs=2, lr=1e-2, rng=0, clip_norm=5.0, progress=False)
 
     def fit(model, epochs=1, lr=1e-3, **kw):
-        return train_classifier(model, X, lengths, y, epochs=epochs, lr=lr)
+        return nn_fit(model, (X, lengths, y), epochs=epochs, lr=lr, rng=0, clip_norm=5.0,
+                      progress=False)
 
     def evaluate(model):
         return float((model(X, lengths).data.argmax(-1) == y).mean())
