@@ -128,6 +128,23 @@ class Adam(Optimizer):
             p.data -= (self.lr / bc1) * (m / denom)
 
 
+    def preconditioner(self, p: Parameter) -> np.ndarray:
+        """Adam's diagonal curvature estimate ``d = √v̂ + eps`` for parameter ``p``, with the
+        bias-corrected second moment ``v̂ = v / (1 − β₂ᵗ)`` (ones before ``p``'s first step).
+
+        Loss-aware binarisation (Hou et al. 2017; Survey Eqs. (25)–(26), §3.2) scales
+        ``sign(W)`` by ``‖d ⊙ W‖₁ / ‖d‖₁`` with this ``d``.
+
+        Returns
+        -------
+        ndarray of the shape of ``p``
+        """
+        st = self.state.get(id(p))
+        if not st or st["t"] == 0:
+            return np.ones_like(p.data)
+        return np.sqrt(st["v"] / (1.0 - self.betas[1] ** st["t"])) + self.eps
+
+
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019), as ``torch.optim.AdamW``
     (default ``weight_decay=0.01``)."""

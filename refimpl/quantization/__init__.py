@@ -26,13 +26,16 @@ module                           §        methods (paper)
                                           alternating, Eqs. (55)–(56) (Xu et al. 2018)
 ``embeddings_transformers``      3.3.5    quantised word embeddings during vs after training (Lam
                                           2018); Hessian-based mixed precision (Shen et al. 2020)
+``training``                     3.2–3.3  quantisation-aware models for the claims (weight quantisers
+                                          by name, quantised-LSTM and bag-of-embeddings classifiers,
+                                          a tiny refimpl.nn Transformer), trained with refimpl.nn.fit
 ===============================  =======  =========================================================
 
 Kernels: :mod:`refimpl.kernels.bitpack` (bit packing, XNOR-popcount binary GEMM, ternary GEMM,
 k-bit packed weight × float matmul).
 """
 
-from refimpl.quantization._train import sentiment_task, trained_tiny_transformer
+from refimpl.quantization.training import sentiment_task, trained_tiny_transformer
 from refimpl.quantization.balanced import balanced_codes, balanced_quantize, recursive_split_edges
 from refimpl.quantization.binary import (
     LossAwareBinarizer,

@@ -697,7 +697,7 @@ def _hessian(rng, quick):
 
 # ------------------------------------------------------------------ claims
 def _sentiment(quick):
-    from refimpl.quantization._train import sentiment_task
+    from refimpl.quantization.training import sentiment_task
 
     return sentiment_task(quick)
 
@@ -705,10 +705,11 @@ def _sentiment(quick):
 @register_claim("binary_recurrent_weights_fail", "BinaryConnect (±1) recurrent weights hurt an "
                 "LSTM while BWN, ternary (TWN) and loss-aware binarisation stay near full "
                 "precision (Ott et al. 2016; Hou et al. 2017)", section="3.2",
-                implements=["refimpl.quantization._train.weight_quantizer",
+                implements=["refimpl.quantization.training.weight_quantizer",
                             f"{_B}.lab_binarize"])
 def _claim_binary_rnn(rng, quick):
-    from refimpl.quantization import _train as tr
+    from refimpl.nn import Adam, evaluate_accuracy, fit
+    from refimpl.quantization import training as tr
 
     task = _sentiment(quick)
     acc = {}
@@ -716,11 +717,11 @@ def _claim_binary_rnn(rng, quick):
         ref: list = []
         m = tr.QuantLSTMClassifier(len(task.vocab), 16, 24, task.n_classes,
                                    quant=tr.weight_quantizer(kind, ref), rng=0)
-        opt = tr.Adam(m.parameters(), 0.02)
+        opt = Adam(m.parameters(), 0.02)
         ref.append(opt)
-        tr.fit_classifier(m, task.X_train, task.len_train, task.y_train, epochs=4 if quick else
-                          10, opt=opt, rng=0)
-        acc[kind] = tr.accuracy(m, task.X_test, task.len_test, task.y_test)
+        fit(m, (task.X_train, task.len_train, task.y_train), epochs=4 if quick else 10,
+            optimizer=opt, rng=0, progress=False)
+        acc[kind] = evaluate_accuracy(m, task.X_test, task.len_test, task.y_test)
     others = min(acc["bwn"], acc["twn"], acc["lab"])
     rep = acc["binary"] < others - 0.03 and others > acc["float"] - 0.06
     return Outcome(all(0 <= v <= 1 for v in acc.values()),
@@ -734,13 +735,14 @@ def _claim_binary_rnn(rng, quick):
                                              "refimpl.quantization.balanced.balanced_quantize",
                                              f"{_K}.kmeans_quantize"])
 def _claim_nonuniform(rng, quick):
-    from refimpl.quantization import _train as tr
+    from refimpl.nn import evaluate_accuracy, fit
+    from refimpl.quantization import training as tr
 
     task = _sentiment(quick)
     m = tr.QuantLSTMClassifier(len(task.vocab), 16, 24, task.n_classes, rng=0)
-    tr.fit_classifier(m, task.X_train, task.len_train, task.y_train, epochs=4 if quick else 10,
-                      lr=0.01, rng=0)
-    base = tr.accuracy(m, task.X_test, task.len_test, task.y_test)
+    fit(m, (task.X_train, task.len_train, task.y_train), epochs=4 if quick else 10, lr=0.01,
+        rng=0, progress=False)
+    base = evaluate_accuracy(m, task.X_test, task.len_test, task.y_test)
     W0 = {k: m.__dict__[k].data.copy() for k in ("W_ih", "W_hh")}
     quantizers = {
         "uniform": lambda W: qu.quantize_uniform(W, 2),
@@ -756,7 +758,7 @@ def _claim_nonuniform(rng, quick):
             mse += float(((Q - W) ** 2).sum())
             m.__dict__[k].data = Q
         nums[f"rel_err_{name}"] = mse / sum(float((W ** 2).sum()) for W in W0.values())
-        nums[f"acc_{name}"] = tr.accuracy(m, task.X_test, task.len_test, task.y_test)
+        nums[f"acc_{name}"] = evaluate_accuracy(m, task.X_test, task.len_test, task.y_test)
         for k, W in W0.items():
             m.__dict__[k].data = W.copy()
     # verdict on the reconstruction error; the accuracies are reported (one test example is
@@ -771,23 +773,25 @@ def _claim_nonuniform(rng, quick):
                 "training beats quantising a trained table (Lam 2018)", section="3.3.5",
                 implements=[f"{_E}.embedding_quantizer", f"{_E}.quantize_embedding_after"])
 def _claim_embeddings(rng, quick):
-    from refimpl.quantization import _train as tr
+    from refimpl.nn import evaluate_accuracy, fit
+    from refimpl.quantization import training as tr
     from refimpl.quantization.embeddings_transformers import (
         embedding_quantizer,
         quantize_embedding_after,
     )
 
     task = _sentiment(quick)
-    kw = dict(epochs=6 if quick else 20, lr=0.02, rng=0)
-    full = tr.BagOfEmbeddings(len(task.vocab), 16, task.n_classes, rng=0)
-    tr.fit_classifier(full, task.X_train, task.len_train, task.y_train, **kw)
-    acc_full = tr.accuracy(full, task.X_test, task.len_test, task.y_test)
-    full.emb.W.data = quantize_embedding_after(full.emb.W.data, 1)
-    acc_after = tr.accuracy(full, task.X_test, task.len_test, task.y_test)
-    during = tr.BagOfEmbeddings(len(task.vocab), 16, task.n_classes,
-                                quant=embedding_quantizer(1), rng=0)
-    tr.fit_classifier(during, task.X_train, task.len_train, task.y_train, **kw)
-    acc_during = tr.accuracy(during, task.X_test, task.len_test, task.y_test)
+    kw = dict(epochs=6 if quick else 20, lr=0.02, rng=0, progress=False)
+    train = (task.X_train, task.len_train, task.y_train)
+    full = tr.QuantBowClassifier(len(task.vocab), 16, task.n_classes, rng=0)
+    fit(full, train, **kw)
+    acc_full = evaluate_accuracy(full, task.X_test, task.len_test, task.y_test)
+    full.embedding.W.data = quantize_embedding_after(full.embedding.W.data, 1)
+    acc_after = evaluate_accuracy(full, task.X_test, task.len_test, task.y_test)
+    during = tr.QuantBowClassifier(len(task.vocab), 16, task.n_classes,
+                                   quant=embedding_quantizer(1), rng=0)
+    fit(during, train, **kw)
+    acc_during = evaluate_accuracy(during, task.X_test, task.len_test, task.y_test)
     return Outcome(True, {"acc_full": acc_full, "acc_1bit_after": acc_after,
                           "acc_1bit_during": acc_during}, "bag of embeddings on make_sentiment",
                    reproduced=acc_during > acc_after)
@@ -801,7 +805,7 @@ def _kmeans_quantizer(k):
 
 
 def _trained_transformer(quick):
-    from refimpl.quantization._train import trained_tiny_transformer
+    from refimpl.quantization.training import trained_tiny_transformer
 
     return trained_tiny_transformer(quick)
 
@@ -810,16 +814,17 @@ def _trained_transformer(quick):
                 "accuracy; 1–2 bits lose more (Cheong & Daniel 2019)", section="3.3.5",
                 implements=[f"{_E}.quantize_model_weights", f"{_K}.kmeans_quantize"])
 def _claim_transformer(rng, quick):
-    from refimpl.quantization import _train as tr
+    from refimpl.nn import evaluate_accuracy
     from refimpl.quantization.embeddings_transformers import quantize_model_weights
 
     task, m, state = _trained_transformer(quick)
-    base = tr.accuracy(m, task.X_test, task.len_test, task.y_test)
+    base = evaluate_accuracy(m, task.X_test, task.len_test, task.y_test)
     nums = {"acc_float": base}
     for bits in (4, 2, 1):
         m.load_state_dict(state)
         quantize_model_weights(m, _kmeans_quantizer(2 ** bits))
-        nums[f"acc_kmeans{bits}"] = tr.accuracy(m, task.X_test, task.len_test, task.y_test)
+        nums[f"acc_kmeans{bits}"] = evaluate_accuracy(m, task.X_test, task.len_test,
+                                                      task.y_test)
     rep = nums["acc_kmeans4"] >= base - 0.02
     return Outcome(True, nums, "every ≥2-d weight (embeddings, attention, FFN, output) "
                    "quantised after training", reproduced=rep)
@@ -831,8 +836,7 @@ def _claim_transformer(rng, quick):
                 implements=[f"{_E}.group_sensitivities_model", f"{_E}.assign_mixed_precision",
                             f"{_E}.quantize_groups_uniform", f"{_E}.transformer_groups"])
 def _claim_qbert(rng, quick):
-    from refimpl.nn import no_grad
-    from refimpl.quantization import _train as tr
+    from refimpl.nn import cross_entropy, no_grad
     from refimpl.quantization import embeddings_transformers as et
 
     task, m, state = _trained_transformer(quick)
@@ -841,18 +845,18 @@ def _claim_qbert(rng, quick):
     layers = [g for g, _ in groups_l]
     nb = 64 if quick else 512
     Xb, Lb, yb = task.X_train[:nb], task.len_train[:nb], task.y_train[:nb]
-    sens = et.group_sensitivities_model(m, lambda: tr.cross_entropy(m(Xb, Lb), yb), groups_l,
+    sens = et.group_sensitivities_model(m, lambda: cross_entropy(m(Xb, Lb), yb), groups_l,
                                         n_iter=8 if quick else 30, tol=1e-3, rng=rng)
     sizes = [named[k].size for k in layers]
-    groups = [(k, slice(None)) for k in layers] + [("emb.W", slice(None))]
+    groups = [(k, slice(None)) for k in layers] + [("embedding.W", slice(None))]
 
     def train_loss(bits):
         m.load_state_dict(state)
         et.quantize_groups_uniform(m, groups, list(bits) + [8])  # embeddings at 8 bits (Q-BERT)
         with no_grad():
             n = 1000
-            return float(tr.cross_entropy(m(task.X_train[:n], task.len_train[:n]),
-                                          task.y_train[:n]).data)
+            return float(cross_entropy(m(task.X_train[:n], task.len_train[:n]),
+                                       task.y_train[:n]).data)
 
     b_hess = et.assign_mixed_precision(sens, sizes, 2.5, choices=(2, 3))
     b_rev = et.assign_mixed_precision(1.0 / np.maximum(sens, 1e-12), sizes, 2.5, choices=(2, 3))

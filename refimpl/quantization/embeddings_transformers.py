@@ -215,13 +215,14 @@ def quantize_groups_uniform(model, groups, bits) -> None:
 
 
 def transformer_groups(model, granularity: str = "layer", n_neuron_groups: int = 4):
-    """Parameter groups of a model with one :class:`refimpl.nn.attention.MultiHeadAttention`
-    (attribute ``mha``) and a feed-forward ``ff1``/``ff2`` (e.g.
-    :class:`refimpl.quantization._train.TinyTransformerClassifier`), at Q-BERT's granularities.
+    """Parameter groups of a :class:`refimpl.nn.TransformerClassifier` (e.g.
+    :func:`refimpl.quantization.training.tiny_transformer`), at Q-BERT's granularities.
 
-    ``"layer"``: each weight matrix of the attention, the FFN and the output layer.
-    ``"head"``: per head ``h``, its rows of ``W_q, W_k, W_v`` (``d_head`` rows each).
-    ``"neuron"``: ``ff1``'s rows (hidden neurons) split into ``n_neuron_groups`` groups.
+    ``"layer"``: each weight matrix of every layer's attention and FFN, and the output layer.
+    ``"head"``: per head ``h`` (of layer ``l``), its rows of ``W_q, W_k, W_v`` (``d_head`` rows
+    each); named ``head<h>`` for a one-layer model, ``layer<l>.head<h>`` otherwise.
+    ``"neuron"``: each layer's ``linear1`` rows (hidden neurons) split into
+    ``n_neuron_groups`` groups.
 
     Returns
     -------
@@ -229,20 +230,30 @@ def transformer_groups(model, granularity: str = "layer", n_neuron_groups: int =
         ``index`` selects the group's entries of that parameter (for
         :func:`quantize_groups_uniform` and :func:`group_flat_indices`).
     """
+    if granularity not in ("layer", "head", "neuron"):
+        raise ValueError(f"granularity must be 'layer', 'head' or 'neuron', got {granularity!r}")
+    n_layers = len(model.layers)
+    out = []
+    for li, layer in enumerate(model.layers):
+        pre = f"layers.{li}."
+        tag = "" if n_layers == 1 else f"layer{li}."
+        if granularity == "layer":
+            names = [pre + f"self_attn.W_{c}.W" for c in "qkvo"]
+            names += [pre + "linear1.W", pre + "linear2.W"]
+            out += [(n, [(n, slice(None))]) for n in names]
+        elif granularity == "head":
+            H, dh = layer.self_attn.num_heads, layer.self_attn.d_head
+            out += [(f"{tag}head{h}", [(pre + f"self_attn.W_{c}.W",
+                                        slice(h * dh, (h + 1) * dh)) for c in "qkv"])
+                    for h in range(H)]
+        else:
+            rows = layer.linear1.W.shape[0]
+            edges = np.linspace(0, rows, n_neuron_groups + 1).astype(int)
+            out += [(f"{tag}ffn[{a}:{b}]", [(pre + "linear1.W", slice(a, b))])
+                    for a, b in zip(edges[:-1], edges[1:])]
     if granularity == "layer":
-        names = ["mha.W_q.W", "mha.W_k.W", "mha.W_v.W", "mha.W_o.W", "ff1.W", "ff2.W",
-                 "out.W"]
-        return [(n, [(n, slice(None))]) for n in names]
-    if granularity == "head":
-        H, dh = model.mha.num_heads, model.mha.d_head
-        return [(f"head{h}", [(f"mha.W_{c}.W", slice(h * dh, (h + 1) * dh)) for c in "qkv"])
-                for h in range(H)]
-    if granularity == "neuron":
-        rows = model.ff1.W.shape[0]
-        edges = np.linspace(0, rows, n_neuron_groups + 1).astype(int)
-        return [(f"ff1[{a}:{b}]", [("ff1.W", slice(a, b))]) for a, b in zip(edges[:-1],
-                                                                            edges[1:])]
-    raise ValueError(f"granularity must be 'layer', 'head' or 'neuron', got {granularity!r}")
+        out.append(("fc.W", [("fc.W", slice(None))]))
+    return out
 
 
 def group_sensitivities_model(model, loss_closure, groups, **kw) -> np.ndarray:

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from refimpl.nn import Tensor
+from refimpl.nn import Tensor, cross_entropy
 from refimpl.quantization import embeddings_transformers as et
-from refimpl.quantization._train import BagOfEmbeddings, cross_entropy
+from refimpl.quantization.training import QuantBowClassifier
 
 
 def test_embedding_quantizer_levels_and_ste(rng):
@@ -37,17 +37,17 @@ def test_top_eigenvalue_quadratic(rng):
 
 def test_hvp_finite_difference_matches_model_hessian(rng):
     # softmax-regression: HVP by differences of tape gradients vs a float64 second difference
-    m = BagOfEmbeddings(20, 3, 2, rng=0)
+    m = QuantBowClassifier(20, 3, 2, rng=0)
     X = rng.integers(1, 20, (16, 5))
     y = rng.integers(0, 2, 16)
-    params = [m.out.W]
+    params = [m.fc.W]
     w0, g, restore, _ = et.flat_grad_fn(params, lambda: cross_entropy(m(X, None), y))
     v = rng.standard_normal(w0.size)
     hv1 = et.hessian_vector_product(g, w0, v, eps=1e-4)
     hv2 = et.hessian_vector_product(g, w0, v, eps=1e-3)
     restore()
     np.testing.assert_allclose(hv1, hv2, rtol=1e-4, atol=1e-8)
-    np.testing.assert_array_equal(m.out.W.data.ravel(), w0)
+    np.testing.assert_array_equal(m.fc.W.data.ravel(), w0)
 
 
 def test_assign_mixed_precision_budget():
@@ -62,20 +62,27 @@ def test_assign_mixed_precision_budget():
 
 
 def test_quantize_groups_uniform_rows(rng):
-    m = BagOfEmbeddings(10, 4, 3, rng=0)
-    W = m.out.W.data.copy()
-    et.quantize_groups_uniform(m, [("out.W", slice(0, 1)), ("out.W", slice(1, 3))], [1, 16])
-    assert len(np.unique(m.out.W.data[0])) <= 2
-    np.testing.assert_allclose(m.out.W.data[1:], W[1:], atol=1e-4)
+    m = QuantBowClassifier(10, 4, 3, rng=0)
+    W = m.fc.W.data.copy()
+    et.quantize_groups_uniform(m, [("fc.W", slice(0, 1)), ("fc.W", slice(1, 3))], [1, 16])
+    assert len(np.unique(m.fc.W.data[0])) <= 2
+    np.testing.assert_allclose(m.fc.W.data[1:], W[1:], atol=1e-4)
 
 
 def test_transformer_groups_cover_heads_and_neurons():
-    from refimpl.quantization._train import TinyTransformerClassifier
+    from refimpl.nn import TransformerClassifier
 
-    m = TinyTransformerClassifier(30, 8, 2, 12, 6, 2, rng=0)
+    m = TransformerClassifier(30, 8, 2, 12, 1, 6, 2, activation="relu", rng=0)
+    layer_groups = et.transformer_groups(m, "layer")
+    assert len(layer_groups) == 7 and layer_groups[-1][0] == "fc.W"
+    named = dict(m.named_parameters())
+    assert all(pn in named for _, members in layer_groups for pn, _ in members)
     heads = et.transformer_groups(m, "head")
     assert [n for n, _ in heads] == ["head0", "head1"]
-    assert heads[1][1][0] == ("mha.W_q.W", slice(4, 8))
+    assert heads[1][1][0] == ("layers.0.self_attn.W_q.W", slice(4, 8))
+    two = TransformerClassifier(30, 8, 2, 12, 2, 6, 2, rng=0)
+    assert [n for n, _ in et.transformer_groups(two, "head")] == [
+        "layer0.head0", "layer0.head1", "layer1.head0", "layer1.head1"]
     neurons = et.transformer_groups(m, "neuron", n_neuron_groups=3)
     assert [idx for _, [(_, idx)] in neurons] == [slice(0, 4), slice(4, 8), slice(8, 12)]
     with pytest.raises(ValueError, match="granularity"):
@@ -83,8 +90,8 @@ def test_transformer_groups_cover_heads_and_neurons():
     X = np.array([[1, 2, 3, 0, 0, 0], [4, 5, 6, 7, 0, 0]])
     L = np.array([3, 4])
     y = np.array([0, 1])
-    W_before = m.mha.W_q.W.data.copy()
+    W_before = m.layers[0].self_attn.W_q.W.data.copy()
     s = et.group_sensitivities_model(m, lambda: cross_entropy(m(X, L), y), heads, n_iter=3,
                                      rng=0)
     assert s.shape == (2,) and np.all(s >= 0)
-    np.testing.assert_array_equal(m.mha.W_q.W.data, W_before)  # parameters restored
+    np.testing.assert_array_equal(m.layers[0].self_attn.W_q.W.data, W_before)  # restored
