@@ -206,7 +206,7 @@ def sparse_transformer_attention(Q, K, V, pattern: str = "strided", stride: int 
     positions and every ``l``-th position before it; for ``"fixed"`` its own length-``l`` block
     and the last ``c`` "summary" positions of every block. With :math:`l \\approx \\sqrt n`
     each query sees :math:`O(\\sqrt n)` keys: :math:`O(n\\sqrt n\\,d)` time and
-    :math:`O(n\\sqrt n)` memory.
+    :math:`O(n\\sqrt n)` memory (the band is scored one offset at a time).
 
     Parameters
     ----------
@@ -251,6 +251,12 @@ def sparse_transformer_attention(Q, K, V, pattern: str = "strided", stride: int 
     nb = -(-n // l)  # blocks of length l (the last may be partial)
     pad = nb * l - n
     i = np.arange(n)
+
+    def blocks(X):  # (B, H, n, e) -> (B, H, nb, l, e), padded only when l does not divide n
+        if pad:
+            X = np.pad(X, ((0, 0), (0, 0), (0, pad), (0, 0)))
+        return X.reshape(B, H, nb, l, X.shape[-1])
+
     parts_S, parts_M, parts_V = [], [], []
     if pattern == "strided":
         if use1:  # band: offsets o = j - i in (-l, l)
@@ -258,14 +264,15 @@ def sparse_transformer_attention(Q, K, V, pattern: str = "strided", stride: int 
             jj = i[:, None] + offs[None, :]  # (n, w)
             valid = (jj >= 0) & (jj < n)
             jc = np.clip(jj, 0, n - 1)
-            Kg = K[:, :, jc]  # (B, H, n, w, d)
-            parts_S.append(np.einsum("bhid,bhiwd->bhiw", Q, Kg) * scale)
+            # one offset at a time: O(n w) scores, never an (n, w, d) gather
+            S1 = np.empty((B, H, n, offs.size), dtype=np.result_type(Q, scale))
+            for t in range(offs.size):
+                S1[..., t] = np.einsum("bhid,bhid->bhi", Q, K[:, :, jc[:, t]]) * scale
+            parts_S.append(S1)  # (B, H, n, w)
             parts_M.append(valid)
-            parts_V.append(V[:, :, jc])  # (B, H, n, w, d_v)
+            parts_V.append(jc)  # (n, w) key index per offset
         if use2:  # same residue: i = r*l + s, j = r'*l + s
-            Qp = np.pad(Q, ((0, 0), (0, 0), (0, pad), (0, 0))).reshape(B, H, nb, l, d)
-            Kp = np.pad(K, ((0, 0), (0, 0), (0, pad), (0, 0))).reshape(B, H, nb, l, d)
-            Vp = np.pad(V, ((0, 0), (0, 0), (0, pad), (0, 0))).reshape(B, H, nb, l, dv)
+            Qp, Kp, Vp = blocks(Q), blocks(K), blocks(V)  # (B, H, nb, l, ·)
             S2 = np.einsum("bhrsd,bhtsd->bhrst", Qp, Kp) * scale  # (B, H, nb, l, nb)
             r = np.arange(nb)[:, None, None]
             t = np.arange(nb)[None, None, :]
@@ -279,15 +286,14 @@ def sparse_transformer_attention(Q, K, V, pattern: str = "strided", stride: int 
             parts_V.append(np.swapaxes(Vp, 2, 3))  # (B, H, l, nb, d_v): column s, row t
     else:  # fixed
         if use1:  # own block
-            Qp = np.pad(Q, ((0, 0), (0, 0), (0, pad), (0, 0))).reshape(B, H, nb, l, d)
-            Kp = np.pad(K, ((0, 0), (0, 0), (0, pad), (0, 0))).reshape(B, H, nb, l, d)
+            Qp, Kp = blocks(Q), blocks(K)  # (B, H, nb, l, d)
             S1 = Qp @ np.swapaxes(Kp, -1, -2) * scale  # (B, H, nb, l, l)
             pos = np.arange(nb * l).reshape(nb, l)
             M1 = (pos[:, None, :] < n) & ((pos[:, None, :] <= pos[:, :, None]) if causal
                                           else True)  # (nb, l, l)
             parts_S.append(S1.reshape(B, H, nb * l, l)[:, :, :n])
             parts_M.append(np.broadcast_to(M1, (nb, l, l)).reshape(nb * l, l)[:n])
-            parts_V.append(np.pad(V, ((0, 0), (0, 0), (0, pad), (0, 0))).reshape(B, H, nb, l, dv))
+            parts_V.append(blocks(V))  # (B, H, nb, l, d_v)
         if use2:  # summary columns j mod l >= l - c
             js = np.arange(n)[np.arange(n) % l >= l - c]  # (ns,)
             S2 = Q @ np.swapaxes(K[:, :, js], -1, -2) * scale  # (B, H, n, ns)
@@ -302,13 +308,14 @@ def sparse_transformer_attention(Q, K, V, pattern: str = "strided", stride: int 
     Ws = _softmax_concat(parts_S, parts_M)
     out = np.zeros((B, H, n, dv), dtype=Q.dtype)
     for kind, W, Vg in zip(_kinds(pattern, use1, use2), Ws, parts_V):
-        if kind == "gathered":  # W (B,H,n,w), Vg (B,H,n,w,dv)
-            out += np.einsum("bhiw,bhiwe->bhie", W, Vg)
+        if kind == "gathered":  # W (B,H,n,w), Vg: (n, w) key indices
+            for t in range(Vg.shape[1]):
+                out += W[..., t, None] * V[:, :, Vg[:, t]]
         elif kind == "residue":  # W (B,H,n,nb), Vg (B,H,l,nb,dv)
-            Wp = np.pad(W, ((0, 0), (0, 0), (0, pad), (0, 0))).reshape(B, H, nb, l, nb)
+            Wp = blocks(W)  # (B, H, nb, l, nb)
             out += np.einsum("bhrst,bhste->bhrse", Wp, Vg).reshape(B, H, nb * l, dv)[:, :, :n]
         elif kind == "block":  # W (B,H,n,l), Vg (B,H,nb,l,dv)
-            Wp = np.pad(W, ((0, 0), (0, 0), (0, pad), (0, 0))).reshape(B, H, nb, l, l)
+            Wp = blocks(W)  # (B, H, nb, l, l)
             out += (Wp @ Vg).reshape(B, H, nb * l, dv)[:, :, :n]
         else:  # "columns": W (B,H,n,ns), Vg (B,H,ns,dv)
             out += W @ Vg
