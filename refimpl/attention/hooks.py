@@ -17,6 +17,10 @@ hook                            array-level twin
                                 (a :class:`~refimpl.nn.Module` owning ``E``/``F``)
 :class:`LinearAttentionHook`    :func:`~refimpl.attention.linear.linear_attention`
 :class:`LSHHook`                :func:`~refimpl.attention.superlinear.lsh_attention`
+:class:`BlockBERTHook`          :func:`~refimpl.attention.superlinear.blockbert_attention`
+:class:`SparseTransformerHook`  ``superlinear.sparse_transformer_attention``
+:class:`EfficientAttentionHook` :func:`~refimpl.attention.linear.efficient_attention`,
+                                Eq. (69)
 ==============================  =========================================================
 
 The sparse hooks (Longformer, LSH) train through masked dense attention: the same function
@@ -31,14 +35,15 @@ import numpy as np
 
 from refimpl.attention.dense import dense_attention_t
 from refimpl.attention.linear import longformer_mask
-from refimpl.attention.superlinear import lsh_attention_mask
+from refimpl.attention.superlinear import (blockbert_mask, lsh_attention_mask,
+                                           sparse_transformer_mask)
 from refimpl.nn import functional as F
 from refimpl.nn.module import Module
 from refimpl.nn.tensor import Parameter, Tensor, data_of
 from refimpl.utils import as_rng, check_choice, check_int
 
 __all__ = ["DenseHook", "LongformerHook", "LinformerHook", "LinearAttentionHook", "LSHHook",
-           "key_keep"]
+           "BlockBERTHook", "SparseTransformerHook", "EfficientAttentionHook", "key_keep"]
 
 
 def _combine(mask, extra):
@@ -220,3 +225,71 @@ class LSHHook:
         """Floats of chunked scores per round: ``H n_hashes n 2c`` with ``c = n / n_buckets``."""
         c = max(1, n // self.n_buckets)
         return num_heads * self.n_hashes * n * 2 * c
+
+
+class BlockBERTHook:
+    """BlockBERT block attention as a hook, Survey §7.1 (masked dense on the tape).
+
+    ``permutations`` of shape ``(num_heads, n_blocks)`` (default identity). A sequence whose
+    length ``n`` is not a multiple of ``n_blocks`` (a trimmed batch) uses blocks of
+    ``ceil(n / n_blocks)`` positions, the last one shorter.
+    """
+
+    name = "blockbert"
+
+    def __init__(self, n_blocks: int, permutations=None):
+        self.n_blocks = check_int(n_blocks, "n_blocks", 1)
+        self.permutations = None if permutations is None else np.asarray(permutations)
+
+    def mask(self, n: int, num_heads: int) -> np.ndarray:
+        if n % self.n_blocks == 0:
+            return blockbert_mask(n, self.n_blocks, self.permutations, num_heads)[:, 0][None]
+        size = -(-n // self.n_blocks)
+        nb = -(-n // size)
+        m = blockbert_mask(nb * size, nb, None if self.permutations is None else
+                           self.permutations[..., :nb] % nb, num_heads)
+        return m[:, 0, :n, :n][None]  # (1, H, n, n)
+
+    def __call__(self, q, k, v, mask=None) -> Tensor:
+        _, H, n, _ = data_of(q).shape
+        return dense_attention_t(q, k, v, _combine(mask, self.mask(n, H)))
+
+
+class SparseTransformerHook:
+    """Sparse Transformer strided / fixed pattern as a hook, Survey §7.1 (masked dense).
+
+    ``causal=False`` by default here (an encoder classifier); see
+    :func:`~refimpl.attention.superlinear.sparse_transformer_mask`.
+    """
+
+    name = "sparse-transformer"
+
+    def __init__(self, pattern: str = "strided", stride: int = 4, c: int = 1,
+                 causal: bool = False, component=None):
+        self.pattern, self.stride, self.c = pattern, stride, c
+        self.causal, self.component = causal, component
+
+    def __call__(self, q, k, v, mask=None) -> Tensor:
+        n = data_of(q).shape[2]
+        m = sparse_transformer_mask(n, self.pattern, min(self.stride, n), c=min(self.c,
+                                    min(self.stride, n)), causal=self.causal,
+                                    component=self.component)
+        return dense_attention_t(q, k, v, _combine(mask, m))
+
+
+class EfficientAttentionHook:
+    """Efficient attention ρ_q(Q)(ρ_k(K)ᵀV) as a hook, Survey Eq. (69) (Shen et al.).
+
+    Padded keys get ``-1e30`` before the softmax over positions, so their weight is zero.
+    """
+
+    name = "efficient"
+
+    def __call__(self, q, k, v, mask=None) -> Tensor:
+        keep = key_keep(mask, data_of(k).shape[2])
+        if keep is not None:
+            k = F.masked_fill(k, np.broadcast_to(keep == 0, data_of(k).shape), -1e30)
+        rho_q = F.softmax(q, axis=-1)  # (B, H, n, d) over features
+        rho_k = F.softmax(k, axis=-2)  # (B, H, m, d) over positions
+        context = F.matmul(F.transpose(rho_k, (0, 1, 3, 2)), v)  # (B, H, d, d_v)
+        return F.matmul(rho_q, context)

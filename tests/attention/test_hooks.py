@@ -108,3 +108,42 @@ def test_linformer_hook_param_gradcheck(rng):
         h.E = E
         return h(*_t(Q, K, V))
     gradcheck(f, [E0])
+
+
+def test_mask_hooks_match_array_level(rng):
+    from refimpl.attention import (blockbert_attention, efficient_attention,
+                                   sparse_transformer_attention)
+    from refimpl.attention.hooks import (BlockBERTHook, EfficientAttentionHook,
+                                         SparseTransformerHook)
+
+    Q, K, V = _qkv(rng, n=12)
+    P = [[1, 2, 0], [0, 1, 2]]
+    _close(BlockBERTHook(3, P)(*_t(Q, K, V)).data, blockbert_attention(Q, K, V, 3, P))
+    _close(SparseTransformerHook("fixed", 4, 2, causal=True)(*_t(Q, K, V)).data,
+           sparse_transformer_attention(Q, K, V, "fixed", 4, c=2, causal=True))
+    _close(EfficientAttentionHook()(*_t(Q, K, V)).data, efficient_attention(Q, K, V))
+    # trimmed length not divisible by n_blocks: blocks of ceil(n / n_blocks)
+    out = BlockBERTHook(3)(*_t(Q[:, :, :10], K[:, :, :10], V[:, :, :10])).data
+    assert out.shape == (2, 2, 10, 4) and np.all(np.isfinite(out))
+
+
+def test_efficient_hook_ignores_padded_keys(rng):
+    from refimpl.attention import efficient_attention
+    from refimpl.attention.hooks import EfficientAttentionHook
+
+    Q, K, V = _qkv(rng)
+    keep = np.ones((2, 1, 1, 8), dtype=bool)
+    keep[:, ..., 6:] = False
+    out = EfficientAttentionHook()(*_t(Q, K, V), keep).data
+    _close(out, efficient_attention(Q, K[:, :, :6], V[:, :, :6]))
+
+
+@pytest.mark.parametrize("which", ["blockbert", "sparse", "efficient"])
+def test_mask_hooks_gradcheck(rng, which):
+    from refimpl.attention.hooks import (BlockBERTHook, EfficientAttentionHook,
+                                         SparseTransformerHook)
+
+    hook = {"blockbert": BlockBERTHook(2, [1, 0]), "sparse": SparseTransformerHook("strided", 2),
+            "efficient": EfficientAttentionHook()}[which]
+    Q, K, V = _qkv(rng, B=1, H=1, n=6, d=3)
+    gradcheck(lambda q, k, v: hook(q, k, v), [Q, K, V])
