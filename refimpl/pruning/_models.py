@@ -1,28 +1,33 @@
 """Small models used by the §2 checks, claims and tour (not part of the survey's methods).
 
-* a two-layer softmax MLP on bag-of-words features with a hand-written gradient
-  (:func:`clf_params`, :func:`clf_loss_grad`, :func:`clf_accuracy`) — fast enough (ms per step)
-  that the weight-pruning claims run in seconds;
-* :class:`TinyTransformer`, a few-layer Transformer classifier on the tape
-  (:mod:`refimpl.nn`), whose heads, FFN blocks and layers each carry a gate
-  (``head_gates`` ξ of shape ``(n_layers, num_heads)``, ``ffn_gates`` and ``layer_gates`` of
-  shape ``(n_layers,)``) — what §2.4's head and layer pruning act on; and
-* :func:`adam_fit`, a minibatch Adam loop for it with an ``after_step`` hook.
+Training goes through :func:`refimpl.nn.fit` / :class:`refimpl.nn.Adam` (see
+:func:`refimpl.pruning.heads_layers.fit_gated`); this module keeps only the two models
+:mod:`refimpl.nn` does not provide:
+
+* a two-layer softmax MLP on bag-of-words *count* features as plain NumPy dicts with a
+  hand-written gradient (:func:`clf_params`, :func:`clf_loss_grad`, :func:`clf_accuracy`) — the
+  weight-pruning claims prune, revive and re-train its matrices thousands of times, at
+  milliseconds per step, which the tape (and :class:`refimpl.nn.BowClassifier`, an embedding
+  mean rather than count features) would make many times slower;
+* :class:`TinyTransformer`, a Transformer classifier whose heads, FFN blocks and layers carry
+  gates that may differ *per example* (``head_gates`` of shape ``(n_layers, B, num_heads)``,
+  ``ffn_gates`` of shape ``(B, 1, 1)`` per layer): Eq. (18)'s ``E_x |∂L(x)/∂ξ_h|`` needs each
+  example's own gate gradient in one batched backward pass, and Prasanna et al.'s FFN gate
+  scales the whole FFN output. :class:`refimpl.nn.TransformerClassifier` has one gate per head
+  (``head_mask``), per FFN hidden unit (``ffn_mask``) and per layer (``layer_mask``), shared
+  by the batch.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
-from refimpl.nn import Module, Parameter, Tensor, no_grad
+from refimpl.nn import Module, Parameter, Tensor, cross_entropy, no_grad
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_int
+from refimpl.utils import as_rng
 
 __all__ = ["bow_features", "clf_params", "clf_logits", "clf_loss_grad", "clf_accuracy",
-           "sentiment_bow", "TinyTransformer", "adam_fit", "accuracy", "mean_loss",
-           "small_sentiment"]
+           "sentiment_bow", "TinyTransformer", "accuracy", "mean_loss", "small_sentiment"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,16 +192,10 @@ class TinyTransformer(Module):
         return pooled @ self.Wc.T + self.bc
 
 
-def _xent(logits, y):
-    lp = F.log_softmax(logits, axis=-1)  # (B, C)
-    onehot = np.zeros(lp.shape)
-    onehot[np.arange(len(y)), y] = 1.0
-    return -(lp * onehot).sum() * (1.0 / len(y))
-
-
 def mean_loss(model, X, lengths, y, **gates) -> float:
+    """Mean cross-entropy of ``model(X, lengths, **gates)`` (no gradients)."""
     with no_grad():
-        return float(_xent(model(X, lengths, **gates), np.asarray(y)).data)
+        return float(cross_entropy(model(X, lengths, **gates), np.asarray(y)).data)
 
 
 def accuracy(model, X, lengths, y, batch: int = 512, **gates) -> float:
@@ -207,47 +206,3 @@ def accuracy(model, X, lengths, y, batch: int = 512, **gates) -> float:
             lg = model(X[i:i + batch], lengths[i:i + batch], **gates).data
             correct += int((lg.argmax(1) == y[i:i + batch]).sum())
     return correct / len(y)
-
-
-def adam_fit(model, X, lengths, y, *, epochs: int = 5, lr: float = 3e-3,
-             batch_size: int = 64, rng=None, after_step: Callable | None = None,
-             gate_fn: Callable | None = None, extra_loss: Callable | None = None,
-             extra_params=()) -> list[float]:
-    """Minibatch Adam on cross-entropy.
-
-    ``gate_fn(rng) -> dict`` gives per-step gate keyword arguments (LayerDrop samples layer
-    gates here); ``extra_loss(model) -> Tensor`` is added to the loss (regularisers, the L0
-    penalty); ``extra_params`` are further Tensors to optimise (gate parameters);
-    ``after_step(model)`` runs after each update (re-apply pruning masks).
-    """
-    rng = as_rng(rng)
-    X = check_array(X, "X", ndim=2, dtype_kind="iu")
-    epochs = check_int(epochs, "epochs", 0)
-    params = model.parameters() + list(extra_params)
-    m = [np.zeros_like(p.data) for p in params]
-    v = [np.zeros_like(p.data) for p in params]
-    b1, b2, t = 0.9, 0.999, 0
-    hist = []
-    for _ in range(epochs):
-        order = rng.permutation(len(y))
-        for s in range(0, len(y), batch_size):
-            idx = order[s:s + batch_size]
-            for p in params:
-                p.grad = None
-            gates = gate_fn(rng) if gate_fn else {}
-            loss = _xent(model(X[idx], lengths[idx], **gates), y[idx])
-            if extra_loss is not None:
-                loss = loss + extra_loss(model)
-            loss.backward()
-            t += 1
-            for i, p in enumerate(params):
-                if p.grad is None:
-                    continue
-                m[i] = b1 * m[i] + (1 - b1) * p.grad
-                v[i] = b2 * v[i] + (1 - b2) * p.grad ** 2
-                p.data = p.data - lr * (m[i] / (1 - b1 ** t)) / (np.sqrt(v[i] / (1 - b2 ** t))
-                                                                 + 1e-8)
-            if after_step is not None:
-                after_step(model)
-            hist.append(float(loss.data))
-    return hist

@@ -683,7 +683,7 @@ def _claim_bbs(rng, quick):
 
 
 def _trained_transformer(rng, quick, n_layers=2, num_heads=4, layerdrop=0.0, epochs=4):
-    from refimpl.pruning._models import TinyTransformer, adam_fit, small_sentiment
+    from refimpl.pruning._models import TinyTransformer, small_sentiment
 
     task = small_sentiment(int(rng.integers(1 << 30)), quick)
     m = TinyTransformer(len(task.vocab), task.n_classes, d_model=16, num_heads=num_heads,
@@ -693,8 +693,9 @@ def _trained_transformer(rng, quick, n_layers=2, num_heads=4, layerdrop=0.0, epo
     if layerdrop > 0:
         def gate_fn(r):
             return {"layer_gates": hl.layerdrop_gates(n_layers, layerdrop, r)}
-    adam_fit(m, task.X_train, task.len_train, task.y_train, epochs=epochs if quick else 2 * epochs,
-             rng=int(rng.integers(1 << 30)), gate_fn=gate_fn)
+    hl.fit_gated(m, task.X_train, task.len_train, task.y_train,
+                 epochs=epochs if quick else 2 * epochs, rng=int(rng.integers(1 << 30)),
+                 gate_fn=gate_fn)
     return m, task
 
 

@@ -37,9 +37,8 @@ from typing import Callable
 
 import numpy as np
 
-from refimpl.nn import Tensor, no_grad
+from refimpl.nn import Adam, Parameter, Tensor, cross_entropy, fit, no_grad
 from refimpl.nn import functional as F
-from refimpl.pruning._models import _xent
 from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_fraction,
                            check_int)
 
@@ -139,7 +138,7 @@ def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
         nu = Tensor(np.broadcast_to(fm[:, None], (L, B)).copy(), requires_grad=True)
         logits = model(X[sl], lengths[sl], head_gates=xi,
                        ffn_gates=[nu[layer].reshape(B, 1, 1) for layer in range(L)])
-        loss = _xent(logits, y[sl]) * float(B)  # Σ_x L(x)
+        loss = cross_entropy(logits, y[sl]) * float(B)  # Σ_x L(x)
         loss.backward()
         fsum += np.abs(nu.grad).sum(axis=1)
         if form == "gate":
@@ -498,6 +497,38 @@ def _eval_masks(model, X, lengths, y, head_mask=None, ffn_mask=None, layer_keep=
 # Training the gates: L0 head gates (Voita et al.) and data-driven LayerDrop rates (Fan et al.)
 # ---------------------------------------------------------------------------------------------
 
+def fit_gated(model, X, lengths, y, *, epochs: int = 5, lr: float = 3e-3,
+              batch_size: int = 64, rng=None, gate_fn: Callable | None = None,
+              extra_loss: Callable | None = None, extra_params=(),
+              after_step: Callable | None = None):
+    """Train a gated model with :func:`refimpl.nn.fit` (Adam on cross-entropy).
+
+    ``gate_fn(rng) -> dict`` gives each step's gate keyword arguments (LayerDrop samples layer
+    gates, L0 training samples hard-concrete head gates); it draws from the same Generator that
+    shuffles the batches. ``extra_loss(model) -> Tensor`` is added to the loss (the L0
+    penalty); ``extra_params`` are further Tensors Adam updates (gate parameters);
+    ``after_step(model)`` runs after each update.
+
+    Returns
+    -------
+    refimpl.nn.History
+    """
+    rng = as_rng(rng)
+    X = check_array(X, "X", ndim=2, dtype_kind="iu")
+    params = model.parameters() + list(extra_params)
+
+    def forward(m, xb, lb):
+        return m(xb, lb, **(gate_fn(rng) if gate_fn is not None else {}))
+
+    def loss_fn(out, yb):
+        loss = cross_entropy(out, yb)
+        return loss if extra_loss is None else loss + extra_loss(model)
+
+    return fit(model, (X, np.asarray(lengths), np.asarray(y)), epochs=epochs,
+               batch_size=batch_size, optimizer=Adam(params, lr=lr), rng=rng, forward=forward,
+               loss_fn=loss_fn, after_step=after_step, progress=False)
+
+
 def train_l0_head_gates(model, X, lengths, y, *, lam: float = 0.05, epochs: int = 2,
                         lr: float = 3e-3, batch_size: int = 64, init: float = 2.0, rng=None):
     """Learn stochastic hard-concrete head gates with an L0 penalty, jointly with the model.
@@ -513,14 +544,12 @@ def train_l0_head_gates(model, X, lengths, y, *, lam: float = 0.05, epochs: int 
     gates : ndarray of shape (n_layers, num_heads)
         Deterministic test-time gates.
     """
-    from refimpl.pruning._models import adam_fit
-
     lam = check_float(lam, "lam", 0.0)
     L, H = model.n_layers, model.num_heads
-    la = Tensor(np.full((L, H), float(init)), requires_grad=True)
-    adam_fit(model, X, lengths, y, epochs=epochs, lr=lr, batch_size=batch_size, rng=rng,
-             gate_fn=lambda r: {"head_gates": hard_concrete_gate(la, r)},
-             extra_loss=lambda m: l0_penalty(la) * lam, extra_params=[la])
+    la = Parameter(np.full((L, H), float(init)))
+    fit_gated(model, X, lengths, y, epochs=epochs, lr=lr, batch_size=batch_size, rng=rng,
+              gate_fn=lambda r: {"head_gates": hard_concrete_gate(la, r)},
+              extra_loss=lambda m: l0_penalty(la) * lam, extra_params=[la])
     return la.data.copy(), hard_concrete_deterministic(la.data)
 
 
@@ -538,15 +567,13 @@ def learn_layer_drop_rates(model, X, lengths, y, *, p: float = 0.5, epochs: int 
     -------
     theta : ndarray of shape (n_layers,)
     """
-    from refimpl.pruning._models import adam_fit
-
     check_float(p, "p", 0.0, 1.0, lo_open=True, hi_open=True)
-    theta = Tensor(np.zeros(model.n_layers), requires_grad=True)
-    adam_fit(model, X, lengths, y, epochs=epochs, lr=lr, batch_size=batch_size, rng=rng,
-             gate_fn=lambda r: {"layer_gates": relaxed_layer_gates(
-                 data_driven_drop_rates(theta, p), r, temperature)},
-             extra_params=[theta])
+    theta = Parameter(np.zeros(model.n_layers))
+    fit_gated(model, X, lengths, y, epochs=epochs, lr=lr, batch_size=batch_size, rng=rng,
+              gate_fn=lambda r: {"layer_gates": relaxed_layer_gates(
+                  data_driven_drop_rates(theta, p), r, temperature)},
+              extra_params=[theta])
     return theta.data.copy()
 
 
-__all__ += ["train_l0_head_gates", "learn_layer_drop_rates"]
+__all__ += ["train_l0_head_gates", "learn_layer_drop_rates", "fit_gated"]

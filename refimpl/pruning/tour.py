@@ -168,33 +168,24 @@ def heads_50(ctx: TourContext) -> MethodResult:
                  description="fine-tune with LayerDrop p=0.5, then keep every other layer "
                              "(Fan et al.)")
 def layerdrop_every_other(ctx: TourContext) -> MethodResult:
-    from refimpl.pruning.heads_layers import every_other_keep
+    from refimpl.nn import ModuleList
+    from refimpl.pruning.heads_layers import every_other_keep, layerdrop_gates
 
     model = _transformer(ctx)
     layers = list(getattr(model, "layers", []))
     if not layers:
         raise ValueError("the baseline has no `layers` of Transformer blocks")
     rng = np.random.default_rng(ctx.seed)
-    originals = [layer.forward for layer in layers]
+    n_layers = len(layers)
 
-    def dropping(fwd, layer):
-        def forward(x, *args, **kwargs):
-            if layer.training and rng.random() < 0.5:
-                return x  # LayerDrop: skip the whole block
-            return fwd(x, *args, **kwargs)
-        return forward
+    def forward(m, X, lengths):  # LayerDrop: each layer skipped with p = 0.5 at every step
+        return m(X, lengths, layer_mask=layerdrop_gates(n_layers, 0.5, rng))
 
-    for layer, fwd in zip(layers, originals):
-        layer.forward = dropping(fwd, layer)
-    _fit(ctx, model)
-    keep = every_other_keep(len(layers), 0.5)
-    removed = 0
-    for layer, kp in zip(layers, keep):
-        if kp:
-            del layer.forward  # back to the class's forward
-        else:
-            layer.forward = lambda x, *a, **k: x  # noqa: E731 - pruned at inference
-            removed += layer.num_parameters()
-    params = model.num_parameters() - removed
+    _fit(ctx, model, forward=forward)
+    keep = every_other_keep(n_layers, 0.5)
+    # pruned at inference: the dropped layers leave the encoder (= layer_mask 0 at every call)
+    model.layers = ModuleList(layer for layer, kp in zip(layers, keep) if kp)
+    model.num_layers = len(model.layers)
+    params = model.num_parameters()
     return MethodResult(model, bits=32 * params, params=params,
                         notes=f"kept layers {np.flatnonzero(keep).tolist()} of {len(layers)}")

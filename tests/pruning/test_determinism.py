@@ -6,7 +6,7 @@ from refimpl.pruning import blocks as pb
 from refimpl.pruning import heads_layers as hl
 from refimpl.pruning import neurons as pn
 from refimpl.pruning import weights as pw
-from refimpl.pruning._models import TinyTransformer, adam_fit
+from refimpl.pruning._models import TinyTransformer
 
 
 def test_no_input_mutation(rng):
@@ -34,8 +34,8 @@ def test_same_seed_same_bits():
     states = []
     for _ in range(2):
         m = TinyTransformer(20, 2, d_model=8, num_heads=2, n_layers=2, d_ff=8, max_len=5, rng=3)
-        adam_fit(m, X, L, y, epochs=2, batch_size=8, rng=7,
-                 gate_fn=lambda r: {"layer_gates": hl.layerdrop_gates(2, 0.3, r)})
+        hl.fit_gated(m, X, L, y, epochs=2, batch_size=8, rng=7,
+                     gate_fn=lambda r: {"layer_gates": hl.layerdrop_gates(2, 0.3, r)})
         states.append(m.state_dict())
     assert all(np.array_equal(states[0][k], states[1][k]) for k in states[0])
     a = hl.hard_concrete_gate(np.zeros(5), 11).data

@@ -12,33 +12,19 @@ from refimpl.pruning import tour
 from refimpl.pruning.storage import encode_delta_csr
 
 
-class _Tiny(nn.Module):
-    def __init__(self, rng):
-        self.emb = nn.Embedding(20, 8, rng=rng)
-        self.layers = nn.ModuleList([nn.TransformerEncoderLayer(8, 2, 16, rng=rng)
-                                     for _ in range(2)])
-        self.fc = nn.Linear(8, 2, rng=rng)
-
-    def forward(self, X, lengths):
-        h = self.emb(X)
-        for layer in self.layers:
-            h = layer(h)
-        return self.fc(h.mean(axis=1))
-
-
 def _ctx(rng):
     X = rng.integers(0, 20, size=(40, 5))
     y = (X[:, 0] > 9).astype(int)
     L = np.full(40, 5)
     task = SimpleNamespace(X_train=X, len_train=L, y_train=y)
-    model = _Tiny(rng)
+    model = nn.TransformerClassifier(20, 8, 2, 16, 2, 5, 2, rng=rng)
 
-    def fit(m, epochs=1, after_step=None, **kw):
+    def fit(m, epochs=1, after_step=None, forward=None, **kw):
         opt = nn.Adam(m.parameters(), lr=1e-2)
         for _ in range(epochs * 2):
             for p in m.parameters():
                 p.grad = None
-            loss = nn.cross_entropy(m(X, L), y)
+            loss = nn.cross_entropy(m(X, L) if forward is None else forward(m, X, L), y)
             loss.backward()
             opt.step()
             if after_step is not None:
@@ -84,9 +70,16 @@ def test_bbs_heads_layerdrop(rng):
     res = tour.layerdrop_every_other(ctx)
     out = res.model(X, None)
     assert out.shape == (3, 2)
-    assert res.params == res.model.num_parameters() - res.model.layers[1].num_parameters()
-    h = res.model.emb(X)
-    assert np.allclose(res.model.layers[1](h).data, h.data)  # layer 2 pruned: identity
+    n_base = len(ctx.baseline.layers)
+    assert len(res.model.layers) == n_base - n_base // 2
+    assert res.params == res.model.num_parameters() < ctx.baseline.num_parameters()
+    assert res.params == ctx.baseline.num_parameters() - ctx.baseline.layers[1].num_parameters()
+    # layer 2 pruned: the kept model equals the fine-tuned one with layer_mask [1, 0]
+    full = copy.deepcopy(res.model)
+    full.layers = nn.ModuleList([res.model.layers[0], copy.deepcopy(ctx.baseline.layers[1])])
+    full.num_layers = 2
+    np.testing.assert_array_equal(full(X, None, layer_mask=np.array([1.0, 0.0])).data,
+                                  out.data)
 
 
 def test_bank_size_for():
