@@ -21,6 +21,7 @@ hook                            array-level twin
 :class:`SparseTransformerHook`  ``superlinear.sparse_transformer_attention``
 :class:`EfficientAttentionHook` :func:`~refimpl.attention.linear.efficient_attention`,
                                 Eq. (69)
+:class:`StarHook`               :func:`~refimpl.attention.linear.star_attention` (one cycle)
 ==============================  =========================================================
 
 The sparse hooks (Longformer, LSH) train through masked dense attention: the same function
@@ -34,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from refimpl.attention.dense import dense_attention_t
-from refimpl.attention.linear import longformer_mask
+from refimpl.attention.linear import longformer_mask, star_attention_mask
 from refimpl.attention.superlinear import (blockbert_mask, lsh_attention_mask,
                                            sparse_transformer_mask)
 from refimpl.nn import functional as F
@@ -43,7 +44,8 @@ from refimpl.nn.tensor import Parameter, Tensor, data_of
 from refimpl.utils import as_rng, check_choice, check_int
 
 __all__ = ["DenseHook", "LongformerHook", "LinformerHook", "LinearAttentionHook", "LSHHook",
-           "BlockBERTHook", "SparseTransformerHook", "EfficientAttentionHook", "key_keep"]
+           "BlockBERTHook", "SparseTransformerHook", "EfficientAttentionHook", "StarHook",
+           "key_keep"]
 
 
 def _combine(mask, extra):
@@ -293,3 +295,35 @@ class EfficientAttentionHook:
         rho_k = F.softmax(k, axis=-2)  # (B, H, m, d) over positions
         context = F.matmul(F.transpose(rho_k, (0, 1, 3, 2)), v)  # (B, H, d, d_v)
         return F.matmul(rho_q, context)
+
+
+class StarHook:
+    """Star-Transformer's satellite update (one cycle) as a hook, Survey §7.2.
+
+    Each position attends to its ring neighbours, itself, its own embedding (its ``k, v``
+    again, as in Guo et al.'s context ``[h_{i-1}; h_i; h_{i+1}; e_i; s]``) and a relay whose
+    key and value are the mean over the real (unpadded) positions — dense attention over
+    ``[k; k; mean(k)]`` under :func:`~refimpl.attention.linear.star_attention_mask`. Padded
+    positions are dropped from the ring and the relay. Needs ``n >= 3``.
+    """
+
+    name = "star"
+
+    def __call__(self, q, k, v, mask=None) -> Tensor:
+        B, H, n, _ = data_of(q).shape
+        keep = key_keep(mask, n)  # (B, 1, n, 1) or None
+        if keep is None:
+            ks = F.mean(k, axis=2, keepdims=True)  # (B, H, 1, d) relay
+            vs = F.mean(v, axis=2, keepdims=True)
+        else:
+            cnt = np.maximum(keep.sum(axis=2, keepdims=True), 1.0)
+            ks = F.sum(F.mask(k, keep), axis=2, keepdims=True) / cnt
+            vs = F.sum(F.mask(v, keep), axis=2, keepdims=True) / cnt
+        K_aug = F.concat([k, k, ks], axis=2)  # (B, H, 2n+1, d)
+        V_aug = F.concat([v, v, vs], axis=2)
+        M = star_attention_mask(n)[None, None]  # (1, 1, n, 2n+1)
+        if keep is not None:
+            kp = keep[..., 0].astype(bool)[:, :, None, :]  # (B, 1, 1, n)
+            kp = np.concatenate([kp, kp, np.ones(kp.shape[:-1] + (1,), bool)], axis=-1)
+            M = M & kp
+        return dense_attention_t(q, K_aug, V_aug, M)

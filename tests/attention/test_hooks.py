@@ -147,3 +147,21 @@ def test_mask_hooks_gradcheck(rng, which):
             "efficient": EfficientAttentionHook()}[which]
     Q, K, V = _qkv(rng, B=1, H=1, n=6, d=3)
     gradcheck(lambda q, k, v: hook(q, k, v), [Q, K, V])
+
+
+def test_star_hook_matches_first_cycle_and_gradchecks(rng):
+    from refimpl.attention import star_attention
+    from refimpl.attention.hooks import StarHook
+
+    Q, K, V = _qkv(rng, n=7)
+    _close(StarHook()(*_t(Q, K, V)).data, star_attention(Q, K, V))
+    keep = np.ones((2, 1, 1, 7), dtype=bool)
+    keep[1, ..., 5:] = False
+    out = StarHook()(*_t(Q, K, V), keep).data
+    # interior positions 1..3 of the padded sequence see the same ring and relay as the
+    # truncated length-5 sequence (positions 0 and 4 wrap around differently)
+    ref = star_attention(Q[1:, :, :5], K[1:, :, :5], V[1:, :, :5])[0]
+    _close(out[1, :, 1:4], ref[:, 1:4])
+    assert np.abs(out[1, :, 0] - ref[:, 0]).max() > 1e-6
+    Qs, Ks, Vs = _qkv(rng, B=1, H=1, n=4, d=3)
+    gradcheck(lambda q, k, v: StarHook()(q, k, v), [Qs, Ks, Vs])
