@@ -117,15 +117,17 @@ def test_parallel_and_serial_kernels_agree():
     x = rng.standard_normal(300)
     y_ser = np.zeros(400)
     y_par = np.zeros(400)
-    S._csr_matvec_serial(A.indptr, A.indices, A.data, x, y_ser)
-    S._csr_matvec_parallel(A.indptr, A.indices, A.data, x, y_par)
+    S._csr_matvec_serial(S._uindptr(A), A.indices, A.data, x, y_ser)
+    S._csr_matvec_parallel(S._uindptr(A), A.indices, A.data, x, y_par)
     np.testing.assert_array_equal(y_ser, y_par)  # same per-row summation order
     X = rng.standard_normal((300, 4))
     Y_ser = np.empty((400, 4))
     Y_par = np.empty((400, 4))
-    S._csr_matmat_serial(A.indptr, A.indices, A.data, X, Y_ser)
-    S._csr_matmat_parallel(A.indptr, A.indices, A.data, X, Y_par)
+    S._csr_matmat_serial(S._uindptr(A), A.indices, A.data, X, Y_ser)
+    S._csr_matmat_parallel(S._uindptr(A), A.indices, A.data, X, Y_par)
     np.testing.assert_array_equal(Y_ser, Y_par)
+    np.testing.assert_array_equal(S._uindptr(A), A.indptr)  # a view with the same values
+    assert np.shares_memory(S._uindptr(A), A.indptr)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
