@@ -119,9 +119,11 @@ class TinyTransformer(Module):
 
     ``logits = model(X, lengths, head_gates=ξ, ffn_gates=..., layer_gates=...)``. The output of
     head ``h`` in layer ``l`` is ``ξ_{l,h} Att_h(x)`` (Michel et al.'s mask variable); layer
-    ``l`` computes ``x ← LN(x + g_l · MHA(x))`` and ``x ← LN(x + f_l g_l · FFN(x))`` so
-    ``layer_gates[l] = 0`` skips the whole layer (LayerDrop) and ``ffn_gates[l] = 0`` drops its
-    FFN (Prasanna et al.). Gates may be arrays (constants) or Tensors (to get ``∂L/∂ξ``).
+    ``l`` computes ``x ← LN(x + g_l · MHA(x))`` and ``x ← LN(x + f_l g_l · FFN(x))``; a constant
+    ``layer_gates[l] = 0`` skips the whole layer, LayerNorms included (LayerDrop, Fan et al.),
+    while a Tensor gate keeps this continuous form (the relaxed gates of data-driven LayerDrop
+    rates), and ``ffn_gates[l] = 0`` drops its FFN (Prasanna et al.). ``last_heads[l]`` is None
+    for a skipped layer. Gates may be arrays (constants) or Tensors (to get ``∂L/∂ξ``).
 
     After a forward pass ``last_heads[l]`` is the Tensor ``Att_h(x)`` of shape
     ``(B, H, T, d_head)`` (before the gate; ``retain_grad`` is set) and ``last_attn[l]`` the
@@ -162,6 +164,12 @@ class TinyTransformer(Module):
         for layer in range(self.n_layers):
             g = lambda nm, layer=layer: getattr(self, f"{nm}_{layer}")  # noqa: E731
             lg = 1.0 if layer_gates is None else layer_gates[layer]
+            if not isinstance(lg, Tensor) and float(np.asarray(lg)) == 0.0:
+                # LayerDrop (Fan et al. 2019): a dropped layer is skipped whole, its
+                # LayerNorms included (fairseq's ``if not dropped: x = layer(x)``)
+                self.last_heads.append(None)
+                self.last_attn.append(None)
+                continue
 
             def heads(W, x=x):
                 return (x @ W.T).reshape(B, T, H, dh).transpose(0, 2, 1, 3)  # (B, H, T, dh)
