@@ -348,7 +348,176 @@ def _binary_gemm_py(Ap, Bp, K):
 
 
 with _no_autovectorize():
-    _binary_gemm_numba = numba.njit(_SIG_GEMM, cache=True, parallel=True)(_binary_gemm_py)
+    _binary_gemm_tiled = numba.njit(_SIG_GEMM, cache=True, parallel=True)(_binary_gemm_py)
+
+
+# ------------------------------------------------------------------ binary GEMM, table kernel
+# "Four Russians" form of the XOR-popcount GEMM for large products. Split K into byte groups
+# (8 bits). For a block of 64 rows of B (64 byte *lanes*) and one group g, tabulate all 256
+# possible bytes p of an A row: T[g, p, l] = popcount(p ^ B[j0 + l, group g]) (16 KiB). A row
+# of A then costs one 64-byte table row per group — two AVX2 ``vpaddq``/``vpaddb`` with a memory
+# operand cover 64 output columns — instead of 64 scalar XOR + POPCNT + ADD. Byte lanes add 16
+# groups (2 words, lane sums ≤ 128) before they are widened into uint16 column sums (so
+# K < 65536). Building a table is a Gray-code walk: consecutive p differ in one bit b, and
+# flipping bit b changes every lane by ±(1 − 2·bit_b(q)). The two inner loops are written in
+# LLVM IR (numba ``@intrinsic``) because LLVM's auto-vectoriser does not keep the 64-lane
+# accumulator in registers. Measured on this AMD Zen (2 cores, AVX2 = 2 × 128-bit units):
+# 1.3–1.5× faster than the register-tiled POPCNT kernel at 1024 × 1024 × 4096.
+_LUT_LANES = 64  # rows of B per table block = byte lanes = 2 AVX2 registers
+_LUT_WORDS = 2   # K words per block: 16 byte groups, lane sums <= 16 * 8 = 128 < 256
+
+
+@intrinsic
+def _lut_build_group(typingctx, BTb, bt_off, T, t_off):
+    """``T.flat[t_off + 64 p + l] = popcount(p ^ BTb.flat[bt_off + l])`` for p < 256, l < 64.
+
+    Gray-code walk over p: step k flips bit ``b = ctz(k)``; every lane then changes by
+    ``+E_b`` (bit set) or ``−E_b`` (bit cleared) with ``E_b = 1 − 2·bit_b(q)`` (uint8 wraps,
+    the stored values are exact). One ``<64 x i8>`` add and store per table row, no loads.
+    """
+    sig = types.void(BTb, types.int64, T, types.int64)
+
+    def codegen(context, builder, signature, args):
+        barr = context.make_array(signature.args[0])(context, builder, args[0])
+        tarr = context.make_array(signature.args[2])(context, builder, args[2])
+        i8 = ir.IntType(8)
+        vty = ir.VectorType(i8, _LUT_LANES)
+
+        def splat(c):
+            return ir.Constant(vty, [ir.Constant(i8, c)] * _LUT_LANES)
+
+        q = builder.load(builder.bitcast(builder.gep(barr.data, [args[1]]), vty.as_pointer()),
+                         align=1)
+        tptr = builder.bitcast(builder.gep(tarr.data, [args[3]]), vty.as_pointer())
+        row = splat(0)
+        E = []
+        for b in range(8):
+            bit = builder.and_(builder.lshr(q, splat(b)), splat(1))
+            row = builder.add(row, bit)  # popcount(0 ^ q) = Σ_b bit_b(q)
+            E.append(builder.sub(splat(1), builder.shl(bit, splat(1))))
+        builder.store(row, tptr, align=1)
+        for k in range(1, 256):
+            b = (k & -k).bit_length() - 1
+            gk = k ^ (k >> 1)
+            row = builder.add(row, E[b]) if (gk >> b) & 1 else builder.sub(row, E[b])
+            builder.store(row, builder.gep(tptr, [ir.Constant(ir.IntType(64), gk)]), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _lut_row(typingctx, T, Ap, a_off, nw, C, c_off):
+    """``C.flat[c_off : c_off + 64] += Σ_{w < nw} Σ_{s < 8} T[8w + s, byte_s(Ap.flat[a_off + w])]``.
+
+    The 64 byte-lane sums live in one ``<8 x i64>`` register pair (SWAR: lane sums stay
+    ≤ 128, so no carry crosses a byte); at the end they are zero-extended to uint16 and added
+    to the column sums ``C``.
+    """
+    sig = types.void(T, Ap, types.int64, types.int64, C, types.int64)
+
+    def codegen(context, builder, signature, args):
+        tarr = context.make_array(signature.args[0])(context, builder, args[0])
+        aarr = context.make_array(signature.args[1])(context, builder, args[1])
+        carr = context.make_array(signature.args[4])(context, builder, args[4])
+        a_off, nwv, c_off = args[2], args[3], args[5]
+        i64 = ir.IntType(64)
+        nq = _LUT_LANES // 8
+        vty = ir.VectorType(i64, nq)
+        tbase = builder.bitcast(tarr.data, vty.as_pointer())
+        abase = builder.gep(aarr.data, [a_off])
+        pre = builder.block
+        loop = builder.append_basic_block("lut.loop")
+        done = builder.append_basic_block("lut.done")
+        zero = ir.Constant(vty, [ir.Constant(i64, 0)] * nq)
+        builder.cbranch(builder.icmp_signed(">", nwv, ir.Constant(i64, 0)), loop, done)
+        builder.position_at_end(loop)
+        w = builder.phi(i64)
+        acc = builder.phi(vty)
+        a = builder.load(builder.gep(abase, [w]))
+        rowbase = builder.shl(w, ir.Constant(i64, 11))  # table row of group 8w: 8 w * 256
+        cur = acc
+        for s in range(8):
+            p = builder.and_(builder.lshr(a, ir.Constant(i64, 8 * s)), ir.Constant(i64, 255))
+            idx = builder.add(rowbase, builder.add(ir.Constant(i64, 256 * s), p))
+            cur = builder.add(cur, builder.load(builder.gep(tbase, [idx]), align=1))
+        w2 = builder.add(w, ir.Constant(i64, 1))
+        w.add_incoming(ir.Constant(i64, 0), pre)
+        w.add_incoming(w2, loop)
+        acc.add_incoming(zero, pre)
+        acc.add_incoming(cur, loop)
+        builder.cbranch(builder.icmp_signed("<", w2, nwv), loop, done)
+        builder.position_at_end(done)
+        res = builder.phi(vty)
+        res.add_incoming(zero, pre)
+        res.add_incoming(cur, loop)
+        wty = ir.VectorType(ir.IntType(16), _LUT_LANES)
+        wide = builder.zext(builder.bitcast(res, ir.VectorType(ir.IntType(8), _LUT_LANES)), wty)
+        cptr = builder.bitcast(builder.gep(carr.data, [c_off]), wty.as_pointer())
+        builder.store(builder.add(builder.load(cptr, align=2), wide), cptr, align=2)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, parallel=True)
+def _binary_gemm_lut(Ap, Bb, K, n_chunks):
+    """Table ("Four Russians") XOR-popcount GEMM; ``Bb`` is ``Bp`` viewed as bytes (N, 8 Kw).
+
+    Parallel over (block of 64 rows of B) × (one of ``n_chunks`` row ranges of A); each task
+    builds its own tables (16 groups × 256 × 64 bytes = 256 KiB, sized for the 512 KiB L2).
+    """
+    M, Kw = Ap.shape
+    N = Bb.shape[0]
+    L = _LUT_LANES
+    GW = _LUT_WORDS
+    nJ = (N + L - 1) // L
+    out = np.empty((M, N), dtype=np.int32)
+    for task in prange(nJ * n_chunks):
+        jb = task // n_chunks
+        ic = task - jb * n_chunks
+        i0 = ic * M // n_chunks
+        i1 = (ic + 1) * M // n_chunks
+        j0 = jb * L
+        T = np.empty((8 * GW, 256, L), dtype=np.uint8)
+        BTb = np.zeros((8 * GW, L), dtype=np.uint8)  # the byte groups of this B block, transposed
+        C = np.zeros((i1 - i0, L), dtype=np.uint16)  # Hamming distances, columns j0 .. j0 + 63
+        jn = min(L, N - j0)
+        for w0 in range(0, Kw, GW):
+            nw = min(GW, Kw - w0)
+            for g in range(8 * nw):
+                for l in range(jn):
+                    BTb[g, l] = Bb[j0 + l, 8 * w0 + g]
+            for g in range(8 * nw):
+                _lut_build_group(BTb, g * L, T, g * 256 * L)
+            for i in range(i0, i1):
+                _lut_row(T, Ap, i * Kw + w0, nw, C, (i - i0) * L)
+        for i in range(i0, i1):
+            for l in range(jn):
+                out[i, j0 + l] = K - 2 * numba.int32(C[i - i0, l])
+    return out
+
+
+def _lut_pays_off(M, N, K):
+    """Use the table kernel when the 16 KiB-per-(group, 64 rows) table build is amortised over
+    enough rows (measured break-even on this machine is a few hundred)."""
+    return (not numba.config.DISABLE_JIT and K < 65536 and max(M, N) >= 256
+            and min(M, N) >= 64)
+
+
+def _binary_gemm_numba(Ap, Bp, K):
+    """Numba binary GEMM: the table kernel for large products (tables built from the operand
+    with fewer rows), the register-tiled POPCNT kernel otherwise."""
+    M, N = Ap.shape[0], Bp.shape[0]
+    if not _lut_pays_off(M, N, K):
+        return _binary_gemm_tiled(Ap, Bp, K)
+    swap = N > M  # tables from the smaller side: C.T = Bp ⊙ Ap
+    X, Y = (Bp, Ap) if swap else (Ap, Bp)
+    nJ = -(-Y.shape[0] // _LUT_LANES)
+    threads = numba.get_num_threads()
+    n_chunks = max(1, min(-(-2 * threads // nJ), X.shape[0] // 64))
+    C = _binary_gemm_lut(X, Y.view(np.uint8), K, n_chunks)
+    return np.ascontiguousarray(C.T) if swap else C
 
 
 def _check_packed(P, name, Kw=None):

@@ -22,6 +22,45 @@ def test_binary_gemm_equals_float_matmul(backend, rng, M, N, K):
                                   err_msg=f"max abs err {np.abs(C - ref).max()}")
 
 
+# shapes large enough for the table ("Four Russians") kernel: odd word counts (K = 130 → 3
+# words, the last table block has one word), N not a multiple of the 64-row block, the swapped
+# path (N > M: tables from A), K not a multiple of 64 (padding bits)
+LUT_SHAPES = [(260, 65, 130), (64, 300, 200), (300, 129, 64), (256, 64, 1000)]
+
+
+@pytest.mark.parametrize("M,N,K", LUT_SHAPES)
+def test_binary_gemm_table_kernel_equals_float_matmul(backend, rng, M, N, K):
+    assert bp._lut_pays_off(M, N, K), "shape no longer reaches the table kernel"
+    A, B = _pm1(rng, (M, K)), _pm1(rng, (N, K))
+    C = bp.binary_matmul(A, B, backend=backend)
+    ref = (A @ B.T).astype(np.int64)
+    assert C.dtype == np.int32 and C.shape == (M, N)
+    np.testing.assert_array_equal(C, ref, err_msg=f"max abs err {np.abs(C - ref).max()}")
+
+
+def test_binary_gemm_table_kernel_saturated_lanes(backend):
+    # every byte of A is 0xFF and of B 0x00: each table lookup adds 8 to every byte lane, the
+    # most a 16-group block can hold (128); the result is exactly −K everywhere
+    M, N, K = 256, 70, 1000
+    C = bp.binary_matmul(np.ones((M, K)), -np.ones((N, K)), backend=backend)
+    np.testing.assert_array_equal(C, np.full((M, N), -K))
+
+
+def test_binary_gemm_table_vs_tiled_kernel(rng):
+    M, N, K = 300, 100, 777
+    Ap = bp.pack_signs(_pm1(rng, (M, K)))
+    Bp = bp.pack_signs(_pm1(rng, (N, K)))
+    lut = bp._binary_gemm_lut(Ap, Bp.view(np.uint8), K, 3)
+    np.testing.assert_array_equal(lut, bp._binary_gemm_tiled(Ap, Bp, K))
+    np.testing.assert_array_equal(lut, bp._binary_gemm_numpy(Ap, Bp, K))
+
+
+def test_table_kernel_only_where_it_is_exact_and_pays_off():
+    assert not bp._lut_pays_off(1024, 1024, 65536)  # uint16 column sums need K < 65536
+    assert not bp._lut_pays_off(8, 4096, 4096)  # too few rows to amortise the tables
+    assert bp._lut_pays_off(1024, 1024, 4096)
+
+
 def test_pack_signs_layout(backend):
     x = np.array([[1.0, -1.0, 0.0] + [-1.0] * 61 + [1.0]])  # K = 65: two words
     P = bp.pack_signs(x, backend=backend)
