@@ -79,6 +79,13 @@ class TourContext:
     make_model : callable
         ``make_model(kind=None, **overrides) -> Module``: a fresh, untrained model of the
         baseline's architecture (or another kind), for methods that train from scratch.
+    baselines : dict
+        Every trained baseline by kind (``"bow"``, ``"lstm"``, ``"transformer"``).
+    config : object
+        The tour's configuration (sizes, epochs, budgets).
+    copied_kind : str or None
+        Which baseline :meth:`copy_baseline` copied last; the tour compares the method's
+        result with that baseline unless ``MethodResult.extra["baseline"]`` names another.
     """
 
     task: Any
@@ -89,12 +96,21 @@ class TourContext:
     fit: Callable
     evaluate: Callable
     make_model: Callable
+    baselines: dict = field(default_factory=dict)
+    config: Any = None
+    copied_kind: str | None = None
 
-    def copy_baseline(self):
-        """A deep copy of the trained baseline (same class, copied parameters)."""
+    def copy_baseline(self, kind: str | None = None):
+        """A deep copy of the primary baseline, or of the trained baseline of ``kind``."""
         import copy
 
-        return copy.deepcopy(self.baseline)
+        if kind is None or kind == self.baseline_kind:
+            self.copied_kind = self.baseline_kind
+            return copy.deepcopy(self.baseline)
+        if kind not in self.baselines:
+            raise KeyError(f"no trained baseline {kind!r}; trained: {sorted(self.baselines)}")
+        self.copied_kind = kind
+        return copy.deepcopy(self.baselines[kind])
 
 
 @dataclass
