@@ -3,6 +3,13 @@
 | kernel | module | used by |
 |---|---|---|
 | CSR sparse × dense vector / matrix (SpMV, SpMM, ``X @ W.T``) | :mod:`refimpl.kernels.sparse` | §2 pruning |
+| block-sparse (BSR) and bank-balanced (BBS) sparse × dense | :mod:`refimpl.kernels.block_sparse` | §2.3 pruning |
+| sign / ternary / k-bit packing; XNOR-popcount binary GEMM, ternary GEMM on two bit planes, k-bit packed × float matmul | :mod:`refimpl.kernels.bitpack` | §3 quantization |
+| TT-matrix × matrix without forming the matrix; TT-embedding row lookup | :mod:`refimpl.kernels.tt` | §6.3 decomposition |
+| sliding-window (+dilated, +global) attention without the n×n matrix; block-sparse attention; causal linear attention (prefix sums) | :mod:`refimpl.kernels.attention` | §7 attention |
+
+The chapter kernels are imported from their modules (``from refimpl.kernels.bitpack import
+binary_matmul``) so that ``import refimpl.kernels`` stays light.
 
 See :mod:`refimpl.kernels._backend` for the switch (``REFIMPL_BACKEND``) and how tests assert
 which backend ran.
