@@ -3,7 +3,7 @@
 - ``backend``: parametrised over ``"numba"`` and ``"numpy"``; after the test it asserts that at
   least one kernel ran and that every kernel call used the requested backend (an environment
   matrix alone can silently run one path twice).
-- ``torch``, ``tensorly``, ``sklearn``: the cross-check libraries. Locally a missing one skips
+- ``torch``, ``tensorly``, ``sklearn``, ``nltk``: the cross-check libraries. Locally a missing one skips
   the test; with ``REFIMPL_REQUIRE_CROSSCHECKS=1`` (set by ``.ci/run``) it fails instead, so a
   cross-check is never silently skipped in CI.
 """
@@ -43,6 +43,12 @@ def tensorly():
 @pytest.fixture(scope="session")
 def sklearn():
     return _require("sklearn")
+
+
+@pytest.fixture(scope="session")
+def nltk():
+    """NLTK's BLEU module (``nltk.translate.bleu_score``), for the corpus-BLEU cross-check."""
+    return _require("nltk.translate.bleu_score")
 
 
 @pytest.fixture(params=["numba", "numpy"])
