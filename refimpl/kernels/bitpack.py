@@ -463,17 +463,18 @@ def _lut_row(typingctx, T, Ap, a_off, nw, C, c_off):
 
 
 @numba.njit(cache=True, parallel=True)
-def _binary_gemm_lut(Ap, Bb, K, n_chunks):
-    """Table ("Four Russians") XOR-popcount GEMM; ``Bb`` is ``Bp`` viewed as bytes (N, 8 Kw).
+def _binary_gemm_lut(Apn, Bb, K, n_chunks):
+    """Table ("Four Russians") XOR-popcount GEMM.
 
+    ``Apn`` is A in K-block panels, shape (Kw / 2, M, 2) (each block's two words of all rows
+    contiguous); ``Bb`` is ``Bp`` viewed as bytes, shape (N, 8 Kw), Kw even (zero-padded).
     Parallel over (block of 32 rows of B) × (one of ``n_chunks`` row ranges of A); each task
     builds its own tables (16 groups × 256 × 32 bytes = 128 KiB; with the uint16 column sums,
     M × 64 bytes, they stay in the 512 KiB L2 for M up to a few thousand).
     """
-    M, Kw = Ap.shape
+    n_blk, M, GW = Apn.shape
     N = Bb.shape[0]
     L = _LUT_LANES
-    GW = _LUT_WORDS
     nJ = (N + L - 1) // L
     out = np.empty((M, N), dtype=np.int32)
     for task in prange(nJ * n_chunks):
@@ -486,19 +487,32 @@ def _binary_gemm_lut(Ap, Bb, K, n_chunks):
         BTb = np.zeros((8 * GW, L), dtype=np.uint8)  # the byte groups of this B block, transposed
         C = np.zeros((i1 - i0, L), dtype=np.uint16)  # Hamming distances, columns j0 .. j0+L-1
         jn = min(L, N - j0)
-        for w0 in range(0, Kw, GW):
-            nw = min(GW, Kw - w0)
-            for g in range(8 * nw):
+        for bk in range(n_blk):
+            for g in range(8 * GW):
                 for l in range(jn):
-                    BTb[g, l] = Bb[j0 + l, 8 * w0 + g]
-            for g in range(8 * nw):
+                    BTb[g, l] = Bb[j0 + l, 8 * GW * bk + g]
+            for g in range(8 * GW):
                 _lut_build_group(BTb, g * L, T, g * 256 * L)
+            base = bk * M * GW
             for i in range(i0, i1):
-                _lut_row(T, Ap, i * Kw + w0, nw, C, (i - i0) * L)
+                _lut_row(T, Apn, base + i * GW, GW, C, (i - i0) * L)
         for i in range(i0, i1):
             for l in range(jn):
                 out[i, j0 + l] = K - 2 * numba.int32(C[i - i0, l])
     return out
+
+
+def _lut_gemm(Ap, Bp, K, n_chunks):
+    """Pad K to whole table blocks (zero words: XOR 0, no count), lay A out in K-block panels
+    (each block then reads one contiguous stream of A, ~5 % faster than row-major), run the
+    table kernel."""
+    M, Kw = Ap.shape
+    Kp = -(-Kw // _LUT_WORDS) * _LUT_WORDS
+    if Kp != Kw:
+        Ap = np.pad(Ap, ((0, 0), (0, Kp - Kw)))
+        Bp = np.pad(Bp, ((0, 0), (0, Kp - Kw)))
+    Apn = np.ascontiguousarray(Ap.reshape(M, Kp // _LUT_WORDS, _LUT_WORDS).transpose(1, 0, 2))
+    return _binary_gemm_lut(Apn, np.ascontiguousarray(Bp).view(np.uint8), K, n_chunks)
 
 
 def _lut_pays_off(M, N, K):
@@ -519,7 +533,7 @@ def _binary_gemm_numba(Ap, Bp, K):
     nJ = -(-Y.shape[0] // _LUT_LANES)
     threads = numba.get_num_threads()
     n_chunks = max(1, min(-(-2 * threads // nJ), X.shape[0] // 64))
-    C = _binary_gemm_lut(X, Y.view(np.uint8), K, n_chunks)
+    C = _lut_gemm(X, Y, K, n_chunks)
     return np.ascontiguousarray(C.T) if swap else C
 
 
