@@ -6,6 +6,7 @@ import pytest
 from refimpl.attention import dense_attention, linear_attention_quadratic, longformer_mask
 from refimpl.attention.linear import elu_feature_map
 from refimpl.kernels.attention import (
+    _exp_approx,
     block_sparse_attention,
     causal_linear_attention,
     sliding_window_attention,
@@ -48,6 +49,64 @@ def test_sliding_window_float32(backend):
     assert out.dtype == np.float32
     ref = dense_attention(*(x.astype(np.float64) for x in (Q, K, V)), longformer_mask(40, 8))
     _close(out, ref, 1e-5)
+
+
+@pytest.mark.parametrize("dtype,lo,tol", [(np.float32, -87.0, 2e-7), (np.float64, -708.0, 1e-15)])
+def test_exp_approximation_error(dtype, lo, tol):
+    # the Numba softmax's vectorised exp over its whole argument range [lo, 0] (row maximum
+    # subtracted); measured maxima: 8.3e-8 (float32), 3.1e-16 (float64)
+    x = np.concatenate([np.linspace(lo, 0, 400_001), -np.logspace(-30, np.log10(-lo), 20_001),
+                        [0.0, -np.log(2) / 2, lo]]).astype(dtype)
+    got = _exp_approx(x)
+    assert got.dtype == dtype
+    ref = np.exp(x.astype(np.float64))
+    rel = np.abs(got - ref) / ref
+    assert rel.max() <= tol, f"max rel err {rel.max():.3e} at x={x[rel.argmax()]}"
+    assert got[x == 0].tolist() == [1.0] * int(np.sum(x == 0))  # exp(0) is exactly 1
+    # below the smallest normal's log: flushed to 0 (true value < 1.2e-38 / 2.3e-308)
+    below = _exp_approx(np.array([lo - 0.5, 10 * lo, -np.inf], dtype=dtype))
+    assert below.tolist() == [0.0, 0.0, 0.0]
+    assert np.isnan(_exp_approx(np.array([-1.0, np.nan], dtype=dtype))[1])
+    with pytest.raises(ValueError, match="x must be <= 0"):
+        _exp_approx(np.array([0.5], dtype=dtype))
+
+
+@pytest.mark.parametrize("dilation,g", [(1, ()), (2, (0, 700, 1023))])
+def test_sliding_window_float32_benchmark_shape(backend, dilation, g):
+    # the benchmark's regime (d = 64, w = 256, several query blocks) in float32, against float64
+    # masked dense attention: float32 scores, exp and accumulation give errors ~1e-6
+    rng = np.random.default_rng(8)
+    Q, K, V = _qkv(rng, B=1, H=2, n=1024, d=64, dv=64, dtype=np.float32)
+    out = sliding_window_attention(Q, K, V, 256, dilation, g, backend=backend)
+    assert out.dtype == np.float32
+    ref = dense_attention(*(x.astype(np.float64) for x in (Q, K, V)),
+                          longformer_mask(1024, 256, dilation, g))
+    _close(out, ref, 5e-6)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 3e-5)])
+def test_sliding_window_wide_score_range(backend, dtype, tol):
+    # scores spread over hundreds: most numerators underflow (flushed to 0) and the softmax is
+    # nearly one-hot; still equal to masked dense attention (float32: scores of size ~200 are
+    # rounded by ~1e-5, so the weights carry relative errors ~1e-5 whatever the exp)
+    rng = np.random.default_rng(9)
+    Q, K, V = _qkv(rng, B=1, H=1, n=200, d=16, dv=5)
+    Q = (Q * 40).astype(dtype)
+    K, V = K.astype(dtype), V.astype(dtype)
+    out = sliding_window_attention(Q, K, V, 20, 1, (3,), backend=backend)
+    ref = dense_attention(*(x.astype(np.float64) for x in (Q, K, V)),
+                          longformer_mask(200, 20, 1, (3,)))
+    _close(out, ref, tol)
+
+
+def test_sliding_window_nan_propagates(backend):
+    # a NaN key poisons exactly the rows whose window holds it (as in dense attention)
+    rng = np.random.default_rng(10)
+    Q, K, V = _qkv(rng, B=1, H=1, n=300, d=8, dv=4, dtype=np.float32)
+    K[0, 0, 150, 2] = np.nan
+    out = sliding_window_attention(Q, K, V, 20, backend=backend)
+    bad = np.isnan(out[0, 0]).any(axis=-1)
+    assert np.array_equal(np.nonzero(bad)[0], np.arange(140, 161))
 
 
 def test_sliding_window_vs_torch_band_mask(backend, torch):
