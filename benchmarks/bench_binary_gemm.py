@@ -33,7 +33,7 @@ Measured 2026-11-23, M = N = 1024, K = 4096, medians (best) of 11 interleaved ru
     (best/best 11.1x) | POPCNT-tiled 17.7 ms -> 7.6x | packing A + B 8.4 ms
   one thread each (threadpoolctl / numba.set_num_threads, best of 9, load 2.0): f32 BLAS
     238 ms | table 22.4 ms -> 10.6x | POPCNT-tiled 34.1 ms -> 7.0x
-  Before this kernel (tiled only, same interleaved protocol, load 2.0-2.3): 7.2-7.5x.
+  Before this kernel (POPCNT-tiled, same protocol, 7 runs at load 1.5-2.5): 6.9-7.7x.
   Under heavier load (BLAS at 270-400 ms) the median ratio reads 12.9-14.1x: not quoted.
 
   Result: ~11x, the issue's >= 12x target is NOT met (the "about 16x" seen before was probably

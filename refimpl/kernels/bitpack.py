@@ -18,6 +18,10 @@ non-zero mask ``nz`` and a sign plane ``s`` (1 for −1); for ternary rows
 ``a·b = popcount(nz_a & nz_b) − 2 popcount(nz_a & nz_b & (s_a ⊕ s_b))``.
 k-bit codes are packed ``64 // k`` per word (a code never straddles two words).
 
+The Numba binary GEMM switches to a table ("Four Russians") kernel for large products: 256-row
+tables of byte-group popcounts per block of 32 rows of B, summed in AVX2 byte lanes (see
+``_binary_gemm_lut``), ~1.5× the register-tiled POPCNT kernel at 1024 × 1024 × 4096.
+
 Storage per weight, exactly: binary ``1`` bit (+ ``32/K`` for a float32 scale per row),
 ternary ``2`` bits as two planes (+ scale), k-bit ``64/(64//k)`` bits (``k`` when ``k`` divides
 64) plus a ``2^k``-entry float32 codebook per matrix; padding to whole words is counted by
@@ -362,7 +366,7 @@ with _no_autovectorize():
 # flipping bit b changes every lane by ±(1 − 2·bit_b(q)). The two inner loops are written in
 # LLVM IR (numba ``@intrinsic``) because LLVM's auto-vectoriser does not keep the 32-lane
 # accumulator in registers. Measured on this AMD Zen (2 cores, AVX2 = 2 × 128-bit units):
-# 1.5–1.9× faster than the register-tiled POPCNT kernel at 1024 × 1024 × 4096. Block sizes
+# 1.4–1.5× faster than the register-tiled POPCNT kernel at 1024 × 1024 × 4096. Block sizes
 # (one thread, 1024 × 1024 × 4096): 32 lanes × 2 words 22 ms; 64 × 2 26 ms; 64 × 1 24 ms;
 # 32 × 3 28 ms; 16 × 2 30 ms — tables plus column sums must stay well inside the 512 KiB L2.
 _LUT_LANES = 32  # rows of B per table block = byte lanes = one AVX2 register
