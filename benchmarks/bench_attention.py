@@ -66,6 +66,54 @@ import numpy as np
 from refimpl.attention.scaling import default_variants, loglog_slope, measure_scaling
 
 
+def _blas():
+    from threadpoolctl import threadpool_info
+
+    return [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture', '')} "
+            f"threads={i.get('num_threads')}" for i in threadpool_info()]
+
+
+def headline(rounds: int, n: int, window: int, dtype) -> int:
+    """Interleaved rounds (dense, window, window) at one n; medians, per-round ratios, load.
+
+    On a shared machine single timings swing several-fold; interleaving puts dense and the
+    window under the same load in each round, and the median ratio is the honest summary.
+    """
+    import os
+    import statistics
+
+    from refimpl.attention.scaling import dense_baseline
+    from refimpl.kernels.attention import sliding_window_attention
+
+    for line in _blas():
+        print("#", line)
+    rng = np.random.default_rng(n)
+    Q, K, V = (rng.standard_normal((1, 1, n, 64)).astype(dtype) for _ in range(3))
+    small = tuple(x[:, :, :512] for x in (Q, K, V))
+    sliding_window_attention(*small, window, backend="numba")  # load/compile outside timing
+    dense_baseline(*small)
+    load0 = os.getloadavg()
+    td, tw = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        dense_baseline(Q, K, V)
+        td.append(time.perf_counter() - t0)
+        for _ in range(2):
+            t0 = time.perf_counter()
+            sliding_window_attention(Q, K, V, window, backend="numba")
+            tw.append(time.perf_counter() - t0)
+    md, mw = statistics.median(td), statistics.median(tw)
+    print(f"# n={n}, d=64, w={window}, B=H=1, {dtype}, {rounds} rounds; load average before "
+          f"{load0[0]:.2f} after {os.getloadavg()[0]:.2f}")
+    print(f"dense      ms: median {md * 1e3:8.1f}  min {min(td) * 1e3:8.1f}  all "
+          f"{[round(t * 1e3) for t in td]}")
+    print(f"sliding w  ms: median {mw * 1e3:8.1f}  min {min(tw) * 1e3:8.1f}  all "
+          f"{[round(t * 1e3, 1) for t in tw]}")
+    print(f"dense / sliding window: median {md / mw:.1f}x (min/min {min(td) / min(tw):.1f}x; "
+          f"per round {[round(d / w, 1) for d, w in zip(td, tw[1::2])]})")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="n = 1024..8192, one repeat")
@@ -74,16 +122,19 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=None)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--skip", nargs="*", default=[], help="substrings of variants to skip")
+    ap.add_argument("--headline", type=int, default=0, metavar="ROUNDS",
+                    help="only the target: ROUNDS interleaved rounds of dense vs the Numba "
+                         "sliding window at n = max(--n) (default 8192); prints medians")
     args = ap.parse_args(argv)
+    if args.headline:
+        return headline(args.headline, (args.n or [8192])[-1], args.window,
+                        np.dtype(args.dtype))
     ns = args.n or ([1024, 2048, 4096, 8192] if args.quick else [1024, 2048, 4096, 8192, 16384])
     repeat = args.repeat or (1 if args.quick else 2)
     dtype = np.dtype(args.dtype)
 
-    from threadpoolctl import threadpool_info
-
-    for info in threadpool_info():
-        print(f"# {info.get('internal_api')} {info.get('version')} "
-              f"{info.get('architecture', '')} threads={info.get('num_threads')}")
+    for line in _blas():
+        print("#", line)
     print(f"# d=64, B=H=1, dtype={dtype}, n={ns}, repeat={repeat}")
 
     variants = [v for v in default_variants(args.window)

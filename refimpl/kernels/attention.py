@@ -48,6 +48,11 @@ def _one_blas_thread():
     (threadpoolctl's library handles are looked up once; setting the count is a C call.)"""
     global _BLAS_LIBS
     if _BLAS_LIBS is None:
+        # Numba's np.dot calls SciPy's BLAS (scipy.linalg.cython_blas, its own OpenBLAS beside
+        # NumPy's), loaded lazily by the first kernel call: load it first, or the controller
+        # misses it and every per-block GEMM of a prange task spawns BLAS threads of its own
+        # (4 busy threads on 2 cores; measured 2x slower than one Numba thread)
+        import scipy.linalg.cython_blas  # noqa: F401
         from threadpoolctl import ThreadpoolController
 
         _BLAS_LIBS = [lc for lc in ThreadpoolController().lib_controllers
@@ -179,8 +184,9 @@ def _exp_shift_sum_f64(x, mx, scale, scratch):
 
 @numba.njit(cache=True, fastmath=True)
 def _row_max(x):
-    # contiguous row, no gathers: fastmath lets LLVM vectorise the max reduction (a NaN in x is
-    # still caught: its numerator is NaN, see _exp_shift_sum_f32)
+    # contiguous row, no gathers (LLVM keeps this reduction scalar, vmaxss: ~1 ms per 8192 rows
+    # of 257, not worth unrolling). A NaN in x is still caught: its numerator is NaN, see
+    # _exp_shift_sum_f32
     mx = x[0]
     for c in range(1, x.shape[0]):
         mx = max(mx, x[c])
@@ -403,13 +409,14 @@ def sliding_window_attention(Q, K, V, window: int, dilation: int = 1, global_idx
     window is a plain window on each residue class ``i mod dilation``; the Numba kernel
     reorders the sequence by residue class and runs query blocks in parallel (``prange``,
     dynamic chunks of 4 blocks), each with one BLAS GEMM for its band scores and one for the
-    values. The softmax between them works on each query's contiguous band slice: a vectorised
-    maximum, then a vectorised range-reduced polynomial ``exp`` (Cody–Waite reduction, Cephes
+    values. The softmax between them works on each query's contiguous band slice: the band
+    maximum, then a vectorised (AVX2) range-reduced polynomial ``exp`` (Cody–Waite reduction, Cephes
     polynomials; maximum relative error vs ``np.exp`` about 1e-7 in float32 and 3e-16 in
     float64, tested) instead of a scalar libm call per score; ``1/√d`` is applied inside the
     exponent, so ``Q`` is not copied. Float32 inputs are computed and accumulated in float32
-    (agreement with float64 masked dense attention about 1e-6). BLAS is limited to one thread
-    during the call (many small GEMMs).
+    (agreement with float64 masked dense attention about 1e-6). BLAS (NumPy's and SciPy's,
+    which Numba's ``np.dot`` calls) is limited to one thread during the call: many small GEMMs
+    run inside the parallel tasks.
     """
     Q, K, V = _check_qkv(Q, K, V)
     n = Q.shape[2]
