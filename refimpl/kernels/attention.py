@@ -203,8 +203,11 @@ def _scale_rows(o, zs):
 
 
 def _exp_shift_sum(x, mx, scale, scratch):
-    """exp(scale·(x − mx)) in place, returns the sum (dtype-dispatched inside Numba)."""
-    raise NotImplementedError("only callable from Numba-compiled code")
+    """exp(scale·(x − mx)) in place, returns the sum (dtype-dispatched; this body runs only
+    with ``NUMBA_DISABLE_JIT=1``, compiled code uses the overload below)."""
+    if x.dtype == np.float32:
+        return _exp_shift_sum_f32(x, mx, scale, scratch)
+    return _exp_shift_sum_f64(x, mx, scale, scratch)
 
 
 @overload(_exp_shift_sum)
