@@ -199,50 +199,49 @@ def _finetune(ctx: TourContext, model):
     ctx.fit(model, epochs=1 if ctx.quick else 3, lr=1e-3)
 
 
+def _compress_finetune(ctx: TourContext, compress, missing: str, notes) -> MethodResult:
+    """Copy the baseline, ``compress`` it in place (returns the replaced names), fine-tune.
+
+    ``missing`` completes "the baseline has no ..." when nothing could be replaced;
+    ``notes(n_replaced)`` is the table's note.
+    """
+    model = ctx.copy_baseline()
+    replaced = compress(model)
+    if not replaced:
+        raise ValueError(f"the baseline has no {missing}")
+    _finetune(ctx, model)
+    return _result(model, notes(len(replaced)), replaced)
+
+
 @register_method("svd-low-rank", family="decomposition", section="6.1",
                  description="every Linear and recurrent weight -> truncated-SVD factors at 1/3 "
                              "of the break-even rank, fine-tuned")
 def _svd_low_rank(ctx: TourContext) -> MethodResult:
-    model = ctx.copy_baseline()
-    replaced = svd_compress_linears(model)
-    if not replaced:
-        raise ValueError("the baseline has no Linear layer with both sizes >= 16")
-    _finetune(ctx, model)
-    return _result(model, f"rank-r SVD factors for {len(replaced)} weights", replaced)
+    return _compress_finetune(ctx, svd_compress_linears, "Linear layer with both sizes >= 16",
+                              lambda k: f"rank-r SVD factors for {k} weights")
 
 
 @register_method("tt-embedding", family="decomposition", section="6.3",
                  description="embedding -> TT-embedding (3 cores, TT-rank 8, TT-SVD init), "
                              "fine-tuned")
 def _tt_embedding(ctx: TourContext) -> MethodResult:
-    model = ctx.copy_baseline()
-    replaced = tt_compress_embeddings(model)
-    if not replaced:
-        raise ValueError("the baseline has no Embedding whose width factors into 3 modes")
-    _finetune(ctx, model)
-    return _result(model, "TT-embedding rank 8", replaced)
+    return _compress_finetune(ctx, tt_compress_embeddings,
+                              "Embedding whose width factors into 3 modes",
+                              lambda k: "TT-embedding rank 8")
 
 
 @register_method("tt-layer", family="decomposition", section="6.3",
                  description="Linear and recurrent weights -> TT-matrices (2 cores, TT-rank 4), "
                              "fine-tuned")
 def _tt_layer(ctx: TourContext) -> MethodResult:
-    model = ctx.copy_baseline()
-    replaced = tt_compress_linears(model)
-    if not replaced:
-        raise ValueError("the baseline has no Linear layer whose sizes factor")
-    _finetune(ctx, model)
-    return _result(model, f"TT-matrices (rank 4) for {len(replaced)} weights", replaced)
+    return _compress_finetune(ctx, tt_compress_linears, "Linear layer whose sizes factor",
+                              lambda k: f"TT-matrices (rank 4) for {k} weights")
 
 
 @register_method("btd-layer", family="decomposition", section="6.3",
                  description="Linear and recurrent weights -> block-term format (2 blocks, "
                              "Tucker rank 2), fine-tuned")
 def _btd_layer(ctx: TourContext) -> MethodResult:
-    model = ctx.copy_baseline()
-    replaced = bt_compress_linears(model)
-    if not replaced:
-        raise ValueError("the baseline has no Linear layer whose sizes factor")
-    _finetune(ctx, model)
-    return _result(model, f"block-term (N=2, R=2) for {len(replaced)} weights", replaced)
+    return _compress_finetune(ctx, bt_compress_linears, "Linear layer whose sizes factor",
+                              lambda k: f"block-term (N=2, R=2) for {k} weights")
 
