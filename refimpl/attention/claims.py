@@ -53,12 +53,31 @@ class NeedleSetup:
 
 @functools.lru_cache(maxsize=4)
 def needle_setup(quick: bool, seed: int) -> NeedleSetup:
+    """The shared :class:`NeedleSetup` for ``(quick, seed)`` (cached, at most 4).
+
+    Part of the Survey §7 claims in miniature.
+
+    Parameters
+    ----------
+    quick : bool
+        Small model and few epochs when True.
+    seed : int
+        Seed of the task and of the models.
+
+    Returns
+    -------
+    NeedleSetup
+        The needle task and the classifier's sizes, epochs and learning rate.
+    """
     return NeedleSetup(quick, seed)
 
 
 def run_needle_model(setup: NeedleSetup, attention=None, *, epochs: int | None = None):
     """Train a ``TransformerClassifier`` with the given attention hook; return (model, test
-    accuracy, per-example correctness on the test split)."""
+    accuracy, per-example correctness on the test split).
+
+    Part of the Survey §7 claims in miniature.
+    """
     TransformerClassifier, fit, predict_logits = _nn()
     t = setup.task
     model = TransformerClassifier(len(t.vocab), setup.d_model, setup.num_heads,
@@ -75,24 +94,67 @@ def run_needle_model(setup: NeedleSetup, attention=None, *, epochs: int | None =
 
 @functools.lru_cache(maxsize=4)
 def dense_needle_model(quick: bool, seed: int):
-    """The dense-attention baseline (cached per (quick, seed))."""
+    """The dense-attention baseline (cached per (quick, seed)).
+
+    Dense attention (Survey Eq. (68), §7.1): the baseline of the Survey §7 claims.
+    """
     return run_needle_model(needle_setup(quick, seed), None)
 
 
 def window_reach_ceiling(setup: NeedleSetup, half: int) -> tuple[float, np.ndarray]:
     """Best accuracy of a read-out at ``[CLS]`` (position 0) through a window of half-width
-    ``half`` stacked over the layers, and which test examples it can see."""
+    ``half`` stacked over the layers, and which test examples it can see.
+
+    Part of the Survey §7.2 Longformer claim (:func:`longformer_claim`).
+    """
     pos = setup.seq_len - 1 - setup.task.dist_test + 1  # needle position after [CLS]
     visible = pos <= setup.num_layers * half
     return float(visible.mean() + (~visible).mean() / setup.task.n_classes), visible
 
 
 def accuracy_by_mask(correct, mask) -> float:
+    """Accuracy over the test examples selected by ``mask``.
+
+    Part of the Survey §7 claims in miniature.
+
+    Parameters
+    ----------
+    correct : ndarray of bool, shape (n_test,)
+        Per-example correctness, as returned by :func:`run_needle_model`.
+    mask : array_like of bool, shape (n_test,)
+
+    Returns
+    -------
+    float
+        Mean of ``correct[mask]``, NaN when ``mask`` selects nothing.
+    """
     mask = np.asarray(mask, dtype=bool)
     return float(correct[mask].mean()) if mask.any() else float("nan")
 
 
 def longformer_claim(quick: bool, seed: int) -> dict:
+    """Survey §7.2 claim in miniature: Longformer windows against dense attention.
+
+    Trains the needle classifier with a sliding window of width 4, without and with one global
+    token (position 0, ``[CLS]``), and compares with the dense baseline and the window's reach.
+
+    Parameters
+    ----------
+    quick : bool
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``acc_dense``, ``acc_window``, ``acc_window_global``, ``window_ceiling`` (from
+        :func:`window_reach_ceiling`), ``acc_window_beyond_reach`` (window model on needles out
+        of its reach), ``chance``, ``n`` and ``window``.
+
+    References
+    ----------
+    .. [1] I. Beltagy, M. E. Peters, A. Cohan, "Longformer: The Long-Document Transformer",
+       arXiv 2004.05150, 2020.
+    """
     s = needle_setup(quick, seed)
     _, acc_dense, _ = dense_needle_model(quick, seed)
     window = 4
@@ -106,6 +168,26 @@ def longformer_claim(quick: bool, seed: int) -> dict:
 
 
 def linformer_claim(quick: bool, seed: int) -> dict:
+    """Survey §7.2 claim in miniature: Linformer against dense attention.
+
+    Trains the needle classifier with head-wise shared ``E, F`` projections to ``k = 8`` (one
+    epoch more than the dense baseline, since ``E, F`` learn from scratch).
+
+    Parameters
+    ----------
+    quick : bool
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``acc_dense``, ``acc_linformer``, ``k``, ``n`` and ``score_memory_ratio`` = n² / (n k).
+
+    References
+    ----------
+    .. [1] S. Wang et al., "Linformer: Self-Attention with Linear Complexity",
+       arXiv 2006.04768, 2020.
+    """
     s = needle_setup(quick, seed)
     _, acc_dense, _ = dense_needle_model(quick, seed)
     k = 8
@@ -116,6 +198,28 @@ def linformer_claim(quick: bool, seed: int) -> dict:
 
 
 def linear_attention_claim(quick: bool, seed: int) -> dict:
+    """Survey §7.2 claim in miniature: linear attention against softmax.
+
+    (a) The trained dense model with every layer's attention swapped for linear attention, no
+    retraining; (b) the same classifier trained from scratch with linear attention.
+
+    Parameters
+    ----------
+    quick : bool
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``acc_dense``, ``acc_linear_trained``, ``acc_linear_dropin`` and
+        ``layer1_context_rel_err``: relative Frobenius error of the first layer's attention
+        context, linear against softmax, on the first 128 test examples.
+
+    References
+    ----------
+    .. [1] A. Katharopoulos et al., "Transformers are RNNs: Fast Autoregressive Transformers with
+       Linear Attention", ICML 2020.
+    """
     import copy
 
     from refimpl.nn.tensor import no_grad

@@ -41,6 +41,11 @@ def check_qkv(Q, K, V, *, same_length: bool = False):
     ValueError
         Naming ``Q``/``K``/``V`` when a shape is wrong: not 4-D, ``d`` of ``Q`` and ``K``
         differ, ``K`` and ``V`` disagree in batch/heads/length, or (``same_length``) ``n != m``.
+
+    Notes
+    -----
+    Part of Survey §7: the input check shared by every attention variant. Returns
+    ``Q, K, V`` cast to one floating dtype (at least float32).
     """
     Q = check_array(Q, "Q", ndim=4)
     K = check_array(K, "K", ndim=4)
@@ -62,7 +67,11 @@ def check_qkv(Q, K, V, *, same_length: bool = False):
 
 
 def as_mask(mask, n: int, m: int, name: str = "mask") -> np.ndarray:
-    """Validate a boolean mask broadcastable to ``(B, H, n, m)`` (``True`` = may attend)."""
+    """Validate a boolean mask broadcastable to ``(B, H, n, m)`` (``True`` = may attend).
+
+    Part of Survey §7 (masks of the exact variants). Returns the mask as a boolean
+    ndarray.
+    """
     mk = np.asarray(mask)
     if mk.dtype != bool:
         raise TypeError(f"{name} must be a boolean array (True = may attend), got dtype "
@@ -74,7 +83,10 @@ def as_mask(mask, n: int, m: int, name: str = "mask") -> np.ndarray:
 
 
 def causal_mask(n: int, m: int | None = None) -> np.ndarray:
-    """Lower-triangular boolean mask ``j <= i`` of shape ``(n, m)`` (autoregressive attention)."""
+    """Lower-triangular boolean mask ``j <= i`` of shape ``(n, m)`` (autoregressive attention).
+
+    Part of Survey §7, used with dense attention (Survey Eq. (68), §7.1).
+    """
     m = n if m is None else m
     return np.tril(np.ones((n, m), dtype=bool))
 
@@ -165,6 +177,12 @@ def dense_attention_t(q, k, v, mask=None, *, scale: float | None = None) -> Tens
 
     ``mask`` is a constant boolean array broadcastable to ``(B, H, n, m)``, ``True`` = may
     attend. Composed from :mod:`refimpl.nn.functional` ops, so gradients come from the tape.
+
+    Survey Eq. (68), §7.1. Returns a Tensor of shape (B, H, n, d_v).
+
+    References
+    ----------
+    .. [1] A. Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
     """
     d = data_of(q).shape[-1]
     scale = 1.0 / np.sqrt(d) if scale is None else float(scale)

@@ -59,6 +59,8 @@ def key_keep(mask, n: int):
     """Which keys a (padding) mask keeps, as a ``(B, 1, n, 1)``-broadcastable float array.
 
     A key counts as kept when any query may attend to it. ``None`` keeps every key.
+
+    Part of Survey §7 (padding in the attention hooks).
     """
     if mask is None:
         return None

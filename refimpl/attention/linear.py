@@ -87,6 +87,14 @@ def star_attention_mask(n: int) -> np.ndarray:
         embedding ``e_i`` and the relay. Dense attention of the satellites against the
         concatenated keys ``[K; K; mean(K)]`` under this mask is the first cycle of
         :func:`star_attention`.
+
+    Notes
+    -----
+    Survey §7.2.
+
+    References
+    ----------
+    .. [1] Q. Guo et al., "Star-Transformer", NAACL 2019.
     """
     n = check_int(n, "n", 3)
     i = np.arange(n)
@@ -315,6 +323,14 @@ def sinkhorn_sort_matrix(Q, K, n_blocks: int, *, n_iters: int = 8, temperature: 
     -------
     ndarray of shape (B, H, n_blocks, n_blocks)
         Row ``i`` weights the key blocks that sorted block ``i`` mixes.
+
+    Notes
+    -----
+    Survey §7.2.
+
+    References
+    ----------
+    .. [1] Y. Tay et al., "Sparse Sinkhorn Attention", ICML 2020.
     """
     Q = check_array(Q, "Q", ndim=4)
     K = check_array(K, "K", ndim=4)
@@ -452,7 +468,16 @@ def efficient_attention(Q, K, V):
 
 def efficient_attention_quadratic(Q, K, V, *, return_weights: bool = False):
     """The same function as :func:`efficient_attention` evaluated the quadratic way,
-    ``(ρ_q(Q) ρ_k(K)ᵀ) V`` with the explicit ``n × m`` matrix (for checking associativity)."""
+    ``(ρ_q(Q) ρ_k(K)ᵀ) V`` with the explicit ``n × m`` matrix (for checking associativity).
+
+    Survey Eq. (69), §7.2. ``Q`` (B, H, n, d), ``K`` (B, H, m, d), ``V`` (B, H, m, d_v) ->
+    (B, H, n, d_v) (and the (B, H, n, m) weights when ``return_weights``).
+
+    References
+    ----------
+    .. [1] Z. Shen et al., "Efficient Attention: Attention with Linear Complexities", WACV 2021
+       (arXiv 1812.01243).
+    """
     Q, K, V = check_qkv(Q, K, V)
     A = _softmax(Q, axis=-1) @ np.swapaxes(_softmax(K, axis=-2), -1, -2)  # (B, H, n, m)
     return (A @ V, A) if return_weights else A @ V
@@ -483,7 +508,15 @@ def elu_feature_map(X) -> np.ndarray:
 def linear_attention_quadratic(Q, K, V, *, causal: bool = False, eps: float = 1e-6):
     """Linear attention evaluated the quadratic way:
     :math:`o_i=\\sum_j \\phi(q_i)^T\\phi(k_j) v_j / (\\sum_j \\phi(q_i)^T\\phi(k_j)+\\varepsilon)`,
-    with ``j <= i`` when ``causal`` (the reference :func:`linear_attention` must equal)."""
+    with ``j <= i`` when ``causal`` (the reference :func:`linear_attention` must equal).
+
+    Survey §7.2. ``Q`` (B, H, n, d), ``K`` (B, H, m, d), ``V`` (B, H, m, d_v) -> (B, H, n, d_v).
+
+    References
+    ----------
+    .. [1] A. Katharopoulos et al., "Transformers are RNNs: Fast Autoregressive Transformers with
+       Linear Attention", ICML 2020.
+    """
     Q, K, V = check_qkv(Q, K, V)
     A = elu_feature_map(Q) @ np.swapaxes(elu_feature_map(K), -1, -2)  # (B, H, n, m)
     if causal:
@@ -544,6 +577,13 @@ def longformer_mask(n: int, window: int, dilation: int = 1, global_idx=()) -> np
 
     ``mask[i, j]`` is True when ``j = i + dilation·o`` with ``|o| <= window/2``, or ``i`` or
     ``j`` is a global position (global attention is symmetric).
+
+    Survey §7.2.
+
+    References
+    ----------
+    .. [1] I. Beltagy, M. E. Peters, A. Cohan, "Longformer: The Long-Document Transformer", arXiv
+       2004.05150, 2020.
     """
     n = check_int(n, "n", 1)
     half, dil, g = check_window(window, dilation, global_idx, n)

@@ -24,7 +24,10 @@ __all__ = ["Variant", "dense_baseline", "default_variants", "measure_scaling", "
 
 @dataclass(frozen=True)
 class Variant:
-    """One attention method to time: ``fn(Q, K, V)`` and its theoretical exponents in ``n``."""
+    """One attention method to time: ``fn(Q, K, V)`` and its theoretical exponents in ``n``.
+
+    Part of Survey §7 (the measured scaling of the variants).
+    """
 
     name: str
     fn: Callable
@@ -168,6 +171,10 @@ def measure_scaling(ns, variants=None, *, d: int = 64, repeat: int = 1, dtype=np
     dict
         ``{"n": [...], "variants": {name: {"time": [s...], "memory": [bytes...],
         "time_slope": theory, "memory_slope": theory}}}``.
+
+    Notes
+    -----
+    Part of Survey §7: the measured counterpart of the cost columns of §7.1 and §7.2.
     """
     from refimpl.utils import progress_bar
 
@@ -205,7 +212,11 @@ def measure_scaling(ns, variants=None, *, d: int = 64, repeat: int = 1, dtype=np
 
 
 def loglog_slope(ns, values, last: int = 3) -> float:
-    """Least-squares slope of ``log(values)`` against ``log(ns)`` over the ``last`` points."""
+    """Least-squares slope of ``log(values)`` against ``log(ns)`` over the ``last`` points.
+
+    Part of Survey §7 (the measured exponent of the cost in ``n``). ``ns``, ``values`` of shape
+    (len(ns),); returns a float.
+    """
     x = np.log(np.asarray(ns, dtype=float)[-last:])
     y = np.log(np.maximum(np.asarray(values, dtype=float)[-last:], 1e-300))
     return float(np.polyfit(x, y, 1)[0])

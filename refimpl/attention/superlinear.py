@@ -352,6 +352,14 @@ def lsh_hash(X, n_buckets: int, rotations) -> np.ndarray:
     -------
     ndarray of int64, shape (n_hashes, B, H, n)
         Bucket ids in ``[0, n_buckets)``.
+
+    Notes
+    -----
+    Survey §7.1.
+
+    References
+    ----------
+    .. [1] N. Kitaev, Ł. Kaiser, A. Levskaya, "Reformer: The Efficient Transformer", ICLR 2020.
     """
     n_buckets = _check_buckets(n_buckets)
     X = check_array(X, "X", ndim=4)
@@ -405,6 +413,14 @@ def lsh_attention_mask(QK, n_buckets: int, n_hashes: int = 1, chunk_size: int | 
     ndarray of bool, shape (B, H, n, n)
         Dense attention under this mask, with scores of shared QK against the normalised keys,
         equals :func:`lsh_attention` (exact given the hashes).
+
+    Notes
+    -----
+    Survey §7.1.
+
+    References
+    ----------
+    .. [1] N. Kitaev, Ł. Kaiser, A. Levskaya, "Reformer: The Efficient Transformer", ICLR 2020.
     """
     QK, _, _, n_hashes, chunk_size, buckets = _lsh_prepare(
         QK, QK, n_buckets, n_hashes, chunk_size, rng, rotations)

@@ -38,6 +38,15 @@ def frequency_partition(counts, sizes) -> list[np.ndarray]:
     Returns
     -------
     list of int ndarrays, the word ids of each block
+
+    Notes
+    -----
+    Survey §6.2: the vocabulary blocks of D-softmax.
+
+    References
+    ----------
+    .. [1] W. Chen, D. Grangier, M. Auli, "Strategies for Training Large Vocabulary Neural Language
+       Models", ACL 2016.
     """
     counts = check_array(counts, "counts", ndim=1)
     sizes = [check_int(s, "sizes", 1) for s in sizes]
@@ -48,7 +57,10 @@ def frequency_partition(counts, sizes) -> list[np.ndarray]:
 
 
 def dsoftmax_num_params(block_sizes, dims, bias: bool = True) -> int:
-    """``Σ_b |V_b| d_b`` (+ V biases) against ``V · Σ_b d_b`` for a full softmax."""
+    """``Σ_b |V_b| d_b`` (+ V biases) against ``V · Σ_b d_b`` for a full softmax.
+
+    Part of Survey §6.2 (D-softmax, Chen et al. 2016).
+    """
     return int(sum(v * d for v, d in zip(block_sizes, dims)) + (sum(block_sizes) if bias else 0))
 
 
@@ -120,7 +132,10 @@ class DifferentiatedSoftmax(Module):
 
 
 def dsoftmax_dense_weight(model: DifferentiatedSoftmax) -> np.ndarray:
-    """The block-sparse (V, H) output matrix equivalent to a :class:`DifferentiatedSoftmax`."""
+    """The block-sparse (V, H) output matrix equivalent to a :class:`DifferentiatedSoftmax`.
+
+    Part of Survey §6.2 (D-softmax, Chen et al. 2016).
+    """
     W = np.zeros((model.V, model.H))
     for b, p in enumerate(model.partition):
         W[p, model.offsets[b]:model.offsets[b + 1]] = getattr(model, f"W{b}").data
@@ -128,7 +143,11 @@ def dsoftmax_dense_weight(model: DifferentiatedSoftmax) -> np.ndarray:
 
 
 def block_diag(blocks) -> np.ndarray:
-    """Block-diagonal matrix from a list of 2-d blocks."""
+    """Block-diagonal matrix from a list of 2-d blocks.
+
+    Part of Survey §6.2 (WEST's block-diagonal ``D``). Blocks of shape (r_b, c_b) ->
+    (Σ r_b, Σ c_b).
+    """
     rows = sum(B.shape[0] for B in blocks)
     cols = sum(B.shape[1] for B in blocks)
     out = np.zeros((rows, cols))
@@ -141,7 +160,10 @@ def block_diag(blocks) -> np.ndarray:
 
 
 def west_num_params(V: int, H: int, code_dim: int, n_blocks: int) -> int:
-    """``V k + Σ_b k_b H_b = V k + k H / n_blocks`` (equal blocks)."""
+    """``V k + Σ_b k_b H_b = V k + k H / n_blocks`` (equal blocks).
+
+    Part of Survey §6.2 (WEST, Variani et al. 2019).
+    """
     return int(V * code_dim + code_dim * H // n_blocks)
 
 

@@ -41,14 +41,20 @@ __all__ = ["btd_als", "btd_to_full", "btd_num_params", "bt_matrix", "bt_matrix_t
 
 def btd_to_full(cores, factors) -> np.ndarray:
     """``Σ_n G_n ×_1 U_n^(1) … ×_d U_n^(d)``; ``cores[n]`` (R_1..R_d), ``factors[n][k]``
-    (n_k, R_k)."""
+    (n_k, R_k).
+
+    Part of Survey §6.3 (BTD, De Lathauwer 2008). Returns the full tensor of shape (n_1, ..., n_d).
+    """
     if len(cores) == 0 or len(cores) != len(factors):
         raise ValueError("cores and factors must be non-empty lists of the same length N")
     return sum(tucker_to_full(G, U) for G, U in zip(cores, factors))
 
 
 def btd_num_params(shape, ranks, n_blocks: int) -> int:
-    """``N (∏ R_k + Σ n_k R_k)`` stored numbers."""
+    """``N (∏ R_k + Σ n_k R_k)`` stored numbers.
+
+    Part of Survey §6.3 (BTD).
+    """
     ranks = check_tucker_ranks(ranks, shape)
     n_blocks = check_int(n_blocks, "n_blocks", 1)
     return int(n_blocks * (np.prod(ranks) + sum(n * r for n, r in zip(shape, ranks))))
@@ -192,6 +198,17 @@ def bt_matrix(W, row_dims, col_dims, ranks, n_blocks: int, *, n_iter: int = 30):
     cores : list of N ndarrays (R, ..., R)
     factors : list of N lists of ndarrays (m_k, n_k, R_k) — Ye et al.'s 3-way factor tensors
     errors : list of float
+
+    Notes
+    -----
+    Survey §6.3: the weight of a BT-layer.
+
+    References
+    ----------
+    .. [1] L. De Lathauwer, "Decompositions of a higher-order tensor in block terms — Part II:
+       definitions and uniqueness", SIAM J. Matrix Anal. Appl. 30(3), 2008.
+    .. [2] J. Ye et al., "Learning Compact Recurrent Neural Networks with Block-Term Tensor
+       Decomposition", CVPR 2018.
     """
     W = check_array(W, "W", ndim=2, dtype=np.float64)
     ms = _check_dims(row_dims, "row_dims", W.shape[0])
@@ -207,7 +224,10 @@ def bt_matrix(W, row_dims, col_dims, ranks, n_blocks: int, *, n_iter: int = 30):
 
 
 def bt_matrix_to_full(cores, factors) -> np.ndarray:
-    """Dense ``(∏ m_k, ∏ n_k)`` matrix of BT-layer cores and 3-way factors (m_k, n_k, R_k)."""
+    """Dense ``(∏ m_k, ∏ n_k)`` matrix of BT-layer cores and 3-way factors (m_k, n_k, R_k).
+
+    Part of Survey §6.3 (BT-layer, Ye et al. 2018).
+    """
     ms = [A.shape[0] for A in factors[0]]
     ns = [A.shape[1] for A in factors[0]]
     d = len(ms)
@@ -218,7 +238,10 @@ def bt_matrix_to_full(cores, factors) -> np.ndarray:
 
 
 def bt_matrix_num_params(row_dims, col_dims, rank: int, n_blocks: int) -> int:
-    """Ye et al.'s count ``N (R^d + Σ_k m_k n_k R)``."""
+    """Ye et al.'s count ``N (R^d + Σ_k m_k n_k R)``.
+
+    Part of Survey §6.3 (BT-layer).
+    """
     d = len(row_dims)
     return int(n_blocks * (rank ** d + sum(m * n * rank for m, n in zip(row_dims, col_dims))))
 

@@ -26,18 +26,27 @@ __all__ = ["unfold", "fold", "mode_dot", "khatri_rao", "cp_als", "cp_to_full", "
 
 def unfold(X: np.ndarray, mode: int) -> np.ndarray:
     """Mode-``mode`` unfolding: ``(n_mode, ∏_{j≠mode} n_j)``, remaining modes in order (C order,
-    as TensorLy)."""
+    as TensorLy).
+
+    Part of Survey §6 (CP / Tucker; the building block of BTD, §6.3).
+    """
     return np.moveaxis(X, mode, 0).reshape(X.shape[mode], -1)
 
 
 def fold(M: np.ndarray, mode: int, shape) -> np.ndarray:
-    """Inverse of :func:`unfold`."""
+    """Inverse of :func:`unfold`.
+
+    Part of Survey §6 (CP / Tucker; the building block of BTD, §6.3).
+    """
     full = [shape[mode]] + [s for i, s in enumerate(shape) if i != mode]
     return np.moveaxis(M.reshape(full), 0, mode)
 
 
 def mode_dot(X: np.ndarray, A: np.ndarray, mode: int) -> np.ndarray:
-    """``X ×_mode A``: multiply mode ``mode`` (size n) by ``A`` of shape (m, n)."""
+    """``X ×_mode A``: multiply mode ``mode`` (size n) by ``A`` of shape (m, n).
+
+    Part of Survey §6 (CP / Tucker; the building block of BTD, §6.3).
+    """
     shape = list(X.shape)
     shape[mode] = A.shape[0]
     return fold(A @ unfold(X, mode), mode, shape)
@@ -45,7 +54,10 @@ def mode_dot(X: np.ndarray, A: np.ndarray, mode: int) -> np.ndarray:
 
 def khatri_rao(mats) -> np.ndarray:
     """Column-wise Kronecker product of matrices ``(n_j, R)`` -> ``(∏ n_j, R)``, first matrix
-    slowest (matches :func:`unfold`'s C ordering)."""
+    slowest (matches :func:`unfold`'s C ordering).
+
+    Part of Survey §6 (CP / Tucker; the building block of BTD, §6.3).
+    """
     out = mats[0]
     for A in mats[1:]:
         out = (out[:, None, :] * A[None, :, :]).reshape(-1, A.shape[1])
@@ -60,13 +72,24 @@ def _check_tensor(X, name="X"):
 
 
 def cp_to_full(weights, factors) -> np.ndarray:
-    """``Σ_r λ_r a_r^(1) ∘ … ∘ a_r^(d)`` from ``weights`` (R,) and factors ``(n_k, R)``."""
+    """``Σ_r λ_r a_r^(1) ∘ … ∘ a_r^(d)`` from ``weights`` (R,) and factors ``(n_k, R)``.
+
+    Part of Survey §6 (CP). Returns the full tensor of shape (n_1, ..., n_d).
+
+    References
+    ----------
+    .. [1] T. G. Kolda, B. W. Bader, "Tensor Decompositions and Applications", SIAM Review 51(3),
+       2009.
+    """
     M = khatri_rao(factors[1:]) * np.asarray(weights)[None, :]  # (∏_{k>0} n_k, R)
     return (factors[0] @ M.T).reshape([A.shape[0] for A in factors])
 
 
 def cp_num_params(shape, rank: int) -> int:
-    """``R (Σ n_k + 1)`` (factors plus the weights λ)."""
+    """``R (Σ n_k + 1)`` (factors plus the weights λ).
+
+    Part of Survey §6 (CP).
+    """
     return int(rank * (sum(shape) + 1))
 
 
@@ -140,7 +163,10 @@ def cp_als(X, rank: int, *, n_iter: int = 200, tol: float = 1e-10, init: str = "
 
 
 def check_tucker_ranks(ranks, shape, name="ranks") -> tuple[int, ...]:
-    """Validate Tucker ranks: one per mode, ``1 ≤ R_k ≤ n_k`` (int applies to every mode)."""
+    """Validate Tucker ranks: one per mode, ``1 ≤ R_k ≤ n_k`` (int applies to every mode).
+
+    Part of Survey §6 (CP / Tucker; the building block of BTD, §6.3).
+    """
     if isinstance(ranks, (int, np.integer)) and not isinstance(ranks, bool):
         ranks = [int(ranks)] * len(shape)
     ranks = list(ranks)
@@ -156,7 +182,10 @@ def check_tucker_ranks(ranks, shape, name="ranks") -> tuple[int, ...]:
 
 
 def tucker_to_full(core, factors) -> np.ndarray:
-    """``G ×_1 U_1 ×_2 … ×_d U_d`` with ``core`` (R_1..R_d) and ``factors`` (n_k, R_k)."""
+    """``G ×_1 U_1 ×_2 … ×_d U_d`` with ``core`` (R_1..R_d) and ``factors`` (n_k, R_k).
+
+    Part of Survey §6 (Tucker; each BTD term of §6.3). Returns shape (n_1, ..., n_d).
+    """
     X = np.asarray(core)
     for k, U in enumerate(factors):
         X = mode_dot(X, np.asarray(U), k)
@@ -164,7 +193,10 @@ def tucker_to_full(core, factors) -> np.ndarray:
 
 
 def tucker_num_params(shape, ranks) -> int:
-    """``∏ R_k + Σ n_k R_k``."""
+    """``∏ R_k + Σ n_k R_k``.
+
+    Part of Survey §6 (CP / Tucker; the building block of BTD, §6.3).
+    """
     ranks = check_tucker_ranks(ranks, shape)
     return int(np.prod(ranks) + sum(n * r for n, r in zip(shape, ranks)))
 
@@ -187,6 +219,8 @@ def hosvd(X, ranks):
     :math:`U_k` = leading :math:`R_k` left singular vectors of :math:`X_{(k)}`,
     :math:`G = X \times_1 U_1^\top \cdots \times_d U_d^\top`. Quasi-optimal:
     :math:`\|X-\hat X\| \le \sqrt{d}\,\min_{\text{rank-}(R)}\|X - Y\|`.
+
+    Survey §6 (Tucker), the initialisation of HOOI and of BTD (§6.3).
 
     References
     ----------
@@ -215,6 +249,15 @@ def hooi(X, ranks, *, n_iter: int = 50, tol: float = 1e-12):
     -------
     core, factors, errors
         As :func:`hosvd`, plus the relative error after each sweep.
+
+    Notes
+    -----
+    Survey §6 (Tucker); each BTD term of §6.3 has this form.
+
+    References
+    ----------
+    .. [1] L. De Lathauwer, B. De Moor, J. Vandewalle, "On the best rank-1 and rank-(R1, R2, ...,
+       RN) approximation of higher-order tensors", SIAM J. Matrix Anal. Appl. 21(4), 2000.
     """
     X = _check_tensor(X)
     ranks = check_tucker_ranks(ranks, X.shape)

@@ -111,7 +111,10 @@ def truncated_svd(W, rank: int | None = None, *, explained_variance: float | Non
 
 def eckart_young_error(W, rank: int) -> tuple[float, float]:
     """``(‖W − W_r‖_F, ‖W − W_r‖_2)`` of the optimal rank-r approximation, from the singular
-    values alone: ``(√Σ_{i>r} σ_i², σ_{r+1})`` (0 when ``rank ≥ min(m, n)``)."""
+    values alone: ``(√Σ_{i>r} σ_i², σ_{r+1})`` (0 when ``rank ≥ min(m, n)``).
+
+    Part of Survey §6.1.
+    """
     W = check_array(W, "W", ndim=2, dtype=np.float64)
     rank = check_int(rank, "rank", 0)
     s = np.linalg.svd(W, compute_uv=False)
@@ -120,7 +123,10 @@ def eckart_young_error(W, rank: int) -> tuple[float, float]:
 
 
 def low_rank_num_params(m: int, n: int, rank: int) -> int:
-    """``rank (m + n)`` numbers for rank-r factors of an (m, n) matrix."""
+    """``rank (m + n)`` numbers for rank-r factors of an (m, n) matrix.
+
+    Part of Survey §6.1.
+    """
     return int(rank * (m + n))
 
 
@@ -521,20 +527,38 @@ def sparse_coding(X, n_atoms: int, lam: float, tau: float = 1e-5, *, nonneg: boo
 
 
 def binarize_codes(A) -> np.ndarray:
-    """Faruqui et al.'s binarised codes: 1 where ``a > 0`` (non-negative codes), as uint8."""
+    """Faruqui et al.'s binarised codes: 1 where ``a > 0`` (non-negative codes), as uint8.
+
+    Survey §6.1 (sparse coding of word embeddings). ``A`` of shape (V, K) -> (V, K).
+
+    References
+    ----------
+    .. [1] M. Faruqui et al., "Sparse Overcomplete Word Vector Representations", ACL 2015.
+    """
     return (np.asarray(A) > 0).astype(np.uint8)
 
 
 # ------------------------------------------------------------------ compositional codes
 def compositional_decode(codes, codebooks) -> np.ndarray:
-    """``E[w] = Σ_m codebooks[m, codes[w, m]]``; codes (V, M) ints, codebooks (M, K, D)."""
+    """``E[w] = Σ_m codebooks[m, codes[w, m]]``; codes (V, M) ints, codebooks (M, K, D).
+
+    Survey §6.1 (compositional codes). Returns shape (V, D).
+
+    References
+    ----------
+    .. [1] R. Shu, H. Nakayama, "Compressing Word Embeddings via Deep Compositional Code Learning",
+       ICLR 2018.
+    """
     codes = np.asarray(codes)
     M = codebooks.shape[0]
     return sum(codebooks[m][codes[:, m]] for m in range(M))
 
 
 def compositional_code_bits(V: int, M: int, K: int, D: int, float_bits: int = 32) -> int:
-    """Exact storage: ``V M log2(K)`` code bits plus ``M K D`` codebook floats."""
+    """Exact storage: ``V M log2(K)`` code bits plus ``M K D`` codebook floats.
+
+    Part of Survey §6.1 (compositional codes, Shu & Nakayama 2018).
+    """
     return int(V * M * math.ceil(math.log2(K)) + M * K * D * float_bits)
 
 
@@ -649,6 +673,15 @@ def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden:
     -------
     codes : ndarray (V, M) int64, codebooks : ndarray (M, K, D), losses : list of float
         ``losses`` are the mini-batch reconstruction losses during training.
+
+    Notes
+    -----
+    Survey §6.1.
+
+    References
+    ----------
+    .. [1] R. Shu, H. Nakayama, "Compressing Word Embeddings via Deep Compositional Code Learning",
+       ICLR 2018.
     """
     from refimpl.nn import Adam
 

@@ -43,7 +43,10 @@ __all__ = ["tt_svd", "tt_to_full", "tt_ranks", "tt_num_params", "tt_matrix",
 
 # ------------------------------------------------------------------ helpers
 def compression_ratio(dense_params: int, compressed_params: int) -> float:
-    """``dense_params / compressed_params`` (how many times smaller)."""
+    """``dense_params / compressed_params`` (how many times smaller).
+
+    Part of Survey §6.3.
+    """
     return float(dense_params) / float(compressed_params)
 
 
@@ -53,6 +56,8 @@ def factorize_dim(n: int, d: int) -> tuple[int, ...]:
     Used to tensorise a dimension for TT/BT layers (Novikov et al. 2015 reshape ``M = ∏ m_k``).
     Raises ``ValueError`` (naming ``n``) if ``n`` has too few prime factors to give ``d``
     factors > 1 — then pad the dimension, as Khrulkov et al. (2019) pad the vocabulary.
+
+    Part of Survey §6.3.
     """
     n = check_int(n, "n", 1)
     d = check_int(d, "d", 1)
@@ -75,7 +80,10 @@ def factorize_dim(n: int, d: int) -> tuple[int, ...]:
 
 
 def truncation_rank(s: np.ndarray, delta: float) -> int:
-    """Smallest ``r ≥ 1`` with ``sqrt(Σ_{i≥r} s_i²) ≤ delta`` (the δ-truncated SVD rank)."""
+    """Smallest ``r ≥ 1`` with ``sqrt(Σ_{i≥r} s_i²) ≤ delta`` (the δ-truncated SVD rank).
+
+    Part of Survey §6.3 (TT-SVD, Oseledets 2011, Alg. 1). ``s`` of shape (k,), sorted descending.
+    """
     tail = np.sqrt(np.maximum(np.cumsum((s ** 2)[::-1])[::-1], 0.0))  # tail[i] = ||s[i:]||
     ok = np.nonzero(tail <= delta)[0]
     r = int(ok[0]) if ok.size else len(s)
@@ -194,7 +202,14 @@ def _check_tt_cores(cores, name="cores"):
 
 
 def tt_to_full(cores) -> np.ndarray:
-    """Contract TT cores ``(r_{k-1}, n_k, r_k)`` into the full tensor of shape ``(n_1..n_d)``."""
+    """Contract TT cores ``(r_{k-1}, n_k, r_k)`` into the full tensor of shape ``(n_1..n_d)``.
+
+    Survey §6.3.
+
+    References
+    ----------
+    .. [1] I. V. Oseledets, "Tensor-Train Decomposition", SIAM J. Sci. Comput. 33(5), 2011.
+    """
     _check_tt_cores(cores)
     out = np.asarray(cores[0])
     shape = [out.shape[1]]
@@ -208,18 +223,27 @@ def tt_to_full(cores) -> np.ndarray:
 
 
 def tt_ranks(cores) -> tuple[int, ...]:
-    """``(1, r_1, ..., r_{d-1}, 1)`` of TT (3-d) or TT-matrix (4-d) cores."""
+    """``(1, r_1, ..., r_{d-1}, 1)`` of TT (3-d) or TT-matrix (4-d) cores.
+
+    Part of Survey §6.3.
+    """
     return (1,) + tuple(int(np.shape(G)[-1]) for G in cores)
 
 
 def tt_num_params(cores) -> int:
-    """Exact number of stored numbers: ``Σ_k size(G_k)``."""
+    """Exact number of stored numbers: ``Σ_k size(G_k)``.
+
+    Part of Survey §6.3.
+    """
     return int(sum(np.size(G) for G in cores))
 
 
 def random_tt(shape, rank, rng=None) -> list[np.ndarray]:
     """Random TT cores with the given ranks (``rank`` int or ``d-1`` ranks), Gaussian entries
-    scaled so the full tensor has entries of order 1. A known-rank test tensor."""
+    scaled so the full tensor has entries of order 1. A known-rank test tensor.
+
+    Part of Survey §6.3. Returns cores of shape (r_{k-1}, n_k, r_k).
+    """
     rng = as_rng(rng)
     d = len(shape)
     caps = _rank_caps(rank, shape)
@@ -279,7 +303,14 @@ def tt_matrix(W, row_dims, col_dims, max_rank=None, eps=None) -> list[np.ndarray
 
 
 def tt_matrix_to_full(cores) -> np.ndarray:
-    """The dense ``(M, N)`` matrix of TT-matrix cores ``(r_{k-1}, m_k, n_k, r_k)``."""
+    """The dense ``(M, N)`` matrix of TT-matrix cores ``(r_{k-1}, m_k, n_k, r_k)``.
+
+    Survey §6.3.
+
+    References
+    ----------
+    .. [1] A. Novikov et al., "Tensorizing Neural Networks", NeurIPS 2015.
+    """
     ms, ns, _ = validate_tt_matrix_cores(cores)
     d = len(ms)
     full = tt_to_full([np.asarray(G).reshape(G.shape[0], -1, G.shape[3]) for G in cores])
@@ -291,13 +322,19 @@ def tt_matrix_to_full(cores) -> np.ndarray:
 def tt_matrix_ranks(row_dims, col_dims, rank) -> tuple[int, ...]:
     """Feasible TT-ranks ``(1, r_1, ..., r_{d-1}, 1)`` of a TT-matrix with an int rank cap:
     ``r_k = min(rank, ∏_{j≤k} m_j n_j, ∏_{j>k} m_j n_j)`` (what :func:`tt_matrix` returns for
-    a generic matrix)."""
+    a generic matrix).
+
+    Part of Survey §6.3.
+    """
     return (1,) + tuple(_rank_caps(rank, [m * n for m, n in zip(row_dims, col_dims)])) + (1,)
 
 
 def tt_matrix_num_params(row_dims, col_dims, ranks) -> int:
     """``Σ_k r_{k-1} m_k n_k r_k`` for ranks ``(1, r_1, ..., r_{d-1}, 1)``, or for one int cap
-    (clipped to the feasible ranks, :func:`tt_matrix_ranks`)."""
+    (clipped to the feasible ranks, :func:`tt_matrix_ranks`).
+
+    Part of Survey §6.3.
+    """
     d = len(row_dims)
     if isinstance(ranks, (int, np.integer)):
         ranks = tt_matrix_ranks(row_dims, col_dims, ranks)
@@ -308,12 +345,27 @@ def tt_matrix_num_params(row_dims, col_dims, ranks) -> int:
 
 def tt_matvec(cores, X, backend: str | None = None) -> np.ndarray:
     """``X @ W.T`` for a TT-matrix ``W`` without forming it; see
-    :func:`refimpl.kernels.tt.tt_matmul`. ``X`` of shape (B, N) or (N,)."""
+    :func:`refimpl.kernels.tt.tt_matmul`. ``X`` of shape (B, N) or (N,).
+
+    Survey §6.3 (TT-layer). Returns shape (B, M) or (M,).
+
+    References
+    ----------
+    .. [1] A. Novikov et al., "Tensorizing Neural Networks", NeurIPS 2015.
+    """
     return tt_matmul(cores, X, backend=backend)
 
 
 def tt_embedding_rows(cores, idx, backend: str | None = None) -> np.ndarray:
-    """Rows ``E[idx]`` of a TT-embedding; see :func:`refimpl.kernels.tt.tt_embedding_lookup`."""
+    """Rows ``E[idx]`` of a TT-embedding; see :func:`refimpl.kernels.tt.tt_embedding_lookup`.
+
+    Survey §6.3 (TT-embedding). Returns shape idx.shape + (D,).
+
+    References
+    ----------
+    .. [1] V. Khrulkov et al., "Tensorized Embedding Layers for Efficient Model Compression", arXiv
+       1901.10787, 2019.
+    """
     return tt_embedding_lookup(cores, idx, backend=backend)
 
 
@@ -518,7 +570,10 @@ class TTEmbedding(Module):
 def rnn_scan(gi_all, W_hh, b_hh, hidden_size: int, cell: str, lengths=None):
     """Run a GRU/LSTM (PyTorch gate order: GRU r, z, n; LSTM i, f, g, o) over precomputed
     input projections ``gi_all`` (B, T, gates·H); returns ``(outputs (B, T, H), h_last (B, H))``.
-    Padded steps (``t ≥ lengths[b]``) keep the last valid state."""
+    Padded steps (``t ≥ lengths[b]``) keep the last valid state.
+
+    Part of Survey §6.3 (the recurrence of TT-RNN and BT-RNN).
+    """
     B, T, _ = gi_all.shape
     H = hidden_size
     h = Tensor(np.zeros((B, H)))
@@ -551,6 +606,15 @@ class FactorizedRNN(Module):
     (a :class:`TTLinear`, a BT-layer, ...); ``W_hh`` (gates·H, H) stays dense.
 
     ``forward(x (B, T, D), lengths=None) -> (outputs (B, T, H), h_last (B, H))``.
+
+    Survey §6.3: TT-RNN and BT-RNN.
+
+    References
+    ----------
+    .. [1] Y. Yang, D. Krompass, V. Tresp, "Tensor-Train Recurrent Neural Networks for Video
+       Classification", ICML 2017.
+    .. [2] J. Ye et al., "Learning Compact Recurrent Neural Networks with Block-Term Tensor
+       Decomposition", CVPR 2018.
     """
 
     def __init__(self, W_ih: Module, hidden_size: int, cell: str = "gru", rng=None):

@@ -46,6 +46,10 @@ def bow_features(X, lengths, n_features: int) -> np.ndarray:
     Returns
     -------
     ndarray of shape (N, n_features)
+
+    Notes
+    -----
+    Part of the Survey §2 checks and claims in miniature (a test model, not a survey method).
     """
     X = np.asarray(X)
     N, T = X.shape
@@ -68,14 +72,20 @@ def small_sentiment(rng=0, quick: bool = True):
 
 
 def sentiment_bow(task, n_features: int = 128):
-    """``(Xtr, ytr, Xte, yte)`` bag-of-words features of a sentiment task."""
+    """``(Xtr, ytr, Xte, yte)`` bag-of-words features of a sentiment task.
+
+    Part of the Survey §2 checks and claims in miniature (a test model, not a survey method).
+    """
     f = lambda X, L: bow_features(X, L, n_features)  # noqa: E731
     return (f(task.X_train, task.len_train), task.y_train, f(task.X_test, task.len_test),
             task.y_test)
 
 
 def clf_params(n_in: int, n_hidden: int, n_out: int, rng=None) -> dict:
-    """``{"W1": (H, D), "b1": (H,), "W2": (C, H), "b2": (C,)}``, He-initialised."""
+    """``{"W1": (H, D), "b1": (H,), "W2": (C, H), "b2": (C,)}``, He-initialised.
+
+    Part of the Survey §2 checks and claims in miniature (a test model, not a survey method).
+    """
     rng = as_rng(rng)
     return {"W1": rng.normal(0, np.sqrt(2.0 / n_in), (n_hidden, n_in)),
             "b1": np.zeros(n_hidden),
@@ -84,12 +94,18 @@ def clf_params(n_in: int, n_hidden: int, n_out: int, rng=None) -> dict:
 
 
 def clf_logits(p: dict, X) -> np.ndarray:
-    """``relu(X W1ᵀ + b1) W2ᵀ + b2``, shape (N, C)."""
+    """``relu(X W1ᵀ + b1) W2ᵀ + b2``, shape (N, C).
+
+    Part of the Survey §2 checks and claims in miniature (a test model, not a survey method).
+    """
     return np.maximum(X @ p["W1"].T + p["b1"], 0.0) @ p["W2"].T + p["b2"]
 
 
 def clf_loss_grad(p: dict, X, y) -> tuple[float, dict]:
-    """Mean softmax cross-entropy of :func:`clf_logits` and its exact gradient."""
+    """Mean softmax cross-entropy of :func:`clf_logits` and its exact gradient.
+
+    Part of the Survey §2 checks and claims in miniature (a test model, not a survey method).
+    """
     N = X.shape[0]
     Z = X @ p["W1"].T + p["b1"]  # (N, H)
     A = np.maximum(Z, 0.0)
@@ -107,6 +123,22 @@ def clf_loss_grad(p: dict, X, y) -> tuple[float, dict]:
 
 
 def clf_accuracy(p: dict, X, y) -> float:
+    """Accuracy of the two-layer classifier :func:`clf_logits`.
+
+    Part of the Survey §2 checks and claims in miniature (a test model, not a survey method).
+
+    Parameters
+    ----------
+    p : dict
+        Parameters as from :func:`clf_params`.
+    X : ndarray of shape (N, D)
+    y : ndarray of int, shape (N,)
+
+    Returns
+    -------
+    float
+        Fraction of rows whose arg-max logit equals ``y``.
+    """
     return float((clf_logits(p, X).argmax(1) == y).mean())
 
 
@@ -128,6 +160,9 @@ class TinyTransformer(Module):
     After a forward pass ``last_heads[l]`` is the Tensor ``Att_h(x)`` of shape
     ``(B, H, T, d_head)`` (before the gate; ``retain_grad`` is set) and ``last_attn[l]`` the
     attention probabilities ``(B, H, T, T)``.
+
+    The gated model of Survey §2.4 (heads §2.4.1, layers §2.4.2, joint FFN + head pruning
+    §2.4.3).
     """
 
     def __init__(self, vocab_size: int, n_classes: int, d_model: int = 16, num_heads: int = 4,
@@ -201,13 +236,19 @@ class TinyTransformer(Module):
 
 
 def mean_loss(model, X, lengths, y, **gates) -> float:
-    """Mean cross-entropy of ``model(X, lengths, **gates)`` (no gradients)."""
+    """Mean cross-entropy of ``model(X, lengths, **gates)`` (no gradients).
+
+    Part of the Survey §2 checks and claims in miniature (a test model, not a survey method).
+    """
     with no_grad():
         return float(cross_entropy(model(X, lengths, **gates), np.asarray(y)).data)
 
 
 def accuracy(model, X, lengths, y, batch: int = 512, **gates) -> float:
-    """Classification accuracy of ``model(X, lengths, **gates)``."""
+    """Classification accuracy of ``model(X, lengths, **gates)``.
+
+    Part of the Survey §2 checks and claims in miniature (a test model, not a survey method).
+    """
     correct = 0
     with no_grad():
         for i in range(0, len(y), batch):

@@ -29,7 +29,10 @@ __all__ = ["check_block_shape", "block_norms", "block_mask", "block_threshold_ma
 
 
 def check_block_shape(shape, block_shape, name: str = "block_shape") -> tuple[int, int]:
-    """Validate that ``block_shape = (bh, bw)`` divides the 2-D ``shape``."""
+    """Validate that ``block_shape = (bh, bw)`` divides the 2-D ``shape``.
+
+    Part of Survey §2.3. Returns ``(bh, bw)`` as ints.
+    """
     if not isinstance(block_shape, (tuple, list)) or len(block_shape) != 2:
         raise ValueError(f"{name} must be a pair (bh, bw), got {block_shape!r}")
     bh, bw = (check_int(b, name, 1) for b in block_shape)
@@ -51,6 +54,15 @@ def block_norms(W, block_shape, kind: str = "max") -> np.ndarray:
     Returns
     -------
     ndarray of shape (n_rows // bh, n_cols // bw)
+
+    Notes
+    -----
+    Survey §2.3 (block pruning).
+
+    References
+    ----------
+    .. [1] S. Narang, E. Undersander, G. Diamos, "Block-Sparse Recurrent Neural Networks", arXiv
+       1711.02782, 2017.
     """
     check_choice(kind, "kind", ("max", "l2"))
     _, B, _, _ = _blocks(W, block_shape)
@@ -97,7 +109,16 @@ def block_mask(W, block_shape, sparsity: float, kind: str = "max") -> np.ndarray
 
 
 def block_threshold_mask(W, block_shape, threshold: float) -> np.ndarray:
-    """Zero every block whose max ``|w|`` is below ``threshold`` (Narang et al. 2017b)."""
+    """Zero every block whose max ``|w|`` is below ``threshold`` (Narang et al. 2017b).
+
+    Survey §2.3. ``W`` of shape (n_rows, n_cols) -> boolean mask of the same shape
+    (``True`` = kept).
+
+    References
+    ----------
+    .. [1] S. Narang, E. Undersander, G. Diamos, "Block-Sparse Recurrent Neural Networks", arXiv
+       1711.02782, 2017.
+    """
     threshold = check_float(threshold, "threshold", 0.0)
     bh, bw = check_block_shape(np.shape(W), block_shape)
     return _expand(block_norms(W, block_shape, "max") >= threshold, bh, bw)
@@ -148,6 +169,13 @@ def group_lasso_prox(W, block_shape, tau: float) -> np.ndarray:
     """Proximal operator of ``τ Σ_g ‖w^(g)‖₂``: block soft-thresholding.
 
     ``w^(g) ← max(0, 1 - τ / ‖w^(g)‖₂) w^(g)``: blocks with norm ≤ τ become exactly zero.
+
+    The proximal step of the group lasso of Survey Eq. (17), §2.3.
+
+    References
+    ----------
+    .. [1] S. Narang, E. Undersander, G. Diamos, "Block-Sparse Recurrent Neural Networks", arXiv
+       1711.02782, 2017.
     """
     tau = check_float(tau, "tau", 0.0)
     W, B, bh, bw = _blocks(W, block_shape)

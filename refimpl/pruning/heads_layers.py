@@ -194,6 +194,14 @@ def iterative_head_pruning(model, X, lengths, y, eval_fn: Callable[[np.ndarray],
         The mask after each step (``masks[0]`` all ones).
     scores : list of float
         ``eval_fn`` of each mask.
+
+    Notes
+    -----
+    Survey §2.4.1.
+
+    References
+    ----------
+    .. [1] P. Michel, O. Levy, G. Neubig, "Are Sixteen Heads Really Better than One?", NeurIPS 2019.
     """
     step_fraction = check_float(step_fraction, "step_fraction", 0.0, 1.0, lo_open=True,
                                 hi_open=True)
@@ -235,6 +243,10 @@ def head_confidence(attn, lengths, exclude_last: bool = False) -> np.ndarray:
     Returns
     -------
     ndarray of shape (H,)
+
+    Notes
+    -----
+    Survey §2.4.1.
 
     References
     ----------
@@ -280,6 +292,10 @@ def hard_concrete_gate(log_alpha, rng=None, *, beta: float = HC_BETA, gamma: flo
     -------
     Tensor of the shape of ``log_alpha``
 
+    Notes
+    -----
+    Survey §2.4.1 (stochastic L0 head gates).
+
     References
     ----------
     .. [1] C. Louizos, M. Welling, D. P. Kingma, "Learning Sparse Neural Networks through L0
@@ -294,14 +310,32 @@ def hard_concrete_gate(log_alpha, rng=None, *, beta: float = HC_BETA, gamma: flo
 
 def prob_nonzero(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
                  zeta: float = HC_ZETA) -> np.ndarray:
-    """``P(z ≠ 0) = σ(log α - β log(-γ/ζ))`` of :func:`hard_concrete_gate` (closed form)."""
+    """``P(z ≠ 0) = σ(log α - β log(-γ/ζ))`` of :func:`hard_concrete_gate` (closed form).
+
+    Survey §2.4.1 (stochastic L0 head gates). Same shape as ``log_alpha``.
+
+    References
+    ----------
+    .. [1] C. Louizos, M. Welling, D. P. Kingma, "Learning Sparse Neural Networks through L0
+       Regularization", ICLR 2018.
+    """
     la = np.asarray(log_alpha.data if isinstance(log_alpha, Tensor) else log_alpha, float)
     return 1.0 / (1.0 + np.exp(-(la - beta * np.log(-gamma / zeta))))
 
 
 def l0_penalty(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
                zeta: float = HC_ZETA):
-    """Expected number of open gates ``Σ_h σ(log α_h - β log(-γ/ζ))`` (differentiable L0)."""
+    """Expected number of open gates ``Σ_h σ(log α_h - β log(-γ/ζ))`` (differentiable L0).
+
+    Survey §2.4.1 (stochastic L0 head gates). Returns a scalar Tensor.
+
+    References
+    ----------
+    .. [1] C. Louizos, M. Welling, D. P. Kingma, "Learning Sparse Neural Networks through L0
+       Regularization", ICLR 2018.
+    .. [2] E. Voita et al., "Analyzing Multi-Head Self-Attention: Specialized Heads Do the Heavy
+       Lifting, the Rest Can Be Pruned", ACL 2019.
+    """
     la = log_alpha if isinstance(log_alpha, Tensor) else Tensor(np.asarray(log_alpha, float))
     return F.sigmoid(la - beta * np.log(-gamma / zeta)).sum()
 
@@ -323,6 +357,10 @@ def layerdrop_gates(n_layers: int, p, rng=None) -> np.ndarray:
     Returns
     -------
     ndarray of shape (n_layers,), entries 0 (dropped) or 1
+
+    Notes
+    -----
+    Survey §2.4.2.
 
     References
     ----------
@@ -369,6 +407,15 @@ def search_layers_validation(eval_fn: Callable[[np.ndarray], float], n_layers: i
     -------
     keep : ndarray of bool of shape (n_layers,)
     score : float
+
+    Notes
+    -----
+    Survey §2.4.2.
+
+    References
+    ----------
+    .. [1] A. Fan, E. Grave, A. Joulin, "Reducing Transformer Depth on Demand with Structured
+       Dropout", ICLR 2020 (arXiv 1909.11556, 2019).
     """
     n_layers = check_int(n_layers, "n_layers", 1)
     n_keep = check_int(n_keep, "n_keep", 1, n_layers)
@@ -395,6 +442,15 @@ def data_driven_drop_rates(theta, p: float):
     Returns
     -------
     Tensor of shape (n_layers,) whose mean is exactly ``p``.
+
+    Notes
+    -----
+    Survey §2.4.2.
+
+    References
+    ----------
+    .. [1] A. Fan, E. Grave, A. Joulin, "Reducing Transformer Depth on Demand with Structured
+       Dropout", ICLR 2020 (arXiv 1909.11556, 2019).
     """
     p = check_float(p, "p", 0.0, 1.0, lo_open=True, hi_open=True)
     th = theta if isinstance(theta, Tensor) else Tensor(np.asarray(theta, float))
@@ -402,7 +458,15 @@ def data_driven_drop_rates(theta, p: float):
 
 
 def data_driven_keep(theta, n_keep: int) -> np.ndarray:
-    """Inference: keep the ``n_keep`` layers with the lowest learned drop rate."""
+    """Inference: keep the ``n_keep`` layers with the lowest learned drop rate.
+
+    Survey §2.4.2. ``theta`` of shape (n_layers,) -> boolean keep mask of shape (n_layers,).
+
+    References
+    ----------
+    .. [1] A. Fan, E. Grave, A. Joulin, "Reducing Transformer Depth on Demand with Structured
+       Dropout", ICLR 2020 (arXiv 1909.11556, 2019).
+    """
     th = np.asarray(theta.data if isinstance(theta, Tensor) else theta, float)
     n_keep = check_int(n_keep, "n_keep", 1, th.shape[0])
     keep = np.zeros(th.shape[0], dtype=bool)
@@ -412,7 +476,10 @@ def data_driven_keep(theta, n_keep: int) -> np.ndarray:
 
 def relaxed_layer_gates(drop_rates, rng=None, temperature: float = 0.5):
     """Concrete (relaxed Bernoulli) keep-gates with keep probability ``1 - p_d``, differentiable
-    in ``p_d`` (used to learn data-driven LayerDrop rates)."""
+    in ``p_d`` (used to learn data-driven LayerDrop rates).
+
+    Part of Survey §2.4.2 (data-driven LayerDrop, Fan et al. 2019).
+    """
     rng = as_rng(rng)
     temperature = check_float(temperature, "temperature", 0.0, lo_open=True)
     pd = drop_rates if isinstance(drop_rates, Tensor) else Tensor(np.asarray(drop_rates, float))
@@ -445,6 +512,15 @@ def joint_prune_masks(model, X, lengths, y, eval_fn: Callable[[np.ndarray, np.nd
     head_mask : ndarray of shape (n_layers, num_heads)
     ffn_mask : ndarray of shape (n_layers,)
     history : list of (n_heads_kept, n_ffn_kept, score)
+
+    Notes
+    -----
+    Survey §2.4.3.
+
+    References
+    ----------
+    .. [1] S. Prasanna, A. Rogers, A. Rumshisky, "When BERT Plays the Lottery, All Tickets Are
+       Winning", EMNLP 2020.
     """
     head_fraction = check_float(head_fraction, "head_fraction", 0.0, 1.0, lo_open=True,
                                 hi_open=True)
@@ -512,6 +588,10 @@ def fit_gated(model, X, lengths, y, *, epochs: int = 5, lr: float = 3e-3,
     Returns
     -------
     refimpl.nn.History
+
+    Notes
+    -----
+    Part of Survey §2.4 (the training loop of the gated head and layer methods).
     """
     rng = as_rng(rng)
     X = check_array(X, "X", ndim=2, dtype_kind="iu")
@@ -543,6 +623,17 @@ def train_l0_head_gates(model, X, lengths, y, *, lam: float = 0.05, epochs: int 
     log_alpha : ndarray of shape (n_layers, num_heads)
     gates : ndarray of shape (n_layers, num_heads)
         Deterministic test-time gates.
+
+    Notes
+    -----
+    Survey §2.4.1.
+
+    References
+    ----------
+    .. [1] C. Louizos, M. Welling, D. P. Kingma, "Learning Sparse Neural Networks through L0
+       Regularization", ICLR 2018.
+    .. [2] E. Voita et al., "Analyzing Multi-Head Self-Attention: Specialized Heads Do the Heavy
+       Lifting, the Rest Can Be Pruned", ACL 2019.
     """
     lam = check_float(lam, "lam", 0.0)
     L, H = model.n_layers, model.num_heads
@@ -566,6 +657,15 @@ def learn_layer_drop_rates(model, X, lengths, y, *, p: float = 0.5, epochs: int 
     Returns
     -------
     theta : ndarray of shape (n_layers,)
+
+    Notes
+    -----
+    Survey §2.4.2.
+
+    References
+    ----------
+    .. [1] A. Fan, E. Grave, A. Joulin, "Reducing Transformer Depth on Demand with Structured
+       Dropout", ICLR 2020 (arXiv 1909.11556, 2019).
     """
     check_float(p, "p", 0.0, 1.0, lo_open=True, hi_open=True)
     theta = Parameter(np.zeros(model.n_layers))

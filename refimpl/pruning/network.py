@@ -40,7 +40,10 @@ __all__ = ["prunable_weights", "magnitude_masks", "apply_masks_", "mask_after_st
 
 def prunable_weights(model, names: Iterable[str] | None = None, *,
                      include_embeddings: bool = True) -> dict:
-    """``{name: Parameter}`` of the model's 2-D weight matrices (or of ``names``)."""
+    """``{name: Parameter}`` of the model's 2-D weight matrices (or of ``names``).
+
+    Part of Survey §2 (masks on whole networks).
+    """
     params = dict(model.named_parameters())
     if names is not None:
         names = list(names)
@@ -77,6 +80,11 @@ def magnitude_masks(model, sparsity: float, *, scheme: str = "class-uniform",
     Returns
     -------
     dict of str to ndarray of bool
+
+    Notes
+    -----
+    Survey §2.1.2 (magnitude pruning, See et al.'s allocations) and §2.3 (block,
+    bank-balanced) applied to a whole model.
     """
     check_choice(scheme, "scheme", ("class-blind", "class-uniform", "class-distribution",
                                     "bank-balanced", "block"))
@@ -94,7 +102,10 @@ def magnitude_masks(model, sparsity: float, *, scheme: str = "class-uniform",
 
 
 def apply_masks_(model, masks: dict) -> None:
-    """Set the pruned weights of ``model`` to zero, in place."""
+    """Set the pruned weights of ``model`` to zero, in place.
+
+    Part of Survey §2 (masks on whole networks).
+    """
     params = dict(model.named_parameters())
     for n, m in masks.items():
         if n not in params:
@@ -106,7 +117,10 @@ def apply_masks_(model, masks: dict) -> None:
 
 
 def mask_after_step(masks: dict) -> Callable:
-    """An ``after_step(model)`` hook that re-applies fixed ``masks`` (pruned weights stay 0)."""
+    """An ``after_step(model)`` hook that re-applies fixed ``masks`` (pruned weights stay 0).
+
+    Part of Survey §2 (masks on whole networks).
+    """
     def after_step(model):
         apply_masks_(model, masks)
 
@@ -163,7 +177,10 @@ class GradualPruner:
 
 
 def model_sparsity(model, names: Iterable[str] | None = None) -> float:
-    """Fraction of exact zeros among the prunable weights."""
+    """Fraction of exact zeros among the prunable weights.
+
+    Part of Survey §2 (masks on whole networks).
+    """
     W = prunable_weights(model, names)
     total = sum(p.size for p in W.values())
     zeros = sum(int((p.data == 0).sum()) for p in W.values())
@@ -184,6 +201,10 @@ def model_bits(model, masks: dict | None = None, *, index_bits: int = 5, value_b
     bits : int
     params : int
         Stored values (non-zeros plus fillers for the sparse matrices).
+
+    Notes
+    -----
+    Part of Survey §2.1.2 (CSR storage with relative indices, Han et al.).
     """
     index_bits = check_int(index_bits, "index_bits", 1, 31)
     params = dict(model.named_parameters())

@@ -91,6 +91,15 @@ def onorm(W_out) -> np.ndarray:
     Returns
     -------
     ndarray of shape (n_hidden,)
+
+    Notes
+    -----
+    Survey §2.2.1.
+
+    References
+    ----------
+    .. [1] T. He et al., "Reshaping Deep Neural Network for Fast Decoding by Node-Pruning", ICASSP
+       2014.
     """
     W_out = check_array(W_out, "W_out", ndim=2)
     return np.abs(W_out).mean(axis=0)
@@ -106,6 +115,15 @@ def inorm(W_in) -> np.ndarray:
     Returns
     -------
     ndarray of shape (n_hidden,)
+
+    Notes
+    -----
+    Survey §2.2.1.
+
+    References
+    ----------
+    .. [1] T. He et al., "Reshaping Deep Neural Network for Fast Decoding by Node-Pruning", ICASSP
+       2014.
     """
     W_in = check_array(W_in, "W_in", ndim=2)
     return np.abs(W_in).mean(axis=1)
@@ -169,6 +187,10 @@ def remove_neurons(W_in, b_in, W_out, keep) -> tuple[np.ndarray, np.ndarray, np.
     Returns
     -------
     W_in, b_in, W_out with ``n_kept`` hidden neurons
+
+    Notes
+    -----
+    Part of Survey §2.2.
     """
     W_in = check_array(W_in, "W_in", ndim=2)
     n = W_in.shape[0]
@@ -255,6 +277,15 @@ def prune_redundant_neurons(W_in, b_in, W_out, n_remove: int):
     W_in, b_in, W_out : with ``n_hidden - n_remove`` neurons
     merged : list of (int, int)
         The merged pairs, as indices into the original neurons.
+
+    Notes
+    -----
+    Survey §2.2.2.
+
+    References
+    ----------
+    .. [1] S. Srinivas, R. V. Babu, "Data-free Parameter Pruning for Deep Neural Networks", BMVC
+       2015.
     """
     W_in = check_array(W_in, "W_in", ndim=2)
     n = W_in.shape[0]

@@ -45,6 +45,15 @@ class DeltaCSR:
     index_bits : int
     nnz : int
         Stored non-zeros (entries that are not fillers).
+
+    Notes
+    -----
+    Survey §2.1.2.
+
+    References
+    ----------
+    .. [1] S. Han, H. Mao, W. J. Dally, "Deep Compression: Compressing Deep Neural Networks with
+       Pruning, Trained Quantization and Huffman Coding", ICLR 2016.
     """
 
     values: np.ndarray
@@ -148,6 +157,15 @@ def encode_delta_csr(W, index_bits: int) -> DeltaCSR:
     -------
     DeltaCSR
 
+    Notes
+    -----
+    Survey §2.1.2.
+
+    References
+    ----------
+    .. [1] S. Han, H. Mao, W. J. Dally, "Deep Compression: Compressing Deep Neural Networks
+       with Pruning, Trained Quantization and Huffman Coding", ICLR 2016.
+
     Examples
     --------
     A row with non-zeros at columns 1 and 12 and ``index_bits=3`` (gaps up to 8): the gap 11
@@ -196,6 +214,15 @@ def decode_delta_csr(payload: bytes, n_bits: int, shape: tuple, index_bits: int,
     Returns
     -------
     ndarray of shape ``shape``, float32
+
+    Notes
+    -----
+    Survey §2.1.2.
+
+    References
+    ----------
+    .. [1] S. Han, H. Mao, W. J. Dally, "Deep Compression: Compressing Deep Neural Networks with
+       Pruning, Trained Quantization and Huffman Coding", ICLR 2016.
     """
     n_rows, n_cols = (check_int(s, "shape", 1) for s in shape)
     index_bits = check_int(index_bits, "index_bits", 1, 31)

@@ -69,6 +69,10 @@ def hessian_fd(grad_fn: Callable[[np.ndarray], np.ndarray], w, eps: float = 1e-5
     Returns
     -------
     ndarray of shape (P, P)
+
+    Notes
+    -----
+    Part of Survey §2.1.1 (the exact Hessian of the OBD / OBS checks).
     """
     w = check_array(w, "w", ndim=1).astype(np.float64)
     eps = check_float(eps, "eps", 0.0, lo_open=True)
@@ -91,7 +95,10 @@ def _mlp_unpack(w, d_in: int, d_hidden: int):
 
 
 def mlp_init(d_in: int, d_hidden: int, rng=None, scale: float = 0.5) -> np.ndarray:
-    """Flat parameter vector of :func:`mlp_forward`: ``[W1 (H*D), b1 (H), a (H), c (1)]``."""
+    """Flat parameter vector of :func:`mlp_forward`: ``[W1 (H*D), b1 (H), a (H), c (1)]``.
+
+    Part of Survey §2.1.1 (the small network of the OBD / OBS checks).
+    """
     d_in = check_int(d_in, "d_in", 1)
     d_hidden = check_int(d_hidden, "d_hidden", 1)
     rng = as_rng(rng)
@@ -111,6 +118,10 @@ def mlp_forward(w, X, d_hidden: int) -> np.ndarray:
     Returns
     -------
     ndarray of shape (N,)
+
+    Notes
+    -----
+    Part of Survey §2.1.1 (the small network of the OBD / OBS checks).
     """
     X = check_array(X, "X", ndim=2)
     W1, b1, a, c = _mlp_unpack(w, X.shape[1], d_hidden)
@@ -124,6 +135,10 @@ def mlp_loss_grad(w, X, y, d_hidden: int) -> tuple[float, np.ndarray]:
     -------
     loss : float
     grad : ndarray of shape (P,)
+
+    Notes
+    -----
+    Part of Survey §2.1.1 (the small network of the OBD / OBS checks).
     """
     X = check_array(X, "X", ndim=2)
     y = check_array(y, "y", ndim=1, shape=(X.shape[0],))
@@ -148,6 +163,15 @@ def mlp_output_jacobian(w, X, d_hidden: int) -> np.ndarray:
     Returns
     -------
     ndarray of shape (N, P)
+
+    Notes
+    -----
+    Part of Survey §2.1.1 (OBS's Hessian approximation).
+
+    References
+    ----------
+    .. [1] B. Hassibi, D. G. Stork, "Second Order Derivatives for Network Pruning: Optimal Brain
+       Surgeon", NeurIPS 1993.
     """
     X = check_array(X, "X", ndim=2)
     N, D = X.shape
@@ -280,6 +304,15 @@ def obs_prune(w, H_inv, n_prune: int) -> tuple[np.ndarray, np.ndarray, list[floa
         ``False`` at the deleted weights.
     saliencies : list of float
         ``L_i`` of each deletion, in order.
+
+    Notes
+    -----
+    Survey Eqs. (2)–(3), §2.1.1.
+
+    References
+    ----------
+    .. [1] B. Hassibi, D. G. Stork, "Second Order Derivatives for Network Pruning: Optimal Brain
+       Surgeon", NeurIPS 1993.
     """
     w = check_array(w, "w", ndim=1).astype(np.float64).copy()
     P = w.shape[0]
@@ -345,6 +378,8 @@ def n_to_prune(n: int, sparsity: float) -> int:
     """Number of weights pruned to reach ``sparsity`` of ``n``: ``round(sparsity * n)``.
 
     The same rounding as ``torch.nn.utils.prune`` for a float amount.
+
+    Part of Survey §2.1.
     """
     return int(round(check_fraction(sparsity, "sparsity") * check_int(n, "n", 0)))
 
@@ -382,14 +417,25 @@ def magnitude_mask(W, sparsity: float) -> np.ndarray:
 
 
 def apply_mask(W, mask) -> np.ndarray:
-    """``W * mask`` as a new array (idempotent: applying a mask twice changes nothing)."""
+    """``W * mask`` as a new array (idempotent: applying a mask twice changes nothing).
+
+    Part of Survey §2.1. ``W`` and ``mask`` of the same shape.
+    """
     W = check_array(W, "W")
     mask = check_array(mask, "mask", shape=W.shape, dtype_kind="bfiu")
     return np.where(mask.astype(bool), W, 0.0).astype(W.dtype, copy=False)
 
 
 def magnitude_prune(W, sparsity: float) -> tuple[np.ndarray, np.ndarray]:
-    """One-shot magnitude pruning: ``(W * mask, mask)`` with :func:`magnitude_mask`."""
+    """One-shot magnitude pruning: ``(W * mask, mask)`` with :func:`magnitude_mask`.
+
+    Survey §2.1.2.
+
+    References
+    ----------
+    .. [1] S. Han, J. Pool, J. Tran, W. J. Dally, "Learning both Weights and Connections for
+       Efficient Neural Networks", NeurIPS 2015.
+    """
     mask = magnitude_mask(W, sparsity)
     return apply_mask(W, mask), mask
 
@@ -487,7 +533,15 @@ def narang_slope(q: float, freq: int, start_itr: int, ramp_itr: int, end_itr: in
 
 
 def narang_q(W, percentile: float = 90.0) -> float:
-    """``q``: the ``percentile``-th percentile of ``|W|`` (Narang et al. use the 90th)."""
+    """``q``: the ``percentile``-th percentile of ``|W|`` (Narang et al. use the 90th).
+
+    Part of Survey §2.1.3 (the threshold target of Narang et al.'s schedule, Eqs. (4)–(6)).
+
+    References
+    ----------
+    .. [1] S. Narang, G. Diamos, S. Sengupta, E. Elsen, "Exploring Sparsity in Recurrent Neural
+       Networks", ICLR 2017.
+    """
     W = check_array(W, "W")
     return float(np.percentile(np.abs(W), check_float(percentile, "percentile", 0, 100)))
 
@@ -685,7 +739,10 @@ def reweighted_l1_alpha(w, eps: float = 1e-3) -> np.ndarray:
 
 
 def soft_threshold(v, tau) -> np.ndarray:
-    """``sign(v) max(|v| - τ, 0)``, the proximal operator of ``τ |·|`` (element-wise ``τ``)."""
+    """``sign(v) max(|v| - τ, 0)``, the proximal operator of ``τ |·|`` (element-wise ``τ``).
+
+    Part of Survey §2.1.3 (the proximal step of RPP, Eq. (8)). Same shape as ``v``.
+    """
     v = check_array(v, "v")
     tau = np.asarray(tau, dtype=np.float64)
     if np.any(tau < 0) or not np.all(np.isfinite(tau)):

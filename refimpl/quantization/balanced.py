@@ -30,6 +30,15 @@ def recursive_split_edges(W, bits: int, split: str = "median") -> np.ndarray:
     -------
     edges : ndarray of shape (2^k − 1,)
         Increasing inner edges; value ``w`` falls in bin ``searchsorted(edges, w, 'right')``.
+
+    Notes
+    -----
+    Survey §3.3.2.
+
+    References
+    ----------
+    .. [1] S.-C. Zhou et al., "Balanced Quantization: An Effective and Efficient Approach to
+       Quantized Neural Networks", J. Comput. Sci. Technol. 32(4), 2017.
     """
     W = check_array(W, "W").ravel().astype(np.float64)
     bits = check_int(bits, "bits", 1, 16)
@@ -69,6 +78,15 @@ def balanced_codes(W, bits: int, split: str = "median") -> tuple[np.ndarray, np.
     -------
     codes : ndarray of uint16, shape of ``W``
     edges : ndarray of shape (2^k − 1,)
+
+    Notes
+    -----
+    Survey §3.3.2.
+
+    References
+    ----------
+    .. [1] S.-C. Zhou et al., "Balanced Quantization: An Effective and Efficient Approach to
+       Quantized Neural Networks", J. Comput. Sci. Technol. 32(4), 2017.
     """
     Wa = check_array(W, "W")
     edges = recursive_split_edges(Wa, bits, split)

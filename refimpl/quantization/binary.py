@@ -229,7 +229,15 @@ _bwn_op = custom_op(_bwn_fwd, lambda d, c: (d,), name="bwn_ste")
 
 
 def bwn_ste(W: Tensor) -> Tensor:
-    """``α* sign(W)`` (Eqs. 22–24) with the straight-through estimator as its gradient."""
+    """``α* sign(W)`` (Eqs. 22–24) with the straight-through estimator as its gradient.
+
+    Survey Eqs. (22)–(24), §3.1.3 (Binary Weight Networks). Same shape as ``W``.
+
+    References
+    ----------
+    .. [1] M. Rastegari et al., "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural
+       Networks", ECCV 2016.
+    """
     return _bwn_op(W)
 
 

@@ -27,6 +27,12 @@ def embedding_quantizer(bits: int = 1, c: float | None = None) -> Callable[[Tens
     ``bits = 1``: BS-Fixed ``±c`` (Lam uses ``c = 1/3``); ``bits = 2``: the four levels
     ``{−3c, −c, c, 3c}`` with thresholds at ``−2c, 0, 2c``. ``c=None`` uses ``mean|W|`` of the
     current table (1 bit) or ``mean|W|/2`` (2 bits).
+
+    Survey §3.3.5.
+
+    References
+    ----------
+    .. [1] M. Lam, "Word2Bits — Quantized Word Vectors", arXiv 1803.05651, 2018.
     """
     bits = check_int(bits, "bits", 1, 2)
 
@@ -40,7 +46,14 @@ def embedding_quantizer(bits: int = 1, c: float | None = None) -> Callable[[Tens
 
 
 def quantize_embedding_after(W, bits: int = 1, c: float | None = None) -> np.ndarray:
-    """Quantisation *after* training: the same quantiser applied once to a trained table."""
+    """Quantisation *after* training: the same quantiser applied once to a trained table.
+
+    Survey §3.3.5. ``W`` of shape (V, D) -> (V, D).
+
+    References
+    ----------
+    .. [1] M. Lam, "Word2Bits — Quantized Word Vectors", arXiv 1803.05651, 2018.
+    """
     W = check_array(W, "W")
     return embedding_quantizer(bits, c)(Tensor(W)).data
 
@@ -50,6 +63,13 @@ def quantize_model_weights(model, quantize: Callable[[np.ndarray], np.ndarray],
     """Replace (in place) every parameter with ``ndim >= min_ndim`` by ``quantize(W)``.
 
     Returns the number of quantised scalars. Biases and LayerNorm gains stay full precision.
+
+    Survey §3.3.5.
+
+    References
+    ----------
+    .. [1] R. Cheong, R. Daniel, "transformers.zip: Compressing Transformers with Pruning and
+       Quantization", Stanford CS224n report, 2019.
     """
     n = 0
     for _, p in model.named_parameters():
@@ -65,6 +85,8 @@ def hessian_vector_product(grad_fn: Callable[[np.ndarray], np.ndarray], w, v,
 
     ``ε`` is scaled by ``‖v‖`` so the step has length ``eps``. Exact for quadratic losses; the
     error is ``O(ε²)`` otherwise.
+
+    Part of Survey §3.3.5 (Q-BERT-style mixed precision).
     """
     w = np.asarray(w, dtype=np.float64)
     v = np.asarray(v, dtype=np.float64)
@@ -119,6 +141,13 @@ def group_sensitivities(grad_fn, w, groups: Sequence[np.ndarray], **kw) -> np.nd
 
     ``groups`` is a list of index arrays (or boolean masks) into the flat parameter vector.
     Returns ndarray of shape (len(groups),).
+
+    Survey §3.3.5.
+
+    References
+    ----------
+    .. [1] S. Shen et al., "Q-BERT: Hessian Based Ultra Low Precision Quantization of BERT", AAAI
+       2020.
     """
     w = np.asarray(w, dtype=np.float64)
     out = []
@@ -140,6 +169,15 @@ def assign_mixed_precision(sensitivity, sizes, avg_bits: float,
     Returns
     -------
     ndarray of int, shape (n_groups,)
+
+    Notes
+    -----
+    Survey §3.3.5.
+
+    References
+    ----------
+    .. [1] S. Shen et al., "Q-BERT: Hessian Based Ultra Low Precision Quantization of BERT", AAAI
+       2020.
     """
     s = np.abs(np.asarray(sensitivity, dtype=np.float64))
     sizes = np.asarray(sizes, dtype=np.float64)
@@ -175,6 +213,10 @@ def flat_grad_fn(params, loss_closure: Callable[[], Tensor]):
         Puts ``w0`` back.
     slices : list of slice
         Where each parameter lives in the flat vector.
+
+    Notes
+    -----
+    Part of Survey §3.3.5 (Q-BERT-style mixed precision).
     """
     params = list(params)
     sizes = [p.size for p in params]
@@ -229,6 +271,10 @@ def transformer_groups(model, granularity: str = "layer", n_neuron_groups: int =
     list of (name, list of (param_name, index))
         ``index`` selects the group's entries of that parameter (for
         :func:`quantize_groups_uniform` and :func:`group_flat_indices`).
+
+    Notes
+    -----
+    Part of Survey §3.3.5 (Q-BERT-style mixed precision).
     """
     if granularity not in ("layer", "head", "neuron"):
         raise ValueError(f"granularity must be 'layer', 'head' or 'neuron', got {granularity!r}")
@@ -261,6 +307,13 @@ def group_sensitivities_model(model, loss_closure, groups, **kw) -> np.ndarray:
 
     ``groups`` as returned by :func:`transformer_groups`; ``loss_closure()`` returns the loss
     Tensor on a fixed batch. Parameters are restored afterwards.
+
+    Survey §3.3.5.
+
+    References
+    ----------
+    .. [1] S. Shen et al., "Q-BERT: Hessian Based Ultra Low Precision Quantization of BERT", AAAI
+       2020.
     """
     named = dict(model.named_parameters())
     pnames = sorted({pn for _, members in groups for pn, _ in members})
@@ -280,7 +333,10 @@ def group_sensitivities_model(model, loss_closure, groups, **kw) -> np.ndarray:
 
 
 def group_sizes(model, groups) -> np.ndarray:
-    """Number of scalars in each group of :func:`transformer_groups`: shape (n_groups,)."""
+    """Number of scalars in each group of :func:`transformer_groups`: shape (n_groups,).
+
+    Part of Survey §3.3.5 (Q-BERT-style mixed precision).
+    """
     named = dict(model.named_parameters())
     return np.array([sum(int(np.empty(named[pn].shape)[index].size) for pn, index in members)
                      for _, members in groups])

@@ -33,6 +33,12 @@ def kmeans_plus_plus(X, k: int, rng=None) -> np.ndarray:
 
     Each new centre is drawn with probability proportional to the squared distance to the
     nearest centre chosen so far.
+
+    Part of Survey §3.3.3 (k-means weight sharing).
+
+    References
+    ----------
+    .. [1] D. Arthur, S. Vassilvitskii, "k-means++: The Advantages of Careful Seeding", SODA 2007.
     """
     X = np.asarray(X, dtype=np.float64)
     rng = as_rng(rng)
@@ -82,6 +88,15 @@ def lloyd_kmeans(X, k: int, rng=None, n_init: int = 1, max_iter: int = 300, tol:
     labels : ndarray of int64, shape (n,)
     inertia : float
         ``Σ_i ‖x_i − c_{label_i}‖²``.
+
+    Notes
+    -----
+    Survey §3.3.3 (static k-means weight sharing).
+
+    References
+    ----------
+    .. [1] S. P. Lloyd, "Least Squares Quantization in PCM", IEEE Trans. Inf. Theory 28(2), 1982.
+    .. [2] D. Arthur, S. Vassilvitskii, "k-means++: The Advantages of Careful Seeding", SODA 2007.
     """
     X0 = check_array(X, "X", ndim=(1, 2))
     flat = X0.ndim == 1
@@ -175,6 +190,10 @@ def shared_weights(codebook: Tensor, labels) -> Tensor:
     -------
     Tensor of the shape of ``labels``
 
+    Notes
+    -----
+    Survey §3.3.3 (trained k-means weight sharing).
+
     References
     ----------
     .. [1] Han, Mao, Dally, "Deep Compression", ICLR 2016.
@@ -218,7 +237,15 @@ def product_quantize(W, s: int, k: int, rng=None, n_init: int = 1):
 
 
 def pq_reconstruct(codebooks, codes) -> np.ndarray:
-    """``Ŵ = [Ŵ^1, ..., Ŵ^s]`` with ``Ŵ^i_j = c^i_{code_{j,i}}``: shape (m, n)."""
+    """``Ŵ = [Ŵ^1, ..., Ŵ^s]`` with ``Ŵ^i_j = c^i_{code_{j,i}}``: shape (m, n).
+
+    Survey §3.3.3 (product quantisation).
+
+    References
+    ----------
+    .. [1] Y. Gong, L. Liu, M. Yang, L. Bourdev, "Compressing Deep Convolutional Networks using
+       Vector Quantization", arXiv 1412.6115, 2014.
+    """
     books = np.asarray(codebooks)
     codes = np.asarray(codes)
     s = books.shape[0]
@@ -252,7 +279,15 @@ def residual_quantize(W, t: int, k: int, rng=None, n_init: int = 1):
 
 
 def rq_reconstruct(codebooks, codes) -> np.ndarray:
-    """``Σ_i c^i_{code_{j,i}}``: shape (m, n)."""
+    """``Σ_i c^i_{code_{j,i}}``: shape (m, n).
+
+    Survey §3.3.3 (residual quantisation).
+
+    References
+    ----------
+    .. [1] Y. Gong, L. Liu, M. Yang, L. Bourdev, "Compressing Deep Convolutional Networks using
+       Vector Quantization", arXiv 1412.6115, 2014.
+    """
     books = np.asarray(codebooks)
     codes = np.asarray(codes)
     return sum(books[i][codes[:, i]] for i in range(books.shape[0]))
@@ -260,7 +295,10 @@ def rq_reconstruct(codebooks, codes) -> np.ndarray:
 
 # ------------------------------------------------------------------ rates, Eqs. (49)–(51)
 def index_bits(k: int) -> int:
-    """Bits of one stored cluster index: ``⌈log2 k⌉`` (0 for ``k = 1``)."""
+    """Bits of one stored cluster index: ``⌈log2 k⌉`` (0 for ``k = 1``).
+
+    Part of Survey §3.3.3 (exact storage of k-means based quantisation).
+    """
     k = check_int(k, "k", 1)
     return int(math.ceil(math.log2(k))) if k > 1 else 0
 
@@ -272,7 +310,10 @@ def kmeans_rate(n: int, k: int, b: int = 32) -> float:
 
 def kmeans_stored_bits(labels, codebook, b: int = 32) -> int:
     """Exact bits of a stored weight-sharing layer: every index at ``⌈log2 k⌉`` bits plus the
-    ``k`` centroids at ``b`` bits."""
+    ``k`` centroids at ``b`` bits.
+
+    Part of Survey §3.3.3 (exact storage of k-means based quantisation).
+    """
     k = int(np.asarray(codebook).shape[0])
     return int(np.asarray(labels).size) * index_bits(k) + k * b
 
@@ -283,13 +324,25 @@ def pq_rate(m: int, n: int, s: int, k: int) -> float:
 
 
 def pq_stored_bits(codebooks, codes, b: int = 32) -> int:
-    """Exact bits of stored PQ: ``s`` codebooks of ``k × n/s`` floats plus ``m · s`` indices."""
+    """Exact bits of stored PQ: ``s`` codebooks of ``k × n/s`` floats plus ``m · s`` indices.
+
+    Part of Survey §3.3.3 (exact storage of k-means based quantisation).
+    """
     books = np.asarray(codebooks)
     return int(books.size) * b + int(np.asarray(codes).size) * index_bits(books.shape[1])
 
 
 def rq_rate(m: int, n: int, t: int, k: int, b: int = 32) -> float:
-    """Corrected RQ rate from the stored arrays: ``r = b m n / (b t k n + t m log2 k)``."""
+    """Corrected RQ rate from the stored arrays: ``r = b m n / (b t k n + t m log2 k)``.
+
+    The corrected form of Survey Eq. (51), §3.3.3 (the printed one is
+    :func:`rq_rate_survey_printed`).
+
+    References
+    ----------
+    .. [1] Y. Gong, L. Liu, M. Yang, L. Bourdev, "Compressing Deep Convolutional Networks using
+       Vector Quantization", arXiv 1412.6115, 2014.
+    """
     return b * m * n / (b * t * k * n + t * m * math.log2(k))
 
 
@@ -299,6 +352,9 @@ def rq_rate_survey_printed(m: int, n: int, t: int, k: int) -> float:
 
 
 def rq_stored_bits(codebooks, codes, b: int = 32) -> int:
-    """Exact bits of stored RQ: ``t`` codebooks of ``k × n`` floats plus ``m · t`` indices."""
+    """Exact bits of stored RQ: ``t`` codebooks of ``k × n`` floats plus ``m · t`` indices.
+
+    Part of Survey §3.3.3 (exact storage of k-means based quantisation).
+    """
     books = np.asarray(codebooks)
     return int(books.size) * b + int(np.asarray(codes).size) * index_bits(books.shape[1])

@@ -28,7 +28,10 @@ def _prep(w, bits):
 
 
 def multibit_reconstruct(alphas, B) -> np.ndarray:
-    """``Σ_i α_i b_i``: ``alphas`` of shape (k,), ``B`` of shape (k, n) → shape (n,)."""
+    """``Σ_i α_i b_i``: ``alphas`` of shape (k,), ``B`` of shape (k, n) → shape (n,).
+
+    Part of Survey §3.3.4.
+    """
     return np.asarray(alphas) @ np.asarray(B)
 
 
@@ -102,6 +105,13 @@ def optimal_codes(w, alphas) -> np.ndarray:
     ``Σ α_i b_i`` (Xu et al. 2018 use a binary search tree over the sorted values).
 
     Returns ndarray of shape (k, n).
+
+    Survey §3.3.4 (alternating multi-bit quantisation).
+
+    References
+    ----------
+    .. [1] C. Xu et al., "Alternating Multi-bit Quantization for Recurrent Neural Networks", ICLR
+       2018.
     """
     w = np.ravel(w)
     k = len(alphas)
@@ -190,6 +200,15 @@ def multibit_alternating_rows(W, bits: int, n_cycles: int = 2) -> tuple[np.ndarr
     -------
     alphas : ndarray of shape (rows, k)
     B : ndarray of shape (rows, k, n)
+
+    Notes
+    -----
+    Survey §3.3.4 (alternating multi-bit quantisation).
+
+    References
+    ----------
+    .. [1] C. Xu et al., "Alternating Multi-bit Quantization for Recurrent Neural Networks", ICLR
+       2018.
     """
     W = check_array(W, "W", ndim=2).astype(np.float64)
     k = check_int(bits, "bits", 1, 16)

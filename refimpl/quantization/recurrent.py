@@ -181,7 +181,14 @@ class QuantLSTM(Module):
 
 def btq(x: Tensor, rng=None, training: bool = True) -> Tensor:
     """Bernoulli ternary quantisation of activations in ``[0, 1]`` (HitNet): ``1`` with
-    probability ``x`` (training), ``x > 0.5`` at inference; straight-through gradient."""
+    probability ``x`` (training), ``x > 0.5`` at inference; straight-through gradient.
+
+    Survey §3.2.3 (HitNet). Same shape as ``x``.
+
+    References
+    ----------
+    .. [1] P. Wang et al., "HitNet: Hybrid Ternary Recurrent Neural Network", NeurIPS 2018.
+    """
     rng = as_rng(rng)
     if training:
         return F.straight_through(x, lambda a: (rng.random(a.shape) < np.clip(a, 0, 1)).astype(

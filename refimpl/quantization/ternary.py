@@ -186,6 +186,13 @@ def uniform_step_quantize(W, step: float, n_levels: int = 3) -> np.ndarray:
     """Symmetric uniform quantiser with ``n_levels`` (odd) levels ``{-L..L}·step``, ``L=(M-1)/2``.
 
     Ternary is ``n_levels=3`` (levels ``-Δ, 0, Δ``; threshold ``Δ/2``).
+
+    Part of Survey §3.2.2 (the loss-aware step-size search, Hwang & Sung 2014).
+
+    References
+    ----------
+    .. [1] K. Hwang, W. Sung, "Fixed-point feedforward deep neural network design using weights +1,
+       0, and −1", IEEE SiPS 2014.
     """
     W = check_array(W, "W")
     n_levels = check_int(n_levels, "n_levels", 2)
@@ -291,6 +298,12 @@ def ttq_threshold_sparsity(W, sparsity: float) -> float:
 
     ``Δ`` is the ``sparsity``-quantile of ``|w_l|`` (lower interpolation), so exactly
     ``ceil``-rounded ``sparsity · n`` weights satisfy ``|w| <= Δ`` when magnitudes are distinct.
+
+    Survey §3.2.2 (Trained Ternary Quantisation).
+
+    References
+    ----------
+    .. [1] C. Zhu, S. Han, H. Mao, W. J. Dally, "Trained Ternary Quantization", ICLR 2017.
     """
     W = check_array(W, "W")
     sparsity = check_fraction(sparsity, "sparsity")
@@ -302,7 +315,14 @@ def ttq_threshold_sparsity(W, sparsity: float) -> float:
 
 
 def ttq_quantize(W, wp: float, wn: float, delta: float) -> np.ndarray:
-    """TTQ forward: ``W_p`` if ``w > Δ``, ``-W_n`` if ``w < -Δ``, else 0 (Zhu et al. 2017)."""
+    """TTQ forward: ``W_p`` if ``w > Δ``, ``-W_n`` if ``w < -Δ``, else 0 (Zhu et al. 2017).
+
+    Survey §3.2.2 (Trained Ternary Quantisation). Same shape as ``W``.
+
+    References
+    ----------
+    .. [1] C. Zhu, S. Han, H. Mao, W. J. Dally, "Trained Ternary Quantization", ICLR 2017.
+    """
     W = check_array(W, "W")
     return np.select([W > delta, W < -delta], [wp, -wn], 0.0).astype(_fdtype(W))
 

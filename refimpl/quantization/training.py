@@ -81,7 +81,10 @@ def weight_quantizer(kind: str, opt_ref: list | None = None) -> Callable[[Tensor
 
 class QuantLSTMClassifier(Module):
     """Embedding → one LSTM layer whose ``W_ih, W_hh`` pass through a weight quantiser in every
-    forward pass (full-precision weights kept for the updates) → linear on the last state."""
+    forward pass (full-precision weights kept for the updates) → linear on the last state.
+
+    Part of the Survey §3 claims in miniature.
+    """
 
     def __init__(self, vocab_size: int, d_emb: int, hidden: int, n_classes: int,
                  quant: Callable[[Tensor], Tensor] | None = None, rng=0):
@@ -154,7 +157,10 @@ def sentiment_task(quick: bool = True):
 
 def tiny_transformer(task, rng=0) -> TransformerClassifier:
     """One post-LN encoder layer (d_model 16, 2 heads, ReLU FFN of 32) with mean pooling: a
-    :class:`refimpl.nn.TransformerClassifier` sized for ``task``."""
+    :class:`refimpl.nn.TransformerClassifier` sized for ``task``.
+
+    Part of the Survey §3 claims in miniature.
+    """
     return TransformerClassifier(len(task.vocab), 16, 2, 32, 1, task.X_train.shape[1],
                                  task.n_classes, activation="relu", rng=rng)
 
@@ -166,7 +172,10 @@ def trained_tiny_transformer(quick: bool = True):
     """:func:`tiny_transformer` trained on :func:`sentiment_task` with :func:`refimpl.nn.fit`
     (Adam, lr 0.01, 6 epochs quick / 15 full; deterministic; trained once per process and
     cached). Returns ``(task, model, state_dict)`` with a fresh model loaded from the cached
-    state."""
+    state.
+
+    Part of the Survey §3 claims in miniature.
+    """
     if quick not in _CACHE:
         task = sentiment_task(quick)
         m = tiny_transformer(task)

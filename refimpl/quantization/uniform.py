@@ -139,7 +139,10 @@ def affine_params(X, bits: int) -> tuple[float, int, int, int]:
 
 def quantize_uniform_ste(x: Tensor, bits: int, scheme: str = "signed") -> Tensor:
     """:func:`quantize_uniform` in the forward pass, straight-through gradient (inside the
-    clipping range for ``"signed"``/``"unit"``)."""
+    clipping range for ``"signed"``/``"unit"``).
+
+    Survey Eqs. (36)–(39), §3.3.1, with a straight-through gradient. Same shape as ``x``.
+    """
     clip_at = 1.0 if scheme == "signed" else None
     return F.straight_through(x, lambda a: quantize_uniform(a, bits, scheme), clip_at=clip_at,
                               name=f"uniform{bits}_ste")
