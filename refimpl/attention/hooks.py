@@ -22,12 +22,17 @@ hook                            array-level twin
 :class:`EfficientAttentionHook` :func:`~refimpl.attention.linear.efficient_attention`,
                                 Eq. (69)
 :class:`StarHook`               :func:`~refimpl.attention.linear.star_attention` (one cycle)
+:class:`SinkhornHook`           :func:`~refimpl.attention.linear.sinkhorn_attention`
+                                (Sinkhorn and SortCut; a :class:`~refimpl.nn.Module`
+                                owning the sorting network ``W_sort`` when learned)
 ==============================  =========================================================
 
 The sparse hooks (Longformer, LSH) train through masked dense attention: the same function
 and gradients as the sparse computation, but with the ``n × n`` scores in memory. Their
 ``O(n·w)`` / ``O(n log n)`` forward passes are the array-level functions and kernels; the
-memory the sparse forward needs is reported by :meth:`attention_memory`.
+memory the sparse forward needs is reported by :meth:`attention_memory`. The Sinkhorn hook
+never forms an ``n × n`` matrix on the tape: its block sort, Sinkhorn balancing and block
+attention are all small tape ops.
 """
 
 from __future__ import annotations
@@ -41,11 +46,11 @@ from refimpl.attention.superlinear import (blockbert_mask, lsh_attention_mask,
 from refimpl.nn import functional as F
 from refimpl.nn.module import Module
 from refimpl.nn.tensor import Parameter, Tensor, data_of
-from refimpl.utils import as_rng, check_choice, check_int
+from refimpl.utils import as_rng, check_array, check_choice, check_float, check_int
 
 __all__ = ["DenseHook", "LongformerHook", "LinformerHook", "LinearAttentionHook", "LSHHook",
            "BlockBERTHook", "SparseTransformerHook", "EfficientAttentionHook", "StarHook",
-           "key_keep"]
+           "SinkhornHook", "key_keep"]
 
 
 def _combine(mask, extra):
@@ -329,3 +334,210 @@ class StarHook:
             kp = np.concatenate([kp, kp, np.ones(kp.shape[:-1] + (1,), bool)], axis=-1)
             M = M & kp
         return dense_attention_t(q, K_aug, V_aug, M)
+
+
+class SinkhornHook(Module):
+    """Sparse Sinkhorn attention and SortCut as a differentiable hook module, Survey §7.2.
+
+    The tape twin of :func:`~refimpl.attention.linear.sinkhorn_attention`: the sequence is cut
+    into ``n_blocks`` blocks of ``b = n / n_blocks`` positions; a meta sorting network scores
+    block pairs from block means, ``R = relu(k̄ W_sort)`` (Tay et al.'s one-layer sorting
+    network, ``learned=True``) or the parameter-free ``R_ij = q̄_i · k̄_j / √d``
+    (``learned=False``); log-domain Sinkhorn balancing turns ``R / temperature`` into a soft
+    block permutation ``S`` (``n_iters`` alternating row/column ``log_softmax`` steps, exactly
+    :func:`~refimpl.attention.linear.sinkhorn_normalize`); the sorted key/value blocks
+    ``K̃_[i] = Σ_j S_ij K_[j]`` are one ``(nb × nb) @ (nb × b d)`` matmul; then each query block
+    attends to its own block and its sorted block (``2b`` keys), or, with ``sortcut=k``, every
+    query attends to the first ``k`` sorted blocks (``k b`` keys). Every step is a
+    :mod:`refimpl.nn.functional` op, so gradients reach ``q``, ``k``, ``v`` *through the sort*
+    and ``W_sort``; no ``n × n`` matrix is formed.
+
+    Parameters
+    ----------
+    n_blocks : int
+        Number of blocks; must divide the sequence length ``n`` at call time.
+    sortcut : int, optional
+        SortCut budget ``k`` in ``[1, n_blocks]`` (``None``: Sinkhorn local + sorted attention).
+    n_iters : int
+        Sinkhorn iterations (>= 0).
+    temperature : float
+        > 0; smaller → closer to a hard permutation.
+    learned : bool
+        Own the sorting network ``W_sort`` (a :class:`~refimpl.nn.Parameter` of shape
+        ``(d_head, n_blocks)``, initialised ``N(0, 1/d_head)``); needs ``d_head``.
+    d_head : int, optional
+        Head width (required when ``learned``).
+    sort_matrix : ndarray of shape (n_blocks, n_blocks) or (B, H, n_blocks, n_blocks), optional
+        A constant block permutation (e.g. a hard permutation matrix) used instead of the
+        Sinkhorn one (then ``learned`` must be False).
+    rng : Generator or int, optional
+        Seeds ``W_sort``.
+
+    Notes
+    -----
+    Padding. Only the key-padding part of the hook's ``mask`` is used (:func:`key_keep`; in
+    self-attention the same positions are taken as padded queries). Padded keys and values are
+    zeroed before sorting, block means ``q̄, k̄`` average the real positions only (an all-padded
+    block has mean 0), local attention skips padded keys, and a sorted key slot ``s`` of block
+    ``i`` enters the softmax with weight ``w_is = Σ_j S_ij keep_js / Σ_j S_ij``, the share of
+    real keys mixed into it (``+ log w`` on its score; ``w = 0`` removes it). With a hard
+    permutation ``S`` this is exactly "attend to the real keys of blocks {i, π(i)}"; rows left
+    without any key give a zero context, as in :func:`~refimpl.attention.dense.dense_attention_t`.
+    Without padding (or with an all-True mask) the output equals
+    :func:`~refimpl.attention.linear.sinkhorn_attention` (tested to ~1e-15 in float64).
+
+    References
+    ----------
+    .. [1] Y. Tay, D. Bahri, L. Yang, D. Metzler, D.-C. Juan, "Sparse Sinkhorn Attention",
+       ICML 2020.
+    """
+
+    name = "sinkhorn"
+
+    def __init__(self, n_blocks: int, sortcut: int | None = None, *, n_iters: int = 8,
+                 temperature: float = 1.0, learned: bool = False, d_head: int | None = None,
+                 sort_matrix=None, rng=None):
+        super().__init__()
+        self.n_blocks = check_int(n_blocks, "n_blocks", 1)
+        self.sortcut = None if sortcut is None else check_int(sortcut, "sortcut", 1,
+                                                              self.n_blocks)
+        self.n_iters = check_int(n_iters, "n_iters", 0)
+        self.temperature = check_float(temperature, "temperature", 0.0, lo_open=True)
+        self.learned = bool(learned)
+        self.sort_matrix = None
+        if sort_matrix is not None:
+            if self.learned:
+                raise ValueError("sort_matrix replaces the sorting network: pass learned=False "
+                                 "with a sort_matrix")
+            S = check_array(sort_matrix, "sort_matrix", ndim=(2, 4))
+            if S.shape[-2:] != (self.n_blocks, self.n_blocks):
+                raise ValueError(f"sort_matrix must be ({self.n_blocks}, {self.n_blocks}) in "
+                                 f"its last two axes, got {S.shape}")
+            self.sort_matrix = S.copy()
+        if self.learned:
+            if d_head is None:
+                raise ValueError("d_head is required when learned=True (W_sort has shape "
+                                 "(d_head, n_blocks))")
+            d_head = check_int(d_head, "d_head", 1)
+            self.W_sort = Parameter(as_rng(rng).standard_normal((d_head, self.n_blocks))
+                                    / np.sqrt(d_head))
+
+    # ------------------------------------------------------------------ pieces
+    def _blocks(self, n: int) -> int:
+        if self.n_blocks > n or n % self.n_blocks:
+            raise ValueError(f"n_blocks must divide the sequence length n={n}, "
+                             f"got {self.n_blocks}")
+        return n // self.n_blocks
+
+    def sort_matrix_t(self, q, k, keep=None) -> Tensor:
+        """The soft block permutation ``S`` as a Tensor of shape (B, H, n_blocks, n_blocks).
+
+        Mirrors :func:`~refimpl.attention.linear.sinkhorn_sort_matrix` (block means over the
+        real positions when ``keep``, a ``(B|1, H|1, n, 1)`` float array, marks padding).
+        """
+        B, H, n, d = data_of(k).shape
+        nb = self.n_blocks
+        b = self._blocks(n)
+        if keep is None:
+            kbar = F.mean(F.reshape(k, (B, H, nb, b, d)), axis=3)  # (B, H, nb, d)
+        else:
+            kb = keep.reshape(keep.shape[:2] + (nb, b, 1))  # (B|1, H|1, nb, b, 1)
+            cnt = np.maximum(kb.sum(axis=3), 1.0)  # (B|1, H|1, nb, 1)
+            kbar = F.sum(F.mask(F.reshape(k, (B, H, nb, b, d)), kb), axis=3) / cnt
+        if self.learned:
+            if self.W_sort.shape[0] != d:
+                raise ValueError(f"q, k must have d_head={self.W_sort.shape[0]} (W_sort's rows) "
+                                 f"for this Sinkhorn hook, got {d}")
+            # Tay et al.'s meta sorting network: R = relu(k̄ W_sort)
+            R = F.relu(F.matmul(kbar, self.W_sort))  # (B, H, nb, nb)
+        else:
+            if keep is None:
+                qbar = F.mean(F.reshape(q, (B, H, nb, b, d)), axis=3)  # (B, H, nb, d)
+            else:
+                qbar = F.sum(F.mask(F.reshape(q, (B, H, nb, b, d)), kb), axis=3) / cnt
+            # R_ij = q̄_i · k̄_j / √d
+            R = F.matmul(qbar, F.transpose(kbar, (0, 1, 3, 2))) / np.sqrt(d)  # (B, H, nb, nb)
+        # log-domain Sinkhorn: L ← L − lse_rows(L); L ← L − lse_cols(L)  (Tay et al., Eq. 6)
+        L = R / self.temperature
+        for _ in range(self.n_iters):
+            L = F.log_softmax(L, axis=-1)  # rows sum to 1
+            L = F.log_softmax(L, axis=-2)  # columns sum to 1
+        return F.exp(L)
+
+    def __call__(self, q, k, v, mask=None) -> Tensor:
+        return self.forward(q, k, v, mask)
+
+    def forward(self, q, k, v, mask=None) -> Tensor:
+        B, H, n, d = data_of(q).shape
+        if data_of(k).shape[2] != n or data_of(v).shape[2] != n:
+            raise ValueError(f"k and v must have the length n={n} of q (self-attention), got "
+                             f"{data_of(k).shape[2]} and {data_of(v).shape[2]}")
+        dv = data_of(v).shape[-1]
+        nb = self.n_blocks
+        b = self._blocks(n)
+        keep = key_keep(mask, n)  # (B|1, 1, n, 1) or None
+        if keep is not None and keep.all():
+            keep = None
+        if keep is not None:
+            keep = keep.reshape((1,) * (4 - keep.ndim) + keep.shape)  # (B|1, H|1, n, 1)
+        if keep is not None:
+            k = F.mask(k, keep)  # padded keys/values must not leak into the sorted blocks
+            v = F.mask(v, keep)
+        if self.sort_matrix is None:
+            S = self.sort_matrix_t(q, k, keep)  # (B, H, nb, nb)
+        else:
+            S = Tensor(np.broadcast_to(self.sort_matrix, (B, H, nb, nb)))
+        kc = nb if self.sortcut is None else self.sortcut
+        if kc < nb:  # SortCut needs only the first k sorted blocks: O(k n d)
+            S = S[:, :, :kc]  # (B, H, k, nb)
+        Kb = F.reshape(k, (B, H, nb, b * d))  # (B, H, nb, b d)
+        Vb = F.reshape(v, (B, H, nb, b * dv))
+        # K̃_[i] = Σ_j S_ij K_[j]
+        Ks = F.reshape(F.matmul(S, Kb), (B, H, kc, b, d))  # (B, H, kc, b, d)
+        Vs = F.reshape(F.matmul(S, Vb), (B, H, kc, b, dv))
+        logw = allow_s = None
+        if keep is not None:  # share of real keys in each sorted slot
+            Sd = data_of(S)
+            kb = np.broadcast_to(keep.reshape(keep.shape[:2] + (nb, b)), (B, H, nb, b))
+            num = F.matmul(S, kb)  # (B, H, kc, b)
+            w = num / F.sum(S, axis=-1, keepdims=True)
+            allow_s = (Sd @ kb) > 0  # (B, H, kc, b)
+            logw = F.log(F.where(allow_s, w, np.ones(allow_s.shape)))
+        scale = 1.0 / np.sqrt(d)
+        if self.sortcut is None:
+            Qb = F.reshape(q, (B, H, nb, b, d))  # (B, H, nb, b, d)
+            Kc = F.concat([F.reshape(k, (B, H, nb, b, d)), Ks], axis=3)  # (B, H, nb, 2b, d)
+            Vc = F.concat([F.reshape(v, (B, H, nb, b, dv)), Vs], axis=3)
+            Sc = F.matmul(Qb, F.transpose(Kc, (0, 1, 2, 4, 3))) * scale  # (B, H, nb, b, 2b)
+            if keep is None:
+                P = F.softmax(Sc, axis=-1)
+            else:
+                loc = np.broadcast_to(keep.reshape(keep.shape[:2] + (nb, 1, b)) > 0,
+                                      (B, H, nb, 1, b))
+                allow = np.concatenate([loc, allow_s[:, :, :, None, :]], axis=-1)
+                bias = F.concat([np.zeros((B, H, nb, 1, b)), F.reshape(logw, (B, H, nb, 1, b))],
+                                axis=-1)  # (B, H, nb, 1, 2b)
+                allow = np.broadcast_to(allow, Sc.shape)
+                Sc = F.masked_fill(Sc + bias, ~allow, -1e30)
+                P = F.mask(F.softmax(Sc, axis=-1), allow.any(axis=-1, keepdims=True)
+                           .astype(Sc.dtype))  # empty rows -> 0
+            return F.reshape(F.matmul(P, Vc), (B, H, n, dv))  # (B, H, n, d_v)
+        Kt = F.reshape(Ks, (B, H, kc * b, d))  # first k sorted blocks (B, H, kb, d)
+        Vt = F.reshape(Vs, (B, H, kc * b, dv))
+        Sc = F.matmul(q, F.transpose(Kt, (0, 1, 3, 2))) * scale  # (B, H, n, kb)
+        if keep is None:
+            P = F.softmax(Sc, axis=-1)
+        else:
+            allow = np.broadcast_to(allow_s.reshape(B, H, 1, kc * b), Sc.shape)
+            Sc = F.masked_fill(Sc + F.reshape(logw, (B, H, 1, kc * b)), ~allow, -1e30)
+            P = F.mask(F.softmax(Sc, axis=-1), allow.any(axis=-1, keepdims=True)
+                       .astype(Sc.dtype))
+        return F.matmul(P, Vt)  # (B, H, n, d_v)
+
+    def attention_memory(self, n: int, num_heads: int = 1) -> int:
+        """Floats of scores one sequence holds: ``H (2 n b + nb²)`` for Sinkhorn attention
+        (each query scores its own and its sorted block, ``b = n / nb``, plus the ``nb × nb``
+        sort matrix), ``H (n k b + nb²)`` for SortCut with budget ``k``."""
+        b = self._blocks(check_int(n, "n", 1))
+        per_query = 2 * b if self.sortcut is None else self.sortcut * b
+        return num_heads * (n * per_query + self.n_blocks ** 2)
