@@ -5,8 +5,9 @@ entries zero. Stored in *compressed sparse row* (CSR) form it keeps, for an ``(n
 matrix with ``nnz`` non-zeros:
 
 * ``data``    — the ``nnz`` non-zero values, row by row, shape ``(nnz,)``;
-* ``indices`` — the column of each value, shape ``(nnz,)`` (``uint32``: unsigned indices make
-  the Numba gather loop cheaper — no negative-index wraparound logic);
+* ``indices`` — the column of each value, shape ``(nnz,)``: unsigned (no negative-index
+  wraparound logic in the Numba gather loop) and as narrow as the column count allows,
+  ``uint16`` for ``n_cols <= 65536`` (2 bytes less traffic per value), else ``uint32``;
 * ``indptr``  — row ``i``'s values are ``data[indptr[i]:indptr[i+1]]``, shape ``(n_rows + 1,)``.
 
 The compute a pruned network needs is sparse × dense:
@@ -24,17 +25,21 @@ float32 and float64 are supported; the result has the promoted dtype of the two 
 (float32 × float32 → float32).
 
 Design notes, measured on the project's 2-core machine (4096 × 4096, 90% sparsity, SpMV,
-idle machine, OpenBLAS variables unset; ``benchmarks/bench_sparse.py`` has the full table):
+OpenBLAS variables unset; ``benchmarks/bench_sparse.py`` has the full table):
 
-* ``prange`` over rows vs serial: 0.90 ms vs 1.87 ms (float32), 1.03 vs 2.12 ms (float64); the
-  serial kernel alone only matches scipy.sparse (1.78 / 2.12 ms), the second core gives the
-  2× over it. Below :data:`PARALLEL_MIN_WORK` multiply-adds the serial kernel is used.
-* ``uint32`` column indices: 0.90 ms vs 1.23 ms with ``int32`` (no negative-index logic in
-  the gather); ``uint16`` (when ``n_cols <= 65536``) gave no further gain, so it is not used.
-  Passing ``indptr`` as a uint64 view makes the entry counter unsigned too: serial 2.02 vs
-  2.17 ms (float32) and 2.17 vs 2.47 ms (float64), now level with scipy.sparse (2.06 / 2.19).
-* four independent accumulators per row (breaking the add dependency chain): no gain
-  (0.87 vs 0.90 ms), so the plain loop stays — the kernel is bound by the gathered loads.
+* The row dot product uses four independent accumulators *and* an unsigned loop counter
+  (:func:`_row_dot`). With one accumulator every add waits for the previous one (3-cycle
+  latency: 1.03 ns per stored value, level with scipy.sparse's 1.05 ns); four accumulators with
+  a signed counter gained nothing (the negative-index wraparound test on each of the four
+  loads ate the gain); both together: 0.60 ns per value serial, 0.37 ns with ``prange``
+  (float32, best of 40 calls, idle machine).
+* ``uint16`` column indices when ``n_cols <= 65536`` (6 instead of 8 bytes per float32 value):
+  0.354 vs 0.367 ns per value (float32), 0.511 vs 0.555 (float64, where the stream is wider).
+* ``prange`` over rows vs serial: the second core roughly halves the time. Below
+  :data:`PARALLEL_MIN_WORK` multiply-adds the serial kernel is used.
+* Headline, ``bench_sparse.py --headline`` twice on an idle machine (16:06 UTC 2026-11-23):
+  float32 3.0–3.4× scipy.sparse and 4.0–4.4× dense BLAS; float64 2.45–2.5× scipy.sparse and
+  6.2–6.9× dense (1 thread: 1.6× scipy float32, 1.3–1.4× float64).
 * A ``prange`` kernel called right after an OpenBLAS call (whose worker threads spin for a
   while) or on a busy machine can lose whole scheduler ticks (4 ms) waiting for its second
   thread; in a network that interleaves BLAS calls this is a real cost.
@@ -59,11 +64,17 @@ import numpy as np
 from refimpl.kernels._backend import dispatch
 from refimpl.utils import check_array, check_float
 
-__all__ = ["CSRMatrix", "csr_from_dense", "csr_matvec", "csr_matmat", "dense_x_csr_T"]
+__all__ = ["CSRMatrix", "index_dtype", "csr_from_dense", "csr_matvec", "csr_matmat", "dense_x_csr_T"]
 
 #: Below this many multiply-adds the serial Numba kernel is used: spawning the ``prange``
 #: threads costs a few microseconds, more than a small product takes.
 PARALLEL_MIN_WORK = 1 << 16
+
+
+def index_dtype(n_cols: int) -> np.dtype:
+    """The narrowest unsigned dtype holding column indices ``0 .. n_cols - 1``: ``uint16`` up to
+    65536 columns, else ``uint32`` (fewer bytes streamed per stored value in SpMV)."""
+    return np.dtype(np.uint16) if n_cols <= 1 << 16 else np.dtype(np.uint32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,8 +86,9 @@ class CSRMatrix:
     indptr : ndarray of shape (n_rows + 1,), int64
         Row pointers: row ``i`` holds ``data[indptr[i]:indptr[i+1]]``; ``indptr[0] == 0``,
         non-decreasing, ``indptr[-1] == nnz``.
-    indices : ndarray of shape (nnz,), uint32
-        Column index of each stored value, in ``[0, n_cols)``.
+    indices : ndarray of shape (nnz,), uint16 or uint32
+        Column index of each stored value, in ``[0, n_cols)``; stored as ``uint16`` when
+        ``n_cols <= 65536``, else ``uint32`` (:func:`index_dtype`).
     data : ndarray of shape (nnz,), float32 or float64
         The stored values (finite).
     shape : tuple of int
@@ -125,7 +137,7 @@ class CSRMatrix:
         if nnz and not np.all(np.isfinite(data)):
             raise ValueError("data contains NaN or inf")
         object.__setattr__(self, "indptr", np.ascontiguousarray(indptr, dtype=np.int64))
-        object.__setattr__(self, "indices", np.ascontiguousarray(indices, dtype=np.uint32))
+        object.__setattr__(self, "indices", np.ascontiguousarray(indices, dtype=index_dtype(n_cols)))
         object.__setattr__(self, "data", np.ascontiguousarray(data))
 
     @property
@@ -226,23 +238,47 @@ def _uindptr(A: CSRMatrix) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # SpMV: y = A @ x
 # ----------------------------------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def _row_dot(indices, data, x, start, stop, zero):
+    """``sum_k data[k] * x[indices[k]]`` for ``k`` in ``[start, stop)`` (unsigned ``k``).
+
+    Four independent accumulators break the floating-point add dependency chain (one add per
+    3-cycle latency otherwise); the loop counter is unsigned so no load needs the
+    negative-index wraparound test. The summation order is fixed (``k mod 4`` lanes, then
+    ``(a0 + a1) + (a2 + a3)``), so results are deterministic.
+    """
+    one = np.uint64(1)
+    two = np.uint64(2)
+    three = np.uint64(3)
+    four = np.uint64(4)
+    a0 = zero
+    a1 = zero
+    a2 = zero
+    a3 = zero
+    k = start
+    while k + four <= stop:
+        a0 += data[k] * x[indices[k]]
+        a1 += data[k + one] * x[indices[k + one]]
+        a2 += data[k + two] * x[indices[k + two]]
+        a3 += data[k + three] * x[indices[k + three]]
+        k += four
+    while k < stop:
+        a0 += data[k] * x[indices[k]]
+        k += one
+    return (a0 + a1) + (a2 + a3)
+
+
 @numba.njit(cache=True)
 def _csr_matvec_serial(indptr, indices, data, x, y):
     for i in range(y.shape[0]):
-        acc = y[i]  # y arrives zeroed: a typed zero of the output dtype
-        for k in range(indptr[i], indptr[i + 1]):
-            # y_i = sum_k A_ik x_k over the stored k of row i
-            acc += data[k] * x[indices[k]]
-        y[i] = acc
+        # y_i = sum_k A_ik x_k over the stored k of row i (y arrives zeroed: a typed zero)
+        y[i] = _row_dot(indices, data, x, indptr[i], indptr[i + 1], y[i])
 
 
 @numba.njit(cache=True, parallel=True)
 def _csr_matvec_parallel(indptr, indices, data, x, y):
     for i in numba.prange(y.shape[0]):
-        acc = y[i]
-        for k in range(indptr[i], indptr[i + 1]):
-            acc += data[k] * x[indices[k]]
-        y[i] = acc
+        y[i] = _row_dot(indices, data, x, indptr[i], indptr[i + 1], y[i])
 
 
 def _csr_matvec_numba(A: CSRMatrix, x: np.ndarray, dtype) -> np.ndarray:

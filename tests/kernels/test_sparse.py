@@ -47,13 +47,39 @@ def test_hand_worked_example_with_an_empty_row(backend):
     np.testing.assert_array_equal(A.indptr, [0, 1, 1, 3])
     np.testing.assert_array_equal(A.indices, [1, 0, 2])
     np.testing.assert_array_equal(A.data, [2.0, 1.0, 3.0])
-    assert A.indices.dtype == np.uint32 and A.nnz == 3
+    assert A.indices.dtype == np.uint16 and A.nnz == 3
     assert A.sparsity == pytest.approx(6 / 9)
     x = np.array([1.0, 2.0, 3.0])
     np.testing.assert_array_equal(csr_matvec(A, x, backend=backend), [4.0, 0.0, 10.0])
     X = np.array([[1.0, -1.0], [2.0, 0.5], [3.0, 0.0]])
     np.testing.assert_array_equal(csr_matmat(A, X, backend=backend),
                                   [[4.0, 1.0], [0.0, 0.0], [10.0, -1.0]])
+
+
+@pytest.mark.parametrize("n_cols, dtype", [(1 << 16, np.uint16), ((1 << 16) + 1, np.uint32)])
+def test_index_dtype_boundary(backend, n_cols, dtype):
+    # the last column must survive the narrow index type on both sides of the 65536 boundary
+    W = np.zeros((2, n_cols))
+    W[0, n_cols - 1] = 2.0
+    W[1, 0] = -1.0
+    W[1, n_cols - 1] = 3.0
+    A = csr_from_dense(W)
+    assert A.indices.dtype == dtype
+    x = np.zeros(n_cols)
+    x[0], x[-1] = 5.0, 7.0
+    np.testing.assert_array_equal(csr_matvec(A, x, backend=backend), [14.0, 16.0])
+
+
+@pytest.mark.parametrize("row_len", range(10))
+def test_row_lengths_cover_the_unrolled_tail(backend, row_len):
+    # rows of 0..9 stored values exercise the 4-way unrolled loop and its remainder
+    rng = np.random.default_rng(row_len)
+    W = np.zeros((3, 12))
+    for i in range(3):
+        W[i, rng.choice(12, row_len, replace=False)] = rng.integers(1, 9, row_len)
+    x = rng.integers(-4, 5, 12).astype(np.float64)
+    # small integers: every summation order gives the exact same float result
+    np.testing.assert_array_equal(csr_matvec(csr_from_dense(W), x, backend=backend), W @ x)
 
 
 def test_one_by_one(backend):
