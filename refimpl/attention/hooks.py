@@ -27,10 +27,14 @@ hook                            array-level twin
                                 owning the sorting network ``W_sort`` when learned)
 ==============================  =========================================================
 
-The sparse hooks (Longformer, LSH) train through masked dense attention: the same function
-and gradients as the sparse computation, but with the ``n × n`` scores in memory. Their
+The sparse hooks (Longformer, LSH) train through masked dense attention by default: the same
+function and gradients as the sparse computation, but with the ``n × n`` scores in memory. Their
 ``O(n·w)`` / ``O(n log n)`` forward passes are the array-level functions and kernels; the
-memory the sparse forward needs is reported by :meth:`attention_memory`. The Sinkhorn hook
+memory the sparse forward needs is reported by :meth:`attention_memory`.
+``LongformerHook(..., fused=True)`` trains through :data:`sliding_window_attention_t`, a
+custom op whose forward and backward kernels
+(:func:`~refimpl.kernels.attention.sliding_window_attention_fwd` / ``_bwd``) never form the
+``n × n`` matrix. The Sinkhorn hook
 never forms an ``n × n`` matrix on the tape: its block sort, Sinkhorn balancing and block
 attention are all small tape ops.
 """
@@ -43,14 +47,15 @@ from refimpl.attention.dense import dense_attention_t
 from refimpl.attention.linear import longformer_mask, star_attention_mask
 from refimpl.attention.superlinear import (blockbert_mask, lsh_attention_mask,
                                            sparse_transformer_mask)
+from refimpl.kernels.attention import sliding_window_attention_bwd, sliding_window_attention_fwd
 from refimpl.nn import functional as F
 from refimpl.nn.module import Module
-from refimpl.nn.tensor import Parameter, Tensor, data_of
+from refimpl.nn.tensor import Parameter, Tensor, custom_op, data_of
 from refimpl.utils import as_rng, check_array, check_choice, check_float, check_int
 
 __all__ = ["DenseHook", "LongformerHook", "LinformerHook", "LinearAttentionHook", "LSHHook",
            "BlockBERTHook", "SparseTransformerHook", "EfficientAttentionHook", "StarHook",
-           "SinkhornHook", "key_keep"]
+           "SinkhornHook", "key_keep", "sliding_window_attention_t"]
 
 
 def _combine(mask, extra):
@@ -88,6 +93,27 @@ class DenseHook:
         return num_heads * n * n
 
 
+def _swa_forward(q, k, v, *, window, dilation, global_idx, keep, backend):
+    out, lse = sliding_window_attention_fwd(q, k, v, window, dilation, global_idx, keep,
+                                            backend=backend)
+    return out, (q, k, v, out, lse, window, dilation, global_idx, keep, backend)
+
+
+def _swa_backward(dout, cache):
+    q, k, v, out, lse, window, dilation, global_idx, keep, backend = cache
+    return sliding_window_attention_bwd(dout, q, k, v, out, lse, window, dilation, global_idx,
+                                        keep, backend=backend)
+
+
+#: Differentiable Longformer attention on the tape, ``(q, k, v) -> (B, H, n, d_v)`` with
+#: keywords ``window, dilation, global_idx, keep, backend``: forward
+#: :func:`~refimpl.kernels.attention.sliding_window_attention_fwd` (saving the output and the
+#: row log-sum-exp), backward :func:`~refimpl.kernels.attention.sliding_window_attention_bwd`;
+#: neither forms the ``n × n`` matrix. Survey §7.2.
+sliding_window_attention_t = custom_op(_swa_forward, _swa_backward,
+                                       name="sliding_window_attention")
+
+
 class LongformerHook:
     """Longformer sliding window (+ dilation, + global tokens) as a hook, Survey §7.2.
 
@@ -97,14 +123,25 @@ class LongformerHook:
         As in :func:`~refimpl.attention.linear.longformer_attention`. Negative entries of
         ``global_idx`` count from the end (``-1`` is the last position, e.g. the query token
         of a read-out-at-the-end classifier).
+    fused : bool
+        ``False`` (default): masked dense attention on the tape (``n × n`` scores and weights).
+        ``True``: the fused op :data:`sliding_window_attention_t`, whose forward and backward
+        kernels never form the ``n × n`` matrix (same outputs and gradients to ~1e-15 in
+        float64, tested). The fused path honours key-padding masks only (a mask whose rows
+        differ between queries raises).
+    backend : {"numba", "numpy", None}
+        Kernel backend of the fused path.
     """
 
     name = "longformer"
 
-    def __init__(self, window: int, dilation: int = 1, global_idx=()):
+    def __init__(self, window: int, dilation: int = 1, global_idx=(), fused: bool = False,
+                 backend=None):
         self.window = int(window)
         self.dilation = int(dilation)
         self.global_idx = tuple(int(g) for g in global_idx)
+        self.fused = bool(fused)
+        self.backend = backend
 
     def mask(self, n: int) -> np.ndarray:
         g = [gi % n for gi in self.global_idx]
@@ -112,10 +149,33 @@ class LongformerHook:
 
     def __call__(self, q, k, v, mask=None) -> Tensor:
         n = data_of(q).shape[2]
-        return dense_attention_t(q, k, v, _combine(mask, self.mask(n)))
+        if not self.fused:
+            return dense_attention_t(q, k, v, _combine(mask, self.mask(n)))
+        keep = None
+        if mask is not None:
+            m = np.asarray(data_of(mask), dtype=bool)
+            keep = m.any(axis=-2)  # (..., n): keys some query may attend to
+            if m.shape[-2] != 1 and not np.array_equal(
+                    np.broadcast_to(m, m.shape[:-2] + (m.shape[-2], n)),
+                    np.broadcast_to(keep[..., None, :], m.shape[:-2] + (m.shape[-2], n))):
+                raise ValueError("mask must be a key-padding mask (the same keys for every "
+                                 "query) with fused=True; use fused=False for general masks")
+        g = tuple(gi % n for gi in self.global_idx)
+        return sliding_window_attention_t(q, k, v, window=min(self.window, n - n % 2),
+                                          dilation=self.dilation, global_idx=g, keep=keep,
+                                          backend=self.backend)
 
     def attention_memory(self, n: int, num_heads: int = 1) -> int:
-        """Floats of scores the sparse forward holds: ``H (n (w + 1 + g) + g n)``."""
+        """Floats of attention scores the sparse computation evaluates per sequence:
+        ``H (n (w + 1 + g) + g n)`` (a window of ``w + 1`` keys and ``g`` global keys per
+        query, plus ``g`` global rows of ``n``).
+
+        With ``fused=True`` training holds no more than that: the tape keeps only the output
+        and the row log-sum-exp (``H n (d_v + 1)``), the backward pass recomputes the band
+        scores 64 rows at a time (``O(w)`` scratch per Numba task) and the global ones as
+        ``O(g n)`` products. The default masked-dense path instead keeps the ``H n²`` scores
+        and weights on the tape.
+        """
         g = len(self.global_idx)
         return num_heads * (n * (self.window + 1 + g) + g * n)
 

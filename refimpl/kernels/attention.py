@@ -659,3 +659,451 @@ def causal_linear_attention(phiQ, phiK, V, *, eps: float = 1e-6, backend=None) -
     dispatch("causal_linear_attention", backend, _causal_linear_numba, _causal_linear_numpy,
              phiQ, phiK, V, float(eps), out)
     return out
+
+
+# ------------------------------------------------------------------------------ sliding window,
+# differentiable: forward with row log-sum-exp, and backward, never n × n
+# Query i's window is a plain band on its residue class i mod dilation, as in
+# :func:`sliding_window_attention`: the sequence is reordered by residue class (``perm``), and
+# in that order query ``p`` sees keys ``[lo[p], hi[p])`` of its own segment. The band is
+# symmetric (key ``j`` is in query ``i``'s window iff ``i`` is in ``j``'s), so the backward
+# pass can collect ``dK, dV`` key by key (one row task per key, no scatter, no atomics) and
+# ``dQ`` query by query. The band kernels leave out global query rows; global keys outside a
+# window and global query rows (``O(n g)`` scores) are NumPy matrix products shared by both
+# backends.
+__all__ += ["sliding_window_attention_fwd", "sliding_window_attention_bwd"]
+
+_ROWS = 64  # rows per prange task of the differentiable band kernels
+
+
+def _residue_band(n: int, half: int, dil: int):
+    """``perm`` (residue-class order) and each permuted position's key band ``[lo, hi)``."""
+    parts = [np.arange(r, n, dil) for r in range(dil)]
+    perm = np.concatenate(parts).astype(np.int64)  # (n,)
+    sizes = np.array([p.size for p in parts], dtype=np.int64)
+    s0 = np.repeat(np.cumsum(sizes) - sizes, sizes)  # segment start of each permuted position
+    s1 = s0 + np.repeat(sizes, sizes)
+    p = np.arange(n, dtype=np.int64)
+    lo = np.maximum(s0, p - half)
+    hi = np.minimum(s1, p + half + 1)
+    return perm, lo, hi
+
+
+@numba.njit(cache=True)
+def _band_scores(q, Kt, a, e, scale, keep, sc):
+    # sc[c] = scale · q·k_{a+c} for real keys, −inf for padded ones (axpy over the contiguous
+    # band of the transposed keys: vectorised without fastmath)
+    m = e - a
+    for c in range(m):
+        sc[c] = 0
+    for k in range(q.shape[0]):
+        qk = q[k]
+        row = Kt[k, a:e]
+        for c in range(m):
+            sc[c] += qk * row[c]
+    for c in range(m):
+        if keep[a + c]:
+            sc[c] *= scale
+        else:
+            sc[c] = -np.inf
+
+
+@numba.njit(cache=True, parallel=True)
+def _swa_fwd_band_impl(Qp, Ktp, Vp, keepp, is_gp, lo, hi, scale, one, outp, lsep):
+    B, H, n, d = Qp.shape
+    dv = Vp.shape[3]
+    nch = (n + _ROWS - 1) // _ROWS
+    wmax = 1
+    for p in range(n):
+        wmax = max(wmax, hi[p] - lo[p])
+    for task in numba.prange(B * H * nch):
+        bh = task // nch
+        b = bh // H
+        h = bh % H
+        r0 = (task % nch) * _ROWS
+        r1 = min(r0 + _ROWS, n)
+        s = np.empty(wmax, dtype=Qp.dtype)
+        scratch = np.empty(wmax, dtype=Qp.dtype)
+        acc = np.empty(dv, dtype=Qp.dtype)
+        for p in range(r0, r1):
+            if is_gp[p]:  # global rows: attended to every key elsewhere
+                outp[b, h, p, :] = 0
+                lsep[b, h, p] = -np.inf
+                continue
+            a, e = lo[p], hi[p]
+            sc = s[:e - a]
+            _band_scores(Qp[b, h, p], Ktp[b, h], a, e, scale, keepp[b, h], sc)
+            mx = sc[0]
+            for c in range(1, e - a):
+                if sc[c] > mx:
+                    mx = sc[c]
+            if mx == -np.inf:  # every key of the window is padding
+                outp[b, h, p, :] = 0
+                lsep[b, h, p] = -np.inf
+                continue
+            z = _exp_shift_sum(sc, mx, one, scratch)  # sc <- exp(s - max)
+            acc[:] = 0
+            for c in range(e - a):
+                w = sc[c]
+                vr = Vp[b, h, a + c]
+                for k in range(dv):
+                    acc[k] += w * vr[k]
+            for k in range(dv):
+                outp[b, h, p, k] = acc[k] / z
+            lsep[b, h, p] = mx + np.log(z)
+
+
+@numba.njit(cache=True, parallel=True)
+def _swa_bwd_q_impl(Qp, Kp, Ktp, Vtp, dOp, Dp, lsep, keepp, is_gp, lo, hi, scale, one, dQp):
+    # query side: dq_i = scale Σ_j P_ij (dO_i·v_j − D_i) k_j over the band of i
+    B, H, n, d = Qp.shape
+    dv = Vtp.shape[2]
+    nch = (n + _ROWS - 1) // _ROWS
+    wmax = 1
+    for p in range(n):
+        wmax = max(wmax, hi[p] - lo[p])
+    for task in numba.prange(B * H * nch):
+        bh = task // nch
+        b = bh // H
+        h = bh % H
+        r0 = (task % nch) * _ROWS
+        r1 = min(r0 + _ROWS, n)
+        s = np.empty(wmax, dtype=Qp.dtype)
+        dp = np.empty(wmax, dtype=Qp.dtype)
+        scratch = np.empty(wmax, dtype=Qp.dtype)
+        dq = np.empty(d, dtype=Qp.dtype)
+        for p in range(r0, r1):
+            L = lsep[b, h, p]
+            if is_gp[p] or L == -np.inf:
+                dQp[b, h, p, :] = 0
+                continue
+            a, e = lo[p], hi[p]
+            m = e - a
+            sc = s[:m]
+            _band_scores(Qp[b, h, p], Ktp[b, h], a, e, scale, keepp[b, h], sc)
+            _exp_shift_sum(sc, L, one, scratch)  # sc <- P_ij = exp(s_ij − lse_i)
+            for c in range(m):
+                dp[c] = 0
+            for k in range(dv):
+                g = dOp[b, h, p, k]
+                row = Vtp[b, h, k, a:e]
+                for c in range(m):
+                    dp[c] += g * row[c]  # dP_ij = dO_i · v_j
+            Di = Dp[b, h, p]
+            dq[:] = 0
+            for c in range(m):
+                ds = sc[c] * (dp[c] - Di) * scale  # dS_ij / √d
+                if ds != 0:
+                    kr = Kp[b, h, a + c]
+                    for k in range(d):
+                        dq[k] += ds * kr[k]
+            dQp[b, h, p, :] = dq
+
+
+@numba.njit(cache=True, parallel=True)
+def _swa_bwd_kv_impl(Qp, Qtp, Kp, Vp, dOp, dOtp, Dp, lsep, keepp, is_gp, lo, hi, scale, zero,
+                     one, dKp, dVp):
+    # key side (the band is symmetric): dk_j = scale Σ_i dS_ij q_i, dv_j = Σ_i P_ij dO_i over
+    # the non-global queries i whose window holds j
+    B, H, n, d = Qp.shape
+    dv = Vp.shape[3]
+    nch = (n + _ROWS - 1) // _ROWS
+    wmax = 1
+    for p in range(n):
+        wmax = max(wmax, hi[p] - lo[p])
+    for task in numba.prange(B * H * nch):
+        bh = task // nch
+        b = bh // H
+        h = bh % H
+        r0 = (task % nch) * _ROWS
+        r1 = min(r0 + _ROWS, n)
+        s = np.empty(wmax, dtype=Qp.dtype)
+        dp = np.empty(wmax, dtype=Qp.dtype)
+        scratch = np.empty(wmax, dtype=Qp.dtype)
+        dk = np.empty(d, dtype=Qp.dtype)
+        dvv = np.empty(dv, dtype=Qp.dtype)
+        for j in range(r0, r1):
+            if not keepp[b, h, j]:  # a padded key gets no weight, hence no gradient
+                dKp[b, h, j, :] = 0
+                dVp[b, h, j, :] = 0
+                continue
+            a, e = lo[j], hi[j]
+            m = e - a
+            sc = s[:m]
+            for c in range(m):
+                sc[c] = 0
+            for k in range(d):
+                kk = Kp[b, h, j, k]
+                row = Qtp[b, h, k, a:e]
+                for c in range(m):
+                    sc[c] += kk * row[c]  # the same products, in the same order, as the forward
+            for c in range(m):
+                i = a + c
+                L = lsep[b, h, i]
+                if is_gp[i] or L == -np.inf:
+                    sc[c] = -np.inf
+                else:
+                    sc[c] = sc[c] * scale - L
+            _exp_shift_sum(sc, zero, one, scratch)  # sc <- P_ij
+            for c in range(m):
+                dp[c] = 0
+            for k in range(dv):
+                vk = Vp[b, h, j, k]
+                row = dOtp[b, h, k, a:e]
+                for c in range(m):
+                    dp[c] += vk * row[c]  # dP_ij = dO_i · v_j
+            dk[:] = 0
+            dvv[:] = 0
+            for c in range(m):
+                P = sc[c]
+                if P == 0:
+                    continue
+                i = a + c
+                ds = P * (dp[c] - Dp[b, h, i]) * scale
+                qr = Qp[b, h, i]
+                gr = dOp[b, h, i]
+                for k in range(d):
+                    dk[k] += ds * qr[k]
+                for k in range(dv):
+                    dvv[k] += P * gr[k]
+            dKp[b, h, j, :] = dk
+            dVp[b, h, j, :] = dvv
+
+
+def _swa_fwd_band_numba(Qp, Kp, Vp, keepp, is_gp, lo, hi, scale, outp, lsep):
+    Ktp = np.ascontiguousarray(np.swapaxes(Kp, -1, -2))  # (B, H, d, n)
+    dt = Qp.dtype.type
+    _swa_fwd_band_impl(Qp, Ktp, Vp, keepp, is_gp, lo, hi, dt(scale), dt(1.0), outp, lsep)
+
+
+def _swa_fwd_band_numpy(Qp, Kp, Vp, keepp, is_gp, lo, hi, scale, outp, lsep, block: int = 64):
+    n = Qp.shape[2]
+    for r0 in range(0, n, block):
+        r1 = min(r0 + block, n)
+        ka, kb = lo[r0:r1].min(), hi[r0:r1].max()
+        S = Qp[:, :, r0:r1] @ np.swapaxes(Kp[:, :, ka:kb], -1, -2) * scale  # (B, H, bq, bk)
+        c = np.arange(ka, kb)[None, :]
+        M = (c >= lo[r0:r1, None]) & (c < hi[r0:r1, None]) & ~is_gp[r0:r1, None]  # band
+        M = M & keepp[:, :, None, ka:kb]  # (B, H, bq, bk) real keys of the band
+        S = np.where(M, S, -np.inf)
+        mx = S.max(axis=-1, keepdims=True)  # (B, H, bq, 1), −inf for an empty row
+        E = np.exp(S - np.where(np.isneginf(mx), 0.0, mx))
+        z = E.sum(axis=-1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            outp[:, :, r0:r1] = np.where(z > 0, (E @ Vp[:, :, ka:kb]) / z, 0.0)
+            lsep[:, :, r0:r1] = (mx + np.log(z))[..., 0]
+
+
+def _swa_bwd_band_numba(Qp, Kp, Vp, dOp, Dp, lsep, keepp, is_gp, lo, hi, scale, dQp, dKp, dVp):
+    dt = Qp.dtype.type
+
+    def tr(x):
+        return np.ascontiguousarray(np.swapaxes(x, -1, -2))  # (B, H, d, n)
+    _swa_bwd_q_impl(Qp, Kp, tr(Kp), tr(Vp), dOp, Dp, lsep, keepp, is_gp, lo, hi, dt(scale),
+                    dt(1.0), dQp)
+    _swa_bwd_kv_impl(Qp, tr(Qp), Kp, Vp, dOp, tr(dOp), Dp, lsep, keepp, is_gp, lo, hi,
+                     dt(scale), dt(0.0), dt(1.0), dKp, dVp)
+
+
+def _swa_bwd_band_numpy(Qp, Kp, Vp, dOp, Dp, lsep, keepp, is_gp, lo, hi, scale, dQp, dKp, dVp,
+                        block: int = 64):
+    n = Qp.shape[2]
+    dQp[:] = 0
+    dKp[:] = 0
+    dVp[:] = 0
+    for r0 in range(0, n, block):
+        r1 = min(r0 + block, n)
+        ka, kb = lo[r0:r1].min(), hi[r0:r1].max()
+        S = Qp[:, :, r0:r1] @ np.swapaxes(Kp[:, :, ka:kb], -1, -2) * scale  # (B, H, bq, bk)
+        c = np.arange(ka, kb)[None, :]
+        M = (c >= lo[r0:r1, None]) & (c < hi[r0:r1, None]) & ~is_gp[r0:r1, None]
+        L = lsep[:, :, r0:r1, None]  # (B, H, bq, 1)
+        M = M & keepp[:, :, None, ka:kb] & np.isfinite(L)
+        P = np.where(M, np.exp(np.where(M, S - np.where(M, L, 0.0), -np.inf)), 0.0)
+        dP = dOp[:, :, r0:r1] @ np.swapaxes(Vp[:, :, ka:kb], -1, -2)  # dO_i · v_j
+        dS = P * (dP - Dp[:, :, r0:r1, None]) * scale  # (B, H, bq, bk), includes 1/√d
+        dQp[:, :, r0:r1] = dS @ Kp[:, :, ka:kb]
+        dKp[:, :, ka:kb] += np.swapaxes(dS, -1, -2) @ Qp[:, :, r0:r1]
+        dVp[:, :, ka:kb] += np.swapaxes(P, -1, -2) @ dOp[:, :, r0:r1]
+
+
+def _swa_prepare(Q, K, V, window, dilation, global_idx, key_keep):
+    Q, K, V = _check_qkv(Q, K, V)
+    B, H, n, _ = Q.shape
+    half, dil, g = check_window(window, dilation, global_idx, n)
+    if key_keep is None:
+        keep = np.ones((B, H, n), dtype=np.bool_)
+    else:
+        kk = np.asarray(key_keep)
+        if kk.dtype != np.bool_:
+            raise TypeError(f"key_keep must be a boolean array (True = real key), got dtype "
+                            f"{kk.dtype}")
+        try:
+            keep = np.ascontiguousarray(np.broadcast_to(kk, (B, H, n)))
+        except ValueError:
+            raise ValueError(f"key_keep must be broadcastable to (B, H, n) = {(B, H, n)}, got "
+                             f"shape {kk.shape}") from None
+    is_global = np.zeros(n, dtype=np.bool_)
+    is_global[g] = True
+    perm, lo, hi = _residue_band(n, half, dil)
+    return Q, K, V, half, dil, g, keep, is_global, perm, lo, hi
+
+
+def _swa_extra_mask(n, half, dil, g, keep, is_global):
+    # non-global query i × global key g outside i's window, g real: (B, H, n, ng)
+    off = g[None, :] - np.arange(n)[:, None]  # (n, ng)
+    out_win = ~((off % dil == 0) & (np.abs(off) <= half * dil)) & ~is_global[:, None]
+    return out_win & keep[:, :, None, g]
+
+
+def sliding_window_attention_fwd(Q, K, V, window: int, dilation: int = 1, global_idx=(),
+                                 key_keep=None, *, backend=None):
+    """Sliding-window (+ dilated, + global) attention with key padding, returning the row
+    log-sum-exp for :func:`sliding_window_attention_bwd` (Survey §7.2, Longformer).
+
+    The same attention pattern as :func:`sliding_window_attention` (equal to dense attention
+    under :func:`refimpl.attention.linear.longformer_mask`), intersected with ``key_keep``:
+    padded keys get no weight; a query whose allowed keys are all padding gets a zero output.
+
+    Parameters
+    ----------
+    Q, K : ndarray of shape (B, H, n, d)
+    V : ndarray of shape (B, H, n, d_v)
+    window, dilation, global_idx
+        As in :func:`sliding_window_attention`.
+    key_keep : bool ndarray broadcastable to (B, H, n), optional
+        ``True`` = a real key (default: every key).
+    backend : {"numba", "numpy", None}
+        The band part's kernel; global keys and rows (``O(n g)``) are NumPy products in both.
+
+    Returns
+    -------
+    out : ndarray of shape (B, H, n, d_v)
+    lse : ndarray of shape (B, H, n)
+        :math:`\\log \\sum_{j} \\exp(q_i \\cdot k_j / \\sqrt d)` over the keys query ``i``
+        attends to (``-inf`` for a row without keys).
+
+    Notes
+    -----
+    Time :math:`O(n (w + g) d + g n d)`; memory :math:`O(n d + n g)` plus :math:`O(w)` scratch
+    per row task (Numba) or :math:`O(b (b + 2w))` per block of ``b = 64`` queries (NumPy); no
+    ``n × n`` array. The Numba kernel runs tasks of 64 query rows in parallel (``prange``),
+    band scores by axpy over the transposed keys and the module's vectorised ``exp``.
+    """
+    Q, K, V, half, dil, g, keep, is_global, perm, lo, hi = _swa_prepare(
+        Q, K, V, window, dilation, global_idx, key_keep)
+    B, H, n, d = Q.shape
+    scale = float(1.0 / np.sqrt(d))  # a Python float keeps float32 inputs float32
+    if dil > 1:
+        Qp, Kp, Vp = (np.ascontiguousarray(x[:, :, perm]) for x in (Q, K, V))  # residue order
+    else:
+        Qp, Kp, Vp = Q, K, V
+    outp = np.empty(Q.shape[:3] + (V.shape[3],), dtype=Q.dtype)
+    lsep = np.empty(Q.shape[:3], dtype=Q.dtype)
+    dispatch("sliding_window_attention_fwd", backend, _swa_fwd_band_numba, _swa_fwd_band_numpy,
+             Qp, Kp, Vp, np.ascontiguousarray(keep[:, :, perm]), is_global[perm], lo, hi, scale,
+             outp, lsep)
+    out, lse = np.empty_like(outp), np.empty_like(lsep)
+    out[:, :, perm] = outp
+    lse[:, :, perm] = lsep
+    if g.size:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # global keys outside the window join the rows' softmax: log-sum-exp merge
+            M = _swa_extra_mask(n, half, dil, g, keep, is_global)  # (B, H, n, ng)
+            Sg = np.where(M, Q @ np.swapaxes(K[:, :, g], -1, -2) * scale, -np.inf)
+            lse_all = np.logaddexp(lse, np.logaddexp.reduce(Sg, axis=-1))
+            fin = np.isfinite(lse_all)[..., None]
+            Lc = np.where(fin, lse_all[..., None], 0.0)
+            Pg = np.where(M & fin, np.exp(Sg - Lc), 0.0)  # (B, H, n, ng)
+            out = np.where(fin, np.exp(lse[..., None] - Lc) * out, 0.0) + Pg @ V[:, :, g]
+            lse = lse_all
+            # global rows attend to every real key
+            Sr = np.where(keep[:, :, None, :], Q[:, :, g] @ np.swapaxes(K, -1, -2) * scale,
+                          -np.inf)  # (B, H, ng, n)
+            Lr = np.logaddexp.reduce(Sr, axis=-1)  # (B, H, ng)
+            fr = np.isfinite(Lr)[..., None]
+            Pr = np.where(keep[:, :, None, :] & fr,
+                          np.exp(Sr - np.where(fr, Lr[..., None], 0.0)), 0.0)
+            out[:, :, g] = Pr @ V
+            lse[:, :, g] = Lr
+    return out, lse
+
+
+def sliding_window_attention_bwd(dout, Q, K, V, out, lse, window: int, dilation: int = 1,
+                                 global_idx=(), key_keep=None, *, backend=None):
+    """Gradients of :func:`sliding_window_attention_fwd`: ``(dQ, dK, dV)`` from ``dout``.
+
+    Flash-attention style recomputation: with the saved ``out`` and row log-sum-exp ``lse``,
+    :math:`P_{ij} = \\exp(s_{ij} - \\mathrm{lse}_i)`, :math:`D_i = dO_i \\cdot o_i`,
+    :math:`dS_{ij} = P_{ij}(dO_i \\cdot v_j - D_i)`, and
+    :math:`dQ = dS K/\\sqrt d`, :math:`dK = dS^T Q/\\sqrt d`, :math:`dV = P^T dO`, summed over
+    the allowed pairs only.
+
+    Parameters
+    ----------
+    dout : ndarray of shape (B, H, n, d_v)
+    Q, K, V, window, dilation, global_idx, key_keep, backend
+        As given to :func:`sliding_window_attention_fwd`.
+    out : ndarray of shape (B, H, n, d_v)
+    lse : ndarray of shape (B, H, n)
+        Its outputs.
+
+    Returns
+    -------
+    dQ, dK, dV : ndarrays shaped like Q, K, V
+
+    Notes
+    -----
+    Time :math:`O(n (w + g)(d + d_v) + g n (d + d_v))`, memory :math:`O(n (d + d_v + g))`:
+    the Numba backend runs a query-side pass (``dQ``, one task per 64 query rows) and a
+    key-side pass (``dK, dV``, one task per 64 keys; the window is symmetric, so no two
+    tasks write the same row), both recomputing the band scores; no ``n × n`` array.
+    """
+    Q, K, V, half, dil, g, keep, is_global, perm, lo, hi = _swa_prepare(
+        Q, K, V, window, dilation, global_idx, key_keep)
+    B, H, n, d = Q.shape
+    dv = V.shape[3]
+    for nm, a, shp in (("dout", dout, (B, H, n, dv)), ("out", out, (B, H, n, dv)),
+                       ("lse", lse, (B, H, n))):
+        if np.shape(a) != shp:
+            raise ValueError(f"{nm} must have shape {shp}, got {np.shape(a)}")
+    dt = Q.dtype
+    dout = np.ascontiguousarray(dout, dtype=dt)
+    lse = np.ascontiguousarray(lse, dtype=dt)
+    scale = float(1.0 / np.sqrt(d))
+    D = np.einsum("bhnc,bhnc->bhn", dout, np.asarray(out, dtype=dt))  # D_i = dO_i · o_i
+    if dil > 1:
+        Qp, Kp, Vp, dOp = (np.ascontiguousarray(x[:, :, perm]) for x in (Q, K, V, dout))
+    else:
+        Qp, Kp, Vp, dOp = Q, K, V, dout
+    dQp, dKp, dVp = np.empty_like(Qp), np.empty_like(Kp), np.empty_like(Vp)
+    dispatch("sliding_window_attention_bwd", backend, _swa_bwd_band_numba, _swa_bwd_band_numpy,
+             Qp, Kp, Vp, dOp, np.ascontiguousarray(D[:, :, perm]),
+             np.ascontiguousarray(lse[:, :, perm]), np.ascontiguousarray(keep[:, :, perm]),
+             is_global[perm], lo, hi, scale, dQp, dKp, dVp)
+    dQ, dK, dV = np.empty_like(dQp), np.empty_like(dKp), np.empty_like(dVp)
+    dQ[:, :, perm] = dQp
+    dK[:, :, perm] = dKp
+    dV[:, :, perm] = dVp
+    if g.size:
+        fin = np.isfinite(lse)[..., None]
+        Lc = np.where(fin, lse[..., None], 0.0)
+        Kg, Vg = K[:, :, g], V[:, :, g]
+        with np.errstate(invalid="ignore"):
+            # global keys outside the windows of the non-global rows
+            M = _swa_extra_mask(n, half, dil, g, keep, is_global) & fin  # (B, H, n, ng)
+            Sg = Q @ np.swapaxes(Kg, -1, -2) * scale
+            Pg = np.where(M, np.exp(np.where(M, Sg - Lc, -np.inf)), 0.0)
+            dSg = Pg * (dout @ np.swapaxes(Vg, -1, -2) - D[..., None]) * scale
+            dQ += dSg @ Kg
+            dK[:, :, g] += np.swapaxes(dSg, -1, -2) @ Q
+            dV[:, :, g] += np.swapaxes(Pg, -1, -2) @ dout
+            # global rows (their band gradients were left out above)
+            Mr = keep[:, :, None, :] & fin[:, :, g]  # (B, H, ng, n)
+            Sr = Q[:, :, g] @ np.swapaxes(K, -1, -2) * scale
+            Pr = np.where(Mr, np.exp(np.where(Mr, Sr - Lc[:, :, g], -np.inf)), 0.0)
+            dSr = Pr * (dout[:, :, g] @ np.swapaxes(V, -1, -2) - D[:, :, g, None]) * scale
+            dQ[:, :, g] = dSr @ K
+            dK += np.swapaxes(dSr, -1, -2) @ Q[:, :, g]
+            dV += np.swapaxes(Pr, -1, -2) @ dout[:, :, g]
+    return dQ, dK, dV
