@@ -334,6 +334,25 @@ def test_sinkhorn_hook_bad_input(rng):
         SinkhornHook(3, sort_matrix=np.eye(4))
     with pytest.raises(ValueError, match="n_blocks"):
         SinkhornHook(5).attention_memory(12)
+    with pytest.raises(ValueError, match="k and v"):  # self-attention only
+        SinkhornHook(3)(*_t(Q, K[:, :, :6], V[:, :, :6]))
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_sinkhorn_hook_sort_matrix_is_balanced(rng, learned):
+    from refimpl.attention import sinkhorn_sort_matrix
+    from refimpl.attention.hooks import SinkhornHook
+
+    Q, K, _ = _qkv(rng, n=12)
+    row_err = []
+    for it in (1, 4, 30):
+        h = SinkhornHook(4, learned=learned, d_head=4, n_iters=it, rng=0)
+        S = h.sort_matrix_t(*_t(Q, K)).data
+        _close(S, sinkhorn_sort_matrix(Q, K, 4, n_iters=it,
+                                       W_sort=h.W_sort.data if learned else None), 1e-13)
+        _close(S.sum(axis=-2), np.ones((2, 2, 4)), 1e-12)  # columns: the last step
+        row_err.append(np.abs(S.sum(axis=-1) - 1).max())
+    assert row_err[-1] < 1e-6 and row_err[-1] < row_err[0], row_err
 
 
 def test_sinkhorn_hook_attention_memory():
