@@ -183,8 +183,8 @@ def main(argv=None):
                     help="only the target: ROUNDS interleaved rounds of dense vs the Numba "
                          "sliding window at n = max(--n) (default 8192); prints medians")
     ap.add_argument("--pause", type=float, default=0.3,
-                    help="seconds of idle before each timed call in --headline (lets the "
-                         "previous call's spinning BLAS threads go to sleep; 0 = back to back)")
+                    help="seconds of idle before each timed call (lets the previous call's "
+                         "spinning BLAS threads go to sleep; 0 = back to back)")
     args = ap.parse_args(argv)
     if args.headline:
         return headline(args.headline, (args.n or [8192])[-1], args.window,
@@ -210,7 +210,8 @@ def main(argv=None):
     except ImportError:
         torch = None
     for n in ns:
-        r = measure_scaling([n], variants, d=64, repeat=repeat, dtype=dtype, rng=n)
+        r = measure_scaling([n], variants, d=64, repeat=repeat, dtype=dtype, rng=n,
+                            pause=args.pause, progress=False)
         res["n"].append(n)
         for name, v in r["variants"].items():
             res["variants"][name]["time"] += v["time"]

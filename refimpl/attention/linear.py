@@ -106,6 +106,32 @@ def star_attention_mask(n: int) -> np.ndarray:
     return M
 
 
+#: Satellites updated per block in :func:`star_attention`: the ``(B, H, block, 5, d)`` contexts
+#: then stay in cache, so the time stays linear in ``n`` (one ``(n, 5, d)`` stack measured a
+#: time slope of 1.21 over n = 4096…16384 as it outgrew the caches).
+_STAR_BLOCK = 1024
+
+
+def _star_satellites(hq, hk, hv, K, V, sk, sv, scale):
+    """One satellite update of :func:`star_attention`, block by block along ``n``.
+
+    Satellite ``i`` attends to its context :math:`C_i = [h_{i-1}; h_i; h_{i+1}; e_i; s]`
+    (ring indices mod ``n``): keys/values of shape ``(B, H, block, 5, d)`` per block.
+    """
+    B, H, n, d = hq.shape
+    out = []
+    for a in range(0, n, _STAR_BLOCK):
+        i = np.arange(a, min(a + _STAR_BLOCK, n))
+        prev, nxt, here = (i - 1) % n, (i + 1) % n, slice(a, a + i.size)
+        shape = (B, H, i.size, d)
+        ck = np.stack([hk[:, :, prev], hk[:, :, here], hk[:, :, nxt], K[:, :, here],
+                       np.broadcast_to(sk, shape)], axis=3)  # (B, H, block, 5, d)
+        cv = np.stack([hv[:, :, prev], hv[:, :, here], hv[:, :, nxt], V[:, :, here],
+                       np.broadcast_to(sv, shape)], axis=3)
+        out.append(_attend(hq[:, :, here], ck, cv, scale))  # (B, H, block, d)
+    return out[0] if len(out) == 1 else np.concatenate(out, axis=2)
+
+
 def star_attention(Q, K, V, cycles: int = 1, *, return_relay: bool = False):
     """Star-Transformer attention: ring connections plus a shared relay node, Survey §7.2.
 
@@ -158,12 +184,7 @@ def star_attention(Q, K, V, cycles: int = 1, *, return_relay: bool = False):
     hq, hk, hv = Q, K, V  # satellites at t-1
     sq, sk, sv = Q.mean(2, keepdims=True), K.mean(2, keepdims=True), V.mean(2, keepdims=True)
     for _ in range(cycles):
-        # context C_i = [h_{i-1}; h_i; h_{i+1}; e_i; s]  -> (B, H, n, 5, d)
-        ck = np.stack([np.roll(hk, 1, axis=2), hk, np.roll(hk, -1, axis=2), K,
-                       np.broadcast_to(sk, hk.shape)], axis=3)
-        cv = np.stack([np.roll(hv, 1, axis=2), hv, np.roll(hv, -1, axis=2), V,
-                       np.broadcast_to(sv, hv.shape)], axis=3)
-        Hs = _attend(hq, ck, cv, scale)  # (B, H, n, d)
+        Hs = _star_satellites(hq, hk, hv, K, V, sk, sv, scale)  # (B, H, n, d)
         # relay: s = Att(s, [s; H^t]) with H^t as keys and values (identity projections)
         rk = np.concatenate([sk, Hs], axis=2)  # (B, H, n+1, d)
         rv = np.concatenate([sv, Hs], axis=2)

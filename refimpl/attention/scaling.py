@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from refimpl.utils import as_rng, check_int
+from refimpl.utils import as_rng, check_float, check_int
 
 __all__ = ["Variant", "dense_baseline", "default_variants", "measure_scaling", "loglog_slope"]
 
@@ -50,7 +50,8 @@ def dense_baseline(Q, K, V):
     return S @ V
 
 
-def default_variants(window: int = 256, block: int = 64, linformer_k: int = 256) -> list:
+def default_variants(window: int = 256, block: int = 64, linformer_k: int = 256,
+                     lsh_buckets: int = 64) -> list:
     """Every §7 variant with the budget that makes it sub-quadratic, and its theory exponents.
 
     Parameters
@@ -61,6 +62,9 @@ def default_variants(window: int = 256, block: int = 64, linformer_k: int = 256)
         Block size of Reformer chunks and Sinkhorn blocks (fixed: O(n b)).
     linformer_k : int
         Linformer's ``k`` (fixed: O(n k)); clipped to ``n``.
+    lsh_buckets : int
+        Reformer's number of hash buckets (fixed; at most ``n / block``), so that hashing is
+        O(n d) and the time is the sort's O(n log n) plus the chunks' O(n · block · d).
     """
     from refimpl import attention as at
     from refimpl.kernels.attention import block_sparse_attention, sliding_window_attention
@@ -76,9 +80,13 @@ def default_variants(window: int = 256, block: int = 64, linformer_k: int = 256)
         return at.linformer_attention(Q, K, V, E)
 
     def lsh(Q, K, V):
+        # a fixed number of buckets: hashing costs O(n d n_buckets) (random rotations), so
+        # buckets growing with n (n / block) would add an O(n² d / block) term — measured
+        # time slope 1.23 over n = 4096…16384 with n / 64 buckets, 1.11 with 64 (the
+        # sort's n log n: 1 + 1/ln n ≈ 1.11 there)
         n = Q.shape[2]
-        return at.lsh_attention(Q, V, n_buckets=max(2, n // block), n_hashes=1,
-                                chunk_size=min(block, n), rng=0)
+        return at.lsh_attention(Q, V, n_buckets=min(lsh_buckets, max(2, n // block)),
+                                n_hashes=1, chunk_size=min(block, n), rng=0)
 
     def strided(Q, K, V):
         return at.sparse_transformer_attention(Q, K, V, "strided",
@@ -100,7 +108,7 @@ def default_variants(window: int = 256, block: int = 64, linformer_k: int = 256)
                                                         (0, Q.shape[2] - 1)), 1.0, 1.0),
         Variant("BlockBERT 4 blocks", blockbert, 2.0, 1.0),
         Variant("Sparse Transformer strided l=√n", strided, 1.5, 1.5),
-        Variant(f"Reformer LSH chunk {block}", lsh, 1.0, 1.0),
+        Variant(f"Reformer LSH {lsh_buckets} buckets, chunk {block}", lsh, 1.0, 1.0),
         Variant("Star-Transformer", lambda Q, K, V: at.star_attention(Q, K, V), 1.0, 1.0),
         Variant(f"Linformer k={linformer_k}", linformer, 1.0, 1.0),
         # B = √n blocks of √n (rounded to powers of two): the soft sort mixes B blocks of n/B
@@ -128,9 +136,11 @@ def _sqrt_blocks(n: int) -> int:
     return max(nb, 1)
 
 
-def _measure(fn, Q, K, V, repeat):
+def _measure(fn, Q, K, V, repeat, pause=0.0):
     best = np.inf
     for _ in range(repeat):
+        if pause:
+            time.sleep(pause)
         t0 = time.perf_counter()
         fn(Q, K, V)
         best = min(best, time.perf_counter() - t0)
@@ -147,7 +157,8 @@ def _measure(fn, Q, K, V, repeat):
 
 
 def measure_scaling(ns, variants=None, *, d: int = 64, repeat: int = 1, dtype=np.float32,
-                    rng=0, threads: int | None = None, progress=None) -> dict:
+                    rng=0, threads: int | None = None, pause: float = 0.0,
+                    progress=None) -> dict:
     """Time and peak memory of each variant for each sequence length.
 
     Parameters
@@ -165,6 +176,13 @@ def measure_scaling(ns, variants=None, *, d: int = 64, repeat: int = 1, dtype=np
     threads : int, optional
         Limit BLAS and Numba to this many threads while measuring (``1`` gives stable
         numbers on a shared machine); ``None`` leaves both alone.
+    pause : float
+        Seconds of idle before each timed call (>= 0). After a multi-threaded BLAS call
+        OpenBLAS's worker threads keep spinning for ~0.1 s and take a core from whatever runs
+        next; a pause of ~0.3 s times every variant on a quiet machine instead of in the
+        dense baseline's wake. ``0`` times back to back.
+    progress : bool, optional
+        Progress bar over ``ns`` (default: shown on a terminal).
 
     Returns
     -------
@@ -180,6 +198,7 @@ def measure_scaling(ns, variants=None, *, d: int = 64, repeat: int = 1, dtype=np
 
     ns = [check_int(n, "n", 2) for n in ns]
     repeat = check_int(repeat, "repeat", 1)
+    pause = check_float(pause, "pause", 0.0)
     variants = default_variants() if variants is None else variants
     rng = as_rng(rng)
     res = {"n": list(ns), "variants": {v.name: {"time": [], "memory": [],
@@ -203,7 +222,7 @@ def measure_scaling(ns, variants=None, *, d: int = 64, repeat: int = 1, dtype=np
             for n in progress_bar(ns, desc="n", progress=progress):
                 Q, K, V = (rng.standard_normal((1, 1, n, d)).astype(dtype) for _ in range(3))
                 for v in variants:
-                    t, m = _measure(v.fn, Q, K, V, repeat)
+                    t, m = _measure(v.fn, Q, K, V, repeat, pause)
                     res["variants"][v.name]["time"].append(t)
                     res["variants"][v.name]["memory"].append(m)
         finally:

@@ -1,5 +1,7 @@
 """The scaling helper behind the chapter's time/memory plot and bench_attention."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -36,3 +38,18 @@ def test_measure_scaling_bad_input():
         measure_scaling([1])
     with pytest.raises(ValueError, match="repeat"):
         measure_scaling([64], repeat=0)
+    with pytest.raises(ValueError, match="pause"):
+        measure_scaling([64], pause=-0.1)
+
+
+def test_measure_scaling_pause_idles_before_each_timed_call():
+    calls = []
+
+    def record(Q, K, V):
+        calls.append(time.perf_counter())
+        return V
+
+    measure_scaling([64], [Variant("rec", record, 1.0, 1.0)], d=4, repeat=2, pause=0.05)
+    # warm-up, two timed calls (each after a 0.05 s pause), one traced-memory call
+    assert len(calls) == 4
+    assert calls[2] - calls[1] >= 0.05

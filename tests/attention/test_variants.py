@@ -242,6 +242,18 @@ def test_star_first_cycle_equals_masked_dense(rng):
     _close(relay, dense_attention(Q.mean(2, keepdims=True), rk, rv))
 
 
+def test_star_blocks_join_the_ring_across_block_edges(rng, monkeypatch):
+    # blocked satellite updates (block 5 over n = 24: a ragged last block) equal one block
+    from refimpl.attention import linear
+
+    Q, K, V = _qkv(rng)
+    whole = star_attention(Q, K, V, 3, return_relay=True)
+    monkeypatch.setattr(linear, "_STAR_BLOCK", 5)
+    blocked = star_attention(Q, K, V, 3, return_relay=True)
+    for a, b in zip(whole, blocked):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_star_cycles_change_output_and_equivariance_under_rotation(rng):
     Q, K, V = _qkv(rng)
     one, three = star_attention(Q, K, V, 1), star_attention(Q, K, V, 3)
