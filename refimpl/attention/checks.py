@@ -188,6 +188,57 @@ def _longformer_exact(rng, quick):
     return Outcome.all_of(*outs, detail="window 8; dilated 6×3; window 10×2 + 2 global")
 
 
+# ------------------------------------------------------------------------------ Transformer hooks
+@register_check("hooks-equal-array-functions", "every attention hook (a layer of the small "
+                "Transformer) equals its array-level function; the fused Longformer op's "
+                "gradients equal masked dense attention's", section="7",
+                implements=[A + "hooks.LongformerHook", A + "hooks.SinkhornHook",
+                            A + "hooks.LinformerHook", A + "hooks.LinearAttentionHook",
+                            A + "hooks.EfficientAttentionHook", A + "hooks.BlockBERTHook",
+                            A + "hooks.StarHook", A + "hooks.sliding_window_attention_t"])
+def _hooks_equal(rng, quick):
+    from refimpl.attention import hooks
+    from refimpl.nn.tensor import Tensor
+
+    Q, K, V = _qkv(rng, n=24)
+    P = rng.standard_normal((6, 24)) / np.sqrt(6)
+    lin = hooks.LinformerHook(24, 6)
+    lin.E.data[...], lin.F.data[...] = P, P
+    Ka = np.concatenate([K, K, K.mean(2, keepdims=True)], axis=2)
+    Va = np.concatenate([V, V, V.mean(2, keepdims=True)], axis=2)
+    pairs = {
+        "longformer": (hooks.LongformerHook(6, 2, (0, 13)),
+                       linear.longformer_attention(Q, K, V, 6, 2, (0, 13))),
+        "longformer-fused": (hooks.LongformerHook(6, 2, (0, 13), fused=True),
+                             linear.longformer_attention(Q, K, V, 6, 2, (0, 13))),
+        "sinkhorn": (hooks.SinkhornHook(4), linear.sinkhorn_attention(Q, K, V, 4)),
+        "sortcut": (hooks.SinkhornHook(4, sortcut=2),
+                    linear.sinkhorn_attention(Q, K, V, 4, sortcut=2)),
+        "linformer": (lin, linear.linformer_attention(Q, K, V, P, P)),
+        "linear": (hooks.LinearAttentionHook(), linear.linear_attention(Q, K, V)),
+        "efficient": (hooks.EfficientAttentionHook(), linear.efficient_attention(Q, K, V)),
+        "blockbert": (hooks.BlockBERTHook(4), superlinear.blockbert_attention(Q, K, V, 4)),
+        "star": (hooks.StarHook(), dense.dense_attention(Q, Ka, Va,
+                                                         linear.star_attention_mask(24))),
+    }
+    errs = {}
+    for name, (hook, ref) in pairs.items():
+        out = hook(Tensor(Q), Tensor(K), Tensor(V)).data
+        errs[name] = float(np.max(np.abs(out - ref)))
+    # gradients of the fused op vs masked dense attention on the tape, for a random cotangent
+    G = rng.standard_normal(V.shape)
+    grads = []
+    for fused in (False, True):
+        ts = [Tensor(x, requires_grad=True) for x in (Q, K, V)]
+        (hooks.LongformerHook(6, 2, (0, 13), fused=fused)(*ts) * G).sum().backward()
+        grads.append([t.grad for t in ts])
+    errs["longformer-fused-grad"] = max(float(np.max(np.abs(a - b)))
+                                        for a, b in zip(*grads))
+    return Outcome(max(errs.values()) < 1e-10, errs,
+                   "max |hook − array function| per hook (float64, n = 24, 2 heads); fused "
+                   "Longformer's dQ, dK, dV vs masked dense on the tape")
+
+
 # ------------------------------------------------------------------------------ approximations
 def _clustered_qk(rng, n, d, n_clusters=8, noise=0.1, scale=None):
     scale = 6.0 * np.sqrt(d) if scale is None else scale  # q·k̂/√d up to 6: peaked softmax
@@ -291,8 +342,9 @@ def _memory_scaling(rng, quick):
     from refimpl.attention.scaling import default_variants, loglog_slope, measure_scaling
 
     ns = [1024, 2048, 4096] if quick else [1024, 2048, 4096, 8192]
-    # The windowed kernels hold a fixed per-thread O(b (b + w)) scratch (~32 KB at w = 32,
-    # d = 16) beside their O(n w) arrays (~73 bytes per position), so below n ~ 4096 the
+    # The windowed kernels (and Star's blocked update) hold a fixed per-thread O(b (b + w))
+    # scratch (~32 KB at w = 32, d = 16) beside their O(n w) arrays (~73 bytes per
+    # position), so below n ~ 4096 the
     # constant bends the log-log fit (slope 0.82 over 1k..4k). They are cheap, so their slope
     # is fitted over 4k..16k, where the O(n) term dominates, instead of loosening the bound.
     ns_windowed = [4096, 8192, 16384]
@@ -302,7 +354,9 @@ def _memory_scaling(rng, quick):
     # not hide the O(n) term.
     skip = ("Sinkhorn", "(numpy)")
     variants = [v for v in default_variants(window=32) if not any(s in v.name for s in skip)]
-    windowed = [v for v in variants if v.name.startswith(("sliding window", "Longformer"))]
+    # Star-Transformer's blocked satellite update holds a fixed O(block · d) scratch too
+    windowed = [v for v in variants
+                if v.name.startswith(("sliding window", "Longformer", "Star"))]
     others = [v for v in variants if v not in windowed]
     # d = 16 keeps the inherent O(n d) input/output arrays from hiding the O(n^1.5) term
     runs = [(ns, measure_scaling(ns, others, d=16, repeat=1, threads=1, rng=rng)),

@@ -188,6 +188,22 @@ def test_sparse_transformer_equals_masked_dense(rng, pattern, causal, component,
     _close(out, dense_attention(Q, K, V, m))
 
 
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("block", [1, 5, 9])
+def test_sparse_transformer_band_blocks_cover_every_query(rng, monkeypatch, causal, block):
+    # the band is scored and applied block by block; blocks smaller and larger than the
+    # stride, and a ragged last block, must all give masked dense attention
+    from refimpl.attention import superlinear
+
+    monkeypatch.setattr(superlinear, "_BAND_BLOCK", block)
+    Q, K, V = _qkv(rng, B=2, n=23, dv=3)
+    for component in (None, 1):
+        m = sparse_transformer_mask(23, "strided", 4, causal=causal, component=component)
+        out = sparse_transformer_attention(Q, K, V, "strided", 4, causal=causal,
+                                           component=component)
+        _close(out, dense_attention(Q, K, V, m))
+
+
 def test_sparse_transformer_mask_hand_worked():
     m = sparse_transformer_mask(6, "strided", 2, causal=True)
     # strided l=2: previous position or same parity
