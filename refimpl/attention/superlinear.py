@@ -316,52 +316,66 @@ def sparse_transformer_attention(Q, K, V, pattern: str = "strided", stride: int 
     return out
 
 
-#: Fewest queries per block in the Sparse Transformer's band; a block holds ``bq = max(
-#: _BAND_BLOCK, w)`` queries for a band of ``w`` offsets, so each block's scores are one dense
-#: ``(bq, bq + w)`` GEMM that stays in cache and the work per query, ``bq + w = 2w`` for long
-#: sequences, grows as the band does (O(n l) in all). Scoring one offset at a time instead
-#: streamed the whole ``(n, d)`` keys once per offset: time slope 1.6–1.8 over n = 4096…16384
-#: instead of 1.5; a fixed 256-query block gave 1.37 (its ``bq`` dominates the width).
+#: Fewest queries per block in the Sparse Transformer's band. A block holds
+#: ``bq = max(_BAND_BLOCK, w)`` queries for a band of ``w`` offsets; its keys are the
+#: ``bq + w - 1`` positions the band reaches, so every block's scores are one small dense
+#: product, all blocks in one batched matmul (no Python loop), and the work per query,
+#: ``~2w``, grows as the band does: O(n l d) in all. (Scoring one offset at a time instead
+#: streamed the whole ``(n, d)`` keys once per offset: time slope 1.6–1.8 over
+#: n = 4096…16384 instead of 1.5.)
 _BAND_BLOCK = 64
 
 
-def _band_blocks(n, offs):
-    """Yield ``(a, b, ka, kb, col)`` per query block ``[a, b)`` (``max(_BAND_BLOCK, w)``
-    queries for ``w = len(offs)``): the key range ``[ka, kb)`` its
-    band touches and ``col`` ``(b - a, w)``, the column of key ``i + offs[t]`` in that range,
-    or ``kb - ka`` (a spare column) where the key falls outside ``[0, n)``."""
-    bq = max(_BAND_BLOCK, offs.size)
-    for a in range(0, n, bq):
-        b = min(a + bq, n)
-        ka, kb = max(0, a + int(offs[0])), min(n, b + int(offs[-1]))
-        jj = np.arange(a, b)[:, None] + offs[None, :]  # (b - a, w)
-        col = np.where((jj >= 0) & (jj < n), jj - ka, kb - ka)
-        yield a, b, ka, kb, col
+def _band_layout(n, offs):
+    """Block layout of a band of key offsets ``offs`` (``j - i``, increasing, containing 0).
+
+    Returns ``(bq, nb, lo, idx, col)``: ``nb`` blocks of ``bq`` queries; ``idx`` ``(nb, kw)``
+    the key positions of each block in a copy of the keys padded with ``lo = -offs[0]`` zero
+    rows in front (and zeros after ``n``); ``col`` ``(bq, w)`` the column, within its block's
+    ``kw = bq + offs[-1] - offs[0]`` keys, of query ``s``'s key at offset ``t`` (the same for
+    every block).
+    """
+    w = offs.size
+    lo, hi = -int(offs[0]), int(offs[-1])
+    bq = max(_BAND_BLOCK, w)
+    nb = -(-n // bq)
+    kw = bq + lo + hi
+    idx = np.arange(nb)[:, None] * bq + np.arange(kw)[None, :]  # (nb, kw), padded positions
+    col = np.arange(bq)[:, None] + lo + offs[None, :]  # (bq, w)
+    return bq, nb, lo, idx, col
+
+
+def _band_blocks_of(X, n, bq, nb, lo, idx):
+    """Keys/values of every block: ``X`` (B, H, n, e) zero-padded to the band's reach and
+    gathered into ``(B, H, nb, kw, e)``."""
+    pad_after = nb * bq + idx.shape[1] - bq - lo - n
+    Xp = np.pad(X, ((0, 0), (0, 0), (lo, max(pad_after, 0)), (0, 0)))
+    return Xp[:, :, idx]
 
 
 def _band_scores(Q, K, offs, scale):
-    """Scores ``S[..., i, t] = q_i · k_{i + offs[t]} · scale`` (``(B, H, n, w)``; undefined
-    where ``i + offs[t]`` is outside ``[0, n)``), block by block: a dense
-    ``(bq, bq + w)`` score block per query block, from which the band is gathered."""
-    B, H, n, _ = Q.shape
-    S = np.empty((B, H, n, offs.size), dtype=np.result_type(Q, K, scale))
-    for a, b, ka, kb, col in _band_blocks(n, offs):
-        Sb = Q[:, :, a:b] @ np.swapaxes(K[:, :, ka:kb], -1, -2)  # (B, H, b - a, kb - ka)
-        Sb = np.concatenate([Sb, np.zeros(Sb.shape[:-1] + (1,), Sb.dtype)], axis=-1)
-        S[:, :, a:b] = np.take_along_axis(Sb, np.broadcast_to(col, Sb.shape[:2] + col.shape),
-                                          axis=-1) * scale
-    return S
+    """Scores ``S[..., i, t] = q_i · k_{i + offs[t]} · scale``, shape ``(B, H, n, w)`` (0 where
+    ``i + offs[t]`` is outside ``[0, n)``; the caller masks those)."""
+    B, H, n, d = Q.shape
+    bq, nb, lo, idx, col = _band_layout(n, offs)
+    Qb = np.pad(Q, ((0, 0), (0, 0), (0, nb * bq - n), (0, 0))).reshape(B, H, nb, bq, d)
+    Kb = _band_blocks_of(K, n, bq, nb, lo, idx)  # (B, H, nb, kw, d)
+    Sb = Qb @ np.swapaxes(Kb, -1, -2)  # (B, H, nb, bq, kw)
+    S = np.take_along_axis(Sb, np.broadcast_to(col, (B, H, nb) + col.shape), axis=-1)
+    return S.reshape(B, H, nb * bq, offs.size)[:, :, :n] * scale
 
 
 def _band_output_(out, W, V, offs):
-    """``out[..., i, :] += Σ_t W[..., i, t] v_{i + offs[t]}`` in place, block by block: the band
-    weights are scattered into a dense ``(bq, bq + w)`` block (out-of-range keys into a spare
-    column, dropped) and multiplied with the block's values."""
-    B, H, n, _ = W.shape
-    for a, b, ka, kb, col in _band_blocks(n, offs):
-        P = np.zeros((B, H, b - a, kb - ka + 1), dtype=W.dtype)
-        np.put_along_axis(P, np.broadcast_to(col, (B, H) + col.shape), W[:, :, a:b], axis=-1)
-        out[:, :, a:b] += P[..., :-1] @ V[:, :, ka:kb]  # (B, H, b - a, d_v)
+    """``out[..., i, :] += Σ_t W[..., i, t] v_{i + offs[t]}`` in place (keys outside
+    ``[0, n)`` are zero rows): the band weights are scattered into each block's dense
+    ``(bq, kw)`` weights and multiplied with the block's values in one batched matmul."""
+    B, H, n, w = W.shape
+    bq, nb, lo, idx, col = _band_layout(n, offs)
+    Wb = np.pad(W, ((0, 0), (0, 0), (0, nb * bq - n), (0, 0))).reshape(B, H, nb, bq, w)
+    P = np.zeros((B, H, nb, bq, idx.shape[1]), dtype=W.dtype)
+    np.put_along_axis(P, np.broadcast_to(col, (B, H, nb) + col.shape), Wb, axis=-1)
+    Vb = _band_blocks_of(V, n, bq, nb, lo, idx)  # (B, H, nb, kw, d_v)
+    out += (P @ Vb).reshape(B, H, nb * bq, -1)[:, :, :n]
 
 
 def _kinds(pattern, use1, use2):
