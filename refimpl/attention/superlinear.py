@@ -246,6 +246,8 @@ def sparse_transformer_attention(Q, K, V, pattern: str = "strided", stride: int 
     dv = V.shape[-1]
     pattern, l, c = _check_sparse_args(n, pattern, stride, c, component)
     scale = 1.0 / np.sqrt(d)
+    if pattern == "strided" and not causal and component is None and 2 <= l and 2 * l < n:
+        return _strided_bidirectional(Q, K, V, l, scale)
     use1 = component in (None, 1)
     use2 = component in (None, 2)
     nb = -(-n // l)  # blocks of length l (the last may be partial)
@@ -376,6 +378,39 @@ def _band_output_(out, W, V, offs):
     np.put_along_axis(P, np.broadcast_to(col, (B, H, nb) + col.shape), Wb, axis=-1)
     Vb = _band_blocks_of(V, n, bq, nb, lo, idx)  # (B, H, nb, kw, d_v)
     out += (P @ Vb).reshape(B, H, nb * bq, -1)[:, :, :n]
+
+
+def _strided_bidirectional(Q, K, V, l, scale):
+    """Non-causal strided pattern: the band ``|i − j| < l`` by the sliding-window kernel
+    (:func:`refimpl.kernels.attention.sliding_window_attention_fwd`, window ``2(l − 1)``:
+    O(n l d), no ``n × n`` array, both cores) and the residue columns ``j ≡ i (mod l)``,
+    ``|i − j| ≥ l`` (disjoint from the band) as one batched product, O(n (n / l) d); the two
+    partial softmaxes are merged by their row log-sum-exps."""
+    from refimpl.kernels.attention import sliding_window_attention_fwd
+
+    B, H, n, d = Q.shape
+    dv = V.shape[-1]
+    out1, lse1 = sliding_window_attention_fwd(Q, K, V, 2 * (l - 1))  # (B,H,n,dv), (B,H,n)
+    nb = -(-n // l)
+    pad = ((0, 0), (0, 0), (0, nb * l - n), (0, 0))
+    Qp, Kp, Vp = (np.pad(X, pad).reshape(B, H, nb, l, X.shape[-1]) for X in (Q, K, V))
+    S2 = np.einsum("bhrsd,bhtsd->bhrst", Qp, Kp) * scale  # (B, H, nb, l, nb): row r, col t
+    r = np.arange(nb)[:, None, None]
+    t = np.arange(nb)[None, None, :]
+    M2 = (t * l + np.arange(l)[None, :, None] < n) & (t != r)  # real keys, not the query
+    S2 = np.where(M2, S2, -np.inf)
+    mx = S2.max(axis=-1, keepdims=True)
+    mx = np.where(np.isfinite(mx), mx, 0.0)
+    E = np.exp(S2 - mx)
+    Z = E.sum(axis=-1, keepdims=True)  # (B, H, nb, l, 1); 0 for a row without residue keys
+    out2 = np.einsum("bhrst,bhtse->bhrse", E / np.where(Z > 0, Z, 1.0), Vp)
+    out2 = out2.reshape(B, H, nb * l, dv)[:, :, :n]
+    with np.errstate(divide="ignore"):
+        lse2 = (mx + np.log(Z))[..., 0].reshape(B, H, nb * l)[:, :, :n]  # -inf: no keys
+    m = np.maximum(lse1, lse2)  # finite: every query attends to itself in the band
+    a1, a2 = np.exp(lse1 - m), np.exp(lse2 - m)
+    return ((a1[..., None] * out1 + a2[..., None] * out2) / (a1 + a2)[..., None]).astype(
+        Q.dtype, copy=False)
 
 
 def _kinds(pattern, use1, use2):
