@@ -89,10 +89,8 @@ def default_variants(window: int = 256, block: int = 64, linformer_k: int = 256,
                                 n_hashes=1, chunk_size=min(block, n), rng=0)
 
     def strided(Q, K, V):
-        # bidirectional (an encoder's pattern): its band |i - j| < l runs on the
-        # sliding-window kernel; the causal form's band is NumPy block products
         return at.sparse_transformer_attention(Q, K, V, "strided",
-                                               int(round(np.sqrt(Q.shape[2]))), causal=False)
+                                               int(round(np.sqrt(Q.shape[2]))))
 
     def window_for(n):
         return min(window, n - n % 2)
@@ -109,7 +107,7 @@ def default_variants(window: int = 256, block: int = 64, linformer_k: int = 256,
                 lambda Q, K, V: at.longformer_attention(Q, K, V, window_for(Q.shape[2]), 1,
                                                         (0, Q.shape[2] - 1)), 1.0, 1.0),
         Variant("BlockBERT 4 blocks", blockbert, 2.0, 1.0),
-        Variant("Sparse Transformer strided l=√n, bidirectional", strided, 1.5, 1.5),
+        Variant("Sparse Transformer strided l=√n", strided, 1.5, 1.5),
         Variant(f"Reformer LSH {lsh_buckets} buckets, chunk {block}", lsh, 1.0, 1.0),
         Variant("Star-Transformer", lambda Q, K, V: at.star_attention(Q, K, V), 1.0, 1.0),
         Variant(f"Linformer k={linformer_k}", linformer, 1.0, 1.0),
