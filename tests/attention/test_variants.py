@@ -204,6 +204,16 @@ def test_sparse_transformer_band_blocks_cover_every_query(rng, monkeypatch, caus
         _close(out, dense_attention(Q, K, V, m))
 
 
+def test_sparse_transformer_bidirectional_fast_path_float32(rng):
+    # non-causal strided: band on the sliding-window kernel, residue merged by log-sum-exp
+    Q, K, V = (x.astype(np.float32) for x in _qkv(rng, B=2, n=50, dv=3))
+    out = sparse_transformer_attention(Q, K, V, "strided", 6, causal=False)
+    assert out.dtype == np.float32
+    m = sparse_transformer_mask(50, "strided", 6, causal=False)
+    ref = dense_attention(*(x.astype(np.float64) for x in (Q, K, V)), m)
+    np.testing.assert_allclose(out, ref, atol=2e-6)
+
+
 def test_sparse_transformer_mask_hand_worked():
     m = sparse_transformer_mask(6, "strided", 2, causal=True)
     # strided l=2: previous position or same parity
