@@ -25,7 +25,8 @@ def test_binary_gemm_equals_float_matmul(backend, rng, M, N, K):
 # shapes large enough for the table ("Four Russians") kernel: odd word counts (K = 130 → 3
 # words, the last table block has one word), N not a multiple of the 32-row block, the swapped
 # path (N > M: tables from A), K not a multiple of 64 (padding bits)
-LUT_SHAPES = [(260, 65, 130), (64, 300, 200), (300, 129, 64), (256, 64, 1000)]
+LUT_SHAPES = [(260, 65, 130), (64, 300, 200), (300, 129, 64), (256, 64, 1000),
+              (260, 70, 320)]  # 320: three K blocks, an odd one after the pair
 
 
 @pytest.mark.parametrize("M,N,K", LUT_SHAPES)
