@@ -51,6 +51,16 @@ Measured 2026-11-23, M = N = 1024, K = 4096, medians (best) of 11 interleaved ru
     software prefetch of the next word's rows, two accumulator chains, tables restricted to
     L1 (an index-masking experiment ran at the same speed, so it is not L2-latency bound),
     block shapes 64 lanes x 1-2 words, 32 x 3, 16 x 2 (32 lanes x 2 words is best).
+    Tried in a later session (same day, 16:00-16:40 UTC), each against the committed kernel
+    in the same process: tables of two K blocks live at once with one column-sum update per
+    pair (fewer loads/stores on Zen 1's two shared address units): 2 % (one thread 21.5 vs
+    22.0 ms), not kept; three live blocks: slower; building the next block's tables between
+    rows of lookups into the current ones (software pipelining): slower (14.8 vs 12.9 ms);
+    a pairwise tree instead of one add chain per row: no change. The table build is ~23 %
+    of the time (one thread: 16.8 ms without it vs 21.9 ms).
+
+  Re-measured 16:25 UTC (load 0.75, this script --quick, medians of 9): f32 BLAS 127.1 ms,
+  binary 11.29 ms -> 11.27x (best/best 11.38x); at load 1.4 (16:36): 10.96x and 11.02x.
 
   Exact memory per weight (1024 x 4096 matrix, float32 scales/codebooks): binary 1.0078 bits
   (31.75x smaller than float32), ternary 2.0078 (15.94x), 4-bit + codebook 4.0001 (8.00x),
