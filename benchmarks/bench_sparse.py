@@ -27,12 +27,15 @@ the four-accumulator unsigned row loop and uint16 column indices:
 
 Both targets are met in both precisions. (Before that change, 15:01 UTC: float32 1.98x,
 float64 1.84x scipy.sparse: the plain loop is bound by the 3-cycle latency of its single
-add chain, exactly like scipy's.) Where CSR loses (run of 15:08, --quick):
-  * 50% sparsity, every op and size: 0.3-0.9x dense;
-  * n = 1024 SpMV: the 4 MB matrix sits in cache and dense gemv takes 0.055 ms, so CSR loses
-    up to 95% sparsity (0.35x at 80%, 0.58x at 90%, 0.62x at 95%) and only wins at 99%;
-  * it wins at n = 4096 from 90% (SpMM 2.8x / 3.5x, X@W.T 3.9x / 2.6x dense, float32 / float64)
-    but is only 1.1-1.5x scipy.sparse there.
+add chain, exactly like scipy's.) The --quick run of 16:32 UTC (idle) repeats the headline
+(float32 2.94x scipy / 4.02x dense, float64 2.41x / 6.68x). Where CSR loses (same run):
+  * 50% sparsity: 0.3-0.9x dense for every op, except float64 SpMV at n = 4096 (1.41x);
+  * n = 1024 SpMV: the 4 MB matrix sits in cache and dense gemv takes 0.056 ms, so float32
+    CSR only breaks even at 90% (1.05x) and loses at 80% (0.52x) and 95% (0.76x, timer-level
+    noise at 0.06 ms); float64 wins from 80%;
+  * it wins at n = 4096 from 90% (SpMV 4.3x / 6.9x, SpMM 3.1x / 3.5x, X@W.T 2.7x / 2.7x dense,
+    float32 / float64) and is 2.0-3.4x scipy.sparse there; at 99% sparsity and n = 1024 the
+    scipy kernel's lower call overhead wins (0.5-0.6x for SpMV).
 
 Caveat, measured: with another process on one of the 2 cores, or right after an OpenBLAS call
 whose worker threads still spin, a 2-thread kernel (BLAS or Numba prange) loses whole 4 ms
