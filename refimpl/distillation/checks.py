@@ -1,0 +1,334 @@
+"""Registered checks for survey §4.3 (multi-teacher distillation): Eqs. (57)–(58), the erratum
+on Eq. (58)'s dustbin, the multi-teacher baselines, and a claim in miniature.
+
+Each check computes the refimpl function and an independent version (explicit loops with
+``math``, brute-force enumeration, central differences, a tape composition of primitive ops).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from refimpl.check import Outcome, register_check, register_equation
+from refimpl.distillation import multi_teacher as mt
+from refimpl.nn import Tensor, gradcheck
+from refimpl.nn import functional as F
+
+_MT = "refimpl.distillation.multi_teacher"
+
+
+# ------------------------------------------------------------------ Eq. (57)
+def _dist_by_hand(x, y, distance):
+    """One distance with Python loops and math (no NumPy reductions)."""
+    if distance == "cosine":
+        dot = sum(float(a) * float(b) for a, b in zip(x, y))
+        nx = math.sqrt(sum(float(a) ** 2 for a in x))
+        ny = math.sqrt(sum(float(b) ** 2 for b in y))
+        return 1.0 - dot / (nx * ny)
+    sq = sum((float(a) - float(b)) ** 2 for a, b in zip(x, y))
+    return math.sqrt(sq) if distance == "euclidean" else sq
+
+
+@register_equation(57, "RD triplet hinge equals a loop by hand; zero once the margin holds",
+                   section="4.3", implements=[f"{_MT}.rd_triplet_loss", f"{_MT}.pairwise_distance"])
+def _rd_hinge(rng, quick):
+    N, d, delta = (12, 5, 0.3) if quick else (40, 16, 0.3)
+    p, p_pos, p_neg = rng.standard_normal((3, N, d))
+    outs, zeros = [], []
+    for distance in mt.DISTANCES:
+        got = mt.rd_triplet_loss(p, p_pos, p_neg, delta, distance, reduction="none")
+        want = [max(0.0, _dist_by_hand(p[i], p_pos[i], distance)
+                    - _dist_by_hand(p[i], p_neg[i], distance) + delta) for i in range(N)]
+        outs.append(Outcome.compare(got, want, atol=1e-12))
+        # margin satisfied: positives next to the anchors, negatives opposite and far away
+        near = p + 1e-3 * rng.standard_normal((N, d))
+        far = -5.0 * p
+        zeros.append(mt.rd_triplet_loss(p, near, far, delta, distance, reduction="sum"))
+    active = int((mt.rd_triplet_loss(p, p_pos, p_neg, delta, reduction="none") > 0).sum())
+    res = Outcome.all_of(*outs)
+    ok = res.passed and max(zeros) == 0.0 and 0 < active
+    return Outcome(ok, {"max_abs_err": res.numbers["max_abs_err"],
+                        "loss_when_margin_holds": max(zeros), "active_triplets": active, "N": N},
+                   "3 distances vs Python loops; positives near, negatives far -> loss exactly 0")
+
+
+@register_equation(57, "RD loss gradient (tape op) equals central differences", section="4.3",
+                   implements=[f"{_MT}.rd_triplet_loss_t", f"{_MT}.rd_triplet_loss_grad"])
+def _rd_gradient(rng, quick):
+    N, d = (6, 4) if quick else (20, 8)
+    worst = 0.0
+    for distance in mt.DISTANCES:
+        p, p_pos, p_neg = rng.standard_normal((3, N, d))
+        r = gradcheck(lambda a, b, c, dist=distance: mt.rd_triplet_loss_t(a, b, c, 0.5, dist, "none"),
+                      [p, p_pos, p_neg], rng=rng)
+        worst = max(worst, r["max_abs_err"])
+        # the NumPy gradient equals the tape's
+        ts = [Tensor(a, requires_grad=True) for a in (p, p_pos, p_neg)]
+        mt.rd_triplet_loss_t(*ts, 0.5, distance).backward()
+        g = mt.rd_triplet_loss_grad(p, p_pos, p_neg, 0.5, distance)
+        worst = max(worst, max(float(np.abs(t.grad - gi).max()) for t, gi in zip(ts, g)))
+    return Outcome(worst < 1e-7, {"max_abs_err": worst, "N": N, "d": d},
+                   "euclidean, squared euclidean, cosine; gradcheck raises beyond 1e-7")
+
+
+@register_equation(57, "majority vote of teachers equals brute-force enumeration of orders",
+                   section="4.3", implements=[f"{_MT}.majority_vote_order"])
+def _majority_vote(rng, quick):
+    N = 30 if quick else 200
+    mism = 0
+    n_dropped = 0
+    for M in (1, 2, 3, 4):
+        dims = [int(rng.integers(2, 6)) for _ in range(M)]
+        qa = [rng.standard_normal((N, dt)) for dt in dims]
+        qA = [rng.standard_normal((N, dt)) for dt in dims]
+        qB = [rng.standard_normal((N, dt)) for dt in dims]
+        if M >= 2:  # a teacher that sees a and b at the same distance abstains
+            qB[1][:3] = 2 * qa[1][:3] - qA[1][:3]
+        res = mt.majority_vote_order(qa, qA, qB)
+        for i in range(N):
+            # enumerate both orders; count the teachers that strictly support each
+            support = {}
+            for pos, neg in itertools.permutations(("a", "b")):
+                feats = {"a": qA, "b": qB}
+                support[pos] = sum(
+                    _dist_by_hand(qa[t][i], feats[pos][t][i], "euclidean")
+                    < _dist_by_hand(qa[t][i], feats[neg][t][i], "euclidean")
+                    for t in range(M))
+            tie = support["a"] == support["b"]
+            n_dropped += tie
+            mism += (bool(res.kept[i]) == tie)
+            if not tie:
+                mism += bool(res.a_is_positive[i]) != (support["a"] > support["b"])
+        # apply(): the ordered student triplets satisfy the teachers' order
+        p, pa, pb = rng.standard_normal((3, N, 4))
+        anc, pos, neg = res.apply(p, pa, pb)
+        k = np.flatnonzero(res.kept)
+        mism += int(np.any(pos != np.where(res.a_is_positive[k, None], pa[k], pb[k])))
+        mism += int(np.any(anc != p[k]))
+    return Outcome(mism == 0, {"mismatches": mism, "ties_dropped": n_dropped, "N": N},
+                   "M = 1..4 teachers of different widths, abstentions included")
+
+
+# ------------------------------------------------------------------ Eq. (58)
+def _random_specialist_problem(rng, N, C, sizes):
+    perm = rng.permutation(C)
+    subsets, start = [], 0
+    for s in sizes:  # disjoint subsets, as Hinton et al.'s clustering of confusable classes
+        subsets.append(np.sort(perm[start:start + s]))
+        start += s
+    pg = rng.dirichlet(np.ones(C), size=N)
+    pms = [rng.dirichlet(np.ones(len(s) + 1), size=N) for s in subsets]
+    z = rng.standard_normal((N, C))
+    return subsets, pg, pms, z
+
+
+def _specialist_by_hand(z, pg, pms, subsets, k):
+    """Eq. (58) with loops: softmax, top-k set, active set, dustbin collapse, KL sums."""
+    out = []
+    N, C = z.shape
+    for i in range(N):
+        mx = max(z[i])
+        e = [math.exp(float(v) - mx) for v in z[i]]
+        q = [v / sum(e) for v in e]
+        order = sorted(range(C), key=lambda c: (-pg[i][c], c))
+        top = set(order[:k])
+        loss = sum(float(pg[i][c]) * math.log(pg[i][c] / q[c]) for c in range(C) if pg[i][c] > 0)
+        for m, s in enumerate(subsets):
+            if not top & {int(c) for c in s}:
+                continue
+            collapsed = [q[int(c)] for c in s] + [sum(q[c] for c in range(C)
+                                                      if c not in {int(x) for x in s})]
+            loss += sum(float(pm) * math.log(pm / qc)
+                        for pm, qc in zip(pms[m][i], collapsed) if pm > 0)
+        out.append(loss)
+    return np.array(out)
+
+
+@register_equation(58, "specialist loss equals an explicit sum of KL terms with dustbin collapse",
+                   section="4.3", implements=[f"{_MT}.specialist_loss", f"{_MT}.active_set",
+                                              f"{_MT}.collapse_to_specialist"])
+def _specialist_explicit(rng, quick):
+    N, C = (8, 10) if quick else (40, 30)
+    subsets, pg, pms, z = _random_specialist_problem(rng, N, C, (3, 2, 4))
+    outs = []
+    n_active = 0
+    for k in (1, 2, 4):
+        got = mt.specialist_loss(z, pg, pms, subsets, k, reduction="none")
+        outs.append(Outcome.compare(got, _specialist_by_hand(z, pg, pms, subsets, k),
+                                    atol=1e-12))
+        n_active += int(mt.active_set(pg, subsets, k).sum())
+        probs = np.exp(z - z.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        outs.append(Outcome.compare(
+            mt.specialist_loss(probs, pg, pms, subsets, k, from_logits=False,
+                               reduction="none"), got, atol=1e-12))
+    res = Outcome.all_of(*outs)
+    return Outcome(res.passed, {"max_abs_err": res.numbers["max_abs_err"],
+                                "active_pairs": n_active, "N": N, "C": C},
+                   "k = 1, 2, 4; from logits and from probabilities")
+
+
+@register_equation(58, "specialist loss is 0 iff q matches the generalist and every active "
+                   "specialist's collapsed distribution", section="4.3",
+                   implements=[f"{_MT}.specialist_loss", f"{_MT}.combine_specialists"])
+def _specialist_zero(rng, quick):
+    N, C, k = (8, 10, 1) if quick else (30, 20, 1)
+    subsets = [np.array([0, 1, 2]), np.array([3, 4, 5])]  # classes 6..C-1: no specialist
+    q_true = rng.dirichlet(np.ones(C), size=N)
+    top = np.where(np.arange(N) % 2 == 0, rng.integers(0, 6, N), rng.integers(6, C, N))
+    q_true[np.arange(N), top] += 1.0  # even rows: a specialist is active; odd rows: none
+    q_true /= q_true.sum(axis=1, keepdims=True)
+    pms = [mt.collapse_to_specialist(q_true, s) for s in subsets]
+    at_truth = mt.specialist_loss(np.log(q_true), q_true, pms, subsets, k, reduction="none")
+    # any other q: strictly positive (KL(p^g‖q) > 0 alone)
+    z_other = np.log(q_true) + 0.3 * rng.standard_normal((N, C))
+    elsewhere = mt.specialist_loss(z_other, q_true, pms, subsets, k, reduction="none")
+    # specialists that disagree make the loss at q = p^g positive -- only where they are active
+    active = mt.active_set(q_true, subsets, k).any(axis=1)
+    bad = [rng.dirichlet(np.ones(len(s) + 1), size=N) for s in subsets]
+    with_bad = mt.specialist_loss(np.log(q_true), q_true, bad, subsets, k, reduction="none")
+    # Hinton's inference from random logits: minimising over q recovers q_true
+    z0 = rng.standard_normal((N, C))
+    q_star, _ = mt.combine_specialists(q_true, pms, subsets, k, z0=z0)
+    tv = 0.5 * np.abs(q_star - q_true).sum(axis=1).max()
+    ok = (at_truth.max() < 1e-12 and elsewhere.min() > 1e-4 and active.any()
+          and (~active).any() and np.all(with_bad[active] > 1e-4)
+          and np.all(np.abs(with_bad[~active]) < 1e-12) and tv < 1e-6)
+    return Outcome(bool(ok), {"loss_at_match": float(at_truth.max()),
+                              "min_loss_elsewhere": float(elsewhere.min()),
+                              "min_loss_bad_active": float(with_bad[active].min()),
+                              "max_loss_bad_inactive": float(np.abs(with_bad[~active]).max()),
+                              "tv_argmin_vs_truth": float(tv), "N": N},
+                   "argmin (combine_specialists, Hinton §5.4) from random logits recovers "
+                   "q; inactive specialists do not count")
+
+
+@register_equation(58, "with teachers over all classes the argmin of Eq. (58) is their "
+                   "arithmetic mean (Hinton et al. §5.4)", section="4.3",
+                   implements=[f"{_MT}.combine_specialists", f"{_MT}.specialist_loss_grad"])
+def _specialist_argmin_mean(rng, quick):
+    N, C, M = 5, 6, 3
+    full = [np.arange(C)] * M  # specialists whose subset is every class: dustbin mass 0
+    pg = rng.dirichlet(np.ones(C), size=N)
+    pms = [np.concatenate([rng.dirichlet(np.ones(C), size=N), np.zeros((N, 1))], axis=1)
+           for _ in range(M)]
+    z0 = rng.standard_normal((N, C))
+    q_em, _ = mt.combine_specialists(pg, pms, full, 1, z0=z0)
+    q_gd, _ = mt.combine_specialists(pg, pms, full, 1, method="gd", steps=3000, lr=0.25, z0=z0)
+    mean = (pg + sum(pm[:, :-1] for pm in pms)) / (M + 1)
+    return Outcome.all_of(Outcome.compare(q_em, mean, atol=1e-10),
+                          Outcome.compare(q_gd, mean, atol=1e-8),
+                          detail="EM fixed point and gradient descent on logits (Hinton's "
+                          "method) both reach the mean of the 4 teachers")
+
+
+@register_equation(58, "specialist loss gradient wrt student logits: closed form = finite "
+                   "differences = tape of primitive ops", section="4.3",
+                   implements=[f"{_MT}.specialist_loss_t", f"{_MT}.specialist_loss_grad"])
+def _specialist_gradient(rng, quick):
+    N, C, k = (5, 8, 2) if quick else (20, 16, 3)
+    subsets, pg, pms, z = _random_specialist_problem(rng, N, C, (2, 3))
+    r = gradcheck(lambda a: mt.specialist_loss_t(a, pg, pms, subsets, k, "none"), [z], rng=rng)
+    # independent tape: log_softmax, collapse by a 0/1 matmul, KL sums
+    zt = Tensor(z, requires_grad=True)
+    logq = F.log_softmax(zt, axis=-1)
+    loss = (Tensor(pg) * (Tensor(np.log(pg)) - logq)).sum(axis=-1)
+    active = mt.active_set(pg, subsets, k)
+    for m, s in enumerate(subsets):
+        Qm = F.matmul(F.exp(logq), mt.collapse_matrix(s, C))  # (N, |S_m|+1)
+        klm = (Tensor(pms[m]) * (Tensor(np.log(pms[m])) - F.log(Qm))).sum(axis=-1)
+        loss = loss + F.mask(klm, active[:, m].astype(float))
+    loss.mean().backward()
+    closed = mt.specialist_loss_grad(z, pg, pms, subsets, k)
+    cmp = Outcome.compare(closed, zt.grad, atol=1e-12)
+    ok = r["max_abs_err"] < 1e-7 and cmp.passed
+    return Outcome(ok, {"fd_max_abs_err": r["max_abs_err"],
+                        "tape_max_abs_err": cmp.numbers["max_abs_err"], "N": N, "C": C},
+                   "∂/∂z_c = (q_c − p^g_c) + Σ_{m∈A_k} q_c(1 − p^m_j(c)/(C_m q)_j(c))")
+
+
+@register_equation(58, "erratum: KL(p^m, q) must compare p^m with q collapsed onto S_m + "
+                   "dustbin; without the dustbin the minimiser is wrong", section="4.3",
+                   implements=[f"{_MT}.specialist_loss", f"{_MT}.collapse_to_specialist"],
+                   name="erratum_dustbin", erratum=True)
+def _erratum_dustbin(rng, quick):
+    C, N, k = 10, 4, 3
+    subsets = [np.array([0, 1, 2])]
+    q_true = rng.dirichlet(np.ones(C), size=N)
+    q_true[:, 0] += 1.0  # class 0 most probable, so the specialist is active
+    q_true /= q_true.sum(axis=1, keepdims=True)
+    pms = [mt.collapse_to_specialist(q_true, subsets[0])]
+    assert mt.active_set(q_true, subsets, k).all()
+    # Hinton's (correct) form: minimiser recovers q_true, minimum 0
+    z0 = rng.standard_normal((N, C))
+    q_ok, l_ok = mt.combine_specialists(q_true, pms, subsets, k, z0=z0)
+    # literal reading of the printed KL(p^m, q): q has no dustbin entry, so only the
+    # specialist's own classes are compared: Σ_{c∈S} p^m_c log(p^m_c / q_c)
+    s = subsets[0]
+    pm = pms[0][:, :-1]  # (N, |S|)
+    z = z0.copy()
+    for _ in range(3000):
+        q = np.exp(z - z.max(1, keepdims=True))
+        q /= q.sum(1, keepdims=True)
+        dz = q - q_true  # KL(p^g‖q)
+        # -Σ_{c∈S} p_c log q_c  ->  ∂/∂z = q·Σ_S p − p·1[c∈S]
+        dz = dz + q * pm.sum(1, keepdims=True)
+        dz[:, s] -= pm
+        z -= 0.5 * dz
+    q_lit = np.exp(z - z.max(1, keepdims=True))
+    q_lit /= q_lit.sum(1, keepdims=True)
+    lit_min = ((q_true * np.log(q_true / q_lit)).sum(1)
+               + (pm * np.log(pm / q_lit[:, s])).sum(1))
+    tv_ok = 0.5 * np.abs(q_ok - q_true).sum(1).max()
+    tv_lit = 0.5 * np.abs(q_lit - q_true).sum(1).min()
+    mass_S_true = q_true[:, s].sum(1).mean()
+    mass_S_lit = q_lit[:, s].sum(1).mean()
+    shown = tv_ok < 1e-6 and tv_lit > 0.02 and lit_min.max() < -1e-3 and l_ok.max() < 1e-10
+    return Outcome(bool(shown), {"tv_dustbin_form": float(tv_ok), "tv_no_dustbin": float(tv_lit),
+                                 "min_no_dustbin": float(lit_min.max()),
+                                 "mass_on_S_true": float(mass_S_true),
+                                 "mass_on_S_no_dustbin": float(mass_S_lit)},
+                   "teachers consistent with one q: with the dustbin the argmin is q (loss 0); "
+                   "without it the 'KL' goes negative and pushes mass onto S_m")
+
+
+# ------------------------------------------------------------------ baselines
+@register_check("multi_teacher_average_ce", "CE to the teachers' average = T²KL(p̄‖q_T) + T²H(p̄); "
+                "gradient T(q_T − p̄)/N", section="4.3",
+                implements=[f"{_MT}.multi_teacher_ce", f"{_MT}.average_teacher_probs"])
+def _avg_ce(rng, quick):
+    from refimpl.nn import kl_div_with_temperature
+
+    M, N, C, T = 3, 6, 5, 2.0
+    tp = rng.dirichlet(np.ones(C), size=(M, N))
+    z = rng.standard_normal((N, C))
+    zt = Tensor(z, requires_grad=True)
+    ce = mt.multi_teacher_ce(zt, tp, T)
+    ce.backward()
+    pbar = tp.mean(0)
+    kl = kl_div_with_temperature(z, pbar, T, teacher_is_probs=True).item()
+    H = -(pbar * np.log(pbar)).sum() / N
+    qT = np.exp(z / T - (z / T).max(1, keepdims=True))
+    qT /= qT.sum(1, keepdims=True)
+    return Outcome.all_of(Outcome.compare(ce.item(), kl + T * T * H, atol=1e-12),
+                          Outcome.compare(zt.grad, T * (qT - pbar) / N, atol=1e-12))
+
+
+@register_check("top_k_teacher_probs", "top-K teacher probabilities: K entries, sum 1, ratios "
+                "kept, K = C is the identity", section="4.3",
+                implements=[f"{_MT}.top_k_teacher_probs"])
+def _topk(rng, quick):
+    p = rng.dirichlet(np.ones(12) * 0.3, size=20)
+    out, (idx, vals) = mt.top_k_teacher_probs(p, 3, return_sparse=True)
+    nnz = int((out > 0).sum(1).max())
+    kept = np.take_along_axis(p, idx, 1)
+    ratio_err = np.abs(vals / vals[:, :1] - kept / kept[:, :1]).max()
+    ident = np.abs(mt.top_k_teacher_probs(p, 12) - p).max()
+    sorted_ok = bool(np.all(kept[:, :1] >= np.sort(p, 1)[:, -1:]))
+    ok = nnz == 3 and np.abs(out.sum(1) - 1).max() < 1e-12 and ratio_err < 1e-12 \
+        and ident < 1e-15 and sorted_ok
+    return Outcome(bool(ok), {"max_nonzeros": nnz, "ratio_err": float(ratio_err),
+                              "identity_err": float(ident)})
