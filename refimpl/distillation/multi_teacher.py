@@ -164,7 +164,8 @@ def rd_triplet_loss(p, p_pos, p_neg, delta: float, distance: str = "euclidean",
     delta : float >= 0
         The margin δ ("a small constant that prevents the trivial solution" p = p⁺ = p⁻).
     distance : {"euclidean", "sqeuclidean", "cosine"}
-        The distance ``d`` (the survey leaves it open; You et al. use a Euclidean distance).
+        The distance ``d`` (the survey leaves it open; refimpl defaults to the Euclidean
+        distance, the usual choice of triplet losses).
     reduction : {"mean", "sum", "none"}
 
     Returns
@@ -294,8 +295,9 @@ def majority_vote_order(teacher_feats_anchor: Sequence, teacher_feats_a: Sequenc
     Teacher ``t`` votes for candidate ``a_i`` when ``d(q^t(x_i), q^t(a_i)) <
     d(q^t(x_i), q^t(b_i))`` in its chosen intermediate layer, for ``b_i`` when the inequality
     is reversed, and abstains on equality. The candidate with more votes is ``x_i⁺``, the other
-    ``x_i⁻`` (You et al. 2017: "the order between x⁺ and x⁻ given x is decided by majority
-    vote among the teachers").
+    ``x_i⁻`` (survey §4.3: for several teachers "the order between x⁺ and x⁻ given x is decided
+    by a majority vote among the teachers"; You et al. 2017 call it a voting strategy). How to
+    treat abstentions and tied votes is refimpl's choice, documented here.
 
     Parameters
     ----------
