@@ -1,1 +1,34 @@
-"""placeholder"""
+"""Survey §5, parameter sharing. This first part implements the numbered equations of §5.2:
+
+=================================  =============================================================
+``recurrent``                      Eq. (59), §5.2: low-rank recurrent layers whose factors are
+                                   shared across layers, W_b^l = U_b^{l-1} (Lu, Sindhwani &
+                                   Sainath, ICASSP 2016): :class:`SharedLowRankRNN`,
+                                   :func:`shared_low_rank_num_params`
+``embeddings``                     Eqs. (60)–(61), §5.2: rare-word embeddings as sparse
+                                   combinations of frequent-word embeddings (Chen et al., ACL
+                                   2016): :func:`sparse_code` (ADMM + polishing),
+                                   :func:`rare_word_embedding`, :func:`sparse_code_objective`,
+                                   :func:`kkt_residual`, :func:`sparse_code_embeddings`,
+                                   :func:`sparse_embedding_bits`
+=================================  =============================================================
+
+Not implemented yet (rest of §5): character-aware models (C2W, char-CNN, §5.1), HashedNets,
+Toeplitz-like matrices, LightRNN, shared reference vectors / Slim Embeddings (§5.2), ALBERT,
+Universal Transformer and Quaternion layers (§5.3).
+"""
+
+from refimpl.sharing.embeddings import (
+    kkt_residual,
+    rare_word_embedding,
+    sparse_code,
+    sparse_code_embeddings,
+    sparse_code_objective,
+    sparse_embedding_bits,
+)
+from refimpl.sharing.recurrent import SharedLowRankRNN, shared_low_rank_num_params
+
+__all__ = [
+    "SharedLowRankRNN", "shared_low_rank_num_params", "rare_word_embedding", "sparse_code",
+    "sparse_code_objective", "kkt_residual", "sparse_code_embeddings", "sparse_embedding_bits",
+]
