@@ -15,6 +15,7 @@ import scipy.optimize
 import scipy.sparse
 
 from refimpl.check import Outcome, register_claim, register_equation
+from refimpl.nn import GradcheckError, gradcheck
 from refimpl.sharing.embeddings import (
     kkt_residual,
     rare_word_embedding,
@@ -60,8 +61,8 @@ def _rnn_by_hand(model: SharedLowRankRNN, x: np.ndarray) -> np.ndarray:
 
 
 @register_equation(59, "low-rank recurrent layers with W_b^l = U_b^{l-1}: forward = explicit "
-                   "loop, tied factor gets the sum of both uses' gradients, exact parameter "
-                   "counts", section="5.2",
+                   "loop, gradcheck, tied factor gets the sum of both uses' gradients, exact "
+                   "parameter counts", section="5.2",
                    implements=[f"{_REC}.SharedLowRankRNN", f"{_REC}.shared_low_rank_num_params"])
 @_single_thread_blas
 def _eq59_shared_low_rank(rng, quick):
@@ -98,9 +99,27 @@ def _eq59_shared_low_rank(rng, quick):
     f_un = shared_low_rank_num_params(D, N, r, share=False)
     f_full = shared_low_rank_num_params(D, N, r, full_rank=True)
     counts_ok = (n_sh, n_un, n_full) == (f_sh, f_un, f_full) and f_un - f_sh == 4 * 16 + 4 * 16
-    ok = fwd.passed and same_out.passed and grad.passed and tied and counts_ok
+
+    # central-difference gradient check of a tiny shared model (tape vs finite differences)
+    tiny = SharedLowRankRNN(3, [4, 3], [2, 2], share=True, rng=seed)
+    names = [n for n, _ in tiny.named_parameters()]
+
+    def fn(xt, *params):
+        for n, p in zip(names, params):
+            setattr(tiny, n, p)
+        tiny.W_b_l2 = tiny.U_b_l1                     # keep the tie on the checked tensors
+        return tiny(xt)[0]
+
+    try:
+        gc = gradcheck(fn, [rng.standard_normal((2, 3, 3))] + [p.data for p in tiny.parameters()],
+                       rng=0)
+        gc_ok, gc_err = True, gc["max_abs_err"]
+    except GradcheckError as e:
+        gc_ok, gc_err = False, str(e)
+    ok = fwd.passed and same_out.passed and grad.passed and tied and counts_ok and gc_ok
     return Outcome(ok, {"fwd_max_abs_err": fwd.numbers["max_abs_err"],
-                        "grad_max_abs_err": grad.numbers["max_abs_err"],
+                        "grad_sum_max_abs_err": grad.numbers["max_abs_err"],
+                        "gradcheck_max_abs_err": gc_err,
                         "params_shared": n_sh, "params_unshared": n_un, "params_full": n_full},
                    "3 layers (D=8, N=16,16,12, r=4,4,3); W_b^l and U_b^{l-1} are both "
                    "(r_{l-1}, N_{l-1}): the survey's tie is dimensionally consistent")
@@ -241,16 +260,23 @@ def _claim_sparse_rare_words(rng, quick):
     W_unk[rare] = W[1]                   # baseline: every rare word -> the <unk> row
     model.embedding.W.data = W_unk
     acc_unk = acc()
+    # ablation: each rare word -> its nearest frequent word (a 1-sparse code, no optimisation)
+    d2 = ((W[rare][:, None, :] - W[frequent][None, :, :]) ** 2).sum(-1)  # (n_rare, |B|)
+    W_nn = W.copy()
+    W_nn[rare] = W[frequent[np.argmin(d2, axis=1)]]
+    model.embedding.W.data = W_nn
+    acc_nn = acc()
     model.embedding.W.data = W
     reproduced = bool(acc_full - acc_sparse <= 0.01 and bits["ratio"] >= 2.0
                       and acc_sparse > acc_unk)
     return Outcome(bool(np.isfinite(acc_full) and acc_full > 0.55 and nnz > 0),
                    {"acc_full": acc_full, "acc_sparse_codes": acc_sparse,
-                    "acc_rare_as_unk": acc_unk, "V": V, "n_frequent": n_frequent,
+                    "acc_rare_as_unk": acc_unk, "acc_rare_as_nearest_frequent": acc_nn, "V": V, "n_frequent": n_frequent,
                     "nnz_per_rare_word": nnz / max(rare.size, 1),
                     "embedding_compression": bits["ratio"]},
                    f"LSTM classifier on make_sentiment (E={E}), trained with the full table; "
                    f"then the {V - n_frequent} rarest rows are replaced by Eq. (60) codes over "
                    f"the {n_frequent} most frequent (α, β, γ = {alpha:g}, {beta:g}, {gamma:g}), "
                    "no retraining; reproduced = drop ≤ 1 point at ≥ 2× fewer embedding bits "
-                   "and better than mapping rare words to <unk>", reproduced=reproduced)
+                   "and better than mapping rare words to <unk> (the nearest-frequent-word "
+                   "ablation is reported, not required)", reproduced=reproduced)

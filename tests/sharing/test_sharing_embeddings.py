@@ -253,3 +253,16 @@ def test_sparse_embedding_bits_hand_worked_and_counted():
         sparse_embedding_bits(10, 4, 8, 25)
     with pytest.raises(TypeError, match="embed_dim"):
         sparse_embedding_bits(10, 4, 8.0, 1)
+
+
+def test_info_reports_non_convergence_and_single_word_shapes():
+    rng = np.random.default_rng(7)
+    U = rng.standard_normal((6, 15))
+    a = rng.standard_normal(6)
+    x, info = sparse_code(U, a, 0.5, 1.0, 1.0, max_iter=2, polish=False, return_info=True)
+    assert x.shape == (15,) and info["n_iter"] == 2 and not info["converged"].any()
+    x_full, info_full = sparse_code(U, a, 0.5, 1.0, 1.0, return_info=True)
+    assert info_full["converged"].all() and info_full["n_iter"] > 2
+    assert info_full["objective"][0] == pytest.approx(
+        sparse_code_objective(x_full, U, a, 0.5, 1.0, 1.0), abs=1e-14)
+    assert info_full["objective"][0] < sparse_code_objective(x, U, a, 0.5, 1.0, 1.0)
