@@ -1,16 +1,14 @@
 """Knowledge distillation, Survey §4 (chapter 4). First part: §4.3 multi-teacher distillation.
 
-=================================================  ====================  ==========================
-function                                           survey                paper
-=================================================  ====================  ==========================
-:func:`rd_triplet_loss` (+ ``_grad``, ``_t``)      Eq. (57), §4.3        You et al., KDD 2017
-:func:`majority_vote_order`                        §4.3 (Eq. (57))       You et al., KDD 2017
-:func:`collapse_to_specialist`, :func:`active_set`  §4.3 (Eq. (58))       Hinton et al. 2015, §5
-:func:`specialist_loss` (+ ``_grad``, ``_t``)      Eq. (58), §4.3        Hinton et al. 2015, §5.4
-:func:`combine_specialists`                        Eq. (58), §4.3        Hinton et al. 2015, §5.4
-:func:`multi_teacher_ce`                           §4.3 (Fig. 4(G))      You et al. 2017
-:func:`top_k_teacher_probs`                        §4.3                  Tan et al., ICLR 2019
-=================================================  ====================  ==========================
+- :func:`rd_triplet_loss` (+ ``_grad``, ``_t``) — Eq. (57), §4.3; You et al., KDD 2017.
+- :func:`majority_vote_order` — the triplet order of Eq. (57) by the teachers' majority vote.
+- :func:`collapse_to_specialist`, :func:`active_set` — dustbin classes and the active set
+  ``A_k`` of Eq. (58); Hinton et al. 2015, §5.
+- :func:`specialist_loss` (+ ``_grad``, ``_t``), :func:`combine_specialists` — Eq. (58), §4.3;
+  Hinton et al. 2015, §5.4.
+- :func:`multi_teacher_ce`, :func:`average_teacher_probs` — CE to the teachers' average,
+  §4.3 (Fig. 4(G)).
+- :func:`top_k_teacher_probs` — top-K teacher probabilities, §4.3; Tan et al., ICLR 2019.
 
 Not implemented yet: §4.1 (architectures: logit regression, Hinton soft/hard loss, FitNets,
 sequence-level KD, ...), §4.2 (mutual learning, co-distillation), teacher assistants and the

@@ -62,8 +62,10 @@ def _rd_gradient(rng, quick):
     worst = 0.0
     for distance in mt.DISTANCES:
         p, p_pos, p_neg = rng.standard_normal((3, N, d))
-        r = gradcheck(lambda a, b, c, dist=distance: mt.rd_triplet_loss_t(a, b, c, 0.5, dist, "none"),
-                      [p, p_pos, p_neg], rng=rng)
+        def loss(a, b, c, dist=distance):
+            return mt.rd_triplet_loss_t(a, b, c, 0.5, dist, "none")
+
+        r = gradcheck(loss, [p, p_pos, p_neg], rng=rng)
         worst = max(worst, r["max_abs_err"])
         # the NumPy gradient equals the tape's
         ts = [Tensor(a, requires_grad=True) for a in (p, p_pos, p_neg)]
@@ -349,6 +351,10 @@ def _claim_average(rng, quick):
     # hard labels or with multi_teacher_ce to the teachers' mean prediction (T = 1), same
     # epochs / lr / batches; test accuracy averaged over student seeds. Reproduced iff the
     # mean gain is at least 0.5 points.
+    # Measured when this was written (seed 0): quick (1500 sentences, 4 epochs, 3 seeds)
+    # hard 79.5 % vs average-of-teachers 81.5 % (+2.1 points, 3/3 wins: reproduced); full size
+    # (4000 sentences, 6 epochs, 5 seeds) 97.70 % vs 97.78 % (+0.08 points: NOT reproduced).
+    # The soft targets help the under-trained student; once both converge the gain vanishes.
     n_seeds, epochs_t, epochs_s = (3, 4, 4) if quick else (5, 6, 6)
     with threadpool_limits(limits=1, user_api="blas"):
         task = load_task("sentiment", quick=quick)

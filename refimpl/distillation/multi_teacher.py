@@ -1,21 +1,20 @@
-"""Multi-teacher distillation, Survey §4.3: Eqs. (57)–(58) and the simple multi-teacher baselines.
+"""Multi-teacher distillation, Survey §4.3: Eqs. (57)–(58) and the simple baselines.
 
-============================================  =====================================================
-``rd_triplet_loss`` / ``_grad`` / ``_t``       Eq. (57): relative-dissimilarity (RD) triplet hinge
-                                              ``max(0, d(p, p⁺) − d(p, p⁻) + δ)`` (You et al. 2017)
-``majority_vote_order``                       which candidate of a triplet is the positive: the one
-                                              closer to the anchor in most teachers
-``collapse_to_specialist``                    a full distribution -> a specialist's classes + one
-                                              dustbin class (Hinton et al. 2015, §5)
-``active_set``                                ``A_k``: specialists whose confusable subset meets the
-                                              generalist's top-k classes
-``specialist_loss`` / ``_grad`` / ``_t``       Eq. (58): ``KL(p^g‖q) + Σ_{m∈A_k} KL(p^m‖C_m q)``
-``combine_specialists``                       Hinton et al.'s use of Eq. (58): the distribution q
-                                              minimising it, by gradient descent on its logits
-``average_teacher_probs``, ``multi_teacher_ce``  cross-entropy to the teachers' mean prediction
-``top_k_teacher_probs``                       top-K teacher probabilities, renormalised (Tan et
-                                              al. 2019)
-============================================  =====================================================
+- :func:`rd_triplet_loss` (NumPy), :func:`rd_triplet_loss_grad`, :func:`rd_triplet_loss_t`
+  (tape op) — Eq. (57), the relative-dissimilarity (RD) triplet hinge
+  ``max(0, d(p, p⁺) − d(p, p⁻) + δ)`` (You et al. 2017).
+- :func:`majority_vote_order` — which candidate of each triplet is the positive: the one closer
+  to the anchor in the majority of the teachers' intermediate layers.
+- :func:`collapse_to_specialist`, :func:`collapse_matrix` — a full distribution onto a
+  specialist's classes plus one dustbin class (Hinton et al. 2015, §5).
+- :func:`active_set` — ``A_k``, the specialists whose confusable subset meets the generalist's
+  top-k classes.
+- :func:`specialist_loss`, :func:`specialist_loss_grad`, :func:`specialist_loss_t` — Eq. (58),
+  ``KL(p^g‖q) + Σ_{m∈A_k} KL(p^m‖C_m q)``.
+- :func:`combine_specialists` — Hinton et al.'s use of Eq. (58): the q that minimises it.
+- :func:`average_teacher_probs`, :func:`multi_teacher_ce` — cross-entropy to the teachers'
+  mean prediction (Fig. 4(G)).
+- :func:`top_k_teacher_probs` — top-K teacher probabilities, renormalised (Tan et al. 2019).
 
 Conventions: ``KL(p‖q) = Σ_c p_c (log p_c − log q_c)`` with ``0 log 0 = 0``; the teacher (target)
 distribution is always the first argument, as printed in Eq. (58) and as in Hinton et al.'s Eq. (5)
@@ -465,7 +464,7 @@ def kl_divergence(p, q) -> np.ndarray:
     if p.shape != q.shape:
         raise ValueError(f"q must have the shape of p {p.shape}, got {q.shape}")
     pos = p > 0
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(pos, p * (np.log(np.where(pos, p, 1.0)) - np.log(q)), 0.0)
     return terms.sum(axis=-1)
 
