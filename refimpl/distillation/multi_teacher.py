@@ -273,7 +273,9 @@ class TripletOrder:
         """Order the student's features by the vote: returns ``(p, p⁺, p⁻)`` for the kept
         triplets (in their original order), each of shape (N_kept, d), ready for
         :func:`rd_triplet_loss`. Works on ndarrays and on Tensors (row indexing and the
-        selection are recorded on the tape, so gradients reach ``p``, ``p_a`` and ``p_b``)."""
+        selection are recorded on the tape, so gradients reach ``p``, ``p_a`` and ``p_b``).
+        If no triplet is kept (every vote tied) the outputs have 0 rows, and
+        :func:`rd_triplet_loss` rejects them: skip such a batch."""
         idx = np.flatnonzero(self.kept)
         cond = self.a_is_positive[idx][:, None]  # (N_kept, 1)
         if any(isinstance(t, Tensor) for t in (p, p_a, p_b)):
