@@ -708,20 +708,31 @@ def _band_scores(q, Kt, a, e, scale, keep, sc):
             sc[c] = -np.inf
 
 
+@numba.njit(cache=True)
+def _band_width(lo, hi):
+    # the widest band [lo[p], hi[p]) (at least 1): the per-task scratch length
+    wmax = 1
+    for p in range(lo.shape[0]):
+        wmax = max(wmax, hi[p] - lo[p])
+    return wmax
+
+
+@numba.njit(cache=True)
+def _row_task(task, nch, H, n):
+    # task -> (batch b, head h, rows [r0, r1)): nch tasks of _ROWS rows per (b, h)
+    bh = task // nch
+    r0 = (task % nch) * _ROWS
+    return bh // H, bh % H, r0, min(r0 + _ROWS, n)
+
+
 @numba.njit(cache=True, parallel=True)
 def _swa_fwd_band_impl(Qp, Ktp, Vp, keepp, is_gp, lo, hi, scale, one, outp, lsep):
     B, H, n, d = Qp.shape
     dv = Vp.shape[3]
     nch = (n + _ROWS - 1) // _ROWS
-    wmax = 1
-    for p in range(n):
-        wmax = max(wmax, hi[p] - lo[p])
+    wmax = _band_width(lo, hi)
     for task in numba.prange(B * H * nch):
-        bh = task // nch
-        b = bh // H
-        h = bh % H
-        r0 = (task % nch) * _ROWS
-        r1 = min(r0 + _ROWS, n)
+        b, h, r0, r1 = _row_task(task, nch, H, n)
         s = np.empty(wmax, dtype=Qp.dtype)
         scratch = np.empty(wmax, dtype=Qp.dtype)
         acc = np.empty(dv, dtype=Qp.dtype)
@@ -759,15 +770,9 @@ def _swa_bwd_q_impl(Qp, Kp, Ktp, Vtp, dOp, Dp, lsep, keepp, is_gp, lo, hi, scale
     B, H, n, d = Qp.shape
     dv = Vtp.shape[2]
     nch = (n + _ROWS - 1) // _ROWS
-    wmax = 1
-    for p in range(n):
-        wmax = max(wmax, hi[p] - lo[p])
+    wmax = _band_width(lo, hi)
     for task in numba.prange(B * H * nch):
-        bh = task // nch
-        b = bh // H
-        h = bh % H
-        r0 = (task % nch) * _ROWS
-        r1 = min(r0 + _ROWS, n)
+        b, h, r0, r1 = _row_task(task, nch, H, n)
         s = np.empty(wmax, dtype=Qp.dtype)
         dp = np.empty(wmax, dtype=Qp.dtype)
         scratch = np.empty(wmax, dtype=Qp.dtype)
@@ -808,15 +813,9 @@ def _swa_bwd_kv_impl(Qp, Qtp, Kp, Vp, dOp, dOtp, Dp, lsep, keepp, is_gp, lo, hi,
     B, H, n, d = Qp.shape
     dv = Vp.shape[3]
     nch = (n + _ROWS - 1) // _ROWS
-    wmax = 1
-    for p in range(n):
-        wmax = max(wmax, hi[p] - lo[p])
+    wmax = _band_width(lo, hi)
     for task in numba.prange(B * H * nch):
-        bh = task // nch
-        b = bh // H
-        h = bh % H
-        r0 = (task % nch) * _ROWS
-        r1 = min(r0 + _ROWS, n)
+        b, h, r0, r1 = _row_task(task, nch, H, n)
         s = np.empty(wmax, dtype=Qp.dtype)
         dp = np.empty(wmax, dtype=Qp.dtype)
         scratch = np.empty(wmax, dtype=Qp.dtype)
