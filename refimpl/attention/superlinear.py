@@ -251,46 +251,34 @@ def sparse_transformer_attention(Q, K, V, pattern: str = "strided", stride: int 
     use1 = component in (None, 1)
     use2 = component in (None, 2)
     nb = -(-n // l)  # blocks of length l (the last may be partial)
-    pad = nb * l - n
     i = np.arange(n)
-
-    def blocks(X):  # (B, H, n, e) -> (B, H, nb, l, e), padded only when l does not divide n
-        if pad:
-            X = np.pad(X, ((0, 0), (0, 0), (0, pad), (0, 0)))
-        return X.reshape(B, H, nb, l, X.shape[-1])
-
     parts_S, parts_M, parts_V = [], [], []
     if pattern == "strided":
         if use1:  # band: offsets o = j - i in (-l, l)
             offs = np.arange(-(l - 1), 1 if causal else l)  # (w,)
             jj = i[:, None] + offs[None, :]  # (n, w)
             valid = (jj >= 0) & (jj < n)
-            parts_S.append(_band_scores(Q, K, offs, scale))  # (B, H, n, w)
+            layout = _band_layout(n, offs)
+            parts_S.append(_band_scores(Q, K, layout, scale))  # (B, H, n, w)
             parts_M.append(valid)
-            parts_V.append(offs)  # (w,) key offset j - i of each band column
+            parts_V.append(layout)  # the band's block layout, for the output
         if use2:  # same residue: i = r*l + s, j = r'*l + s
-            Qp, Kp, Vp = blocks(Q), blocks(K), blocks(V)  # (B, H, nb, l, ·)
-            S2 = np.einsum("bhrsd,bhtsd->bhrst", Qp, Kp) * scale  # (B, H, nb, l, nb)
-            r = np.arange(nb)[:, None, None]
-            t = np.arange(nb)[None, None, :]
-            s = np.arange(l)[None, :, None]
-            M2 = (t * l + s < n) & ((t <= r) if causal else True)
-            if use1:
-                M2 = M2 & (np.abs(t - r) * l >= l)  # |i-j| < l already in the band: count once
-            M2 = np.broadcast_to(M2, (nb, l, nb))
+            Qp, Kp, Vp = (_blocks(X, nb, l) for X in (Q, K, V))  # (B, H, nb, l, ·)
+            # with the band, |i-j| < l (t = r) is already there: count it once
+            S2, M2 = _residue_scores(Qp, Kp, n, scale, causal, exclude_own=use1)
             parts_S.append(S2.reshape(B, H, nb * l, nb)[:, :, :n])
             parts_M.append(M2.reshape(nb * l, nb)[:n])
             parts_V.append(np.swapaxes(Vp, 2, 3))  # (B, H, l, nb, d_v): column s, row t
     else:  # fixed
         if use1:  # own block
-            Qp, Kp = blocks(Q), blocks(K)  # (B, H, nb, l, d)
+            Qp, Kp = _blocks(Q, nb, l), _blocks(K, nb, l)  # (B, H, nb, l, d)
             S1 = Qp @ np.swapaxes(Kp, -1, -2) * scale  # (B, H, nb, l, l)
             pos = np.arange(nb * l).reshape(nb, l)
             M1 = (pos[:, None, :] < n) & ((pos[:, None, :] <= pos[:, :, None]) if causal
                                           else True)  # (nb, l, l)
             parts_S.append(S1.reshape(B, H, nb * l, l)[:, :, :n])
             parts_M.append(np.broadcast_to(M1, (nb, l, l)).reshape(nb * l, l)[:n])
-            parts_V.append(blocks(V))  # (B, H, nb, l, d_v)
+            parts_V.append(_blocks(V, nb, l))  # (B, H, nb, l, d_v)
         if use2:  # summary columns j mod l >= l - c
             js = np.arange(n)[np.arange(n) % l >= l - c]  # (ns,)
             S2 = Q @ np.swapaxes(K[:, :, js], -1, -2) * scale  # (B, H, n, ns)
@@ -305,13 +293,13 @@ def sparse_transformer_attention(Q, K, V, pattern: str = "strided", stride: int 
     Ws = _softmax_concat(parts_S, parts_M)
     out = np.zeros((B, H, n, dv), dtype=Q.dtype)
     for kind, W, Vg in zip(_kinds(pattern, use1, use2), Ws, parts_V):
-        if kind == "band":  # W (B,H,n,w), Vg: (w,) key offsets
+        if kind == "band":  # W (B,H,n,w), Vg: the band layout
             _band_output_(out, W, V, Vg)
         elif kind == "residue":  # W (B,H,n,nb), Vg (B,H,l,nb,dv)
-            Wp = blocks(W)  # (B, H, nb, l, nb)
+            Wp = _blocks(W, nb, l)  # (B, H, nb, l, nb)
             out += np.einsum("bhrst,bhste->bhrse", Wp, Vg).reshape(B, H, nb * l, dv)[:, :, :n]
         elif kind == "block":  # W (B,H,n,l), Vg (B,H,nb,l,dv)
-            Wp = blocks(W)  # (B, H, nb, l, l)
+            Wp = _blocks(W, nb, l)  # (B, H, nb, l, l)
             out += (Wp @ Vg).reshape(B, H, nb * l, dv)[:, :, :n]
         else:  # "columns": W (B,H,n,ns), Vg (B,H,ns,dv)
             out += W @ Vg
@@ -326,6 +314,33 @@ def sparse_transformer_attention(Q, K, V, pattern: str = "strided", stride: int 
 #: streamed the whole ``(n, d)`` keys once per offset: time slope 1.6–1.8 over
 #: n = 4096…16384 instead of 1.5.)
 _BAND_BLOCK = 64
+
+
+def _blocks(X, nb, l):
+    """``X`` (B, H, n, e) as ``nb`` blocks of ``l`` rows, (B, H, nb, l, e), zero-padded only
+    when ``l`` does not divide ``n``."""
+    B, H, n, e = X.shape
+    if nb * l != n:
+        X = np.pad(X, ((0, 0), (0, 0), (0, nb * l - n), (0, 0)))
+    return X.reshape(B, H, nb, l, e)
+
+
+def _residue_scores(Qp, Kp, n, scale, causal, exclude_own):
+    """Strided ``A^(2)`` scores between positions of equal residue ``s = i mod l``.
+
+    ``Qp, Kp`` are the blocked (B, H, nb, l, d) queries and keys; returns the scores
+    ``S[..., r, s, t] = q_{rl+s} · k_{tl+s} · scale`` (B, H, nb, l, nb) and the allowed mask
+    (nb, l, nb): real keys (``tl + s < n``), ``t <= r`` when ``causal``, and ``t != r`` (the
+    query's own position, which the band holds) when ``exclude_own``.
+    """
+    nb, l = Qp.shape[2], Qp.shape[3]
+    S = np.einsum("bhrsd,bhtsd->bhrst", Qp, Kp) * scale
+    r = np.arange(nb)[:, None, None]
+    t = np.arange(nb)[None, None, :]
+    M = (t * l + np.arange(l)[None, :, None] < n) & ((t <= r) if causal else True)
+    if exclude_own:
+        M = M & (t != r)
+    return S, np.broadcast_to(M, (nb, l, nb))
 
 
 def _band_layout(n, offs):
@@ -355,24 +370,26 @@ def _band_blocks_of(X, n, bq, nb, lo, idx):
     return Xp[:, :, idx]
 
 
-def _band_scores(Q, K, offs, scale):
+def _band_scores(Q, K, layout, scale):
     """Scores ``S[..., i, t] = q_i · k_{i + offs[t]} · scale``, shape ``(B, H, n, w)`` (0 where
-    ``i + offs[t]`` is outside ``[0, n)``; the caller masks those)."""
+    ``i + offs[t]`` is outside ``[0, n)``; the caller masks those); ``layout`` is
+    ``_band_layout(n, offs)``."""
     B, H, n, d = Q.shape
-    bq, nb, lo, idx, col = _band_layout(n, offs)
+    bq, nb, lo, idx, col = layout
     Qb = np.pad(Q, ((0, 0), (0, 0), (0, nb * bq - n), (0, 0))).reshape(B, H, nb, bq, d)
     Kb = _band_blocks_of(K, n, bq, nb, lo, idx)  # (B, H, nb, kw, d)
     Sb = Qb @ np.swapaxes(Kb, -1, -2)  # (B, H, nb, bq, kw)
     S = np.take_along_axis(Sb, np.broadcast_to(col, (B, H, nb) + col.shape), axis=-1)
-    return S.reshape(B, H, nb * bq, offs.size)[:, :, :n] * scale
+    return S.reshape(B, H, nb * bq, col.shape[1])[:, :, :n] * scale
 
 
-def _band_output_(out, W, V, offs):
+def _band_output_(out, W, V, layout):
     """``out[..., i, :] += Σ_t W[..., i, t] v_{i + offs[t]}`` in place (keys outside
     ``[0, n)`` are zero rows): the band weights are scattered into each block's dense
-    ``(bq, kw)`` weights and multiplied with the block's values in one batched matmul."""
+    ``(bq, kw)`` weights and multiplied with the block's values in one batched matmul;
+    ``layout`` is ``_band_layout(n, offs)``."""
     B, H, n, w = W.shape
-    bq, nb, lo, idx, col = _band_layout(n, offs)
+    bq, nb, lo, idx, col = layout
     Wb = np.pad(W, ((0, 0), (0, 0), (0, nb * bq - n), (0, 0))).reshape(B, H, nb, bq, w)
     P = np.zeros((B, H, nb, bq, idx.shape[1]), dtype=W.dtype)
     np.put_along_axis(P, np.broadcast_to(col, (B, H, nb) + col.shape), Wb, axis=-1)
@@ -392,13 +409,9 @@ def _strided_bidirectional(Q, K, V, l, scale):
     dv = V.shape[-1]
     out1, lse1 = sliding_window_attention_fwd(Q, K, V, 2 * (l - 1))  # (B,H,n,dv), (B,H,n)
     nb = -(-n // l)
-    pad = ((0, 0), (0, 0), (0, nb * l - n), (0, 0))
-    Qp, Kp, Vp = (np.pad(X, pad).reshape(B, H, nb, l, X.shape[-1]) for X in (Q, K, V))
-    S2 = np.einsum("bhrsd,bhtsd->bhrst", Qp, Kp) * scale  # (B, H, nb, l, nb): row r, col t
-    r = np.arange(nb)[:, None, None]
-    t = np.arange(nb)[None, None, :]
-    M2 = (t * l + np.arange(l)[None, :, None] < n) & (t != r)  # real keys, not the query
-    S2 = np.where(M2, S2, -np.inf)
+    Qp, Kp, Vp = (_blocks(X, nb, l) for X in (Q, K, V))  # (B, H, nb, l, ·)
+    S2, M2 = _residue_scores(Qp, Kp, n, scale, causal=False, exclude_own=True)
+    S2 = np.where(M2, S2, -np.inf)  # real keys, not the query itself
     mx = S2.max(axis=-1, keepdims=True)
     mx = np.where(np.isfinite(mx), mx, 0.0)
     E = np.exp(S2 - mx)
