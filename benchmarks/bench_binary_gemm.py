@@ -48,9 +48,7 @@ Measured 2026-11-23, M = N = 1024, K = 4096, medians (best) of 11 interleaved ru
     or stores per cycle), so ~0.25 cycle per word pair for the lookups, plus building the
     tables (128 MiB of stores for this size, ~18 % of the time, one thread: 4 of 22 ms) and
     widening the byte lane sums into uint16 column sums every 2 words. Tried without gain:
-    software prefetch of the next word's rows, two accumulator chains, tables restricted to
-    L1 (an index-masking experiment ran at the same speed, so it is not L2-latency bound),
-    block shapes 64 lanes x 1-2 words, 32 x 3, 16 x 2 (32 lanes x 2 words is best).
+    software prefetch of the next word's rows, two accumulator chains, block shapes 64 lanes x 1-2 words, 32 x 3, 16 x 2 (32 lanes x 2 words is best).
     Tried in a later session (same day, 16:00-16:40 UTC), each against the committed kernel
     in the same process: tables of two K blocks live at once with one column-sum update per
     pair (fewer loads/stores on Zen 1's two shared address units): 2 % (one thread 21.5 vs
@@ -58,6 +56,32 @@ Measured 2026-11-23, M = N = 1024, K = 4096, medians (best) of 11 interleaved ru
     rows of lookups into the current ones (software pipelining): slower (14.8 vs 12.9 ms);
     a pairwise tree instead of one add chain per row: no change. The table build is ~23 %
     of the time (one thread: 16.8 ms without it vs 21.9 ms).
+    Measured 2026-11-23 17:35-18:15 UTC (one thread, medians of 9, interleaved):
+    * Clock: 2.47 GHz (two dependent chains, ctpop+add and shift/xor/add, of known latency),
+      so the f32 BLAS runs at 86 % of Zen 1's 16 flop/cycle peak; the table kernel's
+      lookups at 2.2-2.6 cycles per 32-byte table row (theory 1) and the POPCNT-tiled kernel
+      at 1.3 cycles per word pair (theory 0.75). No hardware counters in this VM (perf sees
+      only software events), so the limits below are from controlled experiments.
+    * Integer work is not the limit: A stored as 16-bit pre-scaled byte indices (no shift,
+      mask or scale per lookup; 1-2 integer ops instead of ~3) ran at the same speed (21.8 vs
+      22.3 ms), and dropping the uint16 column-sum update changed nothing.
+    * Cache: the earlier "tables restricted to L1" experiment was confounded: the 16 group
+      tables sit 8 KiB apart, so masked indices all fall in the same few L1 sets (with every
+      index 0 the lookups run 1.7x SLOWER, 30 vs 18 ms). With the tables staggered by 576
+      bytes, L1-resident indices give 15.0 ms against 17.5 ms for the real ones: L1 misses
+      cost ~15 % of the lookup time, the rest is the load path itself (a stand-alone loop of
+      the same lookups, no stores, reaches 1.5 cycles per row from L1, 1.9 from 128 KiB).
+    * Perfect locality would be worth ~11 % (2.5 of 22 ms; ~12.4x on paper), but no order
+      of the loops gives it for free: the 16 tables of a K block (128 KiB) are each hit
+      ~8 times per pass over A at random rows, so L1-resident tables need the per-row byte
+      sums kept in memory between groups (a 32-byte load and store per 2-4 lookups), i.e.
+      more load/store slots than the misses cost (not built; an estimate from the rates
+      above).
+    * Where "about 16x" (issue #4) comes from: forcing OpenBLAS to an older kernel
+      reproduces it. Same script, same matrices, medians of 9: OPENBLAS_CORETYPE=Prescott
+      (OpenBLAS picks 'Katmai', SSE) f32 BLAS 315 ms -> POPCNT-tiled 17.8x, table 26.7x;
+      =Sandybridge (AVX, no FMA) 190 ms -> 10.5x / 14.9x; unset ('Haswell') 134 ms -> 7.5x /
+      11.3x. The ~16x figure matches a register-tiled kernel against a pre-AVX BLAS kernel.
 
   Re-measured 16:25 UTC (load 0.75, this script --quick, medians of 9): f32 BLAS 127.1 ms,
   binary 11.29 ms -> 11.27x (best/best 11.38x); at load 1.4 (16:36): 10.96x and 11.02x.
