@@ -4,8 +4,8 @@ Survey §3.1.1 quotes a ~7× speed-up of binary over float matrix multiplication
 2017). This script measures, in the same run and on the same ±1 matrices:
 
 * float32 ``A @ B.T`` (NumPy → BLAS)                          — the honest baseline
-* binary GEMM on packed uint64 words (``binary_gemm``: the table / "Four Russians" kernel for
-  large products, 2 threads), and the register-tiled XOR + POPCNT kernel it replaced
+* binary GEMM on packed uint64 words (``binary_gemm``: the table / "Four Russians" kernel on
+  4-bit groups for large products, 2 threads), and the register-tiled XOR + POPCNT kernel
   (``_binary_gemm_tiled``, 4 × 4 tile, still used for small products) — these three are run
   interleaved (one call each per round, 0.3 s idle before each) and the ratios use medians
 * packing cost of A and B (``pack_signs``), reported separately
@@ -25,7 +25,36 @@ Shared with other jobs: the load average is printed with every run, and a busy s
 the 2-thread BLAS more than the binary kernels (it waits for its slowest thread), which
 inflates the ratio — only runs where BLAS is near its undisturbed ~126 ms are quoted below.
 
-Measured 2026-11-23, M = N = 1024, K = 4096, medians (best) of 11 interleaved runs:
+Measured 2026-11-23 18:20-19:05 UTC, M = N = 1024, K = 4096, the nibble table kernel
+(4-bit groups, 16-row tables in L1, 64 nibble lanes per 32-byte row; ``bitpack`` comments):
+
+  this script --quick --repeat 15, medians (best) of 15 interleaved runs:
+    load 0.7: f32 BLAS 127.8 ms | binary 8.88 ms -> 14.4x (best/best 14.7x) | POPCNT-tiled
+      6.8x | packing A + B 8.4 ms (binary + packing 7.4x)
+    load 0.6: f32 BLAS 142.4 ms | binary 10.93 ms -> 13.0x (best/best 13.9x)
+    load 0.9: f32 BLAS 149.4 ms | binary 16.78 ms -> 8.9x (best/best 14.3x): a busy spell of
+      the shared machine; both 2-thread kernels' medians doubled (POPCNT-tiled 4.7x)
+    before the output was fused into the last K block: 13.7x and 12.9x (best/best 13.6x,
+      13.5x)
+  the new and the previous table kernel in one process (``binary_gemm`` vs the old
+  ``_binary_gemm_lut``), medians (best) of 21 interleaved calls, 0.3 s idle before each:
+    2 threads, 4 quiet runs: new 8.59-8.78 ms, old 11.46-12.02 ms; f32 BLAS 129.7-136.6 ms
+      -> new 14.8-15.9x, old 10.8-11.7x; a fifth run in a busy spell: 13.0x vs 7.8x
+    1 thread: new 15.7 ms, old 21.9 ms, f32 BLAS 236.7 ms -> 15.1x vs 10.8x
+
+  Result: the issue's >= 12x target is MET on medians whenever the machine is quiet
+  (12.9-15.9x; best/best 13.5-14.7x in every run), with the OpenBLAS variables unset
+  (its Haswell kernel, the honest baseline) throughout.
+
+  Why the nibble form is faster on this core than the byte form below: the lookups per output
+  are the same (each 32-byte row covers 64 columns x 4 bits instead of 32 x 8), but a K
+  block's tables shrink from 128 KiB (L2) to 16 KiB (L1), and building them from 256 x 32 to
+  16 x 32 bytes per group (~23 % of the time before, ~5 % now: about 0.8 of 16.5 ms on one
+  thread, from a noisy subtraction); the price is splitting the
+  nibble sums into byte sums every third lookup (4 vector ops per 3 lookups).
+
+History: the byte-group table kernel (8-bit groups, 256-row tables, 32 byte lanes), same day,
+medians (best) of 11 interleaved runs:
 
   15:18 UTC, load 1.6: f32 BLAS 131.0 (125.4) ms | binary (table) 11.85 (11.25) ms -> 11.1x
     (best/best 11.1x) | POPCNT-tiled 17.4 ms -> 7.5x | packing A + B 8.6 ms
@@ -36,14 +65,13 @@ Measured 2026-11-23, M = N = 1024, K = 4096, medians (best) of 11 interleaved ru
   Before this kernel (POPCNT-tiled, same protocol, 7 runs at load 1.5-2.5): 6.9-7.7x.
   Under heavier load (BLAS at 270-400 ms) the median ratio reads 12.9-14.1x: not quoted.
 
-  Result: ~11x, the issue's >= 12x target is NOT met (the "about 16x" seen before was probably
-  against a slowed BLAS). What limits each kernel on this core:
+  Result then: ~11x, short of the 12x target. What limited each kernel on this core:
   * POPCNT-tiled: 3 integer ops per word pair (XOR, POPCNT, ADD) on 4 ALUs = 0.75 cycle; the
     spill-free 1 x 8, 2 x 4, 3 x 4 tiles (unsigned indices, no wraparound code) all time the
     same as the 4 x 4 one. Harley-Seal CSA accumulation needs ~5 vector ops per 128-bit input
     (+ XOR), i.e. no fewer ops per word pair than scalar POPCNT on 128-bit units; LLVM's
     vpshufb popcount is slower still (see ``bitpack._no_autovectorize``).
-  * Table kernel (refimpl.kernels.bitpack ``_binary_gemm_lut``): per 8 bits of K and 32
+  * Byte-group table kernel (then ``bitpack._binary_gemm_lut``): per 8 bits of K and 32
     output columns one 32-byte table row is added (2 load uops; Zen 1 does two 128-bit loads
     or stores per cycle), so ~0.25 cycle per word pair for the lookups, plus building the
     tables (128 MiB of stores for this size, ~18 % of the time, one thread: 4 of 22 ms) and

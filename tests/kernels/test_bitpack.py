@@ -23,7 +23,8 @@ def test_binary_gemm_equals_float_matmul(backend, rng, M, N, K):
 
 
 # shapes large enough for the table ("Four Russians") kernel: odd word counts (K = 130 → 3
-# words, the last table block has one word), N not a multiple of the 32-row block, the swapped
+# words, the last table block has one word), N not a multiple of the 64-row block (N = 65: a
+# block with one row; N = 70: the high-nibble lanes, rows 32–63, partly empty), the swapped
 # path (N > M: tables from A), K not a multiple of 64 (padding bits)
 LUT_SHAPES = [(260, 65, 130), (64, 300, 200), (300, 129, 64), (256, 64, 1000),
               (260, 70, 320)]  # 320: three K blocks, an odd one after the pair
@@ -40,11 +41,25 @@ def test_binary_gemm_table_kernel_equals_float_matmul(backend, rng, M, N, K):
 
 
 def test_binary_gemm_table_kernel_saturated_lanes(backend):
-    # every byte of A is 0xFF and of B 0x00: each table lookup adds 8 to every byte lane, the
-    # most a 16-group block can hold (128); the result is exactly −K everywhere
+    # every nibble of A is 0xF and of B 0x0: each table lookup adds 4 to every nibble lane, the
+    # most a 3-lookup nibble sum (12) and a 32-group block (128 per lane) can hold; the result
+    # is exactly −K everywhere
     M, N, K = 256, 70, 1000
     C = bp.binary_matmul(np.ones((M, K)), -np.ones((N, K)), backend=backend)
     np.testing.assert_array_equal(C, np.full((M, N), -K))
+
+
+@pytest.mark.parametrize("lo_sign", [1.0, -1.0])
+def test_binary_gemm_table_kernel_low_and_high_lanes_independent(backend, lo_sign):
+    # rows 0–31 of each 64-row block of B go to the low nibble lanes, rows 32–63 to the high
+    # ones; saturate one half and leave the other at 0 (both orders): the low-lane sum is
+    # decoded as S − 16 H, so a carry between the halves would show here
+    M, K = 256, 1000
+    half = np.ones((32, K))
+    B = np.vstack([lo_sign * half, -lo_sign * half, lo_sign * half])  # 96 rows: 1.5 blocks
+    C = bp.binary_matmul(np.ones((M, K)), B, backend=backend)
+    np.testing.assert_array_equal(C, np.tile(K * np.repeat([lo_sign, -lo_sign, lo_sign], 32),
+                                             (M, 1)).astype(np.int64))
 
 
 def test_binary_gemm_table_vs_tiled_kernel(rng):
