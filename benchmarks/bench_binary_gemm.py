@@ -34,6 +34,8 @@ Measured 2026-11-23 18:20-19:05 UTC, M = N = 1024, K = 4096, the nibble table ke
     load 0.6: f32 BLAS 142.4 ms | binary 10.93 ms -> 13.0x (best/best 13.9x)
     load 0.9: f32 BLAS 149.4 ms | binary 16.78 ms -> 8.9x (best/best 14.3x): a busy spell of
       the shared machine; both 2-thread kernels' medians doubled (POPCNT-tiled 4.7x)
+    19:25 UTC, load 1.9 (right after a CI run): f32 BLAS 151.1 ms | binary 14.27 ms -> 10.6x
+      (best/best 14.9x); then load 1.6: 127.0 ms | 8.76 ms -> 14.5x (best/best 14.8x)
     before the output was fused into the last K block: 13.7x and 12.9x (best/best 13.6x,
       13.5x)
   the new and the previous table kernel in one process (``binary_gemm`` vs the old
@@ -43,8 +45,10 @@ Measured 2026-11-23 18:20-19:05 UTC, M = N = 1024, K = 4096, the nibble table ke
     1 thread: new 15.7 ms, old 21.9 ms, f32 BLAS 236.7 ms -> 15.1x vs 10.8x
 
   Result: the issue's >= 12x target is MET on medians whenever the machine is quiet
-  (12.9-15.9x; best/best 13.5-14.7x in every run), with the OpenBLAS variables unset
-  (its Haswell kernel, the honest baseline) throughout.
+  (12.9-15.9x; best/best 13.5-14.9x in every run), with the OpenBLAS variables unset
+  (its Haswell kernel, the honest baseline) throughout. In busy spells the 2-thread binary
+  kernel's median suffers more than BLAS's (8.9x and 10.6x in two such runs): a ~9 ms call
+  is hit whole by a few ms of lost CPU, a 130 ms one only in part.
 
   Why the nibble form is faster on this core than the byte form below: the lookups per output
   are the same (each 32-byte row covers 64 columns x 4 bits instead of 32 x 8), but a K
