@@ -47,8 +47,8 @@ Measured 2026-11-23 18:20-19:05 UTC, M = N = 1024, K = 4096, the nibble table ke
   Result: the issue's >= 12x target is MET on medians whenever the machine is quiet
   (12.9-15.9x; best/best 13.5-14.9x in every run), with the OpenBLAS variables unset
   (its Haswell kernel, the honest baseline) throughout. In busy spells the 2-thread binary
-  kernel's median suffers more than BLAS's (8.9x and 10.6x in two such runs): a ~9 ms call
-  is hit whole by a few ms of lost CPU, a 130 ms one only in part.
+  kernel's median suffers more than BLAS's (8.9x and 10.6x in two such runs), presumably
+  because a few ms of lost CPU is a large share of a ~9 ms call and a small one of 130 ms.
 
   Why the nibble form is faster on this core than the byte form below: the lookups per output
   are the same (each 32-byte row covers 64 columns x 4 bits instead of 32 x 8), but a K

@@ -532,6 +532,8 @@ def _binary_gemm_lut(Apn, Bb, K, n_chunks):
     keeps uint16 column sums, (rows × 128) bytes, in L2.
     """
     n_blk, M, GW = Apn.shape
+    if GW != _LUT_WORDS:  # the row loop's IR is unrolled for this block width
+        raise ValueError("Apn must have _LUT_WORDS words per block")
     N = Bb.shape[0]
     L = _LUT_LANES
     nJ = (N + L - 1) // L
