@@ -19,14 +19,17 @@ from refimpl.attention.hooks import (
 )
 from refimpl.nn import Tensor, gradcheck
 
+from _numerics import assert_close
+
+
+def _close(a, b, tol=1e-10):
+    assert_close(a, b, tol)
+
 
 def _qkv(rng, B=2, H=2, n=8, d=4):
     return tuple(rng.standard_normal((B, H, n, d)) for _ in range(3))
 
 
-def _close(a, b, tol=1e-10):
-    err = np.abs(a - b).max()
-    assert err <= tol, f"max abs err {err:.3e}, max rel err {err / np.abs(b).max():.3e}"
 
 
 def _t(*xs):

@@ -34,6 +34,8 @@ from refimpl.attention import (
 )
 from refimpl.nn import gradcheck
 
+from _numerics import assert_close as _close
+
 
 def _qkv(rng, B=2, H=3, n=24, d=8, dv=None):
     dv = d if dv is None else dv
@@ -41,10 +43,6 @@ def _qkv(rng, B=2, H=3, n=24, d=8, dv=None):
             rng.standard_normal((B, H, n, dv)))
 
 
-def _close(a, b, tol=1e-12):
-    err = np.abs(a - b).max()
-    rel = err / max(np.abs(b).max(), 1e-300)
-    assert err <= tol, f"max abs err {err:.3e}, max rel err {rel:.3e}"
 
 
 # ------------------------------------------------------------------------------ dense, Eq. (68)

@@ -22,10 +22,9 @@ from refimpl.decomposition import (
 )
 from refimpl.nn import Tensor, gradcheck
 
+from _numerics import err_message as _err
 
-def _err(a, b):
-    d = np.abs(np.asarray(a) - np.asarray(b))
-    return f"max abs err {d.max():.3e}, max rel err {(d / np.maximum(np.abs(b), 1e-300)).max():.3e}"
+
 
 
 shapes = st.lists(st.integers(2, 4), min_size=2, max_size=4)

@@ -13,6 +13,8 @@ from refimpl.attention.hooks import LongformerHook
 from refimpl.kernels.attention import sliding_window_attention_bwd, sliding_window_attention_fwd
 from refimpl.nn import Tensor, gradcheck
 
+from _numerics import assert_close as _close
+
 CASES = [(40, 0, 1, ()), (40, 6, 1, ()), (40, 8, 3, (0, 17, 39)), (40, 40, 1, (5,)),
          (40, 2, 7, (1, 2, 3)), (150, 10, 2, (7, 100))]
 
@@ -22,10 +24,6 @@ def _qkv(rng, B=2, H=2, n=40, d=5, dv=3, dtype=np.float64):
                  for s in ((B, H, n, d), (B, H, n, d), (B, H, n, dv)))
 
 
-def _close(a, b, tol=1e-12):
-    err = np.abs(a - b).max()
-    rel = err / max(np.abs(b).max(), 1e-300)
-    assert err <= tol, f"max abs err {err:.3e}, max rel err {rel:.3e}"
 
 
 def _keep(B, n):

@@ -12,16 +12,14 @@ from refimpl.kernels.attention import (
     sliding_window_attention,
 )
 
+from _numerics import assert_close as _close
+
 
 def _qkv(rng, B=2, H=2, n=40, d=8, dv=6, dtype=np.float64):
     return tuple(rng.standard_normal(s).astype(dtype)
                  for s in ((B, H, n, d), (B, H, n, d), (B, H, n, dv)))
 
 
-def _close(a, b, tol=1e-12):
-    err = np.abs(a - b).max()
-    rel = err / max(np.abs(b).max(), 1e-300)
-    assert err <= tol, f"max abs err {err:.3e}, max rel err {rel:.3e}"
 
 
 @pytest.mark.parametrize("window,dilation,g", [(0, 1, ()), (6, 1, ()), (8, 3, ()),

@@ -8,9 +8,9 @@ from refimpl.kernels.block_sparse import (bbs_from_dense, bbs_matmat, bsr_from_d
                                           bsr_matmat)
 from refimpl.pruning.blocks import bank_balanced_mask, block_mask
 
+from _numerics import err_message as _err
 
-def _err(a, b):
-    return f"max abs {np.abs(a - b).max():.3e}"
+
 
 
 @pytest.mark.parametrize("shape,bs,sparsity", [((8, 12), (2, 3), 0.5), ((16, 16), (4, 4), 0.9),

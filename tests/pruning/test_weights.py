@@ -7,10 +7,9 @@ from hypothesis import strategies as st
 
 from refimpl.pruning import weights as pw
 
+from _numerics import err_message as _err
 
-def _err(a, b):
-    d = np.abs(np.asarray(a) - np.asarray(b))
-    return f"max abs {d.max():.3e}, max rel {(d / np.maximum(np.abs(b), 1e-300)).max():.3e}"
+
 
 
 def _quadratic(rng, n=60, d=6):

@@ -12,14 +12,12 @@ from refimpl.nn import Tensor, gradcheck
 from refimpl.quantization import binary as qb
 from refimpl.quantization import ternary as qt
 
+from _numerics import err_message as _err
+
 finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=64)
 vec = arrays(np.float64, st.integers(2, 40), elements=finite)
 
 
-def _err(a, b):
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    d = np.abs(a - b)
-    return f"max abs err {d.max():.3e}, max rel err {(d / np.maximum(np.abs(b), 1e-300)).max():.3e}"
 
 
 # ------------------------------------------------------------------ binary

@@ -9,13 +9,12 @@ from hypothesis.extra.numpy import arrays
 from refimpl.quantization import balanced as qbal
 from refimpl.quantization import uniform as qu
 
+from _numerics import err_message as _err
+
 finite = st.floats(-100, 100, allow_nan=False, allow_infinity=False, width=64)
 vec = arrays(np.float64, st.integers(2, 50), elements=finite)
 
 
-def _err(a, b):
-    d = np.abs(np.asarray(a, float) - np.asarray(b, float))
-    return f"max abs err {d.max():.3e}, max rel err {(d / np.maximum(np.abs(b), 1e-300)).max():.3e}"
 
 
 def test_eq36_eq37_hand_values():

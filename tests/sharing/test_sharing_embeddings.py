@@ -19,10 +19,9 @@ from refimpl.sharing import (
     sparse_embedding_bits,
 )
 
+from _numerics import err_message as _err
 
-def _err(a, b):
-    d = np.abs(np.asarray(a) - np.asarray(b))
-    return f"max abs err {d.max():.3e}, max rel err {(d / np.maximum(np.abs(b), 1e-300)).max():.3e}"
+
 
 
 # ------------------------------------------------------------------ Eq. (60)
