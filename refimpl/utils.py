@@ -21,6 +21,7 @@ __all__ = [
     "check_float",
     "check_fraction",
     "check_choice",
+    "check_values",
     "progress_bar",
 ]
 
@@ -46,7 +47,7 @@ def as_rng(rng=None) -> np.random.Generator:
 
 
 def check_array(x, name: str, *, ndim: int | tuple[int, ...] | None = None,
-                shape: tuple | None = None, dtype_kind: str | None = "fc",
+                shape: tuple | None = None, dtype_kind: str | None = "f",
                 finite: bool = True, allow_empty: bool = False,
                 dtype=None) -> np.ndarray:
     """Validate an array argument and return it as an ndarray (no copy when possible).
@@ -62,7 +63,10 @@ def check_array(x, name: str, *, ndim: int | tuple[int, ...] | None = None,
         Required shape; ``None`` entries match any length.
     dtype_kind : str or None
         Allowed ``dtype.kind`` characters (``"f"`` float, ``"c"`` complex, ``"i"``/``"u"``
-        integer, ``"b"`` bool). ``None`` skips the check.
+        integer, ``"b"`` bool). The default ``"f"`` takes real floating arrays and promotes
+        integer and bool arrays to float64; complex arrays are refused with a ``TypeError``
+        (refimpl's methods are real-valued: a complex array would otherwise lose its imaginary
+        part or come back as complex "binary" weights). ``None`` skips the check.
     finite : bool
         Reject NaN/inf (floating arrays only).
     allow_empty : bool
@@ -79,6 +83,9 @@ def check_array(x, name: str, *, ndim: int | tuple[int, ...] | None = None,
         # ints are fine where floats are wanted: promote
         if "f" in dtype_kind and arr.dtype.kind in "iub":
             arr = arr.astype(np.float64)
+        elif arr.dtype.kind == "c":
+            raise TypeError(f"{name} must be a real array (dtype kind in {dtype_kind!r}), got "
+                            f"complex dtype {arr.dtype}")
         else:
             raise TypeError(f"{name} must have dtype kind in {dtype_kind!r}, got {arr.dtype}")
     if ndim is not None:
@@ -131,6 +138,34 @@ def check_float(value, name: str, lo: float | None = None, hi: float | None = No
 def check_fraction(value, name: str = "sparsity", *, allow_one: bool = False) -> float:
     """Validate a fraction in ``[0, 1)`` (or ``[0, 1]`` with ``allow_one``), e.g. a sparsity."""
     return check_float(value, name, 0.0, 1.0, hi_open=not allow_one)
+
+
+def check_values(x, name: str, lo: float | None = None, hi: float | None = None, *,
+                 lo_open: bool = False, hi_open: bool = False, **kwargs) -> np.ndarray:
+    """Validate a real scalar or array whose every entry lies in the interval ``lo``/``hi``.
+
+    For hyper-parameters that may be a number or an element-wise array (``tau``, ``p``,
+    ``alpha``): strings, None and complex values raise ``TypeError``, NaN/inf and values
+    outside the interval ``ValueError``, each naming the argument. ``kwargs`` go to
+    :func:`check_array` (``ndim``, ``shape``, ``allow_empty``, ...). Returns a float ndarray
+    (0-d for a scalar).
+    """
+    arr = check_array(x, name, **kwargs)
+    if arr.size:
+        bad = np.zeros(arr.shape, dtype=bool)
+        if lo is not None:
+            bad |= arr <= lo if lo_open else arr < lo
+        if hi is not None:
+            bad |= arr >= hi if hi_open else arr > hi
+        if np.any(bad):
+            left = "(" if lo_open else "["
+            right = ")" if hi_open else "]"
+            lo_s = "-inf" if lo is None else f"{lo:g}"
+            hi_s = "inf" if hi is None else f"{hi:g}"
+            got = arr if arr.ndim == 0 else arr[bad].ravel()[0]
+            raise ValueError(f"{name} must have every value in {left}{lo_s}, {hi_s}{right}, "
+                             f"got {float(got)!r}")
+    return arr
 
 
 def check_choice(value, name: str, choices: Iterable):

@@ -15,6 +15,7 @@ from refimpl.utils import (
     check_float,
     check_fraction,
     check_int,
+    check_values,
     progress_bar,
 )
 
@@ -53,8 +54,10 @@ def test_check_array_messages_name_the_argument():
         check_array(None, "W")
     with pytest.raises(TypeError, match="W must be a numeric array"):
         check_array(np.array([object()]), "W")
-    with pytest.raises(TypeError, match=r"W must have dtype kind in 'f'"):
+    with pytest.raises(TypeError, match=r"W must be a real array \(dtype kind in 'f'\), got complex"):
         check_array(np.array([1 + 2j]), "W", dtype_kind="f")
+    with pytest.raises(TypeError, match=r"W must have dtype kind in 'iu', got float64"):
+        check_array(np.array([1.5]), "W", dtype_kind="iu")
     with pytest.raises(ValueError, match=r"W must have ndim in \(2,\), got shape \(3,\)"):
         check_array(np.ones(3), "W", ndim=2)
     with pytest.raises(ValueError, match=r"W must have shape \(\*, 4\), got \(2, 3\)"):
@@ -67,6 +70,37 @@ def test_check_array_messages_name_the_argument():
         check_array(np.array([1.0, np.nan]), "W")
     with pytest.raises(ValueError, match="W contains NaN or inf"):
         check_array(np.array([np.inf]), "W")
+
+
+@pytest.mark.parametrize("z", [np.array([1 + 2j]), np.array([1.0 + 0j]), [1j, 2],
+                               np.complex64(1), np.ones((2, 2), np.complex128)])
+def test_check_array_refuses_complex_by_default(z):
+    """Issue #12: complex arrays used to pass the default dtype_kind "fc" (and lose their
+    imaginary part further on); every method is real-valued, so the default refuses them."""
+    with pytest.raises(TypeError, match="W must be a real array"):
+        check_array(z, "W")
+    assert check_array(np.array([1 + 2j]), "W", dtype_kind="fc").dtype.kind == "c"  # opt-in
+
+
+def test_check_values_scalars_and_arrays():
+    assert float(check_values(0.5, "tau", 0.0)) == 0.5
+    np.testing.assert_array_equal(check_values([0.0, 2.0], "tau", 0.0), [0.0, 2.0])
+    assert check_values(3, "p").dtype == np.float64
+    for bad, exc, msg in [("0.5", TypeError, "tau must have dtype kind"),
+                          (None, TypeError, "tau must be an array, got None"),
+                          (1j, TypeError, "tau must be a real array"),
+                          (float("nan"), ValueError, "tau contains NaN"),
+                          ([1.0, np.inf], ValueError, "tau contains NaN"),
+                          (-0.5, ValueError, r"tau must have every value in \[0, inf\], got -0.5"),
+                          ([0.1, -2.0], ValueError, r"got -2.0")]:
+        with pytest.raises(exc, match=msg):
+            check_values(bad, "tau", 0.0)
+    with pytest.raises(ValueError, match=r"p must have every value in \[0, 1\), got 1.0"):
+        check_values([0.5, 1.0], "p", 0.0, 1.0, hi_open=True)
+    with pytest.raises(ValueError, match=r"p must have every value in \(0, 1\]"):
+        check_values(0.0, "p", 0.0, 1.0, lo_open=True)
+    with pytest.raises(ValueError, match="p must have ndim"):
+        check_values(np.ones((2, 2)), "p", ndim=(0, 1))
 
 
 def test_check_array_options():

@@ -459,7 +459,11 @@ def lsh_hash(X, n_buckets: int, rotations) -> np.ndarray:
 
     Notes
     -----
-    Survey §7.1.
+    Survey §7.1. Positions are hashed in blocks of at most ``_HASH_BLOCK / (n_buckets/2)``
+    rows, so the projections ``xR`` never take more than ``O(_HASH_BLOCK)`` numbers per
+    (round, batch, head) beside the ``O(n)`` output, whatever ``n_buckets``; ``argmax`` over
+    ``[xR; -xR]`` is taken without forming the concatenation (the first maximum is in ``xR`` iff
+    ``max xR >= -min xR``). Time ``O(n d n_buckets)`` per round.
 
     References
     ----------
@@ -471,8 +475,20 @@ def lsh_hash(X, n_buckets: int, rotations) -> np.ndarray:
     if R.shape[1:] != (X.shape[-1], n_buckets // 2):
         raise ValueError(f"rotations must have shape (n_hashes, {X.shape[-1]}, "
                          f"{n_buckets // 2}), got {R.shape}")
-    xR = np.einsum("bhnd,rdk->rbhnk", X, R)  # (n_hashes, B, H, n, nb/2)
-    return np.argmax(np.concatenate([xR, -xR], axis=-1), axis=-1).astype(np.int64)
+    n, half = X.shape[2], n_buckets // 2
+    out = np.empty((R.shape[0],) + X.shape[:3], dtype=np.int64)  # (n_hashes, B, H, n)
+    step = max(1, _HASH_BLOCK // half)
+    for s in range(0, n, step):
+        xR = np.einsum("bhnd,rdk->rbhnk", X[:, :, s:s + step], R)  # (n_hashes, B, H, step, nb/2)
+        # argmax([xR; -xR]) (first maximum): in the first half iff max xR >= max(-xR)
+        hi, lo = xR.max(axis=-1), xR.min(axis=-1)
+        out[..., s:s + step] = np.where(hi >= -lo, np.argmax(xR, axis=-1),
+                                        half + np.argmin(xR, axis=-1))
+    return out
+
+
+#: Rows x buckets/2 per block of :func:`lsh_hash` (bounds its working memory).
+_HASH_BLOCK = 1 << 16
 
 
 #: Score given to a query's own key (Reformer masks self-attention unless nothing else is there).

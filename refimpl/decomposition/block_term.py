@@ -23,6 +23,7 @@ import numpy as np
 
 from refimpl.decomposition._ops import einsum
 from refimpl.decomposition.cp_tucker import (
+    _leading_left_vectors,
     check_tucker_ranks,
     hooi,
     mode_dot,
@@ -32,7 +33,7 @@ from refimpl.decomposition.cp_tucker import (
 from refimpl.decomposition.tensor_train import FactorizedRNN, _check_dims
 from refimpl.nn import Module, Parameter, Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_int
+from refimpl.utils import as_rng, check_array, check_float, check_int
 
 __all__ = ["btd_als", "btd_to_full", "btd_num_params", "bt_matrix", "bt_matrix_to_full",
            "bt_matrix_num_params", "BTLinear", "BTRNN", "MultiLinearAttention",
@@ -68,8 +69,9 @@ def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10,
     ----------
     X : ndarray of shape (n_1, ..., n_d), d ≥ 2
     ranks : int or sequence of d ints, ``1 ≤ R_k ≤ n_k`` (the same for every block)
-    n_blocks : int ≥ 1
-        ``N``, the number of Tucker terms (Ye et al. call it the CP-rank).
+    n_blocks : int in [1, ∏_k ⌈n_k / R_k⌉]
+        ``N``, the number of Tucker terms (Ye et al. call it the CP-rank). The upper bound is
+        the number of ``R_1 × … × R_d`` tiles of ``X``, an exact BTD: more blocks are refused.
     n_iter : int
         Sweeps over the blocks.
     tol : float
@@ -118,8 +120,12 @@ def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10,
     if X.ndim < 2:
         raise ValueError(f"X must have at least 2 dimensions, got shape {X.shape}")
     ranks = check_tucker_ranks(ranks, X.shape)
-    n_blocks = check_int(n_blocks, "n_blocks", 1)
+    # the prod_k ceil(n_k / R_k) tiles of X (each a rank-(R) term with selector factors) are an
+    # exact BTD: more blocks are never needed
+    max_blocks = int(np.prod([-(-n // r) for n, r in zip(X.shape, ranks)]))
+    n_blocks = check_int(n_blocks, "n_blocks", 1, max_blocks)
     n_iter = check_int(n_iter, "n_iter", 1)
+    tol = check_float(tol, "tol", 0.0)
     if method not in ("als", "bcd"):
         raise ValueError(f"method must be 'als' or 'bcd', got {method!r}")
     d = X.ndim
@@ -175,7 +181,7 @@ def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10,
                     for j in range(d):
                         if j != k:
                             Y = mode_dot(Y, U[j].T, j)
-                    U[k] = np.linalg.svd(unfold(Y, k), full_matrices=False)[0][:, :ranks[k]]
+                    U[k] = _leading_left_vectors(unfold(Y, k), ranks[k])
             G = R_n
             for k in range(d):
                 G = mode_dot(G, U[k].T, k)  # optimal core for orthonormal factors

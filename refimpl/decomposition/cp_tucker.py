@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl.utils import as_rng, check_array, check_int
+from refimpl.utils import as_rng, check_array, check_float, check_int
 
 __all__ = ["unfold", "fold", "mode_dot", "khatri_rao", "cp_als", "cp_to_full", "cp_num_params",
            "hosvd", "hooi", "tucker_to_full", "tucker_num_params", "check_tucker_ranks"]
@@ -239,19 +239,46 @@ def hosvd(X, ranks):
     return core, factors
 
 
+def _leading_left_vectors(A, r: int) -> np.ndarray:
+    """The ``r`` leading left singular vectors of ``A`` (m, c), ``r <= m``.
+
+    When ``r`` exceeds ``c`` (a HOOI step with ``R_k > ∏_{j≠k} R_j``) the thin SVD has only
+    ``c`` vectors: the full SVD completes them with an orthonormal basis of the complement, so
+    the factor keeps the requested ``r`` columns (as TensorLy's ``tucker``).
+    """
+    return np.linalg.svd(A, full_matrices=r > min(A.shape))[0][:, :r]
+
+
 def hooi(X, ranks, *, n_iter: int = 50, tol: float = 1e-12):
     r"""Tucker decomposition by higher-order orthogonal iteration, initialised by :func:`hosvd`.
 
     Each sweep sets :math:`U_k` to the leading :math:`R_k` left singular vectors of
     :math:`(X \times_{j\ne k} U_j^\top)_{(k)}`; the fit :math:`\|G\|` never decreases.
 
+    Parameters
+    ----------
+    X : ndarray of shape (n_1, ..., n_d)
+    ranks : int or sequence of d ints, ``1 ≤ R_k ≤ n_k``
+    n_iter : int >= 1
+        Maximum number of sweeps.
+    tol : float >= 0
+        Stop when the relative error changes by less than ``tol``.
+
     Returns
     -------
-    core, factors, errors
-        As :func:`hosvd`, plus the relative error after each sweep.
+    core : ndarray of shape (R_1, ..., R_d)
+        Always the requested shape, as :func:`hosvd` and TensorLy's ``tucker`` (and as
+        :func:`tucker_num_params` counts).
+    factors : list of ndarray (n_k, R_k) with orthonormal columns
+    errors : list of float
+        The relative error after each sweep.
 
     Notes
     -----
+    A mode-``k`` rank ``R_k > ∏_{j≠k} R_j`` cannot be attained (the core's mode-``k`` unfolding
+    has only ``∏_{j≠k} R_j`` columns): the extra columns of ``U_k`` then complete an orthonormal
+    basis and the matching core slices are zero (the fit equals that of the attainable ranks).
+
     Survey §6 (Tucker); each BTD term of §6.3 has this form.
 
     References
@@ -262,6 +289,7 @@ def hooi(X, ranks, *, n_iter: int = 50, tol: float = 1e-12):
     X = _check_tensor(X)
     ranks = check_tucker_ranks(ranks, X.shape)
     n_iter = check_int(n_iter, "n_iter", 1)
+    tol = check_float(tol, "tol", 0.0)
     core, factors = hosvd(X, ranks)
     normX = np.linalg.norm(X)
     errors = []
@@ -271,7 +299,7 @@ def hooi(X, ranks, *, n_iter: int = 50, tol: float = 1e-12):
             for j, U in enumerate(factors):
                 if j != k:
                     Y = mode_dot(Y, U.T, j)
-            factors[k] = np.linalg.svd(unfold(Y, k), full_matrices=False)[0][:, :ranks[k]]
+            factors[k] = _leading_left_vectors(unfold(Y, k), ranks[k])
         core = X
         for k, U in enumerate(factors):
             core = mode_dot(core, U.T, k)

@@ -96,27 +96,29 @@ def _max_ranks(shape: Sequence[int]) -> list[int]:
     return [int(min(np.prod(shape[:k + 1]), np.prod(shape[k + 1:]))) for k in range(d - 1)]
 
 
-def _rank_caps(max_rank, shape) -> list[int]:
+def _rank_caps(max_rank, shape, name: str = "max_rank") -> list[int]:
     d = len(shape)
     bound = _max_ranks(shape)
     if max_rank is None:
         return bound
     if isinstance(max_rank, (int, np.integer)) and not isinstance(max_rank, bool):
-        r = check_int(max_rank, "max_rank", 1)
+        r = check_int(max_rank, name, 1)
         return [min(r, b) for b in bound]
+    if isinstance(max_rank, (str, bytes)) or not hasattr(max_rank, "__iter__"):
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {max_rank!r}")
     ranks = list(max_rank)
     if len(ranks) == d + 1:  # tensorly style, with the boundary ranks 1
         if ranks[0] != 1 or ranks[-1] != 1:
-            raise ValueError(f"max_rank with d+1 entries must start and end with 1, got {ranks}")
+            raise ValueError(f"{name} with d+1 entries must start and end with 1, got {ranks}")
         ranks = ranks[1:-1]
     if len(ranks) != d - 1:
-        raise ValueError(f"max_rank must be an int or a sequence of d-1 = {d - 1} ranks, "
+        raise ValueError(f"{name} must be an int or a sequence of d-1 = {d - 1} ranks, "
                          f"got {len(ranks)} entries")
     out = []
     for k, (r, b) in enumerate(zip(ranks, bound)):
-        r = check_int(r, f"max_rank[{k}]", 1)
+        r = check_int(r, f"{name}[{k}]", 1)
         if r > b:
-            raise ValueError(f"max_rank[{k}] = {r} exceeds the largest possible TT-rank {b} "
+            raise ValueError(f"{name}[{k}] = {r} exceeds the largest possible TT-rank {b} "
                              f"for shape {tuple(shape)} (min of the products of modes on each "
                              f"side of the cut)")
         out.append(r)
@@ -246,7 +248,7 @@ def random_tt(shape, rank, rng=None) -> list[np.ndarray]:
     """
     rng = as_rng(rng)
     d = len(shape)
-    caps = _rank_caps(rank, shape)
+    caps = _rank_caps(rank, shape, "rank")
     ranks = [1] + caps + [1]
     return [rng.standard_normal((ranks[k], shape[k], ranks[k + 1])) / math.sqrt(ranks[k])
             for k in range(d)]
@@ -326,7 +328,8 @@ def tt_matrix_ranks(row_dims, col_dims, rank) -> tuple[int, ...]:
 
     Part of Survey §6.3.
     """
-    return (1,) + tuple(_rank_caps(rank, [m * n for m, n in zip(row_dims, col_dims)])) + (1,)
+    caps = _rank_caps(rank, [m * n for m, n in zip(row_dims, col_dims)], "rank")
+    return (1,) + tuple(caps) + (1,)
 
 
 def tt_matrix_num_params(row_dims, col_dims, ranks) -> int:
@@ -385,7 +388,7 @@ def _tt_matmul_tensor(cores: Sequence[Tensor], x: Tensor, ms, ns) -> Tensor:
 
 def _init_cores(ms, ns, rank, rng, fan_in):
     d = len(ms)
-    caps = _rank_caps(rank, [m * n for m, n in zip(ms, ns)])
+    caps = _rank_caps(rank, [m * n for m, n in zip(ms, ns)], "rank")
     ranks = [1] + caps + [1]
     # W_ij is a sum over prod_k r_k rank paths of products of d independent core entries of
     # variance `per`, so var(W_ij) = (prod_k r_k) per^d; pick per so that var(W_ij) = 1/fan_in

@@ -40,7 +40,7 @@ import numpy as np
 from refimpl.nn import Adam, Parameter, Tensor, cross_entropy, fit, no_grad
 from refimpl.nn import functional as F
 from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_fraction,
-                           check_int)
+                           check_int, check_values)
 
 __all__ = ["head_importance_from_outputs", "head_importance", "iterative_head_pruning",
            "head_confidence", "HC_BETA", "HC_GAMMA", "HC_ZETA", "hard_concrete_gate",
@@ -273,6 +273,27 @@ def head_confidence(attn, lengths, exclude_last: bool = False) -> np.ndarray:
 HC_BETA, HC_GAMMA, HC_ZETA = 2.0 / 3.0, -0.1, 1.1
 
 
+def _check_log_alpha(log_alpha):
+    """``log_alpha`` as a Tensor (kept as given if it is one), finite and real."""
+    if isinstance(log_alpha, Tensor):
+        check_array(log_alpha.data, "log_alpha")
+        return log_alpha
+    return Tensor(check_array(log_alpha, "log_alpha", dtype=np.float64))
+
+
+def _check_log_alpha_array(log_alpha) -> np.ndarray:
+    data = log_alpha.data if isinstance(log_alpha, Tensor) else log_alpha
+    return check_array(data, "log_alpha", dtype=np.float64)
+
+
+def _check_stretch(beta=HC_BETA, gamma=HC_GAMMA, zeta=HC_ZETA):
+    """Temperature ``β > 0`` and stretch interval ``γ < 0``, ``ζ > 1``."""
+    beta = check_float(beta, "beta", 0.0, lo_open=True)
+    gamma = check_float(gamma, "gamma", hi=0.0, hi_open=True)
+    zeta = check_float(zeta, "zeta", 1.0, lo_open=True)
+    return beta, gamma, zeta
+
+
 def hard_concrete_gate(log_alpha, rng=None, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
                        zeta: float = HC_ZETA):
     """Sample a hard-concrete gate ``z ∈ [0, 1]`` (Louizos et al. 2018; Voita et al. 2019).
@@ -302,7 +323,8 @@ def hard_concrete_gate(log_alpha, rng=None, *, beta: float = HC_BETA, gamma: flo
        Regularization", ICLR 2018.
     """
     rng = as_rng(rng)
-    la = log_alpha if isinstance(log_alpha, Tensor) else Tensor(np.asarray(log_alpha, float))
+    la = _check_log_alpha(log_alpha)
+    beta, gamma, zeta = _check_stretch(beta, gamma, zeta)
     u = rng.uniform(1e-6, 1 - 1e-6, la.shape)
     s = F.sigmoid((la + (np.log(u) - np.log1p(-u))) * (1.0 / beta))
     return F.clip(s * (zeta - gamma) + gamma, 0.0, 1.0)
@@ -319,7 +341,8 @@ def prob_nonzero(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
     .. [1] C. Louizos, M. Welling, D. P. Kingma, "Learning Sparse Neural Networks through L0
        Regularization", ICLR 2018.
     """
-    la = np.asarray(log_alpha.data if isinstance(log_alpha, Tensor) else log_alpha, float)
+    la = _check_log_alpha_array(log_alpha)
+    beta, gamma, zeta = _check_stretch(beta, gamma, zeta)
     return 1.0 / (1.0 + np.exp(-(la - beta * np.log(-gamma / zeta))))
 
 
@@ -336,14 +359,16 @@ def l0_penalty(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
     .. [2] E. Voita et al., "Analyzing Multi-Head Self-Attention: Specialized Heads Do the Heavy
        Lifting, the Rest Can Be Pruned", ACL 2019.
     """
-    la = log_alpha if isinstance(log_alpha, Tensor) else Tensor(np.asarray(log_alpha, float))
+    la = _check_log_alpha(log_alpha)
+    beta, gamma, zeta = _check_stretch(beta, gamma, zeta)
     return F.sigmoid(la - beta * np.log(-gamma / zeta)).sum()
 
 
 def hard_concrete_deterministic(log_alpha, *, gamma: float = HC_GAMMA,
                                 zeta: float = HC_ZETA) -> np.ndarray:
     """Test-time gate ``clip(σ(log α)(ζ - γ) + γ, 0, 1)`` (Louizos et al., Eq. 13)."""
-    la = np.asarray(log_alpha.data if isinstance(log_alpha, Tensor) else log_alpha, float)
+    la = _check_log_alpha_array(log_alpha)
+    _, gamma, zeta = _check_stretch(HC_BETA, gamma, zeta)
     return np.clip(1.0 / (1.0 + np.exp(-la)) * (zeta - gamma) + gamma, 0.0, 1.0)
 
 
@@ -368,9 +393,10 @@ def layerdrop_gates(n_layers: int, p, rng=None) -> np.ndarray:
        Dropout", ICLR 2020 (arXiv 1909.11556, 2019).
     """
     n_layers = check_int(n_layers, "n_layers", 1)
-    p = np.broadcast_to(np.asarray(p, dtype=np.float64), (n_layers,))
-    if np.any(p < 0) or np.any(p >= 1):
-        raise ValueError(f"p must be in [0, 1), got {p}")
+    p = check_values(p, "p", 0.0, 1.0, hi_open=True, ndim=(0, 1))
+    if p.ndim == 1 and p.shape != (n_layers,):
+        raise ValueError(f"p must be a number or have shape ({n_layers},), got {p.shape}")
+    p = np.broadcast_to(p, (n_layers,))
     return (as_rng(rng).random(n_layers) >= p).astype(np.float64)
 
 

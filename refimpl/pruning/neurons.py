@@ -182,7 +182,8 @@ def remove_neurons(W_in, b_in, W_out, keep) -> tuple[np.ndarray, np.ndarray, np.
     W_in : ndarray of shape (n_hidden, n_in)
     b_in : ndarray of shape (n_hidden,)
     W_out : ndarray of shape (n_out, n_hidden)
-    keep : ndarray of bool of shape (n_hidden,) or of int indices
+    keep : ndarray of bool of shape (n_hidden,) or of distinct int indices in [0, n_hidden)
+        Indices are taken in the order given (the kept neurons are reordered accordingly).
 
     Returns
     -------
@@ -196,11 +197,19 @@ def remove_neurons(W_in, b_in, W_out, keep) -> tuple[np.ndarray, np.ndarray, np.
     n = W_in.shape[0]
     b_in = check_array(b_in, "b_in", shape=(n,))
     W_out = check_array(W_out, "W_out", shape=(None, n))
-    keep = np.asarray(keep)
+    if isinstance(keep, (list, tuple)) and len(keep) == 0:
+        keep = np.zeros(0, dtype=np.intp)  # [] is float64 to NumPy
+    keep = check_array(keep, "keep", ndim=1, dtype_kind="biu", allow_empty=True)
     if keep.dtype == bool:
         if keep.shape != (n,):
             raise ValueError(f"keep must have shape ({n},), got {keep.shape}")
         keep = np.flatnonzero(keep)
+    elif keep.size:
+        if keep.min() < 0 or keep.max() >= n:
+            raise ValueError(f"keep must hold indices in [0, {n - 1}], got values in "
+                             f"[{keep.min()}, {keep.max()}]")
+        if np.unique(keep).size != keep.size:
+            raise ValueError("keep must hold distinct indices, got repeated ones")
     return W_in[keep].copy(), b_in[keep].copy(), W_out[:, keep].copy()
 
 

@@ -38,7 +38,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_fraction,
-                           check_int)
+                           check_int, check_values)
 
 __all__ = [
     "hessian_fd", "mlp_init", "mlp_forward", "mlp_loss_grad", "mlp_output_jacobian",
@@ -744,9 +744,7 @@ def soft_threshold(v, tau) -> np.ndarray:
     Part of Survey §2.1.3 (the proximal step of RPP, Eq. (8)). Same shape as ``v``.
     """
     v = check_array(v, "v")
-    tau = np.asarray(tau, dtype=np.float64)
-    if np.any(tau < 0) or not np.all(np.isfinite(tau)):
-        raise ValueError("tau must be finite and non-negative")
+    tau = check_values(tau, "tau", 0.0)
     return np.sign(v) * np.maximum(np.abs(v) - tau, 0.0)
 
 

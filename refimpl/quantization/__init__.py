@@ -59,8 +59,10 @@ from refimpl.quantization.embeddings_transformers import (
     group_sizes,
     hessian_vector_product,
     quantize_embedding_after,
-    quantize_groups_uniform,
-    quantize_model_weights,
+    quantize_groups_uniform as quantize_groups_uniform,  # deprecated alias
+    quantize_groups_uniform_,
+    quantize_model_weights as quantize_model_weights,  # deprecated alias
+    quantize_model_weights_,
     top_hessian_eigenvalue,
     transformer_groups,
 )
@@ -142,8 +144,8 @@ __all__ = [
     "multibit_error", "multibit_ste", "multibit_alternating_rows",
     "QuantGRU", "QuantLSTM", "HitNetLSTM", "act_quant", "btq", "quant_gru_cell",
     "quant_lstm_cell", "hitnet_lstm_cell",
-    "embedding_quantizer", "quantize_embedding_after", "quantize_model_weights",
+    "embedding_quantizer", "quantize_embedding_after", "quantize_model_weights_",
     "hessian_vector_product", "top_hessian_eigenvalue", "group_sensitivities",
     "group_sensitivities_model", "transformer_groups", "assign_mixed_precision",
-    "quantize_groups_uniform", "group_sizes", "sentiment_task", "trained_tiny_transformer",
+    "quantize_groups_uniform_", "group_sizes", "sentiment_task", "trained_tiny_transformer",
 ]

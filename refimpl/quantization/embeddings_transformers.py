@@ -6,17 +6,18 @@ layer, head or neuron group (Shen et al. 2020).
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
 
 from refimpl.nn import Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_int
+from refimpl.utils import as_rng, check_array, check_float, check_int, check_values
 
 __all__ = ["embedding_quantizer", "quantize_embedding_after", "hessian_vector_product",
            "top_hessian_eigenvalue", "group_sensitivities", "assign_mixed_precision",
-           "quantize_model_weights", "flat_grad_fn", "quantize_groups_uniform",
+           "quantize_model_weights_", "flat_grad_fn", "quantize_groups_uniform_",
            "transformer_groups", "group_sensitivities_model", "group_sizes"]
 
 
@@ -58,12 +59,36 @@ def quantize_embedding_after(W, bits: int = 1, c: float | None = None) -> np.nda
     return embedding_quantizer(bits, c)(Tensor(W)).data
 
 
-def quantize_model_weights(model, quantize: Callable[[np.ndarray], np.ndarray],
-                           min_ndim: int = 2) -> int:
-    """Replace (in place) every parameter with ``ndim >= min_ndim`` by ``quantize(W)``.
+def _check_model(model):
+    if model is None or not callable(getattr(model, "named_parameters", None)):
+        raise TypeError(f"model must be a refimpl.nn Module (with named_parameters), "
+                        f"got {type(model).__name__}")
+    return model
 
-    Returns the number of quantised scalars. Biases and LayerNorm gains stay full precision.
 
+def quantize_model_weights_(model, quantize: Callable[[np.ndarray], np.ndarray],
+                            min_ndim: int = 2) -> int:
+    """Replace, in place, every parameter with ``ndim >= min_ndim`` by ``quantize(W)``.
+
+    Biases and LayerNorm gains stay full precision (with the default ``min_ndim = 2``).
+
+    Parameters
+    ----------
+    model : refimpl.nn.Module
+        Modified in place (hence the trailing underscore); copy its ``state_dict()`` first to
+        restore it.
+    quantize : callable
+        ``quantize(W) -> ndarray`` of ``W``'s size, applied to each selected parameter's data.
+    min_ndim : int >= 0
+        Only parameters with at least this many dimensions are quantised.
+
+    Returns
+    -------
+    int
+        The number of quantised scalars.
+
+    Notes
+    -----
     Survey §3.3.5.
 
     References
@@ -71,12 +96,25 @@ def quantize_model_weights(model, quantize: Callable[[np.ndarray], np.ndarray],
     .. [1] R. Cheong, R. Daniel, "transformers.zip: Compressing Transformers with Pruning and
        Quantization", Stanford CS224n report, 2019.
     """
+    _check_model(model)
+    if not callable(quantize):
+        raise TypeError(f"quantize must be callable, got {type(quantize).__name__}")
+    min_ndim = check_int(min_ndim, "min_ndim", 0)
     n = 0
     for _, p in model.named_parameters():
         if p.ndim >= min_ndim:
             p.data = np.asarray(quantize(p.data), dtype=p.data.dtype).reshape(p.shape)
             n += p.size
     return n
+
+
+def quantize_model_weights(model, quantize: Callable[[np.ndarray], np.ndarray],
+                           min_ndim: int = 2) -> int:
+    """Deprecated alias of :func:`quantize_model_weights_` (which modifies ``model`` in place:
+    the name now says so). Emits a ``DeprecationWarning``."""
+    warnings.warn("quantize_model_weights modifies the model in place and is renamed "
+                  "quantize_model_weights_", DeprecationWarning, stacklevel=2)
+    return quantize_model_weights_(model, quantize, min_ndim)
 
 
 def hessian_vector_product(grad_fn: Callable[[np.ndarray], np.ndarray], w, v,
@@ -166,6 +204,17 @@ def assign_mixed_precision(sensitivity, sizes, avg_bits: float,
     (largest ``|λ|``) that can still be raised to its next choice within the budget
     ``Σ bits_g · size_g ≤ avg_bits · Σ size_g``.
 
+    Parameters
+    ----------
+    sensitivity : ndarray of shape (n_groups,)
+        Finite sensitivities (e.g. top Hessian eigenvalues); only ``|λ|`` matters.
+    sizes : ndarray of shape (n_groups,)
+        Number of weights per group, ``>= 0``.
+    avg_bits : float
+        Average-bit budget, at least ``min(choices)``.
+    choices : sequence of distinct int in [1, 32]
+        The allowed bit widths.
+
     Returns
     -------
     ndarray of int, shape (n_groups,)
@@ -179,11 +228,16 @@ def assign_mixed_precision(sensitivity, sizes, avg_bits: float,
     .. [1] S. Shen et al., "Q-BERT: Hessian Based Ultra Low Precision Quantization of BERT", AAAI
        2020.
     """
-    s = np.abs(np.asarray(sensitivity, dtype=np.float64))
-    sizes = np.asarray(sizes, dtype=np.float64)
-    choices = sorted(int(c) for c in choices)
+    s = np.abs(check_array(sensitivity, "sensitivity", ndim=1, dtype=np.float64))
+    sizes = check_values(sizes, "sizes", 0.0, ndim=1, dtype=np.float64)
+    if isinstance(choices, (str, bytes)) or not hasattr(choices, "__len__") or len(choices) == 0:
+        raise TypeError(f"choices must be a non-empty sequence of bit widths, got {choices!r}")
+    choices = sorted(check_int(c, "choices", 1, 32) for c in choices)
+    if len(set(choices)) != len(choices):
+        raise ValueError(f"choices must be distinct, got {choices}")
     if s.shape != sizes.shape:
         raise ValueError(f"sizes must have the shape of sensitivity {s.shape}, got {sizes.shape}")
+    avg_bits = check_float(avg_bits, "avg_bits")
     if avg_bits < choices[0]:
         raise ValueError(f"avg_bits must be at least the lowest choice {choices[0]}, "
                          f"got {avg_bits}")
@@ -239,21 +293,52 @@ def flat_grad_fn(params, loss_closure: Callable[[], Tensor]):
     return w0, grad_fn, (lambda: load(w0)), slices
 
 
-def quantize_groups_uniform(model, groups, bits) -> None:
-    """Quantise (in place) each group with its own affine k-bit quantiser (Eq. 39).
+def quantize_groups_uniform_(model, groups, bits) -> None:
+    """Quantise, in place, each group with its own affine k-bit quantiser (Eq. 39).
 
-    ``groups`` is a list of ``(param_name, index)`` where ``index`` selects the group's entries
-    of that parameter (``slice(None)`` for a whole matrix, a row slice for a head or neuron
-    group); ``bits`` gives one bit-width per group.
+    Parameters
+    ----------
+    model : refimpl.nn.Module
+        Modified in place (hence the trailing underscore).
+    groups : list of (param_name, index)
+        ``index`` selects the group's entries of that parameter (``slice(None)`` for a whole
+        matrix, a row slice for a head or neuron group).
+    bits : sequence of int in [1, 16]
+        One bit-width per group.
+
+    Notes
+    -----
+    Survey §3.3.5 (Q-BERT-style mixed precision).
     """
     from refimpl.quantization.uniform import quantize_uniform
 
+    _check_model(model)
     named = dict(model.named_parameters())
+    if isinstance(groups, (str, bytes)) or not hasattr(groups, "__len__"):
+        raise TypeError(f"groups must be a list of (param_name, index), got {groups!r}")
+    if isinstance(bits, (str, bytes)) or not hasattr(bits, "__len__"):
+        raise TypeError(f"bits must be a sequence of ints (one per group), got {bits!r}")
+    if len(bits) != len(groups):
+        raise ValueError(f"bits must give one bit-width per group ({len(groups)}), "
+                         f"got {len(bits)}")
+    bits = [check_int(k, "bits", 1, 16) for k in bits]
+    for g in groups:
+        if not (isinstance(g, tuple) and len(g) == 2) or g[0] not in named:
+            raise ValueError(f"groups must hold (param_name, index) pairs naming parameters of "
+                             f"the model, got {g!r}")
     for (name, index), k in zip(groups, bits):
         p = named[name]
         arr = p.data.copy()
-        arr[index] = quantize_uniform(arr[index], int(k))
+        arr[index] = quantize_uniform(arr[index], k)
         p.data = arr
+
+
+def quantize_groups_uniform(model, groups, bits) -> None:
+    """Deprecated alias of :func:`quantize_groups_uniform_` (which modifies ``model`` in place:
+    the name now says so). Emits a ``DeprecationWarning``."""
+    warnings.warn("quantize_groups_uniform modifies the model in place and is renamed "
+                  "quantize_groups_uniform_", DeprecationWarning, stacklevel=2)
+    quantize_groups_uniform_(model, groups, bits)
 
 
 def transformer_groups(model, granularity: str = "layer", n_neuron_groups: int = 4):
@@ -270,7 +355,7 @@ def transformer_groups(model, granularity: str = "layer", n_neuron_groups: int =
     -------
     list of (name, list of (param_name, index))
         ``index`` selects the group's entries of that parameter (for
-        :func:`quantize_groups_uniform` and :func:`group_flat_indices`).
+        :func:`quantize_groups_uniform_` and :func:`group_flat_indices`).
 
     Notes
     -----

@@ -155,12 +155,25 @@ def kmeans_quantize(W, k: int, rng=None, n_init: int = 1,
 def cluster_grad_sums(dW, labels, k: int) -> np.ndarray:
     """Han et al.'s shared-weight gradient: ``∂L/∂c_j = Σ_{i: label_i = j} ∂L/∂W_i`` (§3.3.3).
 
+    Parameters
+    ----------
+    dW : ndarray of any shape
+        Gradient with respect to the shared weights ``W = codebook[labels]``.
+    labels : ndarray of int of the shape of ``dW``
+        Cluster indices in ``[0, k)``.
+    k : int >= 1
+        Number of clusters.
+
     Returns ndarray of shape (k,).
     """
     dW = check_array(dW, "dW")
-    labels = np.asarray(labels)
+    k = check_int(k, "k", 1)
+    labels = check_array(labels, "labels", dtype_kind="iu")
     if labels.shape != dW.shape:
         raise ValueError(f"labels must have the shape of dW {dW.shape}, got {labels.shape}")
+    if labels.min() < 0 or labels.max() >= k:
+        raise ValueError(f"labels must be cluster indices in [0, {k - 1}] (k = {k}), got values "
+                         f"in [{labels.min()}, {labels.max()}]")
     return np.bincount(labels.ravel(), weights=dW.ravel(), minlength=k)
 
 

@@ -319,11 +319,22 @@ def ttq_quantize(W, wp: float, wn: float, delta: float) -> np.ndarray:
 
     Survey §3.2.2 (Trained Ternary Quantisation). Same shape as ``W``.
 
+    Parameters
+    ----------
+    W : ndarray of any shape
+    wp, wn : float >= 0
+        The positive and negative scales (``-W_n`` is the negative value).
+    delta : float >= 0
+        The threshold ``Δ``.
+
     References
     ----------
     .. [1] C. Zhu, S. Han, H. Mao, W. J. Dally, "Trained Ternary Quantization", ICLR 2017.
     """
     W = check_array(W, "W")
+    wp = check_float(wp, "wp", 0.0)
+    wn = check_float(wn, "wn", 0.0)
+    delta = check_float(delta, "delta", 0.0)
     return np.select([W > delta, W < -delta], [wp, -wn], 0.0).astype(_fdtype(W))
 
 

@@ -12,8 +12,10 @@ Mapping to PyTorch's ``fake_quantize_per_tensor_affine(x, scale, zero_point, qmi
     quantize_uniform(X, k) == fake_quantize(X − β, scale, 0, 0, 2^k − 1) + β
 
 exactly (up to ties). Passing ``zero_point = −β/scale`` directly is exact only when ``β/scale``
-is an integer; PyTorch's observers instead *nudge* β onto the grid
-(``zp = round(−β/scale)``), which :func:`affine_params` returns as ``zero_point``.
+is an integer; :func:`affine_params` returns the *nudged* zero point ``zp = round(−β/scale)``
+(β moved onto the grid). That is what PyTorch's ``MinMaxObserver`` computes when
+``min ≤ 0 ≤ max``; the observer also widens ``[min, max]`` to contain 0, which this quantiser
+does not, so for all-positive or all-negative data the two differ (see :func:`affine_params`).
 """
 
 from __future__ import annotations
@@ -123,11 +125,35 @@ def quantize_uniform(X, bits: int, scheme: str = "affine") -> np.ndarray:
 
 
 def affine_params(X, bits: int) -> tuple[float, int, int, int]:
-    """PyTorch-style ``(scale, zero_point, quant_min, quant_max)`` for the affine quantiser.
+    """PyTorch-style ``(scale, zero_point, quant_min, quant_max)`` of this module's affine
+    quantiser (Eqs. 38–39) on ``[min X, max X]``.
 
-    ``scale = (max − min)/(2^k − 1)`` and ``zero_point = round(−min/scale)`` (the nudged zero
-    point of ``torch.ao.quantization`` observers); see the module docstring for the exact
-    mapping to Eq. (39).
+    ``scale = (max − min)/(2^k − 1)`` (1.0 for constant ``X``) and ``zero_point =
+    round(−min/scale)``, the nudged zero point; ``quant_min = 0``, ``quant_max = 2^k − 1``. See
+    the module docstring for the exact mapping to Eq. (39).
+
+    Parameters
+    ----------
+    X : ndarray of any shape, finite, non-empty
+    bits : int in [1, 16]
+
+    Returns
+    -------
+    scale : float
+    zero_point : int
+        May lie outside ``[quant_min, quant_max]``: when ``0 ∉ [min X, max X]`` the real 0 is
+        not on this quantiser's grid (``zero_point < 0`` for all-positive data, ``> 2^k − 1``
+        for all-negative data).
+    quant_min, quant_max : int
+
+    Notes
+    -----
+    Equal to ``torch.ao.quantization.MinMaxObserver(quant_min=0, quant_max=2^k − 1)``'s
+    ``calculate_qparams()`` (up to its float32 scale) **only when** ``min X ≤ 0 ≤ max X``:
+    the observer first widens the range to ``[min(min X, 0), max(max X, 0)]`` so that 0 is
+    exactly representable, and clamps the zero point into ``[quant_min, quant_max]``. This
+    function keeps the quantiser's own range (Eq. 38: ``β = min X``, ``α = max X − min X``),
+    so for all-positive or all-negative data its scale is finer than the observer's.
     """
     X = check_array(X, "X")
     bits = _bits(bits)
@@ -174,7 +200,7 @@ def quantize_pow2(W, stochastic: bool = False, rng=None, min_exp: int | None = N
         Used when ``stochastic``.
     min_exp, max_exp : int, optional
         Clip the exponent (a finite number of stored exponents: ``max_exp − min_exp + 1``
-        values plus sign and zero).
+        values plus sign and zero); integers with ``min_exp <= max_exp``.
 
     References
     ----------
@@ -182,6 +208,14 @@ def quantize_pow2(W, stochastic: bool = False, rng=None, min_exp: int | None = N
        Precision", arXiv 1608.06902, 2016.
     """
     W = check_array(W, "W")
+    if not isinstance(stochastic, (bool, np.bool_)):
+        raise TypeError(f"stochastic must be a bool, got {stochastic!r}")
+    if min_exp is not None:
+        min_exp = check_int(min_exp, "min_exp", -1074, 1023)
+    if max_exp is not None:
+        max_exp = check_int(max_exp, "max_exp", -1074, 1023)
+    if min_exp is not None and max_exp is not None and min_exp > max_exp:
+        raise ValueError(f"min_exp must be <= max_exp, got min_exp={min_exp} > max_exp={max_exp}")
     a = np.abs(W).astype(np.float64)
     nz = a > 0
     f = np.floor(np.log2(np.where(nz, a, 1.0)))  # ⌊log2|W|⌋

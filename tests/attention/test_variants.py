@@ -400,3 +400,34 @@ def test_longformer_window_n_middle_row_is_dense(rng):
     _close(longformer_attention(Q, K, V, 10)[:, :, 5], dense_attention(Q, K, V)[:, :, 5])
     # a global token at every position is dense attention
     _close(longformer_attention(Q, K, V, 2, 1, range(10)), dense_attention(Q, K, V))
+
+
+def test_lsh_hash_blocked_memory_and_same_buckets():
+    """Issue #12: lsh_hash formed [xR; -xR] for all n positions at once, O(n * n_buckets)
+    memory against lsh_attention's promised O(n c). It now hashes blocks of positions; the
+    buckets are those of the direct argmax, ties included."""
+    import tracemalloc
+
+    from refimpl.attention import lsh_hash
+    from refimpl.attention import superlinear as sl
+
+    def direct(X, R):
+        xR = np.einsum("bhnd,rdk->rbhnk", X, R)
+        return np.argmax(np.concatenate([xR, -xR], axis=-1), axis=-1)
+
+    rng = np.random.default_rng(3)
+    for (B, H, n, d, nb, r) in [(1, 2, 300, 5, 256, 2), (2, 1, 64, 3, 2, 1), (1, 1, 999, 4, 16, 3)]:
+        X, R = rng.standard_normal((B, H, n, d)), rng.standard_normal((r, d, nb // 2))
+        np.testing.assert_array_equal(lsh_hash(X, nb, R), direct(X, R))
+        Xi, Ri = np.round(X), np.round(R)  # many exact ties
+        np.testing.assert_array_equal(lsh_hash(Xi, nb, Ri), direct(Xi, Ri))
+    n, nb = 8192, 2048
+    X, R = rng.standard_normal((1, 1, n, 8)), rng.standard_normal((1, 8, nb // 2))
+    tracemalloc.start()
+    try:
+        lsh_hash(X, nb, R)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    full = n * (nb // 2) * 8  # bytes of xR for all positions at once (134 MB)
+    assert peak < 8 * (n * 8 + sl._HASH_BLOCK * 8) < full / 10, peak

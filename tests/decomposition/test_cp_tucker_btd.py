@@ -210,3 +210,23 @@ def test_empty_and_bad_tensors_name_the_argument():
         btd_als(np.zeros((2, 3, 2)), 1, 1)
     with pytest.raises(ValueError, match="in_dims"):
         BTLinear((4, 0), (3, 4), 2, 2)
+
+
+def test_btd_als_bounds_n_blocks_by_the_shape():
+    """Issue #12: btd_als(n_blocks=10**9) ran for ever; prod ceil(n_k / R_k) tiles of X are an
+    exact BTD, so more blocks are refused."""
+    X = np.random.default_rng(0).standard_normal((4, 5, 3))
+    with pytest.raises(ValueError, match=r"n_blocks must be an integer in \[1, 12\], got 1000000000"):
+        btd_als(X, 2, 10 ** 9)
+    cores, _, errs = btd_als(X, 2, 12, n_iter=3)  # the largest allowed N: 2 * 3 * 2 tiles
+    assert len(cores) == 12 and errs[-1] < 1e-6
+    with pytest.raises(ValueError, match="tol must be in"):
+        btd_als(X, 2, 2, tol=-1.0)
+
+
+@pytest.mark.parametrize("fn", [lambda X: cp_als(X, 1), lambda X: hosvd(X, 1),
+                                lambda X: hooi(X, 1), lambda X: btd_als(X, 1, 1)])
+def test_complex_tensors_refused(fn):
+    """Issue #12: complex input used to lose its imaginary part with a ComplexWarning."""
+    with pytest.raises(TypeError, match="X must be a real array"):
+        fn(np.ones((2, 3, 2)) * (1 + 1j))

@@ -64,6 +64,33 @@ def test_tucker_vs_tensorly(tensorly, ranks):
     assert abs(errs[-1] - e_tl) < 1e-6, (errs[-1], e_tl)
 
 
+@pytest.mark.parametrize("ranks", [(2, 3, 1), (1, 3, 2), (2, 2, 4)])
+def test_tucker_unattainable_rank_shapes_match_tensorly(tensorly, ranks):
+    """Issue #12: a rank R_k > prod of the other ranks cannot be attained; hooi used to return
+    a smaller core than requested. Now it returns the requested (R_1, ..., R_d) core, like
+    hosvd, tucker_num_params and TensorLy's tucker, with the same fit."""
+    import warnings
+
+    from tensorly.decomposition import tucker
+
+    from refimpl.decomposition import hosvd, tucker_num_params, tucker_to_full
+
+    X = np.random.default_rng(1).standard_normal((3, 4, 5))
+    core, factors, errs = hooi(X, ranks, n_iter=100, tol=1e-14)
+    assert core.shape == tuple(ranks) == hosvd(X, ranks)[0].shape
+    assert [U.shape for U in factors] == [(n, r) for n, r in zip(X.shape, ranks)]
+    for U in factors:
+        np.testing.assert_allclose(U.T @ U, np.eye(U.shape[1]), atol=1e-12)
+    assert core.size + sum(U.size for U in factors) == tucker_num_params(X.shape, ranks)
+    assert _rel(X, tucker_to_full(core, factors)) == pytest.approx(errs[-1], abs=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TensorLy warns that the rank cannot be reached
+        tk = tucker(tensorly.tensor(X), rank=list(ranks), n_iter_max=100, tol=1e-14, init="svd")
+    assert tk.core.shape == core.shape
+    assert [f.shape for f in tk.factors] == [U.shape for U in factors]
+    assert abs(errs[-1] - _rel(X, tensorly.tucker_to_tensor(tk))) < 1e-6
+
+
 @pytest.mark.parametrize("rank", [1, 3, 6])
 def test_truncated_svd_vs_scipy(rank):
     W = np.random.default_rng(rank).standard_normal((12, 9))

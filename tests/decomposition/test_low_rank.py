@@ -301,3 +301,9 @@ def test_compositional_codes_gumbel_learns():
     assert rel < 0.6, rel
     with pytest.raises(ValueError, match="tau"):
         compositional_codes_gumbel(E, 2, 4, tau=0.0)
+
+
+def test_truncated_svd_refuses_complex():
+    """Issue #12: complex W used to lose its imaginary part with a warning."""
+    with pytest.raises(TypeError, match="W must be a real array"):
+        truncated_svd(np.ones((3, 3)) * (1 + 1j), 1)

@@ -210,3 +210,17 @@ def test_tt_rnn_lengths_keep_last_valid_state():
     out2, h2 = rnn(x[1:, :2])
     np.testing.assert_allclose(h.data[1], h2.data[0], atol=1e-14)
     assert isinstance(out, Tensor)
+
+
+def test_rank_errors_name_the_argument_given():
+    """Issue #12: random_tt(rank=0) said "max_rank"; the argument is ``rank``."""
+    with pytest.raises(ValueError, match=r"^rank must be an integer >= 1, got 0"):
+        random_tt((2, 3, 4), 0)
+    with pytest.raises(ValueError, match=r"^rank\[1\] = 9 exceeds"):
+        random_tt((2, 3, 4), [2, 9])
+    with pytest.raises(TypeError, match=r"^rank must be an int or a sequence of ints"):
+        random_tt((2, 3, 4), 2.5)
+    with pytest.raises(ValueError, match=r"^max_rank must be an integer >= 1, got 0"):
+        tt_svd(np.ones((2, 3, 4)), max_rank=0)
+    with pytest.raises(TypeError, match="X must be a real array"):
+        tt_svd(np.ones((2, 3, 4)) * 1j)

@@ -145,3 +145,34 @@ def test_learn_layer_drop_rates_changes_theta():
     assert theta.shape == (3,) and np.abs(theta).max() > 0
     assert float(hl.data_driven_drop_rates(theta, 0.3).data.mean()) == pytest.approx(0.3)
     assert hl.data_driven_keep(theta, 2).sum() == 2
+
+
+@pytest.mark.parametrize("p,exc,msg", [("0.5", TypeError, "p must have dtype kind"),
+                                       (None, TypeError, "p must be an array, got None"),
+                                       (float("nan"), ValueError, "p contains NaN"),
+                                       (1.0, ValueError, r"p must have every value in \[0, 1\)"),
+                                       ([0.1, -0.2, 0.1], ValueError, "p must have every value"),
+                                       ([0.1, 0.2], ValueError, r"p must be a number or have "
+                                                                r"shape \(3,\)")])
+def test_layerdrop_gates_validates_p(p, exc, msg):
+    """Issue #12: p="0.5", None and NaN used to be accepted."""
+    with pytest.raises(exc, match=msg):
+        hl.layerdrop_gates(3, p, 0)
+
+
+def test_hard_concrete_refuses_none_nan_and_bad_stretch():
+    """Issue #12: hard_concrete_gate(None) returned NaN."""
+    with pytest.raises(TypeError, match="log_alpha must be an array, got None"):
+        hl.hard_concrete_gate(None)
+    with pytest.raises(ValueError, match="log_alpha contains NaN"):
+        hl.hard_concrete_gate(Tensor(np.array([0.0, np.nan])))
+    with pytest.raises(ValueError, match=r"beta must be in \(0, inf\]"):
+        hl.hard_concrete_gate(np.zeros(2), beta=0.0)
+    with pytest.raises(ValueError, match="gamma must be in"):
+        hl.l0_penalty(np.zeros(2), gamma=0.1)
+    with pytest.raises(ValueError, match="zeta must be in"):
+        hl.hard_concrete_deterministic(np.zeros(2), zeta=0.9)
+    with pytest.raises(TypeError, match="log_alpha must be a real array"):
+        hl.hard_concrete_deterministic(np.array([1j]))
+    z = hl.hard_concrete_gate(np.zeros(5), 0).data
+    assert np.all((z >= 0) & (z <= 1))

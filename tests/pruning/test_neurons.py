@@ -84,3 +84,21 @@ def test_bad_input(rng):
         pn.neuron_pair_saliency(W_in, b_in, W_out[:, :3])
     with pytest.raises(ValueError, match="H contains NaN"):
         pn.neuron_entropy(np.array([[np.nan]]))
+
+
+def test_remove_neurons_refuses_bad_indices():
+    """Issue #12: negative (wrapping) and repeated (duplicating) indices were accepted."""
+    rng = np.random.default_rng(0)
+    W_in, b_in, W_out = rng.normal(size=(4, 3)), rng.normal(size=4), rng.normal(size=(2, 4))
+    a, b, c = pn.remove_neurons(W_in, b_in, W_out, [2, 0])
+    np.testing.assert_array_equal(a, W_in[[2, 0]])
+    assert pn.remove_neurons(W_in, b_in, W_out, [])[0].shape == (0, 3)
+    with pytest.raises(ValueError, match=r"keep must hold indices in \[0, 3\], got values in "
+                                         r"\[-1, 0\]"):
+        pn.remove_neurons(W_in, b_in, W_out, [-1, 0])
+    with pytest.raises(ValueError, match="keep must hold indices in"):
+        pn.remove_neurons(W_in, b_in, W_out, [4])
+    with pytest.raises(ValueError, match="keep must hold distinct indices"):
+        pn.remove_neurons(W_in, b_in, W_out, [1, 1])
+    with pytest.raises(TypeError, match="keep must have dtype kind"):
+        pn.remove_neurons(W_in, b_in, W_out, [0.5, 1.0])

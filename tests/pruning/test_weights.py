@@ -264,3 +264,14 @@ def test_grow_and_prune_hand_case():
     # grow: |grad| > median(0.15) and dormant -> index 0; prune: |w| < 30th pct of active
     assert mn.tolist() == [[True, True, False, True]]
     assert Wn[0, 0] == pytest.approx(-0.5) and Wn[0, 2] == 0.0
+
+
+@pytest.mark.parametrize("tau,exc,msg", [("0.5", TypeError, "tau must have dtype kind"),
+                                         (None, TypeError, "tau must be an array"),
+                                         (-0.1, ValueError, "tau must have every value in"),
+                                         (np.nan, ValueError, "tau contains NaN"),
+                                         (1j, TypeError, "tau must be a real array")])
+def test_soft_threshold_validates_tau(tau, exc, msg):
+    """Issue #12: soft_threshold(tau="0.5") used to be accepted."""
+    with pytest.raises(exc, match=msg):
+        pw.soft_threshold(np.ones(3), tau)

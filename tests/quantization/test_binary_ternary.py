@@ -279,3 +279,25 @@ def test_twn_exact_idempotent(W):
     # exact ≤ rule of thumb
     a1, T1, _ = qt.twn(W)
     assert ((W - Q) ** 2).sum() <= ((W - a1 * T1) ** 2).sum() + 1e-9
+
+
+@pytest.mark.parametrize("fn", [qb.bwn, qt.twn, qb.binarize, qt.twn_exact])
+def test_complex_weights_refused(fn):
+    """Issue #12: bwn/twn used to return complex "binary"/"ternary" weights."""
+    W = np.array([[1.0 + 2j, -0.5], [0.3, -2.0]])
+    with pytest.raises(TypeError, match="W must be a real array"):
+        fn(W)
+
+
+def test_ttq_quantize_refuses_bad_threshold_and_scales():
+    """Issue #12: delta < 0 and negative/None scales used to be accepted (or fail obscurely)."""
+    W = np.array([0.5, -0.5, 0.01])
+    np.testing.assert_allclose(qt.ttq_quantize(W, 2.0, 3.0, 0.1), [2.0, -3.0, 0.0])
+    for kw, exc, msg in [({"delta": -0.1}, ValueError, r"delta must be in \[0, inf\], got -0.1"),
+                         ({"wp": -1.0}, ValueError, r"wp must be in \[0, inf\]"),
+                         ({"wn": None}, TypeError, "wn must be a real number, got None"),
+                         ({"wn": float("nan")}, ValueError, "wn must be in"),
+                         ({"delta": "0.1"}, TypeError, "delta must be a real number")]:
+        args = {"wp": 2.0, "wn": 3.0, "delta": 0.1} | kw
+        with pytest.raises(exc, match=msg):
+            qt.ttq_quantize(W, **args)

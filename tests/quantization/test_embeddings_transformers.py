@@ -64,7 +64,7 @@ def test_assign_mixed_precision_budget():
 def test_quantize_groups_uniform_rows(rng):
     m = QuantBowClassifier(10, 4, 3, rng=0)
     W = m.fc.W.data.copy()
-    et.quantize_groups_uniform(m, [("fc.W", slice(0, 1)), ("fc.W", slice(1, 3))], [1, 16])
+    et.quantize_groups_uniform_(m, [("fc.W", slice(0, 1)), ("fc.W", slice(1, 3))], [1, 16])
     assert len(np.unique(m.fc.W.data[0])) <= 2
     np.testing.assert_allclose(m.fc.W.data[1:], W[1:], atol=1e-4)
 
@@ -95,3 +95,48 @@ def test_transformer_groups_cover_heads_and_neurons():
                                      rng=0)
     assert s.shape == (2,) and np.all(s >= 0)
     np.testing.assert_array_equal(m.layers[0].self_attn.W_q.W.data, W_before)  # restored
+
+
+def test_assign_mixed_precision_refuses_nan_and_bad_choices():
+    """Issue #12: NaN sensitivities used to be accepted (and silently ranked)."""
+    with pytest.raises(ValueError, match="sensitivity contains NaN"):
+        et.assign_mixed_precision([np.nan, 1.0], [10, 10], 4)
+    with pytest.raises(ValueError, match="sizes must have every value in"):
+        et.assign_mixed_precision([2.0, 1.0], [10, -10], 4)
+    with pytest.raises(TypeError, match="avg_bits must be a real number"):
+        et.assign_mixed_precision([2.0, 1.0], [10, 10], "4")
+    with pytest.raises(ValueError, match="choices must be an integer in"):
+        et.assign_mixed_precision([2.0, 1.0], [10, 10], 4, choices=(0, 4))
+    with pytest.raises(TypeError, match="choices must be a non-empty sequence"):
+        et.assign_mixed_precision([2.0, 1.0], [10, 10], 4, choices=())
+
+
+def test_in_place_model_quantisers_are_named_with_underscore():
+    """Issue #12: the model-level quantisers modify the model: the names now end in ``_``; the
+    old names are deprecated aliases that still work."""
+    import refimpl.quantization as q
+
+    assert "quantize_model_weights_" in q.__all__ and "quantize_model_weights" not in q.__all__
+    assert "quantize_groups_uniform_" in q.__all__ and "quantize_groups_uniform" not in q.__all__
+    m = QuantBowClassifier(10, 4, 3, rng=0)
+    W = m.fc.W.data.copy()
+    n = et.quantize_model_weights_(m, np.sign)
+    assert n == sum(p.size for _, p in m.named_parameters() if p.ndim >= 2)
+    np.testing.assert_array_equal(m.fc.W.data, np.sign(W))
+    m2 = QuantBowClassifier(10, 4, 3, rng=0)
+    with pytest.warns(DeprecationWarning, match="quantize_model_weights_"):
+        assert q.quantize_model_weights(m2, np.sign) == n
+    np.testing.assert_array_equal(m2.fc.W.data, m.fc.W.data)
+    with pytest.warns(DeprecationWarning, match="quantize_groups_uniform_"):
+        q.quantize_groups_uniform(m2, [("fc.W", slice(None))], [1])
+    assert len(np.unique(m2.fc.W.data)) <= 2
+    with pytest.raises(TypeError, match="model must be a refimpl.nn Module"):
+        et.quantize_model_weights_(None, np.sign)
+    with pytest.raises(TypeError, match="quantize must be callable"):
+        et.quantize_model_weights_(m, "sign")
+    with pytest.raises(ValueError, match="bits must give one bit-width per group"):
+        et.quantize_groups_uniform_(m, [("fc.W", slice(None))], [1, 2])
+    with pytest.raises(ValueError, match=r"bits must be an integer in \[1, 16\], got 0"):
+        et.quantize_groups_uniform_(m, [("fc.W", slice(None))], [0])
+    with pytest.raises(ValueError, match="groups must hold"):
+        et.quantize_groups_uniform_(m, [("nope", slice(None))], [4])

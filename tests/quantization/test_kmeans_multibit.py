@@ -205,3 +205,17 @@ def test_alternating_rows_equals_per_row_loop(rng, k):
     e_rows = ((W - np.einsum("ri,rin->rn", a, B)) ** 2).sum(1)
     e_loop = [qm.multibit_error(w, *qm.multibit_alternating(w, k)) for w in W]
     np.testing.assert_allclose(e_rows, e_loop, rtol=1e-9, atol=1e-12)
+
+
+def test_cluster_grad_sums_validates_labels_and_k():
+    """Issue #12: labels >= k and k = 0 used to be accepted (bincount grew the output)."""
+    dW = np.arange(4.0).reshape(2, 2)
+    np.testing.assert_allclose(qk.cluster_grad_sums(dW, [[0, 1], [1, 0]], 3), [3.0, 3.0, 0.0])
+    with pytest.raises(ValueError, match=r"labels must be cluster indices in \[0, 1\] \(k = 2\)"):
+        qk.cluster_grad_sums(dW, np.full((2, 2), 3), 2)
+    with pytest.raises(ValueError, match="labels must be cluster indices"):
+        qk.cluster_grad_sums(dW, [[0, -1], [0, 0]], 2)
+    with pytest.raises(ValueError, match="k must be an integer >= 1, got 0"):
+        qk.cluster_grad_sums(dW, np.zeros((2, 2), int), 0)
+    with pytest.raises(TypeError, match="labels must have dtype kind"):
+        qk.cluster_grad_sums(dW, np.zeros((2, 2)), 2)

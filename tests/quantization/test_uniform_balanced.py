@@ -163,3 +163,44 @@ def test_balanced_bad_input():
         qbal.balanced_quantize(np.ones(3), 2)
     with pytest.raises(ValueError, match="split"):
         qbal.recursive_split_edges(np.ones(30), 2, "mode")
+
+
+def test_affine_params_vs_torch_minmax_observer(torch):
+    """Issue #12: affine_params gives MinMaxObserver's (scale, zero_point) only when
+    min <= 0 <= max; otherwise the observer widens the range to contain 0 and clamps the zero
+    point, while affine_params keeps the quantiser's own range [min, max] (docstring says so)."""
+    from torch.ao.quantization import MinMaxObserver
+
+    rng = np.random.default_rng(7)
+    for k in (2, 4, 8):
+        for loc, contains_zero in ((0.0, True), (4.0, False), (-4.0, False)):
+            X = rng.normal(loc, 1.0, 400).astype(np.float32)
+            obs = MinMaxObserver(dtype=torch.quint8, quant_min=0, quant_max=2 ** k - 1)
+            obs(torch.tensor(X))
+            s_t, zp_t = (float(v) for v in obs.calculate_qparams())
+            s, zp, qmin, qmax = qu.affine_params(X, k)
+            assert (qmin, qmax) == (0, 2 ** k - 1)
+            # ours always puts min X on the grid: -zp*scale is min X up to half a step
+            assert abs(-zp * s - X.min()) <= s / 2 + 1e-9
+            if contains_zero:
+                assert s == pytest.approx(s_t, rel=1e-6) and zp == int(zp_t)
+            else:
+                assert s < s_t  # the observer's range [min(X, 0), max(X, 0)] is wider
+                assert zp == int(zp_t) or not qmin <= zp <= qmax
+                assert zp < qmin if loc > 0 else zp >= qmax  # 0 is off our grid
+
+
+def test_pow2_exponent_bounds_validated():
+    """Issue #12: min_exp=2.5 used to return 5.657 (2^2.5); min_exp > max_exp was accepted."""
+    W = np.array([0.3, -7.0, 100.0])
+    with pytest.raises(TypeError, match="min_exp must be an integer"):
+        qu.quantize_pow2(W, min_exp=2.5)
+    with pytest.raises(TypeError, match="max_exp must be an integer"):
+        qu.quantize_pow2(W, max_exp="3")
+    with pytest.raises(ValueError, match=r"min_exp must be <= max_exp, got min_exp=3 > max_exp=1"):
+        qu.quantize_pow2(W, min_exp=3, max_exp=1)
+    with pytest.raises(TypeError, match="stochastic must be a bool"):
+        qu.quantize_pow2(W, stochastic="yes")
+    np.testing.assert_allclose(qu.quantize_pow2(W, min_exp=2, max_exp=2), [4.0, -4.0, 4.0])
+    with pytest.raises(TypeError, match="X must be a real array"):
+        qu.affine_params(np.array([1 + 1j, 2.0]), 4)
