@@ -120,7 +120,8 @@ class Outcome:
                 detail: str = "", **numbers) -> "Outcome":
         """Outcome of an element-wise comparison ``|actual - expected| <= atol + rtol*|expected|``.
 
-        Records ``max_abs_err`` and ``max_rel_err`` among the numbers.
+        Records ``max_abs_err`` and ``max_rel_err`` (over the entries whose expected value is
+        non-zero) among the numbers.
         """
         a = np.asarray(actual, dtype=np.float64)
         e = np.asarray(expected, dtype=np.float64)
@@ -129,8 +130,8 @@ class Outcome:
                        detail or "shapes differ")
         diff = np.abs(a - e)
         max_abs = float(diff.max()) if diff.size else 0.0
-        denom = np.maximum(np.abs(e), np.finfo(np.float64).tiny)
-        max_rel = float((diff / denom).max()) if diff.size else 0.0
+        nz = np.abs(e) > 0  # a relative error against an exact 0 means nothing: skip those
+        max_rel = float((diff[nz] / np.abs(e[nz])).max()) if nz.any() else 0.0
         ok = bool(np.all(diff <= atol + rtol * np.abs(e))) and bool(np.all(np.isfinite(a)))
         nums = {"max_abs_err": max_abs, "max_rel_err": max_rel, **numbers}
         if rtol == 0.0:
