@@ -9,6 +9,13 @@ modified: executed copies are only rendered to ``chapters/_build/NN_name.html`` 
 
 Notebook selection: ``refimpl chapters 02`` (number prefix), ``refimpl chapters 02_pruning``
 (file stem) or ``refimpl chapters pruning`` (part of the name); no names runs them all.
+
+The kernel is started by :func:`kernel_manager` (shared with ``tests/test_notebooks.py``), so
+that a headless run prints nothing from the Jupyter transport: ipykernel ≥ 7 warns "Kernel is
+running over TCP without encryption" on every start unless the manager provisions CurveZMQ
+keys (``transport_encryption="auto"``, which the ``python3`` kernelspec declares it supports)
+or the transport is IPC; on Python ≥ 3.11 the kernel also gets ``-Xfrozen_modules=off`` (as
+``ipykernel install`` writes it) so that debugpy does not warn about frozen modules.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["find_chapters_dir", "select_notebooks", "run_notebook", "main"]
+__all__ = ["find_chapters_dir", "select_notebooks", "kernel_manager", "run_notebook", "main"]
 
 
 def find_chapters_dir() -> Path | None:
@@ -54,6 +61,54 @@ def select_notebooks(chapters: Path, names) -> list[Path]:
     return chosen
 
 
+def kernel_manager(kernel_name: str = "python3"):
+    """A quiet ``AsyncKernelManager`` for headless runs with nbclient.
+
+    * Transport: CurveZMQ keys provisioned by the manager when pyzmq has Curve and the
+      kernelspec declares ``supported_encryption: curve`` (ipykernel's does); otherwise the IPC
+      transport on POSIX. Either way the kernel does not print its "running over TCP without
+      encryption" warning, and the channels are private to this user.
+    * On Python ≥ 3.11 the kernel's interpreter gets ``-Xfrozen_modules=off`` when its
+      kernelspec lacks it, the flag ``ipykernel install`` itself writes, so debugpy's "frozen
+      modules" warning does not appear.
+
+    Returns
+    -------
+    jupyter_client.manager.AsyncKernelManager
+        Pass it as ``nbclient.NotebookClient(nb, km=kernel_manager(), ...)``.
+    """
+    import zmq
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    class _Specs(KernelSpecManager):
+        def get_kernel_spec(self, name):
+            spec = super().get_kernel_spec(name)
+            argv = list(spec.argv)
+            if (sys.version_info >= (3, 11) and argv and "python" in Path(argv[0]).name
+                    and not any(a.startswith("-Xfrozen_modules") for a in argv)):
+                spec.argv = [argv[0], "-Xfrozen_modules=off", *argv[1:]]
+            return spec
+
+    specs = _Specs()
+    spec = specs.get_kernel_spec(kernel_name)
+    declared = spec.metadata.get("supported_encryption") or []
+    declared = [declared] if isinstance(declared, str) else list(declared)
+    if zmq.has("curve") and "curve" in [str(d).lower() for d in declared]:
+        return AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=specs,
+                                  transport_encryption="auto")
+    if os.name == "posix":  # sockets as files in Jupyter's private runtime folder
+        import uuid
+
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        Path(jupyter_runtime_dir()).mkdir(mode=0o700, parents=True, exist_ok=True)
+        ip = str(Path(jupyter_runtime_dir()) / f"refimpl-{uuid.uuid4().hex[:12]}-ipc")
+        return AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=specs,
+                                  transport="ipc", ip=ip)
+    return AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=specs)
+
+
 def run_notebook(path: Path, timeout: int = 1800, html: bool = False) -> dict:
     """Execute one notebook; return ``{"name", "passed", "seconds", "error", "html"}``."""
     import nbclient
@@ -61,7 +116,8 @@ def run_notebook(path: Path, timeout: int = 1800, html: bool = False) -> dict:
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, km=kernel_manager(), timeout=timeout,
+                                     kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
     error = ""
@@ -94,6 +150,11 @@ def render_html(nb, path: Path) -> str | None:
 
 def main(args) -> int:
     """Entry point of ``refimpl chapters`` (``args``: ``names``, ``html``, ``timeout``)."""
+    timeout = int(getattr(args, "timeout", 1800))
+    if timeout <= 0:
+        print(f"refimpl chapters: --timeout must be a positive number of seconds per cell, "
+              f"got {timeout}", file=sys.stderr)
+        return 2
     chapters = find_chapters_dir()
     if chapters is None:
         print("refimpl chapters: no chapters/ folder found next to the refimpl package or in "
@@ -119,7 +180,6 @@ def main(args) -> int:
             html = False
     os.environ.setdefault("REFIMPL_PROGRESS", "0")
     os.environ.setdefault("MPLBACKEND", "Agg")
-    timeout = int(getattr(args, "timeout", 1800))
     results = []
     for path in notebooks:
         print(f"running {path.name} ...", flush=True)
@@ -136,4 +196,7 @@ def main(args) -> int:
     for r in results:
         print(f"{r['name']:<32} {'ok' if r['passed'] else 'FAILED':<7} {r['seconds']:>8.1f}")
     print(f"\n{n_ok}/{len(results)} notebooks passed")
+    if n_ok < len(results):
+        print(f"refimpl chapters: {len(results) - n_ok} of {len(results)} notebooks failed",
+              file=sys.stderr)
     return 0 if n_ok == len(results) else 1

@@ -3,24 +3,33 @@
 
 The tour
 
-1. builds the embedded task (default: the order-dependent sentiment task of
+1. checks its arguments and that ``--out`` is a writable folder, before any training;
+2. builds the embedded task (default: the order-dependent sentiment task of
    :func:`refimpl.data.make_sentiment`);
-2. trains the baselines — a bag-of-words MLP, an LSTM classifier and a small Transformer
-   encoder — with the shared training loop :func:`refimpl.nn.fit`;
-3. hands a :class:`~refimpl.compare.registry.TourContext` (the task, the primary baseline, the
+3. trains the baselines — a bag-of-words MLP, an LSTM classifier and a small Transformer
+   encoder — with the shared training loop :func:`refimpl.nn.fit` (with ``--methods`` only
+   the baselines those methods use, each when first asked for);
+4. hands a :class:`~refimpl.compare.registry.TourContext` (the task, the primary baseline, the
    training loop, a model factory) to every method registered with
    :func:`~refimpl.compare.registry.register_method` in ``refimpl/<chapter>/tour.py``;
-4. measures each returned model itself — test accuracy, latency (median forward time on a
-   batch), and the exact storage the method reports in bits — and prints one table: method,
-   family, §, parameters, bytes, compression ×, accuracy, Δ vs the baseline, latency;
-5. writes the table as CSV and Markdown to ``--out`` and plots size vs accuracy (log bytes on
-   x, one marker per family).
+5. measures each returned model itself — test accuracy, latency (median forward time on a
+   batch), the exact storage the method reports in bits, and, for the attention variants of
+   §7 whose gain is memory rather than bytes, the attention memory at a long sequence
+   (``MethodResult.extra["attn_memory_ratio"]``) — and prints a table that fits in 100
+   columns;
+6. writes the full table (every column, notes and times) as ``tour.csv`` and ``tour.md`` to
+   ``--out`` (default ``refimpl_out/full``, ``refimpl_out/quick`` with ``--quick``) and plots
+   size vs accuracy as ``tour.png`` (log bytes on x, one marker per family, numbered points
+   whose labels never overlap, a key of the numbers beside the axes).
 
-Each method runs under a time budget (with ``--quick`` the whole tour stays under two minutes:
-the time left after the baselines is shared among the methods); a method that raises or runs
-out of time becomes an error row, never a crash. Baselines appear as rows too. Until the
-chapters register their methods, one sanity row is registered here: ``baseline-float16``
-(weights cast to float16 and back, 16 bits per parameter).
+Progress goes to stderr (:class:`TourProgress`): an overall bar — step k of N, elapsed, ETA —
+under the per-training bars on a terminal, one plain line per finished step otherwise.
+
+Each method runs under a time budget (with ``--quick`` the whole tour has 95 s: the time left
+after the baselines is shared among the methods); a method that raises or runs out of time
+becomes an error row, never a crash. Baselines appear as rows too, and one sanity method is
+registered here: ``baseline-float16`` (weights cast to float16 and back, 16 bits per
+parameter).
 """
 
 from __future__ import annotations
@@ -30,8 +39,11 @@ import csv
 import math
 import os
 import signal
+import sys
+import textwrap
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -255,83 +267,272 @@ class TourRun:
 
 
 def _row(name, family, section, params, bits, acc, ref_bits, ref_acc, latency, seconds,
-         status="ok", notes="", vs=""):
+         status="ok", notes="", vs="", extra=None):
+    extra = extra or {}
+    ratio = extra.get("attn_memory_ratio")
+    mem_n = next((int(k[len("attn_floats_n"):]) for k in extra
+                  if k.startswith("attn_floats_n") and k[len("attn_floats_n"):].isdigit()), None)
     return {"method": name, "family": family, "section": section, "vs": vs,
             "params": None if params is None else int(params),
             "bits": None if bits is None else int(bits),
             "bytes": None if bits is None else int(math.ceil(bits / 8)),
-            "compression": (compression_ratio(ref_bits, bits) if bits else None),
+            "compression": (compression_ratio(ref_bits, bits) if bits and ref_bits else None),
             "accuracy": acc,
-            "delta": (acc - ref_acc) if acc is not None else None,
+            "delta": (acc - ref_acc) if acc is not None and ref_acc is not None else None,
+            "attn_memory_ratio": None if ratio is None else float(ratio),
+            "attn_memory_n": mem_n if ratio is not None else None,
             "latency_ms": None if latency is None else latency * 1e3,
             "seconds": seconds, "status": status, "notes": notes}
 
 
-def run_tour(cfg: TourConfig, only=None, log=print) -> TourRun:
-    """Train the baselines, run every registered method, return the table rows."""
+class TourProgress:
+    """Progress of a tour on stderr: step ``k`` of ``N`` (baselines and methods), elapsed time
+    and an ETA.
+
+    On a terminal (or with ``enabled=True``) an overall tqdm bar stays below the per-training
+    bars of :func:`refimpl.nn.fit`, and each finished step prints one line above it. Otherwise
+    (stderr redirected, ``REFIMPL_PROGRESS=0``, ``--no-progress``) each finished step prints
+    one plain line: ``[k/N] name: summary (12.3 s; elapsed 1:02, ETA 0:40)``.
+
+    Parameters
+    ----------
+    total : int
+        Number of steps expected (:meth:`add_steps` raises it when a baseline is trained on
+        demand).
+    enabled : bool or None
+        Show the bar; ``None``: when stderr is a terminal, unless ``REFIMPL_PROGRESS=0``.
+    stream : file, optional
+        Where lines and the bar go (default ``sys.stderr`` at call time).
+    deadline : float, optional
+        ``time.perf_counter()`` value at which the tour's budget ends: the ETA never exceeds it.
+    """
+
+    def __init__(self, total: int, enabled: bool | None = None, stream=None,
+                 deadline: float | None = None):
+        from refimpl.utils import progress_bar
+
+        self.total, self.done_steps = int(total), 0
+        self.stream = stream
+        self.deadline = deadline
+        self.t0 = time.perf_counter()
+        self.bar = progress_bar(total=self.total, desc="tour", progress=enabled,
+                                file=self._stream, position=0, unit="step",
+                                bar_format="{desc}: step {n_fmt}/{total_fmt} |{bar}| "
+                                           "{elapsed} elapsed, ETA {remaining}")
+        if self.bar.disable:
+            self.bar.close()
+            self.bar = None
+
+    @property
+    def _stream(self):
+        return self.stream if self.stream is not None else sys.stderr
+
+    def add_steps(self, n: int = 1) -> None:
+        """Expect ``n`` more steps (a baseline trained because a method asked for it)."""
+        self.total += n
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
+
+    def eta(self) -> float:
+        """Seconds left, extrapolated from the mean time per finished step."""
+        elapsed = time.perf_counter() - self.t0
+        if self.done_steps == 0:
+            return math.nan
+        left = elapsed / self.done_steps * max(0, self.total - self.done_steps)
+        if self.deadline is not None:
+            left = min(left, max(0.0, self.deadline - time.perf_counter()))
+        return left
+
+    def step(self, name: str, summary: str, seconds: float) -> str:
+        """Report one finished step; return the line printed."""
+        self.done_steps += 1
+        elapsed = time.perf_counter() - self.t0
+        line = (f"[{self.done_steps}/{self.total}] {name}: {summary} ({seconds:.1f} s; "
+                f"elapsed {_clock(elapsed)}, ETA {_clock(self.eta())})")
+        self.write(line)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.refresh()
+        return line
+
+    def write(self, line: str) -> None:
+        """Print ``line`` on the progress stream (above the bar when there is one)."""
+        if self.bar is not None:
+            self.bar.write(line, file=self._stream)
+        else:
+            print(line, file=self._stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _clock(seconds: float) -> str:
+    """``75.2`` → ``"1:15"``; ``nan`` → ``"?"``."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
+@contextlib.contextmanager
+def _paused_time_limit():
+    """Suspend a running :func:`time_limit` timer for the block (a baseline trained on demand
+    is not charged to the method that asked for it); yields a list receiving the paused
+    seconds."""
+    paused = [0.0]
+    usable = hasattr(signal, "setitimer") and \
+        threading.current_thread() is threading.main_thread()
+    remaining = signal.getitimer(signal.ITIMER_REAL)[0] if usable else 0.0
+    if remaining > 0:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    t0 = time.perf_counter()
+    try:
+        yield paused
+    finally:
+        paused[0] = time.perf_counter() - t0
+        if remaining > 0:
+            signal.setitimer(signal.ITIMER_REAL, remaining)
+
+
+class _Baselines(Mapping):
+    """The trained baselines by kind, each trained the first time it is asked for.
+
+    ``kind in baselines`` is true for every kind the tour may train, so a method can ask for
+    the Transformer when the primary baseline is the LSTM; only what methods actually use gets
+    trained (``refimpl tour --methods X`` trains only the baselines X needs).
+    """
+
+    def __init__(self, kinds, train):
+        self._kinds, self._train, self.trained = tuple(kinds), train, {}
+
+    def __getitem__(self, kind):
+        if kind not in self._kinds:
+            raise KeyError(kind)
+        if kind not in self.trained:
+            self.trained[kind] = self._train(kind)
+        return self.trained[kind]
+
+    def __iter__(self):
+        return iter(self._kinds)
+
+    def __len__(self):
+        return len(self._kinds)
+
+
+class _TourContext(TourContext):
+    """:class:`TourContext` whose ``baseline`` is trained when first used."""
+
+    @property
+    def baseline(self):
+        return self.baselines[self.baseline_kind]
+
+    @baseline.setter
+    def baseline(self, value):  # the dataclass __init__ assigns it; the mapping holds it
+        pass
+
+
+def run_tour(cfg: TourConfig, only=None, log=print, progress: TourProgress | None = None
+             ) -> TourRun:
+    """Train the baselines, run every registered method, return the table rows.
+
+    Parameters
+    ----------
+    cfg : TourConfig
+    only : list of str, optional
+        Run only these methods; then only the baselines they use are trained (on demand, not
+        charged to the method's time budget). Default: every method, after every baseline in
+        ``cfg.baselines``.
+    log : callable
+        Receives one line per finished step when ``progress`` is None.
+    progress : TourProgress, optional
+        Reports the steps instead of ``log`` (``refimpl tour`` passes one on stderr).
+    """
     from refimpl.utils import as_rng
 
+    all_methods = methods(quick=cfg.quick)
     if only is not None:  # fail before spending minutes on the baselines
-        unknown = sorted(set(only) - {m.name for m in methods()})
+        unknown = [m for m in only if m not in {x.name for x in methods()}]
         if unknown:
             raise ValueError(f"methods {unknown} are not registered; registered: "
                              f"{[m.name for m in methods()]}")
+    by_name = {m.name: m for m in methods()}
+    todo = all_methods if only is None else [by_name[n] for n in dict.fromkeys(only)]
+    kinds = list(dict.fromkeys([cfg.baseline, *cfg.baselines]))
     t_start = time.perf_counter()
     deadline = None if cfg.total_budget is None else t_start + cfg.total_budget
+    own_progress = progress is None
+    if progress is None:
+        progress = TourProgress(len(todo) + (len(kinds) if only is None else 0), enabled=False,
+                                deadline=deadline)
+        progress.write = log
+    elif only is None:
+        progress.add_steps(len(kinds))
+    progress.deadline = deadline
     rng = as_rng(cfg.seed)
     task = load_task(cfg, rng)
-    log(f"task {getattr(task, 'name', cfg.task)}: {len(task.y_train)} train / "
-        f"{len(task.y_test)} test sentences, vocabulary {len(task.vocab)}, "
-        f"{task.n_classes} classes")
     X_lat, len_lat = task.X_test[:cfg.latency_batch], task.len_test[:cfg.latency_batch]
 
     def evaluate(model) -> float:
         return evaluate_accuracy(model, task.X_test, task.len_test, task.y_test)
 
-    kinds = list(dict.fromkeys([cfg.baseline, *cfg.baselines]))
-    trained: dict = {}
-    base_rows = []
-    for kind in kinds:
+    base_rows = []  # (kind, model, accuracy, latency, seconds) in training order
+    refs = {}  # kind -> (bits, accuracy): what compression × and Δ accuracy compare with
+    current = {"method": None}
+
+    def train_baseline(kind):
+        on_demand = current["method"] is not None
+        if on_demand:
+            progress.add_steps(1)
         t0 = time.perf_counter()
         model = make_model(kind, task, cfg, as_rng(cfg.seed + 1))
         _fit(model, task, cfg)
-        trained[kind] = model
         acc = evaluate(model)
         lat = measure_latency(model, X_lat, len_lat, cfg.latency_repeat)
         dt = time.perf_counter() - t0
         base_rows.append((kind, model, acc, lat, dt))
-        log(f"baseline {kind}: accuracy {acc:.3f}, {model.num_parameters()} parameters, "
-            f"trained in {dt:.1f} s")
+        refs[kind] = (dense_bits(model), acc)
+        why = f", for {current['method']}" if on_demand else ""
+        progress.step(f"baseline {kind}", f"accuracy {acc:.3f}, {model.num_parameters()} "
+                                          f"parameters{why}", dt)
+        return model
 
-    primary = trained[cfg.baseline]
-    # every row is compared with a baseline: its bits (compression ×) and accuracy (Δ);
-    # baseline rows and methods that copy the primary baseline with the primary one
-    refs = {k: (dense_bits(m), a) for k, m, a, _, _ in base_rows}  # kind -> (bits, accuracy)
-    ref_bits, ref_acc = refs[cfg.baseline]
-    rows = [_row(f"baseline-{k}", "baseline", "—", m.num_parameters(), dense_bits(m), a,
-                 ref_bits, ref_acc, lat, dt, notes="float32, trained by the tour",
-                 vs=cfg.baseline)
-            for k, m, a, lat, dt in base_rows]
+    def train_on_demand(kind):
+        if current["method"] is None:
+            return train_baseline(kind)
+        with _paused_time_limit() as paused:
+            model = train_baseline(kind)
+        current["paused"] += paused[0]
+        return model
 
-    ctx = TourContext(
-        task=task, baseline=primary, baseline_kind=cfg.baseline, quick=cfg.quick, seed=cfg.seed,
+    baselines = _Baselines(kinds, train_on_demand)
+    if only is None:
+        for kind in kinds:
+            baselines[kind]  # noqa: B018 - trains it
+
+    ctx = _TourContext(
+        task=task, baseline=None, baseline_kind=cfg.baseline, quick=cfg.quick, seed=cfg.seed,
         fit=lambda model, **kw: _fit(model, task, cfg, **kw), evaluate=evaluate,
         make_model=lambda kind=None, **kw: make_model(kind or cfg.baseline, task, cfg,
                                                       as_rng(cfg.seed + 2), **kw),
-        baselines=trained, config=cfg)
+        baselines=baselines, config=cfg)
 
-    todo = [m for m in methods(quick=cfg.quick) if only is None or m.name in only]
+    method_rows = []
     for i, m in enumerate(todo):
         budget = cfg.method_budget
         if deadline is not None:
             budget = min(budget, (deadline - time.perf_counter()) / (len(todo) - i))
         ctx.copied_kind = None
-        t0 = time.perf_counter()
         if budget <= 0.05:
-            rows.append(_row(m.name, m.family, m.section, None, None, None, ref_bits, ref_acc,
-                             None, 0.0, "skipped", "no time left in the tour's budget"))
-            log(f"method {m.name}: skipped (no time left)")
+            method_rows.append(_row(m.name, m.family, m.section, None, None, None, None, None,
+                                    None, 0.0, "skipped", "no time left in the tour's budget"))
+            progress.step(m.name, "skipped (no time left in the budget)", 0.0)
             continue
+        current.update(method=m.name, paused=0.0)
+        t0 = time.perf_counter()
         try:
             with time_limit(budget):
                 res = m.func(ctx)
@@ -343,43 +544,84 @@ def run_tour(cfg: TourConfig, only=None, log=print) -> TourRun:
                                      f"{res.bits!r}")
                 acc = evaluate(res.model)
                 lat = measure_latency(res.model, X_lat, len_lat, cfg.latency_repeat)
-            dt = time.perf_counter() - t0
+            dt = time.perf_counter() - t0 - current["paused"]
             status = "ok" if dt <= budget * 1.05 else f"over budget ({budget:.0f} s)"
             vs = (res.extra or {}).get("baseline") or ctx.copied_kind or cfg.baseline
-            if vs not in refs:
+            if vs not in kinds:
                 raise ValueError(f"MethodResult.extra['baseline'] must be one of "
-                                 f"{sorted(refs)}, got {vs!r}")
-            rows.append(_row(m.name, m.family, m.section, res.params, res.bits, acc,
-                             *refs[vs], lat, dt, status, res.notes, vs=vs))
-            log(f"method {m.name}: accuracy {acc:.3f}, {format_bytes(res.bits / 8)}, "
-                f"{dt:.1f} s")
+                                 f"{sorted(kinds)}, got {vs!r}")
+            baselines[vs]  # noqa: B018 - the reference must exist (trained if need be)
+            method_rows.append(_row(m.name, m.family, m.section, res.params, res.bits, acc,
+                                    *refs[vs], lat, dt, status, res.notes, vs=vs,
+                                    extra=res.extra))
+            progress.step(m.name, f"accuracy {acc:.3f}, {format_bytes(res.bits / 8)}"
+                                  + ("" if status == "ok" else f", {status}"), dt)
         except MethodTimeout as err:
-            dt = time.perf_counter() - t0
-            rows.append(_row(m.name, m.family, m.section, None, None, None, ref_bits, ref_acc,
-                             None, dt, "timeout", str(err)))
-            log(f"method {m.name}: TIMEOUT ({err})")
+            dt = time.perf_counter() - t0 - current["paused"]
+            method_rows.append(_row(m.name, m.family, m.section, None, None, None, None, None,
+                                    None, dt, "timeout", str(err)))
+            progress.step(m.name, f"TIMEOUT ({err})", dt)
         except Exception as err:  # a broken method is a row, not a crash
-            dt = time.perf_counter() - t0
-            rows.append(_row(m.name, m.family, m.section, None, None, None, ref_bits, ref_acc,
-                             None, dt, "error", f"{type(err).__name__}: {err}"))
-            log(f"method {m.name}: ERROR {type(err).__name__}: {err}")
-    return TourRun(rows, cfg, time.perf_counter() - t_start)
+            dt = time.perf_counter() - t0 - current["paused"]
+            method_rows.append(_row(m.name, m.family, m.section, None, None, None, None, None,
+                                    None, dt, "error", f"{type(err).__name__}: {err}"))
+            progress.step(m.name, f"ERROR {type(err).__name__}: {err}", dt)
+        finally:
+            current["method"] = None
+    if own_progress:
+        progress.close()
+
+    # every row is compared with a baseline: its bits (compression ×) and accuracy (Δ);
+    # baseline rows with the primary one when it was trained, else with themselves
+    rows = []
+    for k, model, acc, lat, dt in base_rows:
+        vs = cfg.baseline if cfg.baseline in refs else k
+        rows.append(_row(f"baseline-{k}", "baseline", "—", model.num_parameters(),
+                         dense_bits(model), acc, *refs[vs], lat, dt,
+                         notes="float32, trained by the tour", vs=vs,
+                         extra=_dense_attention_extra(model)))
+    return TourRun(rows + method_rows, cfg, time.perf_counter() - t_start)
+
+
+def _dense_attention_extra(model) -> dict:
+    """A Transformer baseline's attention memory column: dense attention, ratio 1."""
+    layers = getattr(model, "layers", None)
+    if not layers or not all(hasattr(lay, "self_attn") for lay in layers):
+        return {}
+    return {"attn_memory_ratio": 1.0, f"attn_floats_n{ATTN_MEMORY_N}":
+            len(layers) * model.num_heads * ATTN_MEMORY_N ** 2}
+
+
+#: Sequence length of the attention-memory column (the §7 methods report at this length).
+ATTN_MEMORY_N = 4096
 
 
 # ------------------------------------------------------------------------------ reporting
 COLUMNS = [("method", "method"), ("family", "family"), ("section", "§"),
-           ("vs", "vs baseline"), ("params", "parameters"), ("bytes", "bytes"), ("compression", "compression ×"),
-           ("accuracy", "accuracy"), ("delta", "Δ accuracy"), ("latency_ms", "latency ms"),
+           ("vs", "vs baseline"), ("params", "parameters"), ("bytes", "bytes"),
+           ("compression", "compression ×"), ("accuracy", "accuracy"), ("delta", "Δ accuracy"),
+           ("attn_memory_ratio", "attention memory ÷"), ("latency_ms", "latency ms"),
            ("seconds", "time s"), ("status", "status"), ("notes", "notes")]
+
+#: The columns of the printed table (the CSV and Markdown files have all of :data:`COLUMNS`).
+SCREEN_COLUMNS = [("method", "method"), ("section", "§"), ("vs", "vs"), ("bytes", "bytes"),
+                  ("compression", "size ×"), ("attn_memory_ratio", "mem ÷"),
+                  ("accuracy", "acc"), ("delta", "Δ acc"), ("latency_ms", "ms"),
+                  ("status", "status")]
+
+#: Width the printed table fits in.
+TABLE_WIDTH = 100
 
 
 def _cell(key, v) -> str:
-    if v is None:
+    if v is None or v == "":
         return "—"
     if key == "bytes":
         return format_bytes(v)
     if key == "compression":
         return f"{v:.1f}×"
+    if key == "attn_memory_ratio":
+        return f"{v:.0f}×" if v >= 10 else f"{v:.1f}×"
     if key == "accuracy":
         return f"{v:.3f}"
     if key == "delta":
@@ -389,17 +631,57 @@ def _cell(key, v) -> str:
     return str(v)
 
 
-def format_table(rows, markdown: bool = False) -> str:
-    """The comparison table as aligned text or as a Markdown table."""
-    head = [h for _, h in COLUMNS]
-    body = [[_cell(k, r.get(k)) for k, _ in COLUMNS] for r in rows]
+def _fit_cells(head, body, width: int, shrink: int = 0, sep: str = "  ") -> list[str]:
+    """Aligned lines of ``head`` + ``body`` no wider than ``width``: column ``shrink`` (the
+    method names) is cut with "…" when the table would be wider."""
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+              for i, h in enumerate(head)]
+    excess = sum(widths) + len(sep) * (len(widths) - 1) - width
+    if excess > 0:
+        widths[shrink] = max(len(head[shrink]), widths[shrink] - excess, 4)
+
+    def cut(c, w):
+        return c if len(c) <= w else c[:w - 1] + "…"
+
+    def fmt(cells):
+        return sep.join(cut(c, w).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    return [fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)]
+
+
+def format_table(rows, markdown: bool = False, width: int = TABLE_WIDTH) -> str:
+    """The comparison table as text that fits in ``width`` columns, or as Markdown.
+
+    The text table shows :data:`SCREEN_COLUMNS`, then a legend of its columns and one line per
+    row that is not ``ok`` (error, timeout, skipped) with its reason. The Markdown table has
+    every column of :data:`COLUMNS` (as does the CSV of :func:`write_outputs`).
+    """
     if markdown:
+        head = [h for _, h in COLUMNS]
+        body = [[_cell(k, r.get(k)) for k, _ in COLUMNS] for r in rows]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in b) + " |" for b in body]
         return "\n".join(lines)
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)])
+    head = [h for _, h in SCREEN_COLUMNS]
+    body = [[_cell(k, r.get(k) if k != "status" else str(r.get("status", "")).split(" (")[0])
+             for k, _ in SCREEN_COLUMNS] for r in rows]
+    lines = _fit_cells(head, body, width)
+    mem_n = sorted({r["attn_memory_n"] for r in rows if r.get("attn_memory_n")})
+    legend = ("vs: the baseline a row is compared with; size ×: its float32 bytes ÷ the "
+              "row's bytes; acc: test accuracy; Δ acc: minus the baseline's; ms: median "
+              "forward time of one batch")
+    if mem_n:
+        legend += (f"; mem ÷: dense attention's score/state floats ÷ the row's, per sequence "
+                   f"of n = {', '.join(map(str, mem_n))} tokens, all layers (each attention "
+                   f"variant's count, computed exactly from its definition)")
+    lines += [""] + textwrap.wrap(legend + ".", width)
+    bad = [r for r in rows if r.get("status") != "ok"]
+    if bad:
+        lines.append("")
+        for r in bad:
+            lines += textwrap.wrap(f"{r['method']} ({r['status']}): {r.get('notes') or ''}",
+                                   width, subsequent_indent="    ")
+    return "\n".join(lines)
 
 
 def write_outputs(run: TourRun, out: str | os.PathLike) -> dict:
@@ -409,21 +691,90 @@ def write_outputs(run: TourRun, out: str | os.PathLike) -> dict:
     files = {"csv": out / "tour.csv", "md": out / "tour.md", "png": out / "tour.png"}
     keys = [k for k, _ in COLUMNS]
     keys.insert(keys.index("bytes"), "bits")
+    keys.insert(keys.index("attn_memory_ratio") + 1, "attn_memory_n")
     with open(files["csv"], "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         for r in run.rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+    mem_n = sorted({r["attn_memory_n"] for r in run.rows if r.get("attn_memory_n")})
     files["md"].write_text(
-        f"# refimpl tour ({'tiny' if run.config.tiny else 'quick' if run.config.quick else 'full'}"
-        f", task {run.config.task}, seed {run.config.seed}, {run.seconds:.0f} s)\n\n"
-        + format_table(run.rows, markdown=True) + "\n", encoding="utf-8")
+        f"# refimpl tour ({_preset(run.config)}, task {run.config.task}, seed "
+        f"{run.config.seed}, {run.seconds:.0f} s)\n\n"
+        + format_table(run.rows, markdown=True) + "\n\n"
+        "compression ×: the float32 bytes of the `vs baseline` ÷ the row's bytes. "
+        "Δ accuracy: the row's test accuracy minus the baseline's. latency: median forward "
+        "time of one batch. time: seconds the method took (training included)."
+        + (f" attention memory ÷: dense attention's score/state floats ÷ the row's, per "
+           f"sequence of n = {', '.join(map(str, mem_n))} tokens over all layers, computed "
+           f"from each attention variant's definition." if mem_n else "") + "\n",
+        encoding="utf-8")
     plot_size_vs_quality(run.rows, files["png"])
     return {k: str(v) for k, v in files.items()}
 
 
+def _preset(cfg: TourConfig) -> str:
+    return "tiny" if cfg.tiny else "quick" if cfg.quick else "full"
+
+
+def place_labels(ax, xs, ys, labels, fontsize: float = 7.0, marker_pts: float = 7.0) -> list:
+    """Annotate points ``(xs[i], ys[i])`` with ``labels[i]`` so that no two labels overlap
+    each other or cover a marker.
+
+    Greedy: each label tries offsets on rings of growing radius around its point (in points)
+    and takes the first position whose box is clear of every marker and every label placed so
+    far; far-away labels get a thin leader line. Returns the annotation artists.
+    """
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    to_px = fig.dpi / 72.0
+    pts = ax.transData.transform(np.column_stack([xs, ys])) if len(xs) else np.zeros((0, 2))
+    half = marker_pts * to_px / 2
+    taken = [(x - half, y - half, x + half, y + half) for x, y in pts]  # markers
+
+    def clear(box):
+        x0, y0, x1, y1 = box
+        return all(x1 <= a0 or x0 >= a1 or y1 <= b0 or y0 >= b1 for a0, b0, a1, b1 in taken)
+
+    artists = []
+    directions = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    for (px, py), label in zip(pts, labels):
+        ann = None
+        for radius in np.arange(6.0, 400.0, 4.0):
+            for dx, dy in directions:
+                off = (dx * radius, dy * radius)
+                ann = ax.annotate(label, (0, 0), xycoords="data", xytext=off,
+                                  textcoords="offset points", fontsize=fontsize,
+                                  ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                                  va="bottom" if dy > 0 else "top" if dy < 0 else "center")
+                ann.xy = ax.transData.inverted().transform((px, py))
+                bb = ann.get_window_extent(renderer)
+                box = (bb.x0 - 1, bb.y0 - 1, bb.x1 + 1, bb.y1 + 1)
+                if clear(box):
+                    break
+                ann.remove()
+                ann = None
+            if ann is not None:
+                break
+        if ann is None:  # crowded beyond every ring: far out, with a leader line
+            ann = ax.annotate(label, ax.transData.inverted().transform((px, py)),
+                              xytext=(radius, radius), textcoords="offset points",
+                              fontsize=fontsize)
+            bb = ann.get_window_extent(renderer)
+            box = (bb.x0, bb.y0, bb.x1, bb.y1)
+        if radius > 12:  # a leader line from the point to its far label
+            ax.annotate("", ann.xy, xytext=ann.xyann, textcoords="offset points",
+                        arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5",
+                                        shrinkA=0, shrinkB=2))
+        taken.append(box)
+        artists.append(ann)
+    return artists
+
+
 def plot_size_vs_quality(rows, path) -> None:
-    """Scatter of bytes (log x) vs accuracy, one marker per family, labelled by method."""
+    """Scatter of bytes (log x) vs accuracy, one marker per family; the points are numbered
+    (labels placed so that none overlap) and a key beside the axes names each number."""
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
@@ -431,53 +782,132 @@ def plot_size_vs_quality(rows, path) -> None:
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if r["bits"] and r["accuracy"] is not None]
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = plt.figure(figsize=(11, 6))
+    ax = fig.add_axes([0.08, 0.1, 0.58, 0.82])
+    key_ax = fig.add_axes([0.68, 0.1, 0.31, 0.82])
+    key_ax.axis("off")
     markers = "o^sDvP*Xh<>p"
+    colors = {}
     for i, fam in enumerate(dict.fromkeys(r["family"] for r in ok)):
         sel = [r for r in ok if r["family"] == fam]
-        ax.scatter([r["bytes"] for r in sel], [r["accuracy"] for r in sel],
-                   marker=markers[i % len(markers)], s=50, label=fam)
-        for r in sel:
-            ax.annotate(r["method"], (r["bytes"], r["accuracy"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+        pc = ax.scatter([r["bytes"] for r in sel], [r["accuracy"] for r in sel],
+                        marker=markers[i % len(markers)], s=40, label=fam, zorder=3)
+        colors[fam] = pc.get_facecolor()[0]
     ax.set_xscale("log")
     ax.set_xlabel("model size (bytes, log scale)")
     ax.set_ylabel("test accuracy")
     ax.set_title("refimpl tour: size vs quality")
     ax.grid(True, which="both", alpha=0.3)
     if ok:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        xs, ys = [r["bytes"] for r in ok], [r["accuracy"] for r in ok]
+        span = max(max(xs) / min(xs), 10.0)
+        ax.set_xlim(min(xs) / span ** 0.08, max(xs) * span ** 0.08)
+        pad = max(0.02, (max(ys) - min(ys)) * 0.12)
+        ax.set_ylim(min(ys) - pad, max(ys) + pad)
+        labels = place_labels(ax, xs, ys, [str(i + 1) for i in range(len(ok))])
+        for lab, r in zip(labels, ok):
+            lab.set_color(colors[r["family"]])
+        # the key: number -> method (in its family's colour), then the families' markers
+        n_per_col = (len(ok) + 1) // 2 if len(ok) > 30 else len(ok)
+        line_h = 1.0 / 34
+        for i, r in enumerate(ok):
+            col, line = divmod(i, n_per_col)
+            key_ax.text(0.5 * col, 1.0 - line * line_h, f"{i + 1:>2}  {r['method']}",
+                        fontsize=7, family="monospace", va="top", color=colors[r["family"]],
+                        transform=key_ax.transAxes)
+        key_ax.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="lower left",
+                      frameon=False, title="family", title_fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def prepare_out_dir(out: str | os.PathLike) -> Path:
+    """Create ``out`` (with parents) and prove it is writable by writing and deleting a
+    probe file; raise :class:`ValueError` naming the folder and the reason otherwise."""
+    import tempfile
+
+    path = Path(out).expanduser()
+    try:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"--out {str(out)!r} is a file, not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".refimpl-probe-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {str(out)!r} is not a writable folder ({err.strerror or err}); "
+                         f"pass --out with a folder you can write to") from None
+    return path
+
+
+def default_out(cfg: TourConfig) -> str:
+    """``refimpl_out/full``, ``refimpl_out/quick`` or ``refimpl_out/tiny``."""
+    return str(Path("refimpl_out") / _preset(cfg))
+
+
 def main(args) -> int:
-    """Entry point of ``refimpl tour`` (argparse namespace from :mod:`refimpl.cli`)."""
+    """Entry point of ``refimpl tour`` (argparse namespace from :mod:`refimpl.cli`).
+
+    Validates every argument (task, methods, budget, seed, the ``--out`` folder) before any
+    training; errors go to stderr as ``refimpl tour: ...`` with exit status 2.
+    """
+    def fail(msg):
+        print(f"refimpl tour: {msg}", file=sys.stderr)
+        return 2
+
     tiny = bool(getattr(args, "tiny", False)) or os.environ.get("REFIMPL_TOUR_TINY") == "1"
+    seed = int(getattr(args, "seed", 0))
+    if seed < 0:
+        return fail(f"--seed must be a non-negative integer, got {seed}")
+    budget = getattr(args, "budget", None)
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        return fail(f"--budget must be a positive number of seconds, got {budget}")
     cfg = config_for(quick=bool(getattr(args, "quick", False)), tiny=tiny,
-                     task=getattr(args, "task", "sentiment"), seed=int(getattr(args, "seed", 0)))
+                     task=getattr(args, "task", "sentiment") or "sentiment", seed=seed)
     if getattr(args, "baseline", None):
         cfg = replace(cfg, baseline=args.baseline)
-    if getattr(args, "budget", None) is not None:
-        cfg = replace(cfg, total_budget=args.budget)
+    if budget is not None:
+        cfg = replace(cfg, total_budget=budget)
+    only = getattr(args, "methods", None) or None
+    registered = [m.name for m in methods()]
+    if only is not None:
+        unknown = [m for m in only if m not in registered]
+        if unknown:
+            return fail(f"--methods: {', '.join(map(repr, unknown))} "
+                        f"{'is' if len(unknown) == 1 else 'are'} not registered; "
+                        f"registered methods: {', '.join(registered)}")
+        only = list(dict.fromkeys(only))
+    out = getattr(args, "out", None) or default_out(cfg)
+    try:
+        out_path = prepare_out_dir(out)
+    except ValueError as err:
+        return fail(str(err))
     if getattr(args, "progress", None) is not None:  # --progress / --no-progress
         os.environ["REFIMPL_PROGRESS"] = "1" if args.progress else "0"
-    only = getattr(args, "methods", None) or None
-    print(f"refimpl tour ({'tiny' if cfg.tiny else 'quick' if cfg.quick else 'full'}): "
-          f"baselines {', '.join(dict.fromkeys([cfg.baseline, *cfg.baselines]))}; "
-          f"{len(methods(quick=cfg.quick))} registered methods", flush=True)
+
+    n_methods = len(only) if only is not None else len(methods(quick=cfg.quick))
+    kinds = ", ".join(dict.fromkeys([cfg.baseline, *cfg.baselines]))
+    print(f"refimpl tour ({_preset(cfg)}, task {cfg.task}): "
+          + (f"baselines {kinds}" if only is None else "the baselines these methods use")
+          + f", then {n_methods} methods.\nProgress goes to stderr, results to {out_path}/",
+          flush=True)
+    progress = TourProgress(n_methods, enabled=None)
     try:
-        run = run_tour(cfg, only=only, log=lambda s: print(s, flush=True))
+        run = run_tour(cfg, only=only, progress=progress)
     except ValueError as err:
-        print(f"refimpl tour: {err}")
-        return 2
+        return fail(str(err))
+    finally:
+        progress.close()
     print()
     print(format_table(run.rows))
-    run.files = write_outputs(run, getattr(args, "out", "refimpl_out"))
-    n_bad = sum(r["status"] not in ("ok",) for r in run.rows)
-    print(f"\n{len(run.rows)} rows ({n_bad} not ok) in {run.seconds:.1f} s; wrote "
-          f"{', '.join(run.files.values())}")
+    try:
+        run.files = write_outputs(run, out_path)
+    except OSError as err:
+        return fail(f"could not write the results to {str(out_path)!r}: {err}")
+    n_bad = sum(r["status"] != "ok" for r in run.rows)
+    print(f"\n{len(run.rows)} rows ({n_bad} not ok) in {run.seconds:.1f} s. The full table "
+          f"(parameters, family, notes, times) and the plot:")
+    for f in run.files.values():
+        print(f"  {f}")
     return 0
 
 
