@@ -812,17 +812,17 @@ def _trained_transformer(quick):
 
 @register_claim("transformer_4bit_little_loss", "4-bit (k-means) Transformer weights lose little "
                 "accuracy; 1–2 bits lose more (Cheong & Daniel 2019)", section="3.3.5",
-                implements=[f"{_E}.quantize_model_weights", f"{_K}.kmeans_quantize"])
+                implements=[f"{_E}.quantize_model_weights_", f"{_K}.kmeans_quantize"])
 def _claim_transformer(rng, quick):
     from refimpl.nn import evaluate_accuracy
-    from refimpl.quantization.embeddings_transformers import quantize_model_weights
+    from refimpl.quantization.embeddings_transformers import quantize_model_weights_
 
     task, m, state = _trained_transformer(quick)
     base = evaluate_accuracy(m, task.X_test, task.len_test, task.y_test)
     nums = {"acc_float": base}
     for bits in (4, 2, 1):
         m.load_state_dict(state)
-        quantize_model_weights(m, _kmeans_quantizer(2 ** bits))
+        quantize_model_weights_(m, _kmeans_quantizer(2 ** bits))
         nums[f"acc_kmeans{bits}"] = evaluate_accuracy(m, task.X_test, task.len_test,
                                                       task.y_test)
     rep = nums["acc_kmeans4"] >= base - 0.02
@@ -834,7 +834,7 @@ def _claim_transformer(rng, quick):
                 "largest top Hessian eigenvalue beats the reverse allocation at the same "
                 "average bits (Shen et al. 2020)", section="3.3.5",
                 implements=[f"{_E}.group_sensitivities_model", f"{_E}.assign_mixed_precision",
-                            f"{_E}.quantize_groups_uniform", f"{_E}.transformer_groups"])
+                            f"{_E}.quantize_groups_uniform_", f"{_E}.transformer_groups"])
 def _claim_qbert(rng, quick):
     from refimpl.nn import cross_entropy, no_grad
     from refimpl.quantization import embeddings_transformers as et
@@ -852,7 +852,7 @@ def _claim_qbert(rng, quick):
 
     def train_loss(bits):
         m.load_state_dict(state)
-        et.quantize_groups_uniform(m, groups, list(bits) + [8])  # embeddings at 8 bits (Q-BERT)
+        et.quantize_groups_uniform_(m, groups, list(bits) + [8])  # embeddings at 8 bits (Q-BERT)
         with no_grad():
             n = 1000
             return float(cross_entropy(m(task.X_train[:n], task.len_train[:n]),
