@@ -11,8 +11,13 @@
 The chapter kernels are imported from their modules (``from refimpl.kernels.bitpack import
 binary_matmul``) so that ``import refimpl.kernels`` stays light.
 
-See :mod:`refimpl.kernels._backend` for the switch (``REFIMPL_BACKEND``) and how tests assert
-which backend ran.
+See :mod:`refimpl.kernels._backend` for the switch (``REFIMPL_BACKEND``), how tests assert
+which backend ran, and the threading layer: importing the kernels asks Numba for a fork-safe one
+(TBB if installed, else ``workqueue``; :func:`threading_layer_status`), so ``fork``-started
+``multiprocessing`` workers can call parallel kernels after the parent did.
+
+Public kernel entry points refuse non-finite inputs (``ValueError`` naming the argument, both
+backends); sparse matrix containers store validated, read-only copies of their arrays.
 """
 
 from refimpl.kernels._backend import (
@@ -21,6 +26,7 @@ from refimpl.kernels._backend import (
     dispatch,
     record_calls,
     resolve_backend,
+    threading_layer_status,
 )
 from refimpl.kernels.sparse import (
     CSRMatrix,
@@ -31,4 +37,5 @@ from refimpl.kernels.sparse import (
 )
 
 __all__ = ["BACKENDS", "default_backend", "dispatch", "record_calls", "resolve_backend",
+           "threading_layer_status",
            "CSRMatrix", "csr_from_dense", "csr_matvec", "csr_matmat", "dense_x_csr_T"]

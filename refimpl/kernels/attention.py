@@ -15,7 +15,10 @@ Each exists as a Numba function (``cache=True``, ``prange`` over rows) beside a 
 reference with the same signature, chosen by ``backend="numba" | "numpy"`` (default
 ``$REFIMPL_BACKEND``). The NumPy references are themselves sub-quadratic: they process blocks
 of queries with BLAS and never allocate an ``n × n`` array. Inputs are ``(B, H, n, d)``; float32
-and float64 are supported and the output has the inputs' (promoted) dtype.
+and float64 are supported and the output has the inputs' (promoted) dtype. Non-finite inputs
+(NaN, ±inf) are refused with a ``ValueError`` naming the argument, in both backends (one
+``O(size)`` check; the row log-sum-exp given to the backward pass may be ``-inf``, for rows
+without keys).
 
 References
 ----------
@@ -67,20 +70,30 @@ def _one_blas_thread():
             lc.set_num_threads(k)
 
 
-def _check_qkv(Q, K, V):
+def _check_finite(a: np.ndarray, name: str) -> None:
+    """The kernels' NaN policy: a public entry point refuses non-finite inputs (``ValueError``
+    naming the argument), in both backends, as the chapter wrappers do; one O(size) pass."""
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def _check_qkv(Q, K, V, names=("Q", "K", "V")):
     # local validation (kernels import nothing from the chapters)
-    for nm, a in (("Q", Q), ("K", K), ("V", V)):
+    for nm, a in zip(names, (Q, K, V)):
         if not isinstance(a, np.ndarray) or a.ndim != 4:
             raise ValueError(f"{nm} must be a 4-D ndarray (batch, heads, n, d), got "
                              f"{getattr(a, 'shape', type(a).__name__)}")
         if a.dtype.kind != "f":
             raise TypeError(f"{nm} must be a float array, got dtype {a.dtype}")
+    q, k, v = names
     if Q.shape[-1] != K.shape[-1]:
-        raise ValueError(f"K must have the same last dimension d as Q, got Q {Q.shape} and "
-                         f"K {K.shape} (d mismatch)")
+        raise ValueError(f"{k} must have the same last dimension d as {q}, got {q} {Q.shape} "
+                         f"and {k} {K.shape} (d mismatch)")
     if Q.shape[:3] != K.shape[:3] or K.shape[:3] != V.shape[:3]:
-        raise ValueError(f"Q, K and V must share (batch, heads, n), got {Q.shape}, {K.shape}, "
-                         f"{V.shape}")
+        raise ValueError(f"{q}, {k} and {v} must share (batch, heads, n), got {Q.shape}, "
+                         f"{K.shape}, {V.shape}")
+    for nm, a in zip(names, (Q, K, V)):
+        _check_finite(a, nm)
     dt = np.result_type(Q.dtype, K.dtype, V.dtype)
     return (np.ascontiguousarray(Q, dtype=dt), np.ascontiguousarray(K, dtype=dt),
             np.ascontiguousarray(V, dtype=dt))
@@ -432,6 +445,11 @@ def sliding_window_attention(Q, K, V, window: int, dilation: int = 1, global_idx
     ndarray of shape (B, H, n, d_v)
         Equal to dense attention under :func:`refimpl.attention.linear.longformer_mask`.
 
+    Raises
+    ------
+    ValueError
+        Q, K or V contains NaN or inf (named in the message), or a shape/argument error.
+
     Notes
     -----
     Time :math:`O(n (w + g) d + g n d)`, memory :math:`O(n d)` for the output plus
@@ -559,6 +577,11 @@ def block_sparse_attention(Q, K, V, layout, block_size: int, *, backend=None) ->
         Equal to dense attention under the element mask ``kron(layout, ones(b, b))``; rows of
         a query block with no active key block are zero.
 
+    Raises
+    ------
+    ValueError
+        Q, K or V contains NaN or inf (named in the message), or a shape/argument error.
+
     Notes
     -----
     Time :math:`O(\\mathrm{nnz}\\,b^2 d)` for ``nnz`` active blocks; memory :math:`O(n d)`
@@ -639,12 +662,17 @@ def causal_linear_attention(phiQ, phiK, V, *, eps: float = 1e-6, backend=None) -
         Feature-mapped queries and keys (non-negative, e.g. ``elu(x) + 1``).
     V : ndarray of shape (B, H, n, d_v)
     eps : float
-        Added to the denominator (the reference implementation's 1e-6).
+        Added to the denominator (the reference implementation's 1e-6); finite, ``>= 0``.
     backend : {"numba", "numpy", None}
 
     Returns
     -------
     ndarray of shape (B, H, n, d_v)
+
+    Raises
+    ------
+    ValueError
+        phiQ, phiK or V contains NaN or inf (named in the message), or a shape/argument error.
 
     Notes
     -----
@@ -652,9 +680,12 @@ def causal_linear_attention(phiQ, phiK, V, *, eps: float = 1e-6, backend=None) -
     (``d``): time :math:`O(n d d_v)`, memory :math:`O(d d_v)` beyond the output. The NumPy
     reference processes chunks of 64 positions with BLAS (quadratic only inside a chunk).
     """
-    phiQ, phiK, V = _check_qkv(phiQ, phiK, V)
+    phiQ, phiK, V = _check_qkv(phiQ, phiK, V, names=("phiQ", "phiK", "V"))
     if np.any(phiQ < 0) or np.any(phiK < 0):
         raise ValueError("phiQ and phiK must be non-negative feature maps (e.g. elu(x) + 1)")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     out = np.empty(phiQ.shape[:3] + (V.shape[3],), dtype=phiQ.dtype)
     dispatch("causal_linear_attention", backend, _causal_linear_numba, _causal_linear_numpy,
              phiQ, phiK, V, float(eps), out)
@@ -982,6 +1013,11 @@ def sliding_window_attention_fwd(Q, K, V, window: int, dilation: int = 1, global
         :math:`\\log \\sum_{j} \\exp(q_i \\cdot k_j / \\sqrt d)` over the keys query ``i``
         attends to (``-inf`` for a row without keys).
 
+    Raises
+    ------
+    ValueError
+        Q, K or V contains NaN or inf (named in the message), or a shape/argument error.
+
     Notes
     -----
     Time :math:`O(n (w + g) d + g n d)`; memory :math:`O(n d + n g)` plus :math:`O(w)` scratch
@@ -1051,6 +1087,11 @@ def sliding_window_attention_bwd(dout, Q, K, V, out, lse, window: int, dilation:
     -------
     dQ, dK, dV : ndarrays shaped like Q, K, V
 
+    Raises
+    ------
+    ValueError
+        Q, K, V, dout or out (or ``lse`` holds NaN or +inf) contains NaN or inf (named in the message), or a shape/argument error.
+
     Notes
     -----
     Time :math:`O(n (w + g)(d + d_v) + g n (d + d_v))`, memory :math:`O(n (d + d_v + g))`:
@@ -1067,8 +1108,16 @@ def sliding_window_attention_bwd(dout, Q, K, V, out, lse, window: int, dilation:
         if np.shape(a) != shp:
             raise ValueError(f"{nm} must have shape {shp}, got {np.shape(a)}")
     dt = Q.dtype
+    for nm, a in (("dout", dout), ("out", out), ("lse", lse)):
+        if np.asarray(a).dtype.kind not in "fiu":
+            raise TypeError(f"{nm} must be a real array, got dtype {np.asarray(a).dtype}")
     dout = np.ascontiguousarray(dout, dtype=dt)
     lse = np.ascontiguousarray(lse, dtype=dt)
+    _check_finite(dout, "dout")
+    _check_finite(np.asarray(out), "out")
+    if np.isnan(lse).any() or np.isposinf(lse).any():  # -inf: a row without keys
+        raise ValueError("lse contains NaN or +inf (only -inf, for a row without keys, is "
+                         "allowed)")
     scale = float(1.0 / np.sqrt(d))
     D = np.einsum("bhnc,bhnc->bhn", dout, np.asarray(out, dtype=dt))  # D_i = dO_i · o_i
     if dil > 1:

@@ -31,6 +31,7 @@ ternary ``2`` bits as two planes (+ scale), k-bit ``64/(64//k)`` bits (``k`` whe
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numba
 import numpy as np
@@ -93,6 +94,39 @@ def _no_autovectorize():
 
 _SIG_GEMM = "int32[:, ::1](uint64[:, ::1], uint64[:, ::1], int64)"
 _SIG_TGEMM = "int32[:, ::1](uint64[:, ::1], uint64[:, ::1], uint64[:, ::1], uint64[:, ::1])"
+
+
+class _CompiledOnFirstCall:
+    """``njit(signature, cache=True, parallel=True)(py_func)`` under :func:`_no_autovectorize`,
+    compiled (or loaded from Numba's cache) on the first call rather than at import.
+
+    Compiling or cache-loading a ``parallel=True`` function starts Numba's threading layer
+    (the cache reloader of a parfor calls ``_launch_threads``), so the eager
+    ``njit(signature)`` these kernels need (the vectoriser flags are read at compile time) used
+    to start the thread pool — GNU OpenMP by default — as a side effect of
+    ``import refimpl.kernels.bitpack``. Now importing starts no threads.
+    """
+
+    def __init__(self, py_func, signature):
+        self.py_func = py_func
+        self._signature = signature
+        self._fn = None
+        self._lock = threading.Lock()
+        self.__name__ = py_func.__name__
+        self.__doc__ = py_func.__doc__
+
+    def compiled(self):
+        """The compiled dispatcher (compiling it if needed)."""
+        if self._fn is None:
+            with self._lock:
+                if self._fn is None:
+                    with _no_autovectorize():
+                        self._fn = numba.njit(self._signature, cache=True,
+                                              parallel=True)(self.py_func)
+        return self._fn
+
+    def __call__(self, *args):
+        return (self._fn or self.compiled())(*args)
 
 
 # ------------------------------------------------------------------ packing
@@ -351,8 +385,7 @@ def _binary_gemm_py(Ap, Bp, K):
     return out
 
 
-with _no_autovectorize():
-    _binary_gemm_tiled = numba.njit(_SIG_GEMM, cache=True, parallel=True)(_binary_gemm_py)
+_binary_gemm_tiled = _CompiledOnFirstCall(_binary_gemm_py, _SIG_GEMM)
 
 
 # ------------------------------------------------------------------ binary GEMM, table kernel
@@ -713,8 +746,7 @@ def _ternary_gemm_py(Anz, As, Bnz, Bs):
     return out
 
 
-with _no_autovectorize():
-    _ternary_gemm_numba = numba.njit(_SIG_TGEMM, cache=True, parallel=True)(_ternary_gemm_py)
+_ternary_gemm_numba = _CompiledOnFirstCall(_ternary_gemm_py, _SIG_TGEMM)
 
 
 def ternary_gemm(A_planes, B_planes, backend: str | None = None) -> np.ndarray:

@@ -39,6 +39,7 @@ import numba
 import numpy as np
 
 from refimpl.kernels._backend import dispatch
+from refimpl.kernels.sparse import frozen_copy
 from refimpl.utils import check_array, check_int
 
 __all__ = ["BSRMatrix", "bsr_from_dense", "bsr_matmat", "BBSMatrix", "bbs_from_dense",
@@ -53,6 +54,14 @@ def _float(W):
     return W
 
 
+def _check_shape(shape) -> tuple[int, int]:
+    if not isinstance(shape, tuple) or len(shape) != 2 or not all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
+            for s in shape):
+        raise ValueError(f"shape must be a tuple of two positive ints, got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
 # ----------------------------------------------------------------------------------------------
 # BSR
 # ----------------------------------------------------------------------------------------------
@@ -63,15 +72,63 @@ class BSRMatrix:
     Attributes
     ----------
     indptr : ndarray of shape (n_rows // bh + 1,), int64
+        Non-decreasing from 0 to ``nnzb``.
     indices : ndarray of shape (nnzb,), uint32
-    blocks : ndarray of shape (nnzb, bh, bw)
+        Block-column of each block, in ``[0, n_cols // bw)``.
+    blocks : ndarray of shape (nnzb, bh, bw), float32 or float64
+        Finite values; ``bh`` and ``bw`` divide ``shape``.
     shape : (int, int)
+
+    Notes
+    -----
+    The constructor validates every field once, on private copies stored **read-only** (as
+    :class:`refimpl.kernels.sparse.CSRMatrix`): the kernels do no bounds checks, so changing
+    ``indptr`` or ``indices`` afterwards could make them read out of bounds; assigning into
+    them raises ``ValueError``. The caller's arrays are copied, never frozen. A block-column
+    repeated within a block-row means the sum of the blocks (the kernels and :meth:`to_dense`
+    add them).
     """
 
     indptr: np.ndarray
     indices: np.ndarray
     blocks: np.ndarray
     shape: tuple
+
+    def __post_init__(self):
+        n_rows, n_cols = _check_shape(self.shape)
+        object.__setattr__(self, "shape", (n_rows, n_cols))
+        blocks = np.asarray(self.blocks)
+        if blocks.dtype not in (np.float32, np.float64):
+            raise TypeError(f"blocks must be float32 or float64, got {blocks.dtype}")
+        if blocks.ndim != 3 or blocks.shape[1] < 1 or blocks.shape[2] < 1:
+            raise ValueError(f"blocks must have shape (nnzb, bh, bw) with bh, bw >= 1, got "
+                             f"{blocks.shape}")
+        nnzb, bh, bw = blocks.shape
+        if n_rows % bh or n_cols % bw:
+            raise ValueError(f"the block size ({bh}, {bw}) of blocks must divide shape "
+                             f"{(n_rows, n_cols)}")
+        nbr, nbc = n_rows // bh, n_cols // bw
+        indptr = np.asarray(self.indptr)
+        indices = np.asarray(self.indices)
+        if indptr.ndim != 1 or indptr.shape[0] != nbr + 1 or indptr.dtype.kind not in "iu":
+            raise ValueError(f"indptr must be an integer array of shape ({nbr + 1},), got "
+                             f"{indptr.dtype} of shape {indptr.shape}")
+        if indptr[0] != 0 or indptr[-1] != nnzb or np.any(np.diff(indptr) < 0):
+            raise ValueError(f"indptr must be non-decreasing from 0 to nnzb={nnzb}, got "
+                             f"indptr[0]={indptr[0]}, indptr[-1]={indptr[-1]}")
+        if indices.dtype.kind not in "iu":
+            raise TypeError(f"indices must be an integer array, got {indices.dtype}")
+        if indices.shape != (nnzb,):
+            raise ValueError(f"indices must have shape ({nnzb},) (one block-column per block), "
+                             f"got {indices.shape}")
+        if nnzb and (indices.min() < 0 or indices.max() >= nbc):
+            raise ValueError(f"indices must lie in [0, {nbc}) (block-columns), got range "
+                             f"[{indices.min()}, {indices.max()}]")
+        if blocks.size and not np.isfinite(blocks).all():
+            raise ValueError("blocks contains NaN or inf")
+        object.__setattr__(self, "indptr", frozen_copy(indptr, np.int64))
+        object.__setattr__(self, "indices", frozen_copy(indices, np.uint32))
+        object.__setattr__(self, "blocks", frozen_copy(blocks, blocks.dtype))
 
     @property
     def blocksize(self) -> tuple[int, int]:
@@ -91,12 +148,13 @@ class BSRMatrix:
         return self.blocks.dtype
 
     def to_dense(self) -> np.ndarray:
+        """The dense matrix (repeated block-columns summed, as the kernels do)."""
         bh, bw = self.blocksize
         out = np.zeros(self.shape, dtype=self.blocks.dtype)
         for r in range(self.shape[0] // bh):
             for p in range(self.indptr[r], self.indptr[r + 1]):
                 c = int(self.indices[p])
-                out[r * bh:(r + 1) * bh, c * bw:(c + 1) * bw] = self.blocks[p]
+                out[r * bh:(r + 1) * bh, c * bw:(c + 1) * bw] += self.blocks[p]
         return out
 
     def __matmul__(self, other):
@@ -263,17 +321,53 @@ class BBSMatrix:
 
     Attributes
     ----------
-    values : ndarray of shape (n_rows, n_banks, k)
+    values : ndarray of shape (n_rows, n_banks, k), float32 or float64
+        Finite.
     offsets : ndarray of shape (n_rows, n_banks, k), uint16
         Column of each value within its bank, in ``[0, bank_size)``.
     bank_size : int
+        In ``[1, 65535]``; ``n_cols = n_banks * bank_size``.
     shape : (int, int)
+
+    Notes
+    -----
+    Validated once by the constructor and stored as private read-only copies (see
+    :class:`BSRMatrix`); the kernels do no bounds checks on ``offsets``. An offset repeated
+    within a bank means the sum of its values (the kernels and :meth:`to_dense` add them).
     """
 
     values: np.ndarray
     offsets: np.ndarray
     bank_size: int
     shape: tuple
+
+    def __post_init__(self):
+        n_rows, n_cols = _check_shape(self.shape)
+        object.__setattr__(self, "shape", (n_rows, n_cols))
+        bank_size = check_int(self.bank_size, "bank_size", 1, 65535)
+        object.__setattr__(self, "bank_size", bank_size)
+        if n_cols % bank_size:
+            raise ValueError(f"bank_size={bank_size} must divide the number of columns {n_cols}")
+        values = np.asarray(self.values)
+        offsets = np.asarray(self.offsets)
+        if values.dtype not in (np.float32, np.float64):
+            raise TypeError(f"values must be float32 or float64, got {values.dtype}")
+        n_banks = n_cols // bank_size
+        if values.ndim != 3 or values.shape[:2] != (n_rows, n_banks):
+            raise ValueError(f"values must have shape ({n_rows}, {n_banks}, k), got "
+                             f"{values.shape}")
+        if offsets.dtype.kind not in "iu":
+            raise TypeError(f"offsets must be an integer array, got {offsets.dtype}")
+        if offsets.shape != values.shape:
+            raise ValueError(f"offsets must have the shape of values {values.shape}, got "
+                             f"{offsets.shape}")
+        if offsets.size and (offsets.min() < 0 or offsets.max() >= bank_size):
+            raise ValueError(f"offsets must lie in [0, bank_size={bank_size}), got range "
+                             f"[{offsets.min()}, {offsets.max()}]")
+        if values.size and not np.isfinite(values).all():
+            raise ValueError("values contains NaN or inf")
+        object.__setattr__(self, "values", frozen_copy(values, values.dtype))
+        object.__setattr__(self, "offsets", frozen_copy(offsets, np.uint16))
 
     @property
     def k(self) -> int:
@@ -292,7 +386,8 @@ class BBSMatrix:
         cols = (np.arange(n_banks)[None, :, None] * self.bank_size
                 + self.offsets.astype(np.int64))  # (rows, banks, k)
         out = np.zeros(self.shape, dtype=self.values.dtype)
-        np.put_along_axis(out, cols.reshape(n_rows, -1), self.values.reshape(n_rows, -1), 1)
+        rows = np.broadcast_to(np.arange(n_rows)[:, None, None], cols.shape)
+        np.add.at(out, (rows, cols), self.values)  # repeated offsets add up, as in the kernels
         return out
 
     def bits(self, value_bits: int = 32) -> int:

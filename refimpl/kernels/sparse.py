@@ -64,11 +64,21 @@ import numpy as np
 from refimpl.kernels._backend import dispatch
 from refimpl.utils import check_array, check_float
 
-__all__ = ["CSRMatrix", "index_dtype", "csr_from_dense", "csr_matvec", "csr_matmat", "dense_x_csr_T"]
+__all__ = ["CSRMatrix", "index_dtype", "frozen_copy", "csr_from_dense", "csr_matvec", "csr_matmat",
+           "dense_x_csr_T"]
 
 #: Below this many multiply-adds the serial Numba kernel is used: spawning the ``prange``
 #: threads costs a few microseconds, more than a small product takes.
 PARALLEL_MIN_WORK = 1 << 16
+
+
+def frozen_copy(a: np.ndarray, dtype) -> np.ndarray:
+    """A C-contiguous copy of ``a`` in ``dtype`` that cannot be written: a view of a read-only
+    base, so neither item assignment nor ``setflags(write=True)`` is allowed (numpy refuses to
+    make a view writeable when its base is not). Never shares memory with ``a``."""
+    base = np.array(a, dtype=dtype, order="C", copy=True)
+    base.setflags(write=False)
+    return base.view()
 
 
 def index_dtype(n_cols: int) -> np.dtype:
@@ -97,8 +107,14 @@ class CSRMatrix:
     Notes
     -----
     The constructor validates everything (monotone ``indptr``, column range, finite data) once,
-    so the kernels need not repeat it on every call. Build one from a dense matrix with
-    :func:`csr_from_dense`. Instances are treated as immutable.
+    on private copies of the given arrays, and stores those copies **read-only** (views of a
+    read-only base, so ``setflags(write=True)`` is refused too): the kernels rely on the
+    validation and do no bounds checks, so an ``indptr`` or ``indices`` changed afterwards
+    could make them read out of bounds. Assigning into ``A.indptr[...]`` raises ``ValueError``;
+    the caller's arrays are copied, never frozen or modified. Build a new matrix to change one.
+    Duplicate ``(row, column)`` entries are allowed and mean their sum, as in SciPy (the
+    kernels and :meth:`to_dense` sum them). Build one from a dense matrix with
+    :func:`csr_from_dense`.
     """
 
     indptr: np.ndarray
@@ -136,9 +152,11 @@ class CSRMatrix:
                              f"[{indices.min()}, {indices.max()}]")
         if nnz and not np.all(np.isfinite(data)):
             raise ValueError("data contains NaN or inf")
-        object.__setattr__(self, "indptr", np.ascontiguousarray(indptr, dtype=np.int64))
-        object.__setattr__(self, "indices", np.ascontiguousarray(indices, dtype=index_dtype(n_cols)))
-        object.__setattr__(self, "data", np.ascontiguousarray(data))
+        # validated values, now private read-only copies (the range checks above make the
+        # casts exact)
+        object.__setattr__(self, "indptr", frozen_copy(indptr, np.int64))
+        object.__setattr__(self, "indices", frozen_copy(indices, index_dtype(n_cols)))
+        object.__setattr__(self, "data", frozen_copy(data, data.dtype))
 
     @property
     def nnz(self) -> int:
@@ -160,10 +178,11 @@ class CSRMatrix:
         return 1.0 - self.density
 
     def to_dense(self) -> np.ndarray:
-        """The dense matrix, ndarray of shape ``(n_rows, n_cols)`` and dtype ``data.dtype``."""
+        """The dense matrix, ndarray of shape ``(n_rows, n_cols)`` and dtype ``data.dtype``
+        (duplicate entries summed, like ``scipy.sparse.csr_matrix(...).toarray()``)."""
         out = np.zeros(self.shape, dtype=self.data.dtype)
         rows = np.repeat(np.arange(self.shape[0]), np.diff(self.indptr))  # (nnz,)
-        out[rows, self.indices] = self.data
+        np.add.at(out, (rows, self.indices), self.data)  # duplicates add up, as in SciPy
         return out
 
     def to_scipy(self):

@@ -13,6 +13,9 @@ matching ``W.reshape(m_1, ..., m_d, n_1, ..., n_d)``.
 ``Y = X @ W.T`` for ``X`` of shape ``(B, N)`` is computed right to left: the running tensor has
 shape ``(B, n_1..n_k, r_k, m_{k+1}..m_d)`` and step ``k`` contracts ``n_k`` and ``r_k`` with
 ``G_k``, costing ``B · (∏_{j<k} n_j) · r_{k-1} m_k n_k r_k · (∏_{j>k} m_j)`` multiply-adds.
+
+The public functions (both backends) refuse NaN/inf in ``X`` or a core with a ``ValueError``
+naming it (``X``, ``cores[k]``), like the :mod:`refimpl.decomposition` wrappers.
 """
 
 from __future__ import annotations
@@ -49,6 +52,20 @@ def validate_tt_matrix_cores(cores, name: str = "cores"):
     return tuple(ms), tuple(ns), tuple(ranks)
 
 
+def _check_real_finite(a: np.ndarray, name: str) -> None:
+    """The kernels' NaN policy: public entry points refuse non-finite (and non-numeric or
+    complex) inputs with an error naming the argument, in both backends; one O(size) pass."""
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def _check_cores_finite(cores) -> None:
+    for k, G in enumerate(cores):
+        _check_real_finite(np.asarray(G), f"cores[{k}]")
+
+
 def _prep(cores, X):
     ms, ns, _ = validate_tt_matrix_cores(cores)
     X = np.asarray(X)
@@ -57,6 +74,8 @@ def _prep(cores, X):
     N = int(np.prod(ns))
     if X.shape[-1] != N:
         raise ValueError(f"X must have last dimension N = prod(n) = {N}, got {X.shape}")
+    _check_real_finite(X, "X")
+    _check_cores_finite(cores)
     dtype = np.result_type(X.dtype, *[np.asarray(G).dtype for G in cores], np.float32)
     return ms, ns, X, dtype
 
@@ -146,6 +165,13 @@ def tt_matmul(cores, X, backend: str | None = None):
     ndarray of shape (B, M) or (M,)
         In the common dtype of ``X`` and the cores (at least float32).
 
+    Raises
+    ------
+    ValueError
+        ``X`` or a core contains NaN or inf (named: ``X``, ``cores[k]``), or shapes mismatch.
+    TypeError
+        ``X`` or a core is complex or not numeric.
+
     References
     ----------
     .. [1] A. Novikov, D. Podoprikhin, A. Osokin, D. Vetrov, "Tensorizing Neural Networks",
@@ -163,6 +189,7 @@ def _prep_lookup(cores, idx):
     V = int(np.prod(vs))
     if idx.size and (idx.min() < 0 or idx.max() >= V):
         raise ValueError(f"idx must be in [0, {V}), got range [{idx.min()}, {idx.max()}]")
+    _check_cores_finite(cores)
     dtype = np.result_type(*[np.asarray(G).dtype for G in cores], np.float32)
     # mixed-radix digits, i_1 slowest: (n_idx, d)
     digits = np.zeros((idx.size, len(vs)), dtype=np.int64)
@@ -259,6 +286,11 @@ def tt_embedding_lookup(cores, idx, backend: str | None = None):
     Returns
     -------
     ndarray of shape idx.shape + (D,)
+
+    Raises
+    ------
+    ValueError
+        A core contains NaN or inf (named ``cores[k]``), or ``idx`` is out of range.
 
     References
     ----------

@@ -116,6 +116,39 @@ def test_bad_input(backend):
         sliding_window_attention_bwd(out, Q, K, V, out, lse[..., :5], 2, backend=backend)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nonfinite_inputs_are_refused_naming_the_argument(backend, bad):
+    # forward and backward refuse NaN/inf in every array argument, naming it; lse may be -inf
+    # (a row without keys) but not NaN or +inf
+    rng = np.random.default_rng(6)
+    Q, K, V = _qkv(rng, n=12)
+    keep = np.ones((2, 1, 12), dtype=bool)
+    keep[0, :, :5] = False  # rows 0..1 (window 2) see only padding: lse = -inf there
+    out, lse = sliding_window_attention_fwd(Q, K, V, 2, key_keep=keep, backend=backend)
+    assert np.isneginf(lse).any()
+    dout = rng.standard_normal(out.shape)
+    sliding_window_attention_bwd(dout, Q, K, V, out, lse, 2, key_keep=keep, backend=backend)
+    for i, name in enumerate(("Q", "K", "V")):
+        args = [Q.copy(), K.copy(), V.copy()]
+        args[i][1, 0, 7, 1] = bad
+        with pytest.raises(ValueError, match=f"^{name} contains NaN or inf$"):
+            sliding_window_attention_fwd(*args, 2, backend=backend)
+        with pytest.raises(ValueError, match=f"^{name} contains NaN or inf$"):
+            sliding_window_attention_bwd(dout, *args, out, lse, 2, backend=backend)
+    for name in ("dout", "out"):
+        arrs = {"dout": dout.copy(), "out": out.copy()}
+        arrs[name][0, 1, 3, 0] = bad
+        with pytest.raises(ValueError, match=f"^{name} contains NaN or inf$"):
+            sliding_window_attention_bwd(arrs["dout"], Q, K, V, arrs["out"], lse, 2,
+                                         key_keep=keep, backend=backend)
+    for v in (np.nan, np.inf):
+        lb = lse.copy()
+        lb[1, 1, 4] = v
+        with pytest.raises(ValueError, match="^lse contains NaN or \\+inf"):
+            sliding_window_attention_bwd(dout, Q, K, V, out, lb, 2, key_keep=keep,
+                                         backend=backend)
+
+
 def test_memory_never_n_squared(backend):
     # n = 2048: one float64 n × n matrix is 33.6 MB; forward + backward must stay far below
     rng = np.random.default_rng(6)

@@ -97,14 +97,40 @@ def test_sliding_window_wide_score_range(backend, dtype, tol):
     _close(out, ref, tol)
 
 
-def test_sliding_window_nan_propagates(backend):
-    # a NaN key poisons exactly the rows whose window holds it (as in dense attention)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_nonfinite_inputs_are_refused_naming_the_argument(backend, bad, which):
+    # one policy for every public attention kernel, both backends: NaN/inf in an input is a
+    # ValueError naming it (the chapter wrappers refuse NaN too); nothing is computed
     rng = np.random.default_rng(10)
-    Q, K, V = _qkv(rng, B=1, H=1, n=300, d=8, dv=4, dtype=np.float32)
-    K[0, 0, 150, 2] = np.nan
-    out = sliding_window_attention(Q, K, V, 20, backend=backend)
-    bad = np.isnan(out[0, 0]).any(axis=-1)
-    assert np.array_equal(np.nonzero(bad)[0], np.arange(140, 161))
+    Q, K, V = _qkv(rng, B=1, H=1, n=40, d=8, dv=4, dtype=np.float32)
+    args = [Q.copy(), K.copy(), V.copy()]
+    args[which][0, 0, 17, 2] = bad
+    name = ("Q", "K", "V")[which]
+    with pytest.raises(ValueError, match=f"^{name} contains NaN or inf$"):
+        sliding_window_attention(*args, 10, backend=backend)
+    with pytest.raises(ValueError, match=f"^{name} contains NaN or inf$"):
+        sliding_window_attention(*args, 10, 2, (3,), backend=backend)
+    with pytest.raises(ValueError, match=f"^{name} contains NaN or inf$"):
+        block_sparse_attention(*args, np.ones((8, 8), bool), 5, backend=backend)
+    phi = [elu_feature_map(Q), elu_feature_map(K), V.copy()]
+    phi[which][0, 0, 17, 2] = abs(bad)  # +inf / NaN: non-negative feature maps stay so
+    with pytest.raises(ValueError, match=f"^{('phiQ', 'phiK', 'V')[which]} contains NaN or inf$"):
+        causal_linear_attention(*phi, backend=backend)
+    # the finite inputs still run, on the requested backend (checked by the fixture)
+    out = sliding_window_attention(Q, K, V, 10, backend=backend)
+    assert np.isfinite(out).all()
+
+
+def test_causal_linear_eps_must_be_finite_non_negative(backend):
+    rng = np.random.default_rng(11)
+    Q, K, V = _qkv(rng, n=8)
+    fQ, fK = elu_feature_map(Q), elu_feature_map(K)
+    for eps in (np.nan, np.inf, -1e-6, "1e-6", True):
+        with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+            causal_linear_attention(fQ, fK, V, eps=eps, backend=backend)
+    out = causal_linear_attention(fQ, fK, V, eps=0.0, backend=backend)
+    _close(out, linear_attention_quadratic(Q, K, V, causal=True, eps=0.0), 1e-11)
 
 
 def test_sliding_window_vs_torch_band_mask(backend, torch):

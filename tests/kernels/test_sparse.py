@@ -308,3 +308,53 @@ def test_round_trip_and_products_hypothesis(n_rows, n_cols, sparsity, seed, f32)
     # the two backends agree to rounding
     assert_close(csr_matvec(A, x, backend="numba"), csr_matvec(A, x, backend="numpy"),
                  **TOL[dtype], what="numba vs numpy")
+
+
+# ------------------------------------------------------------------- immutability, duplicates
+def test_stored_arrays_are_read_only_private_copies(backend):
+    # the kernels trust the one-time validation (no bounds checks): the validated arrays can
+    # not be changed afterwards, and the caller's arrays are copied, not frozen
+    indptr = np.array([0, 2, 3], dtype=np.int64)
+    indices = np.array([0, 2, 1], dtype=np.uint16)  # already the stored dtype: still copied
+    data = np.array([1.0, 2.0, 3.0])
+    A = CSRMatrix(indptr, indices, data, (2, 3))
+    for name in ("indptr", "indices", "data"):
+        arr = getattr(A, name)
+        with pytest.raises(ValueError, match="read-only"):
+            arr[...] = 0
+        with pytest.raises(ValueError, match="read-only"):
+            arr[0] = 7
+        with pytest.raises(ValueError):  # nor can the flag be turned back on
+            arr.setflags(write=True)
+    with pytest.raises(ValueError, match="read-only"):
+        A.indptr[1] = 10**9  # the change that made the Numba kernel segfault
+    for mine, stored in ((indptr, A.indptr), (indices, A.indices), (data, A.data)):
+        assert mine.flags.writeable and not np.shares_memory(mine, stored)
+    indices[0] = 2  # the caller's arrays stay the caller's: A does not change
+    data[0] = 100.0
+    np.testing.assert_array_equal(A.to_dense(), [[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]])
+    np.testing.assert_array_equal(csr_matvec(A, np.array([1.0, 10.0, 100.0]), backend=backend),
+                                  [201.0, 30.0])
+    B = csr_from_dense(np.eye(3))
+    assert not (B.indptr.flags.writeable or B.indices.flags.writeable or B.data.flags.writeable)
+
+
+@pytest.mark.parametrize("bad", [[0, 3], [-1, 0], [0, 70000]])
+def test_out_of_range_indices_are_refused_naming_indices(bad):
+    with pytest.raises(ValueError, match=r"^indices must lie in \[0, 3\)"):
+        CSRMatrix(np.array([0, 1, 2]), np.array(bad), np.array([1.0, 2.0]), (2, 3))
+
+
+def test_to_dense_sums_duplicates_like_scipy_and_the_kernels(backend):
+    # row 0 stores column 1 three times, row 2 column 0 twice: the entry is the sum
+    indptr = np.array([0, 4, 4, 7])
+    indices = np.array([1, 3, 1, 1, 0, 2, 0])
+    data = np.array([1.0, 2.0, 0.25, -4.0, 8.0, 16.0, 0.5])
+    A = CSRMatrix(indptr, indices, data, (3, 4))
+    ref = sp.csr_matrix((data, indices, indptr), shape=(3, 4)).toarray()
+    np.testing.assert_array_equal(ref[0], [0.0, -2.75, 0.0, 2.0])  # the sum, not the last
+    np.testing.assert_array_equal(A.to_dense(), ref)
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    np.testing.assert_array_equal(csr_matvec(A, x, backend=backend), ref @ x)  # exact here
+    X = np.stack([x, -x], axis=1)
+    np.testing.assert_array_equal(csr_matmat(A, X, backend=backend), ref @ X)

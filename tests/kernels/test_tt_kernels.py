@@ -64,3 +64,26 @@ def test_kernel_bad_input(backend):
     with pytest.raises(ValueError, match=r"cores\[1\]"):
         tt_matmul([cores[0], cores[1][:1]], np.ones(6), backend=backend)
     tt_matmul(cores, np.ones(6), backend=backend)  # a kernel ran on this backend
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_inputs_are_refused_naming_the_argument(backend, bad):
+    # the kernels' NaN policy (as the decomposition wrappers): ValueError naming X or cores[k]
+    rng = np.random.default_rng(2)
+    cores = _cores((2, 3), (3, 2), 2, rng)
+    X = rng.standard_normal((2, 6))
+    Xb = X.copy()
+    Xb[1, 4] = bad
+    with pytest.raises(ValueError, match=r"^X contains NaN or inf$"):
+        tt_matmul(cores, Xb, backend=backend)
+    for k in range(2):
+        cb = [c.copy() for c in cores]
+        cb[k].flat[3] = bad
+        with pytest.raises(ValueError, match=rf"^cores\[{k}\] contains NaN or inf$"):
+            tt_matmul(cb, X, backend=backend)
+        with pytest.raises(ValueError, match=rf"^cores\[{k}\] contains NaN or inf$"):
+            tt_embedding_lookup(cb, np.array([0, 5]), backend=backend)
+    with pytest.raises(TypeError, match="X must be a real numeric array"):
+        tt_matmul(cores, X.astype(complex), backend=backend)
+    Y = tt_matmul(cores, X, backend=backend)  # finite inputs still run on this backend
+    np.testing.assert_allclose(Y, X @ tt_matrix_to_full(cores).T, atol=1e-12)
