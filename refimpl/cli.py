@@ -51,7 +51,9 @@ def _cmd_equations(args) -> int:
     rows = check.coverage()
     results: dict = {}
     if args.run:
-        for entry in check.registered("equation"):
+        from refimpl.utils import progress_bar
+
+        for entry in progress_bar(check.registered("equation"), desc="equation checks"):
             results[entry.key] = _run_entry(check, entry.key, quick=True)
     print(f"{'Eq.':>5}  {'§':<7} {'status':<10} {'checks':<40} functions")
     n_registered = n_passed = n_failed = 0
@@ -148,7 +150,12 @@ def _cmd_check(args) -> int:
             return _fail("check", str(err))
     else:
         keys = [e.key for e in check.registered(args.kind)]
-    results = [_run_entry(check, k, quick) for k in keys]
+    from refimpl.utils import progress_bar
+
+    # a bar on a terminal for long runs (stderr; off under REFIMPL_PROGRESS=0)
+    results = [_run_entry(check, k, quick)
+               for k in progress_bar(keys, desc="checks", progress=None if len(keys) > 3
+                                     else False)]
     for r in results:
         print(r.line())
     n_bad = sum(not r.passed for r in results)
@@ -239,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "table and write tour.csv, tour.md and tour.png to --out.",
         help_hook=_fill_methods_help)
     t.add_argument("--quick", action="store_true",
-                   help="small sizes: about 15-30 s on 2 cores instead of about 2 minutes")
+                   help="small networks and data: 15-30 s on 2 cores instead of 2-3 minutes; "
+                        "writes to refimpl_out/quick unless --out is given")
     t.add_argument("--task", default="sentiment", choices=tour_tasks(),
                    help="the embedded classification task (default: %(default)s)")
     t.add_argument("--methods", nargs="+", default=None, metavar="METHOD",

@@ -61,3 +61,52 @@ def test_readme_has_exactly_two_setup_commands_and_the_tour():
 def test_cross_check_env_var_is_what_conftest_reads():
     conftest = (ROOT / "tests" / "conftest.py").read_text(encoding="utf-8")
     assert "REFIMPL_REQUIRE_CROSSCHECKS" in conftest
+
+
+# ------------------------------------------------------------- the README matches the code
+def _links(text: str) -> list[str]:
+    return [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t
+            and not t.startswith("#")]
+
+
+def test_readme_lists_every_chapter_notebook():
+    notebooks = sorted(p.name for p in (ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+    assert len(notebooks) >= 7
+    for name in notebooks:
+        assert f"`chapters/{name}`" in README, f"README's chapter table misses {name}"
+
+
+def test_readme_and_docs_point_only_at_files_in_the_repository():
+    docs = sorted((ROOT / "docs").glob("*.md"))
+    assert {p.name for p in docs} >= {"architecture.md", "style.md", "notation.md",
+                                      "equations.md"}
+    for path in [ROOT / "README.md", *docs]:
+        text = path.read_text(encoding="utf-8")
+        assert "shared/" not in text, f"{path.name} points outside the repository (shared/)"
+        for link in _links(text):
+            target = (path.parent / link.split("#")[0]).resolve()
+            assert target.exists(), f"{path.name} links to a missing file: {link}"
+
+
+def test_equation_index_covers_1_to_69():
+    text = (ROOT / "docs" / "equations.md").read_text(encoding="utf-8")
+    covered = set()
+    for first, last in re.findall(r"^\| (\d+)(?:–(\d+))? \|", text, flags=re.M):
+        covered.update(range(int(first), int(last or first) + 1))
+    assert covered == set(range(1, 70))
+
+
+def test_readme_does_not_call_implemented_chapters_planned():
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `refimpl\.(\w+)` \| [^|]* \| "
+                                                        r"(.*) \|$", README, flags=re.M)}
+    for pkg in ("distillation", "sharing"):
+        assert rows[pkg] != "" and not rows[pkg].endswith("(planned)"), rows[pkg]
+        assert (ROOT / "refimpl" / pkg / "checks.py").exists()
+    assert "Eq. 57" in rows["distillation"] and "Eqs. 60–61" in rows["sharing"]
+
+
+def test_readme_explains_exercises_outputs_and_times():
+    assert "### BEGIN SOLUTION" in README and "### END SOLUTION" in README
+    assert "refimpl_out/full/" in README and "refimpl_out/quick/" in README
+    assert re.search(r"tour takes\s+\d+–\d+\s+minutes", README)
+    assert re.search(r"--quick`[^)]*\d+–\d+\s+seconds", README)
