@@ -7,6 +7,7 @@ import csv
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -250,10 +251,37 @@ def test_headless_kernel_prints_no_transport_warnings(tmp_path, capfd):
     assert "WARNING" not in err and "without encryption" not in err, err
     assert "frozen modules" not in err.lower(), err
     assert err == "", err
-    km = chapters_mod.kernel_manager()
+    km = chapters_mod.quiet_kernel_manager_class()(kernel_name="python3")
     if sys.version_info >= (3, 11):
         assert "-Xfrozen_modules=off" in km.kernel_spec.argv
     assert km.transport_encryption == "auto" or km.transport == "ipc"
+
+
+def test_headless_kernel_is_shut_down_after_the_run(tmp_path):
+    """nbclient owns the quiet manager, so no kernel outlives its notebook."""
+    import os
+
+    import nbclient
+    import nbformat
+
+    _write_notebook(tmp_path / "01_pid.ipynb", ["import os\nprint(os.getpid())"])
+    nb = nbformat.read(tmp_path / "01_pid.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            kernel_manager_class=chapters_mod.quiet_kernel_manager_class()
+                            ).execute()
+    pid = int(nb.cells[0].outputs[0]["text"])
+
+    def alive():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.time() + 10
+    while alive() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(), f"kernel {pid} still running after the notebook finished"
 
 
 # --------------------------------------------------------------------------------- bench

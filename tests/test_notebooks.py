@@ -4,7 +4,8 @@ every notebook is committed stripped of outputs.
 Notebooks run with nbclient on the ``python3`` kernel, in ``chapters/`` as the working
 directory, with ``REFIMPL_QUICK=1`` (small sizes), ``REFIMPL_PROGRESS=0`` and
 ``MPLBACKEND=Agg``, on the quiet kernel manager of ``refimpl chapters``
-(:func:`refimpl.compare.chapters.kernel_manager`: no Jupyter transport warnings). Every numeric statement in a notebook is a ``refimpl.check`` call that
+(:func:`refimpl.compare.chapters.quiet_kernel_manager_class`: no Jupyter transport
+warnings). Every numeric statement in a notebook is a ``refimpl.check`` call that
 raises when it does not verify, so a cell error is a failed verification: the test shows the
 failing cell's source and traceback. CI additionally runs ``nbstripout --verify``.
 """
@@ -31,13 +32,13 @@ def test_notebook_executes(path, monkeypatch):
     import nbformat
     from nbclient.exceptions import CellExecutionError
 
-    from refimpl.compare.chapters import kernel_manager
+    from refimpl.compare.chapters import quiet_kernel_manager_class
 
     for k, v in NOTEBOOK_ENV.items():
         monkeypatch.setenv(k, v)  # the kernel inherits this process's environment
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, km=kernel_manager(), timeout=TIMEOUT,
-                                     kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=TIMEOUT, kernel_name="python3",
+                                     kernel_manager_class=quiet_kernel_manager_class(),
                                      resources={"metadata": {"path": str(CHAPTERS)}})
     t0 = time.perf_counter()
     try:

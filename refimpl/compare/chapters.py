@@ -10,7 +10,7 @@ modified: executed copies are only rendered to ``chapters/_build/NN_name.html`` 
 Notebook selection: ``refimpl chapters 02`` (number prefix), ``refimpl chapters 02_pruning``
 (file stem) or ``refimpl chapters pruning`` (part of the name); no names runs them all.
 
-The kernel is started by :func:`kernel_manager` (shared with ``tests/test_notebooks.py``), so
+The kernel is started by :func:`quiet_kernel_manager_class` (shared with ``tests/test_notebooks.py``), so
 that a headless run prints nothing from the Jupyter transport: ipykernel ≥ 7 warns "Kernel is
 running over TCP without encryption" on every start unless the manager provisions CurveZMQ
 keys (``transport_encryption="auto"``, which the ``python3`` kernelspec declares it supports)
@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["find_chapters_dir", "select_notebooks", "kernel_manager", "run_notebook", "main"]
+__all__ = ["find_chapters_dir", "select_notebooks", "quiet_kernel_manager_class",
+           "run_notebook", "main"]
 
 
 def find_chapters_dir() -> Path | None:
@@ -61,52 +62,59 @@ def select_notebooks(chapters: Path, names) -> list[Path]:
     return chosen
 
 
-def kernel_manager(kernel_name: str = "python3"):
-    """A quiet ``AsyncKernelManager`` for headless runs with nbclient.
+def quiet_kernel_manager_class():
+    """The ``AsyncKernelManager`` subclass for headless runs: pass it to nbclient as
+    ``NotebookClient(nb, kernel_manager_class=quiet_kernel_manager_class(), ...)`` (nbclient
+    then owns the manager and shuts the kernel down after the run).
 
     * Transport: CurveZMQ keys provisioned by the manager when pyzmq has Curve and the
       kernelspec declares ``supported_encryption: curve`` (ipykernel's does); otherwise the IPC
-      transport on POSIX. Either way the kernel does not print its "running over TCP without
-      encryption" warning, and the channels are private to this user.
+      transport on POSIX, with its sockets in Jupyter's private runtime folder. Either way the
+      kernel does not print its "running over TCP without encryption" warning, and the channels
+      are private to this user.
     * On Python ≥ 3.11 the kernel's interpreter gets ``-Xfrozen_modules=off`` when its
-      kernelspec lacks it, the flag ``ipykernel install`` itself writes, so debugpy's "frozen
-      modules" warning does not appear.
-
-    Returns
-    -------
-    jupyter_client.manager.AsyncKernelManager
-        Pass it as ``nbclient.NotebookClient(nb, km=kernel_manager(), ...)``.
+      kernelspec lacks it — the flag ``ipykernel install`` itself writes — so debugpy's "frozen
+      modules" warning cannot appear.
     """
+    global _QUIET_KM
+    if _QUIET_KM is not None:
+        return _QUIET_KM
     import zmq
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
-    class _Specs(KernelSpecManager):
-        def get_kernel_spec(self, name):
-            spec = super().get_kernel_spec(name)
+    class QuietKernelSpecManager(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            spec = super().get_kernel_spec(kernel_name)
             argv = list(spec.argv)
             if (sys.version_info >= (3, 11) and argv and "python" in Path(argv[0]).name
                     and not any(a.startswith("-Xfrozen_modules") for a in argv)):
                 spec.argv = [argv[0], "-Xfrozen_modules=off", *argv[1:]]
             return spec
 
-    specs = _Specs()
-    spec = specs.get_kernel_spec(kernel_name)
-    declared = spec.metadata.get("supported_encryption") or []
-    declared = [declared] if isinstance(declared, str) else list(declared)
-    if zmq.has("curve") and "curve" in [str(d).lower() for d in declared]:
-        return AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=specs,
-                                  transport_encryption="auto")
-    if os.name == "posix":  # sockets as files in Jupyter's private runtime folder
-        import uuid
+    class QuietKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            kw.setdefault("kernel_spec_manager", QuietKernelSpecManager())
+            super().__init__(**kw)
+            declared = self.kernel_spec.metadata.get("supported_encryption") or []
+            declared = [declared] if isinstance(declared, str) else list(declared)
+            if zmq.has("curve") and "curve" in [str(d).lower() for d in declared]:
+                self.transport_encryption = "auto"
+            elif os.name == "posix":  # sockets as files in Jupyter's private runtime folder
+                import uuid
 
-        from jupyter_core.paths import jupyter_runtime_dir
+                from jupyter_core.paths import jupyter_runtime_dir
 
-        Path(jupyter_runtime_dir()).mkdir(mode=0o700, parents=True, exist_ok=True)
-        ip = str(Path(jupyter_runtime_dir()) / f"refimpl-{uuid.uuid4().hex[:12]}-ipc")
-        return AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=specs,
-                                  transport="ipc", ip=ip)
-    return AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=specs)
+                Path(jupyter_runtime_dir()).mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.transport = "ipc"
+                self.ip = str(Path(jupyter_runtime_dir())
+                              / f"refimpl-{uuid.uuid4().hex[:12]}-ipc")
+
+    _QUIET_KM = QuietKernelManager
+    return _QUIET_KM
+
+
+_QUIET_KM = None
 
 
 def run_notebook(path: Path, timeout: int = 1800, html: bool = False) -> dict:
@@ -116,8 +124,8 @@ def run_notebook(path: Path, timeout: int = 1800, html: bool = False) -> dict:
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, km=kernel_manager(), timeout=timeout,
-                                     kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                     kernel_manager_class=quiet_kernel_manager_class(),
                                      resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
     error = ""
