@@ -7,6 +7,8 @@ is allowed, e.g. ``bits must be an integer in [1, 16], got 0``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 import os
 import sys
@@ -22,6 +24,9 @@ __all__ = [
     "check_fraction",
     "check_choice",
     "check_values",
+    "check_bool",
+    "check_str",
+    "validate_scalars",
     "progress_bar",
 ]
 
@@ -174,6 +179,87 @@ def check_choice(value, name: str, choices: Iterable):
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def check_bool(value, name: str) -> bool:
+    """Validate a flag: ``True``/``False`` (or a NumPy bool), not a string, number or None."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def check_str(value, name: str) -> str:
+    """Validate a string argument (a name or choice)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {value!r}")
+    return value
+
+
+_SCALAR_CHECKS = {
+    "int": check_int,
+    "float": check_float,
+    "bool": check_bool,
+    "str": check_str,
+}
+
+
+def _scalar_kind(param: inspect.Parameter):
+    """``(check, allow_none)`` from a parameter's annotation, or None if it is not a scalar."""
+    ann = param.annotation
+    if ann is inspect.Parameter.empty:
+        return None
+    if not isinstance(ann, str):
+        ann = getattr(ann, "__name__", str(ann))
+    parts = {a.strip() for a in ann.split("|")}
+    allow_none = "None" in parts or param.default is None
+    parts.discard("None")
+    if len(parts) != 1 or next(iter(parts)) not in _SCALAR_CHECKS:
+        return None
+    return _SCALAR_CHECKS[next(iter(parts))], allow_none
+
+
+def validate_scalars(fn):
+    """Decorator: check the scalar arguments of ``fn`` against their annotations.
+
+    Parameters annotated ``int``, ``float``, ``bool`` or ``str`` (optionally ``| None``, or with
+    a ``None`` default) are validated on every call with :func:`check_int`,
+    :func:`check_float` (finite real), :func:`check_bool` or :func:`check_str`, so a string,
+    None, a complex number or NaN given for a number raises a ``TypeError``/``ValueError``
+    naming the argument. Ranges (``bits`` in [1, 16], ``lr > 0``, ...) stay in the function
+    body. Arguments left at their defaults are not checked. Values are passed on unchanged.
+    """
+    sig = inspect.signature(fn)
+    names, checks = [], {}
+    for name, p in sig.parameters.items():
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            names.append(name)
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        kind = _scalar_kind(p)
+        if kind is not None:
+            checks[name] = kind
+    if not checks:
+        return fn
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        for name, value in zip(names, args):
+            if name in checks:
+                _check_scalar(checks[name], value, name)
+        for name, value in kwargs.items():
+            if name in checks:
+                _check_scalar(checks[name], value, name)
+        return fn(*args, **kwargs)
+
+    wrapper.__validated_scalars__ = tuple(checks)
+    return wrapper
+
+
+def _check_scalar(kind, value, name):
+    check, allow_none = kind
+    if value is None and allow_none:
+        return
+    check(value, name)
 
 
 def _range(lo, hi) -> str:

@@ -47,7 +47,7 @@ from refimpl.kernels.attention import (
     check_window,
     sliding_window_attention,
 )
-from refimpl.utils import as_rng, check_array, check_choice, check_float, check_int
+from refimpl.utils import as_rng, check_array, check_choice, check_float, check_int, validate_scalars
 
 __all__ = [
     "star_attention", "star_attention_mask",
@@ -77,6 +77,7 @@ def _attend(q, k, v, scale):
     return np.einsum("...j,...je->...e", _softmax(S), v)
 
 
+@validate_scalars
 def star_attention_mask(n: int) -> np.ndarray:
     """Star-Transformer's satellite pattern over ``[satellites (n); embeddings (n); relay]``.
 
@@ -133,6 +134,7 @@ def _star_satellites(hq, hk, hv, K, V, sk, sv, scale):
     return out[0] if len(out) == 1 else np.concatenate(out, axis=2)
 
 
+@validate_scalars
 def star_attention(Q, K, V, cycles: int = 1, *, return_relay: bool = False):
     """Star-Transformer attention: ring connections plus a shared relay node, Survey §7.2.
 
@@ -196,6 +198,7 @@ def star_attention(Q, K, V, cycles: int = 1, *, return_relay: bool = False):
 
 
 # ------------------------------------------------------------------------------ Linformer
+@validate_scalars
 def linformer_projections(n: int, k: int, *, num_heads: int = 1, num_layers: int = 1,
                           sharing: str = "headwise", rng=None):
     """Linformer's projection matrices ``E_i, F_i`` (``k × n``) with a sharing scheme.
@@ -257,6 +260,7 @@ def _check_proj(E, name, H, n):
     return E
 
 
+@validate_scalars
 def linformer_attention(Q, K, V, E, F=None):
     """Linformer attention with low-rank projections of keys and values, Survey §7.2.
 
@@ -303,6 +307,7 @@ def linformer_attention(Q, K, V, E, F=None):
 
 
 # ------------------------------------------------------------------------------ Sinkhorn
+@validate_scalars
 def sinkhorn_normalize(logits, n_iters: int = 8, temperature: float = 1.0) -> np.ndarray:
     """Log-domain Sinkhorn balancing: alternately normalise rows and columns of
     ``exp(logits / temperature)`` (Tay et al., 2020, Eq. 6; Adams & Zemel, 2011).
@@ -331,6 +336,7 @@ def sinkhorn_normalize(logits, n_iters: int = 8, temperature: float = 1.0) -> np
     return np.exp(L)
 
 
+@validate_scalars
 def sinkhorn_sort_matrix(Q, K, n_blocks: int, *, n_iters: int = 8, temperature: float = 1.0,
                          W_sort=None) -> np.ndarray:
     """The soft block permutation ``S`` of Sparse Sinkhorn attention.
@@ -370,6 +376,7 @@ def sinkhorn_sort_matrix(Q, K, n_blocks: int, *, n_iters: int = 8, temperature: 
     return sinkhorn_normalize(R, n_iters, temperature)
 
 
+@validate_scalars
 def sinkhorn_attention(Q, K, V, n_blocks: int, *, sort_matrix=None, sortcut: int | None = None,
                        n_iters: int = 8, temperature: float = 1.0, W_sort=None):
     """Sparse Sinkhorn attention and SortCut, Survey §7.2 (Tay et al., 2020).
@@ -449,6 +456,7 @@ def sinkhorn_attention(Q, K, V, n_blocks: int, *, sort_matrix=None, sortcut: int
 
 
 # ------------------------------------------------------------------------------ Eq. (69)
+@validate_scalars
 def efficient_attention(Q, K, V):
     """Efficient attention of Shen et al., Survey Eq. (69), §7.2 — the original paper's form.
 
@@ -488,6 +496,7 @@ def efficient_attention(Q, K, V):
     return rho_q @ context  # (B, H, n, d_v)
 
 
+@validate_scalars
 def efficient_attention_quadratic(Q, K, V, *, return_weights: bool = False):
     """The same function as :func:`efficient_attention` evaluated the quadratic way,
     ``(ρ_q(Q) ρ_k(K)ᵀ) V`` with the explicit ``n × m`` matrix (for checking associativity).
@@ -505,6 +514,7 @@ def efficient_attention_quadratic(Q, K, V, *, return_weights: bool = False):
     return (A @ V, A) if return_weights else A @ V
 
 
+@validate_scalars
 def efficient_attention_survey_form(Q, K, V):
     """Survey Eq. (69) *as printed*: :math:`\\mathrm{softmax}_r(Q)\\,
     \\mathrm{softmax}_c(K^TV)` (softmax over the columns of the ``d × d_v`` product).
@@ -521,12 +531,14 @@ def efficient_attention_survey_form(Q, K, V):
 
 
 # ------------------------------------------------------------------------------ linear Transformer
+@validate_scalars
 def elu_feature_map(X) -> np.ndarray:
     """:math:`\\phi(x) = \\mathrm{elu}(x) + 1` (Katharopoulos et al., 2020, Eq. 7): positive."""
     X = np.asarray(X)
     return np.where(X > 0, X + 1.0, np.exp(np.minimum(X, 0.0)))
 
 
+@validate_scalars
 def linear_attention_quadratic(Q, K, V, *, causal: bool = False, eps: float = 1e-6):
     """Linear attention evaluated the quadratic way:
     :math:`o_i=\\sum_j \\phi(q_i)^T\\phi(k_j) v_j / (\\sum_j \\phi(q_i)^T\\phi(k_j)+\\varepsilon)`,
@@ -546,6 +558,7 @@ def linear_attention_quadratic(Q, K, V, *, causal: bool = False, eps: float = 1e
     return (A @ V) / (A.sum(-1, keepdims=True) + eps)
 
 
+@validate_scalars
 def linear_attention(Q, K, V, *, causal: bool = False, eps: float = 1e-6, backend=None):
     """Linear Transformer attention with the ``elu + 1`` feature map, Survey §7.2.
 
@@ -594,6 +607,7 @@ def linear_attention(Q, K, V, *, causal: bool = False, eps: float = 1e-6, backen
 
 
 # ------------------------------------------------------------------------------ Longformer
+@validate_scalars
 def longformer_mask(n: int, window: int, dilation: int = 1, global_idx=()) -> np.ndarray:
     """Longformer's attention pattern as an ``(n, n)`` boolean mask.
 
@@ -616,6 +630,7 @@ def longformer_mask(n: int, window: int, dilation: int = 1, global_idx=()) -> np
     return M
 
 
+@validate_scalars
 def longformer_attention(Q, K, V, window: int, dilation: int = 1, global_idx=(), *,
                          Qg=None, Kg=None, Vg=None, backend=None):
     """Longformer attention: sliding window, dilated window and global tokens, Survey §7.2.

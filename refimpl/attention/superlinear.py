@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from refimpl.attention.dense import check_qkv
-from refimpl.utils import as_rng, check_array, check_choice, check_int
+from refimpl.utils import as_rng, check_array, check_choice, check_int, validate_scalars
 
 __all__ = [
     "blockbert_mask", "blockbert_attention",
@@ -55,6 +55,7 @@ def _check_permutations(permutations, num_heads: int, n_blocks: int) -> np.ndarr
     return P.astype(np.int64)
 
 
+@validate_scalars
 def blockbert_mask(n: int, n_blocks: int, permutations=None, num_heads: int = 1) -> np.ndarray:
     """BlockBERT's block-sparse mask: query block ``i`` sees key block ``π_h(i)``.
 
@@ -86,6 +87,7 @@ def blockbert_mask(n: int, n_blocks: int, permutations=None, num_heads: int = 1)
     return mask[:, None]
 
 
+@validate_scalars
 def blockbert_attention(Q, K, V, n_blocks: int, permutations=None):
     """BlockBERT blockwise attention, Survey §7.1 (Qiu et al., 2020).
 
@@ -150,6 +152,7 @@ def _check_sparse_args(n, pattern, stride, c, component):
     return pattern, stride, c
 
 
+@validate_scalars
 def sparse_transformer_mask(n: int, pattern: str = "strided", stride: int = 8, *, c: int = 1,
                             causal: bool = True, component: int | None = None) -> np.ndarray:
     """The factorised attention pattern of the Sparse Transformer, as an ``(n, n)`` mask.
@@ -196,6 +199,7 @@ def _softmax_concat(parts_S, parts_M):
     return [W / Z for W in Ws]
 
 
+@validate_scalars
 def sparse_transformer_attention(Q, K, V, pattern: str = "strided", stride: int = 8, *,
                                  c: int = 1, causal: bool = True,
                                  component: int | None = None):
@@ -441,6 +445,7 @@ def _check_buckets(n_buckets) -> int:
     return nb
 
 
+@validate_scalars
 def lsh_hash(X, n_buckets: int, rotations) -> np.ndarray:
     """Angular LSH of Reformer: ``h(x) = argmax([xR; -xR])`` for each hash round.
 
@@ -520,6 +525,7 @@ def _lsh_sorted(buckets, n):
     return order, rank
 
 
+@validate_scalars
 def lsh_attention_mask(QK, n_buckets: int, n_hashes: int = 1, chunk_size: int | None = None, *,
                        rng=None, rotations=None) -> np.ndarray:
     """The key set :math:`P_i=\\bigcup_r P_i^{(r)}` that :func:`lsh_attention` attends to.
@@ -557,6 +563,7 @@ def lsh_attention_mask(QK, n_buckets: int, n_hashes: int = 1, chunk_size: int | 
     return M & ~(eye & others)
 
 
+@validate_scalars
 def lsh_attention(QK, V, n_buckets: int, n_hashes: int = 1, chunk_size: int | None = None, *,
                   rng=None, rotations=None, return_buckets: bool = False):
     """Reformer shared-QK LSH attention, Survey §7.1 (Kitaev et al., 2020).

@@ -19,12 +19,13 @@ import numpy as np
 
 from refimpl.nn import Module, Parameter, Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_int
+from refimpl.utils import as_rng, check_array, check_int, validate_scalars
 
 __all__ = ["frequency_partition", "DifferentiatedSoftmax", "dsoftmax_dense_weight",
            "dsoftmax_num_params", "west_factorize", "west_num_params", "block_diag"]
 
 
+@validate_scalars
 def frequency_partition(counts, sizes) -> list[np.ndarray]:
     """Word ids grouped into blocks by descending frequency.
 
@@ -56,6 +57,7 @@ def frequency_partition(counts, sizes) -> list[np.ndarray]:
     return list(np.split(order, np.cumsum(sizes)[:-1]))
 
 
+@validate_scalars
 def dsoftmax_num_params(block_sizes, dims, bias: bool = True) -> int:
     """``Σ_b |V_b| d_b`` (+ V biases) against ``V · Σ_b d_b`` for a full softmax.
 
@@ -95,6 +97,7 @@ class DifferentiatedSoftmax(Module):
        Language Models", arXiv:1512.04906, 2015.
     """
 
+    @validate_scalars
     def __init__(self, partition, dims, rng=None):
         if len(partition) != len(dims) or len(dims) == 0:
             raise ValueError(f"partition and dims must have the same non-zero length, got "
@@ -131,6 +134,7 @@ class DifferentiatedSoftmax(Module):
         return self.V * self.H + self.V
 
 
+@validate_scalars
 def dsoftmax_dense_weight(model: DifferentiatedSoftmax) -> np.ndarray:
     """The block-sparse (V, H) output matrix equivalent to a :class:`DifferentiatedSoftmax`.
 
@@ -142,6 +146,7 @@ def dsoftmax_dense_weight(model: DifferentiatedSoftmax) -> np.ndarray:
     return W
 
 
+@validate_scalars
 def block_diag(blocks) -> np.ndarray:
     """Block-diagonal matrix from a list of 2-d blocks.
 
@@ -159,6 +164,7 @@ def block_diag(blocks) -> np.ndarray:
     return out
 
 
+@validate_scalars
 def west_num_params(V: int, H: int, code_dim: int, n_blocks: int) -> int:
     """``V k + Σ_b k_b H_b = V k + k H / n_blocks`` (equal blocks).
 
@@ -167,6 +173,7 @@ def west_num_params(V: int, H: int, code_dim: int, n_blocks: int) -> int:
     return int(V * code_dim + code_dim * H // n_blocks)
 
 
+@validate_scalars
 def west_factorize(E, code_dim: int, n_blocks: int):
     r"""WEST factorisation (Variani et al. 2019; Survey §6.2): ``E ≈ C D`` with ``D``
     block-diagonal.

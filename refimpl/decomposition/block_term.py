@@ -33,13 +33,14 @@ from refimpl.decomposition.cp_tucker import (
 from refimpl.decomposition.tensor_train import FactorizedRNN, _check_dims
 from refimpl.nn import Module, Parameter, Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_float, check_int
+from refimpl.utils import as_rng, check_array, check_float, check_int, validate_scalars
 
 __all__ = ["btd_als", "btd_to_full", "btd_num_params", "bt_matrix", "bt_matrix_to_full",
            "bt_matrix_num_params", "BTLinear", "BTRNN", "MultiLinearAttention",
            "single_block_attention"]
 
 
+@validate_scalars
 def btd_to_full(cores, factors) -> np.ndarray:
     """``Σ_n G_n ×_1 U_n^(1) … ×_d U_n^(d)``; ``cores[n]`` (R_1..R_d), ``factors[n][k]``
     (n_k, R_k).
@@ -51,6 +52,7 @@ def btd_to_full(cores, factors) -> np.ndarray:
     return sum(tucker_to_full(G, U) for G, U in zip(cores, factors))
 
 
+@validate_scalars
 def btd_num_params(shape, ranks, n_blocks: int) -> int:
     """``N (∏ R_k + Σ n_k R_k)`` stored numbers.
 
@@ -61,6 +63,7 @@ def btd_num_params(shape, ranks, n_blocks: int) -> int:
     return int(n_blocks * (np.prod(ranks) + sum(n * r for n, r in zip(shape, ranks))))
 
 
+@validate_scalars
 def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10,
             method: str = "als", init: str = "greedy", rng=None):
     r"""Block-term decomposition (rank-(R_1..R_d) terms) by block-wise alternating least squares.
@@ -195,6 +198,7 @@ def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10,
 
 
 # ------------------------------------------------------------------ BT matrices / layers
+@validate_scalars
 def bt_matrix(W, row_dims, col_dims, ranks, n_blocks: int, *, n_iter: int = 30):
     r"""BTD of a weight ``W`` (M, N) reshaped as the d-way tensor ``(m_1 n_1, …, m_d n_d)``
     (the same reshape as :func:`refimpl.decomposition.tensor_train.tt_matrix`).
@@ -229,6 +233,7 @@ def bt_matrix(W, row_dims, col_dims, ranks, n_blocks: int, *, n_iter: int = 30):
     return cores, factors, errors
 
 
+@validate_scalars
 def bt_matrix_to_full(cores, factors) -> np.ndarray:
     """Dense ``(∏ m_k, ∏ n_k)`` matrix of BT-layer cores and 3-way factors (m_k, n_k, R_k).
 
@@ -243,6 +248,7 @@ def bt_matrix_to_full(cores, factors) -> np.ndarray:
     return T.transpose(perm).reshape(int(np.prod(ms)), int(np.prod(ns)))
 
 
+@validate_scalars
 def bt_matrix_num_params(row_dims, col_dims, rank: int, n_blocks: int) -> int:
     """Ye et al.'s count ``N (R^d + Σ_k m_k n_k R)``.
 
@@ -284,6 +290,7 @@ class BTLinear(Module):
        Neural Networks with Block-Term Tensor Decomposition", CVPR 2018.
     """
 
+    @validate_scalars
     def __init__(self, in_dims, out_dims, rank: int, n_blocks: int, bias: bool = True,
                  rng=None):
         self.in_dims = _check_dims(in_dims, "in_dims")
@@ -375,6 +382,7 @@ class BTRNN(FactorizedRNN):
        Decomposition", CVPR 2018.
     """
 
+    @validate_scalars
     def __init__(self, in_dims, out_dims, hidden_size: int, rank: int, n_blocks: int,
                  cell: str = "lstm", rng=None):
         if cell not in ("gru", "lstm"):
@@ -385,6 +393,7 @@ class BTRNN(FactorizedRNN):
 
 
 # ------------------------------------------------------------------ multi-linear attention
+@validate_scalars
 def single_block_attention(Q, K, V, g) -> Tensor:
     r"""Tucker single-block attention of Ma et al. (2019), Eq. (7), with a diagonal core:
 
@@ -439,6 +448,7 @@ class MultiLinearAttention(Module):
        Transformer for Language Modeling", NeurIPS 2019.
     """
 
+    @validate_scalars
     def __init__(self, d_model: int, seq_len: int, num_blocks: int, rank: int, rng=None):
         self.d_model = check_int(d_model, "d_model", 1)
         self.seq_len = check_int(seq_len, "seq_len", 1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl.utils import as_rng, check_array, check_float, check_int
+from refimpl.utils import as_rng, check_array, check_float, check_int, validate_scalars
 
 __all__ = ["unfold", "fold", "mode_dot", "khatri_rao", "cp_als", "cp_to_full", "cp_num_params",
            "hosvd", "hooi", "tucker_to_full", "tucker_num_params", "check_tucker_ranks"]
@@ -71,6 +71,7 @@ def _check_tensor(X, name="X"):
     return X
 
 
+@validate_scalars
 def cp_to_full(weights, factors) -> np.ndarray:
     """``Σ_r λ_r a_r^(1) ∘ … ∘ a_r^(d)`` from ``weights`` (R,) and factors ``(n_k, R)``.
 
@@ -85,6 +86,7 @@ def cp_to_full(weights, factors) -> np.ndarray:
     return (factors[0] @ M.T).reshape([A.shape[0] for A in factors])
 
 
+@validate_scalars
 def cp_num_params(shape, rank: int) -> int:
     """``R (Σ n_k + 1)`` (factors plus the weights λ).
 
@@ -93,6 +95,7 @@ def cp_num_params(shape, rank: int) -> int:
     return int(rank * (sum(shape) + 1))
 
 
+@validate_scalars
 def cp_als(X, rank: int, *, n_iter: int = 200, tol: float = 1e-10, init: str = "svd",
            rng=None):
     r"""CP decomposition by alternating least squares.
@@ -181,6 +184,7 @@ def check_tucker_ranks(ranks, shape, name="ranks") -> tuple[int, ...]:
     return tuple(out)
 
 
+@validate_scalars
 def tucker_to_full(core, factors) -> np.ndarray:
     """``G ×_1 U_1 ×_2 … ×_d U_d`` with ``core`` (R_1..R_d) and ``factors`` (n_k, R_k).
 
@@ -192,6 +196,7 @@ def tucker_to_full(core, factors) -> np.ndarray:
     return X
 
 
+@validate_scalars
 def tucker_num_params(shape, ranks) -> int:
     """``∏ R_k + Σ n_k R_k``.
 
@@ -201,6 +206,7 @@ def tucker_num_params(shape, ranks) -> int:
     return int(np.prod(ranks) + sum(n * r for n, r in zip(shape, ranks)))
 
 
+@validate_scalars
 def hosvd(X, ranks):
     r"""Truncated higher-order SVD.
 
@@ -249,6 +255,7 @@ def _leading_left_vectors(A, r: int) -> np.ndarray:
     return np.linalg.svd(A, full_matrices=r > min(A.shape))[0][:, :r]
 
 
+@validate_scalars
 def hooi(X, ranks, *, n_iter: int = 50, tol: float = 1e-12):
     r"""Tucker decomposition by higher-order orthogonal iteration, initialised by :func:`hosvd`.
 

@@ -36,7 +36,7 @@ from refimpl.decomposition._ops import (
 )
 from refimpl.nn import Module, Parameter, Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_float, check_int
+from refimpl.utils import as_rng, check_array, check_float, check_int, validate_scalars
 
 __all__ = ["truncated_svd", "eckart_young_error", "rank_for_explained_variance",
            "low_rank_num_params", "LowRankLinear", "joint_svd", "joint_projection_lstsq",
@@ -51,6 +51,7 @@ def _svd(W):
     return np.linalg.svd(W, full_matrices=False)
 
 
+@validate_scalars
 def rank_for_explained_variance(s, fraction: float) -> int:
     r"""Smallest ``r ≥ 1`` with :math:`\sum_{i\le r}\sigma_i^2 \ge \tau \sum_i \sigma_i^2`.
 
@@ -77,6 +78,7 @@ def _choose_rank(W, s, rank, explained_variance, name="rank"):
     return rank_for_explained_variance(s, explained_variance)
 
 
+@validate_scalars
 def truncated_svd(W, rank: int | None = None, *, explained_variance: float | None = None):
     r"""Best rank-r factorisation ``W ≈ A @ B`` (Survey §6.1, "replace W by W_1 × W_2").
 
@@ -109,6 +111,7 @@ def truncated_svd(W, rank: int | None = None, *, explained_variance: float | Non
     return U[:, :r] * s[:r], Vt[:r].copy()
 
 
+@validate_scalars
 def eckart_young_error(W, rank: int) -> tuple[float, float]:
     """``(‖W − W_r‖_F, ‖W − W_r‖_2)`` of the optimal rank-r approximation, from the singular
     values alone: ``(√Σ_{i>r} σ_i², σ_{r+1})`` (0 when ``rank ≥ min(m, n)``).
@@ -122,6 +125,7 @@ def eckart_young_error(W, rank: int) -> tuple[float, float]:
     return float(np.sqrt(np.sum(tail ** 2))), float(tail[0]) if tail.size else 0.0
 
 
+@validate_scalars
 def low_rank_num_params(m: int, n: int, rank: int) -> int:
     """``rank (m + n)`` numbers for rank-r factors of an (m, n) matrix.
 
@@ -134,6 +138,7 @@ class LowRankLinear(Module):
     """``y = (x B^T) A^T + b``: a Linear with ``W = A B`` stored as ``A`` (out, r), ``B`` (r, in)
     (Survey §6.1). ``from_dense(W, b, rank=...)`` initialises by :func:`truncated_svd`."""
 
+    @validate_scalars
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
                  rng=None):
         self.in_features = check_int(in_features, "in_features", 1)
@@ -159,6 +164,7 @@ class LowRankLinear(Module):
 
 
 # ------------------------------------------------------------------ joint SVD, Eqs. (62)–(65)
+@validate_scalars
 def joint_projection_lstsq(P, W_x) -> np.ndarray:
     r"""Eq. (65): :math:`Z_x = \arg\min_Y \|Y P - W_x\|_F^2` by a general least-squares solve
     (``lstsq(P^T, W_x^T)``), not assuming orthonormal rows of ``P``.
@@ -179,6 +185,7 @@ def joint_projection_lstsq(P, W_x) -> np.ndarray:
     return np.linalg.lstsq(P.T, W_x.T, rcond=None)[0].T
 
 
+@validate_scalars
 def joint_svd(W_h, W_x, rank: int | None = None, *, explained_variance: float | None = None):
     r"""Joint compression of a layer's recurrent and inter-layer matrices, Survey Eqs. (62)–(65),
     §6.1 (Prabhavalkar et al. 2016).
@@ -253,6 +260,7 @@ class StackedRNNClassifier(Module):
     N_{L+1} = n_classes); ``W_h{l}`` (N_l, N_l) and ``b{l}`` for l = 1..L; ``b_out``.
     """
 
+    @validate_scalars
     def __init__(self, vocab_size: int, embed_dim: int, hidden_sizes, n_classes: int,
                  rng=None):
         rng = as_rng(rng)
@@ -329,6 +337,7 @@ class ProjectedRNNClassifier(Module):
        Architectures for Large Scale Acoustic Modeling", Interspeech 2014.
     """
 
+    @validate_scalars
     def __init__(self, vocab_size: int, embed_dim: int, hidden_sizes, ranks, n_classes: int,
                  rng=None):
         rng = as_rng(rng)
@@ -403,6 +412,7 @@ class ProjectedRNNClassifier(Module):
 
 
 # ------------------------------------------------------------------ sparse coding, Eq. (66)
+@validate_scalars
 def sparse_coding_objective(X, D, A, lam: float, tau: float = 0.0) -> float:
     r"""Eq. (66): :math:`\sum_i \|x_i - D a_i\|_2^2 + \lambda \|a_i\|_1 + \tau \|D\|_2^2`
     (``‖D‖`` is the Frobenius norm) with ``X`` (L, V), ``D`` (L, K), ``A`` (K, V)."""
@@ -410,6 +420,7 @@ def sparse_coding_objective(X, D, A, lam: float, tau: float = 0.0) -> float:
     return float(np.sum(R ** 2) + lam * np.abs(A).sum() + tau * np.sum(np.asarray(D) ** 2))
 
 
+@validate_scalars
 def sparse_code(X, D, lam: float, *, nonneg: bool = False, n_iter: int = 500,
                 tol: float = 1e-10, A0=None) -> np.ndarray:
     r"""Sparse codes for a fixed dictionary: the ``A``-step of Survey Eq. (66), §6.1.
@@ -469,6 +480,7 @@ def sparse_code(X, D, lam: float, *, nonneg: bool = False, n_iter: int = 500,
     return A
 
 
+@validate_scalars
 def sparse_coding(X, n_atoms: int, lam: float, tau: float = 1e-5, *, nonneg: bool = False,
                   n_iter: int = 30, code_iter: int = 200, rng=None):
     r"""Dictionary and sparse codes of an embedding matrix, Survey Eq. (66), §6.1
@@ -526,6 +538,7 @@ def sparse_coding(X, n_atoms: int, lam: float, tau: float = 1e-5, *, nonneg: boo
     return D, A, obj
 
 
+@validate_scalars
 def binarize_codes(A) -> np.ndarray:
     """Faruqui et al.'s binarised codes: 1 where ``a > 0`` (non-negative codes), as uint8.
 
@@ -539,6 +552,7 @@ def binarize_codes(A) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ compositional codes
+@validate_scalars
 def compositional_decode(codes, codebooks) -> np.ndarray:
     """``E[w] = Σ_m codebooks[m, codes[w, m]]``; codes (V, M) ints, codebooks (M, K, D).
 
@@ -554,6 +568,7 @@ def compositional_decode(codes, codebooks) -> np.ndarray:
     return sum(codebooks[m][codes[:, m]] for m in range(M))
 
 
+@validate_scalars
 def compositional_code_bits(V: int, M: int, K: int, D: int, float_bits: int = 32) -> int:
     """Exact storage: ``V M log2(K)`` code bits plus ``M K D`` codebook floats.
 
@@ -562,6 +577,7 @@ def compositional_code_bits(V: int, M: int, K: int, D: int, float_bits: int = 32
     return int(V * M * math.ceil(math.log2(K)) + M * K * D * float_bits)
 
 
+@validate_scalars
 def compositional_codes(E, n_codebooks: int, n_codewords: int, *, n_iter: int = 10,
                         rng=None):
     r"""Compositional (one-hot) codes for an embedding matrix (Shu & Nakayama 2017; Survey §6.1):
@@ -645,6 +661,7 @@ def compositional_codes(E, n_codebooks: int, n_codewords: int, *, n_iter: int = 
     return codes, books, errors
 
 
+@validate_scalars
 def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden: int = 64,
                                steps: int = 300, batch_size: int = 128, lr: float = 1e-2,
                                tau: float = 1.0, rng=None):
@@ -728,6 +745,7 @@ def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden:
 
 
 # ------------------------------------------------------------------ FLOP, Eq. (67)
+@validate_scalars
 def flop_weight(P, z, Q) -> np.ndarray:
     r"""Eq. (67): :math:`W = P G Q = \sum_k z_k\, p_k q_k` with ``P`` (m, r), ``z`` (r,),
     ``Q`` (r, n); computed as ``(P * z) @ Q``."""
@@ -763,6 +781,7 @@ class FLOPLinear(Module):
        Regularization", ICLR 2018.
     """
 
+    @validate_scalars
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
                  rng=None, init_keep: float = 0.95):
         self.in_features = check_int(in_features, "in_features", 1)

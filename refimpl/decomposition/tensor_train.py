@@ -33,7 +33,7 @@ from refimpl.kernels.tt import (
 )
 from refimpl.nn import Module, Parameter, Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_float, check_int
+from refimpl.utils import as_rng, check_array, check_float, check_int, validate_scalars
 
 __all__ = ["tt_svd", "tt_to_full", "tt_ranks", "tt_num_params", "tt_matrix",
            "tt_matrix_to_full", "tt_matrix_num_params", "tt_matrix_ranks", "tt_matvec", "tt_embedding_rows",
@@ -42,6 +42,7 @@ __all__ = ["tt_svd", "tt_to_full", "tt_ranks", "tt_num_params", "tt_matrix",
 
 
 # ------------------------------------------------------------------ helpers
+@validate_scalars
 def compression_ratio(dense_params: int, compressed_params: int) -> float:
     """``dense_params / compressed_params`` (how many times smaller).
 
@@ -50,6 +51,7 @@ def compression_ratio(dense_params: int, compressed_params: int) -> float:
     return float(dense_params) / float(compressed_params)
 
 
+@validate_scalars
 def factorize_dim(n: int, d: int) -> tuple[int, ...]:
     """Split ``n`` into ``d`` integer factors with product exactly ``n``, as balanced as possible.
 
@@ -126,6 +128,7 @@ def _rank_caps(max_rank, shape, name: str = "max_rank") -> list[int]:
 
 
 # ------------------------------------------------------------------ TT tensors
+@validate_scalars
 def tt_svd(X, max_rank=None, eps: float | None = None) -> list[np.ndarray]:
     r"""TT-SVD: decompose a ``d``-way tensor into a train of 3-way cores.
 
@@ -203,6 +206,7 @@ def _check_tt_cores(cores, name="cores"):
         raise ValueError(f"{name}[-1] must have right rank 1, got {r}")
 
 
+@validate_scalars
 def tt_to_full(cores) -> np.ndarray:
     """Contract TT cores ``(r_{k-1}, n_k, r_k)`` into the full tensor of shape ``(n_1..n_d)``.
 
@@ -224,6 +228,7 @@ def tt_to_full(cores) -> np.ndarray:
     return out.reshape(shape)
 
 
+@validate_scalars
 def tt_ranks(cores) -> tuple[int, ...]:
     """``(1, r_1, ..., r_{d-1}, 1)`` of TT (3-d) or TT-matrix (4-d) cores.
 
@@ -232,6 +237,7 @@ def tt_ranks(cores) -> tuple[int, ...]:
     return (1,) + tuple(int(np.shape(G)[-1]) for G in cores)
 
 
+@validate_scalars
 def tt_num_params(cores) -> int:
     """Exact number of stored numbers: ``Σ_k size(G_k)``.
 
@@ -240,6 +246,7 @@ def tt_num_params(cores) -> int:
     return int(sum(np.size(G) for G in cores))
 
 
+@validate_scalars
 def random_tt(shape, rank, rng=None) -> list[np.ndarray]:
     """Random TT cores with the given ranks (``rank`` int or ``d-1`` ranks), Gaussian entries
     scaled so the full tensor has entries of order 1. A known-rank test tensor.
@@ -264,6 +271,7 @@ def _check_dims(dims, name, total=None):
     return dims
 
 
+@validate_scalars
 def tt_matrix(W, row_dims, col_dims, max_rank=None, eps=None) -> list[np.ndarray]:
     r"""Reshape a weight ``W`` of shape ``(M, N)`` into TT-matrix cores and TT-SVD it.
 
@@ -304,6 +312,7 @@ def tt_matrix(W, row_dims, col_dims, max_rank=None, eps=None) -> list[np.ndarray
     return [G.reshape(G.shape[0], m, n, G.shape[2]) for G, m, n in zip(cores, ms, ns)]
 
 
+@validate_scalars
 def tt_matrix_to_full(cores) -> np.ndarray:
     """The dense ``(M, N)`` matrix of TT-matrix cores ``(r_{k-1}, m_k, n_k, r_k)``.
 
@@ -321,6 +330,7 @@ def tt_matrix_to_full(cores) -> np.ndarray:
     return full.transpose(perm).reshape(int(np.prod(ms)), int(np.prod(ns)))
 
 
+@validate_scalars
 def tt_matrix_ranks(row_dims, col_dims, rank) -> tuple[int, ...]:
     """Feasible TT-ranks ``(1, r_1, ..., r_{d-1}, 1)`` of a TT-matrix with an int rank cap:
     ``r_k = min(rank, ∏_{j≤k} m_j n_j, ∏_{j>k} m_j n_j)`` (what :func:`tt_matrix` returns for
@@ -332,6 +342,7 @@ def tt_matrix_ranks(row_dims, col_dims, rank) -> tuple[int, ...]:
     return (1,) + tuple(caps) + (1,)
 
 
+@validate_scalars
 def tt_matrix_num_params(row_dims, col_dims, ranks) -> int:
     """``Σ_k r_{k-1} m_k n_k r_k`` for ranks ``(1, r_1, ..., r_{d-1}, 1)``, or for one int cap
     (clipped to the feasible ranks, :func:`tt_matrix_ranks`).
@@ -346,6 +357,7 @@ def tt_matrix_num_params(row_dims, col_dims, ranks) -> int:
     return int(sum(ranks[k] * row_dims[k] * col_dims[k] * ranks[k + 1] for k in range(d)))
 
 
+@validate_scalars
 def tt_matvec(cores, X, backend: str | None = None) -> np.ndarray:
     """``X @ W.T`` for a TT-matrix ``W`` without forming it; see
     :func:`refimpl.kernels.tt.tt_matmul`. ``X`` of shape (B, N) or (N,).
@@ -359,6 +371,7 @@ def tt_matvec(cores, X, backend: str | None = None) -> np.ndarray:
     return tt_matmul(cores, X, backend=backend)
 
 
+@validate_scalars
 def tt_embedding_rows(cores, idx, backend: str | None = None) -> np.ndarray:
     """Rows ``E[idx]`` of a TT-embedding; see :func:`refimpl.kernels.tt.tt_embedding_lookup`.
 
@@ -428,6 +441,7 @@ class TTLinear(Module):
     .. [1] A. Novikov et al., "Tensorizing Neural Networks", NeurIPS 2015.
     """
 
+    @validate_scalars
     def __init__(self, in_dims, out_dims, rank, bias: bool = True, rng=None):
         self.in_dims = _check_dims(in_dims, "in_dims")
         self.out_dims = _check_dims(out_dims, "out_dims")
@@ -504,6 +518,7 @@ class TTEmbedding(Module):
        arXiv:1901.10787, 2019.
     """
 
+    @validate_scalars
     def __init__(self, num_embeddings: int, voc_dims, emb_dims, rank, rng=None):
         self.num_embeddings = check_int(num_embeddings, "num_embeddings", 1)
         self.voc_dims = _check_dims(voc_dims, "voc_dims")
@@ -620,6 +635,7 @@ class FactorizedRNN(Module):
        Decomposition", CVPR 2018.
     """
 
+    @validate_scalars
     def __init__(self, W_ih: Module, hidden_size: int, cell: str = "gru", rng=None):
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
@@ -671,6 +687,7 @@ class TTRNN(FactorizedRNN):
        Train", IJCNN 2017.
     """
 
+    @validate_scalars
     def __init__(self, in_dims, out_dims, hidden_size: int, rank, cell: str = "gru", rng=None):
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")

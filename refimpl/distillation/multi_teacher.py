@@ -38,7 +38,7 @@ import numpy as np
 
 from refimpl.nn import functional as F
 from refimpl.nn.tensor import Tensor, as_tensor, custom_op
-from refimpl.utils import check_array, check_choice, check_float, check_int
+from refimpl.utils import check_array, check_choice, check_float, check_int, validate_scalars
 
 __all__ = [
     "DISTANCES", "pairwise_distance", "pairwise_distance_grad",
@@ -77,6 +77,7 @@ def _norms(x, name):
     return n
 
 
+@validate_scalars
 def pairwise_distance(x, y, distance: str = "euclidean") -> np.ndarray:
     """Row-wise distance ``d(x_i, y_i)`` used by Eq. (57), §4.3.
 
@@ -102,6 +103,7 @@ def pairwise_distance(x, y, distance: str = "euclidean") -> np.ndarray:
     return 1.0 - np.einsum("nd,nd->n", x, y) / (nx * ny)
 
 
+@validate_scalars
 def pairwise_distance_grad(x, y, distance: str = "euclidean") -> tuple[np.ndarray, np.ndarray]:
     """Gradients ``(∂d(x_i, y_i)/∂x_i, ∂d(x_i, y_i)/∂y_i)`` of :func:`pairwise_distance`.
 
@@ -145,6 +147,7 @@ def _rd_parts(p, p_pos, p_neg, delta, distance):
     return p, p_pos, p_neg, delta, h
 
 
+@validate_scalars
 def rd_triplet_loss(p, p_pos, p_neg, delta: float, distance: str = "euclidean",
                     reduction: str = "mean"):
     """Relative-dissimilarity (RD) triplet loss, Survey Eq. (57), §4.3 (You et al. 2017).
@@ -188,6 +191,7 @@ def rd_triplet_loss(p, p_pos, p_neg, delta: float, distance: str = "euclidean",
     return float(per.sum() if reduction == "sum" else per.mean())
 
 
+@validate_scalars
 def rd_triplet_loss_grad(p, p_pos, p_neg, delta: float, distance: str = "euclidean",
                          reduction: str = "mean"):
     """Gradient of :func:`rd_triplet_loss` (Eq. (57)) with respect to ``p, p⁺, p⁻``.
@@ -224,6 +228,7 @@ def _rd_fwd(p, p_pos, p_neg, delta, distance):
 _rd_op = custom_op(_rd_fwd, _rd_backward, name="rd_triplet_loss")
 
 
+@validate_scalars
 def rd_triplet_loss_t(p, p_pos, p_neg, delta: float, distance: str = "euclidean",
                       reduction: str = "mean") -> Tensor:
     """Eq. (57) as a tape op (forward :func:`rd_triplet_loss`, backward
@@ -288,6 +293,7 @@ class TripletOrder:
         return p[idx], np.where(cond, a, b), np.where(cond, b, a)
 
 
+@validate_scalars
 def majority_vote_order(teacher_feats_anchor: Sequence, teacher_feats_a: Sequence,
                         teacher_feats_b: Sequence, distance: str = "euclidean",
                         ties: str = "drop") -> TripletOrder:
@@ -380,6 +386,7 @@ def _check_probs(p, name, ndim=(1, 2)):
     return p
 
 
+@validate_scalars
 def collapse_matrix(subset, n_classes: int) -> np.ndarray:
     """The 0/1 matrix ``C_m`` of shape (n_classes, |S_m| + 1) with ``q @ C_m =
     collapse_to_specialist(q, S_m)``: column ``j < |S_m|`` picks class ``S_m[j]``, the last
@@ -393,6 +400,7 @@ def collapse_matrix(subset, n_classes: int) -> np.ndarray:
     return Cm
 
 
+@validate_scalars
 def collapse_to_specialist(q, subset) -> np.ndarray:
     """Collapse a distribution over all classes onto a specialist's classes plus a dustbin.
 
@@ -421,6 +429,7 @@ def collapse_to_specialist(q, subset) -> np.ndarray:
     return np.concatenate([q[..., s], q[..., rest].sum(axis=-1, keepdims=True)], axis=-1)
 
 
+@validate_scalars
 def active_set(p_generalist, subsets: Sequence, k: int) -> np.ndarray:
     """The active specialists ``A_k`` of Eq. (58), §4.3 (Hinton et al. 2015, §5.4).
 
@@ -449,6 +458,7 @@ def active_set(p_generalist, subsets: Sequence, k: int) -> np.ndarray:
         else np.zeros((N, 0), bool)
 
 
+@validate_scalars
 def kl_divergence(p, q) -> np.ndarray:
     """``KL(p‖q) = Σ_c p_c (log p_c − log q_c)`` over the last axis, with ``0 log 0 = 0``
     (``+inf`` where ``q_c = 0 < p_c``).
@@ -537,6 +547,7 @@ def _specialist_dz(q, pg, pms, subs, active, Qs):
     return dz
 
 
+@validate_scalars
 def specialist_loss(q, p_generalist, specialist_probs: Sequence, subsets: Sequence, k: int,
                     from_logits: bool = True, reduction: str = "mean"):
     """The generalist + specialists objective, Survey Eq. (58), §4.3 (Hinton et al. 2015, §5.4).
@@ -584,6 +595,7 @@ def specialist_loss(q, p_generalist, specialist_probs: Sequence, subsets: Sequen
     return float(per.sum() if reduction == "sum" else per.mean())
 
 
+@validate_scalars
 def specialist_loss_grad(z, p_generalist, specialist_probs: Sequence, subsets: Sequence, k: int,
                          reduction: str = "mean") -> np.ndarray:
     """Gradient of :func:`specialist_loss` (Eq. (58)) with respect to the logits ``z``.
@@ -629,6 +641,7 @@ def _spec_bwd(dper, cache):
 _spec_op = custom_op(_spec_fwd, _spec_bwd, name="specialist_loss")
 
 
+@validate_scalars
 def specialist_loss_t(z, p_generalist, specialist_probs: Sequence, subsets: Sequence, k: int,
                       reduction: str = "mean") -> Tensor:
     """Eq. (58) as a tape op on the student's logits ``z`` (Tensor of shape (N, C)); the
@@ -642,6 +655,7 @@ def specialist_loss_t(z, p_generalist, specialist_probs: Sequence, subsets: Sequ
     return per.sum() if reduction == "sum" else per.mean()
 
 
+@validate_scalars
 def combine_specialists(p_generalist, specialist_probs: Sequence, subsets: Sequence, k: int,
                         method: str = "em", steps: int = 500, lr: float = 1.0,
                         tol: float = 1e-12, z0=None):
@@ -724,6 +738,7 @@ def _teacher_stack(teacher_probs):
     return tp
 
 
+@validate_scalars
 def average_teacher_probs(teacher_probs) -> np.ndarray:
     """The teachers' mean prediction ``p̄ = (1/M) Σ_t p^t``, §4.3 (Fig. 4(G)).
 
@@ -738,6 +753,7 @@ def average_teacher_probs(teacher_probs) -> np.ndarray:
     return _teacher_stack(teacher_probs).mean(axis=0)
 
 
+@validate_scalars
 def multi_teacher_ce(student_logits, teacher_probs, T: float = 1.0) -> Tensor:
     """Cross-entropy between the student and the teachers' average prediction, §4.3.
 
@@ -776,6 +792,7 @@ def multi_teacher_ce(student_logits, teacher_probs, T: float = 1.0) -> Tensor:
     return -(logq * pbar).sum() * (T * T / z.shape[0])
 
 
+@validate_scalars
 def top_k_teacher_probs(probs, K: int, return_sparse: bool = False):
     """Keep each row's K largest teacher probabilities and renormalise them to sum to 1, §4.3.
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from refimpl.pruning.weights import n_to_prune
-from refimpl.utils import check_array, check_choice, check_float, check_fraction, check_int
+from refimpl.utils import check_array, check_choice, check_float, check_fraction, check_int, validate_scalars
 
 __all__ = ["check_block_shape", "block_norms", "block_mask", "block_threshold_mask",
            "block_slope", "group_lasso_penalty", "group_lasso_prox", "bank_balanced_mask"]
@@ -48,6 +48,7 @@ def _blocks(W, block_shape):
     return W, B, bh, bw  # B: (n_block_rows, n_block_cols, bh, bw)
 
 
+@validate_scalars
 def block_norms(W, block_shape, kind: str = "max") -> np.ndarray:
     """Per-block magnitude: ``"max"`` = max |w| (Narang et al. 2017b) or ``"l2"`` norm.
 
@@ -75,6 +76,7 @@ def _expand(block_keep, bh, bw):
     return np.repeat(np.repeat(block_keep, bh, axis=0), bw, axis=1)
 
 
+@validate_scalars
 def block_mask(W, block_shape, sparsity: float, kind: str = "max") -> np.ndarray:
     """Mask that zeroes the ``round(sparsity · n_blocks)`` blocks of smallest magnitude.
 
@@ -108,6 +110,7 @@ def block_mask(W, block_shape, sparsity: float, kind: str = "max") -> np.ndarray
     return _expand(keep.reshape(norms.shape), bh, bw)
 
 
+@validate_scalars
 def block_threshold_mask(W, block_shape, threshold: float) -> np.ndarray:
     """Zero every block whose max ``|w|`` is below ``threshold`` (Narang et al. 2017b).
 
@@ -124,6 +127,7 @@ def block_threshold_mask(W, block_shape, threshold: float) -> np.ndarray:
     return _expand(block_norms(W, block_shape, "max") >= threshold, bh, bw)
 
 
+@validate_scalars
 def block_slope(theta: float, n_block: int) -> float:
     """Block-pruning start slope ``θ_b = θ · N_b^(1/4)`` (Survey Eq. (16), §2.3).
 
@@ -139,6 +143,7 @@ def block_slope(theta: float, n_block: int) -> float:
     return theta * n_block ** 0.25
 
 
+@validate_scalars
 def group_lasso_penalty(W, block_shape, lam: float = 1.0) -> tuple[float, np.ndarray]:
     """Group lasso over blocks ``λ_g Σ_g ‖w^(g)‖₂`` and its (sub)gradient (Survey Eq. (17)).
 
@@ -165,6 +170,7 @@ def group_lasso_penalty(W, block_shape, lam: float = 1.0) -> tuple[float, np.nda
     return lam * float(norms.sum()), lam * grad
 
 
+@validate_scalars
 def group_lasso_prox(W, block_shape, tau: float) -> np.ndarray:
     """Proximal operator of ``τ Σ_g ‖w^(g)‖₂``: block soft-thresholding.
 
@@ -184,6 +190,7 @@ def group_lasso_prox(W, block_shape, tau: float) -> np.ndarray:
     return (B * scale[:, :, None, None]).transpose(0, 2, 1, 3).reshape(W.shape)
 
 
+@validate_scalars
 def bank_balanced_mask(W, bank_size: int, sparsity: float) -> np.ndarray:
     """Bank-balanced sparsity: prune each bank of each row to the same sparsity (Cao et al.).
 

@@ -40,7 +40,7 @@ import numpy as np
 from refimpl.nn import Adam, Parameter, Tensor, cross_entropy, fit, no_grad
 from refimpl.nn import functional as F
 from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_fraction,
-                           check_int, check_values)
+                           check_int, check_values, validate_scalars)
 
 __all__ = ["head_importance_from_outputs", "head_importance", "iterative_head_pruning",
            "head_confidence", "HC_BETA", "HC_GAMMA", "HC_ZETA", "hard_concrete_gate",
@@ -53,6 +53,7 @@ __all__ = ["head_importance_from_outputs", "head_importance", "iterative_head_pr
 # Head importance (Eq. 18)
 # ---------------------------------------------------------------------------------------------
 
+@validate_scalars
 def head_importance_from_outputs(att, datt) -> np.ndarray:
     """``I_h = E_x |Att_h(x)ᵀ ∂L(x)/∂Att_h(x)|`` (Survey Eq. (18), second form, §2.4.1).
 
@@ -92,6 +93,7 @@ def _gates_default(model, head_mask, ffn_mask):
     return hm.astype(np.float64), fm.astype(np.float64)
 
 
+@validate_scalars
 def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
                          form: str = "gate", batch_size: int = 256):
     """Expected absolute sensitivity of the loss to each head gate and FFN gate.
@@ -152,6 +154,7 @@ def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
     return hsum / n, fsum / n
 
 
+@validate_scalars
 def head_importance(model, X, lengths, y, *, head_mask=None, form: str = "gate",
                     normalize: bool = False) -> np.ndarray:
     """Head importance ``I_h = E_x |∂L(x)/∂ξ_h|`` of every head (Survey Eq. (18), §2.4.1).
@@ -170,6 +173,7 @@ def head_importance(model, X, lengths, y, *, head_mask=None, form: str = "gate",
     return imp
 
 
+@validate_scalars
 def iterative_head_pruning(model, X, lengths, y, eval_fn: Callable[[np.ndarray], float], *,
                            step_fraction: float = 0.1, n_steps: int | None = None):
     """Michel et al.'s iterative pruning: drop the least important heads step by step.
@@ -228,6 +232,7 @@ def iterative_head_pruning(model, X, lengths, y, eval_fn: Callable[[np.ndarray],
     return masks, scores
 
 
+@validate_scalars
 def head_confidence(attn, lengths, exclude_last: bool = False) -> np.ndarray:
     """Voita et al.'s head confidence: the mean over tokens of the head's max attention weight.
 
@@ -294,6 +299,7 @@ def _check_stretch(beta=HC_BETA, gamma=HC_GAMMA, zeta=HC_ZETA):
     return beta, gamma, zeta
 
 
+@validate_scalars
 def hard_concrete_gate(log_alpha, rng=None, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
                        zeta: float = HC_ZETA):
     """Sample a hard-concrete gate ``z ∈ [0, 1]`` (Louizos et al. 2018; Voita et al. 2019).
@@ -346,6 +352,7 @@ def prob_nonzero(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
     return 1.0 / (1.0 + np.exp(-(la - beta * np.log(-gamma / zeta))))
 
 
+@validate_scalars
 def l0_penalty(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
                zeta: float = HC_ZETA):
     """Expected number of open gates ``Σ_h σ(log α_h - β log(-γ/ζ))`` (differentiable L0).
@@ -364,6 +371,7 @@ def l0_penalty(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
     return F.sigmoid(la - beta * np.log(-gamma / zeta)).sum()
 
 
+@validate_scalars
 def hard_concrete_deterministic(log_alpha, *, gamma: float = HC_GAMMA,
                                 zeta: float = HC_ZETA) -> np.ndarray:
     """Test-time gate ``clip(σ(log α)(ζ - γ) + γ, 0, 1)`` (Louizos et al., Eq. 13)."""
@@ -376,6 +384,7 @@ def hard_concrete_deterministic(log_alpha, *, gamma: float = HC_GAMMA,
 # LayerDrop (§2.4.2)
 # ---------------------------------------------------------------------------------------------
 
+@validate_scalars
 def layerdrop_gates(n_layers: int, p, rng=None) -> np.ndarray:
     """Training-time LayerDrop: each layer is skipped with probability ``p`` (or ``p[d]``).
 
@@ -400,6 +409,7 @@ def layerdrop_gates(n_layers: int, p, rng=None) -> np.ndarray:
     return (as_rng(rng).random(n_layers) >= p).astype(np.float64)
 
 
+@validate_scalars
 def every_other_keep(n_layers: int, p: float) -> np.ndarray:
     """"Every other" pruning at inference: drop layers ``d`` with ``d ≡ 0 (mod ⌊1/p⌋)``.
 
@@ -419,6 +429,7 @@ def every_other_keep(n_layers: int, p: float) -> np.ndarray:
     return keep
 
 
+@validate_scalars
 def search_layers_validation(eval_fn: Callable[[np.ndarray], float], n_layers: int,
                              n_keep: int):
     """Try every set of ``n_keep`` kept layers and return the best on validation data.
@@ -455,6 +466,7 @@ def search_layers_validation(eval_fn: Callable[[np.ndarray], float], n_layers: i
     return best, best_s
 
 
+@validate_scalars
 def data_driven_drop_rates(theta, p: float):
     """Per-layer drop rates with mean ``p``: ``p_d = L p softmax(θ)_d`` (Fan et al. 2019).
 
@@ -483,6 +495,7 @@ def data_driven_drop_rates(theta, p: float):
     return F.softmax(th, axis=-1) * (th.shape[0] * p)
 
 
+@validate_scalars
 def data_driven_keep(theta, n_keep: int) -> np.ndarray:
     """Inference: keep the ``n_keep`` layers with the lowest learned drop rate.
 
@@ -500,6 +513,7 @@ def data_driven_keep(theta, n_keep: int) -> np.ndarray:
     return keep
 
 
+@validate_scalars
 def relaxed_layer_gates(drop_rates, rng=None, temperature: float = 0.5):
     """Concrete (relaxed Bernoulli) keep-gates with keep probability ``1 - p_d``, differentiable
     in ``p_d`` (used to learn data-driven LayerDrop rates).
@@ -522,6 +536,7 @@ __all__.append("relaxed_layer_gates")
 # Joint FFN + head masks (§2.4.3)
 # ---------------------------------------------------------------------------------------------
 
+@validate_scalars
 def joint_prune_masks(model, X, lengths, y, eval_fn: Callable[[np.ndarray, np.ndarray], float],
                       *, head_fraction: float = 0.1, ffn_per_step: int = 1,
                       min_score: float | None = None, max_steps: int = 100):
@@ -635,6 +650,7 @@ def fit_gated(model, X, lengths, y, *, epochs: int = 5, lr: float = 3e-3,
                loss_fn=loss_fn, after_step=after_step, progress=False)
 
 
+@validate_scalars
 def train_l0_head_gates(model, X, lengths, y, *, lam: float = 0.05, epochs: int = 2,
                         lr: float = 3e-3, batch_size: int = 64, init: float = 2.0, rng=None):
     """Learn stochastic hard-concrete head gates with an L0 penalty, jointly with the model.
@@ -670,6 +686,7 @@ def train_l0_head_gates(model, X, lengths, y, *, lam: float = 0.05, epochs: int 
     return la.data.copy(), hard_concrete_deterministic(la.data)
 
 
+@validate_scalars
 def learn_layer_drop_rates(model, X, lengths, y, *, p: float = 0.5, epochs: int = 2,
                            lr: float = 3e-3, batch_size: int = 64, temperature: float = 0.5,
                            rng=None) -> np.ndarray:

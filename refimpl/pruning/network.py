@@ -32,12 +32,13 @@ import numpy as np
 from refimpl.pruning.blocks import bank_balanced_mask, block_mask
 from refimpl.pruning.storage import encode_delta_csr
 from refimpl.pruning.weights import allocate_pruning, magnitude_mask, zhu_gupta_sparsity
-from refimpl.utils import check_choice, check_fraction, check_int
+from refimpl.utils import check_choice, check_fraction, check_int, validate_scalars
 
 __all__ = ["prunable_weights", "magnitude_masks", "apply_masks_", "mask_after_step",
            "GradualPruner", "model_sparsity", "model_bits", "mha_head_importance"]
 
 
+@validate_scalars
 def prunable_weights(model, names: Iterable[str] | None = None, *,
                      include_embeddings: bool = True) -> dict:
     """``{name: Parameter}`` of the model's 2-D weight matrices (or of ``names``).
@@ -61,6 +62,7 @@ def prunable_weights(model, names: Iterable[str] | None = None, *,
     return out
 
 
+@validate_scalars
 def magnitude_masks(model, sparsity: float, *, scheme: str = "class-uniform",
                     names: Iterable[str] | None = None, bank_size: int | None = None,
                     block_shape=None) -> dict:
@@ -101,6 +103,7 @@ def magnitude_masks(model, sparsity: float, *, scheme: str = "class-uniform",
     return allocate_pruning(W, sparsity, scheme)
 
 
+@validate_scalars
 def apply_masks_(model, masks: dict) -> None:
     """Set the pruned weights of ``model`` to zero, in place.
 
@@ -116,6 +119,7 @@ def apply_masks_(model, masks: dict) -> None:
         params[n].data = np.where(m, params[n].data, 0.0).astype(params[n].dtype)
 
 
+@validate_scalars
 def mask_after_step(masks: dict) -> Callable:
     """An ``after_step(model)`` hook that re-applies fixed ``masks`` (pruned weights stay 0).
 
@@ -143,6 +147,7 @@ class GradualPruner:
     step : int
     """
 
+    @validate_scalars
     def __init__(self, model, final_sparsity: float, *, n_prunes: int = 10,
                  frequency: int = 10, begin_step: int = 0, initial_sparsity: float = 0.0,
                  names: Iterable[str] | None = None, revive: bool = False):
@@ -176,6 +181,7 @@ class GradualPruner:
         apply_masks_(model, self.masks)
 
 
+@validate_scalars
 def model_sparsity(model, names: Iterable[str] | None = None) -> float:
     """Fraction of exact zeros among the prunable weights.
 
@@ -187,6 +193,7 @@ def model_sparsity(model, names: Iterable[str] | None = None) -> float:
     return zeros / max(total, 1)
 
 
+@validate_scalars
 def model_bits(model, masks: dict | None = None, *, index_bits: int = 5, value_bits: int = 32,
                pointer_bits: int = 32) -> tuple[int, int]:
     """Exact storage of a pruned model and its stored parameter count.
@@ -223,6 +230,7 @@ def model_bits(model, masks: dict | None = None, *, index_bits: int = 5, value_b
     return int(bits), int(stored)
 
 
+@validate_scalars
 def mha_head_importance(mhas, loss_fn: Callable[[], object]) -> np.ndarray:
     """Eq. (18) for :class:`refimpl.nn.MultiHeadAttention` layers: ``Σ_x |Att_hᵀ ∂L(x)/∂Att_h|``.
 

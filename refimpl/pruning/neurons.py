@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl.utils import check_array, check_float, check_int
+from refimpl.utils import check_array, check_float, check_int, validate_scalars
 
 __all__ = ["neuron_entropy", "neuron_entropy_survey_form", "onorm", "inorm", "row_l2_penalty",
            "row_linf_penalty", "remove_neurons", "neuron_pair_saliency", "merge_neurons",
@@ -38,6 +38,7 @@ def _binary_entropy(p):
     return -(t + u)
 
 
+@validate_scalars
 def neuron_entropy(H, threshold: float = 0.5) -> np.ndarray:
     """Entropy importance of each sigmoid neuron (Survey Eq. (9), §2.2.1; He et al. 2014).
 
@@ -81,6 +82,7 @@ def neuron_entropy_survey_form(H, threshold: float = 0.5) -> np.ndarray:
     return -neuron_entropy(H, threshold)
 
 
+@validate_scalars
 def onorm(W_out) -> np.ndarray:
     """Output-weight norm: average ``|w|`` of each neuron's outgoing links (He et al. 2014).
 
@@ -105,6 +107,7 @@ def onorm(W_out) -> np.ndarray:
     return np.abs(W_out).mean(axis=0)
 
 
+@validate_scalars
 def inorm(W_in) -> np.ndarray:
     """Input-weight norm: average ``|w|`` of each neuron's incoming links (He et al. 2014).
 
@@ -129,6 +132,7 @@ def inorm(W_in) -> np.ndarray:
     return np.abs(W_in).mean(axis=1)
 
 
+@validate_scalars
 def row_l2_penalty(W) -> tuple[float, np.ndarray]:
     """``Σ_i ‖W_i:‖₂`` and its (sub)gradient (Survey Eq. (10), §2.2.1; Murray & Chiang 2015).
 
@@ -154,6 +158,7 @@ def row_l2_penalty(W) -> tuple[float, np.ndarray]:
     return float(norms.sum()), W / safe[:, None] * (norms > 0)[:, None]
 
 
+@validate_scalars
 def row_linf_penalty(W) -> tuple[float, np.ndarray]:
     """``Σ_i max_j |W_ij|`` and a subgradient (Survey Eq. (11), §2.2.1; Murray & Chiang 2015).
 
@@ -174,6 +179,7 @@ def row_linf_penalty(W) -> tuple[float, np.ndarray]:
     return float(mx.sum()), np.sign(W) * at / m
 
 
+@validate_scalars
 def remove_neurons(W_in, b_in, W_out, keep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Drop hidden neurons: rows of ``W_in``/``b_in`` and columns of ``W_out`` not in ``keep``.
 
@@ -213,6 +219,7 @@ def remove_neurons(W_in, b_in, W_out, keep) -> tuple[np.ndarray, np.ndarray, np.
     return W_in[keep].copy(), b_in[keep].copy(), W_out[:, keep].copy()
 
 
+@validate_scalars
 def neuron_pair_saliency(W_in, b_in, W_out) -> np.ndarray:
     """Saliency of removing neuron ``j`` into neuron ``i``: ``s_ij = ⟨a_j²⟩ ‖ε_ij‖₂²``.
 
@@ -249,6 +256,7 @@ def neuron_pair_saliency(W_in, b_in, W_out) -> np.ndarray:
     return S
 
 
+@validate_scalars
 def merge_neurons(W_in, b_in, W_out, i: int, j: int):
     """Remove neuron ``j`` and fold its outgoing weights into neuron ``i``: ``a_i ← a_i + a_j``.
 
@@ -273,6 +281,7 @@ def merge_neurons(W_in, b_in, W_out, i: int, j: int):
     return remove_neurons(W_in, b_in, W_out, keep)
 
 
+@validate_scalars
 def prune_redundant_neurons(W_in, b_in, W_out, n_remove: int):
     """Srinivas & Babu's procedure: repeatedly merge the pair with the smallest ``s_ij``.
 

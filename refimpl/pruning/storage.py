@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl.utils import check_array, check_int
+from refimpl.utils import check_array, check_int, validate_scalars
 
 __all__ = ["DeltaCSR", "encode_delta_csr", "decode_delta_csr"]
 
@@ -143,6 +143,7 @@ def _bits_int(b: np.ndarray) -> np.ndarray:
     return (b.astype(np.uint64) * weights[None, :]).sum(axis=1, dtype=np.uint64)
 
 
+@validate_scalars
 def encode_delta_csr(W, index_bits: int) -> DeltaCSR:
     """Encode ``W`` as CSR with ``index_bits``-bit relative indices and filler zeros.
 
@@ -198,6 +199,7 @@ def encode_delta_csr(W, index_bits: int) -> DeltaCSR:
                     index_bits, int(np.count_nonzero(W)))
 
 
+@validate_scalars
 def decode_delta_csr(payload: bytes, n_bits: int, shape: tuple, index_bits: int,
                      pointer_bits: int = 32) -> np.ndarray:
     """Read a :meth:`DeltaCSR.pack` bit stream back into a dense float32 matrix.

@@ -38,7 +38,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_fraction,
-                           check_int, check_values)
+                           check_int, check_values, validate_scalars)
 
 __all__ = [
     "hessian_fd", "mlp_init", "mlp_forward", "mlp_loss_grad", "mlp_output_jacobian",
@@ -53,6 +53,7 @@ __all__ = [
 # A small network with an exact Hessian (for OBD / OBS)
 # ---------------------------------------------------------------------------------------------
 
+@validate_scalars
 def hessian_fd(grad_fn: Callable[[np.ndarray], np.ndarray], w, eps: float = 1e-5) -> np.ndarray:
     """Hessian of a scalar loss by central differences of its analytic gradient.
 
@@ -186,6 +187,7 @@ def mlp_output_jacobian(w, X, d_hidden: int) -> np.ndarray:
 # OBD / OBS (§2.1.1)
 # ---------------------------------------------------------------------------------------------
 
+@validate_scalars
 def obd_saliency(w, hess_diag) -> np.ndarray:
     """Optimal Brain Damage saliency ``s_i = ½ h_ii u_i²`` (Survey Eq. (1), §2.1.1).
 
@@ -227,6 +229,7 @@ def _check_hinv(H_inv, P: int) -> np.ndarray:
     return H_inv
 
 
+@validate_scalars
 def obs_saliency(w, H_inv) -> np.ndarray:
     """Optimal Brain Surgeon saliency ``L_i = w_i² / (2 [H⁻¹]_ii)`` (Survey Eq. (2), §2.1.1).
 
@@ -253,6 +256,7 @@ def obs_saliency(w, H_inv) -> np.ndarray:
     return w ** 2 / (2.0 * np.diag(H_inv))
 
 
+@validate_scalars
 def obs_update(w, H_inv, i: int) -> tuple[np.ndarray, float]:
     """Delete weight ``i`` and update all others (Survey Eq. (3), §2.1.1).
 
@@ -283,6 +287,7 @@ def obs_update(w, H_inv, i: int) -> tuple[np.ndarray, float]:
     return w_new, float(w[i] ** 2 / (2 * hii))
 
 
+@validate_scalars
 def obs_prune(w, H_inv, n_prune: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Iterated OBS: delete ``n_prune`` weights one at a time, each with the smallest ``L_i``.
 
@@ -337,6 +342,7 @@ def obs_prune(w, H_inv, n_prune: int) -> tuple[np.ndarray, np.ndarray, list[floa
     return w, mask, sal
 
 
+@validate_scalars
 def hassibi_inverse_hessian(jacobian, alpha: float = 1e-6) -> np.ndarray:
     """OBS's recursive outer-product inverse Hessian (Hassibi & Stork 1993, Eq. 12–13).
 
@@ -384,6 +390,7 @@ def n_to_prune(n: int, sparsity: float) -> int:
     return int(round(check_fraction(sparsity, "sparsity") * check_int(n, "n", 0)))
 
 
+@validate_scalars
 def magnitude_mask(W, sparsity: float) -> np.ndarray:
     """Mask keeping all but the ``round(sparsity * W.size)`` smallest-magnitude weights.
 
@@ -416,6 +423,7 @@ def magnitude_mask(W, sparsity: float) -> np.ndarray:
     return mask.reshape(W.shape)
 
 
+@validate_scalars
 def apply_mask(W, mask) -> np.ndarray:
     """``W * mask`` as a new array (idempotent: applying a mask twice changes nothing).
 
@@ -426,6 +434,7 @@ def apply_mask(W, mask) -> np.ndarray:
     return np.where(mask.astype(bool), W, 0.0).astype(W.dtype, copy=False)
 
 
+@validate_scalars
 def magnitude_prune(W, sparsity: float) -> tuple[np.ndarray, np.ndarray]:
     """One-shot magnitude pruning: ``(W * mask, mask)`` with :func:`magnitude_mask`.
 
@@ -440,6 +449,7 @@ def magnitude_prune(W, sparsity: float) -> tuple[np.ndarray, np.ndarray]:
     return apply_mask(W, mask), mask
 
 
+@validate_scalars
 def allocate_pruning(weights: Mapping[str, np.ndarray], sparsity: float,
                      scheme: str = "class-blind") -> dict[str, np.ndarray]:
     """Distribute a pruning budget across weight classes (See et al. 2016; Survey §2.1.2).
@@ -507,6 +517,7 @@ def _check_narang(s, r, e, f):
     return s, r, e, f
 
 
+@validate_scalars
 def narang_slope(q: float, freq: int, start_itr: int, ramp_itr: int, end_itr: int) -> float:
     """Initial slope ``θ = 2 q f / (2 (r - s) + 3 (e - r))`` (Survey Eq. (4), §2.1.3).
 
@@ -532,6 +543,7 @@ def narang_slope(q: float, freq: int, start_itr: int, ramp_itr: int, end_itr: in
     return 2.0 * q * f / (2 * (r - s) + 3 * (e - r))
 
 
+@validate_scalars
 def narang_q(W, percentile: float = 90.0) -> float:
     """``q``: the ``percentile``-th percentile of ``|W|`` (Narang et al. use the 90th).
 
@@ -546,6 +558,7 @@ def narang_q(W, percentile: float = 90.0) -> float:
     return float(np.percentile(np.abs(W), check_float(percentile, "percentile", 0, 100)))
 
 
+@validate_scalars
 def narang_threshold(itr: int, q: float, freq: int, start_itr: int, ramp_itr: int,
                      end_itr: int, phi_ratio: float = 1.5) -> float:
     """Gradual pruning threshold ``ε`` at iteration ``itr`` (Survey Eqs. (4)–(6), §2.1.3).
@@ -584,6 +597,7 @@ def narang_threshold(itr: int, q: float, freq: int, start_itr: int, ramp_itr: in
     return (theta * (r - s + 1) + phi * (i - r + 1)) / f  # Eq. (6)
 
 
+@validate_scalars
 def zhu_gupta_sparsity(step: int, final_sparsity: float, initial_sparsity: float = 0.0, *,
                        begin_step: int = 0, n_prunes: int = 10, frequency: int = 1) -> float:
     """Cubic sparsity schedule (Survey Eq. (7), §2.1.3; Zhu & Gupta 2017, Eq. 1).
@@ -651,6 +665,7 @@ def _check_params(params, names):
     return names
 
 
+@validate_scalars
 def prune_train(params: Mapping[str, np.ndarray], loss_grad: LossGrad, n_steps: int,
                 lr: float, *, sparsity_fn: Callable[[int], float] | None = None,
                 threshold_fn: Callable[[int], float] | None = None, prune_every: int = 1,
@@ -723,6 +738,7 @@ def prune_train(params: Mapping[str, np.ndarray], loss_grad: LossGrad, n_steps: 
     return eff, M, history
 
 
+@validate_scalars
 def reweighted_l1_alpha(w, eps: float = 1e-3) -> np.ndarray:
     """RPP's weights ``α_i = 1 / (|w_i| + ε)``, inversely proportional to ``|w_i|`` (Eq. (8)).
 
@@ -738,6 +754,7 @@ def reweighted_l1_alpha(w, eps: float = 1e-3) -> np.ndarray:
     return 1.0 / (np.abs(w) + eps)
 
 
+@validate_scalars
 def soft_threshold(v, tau) -> np.ndarray:
     """``sign(v) max(|v| - τ, 0)``, the proximal operator of ``τ |·|`` (element-wise ``τ``).
 
@@ -748,6 +765,7 @@ def soft_threshold(v, tau) -> np.ndarray:
     return np.sign(v) * np.maximum(np.abs(v) - tau, 0.0)
 
 
+@validate_scalars
 def rpp_step(w, grad, lr: float, gamma: float, alpha) -> np.ndarray:
     """One reweighted proximal step for ``min_w f(w) + γ Σ_i α_i |w_i|`` (Survey Eq. (8)).
 
@@ -774,6 +792,7 @@ def rpp_step(w, grad, lr: float, gamma: float, alpha) -> np.ndarray:
     return soft_threshold(w - lr * grad, lr * gamma * alpha)
 
 
+@validate_scalars
 def dsd_train(params: Mapping[str, np.ndarray], loss_grad: LossGrad, sparsity: float,
               steps=(100, 100, 100), lr: float = 0.1, *, names=None):
     """Dense–Sparse–Dense training (Han et al. 2016b; Survey §2.1.4).
@@ -819,6 +838,7 @@ def dsd_train(params: Mapping[str, np.ndarray], loss_grad: LossGrad, sparsity: f
     return W, sparse, hist
 
 
+@validate_scalars
 def grow_and_prune_step(W, dW, mask, grow_rate: float, prune_rate: float,
                         lr: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One grow-and-prune update of a connection mask (Dai et al. 2018; Survey §2.1.4).

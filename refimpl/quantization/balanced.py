@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl.utils import check_array, check_choice, check_int
+from refimpl.utils import check_array, check_choice, check_int, validate_scalars
 
 __all__ = ["recursive_split_edges", "balanced_codes", "balanced_quantize"]
 
 
+@validate_scalars
 def recursive_split_edges(W, bits: int, split: str = "median") -> np.ndarray:
     """Bin edges of ``2^k`` (approximately) equal-frequency bins by recursive splitting.
 
@@ -67,6 +68,7 @@ def recursive_split_edges(W, bits: int, split: str = "median") -> np.ndarray:
     return np.asarray(edges)
 
 
+@validate_scalars
 def balanced_codes(W, bits: int, split: str = "median") -> tuple[np.ndarray, np.ndarray]:
     """Histogram equalisation + uniform k-bit grid: the level index of every weight.
 
@@ -94,6 +96,7 @@ def balanced_codes(W, bits: int, split: str = "median") -> tuple[np.ndarray, np.
     return codes.astype(np.uint16), edges
 
 
+@validate_scalars
 def balanced_quantize(W, bits: int, split: str = "median", scale: str = "lsq") -> np.ndarray:
     """Balanced quantisation (Zhou et al. 2017), Survey §3.3.2.
 

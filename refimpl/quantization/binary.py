@@ -13,7 +13,7 @@ import numpy as np
 
 from refimpl.nn import Tensor, custom_op
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_float
+from refimpl.utils import as_rng, check_array, check_float, validate_scalars
 
 __all__ = [
     "binarize", "bs_fixed", "bs_flexible", "bs_flexible_init", "bs_flexible_ste",
@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 
+@validate_scalars
 def binarize(W) -> np.ndarray:
     """Deterministic binarisation: ``+1`` for ``W >= 0``, ``-1`` otherwise (Survey §3.1.1).
 
@@ -41,6 +42,7 @@ def binarize(W) -> np.ndarray:
     return np.where(W >= 0, 1.0, -1.0).astype(np.result_type(W.dtype, np.float32))
 
 
+@validate_scalars
 def bs_fixed(W, c1: float, c2: float) -> np.ndarray:
     """BS-Fixed (Lam 2018): non-negative weights become ``c1``, negative weights ``c2``.
 
@@ -67,6 +69,7 @@ def bs_fixed(W, c1: float, c2: float) -> np.ndarray:
     return np.where(W >= 0, c1, c2).astype(np.result_type(W.dtype, np.float32))
 
 
+@validate_scalars
 def bs_flexible_init(W, rng=None, max_iter: int = 100) -> tuple[float, float]:
     """Initial ``(c1, c2)`` of BS-Flexible: 2-means of the weights, ``c1 > c2`` (Survey §3.1.1).
 
@@ -101,6 +104,7 @@ def bs_flexible_init(W, rng=None, max_iter: int = 100) -> tuple[float, float]:
     return (c1, c2) if c1 >= c2 else (c2, c1)
 
 
+@validate_scalars
 def bs_flexible(W, c1: float, c2: float) -> np.ndarray:
     """BS-Flexible quantiser, Survey Eq. (19), §3.1.1.
 
@@ -139,6 +143,7 @@ def _bsflex_bwd(d, up):
 _bs_flexible_op = custom_op(_bsflex_fwd, _bsflex_bwd, name="bs_flexible")
 
 
+@validate_scalars
 def bs_flexible_ste(W: Tensor, c: Tensor) -> Tensor:
     """BS-Flexible as a tape op: Eq. (19) forward; ∂/∂c1, ∂/∂c2 are per-centroid gradient sums,
     and the straight-through estimator passes the gradient to the full-precision ``W``.
@@ -152,12 +157,14 @@ def bs_flexible_ste(W: Tensor, c: Tensor) -> Tensor:
     return _bs_flexible_op(W, c)
 
 
+@validate_scalars
 def hard_sigmoid(x) -> np.ndarray:
     """Hard sigmoid, Survey Eq. (21), §3.1.2: ``clip((x + 1)/2, 0, 1)``."""
     x = check_array(x, "x")
     return np.clip((x + 1.0) / 2.0, 0.0, 1.0)
 
 
+@validate_scalars
 def binarize_stochastic(W, rng=None) -> np.ndarray:
     """Stochastic binarisation, Survey Eqs. (20)–(21), §3.1.2.
 
@@ -179,6 +186,7 @@ def binarize_stochastic(W, rng=None) -> np.ndarray:
     return np.where(u < p, 1.0, -1.0).astype(np.result_type(W.dtype, np.float32))
 
 
+@validate_scalars
 def sign_ste(x: Tensor, clip_at: float | None = 1.0) -> Tensor:
     """Binarise in the forward pass, straight-through estimator in the backward pass (§3.1.2).
 
@@ -189,6 +197,7 @@ def sign_ste(x: Tensor, clip_at: float | None = 1.0) -> Tensor:
                               name="sign_ste")
 
 
+@validate_scalars
 def bwn(W, axis: int | None = None) -> tuple[np.ndarray | float, np.ndarray]:
     """Binary Weight Networks: ``W ≈ α B``, Survey Eqs. (22)–(24), §3.1.3.
 
@@ -228,6 +237,7 @@ def _bwn_fwd(w):
 _bwn_op = custom_op(_bwn_fwd, lambda d, c: (d,), name="bwn_ste")
 
 
+@validate_scalars
 def bwn_ste(W: Tensor) -> Tensor:
     """``α* sign(W)`` (Eqs. 22–24) with the straight-through estimator as its gradient.
 
@@ -241,6 +251,7 @@ def bwn_ste(W: Tensor) -> Tensor:
     return _bwn_op(W)
 
 
+@validate_scalars
 def lab_binarize(w, d) -> tuple[float, np.ndarray]:
     """Loss-aware binarisation step, Survey Eqs. (25)–(26), §3.1.3 (Hou, Yao, Kwok 2017).
 
@@ -299,6 +310,7 @@ class LossAwareBinarizer:
         The current binarised weights ``α_l b_l`` (use these in the forward pass).
     """
 
+    @validate_scalars
     def __init__(self, weights, lr: float = 1e-2, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8):
         self.w = [check_array(W, f"weights[{i}]").astype(np.float64).copy()

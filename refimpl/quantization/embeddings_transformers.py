@@ -13,7 +13,7 @@ import numpy as np
 
 from refimpl.nn import Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_float, check_int, check_values
+from refimpl.utils import as_rng, check_array, check_float, check_int, check_values, validate_scalars
 
 __all__ = ["embedding_quantizer", "quantize_embedding_after", "hessian_vector_product",
            "top_hessian_eigenvalue", "group_sensitivities", "assign_mixed_precision",
@@ -21,6 +21,7 @@ __all__ = ["embedding_quantizer", "quantize_embedding_after", "hessian_vector_pr
            "transformer_groups", "group_sensitivities_model", "group_sizes"]
 
 
+@validate_scalars
 def embedding_quantizer(bits: int = 1, c: float | None = None) -> Callable[[Tensor], Tensor]:
     """Quantisation *during* training (Lam 2018): the forward pass sees the quantised table,
     the straight-through gradient updates the full-precision one.
@@ -46,6 +47,7 @@ def embedding_quantizer(bits: int = 1, c: float | None = None) -> Callable[[Tens
     return lambda W: F.straight_through(W, fn, name=f"emb{bits}")
 
 
+@validate_scalars
 def quantize_embedding_after(W, bits: int = 1, c: float | None = None) -> np.ndarray:
     """Quantisation *after* training: the same quantiser applied once to a trained table.
 
@@ -66,6 +68,7 @@ def _check_model(model):
     return model
 
 
+@validate_scalars
 def quantize_model_weights_(model, quantize: Callable[[np.ndarray], np.ndarray],
                             min_ndim: int = 2) -> int:
     """Replace, in place, every parameter with ``ndim >= min_ndim`` by ``quantize(W)``.
@@ -117,6 +120,7 @@ def quantize_model_weights(model, quantize: Callable[[np.ndarray], np.ndarray],
     return quantize_model_weights_(model, quantize, min_ndim)
 
 
+@validate_scalars
 def hessian_vector_product(grad_fn: Callable[[np.ndarray], np.ndarray], w, v,
                            eps: float = 1e-4) -> np.ndarray:
     """``H v`` by central finite differences of gradients: ``(g(w + εv) − g(w − εv)) / 2ε``.
@@ -135,6 +139,7 @@ def hessian_vector_product(grad_fn: Callable[[np.ndarray], np.ndarray], w, v,
     return (np.asarray(grad_fn(w + h * v)) - np.asarray(grad_fn(w - h * v))) / (2 * h)
 
 
+@validate_scalars
 def top_hessian_eigenvalue(grad_fn, w, mask=None, n_iter: int = 30, tol: float = 1e-6,
                            eps: float = 1e-4, rng=None) -> float:
     """Largest-magnitude eigenvalue of the Hessian (block) by power iteration on
@@ -174,6 +179,7 @@ def top_hessian_eigenvalue(grad_fn, w, mask=None, n_iter: int = 30, tol: float =
     return lam
 
 
+@validate_scalars
 def group_sensitivities(grad_fn, w, groups: Sequence[np.ndarray], **kw) -> np.ndarray:
     """Top Hessian eigenvalue of each group's diagonal block (layers, heads or neuron groups).
 
@@ -196,6 +202,7 @@ def group_sensitivities(grad_fn, w, groups: Sequence[np.ndarray], **kw) -> np.nd
     return np.asarray(out)
 
 
+@validate_scalars
 def assign_mixed_precision(sensitivity, sizes, avg_bits: float,
                            choices: Sequence[int] = (2, 3, 4, 8)) -> np.ndarray:
     """Bits per group from Hessian sensitivity under an average-bit budget (Q-BERT style).
@@ -293,6 +300,7 @@ def flat_grad_fn(params, loss_closure: Callable[[], Tensor]):
     return w0, grad_fn, (lambda: load(w0)), slices
 
 
+@validate_scalars
 def quantize_groups_uniform_(model, groups, bits) -> None:
     """Quantise, in place, each group with its own affine k-bit quantiser (Eq. 39).
 
@@ -341,6 +349,7 @@ def quantize_groups_uniform(model, groups, bits) -> None:
     quantize_groups_uniform_(model, groups, bits)
 
 
+@validate_scalars
 def transformer_groups(model, granularity: str = "layer", n_neuron_groups: int = 4):
     """Parameter groups of a :class:`refimpl.nn.TransformerClassifier` (e.g.
     :func:`refimpl.quantization.training.tiny_transformer`), at Q-BERT's granularities.
@@ -387,6 +396,7 @@ def transformer_groups(model, granularity: str = "layer", n_neuron_groups: int =
     return out
 
 
+@validate_scalars
 def group_sensitivities_model(model, loss_closure, groups, **kw) -> np.ndarray:
     """Top Hessian eigenvalue (magnitude) of each group's diagonal block for a model.
 
@@ -417,6 +427,7 @@ def group_sensitivities_model(model, loss_closure, groups, **kw) -> np.ndarray:
         restore()
 
 
+@validate_scalars
 def group_sizes(model, groups) -> np.ndarray:
     """Number of scalars in each group of :func:`transformer_groups`: shape (n_groups,).
 

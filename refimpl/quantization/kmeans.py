@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from refimpl.nn import Tensor, custom_op
-from refimpl.utils import as_rng, check_array, check_choice, check_int
+from refimpl.utils import as_rng, check_array, check_choice, check_int, validate_scalars
 
 __all__ = [
     "lloyd_kmeans", "kmeans_plus_plus", "kmeans_quantize", "shared_weights", "cluster_grad_sums",
@@ -64,6 +64,7 @@ def _assign(X, C):
     return lab, np.maximum(D[np.arange(X.shape[0]), lab], 0.0)
 
 
+@validate_scalars
 def lloyd_kmeans(X, k: int, rng=None, n_init: int = 1, max_iter: int = 300, tol: float = 1e-10,
            init="k-means++") -> tuple[np.ndarray, np.ndarray, float]:
     """Lloyd's k-means with k-means++ seeding; the best of ``n_init`` runs.
@@ -135,6 +136,7 @@ def lloyd_kmeans(X, k: int, rng=None, n_init: int = 1, max_iter: int = 300, tol:
     return (C[:, 0] if flat else C), lab.astype(np.int64), inertia
 
 
+@validate_scalars
 def kmeans_quantize(W, k: int, rng=None, n_init: int = 1,
                     init="k-means++") -> tuple[np.ndarray, np.ndarray]:
     """Static k-means weight sharing (Muller & Indiveri 2015; Han et al. 2016), §3.3.3.
@@ -152,6 +154,7 @@ def kmeans_quantize(W, k: int, rng=None, n_init: int = 1,
     return C, lab.reshape(W.shape)
 
 
+@validate_scalars
 def cluster_grad_sums(dW, labels, k: int) -> np.ndarray:
     """Han et al.'s shared-weight gradient: ``∂L/∂c_j = Σ_{i: label_i = j} ∂L/∂W_i`` (§3.3.3).
 
@@ -189,6 +192,7 @@ def _shared_bwd(d, cache):
 _shared_op = custom_op(_shared_fwd, _shared_bwd, name="shared_weights")
 
 
+@validate_scalars
 def shared_weights(codebook: Tensor, labels) -> Tensor:
     """Trained k-means weight sharing as a tape op: ``W = codebook[labels]``; the backward pass
     groups the gradients by cluster index and sums them (Han et al. 2016), so an optimiser step
@@ -215,6 +219,7 @@ def shared_weights(codebook: Tensor, labels) -> Tensor:
 
 
 # ------------------------------------------------------------------ PQ and RQ (Gong et al.)
+@validate_scalars
 def product_quantize(W, s: int, k: int, rng=None, n_init: int = 1):
     """Product quantisation of a matrix (Gong et al. 2014), Survey §3.3.3.
 
@@ -249,6 +254,7 @@ def product_quantize(W, s: int, k: int, rng=None, n_init: int = 1):
     return books, codes
 
 
+@validate_scalars
 def pq_reconstruct(codebooks, codes) -> np.ndarray:
     """``Ŵ = [Ŵ^1, ..., Ŵ^s]`` with ``Ŵ^i_j = c^i_{code_{j,i}}``: shape (m, n).
 
@@ -265,6 +271,7 @@ def pq_reconstruct(codebooks, codes) -> np.ndarray:
     return np.concatenate([books[i][codes[:, i]] for i in range(s)], axis=1)  # (m, n)
 
 
+@validate_scalars
 def residual_quantize(W, t: int, k: int, rng=None, n_init: int = 1):
     """Residual quantisation of the rows of a matrix (Gong et al. 2014), Survey §3.3.3.
 
@@ -291,6 +298,7 @@ def residual_quantize(W, t: int, k: int, rng=None, n_init: int = 1):
     return books, codes
 
 
+@validate_scalars
 def rq_reconstruct(codebooks, codes) -> np.ndarray:
     """``Σ_i c^i_{code_{j,i}}``: shape (m, n).
 
@@ -316,11 +324,13 @@ def index_bits(k: int) -> int:
     return int(math.ceil(math.log2(k))) if k > 1 else 0
 
 
+@validate_scalars
 def kmeans_rate(n: int, k: int, b: int = 32) -> float:
     """Survey Eq. (49): ``r = n b / (n log2 k + k b)`` (Han et al. 2016)."""
     return n * b / (n * math.log2(k) + k * b)
 
 
+@validate_scalars
 def kmeans_stored_bits(labels, codebook, b: int = 32) -> int:
     """Exact bits of a stored weight-sharing layer: every index at ``⌈log2 k⌉`` bits plus the
     ``k`` centroids at ``b`` bits.
@@ -331,11 +341,13 @@ def kmeans_stored_bits(labels, codebook, b: int = 32) -> int:
     return int(np.asarray(labels).size) * index_bits(k) + k * b
 
 
+@validate_scalars
 def pq_rate(m: int, n: int, s: int, k: int) -> float:
     """Survey Eq. (50): ``r = 32 m n / (32 k n + log2(k) m s)``."""
     return 32 * m * n / (32 * k * n + math.log2(k) * m * s)
 
 
+@validate_scalars
 def pq_stored_bits(codebooks, codes, b: int = 32) -> int:
     """Exact bits of stored PQ: ``s`` codebooks of ``k × n/s`` floats plus ``m · s`` indices.
 
@@ -345,6 +357,7 @@ def pq_stored_bits(codebooks, codes, b: int = 32) -> int:
     return int(books.size) * b + int(np.asarray(codes).size) * index_bits(books.shape[1])
 
 
+@validate_scalars
 def rq_rate(m: int, n: int, t: int, k: int, b: int = 32) -> float:
     """Corrected RQ rate from the stored arrays: ``r = b m n / (b t k n + t m log2 k)``.
 
@@ -364,6 +377,7 @@ def rq_rate_survey_printed(m: int, n: int, t: int, k: int) -> float:
     return m / (t * k + math.log2(k) * t * n)
 
 
+@validate_scalars
 def rq_stored_bits(codebooks, codes, b: int = 32) -> int:
     """Exact bits of stored RQ: ``t`` codebooks of ``k × n`` floats plus ``m · t`` indices.
 

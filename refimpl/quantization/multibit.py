@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 
 from refimpl.nn import Tensor, custom_op
-from refimpl.utils import check_array, check_int
+from refimpl.utils import check_array, check_int, validate_scalars
 
 __all__ = ["multibit_greedy", "multibit_refined", "multibit_alternating", "multibit_alternating_rows",
            "multibit_reconstruct",
@@ -27,6 +27,7 @@ def _prep(w, bits):
     return w.ravel(), check_int(bits, "bits", 1, 16)
 
 
+@validate_scalars
 def multibit_reconstruct(alphas, B) -> np.ndarray:
     """``Σ_i α_i b_i``: ``alphas`` of shape (k,), ``B`` of shape (k, n) → shape (n,).
 
@@ -35,11 +36,13 @@ def multibit_reconstruct(alphas, B) -> np.ndarray:
     return np.asarray(alphas) @ np.asarray(B)
 
 
+@validate_scalars
 def multibit_error(w, alphas, B) -> float:
     """The objective of Eq. (52): ``‖w − Σ α_i b_i‖²``."""
     return float(((np.ravel(w) - multibit_reconstruct(alphas, B)) ** 2).sum())
 
 
+@validate_scalars
 def multibit_greedy(w, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Greedy multi-bit quantisation, Survey Eqs. (52)–(53), §3.3.4.
 
@@ -77,6 +80,7 @@ def _lsq(Bj, w):
     return np.linalg.lstsq(Bj.T, w, rcond=None)[0]
 
 
+@validate_scalars
 def multibit_refined(w, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Refined greedy multi-bit quantisation, Survey Eq. (54), §3.3.4 (Guo et al. 2017).
 
@@ -124,6 +128,7 @@ def optimal_codes(w, alphas) -> np.ndarray:
     return combos[idx].T  # (k, n)
 
 
+@validate_scalars
 def multibit_alternating(w, bits: int, n_cycles: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Alternating multi-bit quantisation (Xu et al. 2018), Survey §3.3.4.
 
@@ -169,6 +174,7 @@ def _mb_fwd(w, bits=2, method="alternating", axis=None):
 _mb_op = custom_op(_mb_fwd, lambda d, c: (d,), name="multibit_ste")
 
 
+@validate_scalars
 def multibit_ste(w: Tensor, bits: int, method: str = "alternating",
                  per_row: bool = True) -> Tensor:
     """Bilevel multi-bit quantisation in training, Survey Eqs. (55)–(56), §3.3.4.
@@ -183,6 +189,7 @@ def multibit_ste(w: Tensor, bits: int, method: str = "alternating",
     return _mb_op(w, bits=bits, method=method, axis=0 if per_row and w.ndim > 1 else None)
 
 
+@validate_scalars
 def multibit_alternating_rows(W, bits: int, n_cycles: int = 2) -> tuple[np.ndarray,
                                                                          np.ndarray]:
     """:func:`multibit_alternating` applied to every row of a matrix, vectorised over rows.

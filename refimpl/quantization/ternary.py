@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from refimpl.nn import Tensor, custom_op
-from refimpl.utils import as_rng, check_array, check_float, check_fraction, check_int
+from refimpl.utils import as_rng, check_array, check_float, check_fraction, check_int, validate_scalars
 
 __all__ = [
     "ternary_connect", "ternary_stochastic", "ternary_bernoulli", "ternary_gaussian",
@@ -27,6 +27,7 @@ def _fdtype(W):
     return np.result_type(W.dtype, np.float32)
 
 
+@validate_scalars
 def ternarize(W, delta: float) -> np.ndarray:
     """Threshold ternary function, Survey Eq. (32), §3.2.2.
 
@@ -37,6 +38,7 @@ def ternarize(W, delta: float) -> np.ndarray:
     return np.select([W > delta, W <= -delta], [1.0, -1.0], 0.0).astype(_fdtype(W))
 
 
+@validate_scalars
 def ternary_connect(W) -> np.ndarray:
     """Deterministic ternary connect, Survey Eq. (27), §3.2.1 (thresholds ±0.5).
 
@@ -48,6 +50,7 @@ def ternary_connect(W) -> np.ndarray:
     return ternarize(W, 0.5)
 
 
+@validate_scalars
 def ternary_stochastic(W, rng=None) -> np.ndarray:
     """Stochastic ternary connect, Survey Eq. (28), §3.2.1.
 
@@ -61,6 +64,7 @@ def ternary_stochastic(W, rng=None) -> np.ndarray:
     return (np.sign(Wc) * (u < np.abs(Wc))).astype(_fdtype(W))
 
 
+@validate_scalars
 def ternary_bernoulli(W, rng=None) -> np.ndarray:
     """Bernoulli ternary quantisation (BTQ; Wang et al. 2018), Survey §3.2.1 / §3.2.3.
 
@@ -74,6 +78,7 @@ def ternary_bernoulli(W, rng=None) -> np.ndarray:
     return (np.sign(W) * z).astype(_fdtype(W))
 
 
+@validate_scalars
 def ternary_gaussian(W) -> np.ndarray:
     """Gaussian ternary weights (Alom et al. 2018), Survey Eq. (29), §3.2.1 — corrected form.
 
@@ -107,6 +112,7 @@ def ternary_gaussian_survey_printed(W) -> np.ndarray:
         _fdtype(W))
 
 
+@validate_scalars
 def twn(W, ratio: float = 0.7) -> tuple[float, np.ndarray, float]:
     """Ternary Weight Networks with the rule of thumb, Survey Eqs. (30)–(34), §3.2.2.
 
@@ -147,6 +153,7 @@ def twn_objective(W, delta: float) -> float:
     return float(a[sel].sum() ** 2 / k) if k else 0.0
 
 
+@validate_scalars
 def twn_exact(W) -> tuple[float, np.ndarray, float]:
     """Exact solution of Eqs. (30)–(31) via the exact argmax of Eq. (33), §3.2.2.
 
@@ -204,6 +211,7 @@ def uniform_step_quantize(W, step: float, n_levels: int = 3) -> np.ndarray:
     return (np.clip(np.floor(W / step), -L, L - 1) + 0.5) * step
 
 
+@validate_scalars
 def lloyd_max_step(W, n_levels: int = 3, max_iter: int = 100, tol: float = 1e-12,
                    n_starts: int = 8) -> float:
     """Lloyd–Max step size of a uniform quantiser (Hwang & Sung 2014, Survey §3.2.2).
@@ -238,6 +246,7 @@ def lloyd_max_step(W, n_levels: int = 3, max_iter: int = 100, tol: float = 1e-12
     return float(best[1])
 
 
+@validate_scalars
 def loss_aware_step_search(loss_fn: Callable[[Sequence[np.ndarray]], float], weights,
                            n_levels: int = 3,
                            factors: Sequence[float] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3,
@@ -279,6 +288,7 @@ def loss_aware_step_search(loss_fn: Callable[[Sequence[np.ndarray]], float], wei
 
 
 # ------------------------------------------------------------------ TTQ (Zhu et al. 2017)
+@validate_scalars
 def ttq_normalize(W) -> np.ndarray:
     """Scale full-precision weights to ``[-1, 1]`` by their maximum magnitude (TTQ, §3.2.2)."""
     W = check_array(W, "W")
@@ -286,6 +296,7 @@ def ttq_normalize(W) -> np.ndarray:
     return W / m if m > 0 else W.copy()
 
 
+@validate_scalars
 def ttq_threshold(W, t: float = 0.05) -> float:
     """TTQ threshold heuristic (1): ``Δ_l = t · max|w_l|`` (Zhu et al. 2017), Survey §3.2.2."""
     W = check_array(W, "W")
@@ -293,6 +304,7 @@ def ttq_threshold(W, t: float = 0.05) -> float:
     return t * float(np.abs(W).max())
 
 
+@validate_scalars
 def ttq_threshold_sparsity(W, sparsity: float) -> float:
     """TTQ threshold heuristic (2): the ``Δ`` that zeroes a fraction ``sparsity`` of ``w_l``.
 
@@ -314,6 +326,7 @@ def ttq_threshold_sparsity(W, sparsity: float) -> float:
     return float(a[k - 1])
 
 
+@validate_scalars
 def ttq_quantize(W, wp: float, wn: float, delta: float) -> np.ndarray:
     """TTQ forward: ``W_p`` if ``w > Δ``, ``-W_n`` if ``w < -Δ``, else 0 (Zhu et al. 2017).
 
@@ -357,6 +370,7 @@ def _ttq_bwd(d, cache):
 _ttq_op = custom_op(_ttq_fwd, _ttq_bwd, name="ttq")
 
 
+@validate_scalars
 def ttq_ste(W: Tensor, wp: Tensor, wn: Tensor, delta: float) -> Tensor:
     """Trained ternary quantisation as a tape op (Zhu et al. 2017), Survey §3.2.2.
 

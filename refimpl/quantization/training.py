@@ -26,7 +26,7 @@ from refimpl.nn import (BowClassifier, Embedding, Linear, Module, Parameter, Ten
                         TransformerClassifier, fit)
 from refimpl.nn import functional as F
 from refimpl.nn.recurrent import lstm_cell
-from refimpl.utils import as_rng
+from refimpl.utils import as_rng, validate_scalars
 
 __all__ = ["weight_quantizer", "QuantLSTMClassifier", "QuantBowClassifier", "sentiment_task",
            "tiny_transformer", "trained_tiny_transformer"]
@@ -146,6 +146,7 @@ class QuantBowClassifier(BowClassifier):
         return _masked_mean(E, length_mask(L, X.shape[1]))
 
 
+@validate_scalars
 def sentiment_task(quick: bool = True):
     """The small ``make_sentiment`` task every §3 miniature uses (1000 training sentences in
     quick mode, 4000 otherwise; vocabulary 300; length ≤ 16)."""
@@ -168,6 +169,7 @@ def tiny_transformer(task, rng=0) -> TransformerClassifier:
 _CACHE: dict = {}
 
 
+@validate_scalars
 def trained_tiny_transformer(quick: bool = True):
     """:func:`tiny_transformer` trained on :func:`sentiment_task` with :func:`refimpl.nn.fit`
     (Adam, lr 0.01, 6 epochs quick / 15 full; deterministic; trained once per process and

@@ -24,7 +24,7 @@ import numpy as np
 
 from refimpl.nn import Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_choice, check_int
+from refimpl.utils import as_rng, check_array, check_choice, check_int, validate_scalars
 
 __all__ = [
     "q_signed", "q_unit", "quantize_uniform", "uniform_codes", "dequantize_uniform",
@@ -36,6 +36,7 @@ def _bits(bits):
     return check_int(bits, "bits", 1, 16)
 
 
+@validate_scalars
 def q_unit(x, bits: int) -> np.ndarray:
     """Uniform k-bit quantiser on ``[0, 1]``, Survey Eq. (37), §3.3.1.
 
@@ -48,6 +49,7 @@ def q_unit(x, bits: int) -> np.ndarray:
     return np.floor(np.clip(x, 0.0, 1.0) * n + 0.5) / n
 
 
+@validate_scalars
 def q_signed(x, bits: int) -> np.ndarray:
     """Uniform k-bit quantiser on ``[-1, 1]``, Survey Eq. (36), §3.3.1.
 
@@ -66,6 +68,7 @@ def q_signed(x, bits: int) -> np.ndarray:
     return 2.0 * (np.floor(n * (np.clip(x, -1.0, 1.0) + 1.0) / 2.0 + 0.5) / n - 0.5)
 
 
+@validate_scalars
 def uniform_codes(X, bits: int) -> tuple[np.ndarray, float, float]:
     """Integer codes of the affine uniform quantiser, Survey Eqs. (37)–(39).
 
@@ -94,6 +97,7 @@ def dequantize_uniform(codes, alpha: float, beta: float, bits: int) -> np.ndarra
     return alpha * (np.asarray(codes, dtype=np.float64) / n) + beta
 
 
+@validate_scalars
 def quantize_uniform(X, bits: int, scheme: str = "affine") -> np.ndarray:
     """Uniform k-bit quantisation, Survey Eqs. (36)–(39), §3.3.1.
 
@@ -124,6 +128,7 @@ def quantize_uniform(X, bits: int, scheme: str = "affine") -> np.ndarray:
     return dequantize_uniform(codes, alpha, beta, bits).astype(dt)  # Eq. (39)
 
 
+@validate_scalars
 def affine_params(X, bits: int) -> tuple[float, int, int, int]:
     """PyTorch-style ``(scale, zero_point, quant_min, quant_max)`` of this module's affine
     quantiser (Eqs. 38–39) on ``[min X, max X]``.
@@ -163,6 +168,7 @@ def affine_params(X, bits: int) -> tuple[float, int, int, int]:
     return scale, int(np.round(-lo / scale)), 0, n
 
 
+@validate_scalars
 def quantize_uniform_ste(x: Tensor, bits: int, scheme: str = "signed") -> Tensor:
     """:func:`quantize_uniform` in the forward pass, straight-through gradient (inside the
     clipping range for ``"signed"``/``"unit"``).
@@ -184,6 +190,7 @@ def pow2_p(W) -> np.ndarray:
     return np.where(a > 0, a / 2.0 ** f - 1.0, 0.0)
 
 
+@validate_scalars
 def quantize_pow2(W, stochastic: bool = False, rng=None, min_exp: int | None = None,
                   max_exp: int | None = None) -> np.ndarray:
     """Exponential (power-of-two) quantisation, Survey Eqs. (46)–(48), §3.3.2 (Ott et al. 2016).

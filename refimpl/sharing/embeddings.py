@@ -49,7 +49,7 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
-from refimpl.utils import check_array, check_float, check_int
+from refimpl.utils import check_array, check_float, check_int, validate_scalars
 
 __all__ = [
     "rare_word_embedding",
@@ -85,6 +85,7 @@ def _check_X(X, n_frequent, name="x"):
 
 
 # ---------------------------------------------------------------------------------- Eq. (60)
+@validate_scalars
 def rare_word_embedding(x, U) -> np.ndarray:
     r"""Embedding of rare words from their sparse codes, Survey Eq. (60), §5.2.
 
@@ -116,6 +117,7 @@ def rare_word_embedding(x, U) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- Eq. (61)
+@validate_scalars
 def sparse_code_objective(X, U, A, alpha: float, beta: float, gamma: float) -> np.ndarray:
     r"""The objective of Survey Eq. (61), §5.2, for one code or a batch of codes.
 
@@ -185,6 +187,7 @@ def _polish(x, U, a, alpha, beta, gamma):
     return out
 
 
+@validate_scalars
 def sparse_code(U, A, alpha: float, beta: float, gamma: float, *, rho: float | None = None,
                 eps_abs: float = 1e-10, eps_rel: float = 1e-10, max_iter: int = 10_000,
                 polish: bool = True, return_info: bool = False):
@@ -329,6 +332,7 @@ def sparse_code(U, A, alpha: float, beta: float, gamma: float, *, rho: float | N
     return X_out
 
 
+@validate_scalars
 def kkt_residual(x, U, a, alpha: float, beta: float, gamma: float, *,
                  zero_tol: float = 0.0, sum_tol: float = 1e-9) -> float:
     r"""Violation of the subgradient optimality condition of Survey Eq. (61) at ``x``.
@@ -391,6 +395,7 @@ def kkt_residual(x, U, a, alpha: float, beta: float, gamma: float, *,
 
 
 # ---------------------------------------------------------------------------------- whole table
+@validate_scalars
 def sparse_code_embeddings(W, frequent, alpha: float, beta: float, gamma: float, **kwargs):
     r"""Code every rare row of an embedding table over its frequent rows (Survey §5.2).
 
@@ -434,6 +439,7 @@ def sparse_code_embeddings(W, frequent, alpha: float, beta: float, gamma: float,
     return W_hat, X.T.copy(), rare
 
 
+@validate_scalars
 def sparse_embedding_bits(vocab_size: int, n_frequent: int, embed_dim: int, nnz: int, *,
                           float_bits: int = 32) -> dict:
     r"""Storage of the sparse-code representation vs the full embedding table (Survey §5.2).

@@ -32,7 +32,7 @@ from refimpl.nn import functional as F
 from refimpl.nn.layers import check_features
 from refimpl.nn.module import Module
 from refimpl.nn.tensor import Parameter, Tensor, as_tensor
-from refimpl.utils import as_rng, check_choice, check_int
+from refimpl.utils import as_rng, check_choice, check_int, validate_scalars
 
 __all__ = ["SharedLowRankRNN", "shared_low_rank_num_params"]
 
@@ -53,6 +53,7 @@ def _check_sizes(input_size, hidden_sizes, ranks, input_rank):
     return D, N, r, s1
 
 
+@validate_scalars
 def shared_low_rank_num_params(input_size: int, hidden_sizes, ranks, *, input_rank=None,
                                share: bool = True, full_rank: bool = False) -> int:
     r"""Number of parameters of :class:`SharedLowRankRNN` (Survey Eq. (59), §5.2), by formula.
@@ -137,6 +138,7 @@ class SharedLowRankRNN(Module):
     Lu, Sindhwani & Sainath, "Learning compact recurrent neural networks", ICASSP 2016.
     """
 
+    @validate_scalars
     def __init__(self, input_size: int, hidden_sizes, ranks, *, input_rank=None,
                  share: bool = True, nonlinearity: str = "tanh", rng=None):
         D, N, r, s1 = _check_sizes(input_size, hidden_sizes, ranks, input_rank)
