@@ -10,8 +10,11 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 ``layers``             :class:`Linear`, :class:`Embedding`, :class:`LayerNorm`, :class:`Dropout`
 ``recurrent``          :class:`RNN`, :class:`GRU`, :class:`LSTM` (PyTorch gate order/layout) and
                        the single-step cells :func:`rnn_cell`, :func:`gru_cell`, :func:`lstm_cell`
-``attention``          :class:`MultiHeadAttention` (attention hook, head gates ξ_h, Eq. (18))
-``transformer``        :class:`TransformerEncoderLayer` (post-/pre-norm, FFN mask hook)
+``attention``          :class:`MultiHeadAttention` (attention hook, head gates ξ_h, Eq. (18),
+                       :class:`AttentionOutputs`: probabilities, contexts, Q/K/V as Tensors)
+``transformer``        :class:`TransformerEncoderLayer` (post-/pre-norm, relu/gelu, head/FFN/layer
+                       gates), :class:`TransformerEncoder` (hidden states and attentions of every
+                       layer), :class:`BertEmbeddings`, :func:`cls_pool`, :func:`masked_mean_pool`
 ``losses``             :func:`cross_entropy`, :func:`nll`, :func:`mse`,
                        :func:`kl_div_with_temperature` (Hinton), :func:`distillation_loss`
 ``optim``              :class:`SGD`, :class:`Adam`, :class:`AdamW`, :func:`clip_grad_norm_`
@@ -24,7 +27,7 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 
 from refimpl.nn import functional, ops
 from refimpl.nn.gradcheck import GradcheckError, gradcheck, numerical_grad
-from refimpl.nn.attention import MultiHeadAttention, scaled_dot_product_attention
+from refimpl.nn.attention import AttentionOutputs, MultiHeadAttention, scaled_dot_product_attention
 from refimpl.nn.layers import Dropout, Embedding, LayerNorm, Linear
 from refimpl.nn.losses import cross_entropy, distillation_loss, kl_div_with_temperature, mse, nll
 from refimpl.nn.models import (
@@ -47,7 +50,14 @@ from refimpl.nn.train import (
     perplexity,
     predict_logits,
 )
-from refimpl.nn.transformer import TransformerEncoderLayer
+from refimpl.nn.transformer import (
+    BertEmbeddings,
+    EncoderOutput,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    cls_pool,
+    masked_mean_pool,
+)
 from refimpl.nn.tensor import (
     Parameter,
     Tensor,
@@ -65,7 +75,9 @@ __all__ = [
     "ModuleList",
     "Linear", "Embedding", "LayerNorm", "Dropout",
     "RNN", "GRU", "LSTM", "rnn_cell", "gru_cell", "lstm_cell",
-    "MultiHeadAttention", "scaled_dot_product_attention", "TransformerEncoderLayer",
+    "MultiHeadAttention", "AttentionOutputs", "scaled_dot_product_attention",
+    "TransformerEncoderLayer", "TransformerEncoder", "EncoderOutput", "BertEmbeddings",
+    "cls_pool", "masked_mean_pool",
     "cross_entropy", "nll", "mse", "kl_div_with_temperature", "distillation_loss",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_",
     "BowClassifier", "RNNClassifier", "LSTMLanguageModel", "TransformerClassifier", "Seq2Seq",

@@ -16,6 +16,7 @@ function is called. Query rows whose mask allows no key get a zero context (not 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -26,7 +27,8 @@ from refimpl.nn.module import Module
 from refimpl.nn.tensor import Tensor, as_tensor, data_of
 from refimpl.utils import as_rng, check_float, check_int
 
-__all__ = ["MultiHeadAttention", "scaled_dot_product_attention", "combine_masks"]
+__all__ = ["MultiHeadAttention", "AttentionOutputs", "scaled_dot_product_attention",
+           "combine_masks", "apply_head_gates"]
 
 _NEG = -1e30  # finite "minus infinity": exp underflows to exactly 0 in float32 and float64
 
@@ -93,6 +95,56 @@ def combine_masks(mask, key_padding_mask, B: int, n: int, m: int):
         kpa = ~kp[:, None, None, :]  # (B, 1, 1, m)
         allow = kpa if allow is None else (allow & kpa)
     return allow
+
+
+@dataclass
+class AttentionOutputs:
+    """The intermediates of one :class:`MultiHeadAttention` call, as tape Tensors.
+
+    Returned by ``mha(x, return_attention=True)`` (and collected per layer by
+    :class:`refimpl.nn.TransformerEncoder` with ``output_attentions=True``), so a loss on them —
+    a distillation loss on a student's attention maps or value relations (Survey §4.4:
+    TinyBERT, MiniLM, MobileBERT), a head-importance score (Eq. (18)) — backpropagates into the
+    model that produced them.
+
+    Attributes
+    ----------
+    probs : Tensor of shape (B, num_heads, n, m) or None
+        Attention probabilities ``softmax(q kᵀ / √d_head)`` after masking (before dropout).
+        None when a custom ``attention`` function replaced the default.
+    context : Tensor of shape (B, num_heads, n, d_head)
+        Each head's output ``Att_h = probs · v`` *before* the head gate ξ_h.
+    query : Tensor of shape (B, num_heads, n, d_head)
+    key, value : Tensor of shape (B, num_heads, m, d_head)
+        The projected, head-split inputs of the attention.
+    """
+
+    probs: Tensor | None
+    context: Tensor
+    query: Tensor
+    key: Tensor
+    value: Tensor
+
+
+def apply_head_gates(ctx: Tensor, gates, num_heads: int, batch: int,
+                     name: str = "head_mask") -> Tensor:
+    """Multiply each head's context by its gate ξ: ``(B, H, n, d_head) * ξ``.
+
+    ``gates`` has shape ``(num_heads,)`` (one gate per head) or ``(batch, num_heads)`` (one per
+    example and head: with ξ = 1 and ``requires_grad``, ``∂L/∂ξ_{b,h} = Att_h(x_b)ᵀ ∂L/∂Att_h``,
+    the per-example term of Michel et al.'s head importance, Survey Eq. (18)). A Tensor gate
+    receives a gradient; an array is a constant mask.
+    """
+    shape = tuple(np.shape(data_of(gates)))
+    if shape not in ((num_heads,), (batch, num_heads)):
+        raise ValueError(f"{name} must have shape ({num_heads},) or ({batch}, {num_heads}), "
+                         f"got {shape}")
+    if isinstance(gates, Tensor):
+        return ctx * gates.reshape(-1, num_heads, 1, 1)  # ξ_h Att_h, gradient to ξ
+    g = np.asarray(gates, dtype=ctx.dtype)
+    if not np.all(np.isfinite(g)):
+        raise ValueError(f"{name} must be finite")
+    return F.mask(ctx, g.reshape(-1, num_heads, 1, 1))
 
 
 class MultiHeadAttention(Module):
@@ -168,7 +220,8 @@ class MultiHeadAttention(Module):
     def _heads(self, t: Tensor, B: int, n: int) -> Tensor:
         return t.reshape(B, n, self.num_heads, self.d_head).transpose(0, 2, 1, 3)  # (B,H,n,dh)
 
-    def forward(self, x, kv=None, mask=None, key_padding_mask=None, head_mask=None) -> Tensor:
+    def forward(self, x, kv=None, mask=None, key_padding_mask=None, head_mask=None, *,
+                return_attention: bool = False):
         """Attend from ``x`` to ``kv`` (default ``x``: self-attention).
 
         Parameters
@@ -179,12 +232,16 @@ class MultiHeadAttention(Module):
             True = may attend (e.g. a causal mask ``tril``).
         key_padding_mask : bool ndarray of shape (B, m), optional
             True = padding key.
-        head_mask : ndarray or Tensor of shape (num_heads,), optional
-            Gates ξ_h multiplying each head's context (Survey Eq. (18)).
+        head_mask : ndarray or Tensor of shape (num_heads,) or (B, num_heads), optional
+            Gates ξ_h multiplying each head's context (Survey Eq. (18)); per example with
+            shape (B, num_heads). Default: the persistent ``self.head_mask`` (None = all 1).
+        return_attention : bool
+            Also return the :class:`AttentionOutputs` (probabilities, per-head context,
+            queries, keys, values) as tape Tensors.
 
         Returns
         -------
-        Tensor of shape (B, n, d_model)
+        Tensor of shape (B, n, d_model) [, AttentionOutputs]
         """
         x = check_features(x, "x", self.d_model, ndim=3)
         kv = x if kv is None else check_features(kv, "kv", self.d_model, ndim=3)
@@ -200,26 +257,21 @@ class MultiHeadAttention(Module):
             ctx, P = scaled_dot_product_attention(q, k, v, allow, dropout=self.dropout,
                                                   rng=self._rng, training=self.training,
                                                   return_weights=True)
-            self.last_attn = P
         else:
             ctx = as_tensor(self.attention(q, k, v, allow))
             if ctx.shape != q.shape:
                 raise ValueError(f"attention must return shape {q.shape}, got {ctx.shape}")
-            self.last_attn = None
+            P = None
+        self.last_attn = P
         if self.retain_context_grad and ctx.requires_grad:
             ctx.retain_grad()
         self.last_context = ctx
         xi = self.head_mask if head_mask is None else head_mask
-        if xi is not None:
-            if tuple(np.shape(data_of(xi))) != (self.num_heads,):
-                raise ValueError(f"head_mask must have shape ({self.num_heads},), "
-                                 f"got {np.shape(data_of(xi))}")
-            if isinstance(xi, Tensor):
-                ctx = ctx * xi.reshape(1, self.num_heads, 1, 1)  # ξ_h Att_h, grad to ξ
-            else:
-                ctx = F.mask(ctx, np.asarray(xi, dtype=ctx.dtype).reshape(1, -1, 1, 1))
-        out = ctx.transpose(0, 2, 1, 3).reshape(B, n, self.d_model)  # (B, n, H*dh)
-        return self.W_o(out)
+        gated = ctx if xi is None else apply_head_gates(ctx, xi, self.num_heads, B)
+        out = self.W_o(gated.transpose(0, 2, 1, 3).reshape(B, n, self.d_model))  # (B, n, d)
+        if return_attention:
+            return out, AttentionOutputs(P, ctx, q, k, v)
+        return out
 
     def __repr__(self) -> str:
         return (f"MultiHeadAttention(d_model={self.d_model}, num_heads={self.num_heads}, "

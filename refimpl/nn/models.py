@@ -24,7 +24,13 @@ from refimpl.nn.losses import cross_entropy
 from refimpl.nn.module import Module, ModuleList
 from refimpl.nn.recurrent import GRU, LSTM, length_mask
 from refimpl.nn.tensor import Parameter, Tensor, data_of, no_grad
-from refimpl.nn.transformer import TransformerEncoderLayer
+from refimpl.nn.transformer import (
+    EncoderOutput,
+    TransformerEncoderLayer,
+    cls_pool,
+    encode_layers,
+    masked_mean_pool,
+)
 from refimpl.utils import as_rng, check_choice, check_float, check_int
 
 __all__ = ["check_tokens", "BowClassifier", "RNNClassifier", "LSTMLanguageModel",
@@ -77,12 +83,6 @@ def check_tokens(X, lengths=None, vocab_size: int | None = None, name: str = "X"
     return X.astype(np.int64, copy=False), L.astype(np.int64, copy=False)
 
 
-def _masked_mean(h: Tensor, valid: np.ndarray) -> Tensor:
-    """Mean of ``h`` (B, T, d) over the steps where ``valid`` (B, T) is True -> (B, d)."""
-    w = (valid / valid.sum(axis=1, keepdims=True)).astype(h.dtype)  # (B, T)
-    return F.mask(h, w[:, :, None]).sum(axis=1)
-
-
 def _child_rng(rng) -> np.random.Generator:
     return np.random.default_rng(rng.integers(2**63))
 
@@ -126,7 +126,7 @@ class BowClassifier(Module):
     def features(self, X, lengths=None) -> Tensor:
         """The pooled sentence vector (B, d_emb)."""
         X, L = check_tokens(X, lengths, self.vocab_size)
-        return _masked_mean(self.embedding(X), length_mask(L, X.shape[1]))
+        return masked_mean_pool(self.embedding(X), length_mask(L, X.shape[1]))
 
     def forward(self, X, lengths=None) -> Tensor:
         """``X`` (B, T) int64, ``lengths`` (B,) -> logits (B, n_classes)."""
@@ -180,7 +180,7 @@ class RNNClassifier(Module):
         X, L = check_tokens(X, lengths, self.vocab_size)
         out, state = self.rnn(self.dropout(self.embedding(X)), lengths=L)
         if self.pooling == "mean":
-            return _masked_mean(out, length_mask(L, X.shape[1]))
+            return masked_mean_pool(out, length_mask(L, X.shape[1]))
         if self.pooling == "max":
             valid = length_mask(L, X.shape[1])[:, :, None]
             return F.masked_fill(out, ~np.broadcast_to(valid, out.shape), -1e30).max(axis=1)
@@ -404,24 +404,29 @@ class TransformerClassifier(Module):
         self.dropout = Dropout(dropout, rng=_child_rng(rng))
         self.fc = Linear(d_model, n_classes, rng=rng)
 
-    def encode(self, X, lengths=None, head_mask=None, ffn_mask=None, layer_mask=None):
+    def encode(self, X, lengths=None, head_mask=None, ffn_mask=None, layer_mask=None, *,
+               output_hidden_states: bool = False, output_attentions: bool = False):
         """Top-layer states.
 
         Parameters
         ----------
         X : int ndarray (B, T); lengths : int ndarray (B,)
-        head_mask : array or Tensor of shape (num_layers, num_heads), optional
+        head_mask : array or Tensor of shape (num_layers, num_heads) or
+            (num_layers, B, num_heads), optional
             Gates ξ (Survey Eq. (18)); row ``l`` goes to layer ``l``.
-        ffn_mask : array or Tensor of shape (num_layers, d_ff), optional
+        ffn_mask : array or Tensor of shape (num_layers, d_ff) or (num_layers, B, d_ff), optional
         layer_mask : array or Tensor of shape (num_layers,), optional
             Per-layer gate ``g_l`` (LayerDrop, Survey §2.4.2, Fan et al. 2019): layer ``l``
             computes ``h ← h + g_l (layer_l(h) − h)``, so ``g_l = 0`` skips the layer exactly
             (identity; the layer is not evaluated when the gate is a constant 0), ``g_l = 1``
             applies it, and a Tensor gate receives ``∂L/∂g_l`` (relaxed gates).
+        output_hidden_states, output_attentions : bool
+            Return an :class:`refimpl.nn.EncoderOutput` (every layer's hidden states and
+            attention intermediates, as tape Tensors) instead of the top-layer Tensor.
 
         Returns
         -------
-        h : Tensor of shape (B, T [+1 with cls], d_model)
+        h : Tensor of shape (B, T [+1 with cls], d_model), or EncoderOutput
         valid : bool ndarray of shape (B, T [+1])
         """
         X, L = check_tokens(X, lengths, self.vocab_size, max_len=self.max_len)
@@ -434,47 +439,37 @@ class TransformerClassifier(Module):
             h = F.concat([c, h], axis=1)  # (B, T+1, d)
             valid = np.concatenate([np.ones((B, 1), bool), valid], axis=1)
         h = self.dropout(h + self.pos[: h.shape[1]])
-        for hm_name, m in (("head_mask", head_mask), ("ffn_mask", ffn_mask)):
-            if m is not None and np.shape(data_of(m))[0] != self.num_layers:
-                raise ValueError(f"{hm_name} must have num_layers={self.num_layers} rows, "
-                                 f"got shape {np.shape(data_of(m))}")
-        if layer_mask is not None:
-            lm = np.asarray(data_of(layer_mask), dtype=np.float64)
-            if lm.shape != (self.num_layers,):
-                raise ValueError(f"layer_mask must have shape ({self.num_layers},), "
-                                 f"got {lm.shape}")
-            if not np.all(np.isfinite(lm)):
-                raise ValueError("layer_mask must be finite")
-        for i, layer in enumerate(self.layers):
-            g = None if layer_mask is None else layer_mask[i]
-            if g is not None and not isinstance(g, Tensor):
-                g = float(g)
-                if g == 0.0:
-                    continue  # LayerDrop: the layer is skipped (identity)
-                if g == 1.0:
-                    g = None
-            out = layer(h, key_padding_mask=~valid,
-                        head_mask=None if head_mask is None else head_mask[i],
-                        ffn_mask=None if ffn_mask is None else ffn_mask[i])
-            h = out if g is None else h + (out - h) * g
-        if self.final_norm is not None:
-            h = self.final_norm(h)
-        return h, valid
+        out = encode_layers(self.layers, h, key_padding_mask=~valid, head_mask=head_mask,
+                            ffn_mask=ffn_mask, layer_mask=layer_mask,
+                            final_norm=self.final_norm,
+                            output_hidden_states=output_hidden_states,
+                            output_attentions=output_attentions)
+        if output_hidden_states or output_attentions:
+            return out, valid
+        return out.last_hidden_state, valid
+
+    def _pool(self, h, valid) -> Tensor:
+        return cls_pool(h) if self.pooling == "cls" else masked_mean_pool(h, valid)
 
     def features(self, X, lengths=None, head_mask=None, ffn_mask=None,
                  layer_mask=None) -> Tensor:
         """The pooled sentence vector (B, d_model) (masks as in :meth:`encode`)."""
         h, valid = self.encode(X, lengths, head_mask, ffn_mask, layer_mask)
-        if self.pooling == "cls":
-            return h[:, 0]
-        return _masked_mean(h, valid)
+        return self._pool(h, valid)
 
-    def forward(self, X, lengths=None, head_mask=None, ffn_mask=None,
-                layer_mask=None) -> Tensor:
+    def forward(self, X, lengths=None, head_mask=None, ffn_mask=None, layer_mask=None, *,
+                output_hidden_states: bool = False, output_attentions: bool = False):
         """``X`` (B, T) int64, ``lengths`` (B,) -> logits (B, n_classes) (masks as in
-        :meth:`encode`; ``layer_mask`` (num_layers,) 0 = skip a layer, LayerDrop §2.4.2)."""
-        return self.fc(self.dropout(self.features(X, lengths, head_mask, ffn_mask,
-                                                  layer_mask)))
+        :meth:`encode`; ``layer_mask`` (num_layers,) 0 = skip a layer, LayerDrop §2.4.2).
+
+        With ``output_hidden_states`` or ``output_attentions``: ``(logits, EncoderOutput)``.
+        """
+        flags = dict(output_hidden_states=output_hidden_states,
+                     output_attentions=output_attentions)
+        h, valid = self.encode(X, lengths, head_mask, ffn_mask, layer_mask, **flags)
+        top = h.last_hidden_state if isinstance(h, EncoderOutput) else h
+        logits = self.fc(self.dropout(self._pool(top, valid)))
+        return (logits, h) if isinstance(h, EncoderOutput) else logits
 
 
 # ---------------------------------------------------------------------------------------------
