@@ -208,8 +208,8 @@ def tt_embedding_lookup_numpy(cores, idx):
     for k, G in enumerate(cores):
         Gk = np.asarray(G, dtype=dtype)[:, digits[:, k]]  # (r_{k-1}, n_idx, d_k, r_k)
         R = np.einsum("bpr,rbqs->bpqs", R, Gk, optimize=True)  # (n_idx, p, d_k, r_k)
-        R = R.reshape(n, -1, Gk.shape[3])
-    return R.reshape(*idx.shape, -1)  # (..., D)
+        R = R.reshape(n, R.shape[1] * R.shape[2], Gk.shape[3])  # explicit: n_idx may be 0
+    return R.reshape(*idx.shape, int(np.prod(ds)))  # (..., D)
 
 
 @numba.njit(cache=True)
@@ -267,7 +267,7 @@ def tt_embedding_lookup_numba(cores, idx):
     shapes[d, 0] = scratch
     out = np.empty((digits.shape[0], int(np.prod(ds))), dtype=dtype)
     _tt_lookup_kernel(digits, np.concatenate(flat), offsets, shapes, out)
-    return out.reshape(*idx.shape, -1)
+    return out.reshape(*idx.shape, int(np.prod(ds)))
 
 
 def tt_embedding_lookup(cores, idx, backend: str | None = None):

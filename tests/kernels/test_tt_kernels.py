@@ -87,3 +87,11 @@ def test_nonfinite_inputs_are_refused_naming_the_argument(backend, bad):
         tt_matmul(cores, X.astype(complex), backend=backend)
     Y = tt_matmul(cores, X, backend=backend)  # finite inputs still run on this backend
     np.testing.assert_allclose(Y, X @ tt_matrix_to_full(cores).T, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 2)])
+def test_tt_embedding_lookup_of_no_indices(backend, shape):
+    rng = np.random.default_rng(3)
+    cores = _cores((3, 4), (2, 3), 2, rng)
+    rows = tt_embedding_lookup(cores, np.zeros(shape, dtype=np.int64), backend=backend)
+    assert rows.shape == shape + (6,) and rows.dtype == np.float64
