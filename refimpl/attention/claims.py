@@ -236,10 +236,10 @@ def linear_attention_claim(quick: bool, seed: int) -> dict:
                         == t.y_test).mean())
     with no_grad():
         Xb, Lb = t.X_test[:128], t.len_test[:128]
-        dense_model(Xb, Lb)
-        ctx_soft = dense_model.layers[0].self_attn.last_context.data
-        swapped(Xb, Lb)
-        ctx_lin = swapped.layers[0].self_attn.last_context.data
+        _, out_soft = dense_model(Xb, Lb, output_attentions=True)
+        ctx_soft = out_soft.attentions[0].context.data  # layer 1's per-head contexts
+        _, out_lin = swapped(Xb, Lb, output_attentions=True)
+        ctx_lin = out_lin.attentions[0].context.data
     err = float(np.linalg.norm(ctx_lin - ctx_soft) / np.linalg.norm(ctx_soft))
     # (b) trained from scratch with linear attention
     _, acc_lin, _ = run_needle_model(s, LinearAttentionHook())
