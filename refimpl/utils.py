@@ -12,7 +12,7 @@ import inspect
 import numbers
 import os
 import sys
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -27,6 +27,7 @@ __all__ = [
     "check_bool",
     "check_str",
     "validate_scalars",
+    "validate_arrays",
     "progress_bar",
 ]
 
@@ -218,16 +219,26 @@ def _scalar_kind(param: inspect.Parameter):
     return _SCALAR_CHECKS[next(iter(parts))], allow_none
 
 
-def validate_scalars(fn):
-    """Decorator: check the scalar arguments of ``fn`` against their annotations.
+def validate_scalars(fn=None, /, **bounds):
+    """Decorator: check the scalar arguments of a function against their annotations.
 
     Parameters annotated ``int``, ``float``, ``bool`` or ``str`` (optionally ``| None``, or with
     a ``None`` default) are validated on every call with :func:`check_int`,
     :func:`check_float` (finite real), :func:`check_bool` or :func:`check_str`, so a string,
     None, a complex number or NaN given for a number raises a ``TypeError``/``ValueError``
-    naming the argument. Ranges (``bits`` in [1, 16], ``lr > 0``, ...) stay in the function
-    body. Arguments left at their defaults are not checked. Values are passed on unchanged.
+    naming the argument. Arguments left at their defaults are not checked; values are passed
+    on unchanged.
+
+    ``bounds`` add ranges for numeric parameters: ``name=(lo, hi)`` (inclusive; either may be
+    None) or ``name=(lo, hi, "(]")`` with the interval's brackets, e.g.
+    ``@validate_scalars(n_iter=(1, None), lr=(0, None, "(]"))``.
     """
+    if fn is None:
+        return functools.partial(_validate_scalars, bounds=bounds)
+    return _validate_scalars(fn, bounds=bounds)
+
+
+def _validate_scalars(fn, bounds):
     sig = inspect.signature(fn)
     names, checks = [], {}
     for name, p in sig.parameters.items():
@@ -237,7 +248,11 @@ def validate_scalars(fn):
             continue
         kind = _scalar_kind(p)
         if kind is not None:
-            checks[name] = kind
+            checks[name] = kind + (bounds.get(name),)
+    unknown = set(bounds) - {n for n, c in checks.items() if c[0] in (check_int, check_float)}
+    if unknown:
+        raise TypeError(f"validate_scalars: bounds for {sorted(unknown)} of {fn.__qualname__}, "
+                        f"which are not int/float parameters")
     if not checks:
         return fn
 
@@ -255,11 +270,104 @@ def validate_scalars(fn):
     return wrapper
 
 
+def validate_arrays(**specs):
+    """Decorator: validate array arguments with :func:`check_array` before every call.
+
+    ``specs`` map a parameter name to the keyword arguments of :func:`check_array` (``ndim``,
+    ``dtype_kind``, ``allow_empty``, ...), e.g. ``@validate_arrays(P={"ndim": 2})``; the extra
+    key ``"sequence": True`` checks every element of a list/tuple argument instead (named
+    ``name[i]``), and ``"optional": True`` lets None through. ``"kind"`` checks other argument
+    types: ``"module"`` (has ``named_parameters``), ``"callable"``, ``"dims"`` (a non-empty
+    sequence of positive ints), ``"ranks"`` (a positive int or such a sequence),
+    ``"sequence"`` (a non-empty list/tuple), ``"mapping"`` (a dict). A Tensor is checked through its ``.data``. Only validation: the arguments are passed on unchanged, so results of valid
+    calls do not change; a string, None, a complex array, NaN/inf, an empty array or a wrong
+    ``ndim`` raise ``TypeError``/``ValueError`` naming the argument.
+    """
+    def deco(fn):
+        sig = inspect.signature(fn)
+        names = [n for n, p in sig.parameters.items()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        unknown = set(specs) - set(sig.parameters)
+        if unknown:
+            raise TypeError(f"validate_arrays: {fn.__qualname__} has no parameters "
+                            f"{sorted(unknown)}")
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            for name, value in zip(names, args):
+                if name in specs:
+                    _check_array_arg(value, name, specs[name])
+            for name, value in kwargs.items():
+                if name in specs:
+                    _check_array_arg(value, name, specs[name])
+            return fn(*args, **kwargs)
+
+        return wrapper
+    return deco
+
+
+def _check_array_arg(value, name, spec):
+    spec = dict(spec)
+    kind = spec.pop("kind", "array")
+    sequence = spec.pop("sequence", False)
+    if spec.pop("optional", False) and value is None:
+        return
+    if kind == "module":
+        if not callable(getattr(value, "named_parameters", None)):
+            raise TypeError(f"{name} must be a refimpl.nn Module, got {type(value).__name__}")
+        return
+    if kind == "mapping":
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{name} must be a mapping (dict), got {type(value).__name__}")
+        return
+    if kind == "callable":
+        if not callable(value):
+            raise TypeError(f"{name} must be callable, got {value!r:.60}")
+        return
+    if kind in ("dims", "ranks"):
+        if kind == "ranks" and isinstance(value, (numbers.Integral, np.integer)):
+            check_int(value, name, 1)
+            return
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, np.ndarray)):
+            raise TypeError(f"{name} must be a sequence of positive ints"
+                            f"{' or an int' if kind == 'ranks' else ''}, got {value!r:.60}")
+        if len(value) == 0:
+            raise ValueError(f"{name} must not be empty")
+        for i, v in enumerate(value):
+            check_int(v, f"{name}[{i}]", 1)
+        return
+    if kind == "sequence" or sequence:
+        if isinstance(value, (str, bytes, np.ndarray)) or not isinstance(value, (list, tuple)):
+            raise TypeError(f"{name} must be a list, got {type(value).__name__}")
+        if not value:
+            raise ValueError(f"{name} must not be empty")
+        if kind == "sequence":
+            return
+        for i, v in enumerate(value):
+            check_array(v.data if _is_tensor(v) else v, f"{name}[{i}]", **spec)
+        return
+    check_array(value.data if _is_tensor(value) else value, name, **spec)
+
+
+def _is_tensor(v) -> bool:
+    return type(v).__name__ in ("Tensor", "Parameter") and hasattr(v, "data")
+
+
 def _check_scalar(kind, value, name):
-    check, allow_none = kind
+    check, allow_none, bound = kind
     if value is None and allow_none:
         return
-    check(value, name)
+    if bound is None:
+        check(value, name)
+        return
+    lo, hi = bound[0], bound[1]
+    brackets = bound[2] if len(bound) > 2 else "[]"
+    if check is check_int:
+        lo = None if lo is None else lo + (brackets[0] == "(")
+        hi = None if hi is None else hi - (brackets[1] == ")")
+        check_int(value, name, lo, hi)
+    else:
+        check_float(value, name, lo, hi, lo_open=brackets[0] == "(", hi_open=brackets[1] == ")")
 
 
 def _range(lo, hi) -> str:

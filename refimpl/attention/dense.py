@@ -27,7 +27,7 @@ import numpy as np
 
 from refimpl.nn import functional as F
 from refimpl.nn.tensor import Tensor, data_of
-from refimpl.utils import check_array, validate_scalars
+from refimpl.utils import check_array, validate_arrays, validate_scalars
 
 __all__ = ["check_qkv", "attention_weights", "dense_attention", "dense_attention_t",
            "causal_mask", "as_mask"]
@@ -82,7 +82,7 @@ def as_mask(mask, n: int, m: int, name: str = "mask") -> np.ndarray:
     return mk
 
 
-@validate_scalars
+@validate_scalars(n=(1, None), m=(1, None))
 def causal_mask(n: int, m: int | None = None) -> np.ndarray:
     """Lower-triangular boolean mask ``j <= i`` of shape ``(n, m)`` (autoregressive attention).
 
@@ -92,7 +92,7 @@ def causal_mask(n: int, m: int | None = None) -> np.ndarray:
     return np.tril(np.ones((n, m), dtype=bool))
 
 
-@validate_scalars
+@validate_scalars(scale=(0, None, "(]"))
 def attention_weights(Q, K, mask=None, *, scale: float | None = None) -> np.ndarray:
     """The attention matrix ``softmax(Q K^T / sqrt(d))`` of Survey Eq. (68), §7.1.
 
@@ -131,7 +131,7 @@ def attention_weights(Q, K, mask=None, *, scale: float | None = None) -> np.ndar
     return P / np.where(Z > 0, Z, 1.0)
 
 
-@validate_scalars
+@validate_scalars(scale=(0, None, "(]"))
 def dense_attention(Q, K, V, mask=None, *, scale: float | None = None,
                     return_weights: bool = False):
     """Scaled dot-product attention, Survey Eq. (68), §7.1 (Vaswani et al., 2017).
@@ -175,7 +175,8 @@ def dense_attention(Q, K, V, mask=None, *, scale: float | None = None,
     return (out, P) if return_weights else out
 
 
-@validate_scalars
+@validate_scalars(scale=(0, None, "(]"))
+@validate_arrays(q={}, k={}, v={})
 def dense_attention_t(q, k, v, mask=None, *, scale: float | None = None) -> Tensor:
     """Differentiable (tape) version of :func:`dense_attention` on Tensors ``(B, H, n, d)``.
 

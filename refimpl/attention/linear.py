@@ -47,7 +47,8 @@ from refimpl.kernels.attention import (
     check_window,
     sliding_window_attention,
 )
-from refimpl.utils import as_rng, check_array, check_choice, check_float, check_int, validate_scalars
+from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_int,
+                           validate_arrays, validate_scalars)
 
 __all__ = [
     "star_attention", "star_attention_mask",
@@ -307,7 +308,7 @@ def linformer_attention(Q, K, V, E, F=None):
 
 
 # ------------------------------------------------------------------------------ Sinkhorn
-@validate_scalars
+@validate_scalars(n_iters=(0, None))
 def sinkhorn_normalize(logits, n_iters: int = 8, temperature: float = 1.0) -> np.ndarray:
     """Log-domain Sinkhorn balancing: alternately normalise rows and columns of
     ``exp(logits / temperature)`` (Tay et al., 2020, Eq. 6; Adams & Zemel, 2011).
@@ -336,7 +337,7 @@ def sinkhorn_normalize(logits, n_iters: int = 8, temperature: float = 1.0) -> np
     return np.exp(L)
 
 
-@validate_scalars
+@validate_scalars(n_iters=(0, None))
 def sinkhorn_sort_matrix(Q, K, n_blocks: int, *, n_iters: int = 8, temperature: float = 1.0,
                          W_sort=None) -> np.ndarray:
     """The soft block permutation ``S`` of Sparse Sinkhorn attention.
@@ -376,7 +377,7 @@ def sinkhorn_sort_matrix(Q, K, n_blocks: int, *, n_iters: int = 8, temperature: 
     return sinkhorn_normalize(R, n_iters, temperature)
 
 
-@validate_scalars
+@validate_scalars(n_iters=(0, None))
 def sinkhorn_attention(Q, K, V, n_blocks: int, *, sort_matrix=None, sortcut: int | None = None,
                        n_iters: int = 8, temperature: float = 1.0, W_sort=None):
     """Sparse Sinkhorn attention and SortCut, Survey §7.2 (Tay et al., 2020).
@@ -532,13 +533,14 @@ def efficient_attention_survey_form(Q, K, V):
 
 # ------------------------------------------------------------------------------ linear Transformer
 @validate_scalars
+@validate_arrays(X={})
 def elu_feature_map(X) -> np.ndarray:
     """:math:`\\phi(x) = \\mathrm{elu}(x) + 1` (Katharopoulos et al., 2020, Eq. 7): positive."""
     X = np.asarray(X)
     return np.where(X > 0, X + 1.0, np.exp(np.minimum(X, 0.0)))
 
 
-@validate_scalars
+@validate_scalars(eps=(0, None))
 def linear_attention_quadratic(Q, K, V, *, causal: bool = False, eps: float = 1e-6):
     """Linear attention evaluated the quadratic way:
     :math:`o_i=\\sum_j \\phi(q_i)^T\\phi(k_j) v_j / (\\sum_j \\phi(q_i)^T\\phi(k_j)+\\varepsilon)`,
@@ -558,7 +560,7 @@ def linear_attention_quadratic(Q, K, V, *, causal: bool = False, eps: float = 1e
     return (A @ V) / (A.sum(-1, keepdims=True) + eps)
 
 
-@validate_scalars
+@validate_scalars(eps=(0, None))
 def linear_attention(Q, K, V, *, causal: bool = False, eps: float = 1e-6, backend=None):
     """Linear Transformer attention with the ``elu + 1`` feature map, Survey §7.2.
 
@@ -607,7 +609,7 @@ def linear_attention(Q, K, V, *, causal: bool = False, eps: float = 1e-6, backen
 
 
 # ------------------------------------------------------------------------------ Longformer
-@validate_scalars
+@validate_scalars(window=(0, None))
 def longformer_mask(n: int, window: int, dilation: int = 1, global_idx=()) -> np.ndarray:
     """Longformer's attention pattern as an ``(n, n)`` boolean mask.
 
@@ -630,7 +632,7 @@ def longformer_mask(n: int, window: int, dilation: int = 1, global_idx=()) -> np
     return M
 
 
-@validate_scalars
+@validate_scalars(window=(0, None))
 def longformer_attention(Q, K, V, window: int, dilation: int = 1, global_idx=(), *,
                          Qg=None, Kg=None, Vg=None, backend=None):
     """Longformer attention: sliding window, dilated window and global tokens, Survey §7.2.

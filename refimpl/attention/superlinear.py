@@ -31,7 +31,8 @@ from __future__ import annotations
 import numpy as np
 
 from refimpl.attention.dense import check_qkv
-from refimpl.utils import as_rng, check_array, check_choice, check_int, validate_scalars
+from refimpl.utils import (as_rng, check_array, check_choice, check_int, validate_arrays,
+                           validate_scalars)
 
 __all__ = [
     "blockbert_mask", "blockbert_attention",
@@ -55,7 +56,7 @@ def _check_permutations(permutations, num_heads: int, n_blocks: int) -> np.ndarr
     return P.astype(np.int64)
 
 
-@validate_scalars
+@validate_scalars(num_heads=(1, None))
 def blockbert_mask(n: int, n_blocks: int, permutations=None, num_heads: int = 1) -> np.ndarray:
     """BlockBERT's block-sparse mask: query block ``i`` sees key block ``π_h(i)``.
 
@@ -526,6 +527,7 @@ def _lsh_sorted(buckets, n):
 
 
 @validate_scalars
+@validate_arrays(QK={"ndim": 4})
 def lsh_attention_mask(QK, n_buckets: int, n_hashes: int = 1, chunk_size: int | None = None, *,
                        rng=None, rotations=None) -> np.ndarray:
     """The key set :math:`P_i=\\bigcup_r P_i^{(r)}` that :func:`lsh_attention` attends to.
@@ -564,6 +566,7 @@ def lsh_attention_mask(QK, n_buckets: int, n_hashes: int = 1, chunk_size: int | 
 
 
 @validate_scalars
+@validate_arrays(QK={"ndim": 4})
 def lsh_attention(QK, V, n_buckets: int, n_hashes: int = 1, chunk_size: int | None = None, *,
                   rng=None, rotations=None, return_buckets: bool = False):
     """Reformer shared-QK LSH attention, Survey §7.1 (Kitaev et al., 2020).

@@ -19,13 +19,14 @@ import numpy as np
 
 from refimpl.nn import Module, Parameter, Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_int, validate_scalars
+from refimpl.utils import as_rng, check_array, check_int, validate_arrays, validate_scalars
 
 __all__ = ["frequency_partition", "DifferentiatedSoftmax", "dsoftmax_dense_weight",
            "dsoftmax_num_params", "west_factorize", "west_num_params", "block_diag"]
 
 
 @validate_scalars
+@validate_arrays(sizes={"kind": "dims"})
 def frequency_partition(counts, sizes) -> list[np.ndarray]:
     """Word ids grouped into blocks by descending frequency.
 
@@ -58,6 +59,7 @@ def frequency_partition(counts, sizes) -> list[np.ndarray]:
 
 
 @validate_scalars
+@validate_arrays(block_sizes={"kind": "dims"}, dims={"kind": "dims"})
 def dsoftmax_num_params(block_sizes, dims, bias: bool = True) -> int:
     """``Σ_b |V_b| d_b`` (+ V biases) against ``V · Σ_b d_b`` for a full softmax.
 
@@ -98,6 +100,7 @@ class DifferentiatedSoftmax(Module):
     """
 
     @validate_scalars
+    @validate_arrays(partition={"kind": "sequence"}, dims={"kind": "dims"})
     def __init__(self, partition, dims, rng=None):
         if len(partition) != len(dims) or len(dims) == 0:
             raise ValueError(f"partition and dims must have the same non-zero length, got "
@@ -135,6 +138,7 @@ class DifferentiatedSoftmax(Module):
 
 
 @validate_scalars
+@validate_arrays(model={"kind": "module"})
 def dsoftmax_dense_weight(model: DifferentiatedSoftmax) -> np.ndarray:
     """The block-sparse (V, H) output matrix equivalent to a :class:`DifferentiatedSoftmax`.
 
@@ -147,6 +151,7 @@ def dsoftmax_dense_weight(model: DifferentiatedSoftmax) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(blocks={"sequence": True, "ndim": 2})
 def block_diag(blocks) -> np.ndarray:
     """Block-diagonal matrix from a list of 2-d blocks.
 
@@ -164,7 +169,7 @@ def block_diag(blocks) -> np.ndarray:
     return out
 
 
-@validate_scalars
+@validate_scalars(V=(1, None), H=(1, None), code_dim=(1, None), n_blocks=(1, None))
 def west_num_params(V: int, H: int, code_dim: int, n_blocks: int) -> int:
     """``V k + Σ_b k_b H_b = V k + k H / n_blocks`` (equal blocks).
 

@@ -33,7 +33,8 @@ from refimpl.decomposition.cp_tucker import (
 from refimpl.decomposition.tensor_train import FactorizedRNN, _check_dims
 from refimpl.nn import Module, Parameter, Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_float, check_int, validate_scalars
+from refimpl.utils import (as_rng, check_array, check_float, check_int, validate_arrays,
+                           validate_scalars)
 
 __all__ = ["btd_als", "btd_to_full", "btd_num_params", "bt_matrix", "bt_matrix_to_full",
            "bt_matrix_num_params", "BTLinear", "BTRNN", "MultiLinearAttention",
@@ -41,6 +42,8 @@ __all__ = ["btd_als", "btd_to_full", "btd_num_params", "bt_matrix", "bt_matrix_t
 
 
 @validate_scalars
+@validate_arrays(cores={"sequence": True})
+@validate_arrays(factors={"kind": "sequence"})
 def btd_to_full(cores, factors) -> np.ndarray:
     """``Σ_n G_n ×_1 U_n^(1) … ×_d U_n^(d)``; ``cores[n]`` (R_1..R_d), ``factors[n][k]``
     (n_k, R_k).
@@ -53,6 +56,7 @@ def btd_to_full(cores, factors) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(shape={"kind": "dims"}, ranks={"kind": "ranks"})
 def btd_num_params(shape, ranks, n_blocks: int) -> int:
     """``N (∏ R_k + Σ n_k R_k)`` stored numbers.
 
@@ -64,6 +68,7 @@ def btd_num_params(shape, ranks, n_blocks: int) -> int:
 
 
 @validate_scalars
+@validate_arrays(ranks={"kind": "ranks"})
 def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10,
             method: str = "als", init: str = "greedy", rng=None):
     r"""Block-term decomposition (rank-(R_1..R_d) terms) by block-wise alternating least squares.
@@ -199,6 +204,7 @@ def btd_als(X, ranks, n_blocks: int, *, n_iter: int = 50, tol: float = 1e-10,
 
 # ------------------------------------------------------------------ BT matrices / layers
 @validate_scalars
+@validate_arrays(row_dims={"kind": "dims"}, col_dims={"kind": "dims"}, ranks={"kind": "ranks"})
 def bt_matrix(W, row_dims, col_dims, ranks, n_blocks: int, *, n_iter: int = 30):
     r"""BTD of a weight ``W`` (M, N) reshaped as the d-way tensor ``(m_1 n_1, …, m_d n_d)``
     (the same reshape as :func:`refimpl.decomposition.tensor_train.tt_matrix`).
@@ -234,6 +240,8 @@ def bt_matrix(W, row_dims, col_dims, ranks, n_blocks: int, *, n_iter: int = 30):
 
 
 @validate_scalars
+@validate_arrays(cores={"sequence": True})
+@validate_arrays(factors={"kind": "sequence"})
 def bt_matrix_to_full(cores, factors) -> np.ndarray:
     """Dense ``(∏ m_k, ∏ n_k)`` matrix of BT-layer cores and 3-way factors (m_k, n_k, R_k).
 
@@ -248,7 +256,8 @@ def bt_matrix_to_full(cores, factors) -> np.ndarray:
     return T.transpose(perm).reshape(int(np.prod(ms)), int(np.prod(ns)))
 
 
-@validate_scalars
+@validate_scalars(rank=(1, None), n_blocks=(1, None))
+@validate_arrays(row_dims={"kind": "dims"}, col_dims={"kind": "dims"})
 def bt_matrix_num_params(row_dims, col_dims, rank: int, n_blocks: int) -> int:
     """Ye et al.'s count ``N (R^d + Σ_k m_k n_k R)``.
 
@@ -291,6 +300,7 @@ class BTLinear(Module):
     """
 
     @validate_scalars
+    @validate_arrays(in_dims={"kind": "dims"}, out_dims={"kind": "dims"})
     def __init__(self, in_dims, out_dims, rank: int, n_blocks: int, bias: bool = True,
                  rng=None):
         self.in_dims = _check_dims(in_dims, "in_dims")
@@ -383,6 +393,7 @@ class BTRNN(FactorizedRNN):
     """
 
     @validate_scalars
+    @validate_arrays(in_dims={"kind": "dims"}, out_dims={"kind": "dims"})
     def __init__(self, in_dims, out_dims, hidden_size: int, rank: int, n_blocks: int,
                  cell: str = "lstm", rng=None):
         if cell not in ("gru", "lstm"):
@@ -394,6 +405,7 @@ class BTRNN(FactorizedRNN):
 
 # ------------------------------------------------------------------ multi-linear attention
 @validate_scalars
+@validate_arrays(Q={}, K={}, V={}, g={})
 def single_block_attention(Q, K, V, g) -> Tensor:
     r"""Tucker single-block attention of Ma et al. (2019), Eq. (7), with a diagonal core:
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl.utils import as_rng, check_array, check_float, check_int, validate_scalars
+from refimpl.utils import (as_rng, check_array, check_float, check_int, validate_arrays,
+                           validate_scalars)
 
 __all__ = ["unfold", "fold", "mode_dot", "khatri_rao", "cp_als", "cp_to_full", "cp_num_params",
            "hosvd", "hooi", "tucker_to_full", "tucker_num_params", "check_tucker_ranks"]
@@ -72,6 +73,7 @@ def _check_tensor(X, name="X"):
 
 
 @validate_scalars
+@validate_arrays(weights={"ndim": 1}, factors={"sequence": True, "ndim": 2})
 def cp_to_full(weights, factors) -> np.ndarray:
     """``Σ_r λ_r a_r^(1) ∘ … ∘ a_r^(d)`` from ``weights`` (R,) and factors ``(n_k, R)``.
 
@@ -86,7 +88,8 @@ def cp_to_full(weights, factors) -> np.ndarray:
     return (factors[0] @ M.T).reshape([A.shape[0] for A in factors])
 
 
-@validate_scalars
+@validate_scalars(rank=(1, None))
+@validate_arrays(shape={"kind": "dims"})
 def cp_num_params(shape, rank: int) -> int:
     """``R (Σ n_k + 1)`` (factors plus the weights λ).
 
@@ -95,7 +98,7 @@ def cp_num_params(shape, rank: int) -> int:
     return int(rank * (sum(shape) + 1))
 
 
-@validate_scalars
+@validate_scalars(tol=(0, None))
 def cp_als(X, rank: int, *, n_iter: int = 200, tol: float = 1e-10, init: str = "svd",
            rng=None):
     r"""CP decomposition by alternating least squares.
@@ -185,6 +188,7 @@ def check_tucker_ranks(ranks, shape, name="ranks") -> tuple[int, ...]:
 
 
 @validate_scalars
+@validate_arrays(core={}, factors={"sequence": True, "ndim": 2})
 def tucker_to_full(core, factors) -> np.ndarray:
     """``G ×_1 U_1 ×_2 … ×_d U_d`` with ``core`` (R_1..R_d) and ``factors`` (n_k, R_k).
 
@@ -197,6 +201,7 @@ def tucker_to_full(core, factors) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(shape={"kind": "dims"}, ranks={"kind": "ranks"})
 def tucker_num_params(shape, ranks) -> int:
     """``∏ R_k + Σ n_k R_k``.
 
@@ -207,6 +212,7 @@ def tucker_num_params(shape, ranks) -> int:
 
 
 @validate_scalars
+@validate_arrays(ranks={"kind": "ranks"})
 def hosvd(X, ranks):
     r"""Truncated higher-order SVD.
 
@@ -256,6 +262,7 @@ def _leading_left_vectors(A, r: int) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(ranks={"kind": "ranks"})
 def hooi(X, ranks, *, n_iter: int = 50, tol: float = 1e-12):
     r"""Tucker decomposition by higher-order orthogonal iteration, initialised by :func:`hosvd`.
 

@@ -36,7 +36,8 @@ from refimpl.decomposition._ops import (
 )
 from refimpl.nn import Module, Parameter, Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_float, check_int, validate_scalars
+from refimpl.utils import (as_rng, check_array, check_float, check_int, validate_arrays,
+                           validate_scalars)
 
 __all__ = ["truncated_svd", "eckart_young_error", "rank_for_explained_variance",
            "low_rank_num_params", "LowRankLinear", "joint_svd", "joint_projection_lstsq",
@@ -52,6 +53,7 @@ def _svd(W):
 
 
 @validate_scalars
+@validate_arrays(s={"ndim": 1})
 def rank_for_explained_variance(s, fraction: float) -> int:
     r"""Smallest ``r ≥ 1`` with :math:`\sum_{i\le r}\sigma_i^2 \ge \tau \sum_i \sigma_i^2`.
 
@@ -111,7 +113,7 @@ def truncated_svd(W, rank: int | None = None, *, explained_variance: float | Non
     return U[:, :r] * s[:r], Vt[:r].copy()
 
 
-@validate_scalars
+@validate_scalars(rank=(0, None))
 def eckart_young_error(W, rank: int) -> tuple[float, float]:
     """``(‖W − W_r‖_F, ‖W − W_r‖_2)`` of the optimal rank-r approximation, from the singular
     values alone: ``(√Σ_{i>r} σ_i², σ_{r+1})`` (0 when ``rank ≥ min(m, n)``).
@@ -125,7 +127,7 @@ def eckart_young_error(W, rank: int) -> tuple[float, float]:
     return float(np.sqrt(np.sum(tail ** 2))), float(tail[0]) if tail.size else 0.0
 
 
-@validate_scalars
+@validate_scalars(m=(1, None), n=(1, None), rank=(1, None))
 def low_rank_num_params(m: int, n: int, rank: int) -> int:
     """``rank (m + n)`` numbers for rank-r factors of an (m, n) matrix.
 
@@ -260,7 +262,8 @@ class StackedRNNClassifier(Module):
     N_{L+1} = n_classes); ``W_h{l}`` (N_l, N_l) and ``b{l}`` for l = 1..L; ``b_out``.
     """
 
-    @validate_scalars
+    @validate_scalars(vocab_size=(1, None), embed_dim=(1, None), n_classes=(1, None))
+    @validate_arrays(hidden_sizes={"kind": "dims"})
     def __init__(self, vocab_size: int, embed_dim: int, hidden_sizes, n_classes: int,
                  rng=None):
         rng = as_rng(rng)
@@ -337,7 +340,8 @@ class ProjectedRNNClassifier(Module):
        Architectures for Large Scale Acoustic Modeling", Interspeech 2014.
     """
 
-    @validate_scalars
+    @validate_scalars(vocab_size=(1, None), embed_dim=(1, None), n_classes=(1, None))
+    @validate_arrays(hidden_sizes={"kind": "dims"}, ranks={"kind": "dims"})
     def __init__(self, vocab_size: int, embed_dim: int, hidden_sizes, ranks, n_classes: int,
                  rng=None):
         rng = as_rng(rng)
@@ -412,7 +416,8 @@ class ProjectedRNNClassifier(Module):
 
 
 # ------------------------------------------------------------------ sparse coding, Eq. (66)
-@validate_scalars
+@validate_scalars(lam=(0, None), tau=(0, None))
+@validate_arrays(X={"ndim": 2}, D={"ndim": 2}, A={"ndim": 2})
 def sparse_coding_objective(X, D, A, lam: float, tau: float = 0.0) -> float:
     r"""Eq. (66): :math:`\sum_i \|x_i - D a_i\|_2^2 + \lambda \|a_i\|_1 + \tau \|D\|_2^2`
     (``‖D‖`` is the Frobenius norm) with ``X`` (L, V), ``D`` (L, K), ``A`` (K, V)."""
@@ -420,7 +425,7 @@ def sparse_coding_objective(X, D, A, lam: float, tau: float = 0.0) -> float:
     return float(np.sum(R ** 2) + lam * np.abs(A).sum() + tau * np.sum(np.asarray(D) ** 2))
 
 
-@validate_scalars
+@validate_scalars(lam=(0, None), tol=(0, None), n_iter=(1, None))
 def sparse_code(X, D, lam: float, *, nonneg: bool = False, n_iter: int = 500,
                 tol: float = 1e-10, A0=None) -> np.ndarray:
     r"""Sparse codes for a fixed dictionary: the ``A``-step of Survey Eq. (66), §6.1.
@@ -480,7 +485,7 @@ def sparse_code(X, D, lam: float, *, nonneg: bool = False, n_iter: int = 500,
     return A
 
 
-@validate_scalars
+@validate_scalars(lam=(0, None), tau=(0, None), n_iter=(1, None), code_iter=(1, None))
 def sparse_coding(X, n_atoms: int, lam: float, tau: float = 1e-5, *, nonneg: bool = False,
                   n_iter: int = 30, code_iter: int = 200, rng=None):
     r"""Dictionary and sparse codes of an embedding matrix, Survey Eq. (66), §6.1
@@ -539,6 +544,7 @@ def sparse_coding(X, n_atoms: int, lam: float, tau: float = 1e-5, *, nonneg: boo
 
 
 @validate_scalars
+@validate_arrays(A={"ndim": 2})
 def binarize_codes(A) -> np.ndarray:
     """Faruqui et al.'s binarised codes: 1 where ``a > 0`` (non-negative codes), as uint8.
 
@@ -553,6 +559,7 @@ def binarize_codes(A) -> np.ndarray:
 
 # ------------------------------------------------------------------ compositional codes
 @validate_scalars
+@validate_arrays(codes={"ndim": 2, "dtype_kind": "iu"}, codebooks={"ndim": 3})
 def compositional_decode(codes, codebooks) -> np.ndarray:
     """``E[w] = Σ_m codebooks[m, codes[w, m]]``; codes (V, M) ints, codebooks (M, K, D).
 
@@ -568,7 +575,7 @@ def compositional_decode(codes, codebooks) -> np.ndarray:
     return sum(codebooks[m][codes[:, m]] for m in range(M))
 
 
-@validate_scalars
+@validate_scalars(V=(1, None), M=(1, None), K=(1, None), D=(1, None), float_bits=(1, None))
 def compositional_code_bits(V: int, M: int, K: int, D: int, float_bits: int = 32) -> int:
     """Exact storage: ``V M log2(K)`` code bits plus ``M K D`` codebook floats.
 
@@ -661,7 +668,8 @@ def compositional_codes(E, n_codebooks: int, n_codewords: int, *, n_iter: int = 
     return codes, books, errors
 
 
-@validate_scalars
+@validate_scalars(steps=(1, None), lr=(0, None, "(]"), hidden=(1, None), batch_size=(1, None),
+                  tau=(0, None, "(]"))
 def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden: int = 64,
                                steps: int = 300, batch_size: int = 128, lr: float = 1e-2,
                                tau: float = 1.0, rng=None):
@@ -746,6 +754,7 @@ def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden:
 
 # ------------------------------------------------------------------ FLOP, Eq. (67)
 @validate_scalars
+@validate_arrays(P={"ndim": 2}, z={"ndim": 1}, Q={"ndim": 2})
 def flop_weight(P, z, Q) -> np.ndarray:
     r"""Eq. (67): :math:`W = P G Q = \sum_k z_k\, p_k q_k` with ``P`` (m, r), ``z`` (r,),
     ``Q`` (r, n); computed as ``(P * z) @ Q``."""

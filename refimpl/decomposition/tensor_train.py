@@ -33,7 +33,8 @@ from refimpl.kernels.tt import (
 )
 from refimpl.nn import Module, Parameter, Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_float, check_int, validate_scalars
+from refimpl.utils import (as_rng, check_array, check_float, check_int, validate_arrays,
+                           validate_scalars)
 
 __all__ = ["tt_svd", "tt_to_full", "tt_ranks", "tt_num_params", "tt_matrix",
            "tt_matrix_to_full", "tt_matrix_num_params", "tt_matrix_ranks", "tt_matvec", "tt_embedding_rows",
@@ -42,7 +43,7 @@ __all__ = ["tt_svd", "tt_to_full", "tt_ranks", "tt_num_params", "tt_matrix",
 
 
 # ------------------------------------------------------------------ helpers
-@validate_scalars
+@validate_scalars(dense_params=(1, None), compressed_params=(1, None))
 def compression_ratio(dense_params: int, compressed_params: int) -> float:
     """``dense_params / compressed_params`` (how many times smaller).
 
@@ -229,6 +230,7 @@ def tt_to_full(cores) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(cores={"sequence": True, "ndim": (3, 4)})
 def tt_ranks(cores) -> tuple[int, ...]:
     """``(1, r_1, ..., r_{d-1}, 1)`` of TT (3-d) or TT-matrix (4-d) cores.
 
@@ -238,6 +240,7 @@ def tt_ranks(cores) -> tuple[int, ...]:
 
 
 @validate_scalars
+@validate_arrays(cores={"sequence": True, "ndim": (3, 4)})
 def tt_num_params(cores) -> int:
     """Exact number of stored numbers: ``Σ_k size(G_k)``.
 
@@ -247,6 +250,7 @@ def tt_num_params(cores) -> int:
 
 
 @validate_scalars
+@validate_arrays(shape={"kind": "dims"})
 def random_tt(shape, rank, rng=None) -> list[np.ndarray]:
     """Random TT cores with the given ranks (``rank`` int or ``d-1`` ranks), Gaussian entries
     scaled so the full tensor has entries of order 1. A known-rank test tensor.
@@ -272,6 +276,7 @@ def _check_dims(dims, name, total=None):
 
 
 @validate_scalars
+@validate_arrays(row_dims={"kind": "dims"}, col_dims={"kind": "dims"})
 def tt_matrix(W, row_dims, col_dims, max_rank=None, eps=None) -> list[np.ndarray]:
     r"""Reshape a weight ``W`` of shape ``(M, N)`` into TT-matrix cores and TT-SVD it.
 
@@ -331,6 +336,7 @@ def tt_matrix_to_full(cores) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(row_dims={"kind": "dims"}, col_dims={"kind": "dims"})
 def tt_matrix_ranks(row_dims, col_dims, rank) -> tuple[int, ...]:
     """Feasible TT-ranks ``(1, r_1, ..., r_{d-1}, 1)`` of a TT-matrix with an int rank cap:
     ``r_k = min(rank, ∏_{j≤k} m_j n_j, ∏_{j>k} m_j n_j)`` (what :func:`tt_matrix` returns for
@@ -343,6 +349,7 @@ def tt_matrix_ranks(row_dims, col_dims, rank) -> tuple[int, ...]:
 
 
 @validate_scalars
+@validate_arrays(row_dims={"kind": "dims"}, col_dims={"kind": "dims"}, ranks={"kind": "dims"})
 def tt_matrix_num_params(row_dims, col_dims, ranks) -> int:
     """``Σ_k r_{k-1} m_k n_k r_k`` for ranks ``(1, r_1, ..., r_{d-1}, 1)``, or for one int cap
     (clipped to the feasible ranks, :func:`tt_matrix_ranks`).
@@ -442,6 +449,7 @@ class TTLinear(Module):
     """
 
     @validate_scalars
+    @validate_arrays(in_dims={"kind": "dims"}, out_dims={"kind": "dims"}, rank={"kind": "ranks"})
     def __init__(self, in_dims, out_dims, rank, bias: bool = True, rng=None):
         self.in_dims = _check_dims(in_dims, "in_dims")
         self.out_dims = _check_dims(out_dims, "out_dims")
@@ -519,6 +527,7 @@ class TTEmbedding(Module):
     """
 
     @validate_scalars
+    @validate_arrays(voc_dims={"kind": "dims"}, emb_dims={"kind": "dims"}, rank={"kind": "ranks"})
     def __init__(self, num_embeddings: int, voc_dims, emb_dims, rank, rng=None):
         self.num_embeddings = check_int(num_embeddings, "num_embeddings", 1)
         self.voc_dims = _check_dims(voc_dims, "voc_dims")
@@ -636,6 +645,7 @@ class FactorizedRNN(Module):
     """
 
     @validate_scalars
+    @validate_arrays(W_ih={"kind": "module"})
     def __init__(self, W_ih: Module, hidden_size: int, cell: str = "gru", rng=None):
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
@@ -688,6 +698,7 @@ class TTRNN(FactorizedRNN):
     """
 
     @validate_scalars
+    @validate_arrays(in_dims={"kind": "dims"}, out_dims={"kind": "dims"}, rank={"kind": "ranks"})
     def __init__(self, in_dims, out_dims, hidden_size: int, rank, cell: str = "gru", rng=None):
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")

@@ -38,7 +38,8 @@ import numpy as np
 
 from refimpl.nn import functional as F
 from refimpl.nn.tensor import Tensor, as_tensor, custom_op
-from refimpl.utils import check_array, check_choice, check_float, check_int, validate_scalars
+from refimpl.utils import (check_array, check_choice, check_float, check_int, validate_arrays,
+                           validate_scalars)
 
 __all__ = [
     "DISTANCES", "pairwise_distance", "pairwise_distance_grad",
@@ -229,6 +230,7 @@ _rd_op = custom_op(_rd_fwd, _rd_backward, name="rd_triplet_loss")
 
 
 @validate_scalars
+@validate_arrays(p={}, p_pos={}, p_neg={})
 def rd_triplet_loss_t(p, p_pos, p_neg, delta: float, distance: str = "euclidean",
                       reduction: str = "mean") -> Tensor:
     """Eq. (57) as a tape op (forward :func:`rd_triplet_loss`, backward
@@ -430,6 +432,7 @@ def collapse_to_specialist(q, subset) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(subsets={"kind": "sequence"})
 def active_set(p_generalist, subsets: Sequence, k: int) -> np.ndarray:
     """The active specialists ``A_k`` of Eq. (58), §4.3 (Hinton et al. 2015, §5.4).
 
@@ -548,6 +551,7 @@ def _specialist_dz(q, pg, pms, subs, active, Qs):
 
 
 @validate_scalars
+@validate_arrays(subsets={"kind": "sequence"})
 def specialist_loss(q, p_generalist, specialist_probs: Sequence, subsets: Sequence, k: int,
                     from_logits: bool = True, reduction: str = "mean"):
     """The generalist + specialists objective, Survey Eq. (58), §4.3 (Hinton et al. 2015, §5.4).
@@ -596,6 +600,7 @@ def specialist_loss(q, p_generalist, specialist_probs: Sequence, subsets: Sequen
 
 
 @validate_scalars
+@validate_arrays(z={"ndim": 2}, subsets={"kind": "sequence"})
 def specialist_loss_grad(z, p_generalist, specialist_probs: Sequence, subsets: Sequence, k: int,
                          reduction: str = "mean") -> np.ndarray:
     """Gradient of :func:`specialist_loss` (Eq. (58)) with respect to the logits ``z``.
@@ -642,6 +647,7 @@ _spec_op = custom_op(_spec_fwd, _spec_bwd, name="specialist_loss")
 
 
 @validate_scalars
+@validate_arrays(z={}, subsets={"kind": "sequence"})
 def specialist_loss_t(z, p_generalist, specialist_probs: Sequence, subsets: Sequence, k: int,
                       reduction: str = "mean") -> Tensor:
     """Eq. (58) as a tape op on the student's logits ``z`` (Tensor of shape (N, C)); the
@@ -656,6 +662,7 @@ def specialist_loss_t(z, p_generalist, specialist_probs: Sequence, subsets: Sequ
 
 
 @validate_scalars
+@validate_arrays(subsets={"kind": "sequence"})
 def combine_specialists(p_generalist, specialist_probs: Sequence, subsets: Sequence, k: int,
                         method: str = "em", steps: int = 500, lr: float = 1.0,
                         tol: float = 1e-12, z0=None):
@@ -754,6 +761,7 @@ def average_teacher_probs(teacher_probs) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(student_logits={})
 def multi_teacher_ce(student_logits, teacher_probs, T: float = 1.0) -> Tensor:
     """Cross-entropy between the student and the teachers' average prediction, §4.3.
 

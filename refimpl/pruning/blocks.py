@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from refimpl.pruning.weights import n_to_prune
-from refimpl.utils import check_array, check_choice, check_float, check_fraction, check_int, validate_scalars
+from refimpl.utils import (check_array, check_choice, check_float, check_fraction, check_int,
+                           validate_arrays, validate_scalars)
 
 __all__ = ["check_block_shape", "block_norms", "block_mask", "block_threshold_mask",
            "block_slope", "group_lasso_penalty", "group_lasso_prox", "bank_balanced_mask"]
@@ -111,6 +112,7 @@ def block_mask(W, block_shape, sparsity: float, kind: str = "max") -> np.ndarray
 
 
 @validate_scalars
+@validate_arrays(W={"ndim": 2})
 def block_threshold_mask(W, block_shape, threshold: float) -> np.ndarray:
     """Zero every block whose max ``|w|`` is below ``threshold`` (Narang et al. 2017b).
 

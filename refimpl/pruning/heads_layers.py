@@ -40,7 +40,8 @@ import numpy as np
 from refimpl.nn import Adam, Parameter, Tensor, cross_entropy, fit, no_grad
 from refimpl.nn import functional as F
 from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_fraction,
-                           check_int, check_values, validate_scalars)
+                           check_int, check_values, validate_arrays,
+                           validate_scalars)
 
 __all__ = ["head_importance_from_outputs", "head_importance", "iterative_head_pruning",
            "head_confidence", "HC_BETA", "HC_GAMMA", "HC_ZETA", "hard_concrete_gate",
@@ -93,7 +94,10 @@ def _gates_default(model, head_mask, ffn_mask):
     return hm.astype(np.float64), fm.astype(np.float64)
 
 
-@validate_scalars
+@validate_scalars(batch_size=(1, None))
+@validate_arrays(X={"ndim": 2, "dtype_kind": "iu"}, lengths={"ndim": 1, "dtype_kind": "iu"},
+                 y={"ndim": 1, "dtype_kind": "iu"})
+@validate_arrays(model={"kind": "module"})
 def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
                          form: str = "gate", batch_size: int = 256):
     """Expected absolute sensitivity of the loss to each head gate and FFN gate.
@@ -155,6 +159,9 @@ def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
 
 
 @validate_scalars
+@validate_arrays(X={"ndim": 2, "dtype_kind": "iu"}, lengths={"ndim": 1, "dtype_kind": "iu"},
+                 y={"ndim": 1, "dtype_kind": "iu"})
+@validate_arrays(model={"kind": "module"})
 def head_importance(model, X, lengths, y, *, head_mask=None, form: str = "gate",
                     normalize: bool = False) -> np.ndarray:
     """Head importance ``I_h = E_x |∂L(x)/∂ξ_h|`` of every head (Survey Eq. (18), §2.4.1).
@@ -174,6 +181,9 @@ def head_importance(model, X, lengths, y, *, head_mask=None, form: str = "gate",
 
 
 @validate_scalars
+@validate_arrays(X={"ndim": 2, "dtype_kind": "iu"}, lengths={"ndim": 1, "dtype_kind": "iu"},
+                 y={"ndim": 1, "dtype_kind": "iu"})
+@validate_arrays(model={"kind": "module"}, eval_fn={"kind": "callable"})
 def iterative_head_pruning(model, X, lengths, y, eval_fn: Callable[[np.ndarray], float], *,
                            step_fraction: float = 0.1, n_steps: int | None = None):
     """Michel et al.'s iterative pruning: drop the least important heads step by step.
@@ -233,6 +243,7 @@ def iterative_head_pruning(model, X, lengths, y, eval_fn: Callable[[np.ndarray],
 
 
 @validate_scalars
+@validate_arrays(lengths={"ndim": 1, "dtype_kind": "iu"})
 def head_confidence(attn, lengths, exclude_last: bool = False) -> np.ndarray:
     """Voita et al.'s head confidence: the mean over tokens of the head's max attention weight.
 
@@ -430,6 +441,7 @@ def every_other_keep(n_layers: int, p: float) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(eval_fn={"kind": "callable"})
 def search_layers_validation(eval_fn: Callable[[np.ndarray], float], n_layers: int,
                              n_keep: int):
     """Try every set of ``n_keep`` kept layers and return the best on validation data.
@@ -467,6 +479,7 @@ def search_layers_validation(eval_fn: Callable[[np.ndarray], float], n_layers: i
 
 
 @validate_scalars
+@validate_arrays(theta={"ndim": 1})
 def data_driven_drop_rates(theta, p: float):
     """Per-layer drop rates with mean ``p``: ``p_d = L p softmax(θ)_d`` (Fan et al. 2019).
 
@@ -496,6 +509,7 @@ def data_driven_drop_rates(theta, p: float):
 
 
 @validate_scalars
+@validate_arrays(theta={"ndim": 1})
 def data_driven_keep(theta, n_keep: int) -> np.ndarray:
     """Inference: keep the ``n_keep`` layers with the lowest learned drop rate.
 
@@ -514,6 +528,7 @@ def data_driven_keep(theta, n_keep: int) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(drop_rates={"ndim": 1})
 def relaxed_layer_gates(drop_rates, rng=None, temperature: float = 0.5):
     """Concrete (relaxed Bernoulli) keep-gates with keep probability ``1 - p_d``, differentiable
     in ``p_d`` (used to learn data-driven LayerDrop rates).
@@ -537,6 +552,9 @@ __all__.append("relaxed_layer_gates")
 # ---------------------------------------------------------------------------------------------
 
 @validate_scalars
+@validate_arrays(X={"ndim": 2, "dtype_kind": "iu"}, lengths={"ndim": 1, "dtype_kind": "iu"},
+                 y={"ndim": 1, "dtype_kind": "iu"})
+@validate_arrays(model={"kind": "module"}, eval_fn={"kind": "callable"})
 def joint_prune_masks(model, X, lengths, y, eval_fn: Callable[[np.ndarray, np.ndarray], float],
                       *, head_fraction: float = 0.1, ffn_per_step: int = 1,
                       min_score: float | None = None, max_steps: int = 100):
@@ -650,7 +668,10 @@ def fit_gated(model, X, lengths, y, *, epochs: int = 5, lr: float = 3e-3,
                loss_fn=loss_fn, after_step=after_step, progress=False)
 
 
-@validate_scalars
+@validate_scalars(epochs=(1, None), lr=(0, None, "(]"), batch_size=(1, None), lam=(0, None))
+@validate_arrays(X={"ndim": 2, "dtype_kind": "iu"}, lengths={"ndim": 1, "dtype_kind": "iu"},
+                 y={"ndim": 1, "dtype_kind": "iu"})
+@validate_arrays(model={"kind": "module"})
 def train_l0_head_gates(model, X, lengths, y, *, lam: float = 0.05, epochs: int = 2,
                         lr: float = 3e-3, batch_size: int = 64, init: float = 2.0, rng=None):
     """Learn stochastic hard-concrete head gates with an L0 penalty, jointly with the model.
@@ -686,7 +707,11 @@ def train_l0_head_gates(model, X, lengths, y, *, lam: float = 0.05, epochs: int 
     return la.data.copy(), hard_concrete_deterministic(la.data)
 
 
-@validate_scalars
+@validate_scalars(epochs=(1, None), lr=(0, None, "(]"), batch_size=(1, None),
+                  temperature=(0, None, "(]"))
+@validate_arrays(X={"ndim": 2, "dtype_kind": "iu"}, lengths={"ndim": 1, "dtype_kind": "iu"},
+                 y={"ndim": 1, "dtype_kind": "iu"})
+@validate_arrays(model={"kind": "module"})
 def learn_layer_drop_rates(model, X, lengths, y, *, p: float = 0.5, epochs: int = 2,
                            lr: float = 3e-3, batch_size: int = 64, temperature: float = 0.5,
                            rng=None) -> np.ndarray:

@@ -32,13 +32,14 @@ import numpy as np
 from refimpl.pruning.blocks import bank_balanced_mask, block_mask
 from refimpl.pruning.storage import encode_delta_csr
 from refimpl.pruning.weights import allocate_pruning, magnitude_mask, zhu_gupta_sparsity
-from refimpl.utils import check_choice, check_fraction, check_int, validate_scalars
+from refimpl.utils import check_choice, check_fraction, check_int, validate_arrays, validate_scalars
 
 __all__ = ["prunable_weights", "magnitude_masks", "apply_masks_", "mask_after_step",
            "GradualPruner", "model_sparsity", "model_bits", "mha_head_importance"]
 
 
 @validate_scalars
+@validate_arrays(model={"kind": "module"})
 def prunable_weights(model, names: Iterable[str] | None = None, *,
                      include_embeddings: bool = True) -> dict:
     """``{name: Parameter}`` of the model's 2-D weight matrices (or of ``names``).
@@ -63,6 +64,7 @@ def prunable_weights(model, names: Iterable[str] | None = None, *,
 
 
 @validate_scalars
+@validate_arrays(model={"kind": "module"})
 def magnitude_masks(model, sparsity: float, *, scheme: str = "class-uniform",
                     names: Iterable[str] | None = None, bank_size: int | None = None,
                     block_shape=None) -> dict:
@@ -104,6 +106,7 @@ def magnitude_masks(model, sparsity: float, *, scheme: str = "class-uniform",
 
 
 @validate_scalars
+@validate_arrays(model={"kind": "module"}, masks={"kind": "mapping"})
 def apply_masks_(model, masks: dict) -> None:
     """Set the pruned weights of ``model`` to zero, in place.
 
@@ -120,6 +123,7 @@ def apply_masks_(model, masks: dict) -> None:
 
 
 @validate_scalars
+@validate_arrays(masks={"kind": "mapping"})
 def mask_after_step(masks: dict) -> Callable:
     """An ``after_step(model)`` hook that re-applies fixed ``masks`` (pruned weights stay 0).
 
@@ -148,6 +152,7 @@ class GradualPruner:
     """
 
     @validate_scalars
+    @validate_arrays(model={"kind": "module"})
     def __init__(self, model, final_sparsity: float, *, n_prunes: int = 10,
                  frequency: int = 10, begin_step: int = 0, initial_sparsity: float = 0.0,
                  names: Iterable[str] | None = None, revive: bool = False):
@@ -182,6 +187,7 @@ class GradualPruner:
 
 
 @validate_scalars
+@validate_arrays(model={"kind": "module"})
 def model_sparsity(model, names: Iterable[str] | None = None) -> float:
     """Fraction of exact zeros among the prunable weights.
 
@@ -193,7 +199,8 @@ def model_sparsity(model, names: Iterable[str] | None = None) -> float:
     return zeros / max(total, 1)
 
 
-@validate_scalars
+@validate_scalars(index_bits=(1, None), value_bits=(1, None), pointer_bits=(1, None))
+@validate_arrays(model={"kind": "module"})
 def model_bits(model, masks: dict | None = None, *, index_bits: int = 5, value_bits: int = 32,
                pointer_bits: int = 32) -> tuple[int, int]:
     """Exact storage of a pruned model and its stored parameter count.
@@ -231,6 +238,7 @@ def model_bits(model, masks: dict | None = None, *, index_bits: int = 5, value_b
 
 
 @validate_scalars
+@validate_arrays(mhas={"kind": "sequence"}, loss_fn={"kind": "callable"})
 def mha_head_importance(mhas, loss_fn: Callable[[], object]) -> np.ndarray:
     """Eq. (18) for :class:`refimpl.nn.MultiHeadAttention` layers: ``Σ_x |Att_hᵀ ∂L(x)/∂Att_h|``.
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl.utils import check_array, check_int, validate_scalars
+from refimpl.utils import check_array, check_int, validate_arrays, validate_scalars
 
 __all__ = ["DeltaCSR", "encode_delta_csr", "decode_delta_csr"]
 
@@ -200,6 +200,7 @@ def encode_delta_csr(W, index_bits: int) -> DeltaCSR:
 
 
 @validate_scalars
+@validate_arrays(shape={"kind": "dims"})
 def decode_delta_csr(payload: bytes, n_bits: int, shape: tuple, index_bits: int,
                      pointer_bits: int = 32) -> np.ndarray:
     """Read a :meth:`DeltaCSR.pack` bit stream back into a dense float32 matrix.
@@ -229,6 +230,9 @@ def decode_delta_csr(payload: bytes, n_bits: int, shape: tuple, index_bits: int,
     n_rows, n_cols = (check_int(s, "shape", 1) for s in shape)
     index_bits = check_int(index_bits, "index_bits", 1, 31)
     pointer_bits = check_int(pointer_bits, "pointer_bits", 1, 64)
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise TypeError(f"payload must be bytes (from DeltaCSR.pack), got {type(payload).__name__}")
+    n_bits = check_int(n_bits, "n_bits", 1, 8 * len(payload))
     stream = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))[:n_bits]
     n_ptr = (n_rows + 1) * pointer_bits
     indptr = _bits_int(stream[:n_ptr].reshape(n_rows + 1, pointer_bits)).astype(np.int64)

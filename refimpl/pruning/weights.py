@@ -38,7 +38,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_fraction,
-                           check_int, check_values, validate_scalars)
+                           check_int, check_values, validate_arrays,
+                           validate_scalars)
 
 __all__ = [
     "hessian_fd", "mlp_init", "mlp_forward", "mlp_loss_grad", "mlp_output_jacobian",
@@ -54,6 +55,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 @validate_scalars
+@validate_arrays(grad_fn={"kind": "callable"})
 def hessian_fd(grad_fn: Callable[[np.ndarray], np.ndarray], w, eps: float = 1e-5) -> np.ndarray:
     """Hessian of a scalar loss by central differences of its analytic gradient.
 
@@ -666,6 +668,7 @@ def _check_params(params, names):
 
 
 @validate_scalars
+@validate_arrays(loss_grad={"kind": "callable"}, sparsity_fn={"kind": "callable", "optional": True})
 def prune_train(params: Mapping[str, np.ndarray], loss_grad: LossGrad, n_steps: int,
                 lr: float, *, sparsity_fn: Callable[[int], float] | None = None,
                 threshold_fn: Callable[[int], float] | None = None, prune_every: int = 1,
@@ -766,6 +769,7 @@ def soft_threshold(v, tau) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(alpha={})
 def rpp_step(w, grad, lr: float, gamma: float, alpha) -> np.ndarray:
     """One reweighted proximal step for ``min_w f(w) + γ Σ_i α_i |w_i|`` (Survey Eq. (8)).
 
@@ -793,6 +797,7 @@ def rpp_step(w, grad, lr: float, gamma: float, alpha) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(loss_grad={"kind": "callable"}, steps={"kind": "sequence"})
 def dsd_train(params: Mapping[str, np.ndarray], loss_grad: LossGrad, sparsity: float,
               steps=(100, 100, 100), lr: float = 0.1, *, names=None):
     """Dense–Sparse–Dense training (Han et al. 2016b; Survey §2.1.4).

@@ -13,7 +13,7 @@ import numpy as np
 
 from refimpl.nn import Tensor, custom_op
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_float, validate_scalars
+from refimpl.utils import as_rng, check_array, check_float, validate_arrays, validate_scalars
 
 __all__ = [
     "binarize", "bs_fixed", "bs_flexible", "bs_flexible_init", "bs_flexible_ste",
@@ -69,7 +69,7 @@ def bs_fixed(W, c1: float, c2: float) -> np.ndarray:
     return np.where(W >= 0, c1, c2).astype(np.result_type(W.dtype, np.float32))
 
 
-@validate_scalars
+@validate_scalars(max_iter=(1, None))
 def bs_flexible_init(W, rng=None, max_iter: int = 100) -> tuple[float, float]:
     """Initial ``(c1, c2)`` of BS-Flexible: 2-means of the weights, ``c1 > c2`` (Survey §3.1.1).
 
@@ -84,6 +84,7 @@ def bs_flexible_init(W, rng=None, max_iter: int = 100) -> tuple[float, float]:
         Upper and lower centroid.
     """
     W = check_array(W, "W").ravel().astype(np.float64)
+    as_rng(rng)  # validated; the 2-means below is deterministic
     if W.size < 2:
         raise ValueError(f"W must have at least 2 weights for 2-means, got {W.size}")
     lo, hi = W[W < 0], W[W >= 0]
@@ -144,6 +145,7 @@ _bs_flexible_op = custom_op(_bsflex_fwd, _bsflex_bwd, name="bs_flexible")
 
 
 @validate_scalars
+@validate_arrays(W={}, c={})
 def bs_flexible_ste(W: Tensor, c: Tensor) -> Tensor:
     """BS-Flexible as a tape op: Eq. (19) forward; ∂/∂c1, ∂/∂c2 are per-centroid gradient sums,
     and the straight-through estimator passes the gradient to the full-precision ``W``.
@@ -186,7 +188,8 @@ def binarize_stochastic(W, rng=None) -> np.ndarray:
     return np.where(u < p, 1.0, -1.0).astype(np.result_type(W.dtype, np.float32))
 
 
-@validate_scalars
+@validate_scalars(clip_at=(0, None, "(]"))
+@validate_arrays(x={})
 def sign_ste(x: Tensor, clip_at: float | None = 1.0) -> Tensor:
     """Binarise in the forward pass, straight-through estimator in the backward pass (§3.1.2).
 
@@ -238,6 +241,7 @@ _bwn_op = custom_op(_bwn_fwd, lambda d, c: (d,), name="bwn_ste")
 
 
 @validate_scalars
+@validate_arrays(W={})
 def bwn_ste(W: Tensor) -> Tensor:
     """``α* sign(W)`` (Eqs. 22–24) with the straight-through estimator as its gradient.
 
@@ -310,7 +314,9 @@ class LossAwareBinarizer:
         The current binarised weights ``α_l b_l`` (use these in the forward pass).
     """
 
-    @validate_scalars
+    @validate_scalars(lr=(0, None, "(]"), beta1=(0, 1, "[)"), beta2=(0, 1, "[)"),
+                      eps=(0, None, "(]"))
+    @validate_arrays(weights={"sequence": True})
     def __init__(self, weights, lr: float = 1e-2, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8):
         self.w = [check_array(W, f"weights[{i}]").astype(np.float64).copy()

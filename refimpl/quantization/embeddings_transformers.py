@@ -13,7 +13,8 @@ import numpy as np
 
 from refimpl.nn import Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_float, check_int, check_values, validate_scalars
+from refimpl.utils import (as_rng, check_array, check_float, check_int, check_values,
+                           validate_arrays, validate_scalars)
 
 __all__ = ["embedding_quantizer", "quantize_embedding_after", "hessian_vector_product",
            "top_hessian_eigenvalue", "group_sensitivities", "assign_mixed_precision",
@@ -21,7 +22,7 @@ __all__ = ["embedding_quantizer", "quantize_embedding_after", "hessian_vector_pr
            "transformer_groups", "group_sensitivities_model", "group_sizes"]
 
 
-@validate_scalars
+@validate_scalars(c=(0, None, "(]"))
 def embedding_quantizer(bits: int = 1, c: float | None = None) -> Callable[[Tensor], Tensor]:
     """Quantisation *during* training (Lam 2018): the forward pass sees the quantised table,
     the straight-through gradient updates the full-precision one.
@@ -47,7 +48,7 @@ def embedding_quantizer(bits: int = 1, c: float | None = None) -> Callable[[Tens
     return lambda W: F.straight_through(W, fn, name=f"emb{bits}")
 
 
-@validate_scalars
+@validate_scalars(c=(0, None, "(]"))
 def quantize_embedding_after(W, bits: int = 1, c: float | None = None) -> np.ndarray:
     """Quantisation *after* training: the same quantiser applied once to a trained table.
 
@@ -120,7 +121,9 @@ def quantize_model_weights(model, quantize: Callable[[np.ndarray], np.ndarray],
     return quantize_model_weights_(model, quantize, min_ndim)
 
 
-@validate_scalars
+@validate_scalars(eps=(0, None, "(]"))
+@validate_arrays(w={"ndim": 1}, v={"ndim": 1})
+@validate_arrays(grad_fn={"kind": "callable"})
 def hessian_vector_product(grad_fn: Callable[[np.ndarray], np.ndarray], w, v,
                            eps: float = 1e-4) -> np.ndarray:
     """``H v`` by central finite differences of gradients: ``(g(w + εv) − g(w − εv)) / 2ε``.
@@ -139,7 +142,9 @@ def hessian_vector_product(grad_fn: Callable[[np.ndarray], np.ndarray], w, v,
     return (np.asarray(grad_fn(w + h * v)) - np.asarray(grad_fn(w - h * v))) / (2 * h)
 
 
-@validate_scalars
+@validate_scalars(tol=(0, None), eps=(0, None, "(]"), n_iter=(1, None))
+@validate_arrays(w={"ndim": 1}, mask={"optional": True, "ndim": 1, "dtype_kind": "b"})
+@validate_arrays(grad_fn={"kind": "callable"})
 def top_hessian_eigenvalue(grad_fn, w, mask=None, n_iter: int = 30, tol: float = 1e-6,
                            eps: float = 1e-4, rng=None) -> float:
     """Largest-magnitude eigenvalue of the Hessian (block) by power iteration on
@@ -180,6 +185,8 @@ def top_hessian_eigenvalue(grad_fn, w, mask=None, n_iter: int = 30, tol: float =
 
 
 @validate_scalars
+@validate_arrays(w={"ndim": 1})
+@validate_arrays(grad_fn={"kind": "callable"}, groups={"kind": "sequence"})
 def group_sensitivities(grad_fn, w, groups: Sequence[np.ndarray], **kw) -> np.ndarray:
     """Top Hessian eigenvalue of each group's diagonal block (layers, heads or neuron groups).
 
@@ -349,7 +356,8 @@ def quantize_groups_uniform(model, groups, bits) -> None:
     quantize_groups_uniform_(model, groups, bits)
 
 
-@validate_scalars
+@validate_scalars(n_neuron_groups=(1, None))
+@validate_arrays(model={"kind": "module"})
 def transformer_groups(model, granularity: str = "layer", n_neuron_groups: int = 4):
     """Parameter groups of a :class:`refimpl.nn.TransformerClassifier` (e.g.
     :func:`refimpl.quantization.training.tiny_transformer`), at Q-BERT's granularities.
@@ -397,6 +405,8 @@ def transformer_groups(model, granularity: str = "layer", n_neuron_groups: int =
 
 
 @validate_scalars
+@validate_arrays(model={"kind": "module"}, loss_closure={"kind": "callable"},
+                 groups={"kind": "sequence"})
 def group_sensitivities_model(model, loss_closure, groups, **kw) -> np.ndarray:
     """Top Hessian eigenvalue (magnitude) of each group's diagonal block for a model.
 
@@ -428,6 +438,7 @@ def group_sensitivities_model(model, loss_closure, groups, **kw) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(model={"kind": "module"}, groups={"kind": "sequence"})
 def group_sizes(model, groups) -> np.ndarray:
     """Number of scalars in each group of :func:`transformer_groups`: shape (n_groups,).
 

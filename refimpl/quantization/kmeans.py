@@ -11,7 +11,8 @@ import math
 import numpy as np
 
 from refimpl.nn import Tensor, custom_op
-from refimpl.utils import as_rng, check_array, check_choice, check_int, validate_scalars
+from refimpl.utils import (as_rng, check_array, check_choice, check_int, validate_arrays,
+                           validate_scalars)
 
 __all__ = [
     "lloyd_kmeans", "kmeans_plus_plus", "kmeans_quantize", "shared_weights", "cluster_grad_sums",
@@ -64,7 +65,7 @@ def _assign(X, C):
     return lab, np.maximum(D[np.arange(X.shape[0]), lab], 0.0)
 
 
-@validate_scalars
+@validate_scalars(max_iter=(1, None), tol=(0, None), n_init=(1, None))
 def lloyd_kmeans(X, k: int, rng=None, n_init: int = 1, max_iter: int = 300, tol: float = 1e-10,
            init="k-means++") -> tuple[np.ndarray, np.ndarray, float]:
     """Lloyd's k-means with k-means++ seeding; the best of ``n_init`` runs.
@@ -193,6 +194,8 @@ _shared_op = custom_op(_shared_fwd, _shared_bwd, name="shared_weights")
 
 
 @validate_scalars
+@validate_arrays(labels={"dtype_kind": "iu"})
+@validate_arrays(codebook={})
 def shared_weights(codebook: Tensor, labels) -> Tensor:
     """Trained k-means weight sharing as a tape op: ``W = codebook[labels]``; the backward pass
     groups the gradients by cluster index and sums them (Han et al. 2016), so an optimiser step
@@ -255,6 +258,7 @@ def product_quantize(W, s: int, k: int, rng=None, n_init: int = 1):
 
 
 @validate_scalars
+@validate_arrays(codebooks={"ndim": 3}, codes={"ndim": 2, "dtype_kind": "iu"})
 def pq_reconstruct(codebooks, codes) -> np.ndarray:
     """``Ŵ = [Ŵ^1, ..., Ŵ^s]`` with ``Ŵ^i_j = c^i_{code_{j,i}}``: shape (m, n).
 
@@ -299,6 +303,7 @@ def residual_quantize(W, t: int, k: int, rng=None, n_init: int = 1):
 
 
 @validate_scalars
+@validate_arrays(codebooks={"ndim": 3}, codes={"ndim": 2, "dtype_kind": "iu"})
 def rq_reconstruct(codebooks, codes) -> np.ndarray:
     """``Σ_i c^i_{code_{j,i}}``: shape (m, n).
 
@@ -324,13 +329,14 @@ def index_bits(k: int) -> int:
     return int(math.ceil(math.log2(k))) if k > 1 else 0
 
 
-@validate_scalars
+@validate_scalars(n=(1, None), k=(1, None), b=(1, None))
 def kmeans_rate(n: int, k: int, b: int = 32) -> float:
     """Survey Eq. (49): ``r = n b / (n log2 k + k b)`` (Han et al. 2016)."""
     return n * b / (n * math.log2(k) + k * b)
 
 
-@validate_scalars
+@validate_scalars(b=(1, None))
+@validate_arrays(labels={"dtype_kind": "iu"}, codebook={"ndim": (1, 2)})
 def kmeans_stored_bits(labels, codebook, b: int = 32) -> int:
     """Exact bits of a stored weight-sharing layer: every index at ``⌈log2 k⌉`` bits plus the
     ``k`` centroids at ``b`` bits.
@@ -341,13 +347,14 @@ def kmeans_stored_bits(labels, codebook, b: int = 32) -> int:
     return int(np.asarray(labels).size) * index_bits(k) + k * b
 
 
-@validate_scalars
+@validate_scalars(m=(1, None), n=(1, None), s=(1, None), k=(1, None))
 def pq_rate(m: int, n: int, s: int, k: int) -> float:
     """Survey Eq. (50): ``r = 32 m n / (32 k n + log2(k) m s)``."""
     return 32 * m * n / (32 * k * n + math.log2(k) * m * s)
 
 
-@validate_scalars
+@validate_scalars(b=(1, None))
+@validate_arrays(codebooks={"ndim": 3}, codes={"ndim": 2, "dtype_kind": "iu"})
 def pq_stored_bits(codebooks, codes, b: int = 32) -> int:
     """Exact bits of stored PQ: ``s`` codebooks of ``k × n/s`` floats plus ``m · s`` indices.
 
@@ -357,7 +364,7 @@ def pq_stored_bits(codebooks, codes, b: int = 32) -> int:
     return int(books.size) * b + int(np.asarray(codes).size) * index_bits(books.shape[1])
 
 
-@validate_scalars
+@validate_scalars(m=(1, None), n=(1, None), t=(1, None), k=(1, None), b=(1, None))
 def rq_rate(m: int, n: int, t: int, k: int, b: int = 32) -> float:
     """Corrected RQ rate from the stored arrays: ``r = b m n / (b t k n + t m log2 k)``.
 
@@ -377,7 +384,8 @@ def rq_rate_survey_printed(m: int, n: int, t: int, k: int) -> float:
     return m / (t * k + math.log2(k) * t * n)
 
 
-@validate_scalars
+@validate_scalars(b=(1, None))
+@validate_arrays(codebooks={"ndim": 3}, codes={"ndim": 2, "dtype_kind": "iu"})
 def rq_stored_bits(codebooks, codes, b: int = 32) -> int:
     """Exact bits of stored RQ: ``t`` codebooks of ``k × n`` floats plus ``m · t`` indices.
 

@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 
 from refimpl.nn import Tensor, custom_op
-from refimpl.utils import check_array, check_int, validate_scalars
+from refimpl.utils import check_array, check_int, validate_arrays, validate_scalars
 
 __all__ = ["multibit_greedy", "multibit_refined", "multibit_alternating", "multibit_alternating_rows",
            "multibit_reconstruct",
@@ -28,6 +28,7 @@ def _prep(w, bits):
 
 
 @validate_scalars
+@validate_arrays(alphas={"ndim": (1, 2)}, B={"ndim": (2, 3)})
 def multibit_reconstruct(alphas, B) -> np.ndarray:
     """``Σ_i α_i b_i``: ``alphas`` of shape (k,), ``B`` of shape (k, n) → shape (n,).
 
@@ -37,6 +38,7 @@ def multibit_reconstruct(alphas, B) -> np.ndarray:
 
 
 @validate_scalars
+@validate_arrays(w={}, alphas={"ndim": (1, 2)}, B={"ndim": (2, 3)})
 def multibit_error(w, alphas, B) -> float:
     """The objective of Eq. (52): ``‖w − Σ α_i b_i‖²``."""
     return float(((np.ravel(w) - multibit_reconstruct(alphas, B)) ** 2).sum())
@@ -175,6 +177,7 @@ _mb_op = custom_op(_mb_fwd, lambda d, c: (d,), name="multibit_ste")
 
 
 @validate_scalars
+@validate_arrays(w={})
 def multibit_ste(w: Tensor, bits: int, method: str = "alternating",
                  per_row: bool = True) -> Tensor:
     """Bilevel multi-bit quantisation in training, Survey Eqs. (55)–(56), §3.3.4.

@@ -20,13 +20,14 @@ from refimpl.nn import Module, Parameter, Tensor
 from refimpl.nn import functional as F
 from refimpl.quantization.ternary import ttq_ste
 from refimpl.quantization.uniform import q_signed, q_unit
-from refimpl.utils import as_rng, check_int, validate_scalars
+from refimpl.utils import as_rng, check_int, validate_arrays, validate_scalars
 
 __all__ = ["act_quant", "weight_quant_signed", "quant_gru_cell", "QuantGRU", "quant_lstm_cell",
            "QuantLSTM", "btq", "hitnet_lstm_cell", "HitNetLSTM"]
 
 
 @validate_scalars
+@validate_arrays(x={})
 def act_quant(x: Tensor, bits: int | None) -> Tensor:
     """``2 q_k(x/2 + 1/2) − 1``: the re-quantisation of Eqs. (44)–(45) (Eq. 37 on ``[0, 1]``
     after mapping ``[-1, 1] → [0, 1]``; identical to Eq. (36)). Straight-through gradient inside
@@ -44,7 +45,9 @@ def weight_quant_signed(W: Tensor, bits: int | None) -> Tensor:
     return F.straight_through(W, lambda a: q_signed(a, bits), clip_at=1.0, name=f"w{bits}")
 
 
-@validate_scalars
+@validate_scalars(act_bits=(1, 16))
+@validate_arrays(x={}, h={}, W_z={}, W_r={}, W={}, b_z={"optional": True}, b_r={"optional": True},
+                 b={"optional": True})
 def quant_gru_cell(x, h, W_z, W_r, W, b_z=None, b_r=None, b=None,
                    act_bits: int | None = None) -> Tensor:
     """One step of the quantised GRU, Survey Eqs. (42)–(45), §3.3.1.
@@ -101,7 +104,7 @@ class QuantGRU(Module):
     b_z, b_r, b : Parameter of shape (hidden_size,)
     """
 
-    @validate_scalars
+    @validate_scalars(weight_bits=(1, 16), act_bits=(1, 16))
     def __init__(self, input_size: int, hidden_size: int, weight_bits: int | None = None,
                  act_bits: int | None = None, rng=None):
         rng = as_rng(rng)
@@ -132,7 +135,8 @@ class QuantGRU(Module):
         return F.stack(outs, axis=1), h
 
 
-@validate_scalars
+@validate_scalars(act_bits=(1, 16))
+@validate_arrays(x={}, state={"kind": "sequence"}, W_ih={}, W_hh={}, b={"optional": True})
 def quant_lstm_cell(x, state, W_ih, W_hh, b=None, act_bits: int | None = None):
     """One LSTM step (PyTorch gate order i, f, g, o) with the GRU's re-quantisation applied the
     same way (Survey §3.3.1, "similarly we can quantise LSTMs"): the products ``f ⊙ c`` and
@@ -157,7 +161,7 @@ class QuantLSTM(Module):
     """Quantised LSTM layer: Eq. (36) weights, re-quantised states (see
     :func:`quant_lstm_cell`). Attributes ``W_ih`` (4H, D), ``W_hh`` (4H, H), ``b`` (4H,)."""
 
-    @validate_scalars
+    @validate_scalars(weight_bits=(1, 16), act_bits=(1, 16))
     def __init__(self, input_size: int, hidden_size: int, weight_bits: int | None = None,
                  act_bits: int | None = None, rng=None):
         rng = as_rng(rng)
@@ -185,6 +189,7 @@ class QuantLSTM(Module):
 
 
 @validate_scalars
+@validate_arrays(x={})
 def btq(x: Tensor, rng=None, training: bool = True) -> Tensor:
     """Bernoulli ternary quantisation of activations in ``[0, 1]`` (HitNet): ``1`` with
     probability ``x`` (training), ``x > 0.5`` at inference; straight-through gradient.
@@ -203,6 +208,7 @@ def btq(x: Tensor, rng=None, training: bool = True) -> Tensor:
 
 
 @validate_scalars
+@validate_arrays(x={}, state={"kind": "sequence"}, Wx={}, Wh={}, bx={}, bh={})
 def hitnet_lstm_cell(x, state, Wx, Wh, bx, bh, rng=None, training: bool = True):
     """One HitNet LSTM step, Survey Eq. (35), §3.2.3 (Wang et al. 2018).
 
@@ -235,7 +241,7 @@ class HitNetLSTM(Module):
         ``[W_p, W_n]`` for ``W_x, W_h, b_x, b_h``.
     """
 
-    @validate_scalars
+    @validate_scalars(t=(0, 1))
     def __init__(self, input_size: int, hidden_size: int, t: float = 0.05, rng=None):
         rng = as_rng(rng)
         D = check_int(input_size, "input_size", 1)

@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from refimpl.nn import Tensor, custom_op
-from refimpl.utils import as_rng, check_array, check_float, check_fraction, check_int, validate_scalars
+from refimpl.utils import (as_rng, check_array, check_float, check_fraction, check_int,
+                           validate_arrays, validate_scalars)
 
 __all__ = [
     "ternary_connect", "ternary_stochastic", "ternary_bernoulli", "ternary_gaussian",
@@ -211,7 +212,7 @@ def uniform_step_quantize(W, step: float, n_levels: int = 3) -> np.ndarray:
     return (np.clip(np.floor(W / step), -L, L - 1) + 0.5) * step
 
 
-@validate_scalars
+@validate_scalars(max_iter=(1, None), tol=(0, None), n_starts=(1, None))
 def lloyd_max_step(W, n_levels: int = 3, max_iter: int = 100, tol: float = 1e-12,
                    n_starts: int = 8) -> float:
     """Lloyd–Max step size of a uniform quantiser (Hwang & Sung 2014, Survey §3.2.2).
@@ -247,6 +248,8 @@ def lloyd_max_step(W, n_levels: int = 3, max_iter: int = 100, tol: float = 1e-12
 
 
 @validate_scalars
+@validate_arrays(loss_fn={"kind": "callable"}, weights={"sequence": True},
+                 factors={"kind": "sequence"})
 def loss_aware_step_search(loss_fn: Callable[[Sequence[np.ndarray]], float], weights,
                            n_levels: int = 3,
                            factors: Sequence[float] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3,
@@ -370,7 +373,8 @@ def _ttq_bwd(d, cache):
 _ttq_op = custom_op(_ttq_fwd, _ttq_bwd, name="ttq")
 
 
-@validate_scalars
+@validate_scalars(delta=(0, None))
+@validate_arrays(W={}, wp={}, wn={})
 def ttq_ste(W: Tensor, wp: Tensor, wn: Tensor, delta: float) -> Tensor:
     """Trained ternary quantisation as a tape op (Zhu et al. 2017), Survey §3.2.2.
 

@@ -138,12 +138,14 @@ class QuantBowClassifier(BowClassifier):
         """The pooled sentence vector (B, d_emb) from the (quantised) table."""
         if self.quant is None:
             return super().features(X, lengths)
-        from refimpl.nn.models import _masked_mean, check_tokens
+        from refimpl.nn import models
         from refimpl.nn.recurrent import length_mask
 
-        X, L = check_tokens(X, lengths, self.vocab_size)
+        # the pooling BowClassifier uses (public ``masked_mean_pool`` in newer refimpl.nn)
+        pool = getattr(models, "masked_mean_pool", None) or models._masked_mean
+        X, L = models.check_tokens(X, lengths, self.vocab_size)
         E = F.embedding(self.quant(self.embedding.W), X)  # (B, T, d_emb)
-        return _masked_mean(E, length_mask(L, X.shape[1]))
+        return pool(E, length_mask(L, X.shape[1]))
 
 
 @validate_scalars

@@ -24,7 +24,8 @@ import numpy as np
 
 from refimpl.nn import Tensor
 from refimpl.nn import functional as F
-from refimpl.utils import as_rng, check_array, check_choice, check_int, validate_scalars
+from refimpl.utils import (as_rng, check_array, check_choice, check_int, validate_arrays,
+                           validate_scalars)
 
 __all__ = [
     "q_signed", "q_unit", "quantize_uniform", "uniform_codes", "dequantize_uniform",
@@ -169,6 +170,7 @@ def affine_params(X, bits: int) -> tuple[float, int, int, int]:
 
 
 @validate_scalars
+@validate_arrays(x={})
 def quantize_uniform_ste(x: Tensor, bits: int, scheme: str = "signed") -> Tensor:
     """:func:`quantize_uniform` in the forward pass, straight-through gradient (inside the
     clipping range for ``"signed"``/``"unit"``).

@@ -332,7 +332,8 @@ def sparse_code(U, A, alpha: float, beta: float, gamma: float, *, rho: float | N
     return X_out
 
 
-@validate_scalars
+@validate_scalars(alpha=(0, None), beta=(0, None), gamma=(0, None), zero_tol=(0, None),
+                  sum_tol=(0, None))
 def kkt_residual(x, U, a, alpha: float, beta: float, gamma: float, *,
                  zero_tol: float = 0.0, sum_tol: float = 1e-9) -> float:
     r"""Violation of the subgradient optimality condition of Survey Eq. (61) at ``x``.
@@ -365,6 +366,9 @@ def kkt_residual(x, U, a, alpha: float, beta: float, gamma: float, *,
         The largest violation (0 at an exact minimiser).
     """
     alpha, beta, gamma = _check_penalties(alpha, beta, gamma)
+    a = check_array(a, "a")  # named here: _check_UA calls it A
+    if a.ndim != 1:
+        raise ValueError(f"a must be one embedding of shape (E,), got {a.shape}")
     U, a = _check_UA(U, a)
     if a.ndim != 1:
         raise ValueError(f"a must be one embedding of shape (E,), got {a.shape}")

@@ -32,7 +32,7 @@ from refimpl.nn import functional as F
 from refimpl.nn.layers import check_features
 from refimpl.nn.module import Module
 from refimpl.nn.tensor import Parameter, Tensor, as_tensor
-from refimpl.utils import as_rng, check_choice, check_int, validate_scalars
+from refimpl.utils import as_rng, check_choice, check_int, validate_arrays, validate_scalars
 
 __all__ = ["SharedLowRankRNN", "shared_low_rank_num_params"]
 
@@ -54,6 +54,7 @@ def _check_sizes(input_size, hidden_sizes, ranks, input_rank):
 
 
 @validate_scalars
+@validate_arrays(hidden_sizes={"kind": "dims"}, ranks={"kind": "dims"})
 def shared_low_rank_num_params(input_size: int, hidden_sizes, ranks, *, input_rank=None,
                                share: bool = True, full_rank: bool = False) -> int:
     r"""Number of parameters of :class:`SharedLowRankRNN` (Survey Eq. (59), §5.2), by formula.
@@ -139,6 +140,7 @@ class SharedLowRankRNN(Module):
     """
 
     @validate_scalars
+    @validate_arrays(hidden_sizes={"kind": "dims"}, ranks={"kind": "dims"})
     def __init__(self, input_size: int, hidden_sizes, ranks, *, input_rank=None,
                  share: bool = True, nonlinearity: str = "tanh", rng=None):
         D, N, r, s1 = _check_sizes(input_size, hidden_sizes, ranks, input_rank)
