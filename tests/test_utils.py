@@ -167,3 +167,69 @@ def test_progress_bar_iterates_and_is_off_when_asked(monkeypatch):
 def test_everything_exported_exists():
     for name in utils.__all__:
         assert callable(getattr(utils, name)), name
+
+
+# ------------------------------------------------------------------- declarative validators
+def test_validate_scalars_checks_annotated_arguments_and_bounds():
+    from refimpl.utils import check_bool, check_str, validate_scalars
+
+    @validate_scalars(n=(1, None), lr=(0, None, "(]"), frac=(0, 1, "[)"))
+    def f(x, n: int, lr: float = 0.1, frac: float = 0.5, name: str = "a", flag: bool = False,
+          k: int | None = None, m: int = None):
+        return x, n, lr
+
+    assert f("anything", 3) == ("anything", 3, 0.1)
+    assert f(None, n=np.int64(2), lr=np.float32(1.0), k=None, m=None)[1] == 2
+    for kw, exc, msg in [({"n": 0}, ValueError, r"n must be an integer >= 1, got 0"),
+                         ({"n": "3"}, TypeError, "n must be an integer"),
+                         ({"n": 2.5}, TypeError, "n must be an integer"),
+                         ({"n": True}, TypeError, "n must be an integer"),
+                         ({"n": 1, "lr": 0.0}, ValueError, r"lr must be in \(0, inf\], got 0.0"),
+                         ({"n": 1, "lr": float("nan")}, ValueError, "lr must be in"),
+                         ({"n": 1, "lr": 1j}, TypeError, "lr must be a real number"),
+                         ({"n": 1, "frac": 1.0}, ValueError, r"frac must be in \[0, 1\)"),
+                         ({"n": 1, "name": 3}, TypeError, "name must be a str, got 3"),
+                         ({"n": 1, "flag": "yes"}, TypeError, "flag must be a bool"),
+                         ({"n": 1, "k": 1.5}, TypeError, "k must be an integer"),
+                         ({"n": 1, "m": "x"}, TypeError, "m must be an integer")]:
+        with pytest.raises(exc, match=msg):
+            f(0, **kw)
+    with pytest.raises(TypeError, match="n must be an integer"):
+        f(0, "3")  # positional arguments are checked too
+    with pytest.raises(TypeError, match="bounds for"):
+        validate_scalars(x=(0, 1))(lambda x: x)  # unannotated: a bound would be silently unused
+    assert check_bool(np.bool_(True), "b") is True and check_str("s", "s") == "s"
+
+
+def test_validate_arrays_checks_kinds_without_changing_values():
+    from refimpl.nn import Tensor
+    from refimpl.utils import validate_arrays
+
+    @validate_arrays(W={"ndim": 2}, xs={"sequence": True, "ndim": 1}, fn={"kind": "callable"},
+                     dims={"kind": "dims"}, r={"kind": "ranks"}, m={"kind": "mapping"},
+                     opt={"optional": True})
+    def g(W, xs=([1.0],), fn=len, dims=(2,), r=1, m=None, opt=None):
+        return W
+
+    W = np.arange(4).reshape(2, 2)  # ints: checked, but passed on unchanged
+    assert g(W, m={}) is W
+    assert g(Tensor(np.ones((2, 2))), r=(1, 2), m={}).shape == (2, 2)
+    for kw, exc, msg in [({"W": np.ones(3)}, ValueError, r"W must have ndim in \(2,\)"),
+                         ({"W": np.ones((2, 2)) * 1j}, TypeError, "W must be a real array"),
+                         ({"W": "W"}, TypeError, "W must have dtype kind"),
+                         ({"W": np.full((1, 1), np.nan)}, ValueError, "W contains NaN"),
+                         ({"xs": "ab"}, TypeError, "xs must be a list"),
+                         ({"xs": []}, ValueError, "xs must not be empty"),
+                         ({"xs": [np.ones((1, 1))]}, ValueError, r"xs\[0\] must have ndim"),
+                         ({"fn": None}, TypeError, "fn must be callable"),
+                         ({"dims": (2, 0)}, ValueError, r"dims\[1\] must be an integer >= 1"),
+                         ({"dims": "22"}, TypeError, "dims must be a sequence"),
+                         ({"r": 0}, ValueError, "r must be an integer >= 1"),
+                         ({"r": 1.5}, TypeError, "r must be a sequence of positive ints or an int"),
+                         ({"m": []}, TypeError, "m must be a mapping"),
+                         ({"opt": "x"}, TypeError, "opt must have dtype kind")]:
+        kw = {"W": np.ones((2, 2)), "m": {}} | kw
+        with pytest.raises(exc, match=msg):
+            g(**kw)
+    with pytest.raises(TypeError, match="has no parameters"):
+        validate_arrays(nope={})(lambda W: W)
