@@ -54,7 +54,7 @@ def _check_sizes(input_size, hidden_sizes, ranks, input_rank):
 
 
 @validate_scalars
-@validate_arrays(hidden_sizes={"kind": "dims"}, ranks={"kind": "dims"})
+@validate_arrays(hidden_sizes={"kind": "ranks"}, ranks={"kind": "ranks"})
 def shared_low_rank_num_params(input_size: int, hidden_sizes, ranks, *, input_rank=None,
                                share: bool = True, full_rank: bool = False) -> int:
     r"""Number of parameters of :class:`SharedLowRankRNN` (Survey Eq. (59), §5.2), by formula.
@@ -140,7 +140,7 @@ class SharedLowRankRNN(Module):
     """
 
     @validate_scalars
-    @validate_arrays(hidden_sizes={"kind": "dims"}, ranks={"kind": "dims"})
+    @validate_arrays(hidden_sizes={"kind": "ranks"}, ranks={"kind": "ranks"})
     def __init__(self, input_size: int, hidden_sizes, ranks, *, input_rank=None,
                  share: bool = True, nonlinearity: str = "tanh", rng=None):
         D, N, r, s1 = _check_sizes(input_size, hidden_sizes, ranks, input_rank)
