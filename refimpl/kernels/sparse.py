@@ -43,6 +43,12 @@ OpenBLAS variables unset; ``benchmarks/bench_sparse.py`` has the full table):
 * A ``prange`` kernel called right after an OpenBLAS call (whose worker threads spin for a
   while) or on a busy machine can lose whole scheduler ticks (4 ms) waiting for its second
   thread; in a network that interleaves BLAS calls this is a real cost.
+* Threading layer: the numbers above were taken on GNU OpenMP; the kernels now run on Numba's
+  fork-safe ``workqueue`` layer (:mod:`refimpl.kernels._backend`, issue #12), whose threads
+  sleep rather than spin between calls: about 45 µs more per parallel call. Headline
+  2026-12-06 18:27 UTC, same machine, busy (load 1.8): float32 0.344 ms (3.7× scipy.sparse,
+  3.8–4.9× dense) vs 0.298 ms on OpenMP; float64 0.42–0.73 ms (2.2–3.3× scipy). Both targets
+  are still met.
 
 The bit-exact storage cost of CSR with relative-index (delta) encoding is accounted in
 :mod:`refimpl.compare.sizes`; the encoding itself lives with pruning (``refimpl.pruning``).
