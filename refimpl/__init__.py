@@ -13,8 +13,11 @@ Subpackages map onto the survey's sections:
 ``refimpl.sharing``       §5 parameter sharing
 ``refimpl.decomposition`` §6 tensor decomposition
 ``refimpl.attention``     §7 sub-quadratic Transformers
-``refimpl.compare``       §8 the tour: registry, size accounting, tables
+``refimpl.compare``       §8 the tour: baselines, every method, tables and plots
 ``refimpl.check``         the equation/claim registry shared by notebooks and tests
+``refimpl.registry``      the method registry chapters put their tour methods in
+``refimpl.sizes``         exact size accounting (bits of dense, CSR, codebooks)
+``refimpl.cli``           the ``refimpl`` command and its runners
 ========================  =====================================================
 """
 

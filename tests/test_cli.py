@@ -14,8 +14,8 @@ import pytest
 
 from refimpl import check, cli
 from refimpl.check import Outcome
-from refimpl.compare import bench as bench_mod
-from refimpl.compare import chapters as chapters_mod
+from refimpl.cli import bench as bench_mod
+from refimpl.cli import chapters as chapters_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_every_option_has_help_text():
 
 
 def test_tour_help_lists_tasks_and_every_registered_method():
-    from refimpl.compare.registry import methods
+    from refimpl.registry import methods
 
     _, subs = _subparsers()
     text = " ".join(subs["tour"].format_help().split())

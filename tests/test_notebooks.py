@@ -4,7 +4,7 @@ every notebook is committed stripped of outputs.
 Notebooks run with nbclient on the ``python3`` kernel, in ``chapters/`` as the working
 directory, with ``REFIMPL_QUICK=1`` (small sizes), ``REFIMPL_PROGRESS=0`` and
 ``MPLBACKEND=Agg``, on the quiet kernel manager of ``refimpl chapters``
-(:func:`refimpl.compare.chapters.quiet_kernel_manager_class`: no Jupyter transport
+(:func:`refimpl.cli.chapters.quiet_kernel_manager_class`: no Jupyter transport
 warnings). Every numeric statement in a notebook is a ``refimpl.check`` call that
 raises when it does not verify, so a cell error is a failed verification: the test shows the
 failing cell's source and traceback. CI additionally runs ``nbstripout --verify``.
@@ -32,7 +32,7 @@ def test_notebook_executes(path, monkeypatch):
     import nbformat
     from nbclient.exceptions import CellExecutionError
 
-    from refimpl.compare.chapters import quiet_kernel_manager_class
+    from refimpl.cli.chapters import quiet_kernel_manager_class
 
     for k, v in NOTEBOOK_ENV.items():
         monkeypatch.setenv(k, v)  # the kernel inherits this process's environment

@@ -15,7 +15,7 @@ baseline is another family), swaps the attention function of every layer for a Â
 from __future__ import annotations
 
 from refimpl.attention.hooks import LinearAttentionHook, LinformerHook, LongformerHook, LSHHook
-from refimpl.compare.registry import MethodResult, TourContext, dense_bits, register_method
+from refimpl.registry import MethodResult, TourContext, dense_bits, register_method
 
 __all__ = ["LONG_N", "FINETUNE_EPOCHS", "transformer_copy", "swap_attention"]
 

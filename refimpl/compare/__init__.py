@@ -1,23 +1,25 @@
 """§8 — comparing compression methods: the ``refimpl tour`` and its helpers.
 
 =====================  ====================================================================
-``registry``           ``@register_method`` / :class:`MethodResult` / :class:`TourContext`:
-                       how chapters plug their methods into the tour
-``sizes``              exact size accounting: dense, CSR with relative indices and filler
-                       zeros (Han et al.), codebooks, bits per weight, compression ratio
 ``tour``               ``refimpl tour``: train baselines, run every method, table + plot
-``chapters``           ``refimpl chapters``: execute the chapter notebooks (optionally HTML)
-``bench``              ``refimpl bench``: run ``benchmarks/bench_*.py`` from a checkout
+``baselines``          the baselines the tour trains once and every method compresses
+``checks``             registered checks of the size accounting
 =====================  ====================================================================
 
+The method registry (``@register_method``, :class:`MethodResult`, :class:`TourContext`) lives on
+the ground floor in :mod:`refimpl.registry`, beside :mod:`refimpl.check`, so a chapter
+registers its tour methods without importing ``compare``; the exact size accounting is
+:mod:`refimpl.sizes`. Both are re-exported here for §8 users. The CLI runners are in
+:mod:`refimpl.cli`.
+
 Survey §8 compares the families on model size and task quality; the tour measures both the
-same way for every method (exact bits from :mod:`refimpl.compare.sizes`, accuracy and latency
+same way for every method (exact bits from :mod:`refimpl.sizes`, accuracy and latency
 measured by the tour itself).
 """
 
-from refimpl.compare import sizes
-from refimpl.compare.registry import MethodResult, TourContext, methods, register_method
-from refimpl.compare.sizes import (
+from refimpl import sizes
+from refimpl.registry import MethodResult, TourContext, methods, register_method
+from refimpl.sizes import (
     bits_per_weight,
     codebook_bits,
     compression_ratio,

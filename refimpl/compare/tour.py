@@ -9,9 +9,9 @@ The tour
 3. trains the baselines — a bag-of-words MLP, an LSTM classifier and a small Transformer
    encoder — with the shared training loop :func:`refimpl.nn.fit` (with ``--methods`` only
    the baselines those methods use, each when first asked for);
-4. hands a :class:`~refimpl.compare.registry.TourContext` (the task, the primary baseline, the
+4. hands a :class:`~refimpl.registry.TourContext` (the task, the primary baseline, the
    training loop, a model factory) to every method registered with
-   :func:`~refimpl.compare.registry.register_method` in ``refimpl/<chapter>/tour.py``;
+   :func:`~refimpl.registry.register_method` in ``refimpl/<chapter>/tour.py``;
 5. measures each returned model itself — test accuracy, latency (median forward time on a
    batch), the exact storage the method reports in bits, and, for the attention variants of
    §7 whose gain is memory rather than bytes, the attention memory at a long sequence
@@ -49,8 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-from refimpl.compare.registry import MethodResult, TourContext, methods, register_method
-from refimpl.compare.sizes import compression_ratio, dense_bits, format_bytes
+from refimpl.registry import MethodResult, TourContext, methods, register_method
+from refimpl.sizes import compression_ratio, dense_bits, format_bytes
 
 __all__ = ["TourConfig", "TourRun", "config_for", "run_tour", "format_table", "main"]
 

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from refimpl.compare.registry import MethodResult, TourContext, register_method
+from refimpl.registry import MethodResult, TourContext, register_method
 from refimpl.decomposition.block_term import BTLinear
 from refimpl.decomposition.low_rank import LowRankLinear
 from refimpl.decomposition.tensor_train import TTEmbedding, TTLinear, factorize_dim

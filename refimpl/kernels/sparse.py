@@ -51,7 +51,7 @@ OpenBLAS variables unset; ``benchmarks/bench_sparse.py`` has the full table):
   are still met.
 
 The bit-exact storage cost of CSR with relative-index (delta) encoding is accounted in
-:mod:`refimpl.compare.sizes`; the encoding itself lives with pruning (``refimpl.pruning``).
+:mod:`refimpl.sizes`; the encoding itself lives with pruning (``refimpl.pruning``).
 
 References
 ----------

@@ -587,7 +587,7 @@ def _eq18(rng, quick):
                 implements=["refimpl.pruning.storage.encode_delta_csr",
                             "refimpl.pruning.storage.decode_delta_csr"])
 def _csr_bits(rng, quick):
-    from refimpl.compare.sizes import csr_bits_of
+    from refimpl.sizes import csr_bits_of
 
     W, _ = pw.magnitude_prune(rng.normal(size=(16, 300)).astype(np.float32), 0.95)
     rows = {}

@@ -7,7 +7,7 @@ not fit is bridged with *filler zeros*: stored entries of value 0 placed every
 writes it to an actual bit stream whose length is the exact bit count, and
 :func:`decode_delta_csr` reads it back (a lossless round trip).
 
-Conventions (the same as :mod:`refimpl.compare.sizes`): the first entry of a row at 0-based
+Conventions (the same as :mod:`refimpl.sizes`): the first entry of a row at 0-based
 column ``p`` has gap ``p + 1``; an entry's gap ``d ∈ [1, 2**index_bits]`` is stored as ``d - 1``;
 a gap ``d`` costs ``ceil(d / 2**index_bits)`` entries. Each entry stores ``value_bits`` of
 value and ``index_bits`` of gap; the ``n_rows + 1`` row pointers cost ``pointer_bits`` each.

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from refimpl.compare.registry import MethodResult, TourContext, register_method
+from refimpl.registry import MethodResult, TourContext, register_method
 from refimpl.pruning.blocks import bank_balanced_mask
 from refimpl.pruning.network import (GradualPruner, apply_masks_, magnitude_masks,
                                      mask_after_step, mha_head_importance, model_bits,

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from refimpl.compare.registry import MethodResult, TourContext, register_method
+from refimpl.registry import MethodResult, TourContext, register_method
 from refimpl.nn import functional as F
 from refimpl.quantization.kmeans import kmeans_quantize
 from refimpl.quantization.multibit import multibit_alternating_rows

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from refimpl.compare.registry import MethodResult, TourContext, methods
+from refimpl.registry import MethodResult, TourContext, methods
 
 
 @pytest.fixture(scope="module")

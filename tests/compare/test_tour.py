@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from refimpl.compare import registry, tour
-from refimpl.compare.registry import MethodResult, register_method
+from refimpl import registry
+from refimpl.compare import tour
+from refimpl.registry import MethodResult, register_method
 from refimpl.nn import Module, Parameter, Tensor
 
 

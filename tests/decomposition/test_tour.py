@@ -5,7 +5,7 @@ import copy
 import numpy as np
 import pytest
 
-from refimpl.compare.registry import TourContext, methods
+from refimpl.registry import TourContext, methods
 from refimpl.decomposition import tour
 from refimpl.nn import Module, functional as F
 from refimpl.nn import fit as nn_fit

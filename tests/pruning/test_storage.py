@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refimpl.compare.sizes import csr_bits_of, relative_index_fillers
+from refimpl.sizes import csr_bits_of, relative_index_fillers
 from refimpl.pruning.storage import decode_delta_csr, encode_delta_csr
 from refimpl.pruning.weights import magnitude_prune
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from refimpl import nn
-from refimpl.compare.registry import methods
+from refimpl.registry import methods
 from refimpl.pruning import tour
 from refimpl.pruning.storage import encode_delta_csr
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refimpl.compare import sizes
+from refimpl import sizes
 
 
 def brute_force_fillers(W, index_bits, per_row=True):

@@ -2,7 +2,7 @@
 
 A chapter registers a compression method in its own ``refimpl/<chapter>/tour.py``::
 
-    from refimpl.compare.registry import register_method, MethodResult
+    from refimpl.registry import register_method, MethodResult
 
     @register_method("magnitude-90", family="pruning", section="2.1.2",
                      description="one-shot magnitude pruning to 90% sparsity, then fine-tune")

@@ -174,13 +174,13 @@ def _cmd_tour(args) -> int:
 
 
 def _cmd_chapters(args) -> int:
-    from refimpl.compare import chapters
+    from refimpl.cli import chapters
 
     return chapters.main(args)
 
 
 def _cmd_bench(args) -> int:
-    from refimpl.compare import bench
+    from refimpl.cli import bench
 
     return bench.main(args)
 
@@ -196,7 +196,7 @@ def tour_tasks() -> list[str]:
 
 def tour_methods() -> list[str]:
     """Names of every registered tour method (imports each chapter's ``tour`` module)."""
-    from refimpl.compare.registry import methods
+    from refimpl.registry import methods
 
     return [m.name for m in methods()]
 
