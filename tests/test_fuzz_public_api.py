@@ -666,7 +666,7 @@ def _mutate(kind, value, data):
 
 def _canonical(kind, value):
     """The fixed value of an exempted mutation: ``-1`` for negative, ``0`` for zero, one more
-    leading axis for ndim, ``+ 0.5`` for an integer array given floats."""
+    leading axis for ndim, ``+ 0.5`` for an integer array given floats, None, an empty array."""
     if kind == "negative":
         return -1 if isinstance(value, (int, np.integer)) else -1.0
     if kind == "zero":
@@ -677,6 +677,8 @@ def _canonical(kind, value):
         return value + 0.5
     if kind == "none":
         return None
+    if kind == "empty":
+        return np.zeros((0,) * max(value.ndim, 1), dtype=value.dtype)
     raise AssertionError(f"no canonical value for an exempted {kind} mutation")
 
 
@@ -728,8 +730,10 @@ EXEMPT = {
         "eps = 0: the denominators are positive already",
     ("attention.longformer_attention", "window", "zero"):
         "window 0: each query sees itself (and the global tokens)",
+    ("attention.longformer_attention", "global_idx", "none"): "None: no global positions, as ()",
     ("attention.longformer_mask", "window", "zero"):
         "window 0: each query sees itself (and the global tokens)",
+    ("attention.longformer_mask", "global_idx", "none"): "None: no global positions, as ()",
     ("attention.sinkhorn_attention", "n_iters", "zero"):
         "0 Sinkhorn iterations: the un-normalised exp(logits / T)",
     ("attention.sinkhorn_normalize", "logits", "ndim"): "leading batch axes",
@@ -758,6 +762,7 @@ EXEMPT = {
     ("decomposition.sparse_coding_objective", "tau", "zero"):
         "a zero threshold / penalty weight is the identity / unpenalised problem",
     ("decomposition.tt_embedding_rows", "idx", "ndim"): "indices of any shape",
+    ("decomposition.tt_embedding_rows", "idx", "empty"): "an empty batch of indices: no rows",
     ("decomposition.tt_matrix_ranks", "rank", "none"):
         "None: the largest TT-ranks the shape allows",
     ("decomposition.tt_svd", "X", "ndim"): "a d-way tensor of any order",
@@ -849,7 +854,7 @@ EXEMPT = {
     ("quantization.bs_flexible", "c2", "zero"): "the two stored values have any sign",
     ("quantization.bs_flexible_init", "W", "ndim"): "element-wise: any shape",
     ("quantization.bwn", "W", "ndim"): "element-wise: any shape",
-    ("quantization.bwn", "axis", "zero"): "axis 0 and -1 (from the end) are valid",
+    ("quantization.bwn", "axis", "zero"): "axis 0, and -1 (from the end), are valid",
     ("quantization.bwn", "axis", "negative"): "axis -1 counts from the end",
     ("quantization.hard_sigmoid", "x", "ndim"): "element-wise: any shape",
     ("quantization.kmeans_quantize", "W", "ndim"): "element-wise: any shape",
@@ -865,6 +870,7 @@ EXEMPT = {
         "0 alternating cycles: the greedy initialisation",
     ("quantization.multibit_alternating_rows", "n_cycles", "zero"):
         "0 alternating cycles: the greedy initialisation",
+    ("quantization.multibit_error", "w", "ndim"): "w of any shape with n entries",
     ("quantization.multibit_greedy", "w", "ndim"): "element-wise: any shape",
     ("quantization.multibit_refined", "w", "ndim"): "element-wise: any shape",
     ("quantization.q_signed", "x", "ndim"): "element-wise: any shape",
@@ -934,18 +940,12 @@ NAMES_OTHER = {
     ("quantization.lab_binarize", "w", "ndim"): "d",
 }
 
-#: Open findings of issue #12 not fixed yet: function -> {"argument/mutation"} whose mutated call
-#: is not refused with a message naming the argument (accepted, or a raw NumPy/Python error).
-#: These are not asserted; shrink this table as they are fixed (an entry that no longer applies
-#: to the valid call fails test_tables_name_real_mutations).
+#: Open findings not fixed here: function -> {"argument/mutation"} whose mutated call is not
+#: refused with a message naming the argument. Not asserted; shrink this table as they are fixed
+#: (an entry that no longer applies to the valid call fails test_tables_name_real_mutations).
+#: ``backend`` is validated by refimpl.kernels._backend (another slice of issue #12).
 KNOWN_GAPS = {
     "attention.linear_attention": {"backend/bogus", "backend/int"},
-    "attention.longformer_attention": {"global_idx/str", "global_idx/none"},
-    "attention.longformer_mask": {"global_idx/str", "global_idx/none"},
-    "decomposition.tt_embedding_rows": {"idx/empty"},
-    "pruning.rpp_step": {"alpha/ndim"},
-    "quantization.multibit_error": {"w/ndim", "alphas/ndim", "B/ndim"},
-    "quantization.multibit_reconstruct": {"alphas/ndim", "B/ndim"},
 }
 
 

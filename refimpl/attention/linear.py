@@ -39,6 +39,8 @@ References
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from refimpl.attention.dense import check_qkv
@@ -609,6 +611,19 @@ def linear_attention(Q, K, V, *, causal: bool = False, eps: float = 1e-6, backen
 
 
 # ------------------------------------------------------------------------------ Longformer
+def _check_global_idx(global_idx):
+    """Global positions: a sequence/array of ints or one int (None means none, as ``()``)."""
+    if global_idx is None:
+        return ()
+    if isinstance(global_idx, (bool, np.bool_, str, bytes)) or not isinstance(
+            global_idx, (list, tuple, range, np.ndarray, numbers.Integral, np.integer)):
+        raise TypeError(f"global_idx must be a sequence of int positions, got {global_idx!r:.60}")
+    g = np.asarray(global_idx)
+    if g.size and g.dtype.kind not in "iu":
+        raise TypeError(f"global_idx must hold int positions, got dtype {g.dtype}")
+    return global_idx
+
+
 @validate_scalars(window=(0, None))
 def longformer_mask(n: int, window: int, dilation: int = 1, global_idx=()) -> np.ndarray:
     """Longformer's attention pattern as an ``(n, n)`` boolean mask.
@@ -624,7 +639,7 @@ def longformer_mask(n: int, window: int, dilation: int = 1, global_idx=()) -> np
        2004.05150, 2020.
     """
     n = check_int(n, "n", 1)
-    half, dil, g = check_window(window, dilation, global_idx, n)
+    half, dil, g = check_window(window, dilation, _check_global_idx(global_idx), n)
     off = np.arange(n)[None, :] - np.arange(n)[:, None]  # j - i
     M = (off % dil == 0) & (np.abs(off) <= half * dil)
     M[g, :] = True
@@ -675,7 +690,7 @@ def longformer_attention(Q, K, V, window: int, dilation: int = 1, global_idx=(),
     """
     Q, K, V = check_qkv(Q, K, V, same_length=True)
     n = Q.shape[2]
-    _, _, g = check_window(window, dilation, global_idx, n)
+    _, _, g = check_window(window, dilation, _check_global_idx(global_idx), n)
     out = sliding_window_attention(Q, K, V, window, dilation, g, backend=backend)
     if g.size and (Qg is not None or Kg is not None or Vg is not None):
         Qg_ = Q if Qg is None else check_array(Qg, "Qg", shape=Q.shape)

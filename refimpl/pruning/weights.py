@@ -769,7 +769,6 @@ def soft_threshold(v, tau) -> np.ndarray:
 
 
 @validate_scalars
-@validate_arrays(alpha={})
 def rpp_step(w, grad, lr: float, gamma: float, alpha) -> np.ndarray:
     """One reweighted proximal step for ``min_w f(w) + γ Σ_i α_i |w_i|`` (Survey Eq. (8)).
 
@@ -781,7 +780,7 @@ def rpp_step(w, grad, lr: float, gamma: float, alpha) -> np.ndarray:
     ----------
     w, grad : ndarray of the same shape
     lr, gamma : float
-    alpha : ndarray of the same shape or float
+    alpha : ndarray of the same shape or float, >= 0
         Re-weights, usually :func:`reweighted_l1_alpha` of the previous iterate.
 
     Returns
@@ -792,7 +791,12 @@ def rpp_step(w, grad, lr: float, gamma: float, alpha) -> np.ndarray:
     grad = check_array(grad, "grad", shape=w.shape)
     lr = check_float(lr, "lr", 0.0, lo_open=True)
     gamma = check_float(gamma, "gamma", 0.0)
-    alpha = np.broadcast_to(np.asarray(alpha, dtype=np.float64), w.shape)
+    alpha = check_values(alpha, "alpha", 0.0, dtype=np.float64)
+    try:
+        alpha = np.broadcast_to(alpha, w.shape)
+    except ValueError:
+        raise ValueError(f"alpha must be a number or broadcast to the shape of w {w.shape}, "
+                         f"got shape {alpha.shape}") from None
     return soft_threshold(w - lr * grad, lr * gamma * alpha)
 
 

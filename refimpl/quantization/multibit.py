@@ -27,21 +27,34 @@ def _prep(w, bits):
     return w.ravel(), check_int(bits, "bits", 1, 16)
 
 
+def _check_alphas_B(alphas, B):
+    alphas = check_array(alphas, "alphas", ndim=1)
+    B = check_array(B, "B", ndim=2)
+    if B.shape[0] != alphas.shape[0]:
+        raise ValueError(f"B must have one row per alpha, shape ({alphas.shape[0]}, n), got "
+                         f"{B.shape}")
+    return alphas, B
+
+
 @validate_scalars
-@validate_arrays(alphas={"ndim": (1, 2)}, B={"ndim": (2, 3)})
 def multibit_reconstruct(alphas, B) -> np.ndarray:
     """``Σ_i α_i b_i``: ``alphas`` of shape (k,), ``B`` of shape (k, n) → shape (n,).
 
     Part of Survey §3.3.4.
     """
-    return np.asarray(alphas) @ np.asarray(B)
+    alphas, B = _check_alphas_B(alphas, B)
+    return alphas @ B
 
 
 @validate_scalars
-@validate_arrays(w={}, alphas={"ndim": (1, 2)}, B={"ndim": (2, 3)})
 def multibit_error(w, alphas, B) -> float:
-    """The objective of Eq. (52): ``‖w − Σ α_i b_i‖²``."""
-    return float(((np.ravel(w) - multibit_reconstruct(alphas, B)) ** 2).sum())
+    """The objective of Eq. (52): ``‖w − Σ α_i b_i‖²`` (``w`` of any shape with ``n`` entries,
+    ``alphas`` (k,), ``B`` (k, n))."""
+    w = check_array(w, "w")
+    alphas, B = _check_alphas_B(alphas, B)
+    if w.size != B.shape[1]:
+        raise ValueError(f"w must have n = {B.shape[1]} entries (B's columns), got shape {w.shape}")
+    return float(((np.ravel(w) - alphas @ B) ** 2).sum())
 
 
 @validate_scalars
