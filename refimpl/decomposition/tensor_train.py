@@ -389,11 +389,6 @@ def tt_embedding_rows(cores, idx, backend: str | None = None) -> np.ndarray:
     .. [1] V. Khrulkov et al., "Tensorized Embedding Layers for Efficient Model Compression", arXiv
        1901.10787, 2019.
     """
-    idx_a = np.asarray(idx)
-    if idx_a.size == 0 and idx_a.dtype.kind in "iu":  # an empty batch: no rows to look up
-        cores = [check_array(c, f"cores[{k}]", ndim=4) for k, c in enumerate(cores)]
-        D = int(np.prod([c.shape[2] for c in cores]))
-        return np.zeros(idx_a.shape + (D,), dtype=np.result_type(*cores))
     return tt_embedding_lookup(cores, idx, backend=backend)
 
 
