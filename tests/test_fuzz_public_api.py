@@ -943,10 +943,7 @@ NAMES_OTHER = {
 #: Open findings not fixed here: function -> {"argument/mutation"} whose mutated call is not
 #: refused with a message naming the argument. Not asserted; shrink this table as they are fixed
 #: (an entry that no longer applies to the valid call fails test_tables_name_real_mutations).
-#: ``backend`` is validated by refimpl.kernels._backend (another slice of issue #12).
-KNOWN_GAPS = {
-    "attention.linear_attention": {"backend/bogus", "backend/int"},
-}
+KNOWN_GAPS: dict = {}
 
 
 # ------------------------------------------------------------------------------------ tests

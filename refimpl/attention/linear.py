@@ -44,6 +44,7 @@ import numbers
 import numpy as np
 
 from refimpl.attention.dense import check_qkv
+from refimpl.kernels._backend import resolve_backend
 from refimpl.kernels.attention import (
     causal_linear_attention,
     check_window,
@@ -601,6 +602,7 @@ def linear_attention(Q, K, V, *, causal: bool = False, eps: float = 1e-6, backen
     """
     Q, K, V = check_qkv(Q, K, V, same_length=causal)
     eps = check_float(eps, "eps", 0.0)
+    backend = resolve_backend(backend)  # validated even where no kernel runs (causal=False)
     phq, phk = elu_feature_map(Q), elu_feature_map(K)
     if causal:
         return causal_linear_attention(phq, phk, V, eps=eps, backend=backend)
