@@ -6,10 +6,15 @@
 | block-sparse (BSR) and bank-balanced (BBS) sparse × dense | :mod:`refimpl.kernels.block_sparse` | §2.3 pruning |
 | sign / ternary / k-bit packing; XNOR-popcount binary GEMM, ternary GEMM on two bit planes, k-bit packed × float matmul | :mod:`refimpl.kernels.bitpack` | §3 quantization |
 | TT-matrix × matrix without forming the matrix; TT-embedding row lookup | :mod:`refimpl.kernels.tt` | §6.3 decomposition |
-| sliding-window (+dilated, +global) attention without the n×n matrix; block-sparse attention; causal linear attention (prefix sums) | :mod:`refimpl.kernels.attention` | §7 attention |
+| sliding-window (+dilated, +global, key padding) attention without the n×n matrix: forward, forward with log-sum-exp, backward (one band kernel) | :mod:`refimpl.kernels.sliding_window` | §7.2 Longformer |
+| block-sparse attention over a block layout | :mod:`refimpl.kernels.block_sparse_attention` | §7.1 BlockBERT, Sparse Transformer |
+| causal linear attention (prefix sums) | :mod:`refimpl.kernels.causal_linear` | §7.2 linear Transformer |
 
 The chapter kernels are imported from their modules (``from refimpl.kernels.bitpack import
-binary_matmul``) so that ``import refimpl.kernels`` stays light.
+binary_matmul``) so that ``import refimpl.kernels`` stays light. :mod:`refimpl.kernels.attention`
+re-exports the three attention modules (the import path the chapters use);
+:mod:`refimpl.kernels.attention_common` holds their shared checks, BLAS thread limit and
+softmax ``exp``.
 
 See :mod:`refimpl.kernels._backend` for the switch (``REFIMPL_BACKEND``), how tests assert
 which backend ran, and the threading layer: importing the kernels asks Numba for a fork-safe one
