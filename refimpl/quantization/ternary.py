@@ -351,13 +351,17 @@ def ttq_quantize(W, wp: float, wn: float, delta: float) -> np.ndarray:
     wp = check_float(wp, "wp", 0.0)
     wn = check_float(wn, "wn", 0.0)
     delta = check_float(delta, "delta", 0.0)
-    return np.select([W > delta, W < -delta], [wp, -wn], 0.0).astype(_fdtype(W))
+    return _ttq_fwd(W, wp, wn, delta)[0]
 
 
 def _ttq_fwd(w, wp, wn, delta=0.0):
+    """The one TTQ forward (used by :func:`ttq_quantize` and the :func:`ttq_ste` op):
+    values and the cache ``(I_p, I_n, W_p, W_n)`` of :func:`_ttq_bwd`."""
+    # Zhu et al. Eq. (6): w_t = W_p on I_p = {w > Δ}, −W_n on I_n = {w < −Δ}, 0 otherwise
     pos, neg = w > delta, w < -delta
+    wp, wn = float(wp), float(wn)
     out = np.where(pos, wp, 0.0) - np.where(neg, wn, 0.0)
-    return out.astype(w.dtype), (pos, neg, float(wp), float(wn))
+    return out.astype(_fdtype(w)), (pos, neg, wp, wn)
 
 
 def _ttq_bwd(d, cache):

@@ -301,3 +301,19 @@ def test_ttq_quantize_refuses_bad_threshold_and_scales():
         args = {"wp": 2.0, "wn": 3.0, "delta": 0.1} | kw
         with pytest.raises(exc, match=msg):
             qt.ttq_quantize(W, **args)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ttq_quantize_and_ttq_ste_share_one_forward(rng, dtype):
+    """Issue #13: the array function and the tape op are one TTQ forward; boundaries ±Δ are
+    zero (strict inequalities of Zhu et al. Eq. 6), the dtype is the input's."""
+    W = np.concatenate([rng.uniform(-1, 1, 50), [0.25, -0.25, 0.0]]).astype(dtype)
+    q = qt.ttq_quantize(W, 1.5, 0.5, 0.25)
+    t = qt.ttq_ste(Tensor(W), Tensor(np.array(1.5)), Tensor(np.array(0.5)), 0.25)
+    assert q.dtype == dtype and t.data.dtype == dtype
+    np.testing.assert_array_equal(q, t.data)
+    np.testing.assert_array_equal(q[-3:], [0.0, 0.0, 0.0])
+    assert set(np.unique(q)) <= {1.5, 0.0, -0.5}
+    # integer weights come back as floats
+    np.testing.assert_array_equal(qt.ttq_quantize(np.array([2, -2, 0]), 1.0, 2.0, 1.0),
+                                  [1.0, -2.0, 0.0])
