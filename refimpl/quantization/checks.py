@@ -715,8 +715,8 @@ def _claim_binary_rnn(rng, quick):
     acc = {}
     for kind in ("float", "binary", "bwn", "twn", "lab"):
         ref: list = []
-        m = tr.QuantLSTMClassifier(len(task.vocab), 16, 24, task.n_classes,
-                                   quant=tr.weight_quantizer(kind, ref), rng=0)
+        m = tr.quantized_lstm_classifier(len(task.vocab), 16, 24, task.n_classes,
+                                         quant=tr.weight_quantizer(kind, ref), rng=0)
         opt = Adam(m.parameters(), 0.02)
         ref.append(opt)
         fit(m, (task.X_train, task.len_train, task.y_train), epochs=4 if quick else 10,
@@ -739,11 +739,11 @@ def _claim_nonuniform(rng, quick):
     from refimpl.quantization import training as tr
 
     task = _sentiment(quick)
-    m = tr.QuantLSTMClassifier(len(task.vocab), 16, 24, task.n_classes, rng=0)
+    m = tr.quantized_lstm_classifier(len(task.vocab), 16, 24, task.n_classes, rng=0)
     fit(m, (task.X_train, task.len_train, task.y_train), epochs=4 if quick else 10, lr=0.01,
         rng=0, progress=False)
     base = evaluate_accuracy(m, task.X_test, task.len_test, task.y_test)
-    W0 = {k: m.__dict__[k].data.copy() for k in ("W_ih", "W_hh")}
+    W0 = {k: getattr(m.rnn, k).data.copy() for k in ("W_ih_l0", "W_hh_l0")}
     quantizers = {
         "uniform": lambda W: qu.quantize_uniform(W, 2),
         "balanced": lambda W: qbal.balanced_quantize(W, 2),
@@ -756,11 +756,11 @@ def _claim_nonuniform(rng, quick):
         for k, W in W0.items():
             Q = f(W)
             mse += float(((Q - W) ** 2).sum())
-            m.__dict__[k].data = Q
+            getattr(m.rnn, k).data = Q
         nums[f"rel_err_{name}"] = mse / sum(float((W ** 2).sum()) for W in W0.values())
         nums[f"acc_{name}"] = evaluate_accuracy(m, task.X_test, task.len_test, task.y_test)
         for k, W in W0.items():
-            m.__dict__[k].data = W.copy()
+            getattr(m.rnn, k).data = W.copy()
     # verdict on the reconstruction error; the accuracies are reported (one test example is
     # 1/len(test) — differences of a few examples are noise at this scale)
     rep = (nums["rel_err_balanced"] < nums["rel_err_uniform"] and nums["rel_err_kmeans"] <

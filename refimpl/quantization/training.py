@@ -9,9 +9,9 @@ Survey Eqs. (25)–(26)); the models are :mod:`refimpl.nn` models where one exis
 
 * :func:`weight_quantizer` — the §3.2–3.3 weight quantisers as straight-through ``Tensor ->
   Tensor`` maps, by name;
-* :class:`QuantLSTMClassifier` — an LSTM classifier whose ``W_ih, W_hh`` pass through such a
-  quantiser in every forward pass (``refimpl.nn.LSTM`` reads its weights directly, so it has
-  no hook for this);
+* :func:`as_weight_transform` — such a quantiser as a layer's ``weight_transform`` hook, and
+  :func:`quantized_lstm_classifier`, a :class:`refimpl.nn.RNNClassifier` whose LSTM weights
+  ``W_ih, W_hh`` pass through it in every forward pass;
 * :func:`sentiment_task` and :func:`trained_tiny_transformer`, the shared miniature task and a
   cached trained one-layer Transformer.
 """
@@ -22,14 +22,12 @@ from typing import Callable
 
 import numpy as np
 
-from refimpl.nn import (BowClassifier, Embedding, Linear, Module, Parameter, Tensor,
-                        TransformerClassifier, fit)
+from refimpl.nn import BowClassifier, RNNClassifier, Tensor, TransformerClassifier, fit
 from refimpl.nn import functional as F
-from refimpl.nn.recurrent import lstm_cell
-from refimpl.utils import as_rng, validate_scalars
+from refimpl.utils import validate_scalars
 
-__all__ = ["weight_quantizer", "QuantLSTMClassifier", "QuantBowClassifier", "sentiment_task",
-           "tiny_transformer", "trained_tiny_transformer"]
+__all__ = ["weight_quantizer", "as_weight_transform", "quantized_lstm_classifier",
+           "QuantBowClassifier", "sentiment_task", "tiny_transformer", "trained_tiny_transformer"]
 
 
 def weight_quantizer(kind: str, opt_ref: list | None = None) -> Callable[[Tensor], Tensor]:
@@ -79,39 +77,74 @@ def weight_quantizer(kind: str, opt_ref: list | None = None) -> Callable[[Tensor
                      f"got {kind!r}")
 
 
-class QuantLSTMClassifier(Module):
-    """Embedding → one LSTM layer whose ``W_ih, W_hh`` pass through a weight quantiser in every
-    forward pass (full-precision weights kept for the updates) → linear on the last state.
+def as_weight_transform(quant: Callable[[Tensor], Tensor],
+                        prefixes: tuple[str, ...] = ("W",)) -> Callable[[str, Tensor], Tensor]:
+    """Wrap a ``Tensor -> Tensor`` quantiser as a layer's ``weight_transform(name, W)``.
 
-    Part of the Survey §3 claims in miniature.
+    Quantisation-aware training on :mod:`refimpl.nn` layers (Survey §3): set
+    ``layer.weight_transform = as_weight_transform(weight_quantizer("twn"))`` and every forward
+    pass uses the quantised weights while the optimiser updates the full-precision ones
+    (BinaryConnect's scheme; the gradient is the quantiser's straight-through estimator). On an
+    :class:`refimpl.nn.LSTM` the transform sees ``W_ih_l{k}``/``W_hh_l{k}`` of every layer and
+    direction (the biases stay full precision), on a :class:`refimpl.nn.Linear` ``W``.
+
+    Parameters
+    ----------
+    quant : callable
+        ``quant(W) -> Tensor`` of the same shape, e.g. :func:`weight_quantizer`.
+    prefixes : tuple of str
+        Only weights whose name starts with one of these are quantised.
+
+    Returns
+    -------
+    callable ``(name, W) -> Tensor``
+
+    Examples
+    --------
+    >>> from refimpl.nn import RNNClassifier
+    >>> m = RNNClassifier(vocab_size=20, d_emb=4, d_hidden=6, n_classes=2, rng=0)
+    >>> m.rnn.weight_transform = as_weight_transform(weight_quantizer("bwn"))
     """
+    if not callable(quant):
+        raise TypeError(f"quant must be a callable Tensor -> Tensor, got {type(quant).__name__}")
+    if isinstance(prefixes, str) or not all(isinstance(p, str) for p in prefixes):
+        raise TypeError(f"prefixes must be a tuple of str, got {prefixes!r}")
+    prefixes = tuple(prefixes)
 
-    def __init__(self, vocab_size: int, d_emb: int, hidden: int, n_classes: int,
-                 quant: Callable[[Tensor], Tensor] | None = None, rng=0):
-        rng = as_rng(rng)
-        self.emb = Embedding(vocab_size, d_emb, rng=rng)
-        s = 1 / np.sqrt(hidden)
-        self.W_ih = Parameter(rng.uniform(-s, s, (4 * hidden, d_emb)))
-        self.W_hh = Parameter(rng.uniform(-s, s, (4 * hidden, hidden)))
-        self.b = Parameter(np.zeros(4 * hidden))
-        self.out = Linear(hidden, n_classes, rng=rng)
-        self.hidden = hidden
-        self.quant = quant or (lambda W: W)
+    def transform(name: str, W: Tensor) -> Tensor:
+        return quant(W) if name.startswith(prefixes) else W
 
-    def forward(self, X, lengths):
-        X = np.asarray(X)
-        B, T = X.shape
-        E = self.emb(X)  # (B, T, d_emb)
-        Wi, Wh = self.quant(self.W_ih), self.quant(self.W_hh)
-        h = Tensor(np.zeros((B, self.hidden)))
-        c = Tensor(np.zeros((B, self.hidden)))
-        mask = (np.arange(T)[None, :] < np.asarray(lengths)[:, None]).astype(float)  # (B, T)
-        for t in range(T):
-            hn, cn = lstm_cell(E[:, t, :], (h, c), Wi, Wh, self.b)
-            m = mask[:, t:t + 1]  # (B, 1): keep the state after the end of a sentence
-            h = hn * m + h * (1.0 - m)
-            c = cn * m + c * (1.0 - m)
-        return self.out(h)
+    return transform
+
+
+def quantized_lstm_classifier(vocab_size: int, d_emb: int, d_hidden: int, n_classes: int,
+                              quant: Callable[[Tensor], Tensor] | None = None,
+                              rng=0) -> RNNClassifier:
+    """An :class:`refimpl.nn.RNNClassifier` (embedding → one LSTM layer → linear on the last
+    state) whose recurrent weights ``W_ih, W_hh`` pass through ``quant`` in every forward pass.
+
+    The §3.1–3.2 quantised LSTMs of the claims in miniature (BinaryConnect, BWN, TWN, LAB —
+    loss-aware binarisation — and multi-bit): the LSTM is :class:`refimpl.nn.LSTM` with
+    ``weight_transform = as_weight_transform(quant)``; embedding, biases and the output layer
+    stay full precision (as in Ott et al. 2016 and Hou et al. 2017).
+
+    Parameters
+    ----------
+    vocab_size, d_emb, d_hidden, n_classes : int
+    quant : callable, optional
+        ``Tensor -> Tensor`` (:func:`weight_quantizer`); None trains in full precision.
+    rng : Generator or int
+
+    Returns
+    -------
+    RNNClassifier
+        Called as ``model(X, lengths)`` with ``X`` (B, T) int64 → logits (B, n_classes).
+    """
+    m = RNNClassifier(vocab_size=vocab_size, d_emb=d_emb, d_hidden=d_hidden,
+                      n_classes=n_classes, cell="lstm", rng=rng)
+    if quant is not None:
+        m.rnn.weight_transform = as_weight_transform(quant)
+    return m
 
 
 class QuantBowClassifier(BowClassifier):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from refimpl.nn import Adam, BowClassifier, Parameter, fit, no_grad
-from refimpl.quantization.training import (QuantBowClassifier, QuantLSTMClassifier,
-                                           weight_quantizer)
+from refimpl.nn import Adam, BowClassifier, Parameter, Tensor, fit, lstm_cell, no_grad
+from refimpl.quantization.training import (QuantBowClassifier, as_weight_transform,
+                                           quantized_lstm_classifier, weight_quantizer)
 
 
 def test_lab_quantizer_uses_adam_preconditioner():
@@ -39,6 +39,69 @@ def test_quant_lstm_trains_with_nn_fit():
     X = rng.integers(1, 10, (32, 5))
     L = np.full(32, 5)
     y = (X[:, 0] > 5).astype(np.int64)
-    m = QuantLSTMClassifier(10, 4, 6, 2, quant=weight_quantizer("bwn"), rng=0)
+    m = quantized_lstm_classifier(10, 4, 6, 2, quant=weight_quantizer("bwn"), rng=0)
     h = fit(m, (X, L, y), epochs=3, lr=0.05, batch_size=8, rng=0, progress=False)
     assert h.train_loss[-1] < h.train_loss[0]
+
+
+def _quant_lstm_by_hand(m, quant, X, L):
+    """The forward of the deleted private ``QuantLSTMClassifier`` (issue #13): one
+    :func:`lstm_cell` per step on ``quant(W_ih), quant(W_hh)``, the state frozen after each
+    sentence's end, then the output layer on the last state."""
+    E = m.embedding(X)  # (B, T, d_emb)
+    Wi, Wh = quant(m.rnn.W_ih_l0), quant(m.rnn.W_hh_l0)
+    B, T = X.shape
+    H = m.rnn.hidden_size
+    h, c = Tensor(np.zeros((B, H))), Tensor(np.zeros((B, H)))
+    mask = (np.arange(T)[None, :] < L[:, None]).astype(float)  # (B, T)
+    for t in range(T):
+        hn, cn = lstm_cell(E[:, t, :], (h, c), Wi, Wh, m.rnn.b_ih_l0, m.rnn.b_hh_l0)
+        keep = mask[:, t:t + 1]  # (B, 1)
+        h, c = hn * keep + h * (1.0 - keep), cn * keep + c * (1.0 - keep)
+    return m.fc(h)
+
+
+@pytest.mark.parametrize("kind", ["float", "binary", "bwn", "twn", "lab", "uniform2", "alt2"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_quantized_lstm_classifier_equals_quantised_cell_loop(kind, fused):
+    """nn.RNNClassifier + weight_transform = the old private quantised LSTM's forward and
+    gradients (checked bit-for-bit against the deleted class before it was removed)."""
+    rng = np.random.default_rng(1)
+    X = rng.integers(1, 10, (5, 6))
+    L = np.array([6, 3, 1, 6, 4])
+    X[np.arange(6)[None, :] >= L[:, None]] = 0
+    opt_ref: list = []
+    quant = weight_quantizer(kind, opt_ref)
+    m = quantized_lstm_classifier(10, 4, 6, 2, quant=quant, rng=0)
+    opt_ref.append(Adam(m.parameters(), 0.01))
+    m.rnn.fused = fused
+    g = np.array([1.0, -2.0])
+    out = m(X, L)
+    (out * g).sum().backward()
+    grads = {k: p.grad.copy() for k, p in m.named_parameters()}
+    for p in m.parameters():
+        p.grad = None
+    ref = _quant_lstm_by_hand(m, quant, X, L)
+    (ref * g).sum().backward()
+    tol = 0 if not fused else 1e-14
+    np.testing.assert_allclose(out.data, ref.data, rtol=0, atol=tol)
+    for k, p in m.named_parameters():
+        np.testing.assert_allclose(grads[k], p.grad, rtol=0, atol=tol, err_msg=k)
+    Wq = quant(m.rnn.W_hh_l0).data  # (4H, H): the values the forward pass used
+    if kind == "alt2":  # 2 binary codes per row: at most 4 values a row
+        assert max(len(np.unique(r)) for r in Wq) <= 4
+    elif kind != "float":
+        assert len(np.unique(Wq)) <= (4 if kind == "uniform2" else 3)
+
+
+def test_as_weight_transform_only_named_weights_and_bad_arguments():
+    q = as_weight_transform(lambda W: W * 0.0, prefixes=("W_hh",))
+    W = Tensor(np.ones((2, 2)))
+    assert q("W_hh_l1_reverse", W).data.sum() == 0.0
+    assert q("W_ih_l0", W) is W
+    with pytest.raises(TypeError, match="quant must be a callable"):
+        as_weight_transform(3)
+    with pytest.raises(TypeError, match="prefixes must be a tuple of str"):
+        as_weight_transform(lambda W: W, prefixes="W")
+    m = quantized_lstm_classifier(10, 4, 6, 2, rng=0)
+    assert m.rnn.weight_transform is None
