@@ -333,7 +333,6 @@ def _quantization():
                                                  bits=[2]),
         "group_sizes": lambda: dict(model=_qtf(), groups=__import__(
             "refimpl.quantization", fromlist=["x"]).transformer_groups(_qtf(), "layer")),
-        "sentiment_task": lambda: dict(quick=True),
         "trained_tiny_transformer": lambda: dict(quick=True),
     }
 

@@ -35,7 +35,7 @@ Kernels: :mod:`refimpl.kernels.bitpack` (bit packing, XNOR-popcount binary GEMM,
 k-bit packed weight × float matmul).
 """
 
-from refimpl.quantization.training import sentiment_task, trained_tiny_transformer
+from refimpl.quantization.training import trained_tiny_transformer
 from refimpl.quantization.balanced import balanced_codes, balanced_quantize, recursive_split_edges
 from refimpl.quantization.binary import (
     LossAwareBinarizer,
@@ -147,5 +147,5 @@ __all__ = [
     "embedding_quantizer", "quantize_embedding_after", "quantize_model_weights_",
     "hessian_vector_product", "top_hessian_eigenvalue", "group_sensitivities",
     "group_sensitivities_model", "transformer_groups", "assign_mixed_precision",
-    "quantize_groups_uniform_", "group_sizes", "sentiment_task", "trained_tiny_transformer",
+    "quantize_groups_uniform_", "group_sizes", "trained_tiny_transformer",
 ]

@@ -697,9 +697,10 @@ def _hessian(rng, quick):
 
 # ------------------------------------------------------------------ claims
 def _sentiment(quick):
-    from refimpl.quantization.training import sentiment_task
+    """The shared sentiment task every chapter uses, at its preset sizes (no overrides)."""
+    from refimpl.data import load_task
 
-    return sentiment_task(quick)
+    return load_task("sentiment", quick=quick, rng=0)
 
 
 @register_claim("binary_recurrent_weights_fail", "BinaryConnect (±1) recurrent weights hurt an "

@@ -12,8 +12,8 @@ Survey Eqs. (25)–(26)); the models are :mod:`refimpl.nn` models where one exis
 * :func:`as_weight_transform` — such a quantiser as a layer's ``weight_transform`` hook, and
   :func:`quantized_lstm_classifier`, a :class:`refimpl.nn.RNNClassifier` whose LSTM weights
   ``W_ih, W_hh`` pass through it in every forward pass;
-* :func:`sentiment_task` and :func:`trained_tiny_transformer`, the shared miniature task and a
-  cached trained one-layer Transformer.
+* :func:`tiny_transformer` and :func:`trained_tiny_transformer`, a one-layer Transformer and a
+  cached trained one on the shared sentiment task (:func:`refimpl.data.load_task`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from typing import Callable
 
 import numpy as np
 
+from refimpl.data import load_task
 from refimpl.nn import BowClassifier, RNNClassifier, Tensor, TransformerClassifier, fit
 from refimpl.nn import functional as F
 from refimpl.utils import validate_scalars
 
 __all__ = ["weight_quantizer", "as_weight_transform", "quantized_lstm_classifier",
-           "QuantBowClassifier", "sentiment_task", "tiny_transformer", "trained_tiny_transformer"]
+           "QuantBowClassifier", "tiny_transformer", "trained_tiny_transformer"]
 
 
 def weight_quantizer(kind: str, opt_ref: list | None = None) -> Callable[[Tensor], Tensor]:
@@ -181,24 +182,27 @@ class QuantBowClassifier(BowClassifier):
         return pool(E, length_mask(L, X.shape[1]))
 
 
-@validate_scalars
-def sentiment_task(quick: bool = True):
-    """The small ``make_sentiment`` task every §3 miniature uses (1000 training sentences in
-    quick mode, 4000 otherwise; vocabulary 300; length ≤ 16)."""
-    from refimpl.data import make_sentiment
-
-    return make_sentiment(n_train=1000 if quick else 4000, n_val=100,
-                          n_test=400 if quick else 1000, vocab_size=300, max_len=16, rng=0)
-
-
 def tiny_transformer(task, rng=0) -> TransformerClassifier:
     """One post-LN encoder layer (d_model 16, 2 heads, ReLU FFN of 32) with mean pooling: a
-    :class:`refimpl.nn.TransformerClassifier` sized for ``task``.
+    :class:`refimpl.nn.TransformerClassifier` sized for ``task`` (its vocabulary, padded
+    width ``T`` and classes).
 
-    Part of the Survey §3 claims in miniature.
+    The model of the §3.3.5 Transformer claims in miniature (k-means weights after Cheong &
+    Daniel 2019; Q-BERT's Hessian mixed precision, Shen et al. 2020).
+
+    Parameters
+    ----------
+    task : ClassificationTask
+        ``X_train`` of shape (N, T) sets ``max_len = T``.
+    rng : Generator or int
+
+    Returns
+    -------
+    TransformerClassifier
     """
-    return TransformerClassifier(len(task.vocab), 16, 2, 32, 1, task.X_train.shape[1],
-                                 task.n_classes, activation="relu", rng=rng)
+    return TransformerClassifier(vocab_size=len(task.vocab), d_model=16, num_heads=2, d_ff=32,
+                                 num_layers=1, max_len=task.X_train.shape[1],
+                                 n_classes=task.n_classes, activation="relu", rng=rng)
 
 
 _CACHE: dict = {}
@@ -206,7 +210,8 @@ _CACHE: dict = {}
 
 @validate_scalars
 def trained_tiny_transformer(quick: bool = True):
-    """:func:`tiny_transformer` trained on :func:`sentiment_task` with :func:`refimpl.nn.fit`
+    """:func:`tiny_transformer` trained on the shared sentiment task
+    (``refimpl.data.load_task("sentiment", quick=quick, rng=0)``) with :func:`refimpl.nn.fit`
     (Adam, lr 0.01, 6 epochs quick / 15 full; deterministic; trained once per process and
     cached). Returns ``(task, model, state_dict)`` with a fresh model loaded from the cached
     state.
@@ -214,7 +219,7 @@ def trained_tiny_transformer(quick: bool = True):
     Part of the Survey §3 claims in miniature.
     """
     if quick not in _CACHE:
-        task = sentiment_task(quick)
+        task = load_task("sentiment", quick=quick, rng=0)
         m = tiny_transformer(task)
         fit(m, (task.X_train, task.len_train, task.y_train), epochs=6 if quick else 15,
             lr=0.01, rng=0, progress=False)

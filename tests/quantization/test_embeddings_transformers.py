@@ -72,7 +72,8 @@ def test_quantize_groups_uniform_rows(rng):
 def test_transformer_groups_cover_heads_and_neurons():
     from refimpl.nn import TransformerClassifier
 
-    m = TransformerClassifier(30, 8, 2, 12, 1, 6, 2, activation="relu", rng=0)
+    m = TransformerClassifier(vocab_size=30, d_model=8, num_heads=2, d_ff=12, num_layers=1,
+                              max_len=6, n_classes=2, activation="relu", rng=0)
     layer_groups = et.transformer_groups(m, "layer")
     assert len(layer_groups) == 7 and layer_groups[-1][0] == "fc.W"
     named = dict(m.named_parameters())
@@ -80,7 +81,8 @@ def test_transformer_groups_cover_heads_and_neurons():
     heads = et.transformer_groups(m, "head")
     assert [n for n, _ in heads] == ["head0", "head1"]
     assert heads[1][1][0] == ("layers.0.self_attn.W_q.W", slice(4, 8))
-    two = TransformerClassifier(30, 8, 2, 12, 2, 6, 2, rng=0)
+    two = TransformerClassifier(vocab_size=30, d_model=8, num_heads=2, d_ff=12, num_layers=2,
+                                max_len=6, n_classes=2, rng=0)
     assert [n for n, _ in et.transformer_groups(two, "head")] == [
         "layer0.head0", "layer0.head1", "layer1.head0", "layer1.head1"]
     neurons = et.transformer_groups(m, "neuron", n_neuron_groups=3)
