@@ -20,10 +20,11 @@ One band implementation. A dilated window is a plain band on each residue class
 ``i mod dilation``, so the sequence is reordered by residue class (``perm``) and in that order
 query ``p`` sees the keys ``[lo[p], hi[p])`` of its own segment (:func:`_residue_band`).
 
-- Forward (both public forward functions): :func:`_band_fwd_numba` / :func:`_band_fwd_numpy`
-  compute, per block of 64 queries of one segment, the band scores by one BLAS product, the
-  scores against the global keys outside each window by another, the softmax of each row over
-  both (key padding applied), the output by two more products, and the row log-sum-exp.
+- Forward (both public forward functions): :func:`_swa_fwd_band_numba` /
+  :func:`_swa_fwd_band_numpy` compute, per block of 64 queries of one segment, the band
+  scores by one BLAS product, the scores against the global keys outside each window by
+  another, the softmax of each row over both (key padding applied), the output by two more
+  products, and the row log-sum-exp.
   :func:`sliding_window_attention` returns the output and drops the log-sum-exp. Global query
   rows (``O(g n d)``) are NumPy products shared by both backends.
 - Backward: the band is symmetric (key ``j`` is in query ``i``'s window iff ``i`` is in
@@ -64,7 +65,7 @@ __all__ = ["sliding_window_attention", "sliding_window_attention_fwd",
 
 _BLOCK = 64  # queries per prange task of the forward kernel (one segment's consecutive rows)
 _ROWS = 64  # rows per prange task of the backward kernels
-_WARM = 384  # side of the one-time per-thread BLAS warm-up product (see _band_fwd_impl)
+_WARM = 384  # side of the one-time per-thread BLAS warm-up product (see _swa_fwd_band_impl)
 
 
 def check_window(window, dilation, global_idx, n: int):
@@ -137,8 +138,8 @@ def _residue_band(n: int, half: int, dil: int):
 
 # ------------------------------------------------------------------------------ forward
 @numba.njit(cache=True, parallel=True)
-def _band_fwd_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg, keepg,
-                   dil, half, scale, outp, lsep, warmed):
+def _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg,
+                       keepg, dil, half, scale, outp, lsep, warmed):
     # Qp, Kp, Vp: residue-class order; keepp (B, H, n) real keys in that order, padded (B, H):
     # whether a (b, h) has padding at all; is_gp (n,) global query rows (left to the caller);
     # pos (n,) original positions; gidx (ng,) global keys (original positions), Kg, Vg their
@@ -243,18 +244,18 @@ def _warmed_threads(dtype) -> np.ndarray:
     return _WARMED[dtype]
 
 
-def _band_fwd_numba(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg, keepg,
-                    dil, half, scale, outp, lsep):
+def _swa_fwd_band_numba(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg,
+                        keepg, dil, half, scale, outp, lsep):
     # chunks of 4 query blocks handed out dynamically: on a shared machine a descheduled thread
     # no longer holds back a static half of the blocks
     with numba.parallel_chunksize(4):
-        _band_fwd_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg, keepg,
-                       dil, half, scale, outp, lsep, _warmed_threads(Qp.dtype))
+        _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg,
+                           keepg, dil, half, scale, outp, lsep, _warmed_threads(Qp.dtype))
 
 
-def _band_fwd_numpy(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg, keepg,
-                    dil, half, scale, outp, lsep, block: int = _BLOCK):
-    # the same blocks as _band_fwd_impl, vectorised over (B, H) with masks instead of slices
+def _swa_fwd_band_numpy(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg,
+                        keepg, dil, half, scale, outp, lsep, block: int = _BLOCK):
+    # the same blocks as _swa_fwd_band_impl, vectorised over (B, H) with masks instead of slices
     ng = gidx.size
     for r in range(seg.size - 1):
         for a in range(seg[r], seg[r + 1], block):
@@ -297,7 +298,7 @@ def _sliding_window_forward(name, Q, K, V, window, dilation, global_idx, key_kee
     outp = np.empty(Q.shape[:3] + (V.shape[3],), dtype=Q.dtype)  # (B, H, n, d_v)
     lsep = np.empty(Q.shape[:3], dtype=Q.dtype)  # (B, H, n)
     with _one_blas_thread():  # many small GEMMs inside the parallel tasks
-        dispatch(name, backend, _band_fwd_numba, _band_fwd_numpy,
+        dispatch(name, backend, _swa_fwd_band_numba, _swa_fwd_band_numpy,
                  Qp, Kp, Vp, keepp, ~keepp.all(axis=-1), is_global[perm], lo, hi, seg, perm, g,
                  np.ascontiguousarray(K[:, :, g]), np.ascontiguousarray(V[:, :, g]),
                  np.ascontiguousarray(keep[:, :, g]), dil, half, scale, outp, lsep)
@@ -600,7 +601,6 @@ def _swa_bwd_band_numpy(Qp, Kp, Vp, dOp, Dp, lsep, keepp, is_gp, lo, hi, scale, 
         dVp[:, :, ka:kb] += np.swapaxes(P, -1, -2) @ dOp[:, :, r0:r1]
 
 
-
 def sliding_window_attention_bwd(dout, Q, K, V, out, lse, window: int, dilation: int = 1,
                                  global_idx=(), key_keep=None, *, backend=None):
     """Gradients of :func:`sliding_window_attention_fwd`: ``(dQ, dK, dV)`` from ``dout``.
@@ -627,14 +627,17 @@ def sliding_window_attention_bwd(dout, Q, K, V, out, lse, window: int, dilation:
     Raises
     ------
     ValueError
-        Q, K, V, dout or out (or ``lse`` holds NaN or +inf) contains NaN or inf (named in the message), or a shape/argument error.
+        Q, K, V, dout or out contains NaN or inf, or ``lse`` holds NaN or +inf (named in
+        the message), or a shape/argument error.
 
     Notes
     -----
     Time :math:`O(n (w + g)(d + d_v) + g n (d + d_v))`, memory :math:`O(n (d + d_v + g))`:
     the Numba backend runs a query-side pass (``dQ``, one task per 64 query rows) and a
     key-side pass (``dK, dV``, one task per 64 keys; the window is symmetric, so no two
-    tasks write the same row), both recomputing the band scores; no ``n × n`` array.
+    tasks write the same row), both recomputing the band scores (by axpy over the transposed
+    keys or queries; the forward's BLAS scores agree with them to rounding, so
+    :math:`\\sum_j P_{ij} = 1` to rounding); no ``n × n`` array.
     """
     Q, K, V, half, dil, g, keep, is_global, perm, _, lo, hi = _swa_prepare(
         Q, K, V, window, dilation, global_idx, key_keep)
