@@ -69,7 +69,32 @@ _WARM = 384  # side of the one-time per-thread BLAS warm-up product (see _swa_fw
 
 
 def check_window(window, dilation, global_idx, n: int):
-    """Validate Longformer's window arguments; returns ``(half, dilation, global_idx)``."""
+    """Validate Longformer's window arguments (Survey §7.2).
+
+    Parameters
+    ----------
+    window : int
+        ``w``: even, ``0 <= w <= n`` (``w/2`` keys on each side).
+    dilation : int
+        ``>= 1``.
+    global_idx : sequence of int or None
+        Distinct positions in ``[0, n)``.
+    n : int
+        The sequence length.
+
+    Returns
+    -------
+    half : int
+        ``w / 2``.
+    dilation : int
+    global_idx : int64 ndarray of shape (g,)
+        Sorted.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument, the value given and what is allowed.
+    """
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)):
         raise TypeError(f"window must be an integer, got {window!r}")
     window = int(window)
