@@ -105,7 +105,12 @@ def check_window(window, dilation, global_idx, n: int):
         raise ValueError(f"window must be <= the sequence length n={n}, got {window}")
     if isinstance(dilation, bool) or not isinstance(dilation, (int, np.integer)) or dilation < 1:
         raise ValueError(f"dilation must be an integer >= 1, got {dilation!r}")
-    g = np.asarray(global_idx if global_idx is not None else (), dtype=np.int64).ravel()
+    raw = np.asarray(global_idx if global_idx is not None else (), dtype=object).ravel()
+    if not all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
+               for i in raw):
+        raise TypeError(f"global_idx must be a sequence of integer positions or None, "
+                        f"got {global_idx!r}")
+    g = raw.astype(np.int64)
     if g.size and (g.min() < 0 or g.max() >= n):
         raise ValueError(f"global_idx must lie in [0, {n}), got {g.tolist()}")
     if np.unique(g).size != g.size:

@@ -109,3 +109,11 @@ def test_attention_module_reexports_the_method_modules():
     for mod, section in ((sw, "§7.2"), (block_sparse_attention, "§7.1"),
                          (causal_linear, "§7.2")):
         assert section in mod.__doc__ and "References" in mod.__doc__
+
+
+@pytest.mark.parametrize("bad", ["0", [0.5], [True], "ab"])
+def test_check_window_refuses_non_integer_global_idx(bad):
+    from refimpl.kernels.sliding_window import check_window
+
+    with pytest.raises(TypeError, match="global_idx"):
+        check_window(4, 1, bad, 16)
