@@ -396,8 +396,10 @@ def _decomposition():
         "LowRankLinear": lambda: dict(in_features=4, out_features=3, rank=2, bias=True, rng=0),
         "ProjectedRNNClassifier": lambda: dict(vocab_size=10, embed_dim=4, hidden_sizes=[4, 4],
                                                ranks=[2, 2], n_classes=2, rng=0),
-        "StackedRNNClassifier": lambda: dict(vocab_size=10, embed_dim=4, hidden_sizes=[4, 4],
-                                             n_classes=2, rng=0),
+        "stacked_rnn_classifier": lambda: dict(vocab_size=10, embed_dim=4, hidden_size=4,
+                                               num_layers=2, n_classes=2, rng=0),
+        "rnn_layer_matrices": lambda: dict(model=__import__(
+            "refimpl.decomposition", fromlist=["x"]).stacked_rnn_classifier(10, 4, 4, 2, 2)),
         "binarize_codes": lambda: dict(A=_g(4, 3)),
         "compositional_code_bits": lambda: dict(V=100, M=4, K=8, D=16, float_bits=32),
         "compositional_codes": lambda: dict(E=_g(6, 4), n_codebooks=2, n_codewords=3, n_iter=2,

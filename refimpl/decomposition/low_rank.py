@@ -7,7 +7,8 @@
 :class:`LowRankLinear`              a Linear stored as two factors
 :func:`joint_svd`                   Eqs. (62)–(65): ``W_h = Z_h P``, ``W_x = Z_x P``
                                     (Prabhavalkar et al. 2016)
-:class:`StackedRNNClassifier`       the multi-layer RNN of Eqs. (62)–(63)
+:func:`stacked_rnn_classifier`      the multi-layer RNN of Eqs. (62)–(63) on ``refimpl.nn``
+:func:`rnn_layer_matrices`          its ``W_h^l, W_x^l, b^l`` per layer
 :class:`ProjectedRNNClassifier`     the same with shared recurrent projections: built by
                                     joint SVD, or trained from random init (Sak et al. 2014)
 :func:`sparse_code`                 Eq. (66), codes for a fixed dictionary (FISTA)
@@ -34,15 +35,15 @@ from refimpl.decomposition._ops import (
     hard_concrete_l0,
     hard_concrete_sample,
 )
-from refimpl.nn import Module, Parameter, Tensor
+from refimpl.nn import Module, Parameter, RNNClassifier, Tensor
 from refimpl.nn import functional as F
 from refimpl.utils import (as_rng, check_array, check_float, check_int, validate_arrays,
                            validate_scalars)
 
 __all__ = ["truncated_svd", "eckart_young_error", "rank_for_explained_variance",
            "low_rank_num_params", "LowRankLinear", "joint_svd", "joint_projection_lstsq",
-           "StackedRNNClassifier", "ProjectedRNNClassifier", "sparse_code",
-           "sparse_coding_objective", "sparse_coding", "binarize_codes", "compositional_codes",
+           "stacked_rnn_classifier", "rnn_layer_matrices", "ProjectedRNNClassifier",
+           "sparse_code", "sparse_coding_objective", "sparse_coding", "binarize_codes", "compositional_codes",
            "compositional_decode", "compositional_code_bits", "compositional_codes_gumbel",
            "flop_weight", "FLOPLinear"]
 
@@ -241,75 +242,107 @@ def joint_svd(W_h, W_x, rank: int | None = None, *, explained_variance: float | 
     return Z_h, Z_x, P
 
 
-class StackedRNNClassifier(Module):
-    r"""The multi-layer RNN of Survey Eqs. (62)–(63) as a sequence classifier:
+@validate_scalars(vocab_size=(1, None), embed_dim=(1, None), hidden_size=(1, None),
+                  num_layers=(1, None), n_classes=(1, None))
+def stacked_rnn_classifier(vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int,
+                           n_classes: int, rng=None) -> RNNClassifier:
+    r"""The multi-layer RNN of Survey Eqs. (62)–(63), §6.1, as a :mod:`refimpl.nn` sequence
+    classifier: an :class:`refimpl.nn.RNNClassifier` whose recurrence is a tanh
+    :class:`refimpl.nn.RNN` with ``num_layers`` layers.
 
     .. math:: h_t^{l} = \tanh(W_x^{l-1} h_t^{l-1} + W_h^{l} h_{t-1}^{l} + b^{l}),
               \quad h_t^0 = \text{embedding}(x_t)
 
-    followed by logits ``W_x^L h_T^L + b_out`` at each sequence's last valid step.
+    followed by logits ``W_x^L h_T^L + b_out`` at each sequence's last real step. In the
+    :mod:`refimpl.nn` names (PyTorch's): :math:`W_x^{l-1}` is ``rnn.W_ih_l{l-1}``,
+    :math:`W_h^l` is ``rnn.W_hh_l{l-1}``, :math:`b^l` is ``rnn.b_ih_l{l-1} + rnn.b_hh_l{l-1}``
+    and the output matrix :math:`W_x^L` is ``fc.W`` (:func:`rnn_layer_matrices` reads them).
+    :meth:`ProjectedRNNClassifier.from_dense` compresses a trained one by joint SVD
+    (Prabhavalkar et al. 2016).
+
+    Initialisation (tanh RNNs train poorly from PyTorch's uniform recurrent init): embedding
+    rows ``N(0, 0.5²)`` (the padding row 0), ``W_x^{l-1} ~ U(±1/√N_{l-1})``, ``W_h^l = 0.9 Q``
+    with ``Q`` a random orthogonal matrix, biases zero; the output layer is the
+    :class:`refimpl.nn.Linear` default.
 
     Parameters
     ----------
     vocab_size, embed_dim : int
-    hidden_sizes : sequence of int (N_1..N_L)
+    hidden_size : int
+        ``N_l`` of every layer (:class:`refimpl.nn.RNN` has one hidden size).
+    num_layers : int
+        ``L``.
     n_classes : int
-    rng : Generator or seed
+    rng : Generator or int, optional
 
-    Attributes
+    Returns
+    -------
+    RNNClassifier
+        Called as ``model(X, lengths)`` with ``X`` (B, T) int64 → logits (B, n_classes);
+        ``model.cell == "rnn"``.
+
+    References
     ----------
-    emb : (vocab, E); ``W_x{l}`` (N_{l+1}, N_l) for l = 0..L (``W_x{L}`` is the output layer,
-    N_{L+1} = n_classes); ``W_h{l}`` (N_l, N_l) and ``b{l}`` for l = 1..L; ``b_out``.
+    .. [1] R. Prabhavalkar, O. Alsharif, A. Bruguier, I. McGraw, ICASSP 2016 (see
+       :func:`joint_svd`).
     """
+    from refimpl.nn import RNN
 
-    @validate_scalars(vocab_size=(1, None), embed_dim=(1, None), n_classes=(1, None))
-    @validate_arrays(hidden_sizes={"kind": "dims"})
-    def __init__(self, vocab_size: int, embed_dim: int, hidden_sizes, n_classes: int,
-                 rng=None):
-        rng = as_rng(rng)
-        self.hidden_sizes = tuple(check_int(h, "hidden_sizes", 1) for h in hidden_sizes)
-        self.L = len(self.hidden_sizes)
-        if self.L == 0:
-            raise ValueError("hidden_sizes must name at least one layer")
-        self.emb = Parameter(rng.standard_normal((vocab_size, embed_dim)) * 0.5)
-        sizes = (embed_dim,) + self.hidden_sizes + (n_classes,)
-        for l in range(self.L + 1):  # noqa: E741
-            k = 1.0 / math.sqrt(sizes[l])
-            setattr(self, f"W_x{l}", Parameter(rng.uniform(-k, k, (sizes[l + 1], sizes[l]))))
-        for l in range(1, self.L + 1):  # noqa: E741
-            N = sizes[l]
-            # orthogonal-ish recurrent init keeps tanh RNNs trainable
-            Q = np.linalg.qr(rng.standard_normal((N, N)))[0]
-            setattr(self, f"W_h{l}", Parameter(0.9 * Q))
-            setattr(self, f"b{l}", Parameter(np.zeros(N)))
-        self.b_out = Parameter(np.zeros(n_classes))
+    rng = as_rng(rng)
+    # nn.RNNClassifier builds LSTM/GRU only: take a GRU one and put a tanh nn.RNN in its place
+    # (its final state (L, B, N) is read the same way as a GRU's)
+    m = RNNClassifier(vocab_size=vocab_size, d_emb=embed_dim, d_hidden=hidden_size,
+                      n_classes=n_classes, cell="gru", num_layers=num_layers, rng=rng)
+    m.rnn = RNN(embed_dim, hidden_size, num_layers=num_layers, nonlinearity="tanh", rng=rng)
+    m.cell = "rnn"
+    E = rng.standard_normal((vocab_size, embed_dim)) * 0.5
+    E[0] = 0.0  # padding row
+    m.embedding.W.data = E
+    for k in range(num_layers):
+        d_in = embed_dim if k == 0 else hidden_size
+        b = 1.0 / math.sqrt(d_in)
+        getattr(m.rnn, f"W_ih_l{k}").data = rng.uniform(-b, b, (hidden_size, d_in))
+        # orthogonal-ish recurrent init keeps tanh RNNs trainable
+        Q = np.linalg.qr(rng.standard_normal((hidden_size, hidden_size)))[0]
+        getattr(m.rnn, f"W_hh_l{k}").data = 0.9 * Q
+        getattr(m.rnn, f"b_ih_l{k}").data = np.zeros(hidden_size)
+        getattr(m.rnn, f"b_hh_l{k}").data = np.zeros(hidden_size)
+    m.fc.b.data = np.zeros(n_classes)
+    return m
 
-    def forward(self, X, lengths=None):
-        X = np.asarray(X)
-        B, T = X.shape
-        lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
-        inp = F.embedding(self.emb, X)  # (B, T, E)
-        for l in range(1, self.L + 1):  # noqa: E741
-            pre = F.linear(inp, getattr(self, f"W_x{l - 1}"), getattr(self, f"b{l}"))  # (B,T,N)
-            W_h = getattr(self, f"W_h{l}")
-            h = Tensor(np.zeros((B, W_h.shape[0])))
-            outs = []
-            for t in range(T):
-                keep = (t < lengths)[:, None].astype(np.float64)
-                h_new = F.tanh(pre[:, t] + F.linear(h, W_h))  # Eq. (62)
-                h = h_new * keep + h * (1.0 - keep)
-                outs.append(h)
-            inp = F.stack(outs, axis=1)  # (B, T, N_l)
-        return F.linear(h, getattr(self, f"W_x{self.L}"), self.b_out)  # (B, C)
 
-    def num_parameters_per_layer(self) -> list[int]:
-        """Parameters of W_x^{l-1}, W_h^l, b^l per layer, and of the output layer."""
-        out = []
-        for l in range(1, self.L + 1):  # noqa: E741
-            out.append(sum(getattr(self, f"{n}").size for n in
-                           (f"W_x{l - 1}", f"W_h{l}", f"b{l}")))
-        out.append(getattr(self, f"W_x{self.L}").size + self.b_out.size)
-        return out
+def rnn_layer_matrices(model) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The survey's per-layer matrices of a :func:`stacked_rnn_classifier` (Eqs. 62–63).
+
+    Parameters
+    ----------
+    model : RNNClassifier
+        With a unidirectional tanh :class:`refimpl.nn.RNN` with biases as ``model.rnn``.
+
+    Returns
+    -------
+    list of ``(W_h, W_x, b)`` for l = 1..L
+        ``W_h^l`` (N, N) = ``rnn.W_hh_l{l-1}``; ``W_x^l`` — the matrix *leaving* layer l, which
+        multiplies the same :math:`h_t^l` (Eq. 63): ``rnn.W_ih_l{l}`` (N, N), or ``fc.W``
+        (n_classes, N) for the top layer; ``b^l`` (N,) = ``b_ih_l{l-1} + b_hh_l{l-1}``.
+        Copies.
+    """
+    from refimpl.nn import RNN
+
+    rnn = getattr(model, "rnn", None)
+    if not isinstance(rnn, RNN) or rnn.nonlinearity != "tanh" or rnn.bidirectional \
+            or not rnn.bias or not hasattr(model, "embedding") or not hasattr(model, "fc"):
+        raise TypeError("model must be an RNNClassifier with a unidirectional tanh nn.RNN "
+                        "with biases (see stacked_rnn_classifier), got "
+                        f"{type(model).__name__} with rnn={rnn!r}")
+    out = []
+    L = rnn.num_layers
+    for k in range(L):
+        W_h = getattr(rnn, f"W_hh_l{k}").data.copy()
+        W_x = (getattr(rnn, f"W_ih_l{k + 1}") if k + 1 < L else model.fc.W).data.copy()
+        b = getattr(rnn, f"b_ih_l{k}").data + getattr(rnn, f"b_hh_l{k}").data
+        out.append((W_h, W_x, b))
+    return out
 
 
 class ProjectedRNNClassifier(Module):
@@ -322,7 +355,7 @@ class ProjectedRNNClassifier(Module):
     (for l = 1 the input matrix acts on the embedding: ``W_x0`` stays dense).
 
     Two ways to get one: :meth:`from_dense` applies :func:`joint_svd` to a trained
-    :class:`StackedRNNClassifier` (Prabhavalkar et al. 2016); the constructor initialises the
+    :func:`stacked_rnn_classifier` (Prabhavalkar et al. 2016); the constructor initialises the
     factors randomly for training from scratch, as the projection layers of Sak et al. (2014).
 
     Parameters
@@ -368,31 +401,29 @@ class ProjectedRNNClassifier(Module):
         self.b_out = Parameter(np.zeros(n_classes))
 
     @classmethod
-    def from_dense(cls, model: StackedRNNClassifier, ranks=None, *,
+    def from_dense(cls, model, ranks=None, *,
                    explained_variance: float | None = None) -> "ProjectedRNNClassifier":
-        """Joint SVD (Eqs. 64–65) of every layer of a trained :class:`StackedRNNClassifier`:
-        ``P^l`` from ``W_h^l``, ``Z_x^l`` for the matrix leaving layer ``l``."""
-        L = model.L
+        """Joint SVD (Eqs. 64–65) of every layer of a trained :func:`stacked_rnn_classifier`:
+        ``P^l`` from ``W_h^l``, ``Z_x^l`` for the matrix leaving layer ``l``
+        (:func:`rnn_layer_matrices`); embedding, ``W_x^0`` and biases are copied."""
+        layers = rnn_layer_matrices(model)
+        L = len(layers)
         if ranks is not None and len(ranks) != L:
             raise ValueError(f"ranks must have one entry per layer ({L}), got {len(ranks)}")
-        facs = []
-        for l in range(1, L + 1):  # noqa: E741
-            W_h = getattr(model, f"W_h{l}").data
-            W_x = getattr(model, f"W_x{l}").data
-            facs.append(joint_svd(W_h, W_x, None if ranks is None else ranks[l - 1],
-                                  explained_variance=explained_variance
-                                  if ranks is None else None))
-        vocab, E = model.emb.shape
-        C = model.b_out.shape[0]
-        new = cls(vocab, E, model.hidden_sizes, [f[2].shape[0] for f in facs], C)
-        new.emb.data = model.emb.data.copy()
-        new.W_x0.data = model.W_x0.data.copy()
-        for l, (Z_h, Z_x, P) in enumerate(facs, start=1):  # noqa: E741
+        facs = [joint_svd(W_h, W_x, None if ranks is None else ranks[k],
+                          explained_variance=explained_variance if ranks is None else None)
+                for k, (W_h, W_x, _) in enumerate(layers)]
+        vocab, E = model.embedding.W.shape
+        N = model.rnn.hidden_size
+        new = cls(vocab, E, [N] * L, [f[2].shape[0] for f in facs], model.fc.W.shape[0])
+        new.emb.data = model.embedding.W.data.copy()
+        new.W_x0.data = model.rnn.W_ih_l0.data.copy()
+        for l, ((Z_h, Z_x, P), (_, _, b)) in enumerate(zip(facs, layers), start=1):  # noqa: E741
             getattr(new, f"P{l}").data = P
             getattr(new, f"Z_h{l}").data = Z_h
             getattr(new, f"Z_x{l}").data = Z_x
-            getattr(new, f"b{l}").data = getattr(model, f"b{l}").data.copy()
-        new.b_out.data = model.b_out.data.copy()
+            getattr(new, f"b{l}").data = b
+        new.b_out.data = model.fc.b.data.copy()
         return new
 
     def forward(self, X, lengths=None):

@@ -10,7 +10,8 @@ from refimpl.decomposition import (
     FLOPLinear,
     LowRankLinear,
     ProjectedRNNClassifier,
-    StackedRNNClassifier,
+    rnn_layer_matrices,
+    stacked_rnn_classifier,
     binarize_codes,
     compositional_code_bits,
     compositional_codes,
@@ -123,15 +124,19 @@ def test_joint_svd_eqs_62_65():
 
 def test_projected_rnn_equals_dense_at_full_rank_and_counts():
     rng = np.random.default_rng(0)
-    m = StackedRNNClassifier(20, 6, [8, 7], 3, rng=0)
+    m = stacked_rnn_classifier(20, 6, 8, 2, 3, rng=0)
+    for name, p in m.named_parameters():  # the init zeroes biases: make them count
+        if name.startswith(("rnn.b_", "fc.b")):
+            p.data = rng.standard_normal(p.shape)
     X = rng.integers(1, 20, (3, 5))
     lengths = np.array([5, 2, 4])
-    pm = ProjectedRNNClassifier.from_dense(m, [8, 7])
+    X[np.arange(5)[None, :] >= lengths[:, None]] = 0
+    pm = ProjectedRNNClassifier.from_dense(m, [8, 8])
     np.testing.assert_allclose(pm(X, lengths).data, m(X, lengths).data, atol=1e-12)
     pr = ProjectedRNNClassifier.from_dense(m, [2, 3])
-    # emb + W_x0 + b1 ; layer 1: P (2,8) Z_h (8,2) Z_x (7,2) b2 ; layer 2: P (3,7) Z_h (7,3)
+    # emb + W_x0 + b1 ; layer 1: P (2,8) Z_h (8,2) Z_x (8,2) b2 ; layer 2: P (3,8) Z_h (8,3)
     # Z_x (3,3) ; b_out
-    expected = 20 * 6 + 8 * 6 + 8 + (16 + 16 + 14 + 7) + (21 + 21 + 9) + 3
+    expected = 20 * 6 + 8 * 6 + 8 + (16 + 16 + 16 + 8) + (24 + 24 + 9) + 3
     assert pr.num_parameters() == expected
     with pytest.raises(ValueError, match="ranks"):
         ProjectedRNNClassifier(20, 6, [8, 7], [9, 3], 3)
@@ -307,3 +312,44 @@ def test_truncated_svd_refuses_complex():
     """Issue #12: complex W used to lose its imaginary part with a warning."""
     with pytest.raises(TypeError, match="W must be a real array"):
         truncated_svd(np.ones((3, 3)) * (1 + 1j), 1)
+
+
+def test_stacked_rnn_classifier_is_nn_rnn_with_survey_matrices():
+    """Issue #13: the §6.1 multi-layer RNN is an nn.RNNClassifier over a tanh nn.RNN;
+    rnn_layer_matrices names its W_h^l, W_x^l (the matrix leaving layer l), b^l."""
+    from refimpl.nn import RNN, RNNClassifier
+
+    m = stacked_rnn_classifier(15, 4, 5, 3, 2, rng=0)
+    assert isinstance(m, RNNClassifier) and isinstance(m.rnn, RNN) and m.cell == "rnn"
+    assert m.rnn.num_layers == 3 and m.rnn.nonlinearity == "tanh"
+    layers = rnn_layer_matrices(m)
+    assert [tuple(W_x.shape) for _, W_x, _ in layers] == [(5, 5), (5, 5), (2, 5)]
+    for W_h, _, b in layers:  # init: 0.9 × orthogonal, zero biases
+        np.testing.assert_allclose(W_h @ W_h.T, 0.81 * np.eye(5), atol=1e-12)
+        assert not b.any()
+    np.testing.assert_array_equal(layers[-1][1], m.fc.W.data)
+    np.testing.assert_array_equal(m.embedding.W.data[0], 0.0)  # padding row
+    # same seed, same model; training moves the nn parameters
+    m2 = stacked_rnn_classifier(15, 4, 5, 3, 2, rng=0)
+    for (k, p), (_, q) in zip(m.named_parameters(), m2.named_parameters()):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=k)
+    with pytest.raises(ValueError, match="num_layers"):
+        stacked_rnn_classifier(15, 4, 5, 0, 2)
+    from refimpl.nn import RNNClassifier as C
+
+    with pytest.raises(TypeError, match="model must be an RNNClassifier with a unidirectional"):
+        rnn_layer_matrices(C(vocab_size=10, d_emb=3, d_hidden=4, n_classes=2, rng=0))
+
+
+def test_stacked_rnn_classifier_gradients():
+    rng = np.random.default_rng(1)
+    m = stacked_rnn_classifier(10, 3, 4, 2, 2, rng=0)
+    X = rng.integers(1, 10, (3, 4))
+    L = np.array([4, 2, 3])
+    X[np.arange(4)[None, :] >= L[:, None]] = 0
+
+    def f(W_hh1, W_ih1):
+        m.rnn.W_hh_l1, m.rnn.W_ih_l1 = W_hh1, W_ih1
+        return m(X, L)
+
+    gradcheck(f, [m.rnn.W_hh_l1.data, m.rnn.W_ih_l1.data])
