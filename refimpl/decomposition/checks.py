@@ -227,7 +227,7 @@ def _eq67_flop(rng, quick):
                 implements=[f"{_LR}.FLOPLinear", "refimpl.decomposition._ops.hard_concrete_l0"])
 @_single_thread_blas
 def _flop_training(rng, quick):
-    from refimpl.nn import Adam
+    from refimpl.nn import fit, mse
 
     n, m, r_true, r0, lam = 20, 16, 3, 12, 0.1
     W_true = rng.standard_normal((m, r_true)) @ rng.standard_normal((r_true, n)) / np.sqrt(n)
@@ -235,14 +235,12 @@ def _flop_training(rng, quick):
     Y = X @ W_true.T
     layer = lr.FLOPLinear(n, m, r0, bias=False, rng=rng, init_keep=0.9)
 
-    def loss():  # task loss + λ E[L0]  (Louizos et al. 2018, Eq. 3; Wang et al. 2019)
-        return ((layer(X) - Y) ** 2).mean() + lam * layer.expected_l0()
+    def loss_fn(out, y):  # task loss + λ E[L0]  (Louizos et al. 2018, Eq. 3; Wang et al. 2019)
+        return mse(out, y) + lam * layer.expected_l0()
 
-    opt = Adam(layer.parameters(), lr=5e-2)
-    for _ in range(600 if quick else 1500):
-        opt.zero_grad()
-        loss().backward()
-        opt.step()
+    # full-batch Adam through refimpl.nn.fit: one step per epoch
+    fit(layer, (X, Y), loss_fn=loss_fn, epochs=600 if quick else 1500, batch_size=len(X),
+        lr=5e-2, rng=0, progress=False, blas_threads=None)
     layer.eval()
     P, Q = layer.compress()
     rel = float(np.mean((X @ (P @ Q).T - Y) ** 2) / np.mean(Y ** 2))

@@ -48,6 +48,49 @@ __all__ = ["truncated_svd", "eckart_young_error", "rank_for_explained_variance",
            "flop_weight", "FLOPLinear"]
 
 
+# ------------------------------------------------------------------ training helper
+@validate_scalars(steps=(0, None), lr=(0, None, "(]"))
+def _adam_minimize(loss_fn, params, *, steps: int, lr: float) -> list[float]:
+    """Minimise a scalar objective over loose Parameters with :class:`refimpl.nn.Adam`.
+
+    For the §6 objectives that are not a model on ``(inputs, y)`` arrays — where
+    :func:`refimpl.nn.fit` does not apply, e.g. the Gumbel-softmax code learning of
+    :func:`compositional_codes_gumbel`, whose mini-batches are random words drawn inside the
+    loss. Models train through :func:`refimpl.nn.fit` (the FLOP check does).
+
+    Parameters
+    ----------
+    loss_fn : callable
+        ``loss_fn() -> scalar Tensor``, recomputed every step (it may draw fresh noise/batches).
+    params : sequence of Parameter
+    steps : int ≥ 0
+    lr : float > 0
+
+    Returns
+    -------
+    list of float
+        The loss of every step (before its update).
+    """
+    from refimpl.nn import Adam
+
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    params = list(params)
+    if not params or not all(isinstance(p, Parameter) for p in params):
+        raise TypeError("params must be a non-empty sequence of Parameters")
+    opt = Adam(params, lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn()
+        if not isinstance(loss, Tensor) or loss.size != 1:
+            raise TypeError("loss_fn must return a scalar Tensor")
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.data))
+    return losses
+
+
 # ------------------------------------------------------------------ truncated SVD
 def _svd(W):
     return np.linalg.svd(W, full_matrices=False)
@@ -739,8 +782,6 @@ def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden:
     .. [1] R. Shu, H. Nakayama, "Compressing Word Embeddings via Deep Compositional Code Learning",
        ICLR 2018.
     """
-    from refimpl.nn import Adam
-
     E = check_array(E, "E", ndim=2, dtype=np.float64)
     V, D = E.shape
     M = check_int(n_codebooks, "n_codebooks", 1)
@@ -768,14 +809,7 @@ def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden:
         recon = F.matmul(d.reshape(len(idx), M * K), books)  # (B, D) = Σ_m A_m^T d^m
         return ((recon - x) ** 2).sum() * (1.0 / len(idx))
 
-    opt = Adam([enc_W, enc_b, code_W, code_b, books], lr=lr)
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        batch_loss = loss()
-        batch_loss.backward()
-        opt.step()
-        losses.append(float(batch_loss.data))
+    losses = _adam_minimize(loss, [enc_W, enc_b, code_W, code_b, books], steps=steps, lr=lr)
     from refimpl.nn import no_grad
 
     with no_grad():

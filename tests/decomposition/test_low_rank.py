@@ -353,3 +353,30 @@ def test_stacked_rnn_classifier_gradients():
         return m(X, L)
 
     gradcheck(f, [m.rnn.W_hh_l1.data, m.rnn.W_ih_l1.data])
+
+
+def test_adam_minimize_steps_nn_adam_and_refuses_bad_input():
+    """The one Adam loop of §6's non-model objectives = refimpl.nn.Adam stepped by hand."""
+    from refimpl.decomposition.low_rank import _adam_minimize
+    from refimpl.nn import Adam, Parameter
+
+    target = np.array([1.0, -2.0, 0.5])
+    a, b = Parameter(np.zeros(3)), Parameter(np.zeros(3))
+    losses = _adam_minimize(lambda: ((a - target) ** 2).sum(), [a], steps=50, lr=0.1)
+    opt = Adam([b], lr=0.1)
+    ref = []
+    for _ in range(50):
+        opt.zero_grad()
+        loss = ((b - target) ** 2).sum()
+        loss.backward()
+        opt.step()
+        ref.append(float(loss.data))
+    np.testing.assert_array_equal(a.data, b.data)
+    assert losses == ref and losses[-1] < 0.1 * losses[0]
+    assert _adam_minimize(lambda: (a * a).sum(), [a], steps=0, lr=0.1) == []
+    with pytest.raises(TypeError, match="loss_fn must return a scalar Tensor"):
+        _adam_minimize(lambda: a * a, [a], steps=1, lr=0.1)
+    with pytest.raises(TypeError, match="params must be"):
+        _adam_minimize(lambda: (a * a).sum(), [np.zeros(3)], steps=1, lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        _adam_minimize(lambda: (a * a).sum(), [a], steps=1, lr=0.0)
