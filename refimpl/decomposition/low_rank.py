@@ -10,7 +10,8 @@
 :func:`stacked_rnn_classifier`      the multi-layer RNN of Eqs. (62)–(63) on ``refimpl.nn``
 :func:`rnn_layer_matrices`          its ``W_h^l, W_x^l, b^l`` per layer
 :class:`ProjectedRNNClassifier`     the same with shared recurrent projections: built by
-                                    joint SVD, or trained from random init (Sak et al. 2014)
+                                    joint SVD, or trained from random init (LSTMP-style
+                                    projection layers, Sak et al. 2014)
 :func:`sparse_code`                 Eq. (66), codes for a fixed dictionary (FISTA)
 :func:`sparse_coding`               Eq. (66), dictionary and codes (Faruqui et al. 2015),
                                     optional non-negativity
@@ -399,7 +400,8 @@ class ProjectedRNNClassifier(Module):
 
     Two ways to get one: :meth:`from_dense` applies :func:`joint_svd` to a trained
     :func:`stacked_rnn_classifier` (Prabhavalkar et al. 2016); the constructor initialises the
-    factors randomly for training from scratch, as the projection layers of Sak et al. (2014).
+    factors randomly for training from scratch, as the recurrent projection layers of Sak et
+    al. (2014) (their LSTMP; here on the tanh RNN of Eq. 62).
 
     Parameters
     ----------

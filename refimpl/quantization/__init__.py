@@ -5,9 +5,10 @@ straight-through variants, quantised recurrent cells and compression-rate accoun
 module                           §        methods (paper)
 ===============================  =======  =========================================================
 ``binary``                       3.1      deterministic / stochastic binarisation, hard sigmoid and
-                                          STE, Eqs. (20)–(21) (Courbariaux et al. 2015); BS-Fixed
+                                          STE, Eqs. (20)–(21) (BinaryConnect, Courbariaux et al.
+                                          2015); BS-Fixed
                                           (Lam 2018); BS-Flexible, Eq. (19) (Cheong & Daniel 2019);
-                                          BWN, Eqs. (22)–(24) (Rastegari et al. 2016); loss-aware
+                                          BWN, Eqs. (22)–(24) (Rastegari et al. 2016); LAB, loss-aware
                                           binarisation, Eqs. (25)–(26) (Hou et al. 2017)
 ``ternary``                      3.2      ternary connect, Eqs. (27)–(28) (Lin et al. 2016);
                                           Bernoulli ternary (Wang et al. 2018); Gaussian ternary,
@@ -25,11 +26,20 @@ module                           §        methods (paper)
 ``multibit``                     3.3.4    greedy / refined greedy, Eqs. (52)–(54) (Guo et al. 2017);
                                           alternating, Eqs. (55)–(56) (Xu et al. 2018)
 ``embeddings_transformers``      3.3.5    quantised word embeddings during vs after training (Lam
-                                          2018); Hessian-based mixed precision (Shen et al. 2020)
-``training``                     3.2–3.3  quantisation-aware models for the claims (weight quantisers
-                                          by name, quantised-LSTM and bag-of-embeddings classifiers,
-                                          a tiny refimpl.nn Transformer), trained with refimpl.nn.fit
+                                          2018); k-means Transformer weights (Cheong & Daniel 2019);
+                                          Q-BERT, Hessian-based mixed precision (Shen et al. 2020)
+``training``                     3.2–3.3  quantisation-aware training on refimpl.nn for the claims:
+                                          weight quantisers by name (BinaryConnect, BWN, TWN, LAB,
+                                          uniform, alternating multi-bit) as ``weight_transform``
+                                          hooks of nn layers (a quantised-LSTM nn.RNNClassifier), a
+                                          bag-of-embeddings classifier, a tiny nn Transformer;
+                                          trained with refimpl.nn.fit
 ===============================  =======  =========================================================
+
+Named in the survey but not implemented here: LAQ / LAT, loss-aware quantisation and
+ternarisation, the multi-bit extensions of LAB (Hou & Kwok 2018); Q8BERT, 8-bit symmetric
+quantisation-aware fine-tuning of BERT (Zafrir et al. 2019) — ``quantize_uniform(W, 8)`` is the
+closest (affine, not symmetric).
 
 Kernels: :mod:`refimpl.kernels.bitpack` (bit packing, XNOR-popcount binary GEMM, ternary GEMM,
 k-bit packed weight × float matmul).

@@ -34,10 +34,31 @@ __all__ = ["weight_quantizer", "as_weight_transform", "quantized_lstm_classifier
 def weight_quantizer(kind: str, opt_ref: list | None = None) -> Callable[[Tensor], Tensor]:
     """A weight quantiser ``Tensor -> Tensor`` (straight-through gradient) by name.
 
-    ``"float"`` (identity), ``"binary"`` (BinaryConnect: ``sign(W)``, ±1 unscaled),
-    ``"bwn"`` (``mean|W| · sign(W)``, Eqs. 22–24), ``"twn"`` (Eqs. 30–34), ``"lab"``
-    (loss-aware, ``‖d⊙W‖₁/‖d‖₁ · sign(W)`` with ``d`` the
-    :meth:`refimpl.nn.Adam.preconditioner` of the Adam in ``opt_ref[0]``, Eqs. 25–26), ``"uniform<k>"`` (Eq. 39), ``"alt<k>"`` (alternating multi-bit, Eqs. 55–56).
+    Survey §3.1–3.3 quantisation-aware training (BinaryConnect's scheme: quantised forward,
+    full-precision updates). Kinds:
+
+    * ``"float"`` — identity;
+    * ``"binary"`` — BinaryConnect, ``sign(W)`` (±1 unscaled; Courbariaux et al. 2015);
+    * ``"bwn"`` — BWN, ``mean|W| · sign(W)``, Eqs. (22)–(24) (Rastegari et al. 2016);
+    * ``"twn"`` — TWN, Eqs. (30)–(34) (Li et al. 2016);
+    * ``"lab"`` — LAB, loss-aware binarisation ``‖d⊙W‖₁/‖d‖₁ · sign(W)`` with ``d`` the
+      :meth:`refimpl.nn.Adam.preconditioner` of the Adam in ``opt_ref[0]``, Eqs. (25)–(26)
+      (Hou et al. 2017);
+    * ``"uniform<k>"`` — uniform k-bit, Eq. (39);
+    * ``"alt<k>"`` — alternating multi-bit, row by row, Eqs. (55)–(56) (Xu et al. 2018).
+
+    Parameters
+    ----------
+    kind : str
+    opt_ref : list, optional
+        For ``"lab"``: a list whose first item (appended after the optimiser is built) is the
+        :class:`refimpl.nn.Adam` training the weights.
+
+    Returns
+    -------
+    callable ``Tensor -> Tensor``
+        Same shape; straight-through gradient (BinaryConnect's clipped at ``|W| ≤ 1``). Wrap
+        it with :func:`as_weight_transform` for an nn layer's ``weight_transform``.
     """
     from refimpl.quantization.multibit import multibit_alternating, multibit_reconstruct
     from refimpl.quantization.ternary import twn
