@@ -1,9 +1,10 @@
 """Differentiable building blocks shared by the §6 modules: an ``einsum`` op on the tape and the
 hard-concrete gate of FLOP (Survey Eq. (67), §6.1).
 
-Both are written with :func:`refimpl.nn.custom_op` (einsum) or by composing tape ops (hard
-concrete), so the factorised layers of §6 (TT-layer, TT-embedding, BT-layer, multi-linear
-attention, FLOP) get gradients without hand-written model-level backward passes.
+``einsum`` is written with :func:`refimpl.nn.custom_op`; the hard-concrete gates are re-exported
+from :mod:`refimpl.nn.gates` (the one implementation, shared with §2.4.1's L0 head gates), so
+the factorised layers of §6 (TT-layer, TT-embedding, BT-layer, multi-linear attention, FLOP) get
+gradients without hand-written model-level backward passes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from refimpl.nn import Tensor, custom_op
-from refimpl.nn import functional as F
+from refimpl.nn.gates import (HC_BETA, HC_GAMMA, HC_ZETA, hard_concrete_deterministic,
+                              hard_concrete_prob_nonzero, hard_concrete_sample)
 
 __all__ = ["einsum", "hard_concrete_sample", "hard_concrete_deterministic",
            "hard_concrete_l0", "HC_BETA", "HC_GAMMA", "HC_ZETA"]
@@ -77,59 +79,7 @@ def einsum(subscripts: str, *operands) -> Tensor:
 
 
 # ------------------------------------------------------------------ hard-concrete gates (FLOP)
-#: Hard-concrete constants of Louizos et al. (2018), used by Wang et al. (2019) for FLOP.
-HC_BETA, HC_GAMMA, HC_ZETA = 2.0 / 3.0, -0.1, 1.1
-
-
-def hard_concrete_sample(log_alpha, rng, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
-                         zeta: float = HC_ZETA) -> Tensor:
-    r"""Sample hard-concrete gates ``z`` (differentiable in ``log_alpha``, reparameterised).
-
-    Notes
-    -----
-    Louizos et al. (2018), Eq. (10)–(11); the gates :math:`z_k` of FLOP, Survey Eq. (67), §6.1:
-
-    .. math::
-        u \sim U(0,1),\quad s = \sigma\big((\log u - \log(1-u) + \log\alpha)/\beta\big),\quad
-        z = \min(1, \max(0, s(\zeta-\gamma)+\gamma)).
-
-    Parameters
-    ----------
-    log_alpha : Tensor or ndarray of shape (r,)
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    Tensor of shape (r,), entries in [0, 1] with exact zeros and ones with positive probability.
-
-    References
-    ----------
-    .. [1] C. Louizos, M. Welling, D. Kingma, "Learning Sparse Neural Networks through L0
-       Regularization", ICLR 2018.
-    """
-    la = log_alpha if isinstance(log_alpha, Tensor) else Tensor(np.asarray(log_alpha, float))
-    u = rng.uniform(1e-6, 1.0 - 1e-6, size=la.shape)
-    noise = np.log(u) - np.log1p(-u)
-    s = F.sigmoid((la + noise) * (1.0 / beta))
-    return F.clip(s * (zeta - gamma) + gamma, 0.0, 1.0)
-
-
-def hard_concrete_deterministic(log_alpha, *, gamma: float = HC_GAMMA,
-                                zeta: float = HC_ZETA) -> Tensor:
-    r"""Test-time gates :math:`\hat z = \min(1,\max(0,\sigma(\log\alpha)(\zeta-\gamma)+\gamma))`
-    (Louizos et al. 2018, Eq. 13). Shape of ``log_alpha``."""
-    la = log_alpha if isinstance(log_alpha, Tensor) else Tensor(np.asarray(log_alpha, float))
-    return F.clip(F.sigmoid(la) * (zeta - gamma) + gamma, 0.0, 1.0)
-
-
-def hard_concrete_l0(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
-                     zeta: float = HC_ZETA) -> Tensor:
-    r"""Per-gate probability of being non-zero, :math:`P(z_k \ne 0)`; its sum is the expected L0
-    norm of the gates (the FLOP penalty, Survey Eq. (67), §6.1).
-
-    .. math:: P(z_k \ne 0) = \sigma\big(\log\alpha_k - \beta \log(-\gamma/\zeta)\big)
-
-    (Louizos et al. 2018, Eq. 12). Differentiable in ``log_alpha`` (shape (r,)).
-    """
-    la = log_alpha if isinstance(log_alpha, Tensor) else Tensor(np.asarray(log_alpha, float))
-    return F.sigmoid(la - beta * np.log(-gamma / zeta))
+# One implementation, in refimpl.nn.gates (shared with §2.4.1's L0 head gates); these names stay
+# for the §6 modules. ``hard_concrete_l0`` here is the per-gate P(z_k ≠ 0) (sum it for the
+# expected L0 norm, Survey Eq. (67)).
+hard_concrete_l0 = hard_concrete_prob_nonzero

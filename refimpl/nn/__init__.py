@@ -5,6 +5,8 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 ``ops``                primitive ``op_forward -> (out, cache)`` / ``op_backward`` pairs
 ``tensor``             :class:`Tensor`, :class:`Parameter`, the tape, :func:`custom_op`
 ``functional`` (F)     Tensor-level wrappers of the ops, straight-through estimator
+``gates``              hard-concrete L0 gates (Louizos et al. 2018): sample, P(z ≠ 0), expected
+                       L0, test-time gate (§2.4.1 head gates, §6.1 FLOP)
 ``gradcheck``          float64 central-difference gradient checking
 ``module``             :class:`Module` base, ``state_dict`` via ``np.savez``
 ``layers``             :class:`Linear`, :class:`Embedding`, :class:`LayerNorm`, :class:`Dropout`
@@ -26,6 +28,12 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 """
 
 from refimpl.nn import functional, ops
+from refimpl.nn.gates import (
+    hard_concrete_deterministic,
+    hard_concrete_l0,
+    hard_concrete_prob_nonzero,
+    hard_concrete_sample,
+)
 from refimpl.nn.gradcheck import GradcheckError, gradcheck, numerical_grad
 from refimpl.nn.attention import AttentionOutputs, MultiHeadAttention, scaled_dot_product_attention
 from refimpl.nn.layers import Dropout, Embedding, LayerNorm, Linear
@@ -70,7 +78,8 @@ from refimpl.nn.tensor import (
 )
 
 __all__ = [
-    "functional", "ops", "Tensor", "Parameter", "apply_op", "custom_op", "as_tensor", "data_of",
+    "functional", "ops", "hard_concrete_sample", "hard_concrete_prob_nonzero",
+    "hard_concrete_l0", "hard_concrete_deterministic", "Tensor", "Parameter", "apply_op", "custom_op", "as_tensor", "data_of",
     "no_grad", "is_grad_enabled", "gradcheck", "numerical_grad", "GradcheckError", "Module",
     "ModuleList",
     "Linear", "Embedding", "LayerNorm", "Dropout",
