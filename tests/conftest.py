@@ -3,7 +3,7 @@
 - ``backend``: parametrised over ``"numba"`` and ``"numpy"``; after the test it asserts that at
   least one kernel ran and that every kernel call used the requested backend (an environment
   matrix alone can silently run one path twice).
-- ``torch``, ``tensorly``, ``sklearn``, ``nltk``: the cross-check libraries. Locally a missing one skips
+- ``torch``, ``tensorly``, ``sklearn``, ``nltk``, ``pot``: the cross-check libraries. Locally a missing one skips
   the test; with ``REFIMPL_REQUIRE_CROSSCHECKS=1`` (set by ``.ci/run``) it fails instead, so a
   cross-check is never silently skipped in CI.
 """
@@ -43,6 +43,12 @@ def tensorly():
 @pytest.fixture(scope="session")
 def sklearn():
     return _require("sklearn")
+
+
+@pytest.fixture(scope="session")
+def pot():
+    """POT (Python Optimal Transport), for the earth mover's distance cross-check (§4.4)."""
+    return _require("ot")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,20 @@
-"""Knowledge distillation, Survey §4 (chapter 4). First part: §4.3 multi-teacher distillation.
+"""Knowledge distillation, Survey §4 (chapter 4).
+
+§4.1, distillation objectives (``architectures``):
+
+- :func:`kd_loss` (+ ``_t``) — Hinton et al. 2015: soft targets at temperature T with T², plus CE.
+- :func:`logit_regression_loss` — Ba & Caruana 2014: L2 on logits.
+- :func:`noisy_teacher_logits` — Sau & Balasubramanian 2016: additive Gaussian noise.
+- :func:`fsp_matrix`, :func:`fsp_loss` (+ ``_t``) — Yim et al. 2017, FSP adapted to sequences.
+
+§4.4, distilling Transformers (``transformers``):
+
+- :func:`value_relation` (+ ``_t``), :func:`attention_kl` (+ ``_t``) — MiniLM, Wang et al. 2020.
+- :func:`emd_layer_mapping` — BERT-EMD, Li et al. 2020 (earth mover's distance, an LP).
+- :func:`theseus_replace_rate` — BERT-of-Theseus, Xu et al. 2020.
+- :func:`pkd_layer_map`, :func:`pkd_loss_t` — Patient KD, Sun et al. 2019 (Skip / Last).
+
+§4.3, multi-teacher distillation (``multi_teacher``):
 
 - :func:`rd_triplet_loss` (+ ``_grad``, ``_t``) — Eq. (57), §4.3; You et al., KDD 2017.
 - :func:`majority_vote_order` — the triplet order of Eq. (57) by the teachers' majority vote.
@@ -10,11 +26,22 @@
   §4.3 (Fig. 4(G)).
 - :func:`top_k_teacher_probs` — top-K teacher probabilities, §4.3; Tan et al., ICLR 2019.
 
-Not implemented yet: §4.1 (architectures: logit regression, Hinton soft/hard loss, FitNets,
-sequence-level KD, ...), §4.2 (mutual learning, co-distillation), teacher assistants and the
-multilingual threshold τ of §4.3, and §4.4 (distilling Transformers). The module map is in
-``ARCHITECTURE.md`` (``architectures.py``, ``collaborative.py``, ``transformers.py``).
+Not implemented yet: Sobolev training, FitNets, KD with quantisation and sequence-level KD
+(§4.1), §4.2 (mutual learning, co-distillation), teacher assistants and the multilingual
+threshold τ of §4.3, and the training recipes of §4.4 (TinyBERT, MobileBERT, DistilBERT, …).
+The module map is in ``docs/architecture.md`` (``collaborative.py`` is planned for §4.2).
 """
+
+from refimpl.distillation.architectures import (
+    fsp_loss,
+    fsp_loss_t,
+    fsp_matrix,
+    fsp_matrix_t,
+    kd_loss,
+    kd_loss_t,
+    logit_regression_loss,
+    noisy_teacher_logits,
+)
 
 from refimpl.distillation.multi_teacher import (
     DISTANCES,
@@ -37,6 +64,16 @@ from refimpl.distillation.multi_teacher import (
     specialist_loss_t,
     top_k_teacher_probs,
 )
+from refimpl.distillation.transformers import (
+    attention_kl,
+    attention_kl_t,
+    emd_layer_mapping,
+    pkd_layer_map,
+    pkd_loss_t,
+    theseus_replace_rate,
+    value_relation,
+    value_relation_t,
+)
 
 __all__ = [
     "DISTANCES", "TripletOrder", "active_set", "average_teacher_probs", "collapse_matrix",
@@ -44,4 +81,8 @@ __all__ = [
     "multi_teacher_ce", "pairwise_distance", "pairwise_distance_grad", "rd_triplet_loss",
     "rd_triplet_loss_grad", "rd_triplet_loss_t", "specialist_loss", "specialist_loss_grad",
     "specialist_loss_t", "top_k_teacher_probs",
+    "kd_loss", "kd_loss_t", "logit_regression_loss", "noisy_teacher_logits", "fsp_matrix",
+    "fsp_matrix_t", "fsp_loss", "fsp_loss_t",
+    "value_relation", "value_relation_t", "attention_kl", "attention_kl_t", "emd_layer_mapping",
+    "theseus_replace_rate", "pkd_layer_map", "pkd_loss_t",
 ]

@@ -393,3 +393,120 @@ def _claim_average(rng, quick):
                    "make_sentiment; LSTM teachers 16/32 -> LSTM student 8/8, same data and "
                    "epochs; reproduced = mean gain >= 0.5 points",
                    reproduced=gain >= 0.005)
+
+
+# ------------------------------------------------------------------ §4.1 and §4.4 objectives
+_AR = "refimpl.distillation.architectures"
+_TR = "refimpl.distillation.transformers"
+
+
+def _softmax_loop(row, scale=1.0):
+    m = max(float(v) for v in row)
+    e = [math.exp((float(v) - m) * scale) for v in row]
+    s = sum(e)
+    return [x / s for x in e]
+
+
+@register_check("kd-loss-by-hand", "Hinton KD loss α·T²·KL(p_T^t‖p_T^s) + (1−α)·CE equals a loop "
+                "with math; T² keeps the soft gradient's scale as T grows (O(1/T) to (s−t)/(CB)), "
+                "without T² it falls as 1/T²", section="4.1",
+                implements=[f"{_AR}.kd_loss", f"{_AR}.kd_loss_t"])
+def _kd_by_hand(rng, quick):
+    from refimpl.distillation import kd_loss, kd_loss_t
+
+    B, C, T, alpha = 5, 4, 3.0, 0.3
+    s, t = rng.standard_normal((2, B, C)) * 2
+    y = rng.integers(0, C, B)
+    hand = 0.0
+    for b in range(B):
+        ps, pt = _softmax_loop(s[b], 1 / T), _softmax_loop(t[b], 1 / T)
+        kl = sum(p * math.log(p / q) for p, q in zip(pt, ps))
+        ce = -math.log(_softmax_loop(s[b])[y[b]])
+        hand += (alpha * T * T * kl + (1 - alpha) * ce) / B
+    value = Outcome.compare(kd_loss(s, t, T, y, alpha), hand, rtol=1e-12)
+    sc, tc = s - s.mean(-1, keepdims=True), t - t.mean(-1, keepdims=True)
+    limit = np.linalg.norm(sc - tc) / (C * B)
+    from refimpl.nn.losses import kl_div_with_temperature
+
+    norms, bare = {}, {}
+    for T_ in (20.0, 80.0, 320.0):
+        st = Tensor(sc, requires_grad=True)
+        kd_loss_t(st, tc, T_).backward()
+        norms[T_] = float(np.linalg.norm(st.grad))
+        st = Tensor(sc, requires_grad=True)
+        kl_div_with_temperature(st, tc, T_, scale_by_T2=False).backward()
+        bare[T_] = float(np.linalg.norm(st.grad))
+    err = [abs(norms[T_] / limit - 1) for T_ in (20.0, 80.0, 320.0)]
+    falls = bare[20.0] / bare[80.0]  # 16 when the gradient falls as 1/T²
+    ok = (value.passed and err[2] < 1e-3 and err[2] <= err[1] <= err[0]
+          and abs(falls / 16 - 1) < 0.02)
+    return Outcome(ok, {**value.numbers, "grad_norm_T20": norms[20.0],
+                        "grad_norm_T320": norms[320.0], "limit_(s-t)/(CB)": float(limit),
+                        "rel_gap_T320": err[2], "no_T2_grad_ratio_T20/T80": falls},
+                   "with T² the soft-gradient norm converges to ‖s−t‖/(CB); without, it falls "
+                   "as 1/T²; hand loop for the loss")
+
+
+@register_check("minilm-relations", "MiniLM: value relation softmax(VVᵀ/√d) and the attention "
+                "KL (0·log 0 = 0) equal loops by hand", section="4.4",
+                implements=[f"{_TR}.value_relation", f"{_TR}.attention_kl"])
+def _minilm_by_hand(rng, quick):
+    from refimpl.distillation import attention_kl, value_relation
+
+    B, H, n, d = 2, 2, 4, 3
+    V = rng.standard_normal((B, H, n, d))
+    R = value_relation(V)
+    hand = np.array([[[_softmax_loop([sum(V[b, h, i, k] * V[b, h, j, k] for k in range(d))
+                                      for j in range(n)], 1 / math.sqrt(d))
+                       for i in range(n)] for h in range(H)] for b in range(B)])
+    rel = Outcome.compare(R, hand, atol=1e-14)
+    At = np.array([[[[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]]]])  # a one-hot row: 0·log 0 terms
+    As = np.array([[[[0.6, 0.3, 0.1], [0.1, 0.1, 0.8]]]])
+    rows = [sum(p * math.log(p / q) for p, q in zip(At[0, 0, i], As[0, 0, i]) if p > 0)
+            for i in range(2)]
+    kl = Outcome.compare(attention_kl(At, As), sum(rows) / 2, atol=1e-15)
+    return Outcome.all_of(rel, kl, detail="value relation and attention KL vs loops")
+
+
+@register_check("bert-emd-transport", "BERT-EMD layer mapping: the LP's plan has the layer "
+                "weights as marginals and its cost equals brute force (2×2) and the optimal "
+                "assignment (uniform square weights)", section="4.4",
+                implements=[f"{_TR}.emd_layer_mapping"])
+def _emd_by_hand(rng, quick):
+    from scipy.optimize import linear_sum_assignment
+
+    from refimpl.distillation import emd_layer_mapping
+
+    # 2×2: f11 ∈ [max(0, a1 − b2), min(a1, b1)] fixes the plan; the cost is linear in f11
+    D = rng.uniform(0, 1, (2, 2))
+    a, b = np.array([0.3, 0.7]), np.array([0.6, 0.4])
+
+    def cost(f11):
+        return (f11 * D[0, 0] + (a[0] - f11) * D[0, 1] + (b[0] - f11) * D[1, 0]
+                + (a[1] - b[0] + f11) * D[1, 1])
+
+    brute = min(cost(max(0.0, a[0] - b[1])), cost(min(a[0], b[0])))
+    flow, total = emd_layer_mapping(D, a * 10, b * 5)  # unnormalised weights on purpose
+    small = Outcome.compare(total, brute, atol=1e-12)
+    marg = Outcome.compare(np.concatenate([flow.sum(1), flow.sum(0)]), np.concatenate([a, b]),
+                           atol=1e-12)
+    M = 6
+    Dm = rng.uniform(0, 1, (M, M))
+    r, c = linear_sum_assignment(Dm)
+    _, tm = emd_layer_mapping(Dm, np.ones(M), np.ones(M))
+    assign = Outcome.compare(tm, Dm[r, c].sum() / M, atol=1e-12)
+    return Outcome.all_of(small, marg, assign, detail="2×2 brute force; marginals; assignment")
+
+
+@register_check("pkd-theseus-schedules", "PKD-Skip/PKD-Last layer maps (12→6: 2,4,…,10 and "
+                "7,…,11) and Theseus' replacement rate min(1, k·t + b)", section="4.4",
+                implements=[f"{_TR}.pkd_layer_map", f"{_TR}.theseus_replace_rate"])
+def _pkd_theseus(rng, quick):
+    from refimpl.distillation import pkd_layer_map, theseus_replace_rate
+
+    skip, last = pkd_layer_map(12, 6, "skip"), pkd_layer_map(12, 6, "last")
+    rates = [theseus_replace_rate(t, 5e-4, 0.3) for t in (0, 400, 1400, 10**5)]
+    ok = skip == [2, 4, 6, 8, 10] and last == [7, 8, 9, 10, 11] and np.allclose(
+        rates, [0.3, 0.5, 1.0, 1.0], rtol=0, atol=1e-15)
+    return Outcome(ok, {"skip": str(skip), "last": str(last), "rates": str(rates)},
+                   "hand-listed maps and rates")
