@@ -584,6 +584,13 @@ def _distillation():
         "pkd_layer_map": lambda: dict(num_teacher_layers=12, num_student_layers=6,
                                       strategy="skip"),
         "pkd_loss_t": lambda: dict(student_cls=[_t(3, 4)], teacher_cls=[_g(3, 4, seed=1)]),
+        # §4.2
+        "mutual_learning_losses": lambda: dict(peer_logits=[_t(3, 4), _t(3, 4, seed=1)],
+                                               labels=_ints(4, 3), T=1.0),
+        "StalePredictions": lambda: dict(snapshot=lambda k: k,
+                                         predict=lambda state, X: np.full((len(X), 2), 0.5),
+                                         n_peers=2, staleness=2),
+        "codistillation_weight": lambda: dict(step=5, burn_in=3, weight=0.5),
     }
 
 
@@ -811,6 +818,9 @@ EXEMPT = {
     ("distillation.theseus_replace_rate", "step", "zero"): "step 0 is the start of training",
     ("distillation.theseus_replace_rate", "k", "zero"): "k = 0: a constant replacement rate",
     ("distillation.theseus_replace_rate", "b", "zero"): "b = 0: the schedule starts at 0",
+    ("distillation.codistillation_weight", "step", "zero"): "step 0 is the start of training",
+    ("distillation.codistillation_weight", "burn_in", "zero"): "no burn-in: distil from step 0",
+    ("distillation.codistillation_weight", "weight", "zero"): "weight 0 switches distillation off",
     ("pruning.GradualPruner", "final_sparsity", "zero"): "sparsity 0 prunes nothing",
     ("pruning.GradualPruner", "begin_step", "zero"): "step 0 is the first step",
     ("pruning.GradualPruner", "initial_sparsity", "zero"): "sparsity 0 prunes nothing",

@@ -14,6 +14,12 @@
 - :func:`theseus_replace_rate` — BERT-of-Theseus, Xu et al. 2020.
 - :func:`pkd_layer_map`, :func:`pkd_loss_t` — Patient KD, Sun et al. 2019 (Skip / Last).
 
+§4.2, collaborative learning (``collaborative``):
+
+- :func:`mutual_learning_losses` — deep mutual learning, Zhang et al. 2018.
+- :class:`StalePredictions`, :func:`codistillation_weight` — codistillation with stale peer
+  predictions and a burn-in, Anil et al. 2018.
+
 §4.3, multi-teacher distillation (``multi_teacher``):
 
 - :func:`rd_triplet_loss` (+ ``_grad``, ``_t``) — Eq. (57), §4.3; You et al., KDD 2017.
@@ -27,9 +33,9 @@
 - :func:`top_k_teacher_probs` — top-K teacher probabilities, §4.3; Tan et al., ICLR 2019.
 
 Not implemented yet: Sobolev training, FitNets, KD with quantisation and sequence-level KD
-(§4.1), §4.2 (mutual learning, co-distillation), teacher assistants and the multilingual
-threshold τ of §4.3, and the training recipes of §4.4 (TinyBERT, MobileBERT, DistilBERT, …).
-The module map is in ``docs/architecture.md`` (``collaborative.py`` is planned for §4.2).
+(§4.1), teacher assistants and the multilingual threshold τ of §4.3, and the training recipes
+of §4.2 and §4.4 (TinyBERT, MobileBERT, DistilBERT, …). The module map is in
+``docs/architecture.md``.
 """
 
 from refimpl.distillation.architectures import (
@@ -43,6 +49,11 @@ from refimpl.distillation.architectures import (
     noisy_teacher_logits,
 )
 
+from refimpl.distillation.collaborative import (
+    StalePredictions,
+    codistillation_weight,
+    mutual_learning_losses,
+)
 from refimpl.distillation.multi_teacher import (
     DISTANCES,
     TripletOrder,
@@ -85,4 +96,5 @@ __all__ = [
     "fsp_matrix_t", "fsp_loss", "fsp_loss_t",
     "value_relation", "value_relation_t", "attention_kl", "attention_kl_t", "emd_layer_mapping",
     "theseus_replace_rate", "pkd_layer_map", "pkd_loss_t",
+    "mutual_learning_losses", "StalePredictions", "codistillation_weight",
 ]
