@@ -22,7 +22,8 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 ``optim``              :class:`SGD`, :class:`Adam`, :class:`AdamW`, :func:`clip_grad_norm_`
 ``models``             :class:`BowClassifier`, :class:`RNNClassifier`, :class:`LSTMLanguageModel`,
                        :class:`TransformerClassifier`, :class:`Seq2Seq` (greedy, beam search)
-``train``              :func:`fit`, :func:`fit_lm`, :func:`fit_seq2seq`, :func:`evaluate_accuracy`,
+``train``              :func:`fit` (:class:`Callback` hooks), :func:`fit_lm`, :func:`fit_seq2seq`,
+                       :func:`evaluate_accuracy`,
                        :func:`perplexity`, :func:`batches`, :class:`History`
 =====================  ====================================================================
 """
@@ -49,6 +50,7 @@ from refimpl.nn.module import Module, ModuleList
 from refimpl.nn.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
 from refimpl.nn.recurrent import GRU, LSTM, RNN, gru_cell, lstm_cell, rnn_cell
 from refimpl.nn.train import (
+    Callback,
     History,
     batches,
     evaluate_accuracy,
@@ -90,5 +92,5 @@ __all__ = [
     "cross_entropy", "nll", "mse", "kl_div_with_temperature", "distillation_loss",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_",
     "BowClassifier", "RNNClassifier", "LSTMLanguageModel", "TransformerClassifier", "Seq2Seq",
-    "History", "fit", "fit_lm", "fit_seq2seq", "batches", "evaluate_accuracy", "predict_logits", "perplexity",
+    "History", "Callback", "fit", "fit_lm", "fit_seq2seq", "batches", "evaluate_accuracy", "predict_logits", "perplexity",
 ]

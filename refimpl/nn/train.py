@@ -27,8 +27,47 @@ from refimpl.nn.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
 from refimpl.nn.tensor import Tensor, no_grad
 from refimpl.utils import as_rng, check_int, progress_bar
 
-__all__ = ["History", "fit", "fit_lm", "fit_seq2seq", "seq2seq_loss", "batches", "evaluate_accuracy", "predict_logits",
-           "perplexity", "make_optimizer"]
+__all__ = ["History", "Callback", "fit", "fit_lm", "fit_seq2seq", "seq2seq_loss", "batches",
+           "evaluate_accuracy", "predict_logits", "perplexity", "make_optimizer"]
+
+
+class Callback:
+    """Hooks :func:`fit` calls while it trains; subclass and override what you need.
+
+    The pruning methods of Survey §2 live here: re-apply a mask after every optimiser step
+    (:func:`refimpl.pruning.mask_after_step`), recompute masks on a schedule
+    (:func:`refimpl.pruning.prune_train`, Zhu & Gupta's Eq. (7)), switch phases
+    (:func:`refimpl.pruning.dsd_train`). Any object with some of these methods works (duck
+    typing); missing ones are skipped.
+
+    Order within one :func:`fit` call::
+
+        on_train_begin(model)                         before the first step
+        for each epoch e = 1..epochs:
+            for each batch:
+                zero_grad, forward, loss, backward, [clip], optimizer.step()
+                after_step(model)                     the plain-callable hook, if given
+                on_step_end(model, step)              step = 1, 2, ... (steps done in this fit)
+            [validation metric]
+            on_epoch_end(model, e, history)
+        on_train_end(model, history)                  after the last epoch (before restore_best)
+    """
+
+    def on_train_begin(self, model: Module) -> None:
+        """Before the first optimiser step."""
+
+    def on_step_end(self, model: Module, step: int) -> None:
+        """After optimiser step number ``step`` (1-based, counted within this :func:`fit`)."""
+
+    def on_epoch_end(self, model: Module, epoch: int, history: "History") -> None:
+        """After epoch ``epoch`` (1-based) and its validation metric (in ``history``)."""
+
+    def on_train_end(self, model: Module, history: "History") -> None:
+        """After the last epoch."""
+
+
+def _hooks(callbacks, name: str) -> list:
+    return [getattr(cb, name) for cb in callbacks if callable(getattr(cb, name, None))]
 
 
 @dataclass
@@ -165,12 +204,13 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
         metric_name: str | None = None, after_step: Callable | None = None, rng=None,
         progress: bool | None = None, blas_threads: int | None = 1,
         forward: Callable | None = None, restore_best: bool = False,
-        trim_batches: bool = True) -> History:
+        trim_batches: bool = True, callbacks: Sequence | None = None) -> History:
     """Minibatch training.
 
     Each step: ``loss = loss_fn(model(*inputs), y)``, ``loss.backward()``, optional clipping,
-    ``optimizer.step()``, then ``after_step(model)`` (chapters re-apply pruning masks or
-    projections there).
+    ``optimizer.step()``, then ``after_step(model)`` and every callback's
+    ``on_step_end(model, step)`` (chapters re-apply pruning masks or projections there; see
+    :class:`Callback` for the full order).
 
     Parameters
     ----------
@@ -207,12 +247,23 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
     trim_batches : bool
         When the inputs start with ``(X, lengths)``, cut each batch's ``X`` to its longest row
         (faster; set False for a model that needs the full padded width).
+    callbacks : sequence of Callback, optional
+        Objects with any of ``on_train_begin(model)``, ``on_step_end(model, step)``,
+        ``on_epoch_end(model, epoch, history)``, ``on_train_end(model, history)``, called in
+        list order (see :class:`Callback`).
 
     Returns
     -------
     History
     """
     epochs = check_int(epochs, "epochs", 0)
+    callbacks = [] if callbacks is None else list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not any(callable(getattr(cb, n, None)) for n in
+                   ("on_train_begin", "on_step_end", "on_epoch_end", "on_train_end")):
+            raise TypeError(f"callbacks[{i}] must have on_train_begin, on_step_end, "
+                            f"on_epoch_end or on_train_end, got {type(cb).__name__}")
+    step_hooks = _hooks(callbacks, "on_step_end")
     if hasattr(train_arrays, "X_train"):
         if val_arrays is None:
             val_arrays = _split_task(train_arrays, "val")
@@ -232,7 +283,10 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
     opt = make_optimizer(optimizer, model, lr, weight_decay)
     trim = trim_batches and _is_tokens_lengths(train_arrays)
     hist = History(metric_name=metric_name or "metric")
+    n_step = 0
     with _blas(blas_threads):
+        for hook in _hooks(callbacks, "on_train_begin"):
+            hook(model)
         for ep in progress_bar(range(epochs), desc="epochs", progress=progress):
             t0 = time.perf_counter()
             model.train()
@@ -248,8 +302,11 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
                 if clip_norm is not None:
                     clip_grad_norm_(opt.params, clip_norm)
                 opt.step()
+                n_step += 1
                 if after_step is not None:
                     after_step(model)
+                for hook in step_hooks:
+                    hook(model, n_step)
                 lv = float(loss.item())
                 if not math.isfinite(lv):
                     raise FloatingPointError(f"training loss became {lv} at epoch {ep}; "
@@ -265,6 +322,10 @@ def fit(model: Module, train_arrays, *, loss_fn: Callable | None = None, epochs:
                 if restore_best and hist.val_metric[-1] == hist.best:
                     best_state = model.state_dict()
             hist.seconds.append(time.perf_counter() - t0)
+            for hook in _hooks(callbacks, "on_epoch_end"):
+                hook(model, ep + 1, hist)
+        for hook in _hooks(callbacks, "on_train_end"):
+            hook(model, hist)
     if restore_best and hist.val_metric:
         model.load_state_dict(best_state)
     model.train()
