@@ -63,14 +63,17 @@ def _ints(hi, *shape, seed=0):
     return np.random.default_rng(seed).integers(0, hi, shape)
 
 
-def _clf_loss_grad(p):
-    return float(sum((v ** 2).sum() for v in p.values())), {k: 2 * v for k, v in p.items()}
+def _bow_clf():
+    from refimpl.nn import BowClassifier
+
+    return BowClassifier(12, 4, 2, rng=0)
 
 
 def _tiny_tf():
-    from refimpl.pruning._models import TinyTransformer
+    from refimpl.nn import TransformerClassifier
 
-    return TinyTransformer(12, 2, d_model=4, num_heads=2, n_layers=2, d_ff=4, max_len=5, rng=0)
+    return TransformerClassifier(vocab_size=12, d_model=4, num_heads=2, d_ff=4, num_layers=2,
+                                 max_len=5, n_classes=2, rng=0)
 
 
 def _tok(n=6, T=5, vocab=12, seed=0):
@@ -144,14 +147,14 @@ def _pruning():
         "narang_q": lambda: dict(W=_g(4, 4), percentile=90.0),
         "zhu_gupta_sparsity": lambda: dict(step=5, final_sparsity=0.8, initial_sparsity=0.1,
                                            begin_step=1, n_prunes=10, frequency=2),
-        "prune_train": lambda: dict(params={"W": _g(3, 3)}, loss_grad=_clf_loss_grad, n_steps=2,
-                                    lr=0.1, sparsity_fn=lambda t: 0.5, prune_every=1),
+        "prune_train": lambda: dict(model=_bow_clf(), train_arrays=_tok(), epochs=2, lr=0.1,
+                                    sparsity_fn=lambda t: 0.5, prune_every=1, batch_size=3),
         "reweighted_l1_alpha": lambda: dict(w=_g(5), eps=1e-3),
         "soft_threshold": lambda: dict(v=_g(5), tau=0.1),
         "rpp_step": lambda: dict(w=_g(5), grad=_g(5, seed=1), lr=0.1, gamma=0.1,
                                  alpha=np.abs(_g(5, seed=2))),
-        "dsd_train": lambda: dict(params={"W": _g(3, 3)}, loss_grad=_clf_loss_grad, sparsity=0.5,
-                                  steps=(1, 1, 1), lr=0.1),
+        "dsd_train": lambda: dict(model=_bow_clf(), train_arrays=_tok(), sparsity=0.5,
+                                  epochs=(1, 1, 1), lr=0.1, batch_size=3),
         "grow_and_prune_step": lambda: dict(W=_g(4, 4), dW=_g(4, 4, seed=1),
                                             mask=_g(4, 4, seed=2) > 0, grow_rate=0.1,
                                             prune_rate=0.1, lr=0.1),
@@ -188,9 +191,9 @@ def _pruning():
                                            zeta=1.1),
         "l0_penalty": lambda: dict(log_alpha=_g(2, 3), beta=0.5, gamma=-0.1, zeta=1.1),
         "hard_concrete_deterministic": lambda: dict(log_alpha=_g(2, 3), gamma=-0.1, zeta=1.1),
-        "layerdrop_gates": lambda: dict(n_layers=4, p=0.5, rng=0),
-        "every_other_keep": lambda: dict(n_layers=6, p=0.5),
-        "search_layers_validation": lambda: dict(eval_fn=lambda k: float(k.sum()), n_layers=4,
+        "layerdrop_gates": lambda: dict(num_layers=4, p=0.5, rng=0),
+        "every_other_keep": lambda: dict(num_layers=6, p=0.5),
+        "search_layers_validation": lambda: dict(eval_fn=lambda k: float(k.sum()), num_layers=4,
                                                  n_keep=2),
         "data_driven_drop_rates": lambda: dict(theta=_g(4), p=0.25),
         "data_driven_keep": lambda: dict(theta=_g(4), n_keep=2),
@@ -214,16 +217,7 @@ def _pruning():
                                       begin_step=1, initial_sparsity=0.1),
         "model_sparsity": lambda: dict(model=_mlp()),
         "model_bits": lambda: dict(model=_mlp(), index_bits=5, value_bits=32, pointer_bits=32),
-        "mha_head_importance": lambda: _mha_kwargs(),
     }
-
-
-def _mha_kwargs():
-    from refimpl.nn import MultiHeadAttention
-
-    mha = MultiHeadAttention(4, 2, rng=0)
-    x = Tensor(_g(1, 3, 4))
-    return dict(mhas=[mha], loss_fn=lambda: (mha(x) ** 2).sum())
 
 
 def _quantization():
@@ -866,7 +860,7 @@ EXEMPT = {
     ("pruning.obs_prune", "n_prune", "zero"): "pruning 0 weights is valid",
     ("pruning.obs_update", "i", "zero"): "index 0 is valid",
     ("pruning.prune_redundant_neurons", "n_remove", "zero"): "removing 0 neurons is valid",
-    ("pruning.prune_train", "n_steps", "zero"): "0 steps: no pruning, the inputs back",
+    ("pruning.prune_train", "epochs", "zero"): "0 epochs: masks applied, no training",
     ("pruning.reweighted_l1_alpha", "w", "ndim"): "element-wise: any shape",
     ("pruning.rpp_step", "gamma", "zero"): "a zero penalty weight is the unpenalised problem",
     ("pruning.soft_threshold", "v", "ndim"): "element-wise: any shape",

@@ -50,9 +50,9 @@ _U_EPS = 1e-6
 def _log_alpha(log_alpha) -> Tensor:
     """``log_alpha`` as a Tensor (the same one if given a Tensor), finite and real."""
     if isinstance(log_alpha, Tensor):
-        check_array(log_alpha.data, "log_alpha", allow_empty=True)
+        check_array(log_alpha.data, "log_alpha")
         return log_alpha
-    return Tensor(check_array(log_alpha, "log_alpha", dtype=np.float64, allow_empty=True))
+    return Tensor(check_array(log_alpha, "log_alpha", dtype=np.float64))
 
 
 def _stretch(beta, gamma, zeta):

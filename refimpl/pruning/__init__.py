@@ -20,10 +20,11 @@ module                         methods (survey §, equations, papers)
                                lasso (Eq. 17) (Narang et al. 2017b); bank-balanced sparsity
                                (Cao et al. 2019)
 :mod:`.network`                masks on :mod:`refimpl.nn` models (``after_step`` hooks,
-                               gradual pruner, exact CSR bits, Eq. (18) on
-                               ``MultiHeadAttention``)
-:mod:`.heads_layers`           §2.4 — head importance (Eq. 18, Michel et al. 2019), head
-                               confidence and hard-concrete L0 gates (Voita et al. 2019),
+                               gradual pruner, exact CSR bits)
+:mod:`.heads_layers`           §2.4 — head importance (Eq. 18, Michel et al. 2019; per-example
+                               head gates of :class:`refimpl.nn.TransformerClassifier`), head
+                               confidence and hard-concrete L0 gates (Voita et al. 2019;
+                               :mod:`refimpl.nn.gates`),
                                iterative head pruning; LayerDrop (Fan et al. 2019); joint FFN
                                + head masks (Prasanna et al. 2020)
 =============================  ===========================================================
@@ -45,8 +46,8 @@ from refimpl.pruning.heads_layers import (data_driven_drop_rates, data_driven_ke
                                           search_layers_validation, structure_importance,
                                           train_l0_head_gates)
 from refimpl.pruning.network import (GradualPruner, apply_masks_, magnitude_masks,
-                                     mask_after_step, mha_head_importance, model_bits,
-                                     model_sparsity, prunable_weights)
+                                     mask_after_step, model_bits, model_sparsity,
+                                     prunable_weights)
 from refimpl.pruning.neurons import (inorm, merge_neurons, neuron_entropy,
                                      neuron_pair_saliency, onorm, prune_redundant_neurons,
                                      remove_neurons, row_l2_penalty, row_linf_penalty)
@@ -74,5 +75,5 @@ __all__ = [
     "search_layers_validation", "data_driven_drop_rates", "data_driven_keep",
     "joint_prune_masks", "train_l0_head_gates", "learn_layer_drop_rates", "relaxed_layer_gates",
     "prunable_weights", "magnitude_masks", "apply_masks_", "mask_after_step", "GradualPruner",
-    "model_sparsity", "model_bits", "mha_head_importance",
+    "model_sparsity", "model_bits",
 ]

@@ -6,10 +6,14 @@ the test suite runs them all (``tests/test_check_registry.py``).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from scipy.optimize import minimize
 
+from refimpl import nn
 from refimpl.check import Outcome, register_check, register_claim, register_equation
+from refimpl.data import load_task
 from refimpl.pruning import blocks as pb
 from refimpl.pruning import heads_layers as hl
 from refimpl.pruning import neurons as pn
@@ -541,10 +545,9 @@ def _eq17(rng, quick):
 # ---------------------------------------------------------------------------------------------
 
 def _tiny_transformer(rng, n=10, T=6):
-    from refimpl.pruning._models import TinyTransformer
-
-    m = TinyTransformer(20, 2, d_model=8, num_heads=4, n_layers=2, d_ff=8, max_len=T,
-                        rng=int(rng.integers(1 << 30)))
+    m = nn.TransformerClassifier(vocab_size=20, d_model=8, num_heads=4, d_ff=8, num_layers=2,
+                                 max_len=T, n_classes=2, activation="relu",
+                                 rng=int(rng.integers(1 << 30)))
     X = rng.integers(4, 20, size=(n, T))
     lengths = rng.integers(2, T + 1, size=n)
     X[np.arange(T)[None, :] >= lengths[:, None]] = 0
@@ -557,8 +560,6 @@ def _tiny_transformer(rng, n=10, T=6):
                                                 H_ + "head_importance_from_outputs",
                                                 H_ + "structure_importance"])
 def _eq18(rng, quick):
-    from refimpl.pruning._models import mean_loss
-
     m, X, L, y = _tiny_transformer(rng, n=4 if quick else 10)
     a = hl.head_importance(m, X, L, y, form="gate")
     b = hl.head_importance(m, X, L, y, form="activation")
@@ -571,8 +572,8 @@ def _eq18(rng, quick):
                 hp, hn = np.ones((2, 4)), np.ones((2, 4))
                 hp[layer, h] += e
                 hn[layer, h] -= e
-                d = (mean_loss(m, X[sl], L[sl], y[sl], head_gates=hp)
-                     - mean_loss(m, X[sl], L[sl], y[sl], head_gates=hn)) / (2 * e)
+                d = (hl.gated_loss(m, X[sl], L[sl], y[sl], head_mask=hp)
+                     - hl.gated_loss(m, X[sl], L[sl], y[sl], head_mask=hn)) / (2 * e)
                 fd[layer, h] += abs(d) / len(y)
     return Outcome.all_of(Outcome.compare(a, b, atol=1e-12, detail="two forms"),
                           Outcome.compare(a, fd, atol=1e-7, detail="vs finite differences"))
@@ -633,22 +634,59 @@ def _hc(rng, quick):
 # claims in miniature
 # ---------------------------------------------------------------------------------------------
 
+def _bow_features(X, lengths, n_features: int) -> np.ndarray:
+    """Normalised token counts over the ``n_features`` most frequent ids (ids ≥ 4), (N, F)."""
+    X = np.asarray(X)
+    N, T = X.shape
+    valid = np.arange(T)[None, :] < np.asarray(lengths)[:, None]  # (N, T)
+    ids = X - 4
+    keep = valid & (ids >= 0) & (ids < n_features)
+    out = np.zeros((N, n_features))
+    rows = np.repeat(np.arange(N), T).reshape(N, T)
+    np.add.at(out, (rows[keep], ids[keep]), 1.0)
+    return out / np.maximum(np.asarray(lengths), 1)[:, None] * 4.0
+
+
 def _bow_task(rng, quick):
-    from refimpl.pruning._models import sentiment_bow, small_sentiment
+    """``(Ftr, ytr, Fte, yte)``: 64 bag-of-words count features of the shared sentiment task."""
+    task = load_task("sentiment", quick=quick, rng=int(rng.integers(1 << 30)))
+    return (_bow_features(task.X_train, task.len_train, 64), task.y_train,
+            _bow_features(task.X_test, task.len_test, 64), task.y_test)
 
-    task = small_sentiment(int(rng.integers(1 << 30)), quick)
-    return sentiment_bow(task, 64)
+
+class _BowMLP(nn.Module):
+    """``fc2(relu(fc1(F)))`` on bag-of-words features, He-initialised, zero biases."""
+
+    def __init__(self, n_in, n_hidden, n_out, rng):
+        self.fc1 = nn.Linear(n_in, n_hidden)
+        self.fc2 = nn.Linear(n_hidden, n_out)
+        self.fc1.W.data[...] = rng.normal(0, np.sqrt(2.0 / n_in), (n_hidden, n_in))
+        self.fc2.W.data[...] = rng.normal(0, np.sqrt(1.0 / n_hidden), (n_out, n_hidden))
+        self.fc1.b.data[...] = 0.0
+        self.fc2.b.data[...] = 0.0
+
+    def forward(self, F):
+        return self.fc2(nn.functional.relu(self.fc1(F)))
 
 
-def _sgd(p, Xtr, ytr, steps, masks=None, lr=0.5):
-    from refimpl.pruning._models import clf_loss_grad
+_MLP_W = ["fc1.W", "fc2.W"]
 
-    p = {k: v.copy() for k, v in p.items()}
-    for _ in range(steps):
-        _, g = clf_loss_grad(p, Xtr, ytr)
-        for k in p:
-            p[k] -= lr * (g[k] * masks[k] if masks and k in masks else g[k])
-    return p
+
+def _train_mlp(model, F, y, steps, masks=None, lr=0.5):
+    """Full-batch SGD through :func:`refimpl.nn.fit` (one step per epoch), pruned weights kept
+    at 0 after every step; returns the model (trained in place)."""
+    from refimpl.pruning.network import apply_masks_, mask_after_step
+
+    if masks:
+        apply_masks_(model, masks)
+    nn.fit(model, (F, y), epochs=steps, batch_size=len(y), optimizer="sgd", lr=lr, rng=0,
+           progress=False, after_step=mask_after_step(masks) if masks else None)
+    return model
+
+
+def _mlp_acc(model, F, y) -> float:
+    with nn.no_grad():
+        return float((model(F).data.argmax(1) == y).mean())
 
 
 @register_claim("gradual-beats-one-shot", "gradual (Zhu-Gupta) pruning beats one-shot magnitude "
@@ -656,51 +694,49 @@ def _sgd(p, Xtr, ytr, steps, masks=None, lr=0.5):
                 section="2.1.3", implements=[W_ + "prune_train", W_ + "zhu_gupta_sparsity",
                                              W_ + "magnitude_mask"])
 def _claim_gradual(rng, quick):
-    from refimpl.pruning._models import clf_accuracy, clf_loss_grad, clf_params
-
     with _single_thread():
         Xtr, ytr, Xte, yte = _bow_task(rng, quick)
-        dense = _sgd(clf_params(64, 64, 2, rng), Xtr, ytr, 300)
-        nums = {"dense_acc": clf_accuracy(dense, Xte, yte)}
+        dense = _train_mlp(_BowMLP(64, 64, 2, rng), Xtr, ytr, 300)
+        nums = {"dense_acc": _mlp_acc(dense, Xte, yte)}
         wins = []
         steps = 100
+        params = dict(dense.named_parameters())
         for s in (0.95, 0.98):
-            m = {k: pw.magnitude_mask(dense[k], s) for k in ("W1", "W2")}
-            one = _sgd({k: v * m[k] if k in m else v for k, v in dense.items()}, Xtr, ytr,
-                       steps, m)
-            grad, M, _ = pw.prune_train(
-                dense, lambda q: clf_loss_grad(q, Xtr, ytr), steps, 0.5, names=["W1", "W2"],
-                sparsity_fn=lambda t, s=s: pw.zhu_gupta_sparsity(t, s, n_prunes=8,
-                                                                 frequency=8))
-            a1, a2 = clf_accuracy(one, Xte, yte), clf_accuracy(grad, Xte, yte)
+            m = {k: pw.magnitude_mask(params[k].data, s) for k in _MLP_W}
+            one = _train_mlp(copy.deepcopy(dense), Xtr, ytr, steps, m)
+            grad = copy.deepcopy(dense)
+            pw.prune_train(grad, (Xtr, ytr), epochs=steps, lr=0.5, names=_MLP_W,
+                           sparsity_fn=lambda t, s=s: pw.zhu_gupta_sparsity(t, s, n_prunes=8,
+                                                                            frequency=8))
+            a1, a2 = _mlp_acc(one, Xte, yte), _mlp_acc(grad, Xte, yte)
             nums[f"one_shot@{s}"] = a1
             nums[f"gradual@{s}"] = a2
             wins.append(a2 >= a1)
-    return Outcome(True, nums, "BoW MLP on the sentiment task, same fine-tuning budget",
-                   reproduced=all(wins))
+    return Outcome(True, nums, "BoW MLP (refimpl.nn) on the sentiment task, same fine-tuning "
+                   "budget", reproduced=all(wins))
 
 
 @register_claim("large-sparse-beats-small-dense", "a large pruned model beats a small dense one "
                 "with the same number of non-zeros (Zhu & Gupta 2017)", section="2",
                 implements=[W_ + "prune_train", W_ + "zhu_gupta_sparsity"])
 def _claim_large_sparse(rng, quick):
-    from refimpl.pruning._models import clf_accuracy, clf_loss_grad, clf_params
-
     with _single_thread():
         Xtr, ytr, Xte, yte = _bow_task(rng, quick)
         big_h = 128
-        big = _sgd(clf_params(64, big_h, 2, rng), Xtr, ytr, 200)
+        big = _train_mlp(_BowMLP(64, big_h, 2, rng), Xtr, ytr, 200)
         nums, rep = {}, True
         for small_h in (4, 8):
             s = 1 - small_h / big_h  # same non-zeros in W1 and W2 as the dense small model
-            sparse, M, _ = pw.prune_train(
-                big, lambda q: clf_loss_grad(q, Xtr, ytr), 200, 0.5, names=["W1", "W2"],
+            sparse = copy.deepcopy(big)
+            M, _ = pw.prune_train(
+                sparse, (Xtr, ytr), epochs=200, lr=0.5, names=_MLP_W,
                 sparsity_fn=lambda t, s=s: pw.zhu_gupta_sparsity(t, s, n_prunes=10,
                                                                  frequency=10))
-            small = _sgd(clf_params(64, small_h, 2, rng), Xtr, ytr, 400)
-            a_big, a_small = clf_accuracy(sparse, Xte, yte), clf_accuracy(small, Xte, yte)
+            small = _train_mlp(_BowMLP(64, small_h, 2, rng), Xtr, ytr, 400)
+            a_big, a_small = _mlp_acc(sparse, Xte, yte), _mlp_acc(small, Xte, yte)
+            nnz_small = small.fc1.W.size + small.fc2.W.size
             nums[f"large_sparse@nnz{int(sum(M[k].sum() for k in M))}"] = a_big
-            nums[f"small_dense_h{small_h}@nnz{small['W1'].size + small['W2'].size}"] = a_small
+            nums[f"small_dense_h{small_h}@nnz{nnz_small}"] = a_small
             rep &= a_big >= a_small
     return Outcome(True, nums, "hidden 128 pruned gradually vs hidden 4 / 8 dense, 400 steps "
                    "each", reproduced=bool(rep))
@@ -710,12 +746,11 @@ def _claim_large_sparse(rng, quick):
                 "4×4 block sparsity at equal sparsity (Cao et al. 2019)", section="2.3",
                 implements=[B_ + "bank_balanced_mask", B_ + "block_mask", W_ + "magnitude_mask"])
 def _claim_bbs(rng, quick):
-    from refimpl.pruning._models import clf_accuracy, clf_params
-
     with _single_thread():
         Xtr, ytr, Xte, yte = _bow_task(rng, quick)
-        dense = _sgd(clf_params(64, 64, 2, rng), Xtr, ytr, 300)
-        nums = {"dense_acc": clf_accuracy(dense, Xte, yte)}
+        dense = _train_mlp(_BowMLP(64, 64, 2, rng), Xtr, ytr, 300)
+        nums = {"dense_acc": _mlp_acc(dense, Xte, yte)}
+        W1 = dense.fc1.W.data
         rep = True
         for s in (0.75, 0.875):
             makers = {"unstructured": lambda W, s=s: pw.magnitude_mask(W, s),
@@ -723,9 +758,8 @@ def _claim_bbs(rng, quick):
                       "block4x4": lambda W, s=s: pb.block_mask(W, (4, 4), s)}
             acc = {}
             for name, mk in makers.items():
-                m = {"W1": mk(dense["W1"])}
-                p = _sgd({**dense, "W1": dense["W1"] * m["W1"]}, Xtr, ytr, 100, m)
-                acc[name] = clf_accuracy(p, Xte, yte)
+                p = _train_mlp(copy.deepcopy(dense), Xtr, ytr, 100, {"fc1.W": mk(W1)})
+                acc[name] = _mlp_acc(p, Xte, yte)
                 nums[f"{name}@{s}"] = acc[name]
             rep &= (acc["bbs16"] >= acc["unstructured"] - 0.02
                     and acc["bbs16"] > acc["block4x4"])
@@ -734,17 +768,16 @@ def _claim_bbs(rng, quick):
                    reproduced=bool(rep))
 
 
-def _trained_transformer(rng, quick, n_layers=2, num_heads=4, layerdrop=0.0, epochs=4):
-    from refimpl.pruning._models import TinyTransformer, small_sentiment
-
-    task = small_sentiment(int(rng.integers(1 << 30)), quick)
-    m = TinyTransformer(len(task.vocab), task.n_classes, d_model=16, num_heads=num_heads,
-                        n_layers=n_layers, d_ff=32, max_len=task.X_train.shape[1],
-                        rng=int(rng.integers(1 << 30)))
+def _trained_transformer(rng, quick, num_layers=2, num_heads=4, layerdrop=0.0, epochs=4):
+    task = load_task("sentiment", quick=quick, rng=int(rng.integers(1 << 30)))
+    m = nn.TransformerClassifier(vocab_size=len(task.vocab), d_model=16, num_heads=num_heads,
+                                 d_ff=32, num_layers=num_layers, max_len=task.X_train.shape[1],
+                                 n_classes=task.n_classes, activation="relu",
+                                 rng=int(rng.integers(1 << 30)))
     gate_fn = None
     if layerdrop > 0:
         def gate_fn(r):
-            return {"layer_gates": hl.layerdrop_gates(n_layers, layerdrop, r)}
+            return {"layer_mask": hl.layerdrop_gates(num_layers, layerdrop, r)}
     hl.fit_gated(m, task.X_train, task.len_train, task.y_train,
                  epochs=epochs if quick else 2 * epochs, rng=int(rng.integers(1 << 30)),
                  gate_fn=gate_fn)
@@ -755,14 +788,12 @@ def _trained_transformer(rng, quick, n_layers=2, num_heads=4, layerdrop=0.0, epo
                 "loss (Michel et al. 2019)", section="2.4.1",
                 implements=[H_ + "iterative_head_pruning", H_ + "head_importance"])
 def _claim_heads(rng, quick):
-    from refimpl.pruning._models import accuracy
-
     with _single_thread():
-        m, task = _trained_transformer(rng, quick, n_layers=2, num_heads=4, epochs=8)
+        m, task = _trained_transformer(rng, quick, num_layers=2, num_heads=4, epochs=8)
         Xi, Li, yi = task.X_val, task.len_val, task.y_val
 
         def ev(hm):
-            return accuracy(m, task.X_test, task.len_test, task.y_test, head_gates=hm)
+            return hl.gated_accuracy(m, task.X_test, task.len_test, task.y_test, head_mask=hm)
 
         masks, scores = hl.iterative_head_pruning(m, Xi, Li, yi, ev, step_fraction=0.125)
     nums = {"acc_all_8_heads": scores[0]}
@@ -779,16 +810,14 @@ def _claim_heads(rng, quick):
                 "at inference work well (Fan et al. 2019)", section="2.4.2",
                 implements=[H_ + "layerdrop_gates", H_ + "every_other_keep"])
 def _claim_layerdrop(rng, quick):
-    from refimpl.pruning._models import accuracy
-
     nums = {}
     with _single_thread():
         for tag, p in (("plain", 0.0), ("layerdrop", 0.5)):
-            m, task = _trained_transformer(rng, quick, n_layers=4, num_heads=2, layerdrop=p)
+            m, task = _trained_transformer(rng, quick, num_layers=4, num_heads=2, layerdrop=p)
             keep = hl.every_other_keep(4, 0.5).astype(float)
-            nums[f"{tag}_full"] = accuracy(m, task.X_test, task.len_test, task.y_test)
-            nums[f"{tag}_half"] = accuracy(m, task.X_test, task.len_test, task.y_test,
-                                           layer_gates=keep)
+            nums[f"{tag}_full"] = hl.gated_accuracy(m, task.X_test, task.len_test, task.y_test)
+            nums[f"{tag}_half"] = hl.gated_accuracy(m, task.X_test, task.len_test, task.y_test,
+                                                    layer_mask=keep)
     rep = (nums["layerdrop_half"] >= nums["layerdrop_full"] - 0.03
            and nums["layerdrop_half"] > nums["plain_half"])
     return Outcome(True, nums, "4-layer Transformer, keep layers 1 and 3 at test time",
@@ -822,25 +851,40 @@ def _alloc(rng, quick):
                    "class-blind sparsity per class shown; λσ_c threshold exists")
 
 
+class _Linear1(nn.Module):
+    """``f(X) = X w`` with one parameter vector ``w`` (the iterative-revival toy problem)."""
+
+    def __init__(self, w):
+        self.w = nn.Parameter(np.array(w, dtype=np.float64))
+
+    def forward(self, X):
+        return (self.w * X).sum(axis=1)  # (N,)
+
+
+def _half_sse(out, y):
+    r = out - y
+    return (r * r).sum() * 0.5
+
+
 @register_check("iterative-revival", "iterative pruning: pruned weights stay pruned without "
                 "revival and come back with it", section="2.1.3",
-                implements=[W_ + "prune_train"])
+                implements=[W_ + "prune_train", W_ + "IterativePruning"])
 def _revival(rng, quick):
     X = np.eye(4)
     y = np.array([5.0, 0.1, 0.1, 0.1])
-
-    def lg(p):
-        r = X @ p["w"] - y
-        return 0.5 * float(r @ r), {"w": X.T @ r}
-
-    init = {"w": np.array([0.0, 1.0, 1.0, 1.0])}
     masks = {"w": np.array([False, True, True, True])}
-    _, M0, h0 = pw.prune_train(init, lg, 20, 0.3, threshold_fn=lambda t: 0.5, masks=masks)
-    p1, M1, h1 = pw.prune_train(init, lg, 20, 0.3, threshold_fn=lambda t: 0.5, masks=masks,
-                                revive=True)
-    ok = (not M0["w"][0]) and M1["w"][0] and h1[-1] < h0[-1]
+    hists, models, Ms = [], [], []
+    for revive in (False, True):
+        m = _Linear1([0.0, 1.0, 1.0, 1.0])
+        M, h = pw.prune_train(m, (X, y), epochs=20, lr=0.3, threshold_fn=lambda t: 0.5,
+                              names=["w"], masks=masks, revive=revive, loss_fn=_half_sse)
+        hists.append(h.step_loss)
+        models.append(m)
+        Ms.append(M)
+    h0, h1 = hists
+    ok = (not Ms[0]["w"][0]) and Ms[1]["w"][0] and h1[-1] < h0[-1]
     return Outcome(bool(ok), {"final_loss_no_revival": h0[-1], "final_loss_revival": h1[-1],
-                              "revived_w0": float(p1["w"][0])})
+                              "revived_w0": float(models[1].w.data[0])})
 
 
 @register_check("grow-and-prune", "Dai et al.'s grow/prune sets equal the percentile "
@@ -903,8 +947,6 @@ def _ld_patterns(rng, quick):
                 "differences (Prasanna et al.)", section="2.4.3",
                 implements=[H_ + "structure_importance", H_ + "joint_prune_masks"])
 def _ffn_gate(rng, quick):
-    from refimpl.pruning._models import mean_loss
-
     m, X, L, y = _tiny_transformer(rng, n=4)
     _, fi = hl.structure_importance(m, X, L, y)
     fd = np.zeros(2)
@@ -914,8 +956,8 @@ def _ffn_gate(rng, quick):
             fp, fn = np.ones(2), np.ones(2)
             fp[layer] += 1e-6
             fn[layer] -= 1e-6
-            d = (mean_loss(m, X[sl], L[sl], y[sl], ffn_gates=fp)
-                 - mean_loss(m, X[sl], L[sl], y[sl], ffn_gates=fn)) / 2e-6
+            d = (hl.gated_loss(m, X[sl], L[sl], y[sl], ffn_mask=fp)
+                 - hl.gated_loss(m, X[sl], L[sl], y[sl], ffn_mask=fn)) / 2e-6
             fd[layer] += abs(d) / len(y)
     return Outcome.compare(fi, fd, atol=1e-7)
 

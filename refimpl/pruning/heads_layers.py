@@ -22,12 +22,16 @@ function                               survey § / equation, paper
 :func:`joint_prune_masks`              §2.4.3 — joint FFN + head masks (Prasanna et al. 2020)
 =====================================  =======================================================
 
-The methods act on a *gated* model: ``model(X, lengths, head_gates=ξ, ffn_gates=ν,
-layer_gates=g)`` with ``ξ`` of shape ``(n_layers, num_heads)`` (or ``(n_layers, batch,
-num_heads)``: one gate per example), ``ν`` and ``g`` of shape ``(n_layers,)``, and after a
-forward pass ``model.last_heads[l]`` (the Tensor ``Att_h(x)``, shape ``(B, H, T, d_head)``)
-and ``model.last_attn[l]`` (attention probabilities ``(B, H, T, T)``); see
-:class:`refimpl.pruning._models.TinyTransformer`.
+The methods act on a :class:`refimpl.nn.TransformerClassifier` (``model.num_layers`` layers of
+``model.num_heads`` heads) through its gates: ``model(X, lengths, head_mask=ξ, ffn_mask=m,
+layer_mask=g)`` with ``ξ`` of shape ``(num_layers, num_heads)`` or ``(num_layers, batch,
+num_heads)`` (one gate per example, for Eq. (18)'s ``E_x |∂L(x)/∂ξ_h|`` in one backward pass),
+``m`` of shape ``(num_layers, d_ff)`` (or per example), ``g`` of shape ``(num_layers,)``
+(LayerDrop: ``h ← h + g_l (layer_l(h) − h)``). Prasanna et al.'s gate ``ν_l`` of a whole FFN is
+``m = ν_l`` on all of layer ``l``'s hidden units (:func:`ffn_gates_to_mask`): it scales
+``W_2 act(W_1 x + b_1)`` but not the output bias ``b_2``. :func:`gated_accuracy` and
+:func:`gated_loss` evaluate a model under constant masks. The hard-concrete gates are those of
+:mod:`refimpl.nn.gates`, returned here as arrays where an array is what a caller needs.
 """
 
 from __future__ import annotations
@@ -37,13 +41,15 @@ from typing import Callable
 
 import numpy as np
 
-from refimpl.nn import Adam, Parameter, Tensor, cross_entropy, fit, no_grad
+from refimpl.nn import Adam, Parameter, Tensor, batches, cross_entropy, fit, no_grad
 from refimpl.nn import functional as F
+from refimpl.nn import gates as _gates
 from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_fraction,
                            check_int, check_values, validate_arrays,
                            validate_scalars)
 
-__all__ = ["head_importance_from_outputs", "head_importance", "iterative_head_pruning",
+__all__ = ["ffn_gates_to_mask", "gated_accuracy", "gated_loss",
+           "head_importance_from_outputs", "head_importance", "iterative_head_pruning",
            "head_confidence", "HC_BETA", "HC_GAMMA", "HC_ZETA", "hard_concrete_gate",
            "l0_penalty", "hard_concrete_deterministic", "prob_nonzero", "layerdrop_gates",
            "every_other_keep", "search_layers_validation", "data_driven_drop_rates",
@@ -85,8 +91,95 @@ def head_importance_from_outputs(att, datt) -> np.ndarray:
     return np.abs(per_example).mean(axis=0)
 
 
+def _check_transformer(model) -> tuple[int, int, int]:
+    """``(num_layers, num_heads, d_ff)`` of a :class:`refimpl.nn.TransformerClassifier`."""
+    layers = getattr(model, "layers", None)
+    if not (hasattr(model, "num_layers") and hasattr(model, "num_heads") and layers):
+        raise TypeError("model must be a refimpl.nn.TransformerClassifier (with num_layers, "
+                        f"num_heads and layers), got {type(model).__name__}")
+    return int(model.num_layers), int(model.num_heads), int(layers[0].d_ff)
+
+
+def ffn_gates_to_mask(model, ffn_gates):
+    """Prasanna et al.'s per-FFN gates ``ν`` as the model's per-hidden-unit ``ffn_mask``.
+
+    Parameters
+    ----------
+    model : refimpl.nn.TransformerClassifier
+    ffn_gates : ndarray or Tensor of shape (num_layers,) or (num_layers, B)
+        One gate per layer's FFN (or per layer and example).
+
+    Returns
+    -------
+    ndarray or Tensor of shape (num_layers, d_ff) or (num_layers, B, d_ff)
+        ``ν_l`` repeated over layer ``l``'s ``d_ff`` hidden units (a Tensor stays on the tape,
+        so ``∂L/∂ν_l`` is the sum of ``∂L/∂m`` over the units).
+
+    Notes
+    -----
+    Survey §2.4.3 (joint FFN + head pruning, Prasanna et al. 2020).
+    """
+    L, _, d_ff = _check_transformer(model)
+    shape = tuple(np.shape(ffn_gates.data if isinstance(ffn_gates, Tensor) else ffn_gates))
+    if len(shape) not in (1, 2) or shape[0] != L:
+        raise ValueError(f"ffn_gates must have shape ({L},) or ({L}, B), got {shape}")
+    ones = np.ones(d_ff)
+    if isinstance(ffn_gates, Tensor):
+        return ffn_gates.reshape(*shape, 1) * ones  # (L[, B], d_ff)
+    g = check_array(ffn_gates, "ffn_gates", dtype_kind="fbiu").astype(np.float64)
+    return g[..., None] * ones  # (L[, B], d_ff)
+
+
+def _nn_masks(model, head_mask=None, ffn_mask=None, layer_mask=None) -> dict:
+    """Keyword masks for ``model(...)``; a 1-D ``ffn_mask`` holds per-FFN gates ν."""
+    kw = {}
+    if head_mask is not None:
+        kw["head_mask"] = np.asarray(head_mask, dtype=np.float64)
+    if ffn_mask is not None:
+        fm = np.asarray(ffn_mask, dtype=np.float64)
+        kw["ffn_mask"] = ffn_gates_to_mask(model, fm) if fm.ndim == 1 else fm
+    if layer_mask is not None:
+        kw["layer_mask"] = np.asarray(layer_mask, dtype=np.float64)
+    return kw
+
+
+def gated_loss(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
+               layer_mask=None) -> float:
+    """Mean cross-entropy of ``model(X, lengths)`` under constant masks (no gradients).
+
+    ``head_mask`` (num_layers, num_heads), ``ffn_mask`` (num_layers,) per-FFN gates or
+    (num_layers, d_ff), ``layer_mask`` (num_layers,). Part of Survey §2.4 (the evaluation of a
+    pruned head/FFN/layer pattern).
+    """
+    kw = _nn_masks(model, head_mask, ffn_mask, layer_mask)
+    with no_grad():
+        return float(cross_entropy(model(np.asarray(X), np.asarray(lengths), **kw),
+                                   np.asarray(y)).data)
+
+
+def gated_accuracy(model, X, lengths, y, *, head_mask=None, ffn_mask=None, layer_mask=None,
+                   batch_size: int = 512) -> float:
+    """Accuracy of ``model(X, lengths)`` under constant masks (eval mode, no gradients).
+
+    Masks as in :func:`gated_loss`. Part of Survey §2.4.
+    """
+    kw = _nn_masks(model, head_mask, ffn_mask, layer_mask)
+    y = np.asarray(y)
+    was = model.training
+    model.eval()
+    correct = 0
+    try:
+        with no_grad():
+            for xb, lb, yb in batches((np.asarray(X), np.asarray(lengths), y), batch_size,
+                                      shuffle=False, trim_to_lengths=True):
+                correct += int((model(xb, lb, **kw).data.argmax(1) == yb).sum())
+    finally:
+        model.train(was)
+    return correct / max(len(y), 1)
+
+
 def _gates_default(model, head_mask, ffn_mask):
-    L, H = model.n_layers, model.num_heads
+    L, H, _ = _check_transformer(model)
     hm = np.ones((L, H)) if head_mask is None else check_array(head_mask, "head_mask",
                                                                shape=(L, H), dtype_kind="fbiu")
     fm = np.ones(L) if ffn_mask is None else check_array(ffn_mask, "ffn_mask", shape=(L,),
@@ -109,18 +202,27 @@ def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
 
     Parameters
     ----------
-    model : gated model (see the module docstring)
+    model : refimpl.nn.TransformerClassifier
     X : ndarray of shape (N, T), int
     lengths : ndarray of shape (N,)
     y : ndarray of shape (N,)
-    head_mask : ndarray of shape (n_layers, num_heads), optional
-    ffn_mask : ndarray of shape (n_layers,), optional
+    head_mask : ndarray of shape (num_layers, num_heads), optional
+    ffn_mask : ndarray of shape (num_layers,), optional
+        Per-FFN gates ν (see :func:`ffn_gates_to_mask`).
     form : {"gate", "activation"}
+    batch_size : int
 
     Returns
     -------
-    head_imp : ndarray of shape (n_layers, num_heads)
-    ffn_imp : ndarray of shape (n_layers,)
+    head_imp : ndarray of shape (num_layers, num_heads)
+    ffn_imp : ndarray of shape (num_layers,)
+
+    Notes
+    -----
+    The one Eq. (18) path of refimpl: per-example head gates ``ξ`` of shape
+    ``(num_layers, B, num_heads)`` on :class:`refimpl.nn.TransformerClassifier`; because
+    ``ξ_{l,b,h}`` only affects example ``b``, the gradient of the *summed* loss is each
+    example's own ``∂L(x_b)/∂ξ_h = Att_h(x_b)ᵀ ∂L(x_b)/∂Att_h`` (Survey Eq. (18), §2.4.1).
 
     References
     ----------
@@ -142,18 +244,21 @@ def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
         # one gate per example, so the summed loss's gradient is each example's own ∂L(x)/∂ξ
         xi = Tensor(np.broadcast_to(hm[:, None, :], (L, B, H)).copy(), requires_grad=True)
         nu = Tensor(np.broadcast_to(fm[:, None], (L, B)).copy(), requires_grad=True)
-        logits = model(X[sl], lengths[sl], head_gates=xi,
-                       ffn_gates=[nu[layer].reshape(B, 1, 1) for layer in range(L)])
+        logits, enc = model(X[sl], lengths[sl], head_mask=xi,
+                            ffn_mask=ffn_gates_to_mask(model, nu), output_attentions=True)
+        if form == "activation":
+            for att in enc.attentions:
+                att.context.retain_grad()  # Att_h(x), (B, H, T, d_head), before the gate
         loss = cross_entropy(logits, y[sl]) * float(B)  # Σ_x L(x)
         loss.backward()
         fsum += np.abs(nu.grad).sum(axis=1)
         if form == "gate":
             hsum += np.abs(xi.grad).sum(axis=1)
         else:
-            for layer in range(L):
-                att = model.last_heads[layer]
+            for layer, att in enumerate(enc.attentions):
+                ctx = att.context
                 # gate ξ multiplies Att_h: ∂L/∂(ξ Att_h) · ξ = ∂L/∂Att_h
-                hsum[layer] += B * head_importance_from_outputs(att.data, att.grad)
+                hsum[layer] += B * head_importance_from_outputs(ctx.data, ctx.grad)
     n = len(y)
     return hsum / n, fsum / n
 
@@ -172,7 +277,7 @@ def head_importance(model, X, lengths, y, *, head_mask=None, form: str = "gate",
 
     Returns
     -------
-    ndarray of shape (n_layers, num_heads)
+    ndarray of shape (num_layers, num_heads)
     """
     imp, _ = structure_importance(model, X, lengths, y, head_mask=head_mask, form=form)
     if normalize:
@@ -194,7 +299,7 @@ def iterative_head_pruning(model, X, lengths, y, eval_fn: Callable[[np.ndarray],
 
     Parameters
     ----------
-    model : gated model
+    model : refimpl.nn.TransformerClassifier
     X, lengths, y : importance data
     eval_fn : callable
         ``eval_fn(head_mask) -> float`` (e.g. validation accuracy with the mask applied).
@@ -204,7 +309,7 @@ def iterative_head_pruning(model, X, lengths, y, eval_fn: Callable[[np.ndarray],
 
     Returns
     -------
-    masks : list of ndarray of shape (n_layers, num_heads)
+    masks : list of ndarray of shape (num_layers, num_heads)
         The mask after each step (``masks[0]`` all ones).
     scores : list of float
         ``eval_fn`` of each mask.
@@ -219,7 +324,7 @@ def iterative_head_pruning(model, X, lengths, y, eval_fn: Callable[[np.ndarray],
     """
     step_fraction = check_float(step_fraction, "step_fraction", 0.0, 1.0, lo_open=True,
                                 hi_open=True)
-    L, H = model.n_layers, model.num_heads
+    L, H = model.num_layers, model.num_heads
     total = L * H
     per_step = max(1, int(np.ceil(step_fraction * total)))
     max_steps = int(np.ceil((total - 1) / per_step))
@@ -286,28 +391,7 @@ def head_confidence(attn, lengths, exclude_last: bool = False) -> np.ndarray:
 # Hard-concrete L0 gates
 # ---------------------------------------------------------------------------------------------
 
-HC_BETA, HC_GAMMA, HC_ZETA = 2.0 / 3.0, -0.1, 1.1
-
-
-def _check_log_alpha(log_alpha):
-    """``log_alpha`` as a Tensor (kept as given if it is one), finite and real."""
-    if isinstance(log_alpha, Tensor):
-        check_array(log_alpha.data, "log_alpha")
-        return log_alpha
-    return Tensor(check_array(log_alpha, "log_alpha", dtype=np.float64))
-
-
-def _check_log_alpha_array(log_alpha) -> np.ndarray:
-    data = log_alpha.data if isinstance(log_alpha, Tensor) else log_alpha
-    return check_array(data, "log_alpha", dtype=np.float64)
-
-
-def _check_stretch(beta=HC_BETA, gamma=HC_GAMMA, zeta=HC_ZETA):
-    """Temperature ``β > 0`` and stretch interval ``γ < 0``, ``ζ > 1``."""
-    beta = check_float(beta, "beta", 0.0, lo_open=True)
-    gamma = check_float(gamma, "gamma", hi=0.0, hi_open=True)
-    zeta = check_float(zeta, "zeta", 1.0, lo_open=True)
-    return beta, gamma, zeta
+HC_BETA, HC_GAMMA, HC_ZETA = _gates.HC_BETA, _gates.HC_GAMMA, _gates.HC_ZETA
 
 
 @validate_scalars
@@ -339,12 +423,7 @@ def hard_concrete_gate(log_alpha, rng=None, *, beta: float = HC_BETA, gamma: flo
     .. [1] C. Louizos, M. Welling, D. P. Kingma, "Learning Sparse Neural Networks through L0
        Regularization", ICLR 2018.
     """
-    rng = as_rng(rng)
-    la = _check_log_alpha(log_alpha)
-    beta, gamma, zeta = _check_stretch(beta, gamma, zeta)
-    u = rng.uniform(1e-6, 1 - 1e-6, la.shape)
-    s = F.sigmoid((la + (np.log(u) - np.log1p(-u))) * (1.0 / beta))
-    return F.clip(s * (zeta - gamma) + gamma, 0.0, 1.0)
+    return _gates.hard_concrete_sample(log_alpha, rng, beta=beta, gamma=gamma, zeta=zeta)
 
 
 def prob_nonzero(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
@@ -358,9 +437,7 @@ def prob_nonzero(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
     .. [1] C. Louizos, M. Welling, D. P. Kingma, "Learning Sparse Neural Networks through L0
        Regularization", ICLR 2018.
     """
-    la = _check_log_alpha_array(log_alpha)
-    beta, gamma, zeta = _check_stretch(beta, gamma, zeta)
-    return 1.0 / (1.0 + np.exp(-(la - beta * np.log(-gamma / zeta))))
+    return _gates.hard_concrete_prob_nonzero(log_alpha, beta=beta, gamma=gamma, zeta=zeta).data
 
 
 @validate_scalars
@@ -377,18 +454,17 @@ def l0_penalty(log_alpha, *, beta: float = HC_BETA, gamma: float = HC_GAMMA,
     .. [2] E. Voita et al., "Analyzing Multi-Head Self-Attention: Specialized Heads Do the Heavy
        Lifting, the Rest Can Be Pruned", ACL 2019.
     """
-    la = _check_log_alpha(log_alpha)
-    beta, gamma, zeta = _check_stretch(beta, gamma, zeta)
-    return F.sigmoid(la - beta * np.log(-gamma / zeta)).sum()
+    return _gates.hard_concrete_l0(log_alpha, beta=beta, gamma=gamma, zeta=zeta)
 
 
 @validate_scalars
 def hard_concrete_deterministic(log_alpha, *, gamma: float = HC_GAMMA,
                                 zeta: float = HC_ZETA) -> np.ndarray:
-    """Test-time gate ``clip(σ(log α)(ζ - γ) + γ, 0, 1)`` (Louizos et al., Eq. 13)."""
-    la = _check_log_alpha_array(log_alpha)
-    _, gamma, zeta = _check_stretch(HC_BETA, gamma, zeta)
-    return np.clip(1.0 / (1.0 + np.exp(-la)) * (zeta - gamma) + gamma, 0.0, 1.0)
+    """Test-time gate ``clip(σ(log α)(ζ - γ) + γ, 0, 1)`` (Louizos et al., Eq. 13), as an array.
+
+    Survey §2.4.1; :func:`refimpl.nn.gates.hard_concrete_deterministic` on the tape.
+    """
+    return _gates.hard_concrete_deterministic(log_alpha, gamma=gamma, zeta=zeta).data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,12 +472,12 @@ def hard_concrete_deterministic(log_alpha, *, gamma: float = HC_GAMMA,
 # ---------------------------------------------------------------------------------------------
 
 @validate_scalars
-def layerdrop_gates(n_layers: int, p, rng=None) -> np.ndarray:
+def layerdrop_gates(num_layers: int, p, rng=None) -> np.ndarray:
     """Training-time LayerDrop: each layer is skipped with probability ``p`` (or ``p[d]``).
 
     Returns
     -------
-    ndarray of shape (n_layers,), entries 0 (dropped) or 1
+    ndarray of shape (num_layers,), entries 0 (dropped) or 1
 
     Notes
     -----
@@ -412,16 +488,16 @@ def layerdrop_gates(n_layers: int, p, rng=None) -> np.ndarray:
     .. [1] A. Fan, E. Grave, A. Joulin, "Reducing Transformer Depth on Demand with Structured
        Dropout", ICLR 2020 (arXiv 1909.11556, 2019).
     """
-    n_layers = check_int(n_layers, "n_layers", 1)
+    num_layers = check_int(num_layers, "num_layers", 1)
     p = check_values(p, "p", 0.0, 1.0, hi_open=True, ndim=(0, 1))
-    if p.ndim == 1 and p.shape != (n_layers,):
-        raise ValueError(f"p must be a number or have shape ({n_layers},), got {p.shape}")
-    p = np.broadcast_to(p, (n_layers,))
-    return (as_rng(rng).random(n_layers) >= p).astype(np.float64)
+    if p.ndim == 1 and p.shape != (num_layers,):
+        raise ValueError(f"p must be a number or have shape ({num_layers},), got {p.shape}")
+    p = np.broadcast_to(p, (num_layers,))
+    return (as_rng(rng).random(num_layers) >= p).astype(np.float64)
 
 
 @validate_scalars
-def every_other_keep(n_layers: int, p: float) -> np.ndarray:
+def every_other_keep(num_layers: int, p: float) -> np.ndarray:
     """"Every other" pruning at inference: drop layers ``d`` with ``d ≡ 0 (mod ⌊1/p⌋)``.
 
     Layers are counted from 1, so ``p = 0.5`` on 6 layers drops 2, 4, 6 and ``p = 1/3`` on 12
@@ -429,32 +505,32 @@ def every_other_keep(n_layers: int, p: float) -> np.ndarray:
 
     Returns
     -------
-    ndarray of bool of shape (n_layers,) (``True`` = kept)
+    ndarray of bool of shape (num_layers,) (``True`` = kept)
     """
-    n_layers = check_int(n_layers, "n_layers", 1)
+    num_layers = check_int(num_layers, "num_layers", 1)
     p = check_fraction(p, "p")
-    keep = np.ones(n_layers, dtype=bool)
+    keep = np.ones(num_layers, dtype=bool)
     if p > 0:
         step = int(np.floor(1.0 / p + 1e-9))
-        keep[np.arange(1, n_layers + 1) % step == 0] = False
+        keep[np.arange(1, num_layers + 1) % step == 0] = False
     return keep
 
 
 @validate_scalars
 @validate_arrays(eval_fn={"kind": "callable"})
-def search_layers_validation(eval_fn: Callable[[np.ndarray], float], n_layers: int,
+def search_layers_validation(eval_fn: Callable[[np.ndarray], float], num_layers: int,
                              n_keep: int):
     """Try every set of ``n_keep`` kept layers and return the best on validation data.
 
     Parameters
     ----------
     eval_fn : callable
-        ``eval_fn(keep) -> float`` (higher is better), ``keep`` bool of shape (n_layers,).
-    n_layers, n_keep : int
+        ``eval_fn(keep) -> float`` (higher is better), ``keep`` bool of shape (num_layers,).
+    num_layers, n_keep : int
 
     Returns
     -------
-    keep : ndarray of bool of shape (n_layers,)
+    keep : ndarray of bool of shape (num_layers,)
     score : float
 
     Notes
@@ -466,11 +542,11 @@ def search_layers_validation(eval_fn: Callable[[np.ndarray], float], n_layers: i
     .. [1] A. Fan, E. Grave, A. Joulin, "Reducing Transformer Depth on Demand with Structured
        Dropout", ICLR 2020 (arXiv 1909.11556, 2019).
     """
-    n_layers = check_int(n_layers, "n_layers", 1)
-    n_keep = check_int(n_keep, "n_keep", 1, n_layers)
+    num_layers = check_int(num_layers, "num_layers", 1)
+    n_keep = check_int(n_keep, "n_keep", 1, num_layers)
     best, best_s = None, -np.inf
-    for combo in itertools.combinations(range(n_layers), n_keep):
-        keep = np.zeros(n_layers, dtype=bool)
+    for combo in itertools.combinations(range(num_layers), n_keep):
+        keep = np.zeros(num_layers, dtype=bool)
         keep[list(combo)] = True
         s = float(eval_fn(keep))
         if s > best_s:
@@ -485,14 +561,14 @@ def data_driven_drop_rates(theta, p: float):
 
     Parameters
     ----------
-    theta : Tensor or ndarray of shape (n_layers,)
+    theta : Tensor or ndarray of shape (num_layers,)
         Learned layer scores (higher → dropped more often).
     p : float
         Target average drop rate, in ``(0, 1)``; needs ``L p softmax(θ)_d < 1``.
 
     Returns
     -------
-    Tensor of shape (n_layers,) whose mean is exactly ``p``.
+    Tensor of shape (num_layers,) whose mean is exactly ``p``.
 
     Notes
     -----
@@ -513,7 +589,7 @@ def data_driven_drop_rates(theta, p: float):
 def data_driven_keep(theta, n_keep: int) -> np.ndarray:
     """Inference: keep the ``n_keep`` layers with the lowest learned drop rate.
 
-    Survey §2.4.2. ``theta`` of shape (n_layers,) -> boolean keep mask of shape (n_layers,).
+    Survey §2.4.2. ``theta`` of shape (num_layers,) -> boolean keep mask of shape (num_layers,).
 
     References
     ----------
@@ -568,8 +644,8 @@ def joint_prune_masks(model, X, lengths, y, eval_fn: Callable[[np.ndarray, np.nd
 
     Returns
     -------
-    head_mask : ndarray of shape (n_layers, num_heads)
-    ffn_mask : ndarray of shape (n_layers,)
+    head_mask : ndarray of shape (num_layers, num_heads)
+    ffn_mask : ndarray of shape (num_layers,)
     history : list of (n_heads_kept, n_ffn_kept, score)
 
     Notes
@@ -584,7 +660,7 @@ def joint_prune_masks(model, X, lengths, y, eval_fn: Callable[[np.ndarray, np.nd
     head_fraction = check_float(head_fraction, "head_fraction", 0.0, 1.0, lo_open=True,
                                 hi_open=True)
     ffn_per_step = check_int(ffn_per_step, "ffn_per_step", 0)
-    L, H = model.n_layers, model.num_heads
+    L, H = model.num_layers, model.num_heads
     hm, fm = np.ones((L, H)), np.ones(L)
     base = float(eval_fn(hm, fm))
     min_score = 0.9 * base if min_score is None else float(min_score)
@@ -613,21 +689,6 @@ def joint_prune_masks(model, X, lengths, y, eval_fn: Callable[[np.ndarray, np.nd
     return hm, fm, hist
 
 
-def _eval_masks(model, X, lengths, y, head_mask=None, ffn_mask=None, layer_keep=None):
-    """Accuracy of ``model`` with constant masks (no gradients)."""
-    from refimpl.pruning._models import accuracy
-
-    gates = {}
-    if head_mask is not None:
-        gates["head_gates"] = np.asarray(head_mask, float)
-    if ffn_mask is not None:
-        gates["ffn_gates"] = np.asarray(ffn_mask, float)
-    if layer_keep is not None:
-        gates["layer_gates"] = np.asarray(layer_keep, float)
-    with no_grad():
-        return accuracy(model, X, lengths, y, **gates)
-
-
 # ---------------------------------------------------------------------------------------------
 # Training the gates: L0 head gates (Voita et al.) and data-driven LayerDrop rates (Fan et al.)
 # ---------------------------------------------------------------------------------------------
@@ -636,10 +697,12 @@ def fit_gated(model, X, lengths, y, *, epochs: int = 5, lr: float = 3e-3,
               batch_size: int = 64, rng=None, gate_fn: Callable | None = None,
               extra_loss: Callable | None = None, extra_params=(),
               after_step: Callable | None = None):
-    """Train a gated model with :func:`refimpl.nn.fit` (Adam on cross-entropy).
+    """Train a :class:`refimpl.nn.TransformerClassifier` with :func:`refimpl.nn.fit` (Adam on
+    cross-entropy), under gates that change every step.
 
-    ``gate_fn(rng) -> dict`` gives each step's gate keyword arguments (LayerDrop samples layer
-    gates, L0 training samples hard-concrete head gates); it draws from the same Generator that
+    ``gate_fn(rng) -> dict`` gives each step's mask keyword arguments of the model
+    (``{"layer_mask": ...}`` for LayerDrop, ``{"head_mask": ...}`` for hard-concrete head
+    gates); it draws from the same Generator that
     shuffles the batches. ``extra_loss(model) -> Tensor`` is added to the loss (the L0
     penalty); ``extra_params`` are further Tensors Adam updates (gate parameters);
     ``after_step(model)`` runs after each update.
@@ -676,15 +739,15 @@ def train_l0_head_gates(model, X, lengths, y, *, lam: float = 0.05, epochs: int 
                         lr: float = 3e-3, batch_size: int = 64, init: float = 2.0, rng=None):
     """Learn stochastic hard-concrete head gates with an L0 penalty, jointly with the model.
 
-    Each step samples ``ξ = hard_concrete_gate(log α)`` (shape ``(n_layers, num_heads)``) and
+    Each step samples ``ξ = hard_concrete_gate(log α)`` (shape ``(num_layers, num_heads)``) and
     minimises ``cross-entropy + lam · Σ_h P(ξ_h ≠ 0)`` (Voita et al. 2019, following Louizos et
     al. 2018). At test time the gates are :func:`hard_concrete_deterministic`; heads whose gate
     is 0 are pruned.
 
     Returns
     -------
-    log_alpha : ndarray of shape (n_layers, num_heads)
-    gates : ndarray of shape (n_layers, num_heads)
+    log_alpha : ndarray of shape (num_layers, num_heads)
+    gates : ndarray of shape (num_layers, num_heads)
         Deterministic test-time gates.
 
     Notes
@@ -699,10 +762,10 @@ def train_l0_head_gates(model, X, lengths, y, *, lam: float = 0.05, epochs: int 
        Lifting, the Rest Can Be Pruned", ACL 2019.
     """
     lam = check_float(lam, "lam", 0.0)
-    L, H = model.n_layers, model.num_heads
+    L, H = model.num_layers, model.num_heads
     la = Parameter(np.full((L, H), float(init)))
     fit_gated(model, X, lengths, y, epochs=epochs, lr=lr, batch_size=batch_size, rng=rng,
-              gate_fn=lambda r: {"head_gates": hard_concrete_gate(la, r)},
+              gate_fn=lambda r: {"head_mask": hard_concrete_gate(la, r)},
               extra_loss=lambda m: l0_penalty(la) * lam, extra_params=[la])
     return la.data.copy(), hard_concrete_deterministic(la.data)
 
@@ -724,7 +787,7 @@ def learn_layer_drop_rates(model, X, lengths, y, *, p: float = 0.5, epochs: int 
 
     Returns
     -------
-    theta : ndarray of shape (n_layers,)
+    theta : ndarray of shape (num_layers,)
 
     Notes
     -----
@@ -736,9 +799,9 @@ def learn_layer_drop_rates(model, X, lengths, y, *, p: float = 0.5, epochs: int 
        Dropout", ICLR 2020 (arXiv 1909.11556, 2019).
     """
     check_float(p, "p", 0.0, 1.0, lo_open=True, hi_open=True)
-    theta = Parameter(np.zeros(model.n_layers))
+    theta = Parameter(np.zeros(model.num_layers))
     fit_gated(model, X, lengths, y, epochs=epochs, lr=lr, batch_size=batch_size, rng=rng,
-              gate_fn=lambda r: {"layer_gates": relaxed_layer_gates(
+              gate_fn=lambda r: {"layer_mask": relaxed_layer_gates(
                   data_driven_drop_rates(theta, p), r, temperature)},
               extra_params=[theta])
     return theta.data.copy()

@@ -18,8 +18,6 @@ function                               what it does
 :func:`model_sparsity`,
 :func:`model_bits`                     non-zeros and exact storage (CSR with relative indices
                                        for pruned matrices, dense float32 for the rest)
-:func:`mha_head_importance`            Eq. (18) on :class:`refimpl.nn.MultiHeadAttention`
-                                       modules (``last_context`` and its gradient)
 =====================================  =======================================================
 """
 
@@ -35,7 +33,7 @@ from refimpl.pruning.weights import allocate_pruning, magnitude_mask, zhu_gupta_
 from refimpl.utils import check_choice, check_fraction, check_int, validate_arrays, validate_scalars
 
 __all__ = ["prunable_weights", "magnitude_masks", "apply_masks_", "mask_after_step",
-           "GradualPruner", "model_sparsity", "model_bits", "mha_head_importance"]
+           "GradualPruner", "model_sparsity", "model_bits"]
 
 
 @validate_scalars
@@ -235,38 +233,3 @@ def model_bits(model, masks: dict | None = None, *, index_bits: int = 5, value_b
             bits += p.size * value_bits
             stored += p.size
     return int(bits), int(stored)
-
-
-@validate_scalars
-@validate_arrays(mhas={"kind": "sequence"}, loss_fn={"kind": "callable"})
-def mha_head_importance(mhas, loss_fn: Callable[[], object]) -> np.ndarray:
-    """Eq. (18) for :class:`refimpl.nn.MultiHeadAttention` layers: ``Σ_x |Att_hᵀ ∂L(x)/∂Att_h|``.
-
-    Parameters
-    ----------
-    mhas : list of MultiHeadAttention
-        The attention layers, in order.
-    loss_fn : callable
-        Runs the model's forward pass and returns the *summed* per-example loss (a Tensor);
-        each layer's ``last_context`` then holds ``Att_h(x)``. Because ``Att_h(x_b)`` only
-        affects example ``b``, the summed loss's gradient is each example's own ``∂L(x)/∂Att_h``.
-
-    Returns
-    -------
-    ndarray of shape (n_layers, num_heads)
-        ``Σ_x |Att_h(x)ᵀ ∂L(x)/∂Att_h(x)|`` (divide by the number of examples for ``E_x``).
-    """
-    for m in mhas:
-        m.retain_context_grad = True
-    try:
-        loss = loss_fn()
-        loss.backward()
-        out = []
-        for m in mhas:
-            ctx = m.last_context
-            per = np.einsum("bhtd,bhtd->bh", ctx.data, ctx.grad)  # (B, H)
-            out.append(np.abs(per).sum(0))
-        return np.stack(out)
-    finally:
-        for m in mhas:
-            m.retain_context_grad = False

@@ -20,9 +20,9 @@ import numpy as np
 
 from refimpl.registry import MethodResult, TourContext, register_method
 from refimpl.pruning.blocks import bank_balanced_mask
+from refimpl.pruning.heads_layers import head_importance
 from refimpl.pruning.network import (GradualPruner, apply_masks_, magnitude_masks,
-                                     mask_after_step, mha_head_importance, model_bits,
-                                     prunable_weights)
+                                     mask_after_step, model_bits, prunable_weights)
 
 __all__ = ["FINETUNE_EPOCHS", "bank_size_for"]
 
@@ -138,17 +138,14 @@ def _head_params(mha) -> int:
                  description="prune the half of the attention heads with the lowest importance "
                              "I_h (Eq. 18, Michel et al.), then fine-tune")
 def heads_50(ctx: TourContext) -> MethodResult:
-    from refimpl import nn
-
     model = _transformer(ctx)
     mhas = _mhas(model)
     if not mhas:
         raise ValueError("the baseline has no MultiHeadAttention layers")
     t = ctx.task
     n = min(512, len(t.y_train))
-    imp = mha_head_importance(mhas, lambda: nn.cross_entropy(
-        model(t.X_train[:n], t.len_train[:n]), t.y_train[:n], reduction="sum"))
-    imp = imp / np.maximum(np.linalg.norm(imp, axis=1, keepdims=True), 1e-20)  # per layer
+    # Eq. (18) on per-example head gates, normalised per layer (Michel et al.)
+    imp = head_importance(model, t.X_train[:n], t.len_train[:n], t.y_train[:n], normalize=True)
     flat = imp.ravel()
     k = flat.size // 2
     drop = np.argsort(flat, kind="stable")[:k]
@@ -176,13 +173,13 @@ def layerdrop_every_other(ctx: TourContext) -> MethodResult:
     if not layers:
         raise ValueError("the baseline has no `layers` of Transformer blocks")
     rng = np.random.default_rng(ctx.seed)
-    n_layers = len(layers)
+    num_layers = len(layers)
 
     def forward(m, X, lengths):  # LayerDrop: each layer skipped with p = 0.5 at every step
-        return m(X, lengths, layer_mask=layerdrop_gates(n_layers, 0.5, rng))
+        return m(X, lengths, layer_mask=layerdrop_gates(num_layers, 0.5, rng))
 
     _fit(ctx, model, forward=forward)
-    keep = every_other_keep(n_layers, 0.5)
+    keep = every_other_keep(num_layers, 0.5)
     # pruned at inference: the dropped layers leave the encoder (= layer_mask 0 at every call)
     model.layers = ModuleList(layer for layer, kp in zip(layers, keep) if kp)
     model.num_layers = len(model.layers)

@@ -18,11 +18,12 @@ function                               survey § / equation, paper
 :func:`narang_slope`,
 :func:`narang_threshold`               §2.1.3, Eqs. (4)–(6) — Narang et al. 2017a
 :func:`zhu_gupta_sparsity`             §2.1.3, Eq. (7) — Zhu & Gupta 2017
-:func:`prune_train`                    §2.1.3 — iterative (gradual) pruning, with or without
-                                       revival of pruned weights
+:func:`prune_train`,                   §2.1.3 — iterative (gradual) pruning, with or without
+:class:`IterativePruning`              revival of pruned weights (``refimpl.nn.fit`` + callback)
 :func:`reweighted_l1_alpha`,
 :func:`rpp_step`                       §2.1.3, Eq. (8) — Guo et al. 2019 (RPP)
-:func:`dsd_train`                      §2.1.4 — Han et al. 2016b (dense–sparse–dense)
+:func:`dsd_train`                      §2.1.4 — Han et al. 2016b (dense–sparse–dense; one
+                                       ``refimpl.nn.fit`` run, phases switched by a callback)
 :func:`grow_and_prune_step`            §2.1.4 — Dai et al. 2018 (grow by gradient percentile,
                                        prune by magnitude percentile)
 =====================================  =======================================================
@@ -47,6 +48,7 @@ __all__ = [
     "n_to_prune", "magnitude_mask", "magnitude_prune", "apply_mask", "allocate_pruning",
     "narang_slope", "narang_threshold", "narang_q", "zhu_gupta_sparsity", "prune_train",
     "reweighted_l1_alpha", "soft_threshold", "rpp_step", "dsd_train", "grow_and_prune_step",
+    "IterativePruning",
 ]
 
 
@@ -653,92 +655,290 @@ def zhu_gupta_sparsity(step: int, final_sparsity: float, initial_sparsity: float
 # Iterative pruning, RPP, DSD, grow-and-prune (§2.1.3–§2.1.4)
 # ---------------------------------------------------------------------------------------------
 
-LossGrad = Callable[[dict], tuple[float, dict]]
+def _model_params(model, names) -> tuple[dict, list]:
+    """``{name: Parameter}`` of ``model`` and the names to prune (default: every matrix)."""
+    if not (hasattr(model, "named_parameters") and callable(model.named_parameters)):
+        raise TypeError(f"model must be a refimpl.nn Module, got {type(model).__name__}")
+    params = dict(model.named_parameters())
+    if names is None:
+        names = [n for n, p in params.items() if p.data.ndim == 2]
+    else:
+        names = [names] if isinstance(names, str) else list(names)
+        missing = [n for n in names if n not in params]
+        if missing:
+            raise ValueError(f"names contains parameters the model does not have: {missing}")
+    if not names:
+        raise ValueError("names must select at least one parameter to prune")
+    return params, names
 
 
-def _check_params(params, names):
-    if not isinstance(params, Mapping) or not params:
-        raise TypeError("params must be a non-empty mapping of name -> ndarray")
-    names = list(params) if names is None else list(names)
-    for n in names:
-        if n not in params:
-            raise ValueError(f"names contains {n!r}, which is not in params")
-        check_array(params[n], f"params[{n!r}]")
-    return names
+class IterativePruning:
+    """:func:`refimpl.nn.fit` callback: magnitude masks recomputed on a schedule (Survey §2.1.3).
+
+    Before the first step (``step = 0``) and after every step ``t`` with ``t % prune_every ==
+    0`` (and ``t < last_step``) the mask of each parameter in ``names`` is recomputed, either
+    to the sparsity ``sparsity_fn(t)`` (per matrix; e.g. :func:`zhu_gupta_sparsity`) or with
+    the threshold ``|w| ≥ threshold_fn(t)`` (e.g. :func:`narang_threshold`); after every step
+    the pruned weights are set to 0 again.
+
+    * ``revive=False``: the new mask is the old mask AND the magnitude mask of the surviving
+      weights, so a pruned weight stays pruned (its update is discarded).
+    * ``revive=True``: dense "shadow" weights ``W`` receive every update the optimiser makes to
+      the masked weights (computed with the masked forward pass); the mask is recomputed from
+      ``|W|``, so a pruned weight whose updates push it over the threshold comes back (Narang
+      et al.: "gradients of pruned weights are not modified").
+
+    Attributes
+    ----------
+    masks : dict of str to ndarray of bool (True = kept)
+    shadow : dict of str to ndarray (``revive=True`` only)
+    """
+
+    def __init__(self, model, *, sparsity_fn: Callable[[int], float] | None = None,
+                 threshold_fn: Callable[[int], float] | None = None, prune_every: int = 1,
+                 names=None, revive: bool = False, masks: Mapping | None = None,
+                 last_step: int | None = None):
+        if (sparsity_fn is None) == (threshold_fn is None):
+            raise ValueError("exactly one of sparsity_fn and threshold_fn must be given")
+        for nm, fn in (("sparsity_fn", sparsity_fn), ("threshold_fn", threshold_fn)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{nm} must be callable, got {type(fn).__name__}")
+        params, self.names = _model_params(model, names)
+        self.sparsity_fn, self.threshold_fn = sparsity_fn, threshold_fn
+        self.prune_every = check_int(prune_every, "prune_every", 1)
+        self.revive = bool(revive)
+        self.last_step = None if last_step is None else check_int(last_step, "last_step", 0)
+        self.masks = {}
+        for n in self.names:
+            shape = params[n].shape
+            if masks is not None and n in masks:
+                m = check_array(masks[n], f"masks[{n!r}]", shape=shape, dtype_kind="b").copy()
+            else:
+                m = np.ones(shape, bool)
+            self.masks[n] = m
+        self.shadow = {}
+
+    def _params(self, model) -> dict:
+        params = dict(model.named_parameters())
+        return {n: params[n] for n in self.names}
+
+    def _prune(self, model, step: int) -> None:
+        for n, p in self._params(model).items():
+            src = self.shadow[n] if self.revive else np.where(self.masks[n], p.data, 0.0)
+            if self.sparsity_fn is not None:
+                new = magnitude_mask(src, self.sparsity_fn(step))
+            else:
+                new = np.abs(src) >= self.threshold_fn(step)
+            self.masks[n] = new if self.revive else (self.masks[n] & new)
+
+    def _apply(self, model) -> None:
+        for n, p in self._params(model).items():
+            src = self.shadow[n] if self.revive else p.data
+            p.data[...] = np.where(self.masks[n], src, 0.0)
+
+    def on_train_begin(self, model) -> None:
+        if self.revive:
+            self.shadow = {n: p.data.astype(np.float64, copy=True)
+                           for n, p in self._params(model).items()}
+        self._prune(model, 0)
+        self._apply(model)
+        self._before = {n: p.data.copy() for n, p in self._params(model).items()}
+
+    def on_step_end(self, model, step: int) -> None:
+        if self.revive:  # the shadow weights take the optimiser's update of the masked ones
+            for n, p in self._params(model).items():
+                self.shadow[n] += p.data - self._before[n]
+        if step % self.prune_every == 0 and (self.last_step is None or step < self.last_step):
+            self._prune(model, step)
+        self._apply(model)
+        if self.revive:
+            self._before = {n: p.data.copy() for n, p in self._params(model).items()}
+
+
+def _check_train_arrays(train_arrays) -> tuple:
+    """``(*inputs, y)``: at least two arrays with the same number of rows."""
+    if not isinstance(train_arrays, (tuple, list)) or len(train_arrays) < 2:
+        raise TypeError("train_arrays must be a tuple (*inputs, y) of at least 2 arrays, got "
+                        f"{type(train_arrays).__name__}")
+    out = tuple(np.asarray(a) if np.asarray(a).dtype.kind in "iub"
+                else check_array(a, f"train_arrays[{i}]")  # floats: finite, real
+                for i, a in enumerate(train_arrays))
+    n = len(out[-1]) if out[-1].ndim else 0
+    if n == 0 or any(a.ndim == 0 or len(a) != n for a in out):
+        raise ValueError("train_arrays must hold arrays with the same number of rows (>= 1), "
+                         f"got shapes {[a.shape for a in out]}")
+    return out
+
+
+def _fit_steps(train_arrays, batch_size):
+    """``(batch_size, steps per epoch)``; ``None`` = the full batch."""
+    n = len(train_arrays[-1])
+    bs = n if batch_size is None else check_int(batch_size, "batch_size", 1)
+    return bs, -(-n // bs)
 
 
 @validate_scalars
-@validate_arrays(loss_grad={"kind": "callable"}, sparsity_fn={"kind": "callable", "optional": True})
-def prune_train(params: Mapping[str, np.ndarray], loss_grad: LossGrad, n_steps: int,
-                lr: float, *, sparsity_fn: Callable[[int], float] | None = None,
+@validate_arrays(model={"kind": "module"}, sparsity_fn={"kind": "callable", "optional": True},
+                 threshold_fn={"kind": "callable", "optional": True},
+                 loss_fn={"kind": "callable", "optional": True})
+def prune_train(model, train_arrays, *, epochs: int, lr: float,
+                sparsity_fn: Callable[[int], float] | None = None,
                 threshold_fn: Callable[[int], float] | None = None, prune_every: int = 1,
-                names=None, revive: bool = False, masks: Mapping | None = None):
-    """Iterative (gradual) magnitude pruning during SGD training (Survey §2.1.3).
+                names=None, revive: bool = False, masks: Mapping | None = None,
+                batch_size: int | None = None, optimizer="sgd", loss_fn: Callable | None = None,
+                rng=None):
+    """Iterative (gradual) magnitude pruning while training (Survey §2.1.3), in place.
 
-    Every ``prune_every`` steps the masks of the weights in ``names`` are recomputed, either to
-    the target sparsity ``sparsity_fn(step)`` (e.g. :func:`zhu_gupta_sparsity`, applied per
-    matrix) or with the threshold ``threshold_fn(step)`` (e.g. :func:`narang_threshold`).
+    Trains ``model`` with :func:`refimpl.nn.fit` and the :class:`IterativePruning` callback:
+    every ``prune_every`` optimiser steps the masks of the parameters in ``names`` are
+    recomputed to the target sparsity ``sparsity_fn(step)`` (e.g. :func:`zhu_gupta_sparsity`,
+    per matrix) or with the threshold ``threshold_fn(step)`` (e.g. :func:`narang_threshold`),
+    and the pruned weights are kept at 0 after every step.
 
-    * ``revive=False``: once pruned a weight stays pruned — the new mask is the old mask AND
-      the magnitude mask of the surviving weights, and pruned weights get no update.
-    * ``revive=True``: the dense "shadow" weights keep receiving the (masked-forward) gradient;
-      the mask is recomputed from the shadow weights, so a pruned weight whose update pushes it
-      above the threshold comes back (Narang et al.'s "gradients of pruned weights are not
-      modified").
+    * ``revive=False``: once pruned a weight stays pruned.
+    * ``revive=True``: dense shadow weights keep receiving the (masked-forward) updates and the
+      mask is recomputed from them, so a pruned weight can come back (Narang et al.).
 
     Parameters
     ----------
-    params : mapping of str to ndarray
-        Initial parameters (not modified).
-    loss_grad : callable
-        ``loss_grad(params) -> (loss, grads)`` with ``grads`` a dict of the same shapes.
-    n_steps : int
+    model : refimpl.nn.Module
+        Trained and pruned in place; ends with its pruned weights at 0.
+    train_arrays : tuple ``(*inputs, y)``
+        As for :func:`refimpl.nn.fit` (``model(*inputs)``).
+    epochs : int
     lr : float
-    sparsity_fn, threshold_fn : callable, exactly one of them
+    sparsity_fn, threshold_fn : callable ``step -> float``, exactly one of them
     prune_every : int
     names : iterable of str, optional
-        The parameters to prune (default: all).
+        Parameters to prune (default: every 2-D parameter).
     revive : bool
-    masks : mapping, optional
-        Initial masks (default all-ones).
+    masks : mapping of str to ndarray of bool, optional
+        Initial masks (default all ones).
+    batch_size : int, optional
+        Default: the full batch (one step per epoch, so steps = epochs).
+    optimizer : {"sgd", "adam", ...} or refimpl.nn.Optimizer
+        Default plain SGD.
+    loss_fn : callable, optional
+        ``loss_fn(output, y) -> scalar Tensor`` (default cross-entropy).
+    rng : Generator or int, optional
+        Shuffling of the minibatches.
 
     Returns
     -------
-    params : dict of str to ndarray
-        Final effective (masked) parameters.
     masks : dict of str to ndarray of bool
-    history : list of float
-        Loss at each step.
+    history : refimpl.nn.History
+        ``history.step_loss`` has the loss of every step.
+
+    References
+    ----------
+    .. [1] S. Narang, E. Elsen, G. Diamos, S. Sengupta, "Exploring Sparsity in Recurrent Neural
+       Networks", ICLR 2017.
+    .. [2] M. Zhu, S. Gupta, "To prune, or not to prune: exploring the efficacy of pruning for
+       model compression", arXiv 1710.01878, 2017.
     """
-    names = _check_params(params, names)
-    if (sparsity_fn is None) == (threshold_fn is None):
-        raise ValueError("exactly one of sparsity_fn and threshold_fn must be given")
-    n_steps = check_int(n_steps, "n_steps", 0)
+    from refimpl.nn import fit
+
+    epochs = check_int(epochs, "epochs", 0)
     lr = check_float(lr, "lr", 0.0, lo_open=True)
-    prune_every = check_int(prune_every, "prune_every", 1)
-    W = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
-    M = {k: (np.ones(W[k].shape, bool) if masks is None or k not in masks
-             else np.asarray(masks[k], bool).copy()) for k in names}
-    history = []
-    for step in range(n_steps):
-        if step % prune_every == 0:
-            for k in names:
-                src = W[k] if revive else np.where(M[k], W[k], 0.0)
-                if sparsity_fn is not None:
-                    new = magnitude_mask(src, sparsity_fn(step))
-                else:
-                    new = np.abs(src) >= threshold_fn(step)
-                M[k] = new if revive else (M[k] & new)
-        eff = {k: (np.where(M[k], v, 0.0) if k in M else v) for k, v in W.items()}
-        loss, grads = loss_grad(eff)
-        history.append(float(loss))
-        for k in W:
-            g = np.asarray(grads[k])
-            if k in M and not revive:
-                g = np.where(M[k], g, 0.0)
-            W[k] = W[k] - lr * g
-    eff = {k: (np.where(M[k], v, 0.0) if k in M else v) for k, v in W.items()}
-    return eff, M, history
+    train_arrays = _check_train_arrays(train_arrays)
+    bs, per_epoch = _fit_steps(train_arrays, batch_size)
+    pruner = IterativePruning(model, sparsity_fn=sparsity_fn, threshold_fn=threshold_fn,
+                              prune_every=prune_every, names=names, revive=revive, masks=masks,
+                              last_step=epochs * per_epoch)
+    hist = fit(model, train_arrays, epochs=epochs, batch_size=bs, optimizer=optimizer, lr=lr,
+               loss_fn=loss_fn, rng=rng, progress=False, callbacks=[pruner])
+    return pruner.masks, hist
+
+
+class _DSDPhases:
+    """:func:`dsd_train`'s callback: after ``dense_steps`` steps prune to ``sparsity`` and keep
+    the mask for ``sparse_steps`` steps, then release it (Han et al. 2016b)."""
+
+    def __init__(self, names, sparsity, dense_steps, sparse_steps):
+        self.names, self.sparsity = names, sparsity
+        self.start, self.stop = dense_steps, dense_steps + sparse_steps
+        self.masks: dict = {}
+        self.sparse_state: dict = {}
+
+    def _params(self, model):
+        params = dict(model.named_parameters())
+        return {n: params[n] for n in self.names}
+
+    def _enter_sparse(self, model):
+        for n, p in self._params(model).items():
+            self.masks[n] = magnitude_mask(p.data, self.sparsity)
+            p.data[...] = np.where(self.masks[n], p.data, 0.0)
+
+    def on_train_begin(self, model):
+        if self.start == 0:
+            self._enter_sparse(model)
+        if self.start == self.stop:
+            self.sparse_state = {n: p.data.copy() for n, p in model.named_parameters()}
+
+    def on_step_end(self, model, step):
+        if self.start < step <= self.stop:  # sparse phase: pruned weights stay at 0
+            for n, p in self._params(model).items():
+                p.data[...] = np.where(self.masks[n], p.data, 0.0)
+        if step == self.start and step > 0:
+            self._enter_sparse(model)
+        if step == self.stop and step > 0:  # end of the sparse phase: released from here on
+            self.sparse_state = {n: p.data.copy() for n, p in model.named_parameters()}
+
+
+@validate_scalars
+@validate_arrays(model={"kind": "module"}, epochs={"kind": "sequence"},
+                 loss_fn={"kind": "callable", "optional": True})
+def dsd_train(model, train_arrays, sparsity: float, epochs=(100, 100, 100), lr: float = 0.1, *,
+              names=None, batch_size: int | None = None, optimizer="sgd",
+              loss_fn: Callable | None = None, rng=None):
+    """Dense–Sparse–Dense training (Han et al. 2016b; Survey §2.1.4), in place.
+
+    One :func:`refimpl.nn.fit` run whose callback switches phases: train dense for
+    ``epochs[0]``; prune each parameter in ``names`` to ``sparsity`` by magnitude and train the
+    sparse network (pruned weights kept at 0 after every step) for ``epochs[1]``; release the
+    mask (pruned weights restart from zero) and train dense again for ``epochs[2]``.
+
+    Parameters
+    ----------
+    model : refimpl.nn.Module
+    train_arrays : tuple ``(*inputs, y)``
+    sparsity : float in [0, 1]
+    epochs : sequence of 3 ints
+        Dense, sparse, dense (with the default full batch, one step per epoch).
+    lr : float
+    names : iterable of str, optional
+        Default: every 2-D parameter.
+    batch_size, optimizer, loss_fn, rng :
+        As in :func:`prune_train`.
+
+    Returns
+    -------
+    sparse_state : dict of str to ndarray
+        Every parameter at the end of the sparse phase.
+    masks : dict of str to ndarray of bool
+        The sparse phase's masks.
+    history : refimpl.nn.History
+        Of the whole run (``step_loss`` has every step).
+
+    References
+    ----------
+    .. [1] S. Han et al., "DSD: Dense-Sparse-Dense Training for Deep Neural Networks",
+       ICLR 2017 (arXiv 1607.04381, 2016).
+    """
+    from refimpl.nn import fit
+
+    _, names = _model_params(model, names)
+    sparsity = check_fraction(sparsity, "sparsity")
+    if len(epochs) != 3:
+        raise ValueError(f"epochs must have three entries (dense, sparse, dense), got {epochs}")
+    d1, s1, d2 = (check_int(e, "epochs", 0) for e in epochs)
+    lr = check_float(lr, "lr", 0.0, lo_open=True)
+    train_arrays = _check_train_arrays(train_arrays)
+    bs, per_epoch = _fit_steps(train_arrays, batch_size)
+    phases = _DSDPhases(names, sparsity, d1 * per_epoch, s1 * per_epoch)
+    hist = fit(model, train_arrays, epochs=d1 + s1 + d2, batch_size=bs, optimizer=optimizer,
+               lr=lr, loss_fn=loss_fn, rng=rng, progress=False, callbacks=[phases])
+    return phases.sparse_state, phases.masks, hist
 
 
 @validate_scalars
@@ -798,53 +998,6 @@ def rpp_step(w, grad, lr: float, gamma: float, alpha) -> np.ndarray:
         raise ValueError(f"alpha must be a number or broadcast to the shape of w {w.shape}, "
                          f"got shape {alpha.shape}") from None
     return soft_threshold(w - lr * grad, lr * gamma * alpha)
-
-
-@validate_scalars
-@validate_arrays(loss_grad={"kind": "callable"}, steps={"kind": "sequence"})
-def dsd_train(params: Mapping[str, np.ndarray], loss_grad: LossGrad, sparsity: float,
-              steps=(100, 100, 100), lr: float = 0.1, *, names=None):
-    """Dense–Sparse–Dense training (Han et al. 2016b; Survey §2.1.4).
-
-    Train dense for ``steps[0]``; prune each matrix in ``names`` to ``sparsity`` by magnitude
-    and train the sparse network (masked) for ``steps[1]``; release the mask (pruned weights
-    restart from zero) and train dense again for ``steps[2]``.
-
-    Returns
-    -------
-    params : dict
-        Final dense parameters.
-    sparse_params : dict
-        The parameters at the end of the sparse phase.
-    history : list of float
-    """
-    names = _check_params(params, names)
-    sparsity = check_fraction(sparsity, "sparsity")
-    if len(steps) != 3:
-        raise ValueError(f"steps must have three entries (dense, sparse, dense), got {steps}")
-    d1, s1, d2 = (check_int(s, "steps", 0) for s in steps)
-    lr = check_float(lr, "lr", 0.0, lo_open=True)
-    W = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
-    hist = []
-
-    def sgd(n, masks=None):
-        for _ in range(n):
-            loss, g = loss_grad(W)
-            hist.append(float(loss))
-            for k in W:
-                upd = np.asarray(g[k])
-                if masks and k in masks:
-                    upd = np.where(masks[k], upd, 0.0)
-                W[k] = W[k] - lr * upd
-
-    sgd(d1)
-    masks = {k: magnitude_mask(W[k], sparsity) for k in names}
-    for k in names:
-        W[k] = np.where(masks[k], W[k], 0.0)
-    sgd(s1, masks)
-    sparse = {k: v.copy() for k, v in W.items()}
-    sgd(d2)
-    return W, sparse, hist
 
 
 @validate_scalars

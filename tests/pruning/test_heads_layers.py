@@ -3,15 +3,20 @@
 import numpy as np
 import pytest
 
-from refimpl.nn import Tensor
+from refimpl.nn import Linear, Tensor, TransformerClassifier, cross_entropy
 from refimpl.pruning import heads_layers as hl
-from refimpl.pruning._models import TinyTransformer, accuracy, mean_loss
+
+
+def _tf(num_heads=4, num_layers=2, rng=1):
+    return TransformerClassifier(vocab_size=20, d_model=8, num_heads=num_heads, d_ff=8,
+                                 num_layers=num_layers, max_len=6, n_classes=2,
+                                 activation="relu", rng=rng)
 
 
 @pytest.fixture(scope="module")
 def tiny():
     rng = np.random.default_rng(0)
-    m = TinyTransformer(20, 2, d_model=8, num_heads=4, n_layers=2, d_ff=8, max_len=6, rng=1)
+    m = _tf()
     X = rng.integers(4, 20, size=(12, 6))
     lengths = rng.integers(2, 7, size=12)
     X[np.arange(6)[None, :] >= lengths[:, None]] = 0
@@ -32,12 +37,57 @@ def test_eq18_forms_agree_and_match_finite_differences(tiny):
                 hp, hn = np.ones((2, 4)), np.ones((2, 4))
                 hp[layer, h] += 1e-6
                 hn[layer, h] -= 1e-6
-                d = (mean_loss(m, X[n:n + 1], L[n:n + 1], y[n:n + 1], head_gates=hp)
-                     - mean_loss(m, X[n:n + 1], L[n:n + 1], y[n:n + 1], head_gates=hn)) / 2e-6
+                d = (hl.gated_loss(m, X[n:n + 1], L[n:n + 1], y[n:n + 1], head_mask=hp)
+                     - hl.gated_loss(m, X[n:n + 1], L[n:n + 1], y[n:n + 1],
+                                     head_mask=hn)) / 2e-6
                 fd[layer, h] += abs(d) / len(y)
     assert np.allclose(a, fd, atol=1e-7), np.abs(a - fd).max()
     nrm = hl.head_importance(m, X, L, y, normalize=True)
     assert np.allclose(np.linalg.norm(nrm, axis=1), 1.0)
+
+
+def test_eq18_per_example_gate_gradient_identity(tiny):
+    """The one Eq. (18) path: with per-example gates ξ = 1 of shape (L, B, H), one backward
+    pass of the summed loss gives every example's own ∂L(x_b)/∂ξ_h = Att_h(x_b)ᵀ∂L/∂Att_h,
+    equal to B separate single-example backward passes with shared (L, H) gates."""
+    m, X, L, y = tiny
+    B = len(y)
+    xi = Tensor(np.ones((2, B, 4)), requires_grad=True)
+    logits, enc = m(X, L, head_mask=xi, output_attentions=True)
+    for att in enc.attentions:
+        att.context.retain_grad()
+    (cross_entropy(logits, y) * float(B)).backward()
+    for b in range(B):
+        g = Tensor(np.ones((2, 4)), requires_grad=True)
+        cross_entropy(m(X[b:b + 1], L[b:b + 1], head_mask=g), y[b:b + 1]).backward()
+        np.testing.assert_allclose(xi.grad[:, b], g.grad, atol=1e-12)
+    for layer, att in enumerate(enc.attentions):
+        per = np.einsum("bhtd,bhtd->bh", att.context.data, att.context.grad)  # (B, H)
+        np.testing.assert_allclose(per, xi.grad[layer], atol=1e-12)
+    imp = hl.head_importance(m, X, L, y)
+    np.testing.assert_allclose(imp, np.abs(xi.grad).mean(axis=1), atol=1e-12)
+
+
+def test_ffn_gates_to_mask_and_gated_helpers(tiny):
+    m, X, L, y = tiny
+    fm = hl.ffn_gates_to_mask(m, np.array([1.0, 0.0]))
+    assert fm.shape == (2, 8) and fm[0].tolist() == [1.0] * 8 and fm[1].tolist() == [0.0] * 8
+    nu = Tensor(np.array([[0.5, 2.0], [1.0, 3.0]]), requires_grad=True)  # (L, B)
+    t = hl.ffn_gates_to_mask(m, nu)
+    assert t.shape == (2, 2, 8)
+    t.sum().backward()
+    assert nu.grad.tolist() == [[8.0, 8.0], [8.0, 8.0]]
+    # a 1-D ffn_mask is per-FFN gates, 2-D per hidden unit: the same model output
+    a = hl.gated_loss(m, X, L, y, ffn_mask=np.array([1.0, 0.0]))
+    b = hl.gated_loss(m, X, L, y, ffn_mask=fm)
+    assert a == b and a != hl.gated_loss(m, X, L, y)
+    acc = hl.gated_accuracy(m, X, L, y, head_mask=np.ones((2, 4)), batch_size=5)
+    with_no_masks = float((m(X, L).data.argmax(1) == y).mean())
+    assert acc == pytest.approx(with_no_masks, abs=1e-15)
+    with pytest.raises(ValueError, match=r"ffn_gates must have shape \(2,\)"):
+        hl.ffn_gates_to_mask(m, np.ones(3))
+    with pytest.raises(TypeError, match="model must be a refimpl.nn.TransformerClassifier"):
+        hl.head_importance(Linear(2, 2), X, L, y)
 
 
 def test_head_importance_from_outputs_hand():
@@ -75,7 +125,8 @@ def test_hard_concrete_gate_probabilities_and_gradient():
 def test_iterative_head_pruning(tiny):
     m, X, L, y = tiny
     masks, scores = hl.iterative_head_pruning(
-        m, X, L, y, lambda hm: accuracy(m, X, L, y, head_gates=hm), step_fraction=0.25)
+        m, X, L, y, lambda hm: hl.gated_accuracy(m, X, L, y, head_mask=hm),
+        step_fraction=0.25)
     assert [int(mk.sum()) for mk in masks] == [8, 6, 4, 2, 1]
     assert len(scores) == 5 and all(0 <= s <= 1 for s in scores)
     with pytest.raises(ValueError, match="step_fraction"):
@@ -85,7 +136,7 @@ def test_iterative_head_pruning(tiny):
 def test_joint_prune_masks(tiny):
     m, X, L, y = tiny
     hm, fm, hist = hl.joint_prune_masks(
-        m, X, L, y, lambda h, f: accuracy(m, X, L, y, head_gates=h, ffn_gates=f),
+        m, X, L, y, lambda h, f: hl.gated_accuracy(m, X, L, y, head_mask=h, ffn_mask=f),
         head_fraction=0.25, min_score=0.0)
     assert hm.shape == (2, 4) and fm.shape == (2,)
     assert hm.sum() >= 1 and fm.sum() == 0
@@ -114,17 +165,14 @@ def test_layerdrop_helpers():
 
 
 def test_train_l0_head_gates_penalty_closes_gates():
-    from refimpl.pruning._models import TinyTransformer
-
     rng = np.random.default_rng(1)
     X = rng.integers(4, 20, size=(32, 6))
     L = np.full(32, 6)
     y = rng.integers(0, 2, size=32)
     outs = {}
     for lam in (0.0, 5.0):
-        m = TinyTransformer(20, 2, d_model=8, num_heads=4, n_layers=2, d_ff=8, max_len=6,
-                            rng=1)
-        la, gates = hl.train_l0_head_gates(m, X, L, y, lam=lam, epochs=6, lr=0.05,
+        m = _tf()
+        la, gates = hl.train_l0_head_gates(m, X, L, y, lam=lam, epochs=10, lr=0.05,
                                            batch_size=16, rng=0)
         outs[lam] = (la, gates)
     assert outs[5.0][0].mean() < outs[0.0][0].mean() - 0.5
@@ -133,13 +181,11 @@ def test_train_l0_head_gates_penalty_closes_gates():
 
 
 def test_learn_layer_drop_rates_changes_theta():
-    from refimpl.pruning._models import TinyTransformer
-
     rng = np.random.default_rng(2)
     X = rng.integers(4, 20, size=(32, 6))
     L = np.full(32, 6)
     y = (X[:, 0] > 11).astype(int)
-    m = TinyTransformer(20, 2, d_model=8, num_heads=2, n_layers=3, d_ff=8, max_len=6, rng=1)
+    m = _tf(num_heads=2, num_layers=3)
     theta = hl.learn_layer_drop_rates(m, X, L, y, p=0.3, epochs=3, lr=0.05, batch_size=16,
                                       rng=0)
     assert theta.shape == (3,) and np.abs(theta).max() > 0

@@ -81,15 +81,20 @@ def test_scheme_variants_and_errors(rng):
         pnet.magnitude_masks(m, 1.2)
 
 
-def test_mha_head_importance_equals_gate_gradient(rng):
-    m = _Clf(rng)
+def test_head_importance_on_nn_transformer_equals_single_example_gate_gradients(rng):
+    """The tour's head importance (Eq. (18)) on a TransformerClassifier: Σ_x |∂L(x)/∂ξ_h|
+    from per-example gates equals one backward pass per example."""
+    from refimpl.pruning.heads_layers import head_importance
+
+    m = nn.TransformerClassifier(vocab_size=30, d_model=8, num_heads=2, d_ff=16, num_layers=2,
+                                 max_len=5, n_classes=2, rng=0)
     X, y = _data(rng, 3)
-    total = np.zeros(2)
+    L = np.full(3, 5)
+    total = np.zeros((2, 2))
     for b in range(3):
-        xi = nn.Tensor(np.ones(2), requires_grad=True)
-        loss = nn.cross_entropy(m(X[b:b + 1], head_mask=xi), y[b:b + 1])
+        xi = nn.Tensor(np.ones((2, 2)), requires_grad=True)
+        loss = nn.cross_entropy(m(X[b:b + 1], L[b:b + 1], head_mask=xi), y[b:b + 1])
         loss.backward()
         total += np.abs(xi.grad)
-    imp = pnet.mha_head_importance(
-        [m.mha], lambda: nn.cross_entropy(m(X), y, reduction="sum"))
-    assert np.allclose(imp[0], total, atol=1e-12), (imp, total)
+    imp = head_importance(m, X, L, y)
+    assert np.allclose(imp * 3, total, atol=1e-12), (imp, total)

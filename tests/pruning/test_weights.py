@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refimpl import nn
 from refimpl.pruning import weights as pw
 
 from _numerics import err_message as _err
@@ -194,44 +195,89 @@ def test_zhu_gupta_endpoints_and_monotone():
 
 
 # --------------------------------------------------------------------------- iterative
+class _Lin(nn.Module):
+    """``f(X) = X w`` with one parameter vector ``w``."""
+
+    def __init__(self, w):
+        self.w = nn.Parameter(np.array(w, dtype=np.float64))
+
+    def forward(self, X):
+        return (self.w * X).sum(axis=1)
+
+
+def _mse(out, y):
+    r = out - y
+    return (r * r).mean() * 0.5
+
+
+def _half_sse(out, y):
+    r = out - y
+    return (r * r).sum() * 0.5
+
+
 def _lsq_problem(rng):
     X = rng.normal(size=(100, 10))
-    y = X @ rng.normal(size=10)
-
-    def lg(p):
-        r = X @ p["w"] - y
-        return 0.5 * float(r @ r) / 100, {"w": X.T @ r / 100}
-
-    return lg
+    return X, X @ rng.normal(size=10)
 
 
 def test_prune_train_reaches_target_and_no_revival(rng):
-    lg = _lsq_problem(rng)
-    p0 = {"w": rng.normal(size=10)}
+    X, y = _lsq_problem(rng)
+    w0 = rng.normal(size=10)
+    m = _Lin(w0)
     sched = lambda t: pw.zhu_gupta_sparsity(t, 0.6, n_prunes=5, frequency=2)  # noqa: E731
-    p, M, hist = pw.prune_train(p0, lg, 30, 0.1, sparsity_fn=sched)
-    assert (~M["w"]).sum() == 6 and np.all(p["w"][~M["w"]] == 0)
-    assert np.array_equal(p0["w"], p0["w"])  # input not replaced
-    assert len(hist) == 30
+    M, hist = pw.prune_train(m, (X, y), epochs=30, lr=0.1, sparsity_fn=sched, names=["w"],
+                             loss_fn=_mse)
+    assert (~M["w"]).sum() == 6 and np.all(m.w.data[~M["w"]] == 0)
+    assert len(hist.step_loss) == 30 and hist.step_loss[-1] < hist.step_loss[0]
+    # without revival the masks only shrink: the kept set is a subset of the first mask's
+    first = pw.magnitude_mask(w0, sched(0))
+    assert np.all(first | ~M["w"])
+
+
+def test_prune_train_equals_the_masked_sgd_recursion(rng):
+    """Hand-unrolled: prune at step 0 and every 2 steps, masked gradient steps between."""
+    X, y = _lsq_problem(rng)
+    w0 = rng.normal(size=10)
+    sched = lambda t: min(0.1 * t, 0.5)  # noqa: E731
+    M, _ = pw.prune_train(m := _Lin(w0), (X, y), epochs=7, lr=0.05, sparsity_fn=sched,
+                          prune_every=2, names=["w"], loss_fn=_mse)
+    w, mask = w0.copy(), np.ones(10, bool)
+    for t in range(7):
+        if t % 2 == 0:
+            mask &= pw.magnitude_mask(np.where(mask, w, 0.0), sched(t))
+        w = np.where(mask, w, 0.0)
+        w = np.where(mask, w - 0.05 * X.T @ (X @ w - y) / 100, 0.0)
+    np.testing.assert_allclose(m.w.data, w, atol=1e-12)
+    assert np.array_equal(M["w"], mask)
 
 
 def test_prune_train_revival_lets_weights_return(rng):
     # start with the largest-true weights masked: without revival they stay pruned
     X = np.eye(4)
     y = np.array([5.0, 0.1, 0.1, 0.1])
-
-    def lg(p):
-        r = X @ p["w"] - y
-        return 0.5 * float(r @ r), {"w": X.T @ r}
-
-    init = {"w": np.array([0.0, 1.0, 1.0, 1.0])}
     masks = {"w": np.array([False, True, True, True])}
     thr = lambda t: 0.5  # noqa: E731
-    p_no, M_no, _ = pw.prune_train(init, lg, 20, 0.3, threshold_fn=thr, masks=masks)
-    p_yes, M_yes, _ = pw.prune_train(init, lg, 20, 0.3, threshold_fn=thr, masks=masks,
-                                     revive=True)
-    assert not M_no["w"][0] and M_yes["w"][0]
-    assert p_yes["w"][0] > 4.0
+    out = {}
+    for revive in (False, True):
+        m = _Lin([0.0, 1.0, 1.0, 1.0])
+        M, _ = pw.prune_train(m, (X, y), epochs=20, lr=0.3, threshold_fn=thr, masks=masks,
+                              names=["w"], revive=revive, loss_fn=_half_sse)
+        out[revive] = (m.w.data.copy(), M["w"])
+    assert not out[False][1][0] and out[True][1][0]
+    assert out[False][0][0] == 0.0 and out[True][0][0] > 4.0
+    assert masks["w"].tolist() == [False, True, True, True]  # the input mask is not modified
+
+
+def test_prune_train_errors_name_the_argument(rng):
+    X, y = _lsq_problem(rng)
+    with pytest.raises(ValueError, match="exactly one of sparsity_fn and threshold_fn"):
+        pw.prune_train(_Lin(np.ones(10)), (X, y), epochs=1, lr=0.1, names=["w"])
+    with pytest.raises(ValueError, match="names contains parameters the model does not have"):
+        pw.prune_train(_Lin(np.ones(10)), (X, y), epochs=1, lr=0.1, names=["v"],
+                       sparsity_fn=lambda t: 0.5)
+    with pytest.raises(ValueError, match="masks"):
+        pw.prune_train(_Lin(np.ones(10)), (X, y), epochs=1, lr=0.1, names=["w"],
+                       sparsity_fn=lambda t: 0.5, masks={"w": np.ones(3, bool)})
 
 
 def test_rpp_prox_is_exact_minimiser(rng):
@@ -249,11 +295,36 @@ def test_rpp_prox_is_exact_minimiser(rng):
 
 
 def test_dsd_phases(rng):
-    lg = _lsq_problem(rng)
-    p, sparse, hist = pw.dsd_train({"w": rng.normal(size=10)}, lg, 0.5, steps=(20, 20, 20),
-                                   lr=0.1)
-    assert (sparse["w"] == 0).sum() == 5 and np.count_nonzero(p["w"]) == 10
-    assert len(hist) == 60 and hist[-1] < hist[0]
+    X, y = _lsq_problem(rng)
+    m = _Lin(rng.normal(size=10))
+    sparse, masks, hist = pw.dsd_train(m, (X, y), 0.5, epochs=(20, 20, 20), lr=0.1,
+                                       names=["w"], loss_fn=_mse)
+    assert (sparse["w"] == 0).sum() == 5 and np.count_nonzero(m.w.data) == 10
+    assert np.array_equal(sparse["w"] != 0, masks["w"])
+    assert len(hist.step_loss) == 60 and hist.step_loss[-1] < hist.step_loss[0]
+
+
+def test_dsd_equals_three_hand_phases(rng):
+    X, y = _lsq_problem(rng)
+    w0 = rng.normal(size=10)
+    m = _Lin(w0)
+    sparse, masks, _ = pw.dsd_train(m, (X, y), 0.3, epochs=(3, 4, 2), lr=0.05, names=["w"],
+                                    loss_fn=_mse)
+
+    def sgd(w, n, mask=None):
+        for _ in range(n):
+            w = w - 0.05 * X.T @ (X @ w - y) / 100
+            w = w if mask is None else np.where(mask, w, 0.0)
+        return w
+
+    w = sgd(w0, 3)
+    mask = pw.magnitude_mask(w, 0.3)
+    ws = sgd(np.where(mask, w, 0.0), 4, mask)
+    np.testing.assert_allclose(sparse["w"], ws, atol=1e-12)
+    np.testing.assert_allclose(m.w.data, sgd(ws, 2), atol=1e-12)
+    assert np.array_equal(masks["w"], mask)
+    with pytest.raises(ValueError, match="epochs must have three entries"):
+        pw.dsd_train(_Lin(w0), (X, y), 0.3, epochs=(1, 2), names=["w"], loss_fn=_mse)
 
 
 def test_grow_and_prune_hand_case():
