@@ -503,6 +503,10 @@ def _sharing():
                                                alpha=0.1, beta=0.1, gamma=0.1, max_iter=20),
         "sparse_embedding_bits": lambda: dict(vocab_size=100, n_frequent=10, embed_dim=8, nnz=50,
                                               float_bits=32),
+        "hashed_matrix": lambda: dict(w=_g(5), shape=(3, 4), seed=1, backend="numpy"),
+        "hash_seeds": lambda: dict(seed=7),
+        "HashedLinear": lambda: dict(in_features=4, out_features=3, K=5, bias=True, seed=1,
+                                     rng=0, backend="numpy"),
     }
 
 
@@ -968,6 +972,9 @@ EXEMPT = {
     ("sharing.sparse_code_objective", "gamma", "zero"):
         "a zero penalty weight is the unpenalised problem",
     ("sharing.sparse_embedding_bits", "nnz", "zero"): "nnz 0 is a valid count",
+    ("sharing.hashed_matrix", "seed", "zero"): "0 is a valid 32-bit hash seed",
+    ("sharing.hash_seeds", "seed", "zero"): "0 is a valid 32-bit hash seed",
+    ("sharing.HashedLinear", "seed", "zero"): "0 is a valid 32-bit hash seed",
 }
 
 #: (function, argument, mutation) -> the argument the refusal names instead: an extra axis

@@ -11,11 +11,16 @@
                                    :func:`rare_word_embedding`, :func:`sparse_code_objective`,
                                    :func:`kkt_residual`, :func:`sparse_code_embeddings`,
                                    :func:`sparse_embedding_bits`
+``hashing``                        §5.2 HashedNets (Chen et al., ICML 2015): V_ij = ξ(i,j)
+                                   w[h(i,j)] from K shared numbers, xxHash32 bucket and sign
+                                   hashes: :func:`hashed_matrix`, :func:`hash_seeds`,
+                                   :class:`HashedLinear` (forward/backward without forming V,
+                                   kernels in :mod:`refimpl.kernels.hashing`)
 =================================  =============================================================
 
-Not implemented yet (rest of §5): character-aware models (C2W, char-CNN, §5.1), HashedNets,
-Toeplitz-like matrices, LightRNN, shared reference vectors / Slim Embeddings (§5.2), ALBERT,
-Universal Transformer and Quaternion layers (§5.3).
+Not implemented yet (rest of §5): character-aware models (C2W, char-CNN, §5.1), Toeplitz-like
+matrices, LightRNN, shared reference vectors / Slim Embeddings (§5.2), ALBERT, Universal
+Transformer and Quaternion layers (§5.3).
 """
 
 from refimpl.sharing.embeddings import (
@@ -26,9 +31,11 @@ from refimpl.sharing.embeddings import (
     sparse_code_objective,
     sparse_embedding_bits,
 )
+from refimpl.sharing.hashing import HashedLinear, hash_seeds, hashed_matrix
 from refimpl.sharing.recurrent import SharedLowRankRNN, shared_low_rank_num_params
 
 __all__ = [
     "SharedLowRankRNN", "shared_low_rank_num_params", "rare_word_embedding", "sparse_code",
     "sparse_code_objective", "kkt_residual", "sparse_code_embeddings", "sparse_embedding_bits",
+    "hashed_matrix", "hash_seeds", "HashedLinear",
 ]

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 
-from refimpl.check import Outcome, register_claim, register_equation
+from refimpl.check import Outcome, register_check, register_claim, register_equation
 from refimpl.nn import GradcheckError, gradcheck
 from refimpl.sharing.embeddings import (
     kkt_residual,
@@ -280,3 +280,82 @@ def _claim_sparse_rare_words(rng, quick):
                    "no retraining; reproduced = drop ≤ 1 point at ≥ 2× fewer embedding bits "
                    "and better than mapping rare words to <unk> (the nearest-frequent-word "
                    "ablation is reported, not required)", reproduced=reproduced)
+
+
+# ------------------------------------------------------------------ HashedNets (§5.2)
+_HASH = "refimpl.sharing.hashing"
+_HK = "refimpl.kernels.hashing"
+
+# xxhash.xxh32_intdigest(struct.pack("<II", i, j), seed=s) from the xxhash package (4.1.0);
+# tests/kernels/test_hashing.py recomputes them with the package itself
+_XXH32_VECTORS = [((0, 0, 0), 3736311059), ((1, 2, 0), 1762362331), ((3, 7, 42), 2023103776),
+                  ((2**32 - 1, 2**32 - 1, 2**32 - 1), 2685863586)]
+
+
+@register_check("hashednets", "HashedNets V_ij = ξ(i,j) w[h(i,j)]: xxHash32 equals the reference "
+                "vectors on both backends; y = V x and dw (bucket sums of ξ·dL/dV) without "
+                "materialising V equal the dense products; gradcheck; exact parameter/bit "
+                "count incl. the two seeds; same seed, same matrix", section="5.2",
+                implements=[f"{_HASH}.hashed_matrix", f"{_HASH}.hash_seeds",
+                            f"{_HASH}.HashedLinear", f"{_HK}.xxh32_pair",
+                            f"{_HK}.hashed_matmul", f"{_HK}.hashed_matmul_backward"])
+@_single_thread_blas
+def _check_hashednets(rng, quick):
+    from refimpl.kernels.hashing import hashed_matmul_backward, xxh32_pair
+    from refimpl.sharing.hashing import HashedLinear, hash_seeds, hashed_matrix
+
+    idx = np.array([v[0] for v in _XXH32_VECTORS], dtype=np.uint64)
+    want = np.array([v[1] for v in _XXH32_VECTORS], dtype=np.uint32)
+    xxh_ok = all(np.array_equal(xxh32_pair(idx[t:t + 1, 0], idx[t:t + 1, 1], int(idx[t, 2]),
+                                           backend=b), want[t:t + 1])
+                 for b in ("numba", "numpy") for t in range(len(want)))
+
+    m, n, K, B = 12, 10, 7, 5
+    seed = int(rng.integers(2**32))
+    layer = HashedLinear(n, m, K, seed=seed, rng=int(rng.integers(2**31)))
+    V = layer.virtual_weight()                                   # (m, n)
+    w = layer.w.data
+    # every entry is ±w[k] with k = h(i, j): recompute bucket and sign from the hashes
+    sb, ss = hash_seeds(seed)
+    ii, jj = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
+    k = xxh32_pair(ii, jj, sb).astype(np.int64) % K
+    xi = 1.0 - 2.0 * (xxh32_pair(ii, jj, ss) & 1)
+    entries_ok = np.array_equal(V, xi * w[k])
+    same_seed = np.array_equal(hashed_matrix(w, (m, n), seed, backend="numpy"),
+                               hashed_matrix(w, (m, n), seed, backend="numba")) and \
+        np.array_equal(hashed_matrix(w, (m, n), seed), V)
+
+    X = rng.standard_normal((B, n))
+    y = layer(X)
+    fwd = Outcome.compare(y.data, X @ V.T + layer.b.data, atol=1e-12 * np.abs(X).sum(1).max()
+                          * np.abs(w).max() + 1e-15)
+    dY = rng.standard_normal((B, m))
+    y.backward(dY)
+    dV = dY.T @ X                                                # (m, n): dense dL/dV
+    dw_dense = np.bincount(k.ravel(), weights=(xi * dV).ravel(), minlength=K)
+    scale = np.abs(dY).sum(0).max() * np.abs(X).sum(0).max()
+    dw = Outcome.compare(layer.w.grad, dw_dense, atol=1e-13 * scale * m * n / K + 1e-15)
+    dx = Outcome.compare(hashed_matmul_backward(dY, X, w, sb, ss)[0], dY @ V,
+                         atol=1e-13 * scale)
+
+    n_params = layer.num_parameters()
+    bits = layer.storage_bits(32)
+    probe = HashedLinear(n, m, K, seed=seed, rng=0)
+
+    def fn(xt, wt, bt):
+        probe.w, probe.b = wt, bt                                # the checked tensors
+        return probe(xt)
+
+    try:
+        gc = gradcheck(fn, [rng.standard_normal((3, n)), w, layer.b.data], rng=0)
+        gc_ok, gc_err = True, gc["max_abs_err"]
+    except GradcheckError as e:
+        gc_ok, gc_err = False, str(e)
+    counts_ok = n_params == K + m and bits == (K + m) * 32 + 64
+    ok = (xxh_ok and entries_ok and same_seed and fwd.passed and dw.passed and dx.passed
+          and gc_ok and counts_ok)
+    return Outcome(ok, {"xxh32_vectors_ok": xxh_ok, "fwd_max_abs_err": fwd.numbers["max_abs_err"],
+                        "dw_max_abs_err": dw.numbers["max_abs_err"],
+                        "gradcheck_max_abs_err": gc_err, "params": n_params,
+                        "dense_params": m * n + m, "bits": bits},
+                   f"V is {m}×{n} from K={K} numbers; stored: w, b and two 32-bit seeds")
