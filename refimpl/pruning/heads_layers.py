@@ -20,6 +20,10 @@ function                               survey § / equation, paper
                                        top-k layers at inference
 :func:`structure_importance`,
 :func:`joint_prune_masks`              §2.4.3 — joint FFN + head masks (Prasanna et al. 2020)
+:func:`ffn_gates_to_mask`              §2.4.3 — a whole-FFN gate ν_l as the model's ``ffn_mask``
+:func:`gated_accuracy`,
+:func:`gated_loss`                     §2.4 — evaluate a model under constant masks
+:func:`fit_gated`                      §2.4 — :func:`refimpl.nn.fit` with gates resampled each step
 =====================================  =======================================================
 
 The methods act on a :class:`refimpl.nn.TransformerClassifier` (``model.num_layers`` layers of

@@ -134,7 +134,8 @@ def mask_after_step(masks: dict) -> Callable:
 
 
 class GradualPruner:
-    """``after_step`` hook: gradual magnitude pruning on Zhu & Gupta's schedule (Eq. (7)).
+    """``after_step`` hook (or :func:`refimpl.nn.fit` callback): gradual magnitude pruning on
+    Zhu & Gupta's schedule (Eq. (7)).
 
     Every ``frequency`` steps from ``begin_step`` the masks are recomputed per matrix to the
     target sparsity ``zhu_gupta_sparsity(step, final_sparsity, ...)``; in between they are
@@ -169,6 +170,10 @@ class GradualPruner:
         return zhu_gupta_sparsity(step, self.final_sparsity, self.initial_sparsity,
                                   begin_step=self.begin_step, n_prunes=self.n_prunes,
                                   frequency=self.frequency)
+
+    def on_step_end(self, model, step: int) -> None:
+        """The :class:`refimpl.nn.Callback` form: ``nn.fit(..., callbacks=[pruner])``."""
+        self(model)
 
     def __call__(self, model) -> None:
         self.step += 1

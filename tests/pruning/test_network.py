@@ -66,6 +66,19 @@ def test_gradual_pruner_reaches_final_sparsity(rng):
     assert pnet.model_sparsity(m, ["fc1.W", "out.W"]) >= (102 + 26) / 160
 
 
+def test_gradual_pruner_as_fit_callback_equals_after_step(rng):
+    X, y = _data(rng)
+    states = []
+    for how in ("after_step", "callbacks"):
+        m = _Clf(np.random.default_rng(5))
+        gp = pnet.GradualPruner(m, 0.8, n_prunes=3, frequency=2, names=["fc1.W"])
+        kw = {"after_step": gp} if how == "after_step" else {"callbacks": [gp]}
+        nn.fit(m, (X, y), epochs=3, batch_size=16, lr=1e-2, rng=0, progress=False, **kw)
+        assert gp.step == 12 and (~gp.masks["fc1.W"]).sum() == round(0.8 * 128)
+        states.append(m.fc1.W.data.copy())
+    assert np.array_equal(states[0], states[1])
+
+
 def test_scheme_variants_and_errors(rng):
     m = _Clf(rng)
     bb = pnet.magnitude_masks(m, 0.5, scheme="bank-balanced", bank_size=2,
