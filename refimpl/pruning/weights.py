@@ -38,6 +38,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from refimpl.nn.train import Callback
 from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_fraction,
                            check_int, check_values, validate_arrays,
                            validate_scalars)
@@ -672,8 +673,8 @@ def _model_params(model, names) -> tuple[dict, list]:
     return params, names
 
 
-class IterativePruning:
-    """:func:`refimpl.nn.fit` callback: magnitude masks recomputed on a schedule (Survey §2.1.3).
+class IterativePruning(Callback):
+    """:func:`refimpl.nn.fit` callback (:class:`refimpl.nn.Callback`): magnitude masks recomputed on a schedule (Survey §2.1.3).
 
     Before the first step (``step = 0``) and after every step ``t`` with ``t % prune_every ==
     0`` (and ``t < last_step``) the mask of each parameter in ``names`` is recomputed, either
@@ -850,7 +851,7 @@ def prune_train(model, train_arrays, *, epochs: int, lr: float,
     return pruner.masks, hist
 
 
-class _DSDPhases:
+class _DSDPhases(Callback):
     """:func:`dsd_train`'s callback: after ``dense_steps`` steps prune to ``sparsity`` and keep
     the mask for ``sparse_steps`` steps, then release it (Han et al. 2016b)."""
 
