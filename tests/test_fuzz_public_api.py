@@ -507,6 +507,10 @@ def _sharing():
         "hash_seeds": lambda: dict(seed=7),
         "HashedLinear": lambda: dict(in_features=4, out_features=3, K=5, bias=True, seed=1,
                                      rng=0, backend="numpy"),
+        "hamilton_product": lambda: dict(p=_g(3, 4), q=_g(3, 4, seed=1)),
+        "quaternion_block_matrix": lambda: dict(W_r=_g(2, 3), W_i=_g(2, 3, seed=1),
+                                                W_j=_g(2, 3, seed=2), W_k=_g(2, 3, seed=3)),
+        "QuaternionLinear": lambda: dict(in_features=8, out_features=4, bias=True, rng=0),
     }
 
 
@@ -972,6 +976,8 @@ EXEMPT = {
     ("sharing.sparse_code_objective", "gamma", "zero"):
         "a zero penalty weight is the unpenalised problem",
     ("sharing.sparse_embedding_bits", "nnz", "zero"): "nnz 0 is a valid count",
+    ("sharing.hamilton_product", "p", "ndim"): "leading batch axes (shape (..., 4))",
+    ("sharing.hamilton_product", "q", "ndim"): "leading batch axes (shape (..., 4))",
     ("sharing.hashed_matrix", "seed", "zero"): "0 is a valid 32-bit hash seed",
     ("sharing.hash_seeds", "seed", "zero"): "0 is a valid 32-bit hash seed",
     ("sharing.HashedLinear", "seed", "zero"): "0 is a valid 32-bit hash seed",

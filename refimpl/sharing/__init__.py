@@ -16,11 +16,15 @@
                                    hashes: :func:`hashed_matrix`, :func:`hash_seeds`,
                                    :class:`HashedLinear` (forward/backward without forming V,
                                    kernels in :mod:`refimpl.kernels.hashing`)
+``quaternion``                     §5.3 Quaternion layers (Tay et al., ACL 2019): the Hamilton
+                                   product :func:`hamilton_product`, the real block form
+                                   :func:`quaternion_block_matrix`, :class:`QuaternionLinear`
+                                   (¼ of the weights of a real Linear)
 =================================  =============================================================
 
 Not implemented yet (rest of §5): character-aware models (C2W, char-CNN, §5.1), Toeplitz-like
-matrices, LightRNN, shared reference vectors / Slim Embeddings (§5.2), ALBERT, Universal
-Transformer and Quaternion layers (§5.3).
+matrices, LightRNN, shared reference vectors / Slim Embeddings (§5.2), ALBERT and the Universal
+Transformer (§5.3).
 """
 
 from refimpl.sharing.embeddings import (
@@ -32,10 +36,12 @@ from refimpl.sharing.embeddings import (
     sparse_embedding_bits,
 )
 from refimpl.sharing.hashing import HashedLinear, hash_seeds, hashed_matrix
+from refimpl.sharing.quaternion import QuaternionLinear, hamilton_product, quaternion_block_matrix
 from refimpl.sharing.recurrent import SharedLowRankRNN, shared_low_rank_num_params
 
 __all__ = [
     "SharedLowRankRNN", "shared_low_rank_num_params", "rare_word_embedding", "sparse_code",
     "sparse_code_objective", "kkt_residual", "sparse_code_embeddings", "sparse_embedding_bits",
-    "hashed_matrix", "hash_seeds", "HashedLinear",
+    "hashed_matrix", "hash_seeds", "HashedLinear", "hamilton_product", "quaternion_block_matrix",
+    "QuaternionLinear",
 ]

@@ -359,3 +359,80 @@ def _check_hashednets(rng, quick):
                         "gradcheck_max_abs_err": gc_err, "params": n_params,
                         "dense_params": m * n + m, "bits": bits},
                    f"V is {m}×{n} from K={K} numbers; stored: w, b and two 32-bit seeds")
+
+
+# ------------------------------------------------------------------ Quaternion layers (§5.3)
+_QUAT = "refimpl.sharing.quaternion"
+
+
+def _left_matrix(p):
+    """The 4×4 real matrix L(p) with p ⊗ q = L(p) q, written out independently: (..., 4, 4)."""
+    r, i, j, k = np.moveaxis(p, -1, 0)
+    return np.stack([np.stack([r, -i, -j, -k], -1), np.stack([i, r, -k, j], -1),
+                     np.stack([j, k, r, -i], -1), np.stack([k, -j, i, r], -1)], -2)
+
+
+@register_check("quaternion", "Hamilton product: unit rules (ij = k, i² = −1, ji = −k), a hand "
+                "value, = 4×4 real matrix L(p)q, |pq| = |p||q|, associativity; QuaternionLinear "
+                "= Σ_u W_ou ⊗ x_u per unit, ¼ of a real Linear's weights, gradcheck",
+                section="5.3", implements=[f"{_QUAT}.hamilton_product",
+                                           f"{_QUAT}.quaternion_block_matrix",
+                                           f"{_QUAT}.QuaternionLinear"])
+@_single_thread_blas
+def _check_quaternion(rng, quick):
+    from refimpl.sharing.quaternion import QuaternionLinear, hamilton_product
+
+    one, i, j, k = np.eye(4)
+    units = (np.array_equal(hamilton_product(i, j), k) and np.array_equal(hamilton_product(j, k), i)
+             and np.array_equal(hamilton_product(k, i), j)
+             and np.array_equal(hamilton_product(j, i), -k)
+             and all(np.array_equal(hamilton_product(u, u), -one) for u in (i, j, k)))
+    # (1 + 2i + 3j + 4k)(5 + 6i + 7j + 8k) = −60 + 12i + 30j + 24k, by hand
+    hand = np.array_equal(hamilton_product(np.array([1.0, 2, 3, 4]), np.array([5.0, 6, 7, 8])),
+                          np.array([-60.0, 12, 30, 24]))
+    p, q, s = (rng.standard_normal((50, 4)) for _ in range(3))
+    pq = hamilton_product(p, q)
+    eps = np.finfo(float).eps
+    mag = (np.abs(p).sum(-1) * np.abs(q).sum(-1)).max()         # bound on |terms| of a sum
+    matrix = Outcome.compare(pq, np.einsum("bij,bj->bi", _left_matrix(p), q), atol=8 * eps * mag)
+    norm = Outcome.compare(np.linalg.norm(pq, axis=-1),
+                           np.linalg.norm(p, axis=-1) * np.linalg.norm(q, axis=-1),
+                           atol=16 * eps * mag)
+    mag3 = mag * np.abs(s).sum(-1).max()
+    assoc = Outcome.compare(hamilton_product(pq, s), hamilton_product(p, hamilton_product(q, s)),
+                            atol=32 * eps * mag3)
+
+    n_in, n_out, B = 12, 8, 3
+    layer = QuaternionLinear(n_in, n_out, rng=int(rng.integers(2**31)))
+    x = rng.standard_normal((B, n_in))
+    y = layer(x).data
+    Wq = np.stack([layer.W_r.data, layer.W_i.data, layer.W_j.data, layer.W_k.data], -1)
+    xq = np.stack(np.split(x, 4, axis=-1), -1)                  # (B, in/4, 4)
+    by_units = hamilton_product(Wq[None, :, :, :], xq[:, None, :, :]).sum(2)  # (B, out/4, 4)
+    by_units = np.concatenate([by_units[..., c] for c in range(4)], -1) + layer.b.data
+    fwd = Outcome.compare(y, by_units, atol=8 * n_in * eps * np.abs(x).max())
+    weights = sum(w.size for w in (layer.W_r, layer.W_i, layer.W_j, layer.W_k))
+    counts_ok = weights * 4 == n_in * n_out and layer.num_parameters() == weights + n_out
+
+    probe = QuaternionLinear(8, 4, rng=0)
+
+    def fn(xt, a, b, c, d, bias):
+        probe.W_r, probe.W_i, probe.W_j, probe.W_k, probe.b = a, b, c, d, bias
+        return probe(xt)
+
+    try:
+        gc = gradcheck(fn, [rng.standard_normal((2, 8))] + [rng.standard_normal((1, 2))
+                                                            for _ in range(4)]
+                       + [rng.standard_normal(4)], rng=0)
+        gc_ok, gc_err = True, gc["max_abs_err"]
+    except GradcheckError as e:
+        gc_ok, gc_err = False, str(e)
+    ok = (units and hand and matrix.passed and norm.passed and assoc.passed and fwd.passed
+          and counts_ok and gc_ok)
+    return Outcome(ok, {"unit_rules": units, "hand_value": hand,
+                        "matrix_max_abs_err": matrix.numbers["max_abs_err"],
+                        "norm_max_abs_err": norm.numbers["max_abs_err"],
+                        "layer_max_abs_err": fwd.numbers["max_abs_err"],
+                        "gradcheck_max_abs_err": gc_err, "weights": weights,
+                        "real_linear_weights": n_in * n_out},
+                   f"QuaternionLinear({n_in}, {n_out}): {weights} weights vs {n_in * n_out}")
