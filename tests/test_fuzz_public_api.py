@@ -511,6 +511,10 @@ def _sharing():
         "quaternion_block_matrix": lambda: dict(W_r=_g(2, 3), W_i=_g(2, 3, seed=1),
                                                 W_j=_g(2, 3, seed=2), W_k=_g(2, 3, seed=3)),
         "QuaternionLinear": lambda: dict(in_features=8, out_features=4, bias=True, rng=0),
+        "lightrnn_allocate": lambda: dict(row_loss=np.abs(_g(4, 2)), col_loss=np.abs(_g(4, 3)),
+                                          method="exact"),
+        "lightrnn_cost_matrix": lambda: dict(row_loss=np.abs(_g(4, 2)),
+                                             col_loss=np.abs(_g(4, 3))),
     }
 
 

@@ -20,10 +20,14 @@
                                    product :func:`hamilton_product`, the real block form
                                    :func:`quaternion_block_matrix`, :class:`QuaternionLinear`
                                    (¼ of the weights of a real Linear)
+``lightrnn``                       §5.2 LightRNN (Li et al., NeurIPS 2016): words to the cells
+                                   of the shared row/column table as a minimum-weight matching
+                                   (or greedily): :func:`lightrnn_allocate`,
+                                   :func:`lightrnn_cost_matrix`
 =================================  =============================================================
 
 Not implemented yet (rest of §5): character-aware models (C2W, char-CNN, §5.1), Toeplitz-like
-matrices, LightRNN, shared reference vectors / Slim Embeddings (§5.2), ALBERT and the Universal
+matrices, shared reference vectors / Slim Embeddings (§5.2), ALBERT and the Universal
 Transformer (§5.3).
 """
 
@@ -36,6 +40,7 @@ from refimpl.sharing.embeddings import (
     sparse_embedding_bits,
 )
 from refimpl.sharing.hashing import HashedLinear, hash_seeds, hashed_matrix
+from refimpl.sharing.lightrnn import lightrnn_allocate, lightrnn_cost_matrix
 from refimpl.sharing.quaternion import QuaternionLinear, hamilton_product, quaternion_block_matrix
 from refimpl.sharing.recurrent import SharedLowRankRNN, shared_low_rank_num_params
 
@@ -43,5 +48,5 @@ __all__ = [
     "SharedLowRankRNN", "shared_low_rank_num_params", "rare_word_embedding", "sparse_code",
     "sparse_code_objective", "kkt_residual", "sparse_code_embeddings", "sparse_embedding_bits",
     "hashed_matrix", "hash_seeds", "HashedLinear", "hamilton_product", "quaternion_block_matrix",
-    "QuaternionLinear",
+    "QuaternionLinear", "lightrnn_allocate", "lightrnn_cost_matrix",
 ]

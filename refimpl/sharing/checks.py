@@ -436,3 +436,56 @@ def _check_quaternion(rng, quick):
                         "gradcheck_max_abs_err": gc_err, "weights": weights,
                         "real_linear_weights": n_in * n_out},
                    f"QuaternionLinear({n_in}, {n_out}): {weights} weights vs {n_in * n_out}")
+
+
+# ------------------------------------------------------------------ LightRNN (§5.2)
+_LRNN = "refimpl.sharing.lightrnn"
+
+
+@register_check("lightrnn_allocation", "LightRNN word allocation: exact minimum-weight matching "
+                "with L(w,r,c) = ℓ_r(w,r) + ℓ_c(w,c) equals brute force on tiny tables, every "
+                "slot used at most once, exact cost ≤ greedy cost, hand-worked case where "
+                "greedy loses", section="5.2",
+                implements=[f"{_LRNN}.lightrnn_allocate", f"{_LRNN}.lightrnn_cost_matrix"])
+def _check_lightrnn(rng, quick):
+    import itertools
+
+    from refimpl.sharing.lightrnn import lightrnn_allocate, lightrnn_cost_matrix
+
+    # hand case, a 1×2 table: word 0 costs (1, 3), word 1 costs (2, 10) in columns (0, 1).
+    # greedy takes the cheapest pair (0, col 0) = 1 and leaves word 1 col 1 = 10: 11;
+    # the matching puts word 0 in col 1 and word 1 in col 0: 3 + 2 = 5
+    row0, col0 = np.zeros((2, 1)), np.array([[1.0, 3.0], [2.0, 10.0]])
+    r_e, c_e, cost_e = lightrnn_allocate(row0, col0, "exact")
+    r_g, c_g, cost_g = lightrnn_allocate(row0, col0, "greedy")
+    hand = (cost_e == 5.0 and cost_g == 11.0 and c_e.tolist() == [1, 0]
+            and c_g.tolist() == [0, 1] and r_e.tolist() == r_g.tolist() == [0, 0])
+
+    brute_ok, slots_ok, order_ok = True, True, True
+    n_cases = 6 if quick else 20
+    worst_gap = 0.0
+    for t in range(n_cases):
+        V, R, C = [(3, 2, 2), (4, 2, 3), (4, 3, 2), (5, 2, 3)][t % 4]
+        # integer losses: every sum is exact in float64, so comparisons need no tolerance
+        rl = rng.integers(0, 20, (V, R)).astype(float)
+        cl = rng.integers(0, 20, (V, C)).astype(float)
+        cost = lightrnn_cost_matrix(rl, cl)
+        best = min(cost[np.arange(V), list(p)].sum()
+                   for p in itertools.permutations(range(R * C), V))
+        for method in ("exact", "greedy"):
+            rows, cols, total = lightrnn_allocate(rl, cl, method)
+            cells = set(zip(rows.tolist(), cols.tolist()))
+            slots_ok &= len(cells) == V and rows.max() < R and cols.max() < C
+            slots_ok &= total == (rl[np.arange(V), rows] + cl[np.arange(V), cols]).sum()
+            if method == "exact":
+                brute_ok &= total == best
+                exact_total = total
+            else:
+                order_ok &= exact_total <= total
+                worst_gap = max(worst_gap, total - exact_total)
+    ok = hand and brute_ok and slots_ok and order_ok
+    return Outcome(ok, {"hand_exact_cost": cost_e, "hand_greedy_cost": cost_g,
+                        "brute_force_equal": brute_ok, "slots_once": slots_ok,
+                        "exact_le_greedy": order_ok, "max_greedy_gap": worst_gap,
+                        "cases": n_cases},
+                   "integer losses: costs compared exactly")
