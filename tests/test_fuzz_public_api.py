@@ -110,7 +110,8 @@ def _bow():
 def _qtf():
     from refimpl.nn import TransformerClassifier
 
-    return TransformerClassifier(12, 4, 2, 4, 1, 5, 2, activation="relu", rng=0)
+    return TransformerClassifier(vocab_size=12, d_model=4, num_heads=2, d_ff=4, num_layers=1,
+                                 max_len=5, n_classes=2, activation="relu", rng=0)
 
 
 def _qkv(B=1, H=2, n=8, d=4, seed=0):
@@ -515,6 +516,11 @@ def _sharing():
                                           method="exact"),
         "lightrnn_cost_matrix": lambda: dict(row_loss=np.abs(_g(4, 2)),
                                              col_loss=np.abs(_g(4, 3))),
+        "toeplitz_like_matrix": lambda: dict(G=_g(5, 2), H=_g(5, 2, seed=1)),
+        "toeplitz_like_matvec": lambda: dict(G=_g(5, 2), H=_g(5, 2, seed=1), X=_g(3, 5)),
+        "toeplitz_generators": lambda: dict(c=_g(5), r=_g(5, seed=1)),
+        "displacement": lambda: dict(M=_g(4, 4)),
+        "f_circulant": lambda: dict(v=_g(4), f=-1),
     }
 
 
@@ -982,6 +988,8 @@ EXEMPT = {
     ("sharing.sparse_embedding_bits", "nnz", "zero"): "nnz 0 is a valid count",
     ("sharing.hamilton_product", "p", "ndim"): "leading batch axes (shape (..., 4))",
     ("sharing.hamilton_product", "q", "ndim"): "leading batch axes (shape (..., 4))",
+    ("sharing.toeplitz_like_matvec", "X", "ndim"): "leading batch axes (shape (..., n))",
+    ("sharing.f_circulant", "f", "negative"): "f = -1 is the skew-circulant",
     ("sharing.hashed_matrix", "seed", "zero"): "0 is a valid 32-bit hash seed",
     ("sharing.hash_seeds", "seed", "zero"): "0 is a valid 32-bit hash seed",
     ("sharing.HashedLinear", "seed", "zero"): "0 is a valid 32-bit hash seed",

@@ -24,10 +24,14 @@
                                    of the shared row/column table as a minimum-weight matching
                                    (or greedily): :func:`lightrnn_allocate`,
                                    :func:`lightrnn_cost_matrix`
+``toeplitz``                       §5.2 Toeplitz-like matrices (Lu, Sindhwani & Sainath 2016;
+                                   Sindhwani et al. 2015): displacement rank r, 2nr numbers,
+                                   FFT products: :func:`toeplitz_like_matrix`,
+                                   :func:`toeplitz_like_matvec`, :func:`toeplitz_generators`,
+                                   :func:`displacement`, :func:`f_circulant`
 =================================  =============================================================
 
-Not implemented yet (rest of §5): character-aware models (C2W, char-CNN, §5.1), Toeplitz-like
-matrices, shared reference vectors / Slim Embeddings (§5.2), ALBERT and the Universal
+Not implemented yet (rest of §5): character-aware models (C2W, char-CNN, §5.1), shared reference vectors / Slim Embeddings (§5.2), ALBERT and the Universal
 Transformer (§5.3).
 """
 
@@ -42,11 +46,19 @@ from refimpl.sharing.embeddings import (
 from refimpl.sharing.hashing import HashedLinear, hash_seeds, hashed_matrix
 from refimpl.sharing.lightrnn import lightrnn_allocate, lightrnn_cost_matrix
 from refimpl.sharing.quaternion import QuaternionLinear, hamilton_product, quaternion_block_matrix
+from refimpl.sharing.toeplitz import (
+    displacement,
+    f_circulant,
+    toeplitz_generators,
+    toeplitz_like_matrix,
+    toeplitz_like_matvec,
+)
 from refimpl.sharing.recurrent import SharedLowRankRNN, shared_low_rank_num_params
 
 __all__ = [
     "SharedLowRankRNN", "shared_low_rank_num_params", "rare_word_embedding", "sparse_code",
     "sparse_code_objective", "kkt_residual", "sparse_code_embeddings", "sparse_embedding_bits",
     "hashed_matrix", "hash_seeds", "HashedLinear", "hamilton_product", "quaternion_block_matrix",
-    "QuaternionLinear", "lightrnn_allocate", "lightrnn_cost_matrix",
+    "QuaternionLinear", "lightrnn_allocate", "lightrnn_cost_matrix", "toeplitz_like_matrix",
+    "toeplitz_like_matvec", "toeplitz_generators", "displacement", "f_circulant",
 ]

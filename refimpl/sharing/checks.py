@@ -489,3 +489,68 @@ def _check_lightrnn(rng, quick):
                         "exact_le_greedy": order_ok, "max_greedy_gap": worst_gap,
                         "cases": n_cases},
                    "integer losses: costs compared exactly")
+
+
+# ------------------------------------------------------------------ Toeplitz-like (§5.2)
+_TOEP = "refimpl.sharing.toeplitz"
+
+
+@register_check("toeplitz_like", "Toeplitz-like matrices of displacement rank r: "
+                "M = ½Σ Z_1(g_k)Z_{-1}(Jh_k) satisfies Z_1M − MZ_{-1} = GHᵀ (rank r), the FFT "
+                "product equals the dense one, 2nr stored numbers; a Toeplitz matrix is "
+                "rank 2 and its FFT product equals scipy.linalg.matmul_toeplitz",
+                section="5.2", implements=[f"{_TOEP}.toeplitz_like_matrix",
+                                           f"{_TOEP}.toeplitz_like_matvec",
+                                           f"{_TOEP}.toeplitz_generators",
+                                           f"{_TOEP}.displacement", f"{_TOEP}.f_circulant"])
+@_single_thread_blas
+def _check_toeplitz_like(rng, quick):
+    import scipy.linalg
+
+    from refimpl.sharing.toeplitz import (
+        displacement,
+        f_circulant,
+        toeplitz_generators,
+        toeplitz_like_matrix,
+        toeplitz_like_matvec,
+    )
+
+    eps = np.finfo(float).eps
+    # hand values: Z_1([1, 2, 3]) and Z_{-1}([1, 2, 3])
+    hand = (f_circulant(np.array([1.0, 2, 3]), 1).tolist() == [[1, 3, 2], [2, 1, 3], [3, 2, 1]]
+            and f_circulant(np.array([1.0, 2, 3]), -1).tolist()
+            == [[1, -3, -2], [2, 1, -3], [3, 2, 1]])
+    n, B = 16, 3
+    disp_err = fft_err = 0.0
+    ranks, sizes_ok = [], True
+    for r in (1, 2, 4):
+        G, H = rng.standard_normal((n, r)), rng.standard_normal((n, r))
+        M = toeplitz_like_matrix(G, H)
+        D = displacement(M)
+        tol = 4 * n * eps * (np.abs(G) @ np.abs(H).T).max() * n
+        disp_err = max(disp_err, float(np.abs(D - G @ H.T).max()) / tol)
+        ranks.append(int(np.linalg.matrix_rank(D)))
+        X = rng.standard_normal((B, n))
+        # FFT rounding: O(log n) eps per transform, scaled by the sizes of the factors
+        scale = r * np.abs(G).max() * np.abs(H).max() * np.abs(X).sum(1).max() * n
+        fft_err = max(fft_err, float(np.abs(toeplitz_like_matvec(G, H, X) - X @ M.T).max())
+                      / (64 * np.log2(n) * eps * scale))
+        sizes_ok &= G.size + H.size == 2 * n * r
+    c, row = rng.standard_normal(n), rng.standard_normal(n)
+    Gt, Ht = toeplitz_generators(c, row)
+    T = scipy.linalg.toeplitz(c, row)
+    X = rng.standard_normal((B, n))
+    tscale = np.abs(T).max() * np.abs(X).sum(1).max()
+    toep_dense = float(np.abs(toeplitz_like_matrix(Gt, Ht) - T).max()) / (8 * n * eps
+                                                                          * np.abs(T).max())
+    toep_fft = float(np.abs(toeplitz_like_matvec(Gt, Ht, X)
+                            - scipy.linalg.matmul_toeplitz((c, row), X.T).T).max())
+    toep_fft_rel = toep_fft / (64 * np.log2(n) * eps * tscale * n)
+    toep_rank = int(np.linalg.matrix_rank(displacement(T)))
+    ok = (hand and disp_err <= 1 and fft_err <= 1 and ranks == [1, 2, 4] and sizes_ok
+          and toep_dense <= 1 and toep_fft_rel <= 1 and toep_rank == 2)
+    return Outcome(ok, {"hand_values": hand, "displacement_err_over_tol": disp_err,
+                        "fft_err_over_tol": fft_err, "displacement_ranks": ranks,
+                        "toeplitz_displacement_rank": toep_rank,
+                        "toeplitz_vs_scipy_max_abs_err": toep_fft},
+                   f"n={n}, r in (1, 2, 4); errors reported as multiples of a rounding bound")
