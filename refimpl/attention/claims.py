@@ -80,9 +80,11 @@ def run_needle_model(setup: NeedleSetup, attention=None, *, epochs: int | None =
     """
     TransformerClassifier, fit, predict_logits = _nn()
     t = setup.task
-    model = TransformerClassifier(len(t.vocab), setup.d_model, setup.num_heads,
-                                  2 * setup.d_model, setup.num_layers, setup.seq_len,
-                                  t.n_classes, pooling="cls", attention=attention,
+    model = TransformerClassifier(vocab_size=len(t.vocab), d_model=setup.d_model,
+                                  num_heads=setup.num_heads,
+                                  d_ff=2 * setup.d_model, num_layers=setup.num_layers,
+                                  max_len=setup.seq_len,
+                                  n_classes=t.n_classes, pooling="cls", attention=attention,
                                   rng=setup.seed)
     fit(model, t, epochs=check_int(epochs or setup.epochs, "epochs", 1), lr=setup.lr,
         batch_size=64, rng=setup.seed, progress=False)

@@ -180,12 +180,12 @@ class MultiHeadAttention(Module):
     W_q, W_k, W_v, W_o : Linear (d_model -> d_model)
     head_mask : array or Tensor of shape (num_heads,) or None
         Persistent gates ξ used when ``forward`` gets no ``head_mask`` (pruned heads = 0).
-    last_context : Tensor of shape (B, num_heads, n, d_head)
-        Each head's context ``Att_h`` of the last call, before the gate ξ_h. Call
-        ``mha.last_context.retain_grad()`` before ``backward()`` to read ``∂L/∂Att_h``
-        (or set ``retain_context_grad = True``).
-    last_attn : Tensor of shape (B, num_heads, n, m) or None
-        Attention probabilities of the last call (None with a custom ``attention``).
+
+    The intermediates (probabilities, each head's context before ξ_h, queries, keys, values)
+    are returned by ``forward(..., return_attention=True)`` as :class:`AttentionOutputs`, never
+    kept on the module: call ``outputs.context.retain_grad()`` before ``backward()`` to read
+    ``∂L/∂Att_h``, or pass a per-example gate Tensor ξ of ones, shape (B, num_heads), whose
+    gradient is ``Att_hᵀ ∂L/∂Att_h`` (Eq. (18)).
 
     References
     ----------
@@ -213,9 +213,6 @@ class MultiHeadAttention(Module):
         self.dropout = check_float(dropout, "dropout", 0.0, 1.0, hi_open=True)
         self._rng = np.random.default_rng(rng.integers(2**63))
         self.head_mask = None
-        self.retain_context_grad = False
-        self.last_context: Tensor | None = None
-        self.last_attn: Tensor | None = None
 
     def _heads(self, t: Tensor, B: int, n: int) -> Tensor:
         return t.reshape(B, n, self.num_heads, self.d_head).transpose(0, 2, 1, 3)  # (B,H,n,dh)
@@ -262,10 +259,6 @@ class MultiHeadAttention(Module):
             if ctx.shape != q.shape:
                 raise ValueError(f"attention must return shape {q.shape}, got {ctx.shape}")
             P = None
-        self.last_attn = P
-        if self.retain_context_grad and ctx.requires_grad:
-            ctx.retain_grad()
-        self.last_context = ctx
         xi = self.head_mask if head_mask is None else head_mask
         gated = ctx if xi is None else apply_head_gates(ctx, xi, self.num_heads, B)
         out = self.W_o(gated.transpose(0, 2, 1, 3).reshape(B, n, self.d_model))  # (B, n, d)

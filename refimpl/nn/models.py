@@ -353,8 +353,8 @@ class LSTMLanguageModel(Module):
 class TransformerClassifier(Module):
     """Token + learned position embeddings -> Transformer encoder layers -> pooling -> linear.
 
-    Parameters
-    ----------
+    Parameters (keyword-only)
+    -------------------------
     vocab_size, d_model, num_heads, d_ff, num_layers, max_len, n_classes : int
     pooling : {"mean", "cls"}
         "mean": mean of the top layer over real tokens; "cls": a learned ``[CLS]`` vector is
@@ -376,7 +376,7 @@ class TransformerClassifier(Module):
     fc : Linear (d_model -> n_classes)
     """
 
-    def __init__(self, vocab_size: int, d_model: int, num_heads: int, d_ff: int,
+    def __init__(self, *, vocab_size: int, d_model: int, num_heads: int, d_ff: int,
                  num_layers: int, max_len: int, n_classes: int, pooling: str = "mean",
                  dropout: float = 0.0, attention: Callable | None = None,
                  activation: str = "gelu", norm_first: bool = False, rng=None):

@@ -16,8 +16,9 @@ def ctx():
                      seq_len=16)
 
     def make_model(kind=None, **kw):
-        return TransformerClassifier(len(task.vocab), 8, 2, 16, 1, task.X_train.shape[1],
-                                     task.n_classes, pooling="cls", rng=0)
+        return TransformerClassifier(vocab_size=len(task.vocab), d_model=8, num_heads=2, d_ff=16,
+                                     num_layers=1, max_len=task.X_train.shape[1],
+                                     n_classes=task.n_classes, pooling="cls", rng=0)
 
     def fit_(model, epochs=1, **kw):
         return fit(model, task, epochs=epochs, lr=5e-3, rng=0, progress=False, **kw)

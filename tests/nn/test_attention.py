@@ -46,7 +46,7 @@ def test_mha_matches_torch(torch, use_mask, use_kp):
     kpm = kp if use_kp else None
     x = rng.standard_normal((B, n, d))
     xo = Tensor(x, requires_grad=True)
-    out = ours(xo, mask=mask, key_padding_mask=kpm)
+    out, att = ours(xo, mask=mask, key_padding_mask=kpm, return_attention=True)
     xt = torch.tensor(x, requires_grad=True)
     tout, tw = t_mha(xt, xt, xt, key_padding_mask=None if kpm is None else torch.tensor(kpm),
                      attn_mask=None if mask is None else torch.tensor(~mask),  # torch: True=blocked
@@ -55,7 +55,7 @@ def test_mha_matches_torch(torch, use_mask, use_kp):
     out.backward(dout)
     tout.backward(torch.tensor(dout))
     errs = {"out": np.abs(out.data - tout.detach().numpy()).max(),
-            "attn": np.abs(ours.last_attn.data - tw.detach().numpy()).max(),
+            "attn": np.abs(att.probs.data - tw.detach().numpy()).max(),
             "dx": np.abs(xo.grad - xt.grad.numpy()).max()}
     tg = (t_mha.in_proj_weight.grad, t_mha.in_proj_bias.grad, t_mha.out_proj.weight.grad,
           t_mha.out_proj.bias.grad)
@@ -127,18 +127,20 @@ def test_attention_hook_receives_heads_and_combined_mask():
                                rtol=1e-14)
     assert seen["shape"] == (2, 4, 3, 2)
     assert seen["mask"].shape == (2, 1, 1, 3) and not seen["mask"][0, 0, 0, 2]
-    assert b.last_attn is None and b.last_context.shape == (2, 4, 3, 2)
+    _, att = b(x, key_padding_mask=kp, return_attention=True)
+    assert att.probs is None and att.context.shape == (2, 4, 3, 2)
+    assert not hasattr(b, "last_attn") and not hasattr(b, "last_context")  # nothing stashed
 
 
 def test_head_mask_gradient_is_context_dot_its_gradient():
     """∂L/∂ξ_h = Σ Att_h ⊙ ∂L/∂(ξ_h Att_h) (Eq. 18's two forms agree at ξ = 1)."""
     mha = MultiHeadAttention(8, 4, rng=0)
-    mha.retain_context_grad = True
     x = np.random.default_rng(2).standard_normal((2, 3, 8))
     xi = Tensor(np.ones(4), requires_grad=True)
-    out = mha(x, head_mask=xi)
+    out, att = mha(x, head_mask=xi, return_attention=True)
+    att.context.retain_grad()
     (out * out).sum().backward()
-    ctx = mha.last_context
+    ctx = att.context
     np.testing.assert_allclose(xi.grad, (ctx.data * ctx.grad).sum(axis=(0, 2, 3)), rtol=1e-12)
     # a zero gate removes the head exactly
     mha.head_mask = np.array([1.0, 0.0, 1.0, 1.0])
@@ -153,8 +155,8 @@ def test_mha_gradcheck_and_fully_masked_rows_are_zero_not_nan():
     res = gradcheck(lambda x: mha(x, mask=allow),
                     [np.random.default_rng(0).standard_normal((1, 3, 4))])
     assert res["max_abs_err"] < 1e-7
-    mha(np.ones((1, 3, 4)), mask=allow)
-    assert np.all(mha.last_attn.data[0, :, 2] == 0.0)
+    _, att = mha(np.ones((1, 3, 4)), mask=allow, return_attention=True)
+    assert np.all(att.probs.data[0, :, 2] == 0.0)
 
 
 def test_ffn_mask_zeroes_units():
@@ -198,7 +200,7 @@ def test_cross_attention_matches_torch(torch):
     kp = np.zeros((B, m), bool)
     kp[0, 3:] = True
     kvo = Tensor(kv, requires_grad=True)
-    out = ours(x, kv=kvo, key_padding_mask=kp)
+    out, att = ours(x, kv=kvo, key_padding_mask=kp, return_attention=True)
     kvt = torch.tensor(kv, requires_grad=True)
     tout, _ = t_mha(torch.tensor(x), kvt, kvt, key_padding_mask=torch.tensor(kp))
     dout = rng.standard_normal(out.shape)
@@ -206,4 +208,4 @@ def test_cross_attention_matches_torch(torch):
     tout.backward(torch.tensor(dout))
     assert np.abs(out.data - tout.detach().numpy()).max() < TOL
     assert np.abs(kvo.grad - kvt.grad.numpy()).max() < TOL
-    assert ours.last_attn.shape == (B, H, n, m)
+    assert att.probs.shape == (B, H, n, m)

@@ -7,7 +7,9 @@ from refimpl.nn import Tensor, TransformerClassifier, gradcheck, no_grad
 
 
 def _model(num_layers=3, norm_first=False):
-    return TransformerClassifier(30, 8, 2, 16, num_layers, 10, 3, norm_first=norm_first, rng=0)
+    return TransformerClassifier(vocab_size=30, d_model=8, num_heads=2, d_ff=16,
+                                 num_layers=num_layers, max_len=10, n_classes=3,
+                                 norm_first=norm_first, rng=0)
 
 
 def _batch():

@@ -28,8 +28,11 @@ def _models():
                                 rng=0),
         "lstm_mean": RNNClassifier(V, 8, 5, 3, pooling="mean", bidirectional=True, rng=0),
         "lstm_max": RNNClassifier(V, 8, 5, 3, pooling="max", rng=0),
-        "trf_mean": TransformerClassifier(V, 8, 2, 12, 2, 10, 3, rng=0),
-        "trf_cls": TransformerClassifier(V, 8, 2, 12, 1, 10, 3, pooling="cls", norm_first=True,
+        "trf_mean": TransformerClassifier(vocab_size=V, d_model=8, num_heads=2, d_ff=12,
+                                          num_layers=2, max_len=10, n_classes=3, rng=0),
+        "trf_cls": TransformerClassifier(vocab_size=V, d_model=8, num_heads=2, d_ff=12,
+                                         num_layers=1, max_len=10, n_classes=3, pooling="cls",
+                                         norm_first=True,
                                          rng=0),
     }
 
@@ -68,7 +71,8 @@ def test_rnn_classifier_last_pooling_is_final_state():
 
 
 def test_transformer_head_mask_gradient_and_ffn_mask():
-    m = TransformerClassifier(V, 8, 2, 12, 2, 10, 3, rng=0)
+    m = TransformerClassifier(vocab_size=V, d_model=8, num_heads=2, d_ff=12, num_layers=2,
+                              max_len=10, n_classes=3, rng=0)
     X, L = _tokens(np.random.default_rng(2))
     xi = Tensor(np.ones((2, 2)), requires_grad=True)
     out = m(X, L, head_mask=xi)
@@ -161,11 +165,13 @@ def test_models_bad_input_names_the_argument():
         m(X, L + 1)
     with pytest.raises(ValueError, match="lengths must have shape"):
         m(X, L[:2])
-    t = TransformerClassifier(V, 8, 2, 12, 1, 4, 3)
+    t = TransformerClassifier(vocab_size=V, d_model=8, num_heads=2, d_ff=12, num_layers=1,
+                              max_len=4, n_classes=3)
     with pytest.raises(ValueError, match="max_len=4"):
         t(X, L)
     with pytest.raises(ValueError, match="num_heads must divide d_model"):
-        TransformerClassifier(V, 8, 3, 12, 1, 4, 3)
+        TransformerClassifier(vocab_size=V, d_model=8, num_heads=3, d_ff=12, num_layers=1,
+                              max_len=4, n_classes=3)
     with pytest.raises(ValueError, match="cell"):
         RNNClassifier(V, 4, 3, 2, cell="rnn")
     with pytest.raises(ValueError, match="src token ids"):
@@ -186,7 +192,8 @@ def test_float32_models_stay_float32(name):
 
 
 def test_float32_transformer_with_relu_stays_float32():
-    m = TransformerClassifier(V, 8, 2, 12, 2, 10, 3, activation="relu", pooling="cls",
+    m = TransformerClassifier(vocab_size=V, d_model=8, num_heads=2, d_ff=12, num_layers=2,
+                              max_len=10, n_classes=3, activation="relu", pooling="cls",
                               rng=0).astype(np.float32)
     X, L = _tokens(np.random.default_rng(0))
     assert m(X, L).dtype == np.float32

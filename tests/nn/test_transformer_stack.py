@@ -151,7 +151,8 @@ def test_encoder_hidden_state_loss_gradcheck():
 
 
 def test_classifier_returns_intermediates_and_same_logits():
-    m = TransformerClassifier(30, 8, 2, 12, 2, 6, 3, pooling="cls", rng=0)
+    m = TransformerClassifier(vocab_size=30, d_model=8, num_heads=2, d_ff=12, num_layers=2,
+                              max_len=6, n_classes=3, pooling="cls", rng=0)
     X = np.random.default_rng(0).integers(1, 30, (3, 6))
     L = np.array([6, 4, 2])
     logits, out = m(X, L, output_hidden_states=True, output_attentions=True)

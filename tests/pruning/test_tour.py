@@ -17,7 +17,8 @@ def _ctx(rng):
     y = (X[:, 0] > 9).astype(int)
     L = np.full(40, 5)
     task = SimpleNamespace(X_train=X, len_train=L, y_train=y)
-    model = nn.TransformerClassifier(20, 8, 2, 16, 2, 5, 2, rng=rng)
+    model = nn.TransformerClassifier(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_layers=2,
+                                     max_len=5, n_classes=2, rng=rng)
 
     def fit(m, epochs=1, after_step=None, forward=None, **kw):
         opt = nn.Adam(m.parameters(), lr=1e-2)
