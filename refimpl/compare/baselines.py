@@ -60,8 +60,8 @@ def sentiment_baselines(quick: bool = True, seed: int = 0) -> dict[str, TrainedB
     epochs = 5 if quick else 8
     V, C = len(task.vocab), task.n_classes
     models = {
-        "bow": nn.BowClassifier(V, 32, C, rng=seed),
-        "lstm": nn.RNNClassifier(V, 32, 64, C, cell="lstm", rng=seed),
+        "bow": nn.BowClassifier(vocab_size=V, d_emb=32, n_classes=C, rng=seed),
+        "lstm": nn.RNNClassifier(vocab_size=V, d_emb=32, d_hidden=64, n_classes=C, cell="lstm", rng=seed),
     }
     out = {}
     for name, model in models.items():
@@ -86,7 +86,7 @@ def lm_baseline(quick: bool = True, seed: int = 0) -> tuple[TrainedBaseline, obj
 
     seed = check_int(seed, "seed", 0)
     task = load_task("hmm_lm", quick=quick, rng=seed)
-    model = nn.LSTMLanguageModel(len(task.vocab), 32, 64, rng=seed)
+    model = nn.LSTMLanguageModel(vocab_size=len(task.vocab), d_emb=32, d_hidden=64, rng=seed)
     hist = nn.fit_lm(model, task, epochs=4 if quick else 8, lr=5e-3, rng=seed)
     ppl = nn.perplexity(model, task.test, task.len_test)
     if not math.isfinite(ppl):

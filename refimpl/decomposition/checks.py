@@ -484,7 +484,7 @@ def _claim_btd_vs_tt(rng, quick):
         wins += int(p_bt < p_tt)
     # (b) a trained weight: the embedding of a bag-of-words sentiment classifier
     task = _sentiment(quick)
-    model = BowClassifier(len(task.vocab), 32, task.n_classes, d_hidden=32, rng=0)
+    model = BowClassifier(vocab_size=len(task.vocab), d_emb=32, n_classes=task.n_classes, d_hidden=32, rng=0)
     _fit(model, task, epochs=3, lr=1e-2)
     tt_e, bt_e = curves(as_tensor(model.embedding.W.data))
     res["emb_tt_params@0.5"] = params_for(tt_e, 0.5)

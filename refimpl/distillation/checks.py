@@ -363,7 +363,7 @@ def _claim_average(rng, quick):
         test = (task.X_test, task.len_test, task.y_test)
         probs, acc_t = [], []
         for s in range(3):
-            teacher = RNNClassifier(V, 16, 32, K, rng=100 + s)
+            teacher = RNNClassifier(vocab_size=V, d_emb=16, d_hidden=32, n_classes=K, rng=100 + s)
             fit(teacher, train, epochs=epochs_t, lr=1e-2, batch_size=64, rng=s)
             acc_t.append(evaluate_accuracy(teacher, *test))
             z = predict_logits(teacher, task.X_train, task.len_train)
@@ -374,7 +374,7 @@ def _claim_average(rng, quick):
         hard, soft = [], []
         for s in range(n_seeds):
             for mode, accs in (("hard", hard), ("avg", soft)):
-                student = RNNClassifier(V, 8, 8, K, rng=200 + s)
+                student = RNNClassifier(vocab_size=V, d_emb=8, d_hidden=8, n_classes=K, rng=200 + s)
                 if mode == "hard":
                     fit(student, train, epochs=epochs_s, lr=1e-2, batch_size=64, rng=s)
                 else:  # the "labels" are row ids, so the loss can look up the teachers' rows

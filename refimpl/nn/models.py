@@ -8,6 +8,9 @@ Conventions
 * Token arrays ``X`` are int64 of shape (B, T), right-padded with ``0 = <pad>``; ``lengths``
   (B,) are the real lengths in ``[1, T]`` (computed from ``X != 0`` when omitted).
 * Classifiers are called as ``model(X, lengths) -> logits`` Tensor of shape (B, n_classes).
+* Every model takes its configuration as keyword arguments only
+  (``RNNClassifier(vocab_size=300, d_emb=32, d_hidden=64, n_classes=2)``), never a row of
+  positional integers.
 * Language-model rows are ``<bos> w_1 ... w_n <eos>`` (:class:`refimpl.data.LMTask`): the model
   reads ``X[:, :-1]`` and predicts ``X[:, 1:]``.
 """
@@ -109,7 +112,7 @@ class BowClassifier(Module):
     fc : Linear (output layer)
     """
 
-    def __init__(self, vocab_size: int, d_emb: int, n_classes: int, d_hidden: int | None = 64,
+    def __init__(self, *, vocab_size: int, d_emb: int, n_classes: int, d_hidden: int | None = 64,
                  dropout: float = 0.0, rng=None):
         rng = as_rng(rng)
         self.vocab_size = check_int(vocab_size, "vocab_size", 1)
@@ -160,7 +163,7 @@ class RNNClassifier(Module):
     fc : Linear (d_hidden * num_directions -> n_classes)
     """
 
-    def __init__(self, vocab_size: int, d_emb: int, d_hidden: int, n_classes: int,
+    def __init__(self, *, vocab_size: int, d_emb: int, d_hidden: int, n_classes: int,
                  cell: str = "lstm", num_layers: int = 1, bidirectional: bool = False,
                  pooling: str = "last", dropout: float = 0.0, rng=None):
         rng = as_rng(rng)
@@ -219,7 +222,7 @@ class LSTMLanguageModel(Module):
     out : Linear (d_hidden -> vocab_size), or only its bias ``b_out`` when tied
     """
 
-    def __init__(self, vocab_size: int, d_emb: int, d_hidden: int, num_layers: int = 1,
+    def __init__(self, *, vocab_size: int, d_emb: int, d_hidden: int, num_layers: int = 1,
                  tie_weights: bool = False, dropout: float = 0.0, cell: str = "lstm",
                  rng=None):
         rng = as_rng(rng)
@@ -353,8 +356,8 @@ class LSTMLanguageModel(Module):
 class TransformerClassifier(Module):
     """Token + learned position embeddings -> Transformer encoder layers -> pooling -> linear.
 
-    Parameters (keyword-only)
-    -------------------------
+    Parameters
+    ----------
     vocab_size, d_model, num_heads, d_ff, num_layers, max_len, n_classes : int
     pooling : {"mean", "cls"}
         "mean": mean of the top layer over real tokens; "cls": a learned ``[CLS]`` vector is
@@ -498,7 +501,7 @@ class Seq2Seq(Module):
     rng : Generator or int, optional
     """
 
-    def __init__(self, src_vocab: int, tgt_vocab: int, d_emb: int, d_hidden: int,
+    def __init__(self, *, src_vocab: int, tgt_vocab: int, d_emb: int, d_hidden: int,
                  cell: str = "gru", attention: bool = True, num_layers: int = 1,
                  dropout: float = 0.0, bos: int = BOS, eos: int = EOS, rng=None):
         rng = as_rng(rng)

@@ -784,12 +784,12 @@ def _claim_embeddings(rng, quick):
     task = _sentiment(quick)
     kw = dict(epochs=6 if quick else 20, lr=0.02, rng=0, progress=False)
     train = (task.X_train, task.len_train, task.y_train)
-    full = tr.QuantBowClassifier(len(task.vocab), 16, task.n_classes, rng=0)
+    full = tr.quantized_bow_classifier(vocab_size=len(task.vocab), d_emb=16, n_classes=task.n_classes, rng=0)
     fit(full, train, **kw)
     acc_full = evaluate_accuracy(full, task.X_test, task.len_test, task.y_test)
     full.embedding.W.data = quantize_embedding_after(full.embedding.W.data, 1)
     acc_after = evaluate_accuracy(full, task.X_test, task.len_test, task.y_test)
-    during = tr.QuantBowClassifier(len(task.vocab), 16, task.n_classes,
+    during = tr.quantized_bow_classifier(vocab_size=len(task.vocab), d_emb=16, n_classes=task.n_classes,
                                    quant=embedding_quantizer(1), rng=0)
     fit(during, train, **kw)
     acc_during = evaluate_accuracy(during, task.X_test, task.len_test, task.y_test)

@@ -3,7 +3,7 @@
 Training uses :func:`refimpl.nn.fit` with :class:`refimpl.nn.Adam` (whose
 :meth:`~refimpl.nn.Adam.preconditioner` is the curvature ``d`` of loss-aware binarisation,
 Survey Eqs. (25)–(26)); the models are :mod:`refimpl.nn` models where one exists
-(:class:`refimpl.nn.TransformerClassifier`, and :class:`QuantBowClassifier`, a
+(:class:`refimpl.nn.TransformerClassifier`, and :func:`quantized_bow_classifier`, a
 :class:`refimpl.nn.BowClassifier` whose embedding table goes through a quantiser). What
 :mod:`refimpl.nn` lacks, and this module adds:
 
@@ -28,7 +28,7 @@ from refimpl.nn import functional as F
 from refimpl.utils import validate_scalars
 
 __all__ = ["weight_quantizer", "as_weight_transform", "quantized_lstm_classifier",
-           "QuantBowClassifier", "tiny_transformer", "trained_tiny_transformer"]
+           "quantized_bow_classifier", "tiny_transformer", "trained_tiny_transformer"]
 
 
 def weight_quantizer(kind: str, opt_ref: list | None = None) -> Callable[[Tensor], Tensor]:
@@ -169,38 +169,35 @@ def quantized_lstm_classifier(vocab_size: int, d_emb: int, d_hidden: int, n_clas
     return m
 
 
-class QuantBowClassifier(BowClassifier):
+@validate_scalars
+def quantized_bow_classifier(*, vocab_size: int, d_emb: int, n_classes: int,
+                             quant: Callable[[Tensor], Tensor] | None = None,
+                             rng=0) -> BowClassifier:
     """Mean of (optionally quantised) word embeddings → linear: the §3.3.5 embedding model.
 
     A :class:`refimpl.nn.BowClassifier` without hidden layer (``logits = W mean_t E[x_t] + b``)
     whose table ``E`` passes through ``quant`` (a straight-through ``Tensor -> Tensor`` map,
     e.g. :func:`refimpl.quantization.embeddings_transformers.embedding_quantizer`) in every
-    forward pass; the full-precision table is what the optimiser updates.
+    forward pass, through the embedding's ``weight_transform``; the full-precision table is what
+    the optimiser updates.
 
     Parameters
     ----------
     vocab_size, d_emb, n_classes : int
     quant : callable, optional
     rng : Generator or int, optional
+
+    Returns
+    -------
+    BowClassifier
     """
-
-    def __init__(self, vocab_size: int, d_emb: int, n_classes: int,
-                 quant: Callable[[Tensor], Tensor] | None = None, rng=0):
-        super().__init__(vocab_size, d_emb, n_classes, d_hidden=None, rng=rng)
-        self.quant = quant
-
-    def features(self, X, lengths=None) -> Tensor:
-        """The pooled sentence vector (B, d_emb) from the (quantised) table."""
-        if self.quant is None:
-            return super().features(X, lengths)
-        from refimpl.nn import models
-        from refimpl.nn.recurrent import length_mask
-
-        # the pooling BowClassifier uses (public ``masked_mean_pool`` in newer refimpl.nn)
-        pool = getattr(models, "masked_mean_pool", None) or models._masked_mean
-        X, L = models.check_tokens(X, lengths, self.vocab_size)
-        E = F.embedding(self.quant(self.embedding.W), X)  # (B, T, d_emb)
-        return pool(E, length_mask(L, X.shape[1]))
+    m = BowClassifier(vocab_size=vocab_size, d_emb=d_emb, n_classes=n_classes, d_hidden=None,
+                      rng=rng)
+    if quant is not None:
+        if not callable(quant):
+            raise TypeError(f"quant must be callable or None, got {type(quant).__name__}")
+        m.embedding.weight_transform = as_weight_transform(quant)
+    return m
 
 
 def tiny_transformer(task, rng=0) -> TransformerClassifier:

@@ -295,7 +295,7 @@ def test_memory_column_comes_from_the_method_and_the_transformer_baseline():
                                  num_layers=2, d_ff=16, max_len=6, rng=0)
     extra = tour._dense_attention_extra(m)
     assert extra == {"attn_memory_ratio": 1.0, "attn_floats_n4096": 2 * 2 * 4096 ** 2}
-    assert tour._dense_attention_extra(nn.BowClassifier(20, 4, 2, rng=0)) == {}
+    assert tour._dense_attention_extra(nn.BowClassifier(vocab_size=20, d_emb=4, n_classes=2, rng=0)) == {}
     row = tour._row("x", "f", "7", 1, 32, 0.5, 32, 0.5, 0.001, 0.1,
                     extra={"attn_floats_n4096": 5, "attn_memory_ratio": 7.5})
     assert row["attn_memory_ratio"] == 7.5 and row["attn_memory_n"] == 4096

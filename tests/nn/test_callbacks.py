@@ -34,7 +34,7 @@ class _Recorder(Callback):
 def test_hooks_run_in_order_with_1_based_steps_and_after_step_first():
     X, L, y = _data()
     log = []
-    m = BowClassifier(10, 4, 2, rng=0)
+    m = BowClassifier(vocab_size=10, d_emb=4, n_classes=2, rng=0)
     fit(m, (X, L, y), epochs=2, batch_size=8, rng=0, progress=False,
         after_step=lambda model: log.append(("after_step",)),
         callbacks=[_Recorder("a", log), _Recorder("b", log)])
@@ -52,7 +52,7 @@ def test_hooks_run_in_order_with_1_based_steps_and_after_step_first():
 def test_partial_duck_typed_callback_and_mask_kept_after_each_step():
     """A plain object with only on_step_end: the pruning use (re-apply a mask every step)."""
     X, L, y = _data()
-    m = BowClassifier(10, 4, 2, rng=0)
+    m = BowClassifier(vocab_size=10, d_emb=4, n_classes=2, rng=0)
     keep = np.random.default_rng(1).random(m.fc.W.shape) > 0.5
 
     class Mask:
@@ -70,7 +70,7 @@ def test_partial_duck_typed_callback_and_mask_kept_after_each_step():
 
 def test_callbacks_do_not_change_training():
     X, L, y = _data()
-    a, b = BowClassifier(10, 4, 2, rng=0), BowClassifier(10, 4, 2, rng=0)
+    a, b = BowClassifier(vocab_size=10, d_emb=4, n_classes=2, rng=0), BowClassifier(vocab_size=10, d_emb=4, n_classes=2, rng=0)
     fit(a, (X, L, y), epochs=2, batch_size=8, rng=3, progress=False)
     fit(b, (X, L, y), epochs=2, batch_size=8, rng=3, progress=False, callbacks=[Callback()])
     for (k, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
@@ -80,7 +80,7 @@ def test_callbacks_do_not_change_training():
 def test_zero_epochs_still_begin_and_end():
     X, L, y = _data()
     log = []
-    fit(BowClassifier(10, 4, 2, rng=0), (X, L, y), epochs=0, progress=False,
+    fit(BowClassifier(vocab_size=10, d_emb=4, n_classes=2, rng=0), (X, L, y), epochs=0, progress=False,
         callbacks=[_Recorder("a", log)])
     assert log == [("a", "begin"), ("a", "end", 0)]
 
@@ -88,6 +88,6 @@ def test_zero_epochs_still_begin_and_end():
 def test_bad_callback_is_named():
     X, L, y = _data()
     with pytest.raises(TypeError, match=r"callbacks\[1\] must have on_train_begin"):
-        fit(BowClassifier(10, 4, 2, rng=0), (X, L, y), epochs=1, progress=False,
+        fit(BowClassifier(vocab_size=10, d_emb=4, n_classes=2, rng=0), (X, L, y), epochs=1, progress=False,
             callbacks=[Callback(), object()])
     assert nn.Callback is Callback

@@ -21,13 +21,13 @@ def _tokens(rng, B=4, T=6, lengths=(6, 3, 1, 5), V=V, low=4):
 
 def _models():
     return {
-        "bow": BowClassifier(V, 8, 3, d_hidden=6, rng=0),
-        "bow_linear": BowClassifier(V, 8, 3, d_hidden=None, rng=0),
-        "lstm": RNNClassifier(V, 8, 5, 3, rng=0),
-        "bigru2": RNNClassifier(V, 8, 5, 3, cell="gru", num_layers=2, bidirectional=True,
+        "bow": BowClassifier(vocab_size=V, d_emb=8, n_classes=3, d_hidden=6, rng=0),
+        "bow_linear": BowClassifier(vocab_size=V, d_emb=8, n_classes=3, d_hidden=None, rng=0),
+        "lstm": RNNClassifier(vocab_size=V, d_emb=8, d_hidden=5, n_classes=3, rng=0),
+        "bigru2": RNNClassifier(vocab_size=V, d_emb=8, d_hidden=5, n_classes=3, cell="gru", num_layers=2, bidirectional=True,
                                 rng=0),
-        "lstm_mean": RNNClassifier(V, 8, 5, 3, pooling="mean", bidirectional=True, rng=0),
-        "lstm_max": RNNClassifier(V, 8, 5, 3, pooling="max", rng=0),
+        "lstm_mean": RNNClassifier(vocab_size=V, d_emb=8, d_hidden=5, n_classes=3, pooling="mean", bidirectional=True, rng=0),
+        "lstm_max": RNNClassifier(vocab_size=V, d_emb=8, d_hidden=5, n_classes=3, pooling="max", rng=0),
         "trf_mean": TransformerClassifier(vocab_size=V, d_model=8, num_heads=2, d_ff=12,
                                           num_layers=2, max_len=10, n_classes=3, rng=0),
         "trf_cls": TransformerClassifier(vocab_size=V, d_model=8, num_heads=2, d_ff=12,
@@ -53,7 +53,7 @@ def test_classifiers_shape_and_padding_invariance(name):
 
 
 def test_bow_is_mean_of_embeddings_and_order_blind():
-    m = BowClassifier(V, 4, 2, d_hidden=None, rng=0)
+    m = BowClassifier(vocab_size=V, d_emb=4, n_classes=2, d_hidden=None, rng=0)
     X = np.array([[5, 6, 7, 0]])
     f = m.features(X, np.array([3])).data
     np.testing.assert_allclose(f[0], m.embedding.W.data[[5, 6, 7]].mean(0), rtol=1e-14)
@@ -61,7 +61,7 @@ def test_bow_is_mean_of_embeddings_and_order_blind():
 
 
 def test_rnn_classifier_last_pooling_is_final_state():
-    m = RNNClassifier(V, 4, 3, 2, bidirectional=True, rng=1)
+    m = RNNClassifier(vocab_size=V, d_emb=4, d_hidden=3, n_classes=2, bidirectional=True, rng=1)
     X, L = _tokens(np.random.default_rng(1))
     out, (h, _) = m.rnn(m.embedding(X), lengths=L)
     f = m.features(X, L).data
@@ -92,11 +92,11 @@ def test_lm_loss_token_nll_tied_weights_and_state_carry():
     X, L = _tokens(rng, lengths=(6, 3, 2, 5))
     X[:, 0] = 2
     X[np.arange(4), L - 1] = 3
-    m = LSTMLanguageModel(V, 6, 6, num_layers=2, tie_weights=True, rng=0)
+    m = LSTMLanguageModel(vocab_size=V, d_emb=6, d_hidden=6, num_layers=2, tie_weights=True, rng=0)
     per = m.token_nll(X, L)
     assert per.shape == (4, 5) and np.isnan(per[1, 2]) and np.isfinite(per[1, 1])
     np.testing.assert_allclose(m.loss(X, L).item(), np.nanmean(per), rtol=1e-12)
-    untied = LSTMLanguageModel(V, 6, 6, num_layers=2, rng=0)
+    untied = LSTMLanguageModel(vocab_size=V, d_emb=6, d_hidden=6, num_layers=2, rng=0)
     assert untied.num_parameters() - m.num_parameters() == V * 6
     # running in two windows with the carried state equals one pass
     full = m(X[:, :5], np.full(4, 5)).data
@@ -104,7 +104,7 @@ def test_lm_loss_token_nll_tied_weights_and_state_carry():
     b = m(X[:, 2:5], np.full(4, 3), state=st)
     np.testing.assert_allclose(np.concatenate([a.data, b.data], axis=1), full, atol=1e-13)
     with pytest.raises(ValueError, match="tie_weights requires d_emb == d_hidden"):
-        LSTMLanguageModel(V, 6, 7, tie_weights=True)
+        LSTMLanguageModel(vocab_size=V, d_emb=6, d_hidden=7, tie_weights=True)
 
 
 def _s2s_data(rng, B=3):
@@ -117,7 +117,7 @@ def _s2s_data(rng, B=3):
 
 @pytest.mark.parametrize("cell,attention", [("gru", True), ("lstm", True), ("gru", False)])
 def test_seq2seq_teacher_forcing_equals_stepwise_decoding(cell, attention):
-    m = Seq2Seq(V, V, 6, 5, cell=cell, attention=attention, rng=0)
+    m = Seq2Seq(src_vocab=V, tgt_vocab=V, d_emb=6, d_hidden=5, cell=cell, attention=attention, rng=0)
     src, sl, tgt, tl = _s2s_data(np.random.default_rng(4))
     logits = m(src, sl, tgt[:, :-1]).data  # (B, 5, V)
     with no_grad():
@@ -133,7 +133,7 @@ def test_seq2seq_teacher_forcing_equals_stepwise_decoding(cell, attention):
 
 
 def test_beam_search_scores_sorted_consistent_and_beam1_is_greedy():
-    m = Seq2Seq(V, V, 6, 8, rng=1)
+    m = Seq2Seq(src_vocab=V, tgt_vocab=V, d_emb=6, d_hidden=8, rng=1)
     src, sl, _, _ = _s2s_data(np.random.default_rng(5))
     greedy, gl = m.greedy_decode(src, sl, max_len=7)
     b1, s1, l1 = m.beam_search(src, sl, beam_size=1, max_len=7)
@@ -153,7 +153,7 @@ def test_beam_search_scores_sorted_consistent_and_beam1_is_greedy():
 
 
 def test_models_bad_input_names_the_argument():
-    m = RNNClassifier(V, 4, 3, 2)
+    m = RNNClassifier(vocab_size=V, d_emb=4, d_hidden=3, n_classes=2)
     X, L = _tokens(np.random.default_rng(0))
     with pytest.raises(TypeError, match="X must be an integer array"):
         m(X.astype(float), L)
@@ -173,9 +173,9 @@ def test_models_bad_input_names_the_argument():
         TransformerClassifier(vocab_size=V, d_model=8, num_heads=3, d_ff=12, num_layers=1,
                               max_len=4, n_classes=3)
     with pytest.raises(ValueError, match="cell"):
-        RNNClassifier(V, 4, 3, 2, cell="rnn")
+        RNNClassifier(vocab_size=V, d_emb=4, d_hidden=3, n_classes=2, cell="rnn")
     with pytest.raises(ValueError, match="src token ids"):
-        Seq2Seq(V, V, 4, 4).greedy_decode(X + 20, L)
+        Seq2Seq(src_vocab=V, tgt_vocab=V, d_emb=4, d_hidden=4).greedy_decode(X + 20, L)
 
 
 @pytest.mark.parametrize("name", ["bow", "lstm", "lstm_mean", "lstm_max", "bigru2"])
@@ -201,7 +201,7 @@ def test_float32_transformer_with_relu_stays_float32():
 
 @pytest.mark.parametrize("alpha", [0.0, 0.7])
 def test_batched_beam_search_equals_one_source_at_a_time(alpha):
-    m = Seq2Seq(15, 12, 6, 8, cell="lstm", rng=3)
+    m = Seq2Seq(src_vocab=15, tgt_vocab=12, d_emb=6, d_hidden=8, cell="lstm", rng=3)
     rng = np.random.default_rng(6)
     src = rng.integers(4, 15, (5, 5))
     sl = np.array([5, 3, 1, 4, 2])
@@ -215,7 +215,7 @@ def test_batched_beam_search_equals_one_source_at_a_time(alpha):
 
 
 def test_lm_sample_is_seeded_and_follows_a_peaked_model():
-    m = LSTMLanguageModel(8, 4, 4, rng=0)
+    m = LSTMLanguageModel(vocab_size=8, d_emb=4, d_hidden=4, rng=0)
     X1, L1 = m.sample(6, max_len=5, rng=1)
     X2, L2 = m.sample(6, max_len=5, rng=1)
     np.testing.assert_array_equal(X1, X2)

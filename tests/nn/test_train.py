@@ -28,7 +28,7 @@ def test_fit_is_bit_identical_for_the_same_seed_and_learns_word_order():
     val = _order_task(200, 1)
     runs = []
     for seed in (7, 7, 8):
-        m = RNNClassifier(12, 8, 16, 2, dropout=0.1, rng=0)
+        m = RNNClassifier(vocab_size=12, d_emb=8, d_hidden=16, n_classes=2, dropout=0.1, rng=0)
         h = fit(m, data, epochs=6, batch_size=32, lr=1e-2, val_arrays=val, rng=seed)
         runs.append((h, m.state_dict()))
     (h1, s1), (h2, s2), (h3, s3) = runs
@@ -37,7 +37,7 @@ def test_fit_is_bit_identical_for_the_same_seed_and_learns_word_order():
     assert h1.step_loss != h3.step_loss  # another seed shuffles differently
     assert h1.train_loss[-1] < h1.train_loss[0]
     assert h1.val_metric[-1] > 0.85, h1.val_metric
-    bow = BowClassifier(12, 8, 2, rng=0)
+    bow = BowClassifier(vocab_size=12, d_emb=8, n_classes=2, rng=0)
     hb = fit(bow, data, epochs=6, batch_size=32, lr=1e-2, val_arrays=val, rng=7)
     assert hb.val_metric[-1] < 0.7, hb.val_metric  # order-blind
     assert h1.metric_name == "accuracy" and h1.best == max(h1.val_metric)
@@ -45,7 +45,7 @@ def test_fit_is_bit_identical_for_the_same_seed_and_learns_word_order():
 
 def test_after_step_runs_after_every_step_and_keeps_a_pruning_mask():
     data = _order_task(100, 0)
-    m = BowClassifier(12, 4, 2, d_hidden=None, rng=0)
+    m = BowClassifier(vocab_size=12, d_emb=4, n_classes=2, d_hidden=None, rng=0)
     mask = np.ones_like(m.fc.W.data)
     mask[:, :2] = 0
     calls = []
@@ -80,7 +80,7 @@ def test_batches_cover_rows_once_seeded_and_trimmed():
 
 def test_evaluate_accuracy_and_predict_logits():
     X, L, y = _order_task(50, 2)
-    m = RNNClassifier(12, 4, 5, 2, rng=0)
+    m = RNNClassifier(vocab_size=12, d_emb=4, d_hidden=5, n_classes=2, rng=0)
     logits = predict_logits(m, X, L, batch_size=7)
     with no_grad():
         direct = m(X, L).data
@@ -105,7 +105,7 @@ def _lm_rows(n, rng, V=10, T=8):
 def test_fit_lm_sentences_and_tbptt_and_perplexity():
     X, L = _lm_rows(200, 0)
     Xv, Lv = _lm_rows(50, 1)
-    m = LSTMLanguageModel(10, 8, 16, rng=0)
+    m = LSTMLanguageModel(vocab_size=10, d_emb=8, d_hidden=16, rng=0)
     ppl0 = perplexity(m, Xv, Lv)
     assert 8.0 < ppl0 < 12.0  # near-uniform at init over 10 ids
     h = fit_lm(m, (X, L), epochs=4, batch_size=32, lr=1e-2, val=(Xv, Lv), rng=0)
@@ -114,7 +114,7 @@ def test_fit_lm_sentences_and_tbptt_and_perplexity():
     assert perplexity(m, Xv, Lv, batch_size=7) == pytest.approx(np.exp(np.nanmean(nll)),
                                                                 rel=1e-12)
     stream = np.concatenate([X[i, 1:L[i]] for i in range(len(X))])
-    m2 = LSTMLanguageModel(10, 8, 16, rng=0)
+    m2 = LSTMLanguageModel(vocab_size=10, d_emb=8, d_hidden=16, rng=0)
     h2 = fit_lm(m2, stream, bptt=10, epochs=3, batch_size=8, lr=1e-2, val=stream[:300], rng=0)
     assert h2.val_metric[-1] < 0.8 * h2.val_metric[0], h2.val_metric
     # windowed stream evaluation carries the state: equal to one long window
@@ -126,7 +126,7 @@ def test_fit_lm_sentences_and_tbptt_and_perplexity():
 
 def test_fit_bad_input():
     data = _order_task(20, 0)
-    m = BowClassifier(12, 4, 2)
+    m = BowClassifier(vocab_size=12, d_emb=4, n_classes=2)
     with pytest.raises(ValueError, match="optimizer must be"):
         fit(m, data, optimizer="lbfgs")
     with pytest.raises(ValueError, match="epochs"):
@@ -149,7 +149,7 @@ def test_restore_best_loads_the_best_epoch():
         seen.append(model.state_dict())
         return [0.5, 0.9, 0.7][len(seen) - 1]
 
-    m = RNNClassifier(12, 4, 5, 2, rng=0)
+    m = RNNClassifier(vocab_size=12, d_emb=4, d_hidden=5, n_classes=2, rng=0)
     h = fit(m, data, epochs=3, val_arrays=val, metric=metric, restore_best=True, rng=0)
     assert h.best == 0.9
     assert all(np.array_equal(m.state_dict()[k], seen[1][k]) for k in seen[1])
@@ -164,7 +164,7 @@ def test_fit_seq2seq_learns_to_copy():
     src[:, -1] = 3
     tgt = np.concatenate([np.full((n, 1), 2), src], axis=1)  # <bos> copy <eos>
     sl, tl = np.full(n, T + 1), np.full(n, T + 2)
-    m = Seq2Seq(9, 9, 8, 24, rng=0)
+    m = Seq2Seq(src_vocab=9, tgt_vocab=9, d_emb=8, d_hidden=24, rng=0)
     h = fit_seq2seq(m, (src, sl, tgt, tl), val=(src[:50], sl[:50], tgt[:50], tl[:50]),
                     epochs=6, lr=2e-2, rng=0)
     assert h.metric_name == "loss" and h.val_metric[-1] < h.val_metric[0] / 2.5, h.val_metric

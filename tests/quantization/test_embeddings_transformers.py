@@ -5,7 +5,7 @@ import pytest
 
 from refimpl.nn import Tensor, cross_entropy
 from refimpl.quantization import embeddings_transformers as et
-from refimpl.quantization.training import QuantBowClassifier
+from refimpl.quantization.training import quantized_bow_classifier
 
 
 def test_embedding_quantizer_levels_and_ste(rng):
@@ -37,7 +37,7 @@ def test_top_eigenvalue_quadratic(rng):
 
 def test_hvp_finite_difference_matches_model_hessian(rng):
     # softmax-regression: HVP by differences of tape gradients vs a float64 second difference
-    m = QuantBowClassifier(20, 3, 2, rng=0)
+    m = quantized_bow_classifier(vocab_size=20, d_emb=3, n_classes=2, rng=0)
     X = rng.integers(1, 20, (16, 5))
     y = rng.integers(0, 2, 16)
     params = [m.fc.W]
@@ -62,7 +62,7 @@ def test_assign_mixed_precision_budget():
 
 
 def test_quantize_groups_uniform_rows(rng):
-    m = QuantBowClassifier(10, 4, 3, rng=0)
+    m = quantized_bow_classifier(vocab_size=10, d_emb=4, n_classes=3, rng=0)
     W = m.fc.W.data.copy()
     et.quantize_groups_uniform_(m, [("fc.W", slice(0, 1)), ("fc.W", slice(1, 3))], [1, 16])
     assert len(np.unique(m.fc.W.data[0])) <= 2
@@ -120,12 +120,12 @@ def test_in_place_model_quantisers_are_named_with_underscore():
 
     assert "quantize_model_weights_" in q.__all__ and "quantize_model_weights" not in q.__all__
     assert "quantize_groups_uniform_" in q.__all__ and "quantize_groups_uniform" not in q.__all__
-    m = QuantBowClassifier(10, 4, 3, rng=0)
+    m = quantized_bow_classifier(vocab_size=10, d_emb=4, n_classes=3, rng=0)
     W = m.fc.W.data.copy()
     n = et.quantize_model_weights_(m, np.sign)
     assert n == sum(p.size for _, p in m.named_parameters() if p.ndim >= 2)
     np.testing.assert_array_equal(m.fc.W.data, np.sign(W))
-    m2 = QuantBowClassifier(10, 4, 3, rng=0)
+    m2 = quantized_bow_classifier(vocab_size=10, d_emb=4, n_classes=3, rng=0)
     with pytest.warns(DeprecationWarning, match="quantize_model_weights_"):
         assert q.quantize_model_weights(m2, np.sign) == n
     np.testing.assert_array_equal(m2.fc.W.data, m.fc.W.data)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from refimpl.nn import Adam, BowClassifier, Parameter, Tensor, fit, lstm_cell, no_grad
-from refimpl.quantization.training import (QuantBowClassifier, as_weight_transform,
+from refimpl.quantization.training import (quantized_bow_classifier, as_weight_transform,
                                            quantized_lstm_classifier, weight_quantizer)
 
 
@@ -26,9 +26,9 @@ def test_lab_quantizer_uses_adam_preconditioner():
 def test_quant_bow_without_quantiser_is_bow_classifier():
     X = np.array([[5, 6, 7, 0], [8, 9, 0, 0]])
     L = np.array([3, 2])
-    a = QuantBowClassifier(12, 4, 3, rng=0)
-    b = BowClassifier(12, 4, 3, d_hidden=None, rng=0)
-    ident = QuantBowClassifier(12, 4, 3, quant=lambda W: W, rng=0)
+    a = quantized_bow_classifier(vocab_size=12, d_emb=4, n_classes=3, rng=0)
+    b = BowClassifier(vocab_size=12, d_emb=4, n_classes=3, d_hidden=None, rng=0)
+    ident = quantized_bow_classifier(vocab_size=12, d_emb=4, n_classes=3, quant=lambda W: W, rng=0)
     with no_grad():
         np.testing.assert_array_equal(a(X, L).data, b(X, L).data)
         np.testing.assert_allclose(ident(X, L).data, b(X, L).data, rtol=1e-12, atol=1e-15)
