@@ -66,7 +66,7 @@ def _ints(hi, *shape, seed=0):
 def _bow_clf():
     from refimpl.nn import BowClassifier
 
-    return BowClassifier(12, 4, 2, rng=0)
+    return BowClassifier(vocab_size=12, d_emb=4, n_classes=2, rng=0)
 
 
 def _tiny_tf():
@@ -102,9 +102,9 @@ def _cp(x):
 
 
 def _bow():
-    from refimpl.quantization.training import QuantBowClassifier
+    from refimpl.quantization.training import quantized_bow_classifier
 
-    return QuantBowClassifier(10, 4, 3, rng=0)
+    return quantized_bow_classifier(vocab_size=10, d_emb=4, n_classes=3, rng=0)
 
 
 def _qtf():
@@ -521,6 +521,14 @@ def _sharing():
         "toeplitz_generators": lambda: dict(c=_g(5), r=_g(5, seed=1)),
         "displacement": lambda: dict(M=_g(4, 4)),
         "f_circulant": lambda: dict(v=_g(4), f=-1),
+        "AlbertEmbeddings": lambda: dict(vocab_size=10, embed_dim=2, d_model=4, max_position=5,
+                                         type_vocab_size=2, padding_idx=0, rng=0),
+        "AlbertEncoder": lambda: dict(num_layers=2, d_model=4, num_heads=2, d_ff=4, share="all",
+                                      activation="gelu", norm_first=False,
+                                      layer_norm_eps=1e-12, rng=0),
+        "albert_num_params": lambda: dict(vocab_size=10, embed_dim=2, d_model=4, d_ff=4,
+                                          num_layers=2, max_position=5, type_vocab_size=2,
+                                          share="all"),
     }
 
 

@@ -29,10 +29,13 @@
                                    FFT products: :func:`toeplitz_like_matrix`,
                                    :func:`toeplitz_like_matvec`, :func:`toeplitz_generators`,
                                    :func:`displacement`, :func:`f_circulant`
+``transformers``                   §5.3 ALBERT (Lan et al., ICLR 2020): factorised embedding
+                                   :class:`AlbertEmbeddings` (V·E + E·H), cross-layer sharing
+                                   :class:`AlbertEncoder` (all / attention / FFN / none),
+                                   :func:`albert_num_params`
 =================================  =============================================================
 
-Not implemented yet (rest of §5): character-aware models (C2W, char-CNN, §5.1), shared reference vectors / Slim Embeddings (§5.2), ALBERT and the Universal
-Transformer (§5.3).
+Not implemented yet (rest of §5): character-aware models (C2W, char-CNN, §5.1), shared reference vectors / Slim Embeddings (§5.2) and the Universal Transformer (§5.3).
 """
 
 from refimpl.sharing.embeddings import (
@@ -46,6 +49,7 @@ from refimpl.sharing.embeddings import (
 from refimpl.sharing.hashing import HashedLinear, hash_seeds, hashed_matrix
 from refimpl.sharing.lightrnn import lightrnn_allocate, lightrnn_cost_matrix
 from refimpl.sharing.quaternion import QuaternionLinear, hamilton_product, quaternion_block_matrix
+from refimpl.sharing.transformers import AlbertEmbeddings, AlbertEncoder, albert_num_params
 from refimpl.sharing.toeplitz import (
     displacement,
     f_circulant,
@@ -61,4 +65,5 @@ __all__ = [
     "hashed_matrix", "hash_seeds", "HashedLinear", "hamilton_product", "quaternion_block_matrix",
     "QuaternionLinear", "lightrnn_allocate", "lightrnn_cost_matrix", "toeplitz_like_matrix",
     "toeplitz_like_matvec", "toeplitz_generators", "displacement", "f_circulant",
+    "AlbertEmbeddings", "AlbertEncoder", "albert_num_params",
 ]

@@ -225,7 +225,7 @@ def _eq61_sparse_code(rng, quick):
 
 
 # ------------------------------------------------------------------ claim
-@register_claim("sparse_rare_word_embeddings", "rare-word embeddings as sparse combinations of "
+@register_claim("sparse-rare-word-embeddings", "rare-word embeddings as sparse combinations of "
                 "frequent-word embeddings keep the model's quality at a fraction of the "
                 "embedding size (Chen et al. 2016)", section="5.2",
                 implements=[f"{_EMB}.sparse_code_embeddings", f"{_EMB}.sparse_embedding_bits"])
@@ -238,7 +238,7 @@ def _claim_sparse_rare_words(rng, quick):
                           rng=0)
     V, E, n_frequent = len(task.vocab), 32, 32
     alpha, beta, gamma = 0.1, 1.0, 1.0
-    model = RNNClassifier(V, E, 32, task.n_classes, rng=0)
+    model = RNNClassifier(vocab_size=V, d_emb=E, d_hidden=32, n_classes=task.n_classes, rng=0)
     model.embedding.W.data *= 0.1        # small init: trained structure dominates the rows
     fit(model, (task.X_train, task.len_train, task.y_train), epochs=5, lr=1e-2, rng=0,
         progress=False)
@@ -442,7 +442,7 @@ def _check_quaternion(rng, quick):
 _LRNN = "refimpl.sharing.lightrnn"
 
 
-@register_check("lightrnn_allocation", "LightRNN word allocation: exact minimum-weight matching "
+@register_check("lightrnn-allocation", "LightRNN word allocation: exact minimum-weight matching "
                 "with L(w,r,c) = ℓ_r(w,r) + ℓ_c(w,c) equals brute force on tiny tables, every "
                 "slot used at most once, exact cost ≤ greedy cost, hand-worked case where "
                 "greedy loses", section="5.2",
@@ -495,7 +495,7 @@ def _check_lightrnn(rng, quick):
 _TOEP = "refimpl.sharing.toeplitz"
 
 
-@register_check("toeplitz_like", "Toeplitz-like matrices of displacement rank r: "
+@register_check("toeplitz-like", "Toeplitz-like matrices of displacement rank r: "
                 "M = ½Σ Z_1(g_k)Z_{-1}(Jh_k) satisfies Z_1M − MZ_{-1} = GHᵀ (rank r), the FFT "
                 "product equals the dense one, 2nr stored numbers; a Toeplitz matrix is "
                 "rank 2 and its FFT product equals scipy.linalg.matmul_toeplitz",
@@ -554,3 +554,85 @@ def _check_toeplitz_like(rng, quick):
                         "toeplitz_displacement_rank": toep_rank,
                         "toeplitz_vs_scipy_max_abs_err": toep_fft},
                    f"n={n}, r in (1, 2, 4); errors reported as multiples of a rounding bound")
+
+
+# ------------------------------------------------------------------ ALBERT (§5.3)
+_ALB = "refimpl.sharing.transformers"
+
+
+@register_check("albert", "ALBERT: factorised embedding (V·E + E·H) and cross-layer sharing "
+                "(all / attention / FFN) with exact parameter counts = formula; the all-shared "
+                "encoder = one layer applied L times; a shared weight's gradient = sum over the "
+                "layers of an unshared copy; gradcheck", section="5.3",
+                implements=[f"{_ALB}.AlbertEmbeddings", f"{_ALB}.AlbertEncoder",
+                            f"{_ALB}.albert_num_params"])
+@_single_thread_blas
+def _check_albert(rng, quick):
+    from refimpl.nn import BertEmbeddings
+    from refimpl.sharing.transformers import AlbertEmbeddings, AlbertEncoder, albert_num_params
+
+    V, E, H, Fd, L, P, heads = 50, 4, 8, 12, 3, 10, 2
+    seed = int(rng.integers(2**31))
+    counts, counts_ok = {}, True
+    for share in ("all", "attention", "ffn", "none"):
+        enc = AlbertEncoder(num_layers=L, d_model=H, num_heads=heads, d_ff=Fd, share=share,
+                            rng=seed)
+        want = albert_num_params(vocab_size=V, embed_dim=E, d_model=H, d_ff=Fd, num_layers=L,
+                                 max_position=P, share=share)
+        counts[share] = enc.num_parameters()
+        counts_ok &= counts[share] == want["encoder"]
+    emb = AlbertEmbeddings(vocab_size=V, embed_dim=E, d_model=H, max_position=P, rng=seed)
+    bert_emb = BertEmbeddings(vocab_size=V, d_model=H, max_position=P, rng=seed)
+    n_emb, n_bert = emb.num_parameters(), bert_emb.num_parameters()
+    counts_ok &= n_emb == albert_num_params(vocab_size=V, embed_dim=E, d_model=H, d_ff=Fd,
+                                            num_layers=L, max_position=P)["embeddings"]
+    counts_ok &= n_bert == albert_num_params(vocab_size=V, embed_dim=None, d_model=H, d_ff=Fd,
+                                             num_layers=L, max_position=P)["embeddings"]
+    # hand count, L = 3, H = 8, F = 12: a = 4·72 + 16 = 304, f = 192 + 12 + 8 + 16 = 228
+    counts_ok &= counts == {"all": 532, "attention": 304 + 3 * 228, "ffn": 3 * 304 + 228,
+                            "none": 3 * 532}
+
+    shared = AlbertEncoder(num_layers=L, d_model=H, num_heads=heads, d_ff=Fd, share="all",
+                           rng=seed)
+    x = rng.standard_normal((2, 5, H))
+    one = shared.layers[0]
+    loop = x
+    for _ in range(L):
+        loop = one(loop)
+    out = shared(x)
+    same = Outcome.compare(out.data, loop.data, atol=0.0)
+    tied = all(layer is one for layer in shared.layers)
+
+    # the tied weight's gradient is the sum of its L uses: an unshared copy with equal values
+    unshared = AlbertEncoder(num_layers=L, d_model=H, num_heads=heads, d_ff=Fd, share="none",
+                             rng=0)
+    for layer in unshared.layers:
+        for (_, p), (_, q) in zip(layer.named_parameters(), one.named_parameters()):
+            p.data = q.data.copy()
+    out_u = unshared(x)
+    dout = rng.standard_normal(out.shape)
+    out.backward(dout)
+    out_u.backward(dout)
+    g_sum = sum(layer.linear1.W.grad for layer in unshared.layers)
+    grad = Outcome.compare(one.linear1.W.grad, g_sum,
+                           atol=1e-13 * L * np.abs(g_sum).max() + 1e-15)
+    same_u = Outcome.compare(out_u.data, out.data, atol=0.0)
+
+    tiny = AlbertEncoder(num_layers=2, d_model=4, num_heads=2, d_ff=6, share="all", rng=seed)
+
+    def fn(xt, W1):
+        tiny.layers[0].linear1.W = W1                              # shared: every use sees it
+        return tiny(xt)
+
+    try:
+        gc = gradcheck(fn, [rng.standard_normal((1, 3, 4)), tiny.layers[0].linear1.W.data],
+                       rng=0)
+        gc_ok, gc_err = True, gc["max_abs_err"]
+    except GradcheckError as e:
+        gc_ok, gc_err = False, str(e)
+    ok = counts_ok and same.passed and tied and grad.passed and same_u.passed and gc_ok
+    return Outcome(ok, {**{f"encoder_params_{k}": v for k, v in counts.items()},
+                        "embedding_params_factorised": n_emb, "embedding_params_bert": n_bert,
+                        "tied_grad_max_abs_err": grad.numbers["max_abs_err"],
+                        "gradcheck_max_abs_err": gc_err},
+                   f"V={V}, E={E}, H={H}, F={Fd}, L={L}")
