@@ -26,6 +26,10 @@ Checks live in ``refimpl/<chapter>/checks.py`` and are registered with a decorat
         ...
         return Outcome.compare(alpha, alpha_brute, atol=1e-12, n=n)
 
+Its key is ``Eq. (22)/bwn-brute-force``: every name in the registry is lower-case words joined by
+hyphens (a function's name, its underscores turned into hyphens, unless ``name=`` is given), and
+claims and named checks are keyed ``claim:<name>`` and ``check:<name>``.
+
 A check receives ``rng`` (a seeded :class:`numpy.random.Generator`) and ``quick`` (True in
 the test suite and ``--quick`` runs: smaller sizes, same logic) and returns an
 :class:`Outcome`. An equation check passes when its independent computation agrees. A claim
@@ -45,6 +49,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pkgutil
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -227,6 +232,19 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 
 
+_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def _check_name(name) -> None:
+    """One style for every registry key: lower-case words joined by hyphens (kebab-case), e.g.
+    ``check:kd-loss-by-hand``, ``claim:most-heads-can-go``, ``Eq. (22)/bwn-brute``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"name must be lower-case words joined by hyphens (e.g. "
+                         f"'most-heads-can-go'), got {name!r}")
+
+
 def _eq_key(number: int, name: str) -> str:
     return f"Eq. ({number})" + (f"/{name}" if name else "")
 
@@ -246,7 +264,8 @@ def register_equation(number: int, title: str, *, section: str, implements: Iter
     implements : iterable of str
         Dotted names of the refimpl functions that implement the equation (for the coverage map).
     name : str, optional
-        Distinguishes several checks of one equation; defaults to the function's name.
+        Distinguishes several checks of one equation; defaults to the function's name with
+        underscores turned into hyphens. Names are lower-case words joined by hyphens.
     erratum : bool
         True when the check demonstrates that the survey's printed form is wrong.
     slow : bool
@@ -255,8 +274,12 @@ def register_equation(number: int, title: str, *, section: str, implements: Iter
     if not isinstance(number, (int, np.integer)) or not 1 <= number <= N_EQUATIONS:
         raise ValueError(f"number must be an integer in [1, {N_EQUATIONS}], got {number!r}")
 
+    if name is not None:
+        _check_name(name)
+
     def deco(func):
-        nm = name or func.__name__.lstrip("_")
+        nm = name or func.__name__.lstrip("_").replace("_", "-")
+        _check_name(nm)
         key = _eq_key(int(number), nm)
         _REGISTRY[key] = _Entry(key, "equation", int(number), nm, title, section, func,
                                 tuple(implements), erratum, slow)
@@ -272,8 +295,7 @@ def register_claim(name: str, title: str, *, section: str, implements: Iterable[
     The outcome's ``reproduced`` field carries the verdict on the survey's claim; ``passed``
     only says the experiment ran and its numbers are sane.
     """
-    if not name or not isinstance(name, str):
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    _check_name(name)
 
     def deco(func):
         key = f"claim:{name}"
@@ -292,8 +314,7 @@ def register_check(name: str, title: str, *, section: str, implements: Iterable[
     describes (a CSR bit count, a TT-SVD error bound), gradient checks of the network ops, or
     cross-implementation agreements. Passes like an equation check; run with :func:`verify`.
     """
-    if not name or not isinstance(name, str):
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    _check_name(name)
 
     def deco(func):
         key = f"check:{name}"
@@ -404,7 +425,7 @@ def verify(name: str, *, seed: int = 0, quick: bool | None = None,
 
 
 def run(key: str, *, seed: int = 0, quick: bool | None = None) -> Result:
-    """Run one registry entry by its key (``"Eq. (22)/bwn_brute_force"``, ``"check:name"`` or
+    """Run one registry entry by its key (``"Eq. (22)/bwn-brute"``, ``"check:name"`` or
     ``"claim:name"``)."""
     load_all()
     return _REGISTRY[key].run(seed, _quick(quick))

@@ -104,12 +104,12 @@ def test_equation_runs_all_checks_of_a_number_and_raises_on_failure(registry):
     def _good(rng, quick):
         return Outcome.compare([1.0], [1.0])
 
-    @check.register_equation(7, "bad", section="2.1.3", name="bad_one")
+    @check.register_equation(7, "bad", section="2.1.3", name="bad-one")
     def _bad(rng, quick):
         return Outcome.compare([1.0], [2.0], atol=0.1)
 
-    assert set(registry) == {"Eq. (7)/good", "Eq. (7)/bad_one"}
-    with pytest.raises(CheckFailed, match=r"Eq\. \(7\)/bad_one"):
+    assert set(registry) == {"Eq. (7)/good", "Eq. (7)/bad-one"}
+    with pytest.raises(CheckFailed, match=r"Eq\. \(7\)/bad-one"):
         check.equation(7)
     res = check.equation(7, raise_on_fail=False)
     assert [r.passed for r in res] == [False, True]  # sorted by key
@@ -134,7 +134,7 @@ def test_key_errors_name_what_is_registered(registry):
 
 
 def test_claim_not_reproduced_does_not_raise_but_failure_does(registry):
-    @check.register_claim("gradual_beats_oneshot", "gradual > one-shot", section="2.1.3")
+    @check.register_claim("gradual-beats-oneshot", "gradual > one-shot", section="2.1.3")
     def _c(rng, quick):
         return Outcome(True, {"acc_gradual": 0.8, "acc_oneshot": 0.81}, reproduced=False)
 
@@ -142,7 +142,7 @@ def test_claim_not_reproduced_does_not_raise_but_failure_does(registry):
     def _b(rng, quick):
         return Outcome(False, {"acc": float("nan")})
 
-    r = check.claim("gradual_beats_oneshot")
+    r = check.claim("gradual-beats-oneshot")
     assert r.passed and r.reproduced is False and r.verdict == "NOT reproduced"
     assert "acc_gradual=0.8" in r.line()
     with pytest.raises(CheckFailed, match="broken"):
@@ -233,13 +233,13 @@ def test_named_registrations_reject_bad_names(deco, name, registry):
         deco(name, "t", section="1")
 
 
-def test_default_name_strips_underscores_and_numpy_ints_are_accepted(registry):
+def test_default_name_strips_underscores_hyphenates_and_numpy_ints_are_accepted(registry):
     @check.register_equation(np.int64(9), "t", section="2.2.1")
     def _entropy_importance(rng, quick):
         return Outcome(True)
 
-    assert list(registry) == ["Eq. (9)/entropy_importance"]
-    assert registry["Eq. (9)/entropy_importance"].number == 9
+    assert list(registry) == ["Eq. (9)/entropy-importance"]
+    assert registry["Eq. (9)/entropy-importance"].number == 9
 
 
 def test_non_outcome_return_is_a_type_error(registry):
@@ -249,3 +249,11 @@ def test_non_outcome_return_is_a_type_error(registry):
 
     with pytest.raises(TypeError, match="expected refimpl.check.Outcome"):
         check.equation(5)
+
+
+@pytest.mark.parametrize("bad", ["snake_case", "Upper", "trailing-", "-lead", "two--dashes", ""])
+def test_names_are_kebab_case(registry, bad):
+    with pytest.raises(ValueError, match="name"):
+        check.register_claim(bad, "t", section="1")
+    with pytest.raises(ValueError, match="name"):
+        check.register_equation(1, "t", section="1", name=bad)

@@ -26,11 +26,11 @@ def registry(monkeypatch):
     fresh: dict = {}
     monkeypatch.setattr(check, "_REGISTRY", fresh)
     monkeypatch.setattr(check, "_LOADED", True)
-    check.register_equation(7, "ok", section="2.1.3", implements=["refimpl.x"])(
+    check.register_equation(7, "ok", section="2.1.3", implements=["refimpl.x"], name="ok")(
         lambda rng, quick: Outcome.compare([1.0], [1.0]))
-    check.register_equation(8, "bad", section="2.1.3")(
+    check.register_equation(8, "bad", section="2.1.3", name="bad")(
         lambda rng, quick: Outcome.compare([1.0], [2.0], atol=0.1))
-    check.register_claim("small_claim", "c", section="2.1.3")(
+    check.register_claim("small-claim", "c", section="2.1.3")(
         lambda rng, quick: Outcome(True, {"acc": 0.5}, reproduced=False))
     check.register_check("named", "n", section="2")(lambda rng, quick: Outcome(True))
     return fresh
@@ -103,11 +103,11 @@ def test_equations_run_exits_1_and_marks_failures(capsys, registry):
             if r.strip() and r.split()[0].isdigit()}
     assert rows[7] == "passed" and rows[8] == "FAILED" and rows[1] == "missing"
     assert "1/69 equations passed their checks, 1 failed, 67 have none" in out
-    assert "✗ Eq. (8)/<lambda>" in out  # the failing verdict is printed
+    assert "✗ Eq. (8)/bad" in out  # the failing verdict is printed
 
 
 def test_equations_run_exits_0_when_all_pass(capsys, registry):
-    del registry["Eq. (8)/<lambda>"]
+    del registry["Eq. (8)/bad"]
     assert cli.main(["equations", "--run"]) == 0
     assert "1/69 equations passed their checks, 0 failed, 68 have none" in \
         capsys.readouterr().out
@@ -122,7 +122,7 @@ def test_real_equations_map_has_69_rows(capsys):
 
 # --------------------------------------------------------------------------------- check
 @pytest.mark.parametrize("keys,code", [(["7"], 0), (["8"], 1), (["7", "8"], 1),
-                                       (["small_claim"], 0), (["claim:small_claim"], 0),
+                                       (["small-claim"], 0), (["claim:small-claim"], 0),
                                        (["named"], 0), (["check:named"], 0), (["1"], 2),
                                        (["70"], 2), (["no_such_thing"], 2),
                                        (["claim:named"], 2)])
@@ -143,7 +143,7 @@ def test_check_exit_codes(keys, code, registry, capsys):
 def test_check_unknown_key_lists_claims_and_checks(registry, capsys):
     assert cli.main(["check", "zzz"]) == 2
     err = capsys.readouterr().err
-    assert "claims and checks: named, small_claim" in err
+    assert "claims and checks: named, small-claim" in err
     assert cli.main(["check", "70"]) == 2
     assert "numbered 1-69" in capsys.readouterr().err
 

@@ -67,7 +67,7 @@ def _efficient_attention_shen(rng, quick):
 
 
 @register_equation(69, "survey prints softmax_r(Q)(softmax_c(KᵀV)); Shen et al. normalise K, "
-                   "not KᵀV", section="7.2", erratum=True, name="survey_form_erratum",
+                   "not KᵀV", section="7.2", erratum=True, name="survey-form-erratum",
                    implements=[A + "linear.efficient_attention_survey_form"])
 def _efficient_attention_erratum(rng, quick):
     Q, K, V = _qkv(rng, n=64, d=8, dv=6)

@@ -1,7 +1,7 @@
 """The chapter-1 baselines: the small networks trained on the embedded tasks.
 
 Shared by the chapter-1 notebook (which plots the curves) and the registered claims
-``claim:lstm_beats_bow`` and ``claim:lstm_lm_near_bayes_floor`` (which assert the numbers), so
+``claim:lstm-beats-bow`` and ``claim:lstm-lm-near-bayes-floor`` (which assert the numbers), so
 both see the same trained models. Results are cached per ``(quick, seed)`` within a process.
 """
 

@@ -1,8 +1,8 @@
 """Claims about the small networks themselves (chapter 1), run in miniature.
 
-- ``claim:lstm_beats_bow`` — on the embedded sentiment task, whose labels depend on word order,
+- ``claim:lstm-beats-bow`` — on the embedded sentiment task, whose labels depend on word order,
   an LSTM beats a bag-of-words classifier (by at least 5 accuracy points).
-- ``claim:lstm_lm_near_bayes_floor`` — a small LSTM language model trained on the HMM language
+- ``claim:lstm-lm-near-bayes-floor`` — a small LSTM language model trained on the HMM language
   closes most (≥ 75 %) of the gap between the unigram model and the exact Bayes-optimal
   perplexity, and does not go below the floor (beyond sampling noise).
 """
@@ -14,7 +14,7 @@ import math
 from refimpl.check import Outcome, register_claim
 
 
-@register_claim("lstm_beats_bow", "an order-aware LSTM beats bag-of-words on the sentiment task",
+@register_claim("lstm-beats-bow", "an order-aware LSTM beats bag-of-words on the sentiment task",
                 section="—", implements=["refimpl.nn.RNNClassifier", "refimpl.nn.BowClassifier",
                                          "refimpl.data.make_sentiment"])
 def _lstm_beats_bow(rng, quick):
@@ -29,7 +29,7 @@ def _lstm_beats_bow(rng, quick):
                    reproduced=lstm - bow >= 0.05)
 
 
-@register_claim("lstm_lm_near_bayes_floor",
+@register_claim("lstm-lm-near-bayes-floor",
                 "an LSTM LM approaches the Bayes-optimal perplexity of the HMM language",
                 section="—", implements=["refimpl.nn.LSTMLanguageModel", "refimpl.nn.fit_lm",
                                          "refimpl.data.make_hmm_lm"])

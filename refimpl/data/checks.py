@@ -1,12 +1,12 @@
 """Registered verification checks for the embedded tasks (chapter 1, "the networks and tasks").
 
-- ``check:hmm_forward_brute_force`` — the scaled forward algorithm equals the sum over all
+- ``check:hmm-forward-brute-force`` — the scaled forward algorithm equals the sum over all
   state paths on a tiny HMM (so the Bayes floor of the LM task is exact);
-- ``check:hmm_bayes_floor`` — the stored Bayes NLL of the HMM LM task is reproduced from the
+- ``check:hmm-bayes-floor`` — the stored Bayes NLL of the HMM LM task is reproduced from the
   generator, and context-free / mis-specified models sit above it;
-- ``check:sentiment_needs_order`` — the labelling rule reads the sentiment task perfectly
+- ``check:sentiment-needs-order`` — the labelling rule reads the sentiment task perfectly
   while a bag-of-words logistic regression cannot (negation scope and "but" need order);
-- ``check:bleu_hand_values`` — corpus BLEU on hand-worked examples (Papineni et al. 2002).
+- ``check:bleu-hand-values`` — corpus BLEU on hand-worked examples (Papineni et al. 2002).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from refimpl.data.sentiment import make_sentiment, sentiment_rule_label
 from refimpl.data.translation import bleu
 
 
-@register_check("hmm_forward_brute_force", "scaled forward algorithm equals the sum over all "
+@register_check("hmm-forward-brute-force", "scaled forward algorithm equals the sum over all "
                 "S^n state paths (tiny HMM)", section="—",
                 implements=["refimpl.data.lm.hmm_log_likelihood"])
 def _hmm_forward(rng, quick):
@@ -44,7 +44,7 @@ def _hmm_forward(rng, quick):
     return Outcome.compare(got, want, atol=1e-12, n_paths=3 ** 6)
 
 
-@register_check("hmm_bayes_floor", "HMM LM: exact Bayes NLL reproduced; unigram and perturbed "
+@register_check("hmm-bayes-floor", "HMM LM: exact Bayes NLL reproduced; unigram and perturbed "
                 "HMMs are above the floor", section="—",
                 implements=["refimpl.data.lm.make_hmm_lm", "refimpl.data.lm.lm_sentence_nll",
                             "refimpl.data.lm.unigram_nll"])
@@ -96,7 +96,7 @@ def _bow_logreg_accuracy(task, l2: float = 1e-2) -> float:
     return float(np.mean((feats(task.X_test) @ w > 0) == task.y_test))
 
 
-@register_check("sentiment_needs_order", "sentiment task: the order-aware rule reads 100 %, "
+@register_check("sentiment-needs-order", "sentiment task: the order-aware rule reads 100 %, "
                 "bag-of-words logistic regression stays far below", section="—",
                 implements=["refimpl.data.sentiment.make_sentiment",
                             "refimpl.data.sentiment.sentiment_rule_label"])
@@ -110,7 +110,7 @@ def _sentiment_order(rng, quick):
                    detail="test accuracy")
 
 
-@register_check("bleu_hand_values", "corpus BLEU on hand-worked cases: clipped precision 2/7, "
+@register_check("bleu-hand-values", "corpus BLEU on hand-worked cases: clipped precision 2/7, "
                 "(1/5)^(1/4), brevity penalty e^-2, identity 1", section="—",
                 implements=["refimpl.data.translation.bleu"])
 def _bleu_hand(rng, quick):

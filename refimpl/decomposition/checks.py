@@ -180,7 +180,7 @@ def _eq66_sparse_code(rng, quick):
 
 
 @register_equation(66, "non-negative sparse coding: alternating D/A steps never increase "
-                   "Eq. (66); A, D ≥ 0", section="6.1", name="nonneg_alternation",
+                   "Eq. (66); A, D ≥ 0", section="6.1", name="nonneg-alternation",
                    implements=[f"{_LR}.sparse_coding"])
 def _eq66_nonneg(rng, quick):
     X = np.abs(rng.standard_normal((8, 30)))
@@ -222,7 +222,7 @@ def _eq67_flop(rng, quick):
         detail="Eq. (67) both forms; P(z≠0)=σ(logα − β log(−γ/ζ)) vs MC; compressed = gated")
 
 
-@register_check("flop_l0_training", "FLOP: training with the expected-L0 penalty switches off "
+@register_check("flop-l0-training", "FLOP: training with the expected-L0 penalty switches off "
                 "the unneeded rank components of a rank-3 target", section="6.1",
                 implements=[f"{_LR}.FLOPLinear", "refimpl.decomposition._ops.hard_concrete_l0"])
 @_single_thread_blas
@@ -252,7 +252,7 @@ def _flop_training(rng, quick):
 
 
 # ------------------------------------------------------------------ unnumbered methods
-@register_check("eckart_young", "truncated SVD is the optimal rank-r approximation "
+@register_check("eckart-young", "truncated SVD is the optimal rank-r approximation "
                 "(Frobenius and spectral), beating random rank-r matrices", section="6.1",
                 implements=[f"{_LR}.truncated_svd", f"{_LR}.eckart_young_error"])
 def _eckart_young(rng, quick):
@@ -272,7 +272,7 @@ def _eckart_young(rng, quick):
     return Outcome.all_of(*outs, detail="ranks 1,3,5; 100 projected random candidates each")
 
 
-@register_check("tt_svd_known_rank", "TT-SVD reconstructs a known-TT-rank tensor to 1e-9 and "
+@register_check("tt-svd-known-rank", "TT-SVD reconstructs a known-TT-rank tensor to 1e-9 and "
                 "recovers its ranks", section="6.3", implements=[f"{_TT}.tt_svd"])
 def _tt_known_rank(rng, quick):
     shape, ranks = (4, 5, 3, 6), [3, 4, 2]
@@ -283,7 +283,7 @@ def _tt_known_rank(rng, quick):
                    {"rel_err": rel, "ranks": str(tt_ranks(cores))})
 
 
-@register_check("tt_svd_error_bound", "TT-SVD with ε: ‖X − X̂‖ ≤ ε‖X‖ (δ = ε/√(d−1)‖X‖ per "
+@register_check("tt-svd-error-bound", "TT-SVD with ε: ‖X − X̂‖ ≤ ε‖X‖ (δ = ε/√(d−1)‖X‖ per "
                 "step)", section="6.3", implements=[f"{_TT}.tt_svd"])
 def _tt_bound(rng, quick):
     X = rng.standard_normal((4, 5, 6, 3))
@@ -295,7 +295,7 @@ def _tt_bound(rng, quick):
                                                "min_err_over_eps": min(ratios)})
 
 
-@register_check("tt_matvec", "TT-matrix × X without forming W equals the dense product "
+@register_check("tt-matvec", "TT-matrix × X without forming W equals the dense product "
                 "(both kernels)", section="6.3",
                 implements=[f"{_TT}.tt_matvec", "refimpl.kernels.tt.tt_matmul"])
 def _tt_matvec(rng, quick):
@@ -309,7 +309,7 @@ def _tt_matvec(rng, quick):
         Outcome(True, {"params_tt": tt_num_params(cores), "params_dense": W.size}))
 
 
-@register_check("tt_embedding_lookup", "TT-embedding rows (both kernels and the tape layer) "
+@register_check("tt-embedding-lookup", "TT-embedding rows (both kernels and the tape layer) "
                 "equal rows of the full TT-matrix", section="6.3",
                 implements=[f"{_TT}.TTEmbedding", "refimpl.kernels.tt.tt_embedding_lookup"])
 def _tt_embedding_lookup(rng, quick):
@@ -326,7 +326,7 @@ def _tt_embedding_lookup(rng, quick):
         Outcome(True, {"params_tt": emb.num_parameters(), "params_dense": E.size}))
 
 
-@register_check("multilinear_attention_tucker", "Ma et al.'s single-block attention is a Tucker "
+@register_check("multilinear-attention-tucker", "Ma et al.'s single-block attention is a Tucker "
                 "product with a diagonal core; h blocks with shared factors form a BTD",
                 section="6.3", implements=[f"{_BT}.single_block_attention",
                                            f"{_BT}.MultiLinearAttention"])
@@ -356,7 +356,7 @@ def _mla_tucker(rng, quick):
         detail="G ×1 Q ×2 K ×3 V with diagonal G; (1/h)Σ_j T_j then SplitConcat and W^O")
 
 
-@register_check("west_optimal", "WEST: per-block truncated SVD is the optimal E ≈ C D with "
+@register_check("west-optimal", "WEST: per-block truncated SVD is the optimal E ≈ C D with "
                 "D block-diagonal", section="6.2", implements=[
                     "refimpl.decomposition.block_diagonal.west_factorize"])
 def _west(rng, quick):
@@ -373,7 +373,7 @@ def _west(rng, quick):
     return Outcome(err <= best_other + 1e-12, {"west_err": err, "best_random_D_err": best_other})
 
 
-@register_check("dsoftmax_block_sparse", "differentiated softmax equals a full softmax with "
+@register_check("dsoftmax-block-sparse", "differentiated softmax equals a full softmax with "
                 "a block-sparse output matrix", section="6.2", implements=[
                     "refimpl.decomposition.block_diagonal.DifferentiatedSoftmax"])
 def _dsoftmax(rng, quick):
@@ -405,7 +405,7 @@ def _fit(model, data, *, epochs, lr):
                progress=False, blas_threads=None)
 
 
-@register_claim("tt_embedding_compression", "TT-embedding compresses the embedding by large "
+@register_claim("tt-embedding-compression", "TT-embedding compresses the embedding by large "
                 "factors with little loss (Khrulkov et al. 2019)", section="6.3",
                 implements=[f"{_TT}.TTEmbedding"])
 @_single_thread_blas
@@ -443,7 +443,7 @@ def _claim_tt_embedding(rng, quick):
                    reproduced=ok)
 
 
-@register_claim("btd_fewer_params_than_tt", "block-term decomposition needs fewer parameters "
+@register_claim("btd-fewer-params-than-tt", "block-term decomposition needs fewer parameters "
                 "than TT for the same approximation error (Ye et al. 2018)", section="6.3",
                 implements=[f"{_BT}.btd_als", f"{_TT}.tt_svd"])
 @_single_thread_blas
@@ -560,7 +560,7 @@ def _joint_svd_experiment(quick):
     return out
 
 
-@register_claim("joint_svd_3x", "joint SVD keeps a recurrent model with ~3× fewer parameters "
+@register_claim("joint-svd-3x", "joint SVD keeps a recurrent model with ~3× fewer parameters "
                 "near its accuracy (Prabhavalkar et al. 2016)", section="6.1",
                 implements=[f"{_LR}.joint_svd", f"{_LR}.ProjectedRNNClassifier"])
 @_single_thread_blas
@@ -573,7 +573,7 @@ def _claim_joint_svd(rng, quick):
                                    - r["acc_jointsvd_ft1"] <= 0.02))
 
 
-@register_claim("svd_init_beats_random_projection", "SVD initialisation of the shared "
+@register_claim("svd-init-beats-random-projection", "SVD initialisation of the shared "
                 "projection works better than training it from scratch (Sak et al. 2014 vs "
                 "Prabhavalkar et al. 2016)", section="6.1",
                 implements=[f"{_LR}.ProjectedRNNClassifier"])
@@ -590,7 +590,7 @@ def _claim_svd_init(rng, quick):
 # ------------------------------------------------------------------ erratum
 @register_equation(63, "survey text writes the jointly compressed inter-layer matrix as "
                    "W_l^x; it must be W_x^l (Eq. 63), the matrix multiplying h_t^l",
-                   section="6.1", name="erratum_inter_layer_index", erratum=True,
+                   section="6.1", name="erratum-inter-layer-index", erratum=True,
                    implements=[f"{_LR}.joint_svd"])
 def _erratum_inter_layer_index(rng, quick):
     # layer l = 1 of a 2-layer RNN with E = 5 inputs and N_1 = N_2 = 6 units

@@ -255,7 +255,7 @@ def _specialist_gradient(rng, quick):
 @register_equation(58, "erratum: KL(p^m, q) must compare p^m with q collapsed onto S_m + "
                    "dustbin; without the dustbin the minimiser is wrong", section="4.3",
                    implements=[f"{_MT}.specialist_loss", f"{_MT}.collapse_to_specialist"],
-                   name="erratum_dustbin", erratum=True)
+                   name="erratum-dustbin", erratum=True)
 def _erratum_dustbin(rng, quick):
     C, N, k = 10, 4, 3
     subsets = [np.array([0, 1, 2])]
@@ -298,7 +298,7 @@ def _erratum_dustbin(rng, quick):
 
 
 # ------------------------------------------------------------------ baselines
-@register_check("multi_teacher_average_ce", "CE to the teachers' average = T²KL(p̄‖q_T) + T²H(p̄); "
+@register_check("multi-teacher-average-ce", "CE to the teachers' average = T²KL(p̄‖q_T) + T²H(p̄); "
                 "gradient T(q_T − p̄)/N", section="4.3",
                 implements=[f"{_MT}.multi_teacher_ce", f"{_MT}.average_teacher_probs"])
 def _avg_ce(rng, quick):
@@ -319,7 +319,7 @@ def _avg_ce(rng, quick):
                           Outcome.compare(zt.grad, T * (qT - pbar) / N, atol=1e-12))
 
 
-@register_check("top_k_teacher_probs", "top-K teacher probabilities: K entries, sum 1, ratios "
+@register_check("top-k-teacher-probs", "top-K teacher probabilities: K entries, sum 1, ratios "
                 "kept, K = C is the identity", section="4.3",
                 implements=[f"{_MT}.top_k_teacher_probs"])
 def _topk(rng, quick):
@@ -337,7 +337,7 @@ def _topk(rng, quick):
 
 
 # ------------------------------------------------------------------ claim in miniature
-@register_claim("multi_teacher_average_helps", "a student trained on the cross-entropy to the "
+@register_claim("multi-teacher-average-helps", "a student trained on the cross-entropy to the "
                 "average of several teachers' predictions beats one trained on hard labels "
                 "only (§4.3, Fig. 4(G))", section="4.3", implements=[f"{_MT}.multi_teacher_ce"])
 def _claim_average(rng, quick):

@@ -1,6 +1,6 @@
 """Registered verification checks for the small networks (chapter 1).
 
-``check:nn_gradcheck_ops`` gradient-checks every primitive pair of :mod:`refimpl.nn.ops` through
+``check:nn-gradcheck-ops`` gradient-checks every primitive pair of :mod:`refimpl.nn.ops` through
 the tape in float64 (central differences against a random upstream gradient), so chapter 1 and
 the test suite run the same check.
 """
@@ -67,7 +67,7 @@ def _op_cases(rng):
     ]
 
 
-@register_check("nn_gradcheck_ops", "every primitive op's backward matches central differences",
+@register_check("nn-gradcheck-ops", "every primitive op's backward matches central differences",
                 section="—", implements=["refimpl.nn.ops", "refimpl.nn.tensor.Tensor.backward"])
 def _gradcheck_ops(rng, quick):
     worst, failed = 0.0, []

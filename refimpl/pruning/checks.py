@@ -149,7 +149,7 @@ def _obd(rng, quick):
 
 
 @register_equation(1, "survey's h_ii = ∂²E/∂u_i∂u_j is an off-diagonal element; OBD needs "
-                      "∂²E/∂u_i²", section="2.1.1", name="erratum_hii", erratum=True,
+                      "∂²E/∂u_i²", section="2.1.1", name="erratum-hii", erratum=True,
                    implements=[W_ + "obd_saliency"])
 def _obd_erratum(rng, quick):
     X, y, w, loss, H = _quadratic(rng, diagonal=True)
@@ -316,7 +316,7 @@ def _zg(rng, quick):
 
 
 @register_equation(7, "survey's argument i/(nf) drops the start step t_0 of (t - t_0)/(nΔt)",
-                   section="2.1.3", name="erratum_t0", erratum=True,
+                   section="2.1.3", name="erratum-t0", erratum=True,
                    implements=[W_ + "zhu_gupta_sparsity"])
 def _zg_erratum(rng, quick):
     z = _ZG
@@ -387,7 +387,7 @@ def _entropy(rng, quick):
 
 @register_equation(9, "Eq. (9) as printed lacks the minus sign: it is -entropy ≤ 0 and ranks "
                       "the most informative neuron lowest", section="2.2.1",
-                   name="erratum_sign", erratum=True, implements=[N_ + "neuron_entropy"])
+                   name="erratum-sign", erratum=True, implements=[N_ + "neuron_entropy"])
 def _entropy_erratum(rng, quick):
     H = _sigmoid_acts(rng)
     printed = pn.neuron_entropy_survey_form(H)

@@ -207,7 +207,7 @@ def _gaussian_erratum(rng, quick):
                    "printed form maps ~69% of N(0,1) weights to +1 and none to 0")
 
 
-@register_check("gaussian_ternary_corrected", "corrected Gaussian ternary is Eq. 32 with "
+@register_check("gaussian-ternary-corrected", "corrected Gaussian ternary is Eq. 32 with "
                 "Δ = μ + σ/2", section="3.2.1", implements=[f"{_T}.ternary_gaussian"])
 def _gaussian_corrected(rng, quick):
     W = rng.normal(0.1, 2.0, 5000)
@@ -283,7 +283,7 @@ def _twn_rule(rng, quick):
 
 @register_equation(34, "Eq. 34 prints E(W); the rule needs E(|W|) (E(W) ≈ 0 for symmetric "
                    "weights gives Δ ≈ 0: no zeros)", section="3.2.2", erratum=True,
-                   name="mean_not_abs_erratum", implements=[f"{_T}.twn"])
+                   name="mean-not-abs-erratum", implements=[f"{_T}.twn"])
 def _twn_rule_erratum(rng, quick):
     W = rng.standard_normal(10000)
     d_printed = 0.7 * float(W.mean())
@@ -295,7 +295,7 @@ def _twn_rule_erratum(rng, quick):
                     "frac_zero_printed": zeros_printed, "frac_zero_abs": zeros_right})
 
 
-@register_check("lloyd_max_step", "Lloyd–Max step of a 4-level uniform quantiser for N(0,1) is "
+@register_check("lloyd-max-step", "Lloyd–Max step of a 4-level uniform quantiser for N(0,1) is "
                 "Max's 0.9957 and a local minimum", section="3.2.2",
                 implements=[f"{_T}.lloyd_max_step", f"{_T}.loss_aware_step_search"])
 def _lloyd_max(rng, quick):
@@ -309,7 +309,7 @@ def _lloyd_max(rng, quick):
     return Outcome(abs(s - 0.9957) < 0.02 and local, {"step": s, "max_1960": 0.9957})
 
 
-@register_check("ttq_gradients", "TTQ: ∂L/∂W_p, ∂L/∂W_n are gradient sums over I_p, I_n "
+@register_check("ttq-gradients", "TTQ: ∂L/∂W_p, ∂L/∂W_n are gradient sums over I_p, I_n "
                 "(finite differences), thresholds hit their sparsity", section="3.2.2",
                 implements=[f"{_T}.ttq_ste", f"{_T}.ttq_threshold_sparsity"])
 def _ttq_grads(rng, quick):
@@ -324,7 +324,7 @@ def _ttq_grads(rng, quick):
                            detail="gradcheck passed; sparsity heuristic exact")
 
 
-@register_check("ttq_training", "TTQ learns asymmetric scales: latent weights and W_p, W_n "
+@register_check("ttq-training", "TTQ learns asymmetric scales: latent weights and W_p, W_n "
                 "trained by gradient descent recover true ternary values {+0.8, 0, −0.3}",
                 section="3.2.2", implements=[f"{_T}.ttq_ste", f"{_T}.ttq_threshold",
                                              f"{_T}.ttq_normalize"])
@@ -451,11 +451,11 @@ def _gru_check(k):
 
 for _n in (40, 41):
     register_equation(_n, "GRU (survey form) equals an explicit NumPy loop", section="3.3.1",
-                      name="gru_by_hand", implements=[f"{_R}.quant_gru_cell", f"{_R}.QuantGRU"]
+                      name="gru-by-hand", implements=[f"{_R}.quant_gru_cell", f"{_R}.QuantGRU"]
                       )(_gru_check(None))
 for _n in (42, 43, 44, 45):
     register_equation(_n, "quantised GRU (2-bit weights/inputs, re-quantised r⊙h and h) equals "
-                      "an explicit NumPy loop", section="3.3.1", name="quant_gru_by_hand",
+                      "an explicit NumPy loop", section="3.3.1", name="quant-gru-by-hand",
                       implements=[f"{_R}.quant_gru_cell", f"{_R}.QuantGRU"])(_gru_check(2))
 
 
@@ -490,7 +490,7 @@ def _eq48(rng, quick):
                    "Monte Carlo mean within 5 s.e. of W")
 
 
-@register_check("balanced_bins", "recursive median splits give exactly equal-count bins = "
+@register_check("balanced-bins", "recursive median splits give exactly equal-count bins = "
                 "the j/2^k percentiles; mean splits approximate them", section="3.3.2",
                 implements=["refimpl.quantization.balanced.recursive_split_edges",
                             "refimpl.quantization.balanced.balanced_quantize"])
@@ -557,7 +557,7 @@ def _eq51(rng, quick):
                     "rate_printed": printed})
 
 
-@register_check("trained_kmeans_grad", "trained k-means: the codebook gradient is the per-"
+@register_check("trained-kmeans-grad", "trained k-means: the codebook gradient is the per-"
                 "cluster sum of weight gradients (Han et al.)", section="3.3.3",
                 implements=[f"{_K}.shared_weights", f"{_K}.cluster_grad_sums"])
 def _trained_kmeans(rng, quick):
@@ -571,7 +571,7 @@ def _trained_kmeans(rng, quick):
     return Outcome.compare(c.grad, [dW[lab == j].sum() for j in range(4)], atol=1e-12)
 
 
-@register_check("pq_rq_reconstruction", "PQ with k = m and RQ with growing t reconstruct "
+@register_check("pq-rq-reconstruction", "PQ with k = m and RQ with growing t reconstruct "
                 "(error 0, non-increasing)", section="3.3.3",
                 implements=[f"{_K}.product_quantize", f"{_K}.residual_quantize"])
 def _pq_rq(rng, quick):
@@ -674,7 +674,7 @@ def _eq56(rng, quick):
 
 
 # ------------------------------------------------------------------ §3.3.5
-@register_check("hessian_power_iteration", "top Hessian eigenvalue by power iteration on "
+@register_check("hessian-power-iteration", "top Hessian eigenvalue by power iteration on "
                 "finite-difference Hessian-vector products = eigvalsh (per group)",
                 section="3.3.5", implements=[f"{_E}.top_hessian_eigenvalue",
                                              f"{_E}.group_sensitivities"])
@@ -703,7 +703,7 @@ def _sentiment(quick):
     return load_task("sentiment", quick=quick, rng=0)
 
 
-@register_claim("binary_recurrent_weights_fail", "BinaryConnect (±1) recurrent weights hurt an "
+@register_claim("binary-recurrent-weights-fail", "BinaryConnect (±1) recurrent weights hurt an "
                 "LSTM while BWN, ternary (TWN) and loss-aware binarisation stay near full "
                 "precision (Ott et al. 2016; Hou et al. 2017)", section="3.2",
                 implements=["refimpl.quantization.training.weight_quantizer",
@@ -730,7 +730,7 @@ def _claim_binary_rnn(rng, quick):
                    "accuracy", reproduced=rep)
 
 
-@register_claim("nonuniform_beats_uniform_2bit", "at 2 bits, balanced and k-means quantisation "
+@register_claim("nonuniform-beats-uniform-2bit", "at 2 bits, balanced and k-means quantisation "
                 "beat uniform (reconstruction error of trained LSTM weights and accuracy)",
                 section="3.3.2", implements=[f"{_U}.quantize_uniform",
                                              "refimpl.quantization.balanced.balanced_quantize",
@@ -770,7 +770,7 @@ def _claim_nonuniform(rng, quick):
                    "the relative reconstruction error", reproduced=rep)
 
 
-@register_claim("embedding_quant_during_beats_after", "1-bit word embeddings: quantising during "
+@register_claim("embedding-quant-during-beats-after", "1-bit word embeddings: quantising during "
                 "training beats quantising a trained table (Lam 2018)", section="3.3.5",
                 implements=[f"{_E}.embedding_quantizer", f"{_E}.quantize_embedding_after"])
 def _claim_embeddings(rng, quick):
@@ -811,7 +811,7 @@ def _trained_transformer(quick):
     return trained_tiny_transformer(quick)
 
 
-@register_claim("transformer_4bit_little_loss", "4-bit (k-means) Transformer weights lose little "
+@register_claim("transformer-4bit-little-loss", "4-bit (k-means) Transformer weights lose little "
                 "accuracy; 1–2 bits lose more (Cheong & Daniel 2019)", section="3.3.5",
                 implements=[f"{_E}.quantize_model_weights_", f"{_K}.kmeans_quantize"])
 def _claim_transformer(rng, quick):
@@ -831,7 +831,7 @@ def _claim_transformer(rng, quick):
                    "quantised after training", reproduced=rep)
 
 
-@register_claim("hessian_mixed_precision", "Q-BERT: giving more bits to the matrices with the "
+@register_claim("hessian-mixed-precision", "Q-BERT: giving more bits to the matrices with the "
                 "largest top Hessian eigenvalue beats the reverse allocation at the same "
                 "average bits (Shen et al. 2020)", section="3.3.5",
                 implements=[f"{_E}.group_sensitivities_model", f"{_E}.assign_mixed_precision",

@@ -11,7 +11,7 @@ from refimpl.sharing import lightrnn_allocate, lightrnn_cost_matrix
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_registered_check(seed):
-    check.verify("lightrnn_allocation", seed=seed)
+    check.verify("lightrnn-allocation", seed=seed)
 
 
 def test_cost_matrix_layout():

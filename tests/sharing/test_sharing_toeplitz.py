@@ -7,7 +7,9 @@ import pytest
 import scipy.linalg
 
 from refimpl import check
+from refimpl.nn import gradcheck
 from refimpl.sharing import (
+    ToeplitzLikeLinear,
     displacement,
     f_circulant,
     toeplitz_generators,
@@ -20,7 +22,7 @@ EPS = np.finfo(float).eps
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_registered_check(seed):
-    check.verify("toeplitz_like", seed=seed)
+    check.verify("toeplitz-like", seed=seed)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 33])
@@ -60,7 +62,29 @@ def test_batch_shapes_and_determinism():
     assert np.array_equal(Y, toeplitz_like_matvec(G, H, X))
 
 
+@pytest.mark.parametrize("n,rank", [(1, 1), (4, 1), (7, 3)])
+def test_layer_gradcheck(n, rank):
+    layer = ToeplitzLikeLinear(n, rank, rng=n)
+    rng = np.random.default_rng(rank)
+
+    def fn(x, G, H, b):
+        layer.G, layer.H, layer.b = G, H, b
+        return layer(x)
+
+    gradcheck(fn, [rng.standard_normal((2, 2, n)), rng.standard_normal((n, rank)),
+                   rng.standard_normal((n, rank)), rng.standard_normal(n)], rng=0)
+
+
+def test_layer_counts():
+    assert ToeplitzLikeLinear(64, 4, rng=0).num_parameters() == 2 * 64 * 4 + 64
+    assert ToeplitzLikeLinear(64, 4, bias=False, rng=0).num_parameters() == 2 * 64 * 4
+
+
 def test_bad_input():
+    with pytest.raises(ValueError, match="rank"):
+        ToeplitzLikeLinear(4, 0)
+    with pytest.raises(ValueError, match="last dimension n=4"):
+        ToeplitzLikeLinear(4, 1)(np.ones((2, 3)))
     with pytest.raises(ValueError, match="G and H"):
         toeplitz_like_matrix(np.ones((4, 2)), np.ones((4, 3)))
     with pytest.raises(ValueError, match="X must have last dimension"):
