@@ -521,6 +521,7 @@ def _sharing():
         "toeplitz_generators": lambda: dict(c=_g(5), r=_g(5, seed=1)),
         "displacement": lambda: dict(M=_g(4, 4)),
         "f_circulant": lambda: dict(v=_g(4), f=-1),
+        "ToeplitzLikeLinear": lambda: dict(n=5, rank=2, bias=True, rng=0),
         "AlbertEmbeddings": lambda: dict(vocab_size=10, embed_dim=2, d_model=4, max_position=5,
                                          type_vocab_size=2, padding_idx=0, rng=0),
         "AlbertEncoder": lambda: dict(num_layers=2, d_model=4, num_heads=2, d_ff=4, share="all",

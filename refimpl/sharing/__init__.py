@@ -28,7 +28,8 @@
                                    Sindhwani et al. 2015): displacement rank r, 2nr numbers,
                                    FFT products: :func:`toeplitz_like_matrix`,
                                    :func:`toeplitz_like_matvec`, :func:`toeplitz_generators`,
-                                   :func:`displacement`, :func:`f_circulant`
+                                   :func:`displacement`, :func:`f_circulant`,
+                                   :class:`ToeplitzLikeLinear` (FFT forward and backward)
 ``transformers``                   §5.3 ALBERT (Lan et al., ICLR 2020): factorised embedding
                                    :class:`AlbertEmbeddings` (V·E + E·H), cross-layer sharing
                                    :class:`AlbertEncoder` (all / attention / FFN / none),
@@ -51,6 +52,7 @@ from refimpl.sharing.lightrnn import lightrnn_allocate, lightrnn_cost_matrix
 from refimpl.sharing.quaternion import QuaternionLinear, hamilton_product, quaternion_block_matrix
 from refimpl.sharing.transformers import AlbertEmbeddings, AlbertEncoder, albert_num_params
 from refimpl.sharing.toeplitz import (
+    ToeplitzLikeLinear,
     displacement,
     f_circulant,
     toeplitz_generators,
@@ -65,5 +67,5 @@ __all__ = [
     "hashed_matrix", "hash_seeds", "HashedLinear", "hamilton_product", "quaternion_block_matrix",
     "QuaternionLinear", "lightrnn_allocate", "lightrnn_cost_matrix", "toeplitz_like_matrix",
     "toeplitz_like_matvec", "toeplitz_generators", "displacement", "f_circulant",
-    "AlbertEmbeddings", "AlbertEncoder", "albert_num_params",
+    "AlbertEmbeddings", "AlbertEncoder", "albert_num_params", "ToeplitzLikeLinear",
 ]

@@ -15,7 +15,7 @@ import scipy.optimize
 import scipy.sparse
 
 from refimpl.check import Outcome, register_check, register_claim, register_equation
-from refimpl.nn import GradcheckError, gradcheck
+from refimpl.nn import GradcheckError, Tensor, gradcheck
 from refimpl.sharing.embeddings import (
     kkt_residual,
     rare_word_embedding,
@@ -498,11 +498,13 @@ _TOEP = "refimpl.sharing.toeplitz"
 @register_check("toeplitz-like", "Toeplitz-like matrices of displacement rank r: "
                 "M = ½Σ Z_1(g_k)Z_{-1}(Jh_k) satisfies Z_1M − MZ_{-1} = GHᵀ (rank r), the FFT "
                 "product equals the dense one, 2nr stored numbers; a Toeplitz matrix is "
-                "rank 2 and its FFT product equals scipy.linalg.matmul_toeplitz",
+                "rank 2 and its FFT product equals scipy.linalg.matmul_toeplitz; "
+                "ToeplitzLikeLinear's FFT backward = dense, gradcheck",
                 section="5.2", implements=[f"{_TOEP}.toeplitz_like_matrix",
                                            f"{_TOEP}.toeplitz_like_matvec",
                                            f"{_TOEP}.toeplitz_generators",
-                                           f"{_TOEP}.displacement", f"{_TOEP}.f_circulant"])
+                                           f"{_TOEP}.displacement", f"{_TOEP}.f_circulant",
+                                           f"{_TOEP}.ToeplitzLikeLinear"])
 @_single_thread_blas
 def _check_toeplitz_like(rng, quick):
     import scipy.linalg
@@ -547,9 +549,36 @@ def _check_toeplitz_like(rng, quick):
                             - scipy.linalg.matmul_toeplitz((c, row), X.T).T).max())
     toep_fft_rel = toep_fft / (64 * np.log2(n) * eps * tscale * n)
     toep_rank = int(np.linalg.matrix_rank(displacement(T)))
+
+    # the layer: FFT backward (dX = dY M) against the dense matrix, and central differences
+    from refimpl.sharing.toeplitz import ToeplitzLikeLinear
+
+    layer = ToeplitzLikeLinear(n, 3, rng=int(rng.integers(2**31)))
+    xl = Tensor(rng.standard_normal((B, n)), requires_grad=True)
+    dY = rng.standard_normal((B, n))
+    layer(xl).backward(dY)
+    Ml = layer.matrix()
+    dx_err = float(np.abs(xl.grad - dY @ Ml).max()) / (
+        64 * np.log2(n) * eps * n * np.abs(dY).sum(1).max() * 3
+        * np.abs(layer.G.data).max() * np.abs(layer.H.data).max())
+    probe = ToeplitzLikeLinear(5, 2, rng=0)
+
+    def fn(xt, Gt, Ht, bt):
+        probe.G, probe.H, probe.b = Gt, Ht, bt                  # the checked tensors
+        return probe(xt)
+
+    try:
+        gc = gradcheck(fn, [rng.standard_normal((2, 5)), rng.standard_normal((5, 2)),
+                            rng.standard_normal((5, 2)), rng.standard_normal(5)], rng=0)
+        gc_ok, gc_err = True, gc["max_abs_err"]
+    except GradcheckError as e:
+        gc_ok, gc_err = False, str(e)
     ok = (hand and disp_err <= 1 and fft_err <= 1 and ranks == [1, 2, 4] and sizes_ok
-          and toep_dense <= 1 and toep_fft_rel <= 1 and toep_rank == 2)
-    return Outcome(ok, {"hand_values": hand, "displacement_err_over_tol": disp_err,
+          and toep_dense <= 1 and toep_fft_rel <= 1 and toep_rank == 2 and dx_err <= 1
+          and gc_ok and layer.num_parameters() == 2 * n * 3 + n)
+    return Outcome(ok, {"hand_values": hand, "dX_err_over_tol": dx_err,
+                        "gradcheck_max_abs_err": gc_err,
+                        "displacement_err_over_tol": disp_err,
                         "fft_err_over_tol": fft_err, "displacement_ranks": ranks,
                         "toeplitz_displacement_rank": toep_rank,
                         "toeplitz_vs_scipy_max_abs_err": toep_fft},

@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl.utils import check_array
+from refimpl.nn.module import Module
+from refimpl.nn.tensor import Parameter, Tensor, apply_op, as_tensor
+from refimpl.utils import as_rng, check_array, check_bool, check_int
 
 __all__ = ["toeplitz_like_matrix", "toeplitz_like_matvec", "toeplitz_generators",
-           "displacement", "f_circulant"]
+           "displacement", "f_circulant", "ToeplitzLikeLinear"]
 
 
 def _check_gh(G, H):
@@ -154,3 +156,100 @@ def toeplitz_generators(c, r) -> tuple[np.ndarray, np.ndarray]:
     G[0, 0], G[:, 1] = 1.0, v
     H[:, 0], H[-1, 1] = u, 1.0
     return G, H
+
+
+def _circ_T(v):
+    """First column of Z_1(v)ᵀ: (v_0, v_{n-1}, ..., v_1) (works on (..., n))."""
+    return np.roll(v[..., ::-1], 1, axis=-1)
+
+
+def _skew_T(v):
+    """First column of Z_{-1}(v)ᵀ: (v_0, −v_{n-1}, ..., −v_1) (works on (..., n))."""
+    t = -np.roll(v[..., ::-1], 1, axis=-1)
+    t[..., 0] = v[..., 0]
+    return t
+
+
+def toeplitz_like_forward(G, H, X):
+    """``Y = X Mᵀ`` through the FFT, with the cache for :func:`toeplitz_like_backward`.
+
+    G, H (n, r); X (B, n) -> Y (B, n).
+    """
+    n, r = G.shape
+    U = [_skew_mul(H[::-1, k], X) for k in range(r)]        # u_k = Z_{-1}(J h_k) x, (B, n)
+    Y = 0.5 * sum(_circ_mul(G[:, k], U[k]) for k in range(r))
+    return Y, (G, H, X, U)
+
+
+def toeplitz_like_backward(dY, cache):
+    r"""Gradients of :func:`toeplitz_like_forward`, all through the FFT.
+
+    With :math:`u_k = Z_{-1}(Jh_k)x` and :math:`y = \frac12\sum_k Z_1(g_k)u_k`:
+    circular and negacyclic convolutions commute (:math:`Z_1(g)u = Z_1(u)g`,
+    :math:`Z_{-1}(v)x = Z_{-1}(x)v`) and their transposes are the same kinds of matrices, so
+    ``dg_k = ½ Σ_b Z_1(u_kb)ᵀ dy_b``, ``du_k = ½ Z_1(g_k)ᵀ dy``,
+    ``dx = Σ_k Z_{-1}(Jh_k)ᵀ du_k``, ``d(Jh_k) = Σ_b Z_{-1}(x_b)ᵀ du_kb``.
+
+    Returns
+    -------
+    dG, dH : ndarray of shape (n, r)
+    dX : ndarray of shape (B, n)
+    """
+    G, H, X, U = cache
+    n, r = G.shape
+    dG, dH, dX = np.zeros_like(G), np.zeros_like(H), np.zeros(X.shape)
+    for k in range(r):
+        dG[:, k] = 0.5 * _circ_mul(_circ_T(U[k]), dY).sum(0)      # rows: Z_1(u_b)ᵀ dy_b
+        dU = 0.5 * _circ_mul(_circ_T(G[:, k]), dY)                # (B, n)
+        dX += _skew_mul(_skew_T(H[::-1, k]), dU)
+        dv = _skew_mul(_skew_T(X), dU).sum(0)                     # d(J h_k)
+        dH[:, k] = dv[::-1]
+    return dG, dH, dX
+
+
+class ToeplitzLikeLinear(Module):
+    r"""``y = M x + b`` with a Toeplitz-like ``M`` of displacement rank ``rank`` (Survey §5.2).
+
+    Stores ``G, H`` (``2·n·rank`` numbers) and the bias; forward and backward run through the
+    FFT (:func:`toeplitz_like_forward` / :func:`toeplitz_like_backward`), ``O(rank·n log n)``
+    per row, never forming M.
+
+    Parameters
+    ----------
+    n : int ≥ 1
+        Input and output size.
+    rank : int ≥ 1
+    bias : bool
+    rng : Generator or int, optional
+        ``G, H ~ N(0, 1/n)`` (each term of M then has entries of size ``O(1/√n)``).
+
+    Attributes
+    ----------
+    G, H : Parameter of shape (n, rank)
+    b : Parameter of shape (n,) or None
+    """
+
+    def __init__(self, n: int, rank: int, *, bias: bool = True, rng=None):
+        self.n = check_int(n, "n", 1)
+        self.rank = check_int(rank, "rank", 1)
+        bias = check_bool(bias, "bias")
+        rng = as_rng(rng)
+        self.G = Parameter(rng.standard_normal((self.n, self.rank)) / np.sqrt(self.n))
+        self.H = Parameter(rng.standard_normal((self.n, self.rank)) / np.sqrt(self.n))
+        self.b = Parameter(np.zeros(self.n)) if bias else None
+
+    def matrix(self) -> np.ndarray:
+        """M materialised, shape (n, n) (for checks)."""
+        return toeplitz_like_matrix(self.G.data, self.H.data)
+
+    def forward(self, x) -> Tensor:
+        """x of shape (..., n) -> (..., n)."""
+        x = as_tensor(x)
+        if x.ndim < 1 or x.shape[-1] != self.n:
+            raise ValueError(f"x must have last dimension n={self.n}, got shape {x.shape}")
+        lead = x.shape[:-1]
+        y = apply_op(toeplitz_like_forward, toeplitz_like_backward, self.G, self.H,
+                     x.reshape(-1, self.n), name="toeplitz_like")      # (B, n)
+        if self.b is not None:
+            y = y + self.b
+        return y.reshape(*lead, self.n)
