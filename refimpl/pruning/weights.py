@@ -38,6 +38,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from refimpl.nn import functional as F
+from refimpl.nn.tensor import Tensor, no_grad
 from refimpl.nn.train import Callback
 from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_fraction,
                            check_int, check_values, validate_arrays,
@@ -96,8 +98,20 @@ def _mlp_unpack(w, d_in: int, d_hidden: int):
     W1 = w[:n1].reshape(d_hidden, d_in)  # (H, D)
     b1 = w[n1:n1 + d_hidden]  # (H,)
     a = w[n1 + d_hidden:n1 + 2 * d_hidden]  # (H,)
-    c = w[n1 + 2 * d_hidden]
+    c = w[n1 + 2 * d_hidden:]  # (1,)
     return W1, b1, a, c
+
+
+def _mlp_out(wt: Tensor, X: np.ndarray, d_hidden: int) -> Tensor:
+    """``f(x) = aᵀ tanh(W1 x + b1) + c`` on the tape from the flat parameter Tensor ``wt``."""
+    N, D = X.shape
+    P = d_hidden * D + 2 * d_hidden + 1
+    if wt.shape != (P,):
+        raise ValueError(f"w must have shape ({P},) = (d_hidden*d_in + 2*d_hidden + 1,), "
+                         f"got {wt.shape}")
+    W1, b1, a, c = _mlp_unpack(wt, D, d_hidden)
+    Z = F.tanh(F.matmul(X, W1.T) + b1)  # (N, H)
+    return F.matmul(Z, a) + c  # (N,)
 
 
 def mlp_init(d_in: int, d_hidden: int, rng=None, scale: float = 0.5) -> np.ndarray:
@@ -112,7 +126,10 @@ def mlp_init(d_in: int, d_hidden: int, rng=None, scale: float = 0.5) -> np.ndarr
 
 
 def mlp_forward(w, X, d_hidden: int) -> np.ndarray:
-    """``f(x) = a^T tanh(W1 x + b1) + c`` for every row of ``X``.
+    """``f(x) = a^T tanh(W1 x + b1) + c`` for every row of ``X``, on :mod:`refimpl.nn`'s tape.
+
+    The OBD/OBS checks need the parameters as one flat vector (for ``scipy.optimize`` and
+    :func:`hessian_fd`); the network itself is :mod:`refimpl.nn` ops on slices of that vector.
 
     Parameters
     ----------
@@ -130,12 +147,14 @@ def mlp_forward(w, X, d_hidden: int) -> np.ndarray:
     Part of Survey §2.1.1 (the small network of the OBD / OBS checks).
     """
     X = check_array(X, "X", ndim=2)
-    W1, b1, a, c = _mlp_unpack(w, X.shape[1], d_hidden)
-    return np.tanh(X @ W1.T + b1) @ a + c
+    w = check_array(w, "w", ndim=1)
+    with no_grad():
+        return _mlp_out(Tensor(w), X, check_int(d_hidden, "d_hidden", 1)).data
 
 
 def mlp_loss_grad(w, X, y, d_hidden: int) -> tuple[float, np.ndarray]:
-    """Loss ``E = 1/(2N) sum_n (f(x_n) - y_n)^2`` of :func:`mlp_forward` and its exact gradient.
+    """Loss ``E = 1/(2N) sum_n (f(x_n) - y_n)^2`` of :func:`mlp_forward` and its gradient from
+    the tape (one backward pass).
 
     Returns
     -------
@@ -149,22 +168,17 @@ def mlp_loss_grad(w, X, y, d_hidden: int) -> tuple[float, np.ndarray]:
     X = check_array(X, "X", ndim=2)
     y = check_array(y, "y", ndim=1, shape=(X.shape[0],))
     w = check_array(w, "w", ndim=1)
-    N, D = X.shape
-    W1, b1, a, c = _mlp_unpack(w, D, d_hidden)
-    Z = np.tanh(X @ W1.T + b1)  # (N, H)
-    r = Z @ a + c - y  # (N,)
-    loss = 0.5 * float(r @ r) / N
-    dr = r / N  # dE/df, (N,)
-    da = Z.T @ dr  # (H,)
-    dc = dr.sum()
-    dpre = np.outer(dr, a) * (1 - Z ** 2)  # (N, H)
-    dW1 = dpre.T @ X  # (H, D)
-    db1 = dpre.sum(0)
-    return loss, np.concatenate([dW1.ravel(), db1, da, [dc]])
+    N = X.shape[0]
+    wt = Tensor(np.array(w, dtype=np.float64), requires_grad=True)
+    r = _mlp_out(wt, X, check_int(d_hidden, "d_hidden", 1)) - y  # (N,)
+    loss = (r * r).sum() * (0.5 / N)
+    loss.backward()
+    return float(loss.data), wt.grad.copy()
 
 
 def mlp_output_jacobian(w, X, d_hidden: int) -> np.ndarray:
-    """Per-sample gradient of the network output, ``J[n] = df(x_n)/dw`` (OBS's ``X_k``).
+    """Per-sample gradient of the network output, ``J[n] = df(x_n)/dw`` (OBS's ``X_k``): one
+    tape backward pass per sample.
 
     Returns
     -------
@@ -180,12 +194,14 @@ def mlp_output_jacobian(w, X, d_hidden: int) -> np.ndarray:
        Surgeon", NeurIPS 1993.
     """
     X = check_array(X, "X", ndim=2)
-    N, D = X.shape
-    W1, b1, a, c = _mlp_unpack(w, D, d_hidden)
-    Z = np.tanh(X @ W1.T + b1)  # (N, H)
-    dpre = a[None, :] * (1 - Z ** 2)  # (N, H)
-    dW1 = dpre[:, :, None] * X[:, None, :]  # (N, H, D)
-    return np.concatenate([dW1.reshape(N, -1), dpre, Z, np.ones((N, 1))], axis=1)
+    w = check_array(w, "w", ndim=1)
+    d_hidden = check_int(d_hidden, "d_hidden", 1)
+    rows = []
+    for n in range(X.shape[0]):
+        wt = Tensor(np.array(w, dtype=np.float64), requires_grad=True)
+        _mlp_out(wt, X[n:n + 1], d_hidden).sum().backward()
+        rows.append(wt.grad.copy())
+    return np.stack(rows)  # (N, P)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -380,11 +380,11 @@ def transformer_groups(model, granularity: str = "layer", n_neuron_groups: int =
     """
     if granularity not in ("layer", "head", "neuron"):
         raise ValueError(f"granularity must be 'layer', 'head' or 'neuron', got {granularity!r}")
-    n_layers = len(model.layers)
+    num_layers = len(model.layers)
     out = []
     for li, layer in enumerate(model.layers):
         pre = f"layers.{li}."
-        tag = "" if n_layers == 1 else f"layer{li}."
+        tag = "" if num_layers == 1 else f"layer{li}."
         if granularity == "layer":
             names = [pre + f"self_attn.W_{c}.W" for c in "qkvo"]
             names += [pre + "linear1.W", pre + "linear2.W"]

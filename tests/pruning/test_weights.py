@@ -346,3 +346,30 @@ def test_soft_threshold_validates_tau(tau, exc, msg):
     """Issue #12: soft_threshold(tau="0.5") used to be accepted."""
     with pytest.raises(exc, match=msg):
         pw.soft_threshold(np.ones(3), tau)
+
+
+def test_obd_mlp_runs_on_the_tape_and_equals_the_closed_form():
+    """The §2.1.1 MLP is refimpl.nn ops on a flat vector; its tape gradient and per-sample
+    Jacobian equal the closed-form derivatives of f(x) = aᵀ tanh(W1 x + b1) + c."""
+    from refimpl.pruning import weights as pw
+
+    rng = np.random.default_rng(0)
+    N, D, H = 30, 3, 4
+    X, y = rng.normal(size=(N, D)), rng.normal(size=N)
+    w = pw.mlp_init(D, H, rng)
+    W1, b1, a, c = w[:H * D].reshape(H, D), w[H * D:H * D + H], w[H * D + H:-1], w[-1]
+    Z = np.tanh(X @ W1.T + b1)  # (N, H)
+    r = Z @ a + c - y
+    dr = r / N
+    dpre = np.outer(dr, a) * (1 - Z ** 2)
+    grad = np.concatenate([(dpre.T @ X).ravel(), dpre.sum(0), Z.T @ dr, [dr.sum()]])
+    loss, g = pw.mlp_loss_grad(w, X, y, H)
+    assert loss == pytest.approx(0.5 * float(r @ r) / N, rel=1e-14)
+    np.testing.assert_allclose(g, grad, rtol=0, atol=1e-15)
+    dp = a[None, :] * (1 - Z ** 2)
+    J = np.concatenate([(dp[:, :, None] * X[:, None, :]).reshape(N, -1), dp, Z,
+                        np.ones((N, 1))], axis=1)
+    np.testing.assert_allclose(pw.mlp_output_jacobian(w, X, H), J, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(pw.mlp_forward(w, X, H), Z @ a + c, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="w must have shape"):
+        pw.mlp_forward(w[:-1], X, H)
