@@ -6,6 +6,7 @@
 | block-sparse (BSR) and bank-balanced (BBS) sparse × dense | :mod:`refimpl.kernels.block_sparse` | §2.3 pruning |
 | sign / ternary / k-bit packing; XNOR-popcount binary GEMM, ternary GEMM on two bit planes, k-bit packed × float matmul | :mod:`refimpl.kernels.bitpack` | §3 quantization |
 | TT-matrix × matrix without forming the matrix; TT-embedding row lookup | :mod:`refimpl.kernels.tt` | §6.3 decomposition |
+| xxHash32 of index pairs; hashed-matrix products and their gradients without forming V | :mod:`refimpl.kernels.hashing` | §5.2 HashedNets |
 | sliding-window (+dilated, +global, key padding) attention without the n×n matrix: forward, forward with log-sum-exp, backward (one band kernel) | :mod:`refimpl.kernels.sliding_window` | §7.2 Longformer |
 | block-sparse attention over a block layout | :mod:`refimpl.kernels.block_sparse_attention` | §7.1 BlockBERT, Sparse Transformer |
 | causal linear attention (prefix sums) | :mod:`refimpl.kernels.causal_linear` | §7.2 linear Transformer |

@@ -3,6 +3,7 @@ gradients to 1e-6 in float64), the attention hook, head gates ξ_h (Eq. 18) and 
 
 import numpy as np
 import pytest
+from _torch_twins import copy_mha_to_torch
 
 from refimpl.nn import MultiHeadAttention, Tensor, TransformerEncoderLayer, gradcheck
 from refimpl.nn.attention import scaled_dot_product_attention
@@ -11,13 +12,7 @@ TOL = 1e-6
 
 
 def _copy_mha(ours, t_mha, torch):
-    with torch.no_grad():
-        t_mha.in_proj_weight.copy_(torch.tensor(np.concatenate(
-            [ours.W_q.W.data, ours.W_k.W.data, ours.W_v.W.data])))
-        t_mha.in_proj_bias.copy_(torch.tensor(np.concatenate(
-            [ours.W_q.b.data, ours.W_k.b.data, ours.W_v.b.data])))
-        t_mha.out_proj.weight.copy_(torch.tensor(ours.W_o.W.data))
-        t_mha.out_proj.bias.copy_(torch.tensor(ours.W_o.b.data))
+    copy_mha_to_torch(ours, t_mha, torch)
 
 
 def _mha_grads(ours):

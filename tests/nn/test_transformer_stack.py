@@ -5,6 +5,7 @@ primitives (float64, ≤ 1e-6)."""
 
 import numpy as np
 import pytest
+from _torch_twins import copy_layer_to_torch
 
 from refimpl.nn import (
     BertEmbeddings,
@@ -207,17 +208,7 @@ def test_masked_mean_pool_and_errors():
 
 # ------------------------------------------------------------------------ torch twins
 def _copy_layer(ours, t, torch):
-    with torch.no_grad():
-        a = ours.self_attn
-        t.self_attn.in_proj_weight.copy_(torch.tensor(np.concatenate(
-            [a.W_q.W.data, a.W_k.W.data, a.W_v.W.data])))
-        t.self_attn.in_proj_bias.copy_(torch.tensor(np.concatenate(
-            [a.W_q.b.data, a.W_k.b.data, a.W_v.b.data])))
-        t.self_attn.out_proj.weight.copy_(torch.tensor(a.W_o.W.data))
-        t.self_attn.out_proj.bias.copy_(torch.tensor(a.W_o.b.data))
-        for name in ("linear1", "linear2"):
-            getattr(t, name).weight.copy_(torch.tensor(getattr(ours, name).W.data))
-            getattr(t, name).bias.copy_(torch.tensor(getattr(ours, name).b.data))
+    copy_layer_to_torch(ours, t, torch)
 
 
 @pytest.mark.parametrize("norm_first", [False, True])

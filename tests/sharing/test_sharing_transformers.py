@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _torch_twins import copy_layer_to_torch
 
 from refimpl import check
 from refimpl.nn import Tensor
@@ -56,17 +57,7 @@ def test_shared_layer_applied_L_times_matches_torch(torch):
     t = torch.nn.TransformerEncoderLayer(d, heads, d_ff, dropout=0.0, activation="relu",
                                          batch_first=True, layer_norm_eps=1e-5)
     one = ours.layers[0]
-    with torch.no_grad():
-        a = one.self_attn
-        t.self_attn.in_proj_weight.copy_(torch.tensor(np.concatenate(
-            [a.W_q.W.data, a.W_k.W.data, a.W_v.W.data])))
-        t.self_attn.in_proj_bias.copy_(torch.tensor(np.concatenate(
-            [a.W_q.b.data, a.W_k.b.data, a.W_v.b.data])))
-        t.self_attn.out_proj.weight.copy_(torch.tensor(a.W_o.W.data))
-        t.self_attn.out_proj.bias.copy_(torch.tensor(a.W_o.b.data))
-        for name in ("linear1", "linear2"):
-            getattr(t, name).weight.copy_(torch.tensor(getattr(one, name).W.data))
-            getattr(t, name).bias.copy_(torch.tensor(getattr(one, name).b.data))
+    copy_layer_to_torch(one, t, torch)
     t.eval()
     x = rng.standard_normal((B, n, d))
     xo = Tensor(x, requires_grad=True)
