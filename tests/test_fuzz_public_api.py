@@ -399,6 +399,8 @@ def _decomposition():
         "compositional_code_bits": lambda: dict(V=100, M=4, K=8, D=16, float_bits=32),
         "compositional_codes": lambda: dict(E=_g(6, 4), n_codebooks=2, n_codewords=3, n_iter=2,
                                             rng=0),
+        "CompositionalCodeAutoencoder": lambda: dict(d=4, n_codebooks=2, n_codewords=3, hidden=4,
+                                                     tau=1.0, scale=1.0, rng=0),
         "compositional_codes_gumbel": lambda: dict(E=_g(6, 4), n_codebooks=2, n_codewords=3,
                                                    hidden=4, steps=2, batch_size=4, lr=0.01,
                                                    tau=1.0, rng=0),

@@ -46,50 +46,8 @@ __all__ = ["truncated_svd", "eckart_young_error", "rank_for_explained_variance",
            "stacked_rnn_classifier", "rnn_layer_matrices", "ProjectedRNNClassifier",
            "sparse_code", "sparse_coding_objective", "sparse_coding", "binarize_codes", "compositional_codes",
            "compositional_decode", "compositional_code_bits", "compositional_codes_gumbel",
+           "CompositionalCodeAutoencoder",
            "flop_weight", "FLOPLinear"]
-
-
-# ------------------------------------------------------------------ training helper
-@validate_scalars(steps=(0, None), lr=(0, None, "(]"))
-def _adam_minimize(loss_fn, params, *, steps: int, lr: float) -> list[float]:
-    """Minimise a scalar objective over loose Parameters with :class:`refimpl.nn.Adam`.
-
-    For the §6 objectives that are not a model on ``(inputs, y)`` arrays — where
-    :func:`refimpl.nn.fit` does not apply, e.g. the Gumbel-softmax code learning of
-    :func:`compositional_codes_gumbel`, whose mini-batches are random words drawn inside the
-    loss. Models train through :func:`refimpl.nn.fit` (the FLOP check does).
-
-    Parameters
-    ----------
-    loss_fn : callable
-        ``loss_fn() -> scalar Tensor``, recomputed every step (it may draw fresh noise/batches).
-    params : sequence of Parameter
-    steps : int ≥ 0
-    lr : float > 0
-
-    Returns
-    -------
-    list of float
-        The loss of every step (before its update).
-    """
-    from refimpl.nn import Adam
-
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-    params = list(params)
-    if not params or not all(isinstance(p, Parameter) for p in params):
-        raise TypeError("params must be a non-empty sequence of Parameters")
-    opt = Adam(params, lr=lr)
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = loss_fn()
-        if not isinstance(loss, Tensor) or loss.size != 1:
-            raise TypeError("loss_fn must return a scalar Tensor")
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.data))
-    return losses
 
 
 # ------------------------------------------------------------------ truncated SVD
@@ -744,21 +702,90 @@ def compositional_codes(E, n_codebooks: int, n_codewords: int, *, n_iter: int = 
     return codes, books, errors
 
 
+class CompositionalCodeAutoencoder(Module):
+    r"""Shu & Nakayama's code-learning autoencoder (Survey §6.1): Gumbel-softmax code layers
+    between an encoder of the embedding and a sum of codebook rows.
+
+    Encoder :math:`h = \tanh(E_w \theta^\top + b)`, :math:`\alpha^m =
+    \text{softplus}(h\,\theta_m'^\top + b'_m) \in \mathbb{R}^K`; in training the code layer is
+    :math:`d^m = \text{softmax}((\log\alpha^m + g)/\tau)` with Gumbel noise ``g``; in eval
+    mode it is the one-hot :math:`\arg\max_k \alpha^m[k]` (the stored code). The decoder is
+    :math:`\hat E_w = \sum_m A_m^\top d^m`.
+
+    Parameters
+    ----------
+    d, n_codebooks, n_codewords : int
+        Embedding width ``D``, ``M`` and ``K``.
+    hidden : int
+    tau : float > 0
+        Gumbel-softmax temperature.
+    scale : float > 0
+        Standard deviation of the initial codebooks (the embedding's, / √M).
+    rng : Generator or int, optional
+
+    Attributes
+    ----------
+    enc_W (hidden, D), enc_b (hidden,), code_W (M K, hidden), code_b (M K,),
+    books (M K, D) : Parameter
+    """
+
+    @validate_scalars
+    def __init__(self, d: int, n_codebooks: int, n_codewords: int, *, hidden: int = 64,
+                 tau: float = 1.0, scale: float = 1.0, rng=None):
+        D = check_int(d, "d", 1)
+        self.M = check_int(n_codebooks, "n_codebooks", 1)
+        self.K = check_int(n_codewords, "n_codewords", 2)
+        hidden = check_int(hidden, "hidden", 1)
+        self.tau = check_float(tau, "tau", 0.0, lo_open=True)
+        scale = check_float(scale, "scale", 0.0, lo_open=True)
+        rng = as_rng(rng)
+        M, K = self.M, self.K
+        self.enc_W = Parameter(rng.standard_normal((hidden, D)) / math.sqrt(D))
+        self.enc_b = Parameter(np.zeros(hidden))
+        self.code_W = Parameter(rng.standard_normal((M * K, hidden)) / math.sqrt(hidden))
+        self.code_b = Parameter(np.zeros(M * K))
+        self.books = Parameter(rng.standard_normal((M * K, D)) * (scale / math.sqrt(M)))
+        self._rng = rng
+
+    def log_alpha(self, x) -> Tensor:
+        """``log α`` of shape (B, M, K) for embeddings ``x`` of shape (B, D)."""
+        h = F.tanh(F.linear(x, self.enc_W, self.enc_b))  # (B, hidden)
+        a = F.linear(h, self.code_W, self.code_b)  # (B, M K)
+        softplus = F.log(F.exp(F.clip(a, -30.0, 30.0)) + 1.0)  # α > 0
+        return F.log(softplus + 1e-9).reshape(x.shape[0], self.M, self.K)  # (B, M, K)
+
+    def forward(self, x) -> Tensor:
+        """Reconstruction (B, D) of the embeddings ``x`` (B, D)."""
+        la = self.log_alpha(x)
+        if self.training:
+            u = self._rng.uniform(1e-9, 1.0 - 1e-9, size=la.shape)
+            d = F.softmax((la + (-np.log(-np.log(u)))) * (1.0 / self.tau), axis=-1)  # (B,M,K)
+        else:
+            d = np.eye(self.K)[la.data.argmax(-1)]  # (B, M, K) one-hot codes
+        return F.matmul(d.reshape(x.shape[0], self.M * self.K), self.books)  # Σ_m A_mᵀ d^m
+
+    def codes(self, E) -> np.ndarray:
+        """The stored codes ``c_w^m = argmax_k α_w^m[k]``: (V, M) int64."""
+        from refimpl.nn import no_grad
+
+        with no_grad():
+            return self.log_alpha(Tensor(np.asarray(E, float))).data.argmax(-1).astype(np.int64)
+
+    def codebooks(self) -> np.ndarray:
+        """The codebooks ``A_m``: (M, K, D)."""
+        return self.books.data.reshape(self.M, self.K, -1).copy()
+
+
 @validate_scalars(steps=(1, None), lr=(0, None, "(]"), hidden=(1, None), batch_size=(1, None),
                   tau=(0, None, "(]"))
 def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden: int = 64,
                                steps: int = 300, batch_size: int = 128, lr: float = 1e-2,
                                tau: float = 1.0, rng=None):
-    r"""Compositional codes learned end-to-end as in Shu & Nakayama (2017): an autoencoder
-    with Gumbel-softmax code layers, trained through :mod:`refimpl.nn`.
-
-    Encoder: :math:`h_w = \tanh(E_w \theta^\top + b)`, :math:`\alpha_w^m =
-    \text{softplus}(h_w \theta_m'^\top + b'_m) \in \mathbb{R}^K`; code layer
-    :math:`d_w^m = \text{softmax}((\log\alpha_w^m + g)/\tau)` with Gumbel noise ``g``;
-    decoder :math:`\hat E_w = \sum_m A_m^\top d_w^m`; loss
+    r"""Compositional codes learned end-to-end as in Shu & Nakayama (2017): the
+    :class:`CompositionalCodeAutoencoder` trained with :func:`refimpl.nn.fit` (Adam) on
+    ``steps`` mini-batches of ``batch_size`` words drawn at random, minimising
     :math:`\|\hat E_w - E_w\|^2` (the paper's Eqs. 5–8). After training the code of word ``w``
-    is :math:`c_w^m = \arg\max_k \alpha_w^m[k]` and the codebooks are the decoder's
-    :math:`A_m`.
+    is :math:`c_w^m = rg\max_k lpha_w^m[k]` and the codebooks are the decoder's :math:`A_m`.
 
     Parameters
     ----------
@@ -766,8 +793,7 @@ def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden:
     n_codebooks, n_codewords : int
         ``M`` and ``K``.
     hidden, steps, batch_size, lr, tau
-        Encoder width, Adam steps on random mini-batches of words, learning rate, Gumbel
-        temperature.
+        Encoder width, Adam steps, words per step, learning rate, Gumbel temperature.
     rng : Generator or seed
 
     Returns
@@ -784,39 +810,23 @@ def compositional_codes_gumbel(E, n_codebooks: int, n_codewords: int, *, hidden:
     .. [1] R. Shu, H. Nakayama, "Compressing Word Embeddings via Deep Compositional Code Learning",
        ICLR 2018.
     """
+    from refimpl.nn import fit
+
     E = check_array(E, "E", ndim=2, dtype=np.float64)
     V, D = E.shape
-    M = check_int(n_codebooks, "n_codebooks", 1)
-    K = check_int(n_codewords, "n_codewords", 2)
-    tau = check_float(tau, "tau", 0.0, lo_open=True)
+    steps = check_int(steps, "steps", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     rng = as_rng(rng)
-    enc_W = Parameter(rng.standard_normal((hidden, D)) / math.sqrt(D))
-    enc_b = Parameter(np.zeros(hidden))
-    code_W = Parameter(rng.standard_normal((M * K, hidden)) / math.sqrt(hidden))
-    code_b = Parameter(np.zeros(M * K))
-    books = Parameter(rng.standard_normal((M * K, D)) * (np.std(E) / math.sqrt(M)))
-
-    def log_alpha(x):
-        h = F.tanh(F.linear(x, enc_W, enc_b))  # (B, hidden)
-        a = F.linear(h, code_W, code_b)  # (B, M K)
-        softplus = F.log(F.exp(F.clip(a, -30.0, 30.0)) + 1.0)  # α > 0
-        return F.log(softplus + 1e-9).reshape(x.shape[0], M, K)  # (B, M, K)
-
-    def loss():
-        idx = rng.integers(0, V, size=min(batch_size, V))
-        x = E[idx]
-        la = log_alpha(Tensor(x))
-        u = rng.uniform(1e-9, 1.0 - 1e-9, size=la.shape)
-        d = F.softmax((la + (-np.log(-np.log(u)))) * (1.0 / tau), axis=-1)  # (B, M, K)
-        recon = F.matmul(d.reshape(len(idx), M * K), books)  # (B, D) = Σ_m A_m^T d^m
-        return ((recon - x) ** 2).sum() * (1.0 / len(idx))
-
-    losses = _adam_minimize(loss, [enc_W, enc_b, code_W, code_b, books], steps=steps, lr=lr)
-    from refimpl.nn import no_grad
-
-    with no_grad():
-        codes = log_alpha(Tensor(E)).data.argmax(-1).astype(np.int64)  # (V, M)
-    return codes, books.data.reshape(M, K, D).copy(), losses
+    model = CompositionalCodeAutoencoder(D, n_codebooks, n_codewords, hidden=hidden, tau=tau,
+                                         scale=float(np.std(E)) or 1.0, rng=rng)
+    B = min(batch_size, V)
+    words = rng.integers(0, V, size=steps * B)  # the random words of every step, in order
+    hist = fit(model, (E[words], E[words]), epochs=1, batch_size=B, lr=lr,
+               loss_fn=lambda out, y: ((out - y) ** 2).sum() * (1.0 / B),
+               rng=int(rng.integers(2**31)), progress=False)
+    losses = list(hist.step_loss)
+    model.eval()
+    return model.codes(E), model.codebooks(), losses
 
 
 # ------------------------------------------------------------------ FLOP, Eq. (67)

@@ -355,28 +355,29 @@ def test_stacked_rnn_classifier_gradients():
     gradcheck(f, [m.rnn.W_hh_l1.data, m.rnn.W_ih_l1.data])
 
 
-def test_adam_minimize_steps_nn_adam_and_refuses_bad_input():
-    """The one Adam loop of §6's non-model objectives = refimpl.nn.Adam stepped by hand."""
-    from refimpl.decomposition.low_rank import _adam_minimize
-    from refimpl.nn import Adam, Parameter
+def test_compositional_code_autoencoder_trains_through_fit_and_eval_uses_the_codes():
+    """compositional_codes_gumbel = the autoencoder module trained by refimpl.nn.fit: exactly
+    ``steps`` Adam steps (one loss each); in eval mode the reconstruction is the decoded codes."""
+    from refimpl.decomposition import CompositionalCodeAutoencoder, compositional_codes_gumbel
+    from refimpl.nn import gradcheck
 
-    target = np.array([1.0, -2.0, 0.5])
-    a, b = Parameter(np.zeros(3)), Parameter(np.zeros(3))
-    losses = _adam_minimize(lambda: ((a - target) ** 2).sum(), [a], steps=50, lr=0.1)
-    opt = Adam([b], lr=0.1)
-    ref = []
-    for _ in range(50):
-        opt.zero_grad()
-        loss = ((b - target) ** 2).sum()
-        loss.backward()
-        opt.step()
-        ref.append(float(loss.data))
-    np.testing.assert_array_equal(a.data, b.data)
-    assert losses == ref and losses[-1] < 0.1 * losses[0]
-    assert _adam_minimize(lambda: (a * a).sum(), [a], steps=0, lr=0.1) == []
-    with pytest.raises(TypeError, match="loss_fn must return a scalar Tensor"):
-        _adam_minimize(lambda: a * a, [a], steps=1, lr=0.1)
-    with pytest.raises(TypeError, match="params must be"):
-        _adam_minimize(lambda: (a * a).sum(), [np.zeros(3)], steps=1, lr=0.1)
-    with pytest.raises(ValueError, match="lr"):
-        _adam_minimize(lambda: (a * a).sum(), [a], steps=1, lr=0.0)
+    rng = np.random.default_rng(1)
+    E = rng.standard_normal((30, 5))
+    codes, books, losses = compositional_codes_gumbel(E, 2, 3, steps=7, batch_size=8, rng=0)
+    assert len(losses) == 7
+    again = compositional_codes_gumbel(E, 2, 3, steps=7, batch_size=8, rng=0)
+    np.testing.assert_array_equal(codes, again[0])  # same seed, same result
+    assert losses == again[2]
+    m = CompositionalCodeAutoencoder(5, 2, 3, hidden=4, rng=0)
+    m.eval()
+    np.testing.assert_allclose(m(E).data, compositional_decode(m.codes(E), m.codebooks()),
+                               rtol=0, atol=1e-13)
+    m.train()
+
+    def loss(x):
+        m._rng = np.random.default_rng(3)  # the same Gumbel noise in every evaluation
+        return ((m(x) - E) ** 2).sum()
+
+    assert gradcheck(loss, [E])["max_rel_err"] < 1e-5
+    with pytest.raises(ValueError, match="n_codewords"):
+        CompositionalCodeAutoencoder(5, 2, 1)
