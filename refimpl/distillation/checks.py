@@ -510,3 +510,59 @@ def _pkd_theseus(rng, quick):
         rates, [0.3, 0.5, 1.0, 1.0], rtol=0, atol=1e-15)
     return Outcome(ok, {"skip": str(skip), "last": str(last), "rates": str(rates)},
                    "hand-listed maps and rates")
+
+
+@register_claim("soft-targets-beat-hard-labels", "a small student distilled with Hinton's soft "
+                "targets at T > 1 beats the same student trained at T = 1 and on hard labels "
+                "(§4.1; Hinton et al. 2015)", section="4.1", implements=[f"{_AR}.kd_loss_t"])
+def _claim_temperature(rng, quick):
+    from threadpoolctl import threadpool_limits
+
+    from refimpl.data import load_task
+    from refimpl.distillation import kd_loss_t
+    from refimpl.nn import RNNClassifier, evaluate_accuracy, fit, predict_logits
+
+    # protocol fixed before running: one LSTM teacher (emb 16, hidden 32); a small LSTM student
+    # (emb 8, hidden 8) trained on the same sentences, epochs, lr and batches with (a) the hard
+    # labels, (b) kd_loss at T = 1 and (c) kd_loss at T = 4, both with α = 0.5 and the labels;
+    # test accuracy averaged over student seeds. Reproduced iff (c) beats both (a) and (b) by at
+    # least 0.5 points on the mean.
+    # Measured when this was written (seed 0): quick (3 seeds) hard 79.5 %, T = 1 80.3 %,
+    # T = 4 80.7 % (+1.3 points over hard labels but only +0.47 over T = 1: NOT reproduced); full size
+    # (5 seeds) 97.70 / 97.92 / 97.66 % (no gain: NOT reproduced). Soft targets help the
+    # under-trained student over hard labels; the temperature adds nothing measurable here.
+    n_seeds, epochs_t, epochs_s = (3, 4, 4) if quick else (5, 6, 6)
+    with threadpool_limits(limits=1, user_api="blas"):
+        task = load_task("sentiment", quick=quick)
+        V, K = len(task.vocab), task.n_classes
+        train = (task.X_train, task.len_train, task.y_train)
+        test = (task.X_test, task.len_test, task.y_test)
+        teacher = RNNClassifier(vocab_size=V, d_emb=16, d_hidden=32, n_classes=K, rng=100)
+        fit(teacher, train, epochs=epochs_t, lr=1e-2, batch_size=64, rng=0)
+        acc_t = evaluate_accuracy(teacher, *test)
+        zt = predict_logits(teacher, task.X_train, task.len_train)  # (N, K)
+        rows = np.arange(len(task.y_train))
+        y = task.y_train
+        accs: dict = {"hard": [], "T1": [], "T4": []}
+        for s in range(n_seeds):
+            for mode in accs:
+                student = RNNClassifier(vocab_size=V, d_emb=8, d_hidden=8, n_classes=K,
+                                        rng=200 + s)
+                if mode == "hard":
+                    fit(student, train, epochs=epochs_s, lr=1e-2, batch_size=64, rng=s)
+                else:  # the "labels" are row ids, so the loss can look up the teacher's logits
+                    T = 1.0 if mode == "T1" else 4.0
+                    fit(student, (task.X_train, task.len_train, rows), epochs=epochs_s,
+                        lr=1e-2, batch_size=64, rng=s,
+                        loss_fn=lambda out, i, T=T: kd_loss_t(out, zt[i], T, y[i], 0.5))
+                accs[mode].append(evaluate_accuracy(student, *test))
+    mean = {k: float(np.mean(v)) for k, v in accs.items()}
+    gain_hard, gain_t1 = mean["T4"] - mean["hard"], mean["T4"] - mean["T1"]
+    sane = all(0.4 < a <= 1.0 for a in [acc_t] + sum(accs.values(), []))
+    return Outcome(sane, {"acc_teacher": float(acc_t), "acc_hard": mean["hard"],
+                          "acc_T1": mean["T1"], "acc_T4": mean["T4"],
+                          "gain_vs_hard_points": 100 * gain_hard,
+                          "gain_vs_T1_points": 100 * gain_t1, "seeds": n_seeds},
+                   "load_task('sentiment'); LSTM teacher 16/32 -> LSTM student 8/8, α = 0.5; "
+                   "reproduced = T = 4 beats hard labels and T = 1 by >= 0.5 points",
+                   reproduced=gain_hard >= 0.005 and gain_t1 >= 0.005)
