@@ -1,0 +1,68 @@
+"""§5 tour method hashednets-lstm: the least-squares projection onto the hashed span, the hashed
+recurrent weights equal their materialised virtual matrices on the tape, exact sizes."""
+
+import copy
+
+import numpy as np
+
+from refimpl.nn import RNNClassifier
+from refimpl.nn import fit as nn_fit
+from refimpl.registry import TourContext, methods
+from refimpl.sharing import HashedLinear
+from refimpl.sharing.tour import hash_recurrent_weights_, hashed_projection
+
+
+def test_hashed_projection_is_the_least_squares_solution():
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((9, 6))
+    K = 11
+    layer = HashedLinear(6, 9, K, bias=False, seed=3)
+    w = hashed_projection(W, K, layer.seed)
+    # normal equations: ∂‖V(w) − W‖²/∂w_k = 2 Σ_{bucket k} ξ (V − W) = 0, through the layer's
+    # own backward (dw of ½‖V − W‖² is the hashed gradient of the residual)
+    layer.w.data = w
+    R = layer.virtual_weight() - W  # (out, in)
+    from refimpl.nn import Tensor
+
+    x = Tensor(np.eye(6))
+    y = layer(x)  # I Vᵀ = Vᵀ, (in, out)
+    y.backward(R.T)
+    np.testing.assert_allclose(layer.w.grad, 0.0, atol=1e-12)
+    # and it beats any perturbation
+    base = np.linalg.norm(R)
+    for _ in range(5):
+        layer.w.data = w + 1e-2 * rng.standard_normal(K)
+        assert np.linalg.norm(layer.virtual_weight() - W) > base
+
+
+def test_hashed_recurrent_weights_equal_their_virtual_matrices():
+    rng = np.random.default_rng(1)
+    X = rng.integers(1, 20, (8, 5))
+    L = rng.integers(1, 6, 8)
+    m = RNNClassifier(vocab_size=20, d_emb=6, d_hidden=8, n_classes=2, rng=0)
+    dense = copy.deepcopy(m)
+    layers = hash_recurrent_weights_(m, 1 / 4, seed=7)
+    assert len(layers) == 2  # W_ih_l0, W_hh_l0
+    dense.rnn.W_ih_l0.data = layers[0].virtual_weight()
+    dense.rnn.W_hh_l0.data = layers[1].virtual_weight()
+    np.testing.assert_allclose(m(X, L).data, dense(X, L).data, rtol=0, atol=1e-12)
+    stored = sum(layer.K for layer in layers)
+    assert m.num_parameters() == dense.num_parameters() - (32 * 6 + 32 * 8) + stored
+
+
+def test_hashednets_tour_method_reports_exact_bits():
+    rng = np.random.default_rng(2)
+    X = rng.integers(1, 30, (64, 6))
+    lengths = rng.integers(1, 7, 64)
+    y = (X[:, 0] % 2).astype(np.int64)
+    base = RNNClassifier(vocab_size=30, d_emb=8, d_hidden=16, n_classes=2, rng=0)
+    nn_fit(base, (X, lengths, y), epochs=2, lr=1e-2, rng=0, progress=False)
+
+    def fit(model, **kw):
+        return nn_fit(model, (X, lengths, y), epochs=1, lr=1e-2, rng=0, progress=False)
+
+    ctx = TourContext(task=None, baseline=base, baseline_kind="lstm", quick=True, seed=0,
+                      fit=fit, evaluate=lambda m: 0.0, make_model=None, baselines={"lstm": base})
+    res = {m.name: m for m in methods()}["hashednets-lstm"].func(ctx)
+    assert res.bits == 32 * res.params + 2 * 32 * 2
+    assert res.params < base.num_parameters()
