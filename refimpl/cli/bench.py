@@ -19,18 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+from refimpl.cli._paths import checkout_dir
+
 __all__ = ["find_benchmarks_dir", "select_benchmarks", "main"]
 
 
 def find_benchmarks_dir() -> Path | None:
     """``benchmarks/`` of the checkout refimpl was imported from, else of the cwd."""
-    import refimpl
-
-    for c in (Path(refimpl.__file__).resolve().parents[1] / "benchmarks",
-              Path.cwd() / "benchmarks"):
-        if c.is_dir() and any(c.glob("bench_*.py")):
-            return c
-    return None
+    return checkout_dir("benchmarks", "bench_*.py")
 
 
 def select_benchmarks(folder: Path, names) -> list[Path]:

@@ -26,20 +26,15 @@ import sys
 import time
 from pathlib import Path
 
+from refimpl.cli._paths import checkout_dir
+
 __all__ = ["find_chapters_dir", "select_notebooks", "quiet_kernel_manager_class",
            "run_notebook", "main"]
 
 
 def find_chapters_dir() -> Path | None:
     """``chapters/`` of the source checkout refimpl was imported from, else of the cwd."""
-    import refimpl
-
-    candidates = [Path(refimpl.__file__).resolve().parents[1] / "chapters",
-                  Path.cwd() / "chapters"]
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return None
+    return checkout_dir("chapters")
 
 
 def select_notebooks(chapters: Path, names) -> list[Path]:
