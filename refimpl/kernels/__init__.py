@@ -10,6 +10,7 @@
 | sliding-window (+dilated, +global, key padding) attention without the n×n matrix: forward, forward with log-sum-exp, backward (one band kernel) | :mod:`refimpl.kernels.sliding_window` | §7.2 Longformer |
 | block-sparse attention over a block layout | :mod:`refimpl.kernels.block_sparse_attention` | §7.1 BlockBERT, Sparse Transformer |
 | causal linear attention (prefix sums) | :mod:`refimpl.kernels.causal_linear` | §7.2 linear Transformer |
+| canonical Huffman code lengths, encode to a packed bit stream, decode | :mod:`refimpl.kernels.huffman` | §8 Deep Compression (compare), §2/§3 storage |
 
 The chapter kernels are imported from their modules (``from refimpl.kernels.bitpack import
 binary_matmul``) so that ``import refimpl.kernels`` stays light. :mod:`refimpl.kernels.attention`
