@@ -535,6 +535,30 @@ def _sharing():
     }
 
 
+def _linear(d_in, d_out, seed=0):
+    from refimpl.nn import Linear
+
+    return Linear(d_in, d_out, rng=seed)
+
+
+def _lstm_clf(seed, d_hidden=4):
+    from refimpl.nn import RNNClassifier
+
+    return RNNClassifier(vocab_size=12, d_emb=3, d_hidden=d_hidden, n_classes=2, rng=seed)
+
+
+def _lstm_of_size(size, seed):
+    return _lstm_clf(seed, d_hidden=size)
+
+
+def _lstm_features(m, X, lengths):
+    return m.features(X, lengths)
+
+
+def _kd_train():
+    return _tok(8, 5, 12)
+
+
 def _distillation():
     subsets = [np.array([0, 1]), np.array([2, 3])]
     feats = [_g(4, 3, seed=s) for s in range(3)]
@@ -614,6 +638,26 @@ def _distillation():
                                          predict=lambda state, X: np.full((len(X), 2), 0.5),
                                          n_peers=2, staleness=2),
         "codistillation_weight": lambda: dict(step=5, burn_in=3, weight=0.5),
+        # §4.1 hints, Sobolev, quantised KD; §4.3 assistants and τ
+        "fitnets_hint_loss_t": lambda: dict(student_guided=_t(3, 4), teacher_hint=_g(3, 2),
+                                            regressor=_linear(4, 2)),
+        "fit_fitnets": lambda: dict(student=_lstm_clf(1), teacher=_lstm_clf(0),
+                                    train_arrays=_kd_train(), guided=_lstm_features,
+                                    hint=_lstm_features, regressor=_linear(4, 4),
+                                    epochs_hint=1, epochs_kd=1, T=2.0, alpha=0.5, lr=0.01,
+                                    batch_size=8, rng=0),
+        "directional_derivative_t": lambda: dict(fn=_linear(3, 2), x=_g(4, 3),
+                                                 v=_g(4, 3, seed=1), eps=1e-4),
+        "sobolev_loss_t": lambda: dict(student_fn=_linear(3, 2), teacher_fn=_linear(3, 2, 1),
+                                       x=_g(4, 3), n_directions=2, beta=0.5, eps=1e-4, rng=0),
+        "quantize_student_": lambda: dict(student=_lstm_clf(0), bits=4, kind="uniform"),
+        "teacher_assistant_chain": lambda: dict(teacher=_lstm_clf(0), make_model=_lstm_of_size,
+                                                sizes=[3, 2], train_arrays=_kd_train(), T=2.0,
+                                                alpha=0.5, epochs=1, lr=0.01, batch_size=8,
+                                                rng=0),
+        "selective_distillation_flags": lambda: dict(student_scores=np.array([0.8, 0.9]),
+                                                     teacher_scores=np.array([0.85, 0.8]),
+                                                     tau=0.01),
     }
 
 
@@ -844,6 +888,16 @@ EXEMPT = {
     ("distillation.codistillation_weight", "step", "zero"): "step 0 is the start of training",
     ("distillation.codistillation_weight", "burn_in", "zero"): "no burn-in: distil from step 0",
     ("distillation.codistillation_weight", "weight", "zero"): "weight 0 switches distillation off",
+    ("distillation.fit_fitnets", "epochs_hint", "zero"): "0 epochs: skip the hint stage",
+    ("distillation.fit_fitnets", "epochs_kd", "zero"): "0 epochs: skip the KD stage",
+    ("distillation.fit_fitnets", "alpha", "zero"): "alpha = 0: the hard-label loss alone",
+    ("distillation.teacher_assistant_chain", "epochs", "zero"): "0 epochs: untrained models",
+    ("distillation.teacher_assistant_chain", "alpha", "zero"):
+        "alpha = 0: the hard-label loss alone",
+    ("distillation.sobolev_loss_t", "beta", "zero"): "beta = 0: logit regression alone",
+    ("distillation.selective_distillation_flags", "tau", "zero"): "any real threshold is valid",
+    ("distillation.selective_distillation_flags", "tau", "negative"):
+        "any real threshold is valid",
     ("pruning.GradualPruner", "final_sparsity", "zero"): "sparsity 0 prunes nothing",
     ("pruning.GradualPruner", "begin_step", "zero"): "step 0 is the first step",
     ("pruning.GradualPruner", "initial_sparsity", "zero"): "sparsity 0 prunes nothing",

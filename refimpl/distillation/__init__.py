@@ -39,6 +39,11 @@ of §4.2 and §4.4 (TinyBERT, MobileBERT, DistilBERT, …). The module map is in
 """
 
 from refimpl.distillation.architectures import (
+    directional_derivative_t,
+    fit_fitnets,
+    fitnets_hint_loss_t,
+    quantize_student_,
+    sobolev_loss_t,
     fsp_loss,
     fsp_loss_t,
     fsp_matrix,
@@ -70,9 +75,11 @@ from refimpl.distillation.multi_teacher import (
     rd_triplet_loss,
     rd_triplet_loss_grad,
     rd_triplet_loss_t,
+    selective_distillation_flags,
     specialist_loss,
     specialist_loss_grad,
     specialist_loss_t,
+    teacher_assistant_chain,
     top_k_teacher_probs,
 )
 from refimpl.distillation.transformers import (
@@ -97,4 +104,6 @@ __all__ = [
     "value_relation", "value_relation_t", "attention_kl", "attention_kl_t", "emd_layer_mapping",
     "theseus_replace_rate", "pkd_layer_map", "pkd_loss_t",
     "mutual_learning_losses", "StalePredictions", "codistillation_weight",
+    "fitnets_hint_loss_t", "fit_fitnets", "directional_derivative_t", "sobolev_loss_t",
+    "quantize_student_", "teacher_assistant_chain", "selective_distillation_flags",
 ]

@@ -15,6 +15,10 @@
 - :func:`average_teacher_probs`, :func:`multi_teacher_ce` — cross-entropy to the teachers'
   mean prediction (Fig. 4(G)).
 - :func:`top_k_teacher_probs` — top-K teacher probabilities, renormalised (Tan et al. 2019).
+- :func:`teacher_assistant_chain` — multi-step distillation through teacher assistants
+  (Mirzadeh et al. 2020), e.g. 10 → 6 → 4 → 2 layers.
+- :func:`selective_distillation_flags` — Tan et al.'s threshold τ: a task stops being
+  distilled once the student beats its teacher by τ.
 
 Conventions: ``KL(p‖q) = Σ_c p_c (log p_c − log q_c)`` with ``0 log 0 = 0``; the teacher (target)
 distribution is always the first argument, as printed in Eq. (58) and as in Hinton et al.'s Eq. (5)
@@ -48,6 +52,7 @@ __all__ = [
     "collapse_to_specialist", "collapse_matrix", "active_set", "kl_divergence",
     "specialist_loss", "specialist_loss_grad", "specialist_loss_t", "combine_specialists",
     "average_teacher_probs", "multi_teacher_ce", "top_k_teacher_probs",
+    "teacher_assistant_chain", "selective_distillation_flags",
 ]
 
 #: The distance functions ``d`` accepted by Eq. (57).
@@ -835,3 +840,110 @@ def top_k_teacher_probs(probs, K: int, return_sparse: bool = False):
     out = np.zeros_like(p)
     np.put_along_axis(out, idx, vals, axis=-1)
     return (out, (idx.astype(np.int64), vals)) if return_sparse else out
+
+
+# =============================================================================================
+# Teacher assistants (Mirzadeh et al.) and the multilingual threshold τ (Tan et al.)
+def teacher_assistant_chain(teacher, make_model, sizes, train_arrays, *, T: float = 4.0,
+                            alpha: float = 0.5, epochs: int = 2, lr: float = 1e-2,
+                            batch_size: int = 64, rng=None, progress=None) -> list:
+    """Multi-step distillation through teacher assistants (Survey §4.3; Mirzadeh et al. 2020,
+    "TAKD"): the teacher is distilled into an assistant of size ``sizes[0]``, that assistant
+    into one of size ``sizes[1]``, …, the last being the student (e.g. a 10-layer teacher and
+    ``sizes = [6, 4, 2]``: 10 → 6 → 4 → 2). Every step trains with Hinton's loss
+    (:func:`refimpl.distillation.kd_loss_t`, temperature ``T``, soft weight ``alpha``) on the
+    previous model's logits, through :func:`refimpl.nn.fit`.
+
+    Parameters
+    ----------
+    teacher : Module
+        ``teacher(*inputs) -> logits (B, C)``; not modified.
+    make_model : callable
+        ``make_model(size, seed) -> Module``, an untrained model of the given size.
+    sizes : sequence of int
+        Sizes of the assistants, then the student (at least one entry).
+    train_arrays : tuple ``(*inputs, y)``
+    T, alpha, epochs, lr, batch_size : as :func:`refimpl.nn.fit` and ``kd_loss_t``
+    rng : Generator or int, optional
+
+    Returns
+    -------
+    list of Module
+        The trained models, one per entry of ``sizes`` (the student last).
+
+    References
+    ----------
+    .. [1] S. I. Mirzadeh, M. Farajtabar, A. Li, N. Levine, A. Matsukawa, H. Ghasemzadeh,
+       "Improved Knowledge Distillation via Teacher Assistant", AAAI 2020.
+    """
+    from refimpl.distillation.architectures import check_train_arrays, kd_loss_t
+    from refimpl.nn import fit, no_grad
+    from refimpl.utils import as_rng
+
+    if not hasattr(teacher, "named_parameters"):
+        raise TypeError(f"teacher must be a refimpl.nn Module, got {type(teacher).__name__}")
+    if not callable(make_model):
+        raise TypeError(f"make_model must be callable, got {type(make_model).__name__}")
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
+        raise ValueError(f"sizes must be a non-empty sequence of sizes, got {sizes!r}")
+    sizes = [check_int(s, f"sizes[{i}]", 1) for i, s in enumerate(sizes)]
+    train_arrays = check_train_arrays(train_arrays)
+    T = check_float(T, "T", 0.0, lo_open=True)
+    alpha = check_float(alpha, "alpha", 0.0, 1.0)
+    epochs = check_int(epochs, "epochs", 0)
+    lr = check_float(lr, "lr", 0.0, lo_open=True)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    rng = as_rng(rng)
+    prev, chain = teacher, []
+    soft = {}
+    for size in sizes:
+        model = make_model(size, int(rng.integers(2**31)))
+        prev.eval()
+
+        def forward(m, *inputs, _prev=prev):
+            with no_grad():
+                soft["z"] = _prev(*inputs).data  # the previous model's logits are the targets
+            return m(*inputs)
+
+        fit(model, train_arrays, epochs=epochs, lr=lr, batch_size=batch_size, rng=rng,
+            progress=progress, forward=forward,
+            loss_fn=lambda out, y: kd_loss_t(out, soft["z"], T, y, alpha))
+        chain.append(model)
+        prev = model
+    return chain
+
+
+@validate_arrays(student_scores={"ndim": 1}, teacher_scores={"ndim": 1})
+@validate_scalars
+def selective_distillation_flags(student_scores, teacher_scores, tau: float = 1.0) -> np.ndarray:
+    """Tan et al.'s selective distillation of a multilingual (multi-task) student (Survey §4.3):
+    keep distilling task ``l`` while the student's validation score is below its teacher's plus
+    ``τ``; once ``score_S(l) ≥ score_T(l) + τ`` the task is trained on the ground truth alone
+    (Algorithm 1 of Tan et al. 2019, checked every ``T_check`` steps, so a task whose student
+    falls back below the line is distilled again).
+
+    Parameters
+    ----------
+    student_scores, teacher_scores : ndarray of shape (L,)
+        Per-task validation accuracy or BLEU of the multilingual student and of task ``l``'s
+        own teacher.
+    tau : float
+        The threshold (in the scores' units; may be negative: stop before reaching the
+        teacher).
+
+    Returns
+    -------
+    bool ndarray of shape (L,)
+        True where task ``l`` is still distilled.
+
+    References
+    ----------
+    .. [1] X. Tan, Y. Ren, D. He, T. Qin, Z. Zhao, T.-Y. Liu, "Multilingual Neural Machine
+       Translation with Knowledge Distillation", ICLR 2019, Algorithm 1.
+    """
+    s = np.asarray(student_scores, float)
+    t = np.asarray(teacher_scores, float)
+    if s.shape != t.shape:
+        raise ValueError(f"teacher_scores must have the shape of student_scores {s.shape}, "
+                         f"got {t.shape}")
+    return s < t + tau
