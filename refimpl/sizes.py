@@ -12,9 +12,7 @@ arithmetic once, the same way for every method:
   weight plus a codebook of ``2**bits`` values (Han et al., Eq. for the compression rate);
 * :func:`bits_per_weight`, :func:`compression_ratio`, :func:`format_bytes`.
 
-Relative-index encoding (Han et al.)
-------------------------------------
-Instead of each non-zero's column, store the *gap* ``d >= 1`` to the previous non-zero of the
+**Relative-index encoding** (Han et al. [1]_ [2]_). Instead of each non-zero's column, store the *gap* ``d >= 1`` to the previous non-zero of the
 row (the first non-zero of a row at 0-based column ``p`` has gap ``p + 1``), as ``d - 1`` in
 ``index_bits`` bits, so gaps ``1 .. 2**index_bits`` fit. A longer gap is bridged with filler
 zeros — stored entries of value 0 placed every ``2**index_bits`` columns — so a gap ``d`` costs

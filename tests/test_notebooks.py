@@ -5,13 +5,15 @@ Notebooks run with nbclient on the ``python3`` kernel, in ``chapters/`` as the w
 directory, with ``REFIMPL_QUICK=1`` (small sizes), ``REFIMPL_PROGRESS=0`` and
 ``MPLBACKEND=Agg``, on the quiet kernel manager of ``refimpl chapters``
 (:func:`refimpl.cli.chapters.quiet_kernel_manager_class`: no Jupyter transport
-warnings). Every numeric statement in a notebook is a ``refimpl.check`` call that
-raises when it does not verify, so a cell error is a failed verification: the test shows the
+warnings). With ``REFIMPL_EXECUTED_DIR`` set (``.ci/run`` sets it), each executed notebook is
+written there for ``refimpl book --executed``. Every numeric statement in a notebook is a
+``refimpl.check`` call that raises when it does not verify, so a cell error is a failed verification: the test shows the
 failing cell's source and traceback. CI additionally runs ``nbstripout --verify``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -48,6 +50,10 @@ def test_notebook_executes(path, monkeypatch):
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # drop ANSI colours
         pytest.fail(f"{path.name}: a cell raised\n{text}", pytrace=False)
     print(f"{path.name}: executed in {time.perf_counter() - t0:.1f} s")
+    keep = os.environ.get("REFIMPL_EXECUTED_DIR")
+    if keep:  # .ci/run keeps the executed notebooks for `refimpl book --executed` (issue #20)
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, Path(keep) / path.name)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -1,26 +1,25 @@
 """Transformers with sub-quadratic complexity, Survey §7.
 
-==========================================  =============  ======================================
-function                                    survey         paper
-==========================================  =============  ======================================
-:func:`dense_attention`                     Eq. (68), §7.1 Vaswani et al., 2017 (the reference)
-:func:`blockbert_attention`                 §7.1           Qiu et al., 2020 (BlockBERT)
-:func:`sparse_transformer_attention`        §7.1           Child et al., 2019 (strided, fixed)
-:func:`lsh_attention`                       §7.1           Kitaev et al., 2020 (Reformer)
-:func:`star_attention`                      §7.2           Guo et al., 2019 (Star-Transformer)
-:func:`linformer_attention`                 §7.2           Wang et al., 2020 (Linformer)
-:func:`sinkhorn_attention`                  §7.2           Tay et al., 2020 (Sinkhorn, SortCut)
-:func:`efficient_attention`                 Eq. (69), §7.2 Shen et al., 2018
-:func:`linear_attention`                    §7.2           Katharopoulos et al., 2020
-:func:`longformer_attention`                §7.2           Beltagy et al., 2020 (Longformer)
-==========================================  =============  ======================================
+====================================  ==============  ====================================
+function                              survey          paper
+====================================  ==============  ====================================
+:func:`dense_attention`               Eq. (68), §7.1  Vaswani et al., 2017 (the reference)
+:func:`blockbert_attention`           §7.1            Qiu et al., 2020 (BlockBERT)
+:func:`sparse_transformer_attention`  §7.1            Child et al., 2019 (strided, fixed)
+:func:`lsh_attention`                 §7.1            Kitaev et al., 2020 (Reformer)
+:func:`star_attention`                §7.2            Guo et al., 2019 (Star-Transformer)
+:func:`linformer_attention`           §7.2            Wang et al., 2020 (Linformer)
+:func:`sinkhorn_attention`            §7.2            Tay et al., 2020 (Sinkhorn, SortCut)
+:func:`efficient_attention`           Eq. (69), §7.2  Shen et al., 2018
+:func:`linear_attention`              §7.2            Katharopoulos et al., 2020
+:func:`longformer_attention`          §7.2            Beltagy et al., 2020 (Longformer)
+====================================  ==============  ====================================
 
 Every function takes ``Q, K, V`` of shape ``(batch, heads, n, d)`` and returns the
 ``(batch, heads, n, d_v)`` array dense attention returns. Exact variants have a ``*_mask``
 companion: :func:`dense_attention` under it gives the same output. Kernels that never form the
 ``n × n`` matrix live in :mod:`refimpl.kernels.attention`; Tensor-level (differentiable) hooks
-for :class:`refimpl.nn.MultiHeadAttention` are in :mod:`refimpl.attention.hooks`.
-"""
+for :class:`refimpl.nn.MultiHeadAttention` are in :mod:`refimpl.attention.hooks`."""
 
 from refimpl.attention.dense import (
     attention_weights,

@@ -575,8 +575,8 @@ def linear_attention(Q, K, V, *, causal: bool = False, eps: float = 1e-6, backen
               \\phi(x) = \\mathrm{elu}(x) + 1 .
 
     Non-causal: the sums run over all ``j`` and are computed once, :math:`O(n d d_v)`.
-    Causal: over ``j <= i`` by prefix sums (:func:`refimpl.kernels.attention.
-    causal_linear_attention`), an RNN with state ``d × d_v``.
+    Causal: over ``j <= i`` by prefix sums
+    (:func:`refimpl.kernels.attention.causal_linear_attention`), an RNN with state ``d × d_v``.
 
     Parameters
     ----------

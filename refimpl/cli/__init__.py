@@ -11,6 +11,11 @@ Sub-commands
 ``chapters``   execute the chapter notebooks headless (optionally render HTML); exit status 1
                if any notebook fails
 ``bench``      run the benchmarks in ``benchmarks/`` of a source checkout
+``assignment`` ``make``: a student version of a chapter notebook with its autograder tests;
+               ``grade``: run a submission headless and score each question (exit status 0
+               whenever grading completed)
+``book``       build the chapters, the errata, the equation pages and the API reference as
+               an HTML book with Sphinx (the ``docs`` extra)
 
 Exit status 2 means a usage error: the message on stderr names the bad value and the valid
 choices, without a traceback.
@@ -185,6 +190,12 @@ def _cmd_bench(args) -> int:
     return bench.main(args)
 
 
+def _cmd_book(args) -> int:
+    from refimpl.cli import book
+
+    return book.main(args)
+
+
 # --------------------------------------------------------------------------------- parser
 def tour_tasks() -> list[str]:
     """The embedded tasks the tour can run on: the classification tasks of
@@ -317,6 +328,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true",
                    help="pass --quick to each benchmark (small sizes)")
     b.set_defaults(func=_cmd_bench)
+
+    bk = sub.add_parser("book", help="build the chapters, equations and API as an HTML book",
+                        description="Stage the executed chapter notebooks, the errata, one page "
+                                    "per survey equation and the API reference, and build "
+                                    "them with Sphinx (the docs extra) into OUT/html; "
+                                    "warnings are errors. Exit status 1 if the build fails.")
+    bk.add_argument("--out", metavar="DIR",
+                    help="output folder (default: _build/book in the checkout)")
+    bk.add_argument("--executed", metavar="DIR",
+                    help="reuse executed notebooks from DIR when their cells are the "
+                         "committed ones (the test suite writes them with "
+                         "REFIMPL_EXECUTED_DIR=DIR)")
+    bk.add_argument("--timeout", type=int, default=1800, metavar="SECONDS",
+                    help="seconds allowed per notebook cell (default: %(default)s)")
+    bk.add_argument("--no-checks", action="store_true",
+                    help="do not run the equation checks (the verdict column says 'not run')")
+    bk.add_argument("--no-strict", action="store_true",
+                    help="do not turn Sphinx warnings into errors (for drafting)")
+    bk.set_defaults(func=_cmd_book)
+
+    from refimpl.cli import assignment
+
+    assignment.add_parser(sub)
     return p
 
 

@@ -91,7 +91,7 @@ class DifferentiatedSoftmax(Module):
 
     Attributes
     ----------
-    W0, W1, ... : Parameter of shape (|V_b|, d_b);  c : Parameter of shape (V,)
+    W0, W1, ... : Parameter of shape ``(|V_b|, d_b)``;  c : Parameter of shape ``(V,)``
 
     References
     ----------

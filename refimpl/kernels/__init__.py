@@ -1,16 +1,39 @@
 """Numba kernels, each beside its pure-NumPy reference (``backend="numba" | "numpy"``).
 
-| kernel | module | used by |
-|---|---|---|
-| CSR sparse × dense vector / matrix (SpMV, SpMM, ``X @ W.T``) | :mod:`refimpl.kernels.sparse` | §2 pruning |
-| block-sparse (BSR) and bank-balanced (BBS) sparse × dense | :mod:`refimpl.kernels.block_sparse` | §2.3 pruning |
-| sign / ternary / k-bit packing; XNOR-popcount binary GEMM, ternary GEMM on two bit planes, k-bit packed × float matmul | :mod:`refimpl.kernels.bitpack` | §3 quantization |
-| TT-matrix × matrix without forming the matrix; TT-embedding row lookup | :mod:`refimpl.kernels.tt` | §6.3 decomposition |
-| xxHash32 of index pairs; hashed-matrix products and their gradients without forming V | :mod:`refimpl.kernels.hashing` | §5.2 HashedNets |
-| sliding-window (+dilated, +global, key padding) attention without the n×n matrix: forward, forward with log-sum-exp, backward (one band kernel) | :mod:`refimpl.kernels.sliding_window` | §7.2 Longformer |
-| block-sparse attention over a block layout | :mod:`refimpl.kernels.block_sparse_attention` | §7.1 BlockBERT, Sparse Transformer |
-| causal linear attention (prefix sums) | :mod:`refimpl.kernels.causal_linear` | §7.2 linear Transformer |
-| canonical Huffman code lengths, encode to a packed bit stream, decode | :mod:`refimpl.kernels.huffman` | §8 Deep Compression (compare), §2/§3 storage |
+.. list-table::
+   :header-rows: 1
+   :widths: 50 25 25
+
+   * - kernel
+     - module
+     - used by
+   * - CSR sparse × dense vector / matrix (SpMV, SpMM, ``X @ W.T``)
+     - :mod:`refimpl.kernels.sparse`
+     - §2 pruning
+   * - block-sparse (BSR) and bank-balanced (BBS) sparse × dense
+     - :mod:`refimpl.kernels.block_sparse`
+     - §2.3 pruning
+   * - sign / ternary / k-bit packing; XNOR-popcount binary GEMM, ternary GEMM on two bit planes, k-bit packed × float matmul
+     - :mod:`refimpl.kernels.bitpack`
+     - §3 quantization
+   * - TT-matrix × matrix without forming the matrix; TT-embedding row lookup
+     - :mod:`refimpl.kernels.tt`
+     - §6.3 decomposition
+   * - xxHash32 of index pairs; hashed-matrix products and their gradients without forming V
+     - :mod:`refimpl.kernels.hashing`
+     - §5.2 HashedNets
+   * - sliding-window (+dilated, +global, key padding) attention without the n×n matrix: forward, forward with log-sum-exp, backward (one band kernel)
+     - :mod:`refimpl.kernels.sliding_window`
+     - §7.2 Longformer
+   * - block-sparse attention over a block layout
+     - :mod:`refimpl.kernels.block_sparse_attention`
+     - §7.1 BlockBERT, Sparse Transformer
+   * - causal linear attention (prefix sums)
+     - :mod:`refimpl.kernels.causal_linear`
+     - §7.2 linear Transformer
+   * - canonical Huffman code lengths, encode to a packed bit stream, decode
+     - :mod:`refimpl.kernels.huffman`
+     - §8 Deep Compression (compare), §2/§3 storage
 
 The chapter kernels are imported from their modules (``from refimpl.kernels.bitpack import
 binary_matmul``) so that ``import refimpl.kernels`` stays light. :mod:`refimpl.kernels.attention`

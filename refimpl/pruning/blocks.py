@@ -51,7 +51,7 @@ def _blocks(W, block_shape):
 
 @validate_scalars
 def block_norms(W, block_shape, kind: str = "max") -> np.ndarray:
-    """Per-block magnitude: ``"max"`` = max |w| (Narang et al. 2017b) or ``"l2"`` norm.
+    """Per-block magnitude: ``"max"`` = ``max |w|`` (Narang et al. 2017b) or ``"l2"`` norm.
 
     Returns
     -------

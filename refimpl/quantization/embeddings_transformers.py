@@ -372,7 +372,7 @@ def transformer_groups(model, granularity: str = "layer", n_neuron_groups: int =
     -------
     list of (name, list of (param_name, index))
         ``index`` selects the group's entries of that parameter (for
-        :func:`quantize_groups_uniform_` and :func:`group_flat_indices`).
+        :func:`quantize_groups_uniform_`).
 
     Notes
     -----
