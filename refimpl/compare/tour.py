@@ -52,7 +52,8 @@ import numpy as np
 from refimpl.registry import MethodResult, TourContext, methods, register_method
 from refimpl.sizes import compression_ratio, dense_bits, format_bytes
 
-__all__ = ["TourConfig", "TourRun", "config_for", "run_tour", "format_table", "main"]
+__all__ = ["TourConfig", "TourRun", "config_for", "run_tour", "tour_context", "format_table",
+           "main"]
 
 BASELINE_KINDS = ("bow", "lstm", "transformer")
 
@@ -433,6 +434,30 @@ class _TourContext(TourContext):
     @baseline.setter
     def baseline(self, value):  # the dataclass __init__ assigns it; the mapping holds it
         pass
+
+
+def tour_context(cfg: TourConfig) -> TourContext:
+    """A :class:`TourContext` on ``cfg``'s task whose baselines are trained when first asked
+    for (no progress output): what a method, a pipeline (:mod:`refimpl.compare.pipelines`) or
+    the chapter-8 notebook needs outside :func:`run_tour`."""
+    from refimpl.utils import as_rng
+
+    task = load_task(cfg, as_rng(cfg.seed))
+
+    def train(kind):
+        model = make_model(kind, task, cfg, as_rng(cfg.seed + 1))
+        _fit(model, task, cfg)
+        return model
+
+    kinds = list(dict.fromkeys([cfg.baseline, *cfg.baselines, *BASELINE_KINDS]))
+    return _TourContext(
+        task=task, baseline=None, baseline_kind=cfg.baseline, quick=cfg.quick, seed=cfg.seed,
+        fit=lambda model, **kw: _fit(model, task, cfg, **kw),
+        evaluate=lambda model: evaluate_accuracy(model, task.X_test, task.len_test,
+                                                 task.y_test),
+        make_model=lambda kind=None, **kw: make_model(kind or cfg.baseline, task, cfg,
+                                                      as_rng(cfg.seed + 2), **kw),
+        baselines=_Baselines(kinds, train), config=cfg)
 
 
 def run_tour(cfg: TourConfig, only=None, log=print, progress: TourProgress | None = None
