@@ -235,7 +235,7 @@ class Compressed:
         the ledger's count (used by the registered check ``huffman-composed-bits``).
         """
         total = 0
-        for name, p in self.model.named_parameters():
+        for name, _ in self.model.named_parameters():
             rec = self.records.get(name)
             if rec is None:
                 continue
@@ -619,7 +619,7 @@ class Pipeline:
             if not isinstance(s, Step):
                 raise TypeError(f"pipeline {name!r}: steps must be Step objects, got "
                                 f"{type(s).__name__}")
-        for i, (a, b) in enumerate(zip(steps, steps[1:])):
+        for a, b in zip(steps, steps[1:]):
             ia, ib = _STAGES.index(a.stage), _STAGES.index(b.stage)
             if b.stage == "distil":
                 raise ValueError(f"pipeline {name!r}: {b.name} cannot follow {a.name}: "
