@@ -128,3 +128,16 @@ def test_book_without_the_docs_extra_is_a_usage_error(monkeypatch, capsys):
     status = book.main(SimpleNamespace(out=None, executed=None, timeout=10))
     assert status == 2
     assert "docs extra" in capsys.readouterr().err
+
+
+def test_chapter_mentions_of_public_objects_become_api_links():
+    idx = book.public_index()
+    md = ("`obd_saliency`, `pruning.weights.obs_update`, `refimpl.nn`, `dsd_train()`, `x = 1`, "
+          "`not_a_public_name`\n```\n`obd_saliency`\n```")
+    out = book.link_api_mentions(md, idx)
+    assert "{py:obj}`obd_saliency <refimpl.pruning.obd_saliency>`" in out
+    assert "{py:obj}`pruning.weights.obs_update <refimpl.pruning.obs_update>`" in out
+    assert "{py:mod}`refimpl.nn <refimpl.nn>`" in out
+    assert "{py:obj}`dsd_train() <refimpl.pruning.dsd_train>`" in out
+    assert "`x = 1`" in out and "`not_a_public_name`" in out
+    assert out.endswith("```\n`obd_saliency`\n```")  # fenced code untouched

@@ -37,8 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PACKAGES", "EquationRow", "equation_rows", "notebook_check_cells", "stage", "build",
-           "main"]
+__all__ = ["PACKAGES", "EquationRow", "equation_rows", "notebook_check_cells", "public_index",
+           "link_api_mentions", "stage", "build", "main"]
 
 #: The packages of the API reference, in the order of docs/architecture.md's floors.
 PACKAGES = ("nn", "kernels", "data", "check", "registry", "sizes", "utils", "pruning",
@@ -284,6 +284,60 @@ def _add_cell_labels(nb, stem: str, indices: set[int]):
     return nb
 
 
+def _link_markdown_cells(nb, index: dict[str, str]):
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = link_api_mentions(cell.source, index)
+    return nb
+
+
+# ------------------------------------------------------------------------------ API links
+_CODE = re.compile(r"(?<![`{])`((?:refimpl\.)?[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
+                   r"(\(\))?`(?!`)")
+
+
+def public_index() -> dict[str, str]:
+    """Every name a chapter may mention → the documented path ``refimpl.<pkg>.<name>``.
+
+    Keys are the bare public name (when exactly one package exports it), the package path
+    ``pkg.name`` / ``refimpl.pkg.name`` and the defining-module path ``pkg.module.name`` /
+    ``refimpl.pkg.module.name``; packages map to themselves (``refimpl.nn``).
+    """
+    out: dict[str, str] = {}
+    bare: dict[str, set[str]] = {}
+    for pkg in _api_packages():
+        mod = importlib.import_module(f"refimpl.{pkg}")
+        out[f"refimpl.{pkg}"] = f"refimpl.{pkg}"
+        for name in getattr(mod, "__all__", []):
+            full = f"refimpl.{pkg}.{name}"
+            out[full] = out[f"{pkg}.{name}"] = full
+            bare.setdefault(name, set()).add(full)
+            defined = getattr(getattr(mod, name), "__module__", None) or ""
+            if defined.startswith(f"refimpl.{pkg}."):
+                out[f"{defined}.{name}"] = full
+                out[f"{defined.removeprefix('refimpl.')}.{name}"] = full
+    for name, fulls in bare.items():
+        if len(fulls) == 1:
+            out.setdefault(name, next(iter(fulls)))
+    return out
+
+
+def link_api_mentions(markdown: str, index: dict[str, str]) -> str:
+    """Turn inline code naming a public object (``obd_saliency``, ``pruning.weights.obs_update``,
+    ``refimpl.nn``, ``dsd_train()``) into a MyST cross-reference to the API reference; other
+    inline code and fenced code blocks are left as they are."""
+    parts = re.split(r"(```.*?```)", markdown, flags=re.S)
+    for i in range(0, len(parts), 2):
+        def repl(m):
+            target = index.get(m.group(1))
+            if target is None:
+                return m.group(0)
+            role = "py:mod" if target.count(".") == 1 else "py:obj"
+            return f"{{{role}}}`{m.group(1)}{m.group(2) or ''} <{target}>`"
+        parts[i] = _CODE.sub(repl, parts[i])
+    return "".join(parts)
+
+
 # ------------------------------------------------------------------------------ staging
 def _index_page(readme: str, chapters: list[str], docs: list[str], has_assign: bool) -> str:
     toc = ["", "```{toctree}", ":maxdepth: 1", ":caption: Chapters", ""]
@@ -342,6 +396,7 @@ def stage(root: Path, src: Path, *, executed: Path | None = None, timeout: int =
         for stem, i in lst:
             by_nb.setdefault(stem, set()).add(i)
     log(f"notebooks ({len(notebooks)}):")
+    index = public_index()
     env = {"REFIMPL_QUICK": "1", "REFIMPL_PROGRESS": "0", "MPLBACKEND": "Agg"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -349,6 +404,7 @@ def stage(root: Path, src: Path, *, executed: Path | None = None, timeout: int =
         for path in notebooks:
             nb = _executed_notebook(path, executed, timeout, log)
             nb = _add_cell_labels(nb, path.stem, by_nb.get(path.stem, set()))
+            nb = _link_markdown_cells(nb, index)
             nbformat.write(nb, src / "chapters" / path.name)
     finally:
         for k, v in saved.items():
