@@ -532,7 +532,37 @@ def _sharing():
         "albert_num_params": lambda: dict(vocab_size=10, embed_dim=2, d_model=4, d_ff=4,
                                           num_layers=2, max_position=5, type_vocab_size=2,
                                           share="all"),
+        # §5.1 character-aware models
+        "char_table": lambda: dict(words=["ab", "b"], alphabet=None, max_len=5),
+        "C2W": lambda: dict(num_chars=6, d_char=2, d_hidden=2, d_word=3, rng=0),
+        "CharCNN": lambda: dict(num_chars=6, d_char=2, widths=(1, 2), num_filters=(2, 2),
+                                highway_layers=0, gate_offset=-2.0, rng=0),
+        "CharWordEmbedding": lambda: dict(encoder=_char_enc(), word_chars=_CHARS.copy(),
+                                          word_char_lengths=_CHAR_LENS.copy(), padding_idx=0),
+        "CNNSoftmax": lambda: dict(encoder=_char_enc(cnn=True), word_chars=_CHARS.copy(),
+                                   word_char_lengths=_CHAR_LENS.copy(), d_hidden=3, bias=False,
+                                   rng=0),
+        "CharLSTMOutput": lambda: dict(num_chars=6, d_char=2, d_context=3, d_hidden=2, rng=0),
+        "char_aware_lm": lambda: dict(words=["<pad>", "ab", "b"], d_char=2, widths=(1, 2),
+                                      num_filters=(2, 2), highway_layers=0, d_hidden=3,
+                                      cnn_softmax=False, rng=0),
+        "c2w_num_params": lambda: dict(num_chars=6, d_char=2, d_hidden=2, d_word=3),
+        "char_cnn_num_params": lambda: dict(num_chars=6, d_char=2, widths=(1, 2),
+                                            num_filters=(2, 2), highway_layers=0),
     }
+
+
+_CHARS = np.array([[1, 4, 2, 0], [1, 4, 5, 2]])
+_CHAR_LENS = np.array([3, 4])
+
+
+def _char_enc(cnn=False):
+    from refimpl.sharing import C2W, CharCNN
+
+    if cnn:
+        return CharCNN(num_chars=6, d_char=2, widths=(1, 2), num_filters=(2, 2),
+                       highway_layers=0, rng=0)
+    return C2W(num_chars=6, d_char=2, d_hidden=2, d_word=3, rng=0)
 
 
 def _linear(d_in, d_out, seed=0):
@@ -557,6 +587,37 @@ def _lstm_features(m, X, lengths):
 
 def _kd_train():
     return _tok(8, 5, 12)
+
+
+def _tf_of(layers, d, pooling="mean"):
+    from refimpl.nn import TransformerClassifier
+
+    return TransformerClassifier(vocab_size=12, d_model=d, num_heads=2, d_ff=4,
+                                 num_layers=layers, max_len=5, n_classes=2, pooling=pooling,
+                                 rng=layers)
+
+
+def _theseus():
+    from refimpl.distillation import TheseusClassifier
+
+    return TheseusClassifier(_tf_of(4, 4), n_modules=2, rng=0)
+
+
+def _kd_only_loss(sz, so, tz, to, valid, y):
+    from refimpl.distillation import kd_loss_t
+
+    return kd_loss_t(sz, tz, 2.0, y, 0.5)
+
+
+def _tinybert_call():
+    from refimpl.distillation import TinyBertProjections
+
+    X, L, _ = _tok(3, 5, 12)
+    zs, os_ = _tf_of(2, 2)(X, L, output_hidden_states=True, output_attentions=True)
+    zt, ot = _tf_of(4, 4)(X, L, output_hidden_states=True, output_attentions=True)
+    return dict(student_out=os_, teacher_out=ot, student_logits=zs, teacher_logits=zt.data,
+                projections=TinyBertProjections(2, 4, rng=0), layer_map=[2, 4],
+                valid=np.ones((3, 5), bool), T=1.0)
 
 
 def _distillation():
@@ -658,6 +719,39 @@ def _distillation():
         "selective_distillation_flags": lambda: dict(student_scores=np.array([0.8, 0.9]),
                                                      teacher_scores=np.array([0.85, 0.8]),
                                                      tau=0.01),
+        # §4.4 recipes
+        "tinybert_layer_map": lambda: dict(num_teacher_layers=4, num_student_layers=2),
+        "TinyBertProjections": lambda: dict(d_student=2, d_teacher=4, rng=0),
+        "tinybert_losses_t": _tinybert_call,
+        "fit_tinybert": lambda: dict(student=_tf_of(2, 2), teacher=_tf_of(4, 4),
+                                     train_arrays=_kd_train(), projections=None,
+                                     epochs_intermediate=1, epochs_prediction=1, T=1.0, lr=0.01,
+                                     batch_size=8, rng=0),
+        "distilbert_loss_t": lambda: dict(student_logits=_t(2, 3), teacher_logits=_g(2, 3),
+                                          labels=_ints(3, 2), student_hidden=_t(2, 4, 5),
+                                          teacher_hidden=_g(2, 4, 5, seed=1),
+                                          valid=np.ones((2, 4), bool), T=2.0, alpha_ce=5.0,
+                                          alpha_task=2.0, alpha_cos=1.0),
+        "init_from_teacher_layers_": lambda: dict(student=_tf_of(2, 4), teacher=_tf_of(4, 4),
+                                                  layers=[0, 2]),
+        "pkd_objective_t": lambda: dict(student_logits=_t(3, 2), teacher_logits=_g(3, 2),
+                                        labels=_ints(2, 3), student_cls=[_t(3, 4)],
+                                        teacher_cls=[_g(3, 4, seed=1)], T=5.0, alpha=0.5,
+                                        beta=10.0),
+        "fit_with_teacher": lambda: dict(student=_tf_of(2, 4), teacher=_tf_of(4, 4),
+                                         train_arrays=_kd_train(), loss=_kd_only_loss,
+                                         extra_modules=[], need_intermediates=False, epochs=1,
+                                         lr=0.01, batch_size=8, rng=0, callbacks=None),
+        "fit_distilbert": lambda: dict(student=_tf_of(2, 4), teacher=_tf_of(4, 4),
+                                       train_arrays=_kd_train(), T=2.0, alpha_ce=5.0,
+                                       alpha_task=2.0, alpha_cos=1.0, epochs=1, lr=0.01,
+                                       batch_size=8, rng=0),
+        "fit_pkd": lambda: dict(student=_tf_of(2, 4, "cls"), teacher=_tf_of(4, 4, "cls"),
+                                train_arrays=_kd_train(), strategy="skip", T=5.0, alpha=0.5,
+                                beta=10.0, epochs=1, lr=0.01, batch_size=8, rng=0),
+        "TheseusClassifier": lambda: dict(predecessor=_tf_of(4, 4), n_modules=2,
+                                          replace_rate=0.5, rng=0),
+        "TheseusScheduler": lambda: dict(model=_theseus(), k=0.1, b=0.3),
     }
 
 
@@ -889,6 +983,25 @@ EXEMPT = {
     ("distillation.codistillation_weight", "burn_in", "zero"): "no burn-in: distil from step 0",
     ("distillation.codistillation_weight", "weight", "zero"): "weight 0 switches distillation off",
     ("distillation.fit_fitnets", "epochs_hint", "zero"): "0 epochs: skip the hint stage",
+    ("distillation.fit_tinybert", "epochs_intermediate", "zero"): "0 epochs: skip the step",
+    ("distillation.fit_tinybert", "epochs_prediction", "zero"): "0 epochs: skip the step",
+    ("distillation.fit_with_teacher", "epochs", "zero"): "0 epochs: no training",
+    ("distillation.fit_distilbert", "epochs", "zero"): "0 epochs: no training",
+    ("distillation.fit_pkd", "epochs", "zero"): "0 epochs: no training",
+    ("distillation.fit_pkd", "alpha", "zero"): "alpha = 0: the hard-label loss alone",
+    ("distillation.fit_pkd", "beta", "zero"): "beta = 0: no patient loss",
+    ("distillation.pkd_objective_t", "alpha", "zero"): "alpha = 0: the hard-label loss alone",
+    ("distillation.pkd_objective_t", "beta", "zero"): "beta = 0: no patient loss",
+    ("distillation.distilbert_loss_t", "alpha_ce", "zero"): "a zero weight drops that term",
+    ("distillation.distilbert_loss_t", "alpha_task", "zero"): "a zero weight drops that term",
+    ("distillation.distilbert_loss_t", "alpha_cos", "zero"): "a zero weight drops that term",
+    ("distillation.fit_distilbert", "alpha_ce", "zero"): "a zero weight drops that term",
+    ("distillation.fit_distilbert", "alpha_task", "zero"): "a zero weight drops that term",
+    ("distillation.fit_distilbert", "alpha_cos", "zero"): "a zero weight drops that term",
+    ("distillation.TheseusScheduler", "k", "zero"): "k = 0: a constant replacement rate",
+    ("distillation.TheseusScheduler", "b", "zero"): "b = 0: the schedule starts at 0",
+    ("distillation.TheseusClassifier", "replace_rate", "zero"): "rate 0: the predecessor alone",
+    ("distillation.init_from_teacher_layers_", "layers", "none"): "",
     ("distillation.fit_fitnets", "epochs_kd", "zero"): "0 epochs: skip the KD stage",
     ("distillation.fit_fitnets", "alpha", "zero"): "alpha = 0: the hard-label loss alone",
     ("distillation.teacher_assistant_chain", "epochs", "zero"): "0 epochs: untrained models",
@@ -1058,6 +1171,7 @@ EXEMPT = {
     ("sharing.hashed_matrix", "seed", "zero"): "0 is a valid 32-bit hash seed",
     ("sharing.hash_seeds", "seed", "zero"): "0 is a valid 32-bit hash seed",
     ("sharing.HashedLinear", "seed", "zero"): "0 is a valid 32-bit hash seed",
+    ("sharing.CharWordEmbedding", "padding_idx", "none"): "None: no padding row",
 }
 
 #: (function, argument, mutation) -> the argument the refusal names instead: an extra axis

@@ -36,9 +36,28 @@
                                    :func:`albert_num_params`
 =================================  =============================================================
 
-Not implemented yet (rest of §5): character-aware models (C2W, char-CNN, §5.1), shared reference vectors / Slim Embeddings (§5.2) and the Universal Transformer (§5.3).
+``characters``                     §5.1 character-aware models: C2W (Ling et al., EMNLP 2015)
+                                   :class:`C2W`; Kim et al.'s char CNN + highway (AAAI 2016)
+                                   :class:`CharCNN`, :func:`char_aware_lm`; Jozefowicz et al.'s
+                                   (2016) :class:`CNNSoftmax` and :class:`CharLSTMOutput`;
+                                   :class:`CharWordEmbedding` (each distinct word composed once
+                                   per batch), :func:`char_table`, :func:`c2w_num_params`,
+                                   :func:`char_cnn_num_params`
+
+Not implemented yet (rest of §5): shared reference vectors / Slim Embeddings (§5.2) and the Universal Transformer (§5.3).
 """
 
+from refimpl.sharing.characters import (
+    C2W,
+    CharCNN,
+    CharLSTMOutput,
+    CharWordEmbedding,
+    CNNSoftmax,
+    c2w_num_params,
+    char_aware_lm,
+    char_cnn_num_params,
+    char_table,
+)
 from refimpl.sharing.embeddings import (
     kkt_residual,
     rare_word_embedding,
@@ -68,4 +87,6 @@ __all__ = [
     "QuaternionLinear", "lightrnn_allocate", "lightrnn_cost_matrix", "toeplitz_like_matrix",
     "toeplitz_like_matvec", "toeplitz_generators", "displacement", "f_circulant",
     "AlbertEmbeddings", "AlbertEncoder", "albert_num_params", "ToeplitzLikeLinear",
+    "char_table", "C2W", "CharCNN", "CharWordEmbedding", "CNNSoftmax", "CharLSTMOutput",
+    "char_aware_lm", "c2w_num_params", "char_cnn_num_params",
 ]

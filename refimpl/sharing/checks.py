@@ -665,3 +665,325 @@ def _check_albert(rng, quick):
                         "tied_grad_max_abs_err": grad.numbers["max_abs_err"],
                         "gradcheck_max_abs_err": gc_err},
                    f"V={V}, E={E}, H={H}, F={Fd}, L={L}")
+
+
+# ------------------------------------------------------------------ character-aware models (§5.1)
+_CHR = "refimpl.sharing.characters"
+
+
+def _sig(a):
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+def _lstm_by_hand(x, W_ih, W_hh, b_ih, b_hh):
+    """One LSTM direction over the rows of ``x`` (T, D), step by step in NumPy: final h (H,)."""
+    H = W_hh.shape[1]
+    h, c = np.zeros(H), np.zeros(H)
+    for t in range(x.shape[0]):
+        a = W_ih @ x[t] + b_ih + W_hh @ h + b_hh
+        i, f, g, o = _sig(a[:H]), _sig(a[H:2 * H]), np.tanh(a[2 * H:3 * H]), _sig(a[3 * H:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+    return h
+
+
+def _c2w_by_hand(m, chars, lengths):
+    """C2W on each word separately: e = D_f s_f + D_b s_b + b over its real characters only."""
+    Q = m.char_embedding.W.data
+    lstm = m.lstm
+    fw = [p.data for p in (lstm.W_ih_l0, lstm.W_hh_l0, lstm.b_ih_l0, lstm.b_hh_l0)]
+    bw = [p.data for p in (lstm.W_ih_l0_reverse, lstm.W_hh_l0_reverse, lstm.b_ih_l0_reverse,
+                           lstm.b_hh_l0_reverse)]
+    out = []
+    for w in range(chars.shape[0]):
+        x = Q[chars[w, :lengths[w]]]                          # (n_w, d_char): no padding
+        s_f = _lstm_by_hand(x, *fw)                           # after the last character
+        s_b = _lstm_by_hand(x[::-1], *bw)                     # after the first character
+        out.append(m.D_f.data @ s_f + m.D_b.data @ s_b + m.b.data)
+    return np.array(out)
+
+
+def _gradcheck_params(module, names, inputs_fn, rng):
+    """Central differences of ``inputs_fn(module)`` w.r.t. the named parameters: (ok, err)."""
+    def setp(name, value):
+        obj, attr = module, name
+        while "." in attr:
+            head, attr = attr.split(".", 1)
+            obj = getattr(obj, head)
+        setattr(obj, attr, value)
+
+    def getp(name):
+        obj = module
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def fn(*ps):
+        for n, p in zip(names, ps):
+            setp(n, p)
+        return inputs_fn(module)
+
+    try:
+        gc = gradcheck(fn, [getp(n).data for n in names], rng=rng)
+        return True, gc["max_abs_err"]
+    except GradcheckError as e:
+        return False, str(e)
+
+
+@register_check("c2w", "C2W (Ling et al.): e = D_f s_f + D_b s_b + b from a BiLSTM over the "
+                "characters equals a step-by-step NumPy LSTM over each word's real characters; "
+                "each distinct word composed once per batch (same vectors and gradients as "
+                "composing every token); an unseen spelling gets a vector; gradcheck; exact "
+                "parameter count", section="5.1",
+                implements=[f"{_CHR}.C2W", f"{_CHR}.c2w_num_params", f"{_CHR}.char_table",
+                            f"{_CHR}.CharWordEmbedding"])
+@_single_thread_blas
+def _check_c2w(rng, quick):
+    from refimpl.sharing.characters import C2W, CharWordEmbedding, c2w_num_params, char_table
+
+    words = ["<pad>", "cat", "cats", "dog", "dogs", "a", "catalogue"]
+    chars, lengths, alphabet = char_table(words)
+    hand_table = (chars[5].tolist()[:3] == [1, 4 + alphabet.index("a"), 2]
+                  and lengths.tolist() == [7, 5, 6, 5, 6, 3, 11])
+    C = 4 + len(alphabet)
+    seed = int(rng.integers(2**31))
+    m = C2W(num_chars=C, d_char=5, d_hidden=6, d_word=7, rng=seed)
+    e = m(chars, lengths).data
+    fwd = Outcome.compare(e, _c2w_by_hand(m, chars, lengths), atol=1e-13)
+
+    # once per batch: ids with repeats -> the distinct words are composed once and gathered
+    emb = CharWordEmbedding(m, chars, lengths)
+    X = rng.integers(1, len(words), (4, 6))
+    out = emb(X)
+    per_token = m(chars[X.ravel()], lengths[X.ravel()])       # every token composed
+    same = Outcome.compare(out.data.reshape(-1, 7), per_token.data, atol=0.0)
+    dout = rng.standard_normal(out.shape)
+    out.backward(dout)
+    g_once = [p.grad.copy() for p in m.parameters()]
+    m.zero_grad()
+    per_token.backward(dout.reshape(-1, 7))
+    g_tok = [p.grad.copy() for p in m.parameters()]
+    gmax = max(float(np.abs(g).max()) for g in g_tok)
+    grads = Outcome.compare(np.concatenate([g.ravel() for g in g_once]),
+                            np.concatenate([g.ravel() for g in g_tok]),
+                            atol=1e-13 * X.size * gmax)
+    m.zero_grad()
+
+    # a word never seen anywhere still gets a vector, equal to composing its spelling
+    new = emb.embed_words(["cogs", "tacd"], alphabet).data
+    new_ok = (np.all(np.isfinite(new)) and not np.allclose(new[0], new[1])
+              and np.abs(new - _c2w_by_hand(m, *char_table(["cogs", "tacd"],
+                                                           alphabet=alphabet)[:2])).max()
+              < 1e-13)
+
+    tiny = C2W(num_chars=C, d_char=2, d_hidden=3, d_word=2, rng=seed)
+    cs, ls = chars[[1, 4]], lengths[[1, 4]]
+    gc_ok, gc_err = _gradcheck_params(tiny, ["D_f", "D_b", "b", "char_embedding.W",
+                                             "lstm.W_hh_l0_reverse"],
+                                      lambda mod: mod(cs, ls), 0)
+    n = m.num_parameters()
+    # hand count: C·5 + 2(4·6·5 + 4·6·6 + 8·6) + 2·7·6 + 7
+    counts_ok = n == c2w_num_params(num_chars=C, d_char=5, d_hidden=6, d_word=7) == \
+        C * 5 + 2 * (120 + 144 + 48) + 84 + 7
+    ok = hand_table and fwd.passed and same.passed and grads.passed and new_ok and gc_ok \
+        and counts_ok
+    return Outcome(ok, {"fwd_max_abs_err": fwd.numbers["max_abs_err"],
+                        "once_per_batch_grad_err": grads.numbers["max_abs_err"],
+                        "distinct_words": int(np.unique(X).size), "tokens": int(X.size),
+                        "gradcheck_max_abs_err": gc_err, "params": n,
+                        "unseen_word_vector_ok": bool(new_ok)},
+                   f"V={len(words)} words over C={C} character ids; d_char=5, H=6, d_word=7")
+
+
+def _char_cnn_by_hand(m, chars):
+    """Kim et al.'s char CNN + highway with explicit loops (tanh, max over time, gate −2)."""
+    Q = m.char_embedding.W.data
+    out = []
+    for w in range(chars.shape[0]):
+        x = Q[chars[w]]                                         # (L_c, d_char)
+        feats = []
+        for conv in m.convs:
+            W, b = conv.W.data, conv.b.data                     # (f, d_char, width)
+            k = W.shape[2]
+            for o in range(W.shape[0]):
+                feats.append(max(np.tanh((x[t:t + k].T * W[o]).sum() + b[o])
+                                 for t in range(x.shape[0] - k + 1)))
+        y = np.array(feats)
+        if m.highway is not None:
+            for layer in range(m.highway.num_layers):
+                Hl, Tl = getattr(m.highway, f"H_l{layer}"), getattr(m.highway, f"T_l{layer}")
+                g = np.maximum(Hl.W.data @ y + Hl.b.data, 0.0)
+                t = _sig(Tl.W.data @ y + Tl.b.data - 2.0)       # fixed offset −2 (Kim's code)
+                y = t * g + (1 - t) * y
+        out.append(y)
+    return np.array(out)
+
+
+@register_check("char-cnn-highway", "Kim et al.'s character CNN: max over time of tanh "
+                "convolutions of several widths, then a highway layer with the gate's fixed −2 "
+                "offset, equals explicit loops; the character-aware LM composes each distinct "
+                "word once per batch; gradcheck; exact parameter counts (incl. Kim et al.'s "
+                "small model: 34,650 CNN + 552,300 highway numbers)", section="5.1",
+                implements=[f"{_CHR}.CharCNN", f"{_CHR}.char_cnn_num_params",
+                            f"{_CHR}.char_aware_lm", "refimpl.nn.conv.Highway",
+                            "refimpl.nn.conv.Conv1d"])
+@_single_thread_blas
+def _check_char_cnn(rng, quick):
+    from refimpl.sharing.characters import CharCNN, char_aware_lm, char_cnn_num_params, char_table
+
+    words = ["<pad>", "<unk>", "<bos>", "<eos>", "run", "runs", "ran", "running", "a"]
+    chars, lengths, alphabet = char_table(words)
+    C = 4 + len(alphabet)
+    seed = int(rng.integers(2**31))
+    m = CharCNN(num_chars=C, d_char=4, widths=(1, 2, 3), num_filters=(2, 3, 4),
+                highway_layers=2, rng=seed)
+    y = m(chars).data
+    fwd = Outcome.compare(y, _char_cnn_by_hand(m, chars), atol=1e-13)
+
+    lm = char_aware_lm(words=words, d_char=3, widths=(1, 2), num_filters=(3, 4), d_hidden=5,
+                       rng=seed)
+    X = np.array([[2, 4, 5, 4, 3], [2, 7, 7, 3, 0]])
+    e = lm.embedding(X).data
+    enc = lm.embedding.encoder
+    per_tok = enc(lm.embedding.word_chars[X.ravel()]).data.reshape(e.shape)
+    per_tok[1, 4] = 0.0                                          # <pad> is the zero vector
+    once = Outcome.compare(e, per_tok, atol=0.0)
+    loss_ok = bool(np.isfinite(lm.loss(X, np.array([5, 4])).item()))
+
+    tiny = CharCNN(num_chars=C, d_char=2, widths=(1, 2), num_filters=(2, 2), highway_layers=1,
+                   rng=seed)
+    cs = chars[[4, 7]]
+    # smooth almost everywhere (max, relu): random weights keep the kinks away from ±h
+    gc_ok, gc_err = _gradcheck_params(tiny, ["char_embedding.W", "convs.1.W", "highway.T_l0.W",
+                                             "highway.H_l0.b"], lambda mod: mod(cs), 0)
+    counts = {}
+    counts_ok = m.num_parameters() == char_cnn_num_params(
+        num_chars=C, d_char=4, widths=(1, 2, 3), num_filters=(2, 3, 4), highway_layers=2)
+    # Kim et al.'s small model: d = 15, widths 1..6, 25·w filters (n = 525), one highway layer
+    kim = CharCNN(num_chars=51, d_char=15, widths=(1, 2, 3, 4, 5, 6),
+                  num_filters=(25, 50, 75, 100, 125, 150), highway_layers=1, rng=0)
+    counts["kim_small_cnn_highway"] = kim.num_parameters()
+    counts_ok &= counts["kim_small_cnn_highway"] == 51 * 15 + 34_650 + 552_300 == \
+        char_cnn_num_params(num_chars=51, d_char=15, widths=(1, 2, 3, 4, 5, 6),
+                            num_filters=(25, 50, 75, 100, 125, 150), highway_layers=1)
+    ok = fwd.passed and once.passed and loss_ok and gc_ok and counts_ok
+    return Outcome(ok, {"fwd_max_abs_err": fwd.numbers["max_abs_err"],
+                        "gradcheck_max_abs_err": gc_err, "params": m.num_parameters(), **counts},
+                   "the highway gate adds a constant −2 after its Linear (Kim et al.'s code), "
+                   "its bias is an ordinary trained bias")
+
+
+@register_check("cnn-softmax", "CNN-Softmax (Jozefowicz et al.): logits z_w = hᵀ P CNN(w) from a "
+                "character CNN separate from the input one; parameters independent of V; a "
+                "word added to the vocabulary gets an output vector; gradcheck", section="5.1",
+                implements=[f"{_CHR}.CNNSoftmax", f"{_CHR}.char_aware_lm"])
+@_single_thread_blas
+def _check_cnn_softmax(rng, quick):
+    from refimpl.sharing.characters import CharCNN, CNNSoftmax, char_aware_lm, char_table
+
+    words = ["<pad>", "<unk>", "<bos>", "<eos>", "run", "runs", "ran", "sun", "suns"]
+    seed = int(rng.integers(2**31))
+    lm = char_aware_lm(words=words, d_char=3, widths=(1, 2), num_filters=(3, 4), d_hidden=5,
+                       cnn_softmax=True, rng=seed)
+    unshared = lm.out.encoder is not lm.embedding.encoder and not any(
+        p is q for p in lm.out.encoder.parameters() for q in lm.embedding.encoder.parameters())
+    h = rng.standard_normal((3, 5))
+    z = lm.out(h).data
+    E = lm.out.projection.W.data @ lm.out.encoder(lm.out.word_chars).data.T   # (d_h, V)
+    fwd = Outcome.compare(z, h @ E, atol=1e-13 * np.abs(h).sum(1).max() * np.abs(E).max())
+
+    # V grows, parameters do not: the same LM over twice the words (same alphabet)
+    more = words + ["nur", "snur", "urn", "nuns"]
+    lm2 = char_aware_lm(words=more, d_char=3, widths=(1, 2), num_filters=(3, 4), d_hidden=5,
+                        cnn_softmax=True, rng=seed)
+    indep = lm.num_parameters() == lm2.num_parameters()
+    # an output vector for a word outside the vocabulary: extend the table, same weights
+    chars2, len2, _ = char_table(more, alphabet=char_table(words)[2])
+    ext = CNNSoftmax(lm.out.encoder, chars2, len2, 5)
+    ext.projection = lm.out.projection
+    z2 = ext(h).data
+    new_ok = np.array_equal(z2[:, :len(words)], z) and np.all(np.isfinite(z2))
+
+    enc = CharCNN(num_chars=lm.out.encoder.num_chars, d_char=2, widths=(1,), num_filters=(2,),
+                  highway_layers=0, rng=seed)
+    tiny = CNNSoftmax(enc, lm.out.word_chars, lm.out.word_char_lengths, 3, bias=True, rng=seed)
+    hh = rng.standard_normal((2, 3))
+    gc_ok, gc_err = _gradcheck_params(tiny, ["projection.W", "b", "encoder.convs.0.W"],
+                                      lambda mod: mod(hh), 0)
+    ok = unshared and fwd.passed and indep and new_ok and gc_ok
+    return Outcome(ok, {"fwd_max_abs_err": fwd.numbers["max_abs_err"],
+                        "params_V9": lm.num_parameters(), "params_V13": lm2.num_parameters(),
+                        "gradcheck_max_abs_err": gc_err},
+                   "input and output character CNNs unshared, as in the paper")
+
+
+@register_check("char-lstm-output", "Char-LSTM output (Jozefowicz et al.): log p(w|h) = "
+                "Σ_k log p(c_k|c_<k, h) equals a step-by-step NumPy computation; a word in a "
+                "padded batch scores as alone; the probabilities of all strings up to length "
+                "3 plus the mass left at depth 4 sum to 1; gradcheck", section="5.1",
+                implements=[f"{_CHR}.CharLSTMOutput"])
+@_single_thread_blas
+def _check_char_lstm_output(rng, quick):
+    import itertools
+
+    from refimpl.sharing.characters import CharLSTMOutput, char_table
+
+    alphabet = "ab"
+    C = 4 + len(alphabet)
+    seed = int(rng.integers(2**31))
+    m = CharLSTMOutput(num_chars=C, d_char=3, d_context=4, d_hidden=5, rng=seed)
+    h = rng.standard_normal(4)
+    # every string over {a, b} of length 0..3, one padded batch
+    strings = ["".join(s) for n in range(4) for s in itertools.product(alphabet, repeat=n)]
+    chars, lengths, _ = char_table(strings[1:], alphabet=alphabet, max_len=5)
+    chars = np.vstack([[1, 2, 0, 0, 0], chars])                  # the empty word <bow><eow>
+    lengths = np.concatenate([[2], lengths])
+    H = np.tile(h, (len(strings), 1))
+    lp = m.log_prob(H, chars, lengths).data
+
+    # by hand: LSTM over [Q[c_{k-1}]; h], softmax, sum of the log-probabilities of the targets
+    Q, lstm = m.char_embedding.W.data, m.lstm
+    Wih, Whh, bih, bhh = (p.data for p in (lstm.W_ih_l0, lstm.W_hh_l0, lstm.b_ih_l0,
+                                           lstm.b_hh_l0))
+    hand = []
+    rest = 0.0                           # mass of every continuation not scored above
+    for r in range(len(strings)):
+        n = lengths[r]
+        hs, cs = np.zeros(5), np.zeros(5)
+        total = 0.0
+        for k in range(n - 1):
+            x = np.concatenate([Q[chars[r, k]], h])
+            a = Wih @ x + bih + Whh @ hs + bhh
+            i, f, g, o = _sig(a[:5]), _sig(a[5:10]), np.tanh(a[10:15]), _sig(a[15:])
+            cs = f * cs + i * g
+            hs = o * np.tanh(cs)
+            logits = m.out.W.data @ hs + m.out.b.data
+            logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+            total += logp[chars[r, k + 1]]
+        hand.append(total)
+        # the string's prefix u = chars[r, :n-1]: its mass times p(anything but <eow> or a
+        # letter | u) ends outside the enumerated set; at depth 3 also p(letter | u)
+        pref = np.exp(total - logp[chars[r, n - 1]])
+        p_last = np.exp(logp)
+        bad = 1.0 - p_last[2] - p_last[4:].sum()
+        rest += pref * (bad + (p_last[4:].sum() if n - 2 == 3 else 0.0))
+    fwd = Outcome.compare(lp, hand, atol=1e-12)
+    mass = float(np.exp(lp).sum() + rest)
+    norm_ok = abs(mass - 1.0) < 1e-12
+
+    alone = m.log_prob(h[None], chars[-1:], lengths[-1:]).data
+    pad_ok = abs(float(alone[0]) - float(lp[-1])) < 1e-13
+
+    tiny = CharLSTMOutput(num_chars=C, d_char=2, d_context=2, d_hidden=2, rng=seed)
+    hh = rng.standard_normal((2, 2))
+    gc_ok, gc_err = _gradcheck_params(tiny, ["out.W", "char_embedding.W", "lstm.W_ih_l0"],
+                                      lambda mod: mod.log_prob(hh, chars[[3, 9]],
+                                                               lengths[[3, 9]]), 0)
+    ok = fwd.passed and norm_ok and pad_ok and gc_ok
+    return Outcome(ok, {"fwd_max_abs_err": fwd.numbers["max_abs_err"],
+                        "total_mass_minus_1": mass - 1.0, "strings": len(strings),
+                        "gradcheck_max_abs_err": gc_err, "params": m.num_parameters()},
+                   "alphabet {a, b}: 15 strings of length ≤ 3 enumerated")
+
+
+from refimpl.sharing import claims as _claims  # noqa: E402,F401  (registers the §5 claims)
