@@ -345,7 +345,7 @@ def test_tour_tiny_end_to_end(tmp_path, capsys):
     assert abs(float(f16["accuracy"]) - float(lstm["accuracy"])) <= 0.02
     table = _table_lines(text)
     assert table[0].split() == ["method", "§", "vs", "bytes", "size", "×", "mem", "÷", "acc",
-                                "Δ", "acc", "ms", "status"]
+                                "Δ", "acc", "µs@1", "µs@64", "status"]
     assert [ln.split()[0] for ln in table[2:]] == ["baseline-lstm", "baseline-float16"]
     assert max(len(ln) for ln in text.splitlines() if str(out) not in ln) <= 100
     assert str(out / "tour.md") in text

@@ -717,3 +717,29 @@ def frontier_verdict(combo: dict, parts: list) -> str:
     if all(combo["bytes"] < p["bytes"] for p in ok):
         return "beats its parts"
     return "trade-off"
+
+
+# ------------------------------------------------------------------- tour registration
+#: Pipelines run by ``refimpl tour --quick`` too (the others only in the full tour).
+QUICK_PIPELINES = ("deep-compression",)
+
+
+def _register_all() -> None:
+    """Register every pipeline as a ``refimpl tour`` method (family ``"combination"``)."""
+    from refimpl.registry import MethodResult, register_method
+
+    for p in PIPELINES.values():
+        def method(ctx, _p=p):
+            cm = _p.run(ctx)
+            return MethodResult(cm.model, bits=cm.bits, params=cm.params,
+                                notes=" → ".join(cm.steps),
+                                extra={"baseline": _p.base, "records": cm.records,
+                                       "breakdown": cm.breakdown()})
+
+        method.__doc__ = p.description
+        register_method(p.name, family="combination", section="8.1",
+                        description=p.description,
+                        quick=p.name in QUICK_PIPELINES)(method)
+
+
+_register_all()

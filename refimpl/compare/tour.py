@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from refimpl.compare import pipelines as _pipelines  # noqa: F401 - registers the §8.1 pipelines
 from refimpl.registry import MethodResult, TourContext, methods, register_method
 from refimpl.sizes import compression_ratio, dense_bits, format_bytes
 
@@ -267,12 +268,17 @@ class TourRun:
     files: dict = field(default_factory=dict)
 
 
+def _us(ms):
+    return None if ms is None else ms * 1e3
+
+
 def _row(name, family, section, params, bits, acc, ref_bits, ref_acc, latency, seconds,
          status="ok", notes="", vs="", extra=None):
     extra = extra or {}
     ratio = extra.get("attn_memory_ratio")
     mem_n = next((int(k[len("attn_floats_n"):]) for k in extra
                   if k.startswith("attn_floats_n") and k[len("attn_floats_n"):].isdigit()), None)
+    kern = extra.get("kernel_latency") or {}
     return {"method": name, "family": family, "section": section, "vs": vs,
             "params": None if params is None else int(params),
             "bits": None if bits is None else int(bits),
@@ -283,6 +289,10 @@ def _row(name, family, section, params, bits, acc, ref_bits, ref_acc, latency, s
             "attn_memory_ratio": None if ratio is None else float(ratio),
             "attn_memory_n": mem_n if ratio is not None else None,
             "latency_ms": None if latency is None else latency * 1e3,
+            "kernel_us_b1": _us(kern.get("ms_b1")), "kernel_us_b64": _us(kern.get("ms_b64")),
+            "formats": kern.get("formats"),
+            # the survey's §8.1 ratio: score ÷ model size (here accuracy ÷ MB of exact bytes)
+            "score_per_mb": (acc / (bits / 8e6)) if acc is not None and bits else None,
             "seconds": seconds, "status": status, "notes": notes}
 
 
@@ -486,6 +496,9 @@ def run_tour(cfg: TourConfig, only=None, log=print, progress: TourProgress | Non
                              f"{[m.name for m in methods()]}")
     by_name = {m.name: m for m in methods()}
     todo = all_methods if only is None else [by_name[n] for n in dict.fromkeys(only)]
+    # combinations after the single methods, whose rows they are compared with
+    todo = ([m for m in todo if m.family != "combination"]
+            + [m for m in todo if m.family == "combination"])
     kinds = list(dict.fromkeys([cfg.baseline, *cfg.baselines]))
     t_start = time.perf_counter()
     deadline = None if cfg.total_budget is None else t_start + cfg.total_budget
@@ -505,6 +518,7 @@ def run_tour(cfg: TourConfig, only=None, log=print, progress: TourProgress | Non
         return evaluate_accuracy(model, task.X_test, task.len_test, task.y_test)
 
     base_rows = []  # (kind, model, accuracy, latency, seconds) in training order
+    kernel_lat = {}  # kind -> stored-kernel latencies of the baseline
     refs = {}  # kind -> (bits, accuracy): what compression × and Δ accuracy compare with
     current = {"method": None}
 
@@ -519,6 +533,7 @@ def run_tour(cfg: TourConfig, only=None, log=print, progress: TourProgress | Non
         lat = measure_latency(model, X_lat, len_lat, cfg.latency_repeat)
         dt = time.perf_counter() - t0
         base_rows.append((kind, model, acc, lat, dt))
+        kernel_lat[kind] = _kernel_latency(model, None, cfg)
         refs[kind] = (dense_bits(model), acc)
         why = f", for {current['method']}" if on_demand else ""
         progress.step(f"baseline {kind}", f"accuracy {acc:.3f}, {model.num_parameters()} "
@@ -570,6 +585,8 @@ def run_tour(cfg: TourConfig, only=None, log=print, progress: TourProgress | Non
                 acc = evaluate(res.model)
                 lat = measure_latency(res.model, X_lat, len_lat, cfg.latency_repeat)
             dt = time.perf_counter() - t0 - current["paused"]
+            res.extra = {**(res.extra or {}), "kernel_latency": _kernel_latency(
+                res.model, (res.extra or {}).get("records"), cfg)}
             status = "ok" if dt <= budget * 1.05 else f"over budget ({budget:.0f} s)"
             vs = (res.extra or {}).get("baseline") or ctx.copied_kind or cfg.baseline
             if vs not in kinds:
@@ -604,8 +621,38 @@ def run_tour(cfg: TourConfig, only=None, log=print, progress: TourProgress | Non
         rows.append(_row(f"baseline-{k}", "baseline", "—", model.num_parameters(),
                          dense_bits(model), acc, *refs[vs], lat, dt,
                          notes="float32, trained by the tour", vs=vs,
-                         extra=_dense_attention_extra(model)))
-    return TourRun(rows + method_rows, cfg, time.perf_counter() - t_start)
+                         extra={**_dense_attention_extra(model),
+                                "kernel_latency": kernel_lat.get(k)}))
+    rows = rows + method_rows
+    _add_verdicts(rows)
+    return TourRun(rows, cfg, time.perf_counter() - t_start)
+
+
+def _kernel_latency(model, records, cfg: TourConfig) -> dict | None:
+    """Stored-kernel latencies at batch 1 and 64 (:func:`refimpl.compare.latency.
+    stored_latency`); ``None`` when the model has an operator no kernel covers."""
+    from refimpl.compare.latency import stored_latency
+
+    try:
+        return stored_latency(model, records, batches=(1, 64),
+                              repeat=max(3, cfg.latency_repeat), rng=cfg.seed)
+    except Exception as err:  # a row is still a row: say why the column is empty
+        return {"formats": f"no kernel: {type(err).__name__}: {err}"[:80]}
+
+
+def _add_verdicts(rows) -> None:
+    """For every combination row (``family == "combination"``), whether it beats its parts
+    on the size–quality frontier (:func:`refimpl.compare.pipelines.frontier_verdict`)."""
+    from refimpl.compare.pipelines import PIPELINES, frontier_verdict
+
+    by_name = {r["method"]: r for r in rows}
+    for r in rows:
+        p = PIPELINES.get(r["method"])
+        if r["family"] != "combination" or p is None:
+            continue
+        parts = [by_name[n] for n in p.parts if n in by_name]
+        r["frontier"] = frontier_verdict(r, parts) + (
+            f" ({', '.join(p.parts)})" if parts else f" (parts not run: {', '.join(p.parts)})")
 
 
 def _dense_attention_extra(model) -> dict:
@@ -626,13 +673,16 @@ COLUMNS = [("method", "method"), ("family", "family"), ("section", "§"),
            ("vs", "vs baseline"), ("params", "parameters"), ("bytes", "bytes"),
            ("compression", "compression ×"), ("accuracy", "accuracy"), ("delta", "Δ accuracy"),
            ("attn_memory_ratio", "attention memory ÷"), ("latency_ms", "latency ms"),
-           ("seconds", "time s"), ("status", "status"), ("notes", "notes")]
+           ("kernel_us_b1", "stored-kernel µs, batch 1"),
+           ("kernel_us_b64", "stored-kernel µs, batch 64"), ("formats", "stored formats"),
+           ("score_per_mb", "accuracy ÷ MB"), ("seconds", "time s"), ("status", "status"),
+           ("frontier", "vs its parts"), ("notes", "notes")]
 
 #: The columns of the printed table (the CSV and Markdown files have all of :data:`COLUMNS`).
 SCREEN_COLUMNS = [("method", "method"), ("section", "§"), ("vs", "vs"), ("bytes", "bytes"),
                   ("compression", "size ×"), ("attn_memory_ratio", "mem ÷"),
-                  ("accuracy", "acc"), ("delta", "Δ acc"), ("latency_ms", "ms"),
-                  ("status", "status")]
+                  ("accuracy", "acc"), ("delta", "Δ acc"), ("kernel_us_b1", "µs@1"),
+                  ("kernel_us_b64", "µs@64"), ("status", "status")]
 
 #: Width the printed table fits in.
 TABLE_WIDTH = 100
@@ -653,6 +703,10 @@ def _cell(key, v) -> str:
         return f"{v:+.3f}"
     if key in ("latency_ms", "seconds"):
         return f"{v:.2f}" if v < 10 else f"{v:.1f}"
+    if key in ("kernel_us_b1", "kernel_us_b64"):
+        return f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+    if key == "score_per_mb":
+        return f"{v:.3g}"
     return str(v)
 
 
@@ -693,8 +747,10 @@ def format_table(rows, markdown: bool = False, width: int = TABLE_WIDTH) -> str:
     lines = _fit_cells(head, body, width)
     mem_n = sorted({r["attn_memory_n"] for r in rows if r.get("attn_memory_n")})
     legend = ("vs: the baseline a row is compared with; size ×: its float32 bytes ÷ the "
-              "row's bytes; acc: test accuracy; Δ acc: minus the baseline's; ms: median "
-              "forward time of one batch")
+              "row's bytes; acc: test accuracy; Δ acc: minus the baseline's; µs@1, µs@64: "
+              "median microseconds of every stored weight operator applied once to a batch of 1 / 64 "
+              "vectors through the kernel of its stored format (CSR, k-bit codes, TT, hashed, "
+              "dense BLAS; refimpl.compare.latency)")
     if mem_n:
         legend += (f"; mem ÷: dense attention's score/state floats ÷ the row's, per sequence "
                    f"of n = {', '.join(map(str, mem_n))} tokens, all layers (each attention "
@@ -729,7 +785,13 @@ def write_outputs(run: TourRun, out: str | os.PathLike) -> dict:
         + format_table(run.rows, markdown=True) + "\n\n"
         "compression ×: the float32 bytes of the `vs baseline` ÷ the row's bytes. "
         "Δ accuracy: the row's test accuracy minus the baseline's. latency: median forward "
-        "time of one batch. time: seconds the method took (training included)."
+        "time of one batch (the refimpl.nn forward, dense arithmetic). stored-kernel µs: every "
+        "stored weight operator applied once to a batch of 1 / 64 vectors through the kernel of "
+        "its stored format (CSR, packed k-bit codes, TT cores, hashed, dense BLAS for the rest; "
+        "embeddings are gathers and left out). accuracy ÷ MB: the survey's §8.1 score ÷ size "
+        "ratio on exact bytes. vs its parts: whether a combination beats the single methods it "
+        "combines on the size–quality frontier. time: seconds the method took (training "
+        "included)."
         + (f" attention memory ÷: dense attention's score/state floats ÷ the row's, per "
            f"sequence of n = {', '.join(map(str, mem_n))} tokens over all layers, computed "
            f"from each attention variant's definition." if mem_n else "") + "\n",
