@@ -89,8 +89,65 @@ import sys
 import time
 
 import numpy as np
+from _common import current_roofline, note_missing_peer, print_cases, record, torch_or_none
 
 from refimpl.attention.scaling import default_variants, loglog_slope, measure_scaling
+
+#: Issue #19's target: the Numba sliding window at least this many times faster than torch's
+#: dense ``scaled_dot_product_attention`` at n = 8192 (d = 64, w = 256).
+TARGET_TORCH = 10.0
+
+
+def _band_mask(torch, n: int, window: int):
+    """Boolean ``(n, n)`` mask, True where ``|i - j| <= window / 2``: the sliding window's keys
+    (:func:`refimpl.kernels.sliding_window.sliding_window_attention`), for torch's SDPA."""
+    i = torch.arange(n)
+    return (i[:, None] - i[None, :]).abs() <= window // 2
+
+
+def _torch_fns(torch, Q, K, V, window: int) -> dict:
+    """torch's two peers on the same float32 arrays: dense SDPA (its CPU flash kernel) and
+    SDPA under the band mask (the same output as the sliding window; torch runs a masked
+    dense kernel: O(n²) time and an n × n mask)."""
+    F = torch.nn.functional
+    q, k, v = (torch.from_numpy(np.ascontiguousarray(x)) for x in (Q, K, V))
+    mask = _band_mask(torch, Q.shape[-2], window)
+
+    def sdpa():
+        with torch.inference_mode():
+            return F.scaled_dot_product_attention(q, k, v)
+
+    def band():
+        with torch.inference_mode():
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    return {"torch SDPA (dense, flash)": sdpa, "torch SDPA + band mask": band}
+
+
+def _time(fn, repeat: int, pause: float) -> tuple[float, float]:
+    """(best, median) seconds of ``repeat`` calls, ``pause`` s idle before each, after one
+    warm-up call."""
+    import statistics
+
+    fn()
+    ts = []
+    for _ in range(repeat):
+        time.sleep(pause)
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts), statistics.median(ts)
+
+
+def _attention_flops(name: str, n: int, d: int, window: int) -> float | None:
+    """Multiply-adds × 2 of the score and value products: 4 n · keys · d, where keys = n for
+    dense attention and w + 1 for the sliding window (the band GEMMs' padded corners not
+    counted); None for variants whose work is not a plain product count."""
+    if name == "dense" or name.startswith("torch SDPA (dense"):
+        return 4.0 * n * n * d
+    if name.startswith("sliding window"):
+        return 4.0 * n * (window + 1) * d
+    return None
 
 
 def _blas():
@@ -118,13 +175,18 @@ def headline(rounds: int, n: int, window: int, dtype, pause: float = 0.3) -> int
 
     for line in _blas():
         print("#", line)
+    torch = torch_or_none()
     rng = np.random.default_rng(n)
     Q, K, V = (rng.standard_normal((1, 1, n, 64)).astype(dtype) for _ in range(3))
     small = tuple(x[:, :, :512] for x in (Q, K, V))
     sliding_window_attention(*small, window, backend="numba")  # load/compile outside timing
     dense_baseline(*small)
+    peers = _torch_fns(torch, Q, K, V, window) if torch is not None else {}
+    for f in peers.values():
+        f()
     load0 = os.getloadavg()
     td, tw = [], []
+    tp = {k: [] for k in peers}
     for _ in range(rounds):
         time.sleep(pause)
         t0 = time.perf_counter()
@@ -135,6 +197,11 @@ def headline(rounds: int, n: int, window: int, dtype, pause: float = 0.3) -> int
             t0 = time.perf_counter()
             sliding_window_attention(Q, K, V, window, backend="numba")
             tw.append(time.perf_counter() - t0)
+        for k, f in peers.items():
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            f()
+            tp[k].append(time.perf_counter() - t0)
     md, mw = statistics.median(td), statistics.median(tw)
     print(f"# n={n}, d=64, w={window}, B=H=1, {dtype}, {rounds} rounds, pause {pause} s; load "
           f"average before "
@@ -145,6 +212,28 @@ def headline(rounds: int, n: int, window: int, dtype, pause: float = 0.3) -> int
           f"{[round(t * 1e3, 1) for t in tw]}")
     print(f"dense / sliding window: median {md / mw:.1f}x (min/min {min(td) / min(tw):.1f}x; "
           f"per round {[round(d / w, 1) for d, w in zip(td, tw[1::2])]})")
+    for k, ts in tp.items():
+        mk = statistics.median(ts)
+        print(f"{k:26s} ms: median {mk * 1e3:8.1f}  min {min(ts) * 1e3:8.1f}; / sliding window: "
+              f"median {mk / mw:.1f}x (min/min {min(ts) / min(tw):.1f}x)")
+    if torch is None:
+        note_missing_peer("attention", "torch SDPA", "torch not installed")
+    all_peers = {"numpy dense (BLAS)": (min(td), md),
+                 **{k: (min(v), statistics.median(v)) for k, v in tp.items()}}
+    case = record("attention", f"sliding window w={window} n={n} d=64 (headline)",
+                  "refimpl sliding window (numba)", (min(tw), mw), peers=all_peers,
+                  numpy_baseline="numpy dense (BLAS)",
+                  flops=_attention_flops("sliding window", n, 64, window),
+                  bound="compute", params={"n": n, "d": 64, "window": window,
+                                           "dtype": np.dtype(dtype).name, "rounds": rounds,
+                                           "pause_s": pause},
+                  headline=True, quick=False)
+    sd = case["peers"].get("torch SDPA (dense, flash)")
+    if sd:
+        ok = "meets" if sd["ratio_median"] >= TARGET_TORCH else "MISSES"
+        print(f"target: sliding window >= {TARGET_TORCH:g}x torch SDPA at n = {n}: median "
+              f"{sd['ratio_median']:.1f}x, best/best {sd['ratio']:.1f}x ({ok})")
+    print_cases([case])
     return 0
 
 
@@ -175,19 +264,17 @@ def main(argv=None):
     for line in _blas():
         print("#", line)
     print(f"# d=64, B=H=1, dtype={dtype}, n={ns}, repeat={repeat}")
+    current_roofline(args.quick)
 
     variants = [v for v in default_variants(args.window)
                 if not any(s in v.name for s in args.skip)]
     res = {"n": [], "variants": {v.name: {"time": [], "memory": [],
                                           "time_slope": v.time_slope,
                                           "memory_slope": v.memory_slope} for v in variants}}
-    torch_t = []
-    try:  # optional second baseline
-        import torch
-
-        torch.set_num_threads(2)
-    except ImportError:
-        torch = None
+    torch_t = {}  # peer name -> [(best, median) per n]
+    torch = torch_or_none()  # optional peers, with the Numba kernels' thread count
+    if torch is None:
+        note_missing_peer("attention", "torch SDPA", "torch not installed")
     for n in ns:
         r = measure_scaling([n], variants, d=64, repeat=repeat, dtype=dtype, rng=n,
                             pause=args.pause, progress=False)
@@ -198,11 +285,12 @@ def main(argv=None):
             print(f"n={n:6d}  {name:36s} {v['time'][0] * 1e3:10.1f} ms  peak "
                   f"{v['memory'][0] / 2**20:9.1f} MiB", flush=True)
         if torch is not None:
-            x = torch.randn(1, 1, n, 64, dtype=getattr(torch, args.dtype))
-            t0 = time.perf_counter()
-            torch.nn.functional.scaled_dot_product_attention(x, x, x)
-            torch_t.append(time.perf_counter() - t0)
-            print(f"n={n:6d}  {'torch SDPA (CPU)':36s} {torch_t[-1] * 1e3:10.1f} ms", flush=True)
+            rng_t = np.random.default_rng(n)
+            Q, K, V = (rng_t.standard_normal((1, 1, n, 64)).astype(dtype) for _ in range(3))
+            for name, fn in _torch_fns(torch, Q, K, V, args.window).items():
+                torch_t.setdefault(name, []).append(_time(fn, repeat, args.pause))
+                print(f"n={n:6d}  {name:36s} {torch_t[name][-1][0] * 1e3:10.1f} ms",
+                      flush=True)
 
     dense = res["variants"]["dense"]["time"]
     dense_mem = res["variants"]["dense"]["memory"]
@@ -215,9 +303,33 @@ def main(argv=None):
         print(f"| {name} | {cells} | {m[-1] / 2**20:.1f} ({dense_mem[-1] / max(m[-1], 1):.1f}×)"
               f" | {loglog_slope(ns, t):.2f}, {loglog_slope(ns, m):.2f} "
               f"({v['time_slope']:g}, {v['memory_slope']:g}) |")
-    if torch_t:
-        print("| torch SDPA (CPU) | " + " | ".join(f"{ti * 1e3:.1f} ({di / ti:.1f}×)"
-                                                  for ti, di in zip(torch_t, dense)) + " | | |")
+    for name, ts in torch_t.items():
+        print(f"| {name} | " + " | ".join(f"{ti * 1e3:.1f} ({di / ti:.1f}×)"
+                                          for (ti, _), di in zip(ts, dense)) +
+              f" | | {loglog_slope(ns, [t for t, _ in ts]):.2f}, - |")
+
+    # every variant against its best peer (the peers computing the same output where one
+    # exists: torch's band-masked SDPA for the sliding window) and the machine's limit
+    cases = []
+    for i, n in enumerate(ns):
+        for name, v in res["variants"].items():
+            if name == "dense" or (n != ns[-1] and not name.startswith("sliding window")):
+                continue
+            peers = {"numpy dense (BLAS)": dense[i]}
+            for pname, ts in torch_t.items():
+                if "band" in pname and not name.startswith("sliding window"):
+                    continue  # the band mask is the sliding window's output only
+                peers[pname] = ts[i]
+            flops = _attention_flops(name, n, 64, args.window)
+            cases.append(record(
+                "attention", f"{name} n={n}", name, v["time"][i], peers=peers,
+                numpy_baseline="numpy dense (BLAS)", flops=flops, bound="compute",
+                params={"n": n, "d": 64, "window": args.window, "dtype": dtype.name,
+                        "repeat": repeat}, quick=args.quick,
+                note=None if flops else "no flop count for this variant: time ratios only"))
+    print("\n## Against the best peer (torch SDPA dense / band mask, NumPy dense) and the "
+          "float32 GEMM roof; flops = 4 n · keys · d")
+    print_cases(cases)
     return 0
 
 

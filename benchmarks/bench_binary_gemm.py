@@ -130,7 +130,19 @@ import statistics
 import time
 
 import numpy as np
-from _common import parse_args, print_environment, print_table, ratio, time_fn, write_json
+from _common import (
+    current_roofline,
+    note_missing_peer,
+    parse_args,
+    print_cases,
+    print_environment,
+    print_table,
+    ratio,
+    record,
+    time_fn,
+    torch_or_none,
+    write_json,
+)
 
 from refimpl.kernels import bitpack as bp
 
@@ -151,19 +163,52 @@ def _interleaved(fns: dict, rounds: int, settle: float = 0.3) -> dict:
     return {k: (statistics.median(v), min(v)) for k, v in times.items()}
 
 
-def _measure(M, N, K, rng, repeat):
-    """Time every variant at one size; returns one table row."""
+def torch_peers(torch, X: np.ndarray, W: np.ndarray) -> dict:
+    """torch's peers for ``X @ W.T`` (``X``: (M, K) activations, ``W``: (N, K) weights):
+    float32 ``torch.mm`` and the int8 dynamically quantised ``Linear`` (fbgemm: int8 weights
+    per tensor, activations quantised per call), both on torch's CPU kernels."""
+    import warnings
+
+    x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    w = torch.from_numpy(np.ascontiguousarray(W, dtype=np.float32))
+    wt = w.t()
+    lin = torch.nn.Linear(W.shape[1], W.shape[0], bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
+        qlin = torch.ao.quantization.quantize_dynamic(
+            torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
+
+    def mm():
+        with torch.inference_mode():
+            return torch.mm(x, wt)
+
+    def int8():
+        with torch.inference_mode():
+            return qlin(x)
+
+    return {"torch f32 mm": mm, "torch int8 dynamic Linear": int8}
+
+
+def _measure(M, N, K, rng, repeat, torch=None, quick=True):
+    """Time every variant at one size; returns one table row (and records the cases)."""
     A = np.where(rng.standard_normal((M, K)) >= 0, 1.0, -1.0).astype(np.float32)
     B = np.where(rng.standard_normal((N, K)) >= 0, 1.0, -1.0).astype(np.float32)
     Ap, Bp = bp.pack_signs(A), bp.pack_signs(B)
     C = bp.binary_gemm(Ap, Bp, K)
     assert np.array_equal(C, (A @ B.T).astype(np.int32)), "binary GEMM disagrees"
     assert np.array_equal(bp._binary_gemm_tiled(Ap, Bp, K), C), "tiled kernel disagrees"
+    tp = torch_peers(torch, A, B) if torch is not None else {}
+    if tp:  # the peers compute the same product (int8: ±1 is exact in int8)
+        assert np.array_equal(tp["torch f32 mm"]().numpy(), A @ B.T)
+        got = tp["torch int8 dynamic Linear"]().numpy()
+        assert np.max(np.abs(got - C)) <= 1e-3 * K, "torch int8 Linear disagrees"
     load0 = os.getloadavg()[0]
     # headline: float32 BLAS vs the binary GEMM (table kernel where it pays off) vs the
-    # register-tiled POPCNT kernel, interleaved; medians
+    # register-tiled POPCNT kernel vs torch's peers, interleaved; medians
     t = _interleaved({"f32": lambda: A @ B.T, "bin": lambda: bp.binary_gemm(Ap, Bp, K),
-                      "tiled": lambda: bp._binary_gemm_tiled(Ap, Bp, K)}, repeat)
+                      "tiled": lambda: bp._binary_gemm_tiled(Ap, Bp, K), **tp}, repeat)
     load1 = os.getloadavg()[0]
     t_packA = time_fn(lambda: bp.pack_signs(A), repeat=repeat)
     t_packB = time_fn(lambda: bp.pack_signs(B), repeat=repeat)
@@ -178,13 +223,39 @@ def _measure(M, N, K, rng, repeat):
     W4 = cb[codes]
     t_f32w = time_fn(lambda: A @ W4.T, repeat=repeat)
     t_k4 = time_fn(lambda: bp.kbit_matmul(A, P4, 4, K, cb), repeat=repeat)
+    tp4 = {k: time_fn(f, repeat=repeat) for k, f in
+           (torch_peers(torch, A, W4) if torch is not None else {}).items()}
     (f32, f32_best), (b, b_best), (tl, _) = t["f32"], t["bin"], t["tiled"]
     kernel = "table" if bp._lut_pays_off(M, N, K) else "tiled"
     print(f"M,N,K={M},{N},{K}: medians (best) of {repeat} interleaved runs, load average "
           f"{load0:.2f} -> {load1:.2f}: f32 {f32 * 1e3:.1f} ({f32_best * 1e3:.1f}) ms; binary "
           f"[{kernel}] {b * 1e3:.2f} ({b_best * 1e3:.2f}) ms; POPCNT-tiled {tl * 1e3:.2f} ms; "
           f"ternary {t_ter}; pack A {t_packA}; 4-bit {t_k4} vs f32 {t_f32w}")
-    return {
+    flops = 2.0 * M * N * K
+    params = {"M": M, "N": N, "K": K}
+    peers = {"numpy f32 BLAS": (f32_best, f32),
+             **{k: (t[k][1], t[k][0]) for k in tp}}
+    big = (M, N, K) == (1024, 1024, 4096)
+    note = ("flops = 2 M N K: binary/ternary multiply-adds counted as float32 flops, so the "
+            "fraction of the sgemm roof can exceed 1")
+    cases = [
+        record("binary_gemm", f"binary GEMM {M}x{N}x{K}", "refimpl binary_gemm (numba)",
+               (b_best, b), peers=peers, numpy_baseline="numpy f32 BLAS", flops=flops,
+               bound="compute", params=params, headline=big, note=note, quick=quick),
+        record("binary_gemm", f"ternary GEMM {M}x{N}x{K}", "refimpl ternary_gemm (numba)",
+               t_ter, peers=peers, numpy_baseline="numpy f32 BLAS", flops=flops,
+               bound="compute", params=params, note=note, quick=quick),
+        record("binary_gemm", f"4-bit codebook matmul {M}x{N}x{K}",
+               "refimpl kbit_matmul (numba)", t_k4,
+               peers={"numpy f32 BLAS": t_f32w, **tp4}, numpy_baseline="numpy f32 BLAS",
+               flops=flops, bound="compute", params={**params, "bits": 4}, quick=quick),
+    ]
+    row_torch = {}
+    if tp:
+        row_torch = {"torch f32 ms": t["torch f32 mm"][0] * 1e3,
+                     "torch int8 ms": t["torch int8 dynamic Linear"][0] * 1e3,
+                     "binary x int8": ratio(t["torch int8 dynamic Linear"][0], b)}
+    return cases, {
         "M,N,K": f"{M},{N},{K}",
         "load": f"{load0:.1f}->{load1:.1f}",
         "f32 BLAS ms": f32 * 1e3,
@@ -196,6 +267,7 @@ def _measure(M, N, K, rng, repeat):
         "bin+pack x f32": ratio(f32, b + t_packA.best + t_packB.best),
         "ternary x f32": ratio(f32, t_ter.median),
         "4-bit x f32": ratio(t_f32w.median, t_k4.median),
+        **row_torch,
     }
 
 
@@ -205,10 +277,20 @@ def main(argv=None):
     sizes = [(1024, 1024, 4096)] if args.quick else [(256, 256, 1024), (1024, 1024, 4096)]
     repeat = args.repeat or (9 if args.quick else 15)
     rng = np.random.default_rng(0)
-    rows = []
+    torch = torch_or_none()
+    if torch is None:
+        note_missing_peer("binary_gemm", "torch f32 mm / int8 dynamic Linear",
+                          "torch not installed")
+    current_roofline(args.quick)
+    rows, cases = [], []
     for M, N, K in sizes:
-        rows.append(_measure(M, N, K, rng, repeat))
+        c, r = _measure(M, N, K, rng, repeat, torch=torch, quick=args.quick)
+        rows.append(r)
+        cases += c
     print_table(rows)
+    print("\n# against the best peer (NumPy/torch float32, torch int8 dynamic Linear) and the "
+          "float32 GEMM roof (medians in the headline rows above; best times below)")
+    print_cases(cases)
     # exact storage per weight of an (N, K) weight matrix with one float32 scale per row
     N, K = sizes[-1][1], sizes[-1][2]
     Bp = bp.pack_signs(np.ones((N, K)))

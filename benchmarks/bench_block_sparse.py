@@ -44,7 +44,19 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from _common import parse_args, print_environment, print_table, ratio, time_fn, write_json
+from _common import (
+    current_roofline,
+    note_missing_peer,
+    parse_args,
+    print_cases,
+    print_environment,
+    print_table,
+    ratio,
+    record,
+    time_fn,
+    torch_or_none,
+    write_json,
+)
 
 from refimpl.kernels.block_sparse import bbs_from_dense, bbs_matmat, bsr_from_dense, bsr_matmat
 
@@ -75,8 +87,50 @@ def bank_balanced(rng, n, sparsity, dtype):
     return W * M, M
 
 
+def _torch_product(torch, W, X, layout: str):
+    """torch's peer for ``W @ X``: ``W`` as ``sparse_bsr`` (4×4 blocks) or ``sparse_csr``
+    (torch 2.x runs both on CPU; beta warnings silenced); ``None`` without torch."""
+    if torch is None:
+        return None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w = torch.from_numpy(W)
+        T = w.to_sparse_bsr(BLOCK) if layout == "bsr" else w.to_sparse_csr()
+    Xt = torch.from_numpy(np.ascontiguousarray(X.reshape(W.shape[1], -1)))
+
+    def f():
+        with torch.inference_mode():
+            return T @ Xt
+
+    return f
+
+
+def _record(fmt, n, batch, s, A_bytes, nnz, td, ts, tt, tr, dtype_size, quick, torch_name,
+            scipy_name):
+    cols = batch
+    return record(
+        "block_sparse", f"{fmt} W @ X n={n} batch={batch} {s:.0%} sparse",
+        f"refimpl {fmt} (numba)", tr,
+        peers={"numpy dense BLAS": td, scipy_name: ts, torch_name: tt},
+        numpy_baseline="numpy dense BLAS", bytes_moved=A_bytes + 2 * n * cols * dtype_size,
+        flops=2.0 * nnz * cols,
+        params={"fmt": fmt, "n": n, "batch": batch, "sparsity": s, "dtype": "float32"},
+        quick=quick, headline=(fmt.startswith("BSR") and batch == 32 and n == 1024
+                               and abs(s - 0.9) < 1e-9))
+
+
+def _nbytes(M) -> int:
+    return sum(v.nbytes for v in vars(M).values() if isinstance(v, np.ndarray))
+
+
 def run(args):
     env = print_environment()
+    torch = torch_or_none()
+    if torch is None:
+        note_missing_peer("block_sparse", "torch sparse_bsr / sparse_csr", "torch not installed")
+    current_roofline(args.quick)
     rng = np.random.default_rng(0)
     sizes = [1024] if args.quick else [1024, 2048]
     batches = [1, 32]
@@ -97,10 +151,22 @@ def run(args):
                 ro = (lambda M=A, v=x: bsr_matmat(M, v)) if batch == 1 else \
                     (lambda M=A, V=X: bsr_matmat(M, V))
                 assert np.allclose(ro(), op(), atol=1e-3 * np.abs(op()).max())
-                td, ts, tr = (time_fn(f, repeat=repeat).best for f in (op, so, ro))
+                to = _torch_product(torch, W, X if batch > 1 else x, "bsr")
+                if to is not None:
+                    assert np.allclose(to().numpy().reshape(op().shape), op(),
+                                       atol=1e-3 * np.abs(op()).max())
+                td, ts, tr = (time_fn(f, repeat=repeat) for f in (op, so, ro))
+                tt = time_fn(to, repeat=repeat) if to is not None else None
+                case = _record("BSR4x4", n, batch, s, _nbytes(A), A.blocks.size, td, ts, tt, tr,
+                               4, args.quick, "torch sparse_bsr", "scipy bsr_matrix")
+                td, ts, tr = td.best, ts.best, tr.best
                 rows.append({"fmt": "BSR4x4", "n": n, "batch": batch, "sparsity": s,
-                             "dense_ms": td * 1e3, "scipy_ms": ts * 1e3, "refimpl_ms": tr * 1e3,
-                             "x_dense": ratio(td, tr), "x_scipy": ratio(ts, tr)})
+                             "dense_ms": td * 1e3, "scipy_ms": ts * 1e3,
+                             "torch_ms": tt.best * 1e3 if tt else float("nan"),
+                             "refimpl_ms": tr * 1e3, "x_dense": ratio(td, tr),
+                             "x_scipy": ratio(ts, tr),
+                             "x_torch": ratio(tt.best, tr) if tt else float("nan"),
+                             "case": case})
                 # --- BBS
                 W, M = bank_balanced(rng, n, s, np.float32)
                 B = bbs_from_dense(W, BANK, M)
@@ -110,21 +176,36 @@ def run(args):
                 ro = (lambda M=B, v=x: bbs_matmat(M, v)) if batch == 1 else \
                     (lambda M=B, V=X: bbs_matmat(M, V))
                 assert np.allclose(ro(), op(), atol=1e-3 * np.abs(op()).max())
-                td, ts, tr = (time_fn(f, repeat=repeat).best for f in (op, so, ro))
+                to = _torch_product(torch, W, X if batch > 1 else x, "csr")
+                td, ts, tr = (time_fn(f, repeat=repeat) for f in (op, so, ro))
+                tt = time_fn(to, repeat=repeat) if to is not None else None
+                case = _record(f"BBS{BANK}", n, batch, 1 - B.k / BANK, _nbytes(B),
+                               np.count_nonzero(W), td, ts, tt, tr, 4, args.quick,
+                               "torch sparse_csr", "scipy csr_matrix")
+                td, ts, tr = td.best, ts.best, tr.best
                 rows.append({"fmt": f"BBS{BANK}", "n": n, "batch": batch,
                              "sparsity": 1 - B.k / BANK, "dense_ms": td * 1e3,
-                             "scipy_ms": ts * 1e3, "refimpl_ms": tr * 1e3,
-                             "x_dense": ratio(td, tr), "x_scipy": ratio(ts, tr)})
+                             "scipy_ms": ts * 1e3,
+                             "torch_ms": tt.best * 1e3 if tt else float("nan"),
+                             "refimpl_ms": tr * 1e3, "x_dense": ratio(td, tr),
+                             "x_scipy": ratio(ts, tr),
+                             "x_torch": ratio(tt.best, tr) if tt else float("nan"),
+                             "case": case})
     print()
     print("float32, Y = W @ X; x_dense / x_scipy = baseline time / refimpl time (> 1: faster)")
-    print_table(rows, ["fmt", "n", "batch", "sparsity", "dense_ms", "scipy_ms", "refimpl_ms",
-                       "x_dense", "x_scipy"], floatfmt=".3f")
+    print_table(rows, ["fmt", "n", "batch", "sparsity", "dense_ms", "scipy_ms", "torch_ms",
+                       "refimpl_ms", "x_dense", "x_scipy", "x_torch"], floatfmt=".3f")
+    print("\n# against the best peer (dense BLAS, scipy, torch sparse_bsr / sparse_csr) and "
+          "the memory bandwidth")
+    print_cases([r["case"] for r in rows])
     loses = [r for r in rows if r["x_dense"] < 1]
     if loses:
         print(f"\nrefimpl loses to dense BLAS in {len(loses)} of {len(rows)} rows, at "
               f"sparsities {sorted({round(r['sparsity'], 3) for r in loses})}")
     if args.json:
         write_json("bench_block_sparse", {"env": env, "rows": rows})
+    for r in rows:
+        r.pop("case")
     return rows
 
 

@@ -48,13 +48,25 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from _common import parse_args, print_environment, print_table, ratio, time_fn, write_json
+from _common import (
+    note_missing_peer,
+    parse_args,
+    print_cases,
+    print_environment,
+    print_table,
+    ratio,
+    record,
+    time_fn,
+    torch_or_none,
+    write_json,
+)
 
 from refimpl.kernels.sparse import csr_from_dense, csr_matmat, csr_matvec, dense_x_csr_T
 
 BATCH = 32
 TARGET_DENSE = 2.5
 TARGET_SCIPY = 2.0
+TARGET_TORCH = 2.0
 
 
 def random_sparse(rng, n: int, sparsity: float, dtype) -> np.ndarray:
@@ -66,7 +78,30 @@ def random_sparse(rng, n: int, sparsity: float, dtype) -> np.ndarray:
     return W
 
 
-def bench_one(rng, n, dtype, sparsity, repeat, with_reference, only_op=None):
+def _torch_ops(torch, W, x, X, Xb):
+    """torch's CSR peer (``Tensor.to_sparse_csr``, int64 indices) for the three products:
+    ``T @ x``, ``T @ X`` and ``X @ W.T`` as ``(T @ Xᵀ)ᵀ`` (a view; torch has no CSR on the
+    right of a dense product on CPU that is faster)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Sparse CSR tensor support is in beta state"
+        T = torch.from_numpy(W).to_sparse_csr()
+    xt, Xt, XbT = torch.from_numpy(x), torch.from_numpy(X), torch.from_numpy(Xb.T.copy())
+    return {"SpMV": lambda: T @ xt, "SpMM": lambda: T @ Xt, "X@W.T": lambda: (T @ XbT).T}
+
+
+def _traffic(A, op, n, itemsize):
+    """Compulsory bytes of one product with refimpl's CSR: the matrix (values, uint16/uint32
+    column indices, row pointers) read once, the dense operand read once, the output written
+    once; flops = 2 · nnz · columns."""
+    cols = 1 if op == "SpMV" else BATCH
+    mat = A.data.nbytes + A.indices.nbytes + A.indptr.nbytes
+    return mat + 2 * n * cols * itemsize, 2 * A.data.size * cols
+
+
+def bench_one(rng, n, dtype, sparsity, repeat, with_reference, only_op=None, torch=None,
+              quick=True, tag="", headline_case=False):
     W = random_sparse(rng, n, sparsity, dtype)
     A = csr_from_dense(W)
     S = sp.csr_matrix(W)  # scipy: int32 indices, same values
@@ -74,6 +109,7 @@ def bench_one(rng, n, dtype, sparsity, repeat, with_reference, only_op=None):
     X = rng.standard_normal((n, BATCH)).astype(dtype)  # (n, batch)
     Xb = np.ascontiguousarray(X.T)  # (batch, n): a batch of layer inputs
     St = S.T.tocsr()  # scipy's best layout for X @ W.T: (W.T)ᵀ products via S.T on the right
+    t_ops = _torch_ops(torch, W, x, X, Xb) if torch is not None else {}
     ops = {
         "SpMV": (lambda: W @ x, lambda: S @ x, lambda: csr_matvec(A, x, backend="numba"),
                  lambda: csr_matvec(A, x, backend="numpy")),
@@ -94,6 +130,12 @@ def bench_one(rng, n, dtype, sparsity, repeat, with_reference, only_op=None):
         t_dense = time_fn(f_dense, repeat=repeat)
         t_scipy = time_fn(f_scipy, repeat=repeat)
         t_ours = time_fn(f_ours, repeat=repeat)
+        t_torch = None
+        if op in t_ops:
+            got = np.asarray(t_ops[op](), dtype=np.float64).reshape(ref.shape)
+            assert np.max(np.abs(got - ref)) <= (1e-4 if dtype == np.float32 else 1e-10) * \
+                scale, ("torch", op)
+            t_torch = time_fn(t_ops[op], repeat=repeat)
         row = {"n": n, "dtype": np.dtype(dtype).name, "sparsity": sparsity, "op": op,
                "dense_ms": t_dense.best * 1e3, "scipy_ms": t_scipy.best * 1e3,
                "refimpl_ms": t_ours.best * 1e3,
@@ -101,6 +143,20 @@ def bench_one(rng, n, dtype, sparsity, repeat, with_reference, only_op=None):
                "x_scipy": ratio(t_scipy.best, t_ours.best),
                "x_dense_med": ratio(t_dense.median, t_ours.median),
                "x_scipy_med": ratio(t_scipy.median, t_ours.median)}
+        if t_torch is not None:
+            row["torch_ms"] = t_torch.best * 1e3
+            row["x_torch"] = ratio(t_torch.best, t_ours.best)
+            row["x_torch_med"] = ratio(t_torch.median, t_ours.median)
+        nbytes, flops = _traffic(A, op, n, np.dtype(dtype).itemsize)
+        peers = {"numpy dense BLAS": t_dense, "scipy.sparse CSR": t_scipy,
+                 "torch.sparse_csr": t_torch}
+        row["case"] = record(
+            "sparse", f"CSR {op} n={n} {np.dtype(dtype).name} {sparsity:.0%} sparse{tag}",
+            "refimpl csr (numba)", t_ours, peers=peers, numpy_baseline="numpy dense BLAS",
+            bytes_moved=nbytes, flops=flops, quick=quick,
+            params={"n": n, "dtype": np.dtype(dtype).name, "sparsity": sparsity, "op": op,
+                    "batch": 1 if op == "SpMV" else BATCH},
+            headline=headline_case)
         if with_reference:
             t_ref = time_fn(f_ref, repeat=max(3, repeat // 3), min_sample=0)
             row["numpy_ref_ms"] = t_ref.best * 1e3
@@ -108,7 +164,7 @@ def bench_one(rng, n, dtype, sparsity, repeat, with_reference, only_op=None):
     return rows
 
 
-def headline(rng, repeat) -> list[dict]:
+def headline(rng, repeat, torch=None, quick=True) -> list[dict]:
     """SpMV at 90% sparsity, n = 4096, with 1 thread everywhere and with all threads."""
     import numba
     from threadpoolctl import threadpool_limits
@@ -117,12 +173,19 @@ def headline(rng, repeat) -> list[dict]:
     n_threads = numba.config.NUMBA_NUM_THREADS
     for threads in (1, n_threads):
         numba.set_num_threads(threads)
+        if torch is not None:
+            torch.set_num_threads(threads)
         with threadpool_limits(limits=threads):
             for dtype in (np.float32, np.float64):
-                for r in bench_one(rng, 4096, dtype, 0.9, repeat, False, only_op="SpMV"):
+                for r in bench_one(rng, 4096, dtype, 0.9, repeat, False, only_op="SpMV",
+                                   torch=torch, quick=quick, tag=f", {threads} thread(s)",
+                                   headline_case=(threads == n_threads
+                                                  and dtype == np.float32)):
                     r["threads"] = threads
                     out.append(r)
     numba.set_num_threads(n_threads)
+    if torch is not None:
+        torch.set_num_threads(n_threads)
     return out
 
 
@@ -130,6 +193,9 @@ def main(argv=None) -> int:
     args = parse_args(__doc__.split("\n")[0], argv,
                       extra=[("--headline", "only the headline SpMV measurement")])
     env = print_environment()
+    torch = torch_or_none()
+    if torch is None:
+        note_missing_peer("sparse", "torch.sparse_csr", "torch not installed")
     rng = np.random.default_rng(0)
     repeat = args.repeat or (9 if args.quick else 21)
     sparsities = [0.5, 0.8, 0.9, 0.95, 0.99] if args.quick else [0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
@@ -139,9 +205,13 @@ def main(argv=None) -> int:
             for s in sparsities:
                 if args.quick and n == 4096 and s not in (0.5, 0.9, 0.99):
                     continue
-                rows += bench_one(rng, n, dtype, s, repeat, with_reference=(n == 1024))
+                rows += bench_one(rng, n, dtype, s, repeat, with_reference=(n == 1024),
+                                  torch=torch, quick=args.quick)
     cols = ["n", "dtype", "sparsity", "op", "dense_ms", "scipy_ms", "refimpl_ms", "x_dense",
             "x_scipy", "x_dense_med", "x_scipy_med"]
+    if torch is not None:
+        cols[6:6] = ["torch_ms"]
+        cols += ["x_torch", "x_torch_med"]
     print("\n# times are the best of the samples; x_dense, x_scipy = baseline / refimpl from "
           "best times (> 1: refimpl faster); *_med from median times")
     for op in ("SpMV", "SpMM", "X@W.T") if rows else ():
@@ -150,17 +220,30 @@ def main(argv=None) -> int:
         extra = ["numpy_ref_ms"] if any("numpy_ref_ms" in r for r in sel) else []
         print_table(sel, cols + extra, floatfmt=".3g")
 
-    head = headline(rng, max(repeat, 21))
+    head = headline(rng, max(repeat, 21), torch=torch, quick=args.quick)
     print("\n## Headline: CSR SpMV at 90% sparsity, n = 4096 "
           f"(targets: ≥ {TARGET_DENSE}× dense, ≥ {TARGET_SCIPY}× scipy.sparse; scipy is "
           "single-threaded)")
-    print_table(head, ["threads", "dtype", "dense_ms", "scipy_ms", "refimpl_ms", "x_dense",
-                       "x_scipy", "x_dense_med", "x_scipy_med"], floatfmt=".3g")
+    hcols = ["threads", "dtype", "dense_ms", "scipy_ms", "refimpl_ms", "x_dense", "x_scipy",
+             "x_dense_med", "x_scipy_med"]
+    if torch is not None:
+        hcols[4:4] = ["torch_ms"]
+        hcols += ["x_torch", "x_torch_med"]
+    print_table(head, hcols, floatfmt=".3g")
     for r in head:
         ok_d = "meets" if r["x_dense"] >= TARGET_DENSE else "MISSES"
         ok_s = "meets" if r["x_scipy"] >= TARGET_SCIPY else "MISSES"
-        print(f"  {r['threads']} thread(s), {r['dtype']}: {r['x_dense']:.2f}× dense ({ok_d}), "
-              f"{r['x_scipy']:.2f}× scipy.sparse ({ok_s})")
+        line = (f"  {r['threads']} thread(s), {r['dtype']}: {r['x_dense']:.2f}× dense ({ok_d}), "
+                f"{r['x_scipy']:.2f}× scipy.sparse ({ok_s})")
+        if "x_torch" in r:
+            ok_t = "meets" if r["x_torch"] >= TARGET_TORCH else "MISSES"
+            line += f", {r['x_torch']:.2f}× torch.sparse_csr ({ok_t})"
+        c = r["case"]
+        line += (f"; best peer {c['best_peer']} ({c['ratio_best_peer']:.2f}×); "
+                 f"{c['gb_per_s']:.1f} GB/s = {c['fraction_of_limit']:.0%} of memory bandwidth")
+        print(line)
+    print("\n## Every case against its best peer and the machine's limit (best times)")
+    print_cases([r["case"] for r in rows + head])
     losers = [r for r in rows if r["x_dense"] < 1]
     if losers:
         print("\n## Where CSR loses to dense BLAS (x_dense < 1, best times):")
@@ -169,6 +252,7 @@ def main(argv=None) -> int:
                   f"{r['x_dense']:.2f}×")
     if args.json:
         write_json("bench_sparse", {"environment": env, "rows": rows, "headline": head})
+    # (the rows' "case" dicts are the records; write_json stores them too)
     return 0
 
 

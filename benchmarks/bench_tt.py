@@ -44,6 +44,7 @@ import argparse
 import time
 
 import numpy as np
+from _common import current_roofline, note_missing_peer, print_cases, record
 
 from refimpl.decomposition.tensor_train import tt_matrix_ranks
 from refimpl.kernels.tt import tt_embedding_lookup, tt_matmul
@@ -92,23 +93,59 @@ def _blas_info() -> str:
         return f"threadpoolctl unavailable ({e})"
 
 
-def bench(M_modes, batch, ranks, repeats, rng):
+def tensorly_or_none():
+    """TensorLy (NumPy backend), or None with a printed note and a record entry."""
+    try:
+        import tensorly as tl
+    except ImportError:
+        note_missing_peer("tt", "TensorLy", "tensorly not installed")
+        return None
+    tl.set_backend("numpy")
+    return tl
+
+
+def _timing(fn, repeats):
+    """(best, median) seconds, as :func:`_best_time` samples them."""
+    fn()
+    ts, total = [], 0.0
+    while len(ts) < repeats or (total < 0.3 and len(ts) < 30):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+        total += ts[-1]
+    return float(np.min(ts)), float(np.median(ts))
+
+
+def bench(M_modes, batch, ranks, repeats, rng, tl=None, quick=True, headline_rank=None):
     M = N = int(np.prod(M_modes))
     W = rng.standard_normal((M, N))
     X = rng.standard_normal((batch, N))
-    t_dense = _best_time(lambda: X @ W.T, repeats)
+    t_dense_bm = _timing(lambda: X @ W.T, repeats)
+    t_dense = t_dense_bm[0]
     idx = rng.integers(0, M, size=256)
     t_gather = _best_time(lambda: W[idx], repeats)
     print(f"\n{M}x{N}  modes {M_modes}  batch {batch}: dense matmul {t_dense * 1e3:.3f} ms, "
           f"dense gather of 256 rows {t_gather * 1e3:.3f} ms, dense params {M * N}")
     print(f"{'rank':>5} {'params':>9} {'mem ratio':>10} {'MAC ratio':>10} {'numba ms':>9} "
           f"{'t/dense':>8} "
-          f"{'numpy ms':>9} {'t/dense':>8} {'lookup ms':>10} {'t/gather':>9}")
+          f"{'numpy ms':>9} {'t/dense':>8} {'lookup ms':>10} {'t/gather':>9} "
+          f"{'tensorly ms':>11} {'t/tensorly':>10}")
+    cases = []
     crossover = {"numba": None, "numpy": None}
     for r in ranks:
         cores = _cores(M_modes, M_modes, r, rng)
         params = sum(c.size for c in cores)
-        t_nb = _best_time(lambda c=cores: tt_matmul(c, X, backend="numba"), repeats)
+        t_nb_bm = _timing(lambda c=cores: tt_matmul(c, X, backend="numba"), repeats)
+        t_nb = t_nb_bm[0]
+        t_tl = None
+        if tl is not None:
+            # TensorLy 0.10 has no TT-matrix x matrix product: its TT-matrix API gives the
+            # dense matrix (tt_matrix_to_matrix), which a TensorLy user then multiplies
+            def f_tl(c=cores):
+                return X @ tl.tt_matrix_to_matrix(c).T
+
+            assert np.allclose(f_tl(), tt_matmul(cores, X), rtol=1e-9, atol=1e-9)
+            t_tl = _timing(f_tl, repeats)
         t_np = _best_time(lambda c=cores: tt_matmul(c, X, backend="numpy"), repeats)
         t_lk = _best_time(lambda c=cores: tt_embedding_lookup(c, idx, backend="numba"), repeats)
         for name, t in (("numba", t_nb), ("numpy", t_np)):
@@ -117,27 +154,48 @@ def bench(M_modes, batch, ranks, repeats, rng):
         mac_ratio = tt_matmul_macs(cores, batch) / (batch * M * N)
         print(f"{r:>5} {params:>9} {M * N / params:>10.1f} {mac_ratio:>10.3f} {t_nb * 1e3:>9.3f} "
               f"{t_nb / t_dense:>8.2f} {t_np * 1e3:>9.3f} {t_np / t_dense:>8.2f} "
-              f"{t_lk * 1e3:>10.3f} {t_lk / t_gather:>9.1f}")
+              f"{t_lk * 1e3:>10.3f} {t_lk / t_gather:>9.1f} "
+              + (f"{t_tl[0] * 1e3:>11.3f} {t_nb / t_tl[0]:>10.3f}" if t_tl else
+                 f"{'-':>11} {'-':>10}"))
+        macs = tt_matmul_macs(cores, batch)
+        nbytes = 8 * (params + X.size + batch * M)
+        cases.append(record(
+            "tt", f"TT-matrix x matrix {M}x{N} rank {r} batch {batch}", "refimpl tt_matmul (numba)",
+            t_nb_bm, peers={"numpy dense BLAS": t_dense_bm, "TensorLy to_matrix + matmul": t_tl},
+            numpy_baseline="numpy dense BLAS", flops=2.0 * macs, bytes_moved=nbytes,
+            params={"M": M, "N": N, "modes": list(M_modes), "rank": r, "batch": batch,
+                    "dtype": "float64"}, headline=(r == headline_rank), quick=quick,
+            note="float64, BLAS threads limited by --threads (default 1); the roof is float32 "
+                 "sgemm on all threads"))
     print(f"crossover rank (largest rank still faster than dense BLAS): numba "
           f"{crossover['numba']}, numpy {crossover['numpy']}")
+    return cases
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="more repeats, larger batches")
+    ap.add_argument("--quick", action="store_true", help="the default (fewer repeats, smaller "
+                    "batches); accepted so `refimpl bench --quick` can pass it to every script")
     ap.add_argument("--threads", type=int, default=1,
                     help="BLAS threads for dense and TT alike (default 1: on 2 shared cores a "
                          "2-thread BLAS call stalls whenever another process holds a core)")
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits
 
+    current_roofline(not args.full)  # the machine's limits, all threads (before the limit)
     threadpool_limits(limits=args.threads, user_api="blas")
     rng = np.random.default_rng(0)
     print("BLAS:", _blas_info())
+    tl = tensorly_or_none()
     repeats = 7 if args.full else 3
     ranks = (4, 8, 16, 32, 64)
-    bench((4, 4, 8, 8), 64 if args.full else 32, ranks, repeats, rng)
-    bench((8, 8, 8, 8), 32 if args.full else 8, ranks, repeats, rng)
+    cases = bench((4, 4, 8, 8), 64 if args.full else 32, ranks, repeats, rng, tl,
+                  quick=not args.full)
+    cases += bench((8, 8, 8, 8), 32 if args.full else 8, ranks, repeats, rng, tl,
+                   quick=not args.full, headline_rank=16)
+    print("\n# against the best peer (dense BLAS, TensorLy) and the machine's limit; float64")
+    print_cases(cases)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ Sub-commands
                (exit status 0: all passed, 1: some failed or raised, 2: unknown key)
 ``chapters``   execute the chapter notebooks headless (optionally render HTML); exit status 1
                if any notebook fails
-``bench``      run the benchmarks in ``benchmarks/`` of a source checkout
+``bench``      run the benchmarks in ``benchmarks/`` of a source checkout; ``--json PATH``
+               writes one record (machine, roofline, every ratio), ``--report PATH`` prints
+               its Markdown table
 ``assignment`` ``make``: a student version of a chapter notebook with its autograder tests;
                ``grade``: run a submission headless and score each question (exit status 0
                whenever grading completed)
@@ -327,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: all")
     b.add_argument("--quick", action="store_true",
                    help="pass --quick to each benchmark (small sizes)")
+    b.add_argument("--json", default=None, metavar="PATH",
+                   help="also measure the machine's limits (memory bandwidth, float32 GEMM) "
+                        "and write one JSON record of every case, ratio and the machine "
+                        "(CPU, ISA flags, BLAS kernel, threads) to PATH")
+    b.add_argument("--report", default=None, metavar="PATH",
+                   help="run nothing: print the Markdown headline table of a --json record")
+    b.add_argument("--all", action="store_true",
+                   help="with --report: every recorded case, not only the headline ones")
     b.set_defaults(func=_cmd_bench)
 
     bk = sub.add_parser("book", help="build the chapters, equations and API as an HTML book",
