@@ -549,11 +549,26 @@ def _sharing():
         "c2w_num_params": lambda: dict(num_chars=6, d_char=2, d_hidden=2, d_word=3),
         "char_cnn_num_params": lambda: dict(num_chars=6, d_char=2, widths=(1, 2),
                                             num_filters=(2, 2), highway_layers=0),
+        # §5.2 shared reference vectors / Slim Embeddings
+        "SubvectorEmbedding": lambda: dict(num_embeddings=6, dim=4, num_blocks=2, num_refs=3,
+                                           assignment="random", seed=1, padding_idx=None,
+                                           rng=0),
+        "random_assignment": lambda: dict(num_embeddings=6, num_blocks=2, num_refs=3, seed=1),
+        "block_kmeans": lambda: dict(E=_g(6, 4), num_blocks=2, num_refs=3, iters=5, rng=0),
+        "SkipGramNS": lambda: dict(input_embedding=_sub_emb(), output_embedding=_sub_emb()),
+        "skipgram_pairs": lambda: dict(tokens=np.array([1, 2, 3, 1]), window=1,
+                                       num_negatives=2, num_words=5, rng=0, power=0.75),
     }
 
 
 _CHARS = np.array([[1, 4, 2, 0], [1, 4, 5, 2]])
 _CHAR_LENS = np.array([3, 4])
+
+
+def _sub_emb():
+    from refimpl.sharing import SubvectorEmbedding
+
+    return SubvectorEmbedding(6, 4, num_blocks=2, num_refs=3, seed=1, rng=0)
 
 
 def _char_enc(cnn=False):
@@ -1001,7 +1016,6 @@ EXEMPT = {
     ("distillation.TheseusScheduler", "k", "zero"): "k = 0: a constant replacement rate",
     ("distillation.TheseusScheduler", "b", "zero"): "b = 0: the schedule starts at 0",
     ("distillation.TheseusClassifier", "replace_rate", "zero"): "rate 0: the predecessor alone",
-    ("distillation.init_from_teacher_layers_", "layers", "none"): "",
     ("distillation.fit_fitnets", "epochs_kd", "zero"): "0 epochs: skip the KD stage",
     ("distillation.fit_fitnets", "alpha", "zero"): "alpha = 0: the hard-label loss alone",
     ("distillation.teacher_assistant_chain", "epochs", "zero"): "0 epochs: untrained models",
@@ -1172,6 +1186,10 @@ EXEMPT = {
     ("sharing.hash_seeds", "seed", "zero"): "0 is a valid 32-bit hash seed",
     ("sharing.HashedLinear", "seed", "zero"): "0 is a valid 32-bit hash seed",
     ("sharing.CharWordEmbedding", "padding_idx", "none"): "None: no padding row",
+    ("sharing.SubvectorEmbedding", "seed", "zero"): "0 is a valid seed",
+    ("sharing.random_assignment", "seed", "zero"): "0 is a valid seed",
+    ("sharing.skipgram_pairs", "power", "negative"): "a negative power favours rare negatives",
+    ("sharing.skipgram_pairs", "power", "zero"): "power 0: uniform negatives",
 }
 
 #: (function, argument, mutation) -> the argument the refusal names instead: an extra axis

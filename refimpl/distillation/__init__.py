@@ -54,6 +54,20 @@ from refimpl.distillation.architectures import (
     noisy_teacher_logits,
 )
 
+from refimpl.distillation.bert_recipes import (
+    TheseusClassifier,
+    TheseusScheduler,
+    TinyBertProjections,
+    distilbert_loss_t,
+    fit_distilbert,
+    fit_pkd,
+    fit_tinybert,
+    fit_with_teacher,
+    init_from_teacher_layers_,
+    pkd_objective_t,
+    tinybert_layer_map,
+    tinybert_losses_t,
+)
 from refimpl.distillation.collaborative import (
     StalePredictions,
     codistillation_weight,
@@ -106,4 +120,7 @@ __all__ = [
     "mutual_learning_losses", "StalePredictions", "codistillation_weight",
     "fitnets_hint_loss_t", "fit_fitnets", "directional_derivative_t", "sobolev_loss_t",
     "quantize_student_", "teacher_assistant_chain", "selective_distillation_flags",
+    "tinybert_layer_map", "TinyBertProjections", "tinybert_losses_t", "fit_tinybert",
+    "distilbert_loss_t", "init_from_teacher_layers_", "pkd_objective_t", "fit_with_teacher",
+    "fit_distilbert", "fit_pkd", "TheseusClassifier", "TheseusScheduler",
 ]

@@ -1,0 +1,634 @@
+"""Survey §4.4 — training recipes for distilled Transformer students, on
+:class:`refimpl.nn.TransformerClassifier` (its ``output_hidden_states`` / ``output_attentions``
+give every layer's hidden states and attention intermediates as tape Tensors).
+
+=================================  =============================================================
+:func:`tinybert_layer_map`         TinyBERT's uniform layer mapping ``g(m) = m·N/M``
+:class:`TinyBertProjections`       the learned ``W_e`` and ``W_h`` (student width → teacher's)
+:func:`tinybert_losses_t`          TinyBERT (Jiao et al. 2020): embedding, hidden-state,
+                                   attention-score and prediction-layer losses
+:func:`fit_tinybert`               TinyBERT's two steps: intermediate layers, then prediction
+:func:`distilbert_loss_t`          DistilBERT (Sanh et al. 2019): soft CE (T²), hard CE, cosine
+                                   between hidden states
+:func:`init_from_teacher_layers_`  a student initialised from chosen teacher layers (DistilBERT:
+                                   every other layer; PKD: the first k)
+:func:`fit_distilbert`             DistilBERT's training with the triple loss
+:func:`pkd_objective_t`            Patient KD (Sun et al. 2019): (1−α) CE + α soft + β PT loss
+:func:`fit_pkd`                    PKD-Skip / PKD-Last training on the [CLS] states
+:func:`fit_with_teacher`           one :func:`refimpl.nn.fit` loop for all of the above (the
+                                   teacher runs without gradients on each batch)
+:class:`TheseusClassifier`         BERT-of-Theseus (Xu et al. 2020): predecessor modules replaced
+                                   by successor layers with a Bernoulli draw per module
+:class:`TheseusScheduler`          the linear replacement schedule as a :class:`refimpl.nn.Callback`
+=================================  =============================================================
+
+Teachers and students are :class:`refimpl.nn.TransformerClassifier`; a student may have fewer
+layers and (TinyBERT) a smaller ``d_model`` but, for the attention losses, the same number of
+heads.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from refimpl.distillation.architectures import check_train_arrays, kd_loss_t
+from refimpl.distillation.transformers import pkd_loss_t, theseus_replace_rate
+from refimpl.nn import functional as F
+from refimpl.nn.layers import Linear
+from refimpl.nn.losses import mse
+from refimpl.nn.module import Module, ModuleList
+from refimpl.nn.recurrent import length_mask
+from refimpl.nn.tensor import Tensor, as_tensor, data_of, no_grad
+from refimpl.nn.train import Callback, fit
+from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_int,
+                           validate_scalars)
+
+_FIT_BOUNDS = dict(lr=(0.0, None, "(]"), batch_size=(1, None))
+
+__all__ = ["tinybert_layer_map", "TinyBertProjections", "tinybert_losses_t", "fit_tinybert",
+           "distilbert_loss_t", "init_from_teacher_layers_", "pkd_objective_t",
+           "fit_with_teacher", "fit_distilbert", "fit_pkd", "TheseusClassifier",
+           "TheseusScheduler"]
+
+
+def _check_tf(model, name):
+    if not (hasattr(model, "layers") and hasattr(model, "encode") and hasattr(model, "fc")):
+        raise TypeError(f"{name} must be a refimpl.nn.TransformerClassifier, got "
+                        f"{type(model).__name__}")
+    return model
+
+
+def valid_positions(model, X, lengths) -> np.ndarray:
+    """The (B, n) real-position mask ``model.encode`` uses (the [CLS] slot included)."""
+    X = np.asarray(X)
+    valid = length_mask(np.asarray(lengths), X.shape[1])
+    if model.pooling == "cls":
+        valid = np.concatenate([np.ones((len(X), 1), bool), valid], axis=1)
+    return valid
+
+
+# ------------------------------------------------------------------ TinyBERT
+@validate_scalars
+def tinybert_layer_map(num_teacher_layers: int, num_student_layers: int) -> list[int]:
+    """TinyBERT's uniform mapping ``n = g(m) = m · N / M`` from student layer ``m = 1..M`` to
+    teacher layer ``n`` (Survey §4.4; Jiao et al. 2020, §3.1 and §4.2: 12 → 4 gives 3, 6, 9,
+    12). ``g(0) = 0`` (embeddings) and the prediction layer ``M+1 → N+1`` are implicit.
+
+    Parameters
+    ----------
+    num_teacher_layers : int N
+    num_student_layers : int M, 1 <= M <= N, dividing N
+
+    Returns
+    -------
+    list of int (length M), 1-based teacher layers
+    """
+    N = check_int(num_teacher_layers, "num_teacher_layers", 1)
+    M = check_int(num_student_layers, "num_student_layers", 1, N)
+    if N % M:
+        raise ValueError(f"the uniform mapping needs num_student_layers to divide "
+                         f"num_teacher_layers, got {M} and {N}")
+    return [m * N // M for m in range(1, M + 1)]
+
+
+class TinyBertProjections(Module):
+    """TinyBERT's learned projections of the student's embeddings (``W_e``) and hidden states
+    (``W_h``, one matrix shared by all layers, as in the paper's Eq. 9) into the teacher's
+    width (Jiao et al. 2020, Eqs. 9–10). Discarded after distillation.
+
+    Parameters
+    ----------
+    d_student, d_teacher : int
+    rng : Generator or int, optional
+
+    Attributes
+    ----------
+    W_e, W_h : Linear (d_student -> d_teacher)
+    """
+
+    def __init__(self, d_student: int, d_teacher: int, rng=None):
+        rng = as_rng(rng)
+        self.d_student = check_int(d_student, "d_student", 1)
+        self.d_teacher = check_int(d_teacher, "d_teacher", 1)
+        self.W_e = Linear(d_student, d_teacher, rng=rng)
+        self.W_h = Linear(d_student, d_teacher, rng=rng)
+
+    def forward(self, h, which: str = "hidden") -> Tensor:
+        """Project (B, n, d_student) → (B, n, d_teacher) with ``W_e`` or ``W_h``."""
+        which = check_choice(which, "which", ("embedding", "hidden"))
+        return (self.W_e if which == "embedding" else self.W_h)(h)
+
+
+def _scores(att, valid):
+    """Attention scores ``q kᵀ / √d_head`` (B, H, n, n), 0 at padded keys (TinyBERT's code
+    replaces the −10000 of masked keys by 0 before the MSE)."""
+    q, k = att.query, att.key
+    d = q.shape[-1]
+    s = F.matmul(q, F.transpose(k, (0, 1, 3, 2))) * (1.0 / np.sqrt(d))  # (B, H, n, n)
+    keep = np.broadcast_to(valid[:, None, None, :], s.shape).astype(s.dtype)
+    return F.mask(s, keep)
+
+
+def tinybert_losses_t(student_out, teacher_out, student_logits, teacher_logits, projections,
+                      layer_map, valid, T: float = 1.0) -> dict:
+    """TinyBERT's four distillation losses (Survey §4.4; Jiao et al. 2020, Eqs. 7–12).
+
+    .. math::
+
+        \\mathcal L_{emb} = \\mathrm{MSE}(E^S W_e, E^T),\\quad
+        \\mathcal L_{hidn} = \\sum_{m=1}^M \\mathrm{MSE}(H^S_m W_h, H^T_{g(m)}),\\\\
+        \\mathcal L_{attn} = \\sum_{m=1}^M \\frac1h\\sum_{i=1}^h \\mathrm{MSE}(A^S_{m,i},
+        A^T_{g(m),i}),\\quad
+        \\mathcal L_{pred} = \\mathrm{CE}\\big(\\mathrm{softmax}(z^T/T),
+        \\mathrm{softmax}(z^S/T)\\big)
+
+    ``A`` are the attention *scores* ``q kᵀ/√d`` before the softmax (the paper's "attention
+    matrix"; its released code compares the unnormalised scores with masked keys set to 0,
+    which refimpl follows — MiniLM's :func:`attention_kl_t` compares the probabilities
+    instead). MSEs are means over all elements (PyTorch ``mse_loss``), padded positions
+    included as in the released code (their states are computed and compared too).
+
+    Parameters
+    ----------
+    student_out, teacher_out : EncoderOutput
+        With ``hidden_states`` (``hidden_states[0]`` is the embedding output) and
+        ``attentions``.
+    student_logits : Tensor of shape (B, C)
+    teacher_logits : ndarray or Tensor of shape (B, C)
+    projections : TinyBertProjections
+    layer_map : sequence of int
+        ``g(m)`` for ``m = 1..M`` (1-based teacher layers, :func:`tinybert_layer_map`).
+    valid : bool ndarray of shape (B, n)
+        Real positions (padded keys get score 0).
+    T : float > 0
+        Temperature of the prediction loss (the paper: 1).
+
+    Returns
+    -------
+    dict of scalar Tensors: ``"embedding"``, ``"hidden"``, ``"attention"``, ``"prediction"``
+
+    References
+    ----------
+    .. [1] X. Jiao, Y. Yin, L. Shang, X. Jiang, X. Chen, L. Li, F. Wang, Q. Liu, "TinyBERT:
+       Distilling BERT for Natural Language Understanding", Findings of EMNLP 2020.
+    """
+    T = check_float(T, "T", 0.0, lo_open=True)
+    for name, o in (("student_out", student_out), ("teacher_out", teacher_out)):
+        if not hasattr(o, "hidden_states") or not hasattr(o, "attentions"):
+            raise TypeError(f"{name} must be a refimpl.nn.EncoderOutput, got {type(o).__name__}")
+    zs_arr = check_array(data_of(student_logits), "student_logits", ndim=2)
+    zt_arr = check_array(data_of(teacher_logits), "teacher_logits", ndim=2)
+    if zt_arr.shape != zs_arr.shape:
+        raise ValueError(f"teacher_logits must have the shape of student_logits "
+                         f"{zs_arr.shape}, got {zt_arr.shape}")
+    if not callable(projections):
+        raise TypeError(f"projections must be callable, got {type(projections).__name__}")
+    if not isinstance(layer_map, (list, tuple, range)):
+        raise TypeError(f"layer_map must be a sequence of teacher layers, got "
+                        f"{type(layer_map).__name__}")
+    hs, ht = student_out.hidden_states, teacher_out.hidden_states
+    As, At = student_out.attentions, teacher_out.attentions
+    if hs is None or ht is None or As is None or At is None:
+        raise ValueError("student_out and teacher_out need hidden_states and attentions "
+                         "(output_hidden_states=True, output_attentions=True)")
+    gm = [int(g) for g in layer_map]
+    if len(gm) != len(As) or min(gm) < 1 or max(gm) > len(At):
+        raise ValueError(f"layer_map must give one teacher layer in [1, {len(At)}] per student "
+                         f"layer ({len(As)}), got {gm}")
+    valid = np.asarray(valid)
+    if valid.dtype != bool or valid.shape != tuple(hs[0].shape[:2]):
+        raise ValueError(f"valid must be a bool mask of shape {tuple(hs[0].shape[:2])}, got "
+                         f"{valid.dtype} {valid.shape}")
+    emb = mse(projections(hs[0], "embedding"), data_of(ht[0]))
+    hid = att = None
+    for m, g in enumerate(gm, start=1):
+        h_term = mse(projections(hs[m], "hidden"), data_of(ht[g]))
+        ss, st = _scores(As[m - 1], valid), _scores(At[g - 1], valid)
+        if ss.shape != st.shape:
+            raise ValueError(f"student layer {m} and teacher layer {g} have attention maps of "
+                             f"shapes {ss.shape} and {st.shape} (TinyBERT needs the same "
+                             f"number of heads)")
+        a_term = mse(ss, st.data)  # mean over (B, H, n, n) = (1/h) Σ_i MSE per head
+        hid = h_term if hid is None else hid + h_term
+        att = a_term if att is None else att + a_term
+    zs = as_tensor(student_logits)
+    zt = np.asarray(data_of(teacher_logits), dtype=float)
+    pt = np.exp(zt / T - (zt / T).max(-1, keepdims=True))
+    pt /= pt.sum(-1, keepdims=True)  # (B, C) teacher's soft targets
+    pred = (Tensor(-pt) * F.log_softmax(zs * (1.0 / T), axis=-1)).sum() * (1.0 / zt.shape[0])
+    return {"embedding": emb, "hidden": hid, "attention": att, "prediction": pred}
+
+
+@validate_scalars(**_FIT_BOUNDS)
+def fit_with_teacher(student, teacher, train_arrays, loss, *, extra_modules=(),
+                     need_intermediates: bool = True, epochs: int = 2, lr: float = 1e-3,
+                     batch_size: int = 32, rng=None, progress=None, callbacks=None):
+    """Train ``student`` (and ``extra_modules``, e.g. :class:`TinyBertProjections`) with a
+    loss that sees the teacher's outputs on the same batch, through :func:`refimpl.nn.fit`.
+
+    Parameters
+    ----------
+    student, teacher : TransformerClassifier
+        The teacher runs in eval mode without gradients and is not modified.
+    train_arrays : tuple ``(X, lengths, y)``
+    loss : callable
+        ``loss(s_logits, s_out, t_logits, t_out, valid, y) -> scalar Tensor`` where ``*_out``
+        are :class:`refimpl.nn.EncoderOutput` (None when ``need_intermediates`` is False) and
+        ``valid`` the (B, n) real-position mask.
+    extra_modules : sequence of Module
+        Trained together with the student.
+    epochs, lr, batch_size, rng, progress, callbacks : as :func:`refimpl.nn.fit`
+
+    Returns
+    -------
+    History
+    """
+    _check_tf(student, "student")
+    _check_tf(teacher, "teacher")
+    if not callable(loss):
+        raise TypeError(f"loss must be callable, got {type(loss).__name__}")
+    train_arrays = check_train_arrays(train_arrays)
+    if not isinstance(extra_modules, (list, tuple)) or not all(
+            hasattr(m, "named_parameters") for m in extra_modules):
+        raise TypeError("extra_modules must be a list of refimpl.nn Modules")
+    extra = list(extra_modules)
+    teacher.eval()
+    flags = dict(output_hidden_states=need_intermediates, output_attentions=need_intermediates)
+    state = {}
+
+    def forward(model, X, lengths):
+        with no_grad():
+            t = teacher(X, lengths, **flags)
+        s = model[0](X, lengths, **flags)
+        state["t"] = t
+        state["valid"] = valid_positions(model[0], X, lengths)
+        return s
+
+    def loss_fn(out, y):
+        t = state["t"]
+        s_logits, s_out = out if need_intermediates else (out, None)
+        t_logits, t_out = t if need_intermediates else (t, None)
+        return loss(s_logits, s_out, t_logits.data, t_out, state["valid"], y)
+
+    return fit(ModuleList([student] + extra), train_arrays, forward=forward, loss_fn=loss_fn,
+               epochs=epochs, lr=lr, batch_size=batch_size, rng=rng, progress=progress,
+               callbacks=callbacks)
+
+
+@validate_scalars(**_FIT_BOUNDS)
+def fit_tinybert(student, teacher, train_arrays, *, projections=None, epochs_intermediate: int = 2,
+                 epochs_prediction: int = 2, T: float = 1.0, lr: float = 1e-3,
+                 batch_size: int = 32, rng=None, progress=None):
+    """TinyBERT's task-specific distillation in its two steps (Survey §4.4; Jiao et al. 2020,
+    §3.3): first the intermediate layers (``L_emb + L_hidn + L_attn`` through the learned
+    projections), then the prediction layer (``L_pred``), with the uniform layer map
+    :func:`tinybert_layer_map`. (General distillation on a corpus and data augmentation are
+    the same losses on other data.)
+
+    Parameters
+    ----------
+    student, teacher : TransformerClassifier
+        The same number of heads; the student's layer count divides the teacher's.
+    train_arrays : tuple ``(X, lengths, y)``
+    projections : TinyBertProjections, optional
+        Created (student width → teacher width) when None.
+    epochs_intermediate, epochs_prediction : int >= 0
+    T : float > 0
+    lr, batch_size, rng, progress : as :func:`refimpl.nn.fit`
+
+    Returns
+    -------
+    (History, History)
+    """
+    _check_tf(student, "student")
+    _check_tf(teacher, "teacher")
+    e1 = check_int(epochs_intermediate, "epochs_intermediate", 0)
+    e2 = check_int(epochs_prediction, "epochs_prediction", 0)
+    T = check_float(T, "T", 0.0, lo_open=True)
+    rng = as_rng(rng)
+    gm = tinybert_layer_map(teacher.num_layers, student.num_layers)
+    proj = projections or TinyBertProjections(student.d_model, teacher.d_model, rng=rng)
+
+    def inter(sz, so, tz, to, valid, y):
+        L = tinybert_losses_t(so, to, sz, tz, proj, gm, valid, T)
+        return L["embedding"] + L["hidden"] + L["attention"]
+
+    def pred(sz, so, tz, to, valid, y):
+        return tinybert_losses_t(so, to, sz, tz, proj, gm, valid, T)["prediction"]
+
+    h1 = fit_with_teacher(student, teacher, train_arrays, inter, extra_modules=[proj],
+                          epochs=e1, lr=lr, batch_size=batch_size, rng=rng, progress=progress)
+    h2 = fit_with_teacher(student, teacher, train_arrays, pred, extra_modules=[proj],
+                          epochs=e2, lr=lr, batch_size=batch_size, rng=rng, progress=progress)
+    return h1, h2
+
+
+# ------------------------------------------------------------------ DistilBERT
+@validate_scalars
+def distilbert_loss_t(student_logits, teacher_logits, labels, student_hidden, teacher_hidden,
+                      valid, T: float = 2.0, alpha_ce: float = 5.0, alpha_task: float = 2.0,
+                      alpha_cos: float = 1.0) -> Tensor:
+    """DistilBERT's triple loss (Survey §4.4; Sanh et al. 2019, §2):
+
+    .. math::
+
+        \\mathcal L = \\alpha_{ce}\\,T^2\\,\\frac1B\\sum_b\\mathrm{KL}(p^t_T\\|p^s_T)
+        + \\alpha_{task}\\,\\mathrm{CE}(z^s, y)
+        + \\alpha_{cos}\\,\\frac1{|V|}\\sum_{(b,i)\\in V}\\big(1-\\cos(h^s_{bi}, h^t_{bi})\\big)
+
+    over the real positions ``V``. The released code's defaults are ``α_ce = 5, α_mlm = 2,
+    α_cos = 1``, ``T = 2``; its task term is the masked-LM loss of pre-training — for a
+    classifier student refimpl uses the task's cross-entropy in its place. The KL is PyTorch's
+    ``KLDivLoss(reduction="batchmean")`` times ``T²`` as in that code; the cosine term is
+    ``cosine_embedding_loss`` with target 1 (mean).
+
+    Parameters
+    ----------
+    student_logits : Tensor of shape (B, C)
+    teacher_logits : ndarray of shape (B, C)
+    labels : int ndarray of shape (B,)
+    student_hidden : Tensor of shape (B, n, d)
+    teacher_hidden : ndarray or Tensor of shape (B, n, d)
+        The same width (DistilBERT keeps BERT's hidden size).
+    valid : bool ndarray of shape (B, n)
+    T, alpha_ce, alpha_task, alpha_cos : float
+
+    Returns
+    -------
+    Tensor (scalar)
+
+    References
+    ----------
+    .. [1] V. Sanh, L. Debut, J. Chaumond, T. Wolf, "DistilBERT, a distilled version of BERT:
+       smaller, faster, cheaper and lighter", NeurIPS EMC² Workshop 2019.
+    """
+    if labels is None:
+        raise TypeError("labels must be integer class ids of shape (B,), got None")
+    T = check_float(T, "T", 0.0, lo_open=True)
+    a_ce = check_float(alpha_ce, "alpha_ce", 0.0)
+    a_task = check_float(alpha_task, "alpha_task", 0.0)
+    a_cos = check_float(alpha_cos, "alpha_cos", 0.0)
+    check_array(data_of(student_hidden), "student_hidden", ndim=3)
+    check_array(data_of(teacher_hidden), "teacher_hidden", ndim=3)
+    hs, ht = as_tensor(student_hidden), np.asarray(data_of(teacher_hidden), dtype=float)
+    if tuple(hs.shape) != ht.shape:
+        raise ValueError(f"teacher_hidden must have the shape of student_hidden (B, n, d) "
+                         f"{tuple(hs.shape)}, got {ht.shape}")
+    valid = np.asarray(valid)
+    if valid.dtype != bool or valid.shape != ht.shape[:2] or not valid.any():
+        raise ValueError(f"valid must be a bool mask of shape {ht.shape[:2]} with a real "
+                         f"position")
+    # soft term α_ce · T² KL, hard term α_task · CE: kd_loss_t with α = 1 twice
+    soft = kd_loss_t(student_logits, teacher_logits, T)
+    hard = kd_loss_t(student_logits, teacher_logits, T, labels, 0.0)  # (1 − 0)·CE(s, y)
+    # cosine between hidden states at real positions (cosine_embedding_loss, target 1)
+    dot = (hs * Tensor(ht)).sum(axis=-1)  # (B, n)
+    ns = ((hs * hs).sum(axis=-1)) ** 0.5
+    nt = np.sqrt((ht * ht).sum(axis=-1))
+    cos = dot / (ns * Tensor(np.maximum(nt, 1e-300)))
+    w = valid / valid.sum()
+    cos_loss = 1.0 - F.mask(cos, w).sum()
+    return soft * a_ce + hard * a_task + cos_loss * a_cos
+
+
+def init_from_teacher_layers_(student, teacher, layers) -> None:
+    """Initialise ``student`` from ``teacher``: embeddings, positions, [CLS] vector, final norm
+    and classifier copied, and student layer ``j`` ← teacher layer ``layers[j]`` (0-based).
+
+    DistilBERT takes every other layer (``layers = [0, 2, 4, …]``, Sanh et al. §3); PKD the
+    first ``k`` (``layers = range(k)``, Sun et al. §4.1). Widths and heads must match.
+
+    Parameters
+    ----------
+    student, teacher : TransformerClassifier
+        ``student`` is modified in place.
+    layers : sequence of int
+        One teacher layer per student layer.
+    """
+    _check_tf(student, "student")
+    _check_tf(teacher, "teacher")
+    if not isinstance(layers, (list, tuple, range, np.ndarray)):
+        raise TypeError(f"layers must be a sequence of teacher layer indices, got "
+                        f"{type(layers).__name__}")
+    if any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer))
+           for i in layers):
+        raise TypeError(f"layers must hold integer layer indices, got {list(layers)}")
+    layers = [int(i) for i in layers]
+    if len(layers) != student.num_layers or min(layers, default=0) < 0 \
+            or max(layers, default=0) >= teacher.num_layers:
+        raise ValueError(f"layers must give {student.num_layers} teacher layers in "
+                         f"[0, {teacher.num_layers}), got {layers}")
+    t_state = teacher.state_dict()
+    s_state = student.state_dict()
+    new = {}
+    for k, v in s_state.items():
+        if k.startswith("layers."):
+            _, j, rest = k.split(".", 2)
+            src = f"layers.{layers[int(j)]}.{rest}"
+        else:
+            src = k
+        if src not in t_state or t_state[src].shape != v.shape:
+            raise ValueError(f"student parameter {k} has no teacher counterpart {src} of shape "
+                             f"{v.shape} (the widths and heads must match)")
+        new[k] = t_state[src].copy()
+    student.load_state_dict(new)
+
+
+# ------------------------------------------------------------------ Patient KD
+@validate_scalars
+def pkd_objective_t(student_logits, teacher_logits, labels, student_cls, teacher_cls,
+                    T: float = 5.0, alpha: float = 0.5, beta: float = 100.0) -> Tensor:
+    """Patient KD's objective ``(1 − α) CE + α L_DS + β L_PT`` (Survey §4.4; Sun et al. 2019,
+    Eq. 7), with ``L_DS`` Hinton's soft term (:func:`kd_loss_t`) and ``L_PT`` the normalised
+    [CLS] loss over the PKD-Skip / PKD-Last layers (:func:`pkd_loss_t`).
+
+    Sun et al.'s ``L_DS`` is the soft cross-entropy without ``T²`` and their code averages the
+    KL over classes; refimpl's soft term is ``T² KL`` (Hinton's scale: the same gradient
+    direction, a constant factor ``T²`` apart from the paper's).
+
+    Parameters
+    ----------
+    student_logits : Tensor (B, C); teacher_logits : ndarray (B, C); labels : int (B,)
+    student_cls, teacher_cls : sequences of (B, d)
+        The mapped layers' [CLS] states (student layers 1..M−1 and :func:`pkd_layer_map`).
+    T : float > 0; alpha : float in [0, 1]; beta : float >= 0
+
+    Returns
+    -------
+    Tensor (scalar)
+    """
+    if labels is None:
+        raise TypeError("labels must be integer class ids of shape (B,), got None")
+    beta = check_float(beta, "beta", 0.0)
+    return kd_loss_t(student_logits, teacher_logits, T, labels, alpha) \
+        + pkd_loss_t(student_cls, teacher_cls) * beta
+
+
+@validate_scalars(**_FIT_BOUNDS)
+def fit_distilbert(student, teacher, train_arrays, *, T: float = 2.0, alpha_ce: float = 5.0,
+                   alpha_task: float = 2.0, alpha_cos: float = 1.0, epochs: int = 2,
+                   lr: float = 1e-3, batch_size: int = 32, rng=None, progress=None):
+    """Train ``student`` with :func:`distilbert_loss_t` on the top layer's hidden states
+    (Survey §4.4; Sanh et al. 2019). Initialise it first with
+    :func:`init_from_teacher_layers_` (every other layer) as DistilBERT does.
+
+    Returns
+    -------
+    History
+    """
+    args = dict(T=check_float(T, "T", 0.0, lo_open=True),
+                alpha_ce=check_float(alpha_ce, "alpha_ce", 0.0),
+                alpha_task=check_float(alpha_task, "alpha_task", 0.0),
+                alpha_cos=check_float(alpha_cos, "alpha_cos", 0.0))
+
+    def loss(sz, so, tz, to, valid, y):
+        return distilbert_loss_t(sz, tz, y, so.hidden_states[-1], to.hidden_states[-1].data,
+                                 valid, **args)
+
+    return fit_with_teacher(student, teacher, train_arrays, loss, epochs=epochs, lr=lr,
+                            batch_size=batch_size, rng=rng, progress=progress)
+
+
+@validate_scalars(**_FIT_BOUNDS)
+def fit_pkd(student, teacher, train_arrays, *, strategy: str = "skip", T: float = 5.0,
+            alpha: float = 0.5, beta: float = 100.0, epochs: int = 2, lr: float = 1e-3,
+            batch_size: int = 32, rng=None, progress=None):
+    """Patient KD training (Survey §4.4; Sun et al. 2019): :func:`pkd_objective_t` with the
+    student's layers ``1..M−1`` matched to the teacher's :func:`pkd_layer_map` layers on the
+    [CLS] state (both models need ``pooling="cls"``). Initialise the student first with
+    :func:`init_from_teacher_layers_` (``range(M)``) as PKD does.
+
+    Returns
+    -------
+    History
+    """
+    from refimpl.distillation.transformers import pkd_layer_map
+
+    _check_tf(student, "student")
+    _check_tf(teacher, "teacher")
+    if student.pooling != "cls" or teacher.pooling != "cls":
+        raise ValueError("PKD matches [CLS] states: student and teacher need pooling='cls'")
+    maps = pkd_layer_map(teacher.num_layers, student.num_layers, strategy)
+    T = check_float(T, "T", 0.0, lo_open=True)
+    alpha = check_float(alpha, "alpha", 0.0, 1.0)
+    beta = check_float(beta, "beta", 0.0)
+
+    def loss(sz, so, tz, to, valid, y):
+        s_cls = [so.hidden_states[j][:, 0] for j in range(1, student.num_layers)]
+        t_cls = [to.hidden_states[i].data[:, 0] for i in maps]
+        if not s_cls:  # a one-layer student: the prediction loss alone
+            return kd_loss_t(sz, tz, T, y, alpha)
+        return pkd_objective_t(sz, tz, y, s_cls, t_cls, T, alpha, beta)
+
+    return fit_with_teacher(student, teacher, train_arrays, loss, epochs=epochs, lr=lr,
+                            batch_size=batch_size, rng=rng, progress=progress)
+
+
+# ------------------------------------------------------------------ BERT-of-Theseus
+class TheseusClassifier(Module):
+    """BERT-of-Theseus' progressive module replacing (Survey §4.4; Xu et al. 2020).
+
+    The predecessor's ``N`` layers are split into ``S`` modules of ``N/S`` consecutive layers;
+    successor module ``i`` is one :class:`refimpl.nn.TransformerEncoderLayer`, initialised as
+    a copy of the predecessor's layer ``i`` (the released code copies the predecessor's first
+    ``S`` layers into the successor). In training each module is replaced by its successor
+    with probability ``replace_rate`` (a Bernoulli draw per module and step, Eq. 1–3); in eval
+    mode the successor runs alone. The predecessor, its embeddings and its classifier are
+    frozen (they are not parameters of this module; Xu et al. freeze the predecessor, and the
+    successor shares its embedding and output layers).
+
+    Parameters
+    ----------
+    predecessor : TransformerClassifier
+        Fine-tuned; deep-copied (the caller's model is not touched).
+    n_modules : int
+        ``S``, dividing the predecessor's layer count.
+    replace_rate : float in [0, 1]
+    rng : Generator or int, optional
+
+    Attributes
+    ----------
+    successor : ModuleList of S TransformerEncoderLayer
+    """
+
+    def __init__(self, predecessor, n_modules: int, replace_rate: float = 0.5, rng=None):
+        _check_tf(predecessor, "predecessor")
+        S = check_int(n_modules, "n_modules", 1, predecessor.num_layers)
+        if predecessor.num_layers % S:
+            raise ValueError(f"n_modules must divide the predecessor's {predecessor.num_layers} "
+                             f"layers, got {S}")
+        self.n_modules = S
+        self.replace_rate = check_float(replace_rate, "replace_rate", 0.0, 1.0)
+        self._pred = [copy.deepcopy(predecessor)]  # a list: frozen, not a child module
+        self._pred[0].eval()
+        k = predecessor.num_layers // S
+        self.successor = ModuleList(copy.deepcopy(predecessor.layers[i]) for i in range(S))
+        self._k = k
+        self._rng = as_rng(rng)
+        self.last_draw = None
+
+    @property
+    def predecessor(self):
+        return self._pred[0]
+
+    def forward(self, X, lengths=None):
+        """``X`` (B, T), ``lengths`` (B,) → logits (B, C)."""
+        p = self.predecessor
+        with no_grad():
+            out, valid = p.encode(X, lengths, layer_mask=np.zeros(p.num_layers),
+                                  output_hidden_states=True)
+        h = Tensor(out.hidden_states[0].data)  # the embedding output: frozen
+        if self.training:
+            draw = self._rng.random(self.n_modules) < self.replace_rate  # Bernoulli per module
+        else:
+            draw = np.ones(self.n_modules, bool)
+        self.last_draw = draw
+        kpm = ~valid
+        for i in range(self.n_modules):
+            if draw[i]:
+                h = self.successor[i](h, key_padding_mask=kpm)
+            else:
+                for layer in p.layers[i * self._k:(i + 1) * self._k]:
+                    h = layer(h, key_padding_mask=kpm)  # frozen weights, gradient flows through
+        if p.final_norm is not None:
+            h = p.final_norm(h)
+        return p.fc(p._pool(h, valid))
+
+    def successor_model(self):
+        """A standalone :class:`TransformerClassifier` with the successor's ``S`` layers and
+        the predecessor's embeddings and classifier (copied): the compressed model."""
+        p = self.predecessor
+        m = copy.deepcopy(p)
+        m.layers = ModuleList(copy.deepcopy(list(self.successor)))
+        m.num_layers = self.n_modules
+        return m
+
+
+class TheseusScheduler(Callback):
+    """Sets ``model.replace_rate = min(1, k·t + b)`` after every step ``t``
+    (:func:`theseus_replace_rate`, Xu et al. 2020, Eq. 5; the paper's constant-rate variant
+    is ``k = 0``). Pass to :func:`refimpl.nn.fit` in ``callbacks``.
+
+    Parameters
+    ----------
+    model : TheseusClassifier
+    k : float >= 0
+    b : float in [0, 1]
+    """
+
+    def __init__(self, model, k: float, b: float):
+        if not isinstance(model, TheseusClassifier):
+            raise TypeError(f"model must be a TheseusClassifier, got {type(model).__name__}")
+        self.model = model
+        self.k = check_float(k, "k", 0.0)
+        self.b = check_float(b, "b", 0.0, 1.0)
+        self.rates = []
+
+    def on_train_begin(self, model) -> None:
+        self.model.replace_rate = theseus_replace_rate(0, self.k, self.b)
+
+    def on_step_end(self, model, step: int) -> None:
+        self.model.replace_rate = theseus_replace_rate(step, self.k, self.b)
+        self.rates.append(self.model.replace_rate)

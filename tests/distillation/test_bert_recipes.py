@@ -1,0 +1,270 @@
+"""§4.4 training recipes: TinyBERT's four losses, DistilBERT's triple loss, student
+initialisation from teacher layers, PKD training, BERT-of-Theseus module replacement.
+Gradient checks, hand values, properties, cross-checks against torch (mse_loss, KLDivLoss
+batchmean × T², cross_entropy, cosine_embedding_loss)."""
+
+import numpy as np
+import pytest
+
+from refimpl.distillation import (
+    TheseusClassifier,
+    TheseusScheduler,
+    TinyBertProjections,
+    distilbert_loss_t,
+    fit_distilbert,
+    fit_pkd,
+    fit_tinybert,
+    init_from_teacher_layers_,
+    tinybert_layer_map,
+    tinybert_losses_t,
+)
+from refimpl.nn import (
+    AttentionOutputs,
+    EncoderOutput,
+    Tensor,
+    TransformerClassifier,
+    fit,
+    gradcheck,
+    no_grad,
+)
+from refimpl.nn import functional as F
+
+
+def _tf(layers, d=8, heads=2, pooling="mean", seed=0, max_len=6):
+    return TransformerClassifier(vocab_size=20, d_model=d, num_heads=heads, d_ff=16,
+                                 num_layers=layers, max_len=max_len, n_classes=2,
+                                 pooling=pooling, rng=seed)
+
+
+def _data(n=48, T=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(1, 20, (n, T))
+    L = rng.integers(2, T + 1, n)
+    y = (X[:, 0] % 2).astype(np.int64)
+    return X, L, y
+
+
+def _valid(L, T):
+    return np.arange(T)[None, :] < np.asarray(L)[:, None]
+
+
+# ------------------------------------------------------------------------------ TinyBERT
+def test_tinybert_layer_map_hand_values():
+    assert tinybert_layer_map(12, 4) == [3, 6, 9, 12]
+    assert tinybert_layer_map(6, 6) == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match="divide"):
+        tinybert_layer_map(10, 4)
+
+
+def test_tinybert_losses_zero_for_a_copy_and_positive_otherwise():
+    X, L, _ = _data(6)
+    teacher = _tf(2)
+    proj = TinyBertProjections(8, 8, rng=0)
+    for lin in (proj.W_e, proj.W_h):
+        lin.W.data[:] = np.eye(8)
+        lin.b.data[:] = 0.0
+    with no_grad():
+        zt, ot = teacher(X, L, output_hidden_states=True, output_attentions=True)
+        zs, os_ = teacher(X, L, output_hidden_states=True, output_attentions=True)
+    losses = tinybert_losses_t(os_, ot, zs, zt.data, proj, [1, 2], _valid(L, 6))
+    assert losses["embedding"].item() == 0.0 and losses["hidden"].item() == 0.0
+    assert losses["attention"].item() == 0.0
+    # the prediction loss at a copy is the teacher's entropy, H(p) = −Σ p log p / B
+    p = np.exp(zt.data - zt.data.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert losses["prediction"].item() == pytest.approx(-(p * np.log(p)).sum() / 6, rel=1e-12)
+    student = _tf(1, seed=3)
+    with no_grad():
+        zs, os_ = student(X, L, output_hidden_states=True, output_attentions=True)
+    losses = tinybert_losses_t(os_, ot, zs, zt.data, proj, [2], _valid(L, 6))
+    assert all(v.item() > 0 for v in losses.values())
+
+
+def _fake_out(h0, h1, q, k):
+    att = AttentionOutputs(probs=None, context=q, query=q, key=k, value=k)
+    return EncoderOutput(h1, hidden_states=(h0, h1), attentions=(att,))
+
+
+def test_tinybert_losses_gradcheck():
+    rng = np.random.default_rng(1)
+    B, n, H, dh, ds, dt = 2, 3, 2, 2, 3, 4
+    valid = np.array([[True, True, False], [True, True, True]])
+    teacher = _fake_out(*(Tensor(rng.standard_normal(s)) for s in
+                          ((B, n, dt), (B, n, dt), (B, H, n, dh), (B, H, n, dh))))
+    zt = rng.standard_normal((B, 3))
+    We, Wh = rng.standard_normal((2, dt, ds))
+
+    def loss(h0, h1, q, k, z, We_, Wh_):
+        def proj(h, which):
+            return F.linear(h, We_ if which == "embedding" else Wh_)
+        L = tinybert_losses_t(_fake_out(h0, h1, q, k), teacher, z, zt, proj, [1], valid, T=2.0)
+        return L["embedding"] + L["hidden"] * 0.7 + L["attention"] * 1.3 + L["prediction"]
+
+    args = [rng.standard_normal(s) for s in ((B, n, ds), (B, n, ds), (B, H, n, dh),
+                                             (B, H, n, dh), (B, 3))] + [We, Wh]
+    assert gradcheck(loss, args)["max_abs_err"] < 1e-7
+
+
+def test_tinybert_losses_match_torch(torch):
+    rng = np.random.default_rng(2)
+    B, n, H, dh, d = 2, 4, 2, 3, 5
+    valid = np.array([[True, True, True, False], [True, True, True, True]])
+    arrs = [rng.standard_normal(s) for s in ((B, n, d), (B, n, d), (B, H, n, dh), (B, H, n, dh))]
+    arrt = [rng.standard_normal(s) for s in ((B, n, d), (B, n, d), (B, H, n, dh), (B, H, n, dh))]
+    zs, zt = rng.standard_normal((2, B, 3))
+    W = rng.standard_normal((d, d))
+
+    def proj(h, which):
+        return F.linear(h, W)
+
+    got = tinybert_losses_t(_fake_out(*map(Tensor, arrs)), _fake_out(*map(Tensor, arrt)),
+                            Tensor(zs), zt, proj, [1], valid)
+    tt = [torch.tensor(a) for a in arrs + arrt]
+    Wt = torch.tensor(W)
+    mse = torch.nn.functional.mse_loss
+    keep = torch.tensor(valid)[:, None, None, :]
+
+    def scores(q, k):  # TinyBERT's code: raw scores, masked keys at -1e4 replaced by 0
+        s = q @ k.transpose(-1, -2) / np.sqrt(dh) + (~keep) * -1e4
+        return torch.where(s <= -1e2, torch.zeros_like(s), s)
+
+    want_attn = mse(scores(tt[2], tt[3]), scores(tt[6], tt[7]))
+    want_emb = mse(tt[0] @ Wt.T, tt[4])
+    want_hid = mse(tt[1] @ Wt.T, tt[5])
+    pt = torch.softmax(torch.tensor(zt), -1)
+    want_pred = (-pt * torch.log_softmax(torch.tensor(zs), -1)).sum(-1).mean()
+    for key, want in (("attention", want_attn), ("embedding", want_emb), ("hidden", want_hid),
+                      ("prediction", want_pred)):
+        assert got[key].item() == pytest.approx(float(want), rel=1e-12), key
+
+
+def test_fit_tinybert_reduces_intermediate_loss_teacher_untouched():
+    X, L, y = _data()
+    teacher = _tf(4, d=8, seed=0)
+    fit(teacher, (X, L, y), epochs=2, lr=1e-2, rng=0, progress=False)
+    before = {k: v.data.copy() for k, v in teacher.named_parameters()}
+    student = _tf(2, d=4, seed=5)
+    h1, h2 = fit_tinybert(student, teacher, (X, L, y), epochs_intermediate=3,
+                          epochs_prediction=1, lr=1e-2, rng=0, progress=False)
+    assert h1.train_loss[-1] < h1.train_loss[0]
+    assert len(h2.train_loss) == 1
+    for k, v in teacher.named_parameters():
+        np.testing.assert_array_equal(v.data, before[k])
+
+
+# ------------------------------------------------------------------------------ DistilBERT
+def test_distilbert_loss_matches_torch(torch):
+    rng = np.random.default_rng(3)
+    B, n, d, C, T = 3, 4, 5, 3, 2.0
+    zs, zt = rng.standard_normal((2, B, C))
+    y = np.array([0, 2, 1])
+    hs, ht = rng.standard_normal((2, B, n, d))
+    valid = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], bool)
+    got = distilbert_loss_t(Tensor(zs), zt, y, Tensor(hs), ht, valid, T=T).item()
+    Fn = torch.nn.functional
+    tzs, tzt = torch.tensor(zs), torch.tensor(zt)
+    soft = torch.nn.KLDivLoss(reduction="batchmean")(Fn.log_softmax(tzs / T, -1),
+                                                     Fn.softmax(tzt / T, -1)) * T * T
+    hard = Fn.cross_entropy(tzs, torch.tensor(y))
+    m = torch.tensor(valid)
+    cos = Fn.cosine_embedding_loss(torch.tensor(hs)[m], torch.tensor(ht)[m],
+                                   torch.ones(int(valid.sum()), dtype=torch.float64))
+    want = 5.0 * soft + 2.0 * hard + 1.0 * cos
+    assert got == pytest.approx(float(want), rel=1e-12)
+
+
+def test_distilbert_loss_gradcheck_and_edges():
+    rng = np.random.default_rng(4)
+    zt, ht = rng.standard_normal((3, 2)), rng.standard_normal((3, 4, 2))
+    y = np.array([0, 1, 1])
+    valid = np.ones((3, 4), bool)
+    r = gradcheck(lambda z, h: distilbert_loss_t(z, zt, y, h, ht, valid),
+                  [rng.standard_normal((3, 2)), rng.standard_normal((3, 4, 2))])
+    assert r["max_abs_err"] < 1e-7
+    # a scaled copy of the teacher's states costs nothing in the cosine term
+    only_cos = distilbert_loss_t(Tensor(zt), zt, y, Tensor(3 * ht), ht, valid, alpha_ce=0.0,
+                                 alpha_task=0.0)
+    assert only_cos.item() == pytest.approx(0.0, abs=1e-15)
+    with pytest.raises(ValueError, match="valid"):
+        distilbert_loss_t(Tensor(zt), zt, y, Tensor(ht), ht, np.zeros((3, 4), bool))
+    with pytest.raises(ValueError, match="teacher_hidden"):
+        distilbert_loss_t(Tensor(zt), zt, y, Tensor(ht), ht[:, :2], valid)
+
+
+def test_init_from_teacher_layers_every_other_and_fit_distilbert():
+    X, L, y = _data()
+    teacher = _tf(4, seed=0)
+    student = _tf(2, seed=9)
+    init_from_teacher_layers_(student, teacher, [0, 2])
+    for j, i in enumerate([0, 2]):
+        for (_, a), (_, b) in zip(student.layers[j].named_parameters(),
+                                  teacher.layers[i].named_parameters()):
+            np.testing.assert_array_equal(a.data, b.data)
+    np.testing.assert_array_equal(student.fc.W.data, teacher.fc.W.data)
+    # all layers copied in order: the same function
+    full = _tf(4, seed=7)
+    init_from_teacher_layers_(full, teacher, [0, 1, 2, 3])
+    with no_grad():
+        np.testing.assert_array_equal(full(X, L).data, teacher(X, L).data)
+    hist = fit_distilbert(student, teacher, (X, L, y), epochs=2, lr=1e-2, rng=0, progress=False)
+    assert np.isfinite(hist.train_loss).all() and hist.train_loss[-1] < hist.train_loss[0]
+    with pytest.raises(ValueError, match="layers"):
+        init_from_teacher_layers_(student, teacher, [0, 5])
+    with pytest.raises(ValueError, match="counterpart"):
+        init_from_teacher_layers_(_tf(2, d=4), teacher, [0, 1])
+
+
+# ------------------------------------------------------------------------------ PKD
+def test_fit_pkd_runs_both_strategies():
+    X, L, y = _data()
+    teacher = _tf(4, pooling="cls", seed=0)
+    for strategy in ("skip", "last"):
+        student = _tf(2, pooling="cls", seed=1)
+        init_from_teacher_layers_(student, teacher, [0, 1])
+        hist = fit_pkd(student, teacher, (X, L, y), strategy=strategy, epochs=2, lr=1e-2,
+                       beta=10.0, rng=0, progress=False)
+        assert hist.train_loss[-1] < hist.train_loss[0]
+    with pytest.raises(ValueError, match="pooling"):
+        fit_pkd(_tf(2), _tf(4), (X, L, y))
+
+
+# ------------------------------------------------------------------------------ Theseus
+def test_theseus_rate_extremes_and_eval_is_the_successor():
+    X, L, y = _data(8)
+    pred = _tf(4, seed=0)
+    th = TheseusClassifier(pred, n_modules=2, replace_rate=0.0, rng=0)
+    th.train()
+    with no_grad():
+        np.testing.assert_allclose(th(X, L).data, pred(X, L).data, rtol=0, atol=1e-12)
+    assert not th.last_draw.any()
+    th.replace_rate = 1.0
+    with no_grad():
+        out1 = th(X, L).data
+    assert th.last_draw.all()
+    th.eval()
+    with no_grad():
+        np.testing.assert_array_equal(th(X, L).data, out1)
+        np.testing.assert_array_equal(th.successor_model()(X, L).data, out1)
+    # successor initialised from the predecessor's first S layers
+    for (_, a), (_, b) in zip(th.successor[1].named_parameters(),
+                              pred.layers[1].named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+    # only the successor is trainable
+    assert th.num_parameters() == sum(lay.num_parameters() for lay in th.successor)
+
+
+def test_theseus_training_with_scheduler_keeps_predecessor():
+    X, L, y = _data()
+    pred = _tf(4, seed=0)
+    before = {k: v.data.copy() for k, v in pred.named_parameters()}
+    th = TheseusClassifier(pred, n_modules=2, rng=0)
+    sched = TheseusScheduler(th, k=0.2, b=0.3)
+    s0 = th.successor[0].linear1.W.data.copy()
+    fit(th, (X, L, y), epochs=2, lr=1e-2, batch_size=16, rng=0, progress=False,
+        callbacks=[sched])
+    assert sched.rates == [pytest.approx(min(1.0, 0.2 * t + 0.3)) for t in range(1, 7)]
+    assert not np.array_equal(th.successor[0].linear1.W.data, s0)
+    for k, v in pred.named_parameters():
+        np.testing.assert_array_equal(v.data, before[k])
+    with pytest.raises(ValueError, match="n_modules"):
+        TheseusClassifier(pred, n_modules=3)
