@@ -358,9 +358,9 @@ def roofline(quick: bool = True, *, n_elements: int | None = None, gemm_n: int |
     """
     import numpy as np
 
-    n = int(n_elements or (1 << 23 if quick else 1 << 24))
-    g = int(gemm_n or 2048)
-    passes = int(passes or (10 if quick else 20))
+    n = int((1 << 23 if quick else 1 << 24) if n_elements is None else n_elements)
+    g = int(2048 if gemm_n is None else gemm_n)
+    passes = int((10 if quick else 20) if passes is None else passes)
     if n < 1 or g < 1 or passes < 1:
         raise ValueError("n_elements, gemm_n and passes must be positive")
     a = np.ones(n)
