@@ -44,7 +44,14 @@
                                    per batch), :func:`char_table`, :func:`c2w_num_params`,
                                    :func:`char_cnn_num_params`
 
-Not implemented yet (rest of §5): shared reference vectors / Slim Embeddings (§5.2) and the Universal Transformer (§5.3).
+``subvectors``                     §5.2 shared reference vectors (Suzuki & Nagata, IJCAI 2016) and
+                                   Slim Embeddings (Li et al., AAAI 2018): rows concatenated from
+                                   B blocks of K shared sub-vectors :class:`SubvectorEmbedding`
+                                   (random / k-means assignment), :func:`random_assignment`,
+                                   :func:`block_kmeans`, skip-gram :class:`SkipGramNS`,
+                                   :func:`skipgram_pairs`
+
+Not implemented yet (rest of §5): the Universal Transformer (§5.3).
 """
 
 from refimpl.sharing.characters import (
@@ -69,6 +76,13 @@ from refimpl.sharing.embeddings import (
 from refimpl.sharing.hashing import HashedLinear, hash_seeds, hashed_matrix
 from refimpl.sharing.lightrnn import lightrnn_allocate, lightrnn_cost_matrix
 from refimpl.sharing.quaternion import QuaternionLinear, hamilton_product, quaternion_block_matrix
+from refimpl.sharing.subvectors import (
+    SkipGramNS,
+    SubvectorEmbedding,
+    block_kmeans,
+    random_assignment,
+    skipgram_pairs,
+)
 from refimpl.sharing.transformers import AlbertEmbeddings, AlbertEncoder, albert_num_params
 from refimpl.sharing.toeplitz import (
     ToeplitzLikeLinear,
@@ -88,5 +102,6 @@ __all__ = [
     "toeplitz_like_matvec", "toeplitz_generators", "displacement", "f_circulant",
     "AlbertEmbeddings", "AlbertEncoder", "albert_num_params", "ToeplitzLikeLinear",
     "char_table", "C2W", "CharCNN", "CharWordEmbedding", "CNNSoftmax", "CharLSTMOutput",
-    "char_aware_lm", "c2w_num_params", "char_cnn_num_params",
+    "char_aware_lm", "c2w_num_params", "char_cnn_num_params", "SubvectorEmbedding",
+    "random_assignment", "block_kmeans", "SkipGramNS", "skipgram_pairs",
 ]

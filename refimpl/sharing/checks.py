@@ -987,3 +987,86 @@ def _check_char_lstm_output(rng, quick):
 
 
 from refimpl.sharing import claims as _claims  # noqa: E402,F401  (registers the §5 claims)
+
+
+# ------------------------------------------------------------------ shared sub-vectors (§5.2)
+_SUB = "refimpl.sharing.subvectors"
+
+
+@register_check("shared-reference-vectors", "shared reference vectors (Suzuki & Nagata) and Slim "
+                "Embeddings (Li et al.): e_w = [R_{1,a(w,1)}; …; R_{B,a(w,B)}] equals a loop; a "
+                "reference's gradient = the sum over the (word, block) uses; the SGNS loss equals "
+                "its formula, gradcheck through both shared tables; random assignment distinct "
+                "and seeded; k-means fixed point; exact bits (seed vs stored indices)",
+                section="5.2", implements=[f"{_SUB}.SubvectorEmbedding",
+                                           f"{_SUB}.random_assignment", f"{_SUB}.block_kmeans",
+                                           f"{_SUB}.SkipGramNS", f"{_SUB}.skipgram_pairs"])
+@_single_thread_blas
+def _check_shared_reference_vectors(rng, quick):
+    from refimpl.sharing.subvectors import (
+        SkipGramNS,
+        SubvectorEmbedding,
+        block_kmeans,
+        random_assignment,
+        skipgram_pairs,
+    )
+
+    V, D, B, K = 12, 6, 3, 4
+    seed = int(rng.integers(2**31))
+    emb = SubvectorEmbedding(V, D, num_blocks=B, num_refs=K, seed=seed, rng=seed)
+    idx = rng.integers(0, V, (3, 5))
+    out = emb(idx)
+    R, a = emb.R.data, emb.assignment
+    loop = np.array([[np.concatenate([R[b, a[w, b]] for b in range(B)]) for w in row]
+                     for row in idx])
+    fwd = Outcome.compare(out.data, loop, atol=0.0)
+    dout = rng.standard_normal(out.shape)
+    out.backward(dout)
+    dR = np.zeros_like(R)                                   # sum over every (word, block) use
+    for (i, j), w in np.ndenumerate(idx):
+        for b in range(B):
+            dR[b, a[w, b]] += dout[i, j, b * 2:(b + 1) * 2]
+    grad = Outcome.compare(emb.R.grad, dR, atol=1e-14 * idx.size)
+
+    again = np.array_equal(random_assignment(V, B, K, seed), a)
+    distinct = np.unique(a, axis=0).shape[0] == V
+    fixed = emb.reassign_(emb.virtual_weight()) == 0        # a table's own split is a fixed point
+    bits_random = SubvectorEmbedding(V, D, num_blocks=B, num_refs=K, seed=seed).storage_bits()
+    bits_stored = emb.storage_bits()                        # after reassign_: indices stored
+    bits_ok = bits_random == B * K * (D // B) * 32 + 32 and bits_stored == B * K * 2 * 32 + V * B * 2
+
+    # SGNS loss against its formula, both tables shared
+    out_emb = SubvectorEmbedding(V, D, num_blocks=B, num_refs=K, seed=seed + 1, rng=seed + 1)
+    sg = SkipGramNS(emb, out_emb)
+    tokens = rng.integers(0, V, 20)
+    c, o, n = skipgram_pairs(tokens, window=2, num_negatives=3, num_words=V, rng=seed)
+    Vi, Uo = emb.virtual_weight(), out_emb.virtual_weight()
+    sig = _sig
+    hand = -(np.log(sig((Uo[o] * Vi[c]).sum(-1))).sum()
+             + np.log(sig(-(Uo[n] * Vi[c][:, None, :]).sum(-1))).sum()) / c.size
+    loss = Outcome.compare(sg(c, o, n).item(), hand, atol=1e-13 * abs(hand))
+    pairs_ok = c.size == 2 * (2 * 20 - 3) and n.shape == (c.size, 3)
+
+    tiny_in = SubvectorEmbedding(5, 4, num_blocks=2, num_refs=2, seed=1, rng=seed)
+    tiny_out = SubvectorEmbedding(5, 4, num_blocks=2, num_refs=3, seed=2, rng=seed)
+    tiny = SkipGramNS(tiny_in, tiny_out)
+    cs, os_, ns = c[:6] % 5, o[:6] % 5, n[:6] % 5
+    gc_ok, gc_err = _gradcheck_params(tiny, ["input_embedding.R", "output_embedding.R"],
+                                      lambda mod: mod(cs, os_, ns), 0)
+
+    # block-wise k-means: a fixed point of Lloyd's algorithm
+    E = rng.standard_normal((30, 6))
+    ka, kR = block_kmeans(E, 3, 4, iters=100, rng=seed)
+    blocks = E.reshape(30, 3, 2)
+    nearest = all(np.array_equal(ka[:, b], ((blocks[:, b, None] - kR[b][None]) ** 2).sum(-1)
+                                 .argmin(1)) for b in range(3))
+    means = all(np.allclose(kR[b, k], blocks[ka[:, b] == k, b].mean(0), atol=1e-14)
+                for b in range(3) for k in range(4) if (ka[:, b] == k).any())
+    ok = (fwd.passed and grad.passed and again and distinct and fixed and bits_ok and loss.passed
+          and pairs_ok and gc_ok and nearest and means)
+    return Outcome(ok, {"grad_max_abs_err": grad.numbers["max_abs_err"],
+                        "sgns_loss_err": loss.numbers["max_abs_err"],
+                        "gradcheck_max_abs_err": gc_err, "params": emb.num_parameters(),
+                        "table_params": V * D, "bits_seeded": bits_random,
+                        "bits_stored_indices": bits_stored, "kmeans_fixed_point": nearest and means},
+                   f"V={V}, D={D}, B={B}, K={K}: {B * K * (D // B)} numbers for {V * D}")
