@@ -823,6 +823,13 @@ def kbit_matmul(X, packed, bits: int, K: int, codebook, backend: str | None = No
     Returns
     -------
     ndarray of X's dtype, shape (M, N)
+
+    Notes
+    -----
+    float32 ``X`` with at most :data:`refimpl.kernels.lowbit_gemv.SMALL_BATCH` rows and
+    ``bits <= 4`` goes to :func:`refimpl.kernels.lowbit_gemv.kbit_gemv` (codes decoded in
+    registers, fused with the FMA; recorded as ``"kbit_gemv"``); larger batches, wider codes and
+    float64 ``X`` decode blocks of 256 weight rows and call BLAS.
     """
     bits = check_int(bits, "bits", 1, 16)
     X = check_array(X, "X", ndim=2)
@@ -837,5 +844,10 @@ def kbit_matmul(X, packed, bits: int, K: int, codebook, backend: str | None = No
     if codebook.size < 2 ** bits:
         raise ValueError(f"codebook must have 2^bits = {2 ** bits} entries (pad unused codes), "
                          f"got {codebook.size}")
+    from refimpl.kernels import lowbit_gemv
+
+    if bits <= 4 and X.dtype == np.float32 and X.shape[0] <= lowbit_gemv.SMALL_BATCH:
+        # small float32 batch (serving): the packed-weight kernel, no float copy of the weights
+        return lowbit_gemv.kbit_gemv(X, packed, bits, K, codebook, backend=backend)
     return dispatch("kbit_matmul", backend, _kbit_matmul_numba, _kbit_matmul_numpy,
                     np.ascontiguousarray(X), packed, bits, K, codebook)

@@ -1,0 +1,581 @@
+"""Low-bit weight × float activation products for small batches (Survey §3.1–3.3): k-bit
+codebook weights (k = 1 … 4: k-means weight sharing, uniform codes + codebook), binary and
+ternary weights with one scale per row, multiplied by float32 activations without decoding
+the weights to a float matrix.
+
+This is the serving case — one token (batch 1) or a handful of requests (batch ≤ 8, up to ~64)
+through a quantised ``Linear`` on a CPU — where the product is memory-bound and the packed
+weights, 8–32× smaller than float32, should make it *faster* than float32 BLAS, not slower
+(issue #19). The large-batch products stay in :mod:`refimpl.kernels.bitpack`
+(``kbit_matmul``, which now calls this kernel for small float32 batches).
+
+What is computed
+----------------
+For packed weights with ``N`` rows and ``K`` columns, activations ``X`` of shape ``(M, K)``
+and an optional scale per row ``s`` of shape ``(N,)``:
+
+.. math:: Y[m, n] = s_n \\sum_k \\mathrm{cb}[c_{nk}]\\, X[m, k]
+
+(the scale is applied after the sum). ``c`` are k-bit codes as :func:`bitpack.pack_codes`
+packs them (``64 // k`` per ``uint64`` word, a code never straddles two words), ``cb`` the
+codebook. Binary weights (:func:`bitpack.pack_signs`, bit 1 ⇔ +1) are 1-bit codes with
+``cb = (−1, +1)`` (BinaryConnect / BWN with its per-row α, Survey Eqs. (20)–(24)); ternary
+weights (:func:`bitpack.pack_ternary`: a non-zero plane and a sign plane) take ``cb(nz, s) =
+nz (1 − 2s)`` (TWN / ternary connect, Survey Eqs. (27)–(34)); k-means codebooks are Survey
+Eq. (49), the affine uniform codebook Eq. (39).
+
+How (the AVX-512 path)
+----------------------
+The weights stay packed. Sixteen consecutive words of a row are loaded into the 16 lanes of a
+vector, split into their low and high 32-bit halves, and code ``j`` of every word is brought
+to the low bits of its lane by one shift; ``vpermps`` then looks the 16 codes up in a
+16-entry table held in one register (the codebook, repeated modulo ``2^k`` so the bits above
+the code never matter: no mask) — the "decode in registers" route, fused with the FMA: the
+decoded vector multiplies the matching activations of every batch row in the chunk (up to 8,
+with 2 weight rows at a time, 16 accumulators). The activations are laid out once per call so
+that lane ``l`` of position ``j`` of word block ``q`` holds ``x[per·(16q + l) + j]``
+(:func:`_layout_x`, O(M·K)); a partial last block of words is read with a masked load and
+meets zero-padded activations. Ternary words are first interleaved bit by bit (non-zero bit
+``i`` → bit ``2i``, sign bit → ``2i + 1``, per 16-bit quarter) so that every code is again a
+2-bit field. The loops are LLVM IR (a numba ``@intrinsic``, as in :mod:`bitpack`), parallel
+over blocks of 64 output rows with ``prange``. The table-on-activations form (T-MAC-style:
+a 2^g-entry table of partial sums per group of g activations, indexed by the weight bits of 16
+rows) saves lookups for 1- and 2-bit weights but needs 16 rows' words in one register: with
+:func:`bitpack.pack_codes`' row-major layout that is a gather per word, so it was not built.
+
+Portable fallback
+-----------------
+CPUs without AVX-512 (and ``NUMBA_DISABLE_JIT=1``, and float64 activations) run a plain Numba
+loop nest (row blocks in ``prange``, codes decoded one by one with shifts, the table looked up
+per weight, the activations transposed so the batch loop is contiguous): correct everywhere,
+not fast. :func:`fast_path_available` says which path a call takes.
+
+dtype rules
+-----------
+``X`` float32 → computed and returned in float32 (fast path when available); float64 → the
+portable loop in float64, returned as float64; integer / bool ``X`` → float64. The codebook and
+scales are cast to ``X``'s dtype. ``X`` may be 1-d (one vector, returns shape ``(N,)``) or
+2-d, any strides (copied into the kernel's layout).
+
+Exactness: the kernel sums in a different order from the NumPy reference (16 lane partial sums
+per row, then a tree), so the two agree bit for bit only when every partial sum is exact (e.g.
+small integers or dyadic values) and otherwise within the float32 rounding bound
+``γ_K Σ_k |cb[c_{nk}]| |X[m, k]|`` (tests).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from refimpl.kernels._backend import dispatch
+from refimpl.utils import check_array, check_int
+
+__all__ = ["kbit_gemv", "binary_weight_gemv", "ternary_weight_gemv", "fast_path_available",
+           "SMALL_BATCH"]
+
+#: Largest batch (rows of ``X``) for which :func:`bitpack.kbit_matmul` calls this kernel.
+SMALL_BATCH = 64
+
+_LANES = 16      # words per block (one <16 x i64> load, two zmm registers)
+_ROW_BLOCK = 64  # output rows per prange task
+_TERNARY = 0     # the "kind" of a ternary product; k-bit codes use kind = bits
+
+
+# ------------------------------------------------------------------ ISA
+def fast_path_available() -> bool:
+    """True when float32 products take the AVX-512 ``vpermps`` kernel: the CPU Numba compiles
+    for has AVX-512F (``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` respected) and the JIT is on.
+    """
+    if numba.config.DISABLE_JIT:
+        return False
+    feats = numba.config.CPU_FEATURES
+    if feats:  # the user told Numba which features to compile for
+        return "+avx512f" in str(feats)
+    name = numba.config.CPU_NAME
+    if name and name != "host":
+        return False
+    import llvmlite.binding as llvm
+
+    try:
+        return bool(llvm.get_host_cpu_features().get("avx512f", False))
+    except RuntimeError:
+        return False
+
+
+def _per(kind: int) -> int:
+    return 64 if kind == _TERNARY else 64 // kind
+
+
+def _table(kind: int, codebook, dtype) -> np.ndarray:
+    """The 16-entry lookup table: the codebook repeated modulo ``2^bits`` (code + 2·sign for a
+    ternary product: ``(0, +1, 0, −1)``)."""
+    if kind == _TERNARY:
+        cb = np.array([0.0, 1.0, 0.0, -1.0])
+    else:
+        cb = np.asarray(codebook, dtype=np.float64)[: 2 ** kind]
+    return np.ascontiguousarray(cb[np.arange(16) % cb.size], dtype=dtype)
+
+
+# ------------------------------------------------------------------ NumPy reference
+def _decode_numpy(kind, packed, sign, K):
+    """Integer codes (N, K) of the weights (ternary: ``nz + 2 sign``)."""
+    bits = 1 if kind == _TERNARY else kind
+    per = 64 // bits
+    shifts = (np.arange(per, dtype=np.uint64) * np.uint64(bits))[None, None, :]
+    mask = np.uint64((1 << bits) - 1)
+    N, Kw = packed.shape
+    codes = ((packed[:, :, None] >> shifts) & mask).reshape(N, Kw * per)[:, :K]
+    if kind == _TERNARY:
+        s = ((sign[:, :, None] >> shifts) & mask).reshape(N, Kw * per)[:, :K]
+        codes = codes + 2 * s
+    return codes.astype(np.intp)
+
+
+def _lowbit_numpy(X, packed, sign, kind, K, table, scale):
+    """Reference: decode the weights to a float matrix, one BLAS product, then the row scale."""
+    W = table[_decode_numpy(kind, packed, sign, K)]  # (N, K)
+    Y = X @ W.T  # (M, N)
+    return Y * scale[None, :]
+
+
+# ------------------------------------------------------------------ portable Numba kernel
+@numba.njit(cache=True, parallel=True)
+def _lowbit_generic(X, packed, sign, kind, K, table, scale):
+    """Plain loops, any CPU and dtype: per block of 64 rows, codes decoded one by one."""
+    M = X.shape[0]
+    N, Kw = packed.shape
+    bits = 1 if kind == 0 else kind
+    per = 64 // bits
+    mask = numba.uint64((1 << bits) - 1)
+    Xt = np.ascontiguousarray(X.T)  # (K, M): the batch loop innermost and contiguous
+    out = np.empty((M, N), dtype=X.dtype)
+    nblk = (N + 63) // 64
+    for blk in prange(nblk):
+        acc = np.zeros(M, dtype=X.dtype)
+        for n in range(blk * 64, min(N, blk * 64 + 64)):
+            acc[:] = 0
+            for w in range(Kw):
+                word = packed[n, w]
+                sw = sign[n, w] if kind == 0 else numba.uint64(0)
+                base = w * per
+                for j in range(min(per, K - base)):
+                    sh = numba.uint64(j * bits)
+                    c = (word >> sh) & mask
+                    if kind == 0:
+                        c += ((sw >> sh) & mask) << numba.uint64(1)
+                    v = table[c]
+                    if v != 0:
+                        for m in range(M):
+                            acc[m] += v * Xt[base + j, m]
+            for m in range(M):
+                out[m, n] = acc[m] * scale[n]
+    return out
+
+
+# ------------------------------------------------------------------ AVX-512 kernel
+@numba.njit(cache=True)
+def _layout_x(X, per, Kw):
+    """``xl[m, q, j, l] = X[m, per (16 q + l) + j]`` (0 beyond K): the activations in the order
+    the kernel decodes the codes of 16 consecutive words; shape (M, ceil(Kw/16), per, 16)."""
+    M, K = X.shape
+    nq = (Kw + 15) // 16
+    xl = np.zeros((M, nq, per, 16), dtype=np.float32)
+    for m in range(M):
+        for q in range(nq):
+            for l in range(16):
+                base = per * (16 * q + l)
+                for j in range(min(per, K - base)):
+                    xl[m, q, j, l] = X[m, base + j]
+    return xl
+
+
+def _i32(v):
+    return ir.Constant(ir.IntType(32), v)
+
+
+def _i64(v):
+    return ir.Constant(ir.IntType(64), v)
+
+
+_F16 = ir.VectorType(ir.FloatType(), 16)
+_I16 = ir.VectorType(ir.IntType(32), 16)
+_Q16 = ir.VectorType(ir.IntType(64), 16)
+
+
+def _splat32(c):
+    return ir.Constant(_I16, [_i32(c)] * 16)
+
+
+def _fn(builder, name, ret, argtys):
+    m = builder.module
+    f = m.globals.get(name)
+    if f is None:
+        f = ir.Function(m, ir.FunctionType(ret, argtys), name)
+    return f
+
+
+def _spread16(builder, x):
+    """Bits 0..15 of each lane to the even bits 0, 2, …, 30 (a Morton interleave step)."""
+    for sh, msk in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
+        x = builder.and_(builder.or_(x, builder.shl(x, _splat32(sh))), _splat32(msk))
+    return x
+
+
+def _emit_rows(builder, ctx, rows, BC):
+    """Emit the products of the weight rows ``rows`` (a tuple of row indices) with batch rows
+    ``b0 .. b0 + BC − 1`` into ``out``: every block of 16 words (masked loads), then the row
+    sums."""
+    RB = len(rows)
+    kind, per = ctx["kind"], ctx["per"]
+    zero = ir.Constant(_F16, [ir.Constant(ir.FloatType(), 0.0)] * 16)
+    accs = ctx["accs"]
+    for r in range(RB):
+        for b in range(BC):
+            builder.store(zero, accs[r][b])
+    row_w = [builder.mul(rows[r], ctx["Kw"]) for r in range(RB)]
+    perm = _fn(builder, "llvm.x86.avx512.permvar.sf.512", _F16, [_F16, _I16])
+    fma = _fn(builder, "llvm.fma.v16f32", _F16, [_F16, _F16, _F16])
+
+    def load_words(base_ptr, off, mask):
+        p = builder.bitcast(builder.gep(base_ptr, [off]), _Q16.as_pointer())
+        if mask is None:
+            return builder.load(p, align=8)
+        name = "llvm.masked.load.v16i64." + ("p0" if ctx["opaque"] else "p0v16i64")
+        mload = _fn(builder, name, _Q16, [p.type, ir.IntType(32),
+                                          ir.VectorType(ir.IntType(1), 16), _Q16])
+        return builder.call(mload, [p, _i32(8), mask, ir.Constant(_Q16, [_i64(0)] * 16)])
+
+    def block(q, mask):
+        # codes of 16 words per weight row, as 32-bit lanes
+        lanes = []
+        for r in range(RB):
+            off = builder.add(row_w[r], builder.mul(q, _i64(_LANES)))
+            wv = load_words(ctx["pk"], off, mask)
+            lo = builder.trunc(wv, _I16)
+            hi = builder.trunc(builder.lshr(wv, ir.Constant(_Q16, [_i64(32)] * 16)), _I16)
+            if kind == _TERNARY:  # interleave nz (even bits) and sign (odd bits) per quarter
+                sv = load_words(ctx["sg"], off, mask)
+                slo = builder.trunc(sv, _I16)
+                shi = builder.trunc(builder.lshr(sv, ir.Constant(_Q16, [_i64(32)] * 16)),
+                                    _I16)
+                quarters = []
+                for a, s in ((lo, slo), (hi, shi)):
+                    for half in range(2):
+                        if half == 0:
+                            a16 = builder.and_(a, _splat32(0xFFFF))
+                            s16 = builder.and_(s, _splat32(0xFFFF))
+                        else:
+                            a16 = builder.lshr(a, _splat32(16))
+                            s16 = builder.lshr(s, _splat32(16))
+                        quarters.append(builder.or_(
+                            _spread16(builder, a16),
+                            builder.shl(_spread16(builder, s16), _splat32(1))))
+                lanes.append(quarters)
+            else:
+                lanes.append((lo, hi))
+        acc = [[builder.load(accs[r][b]) for b in range(BC)] for r in range(RB)]
+        # xl[b0 + b, q, j, :] at ((b0 + b) nq + q) per 16 + 16 j
+        xoff = [builder.mul(builder.add(builder.mul(builder.add(ctx["b0"], _i64(b)), ctx["nq"]),
+                                        q), _i64(per * 16)) for b in range(BC)]
+        xptr = [builder.bitcast(builder.gep(ctx["xl"], [xoff[b]]), _F16.as_pointer())
+                for b in range(BC)]
+        for j in range(per):
+            ws = []
+            for r in range(RB):
+                if kind == _TERNARY:
+                    qv = lanes[r][j // 16]
+                    s = 2 * (j % 16)
+                    idx = builder.lshr(qv, _splat32(s)) if s else qv
+                else:
+                    lo, hi = lanes[r]
+                    s = kind * j
+                    if s + kind <= 32:
+                        idx = builder.lshr(lo, _splat32(s)) if s else lo
+                    elif s >= 32:
+                        idx = builder.lshr(hi, _splat32(s - 32)) if s > 32 else hi
+                    else:  # a code across the two halves (3-bit code 10)
+                        idx = builder.or_(builder.lshr(lo, _splat32(s)),
+                                          builder.shl(hi, _splat32(32 - s)))
+                ws.append(builder.call(perm, [ctx["table"], idx]))
+            for b in range(BC):
+                xv = builder.load(builder.gep(xptr[b], [_i64(j)]), align=4)
+                for r in range(RB):
+                    acc[r][b] = builder.call(fma, [ws[r], xv, acc[r][b]])
+        for r in range(RB):
+            for b in range(BC):
+                builder.store(acc[r][b], accs[r][b])
+
+    # every block through a masked load (lanes 16 q + l < Kw): one copy of the block's code
+    # serves the full blocks and the partial last one
+    lanes_idx = ir.Constant(_Q16, [_i64(i) for i in range(16)])
+    with cgutils.for_range(builder, ctx["nq"]) as loop:
+        left = builder.sub(ctx["Kw"], builder.mul(loop.index, _i64(_LANES)))
+        tv = builder.insert_element(ir.Constant(_Q16, ir.Undefined), left, _i32(0))
+        tv = builder.shuffle_vector(tv, tv, ir.Constant(_I16, [_i32(0)] * 16))
+        block(loop.index, builder.icmp_signed("<", lanes_idx, tv))
+    # row sums: a tree over the 16 lanes, then the store
+    for r in range(RB):
+        for b in range(BC):
+            v = builder.load(accs[r][b])
+            width = 16
+            while width > 1:
+                width //= 2
+                a = builder.shuffle_vector(v, v, ir.Constant(
+                    ir.VectorType(ir.IntType(32), width), [_i32(i) for i in range(width)]))
+                c = builder.shuffle_vector(v, v, ir.Constant(
+                    ir.VectorType(ir.IntType(32), width),
+                    [_i32(width + i) for i in range(width)]))
+                v = builder.fadd(a, c)
+            s = builder.extract_element(v, _i32(0))
+            o = builder.add(builder.mul(builder.add(ctx["b0"], _i64(b)), ctx["N"]), rows[r])
+            builder.store(s, builder.gep(ctx["out"], [o]))
+
+
+_KINDS = (_TERNARY, 1, 2, 3, 4)
+_BCS = (8, 4, 2, 1)
+
+
+@intrinsic
+def _lowbit_rows(typingctx, xl, packed, sign, table, out, kind, r0, r1, b0, bc):
+    """``out[b, n] = Σ_k table[c_nk] x[b, k]`` for rows ``r0 <= n < r1`` and batch rows
+    ``b0 <= b < b0 + bc`` (``bc`` in {1, 2, 4, 8}), ``kind`` = bits (1–4) or 0 (ternary).
+
+    ``xl``: (M, nq, per, 16) float32 from :func:`_layout_x`; ``packed``, ``sign``: (N, Kw)
+    uint64 (``sign`` read only for a ternary product); ``table``: (16,) float32; ``out``:
+    (M, N) float32. Two weight rows at a time; the code for every kind and batch chunk is
+    emitted once and chosen by a switch.
+    """
+    sig = types.void(xl, packed, sign, table, out, types.int64, types.int64, types.int64,
+                     types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        xa = context.make_array(signature.args[0])(context, builder, args[0])
+        pa = context.make_array(signature.args[1])(context, builder, args[1])
+        sa = context.make_array(signature.args[2])(context, builder, args[2])
+        ta = context.make_array(signature.args[3])(context, builder, args[3])
+        oa = context.make_array(signature.args[4])(context, builder, args[4])
+        kind, r0, r1, b0, bc = args[5:]
+        shp = cgutils.unpack_tuple(builder, xa.shape, 4)
+        pshp = cgutils.unpack_tuple(builder, pa.shape, 2)
+        oshp = cgutils.unpack_tuple(builder, oa.shape, 2)
+        Kw = pshp[1]
+        table = builder.load(builder.bitcast(ta.data, _F16.as_pointer()), align=4)
+        accs = [[cgutils.alloca_once(builder, _F16) for _ in range(max(_BCS))] for _ in range(2)]
+        opaque = bool(getattr(_Q16.as_pointer(), "is_opaque", False))
+        done = builder.append_basic_block("lowbit.done")
+        sw = builder.switch(builder.add(builder.mul(kind, _i64(16)), bc), done)
+        for k in _KINDS:
+            for BC in _BCS:
+                bb = builder.append_basic_block(f"lowbit.k{k}.b{BC}")
+                sw.add_case(_i64(16 * k + BC), bb)
+                builder.position_at_end(bb)
+                ctx = {"kind": k, "per": _per(k), "accs": accs, "Kw": Kw, "pk": pa.data, "sg": sa.data, "xl": xa.data,
+                       "table": table, "out": oa.data, "b0": b0, "nq": shp[1], "N": oshp[1],
+                       "opaque": opaque}
+                # pairs of rows; an odd last row is paired with itself (computed twice, the
+                # same sums stored twice), so no single-row copy of the code is needed
+                npairs = builder.sdiv(builder.add(builder.sub(r1, r0), _i64(1)), _i64(2))
+                with cgutils.for_range(builder, npairs) as loop:
+                    n = builder.add(r0, builder.mul(loop.index, _i64(2)))
+                    n2 = builder.add(n, _i64(1))
+                    n2 = builder.select(builder.icmp_signed("<", n2, r1), n2, n)
+                    _emit_rows(builder, ctx, (n, n2), BC)
+                builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, parallel=True)
+def _lowbit_avx512(xl, packed, sign, kind, table):
+    """Parallel over blocks of 64 output rows; per block, batch chunks of 8 (then 4, 2, 1)."""
+    M = xl.shape[0]
+    N = packed.shape[0]
+    out = np.empty((M, N), dtype=np.float32)
+    nblk = (N + 63) // 64
+    for blk in prange(nblk):
+        r0 = blk * 64
+        r1 = min(N, r0 + 64)
+        b = 0
+        while b < M:
+            left = M - b
+            bc = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
+            _lowbit_rows(xl, packed, sign, table, out, kind, r0, r1, b, bc)
+            b += bc
+    return out
+
+
+def _lowbit_numba(X, packed, sign, kind, K, table, scale):
+    """The AVX-512 kernel for float32 ``X`` where available, else the portable loops."""
+    if X.dtype == np.float32 and fast_path_available():
+        xl = _layout_x(X, _per(kind), packed.shape[1])
+        out = _lowbit_avx512(xl, packed, sign, kind, table)
+        if not np.all(scale == 1):
+            out *= scale[None, :]
+        return out
+    return _lowbit_generic(X, packed, sign, kind, K, table, scale)
+
+
+# ------------------------------------------------------------------ public API
+def _prepare_x(X, K):
+    X = check_array(X, "X", ndim=(1, 2))
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    one = X.ndim == 1
+    X2 = X.reshape(1, -1) if one else X
+    if X2.shape[1] != K:
+        raise ValueError(f"X must have K={K} columns, got shape {X.shape}")
+    return np.ascontiguousarray(X2), one
+
+
+def _check_words(P, name, Kw, N=None):
+    P = np.asarray(P)
+    if P.dtype != np.uint64 or P.ndim != 2:
+        raise TypeError(f"{name} must be a 2-d uint64 array of packed words, got {P.dtype} "
+                        f"with shape {P.shape}")
+    if P.shape[1] != Kw:
+        raise ValueError(f"{name} must have {Kw} words per row, got shape {P.shape}")
+    if N is not None and P.shape[0] != N:
+        raise ValueError(f"{name} must have {N} rows like the first plane, got {P.shape}")
+    if P.shape[0] == 0:
+        raise ValueError(f"{name} must have at least one row, got shape {P.shape}")
+    return np.ascontiguousarray(P)
+
+
+def _prepare_scale(scale, N, dtype):
+    if scale is None:
+        return np.ones(N, dtype=dtype)
+    s = check_array(scale, "scale", ndim=(0, 1))
+    s = np.broadcast_to(s, (N,)) if s.ndim == 0 else s
+    if s.shape != (N,):
+        raise ValueError(f"scale must be a scalar or have shape ({N},) (one per weight row), "
+                         f"got {s.shape}")
+    return np.ascontiguousarray(s, dtype=dtype)
+
+
+def _run(name, kind, X, packed, sign, K, table, scale, one, backend):
+    Y = dispatch(name, backend, _lowbit_numba, _lowbit_numpy, X, packed, sign, kind, K, table,
+                 scale)
+    return Y[0] if one else Y
+
+
+def kbit_gemv(X, packed, bits: int, K: int, codebook, scale=None,
+              backend: str | None = None) -> np.ndarray:
+    """Small-batch product ``X @ Ŵ.T`` with k-bit codebook weights kept packed,
+    ``Ŵ[n, k] = s_n · codebook[code[n, k]]`` (k-means weight sharing, uniform k-bit codes).
+
+    Parameters
+    ----------
+    X : ndarray of shape (M, K) or (K,)
+        float32 (fast path) or float64 activations; integers are taken as float64.
+    packed : ndarray of uint64, shape (N, ceil(K / (64 // bits)))
+        :func:`refimpl.kernels.bitpack.pack_codes` of the (N, K) codes.
+    bits : int in [1, 4]
+    K : int
+        Columns of the weight matrix.
+    codebook : ndarray of shape (≥ 2^bits,)
+        Values of the codes (finite; entries past ``2^bits`` are ignored).
+    scale : float or ndarray of shape (N,), optional
+        One scale per weight row, applied after the sum (default 1).
+    backend : {"numba", "numpy"}, optional
+
+    Returns
+    -------
+    ndarray of shape (M, N) (or (N,) for 1-d ``X``), ``X``'s dtype (float64 for integers)
+
+    Notes
+    -----
+    .. math:: Y_{mn} = s_n \\sum_k \\mathrm{cb}[c_{nk}] X_{mk}
+
+    Codebooks: k-means centroids, Survey Eq. (49), §3.3.3 (Han et al. 2016); the affine
+    uniform quantiser's ``α j / (2^k − 1) + β``, Survey Eq. (39), §3.3.1. See the module
+    docstring for the kernel.
+    """
+    bits = check_int(bits, "bits", 1, 4)
+    K = check_int(K, "K", 1)
+    X, one = _prepare_x(X, K)
+    per = 64 // bits
+    packed = _check_words(packed, "packed", (K + per - 1) // per)
+    cb = check_array(codebook, "codebook", ndim=1)
+    if cb.size < 2 ** bits:
+        raise ValueError(f"codebook must have 2^bits = {2 ** bits} entries (pad unused codes), "
+                         f"got {cb.size}")
+    table = _table(bits, cb, X.dtype)
+    scale = _prepare_scale(scale, packed.shape[0], X.dtype)
+    return _run("kbit_gemv", bits, X, packed, packed, K, table, scale, one, backend)
+
+
+def binary_weight_gemv(X, Wp, K: int, scale=None, backend: str | None = None) -> np.ndarray:
+    """Small-batch product ``X @ (α ⊙ sign(W)).T`` with binary weights kept packed (one bit per
+    weight) and float activations.
+
+    Parameters
+    ----------
+    X : ndarray of shape (M, K) or (K,)
+    Wp : ndarray of uint64, shape (N, ceil(K/64))
+        :func:`refimpl.kernels.bitpack.pack_signs` of the (N, K) weights (bit 1 ⇔ +1).
+    K : int
+    scale : float or ndarray of shape (N,), optional
+        α per row (BWN, Survey Eq. (23)); default 1.
+    backend : {"numba", "numpy"}, optional
+
+    Returns
+    -------
+    ndarray of shape (M, N) (or (N,)), ``X``'s dtype
+
+    Notes
+    -----
+    .. math:: Y_{mn} = \\alpha_n \\sum_k b_{nk} X_{mk}, \\quad b_{nk} \\in \\{-1, +1\\}
+
+    Binary weights: BinaryConnect, Survey Eqs. (20)–(21), §3.1 (Courbariaux et al. 2015); BWN,
+    Survey Eqs. (22)–(24) (Rastegari et al. 2016).
+    """
+    K = check_int(K, "K", 1)
+    X, one = _prepare_x(X, K)
+    Wp = _check_words(Wp, "Wp", (K + 63) // 64)
+    table = _table(1, np.array([-1.0, 1.0]), X.dtype)
+    scale = _prepare_scale(scale, Wp.shape[0], X.dtype)
+    return _run("binary_weight_gemv", 1, X, Wp, Wp, K, table, scale, one, backend)
+
+
+def ternary_weight_gemv(X, W_planes, K: int, scale=None,
+                        backend: str | None = None) -> np.ndarray:
+    """Small-batch product ``X @ (α ⊙ T).T`` with ternary weights ``T ∈ {−1, 0, 1}`` kept as
+    two bit planes, and float activations.
+
+    Parameters
+    ----------
+    X : ndarray of shape (M, K) or (K,)
+    W_planes : tuple (nz, sign) of uint64 arrays, shape (N, ceil(K/64)) each
+        :func:`refimpl.kernels.bitpack.pack_ternary` of the (N, K) weights.
+    K : int
+    scale : float or ndarray of shape (N,), optional
+        α per row (TWN, Survey Eq. (31)); default 1.
+    backend : {"numba", "numpy"}, optional
+
+    Returns
+    -------
+    ndarray of shape (M, N) (or (N,)), ``X``'s dtype
+
+    Notes
+    -----
+    .. math:: Y_{mn} = \\alpha_n \\sum_k T_{nk} X_{mk}
+
+    Ternary weights: ternary connect, Survey Eqs. (27)–(28), §3.2 (Lin et al. 2016); TWN,
+    Survey Eqs. (30)–(34) (Li et al. 2016).
+    """
+    K = check_int(K, "K", 1)
+    X, one = _prepare_x(X, K)
+    if not isinstance(W_planes, (tuple, list)) or len(W_planes) != 2:
+        raise TypeError("W_planes must be the (nz, sign) pair from pack_ternary")
+    nz = _check_words(W_planes[0], "W_planes[0] (nz)", (K + 63) // 64)
+    sg = _check_words(W_planes[1], "W_planes[1] (sign)", (K + 63) // 64, nz.shape[0])
+    table = _table(_TERNARY, None, X.dtype)
+    scale = _prepare_scale(scale, nz.shape[0], X.dtype)
+    return _run("ternary_weight_gemv", _TERNARY, X, nz, sg, K, table, scale, one, backend)

@@ -1,0 +1,278 @@
+"""Low-bit weight × float activation products (refimpl.kernels.lowbit_gemv): the AVX-512 kernel,
+the portable Numba loops and the NumPy reference agree exactly where every partial sum is exact
+(small integers, power-of-two scales), and within the float32 rounding bound otherwise; edge
+shapes, dtype rules, bad input, and the small-batch dispatch of ``bitpack.kbit_matmul``."""
+
+import numpy as np
+import pytest
+
+from refimpl.kernels import bitpack as bp
+from refimpl.kernels import lowbit_gemv as lg
+from refimpl.kernels import record_calls
+
+U32 = 2.0 ** -24  # float32 unit roundoff
+U64 = 2.0 ** -53
+
+# K: one code; fewer codes than one word; one full block of 16 words plus a partial block for
+# every width (per = 64, 32, 21, 16 codes per word); not a multiple of 8/32/64 or of per
+KS = [1, 37, 300, 1100]
+# M: batch chunks 8 / 4 / 2 / 1 and their mixtures; N: one row, an odd row count (the last row
+# paired with itself), more than one 64-row block with a ragged last block
+MS = [1, 2, 7, 8, 9, 64]
+NS = [1, 3, 130]
+
+
+@pytest.fixture(params=["fast", "portable"])
+def path(request, monkeypatch):
+    """For the Numba backend: the AVX-512 kernel (skipped on CPUs without it) or the portable
+    loops (forced)."""
+    if request.param == "fast":
+        if not lg.fast_path_available():
+            pytest.skip("no AVX-512F on this CPU")
+    else:
+        monkeypatch.setattr(lg, "fast_path_available", lambda: False)
+    return request.param
+
+
+def _codes_case(rng, bits, M, N, K, scale=True):
+    codes = rng.integers(0, 2 ** bits, (N, K))
+    cb = rng.integers(-8, 9, 2 ** bits).astype(np.float32)
+    X = rng.integers(-4, 5, (M, K)).astype(np.float32)
+    s = (2.0 ** rng.integers(-3, 4, N)).astype(np.float32) if scale else None
+    ref = X.astype(np.float64) @ cb[codes].T.astype(np.float64)
+    if scale:
+        ref = ref * s
+    return codes, cb, X, s, ref
+
+
+def _run_backends(fn, backend):
+    with record_calls() as log:
+        Y = fn(backend)
+    return Y, log
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("K", KS)
+def test_kbit_gemv_exact_on_integers(backend, rng, bits, K):
+    for M in MS:
+        for N in NS:
+            codes, cb, X, s, ref = _codes_case(rng, bits, M, N, K)
+            P = bp.pack_codes(codes, bits, backend)
+            Y = lg.kbit_gemv(X, P, bits, K, cb, s, backend=backend)
+            assert Y.dtype == np.float32 and Y.shape == (M, N)
+            np.testing.assert_array_equal(Y, ref, err_msg=f"M={M} N={N} K={K} bits={bits}")
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("K", [300, 1100])
+def test_kbit_gemv_both_numba_paths_exact(path, rng, bits, K):
+    for M in (1, 7, 9):
+        codes, cb, X, s, ref = _codes_case(rng, bits, M, 67, K)
+        Y = lg.kbit_gemv(X, bp.pack_codes(codes, bits), bits, K, cb, s, backend="numba")
+        np.testing.assert_array_equal(Y, ref, err_msg=f"{path} M={M} bits={bits}")
+
+
+@pytest.mark.parametrize("K", KS)
+def test_binary_and_ternary_exact_on_integers(backend, rng, K):
+    for M in MS:
+        N = 67
+        B = rng.choice([-1.0, 1.0], (N, K))
+        T = rng.choice([-1.0, 0.0, 1.0], (N, K))
+        X = rng.integers(-4, 5, (M, K)).astype(np.float32)
+        alpha = (2.0 ** rng.integers(-3, 4, N)).astype(np.float32)
+        Yb = lg.binary_weight_gemv(X, bp.pack_signs(B, backend), K, alpha, backend=backend)
+        np.testing.assert_array_equal(Yb, (X.astype(float) @ B.T) * alpha, err_msg=f"M={M}")
+        Yt = lg.ternary_weight_gemv(X, bp.pack_ternary(T, backend), K, alpha, backend=backend)
+        np.testing.assert_array_equal(Yt, (X.astype(float) @ T.T) * alpha, err_msg=f"M={M}")
+
+
+def test_binary_and_ternary_both_numba_paths_exact(path, rng):
+    K, N = 1100, 67
+    B = rng.choice([-1.0, 1.0], (N, K))
+    T = rng.choice([-1.0, 0.0, 1.0], (N, K))
+    for M in (1, 9):
+        X = rng.integers(-4, 5, (M, K)).astype(np.float32)
+        np.testing.assert_array_equal(
+            lg.binary_weight_gemv(X, bp.pack_signs(B), K, backend="numba"), X @ B.T)
+        np.testing.assert_array_equal(
+            lg.ternary_weight_gemv(X, bp.pack_ternary(T), K, backend="numba"), X @ T.T)
+
+
+def _bound(absW, X, s, K, u):
+    """Rounding bound of a float sum of K products in any order (γ_K, Higham Thm. 3.1 with
+    FMAs or not), one rounding of the row scale, and the float32 inputs taken as exact."""
+    g = (K + 1) * u / (1 - (K + 1) * u)
+    return g * (np.abs(X).astype(np.float64) @ absW.T) * np.abs(s)[None, :] * (1 + u)
+
+
+@pytest.mark.parametrize("bits", [1, 3, 4])
+@pytest.mark.parametrize("M", [1, 8, 64])
+def test_kbit_gemv_random_within_rounding_bound(backend, rng, bits, M):
+    N, K = 70, 1100
+    codes = rng.integers(0, 2 ** bits, (N, K))
+    cb = rng.standard_normal(2 ** bits).astype(np.float32)
+    X = rng.standard_normal((M, K)).astype(np.float32)
+    s = rng.uniform(0.5, 2, N).astype(np.float32)
+    W = cb[codes].astype(np.float64)
+    ref = (X.astype(np.float64) @ W.T) * s  # float64 reference of the float32 inputs
+    Y = lg.kbit_gemv(X, bp.pack_codes(codes, bits, backend), bits, K, cb, s, backend=backend)
+    err = np.abs(Y - ref)
+    bound = _bound(np.abs(W), X, s, K, U32) + U32 * np.abs(ref)
+    assert np.all(err <= bound), f"max err/bound {(err / bound).max():.3f}"
+    assert err.max() > 0  # float32 sums of random values do round: the bound is exercised
+
+
+def test_float64_input_float64_result_within_bound(backend, rng):
+    N, K, M = 40, 300, 3
+    codes = rng.integers(0, 8, (N, K))
+    cb = rng.standard_normal(8)
+    X = rng.standard_normal((M, K))
+    Y = lg.kbit_gemv(X, bp.pack_codes(codes, 3, backend), 3, K, cb, backend=backend)
+    assert Y.dtype == np.float64
+    W = cb[codes]
+    ref = X @ W.T
+    bound = _bound(np.abs(W), X, np.ones(N), K, U64) + U64 * np.abs(ref)
+    assert np.all(np.abs(Y - ref) <= bound)
+
+
+def test_edge_cases_zero_x_extreme_codes(backend):
+    K, N = 1100, 5
+    for bits in (1, 2, 3, 4):
+        top = 2 ** bits - 1
+        cb = np.arange(2 ** bits, dtype=np.float32) - 2.0
+        for code in (0, top):
+            P = bp.pack_codes(np.full((N, K), code), bits, backend)
+            # all-zero activations give exact zeros
+            np.testing.assert_array_equal(
+                lg.kbit_gemv(np.zeros((3, K), np.float32), P, bits, K, cb, backend=backend),
+                np.zeros((3, N)))
+            X = np.ones((2, K), np.float32)
+            np.testing.assert_array_equal(lg.kbit_gemv(X, P, bits, K, cb, backend=backend),
+                                          np.full((2, N), K * cb[code]))
+    # binary all −1 / all +1, ternary all −1 (both planes all ones in the valid bits)
+    X = np.ones((1, K), np.float32)
+    for v in (-1.0, 1.0):
+        np.testing.assert_array_equal(
+            lg.binary_weight_gemv(X, bp.pack_signs(np.full((N, K), v), backend), K,
+                                  backend=backend),
+            np.full((1, N), v * K))
+        np.testing.assert_array_equal(
+            lg.ternary_weight_gemv(X, bp.pack_ternary(np.full((N, K), v), backend), K,
+                                   backend=backend),
+            np.full((1, N), v * K))
+
+
+def test_layouts_and_dtypes(backend, rng):
+    N, K = 9, 100
+    codes = rng.integers(0, 16, (N, K))
+    P = bp.pack_codes(codes, 4, backend)
+    cb = np.arange(16, dtype=np.float32) - 8
+    big = rng.integers(-3, 4, (5, 2 * K)).astype(np.float32)
+    X = big[:, ::2]  # non-contiguous
+    ref = X @ cb[codes].T
+    X0 = X.copy()
+    np.testing.assert_array_equal(lg.kbit_gemv(X, P, 4, K, cb, backend=backend), ref)
+    np.testing.assert_array_equal(X, X0)  # not mutated
+    XT = np.asfortranarray(X)
+    np.testing.assert_array_equal(lg.kbit_gemv(XT, P, 4, K, cb, backend=backend), ref)
+    y = lg.kbit_gemv(X[0], P, 4, K, cb, backend=backend)  # one vector
+    assert y.shape == (N,)
+    np.testing.assert_array_equal(y, ref[0])
+    Yi = lg.kbit_gemv(X.astype(np.int64), P, 4, K, cb, backend=backend)  # integers → float64
+    assert Yi.dtype == np.float64
+    np.testing.assert_array_equal(Yi, ref)
+    # a scalar scale, and a float64 codebook rounded to float32 for float32 X
+    np.testing.assert_array_equal(lg.kbit_gemv(X, P, 4, K, cb.astype(float), 0.5,
+                                               backend=backend), 0.5 * ref)
+
+
+def test_deterministic(rng):
+    codes = rng.integers(0, 16, (300, 1000))
+    P = bp.pack_codes(codes, 4)
+    cb = rng.standard_normal(16).astype(np.float32)
+    X = rng.standard_normal((9, 1000)).astype(np.float32)
+    a = lg.kbit_gemv(X, P, 4, 1000, cb, backend="numba")
+    assert np.array_equal(a, lg.kbit_gemv(X, P, 4, 1000, cb, backend="numba"))
+
+
+def test_bad_inputs():
+    K = 70
+    P = bp.pack_codes(np.zeros((3, K), int), 4)
+    X = np.ones((2, K), np.float32)
+    cb = np.zeros(16)
+    with pytest.raises(ValueError, match="X must have K=70"):
+        lg.kbit_gemv(np.ones((2, 69)), P, 4, K, cb)
+    with pytest.raises(ValueError, match="bits"):
+        lg.kbit_gemv(X, P, 5, K, np.zeros(32))
+    with pytest.raises(ValueError, match="bits"):
+        lg.kbit_gemv(X, P, 0, K, cb)
+    with pytest.raises(ValueError, match="packed must have 5 words"):
+        lg.kbit_gemv(X, P[:, :4], 4, K, cb)
+    with pytest.raises(TypeError, match="packed"):
+        lg.kbit_gemv(X, P.astype(np.int64), 4, K, cb)
+    with pytest.raises(ValueError, match="codebook"):
+        lg.kbit_gemv(X, P, 4, K, np.zeros(8))
+    with pytest.raises(ValueError, match="codebook contains NaN"):
+        lg.kbit_gemv(X, P, 4, K, np.full(16, np.nan))
+    with pytest.raises(ValueError, match="X contains NaN"):
+        lg.kbit_gemv(np.full((1, K), np.nan), P, 4, K, cb)
+    with pytest.raises(ValueError, match="scale must be a scalar or have shape"):
+        lg.kbit_gemv(X, P, 4, K, cb, scale=np.ones(4))
+    with pytest.raises(TypeError, match="X must be a real"):
+        lg.kbit_gemv(X.astype(complex), P, 4, K, cb)
+    with pytest.raises(ValueError, match="X must not be empty"):
+        lg.kbit_gemv(np.ones((0, K)), P, 4, K, cb)
+    Wp = bp.pack_signs(np.ones((3, K)))
+    with pytest.raises(ValueError, match="Wp must have 4 words"):
+        lg.binary_weight_gemv(np.ones((1, 200)), Wp, 200)
+    nz, sg = bp.pack_ternary(np.ones((3, K)))
+    with pytest.raises(ValueError, match="sign.*3 rows"):
+        lg.ternary_weight_gemv(X, (nz, sg[:2]), K)
+    with pytest.raises(TypeError, match="W_planes"):
+        lg.ternary_weight_gemv(X, nz, K)
+
+
+@pytest.mark.parametrize("be", ["numba", "numpy"])
+def test_kbit_matmul_dispatches_small_float32_batches(rng, be):
+    N, K = 20, 90
+    codes = rng.integers(0, 8, (N, K))
+    P = bp.pack_codes(codes, 3)
+    cb = (np.arange(8) - 4).astype(np.float32)
+    for M, dtype, bits, expect in [(1, np.float32, 3, "kbit_gemv"),
+                                   (lg.SMALL_BATCH, np.float32, 3, "kbit_gemv"),
+                                   (lg.SMALL_BATCH + 1, np.float32, 3, "kbit_matmul"),
+                                   (8, np.float64, 3, "kbit_matmul")]:
+        X = rng.integers(-3, 4, (M, K)).astype(dtype)
+        with record_calls() as log:
+            Y = bp.kbit_matmul(X, P, bits, K, cb, backend=be)
+        assert log == [(expect, be)], (M, dtype, log)
+        assert Y.dtype == dtype
+        np.testing.assert_array_equal(Y, X @ cb[codes].T)
+    # 5-bit codes are beyond the table kernel: the decode + BLAS path
+    c5 = rng.integers(0, 32, (N, K))
+    with record_calls() as log:
+        bp.kbit_matmul(np.ones((1, K), np.float32), bp.pack_codes(c5, 5), 5, K,
+                       np.zeros(32), backend=be)
+    assert log[-1] == ("kbit_matmul", be)
+
+
+def test_portable_path_runs_with_jit_disabled():
+    """NUMBA_DISABLE_JIT=1: the portable loops run as plain Python and stay exact."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\nfrom refimpl.kernels import bitpack as bp, lowbit_gemv as lg\n"
+            "assert not lg.fast_path_available()\n"
+            "rng = np.random.default_rng(0)\n"
+            "c = rng.integers(0, 8, (3, 50)); x = rng.integers(-3, 4, (2, 50)).astype('f4')\n"
+            "cb = np.arange(8, dtype='f4') - 4\n"
+            "y = lg.kbit_gemv(x, bp.pack_codes(c, 3), 3, 50, cb, backend='numba')\n"
+            "assert np.array_equal(y, x @ cb[c].T)\n"
+            "T = rng.choice([-1., 0., 1.], (3, 50))\n"
+            "assert np.array_equal(lg.ternary_weight_gemv(x, bp.pack_ternary(T), 50, "
+            "backend='numba'), x @ T.T)\n")
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
