@@ -204,7 +204,9 @@ def tour_tasks() -> list[str]:
     :data:`refimpl.data.TASKS` (the tour measures accuracy)."""
     from refimpl.data import TASKS
 
-    return [name for name, spec in TASKS.items() if spec.kind == "classification"]
+    # + the hard sentiment preset and the LM comparison (refimpl.compare.tour, lm_tour)
+    return ([name for name, spec in TASKS.items() if spec.kind == "classification"]
+            + ["sentiment-hard", "lm"])
 
 
 def tour_methods() -> list[str]:
@@ -262,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="small networks and data: 15-30 s on 2 cores instead of 2-3 minutes; "
                         "writes to refimpl_out/quick unless --out is given")
     t.add_argument("--task", default="sentiment", choices=tour_tasks(),
-                   help="the embedded classification task (default: %(default)s)")
+                   help="the embedded task (default: %(default)s); sentiment-hard: three "
+                        "classes, more negation and contrast, noisy training labels; lm: the "
+                        "HMM language-modelling comparison, perplexity against the Bayes floor")
     t.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                    help="run only these methods (and train only the baselines they need); "
                         "default: all")

@@ -105,8 +105,21 @@ class TourConfig:
     latency_repeat: int = 7
 
 
+#: ``--task sentiment-hard``: the sentiment task made hard enough to separate the methods
+#: (three classes with a neutral one, twice the negations and "but" clauses, longer gaps
+#: between a negator and its target, more intensifiers, 15 % of the training labels flipped;
+#: test labels stay clean). Measured at the quick size: bag-of-words ~0.61, LSTM ~0.79.
+HARD_SENTIMENT = dict(n_classes=3, p_negate=0.5, p_but=0.5, p_gap=0.6, p_intensify=0.5,
+                      label_noise=0.15)
+
+#: Task names the tour accepts beyond :data:`refimpl.data.TASKS`.
+TOUR_TASK_ALIASES = {"sentiment-hard": ("sentiment", HARD_SENTIMENT)}
+
+
 def config_for(quick: bool = False, tiny: bool = False, **overrides) -> TourConfig:
-    """The preset configuration: full, ``quick`` (< 2 min on 2 cores) or ``tiny`` (tests)."""
+    """The preset configuration: full, ``quick`` (< 2 min on 2 cores) or ``tiny`` (tests).
+
+    ``task="sentiment-hard"`` is the sentiment task with :data:`HARD_SENTIMENT`."""
     if tiny:
         cfg = TourConfig(
             quick=True, tiny=True, baselines=("bow", "lstm"),
@@ -131,7 +144,10 @@ def config_for(quick: bool = False, tiny: bool = False, **overrides) -> TourConf
                           "lstm": dict(d_emb=64, d_hidden=64),
                           "transformer": dict(d_model=64, num_heads=4, num_layers=2,
                                               d_ff=128)})
-    return replace(cfg, **overrides)
+    cfg = replace(cfg, **overrides)
+    if cfg.task in TOUR_TASK_ALIASES:
+        cfg = replace(cfg, task_kwargs={**TOUR_TASK_ALIASES[cfg.task][1], **cfg.task_kwargs})
+    return cfg
 
 
 # ------------------------------------------------------------------------------------ task
@@ -140,7 +156,8 @@ def load_task(cfg: TourConfig, rng):
     measures accuracy), at the quick or full size, with ``cfg.task_kwargs`` overriding sizes."""
     from refimpl.data import load_task as _load
 
-    task = _load(cfg.task, quick=cfg.quick, rng=rng, **cfg.task_kwargs)
+    name = TOUR_TASK_ALIASES.get(cfg.task, (cfg.task,))[0]
+    task = _load(name, quick=cfg.quick, rng=rng, **cfg.task_kwargs)
     needed = ("X_train", "len_train", "y_train", "X_test", "len_test", "y_test", "n_classes",
               "vocab")
     if not all(hasattr(task, a) for a in needed):
@@ -948,8 +965,11 @@ def main(args) -> int:
     budget = getattr(args, "budget", None)
     if budget is not None and not (math.isfinite(budget) and budget > 0):
         return fail(f"--budget must be a positive number of seconds, got {budget}")
-    cfg = config_for(quick=bool(getattr(args, "quick", False)), tiny=tiny,
-                     task=getattr(args, "task", "sentiment") or "sentiment", seed=seed)
+    task_name = getattr(args, "task", "sentiment") or "sentiment"
+    if task_name == "lm":
+        return _main_lm(args, tiny, seed, fail)
+    cfg = config_for(quick=bool(getattr(args, "quick", False)), tiny=tiny, task=task_name,
+                     seed=seed)
     if getattr(args, "baseline", None):
         cfg = replace(cfg, baseline=args.baseline)
     if budget is not None:
@@ -995,6 +1015,54 @@ def main(args) -> int:
           f"(parameters, family, notes, times) and the plot:")
     for f in run.files.values():
         print(f"  {f}")
+    return 0
+
+
+def _main_lm(args, tiny: bool, seed: int, fail) -> int:
+    """``refimpl tour --task lm``: the LM comparison (:mod:`refimpl.compare.lm_tour`)."""
+    from refimpl.compare.lm_tour import LM_METHODS, format_lm_table, lm_config, run_lm_tour
+
+    quick = bool(getattr(args, "quick", False))
+    only = getattr(args, "methods", None) or None
+    if only is not None:
+        unknown = [m for m in only if m not in LM_METHODS]
+        if unknown:
+            return fail(f"--methods: {', '.join(map(repr, unknown))} not defined for --task "
+                        f"lm; LM methods: {', '.join(LM_METHODS)}")
+    cfg = lm_config(quick=quick, tiny=tiny, seed=seed,
+                    methods=None if only is None else tuple(dict.fromkeys(only)))
+    preset = "tiny" if tiny else "quick" if quick else "full"
+    out = getattr(args, "out", None) or str(Path("refimpl_out") / f"lm-{preset}")
+    try:
+        out_path = prepare_out_dir(out)
+    except ValueError as err:
+        return fail(str(err))
+    print(f"refimpl tour ({preset}, task lm): LSTM language model on the HMM language, then "
+          f"{len(cfg.methods or LM_METHODS)} methods.\nProgress goes to stderr, results to "
+          f"{out_path}/", flush=True)
+    try:
+        res = run_lm_tour(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    except ValueError as err:
+        return fail(str(err))
+    print()
+    print(format_lm_table(res))
+    keys = ["method", "family", "section", "bits", "bytes", "compression", "perplexity",
+            "gap_nats", "gap_closed", "kernel_us_b1", "kernel_us_b64", "formats",
+            "score_per_mb", "seconds", "status", "notes"]
+    try:
+        with open(out_path / "lm.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            for r in res["rows"]:
+                w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+        (out_path / "lm.md").write_text(f"# refimpl tour ({preset}, task lm, seed {seed}, "
+                                        f"{res['seconds']:.0f} s)\n\n"
+                                        + format_lm_table(res, markdown=True) + "\n",
+                                        encoding="utf-8")
+    except OSError as err:
+        return fail(f"could not write the results to {str(out_path)!r}: {err}")
+    print(f"\n{len(res['rows'])} rows in {res['seconds']:.1f} s:\n  {out_path / 'lm.csv'}\n"
+          f"  {out_path / 'lm.md'}")
     return 0
 
 
