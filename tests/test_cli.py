@@ -74,7 +74,7 @@ def test_tour_help_lists_tasks_and_every_registered_method():
 
     _, subs = _subparsers()
     text = " ".join(subs["tour"].format_help().split())
-    assert "{sentiment,stdlib_topics}" in text
+    assert "{sentiment,stdlib_topics,sentiment-hard,lm}" in text
     names = [m.name for m in methods()]
     assert len(names) >= 15
     for name in names:
