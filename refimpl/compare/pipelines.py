@@ -68,7 +68,7 @@ import numpy as np
 from refimpl.kernels.huffman import HuffmanCode
 from refimpl.utils import check_choice, check_float, check_fraction, check_int
 
-__all__ = ["INDEX_BITS", "Record", "Compressed", "Step", "Distil", "LowRank", "TTEmbed",
+__all__ = ["INDEX_BITS", "COMPONENTS", "component_of", "Record", "Compressed", "Step", "Distil", "LowRank", "TTEmbed",
            "HashRecurrent", "Prune", "PruneHeadsFFN", "Quantize", "Huffman", "Pipeline",
            "PIPELINES", "pipeline", "frontier_verdict"]
 
@@ -81,6 +81,43 @@ _SEED_BITS = 32
 
 #: Stages in the order a pipeline may visit them.
 _STAGES = ("distil", "structure", "prune", "quantise", "entropy")
+
+
+#: The components a budget planner assigns methods to (Survey §8.3).
+COMPONENTS = ("embedding", "attention", "ffn", "recurrent", "output", "other")
+
+
+def component_of(name: str) -> str:
+    """The model component a parameter belongs to, from its dotted name: ``"embedding"``,
+    ``"attention"``, ``"ffn"``, ``"recurrent"`` (RNN weights), ``"output"`` (the classifier /
+    decoder head) or ``"other"`` (positions, LayerNorms)."""
+    low = name.lower()
+    if "embed" in low:
+        return "embedding"
+    if "self_attn" in low or "attention" in low:
+        return "attention"
+    if "linear1" in low or "linear2" in low or "ffn" in low:
+        return "ffn"
+    if low.startswith(("rnn.", "lstm.", "gru.")) or ".w_ih" in low or ".w_hh" in low:
+        return "recurrent"
+    if low.startswith(("fc.", "decoder.", "out.", "head.", "classifier.")):
+        return "output"
+    return "other"
+
+
+def _check_components(components):
+    if components is None:
+        return None
+    components = tuple(components)
+    for c in components:
+        check_choice(c, "components", COMPONENTS)
+    if not components:
+        raise ValueError("components must name at least one component (or be None: all)")
+    return components
+
+
+def _in(name, components):
+    return components is None or component_of(name) in components
 
 
 @dataclass
@@ -395,16 +432,18 @@ class Prune(Step):
 
     stage = "prune"
 
-    def __init__(self, sparsity: float = 0.9, epochs: int = 1):
+    def __init__(self, sparsity: float = 0.9, epochs: int = 1, components=None):
         self.sparsity = check_fraction(sparsity, "sparsity")
         self.epochs = check_int(epochs, "epochs", 0)
-        self.name = f"prune({self.sparsity:.2g})"
+        self.components = _check_components(components)
+        self.name = f"prune({self.sparsity:.2g})" + (
+            "" if self.components is None else f"[{','.join(self.components)}]")
 
     def __call__(self, cm, ctx):
         from refimpl.pruning.network import apply_masks_, magnitude_masks, mask_after_step
 
         names = [n for n, p in cm.model.named_parameters()
-                 if p.ndim == 2 and n not in cm.records]
+                 if p.ndim == 2 and n not in cm.records and _in(n, self.components)]
         if not names:
             raise ValueError("Prune: no unpruned 2-D weight matrix left")
         masks = magnitude_masks(cm.model, self.sparsity, scheme="class-uniform", names=names)
@@ -502,11 +541,14 @@ class Quantize(Step):
 
     stage = "quantise"
 
-    def __init__(self, bits: int = 4, scheme: str = "kmeans", epochs: int = 1):
+    def __init__(self, bits: int = 4, scheme: str = "kmeans", epochs: int = 1,
+                 components=None):
         self.bits = check_int(bits, "bits", 1, 16)
         self.scheme = check_choice(scheme, "scheme", ("kmeans", "uniform"))
         self.epochs = check_int(epochs, "epochs", 0)
-        self.name = f"{scheme}-{self.bits}bit"
+        self.components = _check_components(components)
+        self.name = f"{scheme}-{self.bits}bit" + (
+            "" if self.components is None else f"[{','.join(self.components)}]")
 
     def _quantise(self, w, implicit_zero, rng):
         from refimpl.quantization.kmeans import kmeans_quantize
@@ -534,7 +576,7 @@ class Quantize(Step):
 
     def __call__(self, cm, ctx):
         params = dict(cm.model.named_parameters())
-        todo = [n for n, p in params.items() if p.ndim == 2
+        todo = [n for n, p in params.items() if p.ndim == 2 and _in(n, self.components)
                 and (n not in cm.records or cm.records[n].codes is None)]
         if not todo:
             raise ValueError("Quantize: no unquantised 2-D weight matrix left")

@@ -1,0 +1,295 @@
+"""A budget planner (Survey §8.3: "efficient methods to recommend the most promising method").
+
+Two levels:
+
+* :func:`plan_from_rows` — the whole-model choice: among measured tour rows (single methods and
+  §8.1 combinations), the most accurate one whose exact bytes fit a byte budget (and, if
+  given, whose stored-kernel latency fits a latency budget). ``refimpl plan --bytes N`` runs it
+  on a tour's ``tour.csv``.
+* :func:`plan_components` — a method and setting *per component* (embedding, attention, FFN /
+  recurrent weights, output layer). Each option is applied to one component alone, its bytes
+  come from the exact ledger (:class:`refimpl.compare.pipelines.Compressed`) and its
+  *sensitivity* is the measured accuracy drop; a plan's predicted accuracy is the baseline's
+  minus the sum of its components' drops (an additive model), and the planner picks the
+  assignment with the highest predicted accuracy within the budget, exactly, by merging the
+  components' Pareto frontiers (a multiple-choice knapsack). The chosen plan is then applied
+  to the whole model and measured, so the prediction is reported beside the truth.
+  :func:`brute_force_plan` enumerates every assignment — the check that the frontier merge is
+  exact (registered check ``budget-planner``).
+
+Impossible requests (a budget below the smallest achievable size, a latency no row meets, a
+non-positive budget) raise ValueError saying what the smallest achievable value is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["plan_from_rows", "Option", "ComponentPlan", "component_options",
+           "measure_sensitivity", "plan_components", "brute_force_plan", "apply_plan"]
+
+
+def _check_budget(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+            value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+def plan_from_rows(rows, max_bytes, max_latency_us=None, batch: int = 1,
+                   quality: str = "accuracy"):
+    """The best measured row within a byte (and optional latency) budget.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Tour rows (``run_tour(...).rows`` or the rows of ``tour.csv``) with ``bytes``,
+        ``quality`` and ``kernel_us_b1`` / ``kernel_us_b64``; rows that are not ``ok`` or
+        lack a number are ignored.
+    max_bytes : int or float
+        Byte budget.
+    max_latency_us : float, optional
+        Latency budget in microseconds at ``batch`` (1 or 64) through the stored kernels.
+    quality : str
+        The column maximised (``"accuracy"``; ``"perplexity"`` is minimised).
+
+    Returns
+    -------
+    dict
+        The chosen row; ties on quality go to the smaller model.
+
+    Raises
+    ------
+    ValueError
+        No row fits: the message gives the smallest size (and latency) measured.
+    """
+    max_bytes = _check_budget(max_bytes, "max_bytes")
+    if max_latency_us is not None:
+        max_latency_us = _check_budget(max_latency_us, "max_latency_us")
+    if batch not in (1, 64):
+        raise ValueError(f"batch must be 1 or 64 (the measured batch sizes), got {batch!r}")
+    lat_key = f"kernel_us_b{batch}"
+
+    def num(r, k):
+        v = r.get(k)
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            return None
+        return v if math.isfinite(v) else None
+
+    ok = [r for r in rows if str(r.get("status", "ok")) == "ok" and num(r, "bytes")
+          and num(r, quality) is not None]
+    if not ok:
+        raise ValueError(f"no measured row has bytes and {quality}: run the tour first")
+    smallest = min(ok, key=lambda r: num(r, "bytes"))
+    fits = [r for r in ok if num(r, "bytes") <= max_bytes]
+    if not fits:
+        raise ValueError(f"no method fits {max_bytes:g} bytes: the smallest measured model is "
+                         f"{smallest['method']} at {num(smallest, 'bytes'):.0f} bytes")
+    if max_latency_us is not None:
+        timed = [r for r in fits if num(r, lat_key) is not None]
+        fast = [r for r in timed if num(r, lat_key) <= max_latency_us]
+        if not fast:
+            best = min(timed, key=lambda r: num(r, lat_key)) if timed else None
+            raise ValueError(
+                f"no method within {max_bytes:g} bytes runs in {max_latency_us:g} µs at batch "
+                f"{batch}" + (f": the fastest that fits is {best['method']} at "
+                              f"{num(best, lat_key):.1f} µs" if best else
+                              ": no latency was measured"))
+        fits = fast
+    sign = -1.0 if quality == "perplexity" else 1.0
+    return max(fits, key=lambda r: (sign * num(r, quality), -num(r, "bytes")))
+
+
+# ------------------------------------------------------------------- per component
+@dataclass(frozen=True)
+class Option:
+    """A method and setting for one component: ``"float32"``, ``"uniform-8"``, ``"kmeans-4"``,
+    ``"kmeans-2"``, ``"prune-0.5"``, ``"prune-0.9"``, ``"prune-0.9+kmeans-4"``."""
+
+    name: str
+
+    def steps(self, component: str):
+        from refimpl.compare.pipelines import Prune, Quantize
+
+        out = []
+        for part in self.name.split("+"):
+            kind, _, arg = part.partition("-")
+            if kind == "float32":
+                continue
+            if kind == "prune":
+                out.append(Prune(float(arg), epochs=0, components=(component,)))
+            elif kind in ("uniform", "kmeans"):
+                out.append(Quantize(int(arg), kind, epochs=0, components=(component,)))
+            else:
+                raise ValueError(f"unknown option {self.name!r}")
+        return out
+
+
+DEFAULT_OPTIONS = ("float32", "uniform-8", "kmeans-4", "kmeans-2", "prune-0.5", "prune-0.9",
+                   "prune-0.9+kmeans-4")
+
+
+def component_options(options=DEFAULT_OPTIONS) -> list:
+    """The :class:`Option` objects of ``options`` (names)."""
+    opts = [Option(o) for o in options]
+    for o in opts:
+        o.steps("embedding")  # validates the name
+    return opts
+
+
+@dataclass
+class ComponentPlan:
+    """Measured options per component and the chosen assignment.
+
+    Attributes
+    ----------
+    table : dict
+        ``{component: {option: (bytes, accuracy_drop)}}``; bytes are the component's exact
+        storage under the option, the drop is measured with only that component compressed.
+    base_accuracy, fixed_bytes : float, int
+        The baseline's accuracy; bytes of parameters outside every component planned.
+    choice : dict
+        ``{component: option}``.
+    predicted_bytes, predicted_accuracy : int, float
+    measured_bytes, measured_accuracy : int or None, float or None
+        After :func:`apply_plan`.
+    """
+
+    table: dict
+    base_accuracy: float
+    fixed_bytes: int
+    choice: dict = field(default_factory=dict)
+    predicted_bytes: int = 0
+    predicted_accuracy: float = math.nan
+    measured_bytes: int | None = None
+    measured_accuracy: float | None = None
+
+
+def _component_bytes(cm, component):
+    from refimpl.compare.pipelines import component_of
+
+    bits = sum(sum(parts.values()) for n, parts in cm.storage().items()
+               if n != "(model)" and component_of(n) == component)
+    return bits / 8
+
+
+def measure_sensitivity(ctx, base: str = "lstm", components=None,
+                        options=DEFAULT_OPTIONS) -> ComponentPlan:
+    """Apply each option to each component alone (no fine-tuning) and measure its bytes and
+    accuracy drop on ``ctx``'s test split.
+
+    Parameters
+    ----------
+    ctx : TourContext
+    base : str
+        The baseline compressed.
+    components : sequence of str, optional
+        Default: every component with a 2-D weight in the baseline.
+    options : sequence of str
+        See :class:`Option`.
+    """
+    from refimpl.compare.pipelines import Compressed, Pipeline, component_of
+
+    model = ctx.copy_baseline(base)
+    present = list(dict.fromkeys(component_of(n) for n, p in model.named_parameters()
+                                 if p.ndim == 2))
+    components = present if components is None else list(components)
+    missing = [c for c in components if c not in present]
+    if missing:
+        raise ValueError(f"components {missing} have no weight matrix in the {base} baseline; "
+                         f"it has {present}")
+    opts = component_options(options)
+    base_acc = float(ctx.evaluate(model))
+    dense = Compressed(model, base)
+    fixed = sum(sum(parts.values()) for n, parts in dense.storage().items()
+                if component_of(n) not in components) / 8
+    table = {}
+    for c in components:
+        table[c] = {}
+        for o in opts:
+            steps = o.steps(c)
+            if steps:
+                cm = Pipeline(f"{c}:{o.name}", steps, base=base).run(ctx)
+                acc = float(ctx.evaluate(cm.model))
+            else:
+                cm, acc = dense, base_acc
+            table[c][o.name] = (_component_bytes(cm, c), base_acc - acc)
+    return ComponentPlan(table, base_acc, int(math.ceil(fixed)))
+
+
+def _frontier(points):
+    """Pareto frontier of ``(bytes, drop, assignment)``: no kept point is both larger and
+    worse (higher drop) than another; sorted by bytes."""
+    out = []
+    for b, d, a in sorted(points, key=lambda t: (t[0], t[1])):
+        if not out or d < out[-1][1]:
+            out.append((b, d, a))
+    return out
+
+
+def plan_components(plan: ComponentPlan, max_bytes) -> ComponentPlan:
+    """Choose one option per component maximising the predicted accuracy (minimum summed
+    drop) within ``max_bytes``, exactly, by merging the components' Pareto frontiers.
+
+    Raises ValueError when even the smallest option of every component exceeds the budget.
+    """
+    max_bytes = _check_budget(max_bytes, "max_bytes")
+    front = [(plan.fixed_bytes, 0.0, {})]
+    for c, opts in plan.table.items():
+        merged = [(b + ob, d + od, {**a, c: o}) for b, d, a in front
+                  for o, (ob, od) in opts.items()]
+        front = _frontier([t for t in merged if t[0] <= max_bytes] or merged[:0])
+        if not front:
+            smallest = plan.fixed_bytes + sum(min(ob for ob, _ in o.values())
+                                              for o in plan.table.values())
+            raise ValueError(f"no plan fits {max_bytes:g} bytes: the smallest achievable is "
+                             f"{smallest:.0f} bytes (every component at its smallest option)")
+    b, d, a = min(front, key=lambda t: (t[1], t[0]))
+    plan.choice, plan.predicted_bytes = a, int(math.ceil(b))
+    plan.predicted_accuracy = plan.base_accuracy - d
+    return plan
+
+
+def brute_force_plan(plan: ComponentPlan, max_bytes) -> tuple:
+    """Every assignment enumerated: ``(min summed drop, bytes, assignment)`` within the
+    budget (``None`` if nothing fits). Exponential: for checking :func:`plan_components`."""
+    comps = list(plan.table)
+    best = None
+    for combo in itertools.product(*(list(plan.table[c].items()) for c in comps)):
+        b = plan.fixed_bytes + sum(ob for _, (ob, _) in combo)
+        if b > max_bytes:
+            continue
+        d = sum(od for _, (_, od) in combo)
+        key = (d, b)
+        if best is None or key < best[:2]:
+            best = (d, b, {c: o for c, (o, _) in zip(comps, combo)})
+    return best
+
+
+def apply_plan(ctx, plan: ComponentPlan, base: str = "lstm", finetune: bool = False):
+    """Apply the chosen options together to the baseline and measure the result; fills
+    ``plan.measured_bytes`` / ``plan.measured_accuracy`` and returns the
+    :class:`~refimpl.compare.pipelines.Compressed` model. Prunes come before quantisation
+    (the pipelines' order rule)."""
+    from refimpl.compare.pipelines import Pipeline
+
+    if not plan.choice:
+        raise ValueError("plan has no choice yet: call plan_components first")
+    steps = [s for c, o in plan.choice.items() for s in Option(o).steps(c)]
+    steps.sort(key=lambda s: 0 if s.stage == "prune" else 1)
+    if finetune:
+        for s in steps:
+            s.epochs = 1
+    if not steps:
+        from refimpl.compare.pipelines import Compressed
+
+        cm = Compressed(ctx.copy_baseline(base), base)
+    else:
+        cm = Pipeline("plan", steps, base=base).run(ctx)
+    plan.measured_bytes = int(math.ceil(cm.bits / 8))
+    plan.measured_accuracy = float(ctx.evaluate(cm.model))
+    return cm
