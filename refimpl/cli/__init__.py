@@ -4,6 +4,8 @@ Sub-commands
 ------------
 ``tour``       train the baselines on an embedded task, compress them with the registered
                methods, print a size-vs-quality table and write it (CSV, Markdown, plot)
+``plan``       the best measured method or combination within a byte (and latency) budget,
+               from a tour's ``tour.csv`` (Survey §8.3)
 ``equations``  the coverage map of Eqs. (1)–(69): equation → function → registered checks;
                ``--run`` also runs the checks (exit status 1 if any fails)
 ``check``      run equation checks, claims or named checks and print their verdicts
@@ -174,6 +176,12 @@ def _cmd_check(args) -> int:
 
 
 # ------------------------------------------------------------------------ other commands
+def _cmd_plan(args) -> int:
+    from refimpl.compare import planner
+
+    return planner.main(args)
+
+
 def _cmd_tour(args) -> int:
     from refimpl.compare import tour
 
@@ -287,6 +295,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 95 with --quick, no limit otherwise)")
     t.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test-suite size
     t.set_defaults(func=_cmd_tour)
+
+    pl = sub.add_parser(
+        "plan", help="the best measured method within a byte (and latency) budget",
+        description="Read a tour's measured rows (tour.csv) and print the most accurate "
+                    "method or combination whose exact bytes fit --bytes (and whose "
+                    "stored-kernel latency fits --latency-us). Survey §8.3.")
+    pl.add_argument("--bytes", type=float, required=True, metavar="N",
+                    help="byte budget of the whole model")
+    pl.add_argument("--latency-us", type=float, default=None, metavar="US",
+                    help="latency budget in microseconds through the stored kernels")
+    pl.add_argument("--batch", type=int, default=1, choices=[1, 64],
+                    help="batch size the latency budget refers to (default: %(default)s)")
+    pl.add_argument("--from", dest="source", default=None, metavar="CSV",
+                    help="a tour.csv (default: refimpl_out/quick/tour.csv, else "
+                         "refimpl_out/full/tour.csv)")
+    pl.set_defaults(func=_cmd_plan)
 
     e = sub.add_parser("equations", help="coverage map of Eqs. (1)-(69)",
                        description="Print equation -> section -> registered checks -> "

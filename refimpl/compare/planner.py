@@ -293,3 +293,43 @@ def apply_plan(ctx, plan: ComponentPlan, base: str = "lstm", finetune: bool = Fa
     plan.measured_bytes = int(math.ceil(cm.bits / 8))
     plan.measured_accuracy = float(ctx.evaluate(cm.model))
     return cm
+
+
+def main(args) -> int:
+    """``refimpl plan --bytes N [--latency-us US] [--batch 1|64] [--from tour.csv]``: the best
+    measured method within the budget, read from a tour's ``tour.csv`` (default: the quick
+    tour's, else the full one's). Errors go to stderr with exit status 2."""
+    import csv
+    import sys
+    from pathlib import Path
+
+    def fail(msg):
+        print(f"refimpl plan: {msg}", file=sys.stderr)
+        return 2
+
+    src = getattr(args, "source", None)
+    candidates = [Path(src)] if src else [Path("refimpl_out/quick/tour.csv"),
+                                          Path("refimpl_out/full/tour.csv")]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        return fail(f"no tour results at {', '.join(map(str, candidates))}: run "
+                    f"`refimpl tour --quick` first (or pass --from PATH to a tour.csv)")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as err:
+        return fail(f"could not read {str(path)!r}: {err}")
+    try:
+        best = plan_from_rows(rows, args.bytes, getattr(args, "latency_us", None),
+                              batch=getattr(args, "batch", 1))
+    except ValueError as err:
+        return fail(str(err))
+    lat = best.get(f"kernel_us_b{getattr(args, 'batch', 1)}") or "—"
+    print(f"budget {args.bytes:g} bytes"
+          + (f", {args.latency_us:g} µs at batch {args.batch}" if args.latency_us else "")
+          + f" (measured rows from {path}):\n"
+          f"  {best['method']} ({best.get('family', '')}, §{best.get('section', '')}): "
+          f"{float(best['bytes']):.0f} bytes, accuracy {float(best['accuracy']):.3f}, "
+          f"{lat} µs at batch {getattr(args, 'batch', 1)}"
+          + (f"\n  {best['notes']}" if best.get("notes") else ""))
+    return 0

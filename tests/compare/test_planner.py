@@ -95,3 +95,25 @@ def test_measured_plan_on_a_real_model():
     assert 0.0 <= plan.measured_accuracy <= 1.0
     with pytest.raises(ValueError, match="no weight matrix"):
         measure_sensitivity(ctx, components=["attention"])
+
+
+def test_cli_plan(tmp_path, capsys):
+    import csv
+
+    from refimpl import cli
+
+    path = tmp_path / "tour.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(ROWS[0]) + ["notes"])
+        w.writeheader()
+        for r in ROWS:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    assert cli.main(["plan", "--bytes", "999", "--from", str(path)]) == 0
+    out, _ = capsys.readouterr()
+    assert "q4" in out and "150 bytes, accuracy 0.890" in out
+    assert cli.main(["plan", "--bytes", "10", "--from", str(path)]) == 2
+    _, err = capsys.readouterr()
+    assert err.startswith("refimpl plan: no method fits 10 bytes") and "Traceback" not in err
+    assert cli.main(["plan", "--bytes", "999", "--from", str(tmp_path / "none.csv")]) == 2
+    _, err = capsys.readouterr()
+    assert "run `refimpl tour --quick` first" in err
