@@ -236,7 +236,8 @@ def test_runner_collects_one_record(tmp_path, monkeypatch, capsys):
     out = tmp_path / "rec.json"
     assert cli.main(["bench", "--quick", "--json", str(out)]) == 1  # bench_b failed
     doc = bench_mod.validate_record(json.loads(out.read_text()))
-    assert doc["quick"] is True and doc["roofline"] == ROOF
+    assert doc["quick"] is True and {k: doc["roofline"][k] for k in ROOF} == ROOF
+    assert len(doc["roofline"]["probes"]) == 2  # probed before and after the scripts
     assert doc["machine"]["cpu"]["model"] == "Test CPU 9000"
     assert [(b["name"], b["exit"], b["cases"], b["missing_peers"]) for b in doc["benchmarks"]] \
         == [("bench_a.py", 0, 2, []), ("bench_b.py", 3, 0, ["torch"])]
