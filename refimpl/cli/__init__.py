@@ -20,6 +20,8 @@ Sub-commands
                whenever grading completed)
 ``book``       build the chapters, the errata, the equation pages and the API reference as
                an HTML book with Sphinx (the ``docs`` extra)
+``real``       chapter 9: compress the pretrained all-MiniLM-L6-v2 with every chapter's
+               methods, print the table and write it (CSV, Markdown, bytes-vs-fidelity plot)
 
 Exit status 2 means a usage error: the message on stderr names the bad value and the valid
 choices, without a traceback.
@@ -386,9 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not turn Sphinx warnings into errors (for drafting)")
     bk.set_defaults(func=_cmd_book)
 
-    from refimpl.cli import assignment
+    from refimpl.cli import assignment, real
 
     assignment.add_parser(sub)
+    real.add_parser(sub)
     return p
 
 
