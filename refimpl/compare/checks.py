@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 
-from refimpl.check import Outcome, register_claim
+from refimpl.check import Outcome, register_check, register_claim
+from refimpl.compare.baselines import sentiment_baselines
 
 
 @register_claim("lstm-beats-bow", "an order-aware LSTM beats bag-of-words on the sentiment task",
@@ -49,3 +50,212 @@ def _lm_floor(rng, quick):
                           "gap_closed": closed},
                    "test perplexity; reproduced when >= 75% of the unigram-to-Bayes gap is closed",
                    reproduced=closed >= 0.75)
+
+
+# ------------------------------------------------------------------- §8: combinations
+_HUF = "refimpl.kernels.huffman"
+_PL = "refimpl.compare.pipelines"
+_PLAN = "refimpl.compare.planner"
+
+
+@register_check("huffman-code", "canonical Huffman coder: hand lengths/codes, optimal Σ f·l "
+                "against brute force over all Kraft-feasible lengths, H ≤ L̄ < H + 1 on random "
+                "and skewed streams, exact round trip on both backends, 2^16-symbol alphabet",
+                section="8.1", implements=[f"{_HUF}.huffman_code_lengths",
+                                           f"{_HUF}.canonical_codes", f"{_HUF}.huffman_encode",
+                                           f"{_HUF}.huffman_decode", f"{_HUF}.HuffmanCode"])
+def _check_huffman(rng, quick):
+    import itertools
+
+    import numpy as np
+
+    from refimpl.kernels.huffman import HuffmanCode, canonical_codes, huffman_code_lengths
+
+    hand = (huffman_code_lengths([5, 2, 1, 1]).tolist() == [1, 2, 3, 3]
+            and canonical_codes([1, 2, 3, 3]).tolist() == [0, 2, 6, 7])
+    optimal = True
+    for _ in range(6):  # brute force over every length vector with Σ 2^-l ≤ 1
+        f = rng.integers(1, 20, size=int(rng.integers(2, 6)))
+        n = f.size
+        best = min(sum(a * b for a, b in zip(f, ls))
+                   for ls in itertools.product(range(1, n), repeat=n)
+                   if sum(2.0 ** -x for x in ls) <= 1.0)
+        optimal &= int((huffman_code_lengths(f) * f).sum()) == best
+    worst_slack, round_trip = np.inf, True
+    streams = [rng.geometric(0.3, size=4000) - 1, rng.integers(0, 5, size=3000),
+               np.where(rng.random(3000) < 0.99, 0, rng.integers(1, 50, size=3000)),
+               rng.integers(0, 1 << 16, size=20000 if quick else 200000)]
+    for s in streams:
+        hc = HuffmanCode.fit(s)
+        H, L = hc.entropy, hc.mean_length
+        worst_slack = min(worst_slack, L - H, H + 1 - L)
+        for backend in ("numba", "numpy"):
+            payload, nb = hc.encode(s, backend=backend)
+            round_trip &= nb == hc.stream_bits and np.array_equal(
+                hc.decode(payload, nb, backend=backend), s)
+    ok = hand and optimal and round_trip and worst_slack >= -1e-12
+    return Outcome(ok, {"hand": hand, "optimal_vs_brute_force": optimal,
+                        "round_trip": round_trip, "min_bound_slack_bits": float(worst_slack)},
+                   "Huffman lengths are optimal, within the entropy bound, and lossless")
+
+
+def _no_fit_context(seed: int = 0):
+    """A TourContext on the tiny sentiment task whose ``fit`` only runs ``after_step`` once
+    (the storage checks need real models, not training)."""
+    from refimpl.compare.tour import config_for, load_task, make_model
+    from refimpl.registry import TourContext
+    from refimpl.utils import as_rng
+
+    cfg = config_for(tiny=True, seed=seed)
+    task = load_task(cfg, as_rng(seed))
+
+    def fit(model, after_step=None, **kw):
+        if after_step is not None:
+            after_step(model)
+
+    base = {k: make_model(k, task, cfg, as_rng(seed + 1)) for k in ("lstm", "transformer")}
+    return TourContext(task=task, baseline=base["lstm"], baseline_kind="lstm", quick=True,
+                       seed=seed, fit=fit, evaluate=lambda m: 0.0,
+                       make_model=lambda kind=None, **kw: make_model(kind or "lstm", task, cfg,
+                                                                     as_rng(seed + 2), **kw),
+                       baselines=base, config=cfg)
+
+
+@register_check("composed-storage-bits", "pipelines' storage composes exactly: a hand-worked "
+                "CSR + 2-bit codes + Huffman count, prune-only = pruning.network.model_bits, "
+                "the ledger's Huffman bits = the coder's streams, every code is its centroid, "
+                "each Deep Compression stage shrinks the model", section="8.1",
+                implements=[f"{_PL}.Compressed", f"{_PL}.Pipeline", f"{_PL}.Prune",
+                            f"{_PL}.Quantize", f"{_PL}.Huffman"])
+def _check_composed_bits(rng, quick):
+    import numpy as np
+
+    from refimpl.compare.pipelines import INDEX_BITS, Compressed, Pipeline, Prune, Quantize, \
+        Record
+    from refimpl.pruning.network import model_bits
+
+    class _P:
+        def __init__(self, a):
+            self.data, self.size, self.shape, self.ndim = a, a.size, a.shape, a.ndim
+
+    class _M:
+        def named_parameters(self):
+            return [("W", _P(np.zeros((2, 8))))]
+
+    mask = np.zeros((2, 8), bool)
+    mask[0, [1, 3]] = True
+    mask[1, 7] = True
+    rec = Record(mask=mask, codes=np.array([1, 2, 1]), bits=2, codebook=np.arange(4.0),
+                 scheme="kmeans", implicit_zero=True)
+    cm = Compressed(_M(), "lstm", records={"W": rec})
+    # 3 pointers × 32 + 3 gaps × 5 + 3 codes × 2 + 3 centroids × 32
+    hand_fixed = cm.bits == 96 + 15 + 6 + 96
+    cm.huffman = True
+    # gap stream [1, 1, 7] and code stream [1, 2, 1]: 3 bits each; tables 32·6 + 4·6
+    hand_huff = cm.bits == 96 + 3 + 3 + 96 + 32 * 6 + 4 * 6
+    ctx = _no_fit_context(int(rng.integers(0, 1000)))
+    dense = 32 * ctx.baseline.num_parameters()
+    pruned = Pipeline("p", [Prune(0.9)]).run(ctx)
+    masks = {n: r.mask for n, r in pruned.records.items()}
+    vs_chapter = pruned.bits == model_bits(pruned.model, masks, index_bits=INDEX_BITS)[0]
+    coded = Pipeline("pq", [Prune(0.9), Quantize(4)]).run(ctx)
+    dc = Pipeline("dc", [Prune(0.9), Quantize(4)]).run(ctx)
+    dc.huffman = True
+    br = dc.breakdown()
+    streams = dc.huffman_round_trip() == br["codes"] + br["indices"]
+    params = dict(dc.model.named_parameters())
+    centroids = all(np.array_equal(params[n].data[r.mask], r.codebook[r.codes])
+                    for n, r in dc.records.items())
+    shrinks = dc.bits < coded.bits < pruned.bits < dense
+    ok = hand_fixed and hand_huff and vs_chapter and streams and centroids and shrinks
+    return Outcome(ok, {"hand_fixed_width": hand_fixed, "hand_huffman": hand_huff,
+                        "prune_eq_model_bits": vs_chapter, "huffman_streams_eq_ledger": streams,
+                        "dense_bits": dense, "pruned_bits": pruned.bits,
+                        "pruned_4bit_bits": coded.bits, "deep_compression_bits": dc.bits},
+                   "bits of each stage composed from the ledger, checked by hand and by "
+                   "the chapter's counter")
+
+
+@register_check("budget-planner", "per-component budget planner: the Pareto-frontier merge "
+                "finds the same optimum as brute force over every assignment, within the "
+                "budget; impossible budgets are refused", section="8.3",
+                implements=[f"{_PLAN}.plan_components", f"{_PLAN}.brute_force_plan",
+                            f"{_PLAN}.plan_from_rows"])
+def _check_planner(rng, quick):
+    from refimpl.compare.planner import ComponentPlan, brute_force_plan, plan_components
+
+    agree, worst = True, 0.0
+    n_cases = 0
+    for _ in range(10 if quick else 40):
+        table = {f"c{i}": {f"o{j}": (float(rng.integers(1, 300)), float(rng.random()))
+                           for j in range(int(rng.integers(1, 7)))}
+                 for i in range(int(rng.integers(1, 5)))}
+        plan = ComponentPlan(table, 0.9, int(rng.integers(0, 100)))
+        lo = plan.fixed_bytes + sum(min(b for b, _ in o.values()) for o in table.values())
+        hi = plan.fixed_bytes + sum(max(b for b, _ in o.values()) for o in table.values())
+        for budget in (lo, (lo + hi) / 2, hi):
+            bf = brute_force_plan(plan, budget)
+            plan_components(plan, budget)
+            d = sum(table[c][o][1] for c, o in plan.choice.items())
+            b = plan.fixed_bytes + sum(table[c][o][0] for c, o in plan.choice.items())
+            worst = max(worst, abs(d - bf[0]))
+            agree &= b <= budget and abs(d - bf[0]) <= 1e-12
+            n_cases += 1
+        try:
+            plan_components(plan, lo - 1)
+            refused = False
+        except ValueError:
+            refused = True
+        agree &= refused
+    return Outcome(agree, {"cases": n_cases, "max_objective_difference": worst},
+                   "frontier merge = brute force; a budget below the smallest plan is refused")
+
+
+@register_claim("deep-compression-in-miniature",
+                "pruning + quantisation + Huffman (Deep Compression) compresses ≥ 20× with at "
+                "most 1 point of accuracy lost, beating pruning or quantisation alone in size",
+                section="8.1", implements=[f"{_PL}.Pipeline", f"{_PL}.PIPELINES"])
+def _claim_deep_compression(rng, quick):
+    from refimpl.compare.pipelines import Huffman, Pipeline, Prune, Quantize
+
+    ctx = _chapter1_context(quick)
+    base_acc = ctx.evaluate(ctx.baseline)
+    dense = 32 * ctx.baseline.num_parameters()
+    res = {}
+    for name, steps in (("prune-90", [Prune(0.9)]), ("kmeans-4bit", [Quantize(4)]),
+                        ("deep-compression", [Prune(0.9), Quantize(4), Huffman()])):
+        cm = Pipeline(name, steps).run(ctx)
+        res[name] = (cm.bits, ctx.evaluate(cm.model))
+    dc_bits, dc_acc = res["deep-compression"]
+    ratio = dense / dc_bits
+    smaller = all(dc_bits < b for k, (b, _) in res.items() if k != "deep-compression")
+    sane = all(0.3 <= a <= 1.0 for _, a in res.values())
+    numbers = {"acc_baseline": base_acc, "compression_dc": ratio}
+    for k, (b, a) in res.items():
+        numbers[f"acc_{k}"] = a
+        numbers[f"x_{k}"] = dense / b
+    return Outcome(sane, numbers, "LSTM of chapter 1 on the sentiment task; reproduced when "
+                   "Deep Compression is >= 20x smaller than float32, smaller than each part, and "
+                   "within 0.01 of the baseline's accuracy",
+                   reproduced=ratio >= 20 and smaller and dc_acc >= base_acc - 0.01)
+
+
+def _chapter1_context(quick: bool):
+    """A TourContext around chapter 1's trained LSTM (cached by
+    :func:`refimpl.compare.baselines.sentiment_baselines`), fine-tuning with ``nn.fit``."""
+    from refimpl import nn
+    from refimpl.data import load_task
+    from refimpl.registry import TourContext
+
+    base = sentiment_baselines(quick, 0)["lstm"].model
+    task = load_task("sentiment", quick=quick, rng=0)
+
+    def fit(model, epochs=1, lr=3e-3, **kw):
+        return nn.fit(model, task, epochs=epochs, lr=lr, rng=0, progress=False, **kw)
+
+    return TourContext(task=task, baseline=base, baseline_kind="lstm", quick=quick, seed=0,
+                       fit=fit,
+                       evaluate=lambda m: float(nn.evaluate_accuracy(m, task.X_test,
+                                                                     task.len_test,
+                                                                     task.y_test)),
+                       make_model=lambda kind=None, **kw: None, baselines={"lstm": base})
