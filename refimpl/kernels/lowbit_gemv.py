@@ -65,6 +65,8 @@ small integers or dyadic values) and otherwise within the float32 rounding bound
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -99,6 +101,12 @@ def fast_path_available() -> bool:
     name = numba.config.CPU_NAME
     if name and name != "host":
         return False
+    return _host_has_avx512f()
+
+
+@functools.cache
+def _host_has_avx512f() -> bool:
+    """LLVM's host feature query, once per process (it takes ~0.5 ms)."""
     import llvmlite.binding as llvm
 
     try:
@@ -219,6 +227,14 @@ def _fn(builder, name, ret, argtys):
     return f
 
 
+def _opaque(builder, v):
+    """``v`` through an empty inline-asm register copy: LLVM cannot look through it, so it
+    does not rewrite ``lshr(trunc(w), s)`` as ``trunc(lshr(w, s))`` — 64-bit shifts of both
+    halves, two ``vpmovqd`` and an insert per code instead of one 32-bit shift (measured in
+    the generated assembly)."""
+    return builder.asm(ir.FunctionType(v.type, [v.type]), "", "=v,0", [v], False)
+
+
 def _spread16(builder, x):
     """Bits 0..15 of each lane to the even bits 0, 2, …, 30 (a Morton interleave step)."""
     for sh, msk in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
@@ -256,8 +272,9 @@ def _emit_rows(builder, ctx, rows, BC):
         for r in range(RB):
             off = builder.add(row_w[r], builder.mul(q, _i64(_LANES)))
             wv = load_words(ctx["pk"], off, mask)
-            lo = builder.trunc(wv, _I16)
-            hi = builder.trunc(builder.lshr(wv, ir.Constant(_Q16, [_i64(32)] * 16)), _I16)
+            lo = _opaque(builder, builder.trunc(wv, _I16))
+            hi = _opaque(builder, builder.trunc(builder.lshr(wv, ir.Constant(
+                _Q16, [_i64(32)] * 16)), _I16))
             if kind == _TERNARY:  # interleave nz (even bits) and sign (odd bits) per quarter
                 sv = load_words(ctx["sg"], off, mask)
                 slo = builder.trunc(sv, _I16)
@@ -272,9 +289,9 @@ def _emit_rows(builder, ctx, rows, BC):
                         else:
                             a16 = builder.lshr(a, _splat32(16))
                             s16 = builder.lshr(s, _splat32(16))
-                        quarters.append(builder.or_(
+                        quarters.append(_opaque(builder, builder.or_(
                             _spread16(builder, a16),
-                            builder.shl(_spread16(builder, s16), _splat32(1))))
+                            builder.shl(_spread16(builder, s16), _splat32(1)))))
                 lanes.append(quarters)
             else:
                 lanes.append((lo, hi))
@@ -392,30 +409,53 @@ def _lowbit_rows(typingctx, xl, packed, sign, table, out, kind, r0, r1, b0, bc):
     return sig, codegen
 
 
+@numba.njit(cache=True, inline="always")
+def _avx512_block(xl, packed, sign, kind, table, out, blk):
+    """Output rows ``64 blk .. 64 blk + 63``, batch chunks of 8 (then 4, 2, 1)."""
+    M = xl.shape[0]
+    r0 = blk * _ROW_BLOCK
+    r1 = min(packed.shape[0], r0 + _ROW_BLOCK)
+    b = 0
+    while b < M:
+        left = M - b
+        bc = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
+        _lowbit_rows(xl, packed, sign, table, out, kind, r0, r1, b, bc)
+        b += bc
+
+
 @numba.njit(cache=True, parallel=True)
 def _lowbit_avx512(xl, packed, sign, kind, table):
-    """Parallel over blocks of 64 output rows; per block, batch chunks of 8 (then 4, 2, 1)."""
-    M = xl.shape[0]
+    """Parallel over blocks of 64 output rows."""
     N = packed.shape[0]
-    out = np.empty((M, N), dtype=np.float32)
-    nblk = (N + 63) // 64
-    for blk in prange(nblk):
-        r0 = blk * 64
-        r1 = min(N, r0 + 64)
-        b = 0
-        while b < M:
-            left = M - b
-            bc = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
-            _lowbit_rows(xl, packed, sign, table, out, kind, r0, r1, b, bc)
-            b += bc
+    out = np.empty((xl.shape[0], N), dtype=np.float32)
+    for blk in prange((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        _avx512_block(xl, packed, sign, kind, table, out, blk)
     return out
+
+
+@numba.njit(cache=True)
+def _lowbit_avx512_serial(xl, packed, sign, kind, table):
+    """One thread, for small products (waking the thread pool costs ~0.05–0.3 ms here)."""
+    N = packed.shape[0]
+    out = np.empty((xl.shape[0], N), dtype=np.float32)
+    for blk in range((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        _avx512_block(xl, packed, sign, kind, table, out, blk)
+    return out
+
+
+#: Products with fewer multiply-adds (M · N · K) than this run on one thread: at ~10^4
+#: multiply-adds per µs on one core that is ~0.1 ms, about what waking Numba's thread pool
+#: (workqueue layer) costs on the shared 2-core development machine.
+_SERIAL_MACS = 1 << 20
 
 
 def _lowbit_numba(X, packed, sign, kind, K, table, scale):
     """The AVX-512 kernel for float32 ``X`` where available, else the portable loops."""
     if X.dtype == np.float32 and fast_path_available():
         xl = _layout_x(X, _per(kind), packed.shape[1])
-        out = _lowbit_avx512(xl, packed, sign, kind, table)
+        small = X.shape[0] * packed.shape[0] * K < _SERIAL_MACS
+        out = (_lowbit_avx512_serial if small else _lowbit_avx512)(xl, packed, sign, kind,
+                                                                   table)
         if not np.all(scale == 1):
             out *= scale[None, :]
         return out

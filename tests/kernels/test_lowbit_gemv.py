@@ -276,3 +276,13 @@ def test_portable_path_runs_with_jit_disabled():
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("serial_macs", [0, 1 << 40])
+def test_threaded_and_single_thread_drivers_agree(rng, monkeypatch, serial_macs):
+    if not lg.fast_path_available():
+        pytest.skip("no AVX-512F on this CPU")
+    monkeypatch.setattr(lg, "_SERIAL_MACS", serial_macs)  # force one driver or the other
+    codes, cb, X, s, ref = _codes_case(rng, 4, 9, 130, 300)
+    Y = lg.kbit_gemv(X, bp.pack_codes(codes, 4), 4, 300, cb, s, backend="numba")
+    np.testing.assert_array_equal(Y, ref)
