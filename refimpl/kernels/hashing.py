@@ -214,26 +214,31 @@ def hashed_matmul_numpy(X, w, out_features, seed_bucket, seed_sign):
 
 
 @numba.njit(cache=True)
-def _hashed_matmul_kernel(X, w, Y, seed_bucket, seed_sign):
+def _hashed_matmul_kernel(Xt, w, Yt, seed_bucket, seed_sign):
+    # Xt (n, B) and Yt (m, B): the batch is the contiguous axis, so the inner loop streams one
+    # row of each (with X (B, n) the stride between batch rows is a power of two for
+    # power-of-two widths and the B rows alias in the L1 sets: 45x slower at n = 512)
     K = np.uint64(w.size)
-    B, n = X.shape
-    for i in range(Y.shape[1]):
+    n, B = Xt.shape
+    for i in range(Yt.shape[0]):
+        acc = Yt[i]
         for b in range(B):
-            Y[b, i] = 0.0
+            acc[b] = 0.0
         for j in range(n):
             k = _xxh32_pair_scalar(i, j, seed_bucket) % K
             v = (1.0 - 2.0 * (_xxh32_pair_scalar(i, j, seed_sign) & np.uint64(1))) * w[k]
+            xj = Xt[j]
             for b in range(B):
-                Y[b, i] += v * X[b, j]
+                acc[b] += v * xj[b]
 
 
 def hashed_matmul_numba(X, w, out_features, seed_bucket, seed_sign):
     """Numba twin of :func:`hashed_matmul_numpy`: each V_ij hashed on the fly."""
     dt = np.result_type(X, w)
-    Y = np.empty((X.shape[0], out_features), dt)
-    _hashed_matmul_kernel(np.ascontiguousarray(X, dt), w.astype(dt), Y, np.uint64(seed_bucket),
-                          np.uint64(seed_sign))
-    return Y
+    Yt = np.empty((out_features, X.shape[0]), dt)                 # (m, B)
+    _hashed_matmul_kernel(np.ascontiguousarray(X.T, dt), w.astype(dt), Yt,
+                          np.uint64(seed_bucket), np.uint64(seed_sign))
+    return np.ascontiguousarray(Yt.T)                             # (B, m)
 
 
 def hashed_matmul(X, w, out_features: int, seed_bucket: int, seed_sign: int, *,
@@ -275,29 +280,33 @@ def hashed_matmul_backward_numpy(dY, X, w, seed_bucket, seed_sign):
 
 
 @numba.njit(cache=True)
-def _hashed_matmul_bwd_kernel(dY, X, w, dX, dw, seed_bucket, seed_sign):
+def _hashed_matmul_bwd_kernel(dYt, Xt, w, dXt, dw, seed_bucket, seed_sign):
+    # transposed operands (batch contiguous), as in _hashed_matmul_kernel
     K = np.uint64(w.size)
-    B, n = X.shape
-    for i in range(dY.shape[1]):
+    n, B = Xt.shape
+    for i in range(dYt.shape[0]):
+        dyi = dYt[i]
         for j in range(n):
             k = _xxh32_pair_scalar(i, j, seed_bucket) % K
             s = 1.0 - 2.0 * (_xxh32_pair_scalar(i, j, seed_sign) & np.uint64(1))
             v = s * w[k]
+            xj = Xt[j]
+            dxj = dXt[j]
             g = 0.0
             for b in range(B):
-                dX[b, j] += dY[b, i] * v
-                g += dY[b, i] * X[b, j]
+                dxj[b] += dyi[b] * v
+                g += dyi[b] * xj[b]
             dw[k] += s * g
 
 
 def hashed_matmul_backward_numba(dY, X, w, seed_bucket, seed_sign):
     """Numba twin of :func:`hashed_matmul_backward_numpy`."""
     dt = np.result_type(dY, X, w)
-    dX = np.zeros(X.shape, dt)
+    dXt = np.zeros((X.shape[1], X.shape[0]), dt)                 # (n, B)
     dw = np.zeros(w.shape, dt)
-    _hashed_matmul_bwd_kernel(np.ascontiguousarray(dY, dt), np.ascontiguousarray(X, dt),
-                              w.astype(dt), dX, dw, np.uint64(seed_bucket), np.uint64(seed_sign))
-    return dX, dw
+    _hashed_matmul_bwd_kernel(np.ascontiguousarray(dY.T, dt), np.ascontiguousarray(X.T, dt),
+                              w.astype(dt), dXt, dw, np.uint64(seed_bucket), np.uint64(seed_sign))
+    return np.ascontiguousarray(dXt.T), dw
 
 
 def hashed_matmul_backward(dY, X, w, seed_bucket: int, seed_sign: int, *,
