@@ -814,6 +814,10 @@ def write_outputs(run: TourRun, out: str | os.PathLike) -> dict:
            f"from each attention variant's definition." if mem_n else "") + "\n",
         encoding="utf-8")
     plot_size_vs_quality(run.rows, files["png"])
+    from refimpl.compare.report import plot_comparison
+
+    files["comparison"] = out / "comparison.png"
+    plot_comparison(run.rows, files["comparison"])
     return {k: str(v) for k, v in files.items()}
 
 
