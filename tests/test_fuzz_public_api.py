@@ -558,6 +558,12 @@ def _sharing():
         "SkipGramNS": lambda: dict(input_embedding=_sub_emb(), output_embedding=_sub_emb()),
         "skipgram_pairs": lambda: dict(tokens=np.array([1, 2, 3, 1]), window=1,
                                        num_negatives=2, num_words=5, rng=0, power=0.75),
+        # §5.3 Universal Transformer
+        "timing_signal": lambda: dict(length=3, d_model=4, step=2),
+        "UniversalTransformerEncoder": lambda: dict(d_model=4, num_heads=2, d_ff=6, max_steps=2,
+                                                    act=True, epsilon=0.01, halting_bias=1.0,
+                                                    activation="relu", norm_first=False,
+                                                    layer_norm_eps=1e-5, rng=0),
     }
 
 
@@ -610,6 +616,18 @@ def _tf_of(layers, d, pooling="mean"):
     return TransformerClassifier(vocab_size=12, d_model=d, num_heads=2, d_ff=4,
                                  num_layers=layers, max_len=5, n_classes=2, pooling=pooling,
                                  rng=layers)
+
+
+def _s2s(seed):
+    from refimpl.nn import Seq2Seq
+
+    return Seq2Seq(src_vocab=8, tgt_vocab=8, d_emb=3, d_hidden=3, rng=seed)
+
+
+def _s2s_data():
+    src = np.array([[4, 5, 3], [6, 3, 0], [7, 4, 3]])
+    tgt = np.array([[2, 4, 5, 3], [2, 6, 3, 0], [2, 7, 4, 3]])
+    return src, np.array([3, 2, 3]), tgt, np.array([4, 3, 4])
 
 
 def _theseus():
@@ -767,6 +785,19 @@ def _distillation():
         "TheseusClassifier": lambda: dict(predecessor=_tf_of(4, 4), n_modules=2,
                                           replace_rate=0.5, rng=0),
         "TheseusScheduler": lambda: dict(model=_theseus(), k=0.1, b=0.3),
+        # §4.1 sequence-level KD
+        "word_kd_loss_t": lambda: dict(student_logits=_t(2, 3, 5), teacher_logits=_g(2, 3, 5),
+                                       valid=np.ones((2, 3), bool), T=1.0),
+        "fit_word_kd": lambda: dict(student=_s2s(1), teacher=_s2s(0), train=_s2s_data(),
+                                    alpha=0.5, T=1.0, epochs=1, lr=0.01, batch_size=4,
+                                    clip_norm=1.0, rng=0),
+        "sequence_kd_targets": lambda: dict(teacher=_s2s(0), src=_s2s_data()[0],
+                                            src_len=_s2s_data()[1], beam_size=2, max_len=4,
+                                            batch_size=4),
+        "seq_inter_targets": lambda: dict(teacher=_s2s(0), src=_s2s_data()[0],
+                                          src_len=_s2s_data()[1], tgt=_s2s_data()[2],
+                                          tgt_len=_s2s_data()[3], beam_size=2, max_len=4,
+                                          batch_size=4),
     }
 
 
@@ -785,6 +816,7 @@ def valid_kwargs(key):
 
 #: Names that are not functions (or are plain records), with the reason they are not fuzzed.
 NOT_CALLABLE = {
+    "sharing.ACTOutput": "a plain dataclass record returned by UniversalTransformerEncoder",
     "distillation.DISTANCES": "a tuple of distance names, not a function",
     "pruning.DeltaCSR": "a plain dataclass record built and checked by encode_delta_csr",
     "distillation.TripletOrder": "a plain dataclass record built by majority_vote_order",
@@ -998,6 +1030,8 @@ EXEMPT = {
     ("distillation.codistillation_weight", "burn_in", "zero"): "no burn-in: distil from step 0",
     ("distillation.codistillation_weight", "weight", "zero"): "weight 0 switches distillation off",
     ("distillation.fit_fitnets", "epochs_hint", "zero"): "0 epochs: skip the hint stage",
+    ("distillation.fit_word_kd", "epochs", "zero"): "0 epochs: no training",
+    ("distillation.fit_word_kd", "alpha", "zero"): "alpha = 0: the reference NLL alone",
     ("distillation.fit_tinybert", "epochs_intermediate", "zero"): "0 epochs: skip the step",
     ("distillation.fit_tinybert", "epochs_prediction", "zero"): "0 epochs: skip the step",
     ("distillation.fit_with_teacher", "epochs", "zero"): "0 epochs: no training",
@@ -1188,6 +1222,10 @@ EXEMPT = {
     ("sharing.CharWordEmbedding", "padding_idx", "none"): "None: no padding row",
     ("sharing.SubvectorEmbedding", "seed", "zero"): "0 is a valid seed",
     ("sharing.random_assignment", "seed", "zero"): "0 is a valid seed",
+    ("sharing.UniversalTransformerEncoder", "halting_bias", "negative"):
+        "any real initial bias of the halting unit",
+    ("sharing.UniversalTransformerEncoder", "halting_bias", "zero"):
+        "any real initial bias of the halting unit",
     ("sharing.skipgram_pairs", "power", "zero"): "power 0: uniform negatives",
 }
 

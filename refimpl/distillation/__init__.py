@@ -96,6 +96,12 @@ from refimpl.distillation.multi_teacher import (
     teacher_assistant_chain,
     top_k_teacher_probs,
 )
+from refimpl.distillation.sequence import (
+    fit_word_kd,
+    seq_inter_targets,
+    sequence_kd_targets,
+    word_kd_loss_t,
+)
 from refimpl.distillation.transformers import (
     attention_kl,
     attention_kl_t,
@@ -123,4 +129,5 @@ __all__ = [
     "tinybert_layer_map", "TinyBertProjections", "tinybert_losses_t", "fit_tinybert",
     "distilbert_loss_t", "init_from_teacher_layers_", "pkd_objective_t", "fit_with_teacher",
     "fit_distilbert", "fit_pkd", "TheseusClassifier", "TheseusScheduler",
+    "word_kd_loss_t", "fit_word_kd", "sequence_kd_targets", "seq_inter_targets",
 ]
