@@ -50,8 +50,11 @@
                                    (random / k-means assignment), :func:`random_assignment`,
                                    :func:`block_kmeans`, skip-gram :class:`SkipGramNS`,
                                    :func:`skipgram_pairs`
-
-Not implemented yet (rest of §5): the Universal Transformer (§5.3).
+``universal``                      §5.3 Universal Transformer (Dehghani et al., ICLR 2019): one
+                                   shared layer applied recurrently with the position-and-step
+                                   signal :func:`timing_signal` and per-position ACT halting
+                                   (Graves 2016) :class:`UniversalTransformerEncoder`,
+                                   :class:`ACTOutput`
 """
 
 from refimpl.sharing.characters import (
@@ -83,6 +86,7 @@ from refimpl.sharing.subvectors import (
     random_assignment,
     skipgram_pairs,
 )
+from refimpl.sharing.universal import ACTOutput, UniversalTransformerEncoder, timing_signal
 from refimpl.sharing.transformers import AlbertEmbeddings, AlbertEncoder, albert_num_params
 from refimpl.sharing.toeplitz import (
     ToeplitzLikeLinear,
@@ -103,5 +107,6 @@ __all__ = [
     "AlbertEmbeddings", "AlbertEncoder", "albert_num_params", "ToeplitzLikeLinear",
     "char_table", "C2W", "CharCNN", "CharWordEmbedding", "CNNSoftmax", "CharLSTMOutput",
     "char_aware_lm", "c2w_num_params", "char_cnn_num_params", "SubvectorEmbedding",
-    "random_assignment", "block_kmeans", "SkipGramNS", "skipgram_pairs",
+    "random_assignment", "block_kmeans", "SkipGramNS", "skipgram_pairs", "timing_signal",
+    "UniversalTransformerEncoder", "ACTOutput",
 ]

@@ -1070,3 +1070,130 @@ def _check_shared_reference_vectors(rng, quick):
                         "table_params": V * D, "bits_seeded": bits_random,
                         "bits_stored_indices": bits_stored, "kmeans_fixed_point": nearest and means},
                    f"V={V}, D={D}, B={B}, K={K}: {B * K * (D // B)} numbers for {V * D}")
+
+
+# ------------------------------------------------------------------ Universal Transformer (§5.3)
+_UT = "refimpl.sharing.universal"
+
+
+def _ut_by_hand(ut, x):
+    """ACT per position with scalar Python bookkeeping (Graves 2016 / tensor2tensor's rules);
+    the shared layer is applied through its forward (no tape). Returns (y, N, R, Σu)."""
+    from refimpl.sharing.universal import timing_signal
+
+    B, n, d = x.shape
+    w, b = ut.halting.W.data[0], ut.halting.b.data[0]
+    state = x.copy()
+    y = np.zeros_like(x)
+    H, R, N = np.zeros((B, n)), np.zeros((B, n)), np.zeros((B, n))
+    done = np.zeros((B, n), bool)
+    usum = np.zeros((B, n))
+    for t in range(1, ut.max_steps + 1):
+        s = state + timing_signal(n, d, t)
+        h_new = ut.layer(s).data
+        for i in range(B):
+            for j in range(n):
+                if done[i, j]:
+                    continue
+                p = 1.0 / (1.0 + np.exp(-(s[i, j] @ w + b)))
+                if t == ut.max_steps or H[i, j] + p > 1.0 - ut.epsilon:
+                    R[i, j] = 1.0 - H[i, j]
+                    u = R[i, j]
+                    done[i, j] = True
+                else:
+                    H[i, j] += p
+                    u = p
+                N[i, j] += 1
+                usum[i, j] += u
+                y[i, j] = u * h_new[i, j] + (1.0 - u) * y[i, j]
+        state = h_new
+        if done.all():
+            break
+    return y, N, R, usum
+
+
+@register_check("universal-transformer-act", "Universal Transformer: one shared layer applied "
+                "recurrently with the position-and-step timing signal (hand values) equals a "
+                "loop; per-position ACT (threshold 1 − ε, remainders, update weights summing to "
+                "1, max-steps cap, ponder cost mean(N + R)) equals scalar bookkeeping; halting "
+                "at step 1 / at the cap by hand; gradcheck through the halting unit; exact "
+                "parameter count", section="5.3",
+                implements=[f"{_UT}.UniversalTransformerEncoder", f"{_UT}.timing_signal",
+                            f"{_UT}.ACTOutput"])
+@_single_thread_blas
+def _check_universal_transformer(rng, quick):
+    from refimpl.sharing.universal import UniversalTransformerEncoder, timing_signal
+
+    # P^1 at position 0, d = 2: (sin 0 + sin 1, cos 0 + cos 1); position 3, step 2, d = 4
+    P = timing_signal(4, 4, 2)
+    hand_sig = (np.array_equal(timing_signal(1, 2, 1)[0], [np.sin(1.0), 1.0 + np.cos(1.0)])
+                and abs(P[3, 2] - (np.sin(3 / 100.0) + np.sin(2 / 100.0))) < 1e-15
+                and abs(P[3, 1] - (np.cos(3.0) + np.cos(2.0))) < 1e-15)
+
+    seed = int(rng.integers(2**31))
+    d, T = 8, 5
+    x = rng.standard_normal((2, 6, d))
+    plain = UniversalTransformerEncoder(d_model=d, num_heads=2, d_ff=12, max_steps=T, act=False,
+                                        rng=seed)
+    loop = x
+    for t in range(1, T + 1):
+        loop = plain.layer(loop + timing_signal(6, d, t)).data
+    fwd = Outcome.compare(plain(x).hidden.data, loop, atol=0.0)
+
+    ut = UniversalTransformerEncoder(d_model=d, num_heads=2, d_ff=12, max_steps=T, act=True,
+                                     rng=seed)
+    ut.halting.W.data = rng.standard_normal((1, d)) * 0.5      # spread the halting steps
+    ut.halting.b.data[:] = -0.5
+    o = ut(x)
+    y, N, R, usum = _ut_by_hand(ut, x)
+    act_y = Outcome.compare(o.hidden.data, y, atol=1e-14 * T)
+    act_counts = np.array_equal(o.n_updates, N)
+    act_R = Outcome.compare(o.remainders.data, R, atol=1e-15 * T)
+    ponder = Outcome.compare(o.ponder_cost.item(), (N + R).mean(), atol=1e-14 * T)
+    weights_one = float(np.abs(usum - 1.0).max())
+    spread = sorted(set(N.ravel().tolist()))
+
+    # edge cases: p ≈ 1 halts everyone at step 1 (R = 1, ρ = 2, y = Layer(x + P^1));
+    # p ≈ 0 runs to the cap (N = T, R ≈ 1, ρ ≈ T + 1)
+    ut.halting.W.data[:] = 0.0
+    ut.halting.b.data[:] = 40.0
+    o1 = ut(x)
+    first = Outcome.compare(o1.hidden.data, ut.layer(x + timing_signal(6, d, 1)).data, atol=0.0)
+    early = (np.all(o1.n_updates == 1) and o1.steps == 1 and o1.ponder_cost.item() == 2.0
+             and first.passed)
+    ut.halting.b.data[:] = -40.0
+    oT = ut(x)
+    capped = (np.all(oT.n_updates == T) and oT.steps == T
+              and abs(oT.ponder_cost.item() - (T + 1)) < 1e-15 * T * 10)
+
+    tiny = UniversalTransformerEncoder(d_model=4, num_heads=2, d_ff=6, max_steps=3, act=True,
+                                       rng=seed)
+    tiny.halting.W.data = rng.standard_normal((1, 4))
+    tiny.halting.b.data[:] = -0.3
+    xt = rng.standard_normal((1, 3, 4))
+
+    def fn(xx, Wh, bh, W1):
+        tiny.halting.W, tiny.halting.b, tiny.layer.linear1.W = Wh, bh, W1
+        out = tiny(xx)
+        return out.hidden + out.ponder_cost                    # both carry gradients
+    try:
+        gc = gradcheck(fn, [xt, tiny.halting.W.data, tiny.halting.b.data,
+                            tiny.layer.linear1.W.data], rng=0)
+        gc_ok, gc_err = True, gc["max_abs_err"]
+    except GradcheckError as e:
+        gc_ok, gc_err = False, str(e)
+
+    layer_params = ut.layer.num_parameters()
+    counts_ok = (layer_params == 4 * (d * d + d) + 2 * d * 12 + 12 + d + 4 * d
+                 and ut.num_parameters() == layer_params + d + 1
+                 and plain.num_parameters() == layer_params)
+    ok = (hand_sig and fwd.passed and act_y.passed and act_counts and act_R.passed
+          and ponder.passed and weights_one < 1e-15 * T * 4 and early and capped and gc_ok
+          and counts_ok)
+    return Outcome(ok, {"act_max_abs_err": act_y.numbers["max_abs_err"],
+                        "update_weights_sum_err": weights_one, "steps_taken": spread,
+                        "ponder_cost": o.ponder_cost.item(), "gradcheck_max_abs_err": gc_err,
+                        "params": ut.num_parameters(),
+                        "unshared_stack_params": T * layer_params + d + 1},
+                   f"d={d}, max_steps={T}, ε={ut.epsilon:g}; the shared layer costs 1/{T} of "
+                   "an unshared stack")
