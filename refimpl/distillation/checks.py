@@ -630,3 +630,285 @@ def _claim_dml(rng, quick):
                           "gain_points": 100 * gain, "peers": len(alone)},
                    "load_task('sentiment'); two LSTM 8/8 peers, alone vs mutual; reproduced = "
                    "mean gain >= 0.5 points", reproduced=gain >= 0.005)
+
+
+# ------------------------------------------------------------------ §4.1 hints, Sobolev, Q-KD
+_BR = "refimpl.distillation.bert_recipes"
+_SQ = "refimpl.distillation.sequence"
+
+
+@register_check("fitnets-hints", "FitNets: hint loss ½‖u_h − r(v_g)‖²/B equals a loop; its "
+                "gradient equals central differences; stage 1 trains only up to the guided "
+                "layer", section="4.1",
+                implements=[f"{_AR}.fitnets_hint_loss_t", f"{_AR}.fit_fitnets"])
+def _fitnets(rng, quick):
+    from refimpl.distillation import fit_fitnets, fitnets_hint_loss_t
+    from refimpl.nn import Linear, RNNClassifier
+
+    B, ds, dt = 4, 3, 5
+    reg = Linear(ds, dt, rng=rng)
+    g, h = rng.standard_normal((B, ds)), rng.standard_normal((B, dt))
+    W, b = reg.W.data, reg.b.data
+    hand = sum(0.5 * sum((h[i, k] - (sum(W[k, j] * g[i, j] for j in range(ds)) + b[k])) ** 2
+                         for k in range(dt)) for i in range(B)) / B
+    val = Outcome.compare(fitnets_hint_loss_t(g, h, reg).item(), hand, rtol=1e-13)
+    gc = gradcheck(lambda a: fitnets_hint_loss_t(a, h, reg), [g], rng=rng)
+    X = rng.integers(1, 20, (48, 5))
+    L = rng.integers(2, 6, 48)
+    y = (X[:, 0] % 2).astype(np.int64)
+    teacher = RNNClassifier(vocab_size=20, d_emb=6, d_hidden=8, n_classes=2, rng=0)
+    student = RNNClassifier(vocab_size=20, d_emb=4, d_hidden=4, n_classes=2, rng=1)
+    fc0 = student.fc.W.data.copy()
+    emb0 = student.embedding.W.data.copy()
+    fit_fitnets(student, teacher, (X, L, y), guided=lambda m, *a: m.features(*a),
+                hint=lambda m, *a: m.features(*a), regressor=Linear(4, 8, rng=2),
+                epochs_hint=1, epochs_kd=0, rng=0, progress=False)
+    staged = bool(np.array_equal(student.fc.W.data, fc0)
+                  and not np.array_equal(student.embedding.W.data, emb0))
+    ok = val.passed and gc["max_abs_err"] < 1e-8 and staged
+    return Outcome(ok, {**val.numbers, "grad_max_abs_err": gc["max_abs_err"],
+                        "stage1_fc_untouched_embedding_moved": int(staged)},
+                   "loop by hand; gradcheck; stage 1 on an LSTM student")
+
+
+@register_check("sobolev-jacobian-projections", "Sobolev training: the tape's J v (central "
+                "differences) equals the analytic Jacobian W₂ diag(1 − tanh²) W₁ v of a tanh "
+                "MLP within ε²·bound; the loss is 0 for equal nets and its gradient is right",
+                section="4.1",
+                implements=[f"{_AR}.directional_derivative_t", f"{_AR}.sobolev_loss_t"])
+def _sobolev(rng, quick):
+    from refimpl.distillation import directional_derivative_t, sobolev_loss_t
+    from refimpl.nn import Linear
+
+    B, d, hdim, C, eps = 6, 4, 5, 3, 1e-4
+    l1, l2 = Linear(d, hdim, rng=rng), Linear(hdim, C, rng=rng)
+
+    def f(x):
+        return l2(F.tanh(l1(x)))
+
+    x, v = rng.standard_normal((2, B, d))
+    got = directional_derivative_t(f, x, v, eps).data
+    a = np.tanh(x @ l1.W.data.T + l1.b.data)  # (B, h)
+    exact = ((1 - a * a) * (v @ l1.W.data.T)) @ l2.W.data.T  # W₂ diag(1 − a²) W₁ v
+    # central-difference error ε²/6 |f'''| ≤ ε²/6 · ‖W₂‖₂ · 2 · max‖W₁v‖³, plus round-off
+    bound = eps ** 2 / 6 * np.linalg.norm(l2.W.data, 2) * 2 * np.max(
+        np.linalg.norm(v @ l1.W.data.T, axis=1)) ** 3 + 1e-15 / eps
+    err = float(np.abs(got - exact).max())
+    zero = sobolev_loss_t(f, f, x, n_directions=2, rng=0).item()
+    g2 = Linear(hdim, C, rng=rng)
+
+    def loss(W1):
+        return sobolev_loss_t(lambda z: l2(F.tanh(F.linear(z, W1, l1.b))),
+                              lambda z: g2(F.tanh(l1(z))), x, n_directions=2, beta=0.5,
+                              eps=1e-3, rng=0)
+
+    gc = gradcheck(loss, [l1.W.data.copy()], rng=rng)
+    ok = err <= bound and zero == 0.0 and gc["max_abs_err"] < 1e-7
+    return Outcome(ok, {"jvp_max_abs_err": err, "error_bound": float(bound),
+                        "loss_equal_nets": zero, "grad_max_abs_err": gc["max_abs_err"]},
+                   "analytic Jacobian of a one-hidden-layer tanh MLP")
+
+
+@register_check("quantized-distillation-student", "Polino et al.'s quantised student: every "
+                "weight matrix takes at most 2^bits values in the forward pass, which equals the "
+                "same network with Q(W) stored; the shadow weights stay full precision",
+                section="4.1", implements=[f"{_AR}.quantize_student_"])
+def _quantized_student(rng, quick):
+    from refimpl.distillation import quantize_student_
+    from refimpl.nn import RNNClassifier, no_grad
+    from refimpl.quantization import quantize_uniform
+
+    bits = 3
+    m = RNNClassifier(vocab_size=15, d_emb=4, d_hidden=6, n_classes=3, rng=0)
+    ref = RNNClassifier(vocab_size=15, d_emb=4, d_hidden=6, n_classes=3, rng=0)
+    names = quantize_student_(m, bits=bits)
+    levels = 0
+    for (k, p), (_, q) in zip(m.named_parameters(), ref.named_parameters()):
+        if k.split(".")[-1].startswith("W"):
+            q.data[:] = quantize_uniform(p.data, bits)
+            levels = max(levels, len(np.unique(q.data)))
+    X = rng.integers(1, 15, (5, 4))
+    L = np.full(5, 4)
+    with no_grad():
+        cmp = Outcome.compare(m(X, L).data, ref(X, L).data, atol=1e-12)
+    shadow = max(len(np.unique(p.data)) for k, p in m.named_parameters()
+                 if k.split(".")[-1].startswith("W"))
+    ok = cmp.passed and levels <= 2 ** bits and shadow > 2 ** bits and len(names) >= 3
+    return Outcome(ok, {**cmp.numbers, "max_levels_forward": levels,
+                        "max_levels_shadow": shadow, "quantised_modules": len(names)})
+
+
+@register_check("teacher-assistants-and-threshold", "Teacher-assistant chain trains one model "
+                "per size, each from the previous (10→6→4→2-style); Tan et al.'s τ: distil "
+                "while student < teacher + τ", section="4.3",
+                implements=[f"{_MT}.teacher_assistant_chain",
+                            f"{_MT}.selective_distillation_flags"])
+def _ta_threshold(rng, quick):
+    from refimpl.distillation import selective_distillation_flags, teacher_assistant_chain
+    from refimpl.nn import RNNClassifier
+
+    flags = selective_distillation_flags(np.array([0.80, 0.90, 0.91, 0.70]),
+                                         np.array([0.85, 0.89, 0.90, 0.70]), tau=0.01)
+    hand = [True, False, False, True]  # 0.80 < 0.86; 0.90 ≥ 0.90; 0.91 ≥ 0.91; 0.70 < 0.71
+    X = rng.integers(1, 20, (32, 5))
+    L = np.full(32, 5)
+    y = (X[:, 0] % 2).astype(np.int64)
+    seen = []
+
+    def make(size, seed):
+        seen.append(size)
+        return RNNClassifier(vocab_size=20, d_emb=4, d_hidden=size, n_classes=2, rng=seed)
+
+    teacher = RNNClassifier(vocab_size=20, d_emb=4, d_hidden=10, n_classes=2, rng=0)
+    chain = teacher_assistant_chain(teacher, make, [6, 4, 2], (X, L, y), epochs=1, rng=0,
+                                    progress=False)
+    ok = flags.tolist() == hand and seen == [6, 4, 2] and [m.rnn.hidden_size for m in chain] \
+        == [6, 4, 2]
+    return Outcome(ok, {"flags": str(flags.tolist()), "chain_sizes": str(seen)})
+
+
+# ------------------------------------------------------------------ §4.4 recipes
+@register_check("tinybert-losses", "TinyBERT: g(m) = mN/M; the attention-score MSE equals a "
+                "loop over heads of (qkᵀ/√d, padded keys 0); every loss is 0 when the student "
+                "is the teacher (identity projections)", section="4.4",
+                implements=[f"{_BR}.tinybert_layer_map", f"{_BR}.tinybert_losses_t"])
+def _tinybert(rng, quick):
+    from refimpl.distillation import TinyBertProjections, tinybert_layer_map, tinybert_losses_t
+    from refimpl.nn import TransformerClassifier, no_grad
+
+    maps = tinybert_layer_map(12, 4) == [3, 6, 9, 12]
+    m = TransformerClassifier(vocab_size=20, d_model=6, num_heads=2, d_ff=8, num_layers=2,
+                              max_len=5, n_classes=2, rng=0)
+    s = TransformerClassifier(vocab_size=20, d_model=6, num_heads=2, d_ff=8, num_layers=1,
+                              max_len=5, n_classes=2, rng=1)
+    X = rng.integers(1, 20, (3, 5))
+    L = np.array([5, 3, 4])
+    valid = np.arange(5)[None] < L[:, None]
+    proj = TinyBertProjections(6, 6, rng=0)
+    for lin in (proj.W_e, proj.W_h):
+        lin.W.data[:] = np.eye(6)
+        lin.b.data[:] = 0.0
+    with no_grad():
+        zt, ot = m(X, L, output_hidden_states=True, output_attentions=True)
+        zs, os_ = s(X, L, output_hidden_states=True, output_attentions=True)
+        same = tinybert_losses_t(ot, ot, zt, zt.data, proj, [1, 2], valid)
+        diff = tinybert_losses_t(os_, ot, zs, zt.data, proj, [2], valid)
+    zero = max(same[k].item() for k in ("embedding", "hidden", "attention"))
+    qs, ks = os_.attentions[0].query.data, os_.attentions[0].key.data
+    qt, kt = ot.attentions[1].query.data, ot.attentions[1].key.data
+    tot, cnt = 0.0, 0
+    for b in range(3):
+        for hh in range(2):
+            for i in range(5):
+                for j in range(5):
+                    a = float(qs[b, hh, i] @ ks[b, hh, j]) / math.sqrt(3) if valid[b, j] else 0.0
+                    c = float(qt[b, hh, i] @ kt[b, hh, j]) / math.sqrt(3) if valid[b, j] else 0.0
+                    tot += (a - c) ** 2
+                    cnt += 1
+    att = Outcome.compare(diff["attention"].item(), tot / cnt, rtol=1e-12)
+    ok = maps and zero == 0.0 and att.passed
+    return Outcome(ok, {**att.numbers, "loss_at_copy": zero,
+                        "prediction_loss": diff["prediction"].item()},
+                   "12→4 map; attention scores by a loop")
+
+
+@register_check("distilbert-triple-loss", "DistilBERT: 5·T²KL + 2·CE + 1·(1 − cos) over real "
+                "positions equals a loop; a student built from every other teacher layer "
+                "copies those layers exactly", section="4.4",
+                implements=[f"{_BR}.distilbert_loss_t", f"{_BR}.init_from_teacher_layers_"])
+def _distilbert(rng, quick):
+    from refimpl.distillation import distilbert_loss_t, init_from_teacher_layers_
+    from refimpl.nn import TransformerClassifier
+
+    B, n, d, C, T = 3, 4, 5, 3, 2.0
+    zs, zt = rng.standard_normal((2, B, C))
+    y = np.array([0, 2, 1])
+    hs, ht = rng.standard_normal((2, B, n, d))
+    valid = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], bool)
+    got = distilbert_loss_t(Tensor(zs), zt, y, Tensor(hs), ht, valid, T=T).item()
+    soft = hard = 0.0
+    for b in range(B):
+        ps, pt = _softmax_loop(zs[b], 1 / T), _softmax_loop(zt[b], 1 / T)
+        soft += T * T * sum(p * math.log(p / q) for p, q in zip(pt, ps)) / B
+        hard += -math.log(_softmax_loop(zs[b])[y[b]]) / B
+    cos = [1 - float(hs[b, i] @ ht[b, i]) / (np.linalg.norm(hs[b, i]) * np.linalg.norm(ht[b, i]))
+           for b in range(B) for i in range(n) if valid[b, i]]
+    val = Outcome.compare(got, 5 * soft + 2 * hard + sum(cos) / len(cos), rtol=1e-12)
+    teacher = TransformerClassifier(vocab_size=10, d_model=4, num_heads=2, d_ff=6, num_layers=4,
+                                    max_len=4, n_classes=2, rng=0)
+    student = TransformerClassifier(vocab_size=10, d_model=4, num_heads=2, d_ff=6, num_layers=2,
+                                    max_len=4, n_classes=2, rng=1)
+    init_from_teacher_layers_(student, teacher, [0, 2])
+    copied = all(np.array_equal(a.data, b.data) for j, i in enumerate([0, 2])
+                 for (_, a), (_, b) in zip(student.layers[j].named_parameters(),
+                                           teacher.layers[i].named_parameters()))
+    return Outcome(val.passed and copied, {**val.numbers, "layers_copied": int(copied)})
+
+
+@register_check("theseus-module-replacement", "BERT-of-Theseus: rate 0 is the predecessor, "
+                "rate 1 and eval are the successor; modules are replaced with frequency p "
+                "(Bernoulli per module, within 4σ)", section="4.4",
+                implements=[f"{_BR}.TheseusClassifier", f"{_BR}.TheseusScheduler"])
+def _theseus(rng, quick):
+    from refimpl.distillation import TheseusClassifier
+    from refimpl.nn import TransformerClassifier, no_grad
+
+    pred = TransformerClassifier(vocab_size=10, d_model=4, num_heads=2, d_ff=6, num_layers=4,
+                                 max_len=4, n_classes=2, rng=0)
+    X = rng.integers(1, 10, (3, 4))
+    L = np.array([4, 2, 3])
+    th = TheseusClassifier(pred, n_modules=2, replace_rate=0.0, rng=0)
+    th.train()
+    with no_grad():
+        e0 = float(np.abs(th(X, L).data - pred(X, L).data).max())
+        th.replace_rate = 1.0
+        one = th(X, L).data
+        th.eval()
+        e1 = float(np.abs(th(X, L).data - one).max())
+        e2 = float(np.abs(th.successor_model()(X, L).data - one).max())
+        th.train()
+        th.replace_rate = p = 0.3
+        n = 200 if quick else 1000
+        draws = np.array([(th(X, L), th.last_draw)[1] for _ in range(n)])
+    freq = float(draws.mean())
+    sigma = math.sqrt(p * (1 - p) / draws.size)
+    ok = e0 < 1e-12 and e1 == 0.0 and e2 == 0.0 and abs(freq - p) < 4 * sigma
+    return Outcome(ok, {"rate0_vs_predecessor": e0, "eval_vs_rate1": e1,
+                        "successor_model_vs_rate1": e2, "replace_freq": freq, "p": p,
+                        "draws": int(draws.size)})
+
+
+@register_check("sequence-level-kd-targets", "Seq-KD: the targets are the teacher's beam top-1; "
+                "Seq-Inter picks the beam hypothesis with the best sentence BLEU (brute force); "
+                "word-level KD with a one-hot teacher is the NLL", section="4.1",
+                implements=[f"{_SQ}.sequence_kd_targets", f"{_SQ}.seq_inter_targets",
+                            f"{_SQ}.word_kd_loss_t"])
+def _seqkd(rng, quick):
+    from refimpl.data import bleu, make_translation
+    from refimpl.distillation import seq_inter_targets, sequence_kd_targets, word_kd_loss_t
+    from refimpl.nn import Seq2Seq, fit_seq2seq
+
+    task = make_translation(n_train=48, n_val=4, n_test=4, rng=0)
+    teacher = Seq2Seq(src_vocab=len(task.src_vocab), tgt_vocab=len(task.tgt_vocab), d_emb=8,
+                      d_hidden=8, rng=0)
+    fit_seq2seq(teacher, task, epochs=1, rng=0, progress=False)
+    src, sl = task.src_train[:8], task.src_len_train[:8]
+    ref, rl = task.tgt_train[:8], task.tgt_len_train[:8]
+    toks, scores, lens = teacher.beam_search(src, sl, beam_size=3, max_len=12)
+    tgt, tl = sequence_kd_targets(teacher, src, sl, beam_size=3, max_len=12)
+    mism = sum(int(not np.array_equal(tgt[i, 1:tl[i]], toks[i, 0, :lens[i, 0]]))
+               for i in range(8))
+    ti, til, rank = seq_inter_targets(teacher, src, sl, ref, rl, beam_size=3, max_len=12)
+    for i in range(8):
+        r = [int(t) for t in ref[i, 1:rl[i] - 1]]
+        sims = [bleu([[int(t) for t in toks[i, k, :lens[i, k]] if t != teacher.eos]], [r],
+                     smooth="add-k") for k in range(3) if np.isfinite(scores[i, k])]
+        mism += int(rank[i] != int(np.argmax(sims)))
+        mism += int(not np.array_equal(ti[i, 1:til[i]], toks[i, rank[i], :lens[i, rank[i]]]))
+    zs = rng.standard_normal((1, 1, 5))
+    zt = np.zeros((1, 1, 5))
+    zt[0, 0, 3] = 800.0  # a one-hot teacher
+    nll = -math.log(_softmax_loop(zs[0, 0])[3])
+    w = Outcome.compare(word_kd_loss_t(zs, zt, np.ones((1, 1), bool)).item(), nll, rtol=1e-12)
+    return Outcome(mism == 0 and w.passed, {"mismatches": mism, **w.numbers,
+                                            "seq_inter_not_top1": int((rank > 0).sum())})
