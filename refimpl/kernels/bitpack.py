@@ -662,6 +662,10 @@ def binary_gemm(Ap, Bp, K: int, backend: str | None = None) -> np.ndarray:
     Kw = _words(K)
     Ap = _check_packed(Ap, "Ap", Kw)
     Bp = _check_packed(Bp, "Bp", Kw)
+    from refimpl.kernels import lowbit_gemv
+
+    if 1 <= Ap.shape[0] <= lowbit_gemv.SMALL_BATCH_PACKED:  # a few rows: parallel over B rows
+        return lowbit_gemv.binary_gemv(Ap, Bp, K, backend=backend)
     return dispatch("binary_gemm", backend, _binary_gemm_numba, _binary_gemm_numpy, Ap, Bp, K)
 
 
@@ -767,6 +771,10 @@ def ternary_gemm(A_planes, B_planes, backend: str | None = None) -> np.ndarray:
     As = _check_packed(As, "A_sign", Kw)
     Bnz = _check_packed(B_planes[0], "B_nz", Kw)
     Bs = _check_packed(B_planes[1], "B_sign", Kw)
+    from refimpl.kernels import lowbit_gemv
+
+    if 1 <= Anz.shape[0] <= lowbit_gemv.SMALL_BATCH_PACKED:  # a few rows: parallel over B rows
+        return lowbit_gemv.ternary_gemv((Anz, As), (Bnz, Bs), backend=backend)
     return dispatch("ternary_gemm", backend, _ternary_gemm_numba, _ternary_gemm_numpy,
                     Anz, As, Bnz, Bs)
 

@@ -75,13 +75,19 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from refimpl.kernels._backend import dispatch
+from refimpl.kernels import bitpack
+from refimpl.kernels.bitpack import popcount64 as _popcount
 from refimpl.utils import check_array, check_int
 
-__all__ = ["kbit_gemv", "binary_weight_gemv", "ternary_weight_gemv", "fast_path_available",
-           "SMALL_BATCH"]
+__all__ = ["kbit_gemv", "binary_weight_gemv", "ternary_weight_gemv", "binary_gemv",
+           "ternary_gemv", "fast_path_available", "SMALL_BATCH", "SMALL_BATCH_PACKED"]
 
 #: Largest batch (rows of ``X``) for which :func:`bitpack.kbit_matmul` calls this kernel.
 SMALL_BATCH = 64
+#: Largest batch (rows of ``Ap``) for which :func:`bitpack.binary_gemm` and
+#: :func:`bitpack.ternary_gemm` call :func:`binary_gemv` / :func:`ternary_gemv`: below 8 rows
+#: their 4 × 4 (2 × 2) row tiles leave one of the two threads idle (M ≤ 4) or unbalanced.
+SMALL_BATCH_PACKED = 7
 
 _LANES = 16      # words per block (one <16 x i64> load, two zmm registers)
 _ROW_BLOCK = 64  # output rows per prange task
@@ -619,3 +625,89 @@ def ternary_weight_gemv(X, W_planes, K: int, scale=None,
     table = _table(_TERNARY, None, X.dtype)
     scale = _prepare_scale(scale, nz.shape[0], X.dtype)
     return _run("ternary_weight_gemv", _TERNARY, X, nz, sg, K, table, scale, one, backend)
+
+
+# ------------------------------------------------------------------ both operands packed
+# Binary (and ternary) activations × binary (ternary) weights, XOR-popcount as in
+# :func:`bitpack.binary_gemm`, for a few activation rows: parallel over blocks of 64 weight
+# rows (bitpack's register-tiled kernel is parallel over blocks of 4 activation rows, so a
+# batch of 1–4 ran on one thread). The activation rows stay in L1; each weight row is read once
+# from memory and M times from L1.
+@numba.njit(cache=True, parallel=True)
+def _binary_gemv_numba(Ap, Bp, K):
+    M, Kw = Ap.shape
+    N = Bp.shape[0]
+    out = np.empty((M, N), dtype=np.int32)
+    for blk in prange((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        for j in range(blk * _ROW_BLOCK, min(N, blk * _ROW_BLOCK + _ROW_BLOCK)):
+            for i in range(M):
+                c = numba.uint64(0)
+                for w in range(Kw):  # a · b = K − 2 popcount(a ⊕ b)
+                    c += _popcount(Ap[i, w] ^ Bp[j, w])
+                out[i, j] = K - 2 * numba.int64(c)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _ternary_gemv_numba(Anz, As, Bnz, Bs):
+    M, Kw = Anz.shape
+    N = Bnz.shape[0]
+    out = np.empty((M, N), dtype=np.int32)
+    for blk in prange((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        for j in range(blk * _ROW_BLOCK, min(N, blk * _ROW_BLOCK + _ROW_BLOCK)):
+            for i in range(M):
+                p = numba.uint64(0)
+                q = numba.uint64(0)
+                for w in range(Kw):  # a · b = popcount(nz) − 2 popcount(nz & (s_a ⊕ s_b))
+                    m = Anz[i, w] & Bnz[j, w]
+                    p += _popcount(m)
+                    q += _popcount(m & (As[i, w] ^ Bs[j, w]))
+                out[i, j] = numba.int64(p) - 2 * numba.int64(q)
+    return out
+
+
+def binary_gemv(Ap, Bp, K: int, backend: str | None = None) -> np.ndarray:
+    """Binary ``A @ B.T`` for a few packed ±1 activation rows (Survey §3.1.1, XNOR-popcount),
+    parallel over the weight rows; :func:`bitpack.binary_gemm` calls it for small batches.
+
+    Parameters
+    ----------
+    Ap : ndarray of uint64, shape (M, ceil(K/64))
+        :func:`bitpack.pack_signs` of the activations (M small).
+    Bp : ndarray of uint64, shape (N, ceil(K/64))
+        :func:`bitpack.pack_signs` of the weights.
+    K : int
+    backend : {"numba", "numpy"}, optional
+
+    Returns
+    -------
+    ndarray of int32, shape (M, N), equal to ``A @ B.T`` exactly.
+    """
+    K = check_int(K, "K", 1)
+    Ap = _check_words(Ap, "Ap", (K + 63) // 64)
+    Bp = _check_words(Bp, "Bp", (K + 63) // 64)
+    return dispatch("binary_gemv", backend, _binary_gemv_numba, bitpack._binary_gemm_numpy, Ap, Bp, K)
+
+
+def ternary_gemv(A_planes, B_planes, backend: str | None = None) -> np.ndarray:
+    """Ternary ``A @ B.T`` (entries in {−1, 0, 1}, two bit planes each, Survey §3.2) for a few
+    activation rows, parallel over the weight rows; :func:`bitpack.ternary_gemm` calls it for
+    small batches.
+
+    Parameters
+    ----------
+    A_planes, B_planes : tuple (nz, sign) of uint64 arrays, shapes (M, Kw) and (N, Kw)
+        :func:`bitpack.pack_ternary` of the activations and of the weights.
+    backend : {"numba", "numpy"}, optional
+
+    Returns
+    -------
+    ndarray of int32, shape (M, N), equal to ``A @ B.T`` exactly.
+    """
+    Anz = _check_words(A_planes[0], "A_nz", np.asarray(A_planes[0]).shape[-1])
+    Kw = Anz.shape[1]
+    As = _check_words(A_planes[1], "A_sign", Kw, Anz.shape[0])
+    Bnz = _check_words(B_planes[0], "B_nz", Kw)
+    Bs = _check_words(B_planes[1], "B_sign", Kw, Bnz.shape[0])
+    return dispatch("ternary_gemv", backend, _ternary_gemv_numba, bitpack._ternary_gemm_numpy,
+                    Anz, As, Bnz, Bs)

@@ -286,3 +286,41 @@ def test_threaded_and_single_thread_drivers_agree(rng, monkeypatch, serial_macs)
     codes, cb, X, s, ref = _codes_case(rng, 4, 9, 130, 300)
     Y = lg.kbit_gemv(X, bp.pack_codes(codes, 4), 4, 300, cb, s, backend="numba")
     np.testing.assert_array_equal(Y, ref)
+
+
+@pytest.mark.parametrize("K", [1, 63, 64, 65, 1100])
+def test_packed_binary_and_ternary_gemv_exact(backend, rng, K):
+    for M in (1, 2, 7):
+        N = 130
+        A, B = rng.choice([-1.0, 1.0], (M, K)), rng.choice([-1.0, 1.0], (N, K))
+        C = lg.binary_gemv(bp.pack_signs(A, backend), bp.pack_signs(B, backend), K,
+                           backend=backend)
+        assert C.dtype == np.int32
+        np.testing.assert_array_equal(C, (A @ B.T).astype(np.int64))
+        TA, TB = rng.choice([-1.0, 0.0, 1.0], (M, K)), rng.choice([-1.0, 0.0, 1.0], (N, K))
+        C = lg.ternary_gemv(bp.pack_ternary(TA, backend), bp.pack_ternary(TB, backend),
+                            backend=backend)
+        np.testing.assert_array_equal(C, (TA @ TB.T).astype(np.int64))
+    # extremes: every product −1 (saturated popcounts)
+    ones = np.ones((1, K))
+    np.testing.assert_array_equal(
+        lg.binary_gemv(bp.pack_signs(ones, backend), bp.pack_signs(-ones, backend), K,
+                       backend=backend), [[-K]])
+
+
+@pytest.mark.parametrize("be", ["numba", "numpy"])
+def test_packed_products_dispatch_small_batches(rng, be):
+    K, N = 100, 9
+    B = rng.choice([-1.0, 1.0], (N, K))
+    Bp, Bt = bp.pack_signs(B, be), bp.pack_ternary(B, be)
+    for M in (1, lg.SMALL_BATCH_PACKED, lg.SMALL_BATCH_PACKED + 1):
+        A = rng.choice([-1.0, 1.0], (M, K))
+        small = M <= lg.SMALL_BATCH_PACKED
+        with record_calls() as log:
+            C = bp.binary_gemm(bp.pack_signs(A, be), Bp, K, backend=be)
+        assert log[-1] == ("binary_gemv" if small else "binary_gemm", be)
+        np.testing.assert_array_equal(C, A @ B.T)
+        with record_calls() as log:
+            C = bp.ternary_gemm(bp.pack_ternary(A, be), Bt, backend=be)
+        assert log[-1] == ("ternary_gemv" if small else "ternary_gemm", be)
+        np.testing.assert_array_equal(C, A @ B.T)
