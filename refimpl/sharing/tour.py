@@ -7,7 +7,17 @@ the hashed kernels), ``w`` starts at the least-squares projection of the trained
 hashed span (``w_k`` = mean of ``ξ·W`` over the entries of bucket ``k``), and the model is
 fine-tuned with the tour's loop. The stored size counts ``w``, every other parameter and the
 two 32-bit hash seeds of every hashed matrix.
+
+``albert-share-all`` (§5.3, Lan et al. 2020) ties every encoder layer of the trained Transformer
+baseline to one layer whose parameters start at the mean of the L trained layers', then
+fine-tunes: the encoder stores one layer instead of L.
+
+``quaternion-ffn`` (§5.3, Tay et al. 2019) replaces both feed-forward matrices of every encoder
+layer by :class:`~refimpl.sharing.QuaternionLinear` layers (¼ of the weights), initialised by
+the least-squares projection of the trained matrix onto the quaternion block structure
+(:func:`quaternion_projection`), then fine-tunes.
 """
+
 
 from __future__ import annotations
 
@@ -16,9 +26,12 @@ import numpy as np
 from refimpl.kernels.hashing import xxh32_pair
 from refimpl.nn.surgery import factorize_recurrent_weights_
 from refimpl.registry import MethodResult, TourContext, register_method
+from refimpl.nn.module import ModuleList
 from refimpl.sharing.hashing import HashedLinear, hash_seeds
+from refimpl.sharing.quaternion import QuaternionLinear
 
-__all__ = ["hashed_projection", "hash_recurrent_weights_"]
+__all__ = ["hashed_projection", "hash_recurrent_weights_", "quaternion_projection",
+           "share_all_layers_", "quaternion_ffn_"]
 
 _SEED_BITS = 32
 
@@ -84,3 +97,85 @@ def _hashednets_lstm(ctx: TourContext) -> MethodResult:
                         notes=f"{len(layers)} recurrent matrices hashed, K = 1/8 of each; "
                               "2 seeds each",
                         extra={"baseline": "lstm"})
+
+
+# ------------------------------------------------------------------ ALBERT sharing (§5.3)
+def share_all_layers_(model) -> None:
+    """Tie every layer of ``model.layers`` to one layer (in place) whose parameters are the mean
+    of the layers' trained parameters (ALBERT's all-shared encoder, Survey §5.3)."""
+    layers = list(model.layers)
+    first = layers[0]
+    for name, p in first.named_parameters():
+        others = [dict(layer.named_parameters())[name].data for layer in layers]
+        p.data = np.mean(others, axis=0)
+    model.layers = ModuleList([first] * len(layers))            # one object, L uses
+
+
+@register_method("albert-share-all", family="sharing", section="5.3",
+                 description="all encoder layers tied to one (ALBERT), initialised at the mean "
+                             "of the trained layers, fine-tuned")
+def _albert_share_all(ctx: TourContext) -> MethodResult:
+    model = ctx.copy_baseline("transformer")
+    L = len(model.layers)
+    share_all_layers_(model)
+    ctx.fit(model)
+    return MethodResult(model, bits=32 * model.num_parameters(), params=model.num_parameters(),
+                        notes=f"{L} layers -> 1 shared layer", extra={"baseline": "transformer"})
+
+
+# ------------------------------------------------------------------ quaternion FFN (§5.3)
+def quaternion_projection(W):
+    r"""The quaternion weight ``(W_r, W_i, W_j, W_k)`` whose real block matrix
+    (:func:`~refimpl.sharing.quaternion_block_matrix`) is closest to ``W`` in Frobenius norm.
+
+    Each component appears in four disjoint ``(out/4, in/4)`` blocks with a sign, so the least
+    squares solution is the mean of the four signed blocks: e.g. ``W_i = ¼(W_10 − W_01 − W_23 +
+    W_32)`` with ``W_ab`` the block in block-row a, block-column b.
+
+    Parameters
+    ----------
+    W : ndarray of shape (out_features, in_features), both multiples of 4
+
+    Returns
+    -------
+    tuple of four ndarrays of shape (out_features/4, in_features/4)
+    """
+    W = np.asarray(W, dtype=np.float64)
+    o, i = W.shape[0] // 4, W.shape[1] // 4
+    if W.ndim != 2 or W.shape != (4 * o, 4 * i) or o == 0 or i == 0:
+        raise ValueError(f"W must be 2-D with both sizes positive multiples of 4, got {W.shape}")
+    blk = W.reshape(4, o, 4, i).transpose(0, 2, 1, 3)           # (4, 4, o, i): blk[a, b]
+    W_r = (blk[0, 0] + blk[1, 1] + blk[2, 2] + blk[3, 3]) / 4
+    W_i = (blk[1, 0] - blk[0, 1] - blk[2, 3] + blk[3, 2]) / 4
+    W_j = (blk[2, 0] - blk[0, 2] + blk[1, 3] - blk[3, 1]) / 4
+    W_k = (blk[3, 0] - blk[0, 3] - blk[1, 2] + blk[2, 1]) / 4
+    return W_r, W_i, W_j, W_k
+
+
+def quaternion_ffn_(model) -> list:
+    """Replace ``linear1``/``linear2`` of every layer of ``model.layers`` by QuaternionLinear
+    layers initialised by :func:`quaternion_projection` (in place). Returns the new layers."""
+    new = []
+    for layer in model.layers:
+        for name in ("linear1", "linear2"):
+            lin = getattr(layer, name)
+            q = QuaternionLinear(lin.in_features, lin.out_features, rng=0)
+            for attr, comp in zip(("W_r", "W_i", "W_j", "W_k"), quaternion_projection(lin.W.data)):
+                getattr(q, attr).data = comp.astype(lin.W.data.dtype)
+            q.b.data = lin.b.data.copy()
+            setattr(layer, name, q)
+            new.append(q)
+    return new
+
+
+@register_method("quaternion-ffn", family="sharing", section="5.3",
+                 description="every FFN matrix of the Transformer as a quaternion layer (1/4 of "
+                             "the weights), least-squares init from the trained matrix, "
+                             "fine-tuned")
+def _quaternion_ffn(ctx: TourContext) -> MethodResult:
+    model = ctx.copy_baseline("transformer")
+    layers = quaternion_ffn_(model)
+    ctx.fit(model)
+    return MethodResult(model, bits=32 * model.num_parameters(), params=model.num_parameters(),
+                        notes=f"{len(layers)} FFN matrices as quaternion layers",
+                        extra={"baseline": "transformer"})

@@ -4,6 +4,7 @@ recurrent weights equal their materialised virtual matrices on the tape, exact s
 import copy
 
 import numpy as np
+import pytest
 
 from refimpl.nn import RNNClassifier
 from refimpl.nn import fit as nn_fit
@@ -66,3 +67,68 @@ def test_hashednets_tour_method_reports_exact_bits():
     res = {m.name: m for m in methods()}["hashednets-lstm"].func(ctx)
     assert res.bits == 32 * res.params + 2 * 32 * 2
     assert res.params < base.num_parameters()
+
+
+def _tiny_transformer_ctx():
+    from refimpl.nn import TransformerClassifier
+
+    rng = np.random.default_rng(3)
+    X = rng.integers(1, 30, (64, 6))
+    lengths = rng.integers(1, 7, 64)
+    y = (X[:, 0] % 2).astype(np.int64)
+    base = TransformerClassifier(vocab_size=30, d_model=8, num_heads=2, d_ff=16, num_layers=3,
+                                 max_len=6, n_classes=2, rng=0)
+    nn_fit(base, (X, lengths, y), epochs=1, lr=1e-2, rng=0, progress=False)
+
+    def fit(model, **kw):
+        return nn_fit(model, (X, lengths, y), epochs=1, lr=1e-2, rng=0, progress=False)
+
+    ctx = TourContext(task=None, baseline=base, baseline_kind="transformer", quick=True, seed=0,
+                      fit=fit, evaluate=lambda m: 0.0, make_model=None,
+                      baselines={"transformer": base})
+    return ctx, base, (X, lengths)
+
+
+def test_quaternion_projection_is_the_least_squares_solution():
+    from refimpl.sharing import quaternion_block_matrix
+    from refimpl.sharing.tour import quaternion_projection
+
+    rng = np.random.default_rng(4)
+    comps = [rng.standard_normal((2, 3)) for _ in range(4)]
+    for a, b in zip(quaternion_projection(quaternion_block_matrix(*comps)), comps):
+        np.testing.assert_allclose(a, b, atol=1e-15)         # a quaternion matrix is a fixed point
+    W = rng.standard_normal((8, 12))
+    P = quaternion_projection(W)
+    R = W - quaternion_block_matrix(*P)
+    # the residual is orthogonal to every quaternion direction (normal equations)
+    for c in range(4):
+        for idx in np.ndindex(2, 3):
+            E = [np.zeros((2, 3)) for _ in range(4)]
+            E[c][idx] = 1.0
+            assert abs((R * quaternion_block_matrix(*E)).sum()) < 1e-13
+    with pytest.raises(ValueError, match="W"):
+        quaternion_projection(np.ones((6, 8)))
+
+
+def test_albert_and_quaternion_tour_methods_report_exact_bits():
+    from refimpl.sharing import QuaternionLinear
+    from refimpl.sharing.tour import share_all_layers_
+
+    ctx, base, (X, lengths) = _tiny_transformer_ctx()
+    m = copy.deepcopy(base)
+    layer_params = m.layers[0].num_parameters()
+    mean_W1 = np.mean([layer.linear1.W.data for layer in m.layers], axis=0)
+    share_all_layers_(m)
+    assert all(layer is m.layers[0] for layer in m.layers)
+    np.testing.assert_allclose(m.layers[0].linear1.W.data, mean_W1, atol=1e-15)
+    assert m.num_parameters() == base.num_parameters() - 2 * layer_params
+
+    by_name = {meth.name: meth for meth in methods()}
+    res = by_name["albert-share-all"].func(ctx)
+    assert res.params == base.num_parameters() - 2 * layer_params and res.bits == 32 * res.params
+    res = by_name["quaternion-ffn"].func(ctx)
+    qs = [mod for layer in res.model.layers for mod in (layer.linear1, layer.linear2)]
+    assert all(isinstance(q, QuaternionLinear) for q in qs)
+    saved = 3 * 2 * (8 * 16 - 8 * 16 // 4)                  # 3/4 of both FFN matrices, 3 layers
+    assert res.params == base.num_parameters() - saved and res.bits == 32 * res.params
+    assert res.model(X, lengths).shape == (64, 2)
