@@ -530,6 +530,44 @@ def _eq49(rng, quick):
     return Outcome.all_of(*outs)
 
 
+@register_check("packed-lowbit-products", "small-batch products with packed k-means 4/3/2-bit, "
+                "BWN binary and TWN ternary weights equal X @ W_q.T within float32 rounding",
+                section="3.3.3", implements=["refimpl.kernels.lowbit_gemv.kbit_gemv",
+                                             "refimpl.kernels.lowbit_gemv.binary_weight_gemv",
+                                             "refimpl.kernels.lowbit_gemv.ternary_weight_gemv"])
+def _packed_lowbit_products(rng, quick):
+    from refimpl.kernels import lowbit_gemv as lg
+    from refimpl.kernels.bitpack import pack_codes, pack_signs, pack_ternary
+
+    N, K, M = 40, 300, 3
+    W = rng.standard_normal((N, K))
+    X = rng.standard_normal((M, K)).astype(np.float32)
+    X64 = X.astype(np.float64)
+
+    def within(Y, Wq):
+        # float32 sums of K products in any order, the row scale and the float32 rounding of
+        # the codebook / scales: |Y - X Wq^T| <= (K + 3) u |X| |Wq|^T
+        bound = (K + 3) * 2.0 ** -24 * (np.abs(X64) @ np.abs(Wq).T)
+        err = np.abs(Y - X64 @ Wq.T)
+        return Outcome(bool(np.all(err <= bound)), {"max_err_over_bound":
+                                                    float((err / bound).max())})
+
+    outs = []
+    for bits in (4, 3, 2):
+        cb, lab = qk.kmeans_quantize(W, 2 ** bits, rng=rng)
+        Y = lg.kbit_gemv(X, pack_codes(lab, bits), bits, K, cb)
+        outs.append(within(Y, cb.astype(np.float32).astype(np.float64)[lab]))
+    alpha, B = qb.bwn(W, axis=1)  # one α per row
+    alpha = np.asarray(alpha, dtype=np.float32).reshape(-1)
+    outs.append(within(lg.binary_weight_gemv(X, pack_signs(B), K, alpha),
+                       alpha.astype(np.float64)[:, None] * B))
+    a_t, T, _ = qt.twn(W)
+    outs.append(within(lg.ternary_weight_gemv(X, pack_ternary(T), K, a_t),
+                       float(np.float32(a_t)) * T))
+    return Outcome.all_of(*outs, detail="4/3/2-bit k-means, BWN, TWN; kernel: "
+                          + ("AVX-512 vpermps" if lg.fast_path_available() else "portable"))
+
+
 @register_equation(50, "PQ rate 32mn/(32kn + log2(k)·m·s) equals 32mn / counted stored bits",
                    section="3.3.3", implements=[f"{_K}.pq_rate", f"{_K}.product_quantize"])
 def _eq50(rng, quick):
