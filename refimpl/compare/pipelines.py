@@ -739,14 +739,17 @@ def pipeline(name: str) -> Pipeline:
     return PIPELINES[name]
 
 
-def frontier_verdict(combo: dict, parts: list) -> str:
+def frontier_verdict(combo: dict, parts: list, tol: float = 0.01) -> str:
     """Does a combination beat its parts on the size–quality frontier?
 
-    ``combo`` and each part are dicts with ``bytes`` and ``accuracy`` (tour rows; parts with
-    no result are ignored). Returns ``"beats its parts"`` when no part is at least as small
-    and at least as accurate (the combination adds a point to the frontier of itself and its
-    parts) and it is smaller than every part; ``"dominated by X"`` when part X is both; else
-    ``"trade-off"`` (on the frontier but not the smallest).
+    ``combo`` and each part are dicts with ``method``, ``bytes`` and ``accuracy`` (tour rows;
+    parts with no result are ignored). Returns
+
+    * ``"dominated by X"`` when part X is at least as small and at least as accurate;
+    * ``"beats its parts"`` when it is smaller than every part and at most ``tol`` less
+      accurate than the most accurate part (one accuracy point by default: test-set noise);
+    * ``"trade-off: ..."`` otherwise (smaller, or more accurate, but not both), saying by how
+      much it trails the most accurate part.
     """
     ok = [p for p in parts if p.get("bytes") and p.get("accuracy") is not None]
     if combo.get("bytes") is None or combo.get("accuracy") is None:
@@ -756,9 +759,13 @@ def frontier_verdict(combo: dict, parts: list) -> str:
     for p in ok:
         if p["bytes"] <= combo["bytes"] and p["accuracy"] >= combo["accuracy"]:
             return f"dominated by {p['method']}"
-    if all(combo["bytes"] < p["bytes"] for p in ok):
+    best = max(ok, key=lambda p: p["accuracy"])
+    smaller = all(combo["bytes"] < p["bytes"] for p in ok)
+    gap = best["accuracy"] - combo["accuracy"]
+    if smaller and gap <= tol:
         return "beats its parts"
-    return "trade-off"
+    return (f"trade-off: {'smaller than every part' if smaller else 'not the smallest'}, "
+            f"{-gap:+.3f} accuracy vs {best['method']}")
 
 
 # ------------------------------------------------------------------- tour registration

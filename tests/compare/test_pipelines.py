@@ -233,12 +233,18 @@ def test_structured_pruning_needs_a_transformer(ctx):
 
 def test_frontier_verdict():
     combo = {"method": "c", "bytes": 100, "accuracy": 0.80}
-    a = {"method": "a", "bytes": 200, "accuracy": 0.85}
+    a = {"method": "a", "bytes": 200, "accuracy": 0.79}
     b = {"method": "b", "bytes": 300, "accuracy": 0.70}
     assert frontier_verdict(combo, [a, b]) == "beats its parts"
     assert frontier_verdict(combo, [{"method": "d", "bytes": 90, "accuracy": 0.8}]) == \
         "dominated by d"
     assert frontier_verdict(combo, [{"method": "e", "bytes": 90, "accuracy": 0.7}]) == \
-        "trade-off"
+        "trade-off: not the smallest, +0.100 accuracy vs e"
+    # smaller than every part but 5 points below the best part: not a win
+    assert frontier_verdict(combo, [{"method": "g", "bytes": 150, "accuracy": 0.85}]) == \
+        "trade-off: smaller than every part, -0.050 accuracy vs g"
+    # within one point of the best part and smaller: a win
+    assert frontier_verdict(combo, [{"method": "h", "bytes": 150, "accuracy": 0.805}]) == \
+        "beats its parts"
     assert frontier_verdict(combo, [{"method": "f", "bytes": None, "accuracy": None}]) == \
         "no parts measured"
