@@ -28,9 +28,11 @@ codes with those values as the codebook; else dense. Records from a pipeline
 
 Both batch sizes matter (issue #19): at ``B = 1`` the products are memory-bound and a packed
 format should win; at ``B = 64`` BLAS's compute throughput usually wins. The tour shows both,
-so a row never claims a size gain while hiding a speed loss. Times are medians over
-``repeat`` runs of the whole set of operators, on this machine: ratios only mean something
-within one run (``benchmarks/`` has the kernel-level ratios).
+so a row never claims a size gain while hiding a speed loss. Times are the best of ``repeat``
+runs of the whole set of operators, with one BLAS thread and one Numba thread (every format
+under the same condition, and robust to other processes on a shared CPU — multi-threaded BLAS
+on an oversubscribed machine was measured up to 10^4 × slower at batch 64 here); ratios only
+mean something within one run (``benchmarks/`` has the kernel-level ratios, multi-threaded).
 """
 
 from __future__ import annotations
@@ -180,7 +182,8 @@ def stored_ops(model, records: dict | None = None) -> list[WeightOp]:
 
 def stored_latency(model, records: dict | None = None, batches=(1, 64), repeat: int = 9,
                    rng=0) -> dict:
-    """Median seconds to apply every stored weight operator once to a batch of ``B`` vectors.
+    """Best-of-``repeat`` time to apply every stored weight operator once to a batch of ``B``
+    vectors, single-threaded (BLAS and Numba).
 
     Parameters
     ----------
@@ -198,13 +201,38 @@ def stored_latency(model, records: dict | None = None, batches=(1, 64), repeat: 
     -------
     dict
         ``{"ms_b<B>": milliseconds, ..., "formats": "csr×3, kbit4×2", "n_ops": int}``.
+
+    Notes
+    -----
+    Survey §8 (the comparison's latency column); issue #19 item 5.
     """
     from refimpl.utils import as_rng, check_int
+
+    import numba
+    from threadpoolctl import threadpool_limits
 
     repeat = check_int(repeat, "repeat", 1)
     rng = as_rng(rng)
     ops = stored_ops(model, records)
     out = {}
+    n_threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            _time_ops(ops, batches, repeat, rng, out)
+    finally:
+        numba.set_num_threads(n_threads)
+    fmts: dict = {}
+    for op in ops:
+        fmts[op.fmt] = fmts.get(op.fmt, 0) + 1
+    out["formats"] = ", ".join(f"{k}×{v}" for k, v in fmts.items())
+    out["n_ops"] = len(ops)
+    return out
+
+
+def _time_ops(ops, batches, repeat, rng, out):
+    from refimpl.utils import check_int
+
     for B in batches:
         B = check_int(B, "batches", 1)
         Xs = [rng.standard_normal((B, op.in_features)).astype(np.float32) for op in ops]
@@ -216,10 +244,4 @@ def stored_latency(model, records: dict | None = None, batches=(1, 64), repeat: 
             for op, X in zip(ops, Xs):
                 op.run(X)
             times.append(time.perf_counter() - t0)
-        out[f"ms_b{B}"] = float(np.median(times)) * 1e3
-    fmts: dict = {}
-    for op in ops:
-        fmts[op.fmt] = fmts.get(op.fmt, 0) + 1
-    out["formats"] = ", ".join(f"{k}×{v}" for k, v in fmts.items())
-    out["n_ops"] = len(ops)
-    return out
+        out[f"ms_b{B}"] = float(np.min(times)) * 1e3

@@ -765,7 +765,7 @@ def format_table(rows, markdown: bool = False, width: int = TABLE_WIDTH) -> str:
     mem_n = sorted({r["attn_memory_n"] for r in rows if r.get("attn_memory_n")})
     legend = ("vs: the baseline a row is compared with; size ×: its float32 bytes ÷ the "
               "row's bytes; acc: test accuracy; Δ acc: minus the baseline's; µs@1, µs@64: "
-              "median microseconds of every stored weight operator applied once to a batch of 1 / 64 "
+              "best-of-N single-thread microseconds of every stored weight operator applied once to a batch of 1 / 64 "
               "vectors through the kernel of its stored format (CSR, k-bit codes, TT, hashed, "
               "dense BLAS; refimpl.compare.latency)")
     if mem_n:
@@ -802,7 +802,7 @@ def write_outputs(run: TourRun, out: str | os.PathLike) -> dict:
         + format_table(run.rows, markdown=True) + "\n\n"
         "compression ×: the float32 bytes of the `vs baseline` ÷ the row's bytes. "
         "Δ accuracy: the row's test accuracy minus the baseline's. latency: median forward "
-        "time of one batch (the refimpl.nn forward, dense arithmetic). stored-kernel µs: every "
+        "time of one batch (the refimpl.nn forward, dense arithmetic). stored-kernel µs (best of N, one thread): every "
         "stored weight operator applied once to a batch of 1 / 64 vectors through the kernel of "
         "its stored format (CSR, packed k-bit codes, TT cores, hashed, dense BLAS for the rest; "
         "embeddings are gathers and left out). accuracy ÷ MB: the survey's §8.1 score ÷ size "
