@@ -3,7 +3,12 @@
 =====================  ====================================================================
 ``tour``               ``refimpl tour``: train baselines, run every method, table + plot
 ``baselines``          the baselines the tour trains once and every method compresses
-``checks``             registered checks of the size accounting
+``pipelines``          §8.1 combinations as composable steps, exact composed storage
+``latency``            latency through the kernels each stored format uses (batch 1 / 64)
+``lm_tour``            ``refimpl tour --task lm``: perplexity against the Bayes floor
+``report``             §8.1 family ranking by score ÷ size; frontier and plots
+``planner``            §8.3 budget planner (``refimpl plan``)
+``checks``             registered checks: size accounting, Huffman, planner; claims
 =====================  ====================================================================
 
 The method registry (``@register_method``, :class:`MethodResult`, :class:`TourContext`) lives on
