@@ -4,6 +4,13 @@
 hidden width of the trained LSTM baseline) with Hinton et al.'s loss
 (:func:`refimpl.distillation.kd_loss_t`, T = 4, α = 0.5) on the tour's training split, the
 baseline's logits as soft targets. The stored size is the student's: every parameter at 32 bits.
+
+``tinybert-transformer`` (§4.4) distils the Transformer baseline into a Transformer with half
+its layers (a divisor) and half its width with TinyBERT's intermediate losses, then its
+prediction loss; ``dml-lstm`` (§4.2) trains two small LSTM peers by deep mutual learning and
+keeps peer 0; ``theseus-transformer`` (§4.4) replaces modules of two baseline layers by one
+successor layer each (BERT-of-Theseus with its linear schedule), then fine-tunes the
+successor alone.
 """
 
 from __future__ import annotations
@@ -40,3 +47,120 @@ def _hinton_kd_lstm(ctx: TourContext) -> MethodResult:
                         notes=f"student LSTM emb {d_emb}, hidden {d_hidden}; KD T={_T:g}, "
                               f"α={_ALPHA:g}",
                         extra={"baseline": "lstm"})
+
+
+def _transformer_teacher(ctx: TourContext):
+    try:
+        teacher = ctx.copy_baseline("transformer")
+    except (TypeError, KeyError) as e:
+        raise ValueError("this method needs a trained Transformer baseline") from e
+    teacher.eval()
+    return teacher
+
+
+def _epochs(ctx: TourContext) -> int:
+    return int(getattr(ctx.config, "epochs", 2) or 2)
+
+
+@register_method("tinybert-transformer", family="distillation", section="4.4",
+                 description="Transformer student (half the layers and width) distilled from "
+                             "the Transformer baseline with TinyBERT's intermediate losses, "
+                             "then its prediction loss")
+def _tinybert_transformer(ctx: TourContext) -> MethodResult:
+    from refimpl.distillation.bert_recipes import (TinyBertProjections, tinybert_layer_map,
+                                                   tinybert_losses_t, valid_positions)
+    from refimpl.nn import ModuleList
+
+    teacher = _transformer_teacher(ctx)
+    L, d, H = teacher.num_layers, teacher.d_model, teacher.num_heads
+    d_ff = teacher.layers[0].d_ff
+    L_s = max([k for k in range(1, max(1, L // 2) + 1) if L % k == 0])  # divides L, <= L/2
+    d_s = max(H, (d // 2) // H * H)  # half the width, a multiple of the heads
+    student = ctx.make_model("transformer", d_model=d_s, d_ff=max(1, d_ff // 2),
+                             num_layers=L_s, num_heads=H)
+    proj = TinyBertProjections(d_s, d, rng=ctx.seed)
+    gm = tinybert_layer_map(L, L_s)
+    flags = dict(output_hidden_states=True, output_attentions=True)
+    st = {}
+
+    def forward(model, X, lengths):
+        with no_grad():
+            st["t"] = teacher(X, lengths, **flags)
+        st["valid"] = valid_positions(student, X, lengths)
+        return student(X, lengths, **flags)
+
+    def losses(out):
+        (zs, so), (zt, to) = out, st["t"]
+        return tinybert_losses_t(so, to, zs, zt.data, proj, gm, st["valid"])
+
+    def inter(out, y):
+        d_ = losses(out)
+        return d_["embedding"] + d_["hidden"] + d_["attention"]
+
+    E = _epochs(ctx)
+    ctx.fit(ModuleList([student, proj]), forward=forward, loss_fn=inter, epochs=max(1, E // 2))
+    ctx.fit(student, forward=forward, loss_fn=lambda out, y: losses(out)["prediction"],
+            epochs=max(1, E - E // 2))
+    return MethodResult(student, bits=dense_bits(student), params=student.num_parameters(),
+                        notes=f"student {L_s} layer(s), d_model {d_s}; g(m) = {gm}; TinyBERT "
+                              f"intermediate then prediction",
+                        extra={"baseline": "transformer"})
+
+
+@register_method("dml-lstm", family="distillation", section="4.2",
+                 description="two small LSTM peers (1/2 embedding, 1/4 hidden width) trained "
+                             "together by deep mutual learning; peer 0 is kept")
+def _dml_lstm(ctx: TourContext) -> MethodResult:
+    from refimpl.distillation.collaborative import mutual_learning_losses
+    from refimpl.nn import ModuleList
+    from refimpl.nn import functional as F
+
+    widths = dict(getattr(ctx.config, "model_kwargs", {}).get("lstm", {}))
+    d_emb = max(4, int(widths.get("d_emb", 32)) // 2)
+    d_hidden = max(4, int(widths.get("d_hidden", 32)) // 4)
+    pair = ModuleList([ctx.make_model("lstm", d_emb=d_emb, d_hidden=d_hidden)
+                       for _ in range(2)])
+    K = None
+
+    def forward(model, X, lengths):  # (B, 2C): peer 0's logits, then peer 1's
+        nonlocal K
+        outs = [p(X, lengths) for p in model]
+        K = outs[0].shape[1]
+        return F.concat(outs, axis=1)
+
+    def loss_fn(out, y):
+        l0, l1 = mutual_learning_losses([out[:, :K], out[:, K:]], y)
+        return l0 + l1
+
+    ctx.fit(pair, forward=forward, loss_fn=loss_fn)
+    student = pair[0]
+    return MethodResult(student, bits=dense_bits(student), params=student.num_parameters(),
+                        notes=f"2 peers LSTM emb {d_emb}, hidden {d_hidden}; deep mutual "
+                              f"learning (CE + KL to the other, T = 1)",
+                        extra={"baseline": "lstm"})
+
+
+@register_method("theseus-transformer", family="distillation", section="4.4",
+                 description="BERT-of-Theseus: modules of 2 Transformer-baseline layers "
+                             "replaced progressively by 1-layer successors, then the successor "
+                             "fine-tuned alone")
+def _theseus_transformer(ctx: TourContext) -> MethodResult:
+    from refimpl.distillation.bert_recipes import TheseusClassifier, TheseusScheduler
+
+    teacher = _transformer_teacher(ctx)
+    L = teacher.num_layers
+    if L < 2 or L % 2:
+        raise ValueError(f"BERT-of-Theseus here halves the layers: the Transformer baseline "
+                         f"needs an even number of layers >= 2, has {L}")
+    th = TheseusClassifier(teacher, n_modules=L // 2, replace_rate=0.3, rng=ctx.seed)
+    E = _epochs(ctx)
+    n = len(getattr(ctx.task, "y_train", ())) or 1
+    bs = int(getattr(ctx.config, "batch_size", 64) or 64)
+    steps = max(1, E - 1) * -(-n // bs)
+    sched = TheseusScheduler(th, k=0.7 / max(1, steps // 2), b=0.3)  # rate 1 half-way
+    ctx.fit(th, epochs=max(1, E - 1), callbacks=[sched])
+    student = th.successor_model()
+    ctx.fit(student, epochs=1)
+    return MethodResult(student, bits=dense_bits(student), params=student.num_parameters(),
+                        notes=f"{L} -> {L // 2} layers; replacement rate min(1, kt + 0.3)",
+                        extra={"baseline": "transformer"})
