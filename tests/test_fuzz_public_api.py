@@ -564,6 +564,9 @@ def _sharing():
                                                     act=True, epsilon=0.01, halting_bias=1.0,
                                                     activation="relu", norm_first=False,
                                                     layer_norm_eps=1e-5, rng=0),
+        "UniversalTransformerTagger": lambda: dict(vocab_size=6, n_tags=2, d_model=4,
+                                                   num_heads=2, d_ff=6, max_steps=2, act=True,
+                                                   epsilon=0.01, halting_bias=1.0, rng=0),
     }
 
 
@@ -1225,6 +1228,10 @@ EXEMPT = {
     ("sharing.UniversalTransformerEncoder", "halting_bias", "negative"):
         "any real initial bias of the halting unit",
     ("sharing.UniversalTransformerEncoder", "halting_bias", "zero"):
+        "any real initial bias of the halting unit",
+    ("sharing.UniversalTransformerTagger", "halting_bias", "negative"):
+        "any real initial bias of the halting unit",
+    ("sharing.UniversalTransformerTagger", "halting_bias", "zero"):
         "any real initial bias of the halting unit",
     ("sharing.skipgram_pairs", "power", "zero"): "power 0: uniform negatives",
 }

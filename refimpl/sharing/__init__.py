@@ -54,7 +54,7 @@
                                    shared layer applied recurrently with the position-and-step
                                    signal :func:`timing_signal` and per-position ACT halting
                                    (Graves 2016) :class:`UniversalTransformerEncoder`,
-                                   :class:`ACTOutput`
+                                   :class:`ACTOutput`, :class:`UniversalTransformerTagger`
 """
 
 from refimpl.sharing.characters import (
@@ -86,7 +86,12 @@ from refimpl.sharing.subvectors import (
     random_assignment,
     skipgram_pairs,
 )
-from refimpl.sharing.universal import ACTOutput, UniversalTransformerEncoder, timing_signal
+from refimpl.sharing.universal import (
+    ACTOutput,
+    UniversalTransformerEncoder,
+    UniversalTransformerTagger,
+    timing_signal,
+)
 from refimpl.sharing.transformers import AlbertEmbeddings, AlbertEncoder, albert_num_params
 from refimpl.sharing.toeplitz import (
     ToeplitzLikeLinear,
@@ -108,5 +113,5 @@ __all__ = [
     "char_table", "C2W", "CharCNN", "CharWordEmbedding", "CNNSoftmax", "CharLSTMOutput",
     "char_aware_lm", "c2w_num_params", "char_cnn_num_params", "SubvectorEmbedding",
     "random_assignment", "block_kmeans", "SkipGramNS", "skipgram_pairs", "timing_signal",
-    "UniversalTransformerEncoder", "ACTOutput",
+    "UniversalTransformerEncoder", "ACTOutput", "UniversalTransformerTagger",
 ]

@@ -255,3 +255,68 @@ def _claim_albert(rng, quick):
                    "all-shared model keeps >= 90% of the unshared gain over chance and that "
                    "gain is >= 15 points (a smaller gain is inconclusive: not reproduced)",
                    reproduced=bool(kept >= 0.9 and acc["unshared_L3"] - chance >= 0.15))
+
+
+# ------------------------------------------------------------------ Universal Transformer (§5.3)
+def _pointer_task(n: int, T: int, rng):
+    """Tagging: a digit token (ids 2..11) is tagged with its parity; a "copy" token (id 1, 40%
+    of the positions after the first) with the tag of the nearest digit to its left, which it
+    must find through attention (the ambiguous positions). Returns X (n, T), Y (n, T)."""
+    X = np.zeros((n, T), dtype=np.int64)
+    Y = np.zeros((n, T), dtype=np.int64)
+    for r in range(n):
+        last = 0
+        for t in range(T):
+            if t > 0 and rng.random() < 0.4:
+                X[r, t], Y[r, t] = 1, last
+            else:
+                d = int(rng.integers(10))
+                X[r, t], last = 2 + d, d % 2
+                Y[r, t] = last
+    return X, Y
+
+
+@register_claim("universal-transformer-ponders-ambiguous", "with ACT, the Universal Transformer "
+                "spends more steps on ambiguous positions than on unambiguous ones (Dehghani et "
+                "al. 2019)", section="5.3",
+                implements=["refimpl.sharing.universal.UniversalTransformerEncoder",
+                            "refimpl.sharing.universal.UniversalTransformerTagger"])
+def _claim_ut_ponder(rng, quick):
+    from threadpoolctl import threadpool_limits
+
+    from refimpl.nn import cross_entropy, fit
+    from refimpl.sharing.universal import UniversalTransformerTagger
+
+    # protocol (fixed before running): the pointer-tagging task above (length 10); d = 16,
+    # 2 heads, d_ff = 32, max 8 steps, ε = 0.01, ponder weight τ = 0.001, halting bias 1;
+    # reproduced = the copy positions take >= 0.5 more steps on average than the digits, on
+    # held-out sequences, with the copy positions tagged >= 90% correctly
+    g = np.random.default_rng(0)
+    X, Y = _pointer_task(1000 if quick else 2000, 10, g)
+    Xt, Yt = _pointer_task(300, 10, g)
+    tau, epochs = 1e-3, (15 if quick else 20)
+    model = UniversalTransformerTagger(vocab_size=12, n_tags=2, d_model=16, num_heads=2,
+                                       d_ff=32, max_steps=8, halting_bias=1.0,
+                                       rng=int(rng.integers(2**31)))
+
+    def loss(out, y):
+        logits, act = out
+        return cross_entropy(logits.reshape(-1, 2), y.reshape(-1)) + tau * act.ponder_cost
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        fit(model, (X, np.full(len(X), 10), Y), forward=lambda m, x, _len: m(x), loss_fn=loss,
+            epochs=epochs, lr=3e-3, rng=0, progress=False, trim_batches=False)
+        logits, act = model(Xt)
+    pred = logits.data.argmax(-1)
+    copy = Xt == 1
+    n_copy, n_digit = float(act.n_updates[copy].mean()), float(act.n_updates[~copy].mean())
+    acc_copy, acc_digit = float((pred[copy] == Yt[copy]).mean()), float(
+        (pred[~copy] == Yt[~copy]).mean())
+    reproduced = n_copy >= n_digit + 0.5 and acc_copy >= 0.9
+    return Outcome(bool(np.isfinite(n_copy) and acc_digit > 0.6),
+                   {"steps_copy_positions": n_copy, "steps_digit_positions": n_digit,
+                    "acc_copy_positions": acc_copy, "acc_digit_positions": acc_digit,
+                    "ponder_cost": act.ponder_cost.item(), "epochs": epochs},
+                   "copy tokens must find the nearest digit to their left; reproduced = >= 0.5 "
+                   "more ACT steps there than on digits, copy tags >= 90% right",
+                   reproduced=bool(reproduced))

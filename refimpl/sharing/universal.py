@@ -50,7 +50,7 @@ from refimpl.nn.tensor import Tensor
 from refimpl.nn.transformer import TransformerEncoderLayer
 from refimpl.utils import as_rng, check_bool, check_choice, check_float, check_int
 
-__all__ = ["timing_signal", "UniversalTransformerEncoder", "ACTOutput"]
+__all__ = ["timing_signal", "UniversalTransformerEncoder", "ACTOutput", "UniversalTransformerTagger"]
 
 
 def timing_signal(length: int, d_model: int, step: int) -> np.ndarray:
@@ -203,3 +203,49 @@ class UniversalTransformerEncoder(Module):
         ponder = F.sum(F.mask(remainders, real)) / real.sum() + float(
             (n_updates * real).sum() / real.sum())
         return ACTOutput(out, ponder, n_updates, remainders, steps)
+
+
+class UniversalTransformerTagger(Module):
+    """Token embeddings -> :class:`UniversalTransformerEncoder` -> per-position tag logits (Survey
+    §5.3): the sequence-labelling model of the ponder-time claim.
+
+    Positions come from the encoder's timing signal (no position table). Padding id 0.
+
+    Parameters
+    ----------
+    vocab_size, n_tags : int (keyword-only)
+    d_model, num_heads, d_ff, max_steps, act, epsilon, halting_bias : as the encoder
+    rng : Generator or int, optional
+
+    Attributes
+    ----------
+    embedding : Embedding (vocab_size, d_model), padding_idx 0
+    encoder : UniversalTransformerEncoder
+    head : Linear (d_model -> n_tags)
+    """
+
+    def __init__(self, *, vocab_size: int, n_tags: int, d_model: int, num_heads: int,
+                 d_ff: int, max_steps: int = 4, act: bool = True, epsilon: float = 0.01,
+                 halting_bias: float = 1.0, rng=None):
+        from refimpl.nn.layers import Embedding
+
+        vocab_size = check_int(vocab_size, "vocab_size", 2)
+        self.n_tags = check_int(n_tags, "n_tags", 1)
+        rng = as_rng(rng)
+        self.encoder = UniversalTransformerEncoder(d_model=d_model, num_heads=num_heads,
+                                                   d_ff=d_ff, max_steps=max_steps, act=act,
+                                                   epsilon=epsilon, halting_bias=halting_bias,
+                                                   rng=rng)
+        self.embedding = Embedding(vocab_size, d_model, padding_idx=0, rng=rng)
+        self.embedding.W.data *= 1.0 / np.sqrt(d_model)
+        self.head = Linear(d_model, self.n_tags, rng=rng)
+
+    def forward(self, X, lengths=None):
+        """Token ids (B, n) -> (logits (B, n, n_tags), :class:`ACTOutput`)."""
+        X = np.asarray(X)
+        if X.ndim != 2 or X.dtype.kind not in "iu":
+            raise TypeError(f"X must be an integer array of shape (B, n), got {X.dtype} "
+                            f"{X.shape}")
+        kpm = X == 0
+        out = self.encoder(self.embedding(X), key_padding_mask=kpm if kpm.any() else None)
+        return self.head(out.hidden), out

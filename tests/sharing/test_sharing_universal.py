@@ -62,3 +62,27 @@ def test_bad_input():
         ut(np.zeros((1, 2, 5)))
     with pytest.raises(ValueError, match="key_padding_mask"):
         ut(np.zeros((1, 2, 4)), key_padding_mask=np.zeros((1, 3), bool))
+
+
+def test_tagger_shapes_padding_and_training():
+    from refimpl.nn import cross_entropy, fit
+    from refimpl.sharing import UniversalTransformerTagger
+    from refimpl.sharing.claims import _pointer_task
+
+    X, Y = _pointer_task(64, 6, np.random.default_rng(0))
+    m = UniversalTransformerTagger(vocab_size=12, n_tags=2, d_model=8, num_heads=2, d_ff=16,
+                                   max_steps=3, rng=0)
+    logits, act = m(X)
+    assert logits.shape == (64, 6, 2) and act.n_updates.shape == (64, 6)
+    Xp = X.copy()
+    Xp[:, -1] = 0                                  # padding is masked out of the attention
+    assert m(Xp)[0].shape == (64, 6, 2)
+
+    def loss(out, y):
+        return cross_entropy(out[0].reshape(-1, 2), y.reshape(-1)) + 1e-3 * out[1].ponder_cost
+
+    hist = fit(m, (X, np.full(64, 6), Y), forward=lambda mm, x, _l: mm(x), loss_fn=loss,
+               epochs=4, lr=1e-2, rng=0, progress=False, trim_batches=False)
+    assert hist.train_loss[-1] < hist.train_loss[0]
+    with pytest.raises(TypeError, match="X"):
+        m(X.astype(float))
