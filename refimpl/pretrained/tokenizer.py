@@ -17,6 +17,9 @@ The steps, in the order the ``tokenizers`` library applies them (Devlin et al. 2
 6. *WordPiece*: each word longer than 100 characters becomes ``[UNK]``; otherwise repeatedly take
    the longest vocabulary entry that prefixes the rest (``##`` marks a continuation); if at some
    point none matches, the whole word is ``[UNK]``;
+Special tokens written in the text (``[CLS]``, ``[SEP]``, ``[PAD]``, ``[UNK]``, ``[MASK]``) are
+matched verbatim before step 1 and keep their ids, as the ``tokenizers`` library's added tokens.
+
 7. ``[CLS] pieces [SEP]``; with ``max_length`` the pieces are cut to ``max_length − 2`` (the
    "longest first" truncation of a single sequence keeps the first pieces).
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import unicodedata
 from typing import Sequence
 
@@ -213,7 +217,7 @@ class WordPieceTokenizer:
 
     def __init__(self, vocab, *, lowercase: bool = True, max_input_chars_per_word: int = 100,
                  max_length: int = 256, unk_token: str = "[UNK]", cls_token: str = "[CLS]",
-                 sep_token: str = "[SEP]", pad_token: str = "[PAD]"):
+                 sep_token: str = "[SEP]", pad_token: str = "[PAD]", mask_token: str = "[MASK]"):
         if not isinstance(vocab, dict):
             vocab = load_vocab(vocab)
         self.vocab = vocab
@@ -232,6 +236,9 @@ class WordPieceTokenizer:
                                                   "max_input_chars_per_word", 1)
         self.max_length = check_int(max_length, "max_length", 2)
         self._word_cache: dict[str, tuple[int, ...]] = {}
+        specials = [t for t in (pad_token, unk_token, cls_token, sep_token, mask_token)
+                    if t in vocab]
+        self._special_re = re.compile("(" + "|".join(map(re.escape, specials)) + ")")
 
     @classmethod
     def from_file(cls, path, **kwargs) -> "WordPieceTokenizer":
@@ -280,8 +287,14 @@ class WordPieceTokenizer:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         ids: list[int] = []
-        for w in basic_tokenize(normalize_bert(text, lowercase=self.lowercase)):
-            ids.extend(self.wordpiece(w))
+        # special tokens written in the text ("[SEP]") are matched verbatim first, as the
+        # tokenizers library does with its added tokens (not normalised, not split)
+        for k, part in enumerate(self._special_re.split(text)):
+            if k % 2:
+                ids.append(self.vocab[part])
+                continue
+            for w in basic_tokenize(normalize_bert(part, lowercase=self.lowercase)):
+                ids.extend(self.wordpiece(w))
         return ids
 
     def encode(self, text: str, max_length: int | None = None) -> list[int]:
