@@ -18,6 +18,8 @@ Everything is generated in code from a seed (``rng``); the same seed gives bit-i
   char-level LM corpus and a docstring -> package classification set (§5.1, §2–§6).
 - :func:`load_text_classification`, :func:`load_text_lm` — the user's own CSV/TSV or
   plain-text files, with clear errors on malformed input.
+- :func:`load_stsb` — the STS Benchmark from CSV files the user points to (never shipped):
+  sentence pairs and gold similarity scores for sentence encoders (chapter 9).
 
 Containers (:mod:`refimpl.data.tasks`): :class:`ClassificationTask`, :class:`LMTask`,
 :class:`Seq2SeqTask`, :class:`SequenceTask`. Token arrays are int64 ``(N, T)`` padded with
@@ -34,6 +36,7 @@ from refimpl.data.longrange import (make_associative_recall, make_copy, make_nee
                                     sliding_window_ceiling)
 from refimpl.data.registry import TASKS, TaskSpec, load_task
 from refimpl.data.sentiment import make_sentiment, sentiment_rule_label, sentiment_score
+from refimpl.data.stsb import STSB_ENV, STSBSplit, load_stsb
 from refimpl.data.tasks import ClassificationTask, LMTask, Seq2SeqTask, SequenceTask, lm_targets
 from refimpl.data.translation import bleu, make_translation, reference_translate
 from refimpl.data.vocab import (BOS, EOS, PAD, SPECIALS, UNK, Vocab, pad_sequences,
@@ -50,5 +53,5 @@ __all__ = [
     "make_translation", "reference_translate", "bleu",
     "load_stdlib_docstrings_chars", "load_stdlib_topics", "stdlib_docstrings", "DEFAULT_TOPICS",
     "load_text_classification", "load_text_lm", "build_classification_task", "build_lm_task",
-    "TASKS", "TaskSpec", "load_task",
+    "TASKS", "TaskSpec", "load_task", "load_stsb", "STSBSplit", "STSB_ENV",
 ]
