@@ -295,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="seconds for the whole tour; methods share what the baselines leave "
                         "(default: 95 with --quick, no limit otherwise)")
+    t.add_argument("--plan-bytes", type=float, default=None, metavar="BYTES",
+                   help="after the table, name the most accurate measured method or "
+                        "combination within BYTES (the budget planner of survey §8.3; "
+                        "`refimpl plan` does the same from a saved tour.csv)")
     t.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test-suite size
     t.set_defaults(func=_cmd_tour)
 

@@ -969,6 +969,9 @@ def main(args) -> int:
     budget = getattr(args, "budget", None)
     if budget is not None and not (math.isfinite(budget) and budget > 0):
         return fail(f"--budget must be a positive number of seconds, got {budget}")
+    plan_bytes = getattr(args, "plan_bytes", None)
+    if plan_bytes is not None and not (math.isfinite(plan_bytes) and plan_bytes > 0):
+        return fail(f"--plan-bytes must be a positive number of bytes, got {plan_bytes}")
     task_name = getattr(args, "task", "sentiment") or "sentiment"
     if task_name == "lm":
         return _main_lm(args, tiny, seed, fail)
@@ -1014,6 +1017,15 @@ def main(args) -> int:
         run.files = write_outputs(run, out_path)
     except OSError as err:
         return fail(f"could not write the results to {str(out_path)!r}: {err}")
+    if plan_bytes is not None:
+        from refimpl.compare.planner import plan_from_rows
+
+        try:
+            best = plan_from_rows(run.rows, plan_bytes)
+            print(f"\nwithin {plan_bytes:g} bytes (§8.3): {best['method']}, {best['bytes']} "
+                  f"bytes, accuracy {best['accuracy']:.3f}")
+        except ValueError as err:
+            print(f"\nwithin {plan_bytes:g} bytes (§8.3): {err}")
     n_bad = sum(r["status"] != "ok" for r in run.rows)
     print(f"\n{len(run.rows)} rows ({n_bad} not ok) in {run.seconds:.1f} s. The full table "
           f"(parameters, family, notes, times) and the plot:")

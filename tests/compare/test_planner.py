@@ -3,6 +3,8 @@ clear errors for impossible budgets."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,20 @@ def test_cli_plan(tmp_path, capsys):
     assert cli.main(["plan", "--bytes", "999", "--from", str(tmp_path / "none.csv")]) == 2
     _, err = capsys.readouterr()
     assert "run `refimpl tour --quick` first" in err
+
+
+def test_cli_tour_plan_bytes(tmp_path, capsys):
+    from refimpl import cli
+
+    args = ["tour", "--quick", "--tiny", "--out", str(tmp_path), "--methods",
+            "baseline-float16"]
+    assert cli.main(args + ["--plan-bytes", "1e9"]) == 0
+    out, _ = capsys.readouterr()
+    assert re.search(r"within 1e\+09 bytes \(§8.3\): baseline-(lstm|float16), \d+ bytes", out)
+    assert cli.main(args + ["--plan-bytes", "10"]) == 0
+    out, _ = capsys.readouterr()
+    assert "within 10 bytes (§8.3): no method fits 10 bytes: the smallest measured model is " \
+           "baseline-float16" in out
+    assert cli.main(args + ["--plan-bytes", "-1"]) == 2
+    _, err = capsys.readouterr()
+    assert "--plan-bytes must be a positive number" in err
