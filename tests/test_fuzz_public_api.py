@@ -564,6 +564,8 @@ def _sharing():
                                                     act=True, epsilon=0.01, halting_bias=1.0,
                                                     activation="relu", norm_first=False,
                                                     layer_norm_eps=1e-5, rng=0),
+        "LightRNNLanguageModel": lambda: dict(vocab_size=6, num_rows=2, num_cols=3, d_emb=2,
+                                              d_hidden=3, rng=0),
         "UniversalTransformerTagger": lambda: dict(vocab_size=6, n_tags=2, d_model=4,
                                                    num_heads=2, d_ff=6, max_steps=2, act=True,
                                                    epsilon=0.01, halting_bias=1.0, rng=0),

@@ -23,7 +23,9 @@
 ``lightrnn``                       §5.2 LightRNN (Li et al., NeurIPS 2016): words to the cells
                                    of the shared row/column table as a minimum-weight matching
                                    (or greedily): :func:`lightrnn_allocate`,
-                                   :func:`lightrnn_cost_matrix`
+                                   :func:`lightrnn_cost_matrix`; the LM that reads row and
+                                   column vectors alternately and predicts the row, then the
+                                   column: :class:`LightRNNLanguageModel` (``reallocate_``)
 ``toeplitz``                       §5.2 Toeplitz-like matrices (Lu, Sindhwani & Sainath 2016;
                                    Sindhwani et al. 2015): displacement rank r, 2nr numbers,
                                    FFT products: :func:`toeplitz_like_matrix`,
@@ -77,7 +79,11 @@ from refimpl.sharing.embeddings import (
     sparse_embedding_bits,
 )
 from refimpl.sharing.hashing import HashedLinear, hash_seeds, hashed_matrix
-from refimpl.sharing.lightrnn import lightrnn_allocate, lightrnn_cost_matrix
+from refimpl.sharing.lightrnn import (
+    LightRNNLanguageModel,
+    lightrnn_allocate,
+    lightrnn_cost_matrix,
+)
 from refimpl.sharing.quaternion import QuaternionLinear, hamilton_product, quaternion_block_matrix
 from refimpl.sharing.subvectors import (
     SkipGramNS,
@@ -114,4 +120,5 @@ __all__ = [
     "char_aware_lm", "c2w_num_params", "char_cnn_num_params", "SubvectorEmbedding",
     "random_assignment", "block_kmeans", "SkipGramNS", "skipgram_pairs", "timing_signal",
     "UniversalTransformerEncoder", "ACTOutput", "UniversalTransformerTagger",
+    "LightRNNLanguageModel",
 ]

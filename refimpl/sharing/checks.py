@@ -1197,3 +1197,107 @@ def _check_universal_transformer(rng, quick):
                         "unshared_stack_params": T * layer_params + d + 1},
                    f"d={d}, max_steps={T}, ε={ut.epsilon:g}; the shared layer costs 1/{T} of "
                    "an unshared stack")
+
+
+def _lstm_states_by_hand(x, W_ih, W_hh, b_ih, b_hh):
+    """All hidden states of one LSTM over the rows of ``x`` (T, D): (T, H)."""
+    H = W_hh.shape[1]
+    h, c, out = np.zeros(H), np.zeros(H), []
+    for t in range(x.shape[0]):
+        a = W_ih @ x[t] + b_ih + W_hh @ h + b_hh
+        i, f, g, o = _sig(a[:H]), _sig(a[H:2 * H]), np.tanh(a[2 * H:3 * H]), _sig(a[3 * H:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        out.append(h)
+    return np.array(out)
+
+
+@register_check("lightrnn-lm", "LightRNN LM: the LSTM reads row and column vectors alternately "
+                "and predicts the row, then the column (= a step-by-step NumPy loop); P(w) = "
+                "P_r·P_c sums to 1 over a full table; ℓ_r, ℓ_c equal brute force over moved "
+                "words; the exact reallocation costs no more than the current table or greedy; "
+                "gradcheck; exact parameter and table bits", section="5.2",
+                implements=[f"{_LRNN}.LightRNNLanguageModel"])
+@_single_thread_blas
+def _check_lightrnn_lm(rng, quick):
+    from refimpl.sharing.lightrnn import LightRNNLanguageModel, lightrnn_allocate
+
+    V, R, C, d, H = 9, 3, 3, 4, 5
+    seed = int(rng.integers(2**31))
+    m = LightRNNLanguageModel(vocab_size=V, num_rows=R, num_cols=C, d_emb=d, d_hidden=H,
+                              rng=seed)
+    X = np.array([[2, 5, 6, 4, 3, 0], [2, 7, 3, 0, 0, 0], [2, 4, 5, 8, 1, 3]])
+    L = np.array([5, 3, 6])
+    nll = m.token_nll(X, L)
+    lstm = m.rnn
+    w = [p.data for p in (lstm.W_ih_l0, lstm.W_hh_l0, lstm.b_ih_l0, lstm.b_hh_l0)]
+    hand = np.full(nll.shape, np.nan)
+    for b in range(X.shape[0]):
+        seq = []
+        for t in range(L[b]):
+            seq += [m.row_in.W.data[m.rows[X[b, t]]], m.col_in.W.data[m.cols[X[b, t]]]]
+        hs = _lstm_states_by_hand(np.array(seq[:-1]), *w)          # (2L − 1, H)
+        for t in range(L[b] - 1):
+            y = X[b, t + 1]
+            zr = m.row_out.W.data @ hs[2 * t + 1] + m.row_out.b.data
+            zc = m.col_out.W.data @ hs[2 * t + 2] + m.col_out.b.data
+            hand[b, t] = (np.log(np.exp(zr - zr.max()).sum()) + zr.max() - zr[m.rows[y]]
+                          + np.log(np.exp(zc - zc.max()).sum()) + zc.max() - zc[m.cols[y]])
+    fwd = Outcome.compare(np.nan_to_num(nll, nan=0.0), np.nan_to_num(hand, nan=0.0), atol=1e-13)
+    nan_ok = np.array_equal(np.isnan(nll), np.isnan(hand))
+
+    # a full table: Σ_w P(w | <bos> x_1) = Σ_r P_r(r) Σ_c P_c(c | r) = 1
+    ctx = np.array([[2, 5, w] for w in range(V)])
+    mass = float(np.exp(-m.token_nll(ctx, np.full(V, 3))[:, 1]).sum())
+
+    # allocation losses against brute force: move one word's row (column), re-score its targets
+    # (no word repeats within a row, so moving it changes no state before its own prediction)
+    row_loss, col_loss = m.allocation_losses(X, L)
+    brute_r, brute_c = np.zeros((V, R)), np.zeros((V, C))
+    rows0, cols0 = m.rows.copy(), m.cols.copy()
+    for word in range(V):
+        for r in range(R):
+            m.rows = rows0.copy()
+            m.rows[word] = r
+            rl = m(X, L)[0].data                                    # (B, T − 1, R)
+            lp = rl - rl.max(-1, keepdims=True)
+            lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+            for b, t in zip(*np.nonzero(X[:, 1:] == word)):
+                if t + 1 < L[b]:
+                    brute_r[word, r] -= lp[b, t, r]
+        m.rows = rows0.copy()
+        for c in range(C):
+            m.cols = cols0.copy()
+            m.cols[word] = c
+            cl = m(X, L)[1].data
+            lp = cl - cl.max(-1, keepdims=True)
+            lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+            for b, t in zip(*np.nonzero(X[:, 1:] == word)):
+                if t + 1 < L[b]:
+                    brute_c[word, c] -= lp[b, t, c]
+        m.cols = cols0.copy()
+    # the row loss is exact (the state before the row does not depend on the word's own row);
+    # the column loss uses the states of the current table, as in the paper
+    alloc = Outcome.compare(np.concatenate([row_loss.ravel(), col_loss.ravel()]),
+                            np.concatenate([brute_r.ravel(), brute_c.ravel()]), atol=1e-12)
+    current = float(row_loss[np.arange(V), rows0].sum() + col_loss[np.arange(V), cols0].sum())
+    greedy = lightrnn_allocate(row_loss, col_loss, "greedy")[2]
+    exact = m.reallocate_(X, L, "exact")
+    cells = len(set(zip(m.rows.tolist(), m.cols.tolist()))) == V
+    order_ok = exact <= current + 1e-12 and exact <= greedy + 1e-12 and cells
+
+    tiny = LightRNNLanguageModel(vocab_size=4, num_rows=2, num_cols=2, d_emb=2, d_hidden=2,
+                                 rng=seed)
+    Xt, Lt = np.array([[2, 1, 3], [2, 3, 0]]), np.array([3, 2])
+    gc_ok, gc_err = _gradcheck_params(tiny, ["row_in.W", "col_in.W", "row_out.W", "col_out.b"],
+                                      lambda mod: mod.loss(Xt, Lt), 0)
+    n = m.num_parameters()
+    counts_ok = (n == (R + C) * d + 4 * H * (d + H) + 8 * H + (R + C) * (H + 1)
+                 and m.storage_bits() == 32 * n + V * (2 + 2))
+    ok = (fwd.passed and nan_ok and abs(mass - 1.0) < 1e-14 and alloc.passed and order_ok
+          and gc_ok and counts_ok)
+    return Outcome(ok, {"nll_max_abs_err": fwd.numbers["max_abs_err"], "mass_minus_1":
+                        mass - 1.0, "alloc_loss_max_abs_err": alloc.numbers["max_abs_err"],
+                        "cost_current": current, "cost_greedy": greedy, "cost_exact": exact,
+                        "gradcheck_max_abs_err": gc_err, "params": n},
+                   f"V={V} in a {R}×{C} table, d_emb={d}, d_hidden={H}")

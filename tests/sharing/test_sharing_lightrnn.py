@@ -51,3 +51,42 @@ def test_bad_input():
         lightrnn_allocate(np.zeros((2, 2)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="method"):
         lightrnn_allocate(np.zeros((2, 2)), np.zeros((2, 2)), method="mcmf")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lightrnn_lm_registered_check(seed):
+    from refimpl import check
+
+    check.verify("lightrnn-lm", seed=seed)
+
+
+def test_lightrnn_lm_trains_and_reallocates():
+    from refimpl.nn import fit_lm, perplexity
+    from refimpl.sharing import LightRNNLanguageModel
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([np.full((40, 1), 2), rng.integers(4, 16, (40, 5)), np.full((40, 1), 3)],
+                       1)
+    L = np.full(40, 7)
+    m = LightRNNLanguageModel(vocab_size=16, num_rows=4, num_cols=4, d_emb=4, d_hidden=8,
+                              rng=0)
+    before = perplexity(m, X, L)
+    fit_lm(m, (X, L), epochs=3, batch_size=8, lr=1e-2, rng=0, progress=False)
+    assert perplexity(m, X, L) < before
+    m.reallocate_(X, L)
+    assert len(set(zip(m.rows.tolist(), m.cols.tolist()))) == 16
+    assert m.storage_bits(32) == 32 * m.num_parameters() + 16 * 4
+
+
+def test_lightrnn_lm_bad_input():
+    from refimpl.sharing import LightRNNLanguageModel
+
+    with pytest.raises(ValueError, match="num_rows"):
+        LightRNNLanguageModel(vocab_size=10, num_rows=3, num_cols=3, d_emb=2, d_hidden=2)
+    m = LightRNNLanguageModel(vocab_size=9, num_rows=3, num_cols=3, d_emb=2, d_hidden=2, rng=0)
+    with pytest.raises(ValueError, match="lengths"):
+        m.loss(np.array([[2, 4, 3]]), np.array([4]))
+    with pytest.raises(ValueError, match="X"):
+        m.loss(np.array([[2, 9, 3]]), np.array([3]))
+    with pytest.raises(TypeError, match="X"):
+        m.loss(np.array([[2.0, 4, 3]]), np.array([3]))
