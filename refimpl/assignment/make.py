@@ -46,7 +46,8 @@ def student_notebook(nb, name: str):
     ``YOUR ANSWER HERE``), hidden tests are removed, outputs and execution counts are cleared.
     Graded cells keep their nbgrader metadata and gain ``cell_type`` (nbgrader's record of the
     original type); a cell with solution markers but no nbgrader metadata becomes an ungraded
-    answer cell ``<name>-answer-<k>``, so the result always validates. The notebook metadata
+    answer cell ``<name>-answer-<k>`` (a Markdown one a 0-point written answer), so the result
+    always validates. The notebook metadata
     records the source (``refimpl_assignment: {name, digest, questions, max_score}``).
     """
     import nbformat
@@ -66,18 +67,22 @@ def student_notebook(nb, name: str):
         where = f"{name} cell {i}"
         if meta is None and _has_solution(c.source):
             k += 1
-            c.metadata["nbgrader"] = meta = {
-                "grade": False, "grade_id": f"{name}-answer-{k}".replace(".", "_"),
-                "locked": False, "schema_version": 3, "solution": True, "task": False}
+            meta = {"grade": False, "grade_id": f"{name}-answer-{k}".replace(".", "_"),
+                    "locked": False, "schema_version": 3, "solution": True, "task": False}
+            if c.cell_type == "markdown":  # nbgrader: a Markdown answer must be a grade cell
+                meta.update(grade=True, points=0)
         if meta is not None:
-            meta = c.metadata["nbgrader"] = dict(meta)
+            meta = dict(meta)
             meta.setdefault("schema_version", 3)
             meta.setdefault("task", False)
             meta["cell_type"] = c.cell_type
+            c.metadata["nbgrader"] = meta  # (a NotebookNode stores a converted copy)
             if meta.get("solution"):
                 c.source = strip_solution(c.source, c.cell_type, where)
             elif meta.get("grade"):
-                c.source = strip_hidden_tests(c.source, where)
+                stripped = strip_hidden_tests(c.source, where)
+                # as nbgrader's ClearHiddenTests leaves it: no trailing newline added
+                c.source = stripped if c.source.endswith("\n") else stripped.rstrip("\n")
         out.cells.append(c)
     nbformat.validate(out)
     return out

@@ -401,3 +401,66 @@ def test_cli_grade_json_and_exit_codes(synthetic, tmp_path):
         assert {"grade_id", "points", "score", "status", "message"} <= set(data["questions"][0])
     assert main(["assignment", "grade", str(tmp_path / "missing.ipynb")]) == 2
     assert main(["assignment", "make", "no-such-chapter", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("which", ["synthetic", "03_quantization"])
+def test_nbgrader_generates_the_same_student_notebook(which, synthetic, tmp_path):
+    """Cross-check with nbgrader itself: ``nbgrader generate_assignment`` on the instructor
+    notebook gives the same cells and nbgrader metadata (less its checksums) as ours."""
+    _require("nbgrader")
+    if which == "synthetic":
+        src, ours = synthetic["src"], synthetic["out"] / "student" / "syn.ipynb"
+    else:
+        src = CHAPTERS / f"{which}.ipynb"
+        ours = tmp_path / "ours"
+        make_assignment(src, ours)
+        ours = ours / "student" / f"{which}.ipynb"
+    course = tmp_path / "course"
+    (course / "source" / "ps").mkdir(parents=True)
+    (course / "source" / "ps" / src.name).write_bytes(src.read_bytes())
+    (course / "nbgrader_config.py").write_text(
+        "c = get_config()\nc.CourseDirectory.course_id = 'refimpl'\n"
+        "c.CourseDirectory.db_assignments = [dict(name='ps')]\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "ps",
+                           "--force"], cwd=course, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = nbformat.read(course / "release" / "ps" / src.name, as_version=4)
+    mine = nbformat.read(ours, as_version=4)
+    assert [c.source for c in theirs.cells] == [c.source for c in mine.cells]
+
+    def meta(nb):
+        return [{k: v for k, v in c.metadata.get("nbgrader", {}).items() if k != "checksum"}
+                for c in nb.cells]
+
+    assert meta(theirs) == meta(mine)
+
+
+@pytest.mark.slow
+def test_otter_run_scores_like_the_grader(synthetic, tmp_path):
+    """Cross-check with otter end to end: ``otter generate`` builds its autograder zip from the
+    generated private tests and ``otter run`` (non-containerised) grades a submission with one
+    wrong answer; its per-question scores equal ``refimpl assignment grade``'s."""
+    _require("otter")
+    import shutil
+
+    def edit(cells):
+        i = _cell(cells, "syn-q3-answer")
+        cells[i].source = cells[i].source.replace("x * x", "x + x")
+        return cells
+
+    sub = _variant(synthetic, tmp_path, edit)
+    ag = tmp_path / "autograder"
+    shutil.copytree(synthetic["out"] / "autograder", ag)
+    otter = [sys.executable, "-m", "otter"]
+    proc = subprocess.run([*otter, "generate", "-t", "tests", "-r", "requirements.txt"], cwd=ag,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (tmp_path / "results").mkdir()
+    proc = subprocess.run([*otter, "run", "-a", str(ag / "autograder.zip"), str(sub), "-o",
+                           str(tmp_path / "results")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results" / "results.json").read_text(encoding="utf-8"))
+    theirs = {t["name"]: t["score"] for t in results["tests"] if "score" in t}
+    ours = {q.grade_id: q.score for q in _grade(sub, synthetic["src"]).questions}
+    assert theirs == ours == {"syn-q1": 2.0, "syn-q2": 3.0, "syn-q3": 0.0}
