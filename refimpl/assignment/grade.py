@@ -63,6 +63,9 @@ class GradeReport:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The report as JSON-ready data: ``score``, ``max_score``, ``questions`` (one dict per
+        question: ``grade_id``, ``title``, ``points``, ``score``, ``status``, ``message``),
+        ``submission``, ``assignment``, ``seconds`` and ``notes``."""
         return {"submission": self.submission, "assignment": self.assignment,
                 "score": self.score, "max_score": self.max_score,
                 "questions": [asdict(q) for q in self.questions],
@@ -289,4 +292,5 @@ def format_table(report: GradeReport) -> str:
 
 
 def report_json(report: GradeReport) -> str:
+    """``report.to_dict()`` as indented JSON (what ``--json`` prints)."""
     return json.dumps(report.to_dict(), indent=1)

@@ -112,9 +112,11 @@ class Assignment:
 
     @property
     def max_score(self) -> float:
+        """The sum of the questions' points."""
         return float(sum(q.points for q in self.questions))
 
     def question(self, grade_id: str) -> Question:
+        """The question whose test cell has ``grade_id`` (KeyError if none)."""
         for q in self.questions:
             if q.grade_id == grade_id:
                 return q
