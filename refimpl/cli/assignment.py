@@ -108,7 +108,9 @@ def add_parser(sub) -> None:
     a = sub.add_parser("assignment", help="make student versions of a chapter, grade them",
                        description="Course assignments from the chapter notebooks (see "
                                    "docs/assignments.md).")
-    asub = a.add_subparsers(dest="action", required=True, metavar="ACTION")
+    asub = a.add_subparsers(dest="action", required=True, metavar="ACTION",
+                            help="make: write a student version and its autograder; grade: "
+                                 "score a submission")
     m = asub.add_parser("make", help="write the student notebook, the autograder tests and an "
                                      "otter-grader layout",
                         description="From chapters/NN_name.ipynb write OUT/student (hand-out "
@@ -124,7 +126,8 @@ def add_parser(sub) -> None:
                                     "per cell, run the visible and hidden tests of each question "
                                     "and print a score table. Exit status 0 whenever grading "
                                     "completed.")
-    g.add_argument("submission", metavar="SUBMISSION.ipynb")
+    g.add_argument("submission", metavar="SUBMISSION.ipynb",
+                   help="the student's notebook (it is executed in a fresh kernel, not modified)")
     g.add_argument("--source", default=None, metavar="NOTEBOOK",
                    help="the instructor notebook (a path, or a chapter name); default: from the "
                         "submission's metadata")
