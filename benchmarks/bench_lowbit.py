@@ -37,9 +37,11 @@ from refimpl.kernels import bitpack as bp
 from refimpl.kernels import lowbit_gemv as lg
 
 
-def _interleaved(fns: dict, rounds: int, settle: float = 0.3) -> dict:
+def _interleaved(fns: dict, rounds: int, settle: float = 0.3, clock=time.perf_counter) -> dict:
     """``{name: (median, best)}`` seconds per call, the functions called in turn (one call
-    each per round, ``settle`` s idle before each) so a busy spell hits all of them alike."""
+    each per round, ``settle`` s idle before each) so a busy spell hits all of them alike.
+    ``clock``: wall time, or ``time.process_time`` (CPU seconds of the whole process: with one
+    thread per library, the work of a call, whatever share of the CPU the scheduler gave it)."""
     times = {k: [] for k in fns}
     for f in fns.values():  # warm-up: JIT, caches, torch's first-call setup
         f()
@@ -47,9 +49,9 @@ def _interleaved(fns: dict, rounds: int, settle: float = 0.3) -> dict:
     for _ in range(rounds):
         for k, f in fns.items():
             time.sleep(settle)
-            t0 = time.perf_counter()
+            t0 = clock()
             f()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
     return {k: (statistics.median(v), min(v)) for k, v in times.items()}
 
 
@@ -82,7 +84,7 @@ def _check(name, Y, X, W, s=None):
     assert np.all(np.abs(Y - ref) <= bound), f"{name} disagrees with the float64 product"
 
 
-def _measure(B, N, K, rng, rounds, threads):
+def _measure(B, N, K, rng, rounds, threads, clock):
     X = rng.standard_normal((B, K)).astype(np.float32)
     W = rng.standard_normal((N, K)).astype(np.float32)
     s = rng.uniform(0.5, 1.5, N).astype(np.float32)
@@ -103,7 +105,8 @@ def _measure(B, N, K, rng, rounds, threads):
 
         fns["torch f32"] = tmm
         fns["torch int8"] = tint8
-    weights_bytes = {"f32": W.nbytes}
+    # bytes of weight data each call reads (codes + codebook + scales; int8 weights + scales)
+    weights_bytes = {"numpy f32": W.nbytes, "torch f32": W.nbytes, "torch int8": N * K + 4 * N}
     for bits in (4, 3, 2):
         codes = rng.integers(0, 2 ** bits, (N, K))
         cb = np.sort(rng.standard_normal(2 ** bits)).astype(np.float32)
@@ -124,8 +127,9 @@ def _measure(B, N, K, rng, rounds, threads):
     fns["ternary"] = lambda: lg.ternary_weight_gemv(X, Tp, K, s)
     weights_bytes["ternary"] = 2 * Tp[0].nbytes + s.nbytes
     fns["old 4-bit"] = lambda: bp._kbit_matmul_numba(X, P4, 4, K, cb4)
+    weights_bytes["old 4-bit"] = weights_bytes["4-bit"]
     load0 = os.getloadavg()[0]
-    t = _interleaved(fns, rounds)
+    t = _interleaved(fns, rounds, clock=clock)
     load1 = os.getloadavg()[0]
     f32_name = min((k for k in ("numpy f32", "torch f32") if k in t), key=lambda k: t[k][0])
     f32, f32_best = t[f32_name]
@@ -134,32 +138,46 @@ def _measure(B, N, K, rng, rounds, threads):
     rows = []
     for k, (med, best) in t.items():
         row = {"batch": B, "kernel": k, "median ms": med * 1e3, "best ms": best * 1e3,
-               f"x f32 BLAS ({f32_name})": ratio(f32, med), "best/best": ratio(f32_best, best)}
+               "x f32": ratio(f32, med), "best/best": ratio(f32_best, best)}
         if "torch int8" in t:
-            row["x torch int8"] = ratio(t["torch int8"][0], med)
-        row[f"x best peer ({best_peer})"] = ratio(t[best_peer][0], med)
-        wb = weights_bytes.get(k.replace("numpy ", "").replace("torch ", "").replace(
-            "old ", ""), None) if k not in ("torch int8",) else N * K
-        row["weight GB/s"] = (wb / med / 1e9) if wb else float("nan")
+            row["x int8"] = ratio(t["torch int8"][0], med)
+        row["x best peer"] = ratio(t[best_peer][0], med)
+        row["weights GB/s"] = weights_bytes[k] / med / 1e9
         rows.append(row)
-    print(f"# batch {B}: {rounds} interleaved rounds, load average {load0:.2f} -> {load1:.2f}")
+    print(f"# batch {B}: {rounds} interleaved rounds, load average {load0:.2f} -> {load1:.2f}; "
+          f"'x f32' = median of the faster float32 peer ({f32_name}) / median of the row; "
+          f"best peer by median: {best_peer}")
     return rows, {"load": (load0, load1)}
 
 
 def main(argv=None):
     args = parse_args("low-bit weight x float activation products vs float32 BLAS, torch.mm "
-                      "and torch int8 dynamic Linear", argv)
-    env = print_environment()
+                      "and torch int8 dynamic Linear", argv,
+                      extra=[("--one-thread", "every library on one thread (BLAS, torch, "
+                              "Numba): steadier on a shared machine"),
+                             ("--cpu-time", "with --one-thread: time calls by the process's CPU "
+                              "seconds (time.process_time), not wall time")])
     import numba
 
-    print(f"# lowbit_gemv fast path (AVX-512 vpermps): {lg.fast_path_available()}; numba "
-          f"threads {numba.get_num_threads()}")
+    threads = os.cpu_count() or 1
+    if args.one_thread:
+        from threadpoolctl import threadpool_limits
+
+        threads = 1
+        threadpool_limits(1)
+        numba.set_num_threads(1)
+    env = print_environment()
+
+    print(f"# lowbit_gemv fast path (AVX-512 vpermps): {lg.fast_path_available()}; threads "
+          f"(numba, torch): {numba.get_num_threads()}, {threads}")
     N = K = 4096
     rounds = args.repeat or (7 if args.quick else 21)
     rng = np.random.default_rng(0)
+    clock = time.process_time if (args.cpu_time and args.one_thread) else time.perf_counter
+    print(f"# clock: {clock.__name__}")
     rows, meta = [], {}
     for B in (1, 8, 64):
-        r, m = _measure(B, N, K, rng, rounds, os.cpu_count() or 1)
+        r, m = _measure(B, N, K, rng, rounds, threads, clock)
         rows += r
         meta[B] = m
     print_table(rows)

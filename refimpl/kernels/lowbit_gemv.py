@@ -256,9 +256,12 @@ def _emit_rows(builder, ctx, rows, BC):
     kind, per = ctx["kind"], ctx["per"]
     zero = ir.Constant(_F16, [ir.Constant(ir.FloatType(), 0.0)] * 16)
     accs = ctx["accs"]
+    # independent accumulator chains: an FMA waits ~4 cycles for its accumulator, so with
+    # fewer than 8 chains (2 rows × 1–2 batch rows) code j goes to accumulator j mod nacc
+    nacc = max(1, 4 // BC)
     for r in range(RB):
-        for b in range(BC):
-            builder.store(zero, accs[r][b])
+        for a in range(BC * nacc):
+            builder.store(zero, accs[r][a])
     row_w = [builder.mul(rows[r], ctx["Kw"]) for r in range(RB)]
     perm = _fn(builder, "llvm.x86.avx512.permvar.sf.512", _F16, [_F16, _I16])
     fma = _fn(builder, "llvm.fma.v16f32", _F16, [_F16, _F16, _F16])
@@ -301,7 +304,7 @@ def _emit_rows(builder, ctx, rows, BC):
                 lanes.append(quarters)
             else:
                 lanes.append((lo, hi))
-        acc = [[builder.load(accs[r][b]) for b in range(BC)] for r in range(RB)]
+        acc = [[builder.load(accs[r][a]) for a in range(BC * nacc)] for r in range(RB)]
         # xl[b0 + b, q, j, :] at ((b0 + b) nq + q) per 16 + 16 j
         xoff = [builder.mul(builder.add(builder.mul(builder.add(ctx["b0"], _i64(b)), ctx["nq"]),
                                         q), _i64(per * 16)) for b in range(BC)]
@@ -328,10 +331,11 @@ def _emit_rows(builder, ctx, rows, BC):
             for b in range(BC):
                 xv = builder.load(builder.gep(xptr[b], [_i64(j)]), align=4)
                 for r in range(RB):
-                    acc[r][b] = builder.call(fma, [ws[r], xv, acc[r][b]])
+                    a = b * nacc + j % nacc
+                    acc[r][a] = builder.call(fma, [ws[r], xv, acc[r][a]])
         for r in range(RB):
-            for b in range(BC):
-                builder.store(acc[r][b], accs[r][b])
+            for a in range(BC * nacc):
+                builder.store(acc[r][a], accs[r][a])
 
     # every block through a masked load (lanes 16 q + l < Kw): one copy of the block's code
     # serves the full blocks and the partial last one
@@ -344,7 +348,10 @@ def _emit_rows(builder, ctx, rows, BC):
     # row sums: a tree over the 16 lanes, then the store
     for r in range(RB):
         for b in range(BC):
-            v = builder.load(accs[r][b])
+            parts = [builder.load(accs[r][b * nacc + a]) for a in range(nacc)]
+            while len(parts) > 1:  # (a0 + a1) + (a2 + a3)
+                parts = [builder.fadd(parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
+            v = parts[0]
             width = 16
             while width > 1:
                 width //= 2
@@ -388,7 +395,8 @@ def _lowbit_rows(typingctx, xl, packed, sign, table, out, kind, r0, r1, b0, bc):
         oshp = cgutils.unpack_tuple(builder, oa.shape, 2)
         Kw = pshp[1]
         table = builder.load(builder.bitcast(ta.data, _F16.as_pointer()), align=4)
-        accs = [[cgutils.alloca_once(builder, _F16) for _ in range(max(_BCS))] for _ in range(2)]
+        nslots = max(bc_ * max(1, 4 // bc_) for bc_ in _BCS)  # accumulators per row
+        accs = [[cgutils.alloca_once(builder, _F16) for _ in range(nslots)] for _ in range(2)]
         opaque = bool(getattr(_Q16.as_pointer(), "is_opaque", False))
         done = builder.append_basic_block("lowbit.done")
         sw = builder.switch(builder.add(builder.mul(kind, _i64(16)), bc), done)
