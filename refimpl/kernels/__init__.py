@@ -16,6 +16,9 @@
    * - sign / ternary / k-bit packing; XNOR-popcount binary GEMM, ternary GEMM on two bit planes, k-bit packed × float matmul
      - :mod:`refimpl.kernels.bitpack`
      - §3 quantization
+   * - small-batch products with packed 1–4-bit codebook, binary and ternary weights × float activations (codes decoded in registers: AVX-512 ``vpermps`` + FMA, portable loops elsewhere); XOR-popcount GEMV for a few packed rows
+     - :mod:`refimpl.kernels.lowbit_gemv`
+     - §3 quantization (serving, batch ≤ 64)
    * - TT-matrix × matrix without forming the matrix; TT-embedding row lookup
      - :mod:`refimpl.kernels.tt`
      - §6.3 decomposition

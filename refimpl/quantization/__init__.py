@@ -42,7 +42,8 @@ quantisation-aware fine-tuning of BERT (Zafrir et al. 2019) — ``quantize_unifo
 closest (affine, not symmetric).
 
 Kernels: :mod:`refimpl.kernels.bitpack` (bit packing, XNOR-popcount binary GEMM, ternary GEMM,
-k-bit packed weight × float matmul).
+k-bit packed weight × float matmul); :mod:`refimpl.kernels.lowbit_gemv` (small-batch products
+with packed k-bit codebook, binary and ternary weights × float activations).
 """
 
 from refimpl.quantization.training import trained_tiny_transformer
