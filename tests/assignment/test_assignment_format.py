@@ -464,3 +464,17 @@ def test_otter_run_scores_like_the_grader(synthetic, tmp_path):
     theirs = {t["name"]: t["score"] for t in results["tests"] if "score" in t}
     ours = {q.grade_id: q.score for q in _grade(sub, synthetic["src"]).questions}
     assert theirs == ours == {"syn-q1": 2.0, "syn-q2": 3.0, "syn-q3": 0.0}
+
+
+def test_cli_make_writes_the_layout(tmp_path, capsys):
+    from refimpl.cli import main
+
+    assert main(["assignment", "make", "07", "--out", str(tmp_path / "ps7")]) == 0
+    out = capsys.readouterr().out
+    assert "07_subquadratic: 4 autograded questions, 11 points, 1 written answers" in out
+    for rel in ("README.md", "student/07_subquadratic.ipynb", "autograder/07_subquadratic.ipynb",
+                "autograder/test_07_subquadratic.py", "student/tests/ch07-q1-attention.py",
+                "autograder/tests/ch07-q1-attention.py", "autograder/questions.json"):
+        assert (tmp_path / "ps7" / rel).is_file(), rel
+    readme = (tmp_path / "ps7" / "README.md").read_text(encoding="utf-8")
+    assert "| `ch07-q2-efficient-erratum` | 3 |" in readme
