@@ -66,7 +66,7 @@ __all__ = ["RealConfig", "QUICK", "FULL", "TokenBatch", "RealData", "Row", "METH
            "tokenize", "prepare_data", "encoder_forward", "embed", "stored_bits",
            "evaluate_embeddings", "measure_latency", "gate_importance", "prune_heads_",
            "distil_student", "compress", "compress_table", "rows_to_markdown", "write_outputs",
-           "plot_rows", "load_stsb_csv", "FactorizedEmbedding", "TTWordEmbedding",
+           "plot_rows", "FactorizedEmbedding", "TTWordEmbedding",
            "docstring_pairs"]
 
 _NEG = -1e30
@@ -213,45 +213,12 @@ def docstring_pairs(rng=0) -> list[tuple[str, str]]:
     return [out[i] for i in order]
 
 
-def load_stsb_csv(path) -> tuple[list[str], list[str], np.ndarray]:
-    """STS-B pairs from ``stsb-en-test.csv`` (or a directory holding it): rows
-    ``sentence1,sentence2,score`` with scores in [0, 5]."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, "stsb-en-test.csv")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"STS-B file not found: {path} (give the directory holding "
-                                f"stsb-en-test.csv or the CSV itself)")
-    a, b, y = [], [], []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for i, row in enumerate(csv.reader(fh)):
-            if i == 0 and len(row) == 3 and not _is_float(row[2]):
-                continue  # a header line
-            if len(row) != 3 or not _is_float(row[2]):
-                raise ValueError(f"{path}: line {i + 1} is not 'sentence1,sentence2,score': "
-                                 f"{row!r}")
-            a.append(row[0])
-            b.append(row[1])
-            y.append(float(row[2]))
-    if not y:
-        raise ValueError(f"{path}: no STS-B pairs")
-    return a, b, np.asarray(y)
-
-
-def _is_float(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
 def prepare_data(tokenizer, config: RealConfig = FULL, stsb=None) -> RealData:
     """Tokenise the evaluation and training texts of a run (deterministic for a seed).
 
     Retrieval uses the first ``n_retrieval`` docstring pairs, fidelity the full text of the next
     ``n_eval``, training (distillation, importances) the following ``n_train`` — disjoint.
-    ``stsb`` is the STS-B directory or CSV (optional).
+    ``stsb`` is the STS-B directory or CSV (optional), read by :func:`refimpl.data.load_stsb`.
     """
     pairs = docstring_pairs(config.seed)
     need = config.n_retrieval + config.n_eval + config.n_train
@@ -269,9 +236,12 @@ def prepare_data(tokenizer, config: RealConfig = FULL, stsb=None) -> RealData:
                     pair_a=tok([s for s, _ in imp]), pair_b=tok([b for _, b in imp]),
                     texts={"eval": [f"{s} {b}" for s, b in ev], "retrieval": ret})
     if stsb is not None:
-        a, b, y = load_stsb_csv(stsb)
-        k = len(y) if config.n_stsb is None else min(len(y), config.n_stsb)
-        data.stsb = (tok(a[:k]), tok(b[:k]), y[:k])
+        from refimpl.data import load_stsb
+
+        st = load_stsb(stsb, "test")
+        k = len(st.scores) if config.n_stsb is None else min(len(st.scores), config.n_stsb)
+        data.stsb = (tok(list(st.sentence1[:k])), tok(list(st.sentence2[:k])),
+                     np.asarray(st.scores[:k], dtype=np.float64))
     return data
 
 

@@ -253,10 +253,10 @@ def test_bad_input(tmp_path, data):
         C.tokenize(TinyModel().tokenizer, ["a"], 1)
     bad = tmp_path / "bad.csv"
     bad.write_text("only,two\n")
-    with pytest.raises(ValueError, match="sentence1,sentence2,score"):
-        C.load_stsb_csv(bad)
-    with pytest.raises(FileNotFoundError, match="stsb-en-test.csv"):
-        C.load_stsb_csv(tmp_path)
+    with pytest.raises(ValueError, match="columns"):
+        C.prepare_data(TinyModel().tokenizer, CFG, stsb=bad)
+    with pytest.raises(FileNotFoundError):
+        C.prepare_data(TinyModel().tokenizer, CFG, stsb=tmp_path / "missing")
     with pytest.raises(ValueError, match="needs"):
         C.prepare_data(TinyModel().tokenizer, replace(CFG, n_train=10 ** 7))
     with pytest.raises(ValueError, match="same positive number"):

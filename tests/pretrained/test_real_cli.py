@@ -1,6 +1,6 @@
 """``refimpl real``: usage errors (exit 2, a message, no traceback) and a quick run of chapter 9's
 table on the real all-MiniLM-L6-v2 (the weights package is in the test extra; STS-B from the
-shared development copy ``../shared/data/stsb`` or ``$REFIMPL_STSB``)."""
+shared development copy ``../shared/data/stsb`` or ``$REFIMPL_STSB_DIR``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from refimpl import cli
 
-STSB = Path(os.environ.get("REFIMPL_STSB",
+STSB = Path(os.environ.get("REFIMPL_STSB_DIR",
                            Path(__file__).resolve().parents[3] / "shared" / "data" / "stsb"))
 
 
@@ -33,7 +33,7 @@ def test_missing_stsb_and_weights_are_usage_errors(capsys, tmp_path):
 
 def test_quick_table_on_the_real_model(capsys, tmp_path):
     """The table runs on the real model at quick size (two methods, under a minute idle)."""
-    assert STSB.is_dir(), f"STS-B development copy not found at {STSB} (set REFIMPL_STSB)"
+    assert STSB.is_dir(), f"STS-B development copy not found at {STSB} (set REFIMPL_STSB_DIR)"
     code = cli.main(["real", "--quick", "--out", str(tmp_path), "--stsb", str(STSB),
                      "--methods", "magnitude-90", "uniform-8"])
     out, err = capsys.readouterr()
