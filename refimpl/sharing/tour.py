@@ -16,6 +16,14 @@ fine-tunes: the encoder stores one layer instead of L.
 layer by :class:`~refimpl.sharing.QuaternionLinear` layers (¼ of the weights), initialised by
 the least-squares projection of the trained matrix onto the quaternion block structure
 (:func:`quaternion_projection`), then fine-tunes.
+
+``lightrnn-embedding`` (§5.2, Li et al. 2016) stores the LSTM baseline's embedding as LightRNN's
+2-component shared table: ``2⌈√V⌉`` half-size vectors (rows and columns) and a table putting
+each word in a distinct cell. The cells come from LightRNN's allocation step (a minimum-weight
+matching, :func:`~refimpl.sharing.lightrnn_allocate`) with the loss of a word in a row (column)
+= the squared distance of its trained half-vector to the row's (column's) k-means centroid;
+the vectors are then the least-squares means of their words' halves, and the model is
+fine-tuned. Stored: the vectors, the rest of the model and ``V·2⌈log2 K⌉`` table bits.
 """
 
 
@@ -28,10 +36,12 @@ from refimpl.nn.surgery import factorize_recurrent_weights_
 from refimpl.registry import MethodResult, TourContext, register_method
 from refimpl.nn.module import ModuleList
 from refimpl.sharing.hashing import HashedLinear, hash_seeds
+from refimpl.sharing.lightrnn import lightrnn_allocate
 from refimpl.sharing.quaternion import QuaternionLinear
+from refimpl.sharing.subvectors import SubvectorEmbedding, block_kmeans
 
 __all__ = ["hashed_projection", "hash_recurrent_weights_", "quaternion_projection",
-           "share_all_layers_", "quaternion_ffn_"]
+           "share_all_layers_", "quaternion_ffn_", "lightrnn_embedding_"]
 
 _SEED_BITS = 32
 
@@ -179,3 +189,47 @@ def _quaternion_ffn(ctx: TourContext) -> MethodResult:
     return MethodResult(model, bits=32 * model.num_parameters(), params=model.num_parameters(),
                         notes=f"{len(layers)} FFN matrices as quaternion layers",
                         extra={"baseline": "transformer"})
+
+
+# ------------------------------------------------------------------ LightRNN embedding (§5.2)
+def lightrnn_embedding_(model, seed: int = 0) -> SubvectorEmbedding:
+    """Replace ``model.embedding`` (V, d), d even, by a LightRNN 2-component table (in place):
+    ``K = ⌈√V⌉`` row and column vectors of size d/2, words to distinct cells by the exact
+    matching of their halves' squared distances to the k-means centroids. Returns the new
+    embedding (a :class:`~refimpl.sharing.SubvectorEmbedding` with B = 2)."""
+    W = model.embedding.W.data
+    V, d = W.shape
+    if d % 2:
+        raise ValueError(f"the embedding size must be even, got {d}")
+    K = int(np.ceil(np.sqrt(V)))
+    _, cent = block_kmeans(W, 2, min(K, V), rng=seed)            # (2, K, d/2)
+    halves = W.reshape(V, 2, d // 2)
+    row_loss = ((halves[:, 0, None, :] - cent[0][None]) ** 2).sum(-1)   # (V, K)
+    col_loss = ((halves[:, 1, None, :] - cent[1][None]) ** 2).sum(-1)   # (V, K)
+    rows, cols, _ = lightrnn_allocate(row_loss, col_loss, "exact")     # distinct cells
+    pad = getattr(model.embedding, "padding_idx", None)
+    emb = SubvectorEmbedding(V, d, num_blocks=2, num_refs=cent.shape[1],
+                             assignment=np.stack([rows, cols], 1), padding_idx=pad, rng=seed)
+    R = emb.R.data
+    for b, idx in enumerate((rows, cols)):                       # least squares: the means
+        keep = np.ones(V, bool) if pad is None else np.arange(V) != pad
+        sums = np.zeros_like(R[b])
+        np.add.at(sums, idx[keep], halves[keep, b])
+        counts = np.bincount(idx[keep], minlength=R.shape[1])[:, None]
+        R[b] = np.where(counts > 0, sums / np.maximum(counts, 1), cent[b])
+    model.embedding = emb
+    return emb
+
+
+@register_method("lightrnn-embedding", family="sharing", section="5.2",
+                 description="the LSTM's embedding as LightRNN's row/column table (2 sqrt(V) "
+                             "half vectors, words placed by the exact matching), fine-tuned")
+def _lightrnn_embedding(ctx: TourContext) -> MethodResult:
+    model = ctx.copy_baseline("lstm")
+    emb = lightrnn_embedding_(model, seed=ctx.seed)
+    ctx.fit(model)
+    table_bits = emb.storage_bits(32) - 32 * emb.num_parameters()
+    return MethodResult(model, bits=32 * model.num_parameters() + table_bits,
+                        params=model.num_parameters(),
+                        notes=f"{emb.num_embeddings} words in a {emb.num_refs}x{emb.num_refs} "
+                              "table", extra={"baseline": "lstm"})

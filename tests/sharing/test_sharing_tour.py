@@ -132,3 +132,38 @@ def test_albert_and_quaternion_tour_methods_report_exact_bits():
     saved = 3 * 2 * (8 * 16 - 8 * 16 // 4)                  # 3/4 of both FFN matrices, 3 layers
     assert res.params == base.num_parameters() - saved and res.bits == 32 * res.params
     assert res.model(X, lengths).shape == (64, 2)
+
+
+def test_lightrnn_embedding_tour_method():
+    from refimpl.sharing import SubvectorEmbedding
+    from refimpl.sharing.tour import lightrnn_embedding_
+
+    rng = np.random.default_rng(5)
+    X = rng.integers(1, 30, (64, 6))
+    lengths = rng.integers(1, 7, 64)
+    y = (X[:, 0] % 2).astype(np.int64)
+    base = RNNClassifier(vocab_size=30, d_emb=8, d_hidden=16, n_classes=2, rng=0)
+    nn_fit(base, (X, lengths, y), epochs=1, lr=1e-2, rng=0, progress=False)
+    m = copy.deepcopy(base)
+    emb = lightrnn_embedding_(m, seed=0)
+    assert isinstance(m.embedding, SubvectorEmbedding) and emb.num_refs == 6  # ⌈√30⌉
+    cells = set(map(tuple, emb.assignment.tolist()))
+    assert len(cells) == 30                                     # distinct cells
+    halves = base.embedding.W.data.reshape(30, 2, 4)
+    for b in range(2):                                          # vectors = their words' means
+        for k in range(6):
+            members = [w for w in range(1, 30) if emb.assignment[w, b] == k]
+            if members:
+                np.testing.assert_allclose(emb.R.data[b, k], halves[members, b].mean(0),
+                                           atol=1e-14)
+    assert np.all(m.embedding(np.array([0])).data == 0)         # padding stays zero
+
+    def fit(model, **kw):
+        return nn_fit(model, (X, lengths, y), epochs=1, lr=1e-2, rng=0, progress=False)
+
+    ctx = TourContext(task=None, baseline=base, baseline_kind="lstm", quick=True, seed=0,
+                      fit=fit, evaluate=lambda m: 0.0, make_model=None, baselines={"lstm": base})
+    res = {meth.name: meth for meth in methods()}["lightrnn-embedding"].func(ctx)
+    assert res.params == base.num_parameters() - 30 * 8 + 2 * 6 * 4
+    assert res.bits == 32 * res.params + 30 * 2 * 3             # ⌈log2 6⌉ = 3 bits per index
+    assert res.model(X, lengths).shape == (64, 2)
