@@ -28,8 +28,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from refimpl.assignment.source import Assignment, free_names, parse_assignment, \
-    test_function_source
+from refimpl.assignment.source import (Assignment, free_names, parse_assignment,
+                                       source_digest, test_function_source)
 
 __all__ = ["QuestionResult", "GradeReport", "grade_notebook", "structure_problems",
            "format_table"]
@@ -195,6 +195,12 @@ def grade_notebook(submission, source, *, timeout: int = 600, quick: bool = True
         report.notes.append(f"could not read the submission: {err}")
         report.seconds = time.perf_counter() - t0
         return report
+    made_from = nb.metadata.get("refimpl_assignment", {})
+    if isinstance(made_from, dict) and made_from.get("digest") not in (None,
+                                                                        source_digest(src_nb)):
+        report.notes.append("the submission was made from another version of the instructor "
+                            "notebook (its graded cells changed since); grading with the "
+                            "current tests")
     problems = structure_problems(assignment, instructor_cells, nb.cells)
     for gid, why in problems.items():
         results[gid].status, results[gid].message = "error", why

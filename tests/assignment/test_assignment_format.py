@@ -290,6 +290,7 @@ def test_instructor_full_marks_student_zero_and_twice_the_same(synthetic):
     zero = _grade(out / "student" / "syn.ipynb", src)
     assert zero.score == 0.0 and all(q.status == "failed" for q in zero.questions)
     assert "NotImplementedError" in zero.questions[0].message
+    assert not full.notes and not zero.notes  # made from this very source: no version note
     again = _grade(out / "student" / "syn.ipynb", src)
     assert [q.score for q in again.questions] == [q.score for q in zero.questions]
 
