@@ -68,6 +68,7 @@ from refimpl.distillation.bert_recipes import (
     tinybert_layer_map,
     tinybert_losses_t,
 )
+from refimpl.distillation.bilstm import distilled_bilstm_loss_t, tang_augment
 from refimpl.distillation.collaborative import (
     StalePredictions,
     codistillation_weight,
@@ -130,4 +131,5 @@ __all__ = [
     "distilbert_loss_t", "init_from_teacher_layers_", "pkd_objective_t", "fit_with_teacher",
     "fit_distilbert", "fit_pkd", "TheseusClassifier", "TheseusScheduler",
     "word_kd_loss_t", "fit_word_kd", "sequence_kd_targets", "seq_inter_targets",
+    "distilled_bilstm_loss_t", "tang_augment",
 ]

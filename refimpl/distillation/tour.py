@@ -59,7 +59,10 @@ def _transformer_teacher(ctx: TourContext):
 
 
 def _epochs(ctx: TourContext) -> int:
-    return int(getattr(ctx.config, "epochs", 2) or 2)
+    """The tour's epochs, halved in quick mode: these methods run a teacher or a second
+    network on every batch, and the quick tour gives each method 30 s."""
+    E = int(getattr(ctx.config, "epochs", 2) or 2)
+    return max(2, E // 2) if ctx.quick else E
 
 
 @register_method("tinybert-transformer", family="distillation", section="4.4",
@@ -132,7 +135,7 @@ def _dml_lstm(ctx: TourContext) -> MethodResult:
         l0, l1 = mutual_learning_losses([out[:, :K], out[:, K:]], y)
         return l0 + l1
 
-    ctx.fit(pair, forward=forward, loss_fn=loss_fn)
+    ctx.fit(pair, forward=forward, loss_fn=loss_fn, epochs=_epochs(ctx))
     student = pair[0]
     return MethodResult(student, bits=dense_bits(student), params=student.num_parameters(),
                         notes=f"2 peers LSTM emb {d_emb}, hidden {d_hidden}; deep mutual "
