@@ -84,7 +84,7 @@ def _check(name, Y, X, W, s=None):
     assert np.all(np.abs(Y - ref) <= bound), f"{name} disagrees with the float64 product"
 
 
-def _measure(B, N, K, rng, rounds, threads, clock):
+def _measure(B, N, K, rng, rounds, threads, clock, old_path=False):
     X = rng.standard_normal((B, K)).astype(np.float32)
     W = rng.standard_normal((N, K)).astype(np.float32)
     s = rng.uniform(0.5, 1.5, N).astype(np.float32)
@@ -126,8 +126,9 @@ def _measure(B, N, K, rng, rounds, threads, clock):
     _check("ternary", lg.ternary_weight_gemv(X, Tp, K, s), X, T, s)
     fns["ternary"] = lambda: lg.ternary_weight_gemv(X, Tp, K, s)
     weights_bytes["ternary"] = 2 * Tp[0].nbytes + s.nbytes
-    fns["old 4-bit"] = lambda: bp._kbit_matmul_numba(X, P4, 4, K, cb4)
-    weights_bytes["old 4-bit"] = weights_bytes["4-bit"]
+    if old_path:  # 0.05-1.5 s per call: only on request
+        fns["old 4-bit"] = lambda: bp._kbit_matmul_numba(X, P4, 4, K, cb4)
+        weights_bytes["old 4-bit"] = weights_bytes["4-bit"]
     load0 = os.getloadavg()[0]
     t = _interleaved(fns, rounds, clock=clock)
     load1 = os.getloadavg()[0]
@@ -156,7 +157,9 @@ def main(argv=None):
                       extra=[("--one-thread", "every library on one thread (BLAS, torch, "
                               "Numba): steadier on a shared machine"),
                              ("--cpu-time", "with --one-thread: time calls by the process's CPU "
-                              "seconds (time.process_time), not wall time")])
+                              "seconds (time.process_time), not wall time"),
+                             ("--old-path", "also time kbit_matmul's decode-then-BLAS path "
+                              "(slow)")])
     import numba
 
     threads = os.cpu_count() or 1
@@ -177,7 +180,7 @@ def main(argv=None):
     print(f"# clock: {clock.__name__}")
     rows, meta = [], {}
     for B in (1, 8, 64):
-        r, m = _measure(B, N, K, rng, rounds, threads, clock)
+        r, m = _measure(B, N, K, rng, rounds, threads, clock, args.old_path)
         rows += r
         meta[B] = m
     print_table(rows)

@@ -855,7 +855,7 @@ def kbit_matmul(X, packed, bits: int, K: int, codebook, backend: str | None = No
     from refimpl.kernels import lowbit_gemv
 
     if bits <= 4 and X.dtype == np.float32 and X.shape[0] <= lowbit_gemv.SMALL_BATCH:
-        # small float32 batch (serving): the packed-weight kernel, no float copy of the weights
+        # float32 batch up to 512: the packed-weight kernel, no float copy of the weights
         return lowbit_gemv.kbit_gemv(X, packed, bits, K, codebook, backend=backend)
     return dispatch("kbit_matmul", backend, _kbit_matmul_numba, _kbit_matmul_numpy,
                     np.ascontiguousarray(X), packed, bits, K, codebook)

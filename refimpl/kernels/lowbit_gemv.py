@@ -83,7 +83,10 @@ __all__ = ["kbit_gemv", "binary_weight_gemv", "ternary_weight_gemv", "binary_gem
            "ternary_gemv", "fast_path_available", "SMALL_BATCH", "SMALL_BATCH_PACKED"]
 
 #: Largest batch (rows of ``X``) for which :func:`bitpack.kbit_matmul` calls this kernel.
-SMALL_BATCH = 64
+#: Measured at 4096 × 4096, 4-bit, one thread each, CPU ms per call (shared machine, load ~15):
+#: batch 64 / 128 / 256 / 512: this kernel 24 / 50 / 98 / 197, float32 BLAS 34 / 57 / 98 /
+#: 180, the decode-then-BLAS path of ``kbit_matmul`` 950 / 910 / 1150 / 260.
+SMALL_BATCH = 512
 #: Largest batch (rows of ``Ap``) for which :func:`bitpack.binary_gemm` and
 #: :func:`bitpack.ternary_gemm` call :func:`binary_gemv` / :func:`ternary_gemv`: below 8 rows
 #: their 4 × 4 (2 × 2) row tiles leave one of the two threads idle (M ≤ 4) or unbalanced.
