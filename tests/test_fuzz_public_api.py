@@ -527,11 +527,11 @@ def _sharing():
         "AlbertEmbeddings": lambda: dict(vocab_size=10, embed_dim=2, d_model=4, max_position=5,
                                          type_vocab_size=2, padding_idx=0, rng=0),
         "AlbertEncoder": lambda: dict(num_layers=2, d_model=4, num_heads=2, d_ff=4, share="all",
-                                      activation="gelu", norm_first=False,
+                                      num_groups=1, activation="gelu", norm_first=False,
                                       layer_norm_eps=1e-12, rng=0),
         "albert_num_params": lambda: dict(vocab_size=10, embed_dim=2, d_model=4, d_ff=4,
                                           num_layers=2, max_position=5, type_vocab_size=2,
-                                          share="all"),
+                                          share="all", num_groups=1),
         # §5.1 character-aware models
         "char_table": lambda: dict(words=["ab", "b"], alphabet=None, max_len=5),
         "C2W": lambda: dict(num_chars=6, d_char=2, d_hidden=2, d_word=3, rng=0),

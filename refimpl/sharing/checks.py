@@ -590,7 +590,7 @@ _ALB = "refimpl.sharing.transformers"
 
 
 @register_check("albert", "ALBERT: factorised embedding (V·E + E·H) and cross-layer sharing "
-                "(all / attention / FFN) with exact parameter counts = formula; the all-shared "
+                "(all / attention / FFN / hidden groups) with exact parameter counts = formula; the all-shared "
                 "encoder = one layer applied L times; a shared weight's gradient = sum over the "
                 "layers of an unshared copy; gradcheck", section="5.3",
                 implements=[f"{_ALB}.AlbertEmbeddings", f"{_ALB}.AlbertEncoder",
@@ -620,6 +620,15 @@ def _check_albert(rng, quick):
     # hand count, L = 3, H = 8, F = 12: a = 4·72 + 16 = 304, f = 192 + 12 + 8 + 16 = 228
     counts_ok &= counts == {"all": 532, "attention": 304 + 3 * 228, "ffn": 3 * 304 + 228,
                             "none": 3 * 532}
+    # ALBERT's hidden groups: 6 layers in 2 groups -> layers 0-2 share one layer, 3-5 another
+    grouped = AlbertEncoder(num_layers=6, d_model=H, num_heads=heads, d_ff=Fd, share="all",
+                            num_groups=2, rng=seed)
+    gl = grouped.layers
+    groups_ok = (gl[0] is gl[1] is gl[2] and gl[3] is gl[4] is gl[5] and gl[2] is not gl[3]
+                 and grouped.num_parameters() == 2 * 532 == albert_num_params(
+                     vocab_size=V, embed_dim=E, d_model=H, d_ff=Fd, num_layers=6,
+                     max_position=P, num_groups=2)["encoder"])
+    counts_ok &= groups_ok
 
     shared = AlbertEncoder(num_layers=L, d_model=H, num_heads=heads, d_ff=Fd, share="all",
                            rng=seed)

@@ -88,23 +88,33 @@ class AlbertEncoder(Module):
     num_layers, d_model, num_heads, d_ff : int (keyword-only)
     share : {"all", "attention", "ffn", "none"}
         ``"all"``: one :class:`refimpl.nn.TransformerEncoderLayer` applied ``num_layers``
-        times; ``"attention"`` / ``"ffn"``: separate layers whose attention block
+        times (or one per group, see ``num_groups``); ``"attention"`` / ``"ffn"``: separate layers whose attention block
         (``self_attn``, ``norm1``) / feed-forward block (``linear1``, ``linear2``, ``norm2``) is
         one shared object; ``"none"``: BERT.
+    num_groups : int
+        ALBERT's ``num_hidden_groups`` G (with ``share="all"``; must divide ``num_layers``):
+        ``G`` distinct layers, layer ``l`` (0-based) using group ``⌊l·G/L⌋`` as ALBERT's code
+        does (``int(layer_idx / (num_hidden_layers / num_hidden_groups))``). 1 is ALBERT's
+        default; ``G = L`` is BERT.
     activation, norm_first, layer_norm_eps : passed to every layer
     rng : Generator or int, optional
 
     Attributes
     ----------
     layers : ModuleList of TransformerEncoderLayer, length num_layers (the same object ``L`` times
-        when ``share="all"``)
+        when ``share="all"``, ``L/G`` times each with groups)
     """
 
     def __init__(self, *, num_layers: int, d_model: int, num_heads: int, d_ff: int,
-                 share: str = "all", activation: str = "gelu", norm_first: bool = False,
-                 layer_norm_eps: float = 1e-12, rng=None):
+                 share: str = "all", num_groups: int = 1, activation: str = "gelu",
+                 norm_first: bool = False, layer_norm_eps: float = 1e-12, rng=None):
         self.num_layers = check_int(num_layers, "num_layers", 1)
         self.share = check_choice(share, "share", SHARE_MODES)
+        self.num_groups = check_int(num_groups, "num_groups", 1, self.num_layers)
+        if self.num_layers % self.num_groups:
+            raise ValueError(f"num_groups ({num_groups}) must divide num_layers ({num_layers})")
+        if self.num_groups > 1 and self.share != "all":
+            raise ValueError(f"num_groups > 1 needs share='all', got share={share!r}")
         norm_first = check_bool(norm_first, "norm_first")
         d_model = check_int(d_model, "d_model", 1)
         num_heads = check_int(num_heads, "num_heads", 1)
@@ -121,8 +131,10 @@ class AlbertEncoder(Module):
                                            layer_norm_eps=layer_norm_eps, rng=rng)
 
         if self.share == "all":
-            first = make()
-            self.layers = ModuleList([first] * self.num_layers)   # one object, L uses
+            groups = [make() for _ in range(self.num_groups)]
+            G, L = self.num_groups, self.num_layers
+            # layer l uses group ⌊l·G/L⌋ (one object, L/G uses each)
+            self.layers = ModuleList([groups[(l * G) // L] for l in range(L)])  # noqa: E741
         else:
             self.layers = ModuleList([make() for _ in range(self.num_layers)])
             first = self.layers[0]
@@ -141,7 +153,7 @@ class AlbertEncoder(Module):
 
 def albert_num_params(*, vocab_size: int, embed_dim: int | None, d_model: int, d_ff: int,
                       num_layers: int, max_position: int, type_vocab_size: int = 2,
-                      share: str = "all") -> dict:
+                      share: str = "all", num_groups: int = 1) -> dict:
     r"""Exact parameter counts of ALBERT's embedding and encoder (Survey §5.3), by formula.
 
     Parameters
@@ -150,6 +162,8 @@ def albert_num_params(*, vocab_size: int, embed_dim: int | None, d_model: int, d
     embed_dim : int or None
         ``E`` of the factorised embedding; None for BERT's unfactorised ``V × H`` tables.
     share : {"all", "attention", "ffn", "none"}
+    num_groups : int
+        ALBERT's hidden groups (``share="all"``): ``G(a + f)`` for the encoder.
 
     Returns
     -------
@@ -166,6 +180,9 @@ def albert_num_params(*, vocab_size: int, embed_dim: int | None, d_model: int, d
     P = check_int(max_position, "max_position", 1)
     T = check_int(type_vocab_size, "type_vocab_size", 1)
     share = check_choice(share, "share", SHARE_MODES)
+    G = check_int(num_groups, "num_groups", 1, L)
+    if L % G or (G > 1 and share != "all"):
+        raise ValueError(f"num_groups ({G}) must divide num_layers ({L}) and needs share='all'")
     if embed_dim is None:
         emb = (V + P + T) * H + 2 * H
     else:
@@ -173,5 +190,6 @@ def albert_num_params(*, vocab_size: int, embed_dim: int | None, d_model: int, d
         emb = (V + P + T) * E + 2 * E + E * H + H
     a = 4 * (H * H + H) + 2 * H
     f = 2 * H * Fd + Fd + H + 2 * H
-    enc = {"none": L * (a + f), "all": a + f, "attention": a + L * f, "ffn": L * a + f}[share]
+    enc = {"none": L * (a + f), "all": G * (a + f), "attention": a + L * f,
+           "ffn": L * a + f}[share]
     return {"embeddings": emb, "encoder": enc, "total": emb + enc}

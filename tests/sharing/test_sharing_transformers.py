@@ -86,3 +86,20 @@ def test_bad_input():
     with pytest.raises(ValueError, match="num_layers"):
         albert_num_params(vocab_size=5, embed_dim=2, d_model=4, d_ff=4, num_layers=0,
                           max_position=3)
+
+
+def test_albert_hidden_groups():
+    from refimpl.sharing import AlbertEncoder, albert_num_params
+
+    enc = AlbertEncoder(num_layers=6, d_model=8, num_heads=2, d_ff=12, share="all", num_groups=3,
+                        rng=0)
+    ids = [id(layer) for layer in enc.layers]
+    assert ids[0] == ids[1] != ids[2] == ids[3] != ids[4] == ids[5] and len(set(ids)) == 3
+    one = AlbertEncoder(num_layers=6, d_model=8, num_heads=2, d_ff=12, share="all", rng=0)
+    assert enc.num_parameters() == 3 * one.num_parameters() == albert_num_params(
+        vocab_size=10, embed_dim=4, d_model=8, d_ff=12, num_layers=6, max_position=5,
+        num_groups=3)["encoder"]
+    with pytest.raises(ValueError, match="num_groups"):
+        AlbertEncoder(num_layers=6, d_model=8, num_heads=2, d_ff=12, num_groups=4)
+    with pytest.raises(ValueError, match="num_groups"):
+        AlbertEncoder(num_layers=6, d_model=8, num_heads=2, d_ff=12, share="ffn", num_groups=2)
