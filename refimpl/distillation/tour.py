@@ -59,8 +59,8 @@ def _transformer_teacher(ctx: TourContext):
 
 
 def _epochs(ctx: TourContext) -> int:
-    """The tour's epochs, halved in quick mode: these methods run a teacher or a second
-    network on every batch, and the quick tour gives each method 30 s."""
+    """The tour's epochs, halved in quick mode (at least 2): these methods run a teacher or a
+    second network on every batch, and the quick tour gives each method 30 s."""
     E = int(getattr(ctx.config, "epochs", 2) or 2)
     return max(2, E // 2) if ctx.quick else E
 
