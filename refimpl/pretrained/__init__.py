@@ -16,6 +16,9 @@ The loading, model and evaluation modules import only the ground floor of refimp
 ``data``, ``utils``, ...), never torch.
 """
 
+from refimpl.pretrained.evaluate import (RetrievalPairs, docstring_retrieval_pairs,
+                                         evaluate_retrieval, fidelity, mean_cosine, real_text,
+                                         retrieval_scores, spearman, stsb_spearman)
 from refimpl.pretrained.minilm import (MINILM_PACKAGE, MINILM_SHA256, MiniLM, MiniLMConfig,
                                        build_minilm, find_minilm_files, hf_to_refimpl_name,
                                        load_minilm)
@@ -30,4 +33,6 @@ __all__ = [
     "SafetensorsError", "load_safetensors", "read_safetensors_header", "save_safetensors",
     "sha256_file",
     "WordPieceTokenizer", "basic_tokenize", "load_vocab", "normalize_bert",
+    "mean_cosine", "fidelity", "real_text", "docstring_retrieval_pairs", "RetrievalPairs",
+    "retrieval_scores", "evaluate_retrieval", "spearman", "stsb_spearman",
 ]
