@@ -11,7 +11,7 @@ From a chapter notebook (the instructor source, see :mod:`refimpl.assignment.sou
       autograder/NN_name.ipynb    the instructor notebook (solutions in place), outputs stripped
       autograder/test_NN_name.py  the autograder as plain pytest functions (visible + hidden)
       autograder/tests/<id>.py    otter-grader test files with the hidden tests
-      autograder/requirements.txt what the grading environment installs (refimpl)
+      autograder/requirements.txt what a grading image must install (refimpl, by path or URL)
 
 The pytest file and the otter files hold the same test functions: each question's tests become one
 function whose arguments are the notebook variables the tests read (otter's exception-based test
@@ -229,7 +229,11 @@ def make_assignment(notebook: Path, out: Path) -> dict:
         f"student/{stem}.ipynb": nbformat.writes(student_notebook(nb, stem)),
         f"autograder/{stem}.ipynb": nbformat.writes(instructor_notebook(nb, stem)),
         f"autograder/test_{stem}.py": pytest_source(assignment),
-        "autograder/requirements.txt": "refimpl\n",
+        "autograder/requirements.txt": (
+            "# The tests import refimpl (and numpy, scipy, numba). refimpl is installed from its\n"
+            "# repository, not from a package index: replace the next line by your checkout's\n"
+            "# path or URL before building a grading image (otter generate reads this file).\n"
+            "# refimpl @ file:///path/to/refimpl\n"),
         "autograder/questions.json": json.dumps(
             {"name": stem, "max_score": assignment.max_score,
              "questions": [{"grade_id": q.grade_id, "points": q.points, "title": q.title,

@@ -61,7 +61,7 @@ def execute_notebook(path, skip_grade_ids=()) -> dict:
             try:
                 with contextlib.redirect_stdout(None):
                     exec(compile(_code_of(cell.source), f"<{path.name} cell {i}>", "exec"), env)
-            except Exception:  # noqa: BLE001 - recorded; the tests that need it fail
+            except (Exception, SystemExit):  # noqa: BLE001 - recorded; tests that need it fail
                 errors.append((i, traceback.format_exc(limit=3)))
     finally:
         os.chdir(old)

@@ -479,3 +479,17 @@ def test_cli_make_writes_the_layout(tmp_path, capsys):
         assert (tmp_path / "ps7" / rel).is_file(), rel
     readme = (tmp_path / "ps7" / "README.md").read_text(encoding="utf-8")
     assert "| `ch07-q2-efficient-erratum` | 3 |" in readme
+
+
+def test_in_process_execution_records_raising_cells_and_goes_on(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("a = 1"), nbformat.v4.new_code_cell("1 / 0"),
+                nbformat.v4.new_code_cell("import sys\nsys.exit(3)"),
+                nbformat.v4.new_code_cell("%matplotlib inline\nb = a + 1"),
+                nbformat.v4.new_code_cell("c = 5", metadata=_meta("t", grade=True, points=1))]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    env = execute_notebook(path, skip_grade_ids=["t"])
+    assert (env["a"], env["b"], "c" in env) == (1, 2, False)
+    assert [i for i, _ in env["__cell_errors__"]] == [1, 2]
+    assert "ZeroDivisionError" in env["__cell_errors__"][0][1]
