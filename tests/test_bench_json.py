@@ -180,6 +180,10 @@ def test_report_markdown_on_the_fixture():
     assert rows == ["| sparse | CSR SpMV n=4096 | 0.5 ms | torch.sparse_csr (1 ms) | 2× | 8× | "
                     "20.0 GB/s (80%) | memory |"]
     assert "TensorLy (tensorly not installed)" in text
+    assert "shared machine" not in text  # load 1.0 on 2 CPUs
+    busy = _fixture_record()
+    busy["machine"]["loadavg_end"] = [3.5, 2.0, 1.0]
+    assert "a shared machine, busier than its 2 CPUs" in bench_mod.report_markdown(busy)
     every = bench_mod.report_markdown(_fixture_record(), all_cases=True)
     assert "| sparse | CSR SpMM n=1024 | 0.5 ms | — | — | — |" in every
 
@@ -251,3 +255,13 @@ def test_runner_collects_one_record(tmp_path, monkeypatch, capsys):
     table = capsys.readouterr().out
     assert "| a | case 1 | 500 ms | p (1.00 s) | 2× |" in table
     assert "Failed (exit status ≠ 0): bench_b.py" in table
+
+
+def test_readme_table_is_the_report_of_the_committed_record():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = "<!-- generated: refimpl bench --report benchmarks/headline.json -->"
+    end = "<!-- end of generated table -->"
+    assert start in readme and end in readme
+    block = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    doc = json.loads((ROOT / "benchmarks" / "headline.json").read_text(encoding="utf-8"))
+    assert block == bench_mod.report_markdown(doc).strip()

@@ -165,7 +165,8 @@ def report_markdown(doc: dict, all_cases: bool = False) -> str:
         + (f" ({cpu['llvm_cpu']})" if cpu.get("llvm_cpu") else "")
         + f", {m.get('cpu_count', '?')} CPUs, {', '.join(simd) or 'no AVX'}; BLAS "
         f"{m['blas_kernel']}; threads: numba {th.get('numba')}, BLAS {th.get('blas')}, torch "
-        f"{th.get('torch')}; load average at start {_load(m.get('loadavg'))}. Roofline "
+        f"{th.get('torch')}; load average (1, 5, 15 min) at start {_load(m.get('loadavg'))}, "
+        f"at end {_load(m.get('loadavg_end'))}{_shared(m)}. Roofline "
         f"measured in the same run: memory {roof['memory_gbs']:.1f} GB/s (STREAM-like copy "
         f"{roof['copy_gbs']:.1f}, triad {roof['triad_gbs']:.1f}), float32 GEMM "
         f"{roof['sgemm_gflops']:.0f} GFLOP/s. Ratios are peer time / refimpl time from best "
@@ -204,7 +205,18 @@ def report_markdown(doc: dict, all_cases: bool = False) -> str:
 
 
 def _load(load) -> str:
-    return ", ".join(f"{x:.2f}" for x in load) if isinstance(load, list) else "?"
+    return ", ".join(f"{x:.1f}" for x in load) if isinstance(load, list) else "?"
+
+
+def _shared(m: dict) -> str:
+    """A warning when the 1-minute load exceeded the CPU count during the run."""
+    loads = [x[0] for x in (m.get("loadavg"), m.get("loadavg_end")) if isinstance(x, list) and x]
+    n = m.get("cpu_count")
+    if loads and isinstance(n, int) and max(loads) > n:
+        return (f" (a shared machine, busier than its {n} CPUs: absolute times and the "
+                "roofline are depressed and the fractions of it unreliable; ratios come from "
+                "the same run)")
+    return ""
 
 
 def _probe(folder: Path, quick: bool) -> dict:
