@@ -16,6 +16,21 @@ Run the headline as::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_block_sparse.py --quick
 
+Issue #19: torch's ``sparse_bsr`` (4×4 blocks) runs the product on the CPU in torch 2.13
+(``T @ X``, checked against dense), so it is the BSR rows' third peer; the BBS rows get
+``torch.sparse_csr``. Every case prints its GB/s (the stored format once, X and Y once) or,
+for 32 columns where the arithmetic intensity passes the balance point, its GFLOP/s (2 · nnz
+· columns) against the roofline measured in the same run.
+
+Measured 6 Dec 2026 (2 vCPUs AMD EPYC Zen 4 (LLVM znver4; AVX-512 incl. VNNI, BF16, VPOPCNTDQ; 32 MiB L3), NumPy's OpenBLAS 0.3.31 'SkylakeX' kernel, 2 threads, numba 0.68.1 with 2 threads, torch 2.13 CPU with ``torch.set_num_threads(2)``, OPENBLAS_* unset), ``refimpl bench --quick`` at 20:59 UTC with load 11-15: best
+of 5 is not enough at that load (a third of the dense and torch entries are 18-30 ms
+scheduler stalls instead of 0.03-0.4 ms), so only rows without a stall are quoted: BSR 4×4,
+n = 1024, batch 32, 90 % sparse: refimpl 0.251 ms, torch sparse_bsr 0.163 ms (0.65x: torch
+is the best peer), scipy 1.35 ms (5.4x); 99 %: refimpl 0.109 ms, torch 0.053 ms (0.49x),
+scipy 0.140 ms (1.29x). Batch 1 at 90 %: refimpl 0.104 ms, torch 0.047 ms, scipy 0.047 ms,
+dense 0.030 ms (the matrix-vector loops are not vectorised, see below).
+
+Before issue #19:
 Measured 2026-11-23 (2 vCPUs shared with other jobs, load average ≈ 4–6; OpenBLAS 0.3.31
 Haswell kernel; OPENBLAS_* unset). With 2 threads the timings were dominated by descheduling
 (dense W @ x ranged 0.06–20 ms between sizes), so the table below is the single-threaded run

@@ -9,6 +9,23 @@ For an (M, N) weight with M = N = 1024 (modes 4·4·8·8) and 4096 (8·8·8·8),
   * memory: stored float64 numbers, dense vs TT (ratio = dense / TT);
   * the crossover rank: the largest rank at which the TT path is still faster than dense.
 
+Issue #19: TensorLy's TT-matrix as the peer. TensorLy 0.10 has no TT-matrix × matrix
+product: its TT-matrix API reconstructs the dense matrix (``tl.tt_matrix_to_matrix``, same
+core layout ``(r, m, n, r)``, checked equal), which a TensorLy user then multiplies; that is
+the peer timed. Every case prints GFLOP/s (2 × the multiply-adds above) against the roofline
+(measured with all threads before ``--threads`` limits BLAS). ``--quick`` is accepted (it
+is the default) so ``refimpl bench --quick`` can run this script.
+
+Measured 6 Dec 2026 (2 vCPUs AMD EPYC Zen 4 (LLVM znver4; AVX-512 incl. VNNI, BF16, VPOPCNTDQ; 32 MiB L3), NumPy's OpenBLAS 0.3.31 'SkylakeX' kernel, 2 threads, numba 0.68.1 with 2 threads, torch 2.13 CPU with ``torch.set_num_threads(2)``, OPENBLAS_* unset; BLAS limited to 1 thread), ``refimpl bench --quick``, 21:10 UTC,
+load 14 (shared machine), best times: 4096², batch 8: dense 61.9 ms, TensorLy 413-868 ms;
+TT (numba) r=4 0.84 ms (74x dense, 493x TensorLy), r=8 2.46 ms (25x / 196x), r=16 27.8 ms
+(2.2x / 15x), r=32 177 ms (0.35x / 3.6x), r=64 519 ms (0.12x / 1.7x). 1024², batch 32:
+dense 2.31 ms; TT r=4 2.6x, r=8 0.85x, r=16 and up slower than dense (0.03x-0.01x), and
+from r=16 slower than TensorLy too (0.48x-0.09x): reconstructing a 1024² matrix is cheap.
+The best peer is dense BLAS everywhere; the TT path beats it only for 4096² at r <= 16.
+
+Earlier results (before issue #19):
+
 Results (this machine, 2 shared cores, OpenBLAS 0.3.31 Haswell, 1 BLAS thread, quick run):
 
   Machine-independent (exact): multiply-adds of the TT path relative to the dense product
