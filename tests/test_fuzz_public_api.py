@@ -790,6 +790,9 @@ def _distillation():
         "TheseusClassifier": lambda: dict(predecessor=_tf_of(4, 4), n_modules=2,
                                           replace_rate=0.5, rng=0),
         "TheseusScheduler": lambda: dict(model=_theseus(), k=0.1, b=0.3),
+        "multitask_distillation_loss_t": lambda: dict(
+            task_logits=[_t(3, 2), _t(2, 4, seed=1)], task_labels=[_ints(2, 3), _ints(4, 2)],
+            task_teacher_probs=[_probs(3, 2), None]),
         # §4.4 distilled BiLSTM (Tang et al.)
         "distilled_bilstm_loss_t": lambda: dict(student_logits=_t(3, 2), teacher_logits=_g(3, 2),
                                                 labels=_ints(2, 3), alpha=0.5),

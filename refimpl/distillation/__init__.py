@@ -64,6 +64,7 @@ from refimpl.distillation.bert_recipes import (
     fit_tinybert,
     fit_with_teacher,
     init_from_teacher_layers_,
+    multitask_distillation_loss_t,
     pkd_objective_t,
     tinybert_layer_map,
     tinybert_losses_t,
@@ -131,5 +132,5 @@ __all__ = [
     "distilbert_loss_t", "init_from_teacher_layers_", "pkd_objective_t", "fit_with_teacher",
     "fit_distilbert", "fit_pkd", "TheseusClassifier", "TheseusScheduler",
     "word_kd_loss_t", "fit_word_kd", "sequence_kd_targets", "seq_inter_targets",
-    "distilled_bilstm_loss_t", "tang_augment",
+    "distilled_bilstm_loss_t", "tang_augment", "multitask_distillation_loss_t",
 ]

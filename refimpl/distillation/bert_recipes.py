@@ -20,6 +20,7 @@ give every layer's hidden states and attention intermediates as tape Tensors).
 :class:`TheseusClassifier`         BERT-of-Theseus (Xu et al. 2020): predecessor modules replaced
                                    by successor layers with a Bernoulli draw per module
 :class:`TheseusScheduler`          the linear replacement schedule as a :class:`refimpl.nn.Callback`
+:func:`multitask_distillation_loss_t`  Liu et al. 2019: per task ½ (hard CE + soft CE)
 =================================  =============================================================
 
 Teachers and students are :class:`refimpl.nn.TransformerClassifier`; a student may have fewer
@@ -50,7 +51,7 @@ _FIT_BOUNDS = dict(lr=(0.0, None, "(]"), batch_size=(1, None))
 __all__ = ["tinybert_layer_map", "TinyBertProjections", "tinybert_losses_t", "fit_tinybert",
            "distilbert_loss_t", "init_from_teacher_layers_", "pkd_objective_t",
            "fit_with_teacher", "fit_distilbert", "fit_pkd", "TheseusClassifier",
-           "TheseusScheduler"]
+           "TheseusScheduler", "multitask_distillation_loss_t"]
 
 
 def _check_tf(model, name):
@@ -632,3 +633,63 @@ class TheseusScheduler(Callback):
     def on_step_end(self, model, step: int) -> None:
         self.model.replace_rate = theseus_replace_rate(step, self.k, self.b)
         self.rates.append(self.model.replace_rate)
+
+
+# ------------------------------------------------------------------ multi-task distillation
+def multitask_distillation_loss_t(task_logits, task_labels, task_teacher_probs) -> Tensor:
+    """Multi-task distillation of Liu et al. (2019, MT-DNN-KD; Survey §4.4): for task ``t``
+    with a teacher the loss is the *average of the two objectives*, the cross-entropy to the
+    correct targets and to the teacher's soft targets,
+
+    .. math::
+
+        \\mathcal L_t = \\tfrac12\\,\\mathrm{CE}(z_t, y_t)
+        + \\tfrac12\\Big(-\\frac1{B_t}\\sum_b\\sum_c p^{teacher}_{t,bc}\\log\\mathrm{softmax}(z_{t,b})_c\\Big)
+
+    and the plain cross-entropy for a task without a teacher; the objective is the sum over the
+    tasks (MT-DNN trains on one task's mini-batch at a time, so a sum over tasks is what an epoch
+    sees).
+
+    Parameters
+    ----------
+    task_logits : sequence of Tensor of shape (B_t, C_t)
+    task_labels : sequence of int ndarray of shape (B_t,)
+    task_teacher_probs : sequence of (ndarray of shape (B_t, C_t) or None)
+        The teacher's (e.g. an ensemble's averaged) probabilities per task; None where the task
+        has no teacher.
+
+    Returns
+    -------
+    Tensor (scalar)
+
+    References
+    ----------
+    .. [1] X. Liu, P. He, W. Chen, J. Gao, "Improving Multi-Task Deep Neural Networks via
+       Knowledge Distillation for Natural Language Understanding", arXiv 1904.09482, 2019.
+    """
+    from refimpl.distillation.multi_teacher import multi_teacher_ce
+
+    for name, v in (("task_logits", task_logits), ("task_labels", task_labels),
+                    ("task_teacher_probs", task_teacher_probs)):
+        if not isinstance(v, (list, tuple)) or not v:
+            raise TypeError(f"{name} must be a non-empty list (one entry per task), got "
+                            f"{type(v).__name__}")
+    if not len(task_logits) == len(task_labels) == len(task_teacher_probs):
+        raise ValueError(f"task_labels and task_teacher_probs must have one entry per task "
+                         f"({len(task_logits)}), got {len(task_labels)} and "
+                         f"{len(task_teacher_probs)}")
+    total = None
+    for t, (z, y, p) in enumerate(zip(task_logits, task_labels, task_teacher_probs)):
+        zs = check_array(data_of(z), f"task_logits[{t}]", ndim=2)
+        if p is None:
+            term = kd_loss_t(z, zs, 1.0, y, 0.0)  # CE(z, y) alone (the soft weight is 0)
+        else:
+            pt = check_array(p, f"task_teacher_probs[{t}]", ndim=2)
+            if pt.shape != zs.shape:
+                raise ValueError(f"task_teacher_probs[{t}] must have shape {zs.shape}, got "
+                                 f"{pt.shape}")
+            hard = kd_loss_t(z, zs, 1.0, y, 0.0)  # labels are validated here
+            soft = multi_teacher_ce(z, pt[None], 1.0)  # −mean_b Σ_c p log softmax(z)
+            term = (hard + soft) * 0.5
+        total = term if total is None else total + term
+    return total

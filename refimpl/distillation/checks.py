@@ -1236,3 +1236,28 @@ def _claim_ta(rng, quick):
                    "LSTM h 64 -> (16) -> 4 and 8 -> (6) -> 4; reproduced = TA gains >= 0.5 "
                    "points for the large gap and < 0.5 for the small",
                    reproduced=g_large >= 0.005 and g_small < 0.005)
+
+
+@register_check("multitask-distillation-loss", "MT-DNN-KD (Liu et al. 2019): per task with a "
+                "teacher ½(CE to the labels + CE to the soft targets), plain CE without; summed "
+                "over tasks — equals a loop with math", section="4.4",
+                implements=[f"{_BR}.multitask_distillation_loss_t"])
+def _multitask(rng, quick):
+    from refimpl.distillation import multitask_distillation_loss_t
+
+    shapes = [(3, 4), (2, 3), (4, 2)]
+    z = [rng.standard_normal(s) for s in shapes]
+    y = [rng.integers(0, s[1], s[0]) for s in shapes]
+    p = [rng.dirichlet(np.ones(s[1]), s[0]) for s in shapes[:2]] + [None]
+    hand = 0.0
+    for zz, yy, pp in zip(z, y, p):
+        B = len(zz)
+        ce = sum(-math.log(_softmax_loop(zz[b])[yy[b]]) for b in range(B)) / B
+        if pp is None:
+            hand += ce
+        else:
+            soft = sum(-sum(pp[b][c] * math.log(_softmax_loop(zz[b])[c])
+                            for c in range(len(zz[b]))) for b in range(B)) / B
+            hand += 0.5 * (ce + soft)
+    return Outcome.compare(multitask_distillation_loss_t(z, y, p).item(), hand, rtol=1e-12,
+                           detail="3 tasks, the last without a teacher")

@@ -268,3 +268,33 @@ def test_theseus_training_with_scheduler_keeps_predecessor():
         np.testing.assert_array_equal(v.data, before[k])
     with pytest.raises(ValueError, match="n_modules"):
         TheseusClassifier(pred, n_modules=3)
+
+
+# ------------------------------------------------------------------------------ multi-task
+def test_multitask_distillation_hand_value_gradcheck_and_torch(torch):
+    from refimpl.distillation import multitask_distillation_loss_t
+
+    z = [np.zeros((2, 2)), np.array([[1.0, 0.0]])]
+    y = [np.array([0, 1]), np.array([0])]
+    p = [np.array([[0.5, 0.5], [0.9, 0.1]]), None]
+    # task 0: ½(log 2 + log 2); task 1 (no teacher): CE = log(1 + e^-1)
+    want = np.log(2) + np.log1p(np.exp(-1.0))
+    assert multitask_distillation_loss_t(z, y, p).item() == pytest.approx(want, rel=1e-14)
+    rng = np.random.default_rng(5)
+    z0, z1 = rng.standard_normal((3, 4)), rng.standard_normal((2, 3))
+    y0, y1 = np.array([0, 3, 1]), np.array([2, 0])
+    p0 = rng.dirichlet(np.ones(4), 3)
+    p1 = rng.dirichlet(np.ones(3), 2)
+    r = gradcheck(lambda a, b: multitask_distillation_loss_t([a, b], [y0, y1], [p0, p1]),
+                  [z0, z1])
+    assert r["max_abs_err"] < 1e-8
+    Fn = torch.nn.functional
+    ref = sum(0.5 * (Fn.cross_entropy(torch.tensor(zz), torch.tensor(yy))
+                     + Fn.cross_entropy(torch.tensor(zz), torch.tensor(pp)))
+              for zz, yy, pp in ((z0, y0, p0), (z1, y1, p1)))
+    assert multitask_distillation_loss_t([z0, z1], [y0, y1], [p0, p1]).item() == pytest.approx(
+        float(ref), rel=1e-12)
+    with pytest.raises(ValueError, match="task_labels"):
+        multitask_distillation_loss_t([z0, z1], [y0], [p0, p1])
+    with pytest.raises(ValueError, match="task_teacher_probs"):
+        multitask_distillation_loss_t([z0], [y0], [p1])
