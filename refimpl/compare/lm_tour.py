@@ -68,6 +68,11 @@ def _methods():
     }
 
 
+#: The single LM methods each combination is compared with.
+LM_PARTS = {"deep-compression": ("magnitude-90", "kmeans-4bit"),
+            "lowrank-quantize": ("svd-low-rank", "kmeans-4bit")}
+
+
 #: The LM methods: name → (family, section, steps).
 LM_METHODS = tuple(_methods())
 
@@ -154,8 +159,29 @@ def run_lm_tour(cfg: LMConfig, log=print) -> dict:
             rows.append(row(name, family, section, None, None, time.perf_counter() - t0,
                             "error", f"{type(err).__name__}: {err}"))
             log(f"{name}: ERROR {type(err).__name__}: {err}")
+    _lm_verdicts(rows)
     return {"rows": rows, "bayes_perplexity": task.bayes_perplexity,
             "unigram_perplexity": math.exp(nll_uni), "seconds": time.perf_counter() - t_start}
+
+
+def _lm_verdicts(rows) -> None:
+    """``row["frontier"]`` for each combination: :func:`~refimpl.compare.pipelines.
+    frontier_verdict` on quality = −NLL (nats per token, higher is better), tolerance 0.01
+    nats."""
+    from refimpl.compare.pipelines import frontier_verdict
+
+    def q(r):
+        p = r.get("perplexity")
+        return None if p is None or not math.isfinite(p) else {
+            "method": r["method"], "bytes": r["bytes"], "accuracy": -math.log(p)}
+
+    by = {r["method"]: r for r in rows}
+    for name, parts in LM_PARTS.items():
+        if name not in by or q(by[name]) is None:
+            continue
+        ps = [q(by[p]) for p in parts if p in by and q(by[p]) is not None]
+        v = frontier_verdict(q(by[name]), ps, tol=0.01)
+        by[name]["frontier"] = v.replace("accuracy", "−NLL (nats)") + f" ({', '.join(parts)})"
 
 
 _LM_COLUMNS = [("method", "method"), ("section", "§"), ("bytes", "bytes"),
@@ -203,4 +229,7 @@ def format_lm_table(result: dict, markdown: bool = False) -> str:
                   f"unigram {result['unigram_perplexity']:.2f}); Δ floor: log ppl minus the "
                   f"Bayes NLL (nats/token); closed: fraction of the unigram-to-Bayes gap "
                   f"closed; µs@1/µs@64: stored-kernel latency at batch 1/64.", 100)
+    verdicts = [f"{r['method']}: {r['frontier']}" for r in result["rows"] if r.get("frontier")]
+    if verdicts:
+        lines += ["", "Combinations vs their parts (tolerance 0.01 nats):"] + verdicts
     return "\n".join(lines)

@@ -1064,7 +1064,7 @@ def _main_lm(args, tiny: bool, seed: int, fail) -> int:
     print(format_lm_table(res))
     keys = ["method", "family", "section", "bits", "bytes", "compression", "perplexity",
             "gap_nats", "gap_closed", "kernel_us_b1", "kernel_us_b64", "formats",
-            "score_per_mb", "seconds", "status", "notes"]
+            "score_per_mb", "seconds", "status", "frontier", "notes"]
     try:
         with open(out_path / "lm.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")

@@ -36,6 +36,11 @@ def test_lm_tour_rows_against_the_bayes_floor():
                             - math.log(res["bayes_perplexity"]), rel_tol=1e-9, abs_tol=1e-12)
         assert r["kernel_us_b1"] > 0 and r["kernel_us_b64"] > 0
     assert rows["deep-compression"]["bits"] < rows["kmeans-4bit"]["bits"] < base["bits"]
+    # the combination is judged against the part that ran (magnitude-90 was not run)
+    assert rows["deep-compression"]["frontier"].endswith("(magnitude-90, kmeans-4bit)")
+    assert rows["deep-compression"]["frontier"].split(" (")[0] in (
+        "beats its parts", "dominated by kmeans-4bit") or \
+        rows["deep-compression"]["frontier"].startswith("trade-off: smaller than every part")
 
 
 def test_cli_tour_task_lm(tmp_path, capsys):
