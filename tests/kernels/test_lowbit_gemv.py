@@ -218,6 +218,8 @@ def test_bad_inputs():
         lg.kbit_gemv(np.full((1, K), np.nan), P, 4, K, cb)
     with pytest.raises(ValueError, match="scale must be a scalar or have shape"):
         lg.kbit_gemv(X, P, 4, K, cb, scale=np.ones(4))
+    with pytest.raises(ValueError, match="scale contains NaN"):
+        lg.kbit_gemv(X, P, 4, K, cb, scale=np.full(3, np.nan))
     with pytest.raises(TypeError, match="X must be a real"):
         lg.kbit_gemv(X.astype(complex), P, 4, K, cb)
     with pytest.raises(ValueError, match="X must not be empty"):
