@@ -373,7 +373,8 @@ def _left_matrix(p):
 
 
 @register_check("quaternion", "Hamilton product: unit rules (ij = k, i² = −1, ji = −k), a hand "
-                "value, = 4×4 real matrix L(p)q, |pq| = |p||q|, associativity; QuaternionLinear "
+                "value, = 4×4 real matrix L(p)q, |pq| = |p||q|, associativity, Re(p q̄) = p·q "
+                "(the attention score); QuaternionLinear "
                 "= Σ_u W_ou ⊗ x_u per unit, ¼ of a real Linear's weights, gradcheck",
                 section="5.3", implements=[f"{_QUAT}.hamilton_product",
                                            f"{_QUAT}.quaternion_block_matrix",
@@ -398,6 +399,9 @@ def _check_quaternion(rng, quick):
     norm = Outcome.compare(np.linalg.norm(pq, axis=-1),
                            np.linalg.norm(p, axis=-1) * np.linalg.norm(q, axis=-1),
                            atol=16 * eps * mag)
+    # quaternion attention scores: Re(p ⊗ q̄) = p·q, the real dot product of the components
+    qbar = q * np.array([1.0, -1.0, -1.0, -1.0])
+    dot = Outcome.compare(hamilton_product(p, qbar)[:, 0], (p * q).sum(-1), atol=8 * eps * mag)
     mag3 = mag * np.abs(s).sum(-1).max()
     assoc = Outcome.compare(hamilton_product(pq, s), hamilton_product(p, hamilton_product(q, s)),
                             atol=32 * eps * mag3)
@@ -428,7 +432,7 @@ def _check_quaternion(rng, quick):
     except GradcheckError as e:
         gc_ok, gc_err = False, str(e)
     ok = (units and hand and matrix.passed and norm.passed and assoc.passed and fwd.passed
-          and counts_ok and gc_ok)
+          and counts_ok and gc_ok and dot.passed)
     return Outcome(ok, {"unit_rules": units, "hand_value": hand,
                         "matrix_max_abs_err": matrix.numbers["max_abs_err"],
                         "norm_max_abs_err": norm.numbers["max_abs_err"],

@@ -15,7 +15,8 @@ fine-tunes: the encoder stores one layer instead of L.
 ``quaternion-ffn`` (§5.3, Tay et al. 2019) replaces both feed-forward matrices of every encoder
 layer by :class:`~refimpl.sharing.QuaternionLinear` layers (¼ of the weights), initialised by
 the least-squares projection of the trained matrix onto the quaternion block structure
-(:func:`quaternion_projection`), then fine-tunes.
+(:func:`quaternion_projection`), then fine-tunes; ``quaternion-transformer`` does the same for
+the Q/K/V/O projections too (Tay et al.'s Quaternion Transformer).
 
 ``lightrnn-embedding`` (§5.2, Li et al. 2016) stores the LSTM baseline's embedding as LightRNN's
 2-component shared table: ``2⌈√V⌉`` half-size vectors (rows and columns) and a table putting
@@ -162,18 +163,32 @@ def quaternion_projection(W):
     return W_r, W_i, W_j, W_k
 
 
-def quaternion_ffn_(model) -> list:
-    """Replace ``linear1``/``linear2`` of every layer of ``model.layers`` by QuaternionLinear
-    layers initialised by :func:`quaternion_projection` (in place). Returns the new layers."""
+def _to_quaternion(lin) -> QuaternionLinear:
+    q = QuaternionLinear(lin.in_features, lin.out_features, bias=lin.b is not None, rng=0)
+    for attr, comp in zip(("W_r", "W_i", "W_j", "W_k"), quaternion_projection(lin.W.data)):
+        getattr(q, attr).data = comp.astype(lin.W.data.dtype)
+    if lin.b is not None:
+        q.b.data = lin.b.data.copy()
+    return q
+
+
+def quaternion_ffn_(model, attention: bool = False) -> list:
+    """Replace ``linear1``/``linear2`` of every layer of ``model.layers`` (and, with
+    ``attention``, the Q/K/V/O projections of its self-attention: Tay et al.'s Quaternion
+    Transformer) by QuaternionLinear layers initialised by :func:`quaternion_projection` (in
+    place). Returns the new layers.
+
+    The attention scores stay the real dot products ``q·k``; for quaternions that is
+    ``Σ_u Re(q_u ⊗ k̄_u)`` (the real part of the Hamilton product with the conjugate), so the
+    quaternion attention needs no other change."""
     new = []
     for layer in model.layers:
-        for name in ("linear1", "linear2"):
-            lin = getattr(layer, name)
-            q = QuaternionLinear(lin.in_features, lin.out_features, rng=0)
-            for attr, comp in zip(("W_r", "W_i", "W_j", "W_k"), quaternion_projection(lin.W.data)):
-                getattr(q, attr).data = comp.astype(lin.W.data.dtype)
-            q.b.data = lin.b.data.copy()
-            setattr(layer, name, q)
+        names = [(layer, "linear1"), (layer, "linear2")]
+        if attention:
+            names += [(layer.self_attn, n) for n in ("W_q", "W_k", "W_v", "W_o")]
+        for owner, name in names:
+            q = _to_quaternion(getattr(owner, name))
+            setattr(owner, name, q)
             new.append(q)
     return new
 
@@ -233,3 +248,16 @@ def _lightrnn_embedding(ctx: TourContext) -> MethodResult:
                         params=model.num_parameters(),
                         notes=f"{emb.num_embeddings} words in a {emb.num_refs}x{emb.num_refs} "
                               "table", extra={"baseline": "lstm"})
+
+
+@register_method("quaternion-transformer", family="sharing", section="5.3",
+                 description="Tay et al.'s Quaternion Transformer: attention projections and FFN "
+                             "of every layer as quaternion layers (1/4 of the weights), "
+                             "least-squares init, fine-tuned")
+def _quaternion_transformer(ctx: TourContext) -> MethodResult:
+    model = ctx.copy_baseline("transformer")
+    layers = quaternion_ffn_(model, attention=True)
+    ctx.fit(model)
+    return MethodResult(model, bits=32 * model.num_parameters(), params=model.num_parameters(),
+                        notes=f"{len(layers)} matrices (Q/K/V/O and FFN) as quaternion layers",
+                        extra={"baseline": "transformer"})

@@ -167,3 +167,18 @@ def test_lightrnn_embedding_tour_method():
     assert res.params == base.num_parameters() - 30 * 8 + 2 * 6 * 4
     assert res.bits == 32 * res.params + 30 * 2 * 3             # ⌈log2 6⌉ = 3 bits per index
     assert res.model(X, lengths).shape == (64, 2)
+
+
+def test_quaternion_transformer_tour_method():
+    from refimpl.sharing import QuaternionLinear
+
+    ctx, base, (X, lengths) = _tiny_transformer_ctx()
+    res = {meth.name: meth for meth in methods()}["quaternion-transformer"].func(ctx)
+    layers = res.model.layers
+    mods = [m for layer in layers for m in (layer.linear1, layer.linear2, layer.self_attn.W_q,
+                                            layer.self_attn.W_k, layer.self_attn.W_v,
+                                            layer.self_attn.W_o)]
+    assert all(isinstance(m, QuaternionLinear) for m in mods)
+    saved = 3 * (2 * (8 * 16 - 8 * 16 // 4) + 4 * (8 * 8 - 8 * 8 // 4))   # 3/4 of each matrix
+    assert res.params == base.num_parameters() - saved and res.bits == 32 * res.params
+    assert res.model(X, lengths).shape == (64, 2)
