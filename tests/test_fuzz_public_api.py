@@ -658,6 +658,17 @@ def _tinybert_call():
                 valid=np.ones((3, 5), bool), T=1.0)
 
 
+def _bert_emd_call():
+    from refimpl.distillation import TinyBertProjections
+
+    X, L, _ = _tok(3, 5, 12)
+    _, os_ = _tf_of(2, 2)(X, L, output_hidden_states=True, output_attentions=True)
+    _, ot = _tf_of(4, 4)(X, L, output_hidden_states=True, output_attentions=True)
+    w = (np.full(4, 0.25), np.full(2, 0.5))
+    return dict(student_out=os_, teacher_out=ot, projections=TinyBertProjections(2, 4, rng=0),
+                weights={"hidden": w, "attention": w}, valid=np.ones((3, 5), bool))
+
+
 def _distillation():
     subsets = [np.array([0, 1]), np.array([2, 3])]
     feats = [_g(4, 3, seed=s) for s in range(3)]
@@ -793,6 +804,15 @@ def _distillation():
         "multitask_distillation_loss_t": lambda: dict(
             task_logits=[_t(3, 2), _t(2, 4, seed=1)], task_labels=[_ints(2, 3), _ints(4, 2)],
             task_teacher_probs=[_probs(3, 2), None]),
+        "bert_emd_update_weights": lambda: dict(flow=np.eye(2) / 2,
+                                                cost=np.array([[1.0, 9.0], [9.0, 3.0]]),
+                                                teacher_weights=np.array([0.5, 0.5]),
+                                                student_weights=np.array([0.5, 0.5])),
+        "bert_emd_losses_t": _bert_emd_call,
+        "fit_bert_emd": lambda: dict(student=_tf_of(2, 2), teacher=_tf_of(4, 4),
+                                     train_arrays=_kd_train(), projections=None,
+                                     epochs_intermediate=1, epochs_prediction=1,
+                                     update_weights=True, lr=0.01, batch_size=8, rng=0),
         # §4.4 distilled BiLSTM (Tang et al.)
         "distilled_bilstm_loss_t": lambda: dict(student_logits=_t(3, 2), teacher_logits=_g(3, 2),
                                                 labels=_ints(2, 3), alpha=0.5),
@@ -1052,6 +1072,8 @@ EXEMPT = {
     ("distillation.tang_augment", "mask_id", "zero"): "id 0 is a valid mask token",
     ("distillation.fit_word_kd", "alpha", "zero"): "alpha = 0: the reference NLL alone",
     ("distillation.fit_tinybert", "epochs_intermediate", "zero"): "0 epochs: skip the step",
+    ("distillation.fit_bert_emd", "epochs_intermediate", "zero"): "0 epochs: skip the step",
+    ("distillation.fit_bert_emd", "epochs_prediction", "zero"): "0 epochs: skip the step",
     ("distillation.fit_tinybert", "epochs_prediction", "zero"): "0 epochs: skip the step",
     ("distillation.fit_with_teacher", "epochs", "zero"): "0 epochs: no training",
     ("distillation.fit_distilbert", "epochs", "zero"): "0 epochs: no training",

@@ -58,7 +58,10 @@ from refimpl.distillation.bert_recipes import (
     TheseusClassifier,
     TheseusScheduler,
     TinyBertProjections,
+    bert_emd_losses_t,
+    bert_emd_update_weights,
     distilbert_loss_t,
+    fit_bert_emd,
     fit_distilbert,
     fit_pkd,
     fit_tinybert,
@@ -133,4 +136,5 @@ __all__ = [
     "fit_distilbert", "fit_pkd", "TheseusClassifier", "TheseusScheduler",
     "word_kd_loss_t", "fit_word_kd", "sequence_kd_targets", "seq_inter_targets",
     "distilled_bilstm_loss_t", "tang_augment", "multitask_distillation_loss_t",
+    "bert_emd_update_weights", "bert_emd_losses_t", "fit_bert_emd",
 ]

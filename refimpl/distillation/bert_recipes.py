@@ -21,6 +21,9 @@ give every layer's hidden states and attention intermediates as tape Tensors).
                                    by successor layers with a Bernoulli draw per module
 :class:`TheseusScheduler`          the linear replacement schedule as a :class:`refimpl.nn.Callback`
 :func:`multitask_distillation_loss_t`  Liu et al. 2019: per task ½ (hard CE + soft CE)
+:func:`bert_emd_losses_t`          BERT-EMD (Li et al. 2020): many-to-many hidden/attention
+:func:`bert_emd_update_weights`    losses by earth mover's distance, the cost-driven layer-weight
+:func:`fit_bert_emd`               update, and its training
 =================================  =============================================================
 
 Teachers and students are :class:`refimpl.nn.TransformerClassifier`; a student may have fewer
@@ -51,7 +54,8 @@ _FIT_BOUNDS = dict(lr=(0.0, None, "(]"), batch_size=(1, None))
 __all__ = ["tinybert_layer_map", "TinyBertProjections", "tinybert_losses_t", "fit_tinybert",
            "distilbert_loss_t", "init_from_teacher_layers_", "pkd_objective_t",
            "fit_with_teacher", "fit_distilbert", "fit_pkd", "TheseusClassifier",
-           "TheseusScheduler", "multitask_distillation_loss_t"]
+           "TheseusScheduler", "multitask_distillation_loss_t", "bert_emd_update_weights",
+           "bert_emd_losses_t", "fit_bert_emd"]
 
 
 def _check_tf(model, name):
@@ -693,3 +697,172 @@ def multitask_distillation_loss_t(task_logits, task_labels, task_teacher_probs) 
             term = (hard + soft) * 0.5
         total = term if total is None else total + term
     return total
+
+
+# ------------------------------------------------------------------ BERT-EMD
+def bert_emd_update_weights(flow, cost, teacher_weights, student_weights):
+    """BERT-EMD's cost-driven layer-weight update (Survey §4.4; Li et al. 2020, §3.3, as in the
+    released code's ``get_new_layer_weight``): a layer that is expensive to transport gets a
+    smaller weight next step.
+
+    .. math::
+
+        \\bar C^S_j = \\frac{\\sum_i f_{ij} D_{ij}}{w^S_j},\\quad
+        w^S_j \\leftarrow \\frac{\\sum_k \\bar C^S_k / \\bar C^S_j}{\\sum_l \\sum_k \\bar C^S_k /
+        \\bar C^S_l}
+
+    and the same for the teacher's layers (rows). A layer with zero transported cost keeps a
+    zero ratio (as the code, which skips it). The paper's optional softmax temperature is not
+    used by that code and not here.
+
+    Parameters
+    ----------
+    flow, cost : ndarray of shape (N_teacher, M_student)
+    teacher_weights : ndarray of shape (N,); student_weights : ndarray of shape (M,)
+        Current weights, positive.
+
+    Returns
+    -------
+    (ndarray (N,), ndarray (M,))
+        The new teacher and student weights, each summing to 1.
+    """
+    f = check_array(flow, "flow", ndim=2)
+    D = check_array(cost, "cost", ndim=2)
+    if f.shape != D.shape:
+        raise ValueError(f"cost must have the shape of flow {f.shape}, got {D.shape}")
+    wt = check_array(teacher_weights, "teacher_weights", ndim=1)
+    ws = check_array(student_weights, "student_weights", ndim=1)
+    if wt.shape != (f.shape[0],) or ws.shape != (f.shape[1],) or np.any(wt <= 0) \
+            or np.any(ws <= 0):
+        raise ValueError(f"teacher_weights and student_weights must be positive of shapes "
+                         f"({f.shape[0]},) and ({f.shape[1]},), got {wt.shape} and {ws.shape}")
+
+    def update(transported, w):
+        c = transported / w  # C̄: transported cost per unit weight
+        total = c.sum()
+        r = np.where(c > 0, total / np.where(c > 0, c, 1.0), 0.0)
+        s = r.sum()
+        return r / s if s > 0 else np.full_like(w, 1.0 / len(w))
+
+    fd = f * D
+    return update(fd.sum(axis=1), wt), update(fd.sum(axis=0), ws)
+
+
+def bert_emd_losses_t(student_out, teacher_out, projections, weights, valid) -> dict:
+    """BERT-EMD's many-to-many intermediate losses (Survey §4.4; Li et al. 2020, Eqs. 6–12):
+    with ``D^H_ij = MSE(H^S_j W_h, H^T_i)`` and ``D^A_ij = MSE(A^S_j, A^T_i)`` over all teacher
+    layers ``i`` and student layers ``j`` (attention scores as in :func:`tinybert_losses_t`), the
+    optimal flows ``F`` of :func:`refimpl.distillation.emd_layer_mapping` between the layer
+    weights give ``L = Σ_ij f_ij D_ij`` (the flows are constants; the gradient flows through
+    ``D``). Embedding and prediction losses stay one-to-one (:func:`tinybert_losses_t`).
+
+    Parameters
+    ----------
+    student_out, teacher_out : EncoderOutput
+        With hidden states and attentions.
+    projections : TinyBertProjections (``W_h`` is used)
+    weights : dict
+        ``{"hidden": (w_t (N,), w_s (M,)), "attention": (w_t, w_s)}``.
+    valid : bool ndarray of shape (B, n)
+
+    Returns
+    -------
+    dict
+        ``"hidden"``, ``"attention"`` (scalar Tensors), and ``"flow_hidden"``,
+        ``"cost_hidden"``, ``"flow_attention"``, ``"cost_attention"`` (ndarrays (N, M)) for
+        :func:`bert_emd_update_weights`.
+
+    References
+    ----------
+    .. [1] J. Li, X. Liu, H. Zhao, R. Xu, M. Yang, Y. Jin, "BERT-EMD: Many-to-Many Layer
+       Mapping for BERT Compression with Earth Mover's Distance", EMNLP 2020.
+    """
+    from refimpl.distillation.transformers import emd_layer_mapping
+
+    for name, o in (("student_out", student_out), ("teacher_out", teacher_out)):
+        if getattr(o, "hidden_states", None) is None or getattr(o, "attentions", None) is None:
+            raise ValueError(f"{name} needs hidden_states and attentions")
+    if not callable(projections):
+        raise TypeError(f"projections must be callable, got {type(projections).__name__}")
+    if not isinstance(weights, dict) or set(weights) != {"hidden", "attention"}:
+        raise TypeError("weights must be a dict with keys 'hidden' and 'attention'")
+    hs, ht = student_out.hidden_states[1:], teacher_out.hidden_states[1:]
+    As, At = student_out.attentions, teacher_out.attentions
+    valid = np.asarray(valid)
+    if valid.dtype != bool or valid.shape != tuple(hs[0].shape[:2]):
+        raise ValueError(f"valid must be a bool mask of shape {tuple(hs[0].shape[:2])}")
+    N, M = len(ht), len(hs)
+    ps = [projections(h, "hidden") for h in hs]
+    ss = [_scores(a, valid) for a in As]
+    st = [_scores(a, valid).data for a in At]
+    out = {}
+    for kind, terms in (("hidden", [[mse(ps[j], data_of(ht[i])) for j in range(M)]
+                                    for i in range(N)]),
+                        ("attention", [[mse(ss[j], st[i]) for j in range(M)]
+                                       for i in range(N)])):
+        D = np.array([[t.item() for t in row] for row in terms])  # (N, M) costs
+        w_t, w_s = weights[kind]
+        flow, _ = emd_layer_mapping(D, w_t, w_s)
+        loss = None
+        for i in range(N):
+            for j in range(M):
+                if flow[i, j] > 0:
+                    term = terms[i][j] * float(flow[i, j])
+                    loss = term if loss is None else loss + term
+        out[kind] = loss if loss is not None else terms[0][0] * 0.0
+        out[f"flow_{kind}"], out[f"cost_{kind}"] = flow, D
+    return out
+
+
+@validate_scalars(lr=(0.0, None, "(]"), batch_size=(1, None))
+def fit_bert_emd(student, teacher, train_arrays, *, projections=None,
+                 epochs_intermediate: int = 2, epochs_prediction: int = 2,
+                 update_weights: bool = True, lr: float = 1e-3, batch_size: int = 32, rng=None,
+                 progress=None):
+    """BERT-EMD task distillation (Survey §4.4; Li et al. 2020): as :func:`fit_tinybert`, but
+    the hidden-state and attention losses use the many-to-many EMD mapping
+    (:func:`bert_emd_losses_t`), with the layer weights updated after every step by
+    :func:`bert_emd_update_weights` (``update_weights``); embedding and prediction losses are
+    TinyBERT's one-to-one ones.
+
+    Returns
+    -------
+    (History, History, dict)
+        The two steps' histories and the final layer weights
+        ``{"hidden": (w_t, w_s), "attention": (w_t, w_s)}``.
+    """
+    _check_tf(student, "student")
+    _check_tf(teacher, "teacher")
+    e1 = check_int(epochs_intermediate, "epochs_intermediate", 0)
+    e2 = check_int(epochs_prediction, "epochs_prediction", 0)
+    rng = as_rng(rng)
+    N, M = teacher.num_layers, student.num_layers
+    proj = projections or TinyBertProjections(student.d_model, teacher.d_model, rng=rng)
+    weights = {k: (np.full(N, 1.0 / N), np.full(M, 1.0 / M)) for k in ("hidden", "attention")}
+
+    def inter(sz, so, tz, to, valid, y):
+        emd = bert_emd_losses_t(so, to, proj, weights, valid)
+        if update_weights:
+            for k in ("hidden", "attention"):
+                weights[k] = bert_emd_update_weights(emd[f"flow_{k}"], emd[f"cost_{k}"],
+                                                     *weights[k])
+        emb = mse(proj(so.hidden_states[0], "embedding"), data_of(to.hidden_states[0]))
+        return emb + emd["hidden"] + emd["attention"]
+
+    def pred(sz, so, tz, to, valid, y):
+        return _soft_ce(sz, tz)
+
+    h1 = fit_with_teacher(student, teacher, train_arrays, inter, extra_modules=[proj],
+                          epochs=e1, lr=lr, batch_size=batch_size, rng=rng, progress=progress)
+    h2 = fit_with_teacher(student, teacher, train_arrays, pred, need_intermediates=False,
+                          epochs=e2, lr=lr, batch_size=batch_size, rng=rng, progress=progress)
+    return h1, h2, weights
+
+
+def _soft_ce(zs, zt, T: float = 1.0) -> Tensor:
+    """TinyBERT's prediction loss ``−mean_b Σ_c softmax(z^t/T) log softmax(z^s/T)``."""
+    zt = np.asarray(data_of(zt), dtype=float)
+    pt = np.exp(zt / T - (zt / T).max(-1, keepdims=True))
+    pt /= pt.sum(-1, keepdims=True)
+    return (Tensor(-pt) * F.log_softmax(as_tensor(zs) * (1.0 / T), axis=-1)).sum() \
+        * (1.0 / zt.shape[0])

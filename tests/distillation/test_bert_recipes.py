@@ -298,3 +298,82 @@ def test_multitask_distillation_hand_value_gradcheck_and_torch(torch):
         multitask_distillation_loss_t([z0, z1], [y0], [p0, p1])
     with pytest.raises(ValueError, match="task_teacher_probs"):
         multitask_distillation_loss_t([z0], [y0], [p1])
+
+
+# ------------------------------------------------------------------------------ BERT-EMD
+def test_bert_emd_update_weights_hand_value():
+    from refimpl.distillation import bert_emd_update_weights
+
+    flow = np.array([[0.5, 0.0], [0.0, 0.5]])
+    cost = np.array([[1.0, 9.0], [9.0, 3.0]])
+    wt, ws = bert_emd_update_weights(flow, cost, np.array([0.5, 0.5]), np.array([0.5, 0.5]))
+    # transported per layer (0.5, 1.5) / 0.5 = (1, 3); Σ/c = (4, 4/3) -> (0.75, 0.25)
+    np.testing.assert_allclose(wt, [0.75, 0.25], rtol=1e-15)
+    np.testing.assert_allclose(ws, [0.75, 0.25], rtol=1e-15)
+    with pytest.raises(ValueError, match="cost"):
+        bert_emd_update_weights(flow, cost[:1], np.array([0.5, 0.5]), np.array([0.5, 0.5]))
+
+
+def test_bert_emd_losses_value_zero_and_gradcheck():
+    from refimpl.distillation import bert_emd_losses_t
+
+    rng = np.random.default_rng(7)
+    B, n, H, dh, d = 2, 3, 2, 2, 4
+    valid = np.array([[True, True, False], [True, True, True]])
+
+    def out(seed_arrs):
+        h = [Tensor(a) for a in seed_arrs[:3]]
+        atts = [AttentionOutputs(None, Tensor(q), Tensor(q), Tensor(k), Tensor(k))
+                for q, k in (seed_arrs[3:5], seed_arrs[5:7])]
+        return EncoderOutput(h[-1], hidden_states=tuple(h), attentions=tuple(atts))
+
+    shapes = [(B, n, d)] * 3 + [(B, H, n, dh)] * 4
+    t_arrs = [rng.standard_normal(s) for s in shapes]
+    teacher = out(t_arrs)
+
+    def ident(h, which):
+        return h
+
+    w = {"hidden": (np.array([0.5, 0.5]), np.array([0.5, 0.5])),
+         "attention": (np.array([0.5, 0.5]), np.array([0.5, 0.5]))}
+    same = bert_emd_losses_t(teacher, teacher, ident, w, valid)
+    assert same["hidden"].item() == 0.0 and same["attention"].item() == 0.0
+    np.testing.assert_allclose(same["flow_hidden"], np.eye(2) / 2, atol=1e-12)
+    # a one-layer student: the plan is fixed by the marginals (f_i1 = w_t_i), so the loss is
+    # Σ_i w_t_i D_i1 and differentiable in the student's states
+    wt = np.array([0.3, 0.7])
+    w1 = {"hidden": (wt, np.ones(1)), "attention": (wt, np.ones(1))}
+    s_arrs = [rng.standard_normal(s) for s in ((B, n, d), (B, n, d), (B, H, n, dh),
+                                               (B, H, n, dh))]
+
+    def student(h0, h1, q, k):
+        return EncoderOutput(h1, hidden_states=(h0, h1),
+                             attentions=(AttentionOutputs(None, q, q, k, k),))
+
+    got = bert_emd_losses_t(student(*map(Tensor, s_arrs)), teacher, ident, w1, valid)
+    want_h = sum(wt[i] * np.mean((s_arrs[1] - t_arrs[i + 1]) ** 2) for i in range(2))
+    assert got["hidden"].item() == pytest.approx(want_h, rel=1e-12)
+
+    def loss(h0, h1, q, k):
+        L = bert_emd_losses_t(student(h0, h1, q, k), teacher, ident, w1, valid)
+        return L["hidden"] + L["attention"]
+
+    assert gradcheck(loss, s_arrs)["max_abs_err"] < 1e-8
+
+
+def test_fit_bert_emd_runs_and_keeps_weights_normalised():
+    from refimpl.distillation import fit_bert_emd
+
+    X, L, y = _data(32)
+    teacher = _tf(4, d=8, seed=0)
+    before = {k: v.data.copy() for k, v in teacher.named_parameters()}
+    student = _tf(2, d=4, seed=5)
+    h1, h2, w = fit_bert_emd(student, teacher, (X, L, y), epochs_intermediate=2,
+                             epochs_prediction=1, lr=1e-2, rng=0, progress=False)
+    assert h1.train_loss[-1] < h1.train_loss[0] and len(h2.train_loss) == 1
+    for k in ("hidden", "attention"):
+        wt, ws = w[k]
+        assert wt.shape == (4,) and ws.shape == (2,)
+        assert abs(wt.sum() - 1) < 1e-12 and abs(ws.sum() - 1) < 1e-12
+    for k, v in teacher.named_parameters():
+        np.testing.assert_array_equal(v.data, before[k])
