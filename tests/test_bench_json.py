@@ -265,3 +265,29 @@ def test_readme_table_is_the_report_of_the_committed_record():
     block = readme.split(start, 1)[1].split(end, 1)[0].strip()
     doc = json.loads((ROOT / "benchmarks" / "headline.json").read_text(encoding="utf-8"))
     assert block == bench_mod.report_markdown(doc).strip()
+
+
+@pytest.mark.parametrize("with_torch", [False, True])
+def test_benchmarks_run_with_and_without_torch(common, monkeypatch, tmp_path, with_torch):
+    """Tiny sizes of two benchmarks' measuring functions: without torch the rows and records
+    simply lack the torch peers; with it the peers are checked against the product inside
+    (``assert`` in the benchmark) and recorded."""
+    import numpy as np
+
+    torch = pytest.importorskip("torch") if with_torch else None
+    bench_sparse = importlib.import_module("bench_sparse")
+    bench_binary_gemm = importlib.import_module("bench_binary_gemm")
+
+    def one_call_each(fns, rounds, settle=0.0):  # no sleeping rounds: call once, fixed times
+        return {k: (f(), (1e-3, 1e-3))[1] for k, f in fns.items()}
+
+    monkeypatch.setattr(bench_binary_gemm, "_interleaved", one_call_each)
+    rng = np.random.default_rng(0)
+    rows = bench_sparse.bench_one(rng, 64, np.float32, 0.9, 1, False, torch=torch)
+    cases, row = bench_binary_gemm._measure(16, 16, 128, rng, 1, torch=torch)
+    recorded = _lines(tmp_path / "rec.jsonl")
+    assert len(recorded) == len(rows) + len(cases) == 3 + 3
+    peers = set().union(*(c["peers"] for c in recorded))
+    torch_peers = {"torch.sparse_csr", "torch f32 mm", "torch int8 dynamic Linear"}
+    assert (torch_peers <= peers) if with_torch else not (torch_peers & peers)
+    assert ("torch_ms" in rows[0]) == with_torch and ("torch int8 ms" in row) == with_torch
