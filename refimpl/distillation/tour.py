@@ -101,9 +101,10 @@ def _tinybert_transformer(ctx: TourContext) -> MethodResult:
         return d_["embedding"] + d_["hidden"] + d_["attention"]
 
     E = _epochs(ctx)
-    ctx.fit(ModuleList([student, proj]), forward=forward, loss_fn=inter, epochs=max(1, E // 2))
+    E1, E2 = (1, 2) if ctx.quick else (max(1, E // 2), max(1, E - E // 2))  # quick: 30 s budget
+    ctx.fit(ModuleList([student, proj]), forward=forward, loss_fn=inter, epochs=E1)
     ctx.fit(student, forward=forward, loss_fn=lambda out, y: losses(out)["prediction"],
-            epochs=max(1, E - E // 2))
+            epochs=E2)
     return MethodResult(student, bits=dense_bits(student), params=student.num_parameters(),
                         notes=f"student {L_s} layer(s), d_model {d_s}; g(m) = {gm}; TinyBERT "
                               f"intermediate then prediction",
