@@ -178,7 +178,7 @@ def _check_composed_bits(rng, quick):
 
 @register_check("budget-planner", "per-component budget planner: the Pareto-frontier merge "
                 "finds the same optimum as brute force over every assignment, within the "
-                "budget; impossible budgets are refused", section="8.3",
+                "byte (and latency) budget; impossible budgets are refused", section="8.3",
                 implements=[f"{_PLAN}.plan_components", f"{_PLAN}.brute_force_plan",
                             f"{_PLAN}.plan_from_rows"])
 def _check_planner(rng, quick):
@@ -207,6 +207,24 @@ def _check_planner(rng, quick):
         except ValueError:
             refused = True
         agree &= refused
+        # with a latency budget too: (bytes, drop, µs) per option, 3-D frontier merge
+        lat_table = {c: {o: (b, d, float(rng.integers(1, 40))) for o, (b, d) in opts.items()}
+                     for c, opts in table.items()}
+        lplan = ComponentPlan(lat_table, 0.9, plan.fixed_bytes)
+        hi_l = sum(max(v[2] for v in o.values()) for o in lat_table.values())
+        bf = brute_force_plan(lplan, hi, 0.6 * hi_l)
+        if bf is None:
+            try:
+                plan_components(lplan, hi, 0.6 * hi_l)
+                agree = False
+            except ValueError:
+                pass
+        else:
+            plan_components(lplan, hi, 0.6 * hi_l)
+            d = sum(lat_table[c][o][1] for c, o in lplan.choice.items())
+            worst = max(worst, abs(d - bf[0]))
+            agree &= abs(d - bf[0]) <= 1e-12 and lplan.predicted_latency_us <= 0.6 * hi_l
+            n_cases += 1
     return Outcome(agree, {"cases": n_cases, "max_objective_difference": worst},
                    "frontier merge = brute force; a budget below the smallest plan is refused")
 

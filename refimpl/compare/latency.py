@@ -181,7 +181,7 @@ def stored_ops(model, records: dict | None = None) -> list[WeightOp]:
 
 
 def stored_latency(model, records: dict | None = None, batches=(1, 64), repeat: int = 9,
-                   rng=0) -> dict:
+                   rng=0, select=None) -> dict:
     """Best-of-``repeat`` time to apply every stored weight operator once to a batch of ``B``
     vectors, single-threaded (BLAS and Numba).
 
@@ -196,6 +196,8 @@ def stored_latency(model, records: dict | None = None, batches=(1, 64), repeat: 
         Timed runs per batch size (after one warm-up run that also compiles the kernels).
     rng : int or Generator
         Seed of the random float32 inputs.
+    select : callable, optional
+        ``select(operator name) -> bool`` keeps only some operators (e.g. one component).
 
     Returns
     -------
@@ -214,6 +216,8 @@ def stored_latency(model, records: dict | None = None, batches=(1, 64), repeat: 
     repeat = check_int(repeat, "repeat", 1)
     rng = as_rng(rng)
     ops = stored_ops(model, records)
+    if select is not None:
+        ops = [op for op in ops if select(op.name)]
     out = {}
     n_threads = numba.get_num_threads()
     numba.set_num_threads(1)

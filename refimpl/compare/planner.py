@@ -148,10 +148,11 @@ class ComponentPlan:
     Attributes
     ----------
     table : dict
-        ``{component: {option: (bytes, accuracy_drop)}}``; bytes are the component's exact
-        storage under the option, the drop is measured with only that component compressed.
-    base_accuracy, fixed_bytes : float, int
-        The baseline's accuracy; bytes of parameters outside every component planned.
+        ``{component: {option: (bytes, accuracy_drop[, latency_us])}}``; bytes are the
+        component's exact storage under the option, the drop is measured with only that
+        component compressed, the optional latency is its stored-kernel time (µs, batch 1).
+    base_accuracy, fixed_bytes, fixed_latency_us : float, int, float
+        The baseline's accuracy; bytes (and latency) of what lies outside every component.
     choice : dict
         ``{component: option}``.
     predicted_bytes, predicted_accuracy : int, float
@@ -162,8 +163,10 @@ class ComponentPlan:
     table: dict
     base_accuracy: float
     fixed_bytes: int
+    fixed_latency_us: float = 0.0
     choice: dict = field(default_factory=dict)
     predicted_bytes: int = 0
+    predicted_latency_us: float = 0.0
     predicted_accuracy: float = math.nan
     measured_bytes: int | None = None
     measured_accuracy: float | None = None
@@ -178,7 +181,7 @@ def _component_bytes(cm, component):
 
 
 def measure_sensitivity(ctx, base: str = "lstm", components=None,
-                        options=DEFAULT_OPTIONS) -> ComponentPlan:
+                        options=DEFAULT_OPTIONS, latency: bool = False) -> ComponentPlan:
     """Apply each option to each component alone (no fine-tuning) and measure its bytes and
     accuracy drop on ``ctx``'s test split.
 
@@ -191,6 +194,9 @@ def measure_sensitivity(ctx, base: str = "lstm", components=None,
         Default: every component with a 2-D weight in the baseline.
     options : sequence of str
         See :class:`Option`.
+    latency : bool
+        Also time each component's stored weight operators through their kernels (batch 1,
+        :func:`refimpl.compare.latency.stored_latency`), for a latency budget.
     """
     from refimpl.compare.pipelines import Compressed, Pipeline, component_of
 
@@ -217,55 +223,91 @@ def measure_sensitivity(ctx, base: str = "lstm", components=None,
                 acc = float(ctx.evaluate(cm.model))
             else:
                 cm, acc = dense, base_acc
-            table[c][o.name] = (_component_bytes(cm, c), base_acc - acc)
+            entry = (_component_bytes(cm, c), base_acc - acc)
+            if latency:
+                entry += (_component_latency(cm, c),)
+            table[c][o.name] = entry
     return ComponentPlan(table, base_acc, int(math.ceil(fixed)))
 
 
+def _component_latency(cm, component) -> float:
+    """µs (batch 1) of the component's stored weight operators through their kernels."""
+    from refimpl.compare.latency import stored_latency
+    from refimpl.compare.pipelines import component_of
+
+    out = stored_latency(cm.model, cm.records, batches=(1,), repeat=5,
+                         select=lambda name: component_of(name) == component)
+    return out["ms_b1"] * 1e3
+
+
+def _entry(v):
+    """``(bytes, drop, latency)`` of a table entry (latency 0 when not measured)."""
+    return (float(v[0]), float(v[1]), float(v[2]) if len(v) > 2 else 0.0)
+
+
 def _frontier(points):
-    """Pareto frontier of ``(bytes, drop, assignment)``: no kept point is both larger and
-    worse (higher drop) than another; sorted by bytes."""
+    """Points ``(bytes, latency, drop, assignment)`` not dominated in all three (another
+    point at most as large, as slow and as lossy), sorted by bytes."""
+    pts = sorted(points, key=lambda t: (t[0], t[1], t[2]))
     out = []
-    for b, d, a in sorted(points, key=lambda t: (t[0], t[1])):
-        if not out or d < out[-1][1]:
-            out.append((b, d, a))
+    for p in pts:
+        if not any(q[0] <= p[0] and q[1] <= p[1] and q[2] <= p[2] for q in out):
+            out.append(p)
     return out
 
 
-def plan_components(plan: ComponentPlan, max_bytes) -> ComponentPlan:
+def plan_components(plan: ComponentPlan, max_bytes, max_latency_us=None) -> ComponentPlan:
     """Choose one option per component maximising the predicted accuracy (minimum summed
-    drop) within ``max_bytes``, exactly, by merging the components' Pareto frontiers.
+    drop) within ``max_bytes`` (and, if given, ``max_latency_us`` of summed stored-kernel
+    latency), exactly, by merging the components' Pareto frontiers in (bytes, latency, drop).
 
-    Raises ValueError when even the smallest option of every component exceeds the budget.
+    Raises ValueError when no assignment fits, saying the smallest achievable size (and
+    latency).
     """
     max_bytes = _check_budget(max_bytes, "max_bytes")
-    front = [(plan.fixed_bytes, 0.0, {})]
+    max_lat = math.inf if max_latency_us is None else _check_budget(max_latency_us,
+                                                                      "max_latency_us")
+    front = [(plan.fixed_bytes, plan.fixed_latency_us, 0.0, {})]
     for c, opts in plan.table.items():
-        merged = [(b + ob, d + od, {**a, c: o}) for b, d, a in front
-                  for o, (ob, od) in opts.items()]
-        front = _frontier([t for t in merged if t[0] <= max_bytes] or merged[:0])
+        merged = []
+        for b, lt, d, a in front:
+            for o, v in opts.items():
+                ob, od, ol = _entry(v)
+                if b + ob <= max_bytes and lt + ol <= max_lat:
+                    merged.append((b + ob, lt + ol, d + od, {**a, c: o}))
+        front = _frontier(merged)
         if not front:
-            smallest = plan.fixed_bytes + sum(min(ob for ob, _ in o.values())
-                                              for o in plan.table.values())
-            raise ValueError(f"no plan fits {max_bytes:g} bytes: the smallest achievable is "
-                             f"{smallest:.0f} bytes (every component at its smallest option)")
-    b, d, a = min(front, key=lambda t: (t[1], t[0]))
+            entries = [[_entry(v) for v in o.values()] for o in plan.table.values()]
+            smallest = plan.fixed_bytes + sum(min(e[0] for e in es) for es in entries)
+            fastest = plan.fixed_latency_us + sum(min(e[2] for e in es) for es in entries)
+            msg = f"no plan fits {max_bytes:g} bytes"
+            if max_latency_us is not None:
+                msg += f" and {max_latency_us:g} µs"
+            msg += f": the smallest achievable is {smallest:.0f} bytes"
+            if max_latency_us is not None:
+                msg += f", the fastest {fastest:.1f} µs"
+            raise ValueError(msg + " (every component at its smallest / fastest option)")
+    b, lt, d, a = min(front, key=lambda t: (t[2], t[0], t[1]))
     plan.choice, plan.predicted_bytes = a, int(math.ceil(b))
+    plan.predicted_latency_us = lt
     plan.predicted_accuracy = plan.base_accuracy - d
     return plan
 
 
-def brute_force_plan(plan: ComponentPlan, max_bytes) -> tuple:
+def brute_force_plan(plan: ComponentPlan, max_bytes, max_latency_us=None) -> tuple:
     """Every assignment enumerated: ``(min summed drop, bytes, assignment)`` within the
-    budget (``None`` if nothing fits). Exponential: for checking :func:`plan_components`."""
+    budgets (``None`` if nothing fits). Exponential: for checking :func:`plan_components`."""
     comps = list(plan.table)
+    max_lat = math.inf if max_latency_us is None else max_latency_us
     best = None
     for combo in itertools.product(*(list(plan.table[c].items()) for c in comps)):
-        b = plan.fixed_bytes + sum(ob for _, (ob, _) in combo)
-        if b > max_bytes:
+        es = [_entry(v) for _, v in combo]
+        b = plan.fixed_bytes + sum(e[0] for e in es)
+        lt = plan.fixed_latency_us + sum(e[2] for e in es)
+        if b > max_bytes or lt > max_lat:
             continue
-        d = sum(od for _, (_, od) in combo)
-        key = (d, b)
-        if best is None or key < best[:2]:
+        d = sum(e[1] for e in es)
+        if best is None or (d, b) < best[:2]:
             best = (d, b, {c: o for c, (o, _) in zip(comps, combo)})
     return best
 

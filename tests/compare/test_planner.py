@@ -136,3 +136,45 @@ def test_cli_tour_plan_bytes(tmp_path, capsys):
     assert cli.main(args + ["--plan-bytes", "-1"]) == 2
     _, err = capsys.readouterr()
     assert "--plan-bytes must be a positive number" in err
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_frontier_merge_with_latency_equals_brute_force(seed):
+    rng = np.random.default_rng(100 + seed)
+    table = {f"c{i}": {f"o{j}": (float(rng.integers(1, 200)), float(rng.random()),
+                                 float(rng.integers(1, 50)))
+                       for j in range(int(rng.integers(1, 6)))}
+             for i in range(int(rng.integers(1, 5)))}
+    plan = ComponentPlan(table, 0.9, 10, fixed_latency_us=3.0)
+    hi_b = 10 + sum(max(v[0] for v in o.values()) for o in table.values())
+    hi_l = 3 + sum(max(v[2] for v in o.values()) for o in table.values())
+    for fb, fl in ((1.0, 0.5), (0.6, 0.8), (0.8, 0.4), (1.0, 1.0)):
+        bf = brute_force_plan(plan, fb * hi_b, fl * hi_l)
+        if bf is None:
+            with pytest.raises(ValueError, match="no plan fits"):
+                plan_components(plan, fb * hi_b, fl * hi_l)
+            continue
+        plan_components(plan, fb * hi_b, fl * hi_l)
+        es = [table[c][o] for c, o in plan.choice.items()]
+        assert 10 + sum(e[0] for e in es) <= fb * hi_b
+        assert 3 + sum(e[2] for e in es) <= fl * hi_l
+        assert plan.predicted_latency_us == pytest.approx(3 + sum(e[2] for e in es))
+        assert sum(e[1] for e in es) == pytest.approx(bf[0], abs=1e-12)
+
+
+def test_impossible_latency_budget():
+    plan = ComponentPlan({"a": {"x": (10.0, 0.0, 5.0), "y": (5.0, 0.1, 9.0)}}, 0.9, 0)
+    with pytest.raises(ValueError, match="no plan fits 100 bytes and 4 µs: the smallest "
+                                         "achievable is 5 bytes, the fastest 5.0 µs"):
+        plan_components(plan, 100, 4)
+    plan_components(plan, 100, 6)
+    assert plan.choice == {"a": "x"}
+
+
+def test_measured_latency_per_component():
+    ctx = tour_context(config_for(tiny=True))
+    plan = measure_sensitivity(ctx, options=("float32", "kmeans-4"), latency=True,
+                               components=["recurrent", "output"])
+    for opts in plan.table.values():
+        for b, _d, lat in opts.values():
+            assert b > 0 and lat > 0
