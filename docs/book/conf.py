@@ -52,6 +52,11 @@ nitpick_ignore_regex = [
                r"Generator|Path|ndarray|array_like|array-like)"),
 ]
 
+# Docstrings write a set's size as |B| (Survey §5.2's |B| frequent words, |V| the vocabulary,
+# |S_m| a specialist's classes); reStructuredText would read |B| as a substitution. These
+# render as written; any other |X| is still an error.
+rst_prolog = "\n".join(rf".. |{s}| replace:: \|{s}\|" for s in ("B", "V", "V_b", "S_m", "w"))
+
 html_theme = "pydata_sphinx_theme"
 html_title = "refimpl: Compression of Deep Learning Models for Text, in NumPy"
 html_theme_options = {

@@ -382,8 +382,8 @@ def perplexity(model: Module, tokens, lengths=None, *, batch_size: int = 128,
 
     Parameters
     ----------
-    model : LSTMLanguageModel (or any model with ``token_nll`` / ``forward(X, ..., state=,
-        return_state=True)``)
+    model : LSTMLanguageModel
+        Or any model with ``token_nll`` / ``forward(X, ..., state=, return_state=True)``.
     tokens : int ndarray
         Either (N, T) rows ``<bos> ... <eos>`` with ``lengths`` (per-sentence evaluation: the
         mean is over every predicted token, as :class:`refimpl.data.LMTask` defines it), or a

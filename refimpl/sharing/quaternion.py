@@ -77,8 +77,9 @@ def quaternion_block_matrix(W_r, W_i, W_j, W_k):
 
     Returns
     -------
-    ndarray or Tensor of shape (4·out, 4·in): rows ``[W_r -W_i -W_j -W_k; W_i W_r -W_k W_j;
-    W_j W_k W_r -W_i; W_k -W_j W_i W_r]``.
+    ndarray or Tensor of shape (4·out, 4·in)
+        Block rows ``[W_r -W_i -W_j -W_k; W_i W_r -W_k W_j; W_j W_k W_r -W_i;
+        W_k -W_j W_i W_r]``.
     """
     tape = any(isinstance(a, Tensor) for a in (W_r, W_i, W_j, W_k))
     if not tape:
