@@ -712,7 +712,7 @@ def _binary_ffn(ctx):
 @_method("ternary-ffn", "3.2.2")
 def _ternary_ffn(ctx):
     return (_quantize(ctx, "ternary", 2, "ffn", embeddings=False),
-            "TWN per row (Δ = 0.7 E|W|) on the FFN matrices (2 bits), rest float32; "
+            "TWN per row (Δ = 0.7·mean abs(W)) on the FFN matrices (2 bits), rest float32; "
             "no fine-tuning")
 
 
@@ -929,7 +929,7 @@ def rows_to_markdown(rows: list[Row], config: RealConfig | None = None) -> str:
         lines.append(f"| {r.method} | {r.section} | {r.bytes:,} ({_mb(r.bytes)}) | "
                      f"{f(r.ratio, 2)}× | {f(r.fidelity, 4)} | {f(r.recall1, 3)} | "
                      f"{f(r.mrr, 3)} | {f(r.stsb, 1)} | {f(r.ms_batch1, 2)} | "
-                     f"{f(r.ms_batch_large, 2)} | {r.notes} |")
+                     f"{f(r.ms_batch_large, 2)} | {r.notes.replace('|', '/')} |")
     return "\n".join(lines)
 
 
