@@ -32,9 +32,36 @@
   §4.3 (Fig. 4(G)).
 - :func:`top_k_teacher_probs` — top-K teacher probabilities, §4.3; Tan et al., ICLR 2019.
 
-Not implemented yet: Sobolev training, FitNets, KD with quantisation and sequence-level KD
-(§4.1), teacher assistants and the multilingual threshold τ of §4.3, and the training recipes
-of §4.2 and §4.4 (TinyBERT, MobileBERT, DistilBERT, …). The module map is in
+§4.1 and §4.3, training with hints, derivatives, quantisation and assistants:
+
+- :func:`fitnets_hint_loss_t`, :func:`fit_fitnets` — FitNets, Romero et al. 2015 (hints through a
+  learned regressor, stage-wise).
+- :func:`sobolev_loss_t`, :func:`directional_derivative_t` — Sobolev training, Czarnecki et al.
+  2017 (outputs and Jacobian projections).
+- :func:`quantize_student_` — a quantised student for KD from a full-precision teacher, Polino
+  et al. 2018.
+- :func:`teacher_assistant_chain` — teacher assistants, Mirzadeh et al. 2020.
+- :func:`selective_distillation_flags` — the multilingual threshold τ, Tan et al. 2019.
+
+§4.1, sequence-level KD (``sequence``): :func:`word_kd_loss_t`, :func:`fit_word_kd`,
+:func:`sequence_kd_targets`, :func:`seq_inter_targets` — Kim & Rush 2016.
+
+§4.4, training recipes (``bert_recipes``, ``bilstm``):
+
+- :func:`tinybert_layer_map`, :class:`TinyBertProjections`, :func:`tinybert_losses_t`,
+  :func:`fit_tinybert` — TinyBERT, Jiao et al. 2020.
+- :func:`distilbert_loss_t`, :func:`fit_distilbert`, :func:`init_from_teacher_layers_` —
+  DistilBERT, Sanh et al. 2019.
+- :func:`pkd_objective_t`, :func:`fit_pkd` — Patient KD training, Sun et al. 2019.
+- :class:`TheseusClassifier`, :class:`TheseusScheduler` — BERT-of-Theseus, Xu et al. 2020.
+- :func:`bert_emd_losses_t`, :func:`bert_emd_update_weights`, :func:`fit_bert_emd` — BERT-EMD
+  training, Li et al. 2020.
+- :func:`multitask_distillation_loss_t` — multi-task distillation, Liu et al. 2019.
+- :func:`distilled_bilstm_loss_t`, :func:`tang_augment` — distilled BiLSTM, Tang et al. 2019.
+- :func:`fit_with_teacher` — the one training loop the recipes share.
+
+Not implemented yet: MobileBERT, SqueezeBERT, mixed-vocabulary training (Zhao et al.) and
+XtremeDistil's projection of a BiLSTM's states (§4.4). The module map is in
 ``docs/architecture.md``.
 """
 
