@@ -38,6 +38,7 @@ from refimpl.decomposition._ops import (
 )
 from refimpl.nn import Module, Parameter, RNNClassifier, Tensor
 from refimpl.nn import functional as F
+from refimpl.nn.low_rank import LowRankLinear as _NNLowRankLinear
 from refimpl.utils import (as_rng, check_array, check_float, check_int, validate_arrays,
                            validate_scalars)
 
@@ -139,20 +140,10 @@ def low_rank_num_params(m: int, n: int, rank: int) -> int:
     return int(rank * (m + n))
 
 
-class LowRankLinear(Module):
+class LowRankLinear(_NNLowRankLinear):
     """``y = (x B^T) A^T + b``: a Linear with ``W = A B`` stored as ``A`` (out, r), ``B`` (r, in)
-    (Survey §6.1). ``from_dense(W, b, rank=...)`` initialises by :func:`truncated_svd`."""
-
-    @validate_scalars
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
-                 rng=None):
-        self.in_features = check_int(in_features, "in_features", 1)
-        self.out_features = check_int(out_features, "out_features", 1)
-        self.rank = check_int(rank, "rank", 1)
-        rng = as_rng(rng)
-        self.A = Parameter(rng.standard_normal((out_features, rank)) / math.sqrt(rank))
-        self.B = Parameter(rng.standard_normal((rank, in_features)) / math.sqrt(in_features))
-        self.b = Parameter(np.zeros(out_features)) if bias else None
+    (Survey §6.1); the layer is :class:`refimpl.nn.LowRankLinear`, this adds
+    ``from_dense(W, b, rank=...)``, which initialises by :func:`truncated_svd`."""
 
     @classmethod
     def from_dense(cls, W, b=None, *, rank=None, explained_variance=None) -> "LowRankLinear":
@@ -162,10 +153,6 @@ class LowRankLinear(Module):
         if b is not None:
             layer.b.data = np.array(b, dtype=np.float64)
         return layer
-
-    def forward(self, x):
-        y = F.linear(F.linear(x, self.B), self.A)
-        return y + self.b if self.b is not None else y
 
 
 # ------------------------------------------------------------------ joint SVD, Eqs. (62)–(65)

@@ -10,6 +10,7 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 ``gradcheck``          float64 central-difference gradient checking
 ``module``             :class:`Module` base, ``state_dict`` via ``np.savez``
 ``layers``             :class:`Linear`, :class:`Embedding`, :class:`LayerNorm`, :class:`Dropout`
+``low_rank``           :class:`LowRankLinear` (``W = A B`` stored as two factors)
 ``recurrent``          :class:`RNN`, :class:`GRU`, :class:`LSTM` (PyTorch gate order/layout) and
                        the single-step cells :func:`rnn_cell`, :func:`gru_cell`, :func:`lstm_cell`
 ``attention``          :class:`MultiHeadAttention` (attention hook, head gates ξ_h, Eq. (18),
@@ -38,6 +39,7 @@ from refimpl.nn.gates import (
 from refimpl.nn.gradcheck import GradcheckError, gradcheck, numerical_grad
 from refimpl.nn.attention import AttentionOutputs, MultiHeadAttention, scaled_dot_product_attention
 from refimpl.nn.layers import Dropout, Embedding, LayerNorm, Linear
+from refimpl.nn.low_rank import LowRankLinear
 from refimpl.nn.losses import cross_entropy, distillation_loss, kl_div_with_temperature, mse, nll
 from refimpl.nn.models import (
     BowClassifier,
@@ -84,7 +86,7 @@ __all__ = [
     "hard_concrete_l0", "hard_concrete_deterministic", "Tensor", "Parameter", "apply_op", "custom_op", "as_tensor", "data_of",
     "no_grad", "is_grad_enabled", "gradcheck", "numerical_grad", "GradcheckError", "Module",
     "ModuleList",
-    "Linear", "Embedding", "LayerNorm", "Dropout",
+    "Linear", "Embedding", "LayerNorm", "Dropout", "LowRankLinear",
     "RNN", "GRU", "LSTM", "rnn_cell", "gru_cell", "lstm_cell",
     "MultiHeadAttention", "AttentionOutputs", "scaled_dot_product_attention",
     "TransformerEncoderLayer", "TransformerEncoder", "EncoderOutput", "BertEmbeddings",
