@@ -223,7 +223,9 @@ def _write_api_pages(src: Path) -> list[str]:
             obj = getattr(mod, name)
             if not (inspect.getdoc(obj) or "").strip():
                 undocumented.append(f"refimpl.{pkg}.{name}")
-            if inspect.isclass(obj):
+            if inspect.ismodule(obj):  # a re-exported module: a link to its own page
+                out += [f"``{name}``: the module :mod:`{obj.__name__}`, re-exported.", ""]
+            elif inspect.isclass(obj):
                 out += [f".. autoclass:: {name}", "   :members:", "   :undoc-members:", ""]
             elif callable(obj):
                 out += [f".. autofunction:: {name}", ""]
