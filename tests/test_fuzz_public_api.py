@@ -813,6 +813,7 @@ def _distillation():
                                      train_arrays=_kd_train(), projections=None,
                                      epochs_intermediate=1, epochs_prediction=1,
                                      update_weights=True, lr=0.01, batch_size=8, rng=0),
+        "squeezebert_student_": lambda: dict(model=_tf_of(2, 4), groups=2, rng=0),
         # §4.4 distilled BiLSTM (Tang et al.)
         "distilled_bilstm_loss_t": lambda: dict(student_logits=_t(3, 2), teacher_logits=_g(3, 2),
                                                 labels=_ints(2, 3), alpha=0.5),

@@ -60,7 +60,9 @@
 - :func:`distilled_bilstm_loss_t`, :func:`tang_augment` — distilled BiLSTM, Tang et al. 2019.
 - :func:`fit_with_teacher` — the one training loop the recipes share.
 
-Not implemented yet: MobileBERT, SqueezeBERT, mixed-vocabulary training (Zhao et al.) and
+- :func:`squeezebert_student_` — SqueezeBERT's grouped layers as a student, Iandola et al. 2020.
+
+Not implemented yet: MobileBERT, mixed-vocabulary training (Zhao et al.) and
 XtremeDistil's projection of a BiLSTM's states (§4.4). The module map is in
 ``docs/architecture.md``.
 """
@@ -96,6 +98,7 @@ from refimpl.distillation.bert_recipes import (
     init_from_teacher_layers_,
     multitask_distillation_loss_t,
     pkd_objective_t,
+    squeezebert_student_,
     tinybert_layer_map,
     tinybert_losses_t,
 )
@@ -163,5 +166,5 @@ __all__ = [
     "fit_distilbert", "fit_pkd", "TheseusClassifier", "TheseusScheduler",
     "word_kd_loss_t", "fit_word_kd", "sequence_kd_targets", "seq_inter_targets",
     "distilled_bilstm_loss_t", "tang_augment", "multitask_distillation_loss_t",
-    "bert_emd_update_weights", "bert_emd_losses_t", "fit_bert_emd",
+    "bert_emd_update_weights", "bert_emd_losses_t", "fit_bert_emd", "squeezebert_student_",
 ]

@@ -24,6 +24,7 @@ give every layer's hidden states and attention intermediates as tape Tensors).
 :func:`bert_emd_losses_t`          BERT-EMD (Li et al. 2020): many-to-many hidden/attention
 :func:`bert_emd_update_weights`    losses by earth mover's distance, the cost-driven layer-weight
 :func:`fit_bert_emd`               update, and its training
+:func:`squeezebert_student_`       SqueezeBERT (Iandola et al. 2020): grouped Q/K/V and FFN
 =================================  =============================================================
 
 Teachers and students are :class:`refimpl.nn.TransformerClassifier`; a student may have fewer
@@ -55,7 +56,7 @@ __all__ = ["tinybert_layer_map", "TinyBertProjections", "tinybert_losses_t", "fi
            "distilbert_loss_t", "init_from_teacher_layers_", "pkd_objective_t",
            "fit_with_teacher", "fit_distilbert", "fit_pkd", "TheseusClassifier",
            "TheseusScheduler", "multitask_distillation_loss_t", "bert_emd_update_weights",
-           "bert_emd_losses_t", "fit_bert_emd"]
+           "bert_emd_losses_t", "fit_bert_emd", "squeezebert_student_"]
 
 
 def _check_tf(model, name):
@@ -866,3 +867,50 @@ def _soft_ce(zs, zt, T: float = 1.0) -> Tensor:
     pt /= pt.sum(-1, keepdims=True)
     return (Tensor(-pt) * F.log_softmax(as_tensor(zs) * (1.0 / T), axis=-1)).sum() \
         * (1.0 / zt.shape[0])
+
+
+# ------------------------------------------------------------------ SqueezeBERT student
+@validate_scalars
+def squeezebert_student_(model, groups: int = 4, rng=None):
+    """Turn a :class:`refimpl.nn.TransformerClassifier` into a SqueezeBERT-style student
+    (Survey §4.4; Iandola et al. 2020, §3): in every layer the Q, K, V projections and both
+    FFN layers become grouped position-wise layers (:class:`refimpl.nn.grouped.GroupedLinear`,
+    a 1×1 grouped convolution, ``groups`` blocks), the post-attention projection ``W_o`` stays
+    dense (SqueezeBERT's ``g = 1`` there). The new layers are freshly initialised: the model is
+    a student architecture, to be trained (e.g. distilled with :func:`fit_with_teacher`).
+
+    Parameters
+    ----------
+    model : TransformerClassifier
+        Modified in place.
+    groups : int >= 1
+        Must divide ``d_model`` and ``d_ff`` (SqueezeBERT: 4).
+    rng : Generator or int, optional
+
+    Returns
+    -------
+    int
+        The number of weights removed (``(1 − 1/g)`` of each grouped matrix).
+
+    References
+    ----------
+    .. [1] F. N. Iandola, A. E. Shaw, R. Krishna, K. W. Keutzer, "SqueezeBERT: What can
+       computer vision teach NLP about efficient neural networks?", SustaiNLP 2020.
+    """
+    from refimpl.nn.grouped import GroupedLinear
+
+    _check_tf(model, "model")
+    g = check_int(groups, "groups", 1)
+    rng = as_rng(rng)
+    before = model.num_parameters()
+    for layer in model.layers:
+        d, d_ff = layer.d_model, layer.d_ff
+        if d % g or d_ff % g:
+            raise ValueError(f"groups must divide d_model={d} and d_ff={d_ff}, got {g}")
+        att = layer.self_attn
+        for name in ("W_q", "W_k", "W_v"):
+            old = getattr(att, name)
+            setattr(att, name, GroupedLinear(d, d, g, bias=old.b is not None, rng=rng))
+        layer.linear1 = GroupedLinear(d, d_ff, g, rng=rng)
+        layer.linear2 = GroupedLinear(d_ff, d, g, rng=rng)
+    return before - model.num_parameters()

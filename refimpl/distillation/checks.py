@@ -1389,3 +1389,26 @@ def _claim_pkd(rng, quick):
                           "teacher_layers": N, "student_layers": M, "seeds": n_seeds},
                    "sentiment; [CLS] Transformer d 16; reproduced = Skip beats Last by >= 0.5 "
                    "points", reproduced=gain >= 0.005)
+
+
+@register_check("squeezebert-student", "SqueezeBERT student: grouped Q/K/V/FFN remove exactly "
+                "(1 − 1/g)(3d² + 2d·d_ff) weights per layer; a grouped layer equals a dense one "
+                "with the block-diagonal weight", section="4.4",
+                implements=[f"{_BR}.squeezebert_student_", "refimpl.nn.grouped.GroupedLinear"])
+def _squeezebert(rng, quick):
+    from refimpl.distillation import squeezebert_student_
+    from refimpl.nn import TransformerClassifier
+
+    d, d_ff, g, L = 8, 16, 4, 2
+    m = TransformerClassifier(vocab_size=20, d_model=d, num_heads=2, d_ff=d_ff, num_layers=L,
+                              max_len=5, n_classes=2, rng=0)
+    removed = squeezebert_student_(m, groups=g, rng=0)
+    want = L * (3 * d * d + 2 * d * d_ff) * (g - 1) // g
+    lin = m.layers[0].linear1
+    W = np.zeros((d_ff, d))
+    for k in range(g):  # the block-diagonal dense weight
+        W[k * d_ff // g:(k + 1) * d_ff // g, k * d // g:(k + 1) * d // g] = lin.W.data[k]
+    x = rng.standard_normal((3, 4, d))
+    cmp = Outcome.compare(lin(x).data, x @ W.T + lin.b.data, atol=1e-13)
+    return Outcome(removed == want and cmp.passed, {"removed": removed, "expected": want,
+                                                    **cmp.numbers})

@@ -377,3 +377,28 @@ def test_fit_bert_emd_runs_and_keeps_weights_normalised():
         assert abs(wt.sum() - 1) < 1e-12 and abs(ws.sum() - 1) < 1e-12
     for k, v in teacher.named_parameters():
         np.testing.assert_array_equal(v.data, before[k])
+
+
+# ------------------------------------------------------------------------------ SqueezeBERT
+def test_squeezebert_student_counts_and_trains():
+    from refimpl.distillation import fit_with_teacher, kd_loss_t, squeezebert_student_
+    from refimpl.nn.grouped import GroupedLinear
+
+    X, L, y = _data(32)
+    s = _tf(2, d=8, seed=3)
+    n0 = s.num_parameters()
+    removed = squeezebert_student_(s, groups=4, rng=0)
+    d, d_ff, g = 8, 16, 4
+    assert removed == 2 * (1 - 1 / g) * (3 * d * d + 2 * d * d_ff) == n0 - s.num_parameters()
+    lay = s.layers[0]
+    assert all(isinstance(m, GroupedLinear) for m in (lay.self_attn.W_q, lay.self_attn.W_k,
+                                                      lay.self_attn.W_v, lay.linear1,
+                                                      lay.linear2))
+    assert not isinstance(lay.self_attn.W_o, GroupedLinear)
+    teacher = _tf(2, d=8, seed=0)
+    hist = fit_with_teacher(s, teacher, (X, L, y),
+                            lambda sz, so, tz, to, v, yy: kd_loss_t(sz, tz, 2.0, yy, 0.5),
+                            need_intermediates=False, epochs=2, lr=1e-2, rng=0, progress=False)
+    assert hist.train_loss[-1] < hist.train_loss[0]
+    with pytest.raises(ValueError, match="groups"):
+        squeezebert_student_(_tf(1, d=8), groups=3)
