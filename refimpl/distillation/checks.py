@@ -944,6 +944,9 @@ def _claim_seqkd(rng, quick):
     # (c) sequence-level KD on the teacher's beam-4 top-1, (d) Seq-Inter (the beam-4 hypothesis
     # closest to the reference by smoothed sentence BLEU); greedy-decoded test BLEU (0–100)
     # averaged over student seeds. Reproduced iff (c) beats (b) by at least 0.5 BLEU.
+    # Measured when this was written (seed 0): quick (1 seed) teacher 98.7, NLL 52.7, word-KD
+    # 49.9, Seq-KD 55.6, Seq-Inter 53.2 (+5.7: reproduced); full (3 seeds) teacher 100, NLL
+    # 99.35, word-KD 99.09, Seq-KD 99.80, Seq-Inter 99.92 (+0.71: reproduced).
     n_seeds, epochs = (1, 6) if quick else (3, 8)
     with threadpool_limits(limits=1, user_api="blas"):
         task = load_task("translation", quick=quick)
@@ -1027,7 +1030,9 @@ def _claim_tinybert(rng, quick):
     # prediction loss; same lr, batches and initialisation. Test accuracy averaged over seeds.
     # Reproduced iff (b) beats (a) by at least 0.5 points.
     # Measured when the protocol was drafted (4-layer teacher, quick data, 1 seed): prediction
-    # only 65.4 %, TinyBERT 62.2 %.
+    # only 65.4 %, TinyBERT 62.2 %. Measured with this protocol (seed 0): quick (2-layer
+    # teacher 73.2 %) 65.4 % vs 61.0 % (-4.4 points: NOT reproduced); full (4-layer teacher
+    # 90.0 %) 86.4 % vs 90.0 % (+3.5 points: reproduced).
     n_seeds, E = (2, 4) if quick else (3, 6)
     with threadpool_limits(limits=1, user_api="blas"):
         task, V, K, train, test, teacher, layers = _tf_teacher(quick)
@@ -1072,7 +1077,8 @@ def _claim_theseus(rng, quick):
     # after half of those steps), then 1 epoch of successor fine-tuning. Same lr and batches.
     # Reproduced iff (b) beats (a) by at least 0.5 points on the mean over seeds.
     # Measured when the protocol was drafted (4-layer teacher, quick data, 1 seed, a compact
-    # model from scratch): compact 76.6 %, Theseus 75.2 %.
+    # model from scratch): compact 76.6 %, Theseus 75.2 %. With this protocol (seed 0): quick
+    # 76.9 % vs 72.8 % (-4.1 points), full 92.2 % vs 91.3 % (-0.9): NOT reproduced.
     n_seeds, E = (2, 4) if quick else (3, 6)
     with threadpool_limits(limits=1, user_api="blas"):
         task, V, K, train, test, teacher, layers = _tf_teacher(quick)
@@ -1149,6 +1155,8 @@ def _claim_tang(rng, quick):
     # paper's values; mask = <unk>; "same class" = the sentiment adjectives, every other word
     # kept), all labelled by the teacher. Same epochs, lr and batch size. Reproduced iff (b)
     # beats (a) by at least 0.5 points on the mean test accuracy over seeds.
+    # Measured when this was written (seed 0): quick 80.4 % vs 92.7 % (+12.3), full 97.2 % vs
+    # 98.3 % (+1.1): reproduced (the augmented run also takes 3x the steps, as in the paper).
     n_seeds, epochs_t, E = (2, 4, 4) if quick else (3, 6, 6)
     with threadpool_limits(limits=1, user_api="blas"):
         task, V, K, train, test = _claim_task(quick)
@@ -1203,6 +1211,9 @@ def _claim_ta(rng, quick):
     # the teacher first, same settings): teacher_assistant_chain(sizes=[h_s]) vs
     # (sizes=[h_ta, h_s]). Test accuracy averaged over seeds. Reproduced iff the assistant
     # gains >= 0.5 points with the large gap and < 0.5 points with the small one.
+    # Measured when this was written (seed 0): quick: large gap 64.6 % direct vs 67.7 % via the
+    # assistant (+3.1), small gap 64.5 % vs 67.0 % (+2.5); full: large 96.8 % vs 94.6 % (-2.2),
+    # small 96.6 % vs 96.9 % (+0.3): NOT reproduced in either size.
     n_seeds, E_t, E = (2, 4, 3) if quick else (3, 6, 5)
     with threadpool_limits(limits=1, user_api="blas"):
         task, V, K, train, test = _claim_task(quick)
@@ -1321,6 +1332,8 @@ def _claim_emd(rng, quick):
     # lr and seeds; (a) fit_tinybert (uniform g(m)), (b) fit_bert_emd (EMD mapping of hidden
     # states and attention scores, layer weights updated every step), both followed by the
     # same prediction-loss epochs. Reproduced iff (b) beats (a) by >= 0.5 points on the mean.
+    # Measured when this was written (seed 0): quick 61.0 % vs 61.8 % (+0.8: reproduced, a
+    # margin of one or two test sentences per seed).
     n_seeds, E = (2, 4) if quick else (3, 6)
     with threadpool_limits(limits=1, user_api="blas"):
         task, V, K, train, test, teacher, layers = _tf_teacher(quick)
@@ -1362,6 +1375,8 @@ def _claim_pkd(rng, quick):
     # fit_pkd (T = 5, α = 0.5, β = 100, the paper's β range) for E epochs with strategy
     # "skip" (teacher layers 2 | 2, 4) and "last" (3 | 4, 5). Same lr, batches and seeds.
     # Reproduced iff Skip beats Last by >= 0.5 points on the mean test accuracy.
+    # Measured when this was written (seed 0): quick Skip 76.8 % vs Last 74.9 % (+1.9:
+    # reproduced).
     n_seeds, E, (N, M) = (2, 3, (4, 2)) if quick else (3, 5, (6, 3))
     with threadpool_limits(limits=1, user_api="blas"):
         task, V, K, train, test = _claim_task(quick)
