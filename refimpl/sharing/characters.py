@@ -342,12 +342,19 @@ class CharWordEmbedding(Module):
 # ------------------------------------------------------------------ CNN-Softmax (Jozefowicz)
 class CNNSoftmax(Module):
     r"""CNN-Softmax (Jozefowicz et al. 2016, §3.2; Survey §5.1): output word embeddings built
-    from characters, ``z_w = hᵀ P CNN(chars_w) (+ b_w)``.
+    from characters, ``z_w = hᵀ P CNN(chars_w) (+ hᵀ M corr_w) (+ b_w)``.
 
     A drop-in ``out`` for :class:`refimpl.nn.LSTMLanguageModel` (``h -> logits``). The CNN is
     its own :class:`CharCNN`, not shared with the input side (the paper's CNN-Softmax uses a
     separate character CNN for the output embeddings). All ``V`` output vectors are composed once
-    per call. Jozefowicz et al.'s optional low-dimensional correction term is not implemented.
+    per call.
+
+    With ``correction_dim = d_c``, Jozefowicz et al.'s correction term is added: each word has
+    a small free vector ``corr_w`` (d_c numbers) that a shared matrix ``M`` (d_hidden, d_c)
+    projects up, ``e_w = P CNN(chars_w) + M corr_w``. It lets words that are spelled alike but
+    behave differently get different output vectors, at ``V·d_c + d_hidden·d_c`` extra numbers
+    (no longer independent of V). ``corr`` starts at zero, so a fresh layer with the
+    correction gives the same logits as one without.
 
     Parameters
     ----------
@@ -357,6 +364,8 @@ class CNNSoftmax(Module):
         Size of ``h``; ``P`` projects the CNN output (``encoder.dim``) to it.
     bias : bool
         A per-word bias ``b_w`` (V more numbers); default False keeps the count independent of V.
+    correction_dim : int, optional
+        ``d_c`` ≥ 1 enables the correction term; None (default) leaves it out.
     rng : Generator or int, optional
 
     Attributes
@@ -364,10 +373,18 @@ class CNNSoftmax(Module):
     encoder : CharCNN
     projection : Linear (encoder.dim -> d_hidden, no bias)
     b : Parameter of shape (V,) or None
+    correction : Parameter of shape (V, d_c) or None
+        The per-word vectors ``corr_w`` (initialised to zero).
+    correction_projection : Linear (d_c -> d_hidden, no bias) or None
+        ``M`` (its ``W`` has shape (d_hidden, d_c)).
+
+    Notes
+    -----
+    Parameter count: ``encoder + encoder.dim·d_hidden (+ V) (+ V·d_c + d_hidden·d_c)``.
     """
 
     def __init__(self, encoder, word_chars, word_char_lengths, d_hidden: int,
-                 bias: bool = False, rng=None):
+                 bias: bool = False, correction_dim: int | None = None, rng=None):
         if not isinstance(encoder, CharCNN):
             raise TypeError(f"encoder must be a CharCNN, got {type(encoder).__name__}")
         self.encoder = encoder
@@ -377,12 +394,23 @@ class CNNSoftmax(Module):
         self.d_hidden = check_int(d_hidden, "d_hidden", 1)
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be a bool, got {bias!r}")
+        if correction_dim is not None:
+            correction_dim = check_int(correction_dim, "correction_dim", 1)
+        rng = as_rng(rng)
         self.projection = Linear(encoder.dim, self.d_hidden, bias=False, rng=rng)
         self.b = Parameter(np.zeros(c.shape[0])) if bias else None
+        self.correction = self.correction_projection = None
+        if correction_dim is not None:
+            self.correction = Parameter(np.zeros((c.shape[0], correction_dim)))
+            self.correction_projection = Linear(correction_dim, self.d_hidden, bias=False,
+                                                rng=rng)
 
     def output_embeddings(self) -> Tensor:
-        """``P CNN(chars_w)`` of every word: (V, d_hidden)."""
-        return self.projection(self.encoder(self.word_chars, self.word_char_lengths))
+        """``e_w = P CNN(chars_w) (+ M corr_w)`` of every word: (V, d_hidden)."""
+        e = self.projection(self.encoder(self.word_chars, self.word_char_lengths))
+        if self.correction is not None:
+            e = e + self.correction_projection(self.correction)
+        return e
 
     def forward(self, h) -> Tensor:
         """``h`` (..., d_hidden) -> logits (..., V)."""

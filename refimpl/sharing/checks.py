@@ -891,7 +891,8 @@ def _check_char_cnn(rng, quick):
 
 @register_check("cnn-softmax", "CNN-Softmax (Jozefowicz et al.): logits z_w = hᵀ P CNN(w) from a "
                 "character CNN separate from the input one; parameters independent of V; a "
-                "word added to the vocabulary gets an output vector; gradcheck", section="5.1",
+                "word added to the vocabulary gets an output vector; the optional correction "
+                "term hᵀ M corr_w (exact count, zero at init); gradcheck", section="5.1",
                 implements=[f"{_CHR}.CNNSoftmax", f"{_CHR}.char_aware_lm"])
 @_single_thread_blas
 def _check_cnn_softmax(rng, quick):
@@ -926,11 +927,37 @@ def _check_cnn_softmax(rng, quick):
     hh = rng.standard_normal((2, 3))
     gc_ok, gc_err = _gradcheck_params(tiny, ["projection.W", "b", "encoder.convs.0.W"],
                                       lambda mod: mod(hh), 0)
-    ok = unshared and fwd.passed and indep and new_ok and gc_ok
+
+    # Jozefowicz et al.'s correction term: e_w = P CNN(chars_w) + M corr_w, corr_w of size d_c
+    V, d_c = len(words), 2
+    plain = CNNSoftmax(lm.out.encoder, lm.out.word_chars, lm.out.word_char_lengths, 5, rng=seed)
+    corr = CNNSoftmax(lm.out.encoder, lm.out.word_chars, lm.out.word_char_lengths, 5,
+                      correction_dim=d_c, rng=seed)
+    extra = corr.num_parameters() - plain.num_parameters()
+    count_ok = extra == V * d_c + 5 * d_c and corr.correction.shape == (V, d_c)
+    starts_plain = np.array_equal(corr(h).data, plain(h).data)          # corr = 0 at init
+    corr.correction.data = rng.standard_normal((V, d_c))
+    E_c = (corr.projection.W.data @ corr.encoder(corr.word_chars).data.T   # (d_h, V)
+           + corr.correction_projection.W.data @ corr.correction.data.T)
+    fwd_c = Outcome.compare(corr(h).data, h @ E_c,
+                            atol=1e-13 * np.abs(h).sum(1).max() * np.abs(E_c).max())
+    tiny_c = CNNSoftmax(enc, lm.out.word_chars, lm.out.word_char_lengths, 3, bias=True,
+                        correction_dim=d_c, rng=seed)
+    tiny_c.correction.data = rng.standard_normal((V, d_c))
+    gcc_ok, gcc_err = _gradcheck_params(
+        tiny_c, ["correction", "correction_projection.W", "projection.W", "encoder.convs.0.W"],
+        lambda mod: mod(hh), 0)
+    corr_ok = count_ok and starts_plain and fwd_c.passed and gcc_ok
+    ok = unshared and fwd.passed and indep and new_ok and gc_ok and corr_ok
     return Outcome(ok, {"fwd_max_abs_err": fwd.numbers["max_abs_err"],
                         "params_V9": lm.num_parameters(), "params_V13": lm2.num_parameters(),
-                        "gradcheck_max_abs_err": gc_err},
-                   "input and output character CNNs unshared, as in the paper")
+                        "gradcheck_max_abs_err": gc_err,
+                        "correction_extra_params": extra,
+                        "correction_fwd_max_abs_err": fwd_c.numbers["max_abs_err"],
+                        "correction_gradcheck_max_abs_err": gcc_err},
+                   "input and output character CNNs unshared, as in the paper; the correction "
+                   f"term adds V·d_c + d_hidden·d_c = {V}·{d_c} + 5·{d_c} numbers and starts "
+                   "at zero")
 
 
 @register_check("char-lstm-output", "Char-LSTM output (Jozefowicz et al.): log p(w|h) = "

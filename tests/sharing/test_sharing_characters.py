@@ -184,3 +184,28 @@ def test_bad_input():
     with pytest.raises(TypeError, match="idx"):
         emb(np.array([0.5]))
     assert isinstance(emb(np.array([[1]])), Tensor)
+
+
+def test_cnn_softmax_correction_term():
+    words = ["<pad>", "<unk>", "run", "runs", "sun"]
+    chars, lengths, alphabet = char_table(words)
+    enc = CharCNN(num_chars=4 + len(alphabet), d_char=2, widths=(1, 2), num_filters=(2, 3),
+                  highway_layers=0, rng=0)
+    plain = CNNSoftmax(enc, chars, lengths, 4, rng=3)
+    corr = CNNSoftmax(enc, chars, lengths, 4, correction_dim=2, rng=3)
+    assert corr.num_parameters() - plain.num_parameters() == 5 * 2 + 4 * 2
+    assert corr.correction_projection.W.shape == (4, 2) and plain.correction is None
+    h = np.random.default_rng(0).standard_normal((3, 4))
+    assert np.array_equal(corr(h).data, plain(h).data)                # corr_w = 0 at init
+    corr.correction.data = np.eye(5, 2)
+    z = corr(h).data
+    e = corr.output_embeddings().data
+    np.testing.assert_allclose(e - plain.output_embeddings().data,
+                               np.eye(5, 2) @ corr.correction_projection.W.data.T, atol=1e-14)
+    np.testing.assert_allclose(z, h @ e.T, atol=1e-13)
+    corr(h).sum().backward()
+    assert np.any(corr.correction.grad) and np.any(corr.correction_projection.W.grad)
+    with pytest.raises(ValueError, match="correction_dim"):
+        CNNSoftmax(enc, chars, lengths, 4, correction_dim=0)
+    with pytest.raises(TypeError, match="correction_dim"):
+        CNNSoftmax(enc, chars, lengths, 4, correction_dim=1.5)
