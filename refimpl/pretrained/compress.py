@@ -945,7 +945,13 @@ def plot_rows(rows: list[Row], ax=None):
         ax.scatter(r.bytes / 2 ** 20, r.fidelity, s=25)
         ax.annotate(r.method, (r.bytes / 2 ** 20, r.fidelity), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
+    from matplotlib.ticker import FuncFormatter
+
     ax.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("stored size (MiB, log scale)")
     ax.set_ylabel("fidelity: mean cosine to the original embedding")
     ax.set_title("all-MiniLM-L6-v2 compressed (Survey §2–§7 methods)")
