@@ -480,14 +480,15 @@ class CharLSTMOutput(Module):
 # ------------------------------------------------------------------ Kim et al.'s LM
 def char_aware_lm(*, words: Sequence[str], d_char: int = 15, widths: Sequence[int] = (1, 2, 3),
                   num_filters: Sequence[int] = (25, 50, 75), highway_layers: int = 1,
-                  d_hidden: int = 64, cnn_softmax: bool = False, rng=None
-                  ) -> LSTMLanguageModel:
+                  d_hidden: int = 64, cnn_softmax: bool = False,
+                  correction_dim: int | None = None, rng=None) -> LSTMLanguageModel:
     """Kim et al.'s character-aware LM: char CNN + highway -> word LSTM -> softmax (Survey §5.1).
 
     An :class:`refimpl.nn.LSTMLanguageModel` (train it with :func:`refimpl.nn.fit_lm`) whose
     ``embedding`` is a :class:`CharWordEmbedding` over a :class:`CharCNN`; with
     ``cnn_softmax=True`` its ``out`` is a :class:`CNNSoftmax` with a second, unshared
-    :class:`CharCNN` (Jozefowicz et al.).
+    :class:`CharCNN` (Jozefowicz et al.), with their correction term when ``correction_dim``
+    is given.
 
     Parameters
     ----------
@@ -496,6 +497,9 @@ def char_aware_lm(*, words: Sequence[str], d_char: int = 15, widths: Sequence[in
     d_char, widths, num_filters, highway_layers : as :class:`CharCNN`
     d_hidden : int
     cnn_softmax : bool
+    correction_dim : int, optional
+        CNN-Softmax's per-word correction size ``d_c`` (see :class:`CNNSoftmax`); needs
+        ``cnn_softmax=True``.
     rng : Generator or int, optional
 
     Returns
@@ -505,6 +509,10 @@ def char_aware_lm(*, words: Sequence[str], d_char: int = 15, widths: Sequence[in
     rng = as_rng(rng)
     cnn_softmax = check_bool(cnn_softmax, "cnn_softmax")
     d_hidden = check_int(d_hidden, "d_hidden", 1)
+    if correction_dim is not None:
+        correction_dim = check_int(correction_dim, "correction_dim", 1)
+        if not cnn_softmax:
+            raise ValueError("correction_dim needs cnn_softmax=True")
     chars, lengths, alphabet = char_table(words)
     if not isinstance(widths, (list, tuple)) or not widths:
         raise TypeError("widths must be a non-empty list or tuple of int")
@@ -519,5 +527,6 @@ def char_aware_lm(*, words: Sequence[str], d_char: int = 15, widths: Sequence[in
     model = LSTMLanguageModel(vocab_size=len(words), d_emb=enc.dim, d_hidden=d_hidden, rng=rng)
     model.embedding = CharWordEmbedding(enc, chars, lengths)
     if cnn_softmax:
-        model.out = CNNSoftmax(cnn(), chars, lengths, d_hidden, rng=rng)
+        model.out = CNNSoftmax(cnn(), chars, lengths, d_hidden, correction_dim=correction_dim,
+                               rng=rng)
     return model

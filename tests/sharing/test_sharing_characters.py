@@ -209,3 +209,15 @@ def test_cnn_softmax_correction_term():
         CNNSoftmax(enc, chars, lengths, 4, correction_dim=0)
     with pytest.raises(TypeError, match="correction_dim"):
         CNNSoftmax(enc, chars, lengths, 4, correction_dim=1.5)
+
+
+def test_char_aware_lm_with_cnn_softmax_correction():
+    words = ["<pad>", "<unk>", "<bos>", "<eos>", "run", "runs", "sun"]
+    kw = dict(words=words, d_char=3, widths=(1, 2), num_filters=(3, 3), d_hidden=6,
+              cnn_softmax=True, rng=0)
+    plain, corr = char_aware_lm(**kw), char_aware_lm(**kw, correction_dim=2)
+    assert corr.num_parameters() - plain.num_parameters() == len(words) * 2 + 6 * 2
+    X, n = np.array([[2, 4, 5, 3]]), np.array([4])
+    assert np.array_equal(corr(X, n).data, plain(X, n).data)        # corr_w = 0 at init
+    with pytest.raises(ValueError, match="correction_dim"):
+        char_aware_lm(**(kw | dict(cnn_softmax=False)), correction_dim=2)
