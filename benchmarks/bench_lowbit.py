@@ -98,6 +98,12 @@ Verdict against issue #19's targets, on this shared machine (runs C and D):
   idles 0.3 s, so the packed weights come from DRAM; the kernel is bound by its decode (shift +
   ``vpermps`` + FMA per 16 weights, ~2–3 cycles on this core) plus the memory stream, which the
   software prefetch now partly overlaps.
+* why one thread understates the 2-core ratio (an inference, not a measurement): at batch ≤ 8
+  float32 BLAS is memory-bound — one thread here 3.1–3.3 ms (batch 1) and 9.2 ms (batch 8),
+  the issue's quiet 2-thread figures 2.2–3.8 and 9.0 ms — while the kernel is compute-bound
+  (batch 8 on one thread: 8.4 M zmm FMAs in ~3.2 ms, ~0.85 FMA per cycle, near this core's
+  one 512-bit FMA per cycle) and should halve its time on two idle cores, i.e. ~5–6× at batch
+  8 and ~4–6× at batch 1. That needs a quiet re-run to confirm.
 * the torch int8 moonshot: not met. Under this load torch int8 lost its cache advantage (batch
   1: 4.1–8.9 ms here; the issue measured 0.146 ms quiet) and the kernels beat it 2.8–7.9× in
   these runs; against the issue's quiet int8 figures (0.146 / 0.525 / 3.15 ms at batch 1 / 8 /
