@@ -658,6 +658,13 @@ def _tinybert_call():
                 valid=np.ones((3, 5), bool), T=1.0)
 
 
+def _mobilebert_call():
+    X, L, _ = _tok(3, 5, 12)
+    _, os_ = _tf_of(2, 4)(X, L, output_hidden_states=True, output_attentions=True)
+    _, ot = _tf_of(2, 4)(X, L, output_hidden_states=True, output_attentions=True)
+    return dict(student_out=os_, teacher_out=ot, layer=1, valid=np.ones((3, 5), bool))
+
+
 def _bert_emd_call():
     from refimpl.distillation import TinyBertProjections
 
@@ -814,6 +821,11 @@ def _distillation():
                                      epochs_intermediate=1, epochs_prediction=1,
                                      update_weights=True, lr=0.01, batch_size=8, rng=0),
         "squeezebert_student_": lambda: dict(model=_tf_of(2, 4), groups=2, rng=0),
+        "mobilebert_transfer_losses_t": _mobilebert_call,
+        "fit_mobilebert_progressive": lambda: dict(student=_tf_of(2, 4), teacher=_tf_of(2, 4),
+                                                   train_arrays=_kd_train(), epochs_per_layer=1,
+                                                   epochs_final=1, T=1.0, lr=0.01, batch_size=8,
+                                                   rng=0),
         # §4.4 distilled BiLSTM (Tang et al.)
         "distilled_bilstm_loss_t": lambda: dict(student_logits=_t(3, 2), teacher_logits=_g(3, 2),
                                                 labels=_ints(2, 3), alpha=0.5),
@@ -1074,6 +1086,9 @@ EXEMPT = {
     ("distillation.fit_word_kd", "alpha", "zero"): "alpha = 0: the reference NLL alone",
     ("distillation.fit_tinybert", "epochs_intermediate", "zero"): "0 epochs: skip the step",
     ("distillation.fit_bert_emd", "epochs_intermediate", "zero"): "0 epochs: skip the step",
+    ("distillation.fit_mobilebert_progressive", "epochs_per_layer", "zero"):
+        "0 epochs: skip the layer-wise stages",
+    ("distillation.fit_mobilebert_progressive", "epochs_final", "zero"): "0 epochs: no final KD",
     ("distillation.fit_bert_emd", "epochs_prediction", "zero"): "0 epochs: skip the step",
     ("distillation.fit_tinybert", "epochs_prediction", "zero"): "0 epochs: skip the step",
     ("distillation.fit_with_teacher", "epochs", "zero"): "0 epochs: no training",

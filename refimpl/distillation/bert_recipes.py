@@ -25,6 +25,8 @@ give every layer's hidden states and attention intermediates as tape Tensors).
 :func:`bert_emd_update_weights`    losses by earth mover's distance, the cost-driven layer-weight
 :func:`fit_bert_emd`               update, and its training
 :func:`squeezebert_student_`       SqueezeBERT (Iandola et al. 2020): grouped Q/K/V and FFN
+:func:`mobilebert_transfer_losses_t`  MobileBERT (Sun et al. 2020): feature-map and attention
+:func:`fit_mobilebert_progressive`    transfer, progressive layer-wise (no bottleneck layer yet)
 =================================  =============================================================
 
 Teachers and students are :class:`refimpl.nn.TransformerClassifier`; a student may have fewer
@@ -56,7 +58,8 @@ __all__ = ["tinybert_layer_map", "TinyBertProjections", "tinybert_losses_t", "fi
            "distilbert_loss_t", "init_from_teacher_layers_", "pkd_objective_t",
            "fit_with_teacher", "fit_distilbert", "fit_pkd", "TheseusClassifier",
            "TheseusScheduler", "multitask_distillation_loss_t", "bert_emd_update_weights",
-           "bert_emd_losses_t", "fit_bert_emd", "squeezebert_student_"]
+           "bert_emd_losses_t", "fit_bert_emd", "squeezebert_student_",
+           "mobilebert_transfer_losses_t", "fit_mobilebert_progressive"]
 
 
 def _check_tf(model, name):
@@ -914,3 +917,132 @@ def squeezebert_student_(model, groups: int = 4, rng=None):
         layer.linear1 = GroupedLinear(d, d_ff, g, rng=rng)
         layer.linear2 = GroupedLinear(d_ff, d, g, rng=rng)
     return before - model.num_parameters()
+
+
+# ------------------------------------------------------------------ MobileBERT transfer
+def mobilebert_transfer_losses_t(student_out, teacher_out, layer: int, valid) -> dict:
+    """MobileBERT's layer-wise knowledge transfer objectives for layer ``ℓ`` (Survey §4.4; Sun
+    et al. 2020, §3.2): *feature-map transfer*, the MSE between the student's and the teacher's
+    layer-ℓ outputs at the real positions, and *attention transfer*, the KL divergence from the
+    teacher's to the student's self-attention distributions of layer ℓ, averaged over heads
+    and real query rows (:func:`refimpl.distillation.attention_kl_t`).
+
+    MobileBERT's student is a *bottleneck* network whose block boundaries have the teacher's
+    width (512 inside 128-wide blocks); refimpl has no bottleneck layer yet, so the student here
+    is a :class:`refimpl.nn.TransformerClassifier` with the teacher's ``d_model``, heads and
+    depth (narrower FFN allowed).
+
+    Parameters
+    ----------
+    student_out, teacher_out : EncoderOutput
+        With hidden states and attentions.
+    layer : int
+        ``ℓ`` in ``1..L`` (1-based, as hidden_states[ℓ] is layer ℓ's output).
+    valid : bool ndarray of shape (B, n)
+
+    Returns
+    -------
+    dict of scalar Tensors: ``"feature_map"``, ``"attention"``
+
+    References
+    ----------
+    .. [1] Z. Sun, H. Yu, X. Song, R. Liu, Y. Yang, D. Zhou, "MobileBERT: a Compact
+       Task-Agnostic BERT for Resource-Limited Devices", ACL 2020.
+    """
+    from refimpl.distillation.transformers import attention_kl_t
+
+    for name, o in (("student_out", student_out), ("teacher_out", teacher_out)):
+        if getattr(o, "hidden_states", None) is None or getattr(o, "attentions", None) is None:
+            raise ValueError(f"{name} needs hidden_states and attentions")
+    L = len(student_out.attentions)
+    if len(teacher_out.attentions) != L:
+        raise ValueError(f"MobileBERT transfers layer by layer: student and teacher need the same "
+                         f"number of layers, got {L} and {len(teacher_out.attentions)}")
+    ell = check_int(layer, "layer", 1, L)
+    valid = np.asarray(valid)
+    hs, ht = student_out.hidden_states[ell], teacher_out.hidden_states[ell]
+    if valid.dtype != bool or valid.shape != tuple(hs.shape[:2]):
+        raise ValueError(f"valid must be a bool mask of shape {tuple(hs.shape[:2])}")
+    if tuple(hs.shape) != tuple(ht.shape):
+        raise ValueError(f"layer {ell}'s outputs differ in shape: {tuple(hs.shape)} vs "
+                         f"{tuple(ht.shape)} (feature-map transfer needs the teacher's width)")
+    d = hs - Tensor(data_of(ht))
+    w = (valid / (valid.sum() * hs.shape[-1]))[:, :, None]  # mean over real positions, features
+    fmt = F.mask(d * d, w).sum()
+    a_s, a_t = student_out.attentions[ell - 1], teacher_out.attentions[ell - 1]
+    q, k = a_s.query, a_s.key
+    scores = F.matmul(q, F.transpose(k, (0, 1, 3, 2))) * (1.0 / np.sqrt(q.shape[-1]))
+    keep = np.broadcast_to(valid[:, None, None, :], scores.shape)
+    scores = F.masked_fill(scores, ~keep, -1e30)  # (B, H, n, n), padded keys excluded
+    At = data_of(a_t.probs)
+    if At is None or tuple(np.shape(At)) != tuple(scores.shape):
+        raise ValueError("the teacher's layer needs attention probabilities of the student's "
+                         "shape (the same number of heads)")
+    rows = np.broadcast_to(valid[:, None, :], scores.shape[:3])
+    att = attention_kl_t(np.asarray(At), scores, mask=rows)
+    return {"feature_map": fmt, "attention": att}
+
+
+@validate_scalars(lr=(0.0, None, "(]"), batch_size=(1, None))
+def fit_mobilebert_progressive(student, teacher, train_arrays, *, epochs_per_layer: int = 1,
+                               epochs_final: int = 2, T: float = 1.0, lr: float = 1e-3,
+                               batch_size: int = 32, rng=None, progress=None) -> list:
+    """MobileBERT's *progressive knowledge transfer* (Survey §4.4; Sun et al. 2020, §3.5):
+    for ``ℓ = 1..L`` only layer ℓ (and the embeddings with ℓ = 1) is trained, on
+    :func:`mobilebert_transfer_losses_t` (feature map + attention), the layers below being
+    frozen; then the whole student is trained with Hinton's loss on the teacher's logits
+    (``T``, soft only) — the paper's pre-training distillation followed by task fine-tuning,
+    here on the task's data.
+
+    Parameters
+    ----------
+    student, teacher : TransformerClassifier
+        Same ``d_model``, heads and number of layers.
+    train_arrays : tuple ``(X, lengths, y)``
+    epochs_per_layer, epochs_final : int >= 0
+    T, lr, batch_size, rng, progress : as :func:`fit_with_teacher`
+
+    Returns
+    -------
+    list of History
+        One per stage (``L`` transfer stages, then the final one).
+    """
+    _check_tf(student, "student")
+    _check_tf(teacher, "teacher")
+    if (student.num_layers, student.d_model, student.num_heads) != \
+            (teacher.num_layers, teacher.d_model, teacher.num_heads):
+        raise ValueError("MobileBERT's layer-wise transfer needs the teacher's depth, width and "
+                         "heads in the student (the bottleneck keeps the block boundaries at the "
+                         "teacher's width)")
+    e1 = check_int(epochs_per_layer, "epochs_per_layer", 0)
+    e2 = check_int(epochs_final, "epochs_final", 0)
+    T = check_float(T, "T", 0.0, lo_open=True)
+    train_arrays = check_train_arrays(train_arrays)
+    rng = as_rng(rng)
+    teacher.eval()
+    flags = dict(output_hidden_states=True, output_attentions=True)
+    hist, st = [], {}
+
+    def forward(model, X, lengths):
+        with no_grad():
+            st["t"] = teacher(X, lengths, **flags)
+        st["valid"] = valid_positions(student, X, lengths)
+        return student(X, lengths, **flags)
+
+    for ell in range(1, student.num_layers + 1):
+        trainable = [student.layers[ell - 1]]
+        if ell == 1:  # the embeddings learn with the first layer
+            trainable.append(student.embedding)
+        stage = ModuleList(trainable)
+
+        def loss_fn(out, y, ell=ell):
+            d = mobilebert_transfer_losses_t(out[1], st["t"][1], ell, st["valid"])
+            return d["feature_map"] + d["attention"]
+
+        hist.append(fit(stage, train_arrays, forward=forward, loss_fn=loss_fn, epochs=e1,
+                        lr=lr, batch_size=batch_size, rng=rng, progress=progress))
+    hist.append(fit_with_teacher(student, teacher, train_arrays,
+                                 lambda sz, so, tz, to, v, y: kd_loss_t(sz, tz, T),
+                                 need_intermediates=False, epochs=e2, lr=lr,
+                                 batch_size=batch_size, rng=rng, progress=progress))
+    return hist

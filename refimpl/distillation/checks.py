@@ -1427,3 +1427,37 @@ def _squeezebert(rng, quick):
     cmp = Outcome.compare(lin(x).data, x @ W.T + lin.b.data, atol=1e-13)
     return Outcome(removed == want and cmp.passed, {"removed": removed, "expected": want,
                                                     **cmp.numbers})
+
+
+@register_check("mobilebert-transfer", "MobileBERT: feature-map transfer = MSE of layer ℓ's "
+                "outputs over real positions, attention transfer = mean KL(A_t‖A_s) over heads "
+                "and real query rows (loops); both 0 for a copy of the teacher", section="4.4",
+                implements=[f"{_BR}.mobilebert_transfer_losses_t",
+                            f"{_BR}.fit_mobilebert_progressive"])
+def _mobilebert(rng, quick):
+    from refimpl.distillation import mobilebert_transfer_losses_t
+    from refimpl.nn import TransformerClassifier, no_grad
+
+    kw = dict(vocab_size=20, d_model=6, num_heads=2, max_len=5, n_classes=2, num_layers=2)
+    t = TransformerClassifier(d_ff=8, rng=0, **kw)
+    s = TransformerClassifier(d_ff=4, rng=1, **kw)
+    X = rng.integers(1, 20, (3, 5))
+    L = np.array([5, 2, 4])
+    valid = np.arange(5)[None] < L[:, None]
+    with no_grad():
+        _, ot = t(X, L, output_hidden_states=True, output_attentions=True)
+        _, os_ = s(X, L, output_hidden_states=True, output_attentions=True)
+        got = mobilebert_transfer_losses_t(os_, ot, 2, valid)
+        same = mobilebert_transfer_losses_t(ot, ot, 2, valid)
+    hs, ht = os_.hidden_states[2].data, ot.hidden_states[2].data
+    fm = [(hs[b, i, k] - ht[b, i, k]) ** 2 for b in range(3) for i in range(5) if valid[b, i]
+          for k in range(6)]
+    At, As = ot.attentions[1].probs.data, os_.attentions[1].probs.data
+    kl = [sum(At[b, h, i, j] * math.log(At[b, h, i, j] / As[b, h, i, j])
+              for j in range(5) if valid[b, j])
+          for b in range(3) for h in range(2) for i in range(5) if valid[b, i]]
+    res = Outcome.all_of(Outcome.compare(got["feature_map"].item(), sum(fm) / len(fm), rtol=1e-12),
+                         Outcome.compare(got["attention"].item(), sum(kl) / len(kl), rtol=1e-9))
+    zero = max(abs(same["feature_map"].item()), abs(same["attention"].item()))
+    return Outcome(res.passed and zero < 1e-12, {**res.numbers, "loss_at_copy": zero},
+                   "2-layer teacher, student with a narrower FFN; layer 2")

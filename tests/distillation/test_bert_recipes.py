@@ -402,3 +402,65 @@ def test_squeezebert_student_counts_and_trains():
     assert hist.train_loss[-1] < hist.train_loss[0]
     with pytest.raises(ValueError, match="groups"):
         squeezebert_student_(_tf(1, d=8), groups=3)
+
+
+# ------------------------------------------------------------------------------ MobileBERT
+def test_mobilebert_transfer_values_and_gradcheck():
+    from refimpl.distillation import attention_kl, mobilebert_transfer_losses_t
+
+    rng = np.random.default_rng(8)
+    B, n, H, dh, d = 2, 4, 2, 2, 4
+    valid = np.array([[True, True, True, False], [True, True, True, True]])
+    qt, kt = rng.standard_normal((2, B, H, n, dh))
+    st_ = qt @ np.swapaxes(kt, -1, -2) / np.sqrt(dh)
+    st_ = np.where(valid[:, None, None, :], st_, -np.inf)
+    At = np.exp(st_ - st_.max(-1, keepdims=True))
+    At /= At.sum(-1, keepdims=True)
+    ht = rng.standard_normal((B, n, d))
+    teacher = EncoderOutput(Tensor(ht), hidden_states=(Tensor(ht), Tensor(ht)),
+                            attentions=(AttentionOutputs(Tensor(At), Tensor(qt), Tensor(qt),
+                                                         Tensor(kt), Tensor(kt)),))
+
+    def student(h, q, k):
+        return EncoderOutput(h, hidden_states=(h, h),
+                             attentions=(AttentionOutputs(None, q, q, k, k),))
+
+    hs, qs, ks = rng.standard_normal((B, n, d)), *rng.standard_normal((2, B, H, n, dh))
+    got = mobilebert_transfer_losses_t(student(*map(Tensor, (hs, qs, ks))), teacher, 1, valid)
+    want_fmt = ((hs - ht) ** 2)[valid].mean()
+    ss = qs @ np.swapaxes(ks, -1, -2) / np.sqrt(dh)
+    ss = np.where(valid[:, None, None, :], ss, -np.inf)
+    As = np.exp(ss - ss.max(-1, keepdims=True))
+    As /= As.sum(-1, keepdims=True)
+    rows = [attention_kl(At[b:b + 1, h:h + 1, i:i + 1], As[b:b + 1, h:h + 1, i:i + 1])
+            for b in range(B) for h in range(H) for i in range(n) if valid[b, i]]
+    assert got["feature_map"].item() == pytest.approx(want_fmt, rel=1e-12)
+    assert got["attention"].item() == pytest.approx(np.mean(rows), rel=1e-10)
+
+    def loss(h, q, k):
+        d_ = mobilebert_transfer_losses_t(student(h, q, k), teacher, 1, valid)
+        return d_["feature_map"] + d_["attention"]
+
+    assert gradcheck(loss, [hs, qs, ks])["max_abs_err"] < 1e-8
+
+
+def test_fit_mobilebert_progressive_freezes_lower_layers():
+    from refimpl.distillation import fit_mobilebert_progressive
+
+    X, L, y = _data(32)
+    teacher = _tf(2, d=8, seed=0)
+    student = TransformerClassifier(vocab_size=20, d_model=8, num_heads=2, d_ff=8,
+                                    num_layers=2, max_len=6, n_classes=2, rng=4)
+    before = {k: v.data.copy() for k, v in student.named_parameters()}
+    hist = fit_mobilebert_progressive(student, teacher, (X, L, y), epochs_per_layer=1,
+                                      epochs_final=0, lr=1e-2, rng=0, progress=False)
+    assert len(hist) == 3
+    changed = {k for k, v in student.named_parameters() if not np.array_equal(v.data, before[k])}
+    # the stages train the layers and the token embeddings only: the position table receives
+    # gradients in every stage but is in no stage, so it stays frozen; the classifier too
+    assert any(k.startswith("layers.0") for k in changed)
+    assert any(k.startswith("layers.1") for k in changed)
+    assert "embedding.W" in changed
+    assert "pos" not in changed and not any(k.startswith("fc") for k in changed)
+    with pytest.raises(ValueError, match="depth"):
+        fit_mobilebert_progressive(_tf(1, d=8), teacher, (X, L, y))
