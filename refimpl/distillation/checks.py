@@ -1377,13 +1377,16 @@ def _claim_pkd(rng, quick):
     # Reproduced iff Skip beats Last by >= 0.5 points on the mean test accuracy.
     # Measured when this was written (seed 0): quick Skip 76.8 % vs Last 74.9 % (+1.9:
     # reproduced).
+    # Full size, first run: the 6-layer post-LN teacher did not train at lr 1e-2 (49.0 %, below
+    # the majority class): the sanity rule failed the run; full size uses lr 3e-3.
     n_seeds, E, (N, M) = (2, 3, (4, 2)) if quick else (3, 5, (6, 3))
+    lr = 1e-2 if quick else 3e-3
     with threadpool_limits(limits=1, user_api="blas"):
         task, V, K, train, test = _claim_task(quick)
         kw = dict(vocab_size=V, d_model=16, num_heads=2, d_ff=32, max_len=task.X_train.shape[1],
                   n_classes=K, pooling="cls")
         teacher = TransformerClassifier(num_layers=N, rng=0, **kw)
-        fit(teacher, train, epochs=4 if quick else 6, lr=1e-2, batch_size=64, rng=0,
+        fit(teacher, train, epochs=4 if quick else 6, lr=lr, batch_size=64, rng=0,
             progress=False)
         acc_t = evaluate_accuracy(teacher, *test)
         res: dict = {"skip": [], "last": []}
@@ -1392,7 +1395,7 @@ def _claim_pkd(rng, quick):
                 st = TransformerClassifier(num_layers=M, rng=20 + s, **kw)
                 init_from_teacher_layers_(st, teacher, range(M))
                 fit_pkd(st, teacher, train, strategy=strategy, T=5.0, alpha=0.5, beta=100.0,
-                        epochs=E, lr=1e-2, batch_size=64, rng=s, progress=False)
+                        epochs=E, lr=lr, batch_size=64, rng=s, progress=False)
                 accs.append(evaluate_accuracy(st, *test))
     gain = float(np.mean(res["skip"]) - np.mean(res["last"]))
     majority = float(np.bincount(task.y_test).max() / len(task.y_test))
