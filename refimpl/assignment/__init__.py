@@ -6,7 +6,7 @@ one notebook, ``refimpl assignment make 04 --out DIR`` writes the student notebo
 autograder as plain pytest functions and an otter-grader layout (:mod:`.make`);
 ``refimpl assignment grade SUBMISSION.ipynb`` runs a submission headless and scores each
 question (:mod:`.grade`). The format and its rules: :mod:`.source`; the instructor's guide:
-``docs/assignments.md``.
+``docs/teaching.md``.
 
 An upper layer like ``compare``: it reads notebooks and runs kernels, imports no chapter package
 and is imported by no library code.

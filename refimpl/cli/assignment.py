@@ -107,7 +107,7 @@ def add_parser(sub) -> None:
     """Add ``assignment make`` / ``assignment grade`` to the ``refimpl`` sub-parsers."""
     a = sub.add_parser("assignment", help="make student versions of a chapter, grade them",
                        description="Course assignments from the chapter notebooks (see "
-                                   "docs/assignments.md).")
+                                   "docs/teaching.md).")
     asub = a.add_subparsers(dest="action", required=True, metavar="ACTION",
                             help="make: write a student version and its autograder; grade: "
                                  "score a submission")
