@@ -74,6 +74,14 @@ load 11.6 → 7.9):
 
   ternary: 1.35 / 1.15 ms (x f32 2.46), 4.13 / 3.32 (2.60), 28.4 / 25.2 (1.38).
 
+Run E, 21:38 UTC, ``--repeat 15``, 2 threads, wall, load 6.1–8.4 (medians / best, ms): batch 1
+numpy f32 16.0 / 1.74, torch f32 3.56 / 3.26, int8 11.8 / 3.63, 4-bit 1.25 / 1.15, 3-bit
+1.32 / 1.11, 2-bit 1.07 / 0.97, binary 0.94 / 0.87, ternary 1.16 / 1.11 → x f32 (medians)
+2.7–3.8×, best/best 1.5–2.0× (NumPy's best call 1.74 ms ≈ 38 GB/s); batch 8: x f32 4.0–12.4×,
+best/best 10.3–11.5× (float32 bests 37–47 ms: loaded); batch 64: 2.1–2.9×, best/best 2.0–3.2×.
+The kernel's 2-thread times equal its 1-thread CPU times (~1.0–1.2 ms at batch 1): under this
+load its second thread hardly ever got a core.
+
 Before the software prefetch (same protocols, load 12–15, 21:09–21:12 UTC): one thread, CPU
 time, batch 1: 4-bit 2.51 / 2.00 ms (1.40×), binary 1.29 / 0.94 (2.72×); batch 8: 2.5–3.7×;
 batch 64: 1.2–1.4×.
@@ -93,8 +101,8 @@ Verdict against issue #19's targets, on this shared machine (runs C and D):
   2.94×, 2-bit 2.78×, binary 2.76×, ternary 2.60×; the 2-thread wall ratios (6–19×) come from
   a loaded machine hurting 2-thread BLAS far more than the kernel and are not evidence.
 * batch 1, ≥ 3× float32 BLAS: NOT robustly met. One thread, CPU time: binary 3.07×, the rest
-  2.3–2.7×; 2 threads, wall: 4.8–7.1× on medians but only 1.8–2.4× best call against best call
-  (NumPy's best float32 call, 2.26 ms, was a lucky undisturbed one). Between calls the benchmark
+  2.3–2.7×; 2 threads, wall: 2.7–7.1× on medians (runs C, E) but only 1.5–2.4× best call
+  against best call (NumPy's best float32 calls, 1.74–2.26 ms, were lucky undisturbed ones). Between calls the benchmark
   idles 0.3 s, so the packed weights come from DRAM; the kernel is bound by its decode (shift +
   ``vpermps`` + FMA per 16 weights, ~2–3 cycles on this core) plus the memory stream, which the
   software prefetch now partly overlaps.
