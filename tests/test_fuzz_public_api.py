@@ -832,6 +832,7 @@ def _distillation():
         "tang_augment": lambda: dict(X=_tok(4, 5, 12)[0], lengths=np.full(4, 5),
                                      word_classes=np.arange(12) % 3 - 1, n_iter=2, p_mask=0.1,
                                      p_pos=0.1, p_ng=0.25, mask_id=1, rng=0),
+        "mobilebert_student_": lambda: dict(model=_tf_of(2, 4), d_inner=2, d_ff=4, rng=0),
         # §4.1 sequence-level KD
         "word_kd_loss_t": lambda: dict(student_logits=_t(2, 3, 5), teacher_logits=_g(2, 3, 5),
                                        valid=np.ones((2, 3), bool), T=1.0),

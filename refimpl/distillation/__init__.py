@@ -62,11 +62,11 @@
 
 - :func:`squeezebert_student_` — SqueezeBERT's grouped layers as a student, Iandola et al. 2020.
 
-- :func:`mobilebert_transfer_losses_t`, :func:`fit_mobilebert_progressive` — MobileBERT's
-  feature-map and attention transfer, progressive layer-wise (Sun et al. 2020; without the
-  bottleneck layer).
+- :func:`mobilebert_student_`, :func:`mobilebert_transfer_losses_t`,
+  :func:`fit_mobilebert_progressive` — MobileBERT's bottleneck student, feature-map and attention
+  transfer, progressive layer-wise (Sun et al. 2020).
 
-Not implemented yet: MobileBERT's bottleneck student layer, mixed-vocabulary training (Zhao et al.) and
+Not implemented yet: mixed-vocabulary training (Zhao et al.) and
 XtremeDistil's projection of a BiLSTM's states (§4.4). The module map is in
 ``docs/architecture.md``.
 """
@@ -101,6 +101,7 @@ from refimpl.distillation.bert_recipes import (
     fit_with_teacher,
     fit_mobilebert_progressive,
     init_from_teacher_layers_,
+    mobilebert_student_,
     mobilebert_transfer_losses_t,
     multitask_distillation_loss_t,
     pkd_objective_t,
@@ -173,5 +174,5 @@ __all__ = [
     "word_kd_loss_t", "fit_word_kd", "sequence_kd_targets", "seq_inter_targets",
     "distilled_bilstm_loss_t", "tang_augment", "multitask_distillation_loss_t",
     "bert_emd_update_weights", "bert_emd_losses_t", "fit_bert_emd", "squeezebert_student_",
-    "mobilebert_transfer_losses_t", "fit_mobilebert_progressive",
+    "mobilebert_transfer_losses_t", "fit_mobilebert_progressive", "mobilebert_student_",
 ]

@@ -26,7 +26,8 @@ give every layer's hidden states and attention intermediates as tape Tensors).
 :func:`fit_bert_emd`               update, and its training
 :func:`squeezebert_student_`       SqueezeBERT (Iandola et al. 2020): grouped Q/K/V and FFN
 :func:`mobilebert_transfer_losses_t`  MobileBERT (Sun et al. 2020): feature-map and attention
-:func:`fit_mobilebert_progressive`    transfer, progressive layer-wise (no bottleneck layer yet)
+:func:`fit_mobilebert_progressive`    transfer, progressive layer-wise
+:func:`mobilebert_student_`        MobileBERT's bottleneck student (narrow blocks, wide boundaries)
 =================================  =============================================================
 
 Teachers and students are :class:`refimpl.nn.TransformerClassifier`; a student may have fewer
@@ -59,7 +60,7 @@ __all__ = ["tinybert_layer_map", "TinyBertProjections", "tinybert_losses_t", "fi
            "fit_with_teacher", "fit_distilbert", "fit_pkd", "TheseusClassifier",
            "TheseusScheduler", "multitask_distillation_loss_t", "bert_emd_update_weights",
            "bert_emd_losses_t", "fit_bert_emd", "squeezebert_student_",
-           "mobilebert_transfer_losses_t", "fit_mobilebert_progressive"]
+           "mobilebert_transfer_losses_t", "fit_mobilebert_progressive", "mobilebert_student_"]
 
 
 def _check_tf(model, name):
@@ -928,9 +929,8 @@ def mobilebert_transfer_losses_t(student_out, teacher_out, layer: int, valid) ->
     and real query rows (:func:`refimpl.distillation.attention_kl_t`).
 
     MobileBERT's student is a *bottleneck* network whose block boundaries have the teacher's
-    width (512 inside 128-wide blocks); refimpl has no bottleneck layer yet, so the student here
-    is a :class:`refimpl.nn.TransformerClassifier` with the teacher's ``d_model``, heads and
-    depth (narrower FFN allowed).
+    width (512 inside 128-wide blocks): :func:`mobilebert_student_` builds one from a
+    :class:`refimpl.nn.TransformerClassifier` with the teacher's ``d_model``, heads and depth.
 
     Parameters
     ----------
@@ -1046,3 +1046,42 @@ def fit_mobilebert_progressive(student, teacher, train_arrays, *, epochs_per_lay
                                  need_intermediates=False, epochs=e2, lr=lr,
                                  batch_size=batch_size, rng=rng, progress=progress))
     return hist
+
+
+@validate_scalars
+def mobilebert_student_(model, d_inner: int, d_ff: int | None = None, rng=None) -> int:
+    """Turn a :class:`refimpl.nn.TransformerClassifier` into a MobileBERT-style bottleneck
+    student (Survey §4.4; Sun et al. 2020, §3.1): every layer becomes a
+    :class:`refimpl.nn.bottleneck.BottleneckEncoderLayer` whose attention and FFN run at
+    ``d_inner`` while its input and output keep ``d_model`` (the teacher's width, so
+    :func:`mobilebert_transfer_losses_t` can compare the feature maps). Freshly initialised.
+
+    Parameters
+    ----------
+    model : TransformerClassifier
+        Modified in place.
+    d_inner : int
+        Divisible by the number of heads.
+    d_ff : int, optional
+        The inner FFN width (default ``2 · d_inner``).
+    rng : Generator or int, optional
+
+    Returns
+    -------
+    int
+        The change in the number of parameters (positive = removed).
+    """
+    from refimpl.nn.bottleneck import BottleneckEncoderLayer
+
+    _check_tf(model, "model")
+    d_inner = check_int(d_inner, "d_inner", 1)
+    d_ff = 2 * d_inner if d_ff is None else check_int(d_ff, "d_ff", 1)
+    if d_inner % model.num_heads:
+        raise ValueError(f"d_inner must be divisible by num_heads={model.num_heads}, got "
+                         f"{d_inner}")
+    rng = as_rng(rng)
+    before = model.num_parameters()
+    model.layers = ModuleList(BottleneckEncoderLayer(model.d_model, d_inner, model.num_heads,
+                                                     d_ff, rng=rng)
+                              for _ in range(model.num_layers))
+    return before - model.num_parameters()

@@ -464,3 +464,22 @@ def test_fit_mobilebert_progressive_freezes_lower_layers():
     assert "pos" not in changed and not any(k.startswith("fc") for k in changed)
     with pytest.raises(ValueError, match="depth"):
         fit_mobilebert_progressive(_tf(1, d=8), teacher, (X, L, y))
+
+
+def test_mobilebert_bottleneck_student_and_progressive_transfer():
+    from refimpl.distillation import fit_mobilebert_progressive, mobilebert_student_
+    from refimpl.nn.bottleneck import BottleneckEncoderLayer
+
+    X, L, y = _data(32)
+    teacher = _tf(2, d=8, seed=0)
+    student = _tf(2, d=8, seed=6)
+    n0 = student.num_parameters()
+    removed = mobilebert_student_(student, d_inner=4, rng=0)
+    assert all(isinstance(lay, BottleneckEncoderLayer) for lay in student.layers)
+    assert removed == n0 - student.num_parameters() > 0
+    hist = fit_mobilebert_progressive(student, teacher, (X, L, y), epochs_per_layer=2,
+                                      epochs_final=1, lr=1e-2, rng=0, progress=False)
+    assert len(hist) == 3 and hist[0].train_loss[-1] < hist[0].train_loss[0]
+    assert student(X, L).shape == (32, 2)
+    with pytest.raises(ValueError, match="d_inner"):
+        mobilebert_student_(_tf(1, d=8), d_inner=3)
