@@ -1436,7 +1436,8 @@ def _squeezebert(rng, quick):
                 "outputs over real positions, attention transfer = mean KL(A_t‖A_s) over heads "
                 "and real query rows (loops); both 0 for a copy of the teacher", section="4.4",
                 implements=[f"{_BR}.mobilebert_transfer_losses_t",
-                            f"{_BR}.fit_mobilebert_progressive"])
+                            f"{_BR}.fit_mobilebert_progressive", f"{_BR}.mobilebert_student_",
+                            "refimpl.nn.bottleneck.BottleneckEncoderLayer"])
 def _mobilebert(rng, quick):
     from refimpl.distillation import mobilebert_transfer_losses_t
     from refimpl.nn import TransformerClassifier, no_grad
@@ -1462,5 +1463,20 @@ def _mobilebert(rng, quick):
     res = Outcome.all_of(Outcome.compare(got["feature_map"].item(), sum(fm) / len(fm), rtol=1e-12),
                          Outcome.compare(got["attention"].item(), sum(kl) / len(kl), rtol=1e-9))
     zero = max(abs(same["feature_map"].item()), abs(same["attention"].item()))
-    return Outcome(res.passed and zero < 1e-12, {**res.numbers, "loss_at_copy": zero},
-                   "2-layer teacher, student with a narrower FFN; layer 2")
+    # the bottleneck student: per layer a block of d_inner = 2 with FFN 4 replaces a d = 6 layer
+    from refimpl.distillation import mobilebert_student_
+
+    b = TransformerClassifier(d_ff=8, rng=2, **kw)
+    removed = mobilebert_student_(b, d_inner=2, d_ff=4, rng=0)
+    d, di, dff, dffi = 6, 2, 8, 4
+    layer = 4 * (d * d + d) + 2 * d * dff + dff + d + 4 * d  # attention, FFN, two LayerNorms
+    block = (d * di + di) + 2 * di + 4 * (di * di + di) + 2 * di * dffi + dffi + di \
+        + 4 * di + (di * d + d) + 2 * d
+    with no_grad():
+        _, ob = b(X, L, output_hidden_states=True, output_attentions=True)
+        fm = mobilebert_transfer_losses_t(ob, ot, 1, valid)["feature_map"].item()
+    ok = res.passed and zero < 1e-12 and removed == 2 * (layer - block) and np.isfinite(fm)
+    return Outcome(ok, {**res.numbers, "loss_at_copy": zero, "bottleneck_removed": removed,
+                        "expected_removed": 2 * (layer - block)},
+                   "2-layer teacher, student with a narrower FFN; layer 2; a bottleneck "
+                   "student's exact size")
