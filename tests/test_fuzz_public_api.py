@@ -218,6 +218,8 @@ def _pruning():
                                       begin_step=1, initial_sparsity=0.1),
         "model_sparsity": lambda: dict(model=_mlp()),
         "model_bits": lambda: dict(model=_mlp(), index_bits=5, value_bits=32, pointer_bits=32),
+        "CSRLinear": lambda: dict(W=__import__("refimpl.kernels", fromlist=["x"]).csr_from_dense(
+            np.where(np.abs(W44) > 0.5, W44, 0.0)), b=_g(4), backend="numpy"),
     }
 
 
@@ -329,6 +331,14 @@ def _quantization():
         "group_sizes": lambda: dict(model=_qtf(), groups=__import__(
             "refimpl.quantization", fromlist=["x"]).transformer_groups(_qtf(), "layer")),
         "trained_tiny_transformer": lambda: dict(quick=True),
+        "scalar_kmeans": lambda: dict(w=_g(4, 5), k=3, max_iter=20),
+        "quantize_rows": lambda: dict(W=_g(4, 5), scheme="kmeans", bits=2, max_iter=20),
+        "PackedLinear": lambda: dict(codes=_ints(4, 3, 5), bits=2, codebook=_g(4),
+                                     row_scale=_g(3), row_offset=_g(3, seed=1),
+                                     b=_g(3, seed=2), backend="numpy"),
+        "PackedEmbedding": lambda: dict(codes=_ints(4, 6, 5), bits=2, codebook=_g(4),
+                                        row_scale=_g(6), row_offset=_g(6, seed=1),
+                                        backend="numpy"),
     }
 
 
@@ -1176,6 +1186,7 @@ EXEMPT = {
     ("pruning.zhu_gupta_sparsity", "final_sparsity", "zero"): "sparsity 0 prunes nothing",
     ("pruning.zhu_gupta_sparsity", "initial_sparsity", "zero"): "sparsity 0 prunes nothing",
     ("pruning.zhu_gupta_sparsity", "begin_step", "zero"): "step 0 is the first step",
+    ("quantization.scalar_kmeans", "w", "ndim"): "the scalars of an array of any shape",
     ("quantization.HitNetLSTM", "t", "zero"): "t = 0: threshold 0",
     ("quantization.LossAwareBinarizer", "beta1", "zero"): "beta 0: no momentum",
     ("quantization.LossAwareBinarizer", "beta2", "zero"): "beta 0: no second-moment averaging",

@@ -51,6 +51,7 @@ from refimpl.pruning.network import (GradualPruner, apply_masks_, magnitude_mask
 from refimpl.pruning.neurons import (inorm, merge_neurons, neuron_entropy,
                                      neuron_pair_saliency, onorm, prune_redundant_neurons,
                                      remove_neurons, row_l2_penalty, row_linf_penalty)
+from refimpl.pruning.sparse_linear import CSRLinear
 from refimpl.pruning.storage import DeltaCSR, decode_delta_csr, encode_delta_csr
 from refimpl.pruning.weights import (allocate_pruning, apply_mask, dsd_train,
                                      grow_and_prune_step, hassibi_inverse_hessian, hessian_fd,
@@ -76,4 +77,5 @@ __all__ = [
     "joint_prune_masks", "train_l0_head_gates", "learn_layer_drop_rates", "relaxed_layer_gates",
     "prunable_weights", "magnitude_masks", "apply_masks_", "mask_after_step", "GradualPruner",
     "model_sparsity", "model_bits",
+    "CSRLinear",
 ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from refimpl.kernels._backend import resolve_backend
 from refimpl.kernels.sparse import CSRMatrix, csr_from_dense, dense_x_csr_T
 from refimpl.nn.module import Module
 from refimpl.nn.tensor import Tensor, data_of
@@ -58,6 +59,8 @@ class CSRLinear(Module):
         if b is not None:
             b = check_array(b, "b", shape=(self.out_features,)).astype(W.dtype)
         self.bias = b
+        if backend is not None:
+            resolve_backend(backend)  # a clear error naming backend now, not at the first call
         self.backend = backend
 
     @classmethod

@@ -102,6 +102,12 @@ from refimpl.quantization.multibit import (
     multibit_refined,
     multibit_ste,
 )
+from refimpl.quantization.packed_linear import (
+    PackedEmbedding,
+    PackedLinear,
+    quantize_rows,
+    scalar_kmeans,
+)
 from refimpl.quantization.recurrent import (
     HitNetLSTM,
     QuantGRU,
@@ -159,4 +165,5 @@ __all__ = [
     "hessian_vector_product", "top_hessian_eigenvalue", "group_sensitivities",
     "group_sensitivities_model", "transformer_groups", "assign_mixed_precision",
     "quantize_groups_uniform_", "group_sizes", "trained_tiny_transformer",
+    "PackedLinear", "PackedEmbedding", "quantize_rows", "scalar_kmeans",
 ]

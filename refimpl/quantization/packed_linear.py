@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from refimpl.kernels._backend import resolve_backend
 from refimpl.kernels.bitpack import kbit_matmul, pack_codes, packed_bits, unpack_codes
 from refimpl.nn.module import Module
 from refimpl.nn.tensor import Tensor, data_of
@@ -209,6 +210,8 @@ class PackedLinear(Module):
         self.row_offset = None if row_offset is None else \
             check_array(row_offset, "row_offset", shape=(N,)).astype(self.dtype)
         self.bias = None if b is None else check_array(b, "b", shape=(N,)).astype(self.dtype)
+        if backend is not None:
+            resolve_backend(backend)  # a clear error naming backend now, not at the first call
         self.backend = backend
 
     # ------------------------------------------------------------------ constructors
