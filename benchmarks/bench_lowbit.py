@@ -127,7 +127,8 @@ import statistics
 import time
 
 import numpy as np
-from _common import parse_args, print_environment, print_table, ratio, write_json
+from _common import (note_missing_peer, parse_args, print_environment, print_table, ratio,
+                     record, write_json)
 
 from refimpl.kernels import bitpack as bp
 from refimpl.kernels import lowbit_gemv as lg
@@ -180,13 +181,13 @@ def _check(name, Y, X, W, s=None):
     assert np.all(np.abs(Y - ref) <= bound), f"{name} disagrees with the float64 product"
 
 
-def _measure(B, N, K, rng, rounds, threads, clock, old_path=False):
+def _measure(B, N, K, rng, rounds, threads, clock, old_path=False, quick=True):
     X = rng.standard_normal((B, K)).astype(np.float32)
     W = rng.standard_normal((N, K)).astype(np.float32)
     s = rng.uniform(0.5, 1.5, N).astype(np.float32)
     peers = _torch_peers(W, threads)
     if peers is None:
-        print("# torch not installed: torch.mm and int8 Linear peers skipped")
+        note_missing_peer("lowbit", "torch f32 / torch int8", "torch is not installed")
     fns = {"numpy f32": lambda: X @ W.T}
     if peers is not None:
         torch, Wt, q = peers
@@ -243,6 +244,17 @@ def _measure(B, N, K, rng, rounds, threads, clock, old_path=False):
         row["x best peer"] = ratio(t[best_peer][0], med)
         row["weights GB/s"] = weights_bytes[k] / med / 1e9
         rows.append(row)
+        if k in peer_names or k.startswith("old"):
+            continue
+        # one record per refimpl kernel for `refimpl bench --json` (benchmarks/_common.record):
+        # compulsory traffic = packed weights + codebook/scales + X read once + Y written once
+        record("lowbit", f"{k} weights {N}x{K}, batch {B}", f"lowbit_gemv {k}", (best, med),
+               peers={p: (t[p][1], t[p][0]) for p in peer_names},
+               numpy_baseline="numpy f32",
+               bytes_moved=weights_bytes[k] + X.nbytes + 4 * B * N, flops=2.0 * B * N * K,
+               params={"batch": B, "N": N, "K": K, "threads": threads,
+                       "clock": clock.__name__},
+               headline=(k == "4-bit" and B in (1, 8)), quick=quick)
     print(f"# batch {B}: {rounds} interleaved rounds, load average {load0:.2f} -> {load1:.2f}; "
           f"'x f32' = median of the faster float32 peer ({f32_name}) / median of the row, "
           f"'best/best' = best float32 call of either peer / best call of the row; "
@@ -279,13 +291,12 @@ def main(argv=None):
     print(f"# clock: {clock.__name__}")
     rows, meta = [], {}
     for B in (1, 8, 64):
-        r, m = _measure(B, N, K, rng, rounds, threads, clock, args.old_path)
+        r, m = _measure(B, N, K, rng, rounds, threads, clock, args.old_path, args.quick)
         rows += r
         meta[B] = m
     print_table(rows)
     if args.json:
         write_json("bench_lowbit", {"env": env, "rows": rows, "meta": meta})
-
 
 
 if __name__ == "__main__":
