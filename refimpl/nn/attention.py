@@ -16,6 +16,7 @@ function is called. Query rows whose mask allows no key get a zero context (not 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,7 +25,7 @@ import numpy as np
 from refimpl.nn import functional as F
 from refimpl.nn.layers import Linear, check_features
 from refimpl.nn.module import Module
-from refimpl.nn.tensor import Tensor, as_tensor, data_of
+from refimpl.nn.tensor import Parameter, Tensor, as_tensor, data_of
 from refimpl.utils import as_rng, check_float, check_int
 
 __all__ = ["MultiHeadAttention", "AttentionOutputs", "scaled_dot_product_attention",
@@ -163,7 +164,7 @@ class MultiHeadAttention(Module):
     ----------
     d_model : int
     num_heads : int
-        Must divide ``d_model``; ``d_head = d_model // num_heads``.
+        Must divide ``d_model`` unless ``d_head`` is given; ``d_head = d_model // num_heads``.
     bias : bool
         Biases in the four projections.
     attention : callable, optional
@@ -174,10 +175,16 @@ class MultiHeadAttention(Module):
     rng : Generator or int, optional
     dropout : float
         Dropout on the attention probabilities (default attention only, training mode).
+    d_head : int, optional (keyword-only)
+        Width of each head, independent of ``d_model``: Q/K/V project ``d_model ->
+        num_heads · d_head`` and ``W_o`` projects back to ``d_model``. A model whose pruned
+        heads are sliced out (Survey §2.4.1, Michel et al. 2019) keeps ``H' < d_model / d_head``
+        heads this way. Default ``d_model // num_heads``.
 
     Attributes
     ----------
-    W_q, W_k, W_v, W_o : Linear (d_model -> d_model)
+    W_q, W_k, W_v : Linear (d_model -> num_heads · d_head)
+    W_o : Linear (num_heads · d_head -> d_model)
     head_mask : array or Tensor of shape (num_heads,) or None
         Persistent gates ξ used when ``forward`` gets no ``head_mask`` (pruned heads = 0).
 
@@ -195,20 +202,22 @@ class MultiHeadAttention(Module):
     """
 
     def __init__(self, d_model: int, num_heads: int, bias: bool = True,
-                 attention: Callable | None = None, rng=None, dropout: float = 0.0):
+                 attention: Callable | None = None, rng=None, dropout: float = 0.0, *,
+                 d_head: int | None = None):
         self.d_model = check_int(d_model, "d_model", 1)
         self.num_heads = check_int(num_heads, "num_heads", 1)
-        if d_model % num_heads:
+        if d_head is None and d_model % num_heads:
             raise ValueError(f"num_heads must divide d_model, got d_model={d_model}, "
                              f"num_heads={num_heads}")
         if attention is not None and not callable(attention):
             raise TypeError(f"attention must be callable or None, got {type(attention).__name__}")
-        self.d_head = d_model // num_heads
+        self.d_head = d_model // num_heads if d_head is None else check_int(d_head, "d_head", 1)
+        inner = self.num_heads * self.d_head  # d_model unless d_head is given
         rng = as_rng(rng)
-        self.W_q = Linear(d_model, d_model, bias, rng=rng)
-        self.W_k = Linear(d_model, d_model, bias, rng=rng)
-        self.W_v = Linear(d_model, d_model, bias, rng=rng)
-        self.W_o = Linear(d_model, d_model, bias, rng=rng)
+        self.W_q = Linear(d_model, inner, bias, rng=rng)
+        self.W_k = Linear(d_model, inner, bias, rng=rng)
+        self.W_v = Linear(d_model, inner, bias, rng=rng)
+        self.W_o = Linear(inner, d_model, bias, rng=rng)
         self.attention = attention
         self.dropout = check_float(dropout, "dropout", 0.0, 1.0, hi_open=True)
         self._rng = np.random.default_rng(rng.integers(2**63))
@@ -216,6 +225,52 @@ class MultiHeadAttention(Module):
 
     def _heads(self, t: Tensor, B: int, n: int) -> Tensor:
         return t.reshape(B, n, self.num_heads, self.d_head).transpose(0, 2, 1, 3)  # (B,H,n,dh)
+
+    def keep_heads(self, keep) -> "MultiHeadAttention":
+        """A new attention holding only heads ``keep`` (the others sliced out, not gated).
+
+        Survey §2.4.1 (Michel et al. 2019): the kept heads' rows of ``W_q, W_k, W_v`` (and
+        biases) and columns of ``W_o`` are copied; ``b_o`` is unchanged. The result equals this
+        module with the other heads gated to 0 (and any persistent ``head_mask`` restricted
+        to ``keep``). ``self`` is not changed.
+
+        Parameters
+        ----------
+        keep : sequence of int
+            Distinct head indices in ``[0, num_heads)``, at least one.
+
+        Returns
+        -------
+        MultiHeadAttention with ``num_heads = len(keep)``, the same ``d_head`` and ``d_model``.
+        """
+        if isinstance(keep, (str, bytes)) or not hasattr(keep, "__len__"):
+            raise TypeError(f"keep must be a sequence of head indices, got {type(keep).__name__}")
+        idx = np.asarray(keep)
+        if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+            raise ValueError(f"keep must be a non-empty 1-D sequence of ints, got {keep!r}")
+        if idx.min() < 0 or idx.max() >= self.num_heads or np.unique(idx).size != idx.size:
+            raise ValueError(f"keep must hold distinct heads in [0, {self.num_heads}), got "
+                             f"{idx.tolist()}")
+        dh = self.d_head
+        cols = (idx[:, None] * dh + np.arange(dh)[None, :]).ravel()  # kept q/k/v features
+        new = copy.copy(self)  # attention hook, dropout, rng, training flag shared
+        new.num_heads = int(idx.size)
+        for name in ("W_q", "W_k", "W_v"):
+            old = getattr(self, name)
+            lin = copy.copy(old)
+            lin.W = Parameter(old.W.data[cols].copy())
+            lin.b = None if old.b is None else Parameter(old.b.data[cols].copy())
+            lin.out_features = cols.size
+            setattr(new, name, lin)
+        lin = copy.copy(self.W_o)
+        lin.W = Parameter(self.W_o.W.data[:, cols].copy())
+        lin.b = None if self.W_o.b is None else Parameter(self.W_o.b.data.copy())
+        lin.in_features = cols.size
+        new.W_o = lin
+        if self.head_mask is not None:
+            hm = self.head_mask
+            new.head_mask = hm[idx] if isinstance(hm, Tensor) else np.asarray(hm)[idx].copy()
+        return new
 
     def forward(self, x, kv=None, mask=None, key_padding_mask=None, head_mask=None, *,
                 return_attention: bool = False):
@@ -261,11 +316,11 @@ class MultiHeadAttention(Module):
             P = None
         xi = self.head_mask if head_mask is None else head_mask
         gated = ctx if xi is None else apply_head_gates(ctx, xi, self.num_heads, B)
-        out = self.W_o(gated.transpose(0, 2, 1, 3).reshape(B, n, self.d_model))  # (B, n, d)
+        out = self.W_o(gated.transpose(0, 2, 1, 3).reshape(B, n, self.num_heads * self.d_head))
         if return_attention:
             return out, AttentionOutputs(P, ctx, q, k, v)
         return out
 
     def __repr__(self) -> str:
         return (f"MultiHeadAttention(d_model={self.d_model}, num_heads={self.num_heads}, "
-                f"attention={getattr(self.attention, '__name__', self.attention)})")
+                f"d_head={self.d_head}, attention={getattr(self.attention, '__name__', self.attention)})")

@@ -204,3 +204,43 @@ def test_cross_attention_matches_torch(torch):
     assert np.abs(out.data - tout.detach().numpy()).max() < TOL
     assert np.abs(kvo.grad - kvt.grad.numpy()).max() < TOL
     assert att.probs.shape == (B, H, n, m)
+
+
+def test_keep_heads_is_the_gated_dense_twin_and_holds_fewer_heads():
+    """Heads sliced out (d_head independent of d_model) = the dense module with those heads
+    gated to 0, exactly up to float64 rounding; gradients by central differences."""
+    rng = np.random.default_rng(3)
+    mha = MultiHeadAttention(12, 4, rng=0)  # d_head = 3
+    x = rng.standard_normal((2, 5, 12))
+    kp = np.zeros((2, 5), bool)
+    kp[1, 3:] = True
+    keep = [0, 2]
+    small = mha.keep_heads(keep)
+    assert (small.num_heads, small.d_head, small.d_model) == (2, 3, 12)
+    assert small.W_q.W.shape == (6, 12) and small.W_o.W.shape == (12, 6)
+    dense = mha(x, key_padding_mask=kp, head_mask=np.array([1.0, 0, 1, 0])).data
+    np.testing.assert_allclose(small(x, key_padding_mask=kp).data, dense, rtol=1e-13,
+                               atol=1e-15)
+    # the same module built directly with num_heads * d_head != d_model
+    direct = MultiHeadAttention(12, 2, rng=0, d_head=3)
+    for name in ("W_q", "W_k", "W_v", "W_o"):
+        getattr(direct, name).W.data = getattr(small, name).W.data.copy()
+        getattr(direct, name).b.data = getattr(small, name).b.data.copy()
+    np.testing.assert_array_equal(direct(x, key_padding_mask=kp).data,
+                                  small(x, key_padding_mask=kp).data)
+    res = gradcheck(lambda t: small(t, key_padding_mask=kp), [x])
+    assert res["max_abs_err"] < 1e-7
+    # persistent gates are restricted to the kept heads; the original is unchanged
+    mha.head_mask = np.array([1.0, 0.5, 0.25, 0.0])
+    np.testing.assert_array_equal(mha.keep_heads([2, 1]).head_mask, [0.25, 0.5])
+    assert mha.num_heads == 4 and mha.W_q.W.shape == (12, 12)
+    with pytest.raises(ValueError, match="keep"):
+        mha.keep_heads([])
+    with pytest.raises(ValueError, match="keep"):
+        mha.keep_heads([1, 1])
+    with pytest.raises(ValueError, match="keep"):
+        mha.keep_heads([4])
+    with pytest.raises(TypeError, match="keep"):
+        mha.keep_heads(2)
+    with pytest.raises(ValueError, match="d_head"):
+        MultiHeadAttention(12, 5, d_head=0)
