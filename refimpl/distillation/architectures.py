@@ -496,7 +496,7 @@ def quantize_student_(student, bits: int = 4, kind: str = "uniform"):
     *quantized distillation*, Survey §4.1): full-precision shadow weights are what the optimiser
     updates, the forward pass (and so the distillation loss) sees ``Q(W)``.
 
-    Uses :func:`refimpl.quantization.weight_quantizer` (``"uniform<bits>"``, Survey Eq. (39),
+    Uses :func:`refimpl.quantization.training.weight_quantizer` (``"uniform<bits>"``, Survey Eq. (39),
     the uniform quantiser Polino et al. use) through each layer's ``weight_transform`` hook
     (linear, recurrent and embedding weights); biases and LayerNorms stay full precision.
 
