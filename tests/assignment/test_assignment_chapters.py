@@ -17,9 +17,9 @@ from refimpl.cli.chapters import quiet_kernel_manager_class
 pytestmark = pytest.mark.notebook
 
 CHAPTERS = Path(__file__).resolve().parents[2] / "chapters"
-#: Chapters with graded Exercises; add 04, 05, 08, 09 when their notebooks are converted.
-CONVERTED = ["01_networks", "02_pruning", "03_quantization", "06_decomposition",
-             "07_subquadratic"]
+#: Chapters with graded Exercises; add 04 and 09 when their notebooks are converted.
+CONVERTED = ["01_networks", "02_pruning", "03_quantization", "05_sharing",
+             "06_decomposition", "07_subquadratic", "08_comparison"]
 TIMEOUT = 900  # seconds per cell, as in tests/test_notebooks.py
 
 
