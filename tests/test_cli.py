@@ -413,7 +413,8 @@ def test_tour_out_in_a_real_process_fails_fast_without_traceback():
 @pytest.mark.parametrize("argv,message", [
     (["--methods", "nope"], "--methods: 'nope' is not registered; registered methods: "),
     (["--methods", "nope", "zz"], "--methods: 'nope', 'zz' are not registered"),
-    (["--budget", "-1"], "--budget must be a positive number of seconds, got -1.0"),
+    (["--time-budget", "-1"], "--time-budget must be a positive number of seconds, got -1.0"),
+    (["--budget", "-1"], "--budget must be a positive number of bytes, got -1.0"),
     (["--seed", "-3"], "--seed must be a non-negative integer, got -3"),
 ])
 def test_tour_bad_arguments_exit_2_on_stderr(argv, message, tmp_path, capsys):

@@ -292,10 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "otherwise one plain line per finished step)")
     t.add_argument("--baseline", default=None, choices=["bow", "lstm", "transformer"],
                    help="the primary baseline the methods compress (default: lstm)")
-    t.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+    t.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="seconds for the whole tour; methods share what the baselines leave "
                         "(default: 95 with --quick, no limit otherwise)")
-    t.add_argument("--plan-bytes", type=float, default=None, metavar="BYTES",
+    t.add_argument("--budget", "--plan-bytes", dest="plan_bytes", type=float, default=None,
+                   metavar="BYTES",
                    help="after the table, name the most accurate measured method or "
                         "combination within BYTES (the budget planner of survey §8.3; "
                         "`refimpl plan` does the same from a saved tour.csv)")

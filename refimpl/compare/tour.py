@@ -966,12 +966,12 @@ def main(args) -> int:
     seed = int(getattr(args, "seed", 0))
     if seed < 0:
         return fail(f"--seed must be a non-negative integer, got {seed}")
-    budget = getattr(args, "budget", None)
+    budget = getattr(args, "time_budget", None)
     if budget is not None and not (math.isfinite(budget) and budget > 0):
-        return fail(f"--budget must be a positive number of seconds, got {budget}")
+        return fail(f"--time-budget must be a positive number of seconds, got {budget}")
     plan_bytes = getattr(args, "plan_bytes", None)
     if plan_bytes is not None and not (math.isfinite(plan_bytes) and plan_bytes > 0):
-        return fail(f"--plan-bytes must be a positive number of bytes, got {plan_bytes}")
+        return fail(f"--budget must be a positive number of bytes, got {plan_bytes}")
     task_name = getattr(args, "task", "sentiment") or "sentiment"
     if task_name == "lm":
         return _main_lm(args, tiny, seed, fail)

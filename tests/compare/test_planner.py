@@ -126,7 +126,7 @@ def test_cli_tour_plan_bytes(tmp_path, capsys):
 
     args = ["tour", "--quick", "--tiny", "--out", str(tmp_path), "--methods",
             "baseline-float16"]
-    assert cli.main(args + ["--plan-bytes", "1e9"]) == 0
+    assert cli.main(args + ["--budget", "1e9"]) == 0
     out, _ = capsys.readouterr()
     assert re.search(r"within 1e\+09 bytes \(§8.3\): baseline-(lstm|float16), \d+ bytes", out)
     assert cli.main(args + ["--plan-bytes", "10"]) == 0
@@ -135,7 +135,7 @@ def test_cli_tour_plan_bytes(tmp_path, capsys):
            "baseline-float16" in out
     assert cli.main(args + ["--plan-bytes", "-1"]) == 2
     _, err = capsys.readouterr()
-    assert "--plan-bytes must be a positive number" in err
+    assert "--budget must be a positive number" in err
 
 
 @pytest.mark.parametrize("seed", range(15))
