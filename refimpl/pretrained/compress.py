@@ -12,9 +12,12 @@ the chapter's own mechanism to the ``refimpl.nn`` modules, and is measured by
   scales (:class:`refimpl.quantization.packed_linear.PackedLinear`); factors of their actual
   shapes; pruned heads' rows/columns are not counted;
 * **fidelity**: mean cosine between the compressed and the original sentence embeddings on
-  held-out real text (docstrings of the Python standard library);
+  held-out real text (paragraphs of the Python standard library's docstrings,
+  :func:`refimpl.pretrained.evaluate.real_text`);
 * **retrieval**: recall@1 and MRR of finding a docstring's body from its summary line among
-  all bodies of the split;
+  all bodies of the set (:func:`refimpl.pretrained.evaluate.docstring_retrieval_pairs`);
+  texts and metrics are :mod:`refimpl.pretrained.evaluate`'s (:func:`prepare_data`,
+  :func:`evaluate_embeddings`);
 * **STS-B** Spearman × 100 when the CSV files are given;
 * **latency** per sentence through the kernels the method stores (CSR kernel, k-bit packed
   kernel, TT row lookup, fused sliding-window attention kernel), at batch size 1 and at a
@@ -23,8 +26,8 @@ the chapter's own mechanism to the ``refimpl.nn`` modules, and is measured by
 =========================  ==================================================================
 row                        survey §, method (paper)
 =========================  ==================================================================
-``heads-25``, ``heads-50``  §2.4.1 Eq. (18) head importance on real text, lowest heads gated
-                           off (Michel et al. 2019)
+``heads-25``, ``heads-50``  §2.4.1 Eq. (18) head importance on real text, lowest heads sliced
+                           out (Michel et al. 2019)
 ``magnitude-50/80/90``     §2.1.2 one-shot magnitude pruning of every encoder matrix, CSR
                            kernel (Han et al. 2015)
 ``uniform-8``, ``-4``      §3.3.1 Eqs. (37)–(39) affine uniform codes per row, packed
@@ -49,7 +52,6 @@ import copy
 import csv
 import math
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
@@ -66,8 +68,7 @@ __all__ = ["RealConfig", "QUICK", "FULL", "TokenBatch", "RealData", "Row", "METH
            "tokenize", "prepare_data", "encoder_forward", "embed", "stored_bits",
            "evaluate_embeddings", "measure_latency", "gate_importance", "prune_heads_",
            "distil_student", "compress", "compress_table", "rows_to_markdown", "write_outputs",
-           "plot_rows", "FactorizedEmbedding", "TTWordEmbedding",
-           "docstring_pairs"]
+           "plot_rows", "FactorizedEmbedding", "TTWordEmbedding"]
 
 _NEG = -1e30
 #: At most this many Lloyd iterations in the k-means rows (Han et al. give no count; lloyd_kmeans'
@@ -83,13 +84,15 @@ class RealConfig:
     Attributes
     ----------
     n_eval : int
-        Held-out docstrings for fidelity.
+        Held-out paragraphs for fidelity (``real_text(n_eval, "heldout")``).
     n_retrieval : int
-        Summary → body pairs for retrieval (candidates = all bodies of the split).
+        Summary → body pairs for retrieval (``docstring_retrieval_pairs(n_retrieval)``;
+        candidates = all bodies of the set). The library has about 2 000 such items; at most
+        about 1 900 leave room for the importance pairs.
     n_train : int
-        Unlabelled training docstrings (distillation) — disjoint from the evaluation texts.
+        Unlabelled training paragraphs (distillation) — disjoint from the evaluation texts.
     n_importance : int
-        Summary/body pairs (from the training split) for the Eq. (18) importances.
+        Summary/body pairs, disjoint from the evaluation texts, for the Eq. (18) importances.
     max_len : int
         Tokens per text ([CLS] and [SEP] included).
     distil_epochs, distil_batch : int
@@ -107,7 +110,7 @@ class RealConfig:
     """
 
     n_eval: int = 192
-    n_retrieval: int = 192
+    n_retrieval: int = 1000
     n_train: int = 640
     n_importance: int = 64
     max_len: int = 48
@@ -124,7 +127,9 @@ class RealConfig:
 
 
 #: The full-size run of the notebook and ``refimpl real``, sized for the project's shared
-#: 2-core machine (about 40 minutes there with every method; STS-B adds its 1 379 pairs per row).
+#: 2-core machine: 1 000 retrieval items (half of the ~2 000 the standard library gives; the
+#: 2 000 texts cost about 65 s per row there at load ≈ 7, so about 20 more minutes than the
+#: ~36-minute run with 192 items); STS-B adds its 1 379 pairs per row.
 FULL = RealConfig()
 #: The quick sizes of the CI notebook and ``refimpl real --quick`` (a few minutes).
 QUICK = RealConfig(n_eval=32, n_retrieval=32, n_train=32, n_importance=8, max_len=32,
@@ -185,56 +190,59 @@ def tokenize(tokenizer, texts, max_len: int) -> TokenBatch:
     return TokenBatch(ids, mask)
 
 
-def _norm(s: str) -> str:
-    return " ".join(s.split())
-
-
-def docstring_pairs(rng=0) -> list[tuple[str, str]]:
-    """(summary line, body) pairs of the standard library's docstrings, shuffled by ``rng``.
-
-    The summary is the first paragraph (at least 10 characters), the body the rest (at least 40
-    characters); pairs with a repeated summary or body are dropped so each query has one
-    correct answer.
-    """
-    from refimpl.data.corpora import stdlib_docstrings
-
-    seen_s, seen_b, out = set(), set(), []
-    for _, _, doc in stdlib_docstrings():
-        paras = [p for p in re.split(r"\n\s*\n", doc.strip()) if p.strip()]
-        if len(paras) < 2:
-            continue
-        s, b = _norm(paras[0]), _norm(" ".join(paras[1:]))
-        if len(s) < 10 or len(b) < 40 or s in seen_s or b in seen_b:
-            continue
-        seen_s.add(s)
-        seen_b.add(b)
-        out.append((s, b))
-    order = np.random.default_rng(rng).permutation(len(out))
-    return [out[i] for i in order]
+def _disjoint(texts, others, n: int) -> list[str]:
+    """Every k-th of the ``texts`` that occur in none of ``others`` (substring test), ``n`` of
+    them spread over the list (as :func:`refimpl.pretrained.evaluate.real_text` spreads)."""
+    joined = "\n".join(others)
+    keep = [t for t in texts if t not in joined]
+    step = max(1, len(keep) // n)
+    return keep[::step][:n]
 
 
 def prepare_data(tokenizer, config: RealConfig = FULL, stsb=None) -> RealData:
-    """Tokenise the evaluation and training texts of a run (deterministic for a seed).
+    """Tokenise the evaluation and training texts of a run, selected by
+    :mod:`refimpl.pretrained.evaluate` (deterministic, no random draw).
 
-    Retrieval uses the first ``n_retrieval`` docstring pairs, fidelity the full text of the next
-    ``n_eval``, training (distillation, importances) the following ``n_train`` — disjoint.
+    * fidelity: ``real_text(n_eval, "heldout")`` — paragraphs of the held-out fifth of the
+      standard library's modules;
+    * retrieval: ``docstring_retrieval_pairs(n_retrieval)`` — summary line → body;
+    * Eq. (18) importances: ``n_importance`` further summary → body pairs of
+      ``docstring_retrieval_pairs`` that are not retrieval items and contain no held-out
+      paragraph;
+    * distillation: ``real_text(·, "train")`` paragraphs that occur in no retrieval or
+      importance pair (and, by the split, in no held-out module): the training text is
+      disjoint from both evaluation sets.
+
     ``stsb`` is the STS-B directory or CSV (optional), read by :func:`refimpl.data.load_stsb`.
     """
-    pairs = docstring_pairs(config.seed)
-    need = config.n_retrieval + config.n_eval + config.n_train
-    if len(pairs) < need:
-        raise ValueError(f"the standard library gives {len(pairs)} docstring pairs, the config "
-                         f"needs {need}")
-    ret = pairs[:config.n_retrieval]
-    ev = pairs[config.n_retrieval:config.n_retrieval + config.n_eval]
-    tr = pairs[config.n_retrieval + config.n_eval:need]
+    from refimpl.pretrained.evaluate import docstring_retrieval_pairs, real_text
+
+    ev = real_text(config.n_eval, "heldout")
+    ret = docstring_retrieval_pairs(config.n_retrieval)
+    every = docstring_retrieval_pairs(10 ** 9)  # all items, in the same order
+    chosen = set(ret.names)
+    rest = [(q, d) for q, d, name in zip(every.queries, every.documents, every.names)
+            if name not in chosen]
+    held = real_text(10 ** 9, "heldout")
+    held_joined = "\n".join(held)
+    rest = [(q, d) for q, d in rest
+            if not (_overlaps(q, held, held_joined) or _overlaps(d, held, held_joined))]
+    step = max(1, len(rest) // max(1, config.n_importance))
+    imp = rest[::step][:config.n_importance]
+    used = list(ret.queries) + list(ret.documents) + [t for pair in imp for t in pair]
+    tr = _disjoint(real_text(10 ** 9, "train"), used, config.n_train)
+    got = {"n_eval": len(ev), "n_retrieval": len(ret), "n_importance": len(imp),
+           "n_train": len(tr)}
+    short = {k: v for k, v in got.items() if v < getattr(config, k)}
+    if short:
+        raise ValueError(f"the standard library gives only {short} texts, the config needs "
+                         f"{ {k: getattr(config, k) for k in short} }")
     L = config.max_len
     tok = lambda texts: tokenize(tokenizer, texts, L)  # noqa: E731
-    imp = tr[:config.n_importance]
-    data = RealData(eval=tok([f"{s} {b}" for s, b in ev]), queries=tok([s for s, _ in ret]),
-                    docs=tok([b for _, b in ret]), train=tok([f"{s} {b}" for s, b in tr]),
-                    pair_a=tok([s for s, _ in imp]), pair_b=tok([b for _, b in imp]),
-                    texts={"eval": [f"{s} {b}" for s, b in ev], "retrieval": ret})
+    data = RealData(eval=tok(ev), queries=tok(ret.queries), docs=tok(ret.documents),
+                    train=tok(tr), pair_a=tok([q for q, _ in imp]),
+                    pair_b=tok([d for _, d in imp]),
+                    texts={"eval": ev, "retrieval": ret, "importance": imp, "train": tr})
     if stsb is not None:
         from refimpl.data import load_stsb
 
@@ -243,6 +251,11 @@ def prepare_data(tokenizer, config: RealConfig = FULL, stsb=None) -> RealData:
         data.stsb = (tok(list(st.sentence1[:k])), tok(list(st.sentence2[:k])),
                      np.asarray(st.scores[:k], dtype=np.float64))
     return data
+
+
+def _overlaps(text: str, held: list[str], held_joined: str) -> bool:
+    """Whether ``text`` contains a held-out paragraph or is contained in the held-out text."""
+    return text in held_joined or any(h in text for h in held)
 
 
 # ---------------------------------------------------------------------------------- forward
@@ -282,19 +295,22 @@ def embed(model, batch: TokenBatch, batch_size: int = 64) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------- metrics
 def evaluate_embeddings(E, E_ref, Q, D, stsb=None) -> dict:
-    """Fidelity ``mean_i cos(E_i, E_ref_i)``; retrieval recall@1 and MRR of query ``i`` → doc
-    ``i`` among all docs (ties counted against the query); STS-B Spearman × 100 of
-    ``cos(a_i, b_i)`` against the gold scores. Rows are L2-normalised embeddings."""
-    fid = float(np.mean(np.sum(E * E_ref, axis=1)))
-    S = Q @ D.T  # (N, N) cosine similarities
-    rank = (S >= np.diag(S)[:, None]).sum(axis=1)  # 1 = correct doc strictly best
-    out = {"fidelity": fid, "recall1": float(np.mean(rank == 1)),
-           "mrr": float(np.mean(1.0 / rank))}
-    if stsb is not None:
-        from scipy.stats import spearmanr
+    """Every row's numbers, by :mod:`refimpl.pretrained.evaluate`'s metrics: fidelity
+    :func:`~refimpl.pretrained.evaluate.mean_cosine` of ``E`` (N, d) against ``E_ref`` (N, d);
+    recall@1 and MRR of query ``Q[i]`` → document ``D[i]`` among all documents
+    (:func:`~refimpl.pretrained.evaluate.retrieval_scores`, ties in the query's favour); with
+    ``stsb = (A, B, gold)``, STS-B 100 × :func:`~refimpl.pretrained.evaluate.spearman` of
+    ``cos(A_i, B_i)`` against the gold scores (as
+    :func:`~refimpl.pretrained.evaluate.stsb_spearman`)."""
+    from refimpl.pretrained.evaluate import mean_cosine, retrieval_scores, spearman
 
+    r = retrieval_scores(Q, D)
+    out = {"fidelity": mean_cosine(E, E_ref), "recall1": r["recall_at_1"], "mrr": r["mrr"]}
+    if stsb is not None:
         a, b, y = stsb
-        out["stsb"] = float(100.0 * spearmanr(np.sum(a * b, axis=1), y).statistic)
+        cos = np.sum(a * b, axis=1) / np.maximum(
+            np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-24)
+        out["stsb"] = 100.0 * spearman(cos, y)
     return out
 
 
@@ -418,9 +434,13 @@ def gate_importance(model, a: TokenBatch, b: TokenBatch, *, ffn: bool = False,
 
 
 def prune_heads_(model, importance, fraction: float) -> np.ndarray:
-    """Gate off the ``round(fraction · L · H)`` heads of lowest importance, each layer's
-    scores first divided by their L2 norm (Michel et al.), in place (``head_mask`` of every
-    layer's attention). Returns the (L, H) 0/1 mask."""
+    """Remove the ``round(fraction · L · H)`` heads of lowest importance, each layer's scores
+    first divided by their L2 norm (Michel et al.), in place: every layer's attention is
+    replaced by :meth:`refimpl.nn.MultiHeadAttention.keep_heads` of its kept heads (their rows
+    of W_q, W_k, W_v and columns of W_o; the others are sliced out, so they cost neither bytes
+    nor time). A layer that would lose every head keeps one head gated to 0 (persistent
+    ``head_mask``; its output is then ``b_o``, and the gated head is not counted in bytes).
+    Returns the (L, H) 0/1 mask."""
     imp = np.asarray(importance, dtype=np.float64)
     imp = imp / np.maximum(np.linalg.norm(imp, axis=1, keepdims=True), 1e-30)
     k = int(round(fraction * imp.size))
@@ -428,7 +448,12 @@ def prune_heads_(model, importance, fraction: float) -> np.ndarray:
     mask[np.argsort(imp.ravel(), kind="stable")[:k]] = 0.0
     mask = mask.reshape(imp.shape)
     for layer, row in zip(model.encoder.layers, mask):
-        layer.self_attn.head_mask = row.astype(layer.self_attn.W_q.W.data.dtype)
+        keep = np.flatnonzero(row)
+        if keep.size:
+            layer.self_attn = layer.self_attn.keep_heads(keep)
+        else:
+            layer.self_attn = layer.self_attn.keep_heads([0])
+            layer.self_attn.head_mask = np.zeros(1, layer.self_attn.W_q.W.data.dtype)
     return mask
 
 
@@ -647,9 +672,9 @@ def _heads(ctx, fraction):
     m = ctx.copy()
     mask = prune_heads_(m, ctx.importance(), fraction)
     per_layer = (mask == 0).sum(axis=1).astype(int).tolist()
-    return m, (f"{int((mask == 0).sum())}/{mask.size} heads gated off by Eq. (18) on "
-               f"{len(ctx.data.pair_a)} docstring pairs (per layer {per_layer}); no fine-tuning; "
-               f"latency: gates, heads not sliced out")
+    return m, (f"{int((mask == 0).sum())}/{mask.size} heads removed by Eq. (18) on "
+               f"{len(ctx.data.pair_a)} docstring pairs (per layer {per_layer}; sliced out of "
+               f"W_q, W_k, W_v, W_o); no fine-tuning")
 
 
 @_method("heads-25", "2.4.1")
@@ -817,7 +842,7 @@ def _distil(ctx):
     student, info = ctx.student()
     return student, (
         f"layers 1, 3, 5 of the teacher as init, MiniLM attention + value-relation KL + "
-        f"embedding cosine on {len(ctx.data.train)} docstrings, {info['steps']} Adam steps "
+        f"embedding cosine on {len(ctx.data.train)} docstring paragraphs, {info['steps']} Adam steps "
         f"in {info['seconds']:.0f} s; embeddings frozen")
 
 
@@ -832,7 +857,7 @@ def _fastformers(ctx):
     _prune_ffn_units_(m, f_imp, 0.5)
     replace_modules(m.encoder, _encoder_linears(m), lambda lin: PackedLinear.uniform(lin, 8))
     m.embeddings.word = PackedEmbedding.from_embedding(m.embeddings.word, "uniform", 8)
-    return m, (f"distil-3l → {int((mask == 0).sum())}/{mask.size} heads gated off and half of "
+    return m, (f"distil-3l → {int((mask == 0).sum())}/{mask.size} heads removed and half of "
                f"each FFN's units removed (Eq. (18) importances) → 8-bit uniform per row "
                f"(encoder and word table); no fine-tuning after pruning")
 

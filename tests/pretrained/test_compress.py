@@ -60,6 +60,28 @@ def test_head_pruned_bits_by_hand():
     assert C.stored_bits(m) == 32 * (_n_params() - 6 * per_head)
 
 
+def test_pruned_heads_are_sliced_out_and_equal_the_gated_model(tiny64, data):
+    """Heads removed by prune_heads_ (fewer heads, smaller W_q/W_k/W_v/W_o) give the same
+    embeddings as the dense model with those heads gated to 0 (float64, rounding only); a
+    layer losing every head keeps one head gated to 0."""
+    imp = np.arange(24, dtype=float).reshape(6, 4)[::-1].copy()
+    imp[0] = [0.0, 0.0, 0.0, 0.0]  # layer 1 loses every head
+    m = copy.deepcopy(tiny64)
+    mask = C.prune_heads_(m, imp, 0.5)
+    assert mask[0].sum() == 0
+    gated = copy.deepcopy(tiny64)
+    for layer, row in zip(gated.encoder.layers, mask):
+        layer.self_attn.head_mask = row
+    for layer, row in zip(m.encoder.layers, mask):
+        h = max(1, int(row.sum()))
+        assert layer.self_attn.num_heads == h and layer.self_attn.W_k.W.shape == (6 * h, 24)
+    np.testing.assert_allclose(C.embed(m, data.eval), C.embed(gated, data.eval),
+                               rtol=0, atol=1e-12)
+    d, dh = 24, 6
+    per_head = 3 * (dh * d + dh) + d * dh
+    assert C.stored_bits(m) == 64 * (_n_params() - int((mask == 0).sum()) * per_head)
+
+
 def test_head_pruned_packed_bits_by_hand():
     m = TinyModel()
     C.prune_heads_(m, np.tile([1.0, 1.0, 0.0, 1.0], (6, 1)), 0.25)  # head 2 everywhere
@@ -176,9 +198,12 @@ def test_fastformers_structure(data):
     for layer in m.encoder.layers:
         assert layer.d_ff == 24 and isinstance(layer.linear1, PackedLinear)
         assert layer.linear1.out_features == 24 and layer.linear2.in_features == 24
-    gates = np.stack([np.asarray(lyr.self_attn.head_mask) for lyr in m.encoder.layers])
-    assert (gates == 0).sum() == 3  # 25 % of 12 heads
-    assert "3/12 heads" in notes
+    heads = [lyr.self_attn.num_heads for lyr in m.encoder.layers]
+    assert sum(heads) == 9 and all(lyr.self_attn.head_mask is None for lyr in m.encoder.layers)
+    for lyr, h in zip(m.encoder.layers, heads):  # the pruned heads are sliced out of W_q, W_o
+        assert isinstance(lyr.self_attn.W_q, PackedLinear)
+        assert lyr.self_attn.W_q.out_features == h * 6 and lyr.self_attn.W_o.in_features == h * 6
+    assert "3/12 heads removed" in notes
 
 
 def test_gate_importance_is_the_gate_derivative(tiny64, data):
@@ -233,13 +258,33 @@ def test_a_failing_method_is_a_row(data, monkeypatch):
     assert rows[1].notes == "FAILED: RuntimeError: no luck" and np.isnan(rows[1].fidelity)
 
 
+def test_texts_are_evaluates_selection_and_training_is_disjoint(data):
+    """One implementation: the texts are refimpl.pretrained.evaluate's; the training and
+    importance texts share nothing with the fidelity or retrieval texts."""
+    from refimpl.pretrained.evaluate import docstring_retrieval_pairs, real_text
+
+    t = data.texts
+    assert t["eval"] == real_text(CFG.n_eval, "heldout")
+    ret = docstring_retrieval_pairs(CFG.n_retrieval)
+    assert t["retrieval"].queries == ret.queries and t["retrieval"].documents == ret.documents
+    assert len(data.eval) == CFG.n_eval and len(data.queries) == CFG.n_retrieval
+    assert len(data.train) == CFG.n_train and len(data.pair_a) == CFG.n_importance
+    evaluation = "\n".join(t["eval"] + ret.queries + ret.documents)
+    imp = [x for pair in t["importance"] for x in pair]
+    assert not any(x in evaluation for x in t["train"])
+    assert not set(imp) & set(ret.queries + ret.documents)
+    assert not any(h in x or x in h for h in t["eval"] for x in imp)
+    assert not any(x in "\n".join(imp) for x in t["train"])
+
+
 def test_evaluate_embeddings_by_hand():
     I = np.eye(3)
     Q = np.array([[1.0, 0, 0], [0, 1, 0], [1, 0, 0]])
     ev = C.evaluate_embeddings(I, I, Q, I)
     assert ev["fidelity"] == 1.0
-    # query 2 scores 0 on its doc and on doc 1 (a tie counts against it): rank 3
-    assert ev["recall1"] == pytest.approx(2 / 3) and ev["mrr"] == pytest.approx((1 + 1 + 1 / 3) / 3)
+    # query 2 scores 1 on doc 0 and 0 on its own doc and on doc 1 (a tie counts in the
+    # query's favour, as refimpl.pretrained.evaluate.retrieval_scores): rank 2
+    assert ev["recall1"] == pytest.approx(2 / 3) and ev["mrr"] == pytest.approx((1 + 1 + 1 / 2) / 3)
     a = np.array([[1.0, 0], [1, 0], [1, 0]])
     b = np.array([[1.0, 0], [0.6, 0.8], [0, 1]])
     ev = C.evaluate_embeddings(I, I, Q, I, (a, b, np.array([5.0, 3.0, 1.0])))
