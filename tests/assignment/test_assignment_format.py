@@ -31,9 +31,9 @@ def _require(name: str):
 
 CHAPTERS = Path(__file__).resolve().parents[2] / "chapters"
 ALL_NOTEBOOKS = sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))
-#: Chapters whose Exercises are graded (>= 4 autograded questions). Add 04 and 09 here when
-#: their notebooks are converted.
-CONVERTED = ["01_networks", "02_pruning", "03_quantization", "05_sharing",
+#: Chapters whose Exercises are graded (>= 4 autograded questions). Add 09 here when its
+#: notebook is converted.
+CONVERTED = ["01_networks", "02_pruning", "03_quantization", "04_distillation", "05_sharing",
              "06_decomposition", "07_subquadratic", "08_comparison"]
 
 
