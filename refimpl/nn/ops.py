@@ -13,14 +13,10 @@ Shapes follow PyTorch: a linear layer's weight is ``(out_features, in_features)`
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from scipy.special import erf
 
-# Python floats (not NumPy scalars), so float32 inputs stay float32 under NEP 50 promotion
-_SQRT_2 = math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+from refimpl.kernels.gelu import gelu as _gelu_kernel
+from refimpl.kernels.gelu import gelu_grad as _gelu_grad_kernel
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -253,15 +249,17 @@ def relu_backward(dout, cache):
 
 
 def gelu_forward(a):
-    """Exact GELU ``x Φ(x)`` (PyTorch's default, ``approximate='none'``)."""
-    cdf = 0.5 * (1.0 + erf(a / _SQRT_2))
-    return a * cdf, (a, cdf)
+    """Exact GELU ``x Φ(x)``, ``Φ(x) = ½(1 + erf(x/√2))`` (PyTorch's default,
+    ``approximate='none'``), through the vectorised kernel :func:`refimpl.kernels.gelu.gelu`
+    (float32: evaluated in float64 and rounded once; ``backend`` from ``REFIMPL_BACKEND``)."""
+    out, cdf = _gelu_kernel(a)
+    return out, (a, cdf)
 
 
 def gelu_backward(dout, cache):
+    """``dout · (Φ(x) + x φ(x))`` in one pass (:func:`refimpl.kernels.gelu.gelu_grad`)."""
     a, cdf = cache
-    pdf = _INV_SQRT_2PI * np.exp(-0.5 * a * a)
-    return (dout * (cdf + a * pdf),)
+    return (_gelu_grad_kernel(dout, a, cdf),)
 
 
 def elu_forward(a, alpha: float = 1.0):
