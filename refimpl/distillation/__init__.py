@@ -66,8 +66,11 @@
   :func:`fit_mobilebert_progressive` — MobileBERT's bottleneck student, feature-map and attention
   transfer, progressive layer-wise (Sun et al. 2020).
 
-Not implemented yet: mixed-vocabulary training (Zhao et al.) and
-XtremeDistil's projection of a BiLSTM's states (§4.4). The module map is in
+- :class:`XtremeDistilProjection`, :func:`bilstm_token_states`,
+  :func:`xtremedistil_representation_loss_t`, :func:`fit_xtremedistil` — XtremeDistil's projection
+  of a BiLSTM student's states onto a teacher layer, stage-wise (Mukherjee & Awadallah 2020).
+
+Not implemented yet: mixed-vocabulary training (Zhao et al.) (§4.4). The module map is in
 ``docs/architecture.md``.
 """
 
@@ -144,6 +147,12 @@ from refimpl.distillation.sequence import (
     sequence_kd_targets,
     word_kd_loss_t,
 )
+from refimpl.distillation.xtremedistil import (
+    XtremeDistilProjection,
+    bilstm_token_states,
+    fit_xtremedistil,
+    xtremedistil_representation_loss_t,
+)
 from refimpl.distillation.transformers import (
     attention_kl,
     attention_kl_t,
@@ -175,4 +184,6 @@ __all__ = [
     "distilled_bilstm_loss_t", "tang_augment", "multitask_distillation_loss_t",
     "bert_emd_update_weights", "bert_emd_losses_t", "fit_bert_emd", "squeezebert_student_",
     "mobilebert_transfer_losses_t", "fit_mobilebert_progressive", "mobilebert_student_",
+    "XtremeDistilProjection", "bilstm_token_states", "xtremedistil_representation_loss_t",
+    "fit_xtremedistil",
 ]

@@ -234,7 +234,8 @@ def tinybert_losses_t(student_out, teacher_out, student_logits, teacher_logits, 
 @validate_scalars(**_FIT_BOUNDS)
 def fit_with_teacher(student, teacher, train_arrays, loss, *, extra_modules=(),
                      need_intermediates: bool = True, epochs: int = 2, lr: float = 1e-3,
-                     batch_size: int = 32, rng=None, progress=None, callbacks=None):
+                     batch_size: int = 32, rng=None, progress=None, callbacks=None,
+                     student_forward=None):
     """Train ``student`` (and ``extra_modules``, e.g. :class:`TinyBertProjections`) with a
     loss that sees the teacher's outputs on the same batch, through :func:`refimpl.nn.fit`.
 
@@ -250,12 +251,20 @@ def fit_with_teacher(student, teacher, train_arrays, loss, *, extra_modules=(),
     extra_modules : sequence of Module
         Trained together with the student.
     epochs, lr, batch_size, rng, progress, callbacks : as :func:`refimpl.nn.fit`
+    student_forward : callable, optional
+        ``student_forward(student, X, lengths)`` -> what the loss receives for the student
+        (``(logits, states)`` when ``need_intermediates``), for a student that is not a
+        TransformerClassifier (XtremeDistil's BiLSTM: :func:`bilstm_token_states`); ``valid``
+        is then the (B, T) length mask.
 
     Returns
     -------
     History
     """
-    _check_tf(student, "student")
+    if student_forward is None:
+        _check_tf(student, "student")
+    elif not callable(student_forward):
+        raise TypeError(f"student_forward must be callable, got {type(student_forward).__name__}")
     _check_tf(teacher, "teacher")
     if not callable(loss):
         raise TypeError(f"loss must be callable, got {type(loss).__name__}")
@@ -271,9 +280,13 @@ def fit_with_teacher(student, teacher, train_arrays, loss, *, extra_modules=(),
     def forward(model, X, lengths):
         with no_grad():
             t = teacher(X, lengths, **flags)
-        s = model[0](X, lengths, **flags)
+        if student_forward is None:
+            s = model[0](X, lengths, **flags)
+            state["valid"] = valid_positions(model[0], X, lengths)
+        else:
+            s = student_forward(model[0], X, lengths)
+            state["valid"] = length_mask(np.asarray(lengths), np.asarray(X).shape[1])
         state["t"] = t
-        state["valid"] = valid_positions(model[0], X, lengths)
         return s
 
     def loss_fn(out, y):

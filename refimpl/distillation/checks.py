@@ -1481,3 +1481,82 @@ def _mobilebert(rng, quick):
                         "expected_removed": 2 * (layer - block)},
                    "2-layer teacher, student with a narrower FFN; layer 2; a bottleneck "
                    "student's exact size")
+
+
+# ------------------------------------------------------------------ XtremeDistil (Mukherjee et al.)
+_XD = "refimpl.distillation.xtremedistil"
+
+
+@register_check("xtremedistil-projection", "XtremeDistil: the MSE between the linearly projected "
+                "BiLSTM states and a teacher layer's states over real tokens equals a loop and "
+                "passes a gradient check; the stage-wise schedule (representations, logits, hard "
+                "labels) lowers the representation loss on the §4 sentiment task (§4.4; "
+                "Mukherjee & Awadallah 2020)", section="4.4",
+                implements=[f"{_XD}.xtremedistil_representation_loss_t",
+                            f"{_XD}.XtremeDistilProjection", f"{_XD}.fit_xtremedistil",
+                            f"{_XD}.bilstm_token_states"])
+def _xtremedistil(rng, quick):
+    from threadpoolctl import threadpool_limits
+
+    from refimpl.distillation import (XtremeDistilProjection, bilstm_token_states,
+                                      fit_xtremedistil, xtremedistil_representation_loss_t)
+    from refimpl.nn import RNNClassifier, evaluate_accuracy, no_grad
+
+    B, T, ds, dt = 3, 5, 4, 6
+    hs, ht = rng.standard_normal((B, T, ds)), rng.standard_normal((B, T, dt))
+    valid = np.arange(T)[None] < np.array([5, 2, 3])[:, None]
+    p = XtremeDistilProjection(ds, dt, rng=0)
+    W, b = p.proj.W.data, p.proj.b.data
+    tot, cnt = 0.0, 0
+    for i in range(B):
+        for t in range(T):
+            if valid[i, t]:
+                for k in range(dt):
+                    v = sum(float(W[k, j]) * float(hs[i, t, j]) for j in range(ds)) + float(b[k])
+                    tot += (v - float(ht[i, t, k])) ** 2
+                    cnt += 1
+    loop = Outcome.compare(xtremedistil_representation_loss_t(hs, ht, p, valid).item(),
+                           tot / cnt, rtol=1e-12)
+
+    def fn(h, w, bb):
+        q = XtremeDistilProjection(ds, dt, rng=0)
+        q.proj.W, q.proj.b = w, bb
+        return xtremedistil_representation_loss_t(h, ht, q, valid)
+
+    g = gradcheck(fn, [hs, W.copy(), b.copy()])
+    # miniature: the §4.4 Transformer teacher -> BiLSTM 8/8 (2·8 = 16 = teacher d_model), its
+    # states projected onto the teacher's top layer; stages 2/2/1 quick, 4/4/2 full
+    e = (2, 2, 1) if quick else (4, 4, 2)
+    with threadpool_limits(limits=1, user_api="blas"):
+        task, V, K, train, test, teacher, layers = _tf_teacher(quick)
+        st = RNNClassifier(vocab_size=V, d_emb=8, d_hidden=8, n_classes=K, bidirectional=True,
+                           rng=500)
+        proj = XtremeDistilProjection(16, teacher.d_model, rng=501)
+        Xs, Ls = train[0][:256], train[1][:256]
+        valid_s = np.arange(Xs.shape[1])[None] < Ls[:, None]
+        with no_grad():
+            _, out = teacher(Xs, Ls, output_hidden_states=True)
+        skip = 1 if teacher.pooling == "cls" else 0
+        ht_s = out.hidden_states[-1].data[:, skip:]
+
+        def rep():
+            with no_grad():
+                return xtremedistil_representation_loss_t(bilstm_token_states(st, Xs, Ls)[1],
+                                                          ht_s, proj, valid_s).item()
+
+        before = rep()
+        fit_xtremedistil(st, teacher, train, projection=proj, epochs_representation=e[0],
+                         epochs_logits=0, epochs_labels=0, rng=0, progress=False)
+        after = rep()
+        fit_xtremedistil(st, teacher, train, projection=proj, epochs_representation=0,
+                         epochs_logits=e[1], epochs_labels=e[2], rng=1, progress=False)
+        acc_s = evaluate_accuracy(st, *test)
+        acc_t = evaluate_accuracy(teacher, *test)
+    ok = loop.passed and g["max_abs_err"] < 1e-8 and after < before and 0.3 < acc_s <= 1.0
+    return Outcome(bool(ok), {**loop.numbers, "gradcheck_max_abs_err": g["max_abs_err"],
+                              "representation_loss_before": before,
+                              "representation_loss_after_stage1": after,
+                              "acc_teacher": float(acc_t), "acc_student": float(acc_s),
+                              "stage_epochs": list(e)},
+                   "loop over real tokens; sentiment, Transformer teacher (d_model 16) -> "
+                   "BiLSTM 8/8 with a 16 -> 16 projection onto the top layer")

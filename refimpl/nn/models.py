@@ -178,19 +178,24 @@ class RNNClassifier(Module):
         self.dropout = Dropout(dropout, rng=_child_rng(rng))
         self.fc = Linear(d_hidden * self.rnn.num_directions, n_classes, rng=rng)
 
-    def features(self, X, lengths=None) -> Tensor:
-        """The pooled sentence vector (B, d_hidden * num_directions)."""
+    def encode(self, X, lengths=None):
+        """The top layer's per-token states (B, T, d_hidden * num_directions) and the pooled
+        sentence vector (B, d_hidden * num_directions), from one pass."""
         X, L = check_tokens(X, lengths, self.vocab_size)
         out, state = self.rnn(self.dropout(self.embedding(X)), lengths=L)
         if self.pooling == "mean":
-            return masked_mean_pool(out, length_mask(L, X.shape[1]))
+            return out, masked_mean_pool(out, length_mask(L, X.shape[1]))
         if self.pooling == "max":
             valid = length_mask(L, X.shape[1])[:, :, None]
-            return F.masked_fill(out, ~np.broadcast_to(valid, out.shape), -1e30).max(axis=1)
+            return out, F.masked_fill(out, ~np.broadcast_to(valid, out.shape), -1e30).max(axis=1)
         h = state[0] if self.cell == "lstm" else state  # (L*dirs, B, H)
         dirs = self.rnn.num_directions
         top = [h[(self.rnn.num_layers - 1) * dirs + d] for d in range(dirs)]
-        return top[0] if dirs == 1 else F.concat(top, axis=-1)
+        return out, (top[0] if dirs == 1 else F.concat(top, axis=-1))
+
+    def features(self, X, lengths=None) -> Tensor:
+        """The pooled sentence vector (B, d_hidden * num_directions)."""
+        return self.encode(X, lengths)[1]
 
     def forward(self, X, lengths=None) -> Tensor:
         """``X`` (B, T) int64, ``lengths`` (B,) -> logits (B, n_classes)."""
