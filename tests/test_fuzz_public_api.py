@@ -675,6 +675,20 @@ def _mobilebert_call():
     return dict(student_out=os_, teacher_out=ot, layer=1, valid=np.ones((3, 5), bool))
 
 
+def _bilstm_of():
+    from refimpl.nn import RNNClassifier
+
+    return RNNClassifier(vocab_size=12, d_emb=3, d_hidden=2, n_classes=2, bidirectional=True,
+                         rng=0)
+
+
+def _xtremedistil_call():
+    from refimpl.distillation import XtremeDistilProjection
+
+    return dict(student_states=_t(2, 5, 4), teacher_states=_g(2, 5, 3),
+                projection=XtremeDistilProjection(4, 3, rng=0), valid=np.ones((2, 5), bool))
+
+
 def _bert_emd_call():
     from refimpl.distillation import TinyBertProjections
 
@@ -843,6 +857,16 @@ def _distillation():
                                      word_classes=np.arange(12) % 3 - 1, n_iter=2, p_mask=0.1,
                                      p_pos=0.1, p_ng=0.25, mask_id=1, rng=0),
         "mobilebert_student_": lambda: dict(model=_tf_of(2, 4), d_inner=2, d_ff=4, rng=0),
+        # §4.4 XtremeDistil (Mukherjee & Awadallah)
+        "XtremeDistilProjection": lambda: dict(d_student=4, d_teacher=3, rng=0),
+        "bilstm_token_states": lambda: dict(student=_bilstm_of(), X=_tok(3, 5, 12)[0],
+                                            lengths=np.full(3, 5)),
+        "xtremedistil_representation_loss_t": _xtremedistil_call,
+        "fit_xtremedistil": lambda: dict(student=_bilstm_of(), teacher=_tf_of(2, 4),
+                                         train_arrays=_kd_train(), projection=None,
+                                         teacher_layer=-1, epochs_representation=1,
+                                         epochs_logits=1, epochs_labels=1, lr=0.01,
+                                         batch_size=8, rng=0),
         # §4.1 sequence-level KD
         "word_kd_loss_t": lambda: dict(student_logits=_t(2, 3, 5), teacher_logits=_g(2, 3, 5),
                                        valid=np.ones((2, 3), bool), T=1.0),
@@ -1072,6 +1096,10 @@ EXEMPT = {
     ("decomposition.tt_svd", "X", "ndim"): "a d-way tensor of any order",
     ("distillation.collapse_to_specialist", "q", "ndim"): "leading batch axes",
     ("distillation.combine_specialists", "steps", "zero"): "0 steps returns the initial logits z0",
+    ("distillation.fit_xtremedistil", "teacher_layer", "negative"): "-1 = the top layer",
+    ("distillation.fit_xtremedistil", "epochs_representation", "zero"): "0 skips the stage",
+    ("distillation.fit_xtremedistil", "epochs_logits", "zero"): "0 skips the stage",
+    ("distillation.fit_xtremedistil", "epochs_labels", "zero"): "0 skips the stage",
     ("distillation.combine_specialists", "tol", "zero"): "tol = 0 runs every iteration",
     ("distillation.rd_triplet_loss", "delta", "zero"): "a zero margin / threshold is valid",
     ("distillation.rd_triplet_loss_grad", "delta", "zero"): "a zero margin / threshold is valid",
