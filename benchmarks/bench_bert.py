@@ -10,7 +10,8 @@ Inputs: ``--n`` real sequences of exactly ``--seq`` WordPiece tokens ([CLS] … 
 of the standard library's docstrings (:func:`refimpl.pretrained.evaluate.real_text`, training
 split) of at least ``seq`` tokens, truncated. Both sides run the encoder forward (token hidden
 states, no pooling) over all sequences in batches of ``--batch``: refimpl as
-``MiniLM.forward`` under ``no_grad`` with NumPy's BLAS limited to T threads (threadpoolctl),
+``MiniLM.forward`` under ``no_grad`` with NumPy's BLAS and Numba's kernels (the GELU) limited to
+T threads (threadpoolctl, ``numba.set_num_threads``),
 torch as ``BertModel(input_ids, attention_mask)`` under ``inference_mode`` with
 ``torch.set_num_threads(T)``. Per thread count the two are timed in interleaved rounds (best of
 ``--repeat``), and their outputs compared (max abs difference). The ratio is
@@ -134,8 +135,11 @@ def main(argv=None):
     ref_out = run_torch()
     err = max(float(np.abs(o - r.numpy()).max()) for o, r in zip(ours_out, ref_out))
     rows = []
+    import numba
+
     for T in threads:
         torch.set_num_threads(T)
+        numba.set_num_threads(min(T, numba.config.NUMBA_NUM_THREADS))  # refimpl's kernels (GELU)
         best = {"refimpl": float("inf"), "torch": float("inf")}
         with threadpool_limits(T, user_api="blas"):
             run_ours()  # warm-up at this thread count
