@@ -37,6 +37,9 @@
    * - canonical Huffman code lengths, encode to a packed bit stream, decode
      - :mod:`refimpl.kernels.huffman`
      - §8 Deep Compression (compare), §2/§3 storage
+   * - erf, exact GELU and its gradient, element-wise (float32: vectorised float64 polynomials, rounded once, ≤ 1 ulp)
+     - :mod:`refimpl.kernels.gelu`
+     - :mod:`refimpl.nn.ops` (every Transformer's FFN; §9 MiniLM)
 
 The chapter kernels are imported from their modules (``from refimpl.kernels.bitpack import
 binary_matmul``) so that ``import refimpl.kernels`` stays light. :mod:`refimpl.kernels.attention`
