@@ -32,9 +32,19 @@ def test_missing_stsb_and_weights_are_usage_errors(capsys, tmp_path):
 
 
 def test_quick_table_on_the_real_model(capsys, tmp_path):
-    """The table runs on the real model at quick size (two methods, under a minute idle)."""
-    assert STSB.is_dir(), f"STS-B development copy not found at {STSB} (set REFIMPL_STSB_DIR)"
-    code = cli.main(["real", "--quick", "--out", str(tmp_path), "--stsb", str(STSB),
+    """The table runs on the real model at quick size (two methods, under a minute idle).
+
+    STS-B is scored when its CSV files are there (the development copy beside the checkout, or
+    ``$REFIMPL_STSB_DIR``); a clone without them runs the rest of the table and says so. In CI
+    (``REFIMPL_REQUIRE_CROSSCHECKS=1``) the files must be there.
+    """
+    have_stsb = STSB.is_dir()
+    if not have_stsb and os.environ.get("REFIMPL_REQUIRE_CROSSCHECKS") == "1":
+        pytest.fail(f"STS-B development copy not found at {STSB} (set REFIMPL_STSB_DIR)")
+    if not have_stsb:
+        print(f"STS-B files not found at {STSB}: the table runs without its STS-B column")
+    stsb = ["--stsb", str(STSB)] if have_stsb else []
+    code = cli.main(["real", "--quick", "--out", str(tmp_path), *stsb,
                      "--methods", "magnitude-90", "uniform-8"])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -46,7 +56,8 @@ def test_quick_table_on_the_real_model(capsys, tmp_path):
     assert float(orig["fidelity"]) == pytest.approx(1.0, abs=1e-6)
     # all-MiniLM-L6-v2 scores 82.03 on the full STS-B test set; the quick run uses its first
     # 256 pairs (video captions, an easier genre: 93.8 measured), ≤ 32 tokens each
-    assert 80 < float(orig["stsb"]) < 98
+    if have_stsb:
+        assert 80 < float(orig["stsb"]) < 98
     # 8-bit per-row codes barely move the embeddings; 90 % unpruned-then-not-retrained does
     assert float(u8["fidelity"]) > 0.99 > float(mag["fidelity"])
     assert int(u8["bytes"]) < int(orig["bytes"]) / 3.5
