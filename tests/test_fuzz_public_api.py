@@ -1316,7 +1316,6 @@ EXEMPT = {
     ("sharing.hashed_matrix", "seed", "zero"): "0 is a valid 32-bit hash seed",
     ("sharing.hash_seeds", "seed", "zero"): "0 is a valid 32-bit hash seed",
     ("sharing.HashedLinear", "seed", "zero"): "0 is a valid 32-bit hash seed",
-    ("sharing.CharWordEmbedding", "padding_idx", "none"): "None: no padding row",
     ("sharing.SubvectorEmbedding", "seed", "zero"): "0 is a valid seed",
     ("sharing.random_assignment", "seed", "zero"): "0 is a valid seed",
     ("sharing.UniversalTransformerEncoder", "halting_bias", "negative"):
