@@ -3,7 +3,7 @@ every notebook is committed stripped of outputs.
 
 Notebooks run with nbclient on the ``python3`` kernel, in ``chapters/`` as the working
 directory, with ``REFIMPL_QUICK=1`` (small sizes), ``REFIMPL_PROGRESS=0`` and
-``MPLBACKEND=Agg``, on the quiet kernel manager of ``refimpl chapters``
+Jupyter's inline matplotlib backend, on the quiet kernel manager of ``refimpl chapters``
 (:func:`refimpl.cli.chapters.quiet_kernel_manager_class`: no Jupyter transport
 warnings). With ``REFIMPL_EXECUTED_DIR`` set (``.ci/run`` sets it), each executed notebook is
 written there for ``refimpl book --executed``. Every numeric statement in a notebook is a
@@ -22,7 +22,10 @@ import pytest
 
 CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
 NOTEBOOKS = sorted(CHAPTERS.glob("*.ipynb"))
-NOTEBOOK_ENV = {"REFIMPL_QUICK": "1", "REFIMPL_PROGRESS": "0", "MPLBACKEND": "Agg"}
+# Jupyter's inline backend (headless, Agg underneath): plots become image/png outputs, which the
+# executed copies keep for the book (REFIMPL_EXECUTED_DIR)
+NOTEBOOK_ENV = {"REFIMPL_QUICK": "1", "REFIMPL_PROGRESS": "0",
+                "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 TIMEOUT = 900  # seconds per cell
 
 pytestmark = pytest.mark.notebook

@@ -399,7 +399,8 @@ def stage(root: Path, src: Path, *, executed: Path | None = None, timeout: int =
             by_nb.setdefault(stem, set()).add(i)
     log(f"notebooks ({len(notebooks)}):")
     index = public_index()
-    env = {"REFIMPL_QUICK": "1", "REFIMPL_PROGRESS": "0", "MPLBACKEND": "Agg"}
+    env = {"REFIMPL_QUICK": "1", "REFIMPL_PROGRESS": "0",  # inline: plots become outputs
+           "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

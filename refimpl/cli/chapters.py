@@ -182,7 +182,9 @@ def main(args) -> int:
                   "executing without rendering.", file=sys.stderr)
             html = False
     os.environ.setdefault("REFIMPL_PROGRESS", "0")
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    # the kernels inherit this: Jupyter's inline backend (headless) turns plots into outputs,
+    # which --html renders
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     results = []
     for path in notebooks:
         print(f"running {path.name} ...", flush=True)

@@ -108,7 +108,10 @@ def plot_comparison(rows, path=None, quality: str = "accuracy"):
     ``path`` if given; returns the figure."""
     import matplotlib
 
-    if path is not None and matplotlib.get_backend().lower() not in ("agg", "pdf", "svg"):
+    backend = matplotlib.get_backend().lower()
+    # a GUI backend on a headless machine cannot save: switch to Agg; Jupyter's inline backend
+    # (Agg underneath) saves and keeps showing the figures of the notebook
+    if path is not None and "inline" not in backend and backend not in ("agg", "pdf", "svg"):
         matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

@@ -885,7 +885,9 @@ def plot_size_vs_quality(rows, path) -> None:
     (labels placed so that none overlap) and a key beside the axes names each number."""
     import matplotlib
 
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
+    backend = matplotlib.get_backend().lower()
+    # Jupyter's inline backend (Agg underneath) saves too and keeps the notebook's figures
+    if "inline" not in backend and backend not in ("agg", "pdf", "svg", "ps", "cairo"):
         matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

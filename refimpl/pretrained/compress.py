@@ -988,7 +988,8 @@ def write_outputs(rows: list[Row], out_dir, config: RealConfig | None = None) ->
     """Write ``real_model.csv``, ``real_model.md`` and ``real_model.png`` into ``out_dir``."""
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    if "inline" not in matplotlib.get_backend().lower():  # keep a notebook's inline figures
+        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     os.makedirs(out_dir, exist_ok=True)
