@@ -215,10 +215,13 @@ def test_fused_hook_rejects_general_masks(backend):
     _close(out, LongformerHook(2)(*(Tensor(x) for x in (Q, K, V)), m).data, 1e-12)
 
 
-def test_fused_hook_trains_like_dense_in_classifier(backend):
+def test_fused_hook_trains_like_dense_in_classifier(backend, monkeypatch):
     """Same model, same batch: the fused and masked-dense Longformer hooks give the same loss
     and the same gradient for every parameter."""
     from refimpl.nn import TransformerClassifier, cross_entropy
+
+    # the whole model on this backend: its GELU dispatches a kernel too (refimpl.kernels.gelu)
+    monkeypatch.setenv("REFIMPL_BACKEND", backend)
 
     rng = np.random.default_rng(9)
     X = rng.integers(1, 12, size=(4, 12))
