@@ -37,9 +37,16 @@ several times slower than on an idle machine and noisy; the ratios are same-run,
 is met at 2 threads within noise, not at 1. Where the time goes (cProfile of one batch): the six
 GEMMs per layer are on par with torch (same OpenBLAS-class kernels); the exact GELU is not —
 ``scipy.special.erf`` on a (3200, 1536) float32 array took 0.7 s where torch's vectorised GELU
-took 0.04-0.15 s on this machine, about 2x the cost of the FFN GEMM it follows. A vectorised
-float32 erf kernel (with its NumPy twin) is the next step; the tape adds nothing measurable
-under ``no_grad`` (no graph is recorded).
+took 0.04-0.15 s on this machine, about 2x the cost of the FFN GEMM it follows; the tape adds
+nothing measurable under ``no_grad`` (no graph is recorded).
+
+After :mod:`refimpl.kernels.gelu` (a vectorised erf, float32 within 1 ulp of the correctly
+rounded value, with its NumPy twin; GELU on (3200, 1536) float32 now 10-25 ms at 1 thread), and
+with ``numba.set_num_threads(T)`` so the 1-thread row is one thread throughout, 22:15-22:19 UTC
+(load average 2.7-3.1), full run, best of 3: torch/refimpl **0.94x at 1 thread, 1.22x at 2**;
+quick runs at load 1-8 gave 0.82-0.87x at 1 thread, so the 1-thread target is not reliably met.
+A profile of one batch at 1 thread: linear-layer GEMMs 77 %, GELU 7 %. Max
+``|refimpl - torch|`` unchanged (4.29e-06); peak NumPy memory per batch 136.6 MiB.
 
 Two changes to :mod:`refimpl.nn.ops` made this possible at all (before them the forward was
 20-100x slower on this loaded machine): ``linear_forward`` runs one 2-D GEMM over all leading
