@@ -1012,16 +1012,71 @@ def _tf_teacher(quick):
     return task, V, K, train, test, t, layers
 
 
+def _tf_setup(quick):
+    """The default setting of the §4.4 Transformer claims: :func:`_tf_teacher`'s task and
+    teacher as a namespace (``task, V, K, train, test, teacher, layers``), the sequence length
+    ``n`` and the teacher's test accuracy ``acc_teacher``."""
+    from types import SimpleNamespace
+
+    from refimpl.nn import evaluate_accuracy
+
+    task, V, K, train, test, teacher, layers = _tf_teacher(quick)
+    return SimpleNamespace(task=task, V=V, K=K, train=train, test=test, teacher=teacher,
+                           layers=layers, n=task.X_train.shape[1],
+                           acc_teacher=float(evaluate_accuracy(teacher, *test)))
+
+
+def _compare_arms(quick, n_seeds, arms, *, better, baseline, setup=_tf_setup):
+    """The skeleton of the §4.4 Transformer claims (TinyBERT, Theseus, BERT-EMD, PKD), so each
+    claim states only its arms and protocol: under one BLAS thread (the same numbers on every
+    machine) build the setting ``ctx = setup(quick)`` once, then for each seed ``s`` train
+    every arm in order, ``arms[name](ctx, s) -> model``, and record its test accuracy.
+
+    Returns a namespace: ``ctx``; ``accs`` (name → accuracy per seed) and ``mean`` (name → their
+    mean); ``gain = mean[better] − mean[baseline]``; ``sane`` (every accuracy in (0.3, 1]);
+    ``reproduced`` (gain ≥ 0.5 points, the threshold the four protocols fixed before running).
+    """
+    from types import SimpleNamespace
+
+    from threadpoolctl import threadpool_limits
+
+    from refimpl.nn import evaluate_accuracy
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        ctx = setup(quick)
+        accs: dict = {name: [] for name in arms}
+        for s in range(n_seeds):
+            for name, train in arms.items():
+                accs[name].append(evaluate_accuracy(train(ctx, s), *ctx.test))
+    gain = float(np.mean(accs[better]) - np.mean(accs[baseline]))
+    return SimpleNamespace(ctx=ctx, accs=accs, gain=gain,
+                           mean={k: float(np.mean(v)) for k, v in accs.items()},
+                           sane=all(0.3 < a <= 1.0 for v in accs.values() for a in v),
+                           reproduced=gain >= 0.005)
+
+
+def _tinybert_arm(E):
+    """The TinyBERT arm of two claims: a student with half the teacher's layers and d_model 8
+    (seed 10 + s), E/2 epochs of the intermediate losses, then E − E/2 of the prediction loss."""
+    from refimpl.distillation import fit_tinybert
+
+    def train(c, s):
+        st = _tf_model(c.V, c.K, c.n, c.layers // 2, 8, 10 + s)
+        fit_tinybert(st, c.teacher, c.train, epochs_intermediate=E // 2,
+                     epochs_prediction=E - E // 2, lr=5e-3, batch_size=64, rng=s,
+                     progress=False)
+        return st
+
+    return train
+
+
 @register_claim("tinybert-intermediate-beats-prediction-only", "a small Transformer student "
                 "distilled with TinyBERT's intermediate losses (embedding, hidden, attention) "
                 "before the prediction loss beats the same student trained with the prediction "
                 "loss only (§4.4; Jiao et al. 2020)", section="4.4",
                 implements=[f"{_BR}.fit_tinybert", f"{_BR}.tinybert_losses_t"])
 def _claim_tinybert(rng, quick):
-    from threadpoolctl import threadpool_limits
-
-    from refimpl.distillation import fit_tinybert, fit_with_teacher, kd_loss_t
-    from refimpl.nn import evaluate_accuracy
+    from refimpl.distillation import fit_with_teacher, kd_loss_t
 
     # protocol fixed before running: a Transformer teacher (d_model 16, 2 heads; 2 layers quick,
     # 4 full) on the sentiment task; a student with half the layers and d_model 8, trained
@@ -1034,29 +1089,23 @@ def _claim_tinybert(rng, quick):
     # teacher 73.2 %) 65.4 % vs 61.0 % (-4.4 points: NOT reproduced); full (4-layer teacher
     # 90.0 %) 86.4 % vs 90.0 % (+3.5 points: reproduced).
     n_seeds, E = (2, 4) if quick else (3, 6)
-    with threadpool_limits(limits=1, user_api="blas"):
-        task, V, K, train, test, teacher, layers = _tf_teacher(quick)
-        acc_t = evaluate_accuracy(teacher, *test)
-        n = task.X_train.shape[1]
-        pred, tiny = [], []
-        for s in range(n_seeds):
-            st = _tf_model(V, K, n, layers // 2, 8, 10 + s)
-            fit_with_teacher(st, teacher, train, lambda sz, so, tz, to, v, y: kd_loss_t(sz, tz),
-                             need_intermediates=False, epochs=E, lr=5e-3, batch_size=64, rng=s,
-                             progress=False)
-            pred.append(evaluate_accuracy(st, *test))
-            st = _tf_model(V, K, n, layers // 2, 8, 10 + s)
-            fit_tinybert(st, teacher, train, epochs_intermediate=E // 2,
-                         epochs_prediction=E - E // 2, lr=5e-3, batch_size=64, rng=s,
+
+    def prediction_only(c, s):
+        st = _tf_model(c.V, c.K, c.n, c.layers // 2, 8, 10 + s)
+        fit_with_teacher(st, c.teacher, c.train, lambda sz, so, tz, to, v, y: kd_loss_t(sz, tz),
+                         need_intermediates=False, epochs=E, lr=5e-3, batch_size=64, rng=s,
                          progress=False)
-            tiny.append(evaluate_accuracy(st, *test))
-    gain = float(np.mean(tiny) - np.mean(pred))
-    sane = all(0.3 < a <= 1.0 for a in [acc_t] + pred + tiny)
-    return Outcome(sane, {"acc_teacher": float(acc_t), "acc_prediction_only": float(np.mean(pred)),
-                          "acc_tinybert": float(np.mean(tiny)), "gain_points": 100 * gain,
-                          "teacher_layers": layers, "seeds": n_seeds},
+        return st
+
+    r = _compare_arms(quick, n_seeds, {"prediction": prediction_only, "tiny": _tinybert_arm(E)},
+                      better="tiny", baseline="prediction")
+    acc_t = r.ctx.acc_teacher
+    return Outcome(r.sane and 0.3 < acc_t <= 1.0,
+                   {"acc_teacher": acc_t, "acc_prediction_only": r.mean["prediction"],
+                    "acc_tinybert": r.mean["tiny"], "gain_points": 100 * r.gain,
+                    "teacher_layers": r.ctx.layers, "seeds": n_seeds},
                    "sentiment; Transformer 16-wide teacher -> half the layers, 8 wide; "
-                   "reproduced = gain >= 0.5 points", reproduced=gain >= 0.005)
+                   "reproduced = gain >= 0.5 points", reproduced=r.reproduced)
 
 
 @register_claim("theseus-beats-compact-alone", "the successor obtained by BERT-of-Theseus "
@@ -1064,10 +1113,8 @@ def _claim_tinybert(rng, quick):
                 "2020)", section="4.4",
                 implements=[f"{_BR}.TheseusClassifier", f"{_BR}.TheseusScheduler"])
 def _claim_theseus(rng, quick):
-    from threadpoolctl import threadpool_limits
-
     from refimpl.distillation import TheseusClassifier, TheseusScheduler
-    from refimpl.nn import evaluate_accuracy, fit
+    from refimpl.nn import fit
 
     # protocol fixed before running: the Transformer teacher of the TinyBERT claim is the
     # predecessor; the successor has half its layers (modules of 2 layers), the same width.
@@ -1080,28 +1127,30 @@ def _claim_theseus(rng, quick):
     # model from scratch): compact 76.6 %, Theseus 75.2 %. With this protocol (seed 0): quick
     # 76.9 % vs 72.8 % (-4.1 points), full 92.2 % vs 91.3 % (-0.9): NOT reproduced.
     n_seeds, E = (2, 4) if quick else (3, 6)
-    with threadpool_limits(limits=1, user_api="blas"):
-        task, V, K, train, test, teacher, layers = _tf_teacher(quick)
-        steps = (E - 1) * -(-len(task.y_train) // 64)
-        alone, theseus = [], []
-        for s in range(n_seeds):
-            th = TheseusClassifier(teacher, n_modules=layers // 2, rng=s)
-            compact = th.successor_model()  # the same initialisation as the successor
-            fit(compact, train, epochs=E, lr=5e-3, batch_size=64, rng=s, progress=False)
-            alone.append(evaluate_accuracy(compact, *test))
-            sched = TheseusScheduler(th, k=0.7 / max(1, steps // 2), b=0.3)
-            fit(th, train, epochs=E - 1, lr=5e-3, batch_size=64, rng=s, progress=False,
-                callbacks=[sched])
-            succ = th.successor_model()
-            fit(succ, train, epochs=1, lr=5e-3, batch_size=64, rng=s, progress=False)
-            theseus.append(evaluate_accuracy(succ, *test))
-    gain = float(np.mean(theseus) - np.mean(alone))
-    sane = all(0.3 < a <= 1.0 for a in alone + theseus)
-    return Outcome(sane, {"acc_compact_alone": float(np.mean(alone)),
-                          "acc_theseus": float(np.mean(theseus)), "gain_points": 100 * gain,
-                          "predecessor_layers": layers, "seeds": n_seeds},
+
+    def compact_alone(c, s):
+        # the same initialisation as the successor
+        compact = TheseusClassifier(c.teacher, n_modules=c.layers // 2, rng=s).successor_model()
+        fit(compact, c.train, epochs=E, lr=5e-3, batch_size=64, rng=s, progress=False)
+        return compact
+
+    def theseus(c, s):
+        th = TheseusClassifier(c.teacher, n_modules=c.layers // 2, rng=s)
+        steps = (E - 1) * -(-len(c.task.y_train) // 64)
+        sched = TheseusScheduler(th, k=0.7 / max(1, steps // 2), b=0.3)
+        fit(th, c.train, epochs=E - 1, lr=5e-3, batch_size=64, rng=s, progress=False,
+            callbacks=[sched])
+        succ = th.successor_model()
+        fit(succ, c.train, epochs=1, lr=5e-3, batch_size=64, rng=s, progress=False)
+        return succ
+
+    r = _compare_arms(quick, n_seeds, {"alone": compact_alone, "theseus": theseus},
+                      better="theseus", baseline="alone")
+    return Outcome(r.sane, {"acc_compact_alone": r.mean["alone"],
+                            "acc_theseus": r.mean["theseus"], "gain_points": 100 * r.gain,
+                            "predecessor_layers": r.ctx.layers, "seeds": n_seeds},
                    "sentiment; Transformer predecessor -> successor with half the layers; "
-                   "reproduced = gain >= 0.5 points", reproduced=gain >= 0.005)
+                   "reproduced = gain >= 0.5 points", reproduced=r.reproduced)
 
 
 # ------------------------------------------------------------------ distilled BiLSTM (Tang et al.)
@@ -1323,10 +1372,7 @@ def _bert_emd(rng, quick):
                 "(§4.4; Li et al. 2020)", section="4.4",
                 implements=[f"{_BR}.fit_bert_emd", f"{_BR}.fit_tinybert"])
 def _claim_emd(rng, quick):
-    from threadpoolctl import threadpool_limits
-
-    from refimpl.distillation import fit_bert_emd, fit_tinybert
-    from refimpl.nn import evaluate_accuracy
+    from refimpl.distillation import fit_bert_emd
 
     # protocol fixed before running: the TinyBERT claim's teacher and student shapes, epochs,
     # lr and seeds; (a) fit_tinybert (uniform g(m)), (b) fit_bert_emd (EMD mapping of hidden
@@ -1336,36 +1382,31 @@ def _claim_emd(rng, quick):
     # margin of one or two test sentences per seed); full 89.97 % vs 90.03 % (+0.07: NOT
     # reproduced).
     n_seeds, E = (2, 4) if quick else (3, 6)
-    with threadpool_limits(limits=1, user_api="blas"):
-        task, V, K, train, test, teacher, layers = _tf_teacher(quick)
-        n = task.X_train.shape[1]
-        tiny, emd = [], []
-        for s in range(n_seeds):
-            st = _tf_model(V, K, n, layers // 2, 8, 10 + s)
-            fit_tinybert(st, teacher, train, epochs_intermediate=E // 2,
-                         epochs_prediction=E - E // 2, lr=5e-3, batch_size=64, rng=s,
-                         progress=False)
-            tiny.append(evaluate_accuracy(st, *test))
-            st = _tf_model(V, K, n, layers // 2, 8, 10 + s)
-            _, _, w = fit_bert_emd(st, teacher, train, epochs_intermediate=E // 2,
-                                   epochs_prediction=E - E // 2, lr=5e-3, batch_size=64, rng=s,
-                                   progress=False)
-            emd.append(evaluate_accuracy(st, *test))
-    gain = float(np.mean(emd) - np.mean(tiny))
-    sane = all(0.3 < a <= 1.0 for a in tiny + emd)
-    return Outcome(sane, {"acc_tinybert_mapping": float(np.mean(tiny)),
-                          "acc_bert_emd": float(np.mean(emd)), "gain_points": 100 * gain,
-                          "final_teacher_weights_hidden": str(np.round(w["hidden"][0], 3)),
-                          "teacher_layers": layers, "seeds": n_seeds},
+    last: dict = {}
+
+    def bert_emd(c, s):
+        st = _tf_model(c.V, c.K, c.n, c.layers // 2, 8, 10 + s)
+        _, _, last["w"] = fit_bert_emd(st, c.teacher, c.train, epochs_intermediate=E // 2,
+                                       epochs_prediction=E - E // 2, lr=5e-3, batch_size=64,
+                                       rng=s, progress=False)
+        return st
+
+    r = _compare_arms(quick, n_seeds, {"tiny": _tinybert_arm(E), "emd": bert_emd},
+                      better="emd", baseline="tiny")
+    return Outcome(r.sane, {"acc_tinybert_mapping": r.mean["tiny"],
+                            "acc_bert_emd": r.mean["emd"], "gain_points": 100 * r.gain,
+                            "final_teacher_weights_hidden": str(np.round(last["w"]["hidden"][0],
+                                                                         3)),
+                            "teacher_layers": r.ctx.layers, "seeds": n_seeds},
                    "sentiment; same teacher/student as the TinyBERT claim; reproduced = gain "
-                   ">= 0.5 points", reproduced=gain >= 0.005)
+                   ">= 0.5 points", reproduced=r.reproduced)
 
 
 @register_claim("pkd-skip-vs-last", "Patient KD: PKD-Skip (every k-th teacher layer) beats "
                 "PKD-Last (the last layers) for the same student (§4.4; Sun et al. 2019)",
                 section="4.4", implements=[f"{_BR}.fit_pkd", f"{_BR}.init_from_teacher_layers_"])
 def _claim_pkd(rng, quick):
-    from threadpoolctl import threadpool_limits
+    from types import SimpleNamespace
 
     from refimpl.distillation import fit_pkd, init_from_teacher_layers_
     from refimpl.nn import TransformerClassifier, evaluate_accuracy, fit
@@ -1382,32 +1423,38 @@ def _claim_pkd(rng, quick):
     # the majority class): the sanity rule failed the run; full size uses lr 3e-3.
     n_seeds, E, (N, M) = (2, 3, (4, 2)) if quick else (3, 5, (6, 3))
     lr = 1e-2 if quick else 3e-3
-    with threadpool_limits(limits=1, user_api="blas"):
-        task, V, K, train, test = _claim_task(quick)
+
+    def cls_teacher(q):
+        task, V, K, train, test = _claim_task(q)
         kw = dict(vocab_size=V, d_model=16, num_heads=2, d_ff=32, max_len=task.X_train.shape[1],
                   n_classes=K, pooling="cls")
         teacher = TransformerClassifier(num_layers=N, rng=0, **kw)
-        fit(teacher, train, epochs=4 if quick else 6, lr=lr, batch_size=64, rng=0,
-            progress=False)
-        acc_t = evaluate_accuracy(teacher, *test)
-        res: dict = {"skip": [], "last": []}
-        for s in range(n_seeds):
-            for strategy, accs in res.items():
-                st = TransformerClassifier(num_layers=M, rng=20 + s, **kw)
-                init_from_teacher_layers_(st, teacher, range(M))
-                fit_pkd(st, teacher, train, strategy=strategy, T=5.0, alpha=0.5, beta=100.0,
-                        epochs=E, lr=lr, batch_size=64, rng=s, progress=False)
-                accs.append(evaluate_accuracy(st, *test))
-    gain = float(np.mean(res["skip"]) - np.mean(res["last"]))
-    majority = float(np.bincount(task.y_test).max() / len(task.y_test))
+        fit(teacher, train, epochs=4 if q else 6, lr=lr, batch_size=64, rng=0, progress=False)
+        return SimpleNamespace(task=task, train=train, test=test, kw=kw, teacher=teacher,
+                               acc_teacher=float(evaluate_accuracy(teacher, *test)))
+
+    def pkd(strategy):
+        def train(c, s):
+            st = TransformerClassifier(num_layers=M, rng=20 + s, **c.kw)
+            init_from_teacher_layers_(st, c.teacher, range(M))
+            fit_pkd(st, c.teacher, c.train, strategy=strategy, T=5.0, alpha=0.5, beta=100.0,
+                    epochs=E, lr=lr, batch_size=64, rng=s, progress=False)
+            return st
+
+        return train
+
+    r = _compare_arms(quick, n_seeds, {"skip": pkd("skip"), "last": pkd("last")},
+                      better="skip", baseline="last", setup=cls_teacher)
+    y_test = r.ctx.task.y_test
+    majority = float(np.bincount(y_test).max() / len(y_test))
     # sane: the teacher learned something beyond the majority class
-    sane = acc_t > majority + 0.02 and all(0.3 < a <= 1.0 for a in res["skip"] + res["last"])
-    return Outcome(sane, {"acc_teacher": float(acc_t), "majority_class": majority,
-                          "acc_pkd_skip": float(np.mean(res["skip"])),
-                          "acc_pkd_last": float(np.mean(res["last"])), "gain_points": 100 * gain,
-                          "teacher_layers": N, "student_layers": M, "seeds": n_seeds},
+    sane = r.ctx.acc_teacher > majority + 0.02 and r.sane
+    return Outcome(sane, {"acc_teacher": r.ctx.acc_teacher, "majority_class": majority,
+                          "acc_pkd_skip": r.mean["skip"], "acc_pkd_last": r.mean["last"],
+                          "gain_points": 100 * r.gain, "teacher_layers": N, "student_layers": M,
+                          "seeds": n_seeds},
                    "sentiment; [CLS] Transformer d 16; reproduced = Skip beats Last by >= 0.5 "
-                   "points", reproduced=gain >= 0.005)
+                   "points", reproduced=r.reproduced)
 
 
 @register_check("squeezebert-student", "SqueezeBERT student: grouped Q/K/V/FFN remove exactly "
