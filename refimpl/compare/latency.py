@@ -1,10 +1,20 @@
-"""Latency through the kernels a compressed model actually stores (Survey §8; issue #19 item 5).
+"""Latency through the kernels a compressed model actually stores (Survey §8; issue #19 item 5,
+issue #16 item 1).
 
 The tour's ``ms`` column times the :mod:`refimpl.nn` forward pass, which multiplies dense float
 arrays whatever the method stores — a pruned or 4-bit model looks exactly as fast as the
-baseline there. This module times what a deployment would run instead: every stored weight
-operator of the model applied once to a batch of ``B`` input vectors (one token step of
-serving), each through the kernel of its stored format:
+baseline there. This module times what a deployment would run instead: every stored operator
+of the model applied once to a batch of ``B`` inputs, each through the kernel of its stored
+format. Three kinds of operator:
+
+* **weights** (``kind="weight"``): every stored weight matrix applied to ``B`` input vectors
+  (one token step of serving);
+* **embedding lookups** (``kind="embedding"``): ``B`` token ids looked up in every embedding
+  table (token and position tables; one token step);
+* **attention** (``kind="attention"``): the attention of every encoder layer on ``B``
+  sequences of the model's length ``n`` (``max_len``, + 1 with [CLS] pooling), with ``Q, K, V``
+  of shape (B, H, n, d_head), ``H`` the kept heads — through the function the layer's §7 hook
+  names, never a masked dense simulation of it.
 
 =============================  =================================================================
 stored format                  kernel
@@ -18,13 +28,31 @@ structured (heads/units cut)   the smaller dense (or k-bit) matrix of the kept r
 low-rank ``A B``               two BLAS products
 TT-matrix                      :func:`refimpl.kernels.tt.tt_matmul` on the cores
 HashedNets                     :func:`refimpl.kernels.hashing.hashed_matmul` (no matrix formed)
+embedding, dense               row gather ``W[ids]`` (``gather``)
+embedding, CSR                 the rows' ``indptr`` slices scattered into dense rows
+                               (``gather-csr``)
+embedding, k-bit               gather of the packed rows, then
+                               :func:`refimpl.kernels.bitpack.unpack_codes` and the codebook
+                               (``gather-kbit<k>``)
+TT-embedding                   :func:`refimpl.kernels.tt.tt_embedding_lookup` on the cores
+LightRNN / sub-vector table    gather of the ``B`` shared sub-vectors by the allocation table
+                               (``gather-subvec``)
+attention, dense               :func:`refimpl.attention.dense.dense_attention` (``attn-dense``)
+Longformer window              :func:`refimpl.kernels.sliding_window.sliding_window_attention`
+                               (``attn-window``, never ``n × n``)
+Linformer                      :func:`refimpl.attention.linear.linformer_attention` with the
+                               stored ``E, F`` (``attn-linformer``)
+linear attention               :func:`refimpl.attention.linear.linear_attention`
+                               (``attn-linear``, ``O(n d²)``)
+Reformer LSH                   :func:`refimpl.attention.superlinear.lsh_attention`
+                               (``attn-lsh``, sorted chunks)
+other hooks                    the hook itself on constant tensors (``attn-<name>``)
 =============================  =================================================================
 
-Embedding tables are row gathers (no product) and are left out. A model from a chapter's tour
-method carries no format record, so the format of each dense weight matrix is inferred from
-its values: at least half exact zeros → CSR; at most ``2^k`` distinct values (k ≤ 8) → k-bit
-codes with those values as the codebook; else dense. Records from a pipeline
-(:class:`refimpl.compare.pipelines.Record`) say it exactly.
+A model from a chapter's tour method carries no format record, so the format of each dense
+weight (or embedding) matrix is inferred from its values: at least half exact zeros → CSR; at
+most ``2^k`` distinct values (k ≤ 8) → k-bit codes with those values as the codebook; else
+dense. Records from a pipeline (:class:`refimpl.compare.pipelines.Record`) say it exactly.
 
 Both batch sizes matter (issue #19): at ``B = 1`` the products are memory-bound and a packed
 format should win; at ``B = 64`` BLAS's compute throughput usually wins. The tour shows both,
@@ -33,6 +61,9 @@ runs of the whole set of operators, with one BLAS thread and one Numba thread (e
 under the same condition, and robust to other processes on a shared CPU — multi-threaded BLAS
 on an oversubscribed machine was measured up to 10^4 × slower at batch 64 here); ratios only
 mean something within one run (``benchmarks/`` has the kernel-level ratios, multi-threaded).
+:func:`stored_latency` also reports each kind's share (``weight_ms_b<B>``,
+``embedding_ms_b<B>``, ``attention_ms_b<B>``), so a §7 row's attention time can be read apart
+from its (unchanged) weight products.
 """
 
 from __future__ import annotations
@@ -42,27 +73,48 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["WeightOp", "stored_ops", "infer_format", "stored_latency"]
+__all__ = ["WeightOp", "stored_ops", "infer_format", "stored_latency", "OP_KINDS"]
+
+#: The kinds of stored operator (module docstring).
+OP_KINDS = ("weight", "embedding", "attention")
 
 
 @dataclass
 class WeightOp:
-    """One stored weight operator ``y = op(x)`` with its kernel.
+    """One stored operator ``y = op(x)`` with its kernel.
 
     Attributes
     ----------
     name : str
     fmt : str
-        ``"dense"``, ``"csr"``, ``"kbit<k>"``, ``"low-rank"``, ``"tt"``, ``"hashed"``.
+        ``"dense"``, ``"csr"``, ``"kbit<k>"``, ``"low-rank"``, ``"tt"``, ``"hashed"``; for
+        lookups ``"gather"``, ``"gather-csr"``, ``"gather-kbit<k>"``, ``"tt-lookup"``,
+        ``"gather-subvec"``; for attention ``"attn-dense"``, ``"attn-window"``,
+        ``"attn-linformer"``, ``"attn-linear"``, ``"attn-lsh"``, ``"attn-<hook>"``.
     in_features : int
+        Width of a weight operator's input vectors; the table size ``V`` of a lookup; the
+        sequence length ``n`` of an attention operator.
     run : callable
-        ``run(X) -> Y`` for ``X`` of shape (B, in_features), float32.
+        ``run(x)`` on the input :attr:`make_input` builds.
+    kind : str
+        One of :data:`OP_KINDS`.
+    make_input : callable or None
+        ``make_input(B, rng)``: the input of a batch of ``B`` (default: float32 ``(B,
+        in_features)`` normal vectors).
     """
 
     name: str
     fmt: str
     in_features: int
     run: object
+    kind: str = "weight"
+    make_input: object = None
+
+    def input(self, B: int, rng) -> object:
+        """The input of a batch of ``B`` (see :attr:`make_input`)."""
+        if self.make_input is not None:
+            return self.make_input(B, rng)
+        return rng.standard_normal((B, self.in_features)).astype(np.float32)
 
 
 def infer_format(W: np.ndarray, max_bits: int = 4) -> tuple[str, object]:
@@ -130,22 +182,175 @@ def _matrix_ops(name, W, rec=None):
     return [_dense_op(name, W)]
 
 
-def stored_ops(model, records: dict | None = None) -> list[WeightOp]:
-    """Every stored weight operator of ``model`` (embeddings excluded), each with the kernel of
-    its stored format (see the module docstring).
+def _ids_input(V):
+    return lambda B, rng: rng.integers(0, V, size=B)
+
+
+def _embedding_ops(name, W, rec=None):
+    """The lookup of one stored embedding table ``W`` (V, D), from its record or its values."""
+    W = np.asarray(W)
+    V, D = W.shape
+    fmt, info = "dense", None
+    if rec is not None and rec.mask is not None and not rec.structured:
+        fmt = "csr"
+    elif rec is not None and rec.codes is not None and rec.mask is None:
+        fmt, info = "kbit", (rec.bits, np.asarray(rec.codes).reshape(W.shape), rec.codebook)
+    elif rec is None:
+        fmt, info = infer_format(W)
+    if fmt == "csr":
+        from refimpl.kernels.sparse import csr_from_dense
+
+        A = csr_from_dense(np.asarray(W, dtype=np.float32))
+        indptr, indices, data = A.indptr, A.indices, A.data
+
+        def run(ids):
+            out = np.zeros((ids.size, D), dtype=np.float32)
+            for r, i in enumerate(ids):  # the row's stored entries, scattered
+                s, e = indptr[i], indptr[i + 1]
+                out[r, indices[s:e]] = data[s:e]
+            return out
+
+        return WeightOp(name, "gather-csr", V, run, "embedding", _ids_input(V))
+    if fmt == "kbit":
+        from refimpl.kernels.bitpack import pack_codes, unpack_codes
+
+        bits, codes, cb = info
+        packed = pack_codes(np.asarray(codes, dtype=np.int64), bits)  # (V, words)
+        cb = np.asarray(cb, dtype=np.float32)
+        return WeightOp(name, f"gather-kbit{bits}", V,
+                        lambda ids: cb[unpack_codes(packed[ids], bits, D)], "embedding",
+                        _ids_input(V))
+    Wc = np.ascontiguousarray(W, dtype=np.float32)
+    return WeightOp(name, "gather", V, lambda ids: Wc[ids], "embedding", _ids_input(V))
+
+
+def _lookup_op(mname, mod, pname, records):
+    """The lookup operator of an embedding module, or None when ``mod`` is not a table."""
+    cls = type(mod).__name__
+    if cls == "Embedding":
+        return _embedding_ops(pname.get(id(mod.W), mname + ".W"), mod.W.data,
+                              records.get(pname.get(id(mod.W))))
+    if cls == "TTEmbedding":
+        from refimpl.kernels.tt import tt_embedding_lookup
+
+        cores = [np.asarray(G.data, dtype=np.float32) for G in mod.cores]
+        V = mod.num_embeddings
+        return WeightOp(mname, "tt-lookup", V, lambda ids, c=cores: tt_embedding_lookup(c, ids),
+                        "embedding", _ids_input(V))
+    if cls == "SubvectorEmbedding":  # LightRNN / Slim Embeddings: B shared sub-vector tables
+        Bk, K, V = mod.num_blocks, mod.num_refs, mod.num_embeddings
+        R = np.ascontiguousarray(np.asarray(mod.R.data, dtype=np.float32).reshape(Bk * K, -1))
+        rows = (np.arange(Bk) * K + mod.assignment).astype(np.int64)  # (V, B) rows of R
+
+        return WeightOp(mname, "gather-subvec", V,
+                        lambda ids: R[rows[ids]].reshape(ids.size, -1), "embedding",
+                        _ids_input(V))
+    return None
+
+
+def _seq_len(model) -> int:
+    n = int(getattr(model, "max_len", 0) or 0)
+    return max(1, n + (getattr(model, "pooling", "mean") == "cls")) if n else 64
+
+
+def _attention_op(mname, mha, n):
+    """The attention of one :class:`refimpl.nn.MultiHeadAttention` on sequences of length
+    ``n``, through the function its hook names (module docstring)."""
+    from refimpl.attention.dense import dense_attention
+
+    H = mha.num_heads
+    hm = getattr(mha, "head_mask", None)
+    if hm is not None:  # pruned heads are not computed at inference
+        from refimpl.nn.tensor import data_of
+
+        H = max(1, int(np.count_nonzero(np.asarray(data_of(hm)))))
+    dh = mha.d_head
+
+    def make(B, rng):
+        return tuple(rng.standard_normal((B, H, n, dh)).astype(np.float32) for _ in range(3))
+
+    hook = mha.attention
+    name = getattr(hook, "name", None) if hook is not None else "dense"
+    if hook is None or name == "dense":
+        return WeightOp(mname, "attn-dense", n, lambda a: dense_attention(*a), "attention", make)
+    if name == "longformer":
+        from refimpl.kernels.sliding_window import sliding_window_attention
+
+        w = min(hook.window, n - n % 2)
+        g = tuple(sorted({gi % n for gi in hook.global_idx}))
+        return WeightOp(mname, "attn-window", n,
+                        lambda a: sliding_window_attention(*a, w, hook.dilation, g),
+                        "attention", make)
+    if name == "linformer":
+        from refimpl.attention.linear import linformer_attention
+
+        E = np.asarray(hook.E.data, dtype=np.float32)[..., :n]
+        Fp = None if hook.sharing == "key-value" else \
+            np.asarray(hook.F.data, dtype=np.float32)[..., :n]
+        if E.ndim == 3:  # one pair per head: keep the heads that are computed
+            E = E[:H]
+            Fp = None if Fp is None else Fp[:H]
+        return WeightOp(mname, "attn-linformer", n,
+                        lambda a: linformer_attention(*a, E, Fp), "attention", make)
+    if name == "linear":
+        from refimpl.attention.linear import linear_attention
+
+        return WeightOp(mname, "attn-linear", n, lambda a: linear_attention(*a, eps=hook.eps),
+                        "attention", make)
+    if name == "lsh":
+        from refimpl.attention.superlinear import lsh_attention
+
+        nb = hook.n_buckets
+        cs = hook.chunk_size
+        if cs is None or n % cs:  # as LSHHook.key_set chooses the chunk
+            cs = n // nb if n >= nb and n % nb == 0 else n
+        return WeightOp(mname, "attn-lsh", n,
+                        lambda a: lsh_attention(a[0], a[2], nb, hook.n_hashes, cs, rng=0),
+                        "attention", make)
+    from refimpl.nn import Tensor, no_grad
+
+    def run(a):
+        with no_grad():
+            return hook(*(Tensor(x) for x in a))
+
+    return WeightOp(mname, f"attn-{name}", n, run, "attention", make)
+
+
+def stored_ops(model, records: dict | None = None, kinds=OP_KINDS) -> list[WeightOp]:
+    """Every stored operator of ``model`` of the given ``kinds`` — weight products, embedding
+    lookups, attention — each with the kernel of its stored format (module docstring).
 
     Parameters
     ----------
     model : refimpl.nn.Module
     records : dict of str to Record, optional
         Parameter name → how it is stored (from a pipeline); others are inferred.
+    kinds : sequence of str
+        Subset of :data:`OP_KINDS` (default all three).
     """
+    from refimpl.utils import check_choice
+
+    kinds = tuple(check_choice(k, "kinds", OP_KINDS) for k in kinds)
     records = records or {}
     pname = {id(p): n for n, p in model.named_parameters()}
+    n_seq = _seq_len(model)
     ops: list[WeightOp] = []
     for mname, mod in model.named_modules():
         cls = type(mod).__name__
-        if cls in ("Embedding", "TTEmbedding", "AlbertEmbeddings", "BertEmbeddings"):
+        if cls in ("AlbertEmbeddings", "BertEmbeddings"):
+            continue  # containers: their Embedding children are looked up one by one
+        if cls in ("Embedding", "TTEmbedding", "SubvectorEmbedding"):
+            if "embedding" in kinds:
+                op = _lookup_op(mname, mod, pname, records)
+                if op is not None:
+                    ops.append(op)
+            continue
+        if cls == "MultiHeadAttention":
+            if "attention" in kinds:
+                ops.append(_attention_op(mname, mod, n_seq))
+            # its projections are Linear children, visited as weights
+            continue
+        if "weight" not in kinds:
             continue
         if cls == "LowRankLinear":
             A, B = mod.A.data, mod.B.data  # (out, r), (r, in)
@@ -181,9 +386,10 @@ def stored_ops(model, records: dict | None = None) -> list[WeightOp]:
 
 
 def stored_latency(model, records: dict | None = None, batches=(1, 64), repeat: int = 9,
-                   rng=0, select=None) -> dict:
-    """Best-of-``repeat`` time to apply every stored weight operator once to a batch of ``B``
-    vectors, single-threaded (BLAS and Numba).
+                   rng=0, select=None, kinds=OP_KINDS) -> dict:
+    """Best-of-``repeat`` time to apply every stored operator once to a batch of ``B``
+    inputs, single-threaded (BLAS and Numba): weight products on ``B`` vectors, lookups of
+    ``B`` ids, attention on ``B`` sequences (module docstring).
 
     Parameters
     ----------
@@ -195,18 +401,22 @@ def stored_latency(model, records: dict | None = None, batches=(1, 64), repeat: 
     repeat : int
         Timed runs per batch size (after one warm-up run that also compiles the kernels).
     rng : int or Generator
-        Seed of the random float32 inputs.
+        Seed of the random inputs.
     select : callable, optional
         ``select(operator name) -> bool`` keeps only some operators (e.g. one component).
+    kinds : sequence of str
+        Which operator kinds to time (:data:`OP_KINDS`; default all).
 
     Returns
     -------
     dict
-        ``{"ms_b<B>": milliseconds, ..., "formats": "csr×3, kbit4×2", "n_ops": int}``.
+        ``{"ms_b<B>": milliseconds of all operators, "<kind>_ms_b<B>": the kind's share (best
+        of the runs, so the shares may sum to slightly less), ..., "formats": "csr×3,
+        kbit4×2, gather×1", "n_ops": int}``.
 
     Notes
     -----
-    Survey §8 (the comparison's latency column); issue #19 item 5.
+    Survey §8 (the comparison's latency column); issue #19 item 5, issue #16 item 2.
     """
     from refimpl.utils import as_rng, check_int
 
@@ -215,7 +425,7 @@ def stored_latency(model, records: dict | None = None, batches=(1, 64), repeat: 
 
     repeat = check_int(repeat, "repeat", 1)
     rng = as_rng(rng)
-    ops = stored_ops(model, records)
+    ops = stored_ops(model, records, kinds=kinds)
     if select is not None:
         ops = [op for op in ops if select(op.name)]
     out = {}
@@ -239,13 +449,16 @@ def _time_ops(ops, batches, repeat, rng, out):
 
     for B in batches:
         B = check_int(B, "batches", 1)
-        Xs = [rng.standard_normal((B, op.in_features)).astype(np.float32) for op in ops]
+        Xs = [op.input(B, rng) for op in ops]
         for op, X in zip(ops, Xs):  # warm-up (and JIT compilation)
             op.run(X)
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            for op, X in zip(ops, Xs):
+        times = np.zeros((repeat, len(ops)))
+        for r in range(repeat):
+            for i, (op, X) in enumerate(zip(ops, Xs)):
+                t0 = time.perf_counter()
                 op.run(X)
-            times.append(time.perf_counter() - t0)
-        out[f"ms_b{B}"] = float(np.min(times)) * 1e3
+                times[r, i] = time.perf_counter() - t0
+        out[f"ms_b{B}"] = float(times.sum(axis=1).min()) * 1e3
+        for kind in OP_KINDS:
+            sel = [i for i, op in enumerate(ops) if op.kind == kind]
+            out[f"{kind}_ms_b{B}"] = float(times[:, sel].sum(axis=1).min()) * 1e3 if sel else 0.0

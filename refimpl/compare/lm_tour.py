@@ -1,17 +1,37 @@
-"""``refimpl tour --task lm``: the compression methods on the HMM language-modelling task,
-perplexity measured against its exact Bayes-optimal floor (Survey §8.1: "the most popular
-task is language modelling").
+"""``refimpl tour --task lm``: every method of the classification tour's registry on the HMM
+language-modelling task, perplexity measured against its exact Bayes-optimal floor (Survey
+§8.1: "the most popular task is language modelling").
 
 The baseline is a word-level LSTM language model (:class:`refimpl.nn.LSTMLanguageModel`)
 trained with :func:`refimpl.nn.fit_lm` on :func:`refimpl.data.make_hmm_lm`, whose generator is
 known, so the best achievable test perplexity is known exactly (``task.bayes_perplexity``).
-Each method is a :class:`refimpl.compare.pipelines.Pipeline` of the chapters' steps (the same
-implementation the classification tour uses), fine-tuned with ``fit_lm``; distillation is not
-among them (its step is written for classifiers' logits).
 
-Columns: exact bytes (the pipelines' ledger), test perplexity, the gap to the Bayes floor in
-nats per token (``log ppl − H_Bayes``), the fraction of the unigram-to-Bayes gap the model
-closes, stored-kernel latency at batch 1 and 64 (:mod:`refimpl.compare.latency`), training
+Every method registered for ``refimpl tour`` (§2–§7, the §8.1 combinations and the float16
+sanity row) gets a row, in the registry's order, decided by :func:`lm_plan`:
+
+* **registered**: the method's own function runs on the LM's
+  :class:`~refimpl.registry.TourContext` — its ``copy_baseline("lstm")`` is the trained LM,
+  ``ctx.fit`` fine-tunes with :func:`refimpl.nn.fit_lm` — so the LM row is the same code as
+  the classification row (magnitude, gradual and bank-balanced pruning; the five quantisers;
+  SVD, TT and BT layers, TT-embedding; HashedNets recurrent weights and the LightRNN table;
+  the float16 round trip);
+* **pipeline**: distillation's classifier loss needs the LM form, which lives in the
+  pipeline steps (:class:`~refimpl.compare.pipelines.Distil`,
+  :class:`~refimpl.compare.pipelines.MutualLearning`: per-token soft targets, a classifier
+  over the vocabulary at every position): ``hinton-kd-lstm`` and ``dml-lstm`` run as
+  one-step pipelines, and every LSTM combination of §8.1 runs its registered pipeline's steps
+  on the LM;
+* **n/a**: a method written for a Transformer (heads, layers, ALBERT sharing, quaternion
+  attention/FFN, TinyBERT, Theseus, Fastformers) or an attention variant of §7 — an LSTM LM
+  has no attention, heads or FFN blocks. Such a row is listed with the reason, never omitted.
+
+A method whose code still assumes a classifier fails loudly (the LM context's ``fit``
+refuses keywords it does not implement) and becomes an error row.
+
+Columns: exact bytes (the method's or the pipeline's ledger), test perplexity, the gap to the
+Bayes floor in nats per token (``log ppl − H_Bayes``), the fraction of the unigram-to-Bayes gap
+the model closes, stored-kernel latency at batch 1 and 64 (:mod:`refimpl.compare.latency`:
+the embedding lookup, the recurrent and output products through the stored formats), training
 seconds and the §8.1 score ÷ size ratio (here ``(1 / ppl) ÷ MB``: higher is better).
 """
 
@@ -21,7 +41,9 @@ import math
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["LM_METHODS", "LMConfig", "lm_config", "run_lm_tour", "format_lm_table"]
+import numpy as np
+
+__all__ = ["LMConfig", "lm_config", "lm_plan", "lm_context", "run_lm_tour", "format_lm_table"]
 
 
 @dataclass
@@ -35,6 +57,7 @@ class LMConfig:
     epochs: int = 4
     lr: float = 5e-3
     finetune_lr: float = 2e-3
+    batch_size: int = 32
     task_kwargs: dict = field(default_factory=dict)
     methods: tuple | None = None
 
@@ -50,86 +73,196 @@ def lm_config(quick: bool = True, tiny: bool = False, **overrides) -> LMConfig:
     else:
         cfg = LMConfig(quick=False, epochs=8)
     for k, v in overrides.items():
+        if not hasattr(cfg, k):
+            raise TypeError(f"lm_config got an unknown setting {k!r}")
         setattr(cfg, k, v)
     return cfg
 
 
-def _methods():
-    from refimpl.compare.pipelines import HashRecurrent, Huffman, LowRank, Prune, Quantize
+#: Registered methods that cannot apply to an LSTM language model, with the reason (the §7
+#: attention family is n/a as a whole: :data:`_NA_FAMILIES`).
+_NOT_APPLICABLE = {
+    "heads-50": "prunes attention heads (Eq. 18); an LSTM LM has none",
+    "layerdrop-every-other": "drops Transformer layers; the LSTM LM has one recurrent layer",
+    "tinybert-transformer": "matches a Transformer's attention maps and hidden states",
+    "theseus-transformer": "replaces modules of Transformer layers by successor layers",
+    "albert-share-all": "ties the Transformer's encoder layers; the LSTM LM has one layer",
+    "quaternion-ffn": "quaternion FFN blocks; an LSTM LM has no FFN",
+    "quaternion-transformer": "quaternion Q/K/V/O and FFN; an LSTM LM has neither",
+}
 
-    return {
-        "magnitude-90": ("pruning", "2.1.2", [Prune(0.9)]),
-        "kmeans-4bit": ("quantization", "3.3.3", [Quantize(4)]),
-        "uniform-8bit": ("quantization", "3.3.1", [Quantize(8, "uniform")]),
-        "svd-low-rank": ("decomposition", "6.1", [LowRank(1 / 3)]),
-        "hashednets": ("sharing", "5.2", [HashRecurrent(1 / 8)]),
-        "deep-compression": ("combination", "8.1", [Prune(0.9), Quantize(4), Huffman()]),
-        "lowrank-quantize": ("combination", "8.1", [LowRank(1 / 3), Quantize(4)]),
-    }
-
-
-#: The single LM methods each combination is compared with.
-LM_PARTS = {"deep-compression": ("magnitude-90", "kmeans-4bit"),
-            "lowrank-quantize": ("svd-low-rank", "kmeans-4bit")}
+#: Families none of whose methods applies to an LSTM LM, with the reason.
+_NA_FAMILIES = {"efficient attention": "a §7 attention variant; an LSTM LM has no attention"}
 
 
-#: The LM methods: name → (family, section, steps).
-LM_METHODS = tuple(_methods())
+def _lm_steps() -> dict:
+    """Methods whose registered function is written for classifier logits: the LM form lives
+    in the pipeline steps (per-token soft targets)."""
+    from refimpl.compare.pipelines import Distil, MutualLearning
+
+    return {"hinton-kd-lstm": [Distil()], "dml-lstm": [MutualLearning()]}
+
+
+def _section_key(section: str):
+    try:
+        return tuple(int(x) for x in str(section).split("."))
+    except ValueError:
+        return (0,)
+
+
+def lm_plan() -> dict:
+    """How each registered tour method runs on the LSTM LM.
+
+    Returns
+    -------
+    dict
+        ``name -> (family, section, how, what)`` in section order (combinations last):
+        ``how`` is ``"registered"`` (``what``: the method's function, run on the LM context),
+        ``"pipeline"`` (``what``: the list of steps) or ``"n/a"`` (``what``: the reason).
+    """
+    from refimpl.compare.pipelines import PIPELINES
+    from refimpl.registry import methods
+
+    steps = _lm_steps()
+    plan = {}
+    for m in methods():
+        if m.family in _NA_FAMILIES:
+            entry = ("n/a", _NA_FAMILIES[m.family])
+        elif m.name in _NOT_APPLICABLE:
+            entry = ("n/a", _NOT_APPLICABLE[m.name])
+        elif m.name in steps:
+            entry = ("pipeline", steps[m.name])
+        elif m.name in PIPELINES:
+            p = PIPELINES[m.name]
+            entry = (("pipeline", p.steps) if p.base in ("lstm", "gru") else
+                     ("n/a", f"a pipeline on the {p.base} baseline ("
+                             f"{' → '.join(s.name for s in p.steps)})"))
+        else:
+            entry = ("registered", m.func)
+        plan[m.name] = (m.family, m.section) + entry
+    order = sorted(plan, key=lambda n: (plan[n][0] == "combination", plan[n][2] == "n/a",
+                                        _section_key(plan[n][1])))
+    return {n: plan[n] for n in order}
+
+
+def __getattr__(name):
+    if name == "LM_METHODS":  # computed on use: it reads the registry of every chapter
+        return tuple(n for n, e in lm_plan().items() if e[2] != "n/a")
+    raise AttributeError(name)
+
+
+def _lm_parts() -> dict:
+    """The single methods each LSTM combination is compared with."""
+    from refimpl.compare.pipelines import PIPELINES
+
+    return {n: p.parts for n, p in PIPELINES.items() if p.base in ("lstm", "gru")}
+
+
+class _LMTaskView:
+    """The LM task as a registered method sees it: the task's attributes, plus ``y_train``
+    (one dummy label per training sentence) so a method that counts optimiser steps per epoch
+    as ``len(task.y_train) / batch_size`` counts the LM's steps."""
+
+    def __init__(self, task):
+        self._task = task
+        self.y_train = np.zeros(len(task.len_train), dtype=np.int64)
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+
+def lm_context(cfg: LMConfig, task, base):
+    """The :class:`~refimpl.registry.TourContext` of the LM comparison: ``baselines`` maps both
+    ``"lstm-lm"`` and ``"lstm"`` to the trained LM (a registered method's
+    ``copy_baseline("lstm")`` copies it), ``fit`` fine-tunes with :func:`refimpl.nn.fit_lm`
+    (1 epoch at ``cfg.finetune_lr`` unless asked otherwise) or, with ``forward`` and
+    ``loss_fn`` (distillation's LM form), :func:`refimpl.nn.fit` on the training sentences;
+    any other keyword raises (classifier-only options must not be silently ignored)."""
+    from refimpl import nn
+    from refimpl.registry import TourContext
+    from refimpl.utils import as_rng
+
+    V = len(task.vocab)
+
+    def make(kind=None, **kw):
+        kw = {"d_emb": cfg.d_emb, "d_hidden": cfg.d_hidden, **kw}
+        rng = as_rng(kw.pop("rng", cfg.seed + 2))
+        return nn.LSTMLanguageModel(vocab_size=V, rng=rng, **kw)
+
+    def fit(model, epochs=1, lr=None, after_step=None, forward=None, loss_fn=None, **kw):
+        if kw:
+            raise TypeError(f"the LM tour's fit takes epochs, lr, after_step, forward and "
+                            f"loss_fn; got {sorted(kw)} (a classifier-only option)")
+        lr = cfg.finetune_lr if lr is None else lr
+        if forward is None and loss_fn is None:
+            return nn.fit_lm(model, task, epochs=epochs, batch_size=cfg.batch_size, lr=lr,
+                             after_step=after_step, rng=cfg.seed, progress=False)
+        if forward is None or loss_fn is None:
+            raise TypeError("an LM's fit needs forward and loss_fn together (per-token "
+                            "outputs and their loss)")
+        rows = (task.train, task.len_train, np.zeros(len(task.len_train), dtype=np.int64))
+        return nn.fit(model, rows, forward=forward, loss_fn=loss_fn, epochs=epochs,
+                      batch_size=cfg.batch_size, lr=lr, clip_norm=1.0, after_step=after_step,
+                      rng=cfg.seed, progress=False)
+
+    def ppl(model):
+        return float(nn.perplexity(model, task.test, task.len_test))
+
+    return TourContext(task=_LMTaskView(task), baseline=base, baseline_kind="lstm-lm",
+                       quick=cfg.quick, seed=cfg.seed, fit=fit, evaluate=ppl, make_model=make,
+                       baselines={"lstm-lm": base, "lstm": base}, config=cfg)
 
 
 def run_lm_tour(cfg: LMConfig, log=print) -> dict:
-    """Train the LSTM LM, run every LM method, return ``{"rows", "task", "seconds"}``.
+    """Train the LSTM LM, run every method of :func:`lm_plan`, return ``{"rows",
+    "bayes_perplexity", "unigram_perplexity", "seconds"}``.
 
     Each row: method, family, section, bits, bytes, compression, perplexity, ``gap_nats``
     (log ppl − Bayes NLL), ``gap_closed`` (of the unigram-to-Bayes gap), kernel latencies
-    (µs), seconds, status, notes. A method that raises becomes an error row.
+    (µs), seconds, status (``ok``, ``error``, ``n/a``), notes. A method that raises becomes an
+    error row; a method that cannot apply to an LSTM LM an ``n/a`` row with the reason.
     """
     from refimpl import nn
     from refimpl.compare.latency import stored_latency
     from refimpl.compare.pipelines import Compressed, Pipeline
     from refimpl.data import load_task, unigram_nll
-    from refimpl.registry import TourContext
+    from refimpl.registry import MethodResult
     from refimpl.utils import as_rng
 
+    plan = lm_plan()
+    todo = plan
+    if cfg.methods is not None:
+        unknown = [m for m in cfg.methods if m not in plan]
+        if unknown:
+            raise ValueError(f"LM methods {unknown} are not registered; registered: "
+                             f"{list(plan)}")
+        todo = {k: plan[k] for k in plan if k in cfg.methods}
     t_start = time.perf_counter()
     task = load_task("hmm_lm", quick=cfg.quick, rng=cfg.seed, **cfg.task_kwargs)
     V = len(task.vocab)
-
-    def make(kind=None, **kw):
-        return nn.LSTMLanguageModel(vocab_size=V, **{"d_emb": cfg.d_emb,
-                                                     "d_hidden": cfg.d_hidden, **kw},
-                                    rng=as_rng(cfg.seed + 2))
-
-    def fit(model, epochs=1, after_step=None, lr=None, **_):
-        return nn.fit_lm(model, task, epochs=epochs, lr=cfg.finetune_lr if lr is None else lr,
-                         after_step=after_step, rng=cfg.seed, progress=False)
-
-    def ppl(model):
-        return float(nn.perplexity(model, task.test, task.len_test))
-
     t0 = time.perf_counter()
     base = nn.LSTMLanguageModel(vocab_size=V, d_emb=cfg.d_emb, d_hidden=cfg.d_hidden,
                                 rng=as_rng(cfg.seed + 1))
-    nn.fit_lm(base, task, epochs=cfg.epochs, lr=cfg.lr, rng=cfg.seed, progress=False)
+    nn.fit_lm(base, task, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+              rng=cfg.seed, progress=False)
     base_s = time.perf_counter() - t0
     nll_bayes, nll_uni = task.bayes_nll, unigram_nll(task, "test")
-    ctx = TourContext(task=task, baseline=base, baseline_kind="lstm-lm", quick=cfg.quick,
-                      seed=cfg.seed, fit=fit, evaluate=ppl, make_model=make,
-                      baselines={"lstm-lm": base}, config=cfg)
+    ctx = lm_context(cfg, task, base)
+    ppl = ctx.evaluate
 
-    def row(name, family, section, cm, p, seconds, status="ok", notes=""):
+    def row(name, family, section, model, records, bits, p, seconds, status="ok", notes=""):
         r = {"method": name, "family": family, "section": section, "bits": None,
              "bytes": None, "compression": None, "perplexity": p, "gap_nats": None,
              "gap_closed": None, "kernel_us_b1": None, "kernel_us_b64": None,
+             "emb_us_b1": None, "emb_us_b64": None, "formats": None,
              "score_per_mb": None, "seconds": seconds, "status": status, "notes": notes}
-        if cm is not None:
-            bits = cm.bits
-            lat = stored_latency(cm.model, cm.records, batches=(1, 64), repeat=5,
-                                 rng=cfg.seed)
-            r.update(bits=bits, bytes=math.ceil(bits / 8),
+        if model is not None:
+            lat = stored_latency(model, records, batches=(1, 64), repeat=5, rng=cfg.seed)
+            r.update(bits=int(bits), bytes=math.ceil(bits / 8),
                      compression=32 * base.num_parameters() / bits,
                      kernel_us_b1=lat["ms_b1"] * 1e3, kernel_us_b64=lat["ms_b64"] * 1e3,
-                     formats=lat["formats"])
+                     emb_us_b1=lat["embedding_ms_b1"] * 1e3,
+                     emb_us_b64=lat["embedding_ms_b64"] * 1e3, formats=lat["formats"])
         if p is not None and math.isfinite(p):
             r.update(gap_nats=math.log(p) - nll_bayes,
                      gap_closed=(nll_uni - math.log(p)) / (nll_uni - nll_bayes))
@@ -137,27 +270,36 @@ def run_lm_tour(cfg: LMConfig, log=print) -> dict:
                 r["score_per_mb"] = (1.0 / p) / (r["bits"] / 8e6)
         return r
 
-    rows = [row("baseline-lstm-lm", "baseline", "—", Compressed(base, "lstm-lm"), ppl(base),
-                base_s, notes="float32")]
+    dense = Compressed(base, "lstm-lm")
+    rows = [row("baseline-lstm-lm", "baseline", "—", base, None, dense.bits, ppl(base), base_s,
+                notes="float32")]
     log(f"baseline lstm-lm: perplexity {rows[0]['perplexity']:.2f} (Bayes floor "
         f"{task.bayes_perplexity:.2f}, unigram {math.exp(nll_uni):.2f}; {base_s:.1f} s)")
-    todo = _methods()
-    if cfg.methods is not None:
-        unknown = [m for m in cfg.methods if m not in todo]
-        if unknown:
-            raise ValueError(f"LM methods {unknown} are not defined; defined: {list(todo)}")
-        todo = {k: todo[k] for k in cfg.methods}
-    for name, (family, section, steps) in todo.items():
+    for name, (family, section, how, what) in todo.items():
+        if how == "n/a":
+            rows.append(row(name, family, section, None, None, None, None, 0.0, "n/a",
+                            f"n/a for an LSTM LM: {what}"))
+            continue
         t0 = time.perf_counter()
         try:
-            cm = Pipeline(name, steps, base="lstm-lm").run(ctx)
-            p = ppl(cm.model)
-            rows.append(row(name, family, section, cm, p, time.perf_counter() - t0,
-                            notes=" → ".join(cm.steps)))
-            log(f"{name}: perplexity {p:.2f}, {rows[-1]['bytes']} bytes")
+            if how == "pipeline":
+                cm = Pipeline(name, what, base="lstm-lm").run(ctx)
+                model, records, bits, notes = cm.model, cm.records, cm.bits, \
+                    " → ".join(cm.steps)
+            else:
+                res = what(ctx)
+                if not isinstance(res, MethodResult):
+                    raise TypeError(f"returned {type(res).__name__}, expected MethodResult")
+                model, records, bits, notes = res.model, (res.extra or {}).get("records"), \
+                    res.bits, res.notes
+            p = ppl(model)
+            rows.append(row(name, family, section, model, records, bits, p,
+                            time.perf_counter() - t0, notes=notes))
+            log(f"{name}: perplexity {p:.2f}, {rows[-1]['bytes']} bytes "
+                f"({rows[-1]['seconds']:.1f} s)")
         except Exception as err:  # a broken method is a row, not a crash
-            rows.append(row(name, family, section, None, None, time.perf_counter() - t0,
-                            "error", f"{type(err).__name__}: {err}"))
+            rows.append(row(name, family, section, None, None, None, None,
+                            time.perf_counter() - t0, "error", f"{type(err).__name__}: {err}"))
             log(f"{name}: ERROR {type(err).__name__}: {err}")
     _lm_verdicts(rows)
     return {"rows": rows, "bayes_perplexity": task.bayes_perplexity,
@@ -176,7 +318,7 @@ def _lm_verdicts(rows) -> None:
             "method": r["method"], "bytes": r["bytes"], "accuracy": -math.log(p)}
 
     by = {r["method"]: r for r in rows}
-    for name, parts in LM_PARTS.items():
+    for name, parts in _lm_parts().items():
         if name not in by or q(by[name]) is None:
             continue
         ps = [q(by[p]) for p in parts if p in by and q(by[p]) is not None]
@@ -184,14 +326,23 @@ def _lm_verdicts(rows) -> None:
         by[name]["frontier"] = v.replace("accuracy", "−NLL (nats)") + f" ({', '.join(parts)})"
 
 
+#: Columns of the printed LM table (fits in 100 columns).
 _LM_COLUMNS = [("method", "method"), ("section", "§"), ("bytes", "bytes"),
                ("compression", "size ×"), ("perplexity", "ppl"), ("gap_nats", "Δ floor"),
-               ("gap_closed", "closed"), ("kernel_us_b1", "µs@1"), ("kernel_us_b64", "µs@64"),
-               ("seconds", "s"), ("status", "status")]
+               ("kernel_us_b1", "µs@1"), ("kernel_us_b64", "µs@64"),
+               ("score_per_mb", "÷ MB"), ("seconds", "s"), ("status", "status")]
+
+#: Columns of the Markdown table (and, with bits, the CSV).
+_LM_MD_COLUMNS = _LM_COLUMNS[:6] + [("gap_closed", "closed")] + _LM_COLUMNS[6:8] + [
+    ("emb_us_b1", "embedding µs@1"), ("emb_us_b64", "embedding µs@64"),
+    ("formats", "stored formats")] + _LM_COLUMNS[8:] + [("notes", "notes")]
 
 
 def format_lm_table(result: dict, markdown: bool = False) -> str:
-    """The LM comparison as aligned text (or Markdown), with a legend."""
+    """The LM comparison as aligned text (or Markdown), with a legend, the ``n/a`` and error
+    rows' reasons and the combinations' verdicts."""
+    import textwrap
+
     from refimpl.sizes import format_bytes
 
     def cell(k, v):
@@ -207,29 +358,42 @@ def format_lm_table(result: dict, markdown: bool = False) -> str:
             return f"{v:+.3f}"
         if k == "gap_closed":
             return f"{v:.2f}"
-        if k in ("kernel_us_b1", "kernel_us_b64"):
+        if k in ("kernel_us_b1", "kernel_us_b64", "emb_us_b1", "emb_us_b64"):
             return f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+        if k == "score_per_mb":
+            return f"{v:.3g}"
         if k == "seconds":
             return f"{v:.1f}"
         return str(v)
 
-    head = [h for _, h in _LM_COLUMNS]
-    body = [[cell(k, r.get(k)) for k, _ in _LM_COLUMNS] for r in result["rows"]]
     if markdown:
+        head = [h for _, h in _LM_MD_COLUMNS]
+        body = [[cell(k, r.get(k)).replace("|", "\\|") for k, _ in _LM_MD_COLUMNS]
+                for r in result["rows"]]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(b) + " |" for b in body]
     else:
-        w = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-        lines = ["  ".join(c.ljust(x) for c, x in zip(head, w)).rstrip(),
-                 "  ".join("-" * x for x in w)]
-        lines += ["  ".join(c.ljust(x) for c, x in zip(b, w)).rstrip() for b in body]
-    import textwrap
+        from refimpl.compare.tour import TABLE_WIDTH, _fit_cells
 
-    lines += [""] + textwrap.wrap(f"ppl: test perplexity (Bayes-optimal floor {result['bayes_perplexity']:.2f}, "
-                  f"unigram {result['unigram_perplexity']:.2f}); Δ floor: log ppl minus the "
-                  f"Bayes NLL (nats/token); closed: fraction of the unigram-to-Bayes gap "
-                  f"closed; µs@1/µs@64: stored-kernel latency at batch 1/64.", 100)
+        head = [h for _, h in _LM_COLUMNS]
+        body = [[cell(k, r.get(k)) for k, _ in _LM_COLUMNS] for r in result["rows"]]
+        lines = _fit_cells(head, body, TABLE_WIDTH)
+    lines += [""] + textwrap.wrap(
+        f"ppl: test perplexity (Bayes-optimal floor {result['bayes_perplexity']:.2f}, "
+        f"unigram {result['unigram_perplexity']:.2f}); Δ floor: log ppl minus the Bayes NLL "
+        f"(nats/token); µs@1/µs@64: stored-kernel latency of one token step (embedding "
+        f"lookup, recurrent and output products) at batch 1/64; ÷ MB: the §8.1 score ÷ size "
+        f"ratio, (1/ppl) ÷ MB of exact bytes; s: training seconds (fine-tuning, students).",
+        100)
+    other = [r for r in result["rows"] if r.get("status") != "ok"]
+    if other:
+        lines.append("")
+        for r in other:
+            lines += textwrap.wrap(f"{r['method']} ({r['status']}): {r.get('notes') or ''}",
+                                   100, subsequent_indent="    ")
     verdicts = [f"{r['method']}: {r['frontier']}" for r in result["rows"] if r.get("frontier")]
     if verdicts:
-        lines += ["", "Combinations vs their parts (tolerance 0.01 nats):"] + verdicts
+        lines += ["", "Combinations vs their parts (tolerance 0.01 nats):"]
+        for v in verdicts:
+            lines += textwrap.wrap(v, 100, subsequent_indent="    ")
     return "\n".join(lines)

@@ -10,7 +10,10 @@ step is built from the chapters' own functions (one implementation of each mecha
 =====================  ==================================================================
 step                   mechanism (where it lives)
 =====================  ==================================================================
-:class:`Distil`        Hinton KD, ``kd_loss_t`` at T = 4, α = 0.5 (``distillation``, §4.1)
+:class:`Distil`        Hinton KD, ``kd_loss_t`` at T = 4, α = 0.5 (``distillation``, §4.1);
+                       per-token soft targets for a language model;
+                       :class:`MutualLearning`: deep mutual learning of two peers
+                       (``mutual_learning_losses``, §4.2)
 :class:`LowRank`       truncated-SVD layers (``decomposition.tour.svd_compress_linears``, §6.1)
 :class:`TTEmbed`       TT-embedding (``decomposition.tour.tt_compress_embeddings``, §6.3)
 :class:`HashRecurrent` HashedNets recurrent weights (``sharing.tour.hash_recurrent_weights_``,
@@ -68,7 +71,8 @@ import numpy as np
 from refimpl.kernels.huffman import HuffmanCode
 from refimpl.utils import check_choice, check_float, check_fraction, check_int
 
-__all__ = ["INDEX_BITS", "COMPONENTS", "component_of", "Record", "Compressed", "Step", "Distil", "LowRank", "TTEmbed",
+__all__ = ["INDEX_BITS", "COMPONENTS", "component_of", "Record", "Compressed", "Step", "Distil",
+           "MutualLearning", "LowRank", "TTEmbed",
            "HashRecurrent", "Prune", "PruneHeadsFFN", "Quantize", "Huffman", "Pipeline",
            "PIPELINES", "pipeline", "frontier_verdict"]
 
@@ -321,12 +325,56 @@ def _widths(ctx, kind):
     return dict(getattr(ctx.config, "model_kwargs", {}).get(kind, {}))
 
 
+def _is_lm(model) -> bool:
+    from refimpl.nn import LSTMLanguageModel
+
+    return isinstance(model, LSTMLanguageModel)
+
+
+def _lm_token_logits(model, X, lengths):
+    """A language model's next-token logits at every real target position, as a classifier
+    over the vocabulary: ``(logits (n_targets, V) Tensor, targets (n_targets,))`` for rows
+    ``<bos> ... <eos>`` ``X`` (B, T) — the positions :meth:`LSTMLanguageModel.loss` scores."""
+    X = np.asarray(X)
+    lengths = np.asarray(lengths)
+    T = X.shape[1]
+    logits = model(X[:, :-1], lengths - 1)  # (B, T-1, V)
+    valid = np.arange(1, T)[None, :] < lengths[:, None]  # (B, T-1): a real target
+    rows = np.flatnonzero(valid)
+    return logits.reshape(-1, logits.shape[-1])[rows], X[:, 1:].reshape(-1)[rows]
+
+
+def _student(cm, ctx, rng=None):
+    """A smaller untrained model of the same family as ``cm.model`` (the KD / DML student):
+    LSTM (classifier or LM): half the embedding width, a quarter of the hidden width;
+    Transformer: half the layers and half the FFN width."""
+    extra = {} if rng is None else {"rng": rng}
+    if _is_lm(cm.model):
+        t = cm.model
+        return ctx.make_model(d_emb=max(4, t.embedding.W.shape[1] // 2),
+                              d_hidden=max(4, t.rnn.hidden_size // 4), **extra)
+    w = _widths(ctx, cm.kind)
+    if cm.kind in ("lstm", "gru"):
+        return ctx.make_model(cm.kind, d_emb=max(4, int(w.get("d_emb", 32)) // 2),
+                              d_hidden=max(4, int(w.get("d_hidden", 32)) // 4), **extra)
+    if cm.kind == "transformer":
+        return ctx.make_model("transformer", num_layers=max(1, int(w.get("num_layers", 2)) // 2),
+                              d_ff=max(4, int(w.get("d_ff", 64)) // 2), **extra)
+    raise ValueError(f"distillation supports lstm, gru and transformer baselines and LSTM "
+                     f"language models, got {cm.kind!r}")
+
+
 class Distil(Step):
     """Hinton KD into a smaller student of the same family (Survey §4.1, Eq. (1) of Hinton et
     al.: ``kd_loss_t`` at T = 4, α = 0.5, the chapter-4 tour's setting).
 
     LSTM student: half the embedding width and a quarter of the hidden width (as
     ``hinton-kd-lstm``); Transformer student: half the layers and half the FFN width.
+
+    Language models (:class:`refimpl.nn.LSTMLanguageModel`): the same loss per token — the
+    teacher's next-token distribution at every real position is the soft target of a classifier
+    over the vocabulary (Hinton et al.'s loss averaged over the ``n_targets`` positions of the
+    batch, the hard term on the true next token), as word-level KD for LMs does.
     """
 
     stage = "distil"
@@ -342,27 +390,74 @@ class Distil(Step):
 
         teacher = cm.model
         teacher.eval()
-        w = _widths(ctx, cm.kind)
-        if cm.kind in ("lstm", "gru"):
-            student = ctx.make_model(cm.kind, d_emb=max(4, int(w.get("d_emb", 32)) // 2),
-                                     d_hidden=max(4, int(w.get("d_hidden", 32)) // 4))
-        elif cm.kind == "transformer":
-            student = ctx.make_model("transformer",
-                                     num_layers=max(1, int(w.get("num_layers", 2)) // 2),
-                                     d_ff=max(4, int(w.get("d_ff", 64)) // 2))
-        else:
-            raise ValueError(f"Distil supports lstm, gru and transformer baselines, got "
-                             f"{cm.kind!r}")
+        student = _student(cm, ctx)
         soft = {}
+        if _is_lm(teacher):
+            def forward(model, X, lengths):  # per-token logits; the teacher's are the targets
+                with no_grad():
+                    soft["t"] = _lm_token_logits(teacher, X, lengths)[0].data
+                out, soft["y"] = _lm_token_logits(model, X, lengths)
+                return out
 
-        def forward(model, X, lengths):  # the teacher's logits of this batch are the targets
-            with no_grad():
-                soft["t"] = teacher(X, lengths).data
-            return model(X, lengths)
+            ctx.fit(student, forward=forward, loss_fn=lambda out, _y: kd_loss_t(
+                out, soft["t"], self.T, soft["y"], self.alpha))
+        else:
+            def forward(model, X, lengths):  # the teacher's logits of this batch: targets
+                with no_grad():
+                    soft["t"] = teacher(X, lengths).data
+                return model(X, lengths)
 
-        ctx.fit(student, forward=forward,
-                loss_fn=lambda out, y: kd_loss_t(out, soft["t"], self.T, y, self.alpha))
+            ctx.fit(student, forward=forward,
+                    loss_fn=lambda out, y: kd_loss_t(out, soft["t"], self.T, y, self.alpha))
         cm.model = student
+        return cm
+
+
+class MutualLearning(Step):
+    """Deep mutual learning (Survey §4.2, Zhang et al. 2018): two students of the
+    :class:`Distil` size trained together from scratch, each on cross-entropy plus ``T²·KL``
+    to the other's prediction (:func:`refimpl.distillation.mutual_learning_losses`, the
+    simultaneous variant); peer 0 is kept. The trained model of ``cm`` only fixes the
+    architecture family (DML needs no teacher).
+
+    The peers start from different initialisations (seeds ``ctx.seed + 101`` and ``+ 102``):
+    identical peers would get identical gradients and the KL terms would stay exactly 0.
+    Language models: per-token, as :class:`Distil`.
+    """
+
+    stage = "distil"
+
+    def __init__(self, T: float = 1.0):
+        self.T = check_float(T, "T", 0.0, lo_open=True)
+        self.name = "dml"
+
+    def __call__(self, cm, ctx):
+        from refimpl.distillation.collaborative import mutual_learning_losses
+        from refimpl.nn import ModuleList
+        from refimpl.nn import functional as F
+
+        lm = _is_lm(cm.model)
+        pair = ModuleList([_student(cm, ctx, rng=ctx.seed + 101 + k) for k in range(2)])
+        st = {}
+
+        def forward(model, X, lengths):  # (N, 2C): peer 0's logits, then peer 1's
+            if lm:
+                outs = [_lm_token_logits(p, X, lengths) for p in model]
+                st["y"] = outs[0][1]
+                outs = [o[0] for o in outs]
+            else:
+                outs = [p(X, lengths) for p in model]
+            st["C"] = outs[0].shape[1]
+            return F.concat(outs, axis=1)
+
+        def loss_fn(out, y):
+            C = st["C"]
+            l0, l1 = mutual_learning_losses([out[:, :C], out[:, C:]],
+                                            st["y"] if lm else y, self.T)
+            return l0 + l1
+
+        ctx.fit(pair, forward=forward, loss_fn=loss_fn)
+        cm.model = pair[0]
         return cm
 
 

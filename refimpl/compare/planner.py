@@ -195,7 +195,7 @@ def measure_sensitivity(ctx, base: str = "lstm", components=None,
     options : sequence of str
         See :class:`Option`.
     latency : bool
-        Also time each component's stored weight operators through their kernels (batch 1,
+        Also time each component's stored operators through their kernels (batch 1,
         :func:`refimpl.compare.latency.stored_latency`), for a latency budget.
     """
     from refimpl.compare.pipelines import Compressed, Pipeline, component_of
@@ -231,7 +231,8 @@ def measure_sensitivity(ctx, base: str = "lstm", components=None,
 
 
 def _component_latency(cm, component) -> float:
-    """µs (batch 1) of the component's stored weight operators through their kernels."""
+    """µs (batch 1) of the component's stored operators (weight products, embedding lookups,
+    attention) through their kernels."""
     from refimpl.compare.latency import stored_latency
     from refimpl.compare.pipelines import component_of
 

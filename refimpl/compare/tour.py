@@ -307,6 +307,10 @@ def _row(name, family, section, params, bits, acc, ref_bits, ref_acc, latency, s
             "attn_memory_n": mem_n if ratio is not None else None,
             "latency_ms": None if latency is None else latency * 1e3,
             "kernel_us_b1": _us(kern.get("ms_b1")), "kernel_us_b64": _us(kern.get("ms_b64")),
+            "attn_us_b1": _us(kern.get("attention_ms_b1")),
+            "attn_us_b64": _us(kern.get("attention_ms_b64")),
+            "emb_us_b1": _us(kern.get("embedding_ms_b1")),
+            "emb_us_b64": _us(kern.get("embedding_ms_b64")),
             "formats": kern.get("formats"),
             # the survey's §8.1 ratio: score ÷ model size (here accuracy ÷ MB of exact bytes)
             "score_per_mb": (acc / (bits / 8e6)) if acc is not None and bits else None,
@@ -482,8 +486,8 @@ def tour_context(cfg: TourConfig) -> TourContext:
         fit=lambda model, **kw: _fit(model, task, cfg, **kw),
         evaluate=lambda model: evaluate_accuracy(model, task.X_test, task.len_test,
                                                  task.y_test),
-        make_model=lambda kind=None, **kw: make_model(kind or cfg.baseline, task, cfg,
-                                                      as_rng(cfg.seed + 2), **kw),
+        make_model=lambda kind=None, rng=None, **kw: make_model(
+            kind or cfg.baseline, task, cfg, as_rng(cfg.seed + 2 if rng is None else rng), **kw),
         baselines=_Baselines(kinds, train), config=cfg)
 
 
@@ -573,8 +577,8 @@ def run_tour(cfg: TourConfig, only=None, log=print, progress: TourProgress | Non
     ctx = _TourContext(
         task=task, baseline=None, baseline_kind=cfg.baseline, quick=cfg.quick, seed=cfg.seed,
         fit=lambda model, **kw: _fit(model, task, cfg, **kw), evaluate=evaluate,
-        make_model=lambda kind=None, **kw: make_model(kind or cfg.baseline, task, cfg,
-                                                      as_rng(cfg.seed + 2), **kw),
+        make_model=lambda kind=None, rng=None, **kw: make_model(
+            kind or cfg.baseline, task, cfg, as_rng(cfg.seed + 2 if rng is None else rng), **kw),
         baselines=baselines, config=cfg)
 
     method_rows = []
@@ -691,7 +695,11 @@ COLUMNS = [("method", "method"), ("family", "family"), ("section", "§"),
            ("compression", "compression ×"), ("accuracy", "accuracy"), ("delta", "Δ accuracy"),
            ("attn_memory_ratio", "attention memory ÷"), ("latency_ms", "latency ms"),
            ("kernel_us_b1", "stored-kernel µs, batch 1"),
-           ("kernel_us_b64", "stored-kernel µs, batch 64"), ("formats", "stored formats"),
+           ("kernel_us_b64", "stored-kernel µs, batch 64"),
+           ("attn_us_b1", "of which attention µs, batch 1"),
+           ("attn_us_b64", "of which attention µs, batch 64"),
+           ("emb_us_b1", "of which embedding µs, batch 1"),
+           ("emb_us_b64", "of which embedding µs, batch 64"), ("formats", "stored formats"),
            ("score_per_mb", "accuracy ÷ MB"), ("seconds", "time s"), ("status", "status"),
            ("frontier", "vs its parts"), ("notes", "notes")]
 
@@ -720,7 +728,8 @@ def _cell(key, v) -> str:
         return f"{v:+.3f}"
     if key in ("latency_ms", "seconds"):
         return f"{v:.2f}" if v < 10 else f"{v:.1f}"
-    if key in ("kernel_us_b1", "kernel_us_b64"):
+    if key in ("kernel_us_b1", "kernel_us_b64", "attn_us_b1", "attn_us_b64", "emb_us_b1",
+               "emb_us_b64"):
         return f"{v:.0f}" if v >= 10 else f"{v:.1f}"
     if key == "score_per_mb":
         return f"{v:.3g}"
@@ -765,9 +774,11 @@ def format_table(rows, markdown: bool = False, width: int = TABLE_WIDTH) -> str:
     mem_n = sorted({r["attn_memory_n"] for r in rows if r.get("attn_memory_n")})
     legend = ("vs: the baseline a row is compared with; size ×: its float32 bytes ÷ the "
               "row's bytes; acc: test accuracy; Δ acc: minus the baseline's; µs@1, µs@64: "
-              "best-of-N single-thread microseconds of every stored weight operator applied once to a batch of 1 / 64 "
-              "vectors through the kernel of its stored format (CSR, k-bit codes, TT, hashed, "
-              "dense BLAS; refimpl.compare.latency)")
+              "best-of-N single-thread microseconds of every stored operator applied once to "
+              "a batch of 1 / 64 through the kernel of its stored format: weight products on "
+              "vectors (CSR, k-bit codes, TT, hashed, dense BLAS), embedding lookups (gather, "
+              "k-bit, TT, shared sub-vectors) and each layer's attention on whole sequences "
+              "(dense, sliding window, Linformer, linear, LSH; refimpl.compare.latency)")
     if mem_n:
         legend += (f"; mem ÷: dense attention's score/state floats ÷ the row's, per sequence "
                    f"of n = {', '.join(map(str, mem_n))} tokens, all layers (each attention "
@@ -802,10 +813,14 @@ def write_outputs(run: TourRun, out: str | os.PathLike) -> dict:
         + format_table(run.rows, markdown=True) + "\n\n"
         "compression ×: the float32 bytes of the `vs baseline` ÷ the row's bytes. "
         "Δ accuracy: the row's test accuracy minus the baseline's. latency: median forward "
-        "time of one batch (the refimpl.nn forward, dense arithmetic). stored-kernel µs (best of N, one thread): every "
-        "stored weight operator applied once to a batch of 1 / 64 vectors through the kernel of "
-        "its stored format (CSR, packed k-bit codes, TT cores, hashed, dense BLAS for the rest; "
-        "embeddings are gathers and left out). accuracy ÷ MB: the survey's §8.1 score ÷ size "
+        "time of one batch (the refimpl.nn forward, dense arithmetic). stored-kernel µs (best "
+        "of N, one thread): every stored operator applied once to a batch of 1 / 64 through the "
+        "kernel of its stored format — weight products on 1 / 64 vectors (CSR, packed k-bit "
+        "codes, TT cores, hashed, dense BLAS for the rest), embedding lookups of 1 / 64 ids "
+        "(row gather, packed k-bit rows, TT lookup, shared sub-vectors) and every layer's "
+        "attention on 1 / 64 whole sequences through the function its §7 variant stores "
+        "(dense, sliding-window kernel, Linformer, linear, LSH); the 'of which' columns are "
+        "the attention and embedding shares. accuracy ÷ MB: the survey's §8.1 score ÷ size "
         "ratio on exact bytes. vs its parts: whether a combination beats the single methods it "
         "combines on the size–quality frontier. time: seconds the method took (training "
         "included)."
@@ -1038,15 +1053,16 @@ def main(args) -> int:
 
 def _main_lm(args, tiny: bool, seed: int, fail) -> int:
     """``refimpl tour --task lm``: the LM comparison (:mod:`refimpl.compare.lm_tour`)."""
-    from refimpl.compare.lm_tour import LM_METHODS, format_lm_table, lm_config, run_lm_tour
+    from refimpl.compare.lm_tour import format_lm_table, lm_config, lm_plan, run_lm_tour
 
     quick = bool(getattr(args, "quick", False))
     only = getattr(args, "methods", None) or None
+    plan = lm_plan()
     if only is not None:
-        unknown = [m for m in only if m not in LM_METHODS]
+        unknown = [m for m in only if m not in plan]
         if unknown:
-            return fail(f"--methods: {', '.join(map(repr, unknown))} not defined for --task "
-                        f"lm; LM methods: {', '.join(LM_METHODS)}")
+            return fail(f"--methods: {', '.join(map(repr, unknown))} not registered for --task "
+                        f"lm; methods: {', '.join(plan)}")
     cfg = lm_config(quick=quick, tiny=tiny, seed=seed,
                     methods=None if only is None else tuple(dict.fromkeys(only)))
     preset = "tiny" if tiny else "quick" if quick else "full"
@@ -1056,7 +1072,7 @@ def _main_lm(args, tiny: bool, seed: int, fail) -> int:
     except ValueError as err:
         return fail(str(err))
     print(f"refimpl tour ({preset}, task lm): LSTM language model on the HMM language, then "
-          f"{len(cfg.methods or LM_METHODS)} methods.\nProgress goes to stderr, results to "
+          f"{len(cfg.methods or plan)} methods.\nProgress goes to stderr, results to "
           f"{out_path}/", flush=True)
     try:
         res = run_lm_tour(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -1065,7 +1081,8 @@ def _main_lm(args, tiny: bool, seed: int, fail) -> int:
     print()
     print(format_lm_table(res))
     keys = ["method", "family", "section", "bits", "bytes", "compression", "perplexity",
-            "gap_nats", "gap_closed", "kernel_us_b1", "kernel_us_b64", "formats",
+            "gap_nats", "gap_closed", "kernel_us_b1", "kernel_us_b64", "emb_us_b1",
+            "emb_us_b64", "formats",
             "score_per_mb", "seconds", "status", "frontier", "notes"]
     try:
         with open(out_path / "lm.csv", "w", newline="", encoding="utf-8") as f:

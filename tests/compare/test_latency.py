@@ -78,7 +78,123 @@ def test_stored_latency_reports_both_batches():
     rng = np.random.default_rng(3)
     model = _Two(rng.standard_normal((8, 8)), rng.standard_normal((8, 8)))
     out = stored_latency(model, batches=(1, 64), repeat=3)
-    assert set(out) == {"ms_b1", "ms_b64", "formats", "n_ops"}
+    assert set(out) == {"ms_b1", "ms_b64", "formats", "n_ops"} | {
+        f"{k}_ms_b{B}" for k in ("weight", "embedding", "attention") for B in (1, 64)}
     assert out["ms_b1"] > 0 and out["ms_b64"] > 0 and out["formats"] == "dense×2"
+    assert out["embedding_ms_b1"] == out["attention_ms_b64"] == 0.0  # _Two has neither
     with pytest.raises(ValueError, match="repeat"):
         stored_latency(model, repeat=0)
+
+
+# ------------------------------------------------------------ embedding lookups (#16 item 2)
+class _Emb(Module):
+    def __init__(self, W):
+        super().__init__()
+        from refimpl.nn import Embedding
+
+        self.embedding = Embedding(W.shape[0], W.shape[1], rng=0)
+        self.embedding.W.data = W
+
+
+def _lookup(model, records=None):
+    ops = stored_ops(model, records, kinds=("embedding",))
+    assert len(ops) == 1 and ops[0].kind == "embedding"
+    return ops[0]
+
+
+def test_embedding_lookups_run_their_stored_format_exactly():
+    rng = np.random.default_rng(4)
+    ids = np.array([0, 5, 5, 29, 17])
+    W = rng.standard_normal((30, 12))
+    op = _lookup(_Emb(W))
+    assert op.fmt == "gather"
+    np.testing.assert_array_equal(op.run(ids), W[ids].astype(np.float32))
+    S = W * (rng.random(W.shape) < 0.2)  # mostly zeros: CSR rows
+    op = _lookup(_Emb(S))
+    assert op.fmt == "gather-csr"
+    np.testing.assert_array_equal(op.run(ids), S[ids].astype(np.float32))
+    cb = np.array([-0.75, -0.25, 0.25, 0.75])
+    codes = rng.integers(0, 4, W.shape)
+    for records in (None, {"embedding.W": Record(codes=codes.ravel(), bits=2, codebook=cb,
+                                                 scheme="kmeans")}):
+        op = _lookup(_Emb(cb[codes]), records)
+        assert op.fmt == "gather-kbit2"
+        with record_calls() as log:
+            out = op.run(ids)
+        assert any(k.startswith("unpack_codes") for k, _ in log), log
+        np.testing.assert_array_equal(out, cb[codes][ids].astype(np.float32))
+    # batch inputs are token ids in range
+    X = op.input(64, np.random.default_rng(0))
+    assert X.shape == (64,) and X.dtype.kind == "i" and 0 <= X.min() and X.max() < 30
+
+
+def test_tt_and_subvector_lookups_match_their_modules():
+    from refimpl.decomposition.tensor_train import TTEmbedding
+    from refimpl.sharing.subvectors import SubvectorEmbedding
+
+    rng = np.random.default_rng(5)
+    model = Module()
+    model.tt = TTEmbedding(50, voc_dims=(4, 4, 4), emb_dims=(2, 2, 2), rank=3, rng=1)
+    model.sv = SubvectorEmbedding(50, 8, num_blocks=2, num_refs=8, rng=2)
+    ops = {op.fmt: op for op in stored_ops(model)}
+    assert set(ops) == {"tt-lookup", "gather-subvec"}
+    ids = rng.integers(0, 50, 7)
+    with record_calls() as log:
+        tt = ops["tt-lookup"].run(ids)
+    assert any(k.startswith("tt_embedding_lookup") for k, _ in log), log
+    ref = model.tt.weight()[ids]
+    # float32 cores: each entry is a sum of products of 3 cores, error ~ 3 eps32 Σ|terms|
+    np.testing.assert_allclose(tt, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    np.testing.assert_allclose(ops["gather-subvec"].run(ids), model.sv(ids).data, rtol=1e-6)
+
+
+# ----------------------------------------------------------------- attention (#16 item 2)
+def _transformer(hook=None, n=16, H=2, d=16):
+    from refimpl.nn import TransformerClassifier
+
+    m = TransformerClassifier(vocab_size=40, d_model=d, num_heads=H, d_ff=32, num_layers=1,
+                              max_len=n, n_classes=2, rng=0)
+    if hook is not None:
+        m.layers[0].self_attn.attention = hook
+    return m
+
+
+def test_attention_ops_use_the_variant_function_not_dense():
+    from refimpl.attention.dense import dense_attention
+    from refimpl.attention.hooks import LinearAttentionHook, LongformerHook
+    from refimpl.attention.linear import linear_attention, longformer_mask
+
+    rng = np.random.default_rng(6)
+    base = stored_ops(_transformer(), kinds=("attention",))
+    assert [op.fmt for op in base] == ["attn-dense"] and base[0].in_features == 16
+    Q, K, V = base[0].input(3, rng)
+    assert Q.shape == (3, 2, 16, 8)
+    win = stored_ops(_transformer(LongformerHook(4, 1, (0,), fused=True)), kinds=("attention",))
+    assert [op.fmt for op in win] == ["attn-window"]
+    with record_calls() as log:
+        out = win[0].run((Q, K, V))
+    assert any("sliding_window" in k for k, _ in log), log
+    ref = dense_attention(Q.astype(np.float64), K.astype(np.float64), V.astype(np.float64),
+                          longformer_mask(16, 4, 1, (0,)))
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)  # float32 softmax of O(1) scores
+    lin = stored_ops(_transformer(LinearAttentionHook()), kinds=("attention",))
+    assert [op.fmt for op in lin] == ["attn-linear"]
+    np.testing.assert_allclose(lin[0].run((Q, K, V)), linear_attention(Q, K, V), rtol=1e-6)
+
+
+def test_pruned_heads_are_not_computed():
+    m = _transformer(H=4)
+    m.layers[0].self_attn.head_mask = np.array([1.0, 0.0, 1.0, 0.0])
+    (op,) = stored_ops(m, kinds=("attention",))
+    assert op.input(1, np.random.default_rng(0))[0].shape == (1, 2, 16, 4)
+
+
+def test_stored_latency_reports_each_kind():
+    out = stored_latency(_transformer(), batches=(1, 4), repeat=2)
+    for B in (1, 4):
+        parts = [out[f"{k}_ms_b{B}"] for k in ("weight", "embedding", "attention")]
+        assert all(p > 0 for p in parts)
+        assert sum(parts) <= out[f"ms_b{B}"] * (1 + 1e-9)  # each share is its own best run
+    assert "attn-dense×1" in out["formats"] and "gather×1" in out["formats"]
+    with pytest.raises(ValueError, match="kinds"):
+        stored_ops(_transformer(), kinds=("softmax",))

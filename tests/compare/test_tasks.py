@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import math
 
+import numpy as np
+import pytest
+
 from refimpl import cli
-from refimpl.compare.lm_tour import LM_METHODS, lm_config, run_lm_tour
+from refimpl.compare.lm_tour import LM_METHODS, format_lm_table, lm_config, lm_plan, run_lm_tour
 from refimpl.compare.tour import HARD_SENTIMENT, config_for, load_task
 from refimpl.utils import as_rng
 
@@ -22,42 +25,109 @@ def test_sentiment_hard_preset():
                       task_kwargs={"n_classes": 2}).task_kwargs["n_classes"] == 2
 
 
+def test_lm_plan_lists_every_registered_method():
+    from refimpl.registry import methods
+
+    plan = lm_plan()
+    assert set(plan) == {m.name for m in methods()}  # none silently omitted
+    how = {n: e[2] for n, e in plan.items()}
+    for m in methods():
+        if m.family == "efficient attention":
+            assert how[m.name] == "n/a" and "no attention" in plan[m.name][3]
+    assert how["hinton-kd-lstm"] == how["dml-lstm"] == how["deep-compression"] == "pipeline"
+    assert how["fastformers"] == how["heads-50"] == "n/a"
+    assert how["magnitude-90"] == how["hashednets-lstm"] == how["kmeans-4bit"] == "registered"
+    # §2-§6 families all have LM rows
+    fams = {plan[n][0] for n in LM_METHODS}
+    assert {"pruning", "quantization", "distillation", "sharing", "decomposition",
+            "combination"} <= fams
+    # single methods before combinations, n/a rows after the runnable ones of their group
+    order = [plan[n][0] == "combination" for n in plan]
+    assert order == sorted(order)
+
+
+def test_lm_token_logits_is_the_lm_loss_as_a_classifier():
+    from refimpl.compare.pipelines import _lm_token_logits
+    from refimpl.nn import LSTMLanguageModel, cross_entropy
+
+    rng = np.random.default_rng(0)
+    m = LSTMLanguageModel(vocab_size=20, d_emb=6, d_hidden=5, rng=1)
+    X = rng.integers(4, 20, (3, 7))
+    L = np.array([7, 4, 2])
+    X[1, 4:] = 0
+    X[2, 2:] = 0
+    logits, y = _lm_token_logits(m, X, L)
+    assert logits.shape == (6 + 3 + 1, 20)
+    np.testing.assert_array_equal(y, np.concatenate([X[0, 1:], X[1, 1:4], X[2, 1:2]]))
+    assert float(cross_entropy(logits, y).data) == pytest.approx(float(m.loss(X, L).data),
+                                                                  rel=1e-12)
+
+
+def test_lm_context_fit_refuses_classifier_options():
+    from refimpl.data import load_task
+
+    cfg = lm_config(tiny=True)
+    task = load_task("hmm_lm", quick=True, rng=0, **cfg.task_kwargs)
+    from refimpl.compare.lm_tour import lm_context
+
+    ctx = lm_context(cfg, task, None)
+    m = ctx.make_model()
+    with pytest.raises(TypeError, match="classifier-only"):
+        ctx.fit(m, callbacks=[])
+    with pytest.raises(TypeError, match="together"):
+        ctx.fit(m, forward=lambda *a: None)
+    # a seed override gives a different initialisation (the DML peers)
+    assert not np.array_equal(ctx.make_model(rng=5).embedding.W.data, m.embedding.W.data)
+    assert len(ctx.task.y_train) == len(task.len_train)
+
+
 def test_lm_tour_rows_against_the_bayes_floor():
-    res = run_lm_tour(lm_config(tiny=True, methods=("kmeans-4bit", "deep-compression")),
-                      log=lambda *_: None)
+    names = ("magnitude-90", "kmeans-4bit", "hinton-kd-lstm", "dml-lstm", "hashednets-lstm",
+             "deep-compression", "linear-attention")
+    res = run_lm_tour(lm_config(tiny=True, methods=names), log=lambda *_: None)
     rows = {r["method"]: r for r in res["rows"]}
-    assert list(rows) == ["baseline-lstm-lm", "kmeans-4bit", "deep-compression"]
+    assert set(rows) == {"baseline-lstm-lm", *names}
     base = rows["baseline-lstm-lm"]
     assert base["bits"] % 32 == 0 and base["compression"] == 1.0
-    for r in rows.values():
-        assert r["status"] == "ok"
+    assert rows["linear-attention"]["status"] == "n/a"
+    assert "no attention" in rows["linear-attention"]["notes"]
+    for n, r in rows.items():
+        if n == "linear-attention":
+            assert r["bytes"] is None and r["perplexity"] is None
+            continue
+        assert r["status"] == "ok", (n, r["notes"])
         # Δ floor is log ppl − the Bayes NLL; the floor is the exact optimum of the generator
         assert math.isclose(r["gap_nats"], math.log(r["perplexity"])
                             - math.log(res["bayes_perplexity"]), rel_tol=1e-9, abs_tol=1e-12)
-        assert r["kernel_us_b1"] > 0 and r["kernel_us_b64"] > 0
+        assert r["perplexity"] > res["bayes_perplexity"] * (1 - 1e-9)
+        assert r["kernel_us_b1"] > 0 and r["kernel_us_b64"] > 0 and r["emb_us_b1"] > 0
+    # the students are a quarter of the hidden width: smaller than the teacher
+    assert rows["hinton-kd-lstm"]["bits"] == rows["dml-lstm"]["bits"] < base["bits"]
+    assert "hashed×2" in rows["hashednets-lstm"]["formats"]
+    assert "csr" in rows["magnitude-90"]["formats"]
     assert rows["deep-compression"]["bits"] < rows["kmeans-4bit"]["bits"] < base["bits"]
-    # the combination is judged against the part that ran (magnitude-90 was not run)
     assert rows["deep-compression"]["frontier"].endswith("(magnitude-90, kmeans-4bit)")
-    assert rows["deep-compression"]["frontier"].split(" (")[0] in (
-        "beats its parts", "dominated by kmeans-4bit") or \
-        rows["deep-compression"]["frontier"].startswith("trade-off: smaller than every part")
+    text = format_lm_table(res)
+    assert "linear-attention (n/a): n/a for an LSTM LM" in text
+    assert max(len(ln) for ln in text.splitlines()) <= 100
 
 
 def test_cli_tour_task_lm(tmp_path, capsys):
     out = tmp_path / "lm"
     code = cli.main(["tour", "--task", "lm", "--tiny", "--out", str(out), "--methods",
-                     "uniform-8bit"])
+                     "uniform-4bit", "heads-50"])
     text, err = capsys.readouterr()
     assert code == 0, text + err
     with open(out / "lm.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == ["baseline-lstm-lm", "uniform-8bit"]
+    assert [r["method"] for r in rows] == ["baseline-lstm-lm", "uniform-4bit", "heads-50"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "n/a"]
     assert "Bayes-optimal floor" in text
     assert max(len(ln) for ln in text.splitlines() if str(out) not in ln) <= 100
 
 
 def test_cli_tour_task_lm_unknown_method(tmp_path, capsys):
     code = cli.main(["tour", "--task", "lm", "--tiny", "--out", str(tmp_path), "--methods",
-                     "bwn-binary"])
+                     "no-such-method"])
     _, err = capsys.readouterr()
-    assert code == 2 and "not defined for --task lm" in err and LM_METHODS[0] in err
+    assert code == 2 and "not registered for --task lm" in err and "magnitude-90" in err
