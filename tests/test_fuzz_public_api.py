@@ -700,6 +700,40 @@ def _bert_emd_call():
                 weights={"hidden": w, "attention": w}, valid=np.ones((3, 5), bool))
 
 
+def _mv_toks():
+    from refimpl.pretrained.tokenizer import WordPieceTokenizer
+
+    sp = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tt = WordPieceTokenizer({t: i for i, t in enumerate(sp + ["the", "cat", "sat", "##s"])})
+    ts = WordPieceTokenizer({t: i for i, t in enumerate(sp + ["c", "s", "t", "##a", "##e", "##h",
+                                                              "##s", "##t"])})
+    return tt, ts
+
+
+def _mv_teacher():
+    from refimpl.distillation import mixed_vocab_teacher
+
+    return mixed_vocab_teacher(n_teacher=9, n_student=13, d_model=4, d_student=2, num_heads=2,
+                               d_ff=4, num_layers=1, max_position=8, rng=0)
+
+
+def _mv_student():
+    from refimpl.distillation import mixed_vocab_student
+
+    return mixed_vocab_student(_mv_teacher(), num_heads=1, d_ff=4, num_layers=1, rng=0)
+
+
+_MV_TEXTS = ["the cats sat", "the cat", "cats sat the cat"]
+
+
+def _mv_loss2():
+    from refimpl.nn import Linear
+
+    return dict(student_logits=_t(4, 6), teacher_logits=_g(4, 6), labels=_ints(6, 4),
+                student_states=[_t(2, 3, 4)], teacher_states=[_g(2, 3, 5)],
+                projection=Linear(4, 5, bias=False, rng=0), valid=np.ones((2, 3), bool))
+
+
 def _distillation():
     subsets = [np.array([0, 1]), np.array([2, 3])]
     feats = [_g(4, 3, seed=s) for s in range(3)]
@@ -867,6 +901,29 @@ def _distillation():
                                          teacher_layer=-1, epochs_representation=1,
                                          epochs_logits=1, epochs_labels=1, lr=0.01,
                                          batch_size=8, rng=0),
+        # §4.4 mixed-vocabulary training (Zhao et al.)
+        "mixed_segmentation": lambda: dict(texts=list(_MV_TEXTS), teacher_tokenizer=_mv_toks()[0],
+                                           student_tokenizer=_mv_toks()[1], p=0.5, max_length=8),
+        "MixedVocabEmbedding": lambda: dict(n_teacher=9, n_student=13, d_model=4, d_student=2),
+        "mixed_vocab_teacher": lambda: dict(n_teacher=9, n_student=13, d_model=4, d_student=2,
+                                            num_heads=2, d_ff=4, num_layers=1, max_position=8),
+        "mixed_vocab_mlm_loss_t": lambda: dict(states=_t(5, 4), head=_mv_teacher().head,
+                                               embedding=_g(22, 4), labels=_ints(22, 5),
+                                               n_teacher=9),
+        "fit_mixed_vocab_teacher": lambda: dict(teacher=_mv_teacher(), texts=list(_MV_TEXTS),
+                                                teacher_tokenizer=_mv_toks()[0],
+                                                student_tokenizer=_mv_toks()[1], p=0.5,
+                                                max_length=8, epochs=1, batch_size=2),
+        "mixed_vocab_student": lambda: dict(teacher=_mv_teacher(), num_heads=1, d_ff=4,
+                                            num_layers=1, init="teacher"),
+        "mixed_vocab_distillation_loss_t": _mv_loss2,
+        "fit_mixed_vocab_student": lambda: dict(student=_mv_student(), teacher=_mv_teacher(),
+                                                texts=list(_MV_TEXTS),
+                                                teacher_tokenizer=_mv_toks()[0],
+                                                student_tokenizer=_mv_toks()[1], max_length=8,
+                                                epochs=1, batch_size=2),
+        "mlm_accuracy": lambda: dict(model=_mv_student(), texts=list(_MV_TEXTS),
+                                     tokenizer=_mv_toks()[1], max_length=8),
         # §4.1 sequence-level KD
         "word_kd_loss_t": lambda: dict(student_logits=_t(2, 3, 5), teacher_logits=_g(2, 3, 5),
                                        valid=np.ones((2, 3), bool), T=1.0),
@@ -1100,6 +1157,11 @@ EXEMPT = {
     ("distillation.fit_xtremedistil", "epochs_representation", "zero"): "0 skips the stage",
     ("distillation.fit_xtremedistil", "epochs_logits", "zero"): "0 skips the stage",
     ("distillation.fit_xtremedistil", "epochs_labels", "zero"): "0 skips the stage",
+    ("distillation.mixed_segmentation", "p", "zero"): "p = 0: the teacher segmentation",
+    ("distillation.fit_mixed_vocab_teacher", "p", "zero"):
+        "p = 0: plain MLM on the teacher segmentation",
+    ("distillation.fit_mixed_vocab_teacher", "epochs", "zero"): "0 epochs: nothing is trained",
+    ("distillation.fit_mixed_vocab_student", "epochs", "zero"): "0 epochs: nothing is trained",
     ("distillation.combine_specialists", "tol", "zero"): "tol = 0 runs every iteration",
     ("distillation.rd_triplet_loss", "delta", "zero"): "a zero margin / threshold is valid",
     ("distillation.rd_triplet_loss_grad", "delta", "zero"): "a zero margin / threshold is valid",

@@ -70,8 +70,13 @@
   :func:`xtremedistil_representation_loss_t`, :func:`fit_xtremedistil` — XtremeDistil's projection
   of a BiLSTM student's states onto a teacher layer, stage-wise (Mukherjee & Awadallah 2020).
 
-Not implemented yet: mixed-vocabulary training (Zhao et al.) (§4.4). The module map is in
-``docs/architecture.md``.
+- :func:`mixed_segmentation`, :class:`MixedVocabEmbedding`, :func:`mixed_vocab_teacher`,
+  :func:`mixed_vocab_mlm_loss_t`, :func:`fit_mixed_vocab_teacher`, :func:`mixed_vocab_student`,
+  :func:`mixed_vocab_distillation_loss_t`, :func:`fit_mixed_vocab_student`, :func:`mlm_accuracy`
+  — mixed-vocabulary training, a student with a smaller WordPiece vocabulary (Zhao et al. 2021;
+  the vocabularies from :func:`refimpl.pretrained.wordpiece.learn_wordpiece`).
+
+The module map is in ``docs/architecture.md``.
 """
 
 from refimpl.distillation.architectures import (
@@ -153,6 +158,17 @@ from refimpl.distillation.xtremedistil import (
     fit_xtremedistil,
     xtremedistil_representation_loss_t,
 )
+from refimpl.distillation.mixed_vocab import (
+    MixedVocabEmbedding,
+    fit_mixed_vocab_student,
+    fit_mixed_vocab_teacher,
+    mixed_segmentation,
+    mixed_vocab_distillation_loss_t,
+    mixed_vocab_mlm_loss_t,
+    mixed_vocab_student,
+    mixed_vocab_teacher,
+    mlm_accuracy,
+)
 from refimpl.distillation.transformers import (
     attention_kl,
     attention_kl_t,
@@ -186,4 +202,7 @@ __all__ = [
     "mobilebert_transfer_losses_t", "fit_mobilebert_progressive", "mobilebert_student_",
     "XtremeDistilProjection", "bilstm_token_states", "xtremedistil_representation_loss_t",
     "fit_xtremedistil",
+    "mixed_segmentation", "MixedVocabEmbedding", "mixed_vocab_teacher", "mixed_vocab_mlm_loss_t",
+    "fit_mixed_vocab_teacher", "mixed_vocab_student", "mixed_vocab_distillation_loss_t",
+    "fit_mixed_vocab_student", "mlm_accuracy",
 ]
