@@ -11,8 +11,6 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 ``module``             :class:`Module` base, ``state_dict`` via ``np.savez``
 ``layers``             :class:`Linear`, :class:`Embedding`, :class:`LayerNorm`, :class:`Dropout`
 ``low_rank``           :class:`LowRankLinear` (``W = A B`` stored as two factors)
-``bottleneck``         MobileBERT's block: :class:`NoNorm` (γ ∘ h + β), stacked FFNs,
-                       ``BottleneckEncoderLayer`` (narrow inside, wide boundaries)
 ``recurrent``          :class:`RNN`, :class:`GRU`, :class:`LSTM` (PyTorch gate order/layout) and
                        the single-step cells :func:`rnn_cell`, :func:`gru_cell`, :func:`lstm_cell`
 ``attention``          :class:`MultiHeadAttention` (attention hook, head gates ξ_h, Eq. (18),
@@ -75,7 +73,6 @@ from refimpl.nn.transformer import (
     cls_pool,
     masked_mean_pool,
 )
-from refimpl.nn.bottleneck import NoNorm
 from refimpl.nn.tensor import (
     Parameter,
     Tensor,
@@ -92,7 +89,7 @@ __all__ = [
     "hard_concrete_l0", "hard_concrete_deterministic", "Tensor", "Parameter", "apply_op", "custom_op", "as_tensor", "data_of",
     "no_grad", "is_grad_enabled", "gradcheck", "numerical_grad", "GradcheckError", "Module",
     "ModuleList",
-    "Linear", "Embedding", "LayerNorm", "NoNorm", "Dropout", "LowRankLinear",
+    "Linear", "Embedding", "LayerNorm", "Dropout", "LowRankLinear",
     "RNN", "GRU", "LSTM", "rnn_cell", "gru_cell", "lstm_cell",
     "MultiHeadAttention", "AttentionOutputs", "scaled_dot_product_attention",
     "TransformerEncoderLayer", "TransformerEncoder", "EncoderOutput", "BertEmbeddings",
