@@ -890,7 +890,8 @@ def _distillation():
         "tang_augment": lambda: dict(X=_tok(4, 5, 12)[0], lengths=np.full(4, 5),
                                      word_classes=np.arange(12) % 3 - 1, n_iter=2, p_mask=0.1,
                                      p_pos=0.1, p_ng=0.25, mask_id=1, rng=0),
-        "mobilebert_student_": lambda: dict(model=_tf_of(2, 4), d_inner=2, d_ff=4, rng=0),
+        "mobilebert_student_": lambda: dict(model=_tf_of(2, 4), d_inner=2, d_ff=4, rng=0,
+                                            num_ffn=2, norm="nonorm", activation="relu"),
         # §4.4 XtremeDistil (Mukherjee & Awadallah)
         "XtremeDistilProjection": lambda: dict(d_student=4, d_teacher=3, rng=0),
         "bilstm_token_states": lambda: dict(student=_bilstm_of(), X=_tok(3, 5, 12)[0],

@@ -27,7 +27,8 @@ give every layer's hidden states and attention intermediates as tape Tensors).
 :func:`squeezebert_student_`       SqueezeBERT (Iandola et al. 2020): grouped Q/K/V and FFN
 :func:`mobilebert_transfer_losses_t`  MobileBERT (Sun et al. 2020): feature-map and attention
 :func:`fit_mobilebert_progressive`    transfer, progressive layer-wise
-:func:`mobilebert_student_`        MobileBERT's bottleneck student (narrow blocks, wide boundaries)
+:func:`mobilebert_student_`        MobileBERT's bottleneck student (narrow blocks, wide boundaries;
+                                   stacked FFNs and NoNorm as options)
 =================================  =============================================================
 
 Teachers and students are :class:`refimpl.nn.TransformerClassifier`; a student may have fewer
@@ -1061,13 +1062,22 @@ def fit_mobilebert_progressive(student, teacher, train_arrays, *, epochs_per_lay
     return hist
 
 
-@validate_scalars
-def mobilebert_student_(model, d_inner: int, d_ff: int | None = None, rng=None) -> int:
-    """Turn a :class:`refimpl.nn.TransformerClassifier` into a MobileBERT-style bottleneck
-    student (Survey §4.4; Sun et al. 2020, §3.1): every layer becomes a
-    :class:`refimpl.nn.bottleneck.BottleneckEncoderLayer` whose attention and FFN run at
-    ``d_inner`` while its input and output keep ``d_model`` (the teacher's width, so
-    :func:`mobilebert_transfer_losses_t` can compare the feature maps). Freshly initialised.
+@validate_scalars(num_ffn=(1, None))
+def mobilebert_student_(model, d_inner: int, d_ff: int | None = None, rng=None, *,
+                        num_ffn: int = 1, norm: str = "layernorm",
+                        activation: str = "gelu") -> int:
+    """Turn a :class:`refimpl.nn.TransformerClassifier` into a MobileBERT bottleneck student
+    (Survey §4.4; Sun et al. 2020, §3.1–3.4): every layer becomes a
+    :class:`refimpl.nn.bottleneck.BottleneckEncoderLayer` whose attention and ``num_ffn``
+    stacked FFNs run at ``d_inner`` while its input and output keep ``d_model`` (the teacher's
+    width, so :func:`mobilebert_transfer_losses_t` can compare the feature maps). Freshly
+    initialised.
+
+    MobileBERT itself (Sun et al., Table 1) uses ``d_inner = d_model / 4`` (128 of 512),
+    ``d_ff = 4 · d_inner`` (512), ``num_ffn=4``, ``norm="nonorm"`` and ``activation="relu"``:
+    pass them explicitly. The defaults below are those of the simplified student this function
+    built before the stacked FFNs and NoNorm existed (one FFN of ``2 · d_inner``, LayerNorm,
+    GELU), which the ``mobilebert-transfer`` check and the tests keep reproducing.
 
     Parameters
     ----------
@@ -1076,25 +1086,43 @@ def mobilebert_student_(model, d_inner: int, d_ff: int | None = None, rng=None) 
     d_inner : int
         Divisible by the number of heads.
     d_ff : int, optional
-        The inner FFN width (default ``2 · d_inner``).
+        The hidden width of each inner FFN (default ``2 · d_inner``; MobileBERT ``4 · d_inner``).
     rng : Generator or int, optional
+    num_ffn : int >= 1
+        Stacked FFNs per block, each with its residual and norm (MobileBERT: 4).
+    norm : {"layernorm", "nonorm"}
+        The blocks' norms (MobileBERT: ``"nonorm"``, :class:`refimpl.nn.NoNorm`); with
+        ``"nonorm"`` a pre-norm model's final LayerNorm becomes a NoNorm too.
+    activation : {"gelu", "relu"}
+        Of the FFNs (MobileBERT: ``"relu"``).
 
     Returns
     -------
     int
         The change in the number of parameters (positive = removed).
+
+    References
+    ----------
+    .. [1] Z. Sun, H. Yu, X. Song, R. Liu, Y. Yang, D. Zhou, "MobileBERT: a Compact
+       Task-Agnostic BERT for Resource-Limited Devices", ACL 2020.
     """
-    from refimpl.nn.bottleneck import BottleneckEncoderLayer
+    from refimpl.nn.bottleneck import NORMS, BottleneckEncoderLayer, NoNorm
 
     _check_tf(model, "model")
     d_inner = check_int(d_inner, "d_inner", 1)
     d_ff = 2 * d_inner if d_ff is None else check_int(d_ff, "d_ff", 1)
+    num_ffn = check_int(num_ffn, "num_ffn", 1)
+    norm = check_choice(norm, "norm", NORMS)
+    activation = check_choice(activation, "activation", ("gelu", "relu"))
     if d_inner % model.num_heads:
         raise ValueError(f"d_inner must be divisible by num_heads={model.num_heads}, got "
                          f"{d_inner}")
     rng = as_rng(rng)
     before = model.num_parameters()
     model.layers = ModuleList(BottleneckEncoderLayer(model.d_model, d_inner, model.num_heads,
-                                                     d_ff, rng=rng)
+                                                     d_ff, num_ffn=num_ffn, norm=norm,
+                                                     activation=activation, rng=rng)
                               for _ in range(model.num_layers))
+    if norm == "nonorm" and model.final_norm is not None:
+        model.final_norm = NoNorm(model.d_model)
     return before - model.num_parameters()

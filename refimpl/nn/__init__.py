@@ -11,6 +11,8 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 ``module``             :class:`Module` base, ``state_dict`` via ``np.savez``
 ``layers``             :class:`Linear`, :class:`Embedding`, :class:`LayerNorm`, :class:`Dropout`
 ``low_rank``           :class:`LowRankLinear` (``W = A B`` stored as two factors)
+``bottleneck``         MobileBERT's block: :class:`NoNorm` (γ ∘ h + β), stacked FFNs,
+                       ``BottleneckEncoderLayer`` (narrow inside, wide boundaries)
 ``recurrent``          :class:`RNN`, :class:`GRU`, :class:`LSTM` (PyTorch gate order/layout) and
                        the single-step cells :func:`rnn_cell`, :func:`gru_cell`, :func:`lstm_cell`
 ``attention``          :class:`MultiHeadAttention` (attention hook, head gates ξ_h, Eq. (18),
@@ -18,8 +20,6 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 ``transformer``        :class:`TransformerEncoderLayer` (post-/pre-norm, relu/gelu, head/FFN/layer
                        gates), :class:`TransformerEncoder` (hidden states and attentions of every
                        layer), :class:`BertEmbeddings`, :func:`cls_pool`, :func:`masked_mean_pool`
-``heads``              :class:`MaskedLMHead` (BERT's MLM head tied to the embedding matrix),
-                       :class:`MaskedLanguageModel` (a small BERT for masked-language modelling)
 ``losses``             :func:`cross_entropy`, :func:`nll`, :func:`mse`,
                        :func:`kl_div_with_temperature` (Hinton), :func:`distillation_loss`
 ``optim``              :class:`SGD`, :class:`Adam`, :class:`AdamW`, :func:`clip_grad_norm_`
@@ -41,7 +41,6 @@ from refimpl.nn.gates import (
 from refimpl.nn.gradcheck import GradcheckError, gradcheck, numerical_grad
 from refimpl.nn.attention import AttentionOutputs, MultiHeadAttention, scaled_dot_product_attention
 from refimpl.nn.layers import Dropout, Embedding, LayerNorm, Linear
-from refimpl.nn.heads import MaskedLanguageModel, MaskedLMHead
 from refimpl.nn.low_rank import LowRankLinear
 from refimpl.nn.losses import cross_entropy, distillation_loss, kl_div_with_temperature, mse, nll
 from refimpl.nn.models import (
@@ -73,6 +72,7 @@ from refimpl.nn.transformer import (
     cls_pool,
     masked_mean_pool,
 )
+from refimpl.nn.bottleneck import NoNorm
 from refimpl.nn.tensor import (
     Parameter,
     Tensor,
@@ -89,11 +89,11 @@ __all__ = [
     "hard_concrete_l0", "hard_concrete_deterministic", "Tensor", "Parameter", "apply_op", "custom_op", "as_tensor", "data_of",
     "no_grad", "is_grad_enabled", "gradcheck", "numerical_grad", "GradcheckError", "Module",
     "ModuleList",
-    "Linear", "Embedding", "LayerNorm", "Dropout", "LowRankLinear",
+    "Linear", "Embedding", "LayerNorm", "NoNorm", "Dropout", "LowRankLinear",
     "RNN", "GRU", "LSTM", "rnn_cell", "gru_cell", "lstm_cell",
     "MultiHeadAttention", "AttentionOutputs", "scaled_dot_product_attention",
     "TransformerEncoderLayer", "TransformerEncoder", "EncoderOutput", "BertEmbeddings",
-    "cls_pool", "masked_mean_pool", "MaskedLMHead", "MaskedLanguageModel",
+    "cls_pool", "masked_mean_pool",
     "cross_entropy", "nll", "mse", "kl_div_with_temperature", "distillation_loss",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_",
     "BowClassifier", "RNNClassifier", "LSTMLanguageModel", "TransformerClassifier", "Seq2Seq",
