@@ -1869,3 +1869,106 @@ def _mixed_vocab_claim(rng, quick):
                                 "seeds": len(z["seeds"])},
                    f"real text {z['n_train']} paragraphs; teacher D={z['D']}, students "
                    f"d_s={z['d_s']}, 2 layers each", reproduced=reproduced)
+
+
+# ------------------------------------------------------------------ MobileBERT's block (Sun et al.)
+def _bottleneck_by_hand(m, x, pad):
+    """A MobileBERT block with NoNorm and ReLU written with NumPy loops over examples, heads and
+    query rows: bottleneck input, attention, ``m.num_ffn`` stacked FFNs, bottleneck output."""
+    def lin(layer, h):
+        return h @ layer.W.data.T + layer.b.data
+
+    def nonorm(z, h):  # γ ∘ h + β
+        return h * z.gamma.data + z.beta.data
+
+    a = m.inner.self_attn
+    B, n, _ = x.shape
+    H = a.num_heads
+    dh = m.d_inner // H
+    h = nonorm(m.norm_in, lin(m.down, x))  # (B, n, d_inner)
+    ctx = np.zeros_like(h)
+    for b in range(B):
+        q, k, v = lin(a.W_q, h[b]), lin(a.W_k, h[b]), lin(a.W_v, h[b])
+        for hd in range(H):
+            c = slice(hd * dh, (hd + 1) * dh)
+            for i in range(n):
+                s = np.array([q[i, c] @ k[j, c] / math.sqrt(dh) if not pad[b, j] else -np.inf
+                              for j in range(n)])
+                p = np.exp(s - s.max())
+                p /= p.sum()
+                ctx[b, i, c] = sum(p[j] * v[j, c] for j in range(n))
+    h = nonorm(m.inner.norm1, h + lin(a.W_o, ctx))
+    ffns = [(m.inner.linear1, m.inner.linear2, m.inner.norm2)]
+    ffns += [(f.linear1, f.linear2, f.norm) for f in m.ffns]
+    for l1, l2, z in ffns:  # h ← NoNorm(h + W₂ relu(W₁ h + b₁) + b₂)
+        h = nonorm(z, h + lin(l2, np.maximum(lin(l1, h), 0.0)))
+    return nonorm(m.norm_out, x + lin(m.up, h))  # (B, n, d_outer)
+
+
+@register_check("mobilebert-stacked-ffn-nonorm", "MobileBERT's block: NoNorm(h) = γ∘h + β by "
+                "hand; the bottleneck with 4 stacked FFNs and NoNorm equals a NumPy loop; its "
+                "size is 2d_o·d_i + 3d_o + 4d_i² + 9d_i + k(2d_i·d_ff + d_ff + 3d_i); the "
+                "progressive transfer trains such a student", section="4.4",
+                implements=["refimpl.nn.bottleneck.NoNorm", "refimpl.nn.bottleneck.ResidualFFN",
+                            "refimpl.nn.bottleneck.BottleneckEncoderLayer",
+                            f"{_BR}.mobilebert_student_", f"{_BR}.fit_mobilebert_progressive"])
+def _mobilebert_stacked(rng, quick):
+    from refimpl.distillation import fit_mobilebert_progressive, mobilebert_student_
+    from refimpl.nn import NoNorm, TransformerClassifier
+    from refimpl.nn.bottleneck import BottleneckEncoderLayer
+
+    # NoNorm, hand-worked: [2·1 + 0.5, −0.5·2] and [2·3 + 0.5, −0.5·(−4)]
+    z = NoNorm(2)
+    z.gamma.data[...], z.beta.data[...] = [2.0, -0.5], [0.5, 0.0]
+    hand = np.array_equal(z(np.array([[1.0, 2.0], [3.0, -4.0]])).data, [[2.5, -1.0], [6.5, 2.0]])
+    # the block with MobileBERT's choices (4 FFNs, NoNorm, ReLU), random γ, β, against loops
+    m = BottleneckEncoderLayer(8, 4, 2, 16, num_ffn=4, norm="nonorm", activation="relu", rng=rng)
+    for mod in m.modules():
+        if isinstance(mod, NoNorm):
+            mod.gamma.data[...] = rng.uniform(0.5, 1.5, mod.d)
+            mod.beta.data[...] = 0.1 * rng.standard_normal(mod.d)
+    x = rng.standard_normal((2, 5, 8))
+    pad = np.array([[False] * 5, [False, False, False, True, True]])
+    keep = ~pad
+    cmp = Outcome.compare(m(x, key_padding_mask=pad).data[keep],
+                          _bottleneck_by_hand(m, x, pad)[keep], atol=1e-12)
+
+    # sizes against the hand formula, here and at MobileBERT's widths (512 / 128, 4 heads,
+    # FFN 512); the FFN share of a block's inner parameters with 1 and with 4 FFNs
+    def formula(d_o, d_i, d_ff, k):
+        return 2 * d_o * d_i + 3 * d_o + 4 * d_i * d_i + 9 * d_i + k * (2 * d_i * d_ff + d_ff
+                                                                        + 3 * d_i)
+
+    sizes, ffn_share = {}, {}
+    for d_o, d_i, H, d_ff, k in ((8, 4, 2, 16, 4), (512, 128, 4, 512, 1), (512, 128, 4, 512, 4)):
+        b = BottleneckEncoderLayer(d_o, d_i, H, d_ff, num_ffn=k, norm="nonorm", rng=0)
+        sizes[(d_o, k)] = (b.num_parameters(), formula(d_o, d_i, d_ff, k))
+        ffns = [b.inner.linear1, b.inner.linear2] + [lay for f in b.ffns
+                                                     for lay in (f.linear1, f.linear2)]
+        ffn_share[(d_o, k)] = (sum(lay.num_parameters() for lay in ffns)
+                               / b.self_attn.num_parameters())
+    # a tiny progressive transfer into a MobileBERT-style student (d_inner = d/4, FFN 4 d_inner)
+    g = np.random.default_rng(0)
+    X = g.integers(1, 20, (32, 6))
+    L = g.integers(2, 7, 32)
+    y = (X[:, 0] % 2).astype(np.int64)
+    kw = dict(vocab_size=20, d_model=16, num_heads=2, d_ff=64, num_layers=2, max_len=6,
+              n_classes=2)
+    teacher = TransformerClassifier(rng=0, **kw)
+    student = TransformerClassifier(rng=1, **kw)
+    removed = mobilebert_student_(student, d_inner=4, d_ff=16, rng=0, num_ffn=4, norm="nonorm",
+                                  activation="relu")
+    hist = fit_mobilebert_progressive(student, teacher, (X, L, y), epochs_per_layer=3,
+                                      epochs_final=0, lr=1e-2, rng=0, progress=False)
+    first, last = hist[0].train_loss[0], hist[0].train_loss[-1]
+    ok = (hand and cmp.passed and all(a == b for a, b in sizes.values()) and last < first
+          and removed == 2 * (4 * (16 * 16 + 16) + 2 * 16 * 64 + 64 + 16 + 4 * 16
+                              - formula(16, 4, 16, 4)))
+    return Outcome(ok, {"nonorm_hand": hand, **cmp.numbers,
+                        "params_512_k1": sizes[(512, 1)][0], "params_512_k4": sizes[(512, 4)][0],
+                        "ffn_over_mha_k1": ffn_share[(512, 1)],
+                        "ffn_over_mha_k4": ffn_share[(512, 4)],
+                        "student_removed": removed, "transfer_loss_layer1_first": first,
+                        "transfer_loss_layer1_last": last},
+                   "block 8/4, 2 heads, FFN 16, k = 4 vs loops; sizes at 8/4 and 512/128; "
+                   "2-layer d 16 teacher -> 4-FFN NoNorm student, 3 epochs on layer 1")
