@@ -20,6 +20,8 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
 ``transformer``        :class:`TransformerEncoderLayer` (post-/pre-norm, relu/gelu, head/FFN/layer
                        gates), :class:`TransformerEncoder` (hidden states and attentions of every
                        layer), :class:`BertEmbeddings`, :func:`cls_pool`, :func:`masked_mean_pool`
+``heads``              :class:`MaskedLMHead` (BERT's MLM head tied to the embedding matrix),
+                       :class:`MaskedLanguageModel` (a small BERT for masked-language modelling)
 ``losses``             :func:`cross_entropy`, :func:`nll`, :func:`mse`,
                        :func:`kl_div_with_temperature` (Hinton), :func:`distillation_loss`
 ``optim``              :class:`SGD`, :class:`Adam`, :class:`AdamW`, :func:`clip_grad_norm_`
@@ -41,6 +43,7 @@ from refimpl.nn.gates import (
 from refimpl.nn.gradcheck import GradcheckError, gradcheck, numerical_grad
 from refimpl.nn.attention import AttentionOutputs, MultiHeadAttention, scaled_dot_product_attention
 from refimpl.nn.layers import Dropout, Embedding, LayerNorm, Linear
+from refimpl.nn.heads import MaskedLanguageModel, MaskedLMHead
 from refimpl.nn.low_rank import LowRankLinear
 from refimpl.nn.losses import cross_entropy, distillation_loss, kl_div_with_temperature, mse, nll
 from refimpl.nn.models import (
@@ -93,7 +96,7 @@ __all__ = [
     "RNN", "GRU", "LSTM", "rnn_cell", "gru_cell", "lstm_cell",
     "MultiHeadAttention", "AttentionOutputs", "scaled_dot_product_attention",
     "TransformerEncoderLayer", "TransformerEncoder", "EncoderOutput", "BertEmbeddings",
-    "cls_pool", "masked_mean_pool",
+    "cls_pool", "masked_mean_pool", "MaskedLMHead", "MaskedLanguageModel",
     "cross_entropy", "nll", "mse", "kl_div_with_temperature", "distillation_loss",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_",
     "BowClassifier", "RNNClassifier", "LSTMLanguageModel", "TransformerClassifier", "Seq2Seq",
