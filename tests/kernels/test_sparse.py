@@ -8,6 +8,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refimpl.kernels import record_calls
 from refimpl.kernels import sparse as S
 from refimpl.kernels.sparse import (
     CSRMatrix,
@@ -141,19 +142,189 @@ def test_parallel_and_serial_kernels_agree():
     A = csr_from_dense(W)
     assert A.nnz >= S.PARALLEL_MIN_WORK  # the public call takes the prange path
     x = rng.standard_normal(300)
+    bounds = S._row_blocks(A)
     y_ser = np.zeros(400)
     y_par = np.zeros(400)
     S._csr_matvec_serial(S._uindptr(A), A.indices, A.data, x, y_ser)
-    S._csr_matvec_parallel(S._uindptr(A), A.indices, A.data, x, y_par)
+    S._csr_matvec_parallel(S._uindptr(A), A.indices, A.data, x, y_par, bounds)
     np.testing.assert_array_equal(y_ser, y_par)  # same per-row summation order
-    X = rng.standard_normal((300, 4))
-    Y_ser = np.empty((400, 4))
-    Y_par = np.empty((400, 4))
+    X = rng.standard_normal((300, 37))
+    Y_ser = np.empty((400, 37))
+    Y_par = np.empty((400, 37))
     S._csr_matmat_serial(S._uindptr(A), A.indices, A.data, X, Y_ser)
-    S._csr_matmat_parallel(S._uindptr(A), A.indices, A.data, X, Y_par)
+    S._csr_matmat_parallel(S._uindptr(A), A.indices, A.data, X, Y_par, bounds)
     np.testing.assert_array_equal(Y_ser, Y_par)
     np.testing.assert_array_equal(S._uindptr(A), A.indptr)  # a view with the same values
     assert np.shares_memory(S._uindptr(A), A.indptr)
+
+
+def _int_case(rng, n_rows, n_cols, dtype, max_row=None):
+    """Small-integer matrix with every row length from 0 up (so the pair loop, the odd last
+    value and the tail of fewer than 4 values all occur): every product and partial
+    sum is an integer below 2^24, so every summation order gives the same float."""
+    W = np.zeros((n_rows, n_cols), dtype=dtype)
+    for i in range(n_rows):
+        length = i % (min(n_cols, max_row or n_cols) + 1)
+        W[i, rng.choice(n_cols, length, replace=False)] = rng.integers(-8, 9, length)
+    return W
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 2, 5, 8, 15, 16, 17, 31, 32, 33, 40, 64, 70])
+def test_matmat_exact_on_integers_every_batch_width(backend, dtype, batch):
+    # batch widths around the 512-bit vector (16 float32 / 8 float64 lanes) and the two-vector
+    # pass: full passes, a masked last pass, a pass whose second vector is all masked
+    rng = np.random.default_rng(batch)
+    W = _int_case(rng, 90, 50, dtype)
+    X = rng.integers(-4, 5, (50, batch)).astype(dtype)
+    Y = csr_matmat(csr_from_dense(W), X, backend=backend)
+    assert Y.dtype == dtype
+    np.testing.assert_array_equal(Y, W.astype(np.float64) @ X)
+    # the serial and threaded drivers (the public call picks by size) give the same
+    A = csr_from_dense(W)
+    if backend == "numba":
+        Yp = np.empty_like(Y)
+        S._csr_matmat_parallel(S._uindptr(A), A.indices, A.data, X, Yp, S._row_blocks(A))
+        np.testing.assert_array_equal(Yp, Y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matvec_serial_and_threaded_exact_on_integers(monkeypatch, dtype):
+    rng = np.random.default_rng(11)
+    W = _int_case(rng, 300, 80, dtype, max_row=70)  # row lengths 0 .. 70
+    x = rng.integers(-4, 5, 80).astype(dtype)
+    A = csr_from_dense(W)
+    for kern in ("serial", "parallel"):
+        monkeypatch.setattr(S, "PARALLEL_MIN_WORK", 0 if kern == "parallel" else 1 << 60)
+        np.testing.assert_array_equal(csr_matvec(A, x, backend="numba"), W.astype(float) @ x)
+
+
+def _gamma_bound(W, X, extra=2):
+    """|Y - W X| <= γ_n |W| |X| for any order of a sum of at most n products, with or without
+    fused multiply-adds (Higham, Thm. 3.1 / Eq. (3.5)), n = longest row + ``extra``."""
+    u = 2.0 ** -24 if W.dtype == np.float32 else 2.0 ** -53
+    n = int(np.count_nonzero(W, axis=1).max()) + extra
+    g = n * u / (1 - n * u)
+    return g * (np.abs(W).astype(np.float64) @ np.abs(X).astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_random_values_within_the_rounding_bound(backend, dtype):
+    rng = np.random.default_rng(12)
+    W = _sparse(rng, (200, 500), 0.8, dtype)
+    A = csr_from_dense(W)
+    X = rng.standard_normal((500, 24)).astype(dtype)
+    ref = W.astype(np.float64) @ X.astype(np.float64)
+    Y = csr_matmat(A, X, backend=backend)
+    err = np.abs(Y - ref)
+    assert np.all(err <= _gamma_bound(W, X)), (err / _gamma_bound(W, X)).max()
+    assert err.max() > 0  # the bound is exercised: random sums do round
+    y = csr_matvec(A, X[:, 0], backend=backend)
+    assert np.all(np.abs(y - ref[:, 0]) <= _gamma_bound(W, X[:, :1])[:, 0])
+
+
+def test_matmat_result_does_not_depend_on_batch_width_or_threads():
+    """Each output's summation order is fixed by its row alone: computing any subset of the
+    columns, or on one thread, gives bit-identical results (deterministic SpMM)."""
+    import numba
+
+    rng = np.random.default_rng(13)
+    for dtype in DTYPES:
+        W = _sparse(rng, (300, 400), 0.7, dtype)
+        A = csr_from_dense(W)
+        X = rng.standard_normal((400, 70)).astype(dtype)
+        Y = csr_matmat(A, X, backend="numba")
+        for cols in (slice(0, 1), slice(3, 20), slice(5, 70), slice(40, 41)):
+            np.testing.assert_array_equal(csr_matmat(A, X[:, cols], backend="numba"),
+                                          Y[:, cols])
+        threads = numba.get_num_threads()
+        try:
+            numba.set_num_threads(1)
+            np.testing.assert_array_equal(csr_matmat(A, X, backend="numba"), Y)
+        finally:
+            numba.set_num_threads(threads)
+        np.testing.assert_array_equal(csr_matmat(A, X, backend="numba"), Y)  # and again
+
+
+def test_row_blocks_split_the_work_evenly():
+    rng = np.random.default_rng(14)
+    # very uneven rows: the first 50 rows dense, the rest nearly empty
+    W = _sparse(rng, (1000, 600), 0.99)
+    W[:50] = rng.standard_normal((50, 600))
+    A = csr_from_dense(W)
+    b = S._row_blocks(A)
+    assert b[0] == 0 and b[-1] == 1000 and np.all(np.diff(b) >= 0)
+    assert b.dtype == np.int64
+    cost = A.indptr + np.arange(1001)
+    per_block = np.diff(cost[b])
+    longest = np.max(np.diff(A.indptr)) + 1
+    assert per_block.sum() == cost[-1]
+    assert per_block.max() <= cost[-1] / (len(b) - 1) + longest  # within one row of even
+    assert S._row_blocks(A) is b  # cached on the matrix
+
+
+def test_numba_dispatch_picks_the_row_kernels(monkeypatch):
+    """Which driver runs: serial or threaded (row blocks balanced by work) by size, for SpMV,
+    for the IR SpMM rows of csr_matmat and for dense_x_csr_T."""
+    ran = []
+    for name in ("_csr_matvec_serial", "_csr_matvec_parallel", "_csr_matmat_serial",
+                 "_csr_matmat_parallel", "_csr_matmat_loops"):
+        real = getattr(S, name)
+        monkeypatch.setattr(S, name, lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
+    rng = np.random.default_rng(15)
+    small = csr_from_dense(_sparse(rng, (20, 30), 0.5))
+    big = csr_from_dense(_sparse(rng, (400, 400), 0.5))
+    assert big.nnz >= S.PARALLEL_MIN_WORK > small.nnz * 3
+    for A, drv in ((small, "serial"), (big, "parallel")):
+        ran.clear()
+        csr_matvec(A, np.ones(A.shape[1]), backend="numba")
+        assert ran == [f"_csr_matvec_{drv}"], (drv, ran)
+    for A, X, drv in ((small, np.ones((30, 3)), "serial"), (big, np.ones((400, 3)),
+                                                             "parallel")):
+        ran.clear()
+        csr_matmat(A, X, backend="numba")
+        assert ran == [f"_csr_matmat_{drv}"]
+        ran.clear()
+        dense_x_csr_T(X.T, A, backend="numba")
+        assert ran == [f"_csr_matmat_{drv}"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 3, 16, 33])
+def test_dense_x_csr_T_equals_transposed_matmat_bit_for_bit(backend, dtype, batch):
+    # the strided (scattered) output store of X @ W.T sums in the same order as csr_matmat
+    rng = np.random.default_rng(16)
+    W = _sparse(rng, (70, 90), 0.6, dtype)
+    A = csr_from_dense(W)
+    X = rng.standard_normal((batch, 90)).astype(dtype)
+    # (the transposed product first: a record_calls log nested in the backend fixture's must
+    # not equal it, since record_calls removes its log from the recorders by equality)
+    YT = csr_matmat(A, X.T, backend=backend)
+    with record_calls() as log:
+        Y = dense_x_csr_T(X, A, backend=backend)
+    assert log == [("dense_x_csr_T", backend)]
+    assert Y.shape == (batch, 70) and Y.flags.c_contiguous and Y.dtype == dtype
+    np.testing.assert_array_equal(Y, YT.T)
+    ref = X.astype(np.float64) @ W.T.astype(np.float64)
+    assert np.all(np.abs(Y - ref) <= _gamma_bound(W, X.T).T)
+
+
+def test_kernels_run_with_jit_disabled():
+    """NUMBA_DISABLE_JIT=1: the IR row kernels cannot run, the plain loops do, exactly."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\nfrom refimpl.kernels import sparse as S\n"
+            "rng = np.random.default_rng(0)\n"
+            "W = rng.integers(-3, 4, (40, 30)).astype('f4'); W[rng.random(W.shape) < .6] = 0\n"
+            "X = rng.integers(-3, 4, (30, 5)).astype('f4'); A = S.csr_from_dense(W)\n"
+            "assert np.array_equal(S.csr_matmat(A, X, backend='numba'), W @ X)\n"
+            "assert np.array_equal(S.csr_matvec(A, X[:, 0], backend='numba'), W @ X[:, 0])\n")
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
