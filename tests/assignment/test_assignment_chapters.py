@@ -17,9 +17,9 @@ from refimpl.cli.chapters import quiet_kernel_manager_class
 pytestmark = pytest.mark.notebook
 
 CHAPTERS = Path(__file__).resolve().parents[2] / "chapters"
-#: Chapters with graded Exercises; add 09 when its notebook is converted.
+#: Chapters with graded Exercises (every chapter notebook).
 CONVERTED = ["01_networks", "02_pruning", "03_quantization", "04_distillation", "05_sharing",
-             "06_decomposition", "07_subquadratic", "08_comparison"]
+             "06_decomposition", "07_subquadratic", "08_comparison", "09_real_model"]
 TIMEOUT = 900  # seconds per cell, as in tests/test_notebooks.py
 
 

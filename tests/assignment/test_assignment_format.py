@@ -31,10 +31,9 @@ def _require(name: str):
 
 CHAPTERS = Path(__file__).resolve().parents[2] / "chapters"
 ALL_NOTEBOOKS = sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))
-#: Chapters whose Exercises are graded (>= 4 autograded questions). Add 09 here when its
-#: notebook is converted.
+#: Chapters whose Exercises are graded (>= 4 autograded questions): every chapter notebook.
 CONVERTED = ["01_networks", "02_pruning", "03_quantization", "04_distillation", "05_sharing",
-             "06_decomposition", "07_subquadratic", "08_comparison"]
+             "06_decomposition", "07_subquadratic", "08_comparison", "09_real_model"]
 
 
 # ----------------------------------------------------------------------- a synthetic notebook
@@ -205,6 +204,9 @@ def test_converted_chapters_have_four_graded_questions(stem, made):
     number = stem[:2]
     assert all(g.startswith(f"ch{number}-") for g in info["questions"])
 
+
+def test_every_chapter_notebook_is_converted():
+    assert CONVERTED == [p.stem for p in ALL_NOTEBOOKS]
 
 def test_grade_ids_are_unique_across_chapters(made):
     ids = [g for info, _ in made.values() for g in info["questions"]]
