@@ -28,6 +28,8 @@ structured (heads/units cut)   the smaller dense (or k-bit) matrix of the kept r
 low-rank ``A B``               two BLAS products
 TT-matrix                      :func:`refimpl.kernels.tt.tt_matmul` on the cores
 HashedNets                     :func:`refimpl.kernels.hashing.hashed_matmul` (no matrix formed)
+other factorised layers        the layer's own forward on its stored factors (block-term,
+(own parameters)               quaternion, ...; format: the class name)
 embedding, dense               row gather ``W[ids]`` (``gather``)
 embedding, CSR                 the rows' ``indptr`` slices scattered into dense rows
                                (``gather-csr``)
@@ -248,6 +250,18 @@ def _lookup_op(mname, mod, pname, records):
     return None
 
 
+def _module_op(mname, mod):
+    """A factorised layer no dedicated kernel covers (block-term, quaternion, ...): its own
+    forward on its stored factors (format: the class name, lower case)."""
+    from refimpl.nn import Tensor, no_grad
+
+    def run(X):
+        with no_grad():
+            return mod(Tensor(X))
+
+    return WeightOp(mname, type(mod).__name__.lower(), int(mod.in_features), run)
+
+
 def _seq_len(model) -> int:
     n = int(getattr(model, "max_len", 0) or 0)
     return max(1, n + (getattr(model, "pooling", "mean") == "cls")) if n else 64
@@ -374,6 +388,10 @@ def stored_ops(model, records: dict | None = None, kinds=OP_KINDS) -> list[Weigh
             ops.append(WeightOp(mname, "hashed", mod.in_features,
                                 lambda X, w=w, o=mod.out_features, a=sb, b=ss:
                                 hashed_matmul(X, w, o, a, b)))
+            continue
+        if cls != "Linear" and isinstance(getattr(mod, "in_features", None), (int, np.integer)) \
+                and any(id(v) in pname for v in vars(mod).values()):
+            ops.append(_module_op(mname, mod))  # BT-layers, quaternion layers, ...
             continue
         # a Linear's W, or an RNN's dense W_ih_l*/W_hh_l* (factorised ones are child modules)
         for attr, val in list(vars(mod).items()):

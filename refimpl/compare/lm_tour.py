@@ -174,8 +174,10 @@ class _LMTaskView:
 def lm_context(cfg: LMConfig, task, base):
     """The :class:`~refimpl.registry.TourContext` of the LM comparison: ``baselines`` maps both
     ``"lstm-lm"`` and ``"lstm"`` to the trained LM (a registered method's
-    ``copy_baseline("lstm")`` copies it), ``fit`` fine-tunes with :func:`refimpl.nn.fit_lm`
-    (1 epoch at ``cfg.finetune_lr`` unless asked otherwise) or, with ``forward`` and
+    ``copy_baseline("lstm")`` copies it), ``fit`` trains with :func:`refimpl.nn.fit_lm` at
+    ``cfg.finetune_lr`` for ``cfg.epochs`` unless told otherwise (as the classification tour's
+    ``ctx.fit`` defaults to the baseline's epochs; the chapters' fine-tuning steps pass
+    ``epochs=1``) or, with ``forward`` and
     ``loss_fn`` (distillation's LM form), :func:`refimpl.nn.fit` on the training sentences;
     any other keyword raises (classifier-only options must not be silently ignored)."""
     from refimpl import nn
@@ -189,7 +191,8 @@ def lm_context(cfg: LMConfig, task, base):
         rng = as_rng(kw.pop("rng", cfg.seed + 2))
         return nn.LSTMLanguageModel(vocab_size=V, rng=rng, **kw)
 
-    def fit(model, epochs=1, lr=None, after_step=None, forward=None, loss_fn=None, **kw):
+    def fit(model, epochs=None, lr=None, after_step=None, forward=None, loss_fn=None, **kw):
+        epochs = cfg.epochs if epochs is None else epochs
         if kw:
             raise TypeError(f"the LM tour's fit takes epochs, lr, after_step, forward and "
                             f"loss_fn; got {sorted(kw)} (a classifier-only option)")

@@ -198,3 +198,15 @@ def test_stored_latency_reports_each_kind():
     assert "attn-dense×1" in out["formats"] and "gather×1" in out["formats"]
     with pytest.raises(ValueError, match="kinds"):
         stored_ops(_transformer(), kinds=("softmax",))
+
+
+def test_factorised_layers_without_a_kernel_run_their_own_forward():
+    from refimpl.decomposition.block_term import BTLinear
+    from refimpl.nn import Tensor
+
+    model = Module()
+    model.bt = BTLinear((4, 4), (2, 4), rank=2, n_blocks=2, rng=0)
+    (op,) = stored_ops(model)
+    assert op.fmt == "btlinear" and op.in_features == 16
+    X = np.random.default_rng(7).standard_normal((3, 16)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(op.run(X).data), model.bt(Tensor(X)).data)

@@ -49,6 +49,15 @@ def fake(monkeypatch):
     return own
 
 
+def burn(seconds):
+    """Spend ``seconds`` of CPU time (the tour's budgets are CPU seconds: sleeping costs none)."""
+    c0 = time.process_time()
+    x = 0
+    while time.process_time() - c0 < seconds:
+        x += 1
+    return x
+
+
 def tiny_cfg(**kw):
     return tour.config_for(tiny=True, **kw)
 
@@ -60,7 +69,7 @@ def test_float16_error_and_timeout_rows(fake, tmp_path):
 
     @register_method("t-slow", family="quantization", section="3.3")
     def _slow(ctx):
-        time.sleep(3)
+        burn(3)
         return MethodResult(ctx.copy_baseline(), bits=1, params=1)
 
     @register_method("t-badresult", family="sharing", section="5")
@@ -97,7 +106,7 @@ def test_float16_error_and_timeout_rows(fake, tmp_path):
     assert abs(f16["delta"]) < 0.05, f16  # float16 rounding barely moves accuracy
     assert rows["t-broken"]["status"] == "error"
     assert rows["t-broken"]["notes"] == "RuntimeError: kaboom"
-    assert rows["t-slow"]["status"] == "timeout" and rows["t-slow"]["seconds"] < 2.0
+    assert rows["t-slow"]["status"] == "timeout" and rows["t-slow"]["cpu_seconds"] < 2.0
     assert rows["t-badresult"]["status"] == "error" and "MethodResult" in \
         rows["t-badresult"]["notes"]
     assert rows["t-half"]["compression"] == 2.0 and rows["t-half"]["latency_ms"] > 0
@@ -124,7 +133,7 @@ def test_float16_error_and_timeout_rows(fake, tmp_path):
 def test_total_budget_is_shared_and_exhausted_methods_are_skipped(fake):
     @register_method("t-eater", family="pruning", section="2")
     def _eat(ctx):
-        time.sleep(10)
+        burn(10)
 
     @register_method("t-after", family="pruning", section="2")
     def _after(ctx):
@@ -163,7 +172,9 @@ def test_time_limit_outside_main_thread_does_not_interrupt():
     assert out == ["done"]
     with pytest.raises(tour.MethodTimeout, match="time budget"):
         with tour.time_limit(0.05):
-            time.sleep(1)
+            burn(1)
+    with tour.time_limit(0.05):  # CPU seconds: waiting (another job's turn) costs none
+        time.sleep(0.2)
 
 
 def test_presets():
@@ -180,7 +191,7 @@ def test_only_trains_the_baselines_used_on_demand_and_not_on_the_clock(fake, mon
     made = []
 
     def slow_fit(model, task, cfg, **kw):
-        time.sleep(0.6)  # longer than the method's budget: must not count against it
+        burn(0.6)  # longer than the method's budget: must not count against it
         return fake_fit(model, task, cfg, **kw)
 
     monkeypatch.setattr(tour, "_fit", slow_fit)
