@@ -24,17 +24,21 @@ student-segmented input, position for position, and (:func:`mixed_vocab_distilla
 * its softmax over the student vocabulary gives soft targets at the masked positions (KD with
   temperature T, :func:`~refimpl.distillation.kd_loss_t`), mixed with the hard MLM labels;
 * its hidden states are matched layer by layer (uniform map ``g(m) = m·N/M``) through one
-  projection ``d_s → D`` shared by all layers (the paper's shared projections; the survey: "in
-  addition to distilling only the final layer, layer-wise teacher parameters can be used to
-  optimise the corresponding student layers").
+  projection ``d_s → D`` shared by all layers (after the "shared projections" of the paper's
+  first version; the survey: "in addition to distilling only the final layer, layer-wise teacher
+  parameters can be used to optimise the corresponding student layers").
 
 Both output layers are tied to the embedding tables (:class:`refimpl.nn.MaskedLMHead`); for
 the teacher the tied matrix is the joint table ``[E_t; E_s Uᵀ]`` of shape ``(V_t + V_s, D)``.
 
 What is refimpl's choice rather than the paper's: the paper further trains a pretrained
-BERT-LARGE with mixed vocabulary (``p_SV``, 4928 student WordPieces); here the teacher is trained
-from scratch on the mixed segmentation at a tiny size; the stage-II weights ``α, β`` and the
-layer map are ours; special tokens are always the teacher's in the teacher's input.
+BERT-LARGE with mixed vocabulary (a student vocabulary of about 5K WordPieces); here the teacher
+is trained from scratch on the mixed segmentation at a tiny size. Stage I follows the survey's
+description closely. Stage II is refimpl's reading: the survey names the student's MLM on its own
+segmentation and a layer-wise transfer that may act on the teacher's *parameters*; refimpl matches
+layer *outputs* (hidden states) through one shared projection and adds soft targets from the
+teacher's student-vocabulary softmax, which the shared input makes possible. The weights ``α, β``,
+``p`` and the layer map are ours; special tokens are always the teacher's in the teacher's input.
 
 References
 ----------
