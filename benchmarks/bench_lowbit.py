@@ -282,7 +282,8 @@ def main(argv=None):
         numba.set_num_threads(1)
     env = print_environment()
 
-    print(f"# lowbit_gemv fast path (AVX-512 vpermps): {lg.fast_path_available()}; threads "
+    print(f"# lowbit_gemv kernel: {lg.fast_path_isa() or 'portable loops'} (CPU: "
+          f"{lg.cpu_isa()}; ${lg.ISA_ENV}={os.environ.get(lg.ISA_ENV, '')!r}); threads "
           f"(numba, torch): {numba.get_num_threads()}, {threads}")
     N = K = 4096
     rounds = args.repeat or (7 if args.quick else 21)

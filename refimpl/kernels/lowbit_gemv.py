@@ -44,12 +44,26 @@ a 2^g-entry table of partial sums per group of g activations, indexed by the wei
 rows) saves lookups for 1- and 2-bit weights but needs 16 rows' words in one register: with
 :func:`bitpack.pack_codes`' row-major layout that is a gather per word, so it was not built.
 
+The AVX2 path
+-------------
+CPUs with AVX2 and FMA3 but without AVX-512 run the same kernel on 8-lane blocks (8 words per
+block, one ``<8 x i64>`` load = two ymm registers; :func:`_layout_x` with ``L = 8``). AVX2's
+``vpermps`` (``llvm.x86.avx2.permps``) looks up an 8-entry table with the low 3 bits of each
+lane, which holds the whole table for binary, ternary, 2- and 3-bit codes (the table repeats
+modulo 2^bits, so the bits above the code still never matter); 4-bit codes look up the low
+and the high 8 entries with two permutes and pick per lane with ``vblendvps`` on bit 3
+(shifted to the sign bit). With 16 ymm registers the batch chunks are at most 4 rows (2
+weight rows × 4 = 8 accumulators). The summation order is the AVX-512 kernel's with 8 lane
+partial sums instead of 16. :func:`fast_path_isa` says which kernel runs; setting
+``REFIMPL_LOWBIT_ISA=avx2`` (or ``portable``) forces a lower path, which is how the AVX2
+kernel is tested (exactly, against the NumPy reference) on an AVX-512 machine.
+
 Portable fallback
 -----------------
-CPUs without AVX-512 (and ``NUMBA_DISABLE_JIT=1``, and float64 activations) run a plain Numba
+CPUs with neither (and ``NUMBA_DISABLE_JIT=1``, and float64 activations) run a plain Numba
 loop nest (row blocks in ``prange``, codes decoded one by one with shifts, the table looked up
 per weight, the activations transposed so the batch loop is contiguous): correct everywhere,
-not fast. :func:`fast_path_available` says which path a call takes.
+not fast. :func:`fast_path_available` / :func:`fast_path_isa` say which path a call takes.
 
 dtype rules
 -----------
@@ -58,8 +72,8 @@ portable loop in float64, returned as float64; integer / bool ``X`` → float64.
 scales are cast to ``X``'s dtype. ``X`` may be 1-d (one vector, returns shape ``(N,)``) or
 2-d, any strides (copied into the kernel's layout).
 
-Exactness: the kernel sums in a different order from the NumPy reference (16 lane partial sums
-per row, then a tree), so the two agree bit for bit only when every partial sum is exact (e.g.
+Exactness: the kernel sums in a different order from the NumPy reference (16 or 8 lane partial
+sums per row, then a tree), so the two agree bit for bit only when every partial sum is exact (e.g.
 small integers or dyadic values) and otherwise within the float32 rounding bound
 ``γ_K Σ_k |cb[c_{nk}]| |X[m, k]|`` (tests).
 """
@@ -67,6 +81,7 @@ small integers or dyadic values) and otherwise within the float32 rounding bound
 from __future__ import annotations
 
 import functools
+import os
 
 import numba
 import numpy as np
@@ -81,7 +96,8 @@ from refimpl.kernels.bitpack import popcount64 as _popcount
 from refimpl.utils import check_array, check_int
 
 __all__ = ["kbit_gemv", "binary_weight_gemv", "ternary_weight_gemv", "binary_gemv",
-           "ternary_gemv", "fast_path_available", "SMALL_BATCH", "SMALL_BATCH_PACKED"]
+           "ternary_gemv", "fast_path_available", "fast_path_isa", "cpu_isa", "ISA_ENV",
+           "SMALL_BATCH", "SMALL_BATCH_PACKED"]
 
 #: Largest batch (rows of ``X``) for which :func:`bitpack.kbit_matmul` calls this kernel.
 #: Measured at 4096 × 4096, 4-bit, one thread each, CPU ms per call (shared machine, load ~15):
@@ -93,36 +109,73 @@ SMALL_BATCH = 512
 #: their 4 × 4 (2 × 2) row tiles leave one of the two threads idle (M ≤ 4) or unbalanced.
 SMALL_BATCH_PACKED = 7
 
-_LANES = 16      # words per block (one <16 x i64> load, two zmm registers)
 _ROW_BLOCK = 64  # output rows per prange task
 _TERNARY = 0     # the "kind" of a ternary product; k-bit codes use kind = bits
 
 
 # ------------------------------------------------------------------ ISA
-def fast_path_available() -> bool:
-    """True when float32 products take the AVX-512 ``vpermps`` kernel: the CPU Numba compiles
-    for has AVX-512F (``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` respected) and the JIT is on.
-    """
+#: Environment variable that forces a lower kernel path than the CPU allows: ``avx2`` (the
+#: 8-lane kernel on an AVX-512 CPU) or ``portable`` (the plain loops); ``avx512`` / unset: the
+#: best the CPU has. Forcing a path the CPU lacks raises ``ValueError``. For tests and
+#: benchmarks (an AVX-512 machine checks the AVX2 kernel exactly this way).
+ISA_ENV = "REFIMPL_LOWBIT_ISA"
+_ISA_RANK = {None: 0, "avx2": 1, "avx512": 2}
+
+
+def cpu_isa() -> str | None:
+    """The widest vector ISA of the CPU Numba compiles for that the hand-written kernels use:
+    ``"avx512"`` (AVX-512F), ``"avx2"`` (AVX2 and FMA3), or ``None`` (neither, or the JIT is
+    off). ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` are respected (a named CPU other than
+    ``host`` without explicit features counts as neither)."""
     if numba.config.DISABLE_JIT:
-        return False
+        return None
     feats = numba.config.CPU_FEATURES
     if feats:  # the user told Numba which features to compile for
-        return "+avx512f" in str(feats)
-    name = numba.config.CPU_NAME
-    if name and name != "host":
-        return False
-    return _host_has_avx512f()
+        have = {f[1:] for f in str(feats).split(",") if f.startswith("+")}
+    else:
+        name = numba.config.CPU_NAME
+        if name and name != "host":
+            return None
+        have = _host_features()
+    if "avx512f" in have:
+        return "avx512"
+    if "avx2" in have and "fma" in have:
+        return "avx2"
+    return None
+
+
+def fast_path_isa() -> str | None:
+    """The kernel float32 products take: ``"avx512"`` (16-lane ``vpermps``), ``"avx2"``
+    (8-lane ``vpermps``, two of them and a blend for 4-bit codes) or ``None`` (the portable
+    loops): :func:`cpu_isa`, lowered by ``$REFIMPL_LOWBIT_ISA`` when set."""
+    isa = cpu_isa()
+    want = os.environ.get(ISA_ENV, "").strip().lower()
+    if not want:
+        return isa
+    if want not in ("avx512", "avx2", "portable"):
+        raise ValueError(f"{ISA_ENV} must be one of 'avx512', 'avx2', 'portable', got {want!r}")
+    want = None if want == "portable" else want
+    if _ISA_RANK[want] > _ISA_RANK[isa]:
+        raise ValueError(f"{ISA_ENV}={want} but the CPU Numba compiles for has only "
+                         f"{isa or 'neither AVX2+FMA nor AVX-512F'}")
+    return want
+
+
+def fast_path_available() -> bool:
+    """True when float32 products take a vector kernel (AVX-512 or AVX2,
+    :func:`fast_path_isa`), False for the portable loops."""
+    return fast_path_isa() is not None
 
 
 @functools.cache
-def _host_has_avx512f() -> bool:
-    """LLVM's host feature query, once per process (it takes ~0.5 ms)."""
+def _host_features() -> frozenset:
+    """LLVM's host feature query (the features that are on), once per process (~0.5 ms)."""
     import llvmlite.binding as llvm
 
     try:
-        return bool(llvm.get_host_cpu_features().get("avx512f", False))
+        return frozenset(k for k, v in llvm.get_host_cpu_features().items() if v)
     except RuntimeError:
-        return False
+        return frozenset()
 
 
 def _per(kind: int) -> int:
@@ -197,16 +250,17 @@ def _lowbit_generic(X, packed, sign, kind, K, table, scale):
 
 # ------------------------------------------------------------------ AVX-512 kernel
 @numba.njit(cache=True)
-def _layout_x(X, per, Kw):
-    """``xl[m, q, j, l] = X[m, per (16 q + l) + j]`` (0 beyond K): the activations in the order
-    the kernel decodes the codes of 16 consecutive words; shape (M, ceil(Kw/16), per, 16)."""
+def _layout_x(X, per, Kw, L):
+    """``xl[m, q, j, l] = X[m, per (L q + l) + j]`` (0 beyond K): the activations in the order
+    the kernel decodes the codes of ``L`` consecutive words (16 for AVX-512, 8 for AVX2);
+    shape (M, ceil(Kw/L), per, L)."""
     M, K = X.shape
-    nq = (Kw + 15) // 16
-    xl = np.zeros((M, nq, per, 16), dtype=np.float32)
+    nq = (Kw + L - 1) // L
+    xl = np.zeros((M, nq, per, L), dtype=np.float32)
     for m in range(M):
         for q in range(nq):
-            for l in range(16):
-                base = per * (16 * q + l)
+            for l in range(L):
+                base = per * (L * q + l)
                 for j in range(min(per, K - base)):
                     xl[m, q, j, l] = X[m, base + j]
     return xl
@@ -220,13 +274,14 @@ def _i64(v):
     return ir.Constant(ir.IntType(64), v)
 
 
-_F16 = ir.VectorType(ir.FloatType(), 16)
-_I16 = ir.VectorType(ir.IntType(32), 16)
-_Q16 = ir.VectorType(ir.IntType(64), 16)
+def _vt(L):
+    """(float, int32, int64) vector types of ``L`` lanes."""
+    return (ir.VectorType(ir.FloatType(), L), ir.VectorType(ir.IntType(32), L),
+            ir.VectorType(ir.IntType(64), L))
 
 
-def _splat32(c):
-    return ir.Constant(_I16, [_i32(c)] * 16)
+def _splat32(c, L=16):
+    return ir.Constant(ir.VectorType(ir.IntType(32), L), [_i32(c)] * L)
 
 
 def _fn(builder, name, ret, argtys):
@@ -245,20 +300,44 @@ def _opaque(builder, v):
     return builder.asm(ir.FunctionType(v.type, [v.type]), "", "=v,0", [v], False)
 
 
-def _spread16(builder, x):
+def _spread16(builder, x, L=16):
     """Bits 0..15 of each lane to the even bits 0, 2, …, 30 (a Morton interleave step)."""
     for sh, msk in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
-        x = builder.and_(builder.or_(x, builder.shl(x, _splat32(sh))), _splat32(msk))
+        x = builder.and_(builder.or_(x, builder.shl(x, _splat32(sh, L))), _splat32(msk, L))
     return x
+
+
+def _lookup(builder, ctx, idx):
+    """``table[idx mod 16]`` per lane (bits of ``idx`` above the code are ignored).
+
+    AVX-512 (16 lanes): one ``vpermps`` on the 16-entry table (it reads the low 4 bits).
+    AVX2 (8 lanes): ``vpermps`` reads the low 3 bits of an 8-entry table, which is the whole
+    table for ternary, 1-, 2- and 3-bit codes (the table repeats modulo 2^bits); 4-bit codes
+    look up both halves and ``vblendvps`` picks the high half where bit 3 is set (moved to
+    the sign bit by a shift)."""
+    L = ctx["L"]
+    F, I, _ = _vt(L)
+    if L == 16:
+        perm = _fn(builder, "llvm.x86.avx512.permvar.sf.512", F, [F, I])
+        return builder.call(perm, [ctx["table"], idx])
+    perm = _fn(builder, "llvm.x86.avx2.permps", F, [F, I])
+    lo = builder.call(perm, [ctx["table"], idx])
+    if ctx["kind"] != 4:
+        return lo
+    hi = builder.call(perm, [ctx["table_hi"], idx])
+    blend = _fn(builder, "llvm.x86.avx.blendv.ps.256", F, [F, F, F])
+    sel = builder.bitcast(builder.shl(idx, _splat32(28, L)), F)  # bit 3 → sign bit
+    return builder.call(blend, [lo, hi, sel])
 
 
 def _emit_rows(builder, ctx, rows, BC):
     """Emit the products of the weight rows ``rows`` (a tuple of row indices) with batch rows
-    ``b0 .. b0 + BC − 1`` into ``out``: every block of 16 words (masked loads), then the row
+    ``b0 .. b0 + BC − 1`` into ``out``: every block of ``L`` words (masked loads), then the row
     sums."""
     RB = len(rows)
-    kind, per = ctx["kind"], ctx["per"]
-    zero = ir.Constant(_F16, [ir.Constant(ir.FloatType(), 0.0)] * 16)
+    kind, per, L = ctx["kind"], ctx["per"], ctx["L"]
+    F, I, Q = _vt(L)
+    zero = ir.Constant(F, [ir.Constant(ir.FloatType(), 0.0)] * L)
     accs = ctx["accs"]
     # independent accumulator chains: an FMA waits ~4 cycles for its accumulator, so with
     # fewer than 8 chains (2 rows × 1–2 batch rows) code j goes to accumulator j mod nacc
@@ -267,68 +346,66 @@ def _emit_rows(builder, ctx, rows, BC):
         for a in range(BC * nacc):
             builder.store(zero, accs[r][a])
     row_w = [builder.mul(rows[r], ctx["Kw"]) for r in range(RB)]
-    perm = _fn(builder, "llvm.x86.avx512.permvar.sf.512", _F16, [_F16, _I16])
-    fma = _fn(builder, "llvm.fma.v16f32", _F16, [_F16, _F16, _F16])
+    fma = _fn(builder, f"llvm.fma.v{L}f32", F, [F, F, F])
 
     def load_words(base_ptr, off, mask):
-        p = builder.bitcast(builder.gep(base_ptr, [off]), _Q16.as_pointer())
+        p = builder.bitcast(builder.gep(base_ptr, [off]), Q.as_pointer())
         if mask is None:
             return builder.load(p, align=8)
-        name = "llvm.masked.load.v16i64." + ("p0" if ctx["opaque"] else "p0v16i64")
-        mload = _fn(builder, name, _Q16, [p.type, ir.IntType(32),
-                                          ir.VectorType(ir.IntType(1), 16), _Q16])
-        return builder.call(mload, [p, _i32(8), mask, ir.Constant(_Q16, [_i64(0)] * 16)])
+        name = f"llvm.masked.load.v{L}i64." + ("p0" if ctx["opaque"] else f"p0v{L}i64")
+        mload = _fn(builder, name, Q, [p.type, ir.IntType(32),
+                                       ir.VectorType(ir.IntType(1), L), Q])
+        return builder.call(mload, [p, _i32(8), mask, ir.Constant(Q, [_i64(0)] * L)])
 
     def prefetch(base_ptr, off):
-        # the two cache lines _PREFETCH blocks (16 words each) ahead in the packed array (a
-        # prefetch past the end does not fault)
+        # the cache lines of the block _PREFETCH · 16 words (3 KiB) ahead in the packed
+        # array (a prefetch past the end does not fault)
         i8p = ir.IntType(8).as_pointer()
         name = "llvm.prefetch." + ("p0" if ctx["opaque"] else "p0i8")
-        for line in range(2):
+        for line in range(L // 8):
             p = builder.bitcast(builder.gep(base_ptr, [builder.add(
-                off, _i64(_LANES * _PREFETCH + 8 * line))]), i8p)
+                off, _i64(16 * _PREFETCH + 8 * line))]), i8p)
             fn = _fn(builder, name, ir.VoidType(), [p.type, ir.IntType(32), ir.IntType(32),
                                                     ir.IntType(32)])
             builder.call(fn, [p, _i32(0), _i32(3), _i32(1)])
 
     def block(q, mask):
-        # codes of 16 words per weight row, as 32-bit lanes
+        # codes of L words per weight row, as 32-bit lanes
         lanes = []
         for r in range(RB):
-            off = builder.add(row_w[r], builder.mul(q, _i64(_LANES)))
+            off = builder.add(row_w[r], builder.mul(q, _i64(L)))
             if _PREFETCH:
                 prefetch(ctx["pk"], off)
                 if kind == _TERNARY:
                     prefetch(ctx["sg"], off)
             wv = load_words(ctx["pk"], off, mask)
-            lo = _opaque(builder, builder.trunc(wv, _I16))
+            lo = _opaque(builder, builder.trunc(wv, I))
             hi = _opaque(builder, builder.trunc(builder.lshr(wv, ir.Constant(
-                _Q16, [_i64(32)] * 16)), _I16))
+                Q, [_i64(32)] * L)), I))
             if kind == _TERNARY:  # interleave nz (even bits) and sign (odd bits) per quarter
                 sv = load_words(ctx["sg"], off, mask)
-                slo = builder.trunc(sv, _I16)
-                shi = builder.trunc(builder.lshr(sv, ir.Constant(_Q16, [_i64(32)] * 16)),
-                                    _I16)
+                slo = builder.trunc(sv, I)
+                shi = builder.trunc(builder.lshr(sv, ir.Constant(Q, [_i64(32)] * L)), I)
                 quarters = []
                 for a, s in ((lo, slo), (hi, shi)):
                     for half in range(2):
                         if half == 0:
-                            a16 = builder.and_(a, _splat32(0xFFFF))
-                            s16 = builder.and_(s, _splat32(0xFFFF))
+                            a16 = builder.and_(a, _splat32(0xFFFF, L))
+                            s16 = builder.and_(s, _splat32(0xFFFF, L))
                         else:
-                            a16 = builder.lshr(a, _splat32(16))
-                            s16 = builder.lshr(s, _splat32(16))
+                            a16 = builder.lshr(a, _splat32(16, L))
+                            s16 = builder.lshr(s, _splat32(16, L))
                         quarters.append(_opaque(builder, builder.or_(
-                            _spread16(builder, a16),
-                            builder.shl(_spread16(builder, s16), _splat32(1)))))
+                            _spread16(builder, a16, L),
+                            builder.shl(_spread16(builder, s16, L), _splat32(1, L)))))
                 lanes.append(quarters)
             else:
                 lanes.append((lo, hi))
         acc = [[builder.load(accs[r][a]) for a in range(BC * nacc)] for r in range(RB)]
-        # xl[b0 + b, q, j, :] at ((b0 + b) nq + q) per 16 + 16 j
+        # xl[b0 + b, q, j, :] at ((b0 + b) nq + q) per L + L j
         xoff = [builder.mul(builder.add(builder.mul(builder.add(ctx["b0"], _i64(b)), ctx["nq"]),
-                                        q), _i64(per * 16)) for b in range(BC)]
-        xptr = [builder.bitcast(builder.gep(ctx["xl"], [xoff[b]]), _F16.as_pointer())
+                                        q), _i64(per * L)) for b in range(BC)]
+        xptr = [builder.bitcast(builder.gep(ctx["xl"], [xoff[b]]), F.as_pointer())
                 for b in range(BC)]
         for j in range(per):
             ws = []
@@ -336,18 +413,18 @@ def _emit_rows(builder, ctx, rows, BC):
                 if kind == _TERNARY:
                     qv = lanes[r][j // 16]
                     s = 2 * (j % 16)
-                    idx = builder.lshr(qv, _splat32(s)) if s else qv
+                    idx = builder.lshr(qv, _splat32(s, L)) if s else qv
                 else:
                     lo, hi = lanes[r]
                     s = kind * j
                     if s + kind <= 32:
-                        idx = builder.lshr(lo, _splat32(s)) if s else lo
+                        idx = builder.lshr(lo, _splat32(s, L)) if s else lo
                     elif s >= 32:
-                        idx = builder.lshr(hi, _splat32(s - 32)) if s > 32 else hi
+                        idx = builder.lshr(hi, _splat32(s - 32, L)) if s > 32 else hi
                     else:  # a code across the two halves (3-bit code 10)
-                        idx = builder.or_(builder.lshr(lo, _splat32(s)),
-                                          builder.shl(hi, _splat32(32 - s)))
-                ws.append(builder.call(perm, [ctx["table"], idx]))
+                        idx = builder.or_(builder.lshr(lo, _splat32(s, L)),
+                                          builder.shl(hi, _splat32(32 - s, L)))
+                ws.append(_lookup(builder, ctx, idx))
             for b in range(BC):
                 xv = builder.load(builder.gep(xptr[b], [_i64(j)]), align=4)
                 for r in range(RB):
@@ -357,22 +434,22 @@ def _emit_rows(builder, ctx, rows, BC):
             for a in range(BC * nacc):
                 builder.store(acc[r][a], accs[r][a])
 
-    # every block through a masked load (lanes 16 q + l < Kw): one copy of the block's code
+    # every block through a masked load (lanes L q + l < Kw): one copy of the block's code
     # serves the full blocks and the partial last one
-    lanes_idx = ir.Constant(_Q16, [_i64(i) for i in range(16)])
+    lanes_idx = ir.Constant(Q, [_i64(i) for i in range(L)])
     with cgutils.for_range(builder, ctx["nq"]) as loop:
-        left = builder.sub(ctx["Kw"], builder.mul(loop.index, _i64(_LANES)))
-        tv = builder.insert_element(ir.Constant(_Q16, ir.Undefined), left, _i32(0))
-        tv = builder.shuffle_vector(tv, tv, ir.Constant(_I16, [_i32(0)] * 16))
+        left = builder.sub(ctx["Kw"], builder.mul(loop.index, _i64(L)))
+        tv = builder.insert_element(ir.Constant(Q, ir.Undefined), left, _i32(0))
+        tv = builder.shuffle_vector(tv, tv, ir.Constant(I, [_i32(0)] * L))
         block(loop.index, builder.icmp_signed("<", lanes_idx, tv))
-    # row sums: a tree over the 16 lanes, then the store
+    # row sums: a tree over the L lanes, then the store
     for r in range(RB):
         for b in range(BC):
             parts = [builder.load(accs[r][b * nacc + a]) for a in range(nacc)]
             while len(parts) > 1:  # (a0 + a1) + (a2 + a3)
                 parts = [builder.fadd(parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
             v = parts[0]
-            width = 16
+            width = L
             while width > 1:
                 width //= 2
                 a = builder.shuffle_vector(v, v, ir.Constant(
@@ -393,60 +470,75 @@ _KINDS = (_TERNARY, 1, 2, 3, 4)
 #: 1.39–1.51 / 0.97–1.06; 16: 1.23–1.37 / 0.89–0.93; 24: 1.03–1.23 / 0.89–1.00; 32: 1.17 /
 #: 0.96; 48: 1.31 / 0.93 (float32 BLAS 2.98–3.29 in the same runs).
 _PREFETCH = 24
-_BCS = (8, 4, 2, 1)
+#: Batch chunks per lane width: 16 lanes (AVX-512, 32 zmm registers) up to 8 batch rows × 2
+#: weight rows = 16 accumulators; 8 lanes (AVX2, 16 ymm registers) up to 4 × 2 = 8, so the
+#: accumulators, the table halves, the codes and the activations fit without spills.
+_BCS = {16: (8, 4, 2, 1), 8: (4, 2, 1)}
 
 
-@intrinsic
-def _lowbit_rows(typingctx, xl, packed, sign, table, out, kind, r0, r1, b0, bc):
-    """``out[b, n] = Σ_k table[c_nk] x[b, k]`` for rows ``r0 <= n < r1`` and batch rows
-    ``b0 <= b < b0 + bc`` (``bc`` in {1, 2, 4, 8}), ``kind`` = bits (1–4) or 0 (ternary).
+def _make_rows(L):
+    """The row-pair product as a numba ``@intrinsic`` for blocks of ``L`` words (16: AVX-512,
+    8: AVX2)."""
 
-    ``xl``: (M, nq, per, 16) float32 from :func:`_layout_x`; ``packed``, ``sign``: (N, Kw)
-    uint64 (``sign`` read only for a ternary product); ``table``: (16,) float32; ``out``:
-    (M, N) float32. Two weight rows at a time; the code for every kind and batch chunk is
-    emitted once and chosen by a switch.
-    """
-    sig = types.void(xl, packed, sign, table, out, types.int64, types.int64, types.int64,
-                     types.int64, types.int64)
+    def rows_intrinsic(typingctx, xl, packed, sign, table, out, kind, r0, r1, b0, bc):
+        sig = types.void(xl, packed, sign, table, out, types.int64, types.int64,
+                         types.int64, types.int64, types.int64)
 
-    def codegen(context, builder, signature, args):
-        xa = context.make_array(signature.args[0])(context, builder, args[0])
-        pa = context.make_array(signature.args[1])(context, builder, args[1])
-        sa = context.make_array(signature.args[2])(context, builder, args[2])
-        ta = context.make_array(signature.args[3])(context, builder, args[3])
-        oa = context.make_array(signature.args[4])(context, builder, args[4])
-        kind, r0, r1, b0, bc = args[5:]
-        shp = cgutils.unpack_tuple(builder, xa.shape, 4)
-        pshp = cgutils.unpack_tuple(builder, pa.shape, 2)
-        oshp = cgutils.unpack_tuple(builder, oa.shape, 2)
-        Kw = pshp[1]
-        table = builder.load(builder.bitcast(ta.data, _F16.as_pointer()), align=4)
-        nslots = max(bc_ * max(1, 4 // bc_) for bc_ in _BCS)  # accumulators per row
-        accs = [[cgutils.alloca_once(builder, _F16) for _ in range(nslots)] for _ in range(2)]
-        opaque = bool(getattr(_Q16.as_pointer(), "is_opaque", False))
-        done = builder.append_basic_block("lowbit.done")
-        sw = builder.switch(builder.add(builder.mul(kind, _i64(16)), bc), done)
-        for k in _KINDS:
-            for BC in _BCS:
-                bb = builder.append_basic_block(f"lowbit.k{k}.b{BC}")
-                sw.add_case(_i64(16 * k + BC), bb)
-                builder.position_at_end(bb)
-                ctx = {"kind": k, "per": _per(k), "accs": accs, "Kw": Kw, "pk": pa.data, "sg": sa.data, "xl": xa.data,
-                       "table": table, "out": oa.data, "b0": b0, "nq": shp[1], "N": oshp[1],
-                       "opaque": opaque}
-                # pairs of rows; an odd last row is paired with itself (computed twice, the
-                # same sums stored twice), so no single-row copy of the code is needed
-                npairs = builder.sdiv(builder.add(builder.sub(r1, r0), _i64(1)), _i64(2))
-                with cgutils.for_range(builder, npairs) as loop:
-                    n = builder.add(r0, builder.mul(loop.index, _i64(2)))
-                    n2 = builder.add(n, _i64(1))
-                    n2 = builder.select(builder.icmp_signed("<", n2, r1), n2, n)
-                    _emit_rows(builder, ctx, (n, n2), BC)
-                builder.branch(done)
-        builder.position_at_end(done)
-        return context.get_dummy_value()
+        def codegen(context, builder, signature, args):
+            xa = context.make_array(signature.args[0])(context, builder, args[0])
+            pa = context.make_array(signature.args[1])(context, builder, args[1])
+            sa = context.make_array(signature.args[2])(context, builder, args[2])
+            ta = context.make_array(signature.args[3])(context, builder, args[3])
+            oa = context.make_array(signature.args[4])(context, builder, args[4])
+            kind, r0, r1, b0, bc = args[5:]
+            F, _, Q = _vt(L)
+            shp = cgutils.unpack_tuple(builder, xa.shape, 4)
+            pshp = cgutils.unpack_tuple(builder, pa.shape, 2)
+            oshp = cgutils.unpack_tuple(builder, oa.shape, 2)
+            Kw = pshp[1]
+            tptr = builder.bitcast(ta.data, F.as_pointer())
+            table = builder.load(tptr, align=4)
+            table_hi = builder.load(builder.gep(tptr, [_i64(1)]), align=4) if L == 8 else None
+            nslots = max(bc_ * max(1, 4 // bc_) for bc_ in _BCS[L])  # accumulators per row
+            accs = [[cgutils.alloca_once(builder, F) for _ in range(nslots)] for _ in range(2)]
+            opaque = bool(getattr(Q.as_pointer(), "is_opaque", False))
+            done = builder.append_basic_block("lowbit.done")
+            sw = builder.switch(builder.add(builder.mul(kind, _i64(16)), bc), done)
+            for k in _KINDS:
+                for BC in _BCS[L]:
+                    bb = builder.append_basic_block(f"lowbit.k{k}.b{BC}")
+                    sw.add_case(_i64(16 * k + BC), bb)
+                    builder.position_at_end(bb)
+                    ctx = {"kind": k, "per": _per(k), "L": L, "accs": accs, "Kw": Kw,
+                           "pk": pa.data, "sg": sa.data, "xl": xa.data, "table": table,
+                           "table_hi": table_hi, "out": oa.data, "b0": b0, "nq": shp[1],
+                           "N": oshp[1], "opaque": opaque}
+                    # pairs of rows; an odd last row is paired with itself (computed twice,
+                    # the same sums stored twice), so no single-row copy of the code is needed
+                    npairs = builder.sdiv(builder.add(builder.sub(r1, r0), _i64(1)), _i64(2))
+                    with cgutils.for_range(builder, npairs) as loop:
+                        n = builder.add(r0, builder.mul(loop.index, _i64(2)))
+                        n2 = builder.add(n, _i64(1))
+                        n2 = builder.select(builder.icmp_signed("<", n2, r1), n2, n)
+                        _emit_rows(builder, ctx, (n, n2), BC)
+                    builder.branch(done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+
+    rows_intrinsic.__doc__ = (
+        f"``out[b, n] = Σ_k table[c_nk] x[b, k]`` for rows ``r0 <= n < r1`` and batch rows "
+        f"``b0 <= b < b0 + bc`` (``bc`` in {_BCS[L]}), ``kind`` = bits (1–4) or 0 (ternary), "
+        f"blocks of {L} words. ``xl``: (M, nq, per, {L}) float32 from :func:`_layout_x`; "
+        "``packed``, ``sign``: (N, Kw) uint64 (``sign`` read only for a ternary product); "
+        "``table``: (16,) float32; ``out``: (M, N) float32. Two weight rows at a time; the "
+        "code for every kind and batch chunk is emitted once and chosen by a switch.")
+    return intrinsic(rows_intrinsic)
+
+
+_lowbit_rows = _make_rows(16)
+_lowbit_rows_avx2 = _make_rows(8)
 
 
 @numba.njit(cache=True, inline="always")
@@ -460,6 +552,20 @@ def _avx512_block(xl, packed, sign, kind, table, out, blk):
         left = M - b
         bc = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
         _lowbit_rows(xl, packed, sign, table, out, kind, r0, r1, b, bc)
+        b += bc
+
+
+@numba.njit(cache=True, inline="always")
+def _avx2_block(xl, packed, sign, kind, table, out, blk):
+    """Output rows ``64 blk .. 64 blk + 63``, batch chunks of 4 (then 2, 1)."""
+    M = xl.shape[0]
+    r0 = blk * _ROW_BLOCK
+    r1 = min(packed.shape[0], r0 + _ROW_BLOCK)
+    b = 0
+    while b < M:
+        left = M - b
+        bc = 4 if left >= 4 else (2 if left >= 2 else 1)
+        _lowbit_rows_avx2(xl, packed, sign, table, out, kind, r0, r1, b, bc)
         b += bc
 
 
@@ -483,6 +589,26 @@ def _lowbit_avx512_serial(xl, packed, sign, kind, table):
     return out
 
 
+@numba.njit(cache=True, parallel=True)
+def _lowbit_avx2(xl, packed, sign, kind, table):
+    """Parallel over blocks of 64 output rows (8-lane blocks)."""
+    N = packed.shape[0]
+    out = np.empty((xl.shape[0], N), dtype=np.float32)
+    for blk in prange((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        _avx2_block(xl, packed, sign, kind, table, out, blk)
+    return out
+
+
+@numba.njit(cache=True)
+def _lowbit_avx2_serial(xl, packed, sign, kind, table):
+    """One thread, 8-lane blocks."""
+    N = packed.shape[0]
+    out = np.empty((xl.shape[0], N), dtype=np.float32)
+    for blk in range((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        _avx2_block(xl, packed, sign, kind, table, out, blk)
+    return out
+
+
 #: Products with fewer multiply-adds (M · N · K) than this run on one thread: at ~10^4
 #: multiply-adds per µs on one core that is ~0.1 ms, about what waking Numba's thread pool
 #: (workqueue layer) costs on the shared 2-core development machine.
@@ -490,12 +616,16 @@ _SERIAL_MACS = 1 << 20
 
 
 def _lowbit_numba(X, packed, sign, kind, K, table, scale):
-    """The AVX-512 kernel for float32 ``X`` where available, else the portable loops."""
-    if X.dtype == np.float32 and fast_path_available():
-        xl = _layout_x(X, _per(kind), packed.shape[1])
+    """The AVX-512 or AVX2 kernel for float32 ``X`` where available (:func:`fast_path_isa`),
+    else the portable loops."""
+    isa = fast_path_isa() if X.dtype == np.float32 else None
+    if isa is not None:
+        L = 16 if isa == "avx512" else 8
+        xl = _layout_x(X, _per(kind), packed.shape[1], L)
         small = X.shape[0] * packed.shape[0] * K < _SERIAL_MACS
-        out = (_lowbit_avx512_serial if small else _lowbit_avx512)(xl, packed, sign, kind,
-                                                                   table)
+        kern = {(16, True): _lowbit_avx512_serial, (16, False): _lowbit_avx512,
+                (8, True): _lowbit_avx2_serial, (8, False): _lowbit_avx2}[L, small]
+        out = kern(xl, packed, sign, kind, table)
         if not np.all(scale == 1):
             out *= scale[None, :]
         return out

@@ -22,15 +22,23 @@ MS = [1, 2, 7, 8, 9, 64]
 NS = [1, 3, 130]
 
 
-@pytest.fixture(params=["fast", "portable"])
+ISAS = ["avx512", "avx2", "portable"]
+
+
+def _force_isa(monkeypatch, isa):
+    """Force the Numba backend onto one kernel through ``$REFIMPL_LOWBIT_ISA`` (skip when the
+    CPU lacks it) and check that the switch took."""
+    if lg._ISA_RANK[None if isa == "portable" else isa] > lg._ISA_RANK[lg.cpu_isa()]:
+        pytest.skip(f"no {isa} on this CPU")
+    monkeypatch.setenv(lg.ISA_ENV, isa)
+    assert lg.fast_path_isa() == (None if isa == "portable" else isa)
+
+
+@pytest.fixture(params=ISAS)
 def path(request, monkeypatch):
-    """For the Numba backend: the AVX-512 kernel (skipped on CPUs without it) or the portable
-    loops (forced)."""
-    if request.param == "fast":
-        if not lg.fast_path_available():
-            pytest.skip("no AVX-512F on this CPU")
-    else:
-        monkeypatch.setattr(lg, "fast_path_available", lambda: False)
+    """For the Numba backend: the AVX-512 kernel, the AVX2 kernel (each skipped on CPUs
+    without it) or the portable loops, forced through ``$REFIMPL_LOWBIT_ISA``."""
+    _force_isa(monkeypatch, request.param)
     return request.param
 
 
@@ -265,7 +273,7 @@ def test_portable_path_runs_with_jit_disabled():
     import sys
 
     code = ("import numpy as np\nfrom refimpl.kernels import bitpack as bp, lowbit_gemv as lg\n"
-            "assert not lg.fast_path_available()\n"
+            "assert not lg.fast_path_available() and lg.cpu_isa() is None\n"
             "rng = np.random.default_rng(0)\n"
             "c = rng.integers(0, 8, (3, 50)); x = rng.integers(-3, 4, (2, 50)).astype('f4')\n"
             "cb = np.arange(8, dtype='f4') - 4\n"
@@ -280,14 +288,64 @@ def test_portable_path_runs_with_jit_disabled():
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
 @pytest.mark.parametrize("serial_macs", [0, 1 << 40])
-def test_threaded_and_single_thread_drivers_agree(rng, monkeypatch, serial_macs):
-    if not lg.fast_path_available():
-        pytest.skip("no AVX-512F on this CPU")
+def test_threaded_and_single_thread_drivers_agree(rng, monkeypatch, serial_macs, isa):
+    _force_isa(monkeypatch, isa)
     monkeypatch.setattr(lg, "_SERIAL_MACS", serial_macs)  # force one driver or the other
     codes, cb, X, s, ref = _codes_case(rng, 4, 9, 130, 300)
     Y = lg.kbit_gemv(X, bp.pack_codes(codes, 4), 4, 300, cb, s, backend="numba")
     np.testing.assert_array_equal(Y, ref)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_dispatch_runs_the_forced_kernel(rng, monkeypatch, isa):
+    """Exactly the kernel of the forced ISA runs (spies on the four drivers and the loops),
+    for a product small enough for the serial driver and one large enough for the threaded
+    one."""
+    _force_isa(monkeypatch, isa)
+    names = ["_lowbit_avx512", "_lowbit_avx512_serial", "_lowbit_avx2", "_lowbit_avx2_serial",
+             "_lowbit_generic"]
+    ran = []
+    for name in names:
+        real = getattr(lg, name)
+        monkeypatch.setattr(lg, name, lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
+    for M, N, K in [(1, 3, 70), (9, 300, 1100)]:  # M N K below / above _SERIAL_MACS
+        codes, cb, X, s, ref = _codes_case(rng, 3, M, N, K)
+        ran.clear()
+        Y = lg.kbit_gemv(X, bp.pack_codes(codes, 3), 3, K, cb, s, backend="numba")
+        np.testing.assert_array_equal(Y, ref)
+        small = M * N * K < lg._SERIAL_MACS
+        want = {"avx512": "_lowbit_avx512", "avx2": "_lowbit_avx2",
+                "portable": "_lowbit_generic"}[isa]
+        if isa != "portable" and small:
+            want += "_serial"
+        assert ran == [want], (M, N, K, ran)
+    # float64 activations always take the portable loops
+    ran.clear()
+    lg.kbit_gemv(X.astype(np.float64), bp.pack_codes(codes, 3), 3, K, cb, backend="numba")
+    assert ran == ["_lowbit_generic"]
+
+
+def test_isa_switch_and_cpu_features(monkeypatch):
+    monkeypatch.setenv(lg.ISA_ENV, "sse9")
+    with pytest.raises(ValueError, match="REFIMPL_LOWBIT_ISA must be one of"):
+        lg.fast_path_isa()
+    monkeypatch.setattr(lg, "cpu_isa", lambda: "avx2")
+    monkeypatch.setenv(lg.ISA_ENV, "avx512")  # more than the CPU has: refused
+    with pytest.raises(ValueError, match="has only avx2"):
+        lg.fast_path_isa()
+    monkeypatch.setenv(lg.ISA_ENV, "portable")
+    assert lg.fast_path_isa() is None and not lg.fast_path_available()
+    monkeypatch.delenv(lg.ISA_ENV)
+    assert lg.fast_path_isa() == "avx2" and lg.fast_path_available()
+    monkeypatch.undo()
+    # NUMBA_CPU_FEATURES decides when set: AVX2 needs FMA too
+    monkeypatch.delenv(lg.ISA_ENV, raising=False)
+    for feats, want in [("+avx2,+fma,-avx512f", "avx2"), ("+avx2,-fma", None),
+                        ("+avx2,+fma,+avx512f", "avx512"), ("-avx2,+sse4.2", None)]:
+        monkeypatch.setattr(lg.numba.config, "CPU_FEATURES", feats)
+        assert lg.cpu_isa() == want, feats
 
 
 @pytest.mark.parametrize("K", [1, 63, 64, 65, 1100])
@@ -326,3 +384,42 @@ def test_packed_products_dispatch_small_batches(rng, be):
             C = bp.ternary_gemm(bp.pack_ternary(A, be), Bt, backend=be)
         assert log[-1] == ("ternary_gemv" if small else "ternary_gemm", be)
         np.testing.assert_array_equal(C, A @ B.T)
+
+
+def test_avx2_kernel_compiled_for_a_haswell_is_exact(tmp_path):
+    """The AVX2 path as an AVX2-only CPU gets it: Numba compiles for Haswell (no AVX-512
+    instructions can be emitted), the ISA query picks ``avx2`` by itself, the generated code has
+    no zmm register, and every kind of weight is exact on small integers."""
+    import os
+    import subprocess
+    import sys
+
+    feats = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,"
+             "+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,-avx512f")
+    code = (
+        "import numpy as np\nfrom refimpl.kernels import bitpack as bp, lowbit_gemv as lg\n"
+        "assert lg.cpu_isa() == 'avx2' and lg.fast_path_isa() == 'avx2', lg.cpu_isa()\n"
+        "rng = np.random.default_rng(0)\n"
+        "for K in (37, 300):\n"
+        "  for M in (1, 3, 5):\n"
+        "    X = rng.integers(-4, 5, (M, K)).astype('f4')\n"
+        "    for bits in (1, 2, 3, 4):\n"
+        "      c = rng.integers(0, 2 ** bits, (67, K)); cb = rng.integers(-8, 9, 2 ** bits)"
+        ".astype('f4')\n"
+        "      y = lg.kbit_gemv(X, bp.pack_codes(c, bits), bits, K, cb, backend='numba')\n"
+        "      assert np.array_equal(y, X @ cb[c].T), (K, M, bits)\n"
+        "    T = rng.choice([-1., 0., 1.], (67, K))\n"
+        "    assert np.array_equal(lg.ternary_weight_gemv(X, bp.pack_ternary(T), K, "
+        "backend='numba'), X @ T.T)\n"
+        "    B = rng.choice([-1., 1.], (67, K))\n"
+        "    assert np.array_equal(lg.binary_weight_gemv(X, bp.pack_signs(B), K, "
+        "backend='numba'), X @ B.T)\n"
+        "asm = '\\n'.join(lg._lowbit_avx2_serial.inspect_asm().values())\n"
+        "assert 'vpermps' in asm and 'ymm' in asm and 'zmm' not in asm\n"
+        "print('ok')\n")
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=feats,
+               NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop(lg.ISA_ENV, None)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
