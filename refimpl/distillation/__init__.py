@@ -63,8 +63,10 @@
 - :func:`squeezebert_student_` — SqueezeBERT's grouped layers as a student, Iandola et al. 2020.
 
 - :func:`mobilebert_student_`, :func:`mobilebert_transfer_losses_t`,
-  :func:`fit_mobilebert_progressive` — MobileBERT's bottleneck student, feature-map and attention
-  transfer, progressive layer-wise (Sun et al. 2020).
+  :func:`fit_mobilebert_progressive` — MobileBERT's bottleneck student (its blocks, with stacked
+  FFNs and NoNorm, are :class:`refimpl.nn.bottleneck.BottleneckEncoderLayer` and
+  :class:`refimpl.nn.NoNorm`), feature-map and attention transfer, progressive layer-wise
+  (Sun et al. 2020).
 
 - :class:`XtremeDistilProjection`, :func:`bilstm_token_states`,
   :func:`xtremedistil_representation_loss_t`, :func:`fit_xtremedistil` — XtremeDistil's projection
