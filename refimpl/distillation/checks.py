@@ -1,7 +1,7 @@
 """Registered checks for survey §4 (knowledge distillation): §4.3's Eqs. (57)–(58), the erratum
 on Eq. (58)'s dustbin and the multi-teacher baselines; the objectives and training recipes of
 §4.1, §4.2 and §4.4 (named checks); and the claims in miniature (the §4.4 Transformer claims
-share one skeleton, :func:`_compare_arms`).
+share one skeleton, ``_compare_arms``).
 
 Each check computes the refimpl function and an independent version (explicit loops with
 ``math``, brute-force enumeration, central differences, a tape composition of primitive ops).
