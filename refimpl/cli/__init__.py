@@ -271,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "table and write tour.csv, tour.md and tour.png to --out.",
         help_hook=_fill_methods_help)
     t.add_argument("--quick", action="store_true",
-                   help="small networks and data: 15-30 s on 2 cores instead of 2-3 minutes; "
+                   help="small networks and data: about 1 CPU minute on the sentiment task "
+                        "(wall time grows with the machine's load; measured times in "
+                        "refimpl.compare.tour's docstring); "
                         "writes to refimpl_out/quick unless --out is given")
     t.add_argument("--task", default="sentiment", choices=tour_tasks(),
                    help="the embedded task (default: %(default)s); sentiment-hard: three "
@@ -293,8 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--baseline", default=None, choices=["bow", "lstm", "transformer"],
                    help="the primary baseline the methods compress (default: lstm)")
     t.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="seconds for the whole tour; methods share what the baselines leave "
-                        "(default: 95 with --quick, no limit otherwise)")
+                   help="CPU seconds of the tour's process for the whole tour; methods "
+                        "share what the baselines leave (default: 95 with --quick, no limit "
+                        "otherwise)")
     t.add_argument("--budget", "--plan-bytes", dest="plan_bytes", type=float, default=None,
                    metavar="BYTES",
                    help="after the table, name the most accurate measured method or "
