@@ -166,7 +166,12 @@ def _torch_peers(W, threads):
         lin.weight.copy_(torch.from_numpy(W))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        q = torch.ao.quantization.quantize_dynamic(lin, {torch.nn.Linear}, dtype=torch.qint8)
+        # quantize_dynamic swaps the *children* of the module it is given: a bare Linear comes
+        # back unchanged (float32), so it is wrapped (runs before 2026-12-07 00:10 UTC timed
+        # that float32 Linear as "torch int8")
+        q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
+                                                   dtype=torch.qint8)
+    assert "Quantized" in type(q[0]).__name__, f"not quantised: {type(q[0]).__name__}"
     return torch, torch.from_numpy(W), q
 
 
@@ -223,6 +228,16 @@ def _measure(B, N, K, rng, rounds, threads, clock, old_path=False, quick=True):
     _check("ternary", lg.ternary_weight_gemv(X, Tp, K, s), X, T, s)
     fns["ternary"] = lambda: lg.ternary_weight_gemv(X, Tp, K, s)
     weights_bytes["ternary"] = 2 * Tp[0].nbytes + s.nbytes
+    # int8 activations x int8 weights (VNNI): torch int8 dynamic Linear's contract (activations
+    # quantised per row at each call), checked bit for bit against the NumPy twin (exact
+    # integer sums, one float rescale)
+    Wq8, ws8 = lg.quantize_rows_int8(W)
+    Y8 = lg.int8_gemv(X, Wq8, ws8)
+    assert np.array_equal(Y8, lg.int8_gemv(X, Wq8, ws8, backend="numpy")), "int8 vs NumPy"
+    fns["int8 (VNNI)" if lg.vnni_available() else "int8 (loops)"] = \
+        lambda: lg.int8_gemv(X, Wq8, ws8)
+    weights_bytes["int8 (VNNI)" if lg.vnni_available() else "int8 (loops)"] = \
+        Wq8.nbytes + ws8.nbytes
     if old_path:  # 0.05-1.5 s per call: only on request
         fns["old 4-bit"] = lambda: bp._kbit_matmul_numba(X, P4, 4, K, cb4)
         weights_bytes["old 4-bit"] = weights_bytes["4-bit"]

@@ -423,3 +423,96 @@ def test_avx2_kernel_compiled_for_a_haswell_is_exact(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+# ------------------------------------------------------------------ int8 × int8 (VNNI)
+def test_quantize_rows_int8_hand_worked():
+    X = np.array([[0.0, 1.27, -2.54, 0.005], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    q, s = lg.quantize_rows_int8(X)
+    assert q.dtype == np.int8 and s.dtype == np.float32
+    np.testing.assert_array_equal(s, np.float32([2.54 / 127, 1.0]))
+    np.testing.assert_array_equal(q, [[0, 64, -127, 0], [0, 0, 0, 0]])  # 63.5 -> 64 (rint)
+    q1, s1 = lg.quantize_rows_int8(X[0])
+    np.testing.assert_array_equal(q1, q[0])
+    assert s1 == s[0]
+
+
+@pytest.mark.parametrize("K", [1, 63, 64, 65, 255, 257, 1100])
+@pytest.mark.parametrize("M", [1, 2, 7, 9])
+def test_int8_gemv_exact_integer_sum_and_one_rescale(backend, rng, K, M):
+    N = 67
+    Wq = rng.integers(-127, 128, (N, K)).astype(np.int8)
+    ws = rng.uniform(0.01, 0.1, N).astype(np.float32)
+    X = rng.standard_normal((M, K)).astype(np.float32)
+    Y = lg.int8_gemv(X, Wq, ws, backend=backend)
+    assert Y.dtype == np.float32 and Y.shape == (M, N)
+    q, s = lg.quantize_rows_int8(X)
+    acc = q.astype(np.int64) @ Wq.T.astype(np.int64)  # the exact integer sums
+    ref = acc.astype(np.float32) * (s[:, None] * ws[None, :])
+    np.testing.assert_array_equal(Y, ref)
+
+
+def test_int8_gemv_extremes_and_zero_rows(backend):
+    K, N = 300, 5
+    Wq = np.full((N, K), -127, np.int8)
+    X = np.ones((3, K), np.float32)
+    X[1] = -1.0
+    X[2] = 0.0
+    Y = lg.int8_gemv(X, Wq, 1.0, backend=backend)
+    s = np.float32(1 / 127)
+    np.testing.assert_array_equal(Y[0], np.float32(-127 * 127 * K) * s)
+    np.testing.assert_array_equal(Y[1], np.float32(127 * 127 * K) * s)
+    np.testing.assert_array_equal(Y[2], np.zeros(N))
+
+
+def test_int8_gemv_error_is_the_activation_rounding(rng):
+    """|Y − X Ŵᵀ| ≤ (s_m / 2) Σ_k |Ŵ[n, k]| plus float32 rounding: the contract's only
+    approximation is the activation quantisation."""
+    M, N, K = 4, 50, 700
+    W = rng.standard_normal((N, K)).astype(np.float32)
+    Wq, ws = lg.quantize_rows_int8(W)
+    What = Wq.astype(np.float64) * ws[:, None]
+    X = rng.standard_normal((M, K)).astype(np.float32)
+    Y = lg.int8_gemv(X, Wq, ws)
+    _, s = lg.quantize_rows_int8(X)
+    exact = X.astype(np.float64) @ What.T
+    bound = s[:, None] / 2 * np.abs(What).sum(axis=1)[None, :] * (1 + 1e-6) + \
+        4 * 2.0 ** -24 * (np.abs(X).astype(np.float64) @ np.abs(What).T + np.abs(exact))
+    assert np.all(np.abs(Y - exact) <= bound)
+    assert np.abs(Y - exact).max() > 0
+
+
+def test_int8_gemv_vnni_and_loops_agree(rng, monkeypatch):
+    if not lg.vnni_available():
+        pytest.skip("no AVX-512 VNNI on this CPU")
+    M, N, K = 9, 130, 1000
+    Wq = rng.integers(-127, 128, (N, K)).astype(np.int8)
+    X = rng.standard_normal((M, K)).astype(np.float32)
+    ran = []
+    for name in ("_int8_vnni", "_int8_loops"):
+        real = getattr(lg, name)
+        monkeypatch.setattr(lg, name, lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
+    Y = lg.int8_gemv(X, Wq, 0.5, backend="numba")
+    assert ran == ["_int8_vnni"]
+    monkeypatch.setenv(lg.ISA_ENV, "avx2")  # forcing a lower ISA turns VNNI off
+    assert not lg.vnni_available()
+    np.testing.assert_array_equal(lg.int8_gemv(X, Wq, 0.5, backend="numba"), Y)
+    assert ran == ["_int8_vnni", "_int8_loops"]
+
+
+def test_int8_gemv_bad_input():
+    Wq = np.zeros((3, 10), np.int8)
+    with pytest.raises(TypeError, match="Wq must be a 2-d int8"):
+        lg.int8_gemv(np.ones(10), Wq.astype(np.int16), 1.0)
+    with pytest.raises(ValueError, match="X must have K=10"):
+        lg.int8_gemv(np.ones(11), Wq, 1.0)
+    with pytest.raises(ValueError, match=r"\[-127, 127\]"):
+        lg.int8_gemv(np.ones(10), np.full((3, 10), -128, np.int8), 1.0)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        lg.int8_gemv(np.full(10, np.nan), Wq, 1.0)
+    with pytest.raises(ValueError, match="scale must be"):
+        lg.int8_gemv(np.ones(10), Wq, np.ones(2))
+    X = np.ones((2, 10))
+    X0 = X.copy()
+    lg.int8_gemv(X, Wq, 1.0)
+    np.testing.assert_array_equal(X, X0)
