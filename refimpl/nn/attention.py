@@ -23,9 +23,10 @@ from typing import Callable
 import numpy as np
 
 from refimpl.nn import functional as F
-from refimpl.nn.layers import Linear, check_features
+from refimpl.nn import ops
+from refimpl.nn.layers import Linear, check_features, linear_no_grad
 from refimpl.nn.module import Module
-from refimpl.nn.tensor import Parameter, Tensor, as_tensor, data_of
+from refimpl.nn.tensor import Parameter, Tensor, as_tensor, data_of, is_grad_enabled
 from refimpl.utils import as_rng, check_float, check_int
 
 __all__ = ["MultiHeadAttention", "AttentionOutputs", "scaled_dot_product_attention",
@@ -66,6 +67,39 @@ def scaled_dot_product_attention(q, k, v, mask=None, *, dropout: float = 0.0, rn
     Pd = F.dropout(P, dropout, rng=rng, training=training) if dropout else P
     out = F.matmul(Pd, v)  # (B, H, n, d_head)
     return (out, P) if return_weights else out
+
+
+def _attention_no_grad(q, k, v, allow):
+    """:func:`scaled_dot_product_attention` without dropout, on arrays, in place (inference).
+
+    The same operations in the same order as the taped function (so the result is
+    bit-identical), but the (B, H, n, m) scores are scaled, masked, exponentiated and
+    normalised in the one array the product allocated, instead of five new ones.
+
+    Parameters
+    ----------
+    q : ndarray of shape (B, H, n, d_head)
+    k, v : ndarray of shape (B, H, m, d_head)
+    allow : bool ndarray broadcastable to (B, H, n, m), or None
+
+    Returns
+    -------
+    out : ndarray of shape (B, H, n, d_head)
+    P : ndarray of shape (B, H, n, m)
+    """
+    d = q.shape[-1]
+    S = ops.matmul_forward(q, np.swapaxes(k, -1, -2))[0]  # (B, H, n, m), a new array
+    S *= S.dtype.type(1.0 / np.sqrt(d))  # as F.matmul(...) * float(1/√d)
+    if allow is not None:
+        allow = np.broadcast_to(np.asarray(allow, dtype=bool), S.shape)
+        np.copyto(S, S.dtype.type(_NEG), where=~allow)  # masked_fill
+    # softmax over the keys: z = S − max, e = exp(z), P = e / Σ e
+    S -= S.max(axis=-1, keepdims=True)
+    np.exp(S, out=S)
+    S /= S.sum(axis=-1, keepdims=True)
+    if allow is not None and not allow.any(axis=-1).all():  # rows with no allowed key -> 0
+        S *= allow.any(axis=-1, keepdims=True).astype(S.dtype)
+    return ops.matmul_forward(S, v)[0], S  # (B, H, n, d_head)
 
 
 def combine_masks(mask, key_padding_mask, B: int, n: int, m: int):
@@ -194,6 +228,12 @@ class MultiHeadAttention(Module):
     ``∂L/∂Att_h``, or pass a per-example gate Tensor ξ of ones, shape (B, num_heads), whose
     gradient is ``Att_hᵀ ∂L/∂Att_h`` (Eq. (18)).
 
+    Under :func:`~refimpl.nn.no_grad` (inference) self-attention with plain :class:`Linear`
+    projections computes ``q, k, v`` with one GEMM over the concatenated ``[W_q; W_k; W_v]``,
+    and the default attention scales, masks and normalises its scores in place; the results
+    equal the taped path's up to the order of the GEMM's sums (the attention itself is
+    bit-identical).
+
     References
     ----------
     .. [1] A. Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
@@ -225,6 +265,31 @@ class MultiHeadAttention(Module):
 
     def _heads(self, t: Tensor, B: int, n: int) -> Tensor:
         return t.reshape(B, n, self.num_heads, self.d_head).transpose(0, 2, 1, 3)  # (B,H,n,dh)
+
+    def _fused_qkv(self, x: Tensor, B: int, n: int):
+        """Self-attention under ``no_grad``: ``q, k, v`` from one GEMM ``x [W_q; W_k; W_v]ᵀ``.
+
+        One (B·n, d_model) × (d_model, 3·H·d_head) product reads ``x`` once instead of three
+        times. Only for three plain :class:`Linear` projections without a
+        ``weight_transform`` (a replaced projection — CSR, k-bit packed, low rank — runs its own
+        kernel in :meth:`forward`'s general path); otherwise None. The weights are concatenated
+        per call (a copy of 3·H·d_head·d_model entries, small next to the product), so an
+        in-place edit of ``W_q.W.data`` is always seen.
+
+        Returns
+        -------
+        (q, k, v) : three ndarray views of shape (B, H, n, d_head), or None
+        """
+        lins = (self.W_q, self.W_k, self.W_v)
+        if any(type(lin) is not Linear or lin.weight_transform is not None for lin in lins):
+            return None
+        if len({lin.b is None for lin in lins}) != 1:
+            return None
+        W = np.concatenate([lin.W.data for lin in lins])  # (3·H·dh, d_model)
+        b = None if lins[0].b is None else np.concatenate([lin.b.data for lin in lins])
+        y = linear_no_grad(x.data, W, b)  # (B, n, 3·H·dh)
+        qkv = y.reshape(B, n, 3, self.num_heads, self.d_head).transpose(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]  # each (B, H, n, dh)
 
     def keep_heads(self, keep) -> "MultiHeadAttention":
         """A new attention holding only heads ``keep`` (the others sliced out, not gated).
@@ -302,10 +367,19 @@ class MultiHeadAttention(Module):
         if kv.shape[0] != B:
             raise ValueError(f"kv must have batch size {B}, got shape {kv.shape}")
         allow = combine_masks(mask, key_padding_mask, B, n, m)
-        q = self._heads(self.W_q(x), B, n)   # (B, H, n, dh)
-        k = self._heads(self.W_k(kv), B, m)  # (B, H, m, dh)
-        v = self._heads(self.W_v(kv), B, m)  # (B, H, m, dh)
-        if self.attention is None:
+        # inference (nothing recorded): fused Q/K/V product and in-place attention, the same
+        # numbers as the taped path below (tests/nn/test_attention_inference.py)
+        inference = not is_grad_enabled()
+        qkv = self._fused_qkv(x, B, n) if inference and kv is x else None
+        if qkv is not None:
+            q, k, v = (Tensor(t) for t in qkv)  # (B, H, n, dh)
+        else:
+            q = self._heads(self.W_q(x), B, n)   # (B, H, n, dh)
+            k = self._heads(self.W_k(kv), B, m)  # (B, H, m, dh)
+            v = self._heads(self.W_v(kv), B, m)  # (B, H, m, dh)
+        if self.attention is None and inference and not (self.training and self.dropout):
+            ctx, P = (Tensor(t) for t in _attention_no_grad(q.data, k.data, v.data, allow))
+        elif self.attention is None:
             ctx, P = scaled_dot_product_attention(q, k, v, allow, dropout=self.dropout,
                                                   rng=self._rng, training=self.training,
                                                   return_weights=True)
