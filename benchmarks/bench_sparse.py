@@ -65,6 +65,37 @@ Measured 6 Dec 2026 (2 vCPUs AMD EPYC Zen 4 (LLVM znver4; AVX-512 incl. VNNI, BF
       samples stalled) — under that load the 2-thread torch peer is not measurable, so
       the 2-thread ratio is not quoted.
 
+Issue #19 item 2, which cases lose to ``torch.sparse_csr``: the coordinator's quiet ``--quick``
+run (2026-12-06 23:31 UTC, load 0.47, before the SpMM kernel below; best/best): SpMV n = 4096
+90 % on 2 threads 0.92× (0.62 vs 0.57 ms; 1 thread 2.36×); every batch-32 product at n = 1024
+from 80 % sparsity (SpMM 0.50–0.88×, X@W.T 0.18–0.63×); at n = 4096, X@W.T 90 % 0.90× (4.56 vs
+4.09 ms), SpMM 90 % 1.15×, and at 99 % SpMV 0.33×, SpMM 0.80×, X@W.T 0.46×. The SpMM / X@W.T
+loop nest was the weak point: LLVM reloaded and stored ``Y[i, :]`` for every stored value.
+
+After the IR row kernel (``refimpl.kernels.sparse._spmm_row``: batch columns in registers, 4
+accumulator chains, 256-bit tail), ``--torch-batches`` (n = 4096, 90 %, float32, interleaved
+rounds with 0.3 s idle before each call, 9 rounds; AMD EPYC Zen 4, OpenBLAS SkylakeX; the
+machine shared with 5 other sessions, load 12–14 — figures provisional until re-run quiet):
+
+    2026-12-07 00:13 UTC, 2 threads, wall (best ms, refimpl / torch; ×torch best/best, medians):
+      batch  1 SpMV   1.15 / 1.71   1.48× (medians 2.40×)
+      batch  8 X@W.T  1.84 / 5.33   2.90× (11.6×)
+      batch 32 X@W.T  3.38 / 20.8   6.16× (6.55×)
+      batch 64 X@W.T  6.45 / 36.0   5.57× (8.10×)
+    00:14 UTC, ``--one-thread --cpu-time`` (CPU ms, the steadiest figure under load):
+      batch  1 SpMV   1.17 / 1.76   1.51× (1.60×)
+      batch  8 X@W.T  1.86 / 2.97   1.60× (1.39×)
+      batch 32 X@W.T  3.43 / 6.38   1.86× (1.93×)
+      batch 64 X@W.T  9.42 / 15.0   1.59× (1.61×)
+
+So per core refimpl is 1.5–1.9× torch.sparse_csr at every batch, and the ≥ 2× target is not
+met on CPU time; the 2-thread wall ratios (2.9–6.2× for batches ≥ 8) mostly show torch's
+threads suffering more from the load and are not evidence. SpMV (batch 1) is unchanged from
+the scalar four-accumulator loop (512-bit gathers were slower, see the kernel's docstring); in
+the quiet run its two threads gained little over one (0.62 vs 0.67 ms), which a quiet re-run
+should look at. Same session, one thread, the kernel alone (CPU ms, 4096², 90 %): old loop nest
+5.6 / 6.1 / 6.4 ms at batch 1 / 8 / 32, IR rows 0.79 / 1.27 / 2.4 ms.
+
 Caveat, measured: with another process on one of the 2 cores, or right after an OpenBLAS call
 whose worker threads still spin, a 2-thread kernel (BLAS or Numba prange) loses whole 4 ms
 scheduler ticks; timings then collapse to multiples of 4 ms (e.g. 7.76 ms instead of 1.1 ms in
