@@ -94,6 +94,45 @@ the packed weights stay in cache; same session, load ~9–14): batch 1, 2 thread
 910; 256: 98 / 98 / 1150; 512: 197 / 180 / 260 — hence ``kbit_matmul`` uses the packed kernel up
 to batch 512 (``lowbit_gemv.SMALL_BATCH``).
 
+CORRECTION (2026-12-07 00:10 UTC): ``quantize_dynamic`` swaps the *children* of the module it
+is given, so the bare ``nn.Linear`` passed to it before came back unchanged: every "torch int8"
+figure in runs C–E, in the verdict below and in the coordinator's 23:30 quiet run was torch's
+**float32** Linear (its outputs matched the float64 product to 1e-4 where int8 is off by ~5).
+The peer is now ``quantize_dynamic(nn.Sequential(lin))`` (a ``DynamicQuantizedLinear``,
+fbgemm/x86 engine, checked by type at start-up).
+
+Run F, 2026-12-07 00:16 UTC, ``--one-thread --cpu-time --quick`` with the real int8 peer and
+the int8 × int8 VNNI kernel (``lowbit_gemv.int8_gemv``: activations quantised per row at each
+call, exact int32 sums), AVX-512 path; load 12.2 → 10.6 (CPU ms, medians / best of 7):
+
+  =====  ===========  ===========  =========  =========  =========  =========  =========
+  batch  numpy f32    torch int8   4-bit      3-bit      2-bit      binary     int8 VNNI
+  =====  ===========  ===========  =========  =========  =========  =========  =========
+  1      3.02 / 2.96  1.23 / 1.15  1.40/1.32  1.27/1.13  1.06/0.99  0.93/0.91  1.82/1.64
+  x int8                           0.88       0.97       1.16       1.32       0.68
+  8      18.6 / 16.1  1.98 / 1.35  4.46/3.32  3.45/3.24  3.98/3.29  3.91/3.17  4.65/3.38
+  x int8                           0.44       0.57       0.50       0.51       0.43
+  64     36.7 / 34.3  7.05 / 5.98  27.3/22.6  24.3/23.3  24.0/22.7  26.2/22.5  16.7/15.6
+  x int8                           0.26       0.29       0.29       0.27       0.42
+  =====  ===========  ===========  =========  =========  =========  =========  =========
+
+  (torch f32 3.49 / 3.25, 11.9 / 8.84, 37.0 / 32.5; ternary 1.19 / 1.16, 4.29 / 3.44,
+  26.0 / 24.8.) Against float32 (the faster of NumPy and torch, medians): 4/3/2-bit, binary,
+  ternary 2.2–3.3× at batch 1, 2.7–3.4× at batch 8, 1.35–1.5× at batch 64; int8 VNNI 1.7×,
+  2.6×, 2.2×. Against fbgemm's dynamic int8 Linear the moonshot is NOT met: level or slightly
+  ahead at batch 1 for 2-bit and binary (1.16×, 1.32×), behind for 4-bit (0.88×), and 2–4×
+  behind from batch 8 on (fbgemm's int8 GEMM is compute-efficient where these kernels decode
+  and multiply in float32; the int8 VNNI kernel is not yet blocked over weight rows).
+
+Run G, 00:03 UTC, the AVX2 path forced on this machine (``REFIMPL_LOWBIT_ISA=avx2``, 8-lane
+``vpermps``, two permutes + blend for 4-bit), ``--one-thread --cpu-time --quick``, load
+12.9–16.7 (best CPU ms; AVX-512 path from the 00:00 run of the same protocol in brackets):
+batch 1: 4-bit 1.61 (1.14), 3-bit 1.20 (1.08), 2-bit 1.16 (0.99), binary 0.95 (0.87), ternary
+1.26 (1.12), float32 BLAS 2.88 → 1.8–3.0× float32; batch 8: 4.52 (3.45), 3.60 (3.15), 3.47
+(3.34), 3.29 (3.27), 3.78 (3.46), float32 8.50 → 1.9–2.6×. The portable loops (what an AVX2
+CPU got before): 56 ms at batch 1 and 62 ms at batch 8 for 4-bit (AVX2 1.64 / 4.43, AVX-512
+0.78 / 2.93 ms, kernels called back to back, 00:14 UTC, load 13.8).
+
 Verdict against issue #19's targets, on this shared machine (runs C and D):
 
 * batch 64, no slower than float32: MET in both runs (1.3–1.6× on CPU time, 2.2–3.0× wall).
@@ -171,7 +210,8 @@ def _torch_peers(W, threads):
         # that float32 Linear as "torch int8")
         q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
                                                    dtype=torch.qint8)
-    assert "Quantized" in type(q[0]).__name__, f"not quantised: {type(q[0]).__name__}"
+    kind = f"{type(q[0]).__module__}.{type(q[0]).__name__}"
+    assert ".quantized.dynamic." in kind, f"torch int8 peer is not quantised: {kind}"
     return torch, torch.from_numpy(W), q
 
 
