@@ -666,7 +666,10 @@ def csr_matmat(A: CSRMatrix, X, backend: str | None = None) -> np.ndarray:
 @numba.njit(cache=True)
 def _transpose_into(X, Xt):
     """``Xt[k, b] = X[b, k]`` in blocks of 64 columns of ``X`` (the block of ``Xt`` stays in L1):
-    ~10× NumPy's strided ``ascontiguousarray(X.T)`` for (32, 4096) float32."""
+    0.09 ms for (32, 4096) float32 against 0.25 ms for NumPy's strided
+    ``ascontiguousarray(X.T)`` (one thread, shared machine). (Transposing the (4096, 32) result
+    the same way took 0.4 ms — its 16 KiB row stride maps a block's lines onto one L1 set — no
+    better than the masked scatter store the row kernel uses instead.)"""
     nb, K = X.shape
     for k0 in range(0, K, 64):
         k1 = min(K, k0 + 64)
