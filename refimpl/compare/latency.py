@@ -23,7 +23,9 @@ dense float32                  BLAS ``X @ W.T``
 unstructured sparse            CSR :func:`refimpl.kernels.sparse.dense_x_csr_T` (values decoded
                                from the codebook when quantised: the CSR kernel has no codes)
 k-bit codes + codebook         :func:`refimpl.kernels.bitpack.kbit_matmul` on the packed codes
-(k-means, uniform, binary α·s)
+(k-means, uniform)
+binary / ternary α·s (BWN,     sign bit planes through :func:`refimpl.kernels.lowbit_gemv.
+TWN)                           binary_weight_gemv` / ``ternary_weight_gemv``
 structured (heads/units cut)   the smaller dense (or k-bit) matrix of the kept rows/columns
 low-rank ``A B``               two BLAS products
 TT-matrix                      :func:`refimpl.kernels.tt.tt_matmul` on the cores
@@ -120,14 +122,20 @@ class WeightOp:
 
 
 def infer_format(W: np.ndarray, max_bits: int = 4) -> tuple[str, object]:
-    """The stored format a chapter method's dense weight implies: ``("csr", None)`` when at
-    least half the entries are exactly 0; ``("kbit", (bits, codes, codebook))`` when there are
-    at most ``2^bits`` distinct values (``bits ≤ max_bits``) and at least 4 entries per
-    distinct value (a small dense matrix has few distinct values by chance); else
-    ``("dense", None)``."""
+    """The stored format a chapter method's dense weight implies: ``("binary", α)`` for values
+    ``{−α, +α}`` and ``("ternary", α)`` for ``{−α, 0, +α}`` (BWN / TWN: sign bit planes and
+    one scale, Survey §3.1–3.2); else ``("csr", None)`` when at least half the entries are
+    exactly 0; ``("kbit", (bits, codes, codebook))`` when there are at most ``2^bits``
+    distinct values (``bits ≤ max_bits``); else ``("dense", None)``. A level count only
+    counts with at least 4 entries per level (a small dense matrix has few distinct values by
+    chance)."""
+    vals, codes = np.unique(W, return_inverse=True)
+    if W.size >= 4 * 3 and vals.size == 3 and vals[1] == 0 and vals[0] == -vals[2]:
+        return "ternary", float(vals[2])
+    if W.size >= 4 * 2 and vals.size == 2 and vals[0] == -vals[1] and vals[1] > 0:
+        return "binary", float(vals[1])
     if np.count_nonzero(W) <= W.size // 2:
         return "csr", None
-    vals, codes = np.unique(W, return_inverse=True)
     for bits in (1, 2, 3, 4, 8):
         if bits <= max_bits and vals.size <= (1 << bits) and W.size >= 4 * (1 << bits):
             cb = np.zeros(1 << bits)
@@ -157,6 +165,22 @@ def _kbit_op(name, bits, codes, codebook):
     return WeightOp(name, f"kbit{bits}", K, lambda X: kbit_matmul(X, packed, bits, K, cb))
 
 
+def _signs_op(name, W, kind, alpha):
+    """BWN / TWN weights ``α·s`` as sign bit planes through the packed-weight GEMV kernels
+    (:func:`refimpl.kernels.lowbit_gemv.binary_weight_gemv` / ``ternary_weight_gemv``)."""
+    from refimpl.kernels.bitpack import pack_signs, pack_ternary
+    from refimpl.kernels.lowbit_gemv import binary_weight_gemv, ternary_weight_gemv
+
+    K = W.shape[1]
+    S = np.sign(np.asarray(W, dtype=np.float64))  # (out, in) in {-1, 0, +1}
+    a = np.float32(alpha)
+    if kind == "binary":
+        Wp = pack_signs(S)
+        return WeightOp(name, "binary", K, lambda X: binary_weight_gemv(X, Wp, K, a))
+    planes = pack_ternary(S)
+    return WeightOp(name, "ternary", K, lambda X: ternary_weight_gemv(X, planes, K, a))
+
+
 def _matrix_ops(name, W, rec=None):
     """Operators of one stored 2-D weight ``W`` (out, in), from its record or its values."""
     W = np.asarray(W)
@@ -176,12 +200,23 @@ def _matrix_ops(name, W, rec=None):
     if rec is not None:
         return [_dense_op(name, W)]
     fmt, info = infer_format(W)
+    if fmt in ("binary", "ternary"):
+        return [_signs_op(name, W, fmt, info)]
     if fmt == "csr":
         return [_csr_op(name, W)]
     if fmt == "kbit":
         bits, codes, cb = info
         return [_kbit_op(name, bits, codes, cb)]
     return [_dense_op(name, W)]
+
+
+def _levels(W):
+    """``(bits, codes, codebook)`` of a matrix with at most 4 distinct values."""
+    vals, codes = np.unique(W, return_inverse=True)
+    bits = 1 if vals.size <= 2 else 2
+    cb = np.zeros(1 << bits)
+    cb[:vals.size] = vals
+    return bits, codes.reshape(W.shape), cb
 
 
 def _ids_input(V):
@@ -199,6 +234,8 @@ def _embedding_ops(name, W, rec=None):
         fmt, info = "kbit", (rec.bits, np.asarray(rec.codes).reshape(W.shape), rec.codebook)
     elif rec is None:
         fmt, info = infer_format(W)
+        if fmt in ("binary", "ternary"):  # a lookup of sign planes = 1- / 2-bit code rows
+            fmt, info = "kbit", _levels(W)
     if fmt == "csr":
         from refimpl.kernels.sparse import csr_from_dense
 

@@ -27,8 +27,12 @@ def test_infer_format():
     S = W * (rng.random(W.shape) < 0.3)
     assert infer_format(S)[0] == "csr"
     Q = np.where(W > 0, 0.5, -0.5)
-    fmt, (bits, codes, cb) = infer_format(Q)
-    assert fmt == "kbit" and bits == 1 and np.array_equal(cb[codes], Q)
+    assert infer_format(Q) == ("binary", 0.5)
+    T = np.where(W > 0.5, 0.25, np.where(W < -0.5, -0.25, 0.0))
+    assert infer_format(T) == ("ternary", 0.25)
+    Q2 = np.where(W > 0, 0.5, -1.5)  # two levels, not ±α: 1-bit codes with a codebook
+    fmt, (bits, codes, cb) = infer_format(Q2)
+    assert fmt == "kbit" and bits == 1 and np.array_equal(cb[codes], Q2)
     # a 2 × 2 dense matrix has <= 4 distinct values by chance: not called 2-bit
     assert infer_format(rng.standard_normal((2, 2)))[0] == "dense"
 
@@ -210,3 +214,25 @@ def test_factorised_layers_without_a_kernel_run_their_own_forward():
     assert op.fmt == "btlinear" and op.in_features == 16
     X = np.random.default_rng(7).standard_normal((3, 16)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(op.run(X).data), model.bt(Tensor(X)).data)
+
+
+@pytest.mark.parametrize("kind", ["binary", "ternary"])
+def test_bwn_twn_weights_run_the_sign_plane_kernels(kind):
+    rng = np.random.default_rng(8)
+    W = rng.standard_normal((20, 70))
+    S = np.sign(W) if kind == "binary" else np.where(np.abs(W) > 0.6, np.sign(W), 0.0)
+    model = _Two(0.3 * S, rng.standard_normal((4, 20)))
+    ops = stored_ops(model)
+    assert [op.fmt for op in ops] == [kind, "dense"]
+    X = rng.standard_normal((3, 70)).astype(np.float32)
+    with record_calls() as log:
+        Y = ops[0].run(X)
+    assert any(k.startswith(f"{kind}_weight_gemv") for k, _ in log), log
+    ref = X.astype(np.float64) @ (0.3 * S).T
+    bound = 70 * np.finfo(np.float32).eps * (np.abs(X) @ np.abs(0.3 * S).T) + 1e-30
+    assert np.all(np.abs(Y - ref) <= bound)
+    # as an embedding table the same values are gathered as 1- / 2-bit code rows
+    op = _lookup(_Emb(0.3 * S[:, :16]))
+    assert op.fmt == ("gather-kbit1" if kind == "binary" else "gather-kbit2")
+    np.testing.assert_array_equal(op.run(np.array([3, 0, 19])),
+                                  (0.3 * S[[3, 0, 19], :16]).astype(np.float32))
