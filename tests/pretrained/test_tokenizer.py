@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import importlib
 import os
-import unicodedata
 
 import numpy as np
 import pytest
 
 from refimpl.data import stdlib_docstrings
 from refimpl.pretrained import WordPieceTokenizer, basic_tokenize, find_minilm_files, normalize_bert
+from refimpl.pretrained.checks import DOC_PACKAGES, HARD_TEXTS, code_points
 
 
 def _require(name):
@@ -43,22 +43,7 @@ def theirs(files):
     return tk
 
 
-HARD = [
-    "Hello, world!", "Héllo wörld — naïve café, résumé, Ångström, Øresund, façade",
-    "İstanbul ŞIŞLI straße STRASSE ΟΔΟΣ Σίσυφος ǅemal ﬁne ﬀ", "東京は日本の首都です。漢字と汉字",
-    "한국어 텍스트", "日本語とEnglishの混在", "emoji 😀👍🏽👨‍👩‍👧 ❤️ 🇫🇷 end",
-    "tabs\tand\nnewlines\r\nand\u00a0nbsp\u2028line\u2029para\u3000ideographic\u202fnarrow",
-    "control\x00chars\x07here\x1b[0m and \x0bvt \x0cff \x1cfs \x85nel \ufeffbom \u200bzwsp",
-    "zero\u200dwidth\u200cjoiner soft\u00adhyphen", "e\u0301 combining a\u0308 o\u0328 n\u0303",
-    "x" * 99 + " " + "y" * 100 + " " + "z" * 101 + " " + "é" * 101,
-    "antidisestablishmentarianism pneumonoultramicroscopicsilicovolcanoconiosis",
-    "don't can't won't it's O'Neil e.g. i.e. U.S.A. $5.00 100% #hashtag @user a+b=c x<y>z ~^`|",
-    "“smart quotes” ‘single’ «guillemets» — en–dash … ¿Qué? ¡Sí! 『括弧』【】",
-    "العربية עברית हिन्दी ไทย Ελληνικά Русский язык ქართული Tiếng Việt",
-    "fullwidth ＡＢＣ１２３ ｈｅｌｌｏ", "math ∑∫√∞ ≤≥≠ ½ ² ³ µ Ω ℃ №",
-    "", "   ", "\x00\x01\x02", "[CLS] [SEP] [PAD] [MASK] [UNK]", "##ing ##s",
-    "a\u061db", "x\u111c9y", "p\u166dq", "r\u1734s", "\U0002b820\U0002b920",
-]
+HARD = list(HARD_TEXTS)
 
 
 @pytest.mark.parametrize("text", HARD, ids=range(len(HARD)))
@@ -67,30 +52,8 @@ def test_hard_strings(ours, theirs, text):
     assert ours.tokenize(text) == theirs.encode(text).tokens[1:-1]
 
 
-def _code_points():
-    """Every code point except surrogates, unassigned ones (Cn: a sample) and the big
-    ideograph/syllable/private-use blocks (a sample, and every block boundary)."""
-    out = []
-    for c in range(0x110000):
-        if 0xD800 <= c <= 0xDFFF:
-            continue
-        ch = chr(c)
-        cat = unicodedata.category(ch)
-        if cat in ("Cn", "Co") or (cat == "Lo" and ("CJK" in unicodedata.name(ch, "CJK")
-                                                   or 0xAC00 <= c <= 0xD7A3)):
-            if c % 97 == 0:
-                out.append(c)
-            continue
-        out.append(c)
-    for lo, hi in ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-                   (0x2B740, 0x2B81F), (0x2B820, 0x2B91F), (0x2B920, 0x2CEAF),
-                   (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)):
-        out += [lo - 1, lo, lo + 1, hi - 1, hi, hi + 1]
-    return sorted(set(out))
-
-
 def test_every_code_point(ours, theirs):
-    cps = _code_points()
+    cps = code_points()
     assert len(cps) > 40_000
     texts = [f"a{chr(c)}b" for c in cps]
     want = [e.ids for e in theirs.encode_batch(texts)]
@@ -99,7 +62,7 @@ def test_every_code_point(ours, theirs):
     assert not bad, f"{len(bad)} code points differ, e.g. {bad[:5]}"
 
 
-PACKAGES = ("argparse", "email", "json", "logging", "typing", "unittest", "urllib", "xml")
+PACKAGES = DOC_PACKAGES
 
 
 @pytest.fixture(scope="module")
