@@ -565,7 +565,8 @@ def _packed_lowbit_products(rng, quick):
     outs.append(within(lg.ternary_weight_gemv(X, pack_ternary(T), K, a_t),
                        float(np.float32(a_t)) * T))
     return Outcome.all_of(*outs, detail="4/3/2-bit k-means, BWN, TWN; kernel: "
-                          + ("AVX-512 vpermps" if lg.fast_path_available() else "portable"))
+                          + {"avx512": "AVX-512 vpermps", "avx2": "AVX2 vpermps"}.get(
+                              lg.fast_path_isa(), "portable"))
 
 
 @register_equation(50, "PQ rate 32mn/(32kn + log2(k)·m·s) equals 32mn / counted stored bits",
