@@ -22,6 +22,8 @@ stored format                  kernel
 dense float32                  BLAS ``X @ W.T``
 unstructured sparse            CSR :func:`refimpl.kernels.sparse.dense_x_csr_T` (values decoded
                                from the codebook when quantised: the CSR kernel has no codes)
+bank-balanced sparse           :func:`refimpl.kernels.block_sparse.bbs_matmat` (values and
+                               in-bank offsets, no row pointers)
 k-bit codes + codebook         :func:`refimpl.kernels.bitpack.kbit_matmul` on the packed codes
 (k-means, uniform)
 binary / ternary α·s (BWN,     sign bit planes through :func:`refimpl.kernels.lowbit_gemv.
@@ -124,8 +126,9 @@ class WeightOp:
 def infer_format(W: np.ndarray, max_bits: int = 4) -> tuple[str, object]:
     """The stored format a chapter method's dense weight implies: ``("binary", α)`` for values
     ``{−α, +α}`` and ``("ternary", α)`` for ``{−α, 0, +α}`` (BWN / TWN: sign bit planes and
-    one scale, Survey §3.1–3.2); else ``("csr", None)`` when at least half the entries are
-    exactly 0; ``("kbit", (bits, codes, codebook))`` when there are at most ``2^bits``
+    one scale, Survey §3.1–3.2); else, when at least half the entries are exactly 0,
+    ``("bbs", bank_size)`` if every bank of 16 (8, 4) columns holds the same number of them
+    (bank-balanced sparsity, §2.3) or ``("csr", None)``; ``("kbit", (bits, codes, codebook))`` when there are at most ``2^bits``
     distinct values (``bits ≤ max_bits``); else ``("dense", None)``. A level count only
     counts with at least 4 entries per level (a small dense matrix has few distinct values by
     chance)."""
@@ -134,6 +137,12 @@ def infer_format(W: np.ndarray, max_bits: int = 4) -> tuple[str, object]:
         return "ternary", float(vals[2])
     if W.size >= 4 * 2 and vals.size == 2 and vals[0] == -vals[1] and vals[1] > 0:
         return "binary", float(vals[1])
+    if W.ndim == 2 and np.count_nonzero(W) <= W.size // 2:
+        for b in (16, 8, 4):  # bank-balanced (Cao et al.): the same count in every bank
+            if W.shape[1] % b == 0 and W.shape[1] > b:
+                nnz = np.count_nonzero(W.reshape(W.shape[0], -1, b), axis=-1)
+                if 0 < nnz.min() == nnz.max() < b:
+                    return "bbs", b
     if np.count_nonzero(W) <= W.size // 2:
         return "csr", None
     for bits in (1, 2, 3, 4, 8):
@@ -202,6 +211,11 @@ def _matrix_ops(name, W, rec=None):
     fmt, info = infer_format(W)
     if fmt in ("binary", "ternary"):
         return [_signs_op(name, W, fmt, info)]
+    if fmt == "bbs":
+        from refimpl.kernels.block_sparse import bbs_from_dense, bbs_matmat
+
+        A = bbs_from_dense(np.asarray(W, dtype=np.float32), info)
+        return [WeightOp(name, "bbs", W.shape[1], lambda X: bbs_matmat(A, X.T).T)]
     if fmt == "csr":
         return [_csr_op(name, W)]
     if fmt == "kbit":
@@ -236,6 +250,8 @@ def _embedding_ops(name, W, rec=None):
         fmt, info = infer_format(W)
         if fmt in ("binary", "ternary"):  # a lookup of sign planes = 1- / 2-bit code rows
             fmt, info = "kbit", _levels(W)
+        elif fmt == "bbs":  # a row of a bank-balanced table: its stored entries, as CSR's
+            fmt = "csr"
     if fmt == "csr":
         from refimpl.kernels.sparse import csr_from_dense
 

@@ -236,3 +236,23 @@ def test_bwn_twn_weights_run_the_sign_plane_kernels(kind):
     assert op.fmt == ("gather-kbit1" if kind == "binary" else "gather-kbit2")
     np.testing.assert_array_equal(op.run(np.array([3, 0, 19])),
                                   (0.3 * S[[3, 0, 19], :16]).astype(np.float32))
+
+
+def test_bank_balanced_weights_run_the_bbs_kernel():
+    from refimpl.pruning.blocks import bank_balanced_mask
+
+    rng = np.random.default_rng(9)
+    W = rng.standard_normal((12, 32))
+    B = W * bank_balanced_mask(W, 16, 0.75)  # 4 of every 16 columns kept in each row
+    assert infer_format(B) == ("bbs", 16)
+    (op, _) = stored_ops(_Two(B, rng.standard_normal((4, 12))))
+    assert op.fmt == "bbs"
+    X = rng.standard_normal((5, 32)).astype(np.float32)
+    with record_calls() as log:
+        Y = op.run(X)
+    assert any(k.startswith("bbs") for k, _ in log), log
+    bound = 32 * np.finfo(np.float32).eps * (np.abs(X) @ np.abs(B).T) + 1e-30
+    assert np.all(np.abs(Y - X.astype(np.float64) @ B.T) <= bound)
+    # unbalanced sparsity stays CSR
+    U = W * (rng.random(W.shape) < 0.25)
+    assert infer_format(U)[0] == "csr"
