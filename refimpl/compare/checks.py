@@ -116,8 +116,9 @@ def _no_fit_context(seed: int = 0):
     base = {k: make_model(k, task, cfg, as_rng(seed + 1)) for k in ("lstm", "transformer")}
     return TourContext(task=task, baseline=base["lstm"], baseline_kind="lstm", quick=True,
                        seed=seed, fit=fit, evaluate=lambda m: 0.0,
-                       make_model=lambda kind=None, **kw: make_model(kind or "lstm", task, cfg,
-                                                                     as_rng(seed + 2), **kw),
+                       make_model=lambda kind=None, rng=None, **kw: make_model(
+                           kind or "lstm", task, cfg, as_rng(seed + 2 if rng is None else rng),
+                           **kw),
                        baselines=base, config=cfg)
 
 

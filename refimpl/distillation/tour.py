@@ -122,8 +122,11 @@ def _dml_lstm(ctx: TourContext) -> MethodResult:
     widths = dict(getattr(ctx.config, "model_kwargs", {}).get("lstm", {}))
     d_emb = max(4, int(widths.get("d_emb", 32)) // 2)
     d_hidden = max(4, int(widths.get("d_hidden", 32)) // 4)
-    pair = ModuleList([ctx.make_model("lstm", d_emb=d_emb, d_hidden=d_hidden)
-                       for _ in range(2)])
+    # peers from different seeds (DML's peers differ at the start; identical peers would make
+    # the KL terms exactly 0 and DML plain training)
+    pair = ModuleList([ctx.make_model("lstm", rng=ctx.seed + 1000 + i, d_emb=d_emb,
+                                      d_hidden=d_hidden)
+                       for i in range(2)])
     K = None
 
     def forward(model, X, lengths):  # (B, 2C): peer 0's logits, then peer 1's

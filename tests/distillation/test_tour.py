@@ -30,8 +30,8 @@ def test_hinton_kd_lstm_student():
     class _Cfg:
         model_kwargs = {"lstm": dict(d_emb=16, d_hidden=16)}
 
-    def make_model(kind=None, **kw):
-        return RNNClassifier(vocab_size=30, n_classes=2, rng=1, **kw)
+    def make_model(kind=None, rng=1, **kw):
+        return RNNClassifier(vocab_size=30, n_classes=2, rng=rng, **kw)
 
     ctx = TourContext(task=None, baseline=teacher, baseline_kind="lstm", quick=True, seed=0,
                       fit=fit, evaluate=lambda m: 0.0, make_model=make_model,
@@ -64,14 +64,14 @@ def _tf_ctx(layers=2):
     calls = []
 
     def fit(model, epochs=1, **kw2):
-        calls.append((type(model).__name__, epochs, sorted(kw2)))
+        calls.append((type(model).__name__, epochs, sorted(kw2), model))
         return nn_fit(model, (X, lengths, y), epochs=epochs, lr=1e-2, rng=0, progress=False,
                       **kw2)
 
-    def make_model(kind=None, **over):
+    def make_model(kind=None, rng=1, **over):
         if kind == "lstm":
-            return RNNClassifier(vocab_size=30, n_classes=2, rng=1, **over)
-        return TransformerClassifier(rng=1, **{**kw, **over})
+            return RNNClassifier(vocab_size=30, n_classes=2, rng=rng, **over)
+        return TransformerClassifier(rng=rng, **{**kw, **over})
 
     cfg = SimpleNamespace(epochs=2, batch_size=64, model_kwargs={"lstm": dict(d_emb=16,
                                                                                d_hidden=16)})
@@ -106,6 +106,9 @@ def test_dml_tour_two_peers_keeps_peer0():
     assert res.bits == 32 * s.num_parameters() and res.extra["baseline"] == "lstm"
     assert calls[0][0] == "ModuleList"
     assert s(X, lengths).shape == (64, 2)
+    # the peers started from different seeds (identical peers make DML's KL terms exactly 0)
+    p0, p1 = (dict(p.named_parameters()) for p in calls[0][3])
+    assert any(not np.array_equal(p0[k].data, p1[k].data) for k in p0)
 
 
 def test_theseus_tour_halves_layers_and_needs_even_layers():
