@@ -7,6 +7,7 @@ is allowed, e.g. ``bits must be an integer in [1, 16], got 0``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import numbers
@@ -29,6 +30,7 @@ __all__ = [
     "validate_scalars",
     "validate_arrays",
     "progress_bar",
+    "temporary_environ",
 ]
 
 
@@ -392,3 +394,28 @@ def progress_bar(iterable=None, *, total=None, desc: str | None = None,
         env = os.environ.get("REFIMPL_PROGRESS")
         progress = (env not in ("0", "false", "")) if env is not None else sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=desc, disable=not progress, leave=False, **kwargs)
+
+
+@contextlib.contextmanager
+def temporary_environ(env: Mapping[str, str]):
+    """Set the environment variables ``env`` for the ``with`` block, then restore each to its
+    previous value (or remove it if it was unset), also when the block raises.
+
+    Used where a child process (a Jupyter kernel) must inherit settings such as
+    ``REFIMPL_QUICK``: ``refimpl book`` and the assignment grader.
+
+    Parameters
+    ----------
+    env : mapping of str to str
+        The variables to set inside the block.
+    """
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -233,3 +233,17 @@ def test_validate_arrays_checks_kinds_without_changing_values():
             g(**kw)
     with pytest.raises(TypeError, match="has no parameters"):
         validate_arrays(nope={})(lambda W: W)
+
+
+def test_temporary_environ_restores_set_and_unset_variables(monkeypatch):
+    import os
+
+    from refimpl.utils import temporary_environ
+
+    monkeypatch.setenv("REFIMPL_T_SET", "before")
+    monkeypatch.delenv("REFIMPL_T_UNSET", raising=False)
+    with pytest.raises(RuntimeError):
+        with temporary_environ({"REFIMPL_T_SET": "in", "REFIMPL_T_UNSET": "in"}):
+            assert os.environ["REFIMPL_T_SET"] == os.environ["REFIMPL_T_UNSET"] == "in"
+            raise RuntimeError
+    assert os.environ["REFIMPL_T_SET"] == "before" and "REFIMPL_T_UNSET" not in os.environ

@@ -22,12 +22,12 @@ report says why each question scored what it did.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from refimpl.utils import temporary_environ
 from refimpl.assignment.source import (Assignment, free_names, parse_assignment,
                                        source_digest, test_function_source)
 
@@ -248,38 +248,31 @@ def _run_cells(plan, cwd: Path, timeout: int, quick: bool, kernel_manager_class,
         nb.cells.append(nbformat.v4.new_code_cell(code))
     env_set = {"REFIMPL_QUICK": "1" if quick else "0", "REFIMPL_PROGRESS": "0",
                "MPLBACKEND": "Agg"}
-    saved = {k: os.environ.get(k) for k in env_set}
-    os.environ.update(env_set)  # the kernel inherits this process's environment
     kw = {"kernel_manager_class": kernel_manager_class} if kernel_manager_class else {}
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
                                      allow_errors=True, interrupt_on_timeout=True,
                                      resources={"metadata": {"path": str(cwd)}}, **kw)
     out: dict = {}
-    try:
-        with client.setup_kernel():
-            for k, (i, gid, _) in enumerate(plan):
-                cell = nb.cells[k]
-                try:
-                    client.execute_cell(cell, k)
-                    err = _error_text(cell.outputs)
-                except CellTimeoutError:
-                    err = f"cell {i} exceeded the time limit of {timeout} s"
-                except CellExecutionError as e:
-                    err = _ANSI.sub("", str(e)).strip().splitlines()[-1]
-                if err.startswith("KeyboardInterrupt"):  # nbclient interrupts on timeout
-                    err = f"cell {i} exceeded the time limit of {timeout} s"
-                if gid is not None:
-                    out[gid] = (not err, err)
-    except DeadKernelError as e:
-        report.notes.append(f"the kernel died: {e}")
-    except Exception as e:  # noqa: BLE001 - the kernel could not start, ...
-        report.notes.append(f"execution stopped: {type(e).__name__}: {e}")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with temporary_environ(env_set):  # the kernel inherits this process's environment
+        try:
+            with client.setup_kernel():
+                for k, (i, gid, _) in enumerate(plan):
+                    cell = nb.cells[k]
+                    try:
+                        client.execute_cell(cell, k)
+                        err = _error_text(cell.outputs)
+                    except CellTimeoutError:
+                        err = f"cell {i} exceeded the time limit of {timeout} s"
+                    except CellExecutionError as e:
+                        err = _ANSI.sub("", str(e)).strip().splitlines()[-1]
+                    if err.startswith("KeyboardInterrupt"):  # nbclient interrupts on timeout
+                        err = f"cell {i} exceeded the time limit of {timeout} s"
+                    if gid is not None:
+                        out[gid] = (not err, err)
+        except DeadKernelError as e:
+            report.notes.append(f"the kernel died: {e}")
+        except Exception as e:  # noqa: BLE001 - the kernel could not start, ...
+            report.notes.append(f"execution stopped: {type(e).__name__}: {e}")
     return out
 
 

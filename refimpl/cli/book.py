@@ -28,7 +28,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -36,6 +35,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from refimpl.utils import temporary_environ
 
 __all__ = ["PACKAGES", "EquationRow", "equation_rows", "notebook_check_cells", "public_index",
            "link_api_mentions", "stage", "build", "main"]
@@ -401,20 +402,12 @@ def stage(root: Path, src: Path, *, executed: Path | None = None, timeout: int =
     index = public_index()
     env = {"REFIMPL_QUICK": "1", "REFIMPL_PROGRESS": "0",  # inline: plots become outputs
            "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with temporary_environ(env):
         for path in notebooks:
             nb = _executed_notebook(path, executed, timeout, log)
             nb = _add_cell_labels(nb, path.stem, by_nb.get(path.stem, set()))
             nb = _link_markdown_cells(nb, index)
             nbformat.write(nb, src / "chapters" / path.name)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
     rows = equation_rows(root / "docs" / "equations.md")
     verdicts: dict[str, str] = {}
