@@ -1082,8 +1082,7 @@ def main(args) -> int:
             print(f"\nwithin {plan_bytes:g} bytes (§8.3): {err}")
     n_bad = sum(r["status"] != "ok" for r in run.rows)
     print(f"\n{len(run.rows)} rows ({n_bad} not ok) in {run.seconds:.1f} s ({run.cpu_seconds:.1f} "
-          f"CPU s). The full table "
-          f"(parameters, family, notes, times) and the plot:")
+          f"CPU s).\nThe full table (parameters, family, notes, times) and the plot:")
     for f in run.files.values():
         print(f"  {f}")
     return 0
