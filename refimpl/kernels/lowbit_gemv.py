@@ -183,6 +183,12 @@ def _per(kind: int) -> int:
     return 64 if kind == _TERNARY else 64 // kind
 
 
+@numba.njit(cache=True, inline="always")
+def _per_jit(kind):
+    """:func:`_per` inside compiled code."""
+    return 64 if kind == 0 else 64 // kind
+
+
 def _table(kind: int, codebook, dtype) -> np.ndarray:
     """The 16-entry lookup table: the codebook repeated modulo ``2^bits`` (code + 2·sign for a
     ternary product: ``(0, +1, 0, −1)``)."""
@@ -570,43 +576,66 @@ def _avx2_block(xl, packed, sign, kind, table, out, blk):
         b += bc
 
 
+@numba.njit(cache=True, inline="always")
+def _scale_rows(out, scale):
+    """``out[m, n] *= scale[n]`` (exact when the scale is 1)."""
+    for m in range(out.shape[0]):
+        for n in range(out.shape[1]):
+            out[m, n] *= scale[n]
+
+
+# The four drivers take the activations ``X`` (M, K) and the row scales and do the whole call
+# in compiled code — the activation layout (:func:`_layout_x`), the product and the scale —
+# so a call is one entry into Numba after the argument checks. Issue #19 measurement: after
+# 0.3 s idle (the benchmark protocol) every separate NumPy / Numba step of a call costs
+# 10–170 µs instead of 2–10 (the first one after the pause the most: 33 vs 3.6 µs for a 4000-
+# element njit sum), so the seven steps of the previous path (layout, kernel, ``np.all(scale
+# == 1)``, the scale product, …) cost ~0.38 ms per call against 0.06 ms warm.
 @numba.njit(cache=True, parallel=True)
-def _lowbit_avx512(xl, packed, sign, kind, table):
+def _lowbit_avx512(X, packed, sign, kind, table, scale):
     """Parallel over blocks of 64 output rows."""
+    xl = _layout_x(X, _per_jit(kind), packed.shape[1], 16)
     N = packed.shape[0]
     out = np.empty((xl.shape[0], N), dtype=np.float32)
     for blk in prange((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
         _avx512_block(xl, packed, sign, kind, table, out, blk)
+    _scale_rows(out, scale)
     return out
 
 
 @numba.njit(cache=True)
-def _lowbit_avx512_serial(xl, packed, sign, kind, table):
+def _lowbit_avx512_serial(X, packed, sign, kind, table, scale):
     """One thread, for small products (waking the thread pool costs ~0.05–0.3 ms here)."""
+    xl = _layout_x(X, _per_jit(kind), packed.shape[1], 16)
     N = packed.shape[0]
     out = np.empty((xl.shape[0], N), dtype=np.float32)
     for blk in range((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
         _avx512_block(xl, packed, sign, kind, table, out, blk)
+    _scale_rows(out, scale)
     return out
 
 
 @numba.njit(cache=True, parallel=True)
-def _lowbit_avx2(xl, packed, sign, kind, table):
+def _lowbit_avx2(X, packed, sign, kind, table, scale):
     """Parallel over blocks of 64 output rows (8-lane blocks)."""
+    xl = _layout_x(X, _per_jit(kind), packed.shape[1], 8)
     N = packed.shape[0]
     out = np.empty((xl.shape[0], N), dtype=np.float32)
     for blk in prange((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
         _avx2_block(xl, packed, sign, kind, table, out, blk)
+    _scale_rows(out, scale)
     return out
 
 
 @numba.njit(cache=True)
-def _lowbit_avx2_serial(xl, packed, sign, kind, table):
+def _lowbit_avx2_serial(X, packed, sign, kind, table, scale):
     """One thread, 8-lane blocks."""
+    xl = _layout_x(X, _per_jit(kind), packed.shape[1], 8)
     N = packed.shape[0]
     out = np.empty((xl.shape[0], N), dtype=np.float32)
     for blk in range((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
         _avx2_block(xl, packed, sign, kind, table, out, blk)
+    _scale_rows(out, scale)
     return out
 
 
@@ -621,15 +650,12 @@ def _lowbit_numba(X, packed, sign, kind, K, table, scale):
     else the portable loops."""
     isa = fast_path_isa() if X.dtype == np.float32 else None
     if isa is not None:
-        L = 16 if isa == "avx512" else 8
-        xl = _layout_x(X, _per(kind), packed.shape[1], L)
         small = X.shape[0] * packed.shape[0] * K < _SERIAL_MACS
-        kern = {(16, True): _lowbit_avx512_serial, (16, False): _lowbit_avx512,
-                (8, True): _lowbit_avx2_serial, (8, False): _lowbit_avx2}[L, small]
-        out = kern(xl, packed, sign, kind, table)
-        if not np.all(scale == 1):
-            out *= scale[None, :]
-        return out
+        if isa == "avx512":
+            kern = _lowbit_avx512_serial if small else _lowbit_avx512
+        else:
+            kern = _lowbit_avx2_serial if small else _lowbit_avx2
+        return kern(X, packed, sign, kind, table, scale)
     return _lowbit_generic(X, packed, sign, kind, K, table, scale)
 
 
