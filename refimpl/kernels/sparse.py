@@ -55,7 +55,9 @@ OpenBLAS variables unset; ``benchmarks/bench_sparse.py`` has the full table):
 * ``uint16`` column indices when ``n_cols <= 65536`` (6 instead of 8 bytes per float32 value):
   0.354 vs 0.367 ns per value (float32), 0.511 vs 0.555 (float64, where the stream is wider).
 * ``prange`` over rows vs serial: the second core roughly halves the time. Below
-  :data:`PARALLEL_MIN_WORK` multiply-adds the serial kernel is used.
+  :data:`PARALLEL_MIN_WORK` multiply-adds the serial kernel is used (SpMV: below
+  :data:`SPMV_PARALLEL_MIN_NNZ` stored values, since waking the workqueue threads costs
+  45-180 µs, issue #19).
 * Headline, ``bench_sparse.py --headline`` twice on an idle machine (16:06 UTC 2026-11-23):
   float32 3.0–3.4× scipy.sparse and 4.0–4.4× dense BLAS; float64 2.45–2.5× scipy.sparse and
   6.2–6.9× dense (1 thread: 1.6× scipy float32, 1.3–1.4× float64).
@@ -100,6 +102,18 @@ __all__ = ["CSRMatrix", "index_dtype", "frozen_copy", "csr_from_dense", "csr_mat
 #: Below this many multiply-adds the serial Numba kernel is used: spawning the ``prange``
 #: threads costs a few microseconds, more than a small product takes.
 PARALLEL_MIN_WORK = 1 << 16
+
+#: SpMV (:func:`csr_matvec`) runs the serial kernel below this many stored values. A parallel
+#: call on Numba's ``workqueue`` layer wakes sleeping worker threads (the calling thread only
+#: waits): measured 45-75 µs per launch in a tight loop and 90-180 µs after 0.3 s idle (an
+#: empty ``prange`` over 2 iterations, 2-core Zen 4 VM, issue #19), against 0.6 ns per stored
+#: value serial. In the quiet benchmark run of 2026-12-06 23:30 UTC (``bench_sparse.py
+#: --quick``, 0.3 s idle per call) the parallel SpMV took 0.154 ms at 1024², 90 % (105 k
+#: values) while the serial kernel took 0.039 ms at 95 % (52 k values); a line through the
+#: parallel times (0.263 ms at 168 k values, 0.502 ms at 1.68 M) crosses the serial one near
+#: 500 k values. The threshold stays at 2^17 so that ``tests/kernels/test_fork_safety.py``
+#: (160 k values) still exercises the threaded SpMV in a forked child.
+SPMV_PARALLEL_MIN_NNZ = 1 << 17
 
 
 def frozen_copy(a: np.ndarray, dtype) -> np.ndarray:
@@ -550,7 +564,7 @@ def _row_blocks(A: CSRMatrix) -> np.ndarray:
 def _csr_matvec_numba(A: CSRMatrix, x: np.ndarray, dtype) -> np.ndarray:
     data = A.data if A.data.dtype == dtype else A.data.astype(dtype)
     y = np.zeros(A.shape[0], dtype=dtype)
-    if A.nnz >= PARALLEL_MIN_WORK:
+    if A.nnz >= SPMV_PARALLEL_MIN_NNZ:
         _csr_matvec_parallel(_uindptr(A), A.indices, data, x, y, _row_blocks(A))
     else:
         _csr_matvec_serial(_uindptr(A), A.indices, data, x, y)

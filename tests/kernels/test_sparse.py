@@ -195,7 +195,7 @@ def test_matvec_serial_and_threaded_exact_on_integers(monkeypatch, dtype):
     x = rng.integers(-4, 5, 80).astype(dtype)
     A = csr_from_dense(W)
     for kern in ("serial", "parallel"):
-        monkeypatch.setattr(S, "PARALLEL_MIN_WORK", 0 if kern == "parallel" else 1 << 60)
+        monkeypatch.setattr(S, "SPMV_PARALLEL_MIN_NNZ", 0 if kern == "parallel" else 1 << 60)
         np.testing.assert_array_equal(csr_matvec(A, x, backend="numba"), W.astype(float) @ x)
 
 
@@ -275,7 +275,10 @@ def test_numba_dispatch_picks_the_row_kernels(monkeypatch):
     small = csr_from_dense(_sparse(rng, (20, 30), 0.5))
     big = csr_from_dense(_sparse(rng, (400, 400), 0.5))
     assert big.nnz >= S.PARALLEL_MIN_WORK > small.nnz * 3
-    for A, drv in ((small, "serial"), (big, "parallel")):
+    # SpMV has its own, higher threshold (waking the threads costs more than a mid-size SpMV)
+    bigger = csr_from_dense(_sparse(rng, (600, 600), 0.5))
+    assert bigger.nnz >= S.SPMV_PARALLEL_MIN_NNZ > big.nnz
+    for A, drv in ((small, "serial"), (big, "serial"), (bigger, "parallel")):
         ran.clear()
         csr_matvec(A, np.ones(A.shape[1]), backend="numba")
         assert ran == [f"_csr_matvec_{drv}"], (drv, ran)
