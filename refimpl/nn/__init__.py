@@ -26,7 +26,8 @@ optimisers and gradient checking. Everything else in refimpl is built on this pa
                        :func:`kl_div_with_temperature` (Hinton), :func:`distillation_loss`
 ``optim``              :class:`SGD`, :class:`Adam`, :class:`AdamW`, :func:`clip_grad_norm_`
 ``models``             :class:`BowClassifier`, :class:`RNNClassifier`, :class:`LSTMLanguageModel`,
-                       :class:`TransformerClassifier`, :class:`Seq2Seq` (greedy, beam search)
+                       :class:`TransformerClassifier`, :class:`TransformerLanguageModel`,
+                       :class:`Seq2Seq` (greedy, beam search)
 ``train``              :func:`fit` (:class:`Callback` hooks), :func:`fit_lm`, :func:`fit_seq2seq`,
                        :func:`evaluate_accuracy`,
                        :func:`perplexity`, :func:`batches`, :class:`History`
@@ -52,6 +53,7 @@ from refimpl.nn.models import (
     RNNClassifier,
     Seq2Seq,
     TransformerClassifier,
+    TransformerLanguageModel,
 )
 from refimpl.nn.module import Module, ModuleList
 from refimpl.nn.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
@@ -100,5 +102,6 @@ __all__ = [
     "cross_entropy", "nll", "mse", "kl_div_with_temperature", "distillation_loss",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_",
     "BowClassifier", "RNNClassifier", "LSTMLanguageModel", "TransformerClassifier", "Seq2Seq",
+    "TransformerLanguageModel",
     "History", "Callback", "fit", "fit_lm", "fit_seq2seq", "batches", "evaluate_accuracy", "predict_logits", "perplexity",
 ]

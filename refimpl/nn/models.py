@@ -37,7 +37,8 @@ from refimpl.nn.transformer import (
 from refimpl.utils import as_rng, check_choice, check_float, check_int
 
 __all__ = ["check_tokens", "BowClassifier", "RNNClassifier", "LSTMLanguageModel",
-           "TransformerClassifier", "Seq2Seq", "PAD", "BOS", "EOS"]
+           "TransformerClassifier", "TransformerLanguageModel", "Seq2Seq", "PAD", "BOS",
+           "EOS"]
 
 PAD, BOS, EOS = 0, 2, 3  # refimpl.data.vocab's special ids (nn does not import data)
 
@@ -478,6 +479,196 @@ class TransformerClassifier(Module):
         top = h.last_hidden_state if isinstance(h, EncoderOutput) else h
         logits = self.fc(self.dropout(self._pool(top, valid)))
         return (logits, h) if isinstance(h, EncoderOutput) else logits
+
+
+# ---------------------------------------------------------------------------------------------
+class TransformerLanguageModel(Module):
+    """Causal (decoder-only, GPT-style) Transformer language model.
+
+    ``logits_t = W_out LN(h_t^{(L)}) + b_out`` where ``h^{(0)}_t = E[x_t] + P[t]`` and every
+    layer is the library's :class:`TransformerEncoderLayer` run with a causal mask (position
+    ``t`` attends to ``1..t`` only), so it is the same Transformer the chapters compress
+    (heads and FFN units gated as in Survey Eq. (18), §2.4; layers dropped as LayerDrop,
+    §2.4.2; §7's attention functions through ``attention``) — one implementation, not a second
+    Transformer. Same interface as :class:`LSTMLanguageModel` (``forward``, ``loss``,
+    ``token_nll``, ``sample``), so :func:`refimpl.nn.fit_lm` trains it on rows and
+    :func:`refimpl.nn.perplexity` evaluates it (there is no recurrent ``state``: a 1-D stream
+    with carried state is refused).
+
+    Parameters
+    ----------
+    vocab_size, d_model, num_heads, d_ff, num_layers, max_len : int
+        ``max_len``: the longest input (positions have learned embeddings).
+    dropout : float
+    attention : callable, optional
+        Attention function for every layer (see :class:`MultiHeadAttention`); it receives the
+        causal "may attend" mask and must honour it (the model checks nothing about it).
+    activation : {"gelu", "relu"}
+    norm_first : bool
+        Pre-norm layers followed by a final LayerNorm (GPT-2); post-norm otherwise.
+    tie_weights : bool
+        The output matrix is the token embedding matrix (Press & Wolf 2017, §5.2).
+    rng : Generator or int, optional
+
+    Attributes
+    ----------
+    embedding : Embedding (padding_idx 0)
+    pos : Parameter of shape (max_len, d_model)
+    layers : ModuleList of TransformerEncoderLayer
+    final_norm : LayerNorm or None (``norm_first`` only)
+    out : Linear (d_model -> vocab_size), or only its bias ``b_out`` when tied
+    """
+
+    def __init__(self, *, vocab_size: int, d_model: int, num_heads: int, d_ff: int,
+                 num_layers: int, max_len: int, dropout: float = 0.0,
+                 attention: Callable | None = None, activation: str = "gelu",
+                 norm_first: bool = False, tie_weights: bool = False, rng=None):
+        rng = as_rng(rng)
+        self.vocab_size = check_int(vocab_size, "vocab_size", 1)
+        self.max_len = check_int(max_len, "max_len", 1)
+        self.num_layers = check_int(num_layers, "num_layers", 1)
+        self.d_model = check_int(d_model, "d_model", 1)
+        if d_model % check_int(num_heads, "num_heads", 1):
+            raise ValueError(f"num_heads must divide d_model, got d_model={d_model}, "
+                             f"num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.tie_weights = bool(tie_weights)
+        self.embedding = Embedding(vocab_size, d_model, padding_idx=PAD, rng=rng)
+        if tie_weights:  # N(0, 1) rows would make initial logits huge; use the Linear scale
+            self.embedding.W.data = rng.uniform(-1, 1, (vocab_size, d_model)) / np.sqrt(d_model)
+            self.embedding.W.data[PAD] = 0.0
+        self.pos = Parameter(rng.standard_normal((max_len, d_model)) * 0.1)
+        self.layers = ModuleList(
+            TransformerEncoderLayer(d_model, num_heads, d_ff, dropout=dropout,
+                                    activation=activation, norm_first=norm_first,
+                                    attention=attention, rng=rng) for _ in range(num_layers))
+        self.final_norm = LayerNorm(d_model) if norm_first else None
+        self.dropout = Dropout(dropout, rng=_child_rng(rng))
+        if tie_weights:
+            self.out = None
+            self.b_out = Parameter(np.zeros(vocab_size))
+        else:
+            self.out = Linear(d_model, vocab_size, rng=rng)
+
+    def encode(self, X, lengths=None, head_mask=None, ffn_mask=None, layer_mask=None, *,
+               output_hidden_states: bool = False, output_attentions: bool = False):
+        """Top-layer states under the causal mask.
+
+        Parameters
+        ----------
+        X : int ndarray (B, T), ``T <= max_len``; lengths : int ndarray (B,), optional
+        head_mask, ffn_mask, layer_mask : optional
+            As in :meth:`TransformerClassifier.encode` (Survey Eq. (18), §2.4.2).
+        output_hidden_states, output_attentions : bool
+            Return an :class:`refimpl.nn.EncoderOutput` instead of the top-layer Tensor.
+
+        Returns
+        -------
+        h : Tensor of shape (B, T, d_model) (after the final LayerNorm), or EncoderOutput
+        """
+        X, L = check_tokens(X, lengths, self.vocab_size, max_len=self.max_len)
+        T = X.shape[1]
+        valid = length_mask(L, T)
+        h = self.dropout(self.embedding(X) + self.pos[:T])
+        causal = np.tril(np.ones((T, T), dtype=bool))  # True = may attend (keys <= query)
+        out = encode_layers(self.layers, h, mask=causal, key_padding_mask=~valid,
+                            head_mask=head_mask, ffn_mask=ffn_mask, layer_mask=layer_mask,
+                            final_norm=self.final_norm,
+                            output_hidden_states=output_hidden_states,
+                            output_attentions=output_attentions)
+        return out if output_hidden_states or output_attentions else out.last_hidden_state
+
+    def forward(self, X, lengths=None, state=None, return_state: bool = False,
+                head_mask=None, ffn_mask=None, layer_mask=None):
+        """Next-token logits for every position.
+
+        Parameters
+        ----------
+        X : int ndarray of shape (B, T)
+        lengths : int ndarray of shape (B,), optional
+        state : None
+            Accepted for the :class:`LSTMLanguageModel` interface; anything but None raises
+            (a Transformer has no recurrent state; pass the whole prefix).
+        return_state : bool
+            Also return ``None`` as the state.
+        head_mask, ffn_mask, layer_mask : optional (see :meth:`encode`)
+
+        Returns
+        -------
+        logits : Tensor of shape (B, T, vocab_size)
+        """
+        if state is not None:
+            raise ValueError("state must be None: a Transformer LM has no recurrent state "
+                             "(pass the whole prefix)")
+        h = self.encode(X, lengths, head_mask, ffn_mask, layer_mask)
+        logits = self.output(self.dropout(h))
+        return (logits, None) if return_state else logits
+
+    def output(self, h) -> Tensor:
+        """Logits ``W_out h + b_out`` (the embedding matrix when tied), ``h`` (..., d_model)."""
+        return F.linear(h, self.embedding.W, self.b_out) if self.tie_weights else self.out(h)
+
+    def loss(self, X, lengths, **masks) -> Tensor:
+        """Mean NLL (nats) of ``X[:, 1:]`` given ``X[:, :-1]`` over the predicted tokens
+        (``t + 1 < lengths``) of ``<bos> ... <eos>`` rows (``masks``: see :meth:`encode`)."""
+        X, L = check_tokens(X, lengths, self.vocab_size)
+        if X.shape[1] < 2 or L.min() < 2:
+            raise ValueError("lengths must be >= 2 (<bos> and at least one predicted token)")
+        T = X.shape[1]
+        h = self.encode(X[:, :-1], L - 1, **masks)
+        valid = np.arange(1, T)[None, :] < L[:, None]  # (B, T-1): a real target
+        rows = np.flatnonzero(valid)
+        h = h.reshape(-1, h.shape[-1])[rows]  # (n_targets, d_model): skip padded positions
+        return cross_entropy(self.output(self.dropout(h)), X[:, 1:].reshape(-1)[rows])
+
+    def token_nll(self, X, lengths) -> np.ndarray:
+        """Per-token NLL (nats) of ``X[:, 1:]`` given ``X[:, :-1]``: (B, T-1), NaN where there
+        is no target (``t + 1 >= lengths``)."""
+        X, L = check_tokens(X, lengths, self.vocab_size)
+        T = X.shape[1]
+        with no_grad():
+            logits = self(X[:, :-1], np.maximum(L - 1, 1))
+        valid = np.arange(1, T)[None, :] < L[:, None]
+        y = np.where(valid, X[:, 1:], 0)
+        per = cross_entropy(logits, y, reduction="none").data
+        return np.where(valid, per, np.nan)
+
+    def sample(self, n: int, max_len: int = 30, *, temperature: float = 1.0, rng=None,
+               bos: int = BOS, eos: int = EOS) -> tuple[np.ndarray, np.ndarray]:
+        """Ancestral sampling as :meth:`LSTMLanguageModel.sample` (the whole prefix is re-read
+        at every step; ``max_len + 1 <= self.max_len``)."""
+        n = check_int(n, "n", 1)
+        max_len = check_int(max_len, "max_len", 1)
+        if max_len > self.max_len:
+            raise ValueError(f"max_len must be <= the model's max_len {self.max_len}, "
+                             f"got {max_len}")
+        temperature = check_float(temperature, "temperature", 0.0, lo_open=True)
+        rng = as_rng(rng)
+        X = np.zeros((n, max_len + 1), np.int64)
+        X[:, 0] = bos
+        lengths = np.full(n, max_len + 1, np.int64)
+        done = np.zeros(n, bool)
+        was = self.training
+        self.eval()
+        try:
+            with no_grad():
+                for t in range(max_len):
+                    logits = self(X[:, :t + 1], np.full(n, t + 1))
+                    z = logits.data[:, t].astype(np.float64) / temperature
+                    p = np.exp(z - z.max(axis=1, keepdims=True))
+                    p[:, PAD] = 0.0  # never emit padding
+                    p /= p.sum(axis=1, keepdims=True)
+                    u = rng.random((n, 1))
+                    tok = np.minimum((p.cumsum(axis=1) < u).sum(axis=1), p.shape[1] - 1)
+                    X[:, t + 1] = np.where(done, PAD, tok)
+                    ended = (~done) & (tok == eos)
+                    lengths[ended] = t + 2
+                    done |= ended
+                    if done.all():
+                        break
+        finally:
+            self.train(was)
+        return X, lengths
 
 
 # ---------------------------------------------------------------------------------------------
