@@ -58,6 +58,12 @@ class LMConfig:
     lr: float = 5e-3
     finetune_lr: float = 2e-3
     batch_size: int = 32
+    d_model: int = 32
+    num_heads: int = 4
+    d_ff: int = 64
+    num_layers: int = 2
+    t_epochs: int = 4
+    t_lr: float = 3e-3
     task_kwargs: dict = field(default_factory=dict)
     methods: tuple | None = None
 
@@ -65,13 +71,14 @@ class LMConfig:
 def lm_config(quick: bool = True, tiny: bool = False, **overrides) -> LMConfig:
     """Presets: full (8 epochs, the task's full size), quick, tiny (tests)."""
     if tiny:
-        cfg = LMConfig(quick=True, d_emb=16, d_hidden=16, epochs=1,
+        cfg = LMConfig(quick=True, d_emb=16, d_hidden=16, epochs=1, d_model=8, num_heads=2,
+                       d_ff=16, t_epochs=1,
                        task_kwargs=dict(n_train_tokens=3000, n_valid_tokens=500,
                                         n_test_tokens=1000))
     elif quick:
         cfg = LMConfig(quick=True)
     else:
-        cfg = LMConfig(quick=False, epochs=8)
+        cfg = LMConfig(quick=False, epochs=8, t_epochs=8)
     for k, v in overrides.items():
         if not hasattr(cfg, k):
             raise TypeError(f"lm_config got an unknown setting {k!r}")
@@ -79,20 +86,23 @@ def lm_config(quick: bool = True, tiny: bool = False, **overrides) -> LMConfig:
     return cfg
 
 
-#: Registered methods that cannot apply to an LSTM language model, with the reason (the §7
-#: attention family is n/a as a whole: :data:`_NA_FAMILIES`).
-_NOT_APPLICABLE = {
-    "heads-50": "prunes attention heads (Eq. 18); an LSTM LM has none",
-    "layerdrop-every-other": "drops Transformer layers; the LSTM LM has one recurrent layer",
-    "tinybert-transformer": "matches a Transformer's attention maps and hidden states",
-    "theseus-transformer": "replaces modules of Transformer layers by successor layers",
-    "albert-share-all": "ties the Transformer's encoder layers; the LSTM LM has one layer",
-    "quaternion-ffn": "quaternion FFN blocks; an LSTM LM has no FFN",
-    "quaternion-transformer": "quaternion Q/K/V/O and FFN; an LSTM LM has neither",
-}
+#: Registered methods that need a Transformer: they run on the causal Transformer LM
+#: (:class:`refimpl.nn.TransformerLanguageModel`, the second baseline) through their own
+#: registered function, or (``fastformers``) their registered pipeline's steps.
+ON_TRANSFORMER = ("heads-50", "layerdrop-every-other", "tinybert-transformer",
+                  "theseus-transformer", "albert-share-all", "quaternion-ffn",
+                  "quaternion-transformer", "reformer-lsh", "fastformers")
 
-#: Families none of whose methods applies to an LSTM LM, with the reason.
-_NA_FAMILIES = {"efficient attention": "a §7 attention variant; an LSTM LM has no attention"}
+#: Transformer methods that cannot run on a *causal* LM, with the precise reason.
+_NOT_CAUSAL = {
+    "linformer-k-n/4": "Linformer's E, F project keys and values over all n positions "
+                       "(k × n), so every output mixes future tokens: not causal",
+    "linear-attention": "the tour's LinearAttentionHook is the non-causal φ(Q)(φ(K)ᵀV) form "
+                        "and ignores the causal mask; the causal prefix-sum form exists only "
+                        "off the tape (refimpl.attention.linear.linear_attention(causal=True))",
+    "longformer-w4-cls": "the registered Longformer runs the fused O(n w) op, which accepts "
+                         "key-padding masks only, not the causal mask",
+}
 
 
 def _lm_steps() -> dict:
@@ -111,14 +121,15 @@ def _section_key(section: str):
 
 
 def lm_plan() -> dict:
-    """How each registered tour method runs on the LSTM LM.
+    """How each registered tour method runs on the LSTM LM or the Transformer LM.
 
     Returns
     -------
     dict
-        ``name -> (family, section, how, what)`` in section order (combinations last):
-        ``how`` is ``"registered"`` (``what``: the method's function, run on the LM context),
-        ``"pipeline"`` (``what``: the list of steps) or ``"n/a"`` (``what``: the reason).
+        ``name -> (family, section, how, what, baseline)`` in section order (combinations
+        last): ``how`` is ``"registered"`` (``what``: the method's function, run on the LM
+        context), ``"pipeline"`` (``what``: the list of steps) or ``"n/a"`` (``what``: the
+        reason); ``baseline`` is ``"lstm-lm"``, ``"transformer-lm"`` or None (n/a).
     """
     from refimpl.compare.pipelines import PIPELINES
     from refimpl.registry import methods
@@ -126,20 +137,22 @@ def lm_plan() -> dict:
     steps = _lm_steps()
     plan = {}
     for m in methods():
-        if m.family in _NA_FAMILIES:
-            entry = ("n/a", _NA_FAMILIES[m.family])
-        elif m.name in _NOT_APPLICABLE:
-            entry = ("n/a", _NOT_APPLICABLE[m.name])
+        if m.name in _NOT_CAUSAL:
+            entry = ("n/a", _NOT_CAUSAL[m.name])
+        elif m.family == "efficient attention" and m.name not in ON_TRANSFORMER:
+            entry = ("n/a", "a §7 attention variant not yet checked for a causal mask")
         elif m.name in steps:
             entry = ("pipeline", steps[m.name])
         elif m.name in PIPELINES:
             p = PIPELINES[m.name]
-            entry = (("pipeline", p.steps) if p.base in ("lstm", "gru") else
+            entry = (("pipeline", p.steps) if p.base in ("lstm", "gru", "transformer") else
                      ("n/a", f"a pipeline on the {p.base} baseline ("
                              f"{' → '.join(s.name for s in p.steps)})"))
         else:
             entry = ("registered", m.func)
-        plan[m.name] = (m.family, m.section) + entry
+        where = None if entry[0] == "n/a" else \
+            "transformer-lm" if m.name in ON_TRANSFORMER else "lstm-lm"
+        plan[m.name] = (m.family, m.section) + entry + (where,)
     order = sorted(plan, key=lambda n: (plan[n][0] == "combination", plan[n][2] == "n/a",
                                         _section_key(plan[n][1])))
     return {n: plan[n] for n in order}
@@ -171,14 +184,53 @@ class _LMTaskView:
         return getattr(self._task, name)
 
 
-def lm_context(cfg: LMConfig, task, base):
-    """The :class:`~refimpl.registry.TourContext` of the LM comparison: ``baselines`` maps both
+def _max_len(task) -> int:
+    """The longest row of the task (the Transformer LM's learned positions)."""
+    return max(np.asarray(a).shape[1] for a in (task.train, task.valid, task.test))
+
+
+def _next_token_loss(logits, X, lengths):
+    """Mean NLL of ``X[:, t+1]`` from ``logits[:, t]`` over the real targets (``t + 1 <
+    lengths``): the LM loss of a model's per-position logits of whole ``<bos> … <eos>`` rows
+    (exact for a causal model: position ``t`` has read ``x_0..x_t`` only)."""
+    from refimpl.nn import cross_entropy
+
+    X, L = np.asarray(X), np.asarray(lengths)
+    T = X.shape[1]
+    valid = np.arange(1, T)[None, :] < L[:, None]
+    rows = np.flatnonzero(valid)
+    V = logits.shape[-1]
+    z = logits[:, :-1].reshape(-1, V)[rows]
+    return cross_entropy(z, X[:, 1:].reshape(-1)[rows])
+
+
+def make_transformer_lm(cfg: LMConfig, task, rng=None):
+    """An untrained causal Transformer LM of the comparison's size
+    (:class:`refimpl.nn.TransformerLanguageModel`, post-norm, GELU, untied)."""
+    from refimpl import nn
+    from refimpl.utils import as_rng
+
+    return nn.TransformerLanguageModel(
+        vocab_size=len(task.vocab), d_model=cfg.d_model, num_heads=cfg.num_heads,
+        d_ff=cfg.d_ff, num_layers=cfg.num_layers, max_len=_max_len(task),
+        rng=as_rng(cfg.seed + 3 if rng is None else rng))
+
+
+def lm_context(cfg: LMConfig, task, base, kind: str = "lstm"):
+    """The :class:`~refimpl.registry.TourContext` of the LM comparison.
+
+    ``kind="lstm"``: ``baselines`` maps both
     ``"lstm-lm"`` and ``"lstm"`` to the trained LM (a registered method's
-    ``copy_baseline("lstm")`` copies it), ``fit`` trains with :func:`refimpl.nn.fit_lm` at
+    ``copy_baseline("lstm")`` copies it); ``kind="transformer"``: ``base`` is the trained
+    :class:`~refimpl.nn.TransformerLanguageModel`, mapped from ``"transformer-lm"`` and
+    ``"transformer"``, and ``make_model`` builds Transformer LMs. ``fit`` trains with
+    :func:`refimpl.nn.fit_lm` at
     ``cfg.finetune_lr`` for ``cfg.epochs`` unless told otherwise (as the classification tour's
     ``ctx.fit`` defaults to the baseline's epochs; the chapters' fine-tuning steps pass
     ``epochs=1``) or, with ``forward`` and
     ``loss_fn`` (distillation's LM form), :func:`refimpl.nn.fit` on the training sentences;
+    with ``forward`` alone (e.g. LayerDrop's gated forward), ``forward``'s per-position logits
+    of the whole rows scored by :func:`_next_token_loss`;
     any other keyword raises (classifier-only options must not be silently ignored)."""
     from refimpl import nn
     from refimpl.registry import TourContext
@@ -186,7 +238,16 @@ def lm_context(cfg: LMConfig, task, base):
 
     V = len(task.vocab)
 
-    def make(kind=None, **kw):
+    if kind not in ("lstm", "transformer"):
+        raise ValueError(f"kind must be 'lstm' or 'transformer', got {kind!r}")
+
+    def make(kind_=None, **kw):
+        if (kind_ or kind) == "transformer":
+            return make_transformer_lm(cfg, task, rng=kw.pop("rng", None)) if not kw else \
+                nn.TransformerLanguageModel(**{
+                    "vocab_size": V, "d_model": cfg.d_model, "num_heads": cfg.num_heads,
+                    "d_ff": cfg.d_ff, "num_layers": cfg.num_layers,
+                    "max_len": _max_len(task), "rng": cfg.seed + 3, **kw})
         kw = {"d_emb": cfg.d_emb, "d_hidden": cfg.d_hidden, **kw}
         rng = as_rng(kw.pop("rng", cfg.seed + 2))
         return nn.LSTMLanguageModel(vocab_size=V, rng=rng, **kw)
@@ -200,7 +261,15 @@ def lm_context(cfg: LMConfig, task, base):
         if forward is None and loss_fn is None:
             return nn.fit_lm(model, task, epochs=epochs, batch_size=cfg.batch_size, lr=lr,
                              after_step=after_step, rng=cfg.seed, progress=False)
-        if forward is None or loss_fn is None:
+        if loss_fn is None:  # forward gives per-position logits of the whole rows
+            gated = forward
+
+            def forward(m, xb, lb):
+                return _next_token_loss(gated(m, xb, lb), xb, lb)
+
+            def loss_fn(out, _y):
+                return out
+        elif forward is None:
             raise TypeError("an LM's fit needs forward and loss_fn together (per-token "
                             "outputs and their loss)")
         rows = (task.train, task.len_train, np.zeros(len(task.len_train), dtype=np.int64))
@@ -211,6 +280,11 @@ def lm_context(cfg: LMConfig, task, base):
     def ppl(model):
         return float(nn.perplexity(model, task.test, task.len_test))
 
+    if kind == "transformer":
+        return TourContext(task=_LMTaskView(task), baseline=base, baseline_kind="transformer",
+                           quick=cfg.quick, seed=cfg.seed, fit=fit, evaluate=ppl,
+                           make_model=make, baselines={"transformer-lm": base,
+                                                       "transformer": base}, config=cfg)
     return TourContext(task=_LMTaskView(task), baseline=base, baseline_kind="lstm-lm",
                        quick=cfg.quick, seed=cfg.seed, fit=fit, evaluate=ppl, make_model=make,
                        baselines={"lstm-lm": base, "lstm": base}, config=cfg)
@@ -253,7 +327,9 @@ def run_lm_tour(cfg: LMConfig, log=print) -> dict:
     ctx = lm_context(cfg, task, base)
     ppl = ctx.evaluate
 
-    def row(name, family, section, model, records, bits, p, seconds, status="ok", notes=""):
+    def row(name, family, section, model, records, bits, p, seconds, status="ok", notes="",
+            ref=None):
+        ref = base if ref is None else ref
         r = {"method": name, "family": family, "section": section, "bits": None,
              "bytes": None, "compression": None, "perplexity": p, "gap_nats": None,
              "gap_closed": None, "kernel_us_b1": None, "kernel_us_b64": None,
@@ -262,7 +338,7 @@ def run_lm_tour(cfg: LMConfig, log=print) -> dict:
         if model is not None:
             lat = stored_latency(model, records, batches=(1, 64), repeat=5, rng=cfg.seed)
             r.update(bits=int(bits), bytes=math.ceil(bits / 8),
-                     compression=32 * base.num_parameters() / bits,
+                     compression=32 * ref.num_parameters() / bits,
                      kernel_us_b1=lat["ms_b1"] * 1e3, kernel_us_b64=lat["ms_b64"] * 1e3,
                      emb_us_b1=lat["embedding_ms_b1"] * 1e3,
                      emb_us_b64=lat["embedding_ms_b64"] * 1e3, formats=lat["formats"])
@@ -278,26 +354,42 @@ def run_lm_tour(cfg: LMConfig, log=print) -> dict:
                 notes="float32")]
     log(f"baseline lstm-lm: perplexity {rows[0]['perplexity']:.2f} (Bayes floor "
         f"{task.bayes_perplexity:.2f}, unigram {math.exp(nll_uni):.2f}; {base_s:.1f} s)")
-    for name, (family, section, how, what) in todo.items():
+    tbase = tctx = None
+    if any(e[4] == "transformer-lm" for e in todo.values()):
+        t0 = time.perf_counter()
+        tbase = make_transformer_lm(cfg, task)
+        nn.fit_lm(tbase, task, epochs=cfg.t_epochs, batch_size=cfg.batch_size, lr=cfg.t_lr,
+                  rng=cfg.seed, progress=False)
+        tbase_s = time.perf_counter() - t0
+        tctx = lm_context(cfg, task, tbase, kind="transformer")
+        rows.append(row("baseline-transformer-lm", "baseline", "—", tbase, None,
+                        Compressed(tbase, "transformer-lm").bits, ppl(tbase), tbase_s,
+                        notes="float32, causal Transformer LM", ref=tbase))
+        log(f"baseline transformer-lm: perplexity {rows[-1]['perplexity']:.2f} "
+            f"({tbase_s:.1f} s)")
+    for name, (family, section, how, what, where) in todo.items():
         if how == "n/a":
             rows.append(row(name, family, section, None, None, None, None, 0.0, "n/a",
-                            f"n/a for an LSTM LM: {what}"))
+                            f"n/a for the LSTM and the causal Transformer LM: {what}"))
             continue
+        on_t = where == "transformer-lm"
+        c, ref = (tctx, tbase) if on_t else (ctx, base)
         t0 = time.perf_counter()
         try:
             if how == "pipeline":
-                cm = Pipeline(name, what, base="lstm-lm").run(ctx)
+                cm = Pipeline(name, what, base=where).run(c)
                 model, records, bits, notes = cm.model, cm.records, cm.bits, \
                     " → ".join(cm.steps)
             else:
-                res = what(ctx)
+                res = what(c)
                 if not isinstance(res, MethodResult):
                     raise TypeError(f"returned {type(res).__name__}, expected MethodResult")
                 model, records, bits, notes = res.model, (res.extra or {}).get("records"), \
                     res.bits, res.notes
             p = ppl(model)
+            notes = f"on the Transformer LM; {notes}" if on_t else notes
             rows.append(row(name, family, section, model, records, bits, p,
-                            time.perf_counter() - t0, notes=notes))
+                            time.perf_counter() - t0, notes=notes, ref=ref))
             log(f"{name}: perplexity {p:.2f}, {rows[-1]['bytes']} bytes "
                 f"({rows[-1]['seconds']:.1f} s)")
         except Exception as err:  # a broken method is a row, not a crash

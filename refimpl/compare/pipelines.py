@@ -326,9 +326,9 @@ def _widths(ctx, kind):
 
 
 def _is_lm(model) -> bool:
-    from refimpl.nn import LSTMLanguageModel
+    from refimpl.nn import LSTMLanguageModel, TransformerLanguageModel
 
-    return isinstance(model, LSTMLanguageModel)
+    return isinstance(model, (LSTMLanguageModel, TransformerLanguageModel))
 
 
 def _lm_token_logits(model, X, lengths):
@@ -347,8 +347,12 @@ def _lm_token_logits(model, X, lengths):
 def _student(cm, ctx, rng=None):
     """A smaller untrained model of the same family as ``cm.model`` (the KD / DML student):
     LSTM (classifier or LM): half the embedding width, a quarter of the hidden width;
-    Transformer: half the layers and half the FFN width."""
+    Transformer (classifier or causal LM): half the layers and half the FFN width."""
     extra = {} if rng is None else {"rng": rng}
+    if _is_lm(cm.model) and hasattr(cm.model, "layers"):  # Transformer LM
+        t = cm.model
+        return ctx.make_model("transformer", num_layers=max(1, t.num_layers // 2),
+                              d_ff=max(4, t.layers[0].d_ff // 2), **extra)
     if _is_lm(cm.model):
         t = cm.model
         return ctx.make_model(d_emb=max(4, t.embedding.W.shape[1] // 2),
@@ -371,7 +375,8 @@ class Distil(Step):
     LSTM student: half the embedding width and a quarter of the hidden width (as
     ``hinton-kd-lstm``); Transformer student: half the layers and half the FFN width.
 
-    Language models (:class:`refimpl.nn.LSTMLanguageModel`): the same loss per token — the
+    Language models (:class:`refimpl.nn.LSTMLanguageModel`,
+    :class:`refimpl.nn.TransformerLanguageModel`): the same loss per token — the
     teacher's next-token distribution at every real position is the soft target of a classifier
     over the vocabulary (Hinton et al.'s loss averaged over the ``n_targets`` positions of the
     batch, the hard term on the true next token), as word-level KD for LMs does.

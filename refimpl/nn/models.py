@@ -579,7 +579,8 @@ class TransformerLanguageModel(Module):
         return out if output_hidden_states or output_attentions else out.last_hidden_state
 
     def forward(self, X, lengths=None, state=None, return_state: bool = False,
-                head_mask=None, ffn_mask=None, layer_mask=None):
+                head_mask=None, ffn_mask=None, layer_mask=None, *,
+                output_hidden_states: bool = False, output_attentions: bool = False):
         """Next-token logits for every position.
 
         Parameters
@@ -592,6 +593,9 @@ class TransformerLanguageModel(Module):
         return_state : bool
             Also return ``None`` as the state.
         head_mask, ffn_mask, layer_mask : optional (see :meth:`encode`)
+        output_hidden_states, output_attentions : bool
+            Return ``(logits, EncoderOutput)`` (every layer's states / attention, as
+            :meth:`TransformerClassifier.forward`).
 
         Returns
         -------
@@ -600,8 +604,13 @@ class TransformerLanguageModel(Module):
         if state is not None:
             raise ValueError("state must be None: a Transformer LM has no recurrent state "
                              "(pass the whole prefix)")
-        h = self.encode(X, lengths, head_mask, ffn_mask, layer_mask)
-        logits = self.output(self.dropout(h))
+        flags = dict(output_hidden_states=output_hidden_states,
+                     output_attentions=output_attentions)
+        h = self.encode(X, lengths, head_mask, ffn_mask, layer_mask, **flags)
+        top = h.last_hidden_state if isinstance(h, EncoderOutput) else h
+        logits = self.output(self.dropout(top))
+        if isinstance(h, EncoderOutput):
+            return logits, h
         return (logits, None) if return_state else logits
 
     def output(self, h) -> Tensor:

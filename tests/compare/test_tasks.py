@@ -31,12 +31,19 @@ def test_lm_plan_lists_every_registered_method():
     plan = lm_plan()
     assert set(plan) == {m.name for m in methods()}  # none silently omitted
     how = {n: e[2] for n, e in plan.items()}
-    for m in methods():
-        if m.family == "efficient attention":
-            assert how[m.name] == "n/a" and "no attention" in plan[m.name][3]
+    where = {n: e[4] for n, e in plan.items()}
+    # §7 variants that cannot be causal are n/a with the reason; Reformer's LSH is masked dense
+    for name in ("linformer-k-n/4", "linear-attention", "longformer-w4-cls"):
+        assert how[name] == "n/a" and where[name] is None
+    assert "not causal" in plan["linformer-k-n/4"][3]
+    assert "non-causal" in plan["linear-attention"][3]
+    assert how["reformer-lsh"] == "registered" and where["reformer-lsh"] == "transformer-lm"
     assert how["hinton-kd-lstm"] == how["dml-lstm"] == how["deep-compression"] == "pipeline"
-    assert how["fastformers"] == how["heads-50"] == "n/a"
+    assert how["fastformers"] == "pipeline" and where["fastformers"] == "transformer-lm"
+    assert how["heads-50"] == how["albert-share-all"] == "registered"
+    assert where["heads-50"] == where["quaternion-transformer"] == "transformer-lm"
     assert how["magnitude-90"] == how["hashednets-lstm"] == how["kmeans-4bit"] == "registered"
+    assert where["magnitude-90"] == where["deep-compression"] == "lstm-lm"
     # §2-§6 families all have LM rows
     fams = {plan[n][0] for n in LM_METHODS}
     assert {"pruning", "quantization", "distillation", "sharing", "decomposition",
@@ -75,7 +82,7 @@ def test_lm_context_fit_refuses_classifier_options():
     with pytest.raises(TypeError, match="classifier-only"):
         ctx.fit(m, callbacks=[])
     with pytest.raises(TypeError, match="together"):
-        ctx.fit(m, forward=lambda *a: None)
+        ctx.fit(m, loss_fn=lambda *a: None)
     # a seed override gives a different initialisation (the DML peers)
     assert not np.array_equal(ctx.make_model(rng=5).embedding.W.data, m.embedding.W.data)
     assert len(ctx.task.y_train) == len(task.len_train)
@@ -90,7 +97,7 @@ def test_lm_tour_rows_against_the_bayes_floor():
     base = rows["baseline-lstm-lm"]
     assert base["bits"] % 32 == 0 and base["compression"] == 1.0
     assert rows["linear-attention"]["status"] == "n/a"
-    assert "no attention" in rows["linear-attention"]["notes"]
+    assert "non-causal" in rows["linear-attention"]["notes"]
     for n, r in rows.items():
         if n == "linear-attention":
             assert r["bytes"] is None and r["perplexity"] is None
@@ -108,19 +115,19 @@ def test_lm_tour_rows_against_the_bayes_floor():
     assert rows["deep-compression"]["bits"] < rows["kmeans-4bit"]["bits"] < base["bits"]
     assert rows["deep-compression"]["frontier"].endswith("(magnitude-90, kmeans-4bit)")
     text = format_lm_table(res)
-    assert "linear-attention (n/a): n/a for an LSTM LM" in text
+    assert "linear-attention (n/a): n/a for the LSTM and the causal Transformer LM" in text
     assert max(len(ln) for ln in text.splitlines()) <= 100
 
 
 def test_cli_tour_task_lm(tmp_path, capsys):
     out = tmp_path / "lm"
     code = cli.main(["tour", "--task", "lm", "--tiny", "--out", str(out), "--methods",
-                     "uniform-4bit", "heads-50"])
+                     "uniform-4bit", "linformer-k-n/4"])
     text, err = capsys.readouterr()
     assert code == 0, text + err
     with open(out / "lm.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == ["baseline-lstm-lm", "uniform-4bit", "heads-50"]
+    assert [r["method"] for r in rows] == ["baseline-lstm-lm", "uniform-4bit", "linformer-k-n/4"]
     assert [r["status"] for r in rows] == ["ok", "ok", "n/a"]
     assert "Bayes-optimal floor" in text
     assert max(len(ln) for ln in text.splitlines() if str(out) not in ln) <= 100
@@ -131,3 +138,47 @@ def test_cli_tour_task_lm_unknown_method(tmp_path, capsys):
                      "no-such-method"])
     _, err = capsys.readouterr()
     assert code == 2 and "not registered for --task lm" in err and "magnitude-90" in err
+
+
+def test_lm_tour_transformer_rows():
+    """The Transformer methods run on the causal Transformer LM, sized against it."""
+    from refimpl.compare.lm_tour import ON_TRANSFORMER
+
+    names = ("albert-share-all", "quaternion-ffn", "layerdrop-every-other", "reformer-lsh",
+             "magnitude-90")
+    assert set(names[:4]) <= set(ON_TRANSFORMER)
+    res = run_lm_tour(lm_config(tiny=True, methods=names), log=lambda *_: None)
+    rows = {r["method"]: r for r in res["rows"]}
+    assert set(rows) == {"baseline-lstm-lm", "baseline-transformer-lm", *names}
+    tb = rows["baseline-transformer-lm"]
+    assert tb["status"] == "ok" and tb["compression"] == 1.0 and tb["bits"] % 32 == 0
+    for n in names:
+        r = rows[n]
+        assert r["status"] == "ok", (n, r["notes"])
+        assert r["perplexity"] > res["bayes_perplexity"] * (1 - 1e-9)
+        on_t = n != "magnitude-90"
+        assert r["notes"].startswith("on the Transformer LM") == on_t
+        ref = tb if on_t else rows["baseline-lstm-lm"]
+        assert math.isclose(r["compression"], ref["bits"] / r["bits"], rel_tol=1e-12)
+    # ALBERT ties 2 layers into 1, LayerDrop keeps 1 of 2: both smaller than the baseline
+    assert rows["albert-share-all"]["bits"] < tb["bits"]
+    assert rows["layerdrop-every-other"]["bits"] < tb["bits"]
+    assert rows["reformer-lsh"]["bits"] == tb["bits"]  # LSH adds no parameters
+
+
+def test_lm_context_forward_only_is_the_next_token_loss():
+    """``fit(forward=...)`` alone scores the forward's per-position logits of whole rows by
+    the next-token loss: for a causal model it equals ``model.loss`` exactly."""
+    from refimpl.compare.lm_tour import _next_token_loss
+    from refimpl.nn import LSTMLanguageModel, TransformerLanguageModel
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(4, 20, (3, 7))
+    L = np.array([7, 4, 2])
+    X[1, 4:] = 0
+    X[2, 2:] = 0
+    for m in (LSTMLanguageModel(vocab_size=20, d_emb=6, d_hidden=5, rng=1),
+              TransformerLanguageModel(vocab_size=20, d_model=8, num_heads=2, d_ff=8,
+                                       num_layers=1, max_len=7, rng=1)):
+        a = float(_next_token_loss(m(X, L), X, L).data)
+        assert a == pytest.approx(float(m.loss(X, L).data), rel=1e-12)
