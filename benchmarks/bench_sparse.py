@@ -101,6 +101,33 @@ whose worker threads still spin, a 2-thread kernel (BLAS or Numba prange) loses 
 scheduler ticks; timings then collapse to multiples of 4 ms (e.g. 7.76 ms instead of 1.1 ms in
 the 15:08 run). The script idles 0.3 s before each measurement, times slow calls one by one,
 and reports best and median; read the load average it prints before trusting 2-thread rows.
+
+Why the second thread adds little to SpMV (issue #19 follow-up, 2026-12-07 00:47–01:03 UTC,
+same machine, load 1.1–1.7 — another session's tests held one core much of the time):
+
+* The headline times calls back to back (``time_fn``), and every parallel call on Numba's
+  ``workqueue`` layer wakes the worker threads: an empty 2-iteration ``prange`` costs 75 µs
+  (the iterations start 44 and 54 µs after the call; the calling thread only waits), 120–180
+  µs after 0.3 s idle. The float32 SpMV kernel takes ~0.6 ms on one core, so two threads can
+  at best reach ~0.3 + 0.05–0.08 ms; per-step timing of the public call (4096², 90 %): checks
+  0.04 ms, row blocks and the output 0.02 ms, kernel 0.88 ms (other core busy).
+* Mid-size SpMVs lost to the wake-up outright: the quiet 23:30 run had the threaded kernel at
+  0.154 ms for 1024², 90 % (105 k values) against 0.039 ms serial at 95 % (52 k values), and
+  0.263 ms at 4096², 99 % (168 k). ``csr_matvec`` now runs serially below
+  ``SPMV_PARALLEL_MIN_NNZ`` = 2^17 stored values (was 2^16; the fitted crossover is near
+  500 k values, but ``tests/kernels/test_fork_safety.py`` needs its 160 k-value SpMV threaded).
+* TBB instead of ``workqueue`` (the ``tbb`` wheel loaded through ``LD_LIBRARY_PATH`` for the
+  test only): launches in 2 µs back to back, but its workers spin after a call and fight
+  torch's OpenMP threads: ``--headline`` 01:03 UTC, 2 threads, float32 refimpl 0.954 ms and
+  torch.sparse_csr 12.0 ms under TBB against 0.416 / 0.453 ms under ``workqueue`` one minute
+  later (load 1.05 → 1.71). Not adopted.
+
+``--headline``, 01:02 and 01:03 UTC (workqueue, load 1.1–1.7, best ms; ×torch best/best,
+medians): 1 thread float32 0.65 / 0.681 vs torch 1.25 / 1.16 → 1.93× / 1.71× (medians 1.89×,
+1.74×); 2 threads float32 0.562 / 0.416 vs torch 0.582 / 0.453 → 1.04× / 1.09× (medians 1.53×,
+1.77×); float64 2 threads 1.48× / 2.26×. The ≥ 2× torch.sparse_csr target is NOT met in
+float32 on 2 threads: the wake-up is ~15–25 % of a 2-thread call, and torch (OpenMP, spinning
+workers) pays none back to back.
 """
 
 from __future__ import annotations
