@@ -29,6 +29,16 @@ another thread is inside a kernel cannot leave the child's lock held. Cost: one 
 lock per call (~0.1 µs). Measured on the 2-core development machine: ``workqueue`` wakes its
 threads in ~60 µs more than spinning OpenMP threads (SpMV 4096², 90% sparse, float32: best
 0.36 vs 0.30 ms); larger kernels are level within the noise.
+
+Issue #19 (2026-12-07, same machine): an empty 2-iteration ``prange`` on ``workqueue`` costs
+75 µs back to back — both iterations run on woken worker threads, the calling thread waits —
+and 120–180 µs after 0.3 s idle; GNU OpenMP 1.7 µs back to back; TBB 2 µs back to back and
+91–95 µs after 0.3 s idle. TBB (what "forksafe" picks once the ``tbb`` package is installed)
+was tried and not adopted: its workers spin after a call and, in the same process as torch's
+OpenMP threads on 2 cores, made ``torch.sparse_csr`` SpMV 12 ms instead of 0.45 ms and the
+refimpl kernel 0.95 instead of 0.42 ms (``benchmarks/bench_sparse.py`` docstring). Kernels
+whose work is below a few hundred µs therefore keep a serial path (``sparse.
+SPMV_PARALLEL_MIN_NNZ``, ``lowbit_gemv._SERIAL_MACS``).
 """
 
 from __future__ import annotations
