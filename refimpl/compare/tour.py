@@ -1108,7 +1108,7 @@ def _main_lm(args, tiny: bool, seed: int, fail) -> int:
         out_path = prepare_out_dir(out)
     except ValueError as err:
         return fail(str(err))
-    print(f"refimpl tour ({preset}, task lm): LSTM and causal Transformer language models on "
+    print(f"refimpl tour ({preset}, task lm): LSTM and causal Transformer language models\non "
           f"the HMM language, then "
           f"{len(cfg.methods or plan)} methods.\nProgress goes to stderr, results to "
           f"{out_path}/", flush=True)
