@@ -100,9 +100,14 @@ figure):
   (CPU time 1.05x), 1.21x at 2 (1.18x); the whole ``--quick`` run took 95 s of CPU time
   (6.8 min wall at that load).
 
-At one thread the target (>= 0.9x) is met at low load (0.96x) and in the quick run (1.03x);
-the full run at load 7-10 gave 0.89x wall but 1.01x CPU time. At two threads it depends on the
-machine being idle.
+* full run, 1000 x 32 tokens, best of 3, 01:05-01:08 UTC, load 1.0-2.0 (one other session's
+  editor and occasional tests), ``--methods`` (original only): **1 thread 1.03x** (114.2 vs
+  110.4 seq/s; CPU time 1.05x), **2 threads 0.90x** (168.8 vs 188.2 seq/s; CPU time 0.91x).
+  Max |refimpl - torch| 4.29e-06; peak NumPy memory per batch 136.6 MiB, peak RSS 468 MiB.
+
+At one thread the target (>= 0.9x) is met (0.96x and 1.03x in the two full runs at low load,
+1.03x quick); at two threads the one full run at low load gave exactly 0.90x; at load 1.3-2.8
+(another job holding a core) 0.59x. The two-thread figure depends on both cores being free.
 
 Compressed models, the 00:38 full run (300 sequences per pass, 1 thread, best of 3, load 2.0;
 built in 0.1-2.9 s each)::
