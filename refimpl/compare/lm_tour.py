@@ -491,7 +491,7 @@ def format_lm_table(result: dict, markdown: bool = False) -> str:
         f"ppl: test perplexity (Bayes-optimal floor {result['bayes_perplexity']:.2f}, "
         f"unigram {result['unigram_perplexity']:.2f}); Δ floor: log ppl minus the Bayes NLL "
         f"(nats/token); µs@1/µs@64: stored-kernel latency of one token step (embedding "
-        f"lookup, recurrent and output products) at batch 1/64; ÷ MB: the §8.1 score ÷ size "
+        f"lookup, recurrent or attention/FFN and output products) at batch 1/64; ÷ MB: the §8.1 score ÷ size "
         f"ratio, (1/ppl) ÷ MB of exact bytes; s: training seconds (fine-tuning, students).",
         100)
     other = [r for r in result["rows"] if r.get("status") != "ok"]
