@@ -87,6 +87,40 @@ def check_tokens(X, lengths=None, vocab_size: int | None = None, name: str = "X"
     return X.astype(np.int64, copy=False), L.astype(np.int64, copy=False)
 
 
+def _ancestral_sample(model, step, n: int, max_len: int, temperature: float, rng, bos: int,
+                      eos: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sampling loop of the language models' ``sample``: ``step(X, t, state)`` returns the
+    next-token logits (n, V) after position ``t`` and the carried state; a token is drawn from
+    softmax(logits / temperature) with padding excluded, rows stop at ``eos``. The model runs in
+    eval mode under ``no_grad`` and its training flag is restored."""
+    X = np.zeros((n, max_len + 1), np.int64)
+    X[:, 0] = bos
+    lengths = np.full(n, max_len + 1, np.int64)
+    done = np.zeros(n, bool)
+    was = model.training
+    model.eval()
+    state = None
+    try:
+        with no_grad():
+            for t in range(max_len):
+                logits, state = step(X, t, state)
+                z = logits.astype(np.float64) / temperature
+                p = np.exp(z - z.max(axis=1, keepdims=True))
+                p[:, PAD] = 0.0  # never emit padding
+                p /= p.sum(axis=1, keepdims=True)
+                u = rng.random((n, 1))
+                tok = np.minimum((p.cumsum(axis=1) < u).sum(axis=1), p.shape[1] - 1)
+                X[:, t + 1] = np.where(done, PAD, tok)
+                ended = (~done) & (tok == eos)
+                lengths[ended] = t + 2
+                done |= ended
+                if done.all():
+                    break
+    finally:
+        model.train(was)
+    return X, lengths
+
+
 def _child_rng(rng) -> np.random.Generator:
     return np.random.default_rng(rng.integers(2**63))
 
@@ -312,33 +346,12 @@ class LSTMLanguageModel(Module):
         n = check_int(n, "n", 1)
         max_len = check_int(max_len, "max_len", 1)
         temperature = check_float(temperature, "temperature", 0.0, lo_open=True)
-        rng = as_rng(rng)
-        X = np.zeros((n, max_len + 1), np.int64)
-        X[:, 0] = bos
-        lengths = np.full(n, max_len + 1, np.int64)
-        done = np.zeros(n, bool)
-        was = self.training
-        self.eval()
-        state = None
-        try:
-            with no_grad():
-                for t in range(max_len):
-                    logits, state = self(X[:, t:t + 1], state=state, return_state=True)
-                    z = logits.data[:, 0].astype(np.float64) / temperature
-                    p = np.exp(z - z.max(axis=1, keepdims=True))
-                    p[:, PAD] = 0.0  # never emit padding
-                    p /= p.sum(axis=1, keepdims=True)
-                    u = rng.random((n, 1))
-                    tok = np.minimum((p.cumsum(axis=1) < u).sum(axis=1), p.shape[1] - 1)
-                    X[:, t + 1] = np.where(done, PAD, tok)
-                    ended = (~done) & (tok == eos)
-                    lengths[ended] = t + 2
-                    done |= ended
-                    if done.all():
-                        break
-        finally:
-            self.train(was)
-        return X, lengths
+
+        def step(X, t, state):  # one token in, the recurrent state carried
+            logits, state = self(X[:, t:t + 1], state=state, return_state=True)
+            return logits.data[:, 0], state
+
+        return _ancestral_sample(self, step, n, max_len, temperature, as_rng(rng), bos, eos)
 
     def token_nll(self, X, lengths) -> np.ndarray:
         """Per-token NLL (nats) of ``X[:, 1:]`` given ``X[:, :-1]``.
@@ -652,32 +665,12 @@ class TransformerLanguageModel(Module):
             raise ValueError(f"max_len must be <= the model's max_len {self.max_len}, "
                              f"got {max_len}")
         temperature = check_float(temperature, "temperature", 0.0, lo_open=True)
-        rng = as_rng(rng)
-        X = np.zeros((n, max_len + 1), np.int64)
-        X[:, 0] = bos
-        lengths = np.full(n, max_len + 1, np.int64)
-        done = np.zeros(n, bool)
-        was = self.training
-        self.eval()
-        try:
-            with no_grad():
-                for t in range(max_len):
-                    logits = self(X[:, :t + 1], np.full(n, t + 1))
-                    z = logits.data[:, t].astype(np.float64) / temperature
-                    p = np.exp(z - z.max(axis=1, keepdims=True))
-                    p[:, PAD] = 0.0  # never emit padding
-                    p /= p.sum(axis=1, keepdims=True)
-                    u = rng.random((n, 1))
-                    tok = np.minimum((p.cumsum(axis=1) < u).sum(axis=1), p.shape[1] - 1)
-                    X[:, t + 1] = np.where(done, PAD, tok)
-                    ended = (~done) & (tok == eos)
-                    lengths[ended] = t + 2
-                    done |= ended
-                    if done.all():
-                        break
-        finally:
-            self.train(was)
-        return X, lengths
+
+        def step(X, t, state):  # the whole prefix re-read, no state
+            logits = self(X[:, :t + 1], np.full(n, t + 1))
+            return logits.data[:, t], None
+
+        return _ancestral_sample(self, step, n, max_len, temperature, as_rng(rng), bos, eos)
 
 
 # ---------------------------------------------------------------------------------------------
