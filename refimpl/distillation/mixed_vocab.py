@@ -56,7 +56,7 @@ from refimpl.distillation.architectures import kd_loss_t
 from refimpl.distillation.bert_recipes import tinybert_layer_map
 from refimpl.nn import functional as F
 from refimpl.nn.heads import IGNORE_INDEX, MaskedLanguageModel, MaskedLMHead
-from refimpl.nn.layers import Embedding, Linear
+from refimpl.nn.layers import Embedding, Linear, check_token_ids
 from refimpl.nn.losses import cross_entropy
 from refimpl.nn.module import Module
 from refimpl.nn.tensor import Tensor, as_tensor, data_of, no_grad
@@ -232,13 +232,7 @@ class MixedVocabEmbedding(Module):
 
     def forward(self, idx) -> Tensor:
         """Joint ids of any shape -> Tensor of shape ``idx.shape + (D,)``."""
-        idx = np.asarray(data_of(idx))
-        if idx.dtype.kind not in "iu":
-            raise TypeError(f"idx (token ids) must be an integer array, got dtype {idx.dtype}")
-        V = self.num_embeddings
-        if idx.size and (idx.min() < 0 or idx.max() >= V):
-            raise ValueError(f"idx (token ids) must lie in [0, {V}), got values in "
-                             f"[{idx.min()}, {idx.max()}]")
+        idx = check_token_ids(idx, self.num_embeddings)
         s = idx >= self.n_teacher  # student pieces
         et = self.teacher(np.where(s, 0, idx))  # (..., D)
         es = self.projection(self.student(np.where(s, idx - self.n_teacher, 0)))  # (..., D)

@@ -122,6 +122,18 @@ class Linear(Module):
                 f"bias={self.b is not None})")
 
 
+
+def check_token_ids(idx, n: int) -> np.ndarray:
+    """``idx`` (array or Tensor) as an integer ndarray whose values lie in ``[0, n)``, else a
+    TypeError / ValueError naming ``idx`` (the check of every embedding lookup)."""
+    idx = np.asarray(data_of(idx))
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"idx (token ids) must be an integer array, got dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"idx (token ids) must lie in [0, {n}), got values in "
+                         f"[{idx.min()}, {idx.max()}]")
+    return idx
+
 class Embedding(Module):
     """Lookup table ``W[idx]`` (PyTorch ``nn.Embedding``).
 
@@ -153,13 +165,7 @@ class Embedding(Module):
 
     def forward(self, idx) -> Tensor:
         """Integer ``idx`` of any shape -> Tensor of shape ``idx.shape + (dim,)``."""
-        idx = np.asarray(data_of(idx))
-        if idx.dtype.kind not in "iu":
-            raise TypeError(f"idx (token ids) must be an integer array, got dtype {idx.dtype}")
-        n = self.num_embeddings
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise ValueError(f"idx (token ids) must lie in [0, {n}), got values in "
-                             f"[{idx.min()}, {idx.max()}]")
+        idx = check_token_ids(idx, self.num_embeddings)
         pad = self.padding_idx
 
         def fwd(W):

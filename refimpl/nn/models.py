@@ -87,6 +87,20 @@ def check_tokens(X, lengths=None, vocab_size: int | None = None, name: str = "X"
     return X.astype(np.int64, copy=False), L.astype(np.int64, copy=False)
 
 
+def _token_nll(model, X, lengths) -> np.ndarray:
+    """The language models' ``token_nll``: per-token NLL (nats) of ``X[:, 1:]`` given
+    ``X[:, :-1]`` under ``model(X, lengths)`` logits, shape (B, T-1), NaN where there is no
+    target."""
+    X, L = check_tokens(X, lengths, model.vocab_size)
+    T = X.shape[1]
+    with no_grad():
+        logits = model(X[:, :-1], np.maximum(L - 1, 1))
+    valid = np.arange(1, T)[None, :] < L[:, None]
+    y = np.where(valid, X[:, 1:], 0)
+    per = cross_entropy(logits, y, reduction="none").data
+    return np.where(valid, per, np.nan)
+
+
 def _ancestral_sample(model, step, n: int, max_len: int, temperature: float, rng, bos: int,
                       eos: int) -> tuple[np.ndarray, np.ndarray]:
     """The sampling loop of the language models' ``sample``: ``step(X, t, state)`` returns the
@@ -361,14 +375,7 @@ class LSTMLanguageModel(Module):
         ndarray of shape (B, T-1)
             NaN where there is no target (``t + 1 >= lengths``).
         """
-        X, L = check_tokens(X, lengths, self.vocab_size)
-        T = X.shape[1]
-        with no_grad():
-            logits = self(X[:, :-1], np.maximum(L - 1, 1))
-        valid = np.arange(1, T)[None, :] < L[:, None]
-        y = np.where(valid, X[:, 1:], 0)
-        per = cross_entropy(logits, y, reduction="none").data
-        return np.where(valid, per, np.nan)
+        return _token_nll(self, X, lengths)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -646,14 +653,7 @@ class TransformerLanguageModel(Module):
     def token_nll(self, X, lengths) -> np.ndarray:
         """Per-token NLL (nats) of ``X[:, 1:]`` given ``X[:, :-1]``: (B, T-1), NaN where there
         is no target (``t + 1 >= lengths``)."""
-        X, L = check_tokens(X, lengths, self.vocab_size)
-        T = X.shape[1]
-        with no_grad():
-            logits = self(X[:, :-1], np.maximum(L - 1, 1))
-        valid = np.arange(1, T)[None, :] < L[:, None]
-        y = np.where(valid, X[:, 1:], 0)
-        per = cross_entropy(logits, y, reduction="none").data
-        return np.where(valid, per, np.nan)
+        return _token_nll(self, X, lengths)
 
     def sample(self, n: int, max_len: int = 30, *, temperature: float = 1.0, rng=None,
                bos: int = BOS, eos: int = EOS) -> tuple[np.ndarray, np.ndarray]:
