@@ -28,6 +28,8 @@ k-bit codes + codebook         :func:`refimpl.kernels.bitpack.kbit_matmul` on th
 (k-means, uniform)
 binary / ternary α·s (BWN,     sign bit planes through :func:`refimpl.kernels.lowbit_gemv.
 TWN)                           binary_weight_gemv` / ``ternary_weight_gemv``
+multi-bit Σ_i α_i b_i per row  ``k`` sign bit planes with per-row ``α_i``: ``k`` calls of
+(Xu et al., ``multibit<k>``)   :func:`~refimpl.kernels.lowbit_gemv.binary_weight_gemv`, summed
 structured (heads/units cut)   the smaller dense (or k-bit) matrix of the kept rows/columns
 low-rank ``A B``               two BLAS products
 TT-matrix                      :func:`refimpl.kernels.tt.tt_matmul` on the cores
@@ -40,6 +42,8 @@ embedding, CSR                 the rows' ``indptr`` slices scattered into dense 
 embedding, k-bit               gather of the packed rows, then
                                :func:`refimpl.kernels.bitpack.unpack_codes` and the codebook
                                (``gather-kbit<k>``)
+embedding, multi-bit           gather of the ``k`` packed sign rows and their ``α_i``, then
+                               ``Σ_i α_i (2 unpack_codes(·, 1) − 1)`` (``gather-multibit<k>``)
 TT-embedding                   :func:`refimpl.kernels.tt.tt_embedding_lookup` on the cores
 LightRNN / sub-vector table    gather of the ``B`` shared sub-vectors by the allocation table
                                (``gather-subvec``)
@@ -57,7 +61,9 @@ other hooks                    the hook itself on constant tensors (``attn-<name
 
 A model from a chapter's tour method carries no format record, so the format of each dense
 weight (or embedding) matrix is inferred from its values: at least half exact zeros → CSR; at
-most ``2^k`` distinct values (k ≤ 8) → k-bit codes with those values as the codebook; else
+most ``2^k`` distinct values (k ≤ 8) → k-bit codes with those values as the codebook; every
+row ``±α`` or ``±p, ±q`` (symmetric, at most two magnitudes per row: Xu et al.'s per-row
+multi-bit form, :func:`multibit_planes`) → one or two sign planes with per-row scales; else
 dense. Records from a pipeline (:class:`refimpl.compare.pipelines.Record`) say it exactly.
 
 Both batch sizes matter (issue #19): at ``B = 1`` the products are memory-bound and a packed
@@ -79,7 +85,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["WeightOp", "stored_ops", "infer_format", "stored_latency", "OP_KINDS"]
+__all__ = ["WeightOp", "stored_ops", "infer_format", "stored_latency", "OP_KINDS",
+           "multibit_planes"]
 
 #: The kinds of stored operator (module docstring).
 OP_KINDS = ("weight", "embedding", "attention")
@@ -150,7 +157,55 @@ def infer_format(W: np.ndarray, max_bits: int = 4) -> tuple[str, object]:
             cb = np.zeros(1 << bits)
             cb[:vals.size] = vals
             return "kbit", (bits, codes.reshape(W.shape), cb)
+    planes = multibit_planes(W)
+    if planes is not None:
+        return "multibit", planes
     return "dense", None
+
+
+def multibit_planes(W):
+    """The per-row multi-bit form ``W[r] = Σ_i α[r, i] B[r, i]`` (``B ∈ {−1, +1}``) a matrix's
+    values imply, or None.
+
+    Xu et al.'s alternating multi-bit quantisation (Survey §3.3.4, Eqs. (55)–(56); the tour's
+    ``multibit-2bit``) stores ``k`` sign planes and ``k`` float scales per row, so each row
+    takes at most ``2^k`` values ``Σ_i ±α_i``, at most ``2^(k−1)`` magnitudes. For ``k ≤ 2``
+    the form is recovered from the values alone (any row whose entries have at most two
+    magnitudes has it): a row with magnitudes ``{p}`` is ``α₁ = p`` (one
+    plane); a row with magnitudes ``{q < p}`` is ``α₁ = (p + q)/2, α₂ = (p − q)/2`` with
+    ``b₁ = sign(w)`` (``+1`` at 0, as :func:`~refimpl.kernels.bitpack.pack_signs`) and
+    ``b₂ = b₁`` where ``|w| = p``, ``−b₁`` where ``|w| = q``.
+
+    Parameters
+    ----------
+    W : ndarray of shape (rows, n)
+
+    Returns
+    -------
+    tuple (alphas, B) or None
+        ``alphas`` float64 (rows, k), ``B`` float64 (rows, k, n) in {−1, +1}, ``k = 1`` when
+        every row has one magnitude, else 2 (a one-magnitude row then has ``α₂ = 0``).
+        ``Σ_i α_i B_i`` equals ``W`` up to the rounding of ``(p ± q)/2`` (a few ulps of
+        ``p``). None when a row has more than two magnitudes or rows are shorter than 4
+        entries per level (``n < 4 · 2^k``: few distinct values by chance).
+    """
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2 or W.size == 0 or not np.all(np.isfinite(W)):
+        return None
+    R, n = W.shape
+    mags = np.sort(np.abs(W), axis=1)
+    p, q = mags[:, -1], mags[:, 0]
+    if np.any((mags != p[:, None]) & (mags != q[:, None])):
+        return None  # more than two magnitudes in some row
+    k = 1 if np.array_equal(p, q) else 2
+    if n < 4 * (1 << k):
+        return None
+    b1 = np.where(W >= 0, 1.0, -1.0)
+    if k == 1:
+        return p[:, None].copy(), b1[:, None, :]
+    a1, a2 = (p + q) / 2, (p - q) / 2
+    b2 = np.where(np.abs(W) == p[:, None], b1, -b1)
+    return np.stack([a1, a2], axis=1), np.stack([b1, b2], axis=1)
 
 
 def _dense_op(name, W):
@@ -190,6 +245,27 @@ def _signs_op(name, W, kind, alpha):
     return WeightOp(name, "ternary", K, lambda X: ternary_weight_gemv(X, planes, K, a))
 
 
+def _multibit_op(name, alphas, B):
+    """Xu et al.'s multi-bit weights ``Σ_i α_i ⊙ B_i`` as what they store: ``k`` sign bit
+    planes and ``k`` per-row scales, ``k`` calls of
+    :func:`refimpl.kernels.lowbit_gemv.binary_weight_gemv` summed."""
+    from refimpl.kernels.bitpack import pack_signs
+    from refimpl.kernels.lowbit_gemv import binary_weight_gemv
+
+    K = B.shape[2]
+    planes = [pack_signs(B[:, i]) for i in range(B.shape[1])]
+    scales = [np.ascontiguousarray(alphas[:, i], dtype=np.float32)
+              for i in range(B.shape[1])]
+
+    def run(X):
+        Y = binary_weight_gemv(X, planes[0], K, scales[0].astype(X.dtype))
+        for Wp, a in zip(planes[1:], scales[1:]):
+            Y += binary_weight_gemv(X, Wp, K, a.astype(X.dtype))
+        return Y
+
+    return WeightOp(name, f"multibit{len(planes)}", K, run)
+
+
 def _matrix_ops(name, W, rec=None):
     """Operators of one stored 2-D weight ``W`` (out, in), from its record or its values."""
     W = np.asarray(W)
@@ -221,6 +297,8 @@ def _matrix_ops(name, W, rec=None):
     if fmt == "kbit":
         bits, codes, cb = info
         return [_kbit_op(name, bits, codes, cb)]
+    if fmt == "multibit":
+        return [_multibit_op(name, *info)]
     return [_dense_op(name, W)]
 
 
@@ -266,6 +344,20 @@ def _embedding_ops(name, W, rec=None):
             return out
 
         return WeightOp(name, "gather-csr", V, run, "embedding", _ids_input(V))
+    if fmt == "multibit":
+        from refimpl.kernels.bitpack import pack_signs, unpack_codes
+
+        alphas, B = info
+        k = B.shape[1]
+        planes = np.stack([pack_signs(B[:, i]) for i in range(k)], axis=1)  # (V, k, words)
+        al = np.ascontiguousarray(alphas, dtype=np.float32)  # (V, k)
+
+        def run(ids):
+            bits = unpack_codes(planes[ids].reshape(ids.size * k, -1), 1, D)  # 1 ⇔ +1
+            signs = (2 * bits - 1).astype(np.float32).reshape(ids.size, k, D)
+            return np.einsum("bk,bkd->bd", al[ids], signs)
+
+        return WeightOp(name, f"gather-multibit{k}", V, run, "embedding", _ids_input(V))
     if fmt == "kbit":
         from refimpl.kernels.bitpack import pack_codes, unpack_codes
 

@@ -256,3 +256,71 @@ def test_bank_balanced_weights_run_the_bbs_kernel():
     # unbalanced sparsity stays CSR
     U = W * (rng.random(W.shape) < 0.25)
     assert infer_format(U)[0] == "csr"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_multibit_weights_run_k_binary_gemvs_exactly(dtype):
+    """Xu et al.'s per-row W = α₁ B₁ + α₂ B₂ (the tour's multibit-2bit) is timed through what it
+    stores: two sign planes, two binary_weight_gemv calls, never a dense product; the result
+    equals X Wᵀ within the rounding bound of a K-term float32 sum per plane."""
+    from refimpl.compare.latency import multibit_planes
+    from refimpl.quantization import multibit_alternating_rows
+
+    rng = np.random.default_rng(10)
+    K = 70
+    a, B = multibit_alternating_rows(rng.standard_normal((20, K)), 2)
+    W = np.einsum("ri,rin->rn", a, B).astype(np.float32)  # baked as the tour bakes it
+    assert infer_format(W)[0] == "multibit"
+    al, Bp = multibit_planes(W)
+    assert al.shape == (20, 2) and Bp.shape == (20, 2, K) and set(np.unique(Bp)) <= {-1., 1.}
+    # the recovered form reproduces the values up to the rounding of (p ± q) / 2
+    rec = np.einsum("ri,rin->rn", al, Bp)
+    assert np.all(np.abs(rec - W) <= 2 * np.finfo(np.float64).eps * np.abs(W).max(1)[:, None])
+    ops = stored_ops(_Two(W, rng.standard_normal((4, 20))))
+    assert [op.fmt for op in ops] == ["multibit2", "dense"]
+    X = rng.standard_normal((3, K)).astype(dtype)
+    with record_calls() as log:
+        Y = ops[0].run(X)
+    calls = [k for k, _ in log]
+    assert sum(k.startswith("binary_weight_gemv") for k in calls) == 2, calls
+    assert Y.dtype == dtype
+    ref = X.astype(np.float64) @ W.astype(np.float64).T
+    # each plane: a K-term sum and one scale product in X's precision (the scales are stored
+    # as float32: relative error u₃₂ on α), so |Y − ref| ≤ (K + 4) ε₃₂ Σ_k |x_k| (|α₁| + |α₂|)
+    bound = (K + 4) * np.finfo(np.float32).eps * (np.abs(X).sum(1)[:, None]
+                                                   * np.abs(al).sum(1)[None, :])
+    assert np.all(np.abs(Y - ref) <= bound)
+    # as an embedding table: the k sign rows and scales gathered, unpacked and summed
+    op = _lookup(_Emb(W[:, :32]))
+    assert op.fmt == "gather-multibit2"
+    ids = np.array([3, 0, 19, 3])
+    with record_calls() as log:
+        out = op.run(ids)
+    assert any(k.startswith("unpack_codes") for k, _ in log), log
+    a32 = multibit_planes(W[:, :32])[0].astype(np.float32)
+    assert np.all(np.abs(out - W[ids, :32]) <= 4 * np.finfo(np.float32).eps
+                  * np.abs(a32[ids]).sum(1)[:, None])
+
+
+def test_multibit_planes_recovers_one_and_two_magnitudes_only():
+    from refimpl.compare.latency import multibit_planes
+
+    rng = np.random.default_rng(11)
+    S = np.where(rng.random((6, 16)) < 0.5, -1.0, 1.0)
+    al = np.arange(1, 7, dtype=float)[:, None]
+    a, B = multibit_planes(al * S)  # per-row binary: one plane
+    assert a.shape == (6, 1) and np.array_equal(a[:, 0], al[:, 0]) and np.array_equal(B[:, 0], S)
+    # hand-worked row: values {±3, ±1} → α = (2, 1); b₁ = sign, b₂ = b₁ where |w| = 3
+    W = np.tile([3.0, 1.0, -1.0, -3.0], (2, 4))
+    a, B = multibit_planes(W)
+    assert np.array_equal(a, [[2.0, 1.0], [2.0, 1.0]])
+    assert np.array_equal(B[0, :, :4], [[1, 1, -1, -1], [1, -1, 1, -1]])
+    # a zero magnitude (per-row ternary {−α, 0, α}) is α₁ = α₂ = α/2, zero as +1 then −1
+    T = np.tile([0.5, 0.0, -0.5, 0.0], (2, 4))
+    a, B = multibit_planes(T)
+    assert np.array_equal(a, [[0.25, 0.25]] * 2)
+    assert np.array_equal(np.einsum("ri,rin->rn", a, B), T)
+    # three magnitudes in a row, too short rows, a dense matrix: no multi-bit form
+    assert multibit_planes(np.tile([3.0, 2.0, 1.0, -1.0], (2, 4))) is None
+    assert multibit_planes(np.tile([3.0, 1.0, -1.0, -3.0], (2, 2))) is None
+    assert multibit_planes(rng.standard_normal((8, 32))) is None
