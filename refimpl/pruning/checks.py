@@ -579,6 +579,52 @@ def _eq18(rng, quick):
                           Outcome.compare(a, fd, atol=1e-7, detail="vs finite differences"))
 
 
+@register_check("head-importance-lm-gradcheck", "Eq. (18) on a causal Transformer LM (loss: "
+                "each sentence's mean next-token NLL): gate sensitivities of heads and FFNs = "
+                "central differences; activation form = gate form; a head with W_o = 0 scores 0",
+                section="2.4.1", implements=[H_ + "structure_importance",
+                                             H_ + "head_importance", H_ + "gated_loss"])
+def _eq18_lm(rng, quick):
+    N, T = (4 if quick else 8), 7
+    m = nn.TransformerLanguageModel(vocab_size=20, d_model=8, num_heads=4, d_ff=8,
+                                    num_layers=2, max_len=T, activation="relu",
+                                    rng=int(rng.integers(1 << 30)))
+    X = rng.integers(4, 20, size=(N, T))
+    X[:, 0] = 2  # <bos>
+    lengths = rng.integers(2, T + 1, size=N)
+    X[np.arange(T)[None, :] >= lengths[:, None]] = 0
+    hi, fi = hl.structure_importance(m, X, lengths)
+    ha, _ = hl.structure_importance(m, X, lengths, form="activation")
+    e = 1e-6
+    hd, fd = np.zeros_like(hi), np.zeros_like(fi)
+    for k in range(N):
+        sl = slice(k, k + 1)
+        for layer in range(2):
+            for h in range(4):
+                hp, hn = np.ones((2, 4)), np.ones((2, 4))
+                hp[layer, h] += e
+                hn[layer, h] -= e
+                d = (hl.gated_loss(m, X[sl], lengths[sl], head_mask=hp)
+                     - hl.gated_loss(m, X[sl], lengths[sl], head_mask=hn)) / (2 * e)
+                hd[layer, h] += abs(d) / N
+            fp, fn = np.ones(2), np.ones(2)
+            fp[layer] += e
+            fn[layer] -= e
+            d = (hl.gated_loss(m, X[sl], lengths[sl], ffn_mask=fp)
+                 - hl.gated_loss(m, X[sl], lengths[sl], ffn_mask=fn)) / (2 * e)
+            fd[layer] += abs(d) / N
+    dh = m.layers[1].self_attn.d_head
+    m.layers[1].self_attn.W_o.W.data[:, :dh] = 0.0  # layer 1, head 0 writes nothing
+    hz, _ = hl.structure_importance(m, X, lengths)
+    # central differences at h = 1e-6 on a loss of ~3 nats: error ≲ 20 ulps · 3 / h ≈ 1.3e-8
+    return Outcome.all_of(Outcome.compare(hi, hd, atol=2e-8, detail="heads vs central diff."),
+                          Outcome.compare(fi, fd, atol=2e-8, detail="FFN gates vs central diff."),
+                          Outcome.compare(hi, ha, atol=1e-14, detail="activation form"),
+                          Outcome(bool(hz[1, 0] == 0.0 and np.delete(hz, 4).min() > 0),
+                                  {"I_h with W_o = 0": float(hz[1, 0])},
+                                  "a head whose output projection is 0 has importance 0"))
+
+
 # ---------------------------------------------------------------------------------------------
 # unnumbered verifications
 # ---------------------------------------------------------------------------------------------

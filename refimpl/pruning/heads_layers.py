@@ -27,7 +27,10 @@ function                               survey § / equation, paper
 =====================================  =======================================================
 
 The methods act on a :class:`refimpl.nn.TransformerClassifier` (``model.num_layers`` layers of
-``model.num_heads`` heads) through its gates: ``model(X, lengths, head_mask=ξ, ffn_mask=m,
+``model.num_heads`` heads), and Eq. (18)'s importance (:func:`structure_importance`,
+:func:`head_importance`, :func:`gated_loss`) also on a causal
+:class:`refimpl.nn.TransformerLanguageModel` (its loss: each sentence's mean next-token NLL,
+``y=None``), through its gates: ``model(X, lengths, head_mask=ξ, ffn_mask=m,
 layer_mask=g)`` with ``ξ`` of shape ``(num_layers, num_heads)`` or ``(num_layers, batch,
 num_heads)`` (one gate per example, for Eq. (18)'s ``E_x |∂L(x)/∂ξ_h|`` in one backward pass),
 ``m`` of shape ``(num_layers, d_ff)`` (or per example), ``g`` of shape ``(num_layers,)``
@@ -45,7 +48,8 @@ from typing import Callable
 
 import numpy as np
 
-from refimpl.nn import Adam, Parameter, Tensor, batches, cross_entropy, fit, no_grad
+from refimpl.nn import (Adam, Parameter, Tensor, TransformerLanguageModel, batches,
+                        cross_entropy, fit, no_grad)
 from refimpl.nn import functional as F
 from refimpl.nn import gates as _gates
 from refimpl.utils import (as_rng, check_array, check_choice, check_float, check_fraction,
@@ -147,18 +151,63 @@ def _nn_masks(model, head_mask=None, ffn_mask=None, layer_mask=None) -> dict:
     return kw
 
 
-def gated_loss(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
-               layer_mask=None) -> float:
-    """Mean cross-entropy of ``model(X, lengths)`` under constant masks (no gradients).
+def _lm_rows(model, X, lengths, y):
+    """``(X, lengths, y)`` checked against the model kind: a causal LM scores ``X`` itself
+    (``y`` must be None, every row needs ``<bos>`` and one target), a classifier needs ``y``."""
+    X, lengths = np.asarray(X), np.asarray(lengths)
+    if isinstance(model, TransformerLanguageModel):
+        if y is not None:
+            raise ValueError("y must be None for a language model: its targets are the next "
+                             "tokens X[:, 1:]")
+        if X.ndim != 2 or X.shape[1] < 2 or lengths.shape != (len(X),) or lengths.min() < 2:
+            raise ValueError(f"lengths must be >= 2 for a language model (<bos> and at least "
+                             f"one predicted token), got shape {X.shape} and minimum "
+                             f"{lengths.min() if lengths.size else None}")
+        return X, lengths, None
+    if y is None:
+        raise ValueError(f"y must be given for a classifier ({type(model).__name__}); only a "
+                         f"refimpl.nn.TransformerLanguageModel takes y=None")
+    y = np.asarray(y)
+    if y.shape != (len(X),):
+        raise ValueError(f"y must have shape ({len(X)},), got {y.shape}")
+    return X, lengths, y
 
-    ``head_mask`` (num_layers, num_heads), ``ffn_mask`` (num_layers,) per-FFN gates or
-    (num_layers, d_ff), ``layer_mask`` (num_layers,). Part of Survey §2.4 (the evaluation of a
-    pruned head/FFN/layer pattern).
+
+def _summed_example_loss(model, X, lengths, y, **kw):
+    """``(Σ_b L(x_b), forward extras)`` on the tape: a classifier's cross-entropy against
+    ``y``; a causal LM's per-sentence mean next-token NLL
+    ``L(x) = (1/n_x) Σ_{t+1 < len(x)} −log p(x_{t+1} | x_{≤t})`` (the positions
+    :meth:`refimpl.nn.TransformerLanguageModel.loss` and ``token_nll`` score; ``n_x`` targets).
+    ``kw`` are the model's gate keywords; with ``output_attentions`` the second value is the
+    :class:`refimpl.nn.EncoderOutput`."""
+    if y is not None:
+        out = model(X, lengths, **kw)
+        logits, extra = out if isinstance(out, tuple) else (out, None)
+        return cross_entropy(logits, y) * float(len(y)), extra
+    T = X.shape[1]
+    out = model(X[:, :-1], lengths - 1, **kw)  # (B, T-1, V): logits of x_{t+1} given x_{≤t}
+    logits, extra = out if isinstance(out, tuple) else (out, None)
+    valid = np.arange(1, T)[None, :] < lengths[:, None]  # (B, T-1): a real target
+    nll = cross_entropy(logits, np.where(valid, X[:, 1:], 0), reduction="none")  # (B, T-1)
+    w = valid / valid.sum(axis=1, keepdims=True)  # 1/n_x on x's targets, 0 on padding
+    return (nll * w).sum(), extra
+
+
+def gated_loss(model, X, lengths, y=None, *, head_mask=None, ffn_mask=None,
+               layer_mask=None) -> float:
+    """Mean loss of ``model(X, lengths)`` under constant masks (no gradients).
+
+    A classifier: the mean cross-entropy against ``y``; a causal
+    :class:`refimpl.nn.TransformerLanguageModel` (``y=None``): the mean over the rows
+    ``<bos> … <eos>`` of each row's mean next-token NLL (the ``L(x)`` of
+    :func:`structure_importance`). ``head_mask`` (num_layers, num_heads), ``ffn_mask``
+    (num_layers,) per-FFN gates or (num_layers, d_ff), ``layer_mask`` (num_layers,). Part of
+    Survey §2.4 (the evaluation of a pruned head/FFN/layer pattern).
     """
+    X, lengths, y = _lm_rows(model, X, lengths, y)
     kw = _nn_masks(model, head_mask, ffn_mask, layer_mask)
     with no_grad():
-        return float(cross_entropy(model(np.asarray(X), np.asarray(lengths), **kw),
-                                   np.asarray(y)).data)
+        return float(_summed_example_loss(model, X, lengths, y, **kw)[0].data) / len(X)
 
 
 def gated_accuracy(model, X, lengths, y, *, head_mask=None, ffn_mask=None, layer_mask=None,
@@ -193,9 +242,9 @@ def _gates_default(model, head_mask, ffn_mask):
 
 @validate_scalars(batch_size=(1, None))
 @validate_arrays(X={"ndim": 2, "dtype_kind": "iu"}, lengths={"ndim": 1, "dtype_kind": "iu"},
-                 y={"ndim": 1, "dtype_kind": "iu"})
+                 y={"ndim": 1, "dtype_kind": "iu", "optional": True})
 @validate_arrays(model={"kind": "module"})
-def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
+def structure_importance(model, X, lengths, y=None, *, head_mask=None, ffn_mask=None,
                          form: str = "gate", batch_size: int = 256):
     """Expected absolute sensitivity of the loss to each head gate and FFN gate.
 
@@ -206,10 +255,11 @@ def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
 
     Parameters
     ----------
-    model : refimpl.nn.TransformerClassifier
+    model : refimpl.nn.TransformerClassifier or refimpl.nn.TransformerLanguageModel
     X : ndarray of shape (N, T), int
+        A language model's rows are ``<bos> … <eos>`` (the :func:`refimpl.nn.fit_lm` layout).
     lengths : ndarray of shape (N,)
-    y : ndarray of shape (N,)
+    y : ndarray of shape (N,), or None for a language model
     head_mask : ndarray of shape (num_layers, num_heads), optional
     ffn_mask : ndarray of shape (num_layers,), optional
         Per-FFN gates ν (see :func:`ffn_gates_to_mask`).
@@ -228,6 +278,16 @@ def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
     ``ξ_{l,b,h}`` only affects example ``b``, the gradient of the *summed* loss is each
     example's own ``∂L(x_b)/∂ξ_h = Att_h(x_b)ᵀ ∂L(x_b)/∂Att_h`` (Survey Eq. (18), §2.4.1).
 
+    The causal LM form: an example is one sentence ``x`` and its loss the mean next-token NLL
+    over its ``n_x`` predicted tokens,
+
+    .. math::
+
+        L(x) = \\frac{1}{n_x} \\sum_{t=0}^{n_x-1} -\\log p(x_{t+1} \\mid x_{\\le t}),
+
+    so ``I_h = E_x |∂L(x)/∂ξ_h|`` over sentences, with the same per-example gates (a gate
+    ``ξ_{l,b,h}`` scales head ``h`` of layer ``l`` at every position of sentence ``b``).
+
     References
     ----------
     .. [1] P. Michel, O. Levy, G. Neubig, "Are Sixteen Heads Really Better than One?",
@@ -237,23 +297,26 @@ def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
     """
     check_choice(form, "form", ("gate", "activation"))
     X = check_array(X, "X", ndim=2, dtype_kind="iu")
-    y = np.asarray(y)
+    X, lengths, y = _lm_rows(model, X, lengths, y)
     hm, fm = _gates_default(model, head_mask, ffn_mask)
     L, H = hm.shape
     hsum = np.zeros((L, H))
     fsum = np.zeros(L)
-    for s in range(0, len(y), batch_size):
+    for s in range(0, len(X), batch_size):
         sl = slice(s, s + batch_size)
-        B = len(y[sl])
+        Xb, lb, yb = X[sl], lengths[sl], None if y is None else y[sl]
+        if y is None:  # causal LM: the columns after the longest row change nothing
+            Xb = Xb[:, :int(lb.max())]
+        B = len(Xb)
         # one gate per example, so the summed loss's gradient is each example's own ∂L(x)/∂ξ
         xi = Tensor(np.broadcast_to(hm[:, None, :], (L, B, H)).copy(), requires_grad=True)
         nu = Tensor(np.broadcast_to(fm[:, None], (L, B)).copy(), requires_grad=True)
-        logits, enc = model(X[sl], lengths[sl], head_mask=xi,
-                            ffn_mask=ffn_gates_to_mask(model, nu), output_attentions=True)
+        loss, enc = _summed_example_loss(  # Σ_x L(x)
+            model, Xb, lb, yb, head_mask=xi, ffn_mask=ffn_gates_to_mask(model, nu),
+            output_attentions=True)
         if form == "activation":
             for att in enc.attentions:
                 att.context.retain_grad()  # Att_h(x), (B, H, T, d_head), before the gate
-        loss = cross_entropy(logits, y[sl]) * float(B)  # Σ_x L(x)
         loss.backward()
         fsum += np.abs(nu.grad).sum(axis=1)
         if form == "gate":
@@ -263,18 +326,21 @@ def structure_importance(model, X, lengths, y, *, head_mask=None, ffn_mask=None,
                 ctx = att.context
                 # gate ξ multiplies Att_h: ∂L/∂(ξ Att_h) · ξ = ∂L/∂Att_h
                 hsum[layer] += B * head_importance_from_outputs(ctx.data, ctx.grad)
-    n = len(y)
+    n = len(X)
     return hsum / n, fsum / n
 
 
 @validate_scalars
 @validate_arrays(X={"ndim": 2, "dtype_kind": "iu"}, lengths={"ndim": 1, "dtype_kind": "iu"},
-                 y={"ndim": 1, "dtype_kind": "iu"})
+                 y={"ndim": 1, "dtype_kind": "iu", "optional": True})
 @validate_arrays(model={"kind": "module"})
-def head_importance(model, X, lengths, y, *, head_mask=None, form: str = "gate",
+def head_importance(model, X, lengths, y=None, *, head_mask=None, form: str = "gate",
                     normalize: bool = False) -> np.ndarray:
     """Head importance ``I_h = E_x |∂L(x)/∂ξ_h|`` of every head (Survey Eq. (18), §2.4.1).
 
+    A :class:`refimpl.nn.TransformerClassifier` with labels ``y``, or a causal
+    :class:`refimpl.nn.TransformerLanguageModel` with ``y=None`` (``L(x)``: the sentence's
+    mean next-token NLL; see :func:`structure_importance`).
     ``form="gate"`` differentiates the loss with respect to per-example gates ``ξ_h``;
     ``form="activation"`` uses ``|Att_h(x)ᵀ ∂L/∂Att_h(x)|``. ``normalize=True`` divides each
     layer's scores by their L2 norm, as Michel et al. do before ranking heads across layers.
@@ -291,7 +357,7 @@ def head_importance(model, X, lengths, y, *, head_mask=None, form: str = "gate",
 
 @validate_scalars
 @validate_arrays(X={"ndim": 2, "dtype_kind": "iu"}, lengths={"ndim": 1, "dtype_kind": "iu"},
-                 y={"ndim": 1, "dtype_kind": "iu"})
+                 y={"ndim": 1, "dtype_kind": "iu", "optional": True})
 @validate_arrays(model={"kind": "module"}, eval_fn={"kind": "callable"})
 def iterative_head_pruning(model, X, lengths, y, eval_fn: Callable[[np.ndarray], float], *,
                            step_fraction: float = 0.1, n_steps: int | None = None):
@@ -633,7 +699,7 @@ __all__.append("relaxed_layer_gates")
 
 @validate_scalars
 @validate_arrays(X={"ndim": 2, "dtype_kind": "iu"}, lengths={"ndim": 1, "dtype_kind": "iu"},
-                 y={"ndim": 1, "dtype_kind": "iu"})
+                 y={"ndim": 1, "dtype_kind": "iu", "optional": True})
 @validate_arrays(model={"kind": "module"}, eval_fn={"kind": "callable"})
 def joint_prune_masks(model, X, lengths, y, eval_fn: Callable[[np.ndarray, np.ndarray], float],
                       *, head_fraction: float = 0.1, ffn_per_step: int = 1,
