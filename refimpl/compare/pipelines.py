@@ -564,7 +564,9 @@ class PruneHeadsFFN(Step):
     A removed head's rows of ``W_q, W_k, W_v`` (and biases) and columns of ``W_o`` are zero, so
     its output is exactly zero (= removed); a removed unit's row of ``W_1`` (and bias) and
     column of ``W_2`` likewise. Storage: the kept entries densely plus one keep bit per head
-    and per unit.
+    and per unit. On a causal :class:`refimpl.nn.TransformerLanguageModel` the importance
+    scores each training sentence's mean next-token NLL
+    (:func:`refimpl.pruning.tour.importance_rows`).
     """
 
     stage = "prune"
@@ -578,16 +580,16 @@ class PruneHeadsFFN(Step):
         from refimpl.nn import MultiHeadAttention
         from refimpl.pruning.heads_layers import head_importance
         from refimpl.pruning.network import apply_masks_, mask_after_step
+        from refimpl.pruning.tour import importance_rows
 
         model = cm.model
         layers = list(getattr(model, "layers", []))
         if not layers or not all(isinstance(getattr(lay, "self_attn", None),
                                             MultiHeadAttention) for lay in layers):
             raise ValueError("PruneHeadsFFN needs a Transformer (layers with self_attn)")
-        t = ctx.task
-        n = min(512, len(t.y_train))
-        imp = head_importance(model, t.X_train[:n], t.len_train[:n], t.y_train[:n],
-                              normalize=True)  # (L, H)
+        # Eq. (18) on the task's first 512 training rows (a causal LM: each sentence's mean
+        # next-token NLL)
+        imp = head_importance(model, *importance_rows(ctx, model), normalize=True)  # (L, H)
         flat = imp.ravel()
         drop = np.argsort(flat, kind="stable")[:int(round(self.heads * flat.size))]
         keep_heads = np.ones(flat.size, bool)

@@ -10,6 +10,11 @@ the pruned weights at zero, and reports the exact storage:
   pointers) for the pruned matrices;
 * heads and layers: the pruned heads' rows of ``W_q, W_k, W_v`` (and biases) and columns of
   ``W_o``, or the dropped layers' parameters, are simply not stored.
+
+``heads-50`` and ``layerdrop-every-other`` also run on the causal Transformer LM of
+``refimpl tour --task lm``: Eq. (18)'s importance then scores each training sentence's mean
+next-token NLL (:func:`importance_rows`, :func:`refimpl.pruning.heads_layers.structure_importance`
+with ``y=None``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from refimpl.pruning.heads_layers import head_importance
 from refimpl.pruning.network import (GradualPruner, apply_masks_, magnitude_masks,
                                      mask_after_step, model_bits, prunable_weights)
 
-__all__ = ["FINETUNE_EPOCHS", "bank_size_for"]
+__all__ = ["FINETUNE_EPOCHS", "bank_size_for", "importance_rows"]
 
 #: Fine-tuning epochs after pruning (the tour's quick mode is short on time).
 FINETUNE_EPOCHS = 1
@@ -134,6 +139,22 @@ def _head_params(mha) -> int:
     return 4 * dh * d + bias * dh
 
 
+def importance_rows(ctx: TourContext, model, n: int = 512):
+    """The first ``n`` training rows Eq. (18)'s importance is measured on, as
+    ``(X, lengths, y)``: a classifier's ``X_train, len_train, y_train``; a causal
+    :class:`refimpl.nn.TransformerLanguageModel`'s ``<bos> … <eos>`` rows ``train, len_train``
+    with ``y = None`` (its loss is each sentence's mean next-token NLL), trimmed to the longest
+    of them."""
+    from refimpl.nn import TransformerLanguageModel
+
+    t = ctx.task
+    if isinstance(model, TransformerLanguageModel):
+        X, lengths = np.asarray(t.train)[:n], np.asarray(t.len_train)[:n]
+        return X[:, :int(lengths.max())], lengths, None
+    n = min(n, len(t.y_train))
+    return t.X_train[:n], t.len_train[:n], t.y_train[:n]
+
+
 @register_method("heads-50", family="pruning", section="2.4.1",
                  description="prune the half of the attention heads with the lowest importance "
                              "I_h (Eq. 18, Michel et al.), then fine-tune")
@@ -142,10 +163,8 @@ def heads_50(ctx: TourContext) -> MethodResult:
     mhas = _mhas(model)
     if not mhas:
         raise ValueError("the baseline has no MultiHeadAttention layers")
-    t = ctx.task
-    n = min(512, len(t.y_train))
     # Eq. (18) on per-example head gates, normalised per layer (Michel et al.)
-    imp = head_importance(model, t.X_train[:n], t.len_train[:n], t.y_train[:n], normalize=True)
+    imp = head_importance(model, *importance_rows(ctx, model), normalize=True)
     flat = imp.ravel()
     k = flat.size // 2
     drop = np.argsort(flat, kind="stable")[:k]
