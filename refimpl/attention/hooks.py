@@ -16,6 +16,8 @@ hook                            array-level twin
 :class:`LinformerHook`          :func:`~refimpl.attention.linear.linformer_attention`
                                 (a :class:`~refimpl.nn.Module` owning ``E``/``F``)
 :class:`LinearAttentionHook`    :func:`~refimpl.attention.linear.linear_attention`
+                                (``causal=True``: the prefix-sum op
+                                :data:`causal_linear_attention_t`)
 :class:`LSHHook`                :func:`~refimpl.attention.superlinear.lsh_attention`
 :class:`BlockBERTHook`          :func:`~refimpl.attention.superlinear.blockbert_attention`
 :class:`SparseTransformerHook`  ``superlinear.sparse_transformer_attention``
@@ -34,7 +36,9 @@ memory the sparse forward needs is reported by :meth:`attention_memory`.
 ``LongformerHook(..., fused=True)`` trains through :data:`sliding_window_attention_t`, a
 custom op whose forward and backward kernels
 (:func:`~refimpl.kernels.attention.sliding_window_attention_fwd` / ``_bwd``) never form the
-``n × n`` matrix. The Sinkhorn hook
+``n × n`` matrix; ``LinearAttentionHook(causal=True)`` trains through
+:data:`causal_linear_attention_t`, whose forward and backward are prefix sums
+(:func:`~refimpl.kernels.attention.causal_linear_attention` / ``_bwd``). The Sinkhorn hook
 never forms an ``n × n`` matrix on the tape: its block sort, Sinkhorn balancing and block
 attention are all small tape ops.
 """
@@ -47,7 +51,10 @@ from refimpl.attention.dense import dense_attention_t
 from refimpl.attention.linear import longformer_mask, star_attention_mask
 from refimpl.attention.superlinear import (blockbert_mask, lsh_attention_mask,
                                            sparse_transformer_mask)
-from refimpl.kernels.attention import sliding_window_attention_bwd, sliding_window_attention_fwd
+from refimpl.kernels._backend import resolve_backend
+from refimpl.kernels.attention import (causal_linear_attention, causal_linear_attention_bwd,
+                                       sliding_window_attention_bwd,
+                                       sliding_window_attention_fwd)
 from refimpl.nn import functional as F
 from refimpl.nn.module import Module
 from refimpl.nn.tensor import Parameter, Tensor, custom_op, data_of
@@ -55,7 +62,8 @@ from refimpl.utils import as_rng, check_array, check_choice, check_float, check_
 
 __all__ = ["DenseHook", "LongformerHook", "LinformerHook", "LinearAttentionHook", "LSHHook",
            "BlockBERTHook", "SparseTransformerHook", "EfficientAttentionHook", "StarHook",
-           "SinkhornHook", "key_keep", "sliding_window_attention_t"]
+           "SinkhornHook", "key_keep", "sliding_window_attention_t",
+           "causal_linear_attention_t"]
 
 
 def _combine(mask, extra):
@@ -234,30 +242,136 @@ class LinformerHook(Module):
         return num_heads * n * self.k
 
 
+def _cla_forward(phq, phk, v, *, eps, backend):
+    return causal_linear_attention(phq, phk, v, eps=eps, backend=backend), \
+        (phq, phk, v, eps, backend)
+
+
+def _cla_backward(dout, cache):
+    phq, phk, v, eps, backend = cache
+    return causal_linear_attention_bwd(dout, phq, phk, v, eps=eps, backend=backend)
+
+
+#: Differentiable causal linear attention on the tape, ``(phiQ, phiK, V) -> (B, H, n, d_v)``
+#: with keywords ``eps, backend`` (Katharopoulos et al., 2020; Survey §7.2): forward
+#: :func:`~refimpl.kernels.attention.causal_linear_attention` (prefix sums), backward
+#: :func:`~refimpl.kernels.attention.causal_linear_attention_bwd` (a forward and a reverse
+#: prefix sum); both ``O(n d d_v)``, neither forms the ``n × n`` matrix, and the tape keeps only
+#: the inputs. ``phiQ``, ``phiK`` are the feature-mapped (non-negative) queries and keys.
+causal_linear_attention_t = custom_op(_cla_forward, _cla_backward,
+                                      name="causal_linear_attention")
+
+
+def _linear_keep(mask, n: int, causal: bool):
+    """The ``(B|1, 1|H, n, 1)`` key-keep array of a mask :class:`LinearAttentionHook` accepts
+    (None when every key is kept), or ValueError naming ``mask``."""
+    if mask is None:
+        return None
+    m = np.asarray(data_of(mask), dtype=bool)
+    if m.shape[-2:] not in ((1, n), (n, n)) or m.ndim > 4:
+        raise ValueError(f"mask must be broadcastable to (B, H, {n}, {n}), got {m.shape}")
+    full = np.broadcast_to(m, m.shape[:-2] + (n, n))
+    keep = full.any(axis=-2)  # (..., n): keys some query may attend to
+    padding = np.broadcast_to(keep[..., None, :], full.shape)
+    if np.array_equal(full, padding):  # a key-padding mask (every query sees the same keys)
+        pass
+    elif causal and np.array_equal(full, padding & np.tril(np.ones((n, n), dtype=bool))):
+        pass  # the causal mask (and key padding): what TransformerLanguageModel passes
+    elif causal:
+        raise ValueError("mask must be a key-padding mask, optionally combined with the causal "
+                         "mask tril(n) (keys j <= i), for LinearAttentionHook(causal=True); "
+                         "other masks (windows, blocks, arbitrary patterns) are not supported "
+                         "by the prefix-sum form")
+    else:
+        raise ValueError("mask must be a key-padding mask (the same keys for every query) for "
+                         "LinearAttentionHook(causal=False); its rows differ between queries "
+                         "(a causal mask? use LinearAttentionHook(causal=True))")
+    if keep.all():
+        return None
+    return keep[..., :, None].astype(np.float64)  # (..., n, 1)
+
+
 class LinearAttentionHook:
     """Linear Transformer attention with ``φ = elu + 1`` as a hook, Survey §7.2.
 
-    Non-causal (the classifier's encoder); padded keys are dropped from the sums.
+    Katharopoulos et al. (2020), "Transformers are RNNs":
+    :math:`o_i = \\phi(q_i)^T\\sum_j \\phi(k_j)v_j^T / (\\phi(q_i)^T\\sum_j\\phi(k_j)
+    + \\varepsilon)` with the sums over every ``j`` (``causal=False``, an encoder: two
+    :mod:`refimpl.nn.functional` matmuls) or over ``j <= i`` (``causal=True``, a decoder or
+    language model: :data:`causal_linear_attention_t`, the prefix-sum kernels forward and
+    backward, ``O(n d d_v)`` time and no ``n × n`` matrix in either pass).
+
+    Parameters
+    ----------
+    eps : float
+        Added to the denominator (finite, ``>= 0``; 1e-6 as in the authors' code).
+    causal : bool
+        Attend to keys ``j <= i`` only. The flag, not the mask, decides: the hook never infers
+        causality from the mask it is given.
+    backend : {"numba", "numpy", None}
+        Kernel backend of the causal path.
+
+    Notes
+    -----
+    Masks. ``q, k, v`` are ``(B, H, n, d)`` (self-attention: one length ``n``). Supported:
+    ``None``; a key-padding mask (every query row the same, e.g. the ``(B, 1, 1, n)`` mask
+    :class:`~refimpl.nn.MultiHeadAttention` builds from ``key_padding_mask``); and, with
+    ``causal=True``, the causal mask ``tril(n)`` combined with key padding (what
+    :class:`~refimpl.nn.TransformerLanguageModel` passes) or alone. Padded keys are removed
+    from both sums (their ``φ(k_j)`` is zeroed), which is exact. A query left without any key
+    gets a zero output (as :func:`~refimpl.attention.dense.dense_attention_t`); with ``eps = 0``
+    that would be 0/0, so ``eps = 0`` with such a mask raises. ``causal=True`` with a
+    key-padding-only mask attends to the kept keys ``j <= i``. Any other mask (rows that
+    differ between queries in another way; a causal mask given to ``causal=False``) raises a
+    ``ValueError`` naming ``mask``: it would otherwise be ignored silently.
+
+    References
+    ----------
+    .. [1] A. Katharopoulos, A. Vyas, N. Pappas, F. Fleuret, "Transformers are RNNs: Fast
+       Autoregressive Transformers with Linear Attention", ICML 2020.
     """
 
     name = "linear"
 
-    def __init__(self, eps: float = 1e-6):
-        self.eps = float(eps)
+    def __init__(self, eps: float = 1e-6, causal: bool = False, backend=None):
+        self.eps = check_float(eps, "eps", 0.0)
+        if not isinstance(causal, (bool, np.bool_)):
+            raise TypeError(f"causal must be a bool, got {causal!r}")
+        self.causal = bool(causal)
+        self.backend = resolve_backend(backend) if backend is not None else None
+        if self.causal:
+            self.name = "linear-causal"
 
     def __call__(self, q, k, v, mask=None) -> Tensor:
+        n = data_of(k).shape[2]
+        if self.causal and (data_of(q).shape[2] != n or data_of(v).shape[2] != n):
+            raise ValueError(f"q and v must have the length n={n} of k for causal linear "
+                             f"attention (self-attention), got {data_of(q).shape[2]} and "
+                             f"{data_of(v).shape[2]}")
+        keep = _linear_keep(mask, n, self.causal)
+        if keep is not None and self.eps == 0:
+            kk = keep[..., 0] > 0  # (..., n)
+            empty = ~kk[..., 0] if self.causal else ~kk.any(axis=-1)
+            if np.any(empty):
+                raise ValueError("eps must be > 0 when the mask leaves a query without keys "
+                                 "(its output would be 0/0)")
         phq = F.elu(q) + 1.0
         phk = F.elu(k) + 1.0  # (B, H, n, d)
-        keep = key_keep(mask, data_of(k).shape[2])
         if keep is not None:
             phk = F.mask(phk, keep)
+        if self.causal:
+            return causal_linear_attention_t(phq, phk, v, eps=self.eps, backend=self.backend)
         KV = F.matmul(F.transpose(phk, (0, 1, 3, 2)), v)  # (B, H, d, d_v)
         z = F.sum(phk, axis=2, keepdims=True)  # (B, H, 1, d)
         den = F.sum(phq * z, axis=-1, keepdims=True) + self.eps  # (B, H, n, 1)
         return F.matmul(phq, KV) / den
 
     def attention_memory(self, n: int, num_heads: int = 1, d_head: int = 16) -> int:
-        """Floats of the ``d × d_v`` state per head (independent of ``n``)."""
+        """Floats of the ``d × d_v`` state per head (independent of ``n``): ``H (d² + d)``.
+
+        Causal training keeps no more on the tape than the inputs; the backward pass holds the
+        state and the reverse state (``2 (d² + d)``) and ``n (d_v + 1)`` floats of scratch.
+        """
         return num_heads * (d_head * d_head + d_head)
 
 

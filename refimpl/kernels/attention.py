@@ -20,7 +20,8 @@ kernel                                 what                                    m
                                                                                Sparse Transf.)
 :func:`causal_linear_attention`        causal linear attention by prefix       :mod:`~refimpl.
                                        sums, O(n·d·d_v) time, O(d·d_v) state   kernels.causal_
-                                                                               linear` (§7.2)
+:func:`causal_linear_attention_bwd`    its gradients by reverse prefix sums,   linear` (§7.2)
+                                       O(n·d·d_v) time
 =====================================  ======================================  ==================
 
 Shared checks, the BLAS thread limit and the vectorised softmax ``exp`` are in
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 from refimpl.kernels.attention_common import _exp_approx  # noqa: F401  (for the tests)
 from refimpl.kernels.block_sparse_attention import block_sparse_attention
-from refimpl.kernels.causal_linear import causal_linear_attention
+from refimpl.kernels.causal_linear import causal_linear_attention, causal_linear_attention_bwd
 from refimpl.kernels.sliding_window import (
     check_window,
     sliding_window_attention,
@@ -53,5 +54,5 @@ from refimpl.kernels.sliding_window import (
 
 __all__ = ["sliding_window_attention", "sliding_window_attention_fwd",
            "sliding_window_attention_bwd", "check_window", "block_sparse_attention",
-           "causal_linear_attention"]
+           "causal_linear_attention", "causal_linear_attention_bwd"]
 
