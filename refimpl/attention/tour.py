@@ -7,6 +7,9 @@ baseline is another family), swaps the attention function of every layer for a �
 * quality: the tour measures accuracy and latency itself;
 * storage: every parameter in float32 (Linformer adds its ``E``/``F`` projections; the others
   add nothing);
+* causality: on the LM tour's causal Transformer LM, linear attention runs its causal
+  prefix-sum form (``LinearAttentionHook(causal=True)``); Reformer's LSH honours the causal
+  mask through masked dense attention;
 * ``extra``: the attention memory one sequence of length ``n = 4096`` would need (floats of
   scores / state per layer, from each hook's ``attention_memory``) next to dense attention's,
   and their ratio — the quantity §7 is about.
@@ -89,11 +92,19 @@ def linformer(ctx: TourContext) -> MethodResult:
 @register_method("linear-attention", family="efficient attention", section="7.2",
                  description="linear Transformer attention φ = elu + 1, fine-tuned")
 def linear_attention(ctx: TourContext) -> MethodResult:
+    """Katharopoulos et al.'s linear attention in every layer. On a classifier (an encoder)
+    the non-causal form; on a causal language model (:class:`refimpl.nn.TransformerLanguageModel`,
+    the LM tour's Transformer baseline) ``LinearAttentionHook(causal=True)``: prefix sums
+    forward and backward, ``O(n d²)``, never an ``n × n`` matrix."""
+    from refimpl.nn import TransformerLanguageModel
+
     model = transformer_copy(ctx)
     d_head = model.d_model // model.num_heads
-    hooks = swap_attention(model, LinearAttentionHook)
+    causal = isinstance(model, TransformerLanguageModel)
+    hooks = swap_attention(model, lambda: LinearAttentionHook(causal=causal))
     return _result(ctx, model, [_LinearMem(h, d_head) for h in hooks],
-                   "elu+1 feature map, non-causal")
+                   "elu+1 feature map, " + ("causal prefix sums (O(n d²) training)" if causal
+                                            else "non-causal"))
 
 
 class _LinearMem:

@@ -23,12 +23,13 @@ sanity row) gets a row, in the registry's order, decided by :func:`lm_plan`:
   on the LM;
 * **on the Transformer LM**: a method written for a Transformer (:data:`ON_TRANSFORMER`:
   heads, LayerDrop, ALBERT sharing, quaternion attention/FFN, TinyBERT, Theseus, Reformer's
-  LSH attention, the Fastformers pipeline) runs the same way on the second baseline, a causal
+  LSH attention, linear attention in its causal prefix-sum form, the Fastformers pipeline)
+  runs the same way on the second baseline, a causal
   :class:`refimpl.nn.TransformerLanguageModel` (the library's encoder layers under a causal
   mask) trained with :func:`refimpl.nn.fit_lm`; its rows are sized against that baseline;
 * **n/a**: a §7 variant that cannot be causal here, with the precise reason (Linformer's
-  projection over positions; the tour's non-causal linear-attention hook; the fused
-  Longformer op, which takes key-padding masks only). Such a row is listed, never omitted.
+  projection over positions; the fused Longformer op, which takes key-padding masks only).
+  Such a row is listed, never omitted.
 
 A method whose code still assumes a classifier fails loudly (the LM context's ``fit``
 refuses keywords it does not implement) and becomes an error row. Today that is the case for
@@ -105,15 +106,12 @@ def lm_config(quick: bool = True, tiny: bool = False, **overrides) -> LMConfig:
 #: registered function, or (``fastformers``) their registered pipeline's steps.
 ON_TRANSFORMER = ("heads-50", "layerdrop-every-other", "tinybert-transformer",
                   "theseus-transformer", "albert-share-all", "quaternion-ffn",
-                  "quaternion-transformer", "reformer-lsh", "fastformers")
+                  "quaternion-transformer", "reformer-lsh", "linear-attention", "fastformers")
 
 #: Transformer methods that cannot run on a *causal* LM, with the precise reason.
 _NOT_CAUSAL = {
     "linformer-k-n/4": "Linformer's E, F project keys and values over all n positions "
                        "(k × n), so every output mixes future tokens: not causal",
-    "linear-attention": "the tour's LinearAttentionHook is the non-causal φ(Q)(φ(K)ᵀV) form "
-                        "and ignores the causal mask; the causal prefix-sum form exists only "
-                        "off the tape (refimpl.attention.linear.linear_attention(causal=True))",
     "longformer-w4-cls": "the registered Longformer runs the fused O(n w) op, which accepts "
                          "key-padding masks only, not the causal mask",
 }

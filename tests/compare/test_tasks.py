@@ -33,10 +33,12 @@ def test_lm_plan_lists_every_registered_method():
     how = {n: e[2] for n, e in plan.items()}
     where = {n: e[4] for n, e in plan.items()}
     # §7 variants that cannot be causal are n/a with the reason; Reformer's LSH is masked dense
-    for name in ("linformer-k-n/4", "linear-attention", "longformer-w4-cls"):
+    for name in ("linformer-k-n/4", "longformer-w4-cls"):
         assert how[name] == "n/a" and where[name] is None
     assert "not causal" in plan["linformer-k-n/4"][3]
-    assert "non-causal" in plan["linear-attention"][3]
+    # linear attention runs its causal prefix-sum form on the Transformer LM
+    assert how["linear-attention"] == "registered"
+    assert where["linear-attention"] == "transformer-lm"
     assert how["reformer-lsh"] == "registered" and where["reformer-lsh"] == "transformer-lm"
     assert how["hinton-kd-lstm"] == how["dml-lstm"] == how["deep-compression"] == "pipeline"
     assert how["fastformers"] == "pipeline" and where["fastformers"] == "transformer-lm"
@@ -90,16 +92,16 @@ def test_lm_context_fit_refuses_classifier_options():
 
 def test_lm_tour_rows_against_the_bayes_floor():
     names = ("magnitude-90", "kmeans-4bit", "hinton-kd-lstm", "dml-lstm", "hashednets-lstm",
-             "deep-compression", "linear-attention")
+             "deep-compression", "linformer-k-n/4")
     res = run_lm_tour(lm_config(tiny=True, methods=names), log=lambda *_: None)
     rows = {r["method"]: r for r in res["rows"]}
     assert set(rows) == {"baseline-lstm-lm", *names}
     base = rows["baseline-lstm-lm"]
     assert base["bits"] % 32 == 0 and base["compression"] == 1.0
-    assert rows["linear-attention"]["status"] == "n/a"
-    assert "non-causal" in rows["linear-attention"]["notes"]
+    assert rows["linformer-k-n/4"]["status"] == "n/a"
+    assert "not causal" in rows["linformer-k-n/4"]["notes"]
     for n, r in rows.items():
-        if n == "linear-attention":
+        if n == "linformer-k-n/4":
             assert r["bytes"] is None and r["perplexity"] is None
             continue
         assert r["status"] == "ok", (n, r["notes"])
@@ -115,7 +117,7 @@ def test_lm_tour_rows_against_the_bayes_floor():
     assert rows["deep-compression"]["bits"] < rows["kmeans-4bit"]["bits"] < base["bits"]
     assert rows["deep-compression"]["frontier"].endswith("(magnitude-90, kmeans-4bit)")
     text = format_lm_table(res)
-    assert "linear-attention (n/a): n/a for the LSTM and the causal Transformer LM" in text
+    assert "linformer-k-n/4 (n/a): n/a for the LSTM and the causal Transformer LM" in text
     assert max(len(ln) for ln in text.splitlines()) <= 100
 
 
@@ -145,8 +147,8 @@ def test_lm_tour_transformer_rows():
     from refimpl.compare.lm_tour import ON_TRANSFORMER
 
     names = ("albert-share-all", "quaternion-ffn", "layerdrop-every-other", "reformer-lsh",
-             "magnitude-90")
-    assert set(names[:4]) <= set(ON_TRANSFORMER)
+             "linear-attention", "magnitude-90")
+    assert set(names[:5]) <= set(ON_TRANSFORMER)
     res = run_lm_tour(lm_config(tiny=True, methods=names), log=lambda *_: None)
     rows = {r["method"]: r for r in res["rows"]}
     assert set(rows) == {"baseline-lstm-lm", "baseline-transformer-lm", *names}
@@ -164,6 +166,10 @@ def test_lm_tour_transformer_rows():
     assert rows["albert-share-all"]["bits"] < tb["bits"]
     assert rows["layerdrop-every-other"]["bits"] < tb["bits"]
     assert rows["reformer-lsh"]["bits"] == tb["bits"]  # LSH adds no parameters
+    # linear attention: the causal prefix-sum hook, timed through its causal kernel
+    la = rows["linear-attention"]
+    assert la["bits"] == tb["bits"] and "causal prefix sums" in la["notes"]
+    assert "attn-linear-causal×2" in la["formats"] and la["kernel_us_b1"] > 0
 
 
 def test_lm_context_forward_only_is_the_next_token_loss():
