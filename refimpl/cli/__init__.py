@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the baselines (bag-of-words, LSTM, Transformer) on an embedded "
                     "task, compress them with every registered method, measure accuracy, "
                     "bytes, latency and attention memory the same way for all, print the "
-                    "table and write tour.csv, tour.md and tour.png to --out.",
+                    "table and write tour.csv, tour.md and tour.png to --out (--task lm: "
+                    "lm.csv, lm.md, lm.png and lm_comparison.png).",
         help_hook=_fill_methods_help)
     t.add_argument("--quick", action="store_true",
                    help="small networks and data: about 1 CPU minute on the sentiment task "
@@ -301,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--budget", "--plan-bytes", dest="plan_bytes", type=float, default=None,
                    metavar="BYTES",
                    help="after the table, name the most accurate measured method or "
-                        "combination within BYTES (the budget planner of survey §8.3; "
-                        "`refimpl plan` does the same from a saved tour.csv)")
+                        "combination within BYTES (the budget planner of survey §8.3; with "
+                        "--task lm the lowest perplexity; `refimpl plan` does the same from "
+                        "a saved tour.csv or lm.csv)")
     t.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test-suite size
     t.set_defaults(func=_cmd_tour)
 
@@ -318,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--batch", type=int, default=1, choices=[1, 64],
                     help="batch size the latency budget refers to (default: %(default)s)")
     pl.add_argument("--from", dest="source", default=None, metavar="CSV",
-                    help="a tour.csv (default: refimpl_out/quick/tour.csv, else "
+                    help="a tour.csv, or the LM comparison's lm.csv (lowest perplexity "
+                         "wins; default: refimpl_out/quick/tour.csv, else "
                          "refimpl_out/full/tour.csv)")
     pl.set_defaults(func=_cmd_plan)
 

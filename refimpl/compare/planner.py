@@ -17,6 +17,13 @@ Two levels:
   :func:`brute_force_plan` enumerates every assignment — the check that the frontier merge is
   exact (registered check ``budget-planner``).
 
+Both levels serve the classification tour (quality = test accuracy, maximised) and the LM
+comparison (``refimpl tour --task lm``, quality = test perplexity, minimised). For the
+per-component planner a language model's sensitivity is the increase of its test NLL in nats
+per token, ``log ppl − log ppl_base`` (its gap to the Bayes floor grows by exactly that much),
+and the additive model predicts ``ppl = ppl_base · exp(Σ drops)``: internally every quality is
+a *score*, higher is better (:func:`quality_score`: the accuracy, or ``−log ppl``).
+
 Impossible requests (a budget below the smallest achievable size, a latency no row meets, a
 non-positive budget) raise ValueError saying what the smallest achievable value is.
 """
@@ -28,7 +35,31 @@ import math
 from dataclasses import dataclass, field
 
 __all__ = ["plan_from_rows", "Option", "ComponentPlan", "component_options",
-           "measure_sensitivity", "plan_components", "brute_force_plan", "apply_plan"]
+           "measure_sensitivity", "plan_components", "brute_force_plan", "apply_plan",
+           "quality_score", "QUALITIES"]
+
+#: The qualities the planner knows: accuracy (higher is better) and perplexity (lower).
+QUALITIES = ("accuracy", "perplexity")
+
+
+def quality_score(value, quality: str = "accuracy") -> float:
+    """The planner's score of a measured quality, higher is better: the accuracy itself, or
+    ``−log ppl`` (minus the test NLL in nats per token) for ``quality="perplexity"``.
+
+    Raises ValueError for an unknown quality, a non-finite value or a non-positive
+    perplexity."""
+    from refimpl.utils import check_choice
+
+    check_choice(quality, "quality", QUALITIES)
+    value = float(value)
+    if not math.isfinite(value) or (quality == "perplexity" and value <= 0):
+        raise ValueError(f"{quality} must be a finite number"
+                         f"{' > 0' if quality == 'perplexity' else ''}, got {value!r}")
+    return -math.log(value) if quality == "perplexity" else value
+
+
+def _from_score(score: float, quality: str) -> float:
+    return math.exp(-score) if quality == "perplexity" else score
 
 
 def _check_budget(value, name):
@@ -53,7 +84,8 @@ def plan_from_rows(rows, max_bytes, max_latency_us=None, batch: int = 1,
     max_latency_us : float, optional
         Latency budget in microseconds at ``batch`` (1 or 64) through the stored kernels.
     quality : str
-        The column maximised (``"accuracy"``; ``"perplexity"`` is minimised).
+        The column maximised (``"accuracy"``; ``"perplexity"`` is minimised: the LM
+        comparison's rows).
 
     Returns
     -------
@@ -65,6 +97,9 @@ def plan_from_rows(rows, max_bytes, max_latency_us=None, batch: int = 1,
     ValueError
         No row fits: the message gives the smallest size (and latency) measured.
     """
+    from refimpl.utils import check_choice
+
+    check_choice(quality, "quality", QUALITIES)
     max_bytes = _check_budget(max_bytes, "max_bytes")
     if max_latency_us is not None:
         max_latency_us = _check_budget(max_latency_us, "max_latency_us")
@@ -148,16 +183,22 @@ class ComponentPlan:
     Attributes
     ----------
     table : dict
-        ``{component: {option: (bytes, accuracy_drop[, latency_us])}}``; bytes are the
-        component's exact storage under the option, the drop is measured with only that
+        ``{component: {option: (bytes, drop[, latency_us])}}``; bytes are the component's
+        exact storage under the option, the drop (of the score, :func:`quality_score`: the
+        accuracy drop, or the NLL increase in nats per token) is measured with only that
         component compressed, the optional latency is its stored-kernel time (µs, batch 1).
     base_accuracy, fixed_bytes, fixed_latency_us : float, int, float
-        The baseline's accuracy; bytes (and latency) of what lies outside every component.
+        The baseline's score (its accuracy; ``−log ppl`` when ``quality="perplexity"``);
+        bytes (and latency) of what lies outside every component.
     choice : dict
         ``{component: option}``.
     predicted_bytes, predicted_accuracy : int, float
+        ``predicted_accuracy`` is a score like ``base_accuracy``;
+        :attr:`predicted_quality` reads it as the quality (a perplexity for an LM).
     measured_bytes, measured_accuracy : int or None, float or None
-        After :func:`apply_plan`.
+        After :func:`apply_plan` (a score; :attr:`measured_quality`).
+    quality : str
+        ``"accuracy"`` or ``"perplexity"`` (:data:`QUALITIES`).
     """
 
     table: dict
@@ -170,6 +211,24 @@ class ComponentPlan:
     predicted_accuracy: float = math.nan
     measured_bytes: int | None = None
     measured_accuracy: float | None = None
+    quality: str = "accuracy"
+
+    @property
+    def base_quality(self) -> float:
+        """The baseline's accuracy or perplexity."""
+        return _from_score(self.base_accuracy, self.quality)
+
+    @property
+    def predicted_quality(self) -> float:
+        """The plan's predicted accuracy, or perplexity ``ppl_base · exp(Σ drops)``."""
+        return _from_score(self.predicted_accuracy, self.quality)
+
+    @property
+    def measured_quality(self) -> float | None:
+        """The applied plan's measured accuracy or perplexity (None before
+        :func:`apply_plan`)."""
+        return None if self.measured_accuracy is None else _from_score(
+            self.measured_accuracy, self.quality)
 
 
 def _component_bytes(cm, component):
@@ -181,9 +240,10 @@ def _component_bytes(cm, component):
 
 
 def measure_sensitivity(ctx, base: str = "lstm", components=None,
-                        options=DEFAULT_OPTIONS, latency: bool = False) -> ComponentPlan:
+                        options=DEFAULT_OPTIONS, latency: bool = False,
+                        quality: str = "accuracy") -> ComponentPlan:
     """Apply each option to each component alone (no fine-tuning) and measure its bytes and
-    accuracy drop on ``ctx``'s test split.
+    quality drop on ``ctx``'s test split.
 
     Parameters
     ----------
@@ -197,9 +257,16 @@ def measure_sensitivity(ctx, base: str = "lstm", components=None,
     latency : bool
         Also time each component's stored operators through their kernels (batch 1,
         :func:`refimpl.compare.latency.stored_latency`), for a latency budget.
+    quality : {"accuracy", "perplexity"}
+        What ``ctx.evaluate`` returns: the classification tour's accuracy, or the LM
+        comparison's test perplexity (:func:`refimpl.compare.lm_tour.lm_context`; the drop is
+        then the NLL increase in nats per token).
     """
     from refimpl.compare.pipelines import Compressed, Pipeline, component_of
 
+    from refimpl.utils import check_choice
+
+    check_choice(quality, "quality", QUALITIES)
     model = ctx.copy_baseline(base)
     present = list(dict.fromkeys(component_of(n) for n, p in model.named_parameters()
                                  if p.ndim == 2))
@@ -209,7 +276,7 @@ def measure_sensitivity(ctx, base: str = "lstm", components=None,
         raise ValueError(f"components {missing} have no weight matrix in the {base} baseline; "
                          f"it has {present}")
     opts = component_options(options)
-    base_acc = float(ctx.evaluate(model))
+    base_acc = quality_score(ctx.evaluate(model), quality)
     dense = Compressed(model, base)
     fixed = sum(sum(parts.values()) for n, parts in dense.storage().items()
                 if component_of(n) not in components) / 8
@@ -220,14 +287,14 @@ def measure_sensitivity(ctx, base: str = "lstm", components=None,
             steps = o.steps(c)
             if steps:
                 cm = Pipeline(f"{c}:{o.name}", steps, base=base).run(ctx)
-                acc = float(ctx.evaluate(cm.model))
+                acc = quality_score(ctx.evaluate(cm.model), quality)
             else:
                 cm, acc = dense, base_acc
             entry = (_component_bytes(cm, c), base_acc - acc)
             if latency:
                 entry += (_component_latency(cm, c),)
             table[c][o.name] = entry
-    return ComponentPlan(table, base_acc, int(math.ceil(fixed)))
+    return ComponentPlan(table, base_acc, int(math.ceil(fixed)), quality=quality)
 
 
 def _component_latency(cm, component) -> float:
@@ -334,14 +401,15 @@ def apply_plan(ctx, plan: ComponentPlan, base: str = "lstm", finetune: bool = Fa
     else:
         cm = Pipeline("plan", steps, base=base).run(ctx)
     plan.measured_bytes = int(math.ceil(cm.bits / 8))
-    plan.measured_accuracy = float(ctx.evaluate(cm.model))
+    plan.measured_accuracy = quality_score(ctx.evaluate(cm.model), plan.quality)
     return cm
 
 
 def main(args) -> int:
     """``refimpl plan --bytes N [--latency-us US] [--batch 1|64] [--from tour.csv]``: the best
     measured method within the budget, read from a tour's ``tour.csv`` (default: the quick
-    tour's, else the full one's). Errors go to stderr with exit status 2."""
+    tour's, else the full one's) or the LM comparison's ``lm.csv`` (a ``perplexity``
+    column: the lowest perplexity wins). Errors go to stderr with exit status 2."""
     import csv
     import sys
     from pathlib import Path
@@ -362,9 +430,10 @@ def main(args) -> int:
             rows = list(csv.DictReader(f))
     except OSError as err:
         return fail(f"could not read {str(path)!r}: {err}")
+    quality = "perplexity" if rows and "perplexity" in rows[0] else "accuracy"
     try:
         best = plan_from_rows(rows, args.bytes, getattr(args, "latency_us", None),
-                              batch=getattr(args, "batch", 1))
+                              batch=getattr(args, "batch", 1), quality=quality)
     except ValueError as err:
         return fail(str(err))
     lat = best.get(f"kernel_us_b{getattr(args, 'batch', 1)}") or "—"
@@ -372,7 +441,9 @@ def main(args) -> int:
           + (f", {args.latency_us:g} µs at batch {args.batch}" if args.latency_us else "")
           + f" (measured rows from {path}):\n"
           f"  {best['method']} ({best.get('family', '')}, §{best.get('section', '')}): "
-          f"{float(best['bytes']):.0f} bytes, accuracy {float(best['accuracy']):.3f}, "
+          f"{float(best['bytes']):.0f} bytes, "
+          + (f"perplexity {float(best['perplexity']):.2f}, " if quality == "perplexity" else
+             f"accuracy {float(best['accuracy']):.3f}, ") +
           f"{lat} µs at batch {getattr(args, 'batch', 1)}"
           + (f"\n  {best['notes']}" if best.get("notes") else ""))
     return 0

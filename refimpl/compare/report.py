@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 __all__ = ["SURVEY_RANKING", "rank_families", "compare_with_survey", "pareto_front",
-           "plot_comparison"]
+           "plot_comparison", "draw_frontier"]
 
 #: Families in the order §8.1 ranks them on GLUE by score ÷ size (distillation first, then
 #: sharing: ALBERT; quantisation only in combination with distillation; pruning, decomposition
@@ -102,10 +102,40 @@ def pareto_front(rows, quality: str = "accuracy") -> list:
     return front
 
 
-def plot_comparison(rows, path=None, quality: str = "accuracy"):
-    """Three panels: the size–quality Pareto frontier with combinations highlighted, stored-
-    kernel latency (batch 1 and 64) vs bytes, and per-family ranges of quality. Saves to
-    ``path`` if given; returns the figure."""
+def draw_frontier(ax, rows, quality: str = "accuracy", floor=None) -> None:
+    """Draw the size–quality Pareto frontier of ``rows`` (:func:`pareto_front`) as a step line
+    on ``ax`` (bytes on x), and, if given, the best achievable quality ``floor`` (the LM
+    task's Bayes-optimal perplexity) as a horizontal dashed line; perplexity gets a log y
+    axis."""
+    front = pareto_front(rows, quality)
+    if front:
+        ax.step([_num(r, "bytes") for r in front], [_num(r, quality) for r in front],
+                where="post", color="C0", lw=1.2, label="Pareto frontier", zorder=2)
+    if floor is not None:
+        ax.axhline(float(floor), color="k", ls="--", lw=1.0, zorder=1,
+                   label=f"Bayes floor ({float(floor):.2f})")
+    if quality == "perplexity":
+        ax.set_yscale("log")
+
+
+def _plain_log_ticks(ax) -> None:
+    """Log axes labelled at 1, 2, 5 × 10^k in plain numbers, minor ticks unlabelled (over a
+    short range matplotlib labels every minor tick and the labels overlap)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale == "log":
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
+
+
+def plot_comparison(rows, path=None, quality: str = "accuracy", floor=None):
+    """Three panels: the size–quality Pareto frontier with combinations highlighted (and the
+    ``floor`` line: the LM task's Bayes-optimal perplexity), stored-kernel latency (batch 1
+    and 64) vs bytes, and per-family ranges of quality. ``quality``: ``"accuracy"`` (the
+    classification tour) or ``"perplexity"`` (``refimpl tour --task lm``, lower is better).
+    Saves to ``path`` if given; returns the figure."""
     import matplotlib
 
     backend = matplotlib.get_backend().lower()
@@ -125,10 +155,9 @@ def plot_comparison(rows, path=None, quality: str = "accuracy"):
         if combo:
             ax.annotate(r["method"], (_num(r, "bytes"), _num(r, quality)), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")
-    front = pareto_front(rows, quality)
-    ax.step([_num(r, "bytes") for r in front], [_num(r, quality) for r in front],
-            where="post", color="C0", lw=1.2, label="Pareto frontier")
+    draw_frontier(ax, rows, quality, floor)
     ax.set_xscale("log")
+    _plain_log_ticks(ax)
     ax.set_xlabel("exact bytes (log)")
     ax.set_ylabel(quality)
     ax.set_title("size vs quality (★ combinations)")
@@ -143,6 +172,7 @@ def plot_comparison(rows, path=None, quality: str = "accuracy"):
     ax.set_xlabel("exact bytes (log)")
     ax.set_ylabel("µs through the stored kernels (log)")
     ax.set_title("latency vs bytes")
+    _plain_log_ticks(ax)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     ax = axes[2]
@@ -150,8 +180,14 @@ def plot_comparison(rows, path=None, quality: str = "accuracy"):
     for i, d in enumerate(ranking):
         lo, hi = d["quality_range"]
         ax.plot([i, i], [lo, hi], color="C2", lw=6, solid_capstyle="butt")
+        ax.plot([i, i], [lo, hi], "_", color="k", ms=14)  # a one-row family: one tick
     ax.set_xticks(range(len(ranking)))
     ax.set_xticklabels([d["family"] for d in ranking], rotation=35, ha="right", fontsize=8)
+    if floor is not None:
+        ax.axhline(float(floor), color="k", ls="--", lw=1.0)
+    if quality == "perplexity":
+        ax.set_yscale("log")
+        _plain_log_ticks(ax)
     ax.set_ylabel(f"{quality} range")
     ax.set_title("per family (ordered by best score ÷ MB)")
     fig.tight_layout()

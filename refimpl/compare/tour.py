@@ -932,9 +932,17 @@ def place_labels(ax, xs, ys, labels, fontsize: float = 7.0, marker_pts: float = 
     return artists
 
 
-def plot_size_vs_quality(rows, path) -> None:
-    """Scatter of bytes (log x) vs accuracy, one marker per family; the points are numbered
-    (labels placed so that none overlap) and a key beside the axes names each number."""
+def plot_size_vs_quality(rows, path, quality: str = "accuracy", floor=None,
+                         title: str = "refimpl tour: size vs quality") -> None:
+    """Scatter of bytes (log x) vs quality, one marker per family (combinations: ★), the
+    size–quality Pareto frontier as a step line (:func:`refimpl.compare.report.draw_frontier`);
+    the points are numbered (labels placed so that none overlap) and a key beside the axes
+    names each number.
+
+    ``quality``: ``"accuracy"`` (the classification tour) or ``"perplexity"`` (the LM
+    comparison; log y axis, lower is better), with ``floor`` — the task's Bayes-optimal
+    perplexity — drawn as a dashed line."""
+    from refimpl.compare.report import _plain_log_ticks, draw_frontier
     import matplotlib
 
     backend = matplotlib.get_backend().lower()
@@ -943,29 +951,44 @@ def plot_size_vs_quality(rows, path) -> None:
         matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if r["bits"] and r["accuracy"] is not None]
+    ok = [r for r in rows if r.get("bits") and r.get(quality) is not None
+          and math.isfinite(r[quality])]
     fig = plt.figure(figsize=(11, 6))
     ax = fig.add_axes([0.08, 0.1, 0.58, 0.82])
     key_ax = fig.add_axes([0.68, 0.1, 0.31, 0.82])
     key_ax.axis("off")
     markers = "o^sDvP*Xh<>p"
     colors = {}
-    for i, fam in enumerate(dict.fromkeys(r["family"] for r in ok)):
+    others = [f for f in dict.fromkeys(r["family"] for r in ok) if f != "combination"]
+    for i, fam in enumerate(others + ["combination"]):
         sel = [r for r in ok if r["family"] == fam]
-        pc = ax.scatter([r["bytes"] for r in sel], [r["accuracy"] for r in sel],
-                        marker=markers[i % len(markers)], s=40, label=fam, zorder=3)
+        if not sel:
+            continue
+        combo = fam == "combination"
+        pc = ax.scatter([r["bytes"] for r in sel], [r[quality] for r in sel],
+                        marker="*" if combo else markers[i % len(markers)],
+                        s=110 if combo else 40, label=fam, zorder=4 if combo else 3,
+                        edgecolors="k" if combo else "face", linewidths=0.5)
         colors[fam] = pc.get_facecolor()[0]
+    draw_frontier(ax, ok, quality, floor)
     ax.set_xscale("log")
+    _plain_log_ticks(ax)
     ax.set_xlabel("model size (bytes, log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("refimpl tour: size vs quality")
+    ax.set_ylabel("test perplexity (log scale, lower is better)" if quality == "perplexity"
+                  else f"test {quality}")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     if ok:
-        xs, ys = [r["bytes"] for r in ok], [r["accuracy"] for r in ok]
+        xs, ys = [r["bytes"] for r in ok], [r[quality] for r in ok]
         span = max(max(xs) / min(xs), 10.0)
         ax.set_xlim(min(xs) / span ** 0.08, max(xs) * span ** 0.08)
-        pad = max(0.02, (max(ys) - min(ys)) * 0.12)
-        ax.set_ylim(min(ys) - pad, max(ys) + pad)
+        if quality == "perplexity":
+            lo = min(ys + ([float(floor)] if floor is not None else []))
+            ratio = max(max(ys) / lo, 1.1)
+            ax.set_ylim(lo / ratio ** 0.06, max(ys) * ratio ** 0.06)
+        else:
+            pad = max(0.02, (max(ys) - min(ys)) * 0.12)
+            ax.set_ylim(min(ys) - pad, max(ys) + pad)
         labels = place_labels(ax, xs, ys, [str(i + 1) for i in range(len(ok))])
         for lab, r in zip(labels, ok):
             lab.set_color(colors[r["family"]])
@@ -1132,11 +1155,51 @@ def _main_lm(args, tiny: bool, seed: int, fail) -> int:
                                         f"{res['seconds']:.0f} s)\n\n"
                                         + format_lm_table(res, markdown=True) + "\n",
                                         encoding="utf-8")
+        files = write_lm_plots(res, out_path)
     except OSError as err:
         return fail(f"could not write the results to {str(out_path)!r}: {err}")
+    plan_bytes = getattr(args, "plan_bytes", None)
+    if plan_bytes is not None:
+        print("\n" + lm_budget_line(res, plan_bytes))
     print(f"\n{len(res['rows'])} rows in {res['seconds']:.1f} s:\n  {out_path / 'lm.csv'}\n"
-          f"  {out_path / 'lm.md'}")
+          f"  {out_path / 'lm.md'}\n  " + "\n  ".join(files.values()))
     return 0
+
+
+def write_lm_plots(res: dict, out: str | os.PathLike) -> dict:
+    """The LM comparison's plots beside its tables, drawn by the classification tour's code:
+    ``lm.png`` (:func:`plot_size_vs_quality`: bytes vs test perplexity, one marker per family,
+    combinations ★, the Pareto frontier and the Bayes-optimal floor as a dashed line) and
+    ``lm_comparison.png`` (:func:`refimpl.compare.report.plot_comparison`: the frontier with
+    the combinations named, stored-kernel latency vs bytes at batch 1 and 64, per-family
+    perplexity ranges). Returns their paths."""
+    from refimpl.compare.report import plot_comparison
+
+    out = Path(out)
+    files = {"png": out / "lm.png", "comparison": out / "lm_comparison.png"}
+    floor = res["bayes_perplexity"]
+    plot_size_vs_quality(res["rows"], files["png"], quality="perplexity", floor=floor,
+                         title="refimpl tour --task lm: size vs perplexity")
+    plot_comparison(res["rows"], files["comparison"], quality="perplexity", floor=floor)
+    return {k: str(v) for k, v in files.items()}
+
+
+def lm_budget_line(res: dict, max_bytes) -> str:
+    """The §8.3 budget planner on the LM comparison's rows (:func:`refimpl.compare.planner.
+    plan_from_rows` with ``quality="perplexity"``): the lowest-perplexity measured method or
+    combination within ``max_bytes``, with its gap to the Bayes floor; or the planner's error
+    (no row fits: the smallest measured model and its size)."""
+    from refimpl.compare.planner import plan_from_rows
+
+    head = f"within {max_bytes:g} bytes (§8.3): "
+    try:
+        best = plan_from_rows(res["rows"], max_bytes, quality="perplexity")
+    except ValueError as err:
+        return textwrap.fill(head + str(err), TABLE_WIDTH, subsequent_indent="    ")
+    return textwrap.fill(
+        head + f"{best['method']}, {best['bytes']} bytes, perplexity {best['perplexity']:.2f} "
+        f"({best['gap_nats']:+.3f} nats/token above the Bayes floor "
+        f"{res['bayes_perplexity']:.2f})", TABLE_WIDTH, subsequent_indent="    ")
 
 
 # ------------------------------------------------------------------ built-in sanity method
