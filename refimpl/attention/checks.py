@@ -216,6 +216,8 @@ def _hooks_equal(rng, quick):
                     linear.sinkhorn_attention(Q, K, V, 4, sortcut=2)),
         "linformer": (lin, linear.linformer_attention(Q, K, V, P, P)),
         "linear": (hooks.LinearAttentionHook(), linear.linear_attention(Q, K, V)),
+        "linear-causal": (hooks.LinearAttentionHook(causal=True),
+                          linear.linear_attention(Q, K, V, causal=True)),
         "efficient": (hooks.EfficientAttentionHook(), linear.efficient_attention(Q, K, V)),
         "blockbert": (hooks.BlockBERTHook(4), superlinear.blockbert_attention(Q, K, V, 4)),
         "star": (hooks.StarHook(), dense.dense_attention(Q, Ka, Va,
@@ -237,6 +239,73 @@ def _hooks_equal(rng, quick):
     return Outcome(max(errs.values()) < 1e-10, errs,
                    "max |hook − array function| per hook (float64, n = 24, 2 heads); fused "
                    "Longformer's dQ, dK, dV vs masked dense on the tape")
+
+
+@register_check("causal-linear-attention-tape-gradcheck", "causal linear attention on the tape "
+                "(prefix sums forward and backward): float64 gradcheck of q, k, v, gradients "
+                "equal to the dense n×n masked form's, no n×n array", section="7.2",
+                implements=[A + "hooks.LinearAttentionHook", A + "hooks.causal_linear_attention_t",
+                            "refimpl.kernels.attention.causal_linear_attention_bwd"])
+def _causal_linear_tape(rng, quick):
+    import tracemalloc
+
+    from refimpl.attention import hooks
+    from refimpl.nn import functional as F
+    from refimpl.nn import gradcheck
+    from refimpl.nn.tensor import Tensor
+
+    # causal mask and key padding, as TransformerLanguageModel passes them
+    n = 7
+    keep = np.ones((2, n), dtype=bool)
+    keep[0, n - 2:] = False
+    keep[1, 3] = False
+    mask = np.tril(np.ones((n, n), dtype=bool))[None, None] & keep[:, None, None, :]
+    Q, K, V = _qkv(rng, B=2, H=1, n=n, d=3, dv=2)
+    nums = {}
+    for backend in ("numba", "numpy"):
+        h = hooks.LinearAttentionHook(causal=True, backend=backend)
+        nums[f"gradcheck_{backend}_max_abs_err"] = gradcheck(
+            lambda q, k, v, h=h: h(q, k, v, mask), [Q, K, V])["max_abs_err"]
+    # the prefix-sum op against the dense n × n masked form composed from tape ops
+    n = 48
+    keep = np.ones((2, n), dtype=bool)
+    keep[0, n - 9:] = False
+    mask = np.tril(np.ones((n, n), dtype=bool))[None, None] & keep[:, None, None, :]
+    Q, K, V = _qkv(rng, B=2, H=2, n=n, d=4, dv=3)
+    G = rng.standard_normal(V.shape)
+    res = {}
+    for way in ("dense", "numba", "numpy"):
+        ts = [Tensor(x, requires_grad=True) for x in (Q, K, V)]
+        if way == "dense":
+            phq, phk = F.elu(ts[0]) + 1.0, F.elu(ts[1]) + 1.0
+            Am = F.mask(F.matmul(phq, F.transpose(phk, (0, 1, 3, 2))), mask.astype(float))
+            out = F.matmul(Am, ts[2]) / (F.sum(Am, axis=-1, keepdims=True) + 1e-6)
+        else:
+            out = hooks.LinearAttentionHook(causal=True, backend=way)(*ts, mask)
+        (out * G).sum().backward()
+        res[way] = [out.data] + [t.grad for t in ts]
+    # rounding scale: c (n + d + d_v) u times the largest entry (sums of n + d + d_v products)
+    for way in ("numba", "numpy"):
+        nums[f"{way}_vs_dense_in_ulps"] = max(
+            float(np.max(np.abs(a - b)) / (np.abs(b).max() * 2.0 ** -53))
+            for a, b in zip(res[way], res["dense"]))
+    bound = 64 * (n + 4 + 3)
+    # memory: forward + backward at n = 1024 / 4096 (NumPy twin, traced) against one n × n float array
+    n_long = 1024 if quick else 4096
+    Ql, Kl, Vl = _qkv(rng, B=1, H=1, n=n_long, d=8)
+    ts = [Tensor(x, requires_grad=True) for x in (Ql, Kl, Vl)]
+    tracemalloc.start()
+    hooks.LinearAttentionHook(causal=True, backend="numpy")(*ts).sum().backward()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    nums["peak_bytes_fwd_bwd"] = peak
+    nums["n_by_n_float64_bytes"] = n_long * n_long * 8
+    ok = (all(v < 1e-7 for k, v in nums.items() if k.startswith("gradcheck"))
+          and all(nums[f"{w}_vs_dense_in_ulps"] <= bound for w in ("numba", "numpy"))
+          and peak < 0.25 * n_long * n_long * 8)
+    return Outcome(ok, nums, f"gradcheck (causal + key padding, both backends); output and "
+                   f"dq, dk, dv vs the dense n×n tape form within {bound} ulps of the largest "
+                   f"entry; traced peak of forward + backward at n = {n_long} vs one n×n array")
 
 
 # ------------------------------------------------------------------------------ approximations
