@@ -115,6 +115,10 @@ PARALLEL_MIN_WORK = 1 << 16
 #: (160 k values) still exercises the threaded SpMV in a forked child.
 SPMV_PARALLEL_MIN_NNZ = 1 << 17
 
+#: Blocks of rows per thread claimed one by one by the SpMV thread team (:class:`_SpmvTeam`):
+#: small enough that the last block a slow thread holds is a few µs of work.
+_TEAM_BLOCKS = 32
+
 
 def frozen_copy(a: np.ndarray, dtype) -> np.ndarray:
     """A C-contiguous copy of ``a`` in ``dtype`` that cannot be written: a view of a read-only
@@ -630,21 +634,143 @@ def _csr_matvec_serial(indptr, indices, data, x, y):
         y[i] = _spmv_row(indptr, indices, data, x, i)
 
 
-@numba.njit(cache=True, parallel=True)
-def _csr_matvec_parallel(indptr, indices, data, x, y, bounds):
-    for t in numba.prange(bounds.shape[0] - 1):  # blocks of rows with equal work
+
+
+@intrinsic
+def _atomic_add(typingctx, state, idx, val):
+    """``state[idx] += val`` atomically (sequentially consistent); returns the old value.
+    ``state`` int64 1-D C-contiguous."""
+    sig = types.int64(state, types.intp, types.int64)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", builder.gep(arr.data, [args[1]]), args[2], "seq_cst")
+
+    return sig, codegen
+
+
+@intrinsic
+def _atomic_get(typingctx, state, idx):
+    """``state[idx]`` read atomically (sequentially consistent); ``state`` int64 1-D."""
+    sig = types.int64(state, types.intp)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.load_atomic(builder.gep(arr.data, [args[1]]), "seq_cst", 8)
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def _csr_matvec_team(indptr, indices, data, x, y, bounds, state):
+    """One member of the SpMV thread team (:class:`_SpmvTeam`): claim blocks of rows
+    (``bounds``, equal work) one at a time from the shared counter ``state[0]`` until none is
+    left, count each finished block in ``state[1]``. Runs without the GIL, on the calling
+    thread and on each helper thread; whoever starts first takes more blocks."""
+    n_blocks = bounds.shape[0] - 1
+    while True:
+        t = _atomic_add(state, 0, 1)
+        if t >= n_blocks:
+            return
         for i in range(bounds[t], bounds[t + 1]):
             y[i] = _spmv_row(indptr, indices, data, x, i)
+        _atomic_add(state, 1, 1)
 
 
-def _row_blocks(A: CSRMatrix) -> np.ndarray:
+@numba.njit(cache=True, nogil=True)
+def _team_done(state, n_blocks, spins):
+    """Spin (at most ``spins`` polls) until ``state[1] == n_blocks``; True when done."""
+    for _ in range(spins):
+        if _atomic_get(state, 1) >= n_blocks:
+            return True
+    return _atomic_get(state, 1) >= n_blocks
+
+
+class _SpmvTeam:
+    """The calling thread plus ``helpers`` Python threads running :func:`_csr_matvec_team`
+    (issue #19): the threaded SpMV without a Numba parallel region.
+
+    Why: a ``prange`` call on Numba's ``workqueue`` layer wakes sleeping workers and the
+    calling thread only waits (75 µs back to back, 120–180 µs after idle, before any row is
+    computed). Here the caller starts on the rows at once; each helper thread, blocked on its
+    queue, joins when the OS has woken it and takes blocks from the same counter, so the
+    wake-up delays only the helper's share: two threads take about ``(T1 + wake) / 2``
+    instead of ``wake + T1 / 2`` (``T1``: the one-thread time). The helpers sleep between
+    calls (no spinning that would take a core from other processes). Results do not depend
+    on which thread ran a row (:func:`_spmv_row`'s order is fixed by the row).
+
+    Fork: a forked child has no helper threads; :func:`_spmv_team` builds a new team there
+    (``os.register_at_fork``). Thread safety: :func:`~refimpl.kernels._backend.dispatch`
+    runs one kernel at a time.
+    """
+
+    def __init__(self, helpers: int):
+        import queue
+        import threading
+
+        self.helpers = helpers
+        self.queues = [queue.SimpleQueue() for _ in range(helpers)]
+        for q in self.queues:
+            threading.Thread(target=self._serve, args=(q,), daemon=True,
+                             name="refimpl-spmv").start()
+
+    @staticmethod
+    def _serve(q):
+        while True:
+            job = q.get()
+            _csr_matvec_team(*job)
+            del job  # drop the arrays of a finished call
+
+    def run(self, indptr, indices, data, x, y, bounds) -> np.ndarray:
+        """``y[i] = A[i] @ x`` for the rows of every block of ``bounds``; returns the team's
+        counters ``[claims made, blocks finished]`` (the helpers may still add their last,
+        failed claim after the return)."""
+        import os
+
+        state = np.zeros(2, dtype=np.int64)  # [next block to claim, blocks finished]
+        job = (indptr, indices, data, x, y, bounds, state)
+        for q in self.queues:
+            q.put(job)
+        _csr_matvec_team(*job)
+        n_blocks = bounds.shape[0] - 1
+        while not _team_done(state, n_blocks, 1 << 14):  # a helper still on its last block
+            os.sched_yield()
+        return state
+
+
+_TEAM: list = [None]
+
+
+def _forget_team_in_child() -> None:
+    _TEAM[0] = None
+
+
+def _spmv_team(helpers: int) -> _SpmvTeam:
+    """The process's SpMV team with ``helpers`` helper threads (built on first use)."""
+    team = _TEAM[0]
+    if team is None or team.helpers != helpers:  # (old helpers idle on their queues)
+        team = _TEAM[0] = _SpmvTeam(helpers)
+    return team
+
+
+if hasattr(__import__("os"), "register_at_fork"):
+    __import__("os").register_at_fork(after_in_child=_forget_team_in_child)
+
+
+def _csr_matvec_threaded(indptr, indices, data, x, y, bounds):
+    """The threaded SpMV driver: the calling thread and ``numba.get_num_threads() - 1``
+    helper threads share the row blocks ``bounds`` (:class:`_SpmvTeam`)."""
+    _spmv_team(numba.get_num_threads() - 1).run(indptr, indices, data, x, y, bounds)
+
+
+def _row_blocks(A: CSRMatrix, per_thread: int = 4) -> np.ndarray:
     """Row boundaries of ``4 × threads`` blocks of (nearly) equal work, int64 of shape
     (blocks + 1,): the cost of rows ``[0, i)`` is taken as ``indptr[i] + i`` (the stored values
     plus one unit per row for its fixed work), and block ``t`` ends at the first row whose
     cost reaches ``t / blocks`` of the total. ``prange`` hands each thread a contiguous run of
     blocks, so a matrix with uneven rows (pruned rows of very different density) still splits
     by work, not by row count. Cached on the matrix per block count."""
-    n_blocks = 4 * numba.get_num_threads()
+    n_blocks = per_thread * numba.get_num_threads()
     cache = A.__dict__.setdefault("_row_blocks", {})
     b = cache.get(n_blocks)
     if b is None:
@@ -661,8 +787,8 @@ def _csr_matvec_numba(A: CSRMatrix, x: np.ndarray, dtype) -> np.ndarray:
     y = np.zeros(A.shape[0], dtype=dtype)
     if numba.config.DISABLE_JIT:
         _csr_matvec_loops(_uindptr(A), A.indices, data, x, y)
-    elif A.nnz >= SPMV_PARALLEL_MIN_NNZ:
-        _csr_matvec_parallel(_uindptr(A), A.indices, data, x, y, _row_blocks(A))
+    elif A.nnz >= SPMV_PARALLEL_MIN_NNZ and numba.get_num_threads() > 1:
+        _csr_matvec_threaded(_uindptr(A), A.indices, data, x, y, _row_blocks(A, _TEAM_BLOCKS))
     else:
         _csr_matvec_serial(_uindptr(A), A.indices, data, x, y)
     return y

@@ -146,7 +146,7 @@ def test_parallel_and_serial_kernels_agree():
     y_ser = np.zeros(400)
     y_par = np.zeros(400)
     S._csr_matvec_serial(S._uindptr(A), A.indices, A.data, x, y_ser)
-    S._csr_matvec_parallel(S._uindptr(A), A.indices, A.data, x, y_par, bounds)
+    S._csr_matvec_threaded(S._uindptr(A), A.indices, A.data, x, y_par, S._row_blocks(A, 32))
     np.testing.assert_array_equal(y_ser, y_par)  # same per-row summation order
     X = rng.standard_normal((300, 37))
     Y_ser = np.empty((400, 37))
@@ -194,8 +194,8 @@ def test_matvec_serial_and_threaded_exact_on_integers(monkeypatch, dtype):
     W = _int_case(rng, 300, 80, dtype, max_row=70)  # row lengths 0 .. 70
     x = rng.integers(-4, 5, 80).astype(dtype)
     A = csr_from_dense(W)
-    for kern in ("serial", "parallel"):
-        monkeypatch.setattr(S, "SPMV_PARALLEL_MIN_NNZ", 0 if kern == "parallel" else 1 << 60)
+    for kern in ("serial", "threaded"):
+        monkeypatch.setattr(S, "SPMV_PARALLEL_MIN_NNZ", 0 if kern == "threaded" else 1 << 60)
         np.testing.assert_array_equal(csr_matvec(A, x, backend="numba"), W.astype(float) @ x)
 
 
@@ -267,7 +267,7 @@ def test_numba_dispatch_picks_the_row_kernels(monkeypatch):
     """Which driver runs: serial or threaded (row blocks balanced by work) by size, for SpMV,
     for the IR SpMM rows of csr_matmat and for dense_x_csr_T."""
     ran = []
-    for name in ("_csr_matvec_serial", "_csr_matvec_parallel", "_csr_matmat_serial",
+    for name in ("_csr_matvec_serial", "_csr_matvec_threaded", "_csr_matmat_serial",
                  "_csr_matmat_parallel", "_csr_matmat_loops"):
         real = getattr(S, name)
         monkeypatch.setattr(S, name, lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
@@ -278,7 +278,7 @@ def test_numba_dispatch_picks_the_row_kernels(monkeypatch):
     # SpMV has its own, higher threshold (waking the threads costs more than a mid-size SpMV)
     bigger = csr_from_dense(_sparse(rng, (600, 600), 0.5))
     assert bigger.nnz >= S.SPMV_PARALLEL_MIN_NNZ > big.nnz
-    for A, drv in ((small, "serial"), (big, "serial"), (bigger, "parallel")):
+    for A, drv in ((small, "serial"), (big, "serial"), (bigger, "threaded")):
         ran.clear()
         csr_matvec(A, np.ones(A.shape[1]), backend="numba")
         assert ran == [f"_csr_matvec_{drv}"], (drv, ran)

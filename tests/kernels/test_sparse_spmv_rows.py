@@ -75,7 +75,7 @@ def test_spmv_rows_bit_exact_against_the_order_twin(dtype, n_cols):
     y_ser = np.zeros(len(lengths), dtype)
     y_par = np.zeros(len(lengths), dtype)
     S._csr_matvec_serial(S._uindptr(A), A.indices, A.data, x, y_ser)
-    S._csr_matvec_parallel(S._uindptr(A), A.indices, A.data, x, y_par, S._row_blocks(A))
+    S._csr_matvec_threaded(S._uindptr(A), A.indices, A.data, x, y_par, S._row_blocks(A, 32))
     np.testing.assert_array_equal(y_ser, want)
     np.testing.assert_array_equal(y_par, want)
     with record_calls() as log:

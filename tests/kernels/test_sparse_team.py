@@ -1,0 +1,136 @@
+"""The threaded SpMV driver without a Numba parallel region (``sparse._SpmvTeam``, issue #19):
+the calling thread and helper threads claim blocks of rows from one atomic counter. Exact
+results whoever computes a row, every helper count, the dispatch by thread count, concurrent
+callers, and a forked child (``tests/kernels/test_fork_safety.py`` runs it in a pool)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numba
+import numpy as np
+import pytest
+
+from refimpl.kernels import record_calls
+from refimpl.kernels import sparse as S
+from refimpl.kernels.sparse import csr_from_dense, csr_matvec
+
+
+def _case(seed=0, n_rows=700, n_cols=500, sparsity=0.5, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((n_rows, n_cols)).astype(dtype)
+    W[rng.random(W.shape) < sparsity] = 0
+    W[::7] = 0  # empty rows too
+    return csr_from_dense(W), rng.standard_normal(n_cols).astype(dtype), W
+
+
+def _serial(A, x):
+    y = np.zeros(A.shape[0], dtype=x.dtype)
+    S._csr_matvec_serial(S._uindptr(A), A.indices, A.data, x, y)
+    return y
+
+
+@pytest.mark.parametrize("helpers", [0, 1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_team_equals_the_serial_kernel_for_any_helper_count(helpers, dtype):
+    A, x, W = _case(helpers, dtype=dtype)
+    want = _serial(A, x)
+    team = S._SpmvTeam(helpers)
+    for per_thread in (1, 4, 32):
+        bounds = S._row_blocks(A, per_thread)
+        y = np.zeros(A.shape[0], dtype=dtype)
+        state = team.run(S._uindptr(A), A.indices, A.data, x, y, bounds)
+        np.testing.assert_array_equal(y, want)  # the row order fixes every sum
+        assert state[1] == len(bounds) - 1  # every block finished once
+    ref = W.astype(np.float64) @ x.astype(np.float64)
+    assert np.max(np.abs(want - ref)) <= 1e-4 * np.max(np.abs(ref))
+
+
+def test_every_member_claims_from_the_shared_counter():
+    """Each member stops after one failed claim, so once the helpers have run the counter is
+    blocks + members: the helper threads really took part (none skipped, none ran twice)."""
+    A, x, _ = _case(1)
+    team = S._SpmvTeam(2)
+    bounds = S._row_blocks(A, 32)
+    y = np.zeros(A.shape[0])
+    state = team.run(S._uindptr(A), A.indices, A.data, x, y, bounds)
+    n_blocks = len(bounds) - 1
+    deadline = time.monotonic() + 30
+    while state[0] < n_blocks + 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert state[0] == n_blocks + 3 and state[1] == n_blocks
+    np.testing.assert_array_equal(y, _serial(A, x))
+
+
+def test_dispatch_uses_the_team_only_with_threads_and_enough_values(monkeypatch):
+    A, x, _ = _case(2, n_rows=300)
+    assert A.nnz < S.SPMV_PARALLEL_MIN_NNZ  # serial by default
+    ran = []
+    for name in ("_csr_matvec_serial", "_csr_matvec_threaded"):
+        real = getattr(S, name)
+        monkeypatch.setattr(S, name, lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
+    want = _serial(A, x)
+    monkeypatch.setattr(S, "SPMV_PARALLEL_MIN_NNZ", 1)
+    threads = numba.get_num_threads()
+    try:
+        for t, driver in ((1, "_csr_matvec_serial"), (threads, "_csr_matvec_threaded")):
+            if t == 1 or threads > 1:
+                numba.set_num_threads(t)
+                ran.clear()
+                with record_calls() as log:
+                    np.testing.assert_array_equal(csr_matvec(A, x, backend="numba"), want)
+                assert ran == [driver] and log == [("csr_matvec", "numba")]
+    finally:
+        numba.set_num_threads(threads)
+    assert S._TEAM[0] is None or S._TEAM[0].helpers == threads - 1
+
+
+def test_concurrent_callers_get_their_own_results(monkeypatch):
+    monkeypatch.setattr(S, "SPMV_PARALLEL_MIN_NNZ", 1)
+    cases = [_case(10 + k) for k in range(4)]
+    wants = [_serial(A, x) for A, x, _ in cases]
+    errors = []
+
+    def work(k):
+        A, x, _ = cases[k]
+        for _ in range(20):
+            if not np.array_equal(csr_matvec(A, x, backend="numba"), wants[k]):
+                errors.append(k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork (POSIX)")
+def test_a_forked_child_builds_its_own_team(monkeypatch):
+    monkeypatch.setattr(S, "SPMV_PARALLEL_MIN_NNZ", 1)
+    A, x, _ = _case(3)
+    want = _serial(A, x)
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: no team")
+    csr_matvec(A, x, backend="numba")  # the parent's team exists and its helpers sleep
+    parent_team = S._TEAM[0]
+    assert parent_team is not None
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the parent's helper threads do not exist here
+        ok = 0
+        try:
+            ok = int(S._TEAM[0] is None)
+            y = csr_matvec(A, x, backend="numba")
+            ok &= int(np.array_equal(y, want) and S._TEAM[0] is not None)
+        finally:
+            os.write(w, bytes([ok]))
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert got == b"\x01"
+    assert S._TEAM[0] is parent_team
