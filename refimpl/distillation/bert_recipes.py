@@ -18,7 +18,8 @@ give every layer's hidden states and attention intermediates as tape Tensors).
 :func:`fit_with_teacher`           one :func:`refimpl.nn.fit` loop for all of the above (the
                                    teacher runs without gradients on each batch)
 :class:`TheseusClassifier`         BERT-of-Theseus (Xu et al. 2020): predecessor modules replaced
-                                   by successor layers with a Bernoulli draw per module
+                                   by successor layers with a Bernoulli draw per module (a
+                                   classifier or a causal LM predecessor)
 :class:`TheseusScheduler`          the linear replacement schedule as a :class:`refimpl.nn.Callback`
 :func:`multitask_distillation_loss_t`  Liu et al. 2019: per task ½ (hard CE + soft CE)
 :func:`bert_emd_losses_t`          BERT-EMD (Li et al. 2020): many-to-many hidden/attention
@@ -33,7 +34,11 @@ give every layer's hidden states and attention intermediates as tape Tensors).
 
 Teachers and students are :class:`refimpl.nn.TransformerClassifier`; a student may have fewer
 layers and (TinyBERT) a smaller ``d_model`` but, for the attention losses, the same number of
-heads.
+heads. TinyBERT (:func:`tinybert_losses_t`, :func:`fit_tinybert`, :func:`fit_with_teacher`) and
+BERT-of-Theseus (:class:`TheseusClassifier`) also take causal
+:class:`refimpl.nn.TransformerLanguageModel` pairs: both read ``X[:, :-1]`` of ``<bos> … <eos>``
+rows, the layer losses compare every real position (attention scores of future keys are 0, as
+masked keys are), and the prediction layer is distilled per token over the vocabulary.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from refimpl.distillation.transformers import pkd_loss_t, theseus_replace_rate
 from refimpl.nn import functional as F
 from refimpl.nn.layers import Linear
 from refimpl.nn.losses import mse
+from refimpl.nn.models import TransformerLanguageModel
 from refimpl.nn.module import Module, ModuleList
 from refimpl.nn.recurrent import length_mask
 from refimpl.nn.tensor import Tensor, as_tensor, data_of, no_grad
@@ -64,20 +70,38 @@ __all__ = ["tinybert_layer_map", "TinyBertProjections", "tinybert_losses_t", "fi
            "mobilebert_transfer_losses_t", "fit_mobilebert_progressive", "mobilebert_student_"]
 
 
-def _check_tf(model, name):
+def _check_tf(model, name, lm: bool = False):
+    if lm and isinstance(model, TransformerLanguageModel):
+        return model
     if not (hasattr(model, "layers") and hasattr(model, "encode") and hasattr(model, "fc")):
-        raise TypeError(f"{name} must be a refimpl.nn.TransformerClassifier, got "
+        raise TypeError(f"{name} must be a refimpl.nn.TransformerClassifier"
+                        f"{' or TransformerLanguageModel' if lm else ''}, got "
                         f"{type(model).__name__}")
     return model
 
 
 def valid_positions(model, X, lengths) -> np.ndarray:
-    """The (B, n) real-position mask ``model.encode`` uses (the [CLS] slot included)."""
+    """The (B, n) real-position mask ``model.encode`` uses for input ``X`` (the [CLS] slot
+    included; a language model has none)."""
     X = np.asarray(X)
     valid = length_mask(np.asarray(lengths), X.shape[1])
-    if model.pooling == "cls":
+    if getattr(model, "pooling", None) == "cls":
         valid = np.concatenate([np.ones((len(X), 1), bool), valid], axis=1)
     return valid
+
+
+def _forward_pair(student, teacher, X, lengths, need_intermediates: bool = True):
+    """One batch through the frozen teacher (no gradients) and the student, as every recipe
+    here reads it: ``(student_out, teacher_out, valid)``. Classifiers read ``X``; causal
+    language models read ``X[:, :-1]`` of the ``<bos> … <eos>`` rows (each position predicts
+    the next token). ``valid``: the (B, n) real positions of what the models read."""
+    flags = dict(output_hidden_states=need_intermediates, output_attentions=need_intermediates)
+    if isinstance(teacher, TransformerLanguageModel):
+        X, lengths = np.asarray(X)[:, :-1], np.asarray(lengths) - 1  # (B, T-1) inputs
+    with no_grad():
+        t = teacher(X, lengths, **flags)
+    s = student(X, lengths, **flags)
+    return s, t, valid_positions(student, X, lengths)
 
 
 # ------------------------------------------------------------------ TinyBERT
@@ -132,18 +156,23 @@ class TinyBertProjections(Module):
         return (self.W_e if which == "embedding" else self.W_h)(h)
 
 
-def _scores(att, valid):
+def _scores(att, valid, causal: bool = False):
     """Attention scores ``q kᵀ / √d_head`` (B, H, n, n), 0 at padded keys (TinyBERT's code
-    replaces the −10000 of masked keys by 0 before the MSE)."""
+    replaces the −10000 of masked keys by 0 before the MSE) and, ``causal``, at future keys
+    (key > query: masked the same way in a causal model)."""
     q, k = att.query, att.key
     d = q.shape[-1]
+    n = q.shape[-2]
     s = F.matmul(q, F.transpose(k, (0, 1, 3, 2))) * (1.0 / np.sqrt(d))  # (B, H, n, n)
-    keep = np.broadcast_to(valid[:, None, None, :], s.shape).astype(s.dtype)
+    keep = valid[:, None, None, :]  # (B, 1, 1, n): real keys
+    if causal:
+        keep = keep & np.tril(np.ones((n, n), bool))[None, None]  # (B, 1, n, n): keys <= query
+    keep = np.broadcast_to(keep, s.shape).astype(s.dtype)
     return F.mask(s, keep)
 
 
 def tinybert_losses_t(student_out, teacher_out, student_logits, teacher_logits, projections,
-                      layer_map, valid, T: float = 1.0) -> dict:
+                      layer_map, valid, T: float = 1.0, causal: bool = False) -> dict:
     """TinyBERT's four distillation losses (Survey §4.4; Jiao et al. 2020, Eqs. 7–12).
 
     .. math::
@@ -161,13 +190,24 @@ def tinybert_losses_t(student_out, teacher_out, student_logits, teacher_logits, 
     instead). MSEs are means over all elements (PyTorch ``mse_loss``), padded positions
     included as in the released code (their states are computed and compared too).
 
+    A causal language model (``causal=True``, logits of shape (B, n, V): the next-token
+    distribution at every position): the embedding, hidden-state and attention losses are the
+    same per position, with future keys' scores set to 0 like padded keys'; the
+    prediction-layer loss is the soft cross-entropy per token over the vocabulary, averaged
+    over the ``N_v`` real positions,
+
+    .. math::
+
+        \\mathcal L_{pred} = -\\frac{1}{N_v} \\sum_{(b,t)\\ \\mathrm{real}} \\sum_{v=1}^{V}
+        \\mathrm{softmax}(z^T_{bt}/T)_v \\log \\mathrm{softmax}(z^S_{bt}/T)_v
+
     Parameters
     ----------
     student_out, teacher_out : EncoderOutput
         With ``hidden_states`` (``hidden_states[0]`` is the embedding output) and
         ``attentions``.
-    student_logits : Tensor of shape (B, C)
-    teacher_logits : ndarray or Tensor of shape (B, C)
+    student_logits : Tensor of shape (B, C), or (B, n, V) per position (a language model)
+    teacher_logits : ndarray or Tensor of the same shape
     projections : TinyBertProjections
     layer_map : sequence of int
         ``g(m)`` for ``m = 1..M`` (1-based teacher layers, :func:`tinybert_layer_map`).
@@ -175,6 +215,8 @@ def tinybert_losses_t(student_out, teacher_out, student_logits, teacher_logits, 
         Real positions (padded keys get score 0).
     T : float > 0
         Temperature of the prediction loss (the paper: 1).
+    causal : bool
+        The models are causal language models: future keys' scores are 0.
 
     Returns
     -------
@@ -189,8 +231,8 @@ def tinybert_losses_t(student_out, teacher_out, student_logits, teacher_logits, 
     for name, o in (("student_out", student_out), ("teacher_out", teacher_out)):
         if not hasattr(o, "hidden_states") or not hasattr(o, "attentions"):
             raise TypeError(f"{name} must be a refimpl.nn.EncoderOutput, got {type(o).__name__}")
-    zs_arr = check_array(data_of(student_logits), "student_logits", ndim=2)
-    zt_arr = check_array(data_of(teacher_logits), "teacher_logits", ndim=2)
+    zs_arr = check_array(data_of(student_logits), "student_logits", ndim=(2, 3))
+    zt_arr = check_array(data_of(teacher_logits), "teacher_logits", ndim=(2, 3))
     if zt_arr.shape != zs_arr.shape:
         raise ValueError(f"teacher_logits must have the shape of student_logits "
                          f"{zs_arr.shape}, got {zt_arr.shape}")
@@ -212,11 +254,14 @@ def tinybert_losses_t(student_out, teacher_out, student_logits, teacher_logits, 
     if valid.dtype != bool or valid.shape != tuple(hs[0].shape[:2]):
         raise ValueError(f"valid must be a bool mask of shape {tuple(hs[0].shape[:2])}, got "
                          f"{valid.dtype} {valid.shape}")
+    if zs_arr.ndim == 3 and zs_arr.shape[:2] != valid.shape:
+        raise ValueError(f"per-position student_logits must have shape {valid.shape} + (V,), "
+                         f"got {zs_arr.shape}")
     emb = mse(projections(hs[0], "embedding"), data_of(ht[0]))
     hid = att = None
     for m, g in enumerate(gm, start=1):
         h_term = mse(projections(hs[m], "hidden"), data_of(ht[g]))
-        ss, st = _scores(As[m - 1], valid), _scores(At[g - 1], valid)
+        ss, st = _scores(As[m - 1], valid, causal), _scores(At[g - 1], valid, causal)
         if ss.shape != st.shape:
             raise ValueError(f"student layer {m} and teacher layer {g} have attention maps of "
                              f"shapes {ss.shape} and {st.shape} (TinyBERT needs the same "
@@ -224,11 +269,7 @@ def tinybert_losses_t(student_out, teacher_out, student_logits, teacher_logits, 
         a_term = mse(ss, st.data)  # mean over (B, H, n, n) = (1/h) Σ_i MSE per head
         hid = h_term if hid is None else hid + h_term
         att = a_term if att is None else att + a_term
-    zs = as_tensor(student_logits)
-    zt = np.asarray(data_of(teacher_logits), dtype=float)
-    pt = np.exp(zt / T - (zt / T).max(-1, keepdims=True))
-    pt /= pt.sum(-1, keepdims=True)  # (B, C) teacher's soft targets
-    pred = (Tensor(-pt) * F.log_softmax(zs * (1.0 / T), axis=-1)).sum() * (1.0 / zt.shape[0])
+    pred = _soft_ce(student_logits, teacher_logits, T, valid if zs_arr.ndim == 3 else None)
     return {"embedding": emb, "hidden": hid, "attention": att, "prediction": pred}
 
 
@@ -242,8 +283,10 @@ def fit_with_teacher(student, teacher, train_arrays, loss, *, extra_modules=(),
 
     Parameters
     ----------
-    student, teacher : TransformerClassifier
-        The teacher runs in eval mode without gradients and is not modified.
+    student, teacher : TransformerClassifier, or both TransformerLanguageModel
+        The teacher runs in eval mode without gradients and is not modified. Causal language
+        models read ``X[:, :-1]`` of ``<bos> … <eos>`` rows (``y`` is then ignored) and give
+        per-position logits (B, T-1, V).
     train_arrays : tuple ``(X, lengths, y)``
     loss : callable
         ``loss(s_logits, s_out, t_logits, t_out, valid, y) -> scalar Tensor`` where ``*_out``
@@ -263,10 +306,14 @@ def fit_with_teacher(student, teacher, train_arrays, loss, *, extra_modules=(),
     History
     """
     if student_forward is None:
-        _check_tf(student, "student")
+        _check_tf(student, "student", lm=True)
     elif not callable(student_forward):
         raise TypeError(f"student_forward must be callable, got {type(student_forward).__name__}")
-    _check_tf(teacher, "teacher")
+    _check_tf(teacher, "teacher", lm=True)
+    if (isinstance(student, TransformerLanguageModel) != isinstance(
+            teacher, TransformerLanguageModel)) and student_forward is None:
+        raise TypeError(f"student and teacher must both be classifiers or both causal language "
+                        f"models, got {type(student).__name__} and {type(teacher).__name__}")
     if not callable(loss):
         raise TypeError(f"loss must be callable, got {type(loss).__name__}")
     train_arrays = check_train_arrays(train_arrays)
@@ -279,12 +326,12 @@ def fit_with_teacher(student, teacher, train_arrays, loss, *, extra_modules=(),
     state = {}
 
     def forward(model, X, lengths):
-        with no_grad():
-            t = teacher(X, lengths, **flags)
         if student_forward is None:
-            s = model[0](X, lengths, **flags)
-            state["valid"] = valid_positions(model[0], X, lengths)
+            s, t, state["valid"] = _forward_pair(model[0], teacher, X, lengths,
+                                                 need_intermediates)
         else:
+            with no_grad():
+                t = teacher(X, lengths, **flags)
             s = student_forward(model[0], X, lengths)
             state["valid"] = length_mask(np.asarray(lengths), np.asarray(X).shape[1])
         state["t"] = t
@@ -313,9 +360,11 @@ def fit_tinybert(student, teacher, train_arrays, *, projections=None, epochs_int
 
     Parameters
     ----------
-    student, teacher : TransformerClassifier
-        The same number of heads; the student's layer count divides the teacher's.
+    student, teacher : TransformerClassifier, or both causal TransformerLanguageModel
+        The same number of heads; the student's layer count divides the teacher's. Language
+        models are distilled per position (``causal=True`` in :func:`tinybert_losses_t`).
     train_arrays : tuple ``(X, lengths, y)``
+        Language models: ``<bos> … <eos>`` rows; ``y`` is ignored.
     projections : TinyBertProjections, optional
         Created (student width → teacher width) when None.
     epochs_intermediate, epochs_prediction : int >= 0
@@ -326,8 +375,9 @@ def fit_tinybert(student, teacher, train_arrays, *, projections=None, epochs_int
     -------
     (History, History)
     """
-    _check_tf(student, "student")
-    _check_tf(teacher, "teacher")
+    _check_tf(student, "student", lm=True)
+    _check_tf(teacher, "teacher", lm=True)
+    causal = isinstance(teacher, TransformerLanguageModel)
     e1 = check_int(epochs_intermediate, "epochs_intermediate", 0)
     e2 = check_int(epochs_prediction, "epochs_prediction", 0)
     T = check_float(T, "T", 0.0, lo_open=True)
@@ -336,11 +386,11 @@ def fit_tinybert(student, teacher, train_arrays, *, projections=None, epochs_int
     proj = projections or TinyBertProjections(student.d_model, teacher.d_model, rng=rng)
 
     def inter(sz, so, tz, to, valid, y):
-        L = tinybert_losses_t(so, to, sz, tz, proj, gm, valid, T)
+        L = tinybert_losses_t(so, to, sz, tz, proj, gm, valid, T, causal)
         return L["embedding"] + L["hidden"] + L["attention"]
 
     def pred(sz, so, tz, to, valid, y):
-        return tinybert_losses_t(so, to, sz, tz, proj, gm, valid, T)["prediction"]
+        return tinybert_losses_t(so, to, sz, tz, proj, gm, valid, T, causal)["prediction"]
 
     h1 = fit_with_teacher(student, teacher, train_arrays, inter, extra_modules=[proj],
                           epochs=e1, lr=lr, batch_size=batch_size, rng=rng, progress=progress)
@@ -563,9 +613,14 @@ class TheseusClassifier(Module):
     frozen (they are not parameters of this module; Xu et al. freeze the predecessor, and the
     successor shares its embedding and output layers).
 
+    A causal :class:`refimpl.nn.TransformerLanguageModel` predecessor is compressed the same
+    way: every module, predecessor's or successor's, runs under the LM's causal mask, and the
+    output is the LM's next-token logits at every position (train it on the next-token loss
+    of whole rows, e.g. ``refimpl tour --task lm``'s ``fit(forward=...)``).
+
     Parameters
     ----------
-    predecessor : TransformerClassifier
+    predecessor : TransformerClassifier or TransformerLanguageModel
         Fine-tuned; deep-copied (the caller's model is not touched).
     n_modules : int
         ``S``, dividing the predecessor's layer count.
@@ -578,7 +633,7 @@ class TheseusClassifier(Module):
     """
 
     def __init__(self, predecessor, n_modules: int, replace_rate: float = 0.5, rng=None):
-        _check_tf(predecessor, "predecessor")
+        _check_tf(predecessor, "predecessor", lm=True)
         S = check_int(n_modules, "n_modules", 1, predecessor.num_layers)
         if predecessor.num_layers % S:
             raise ValueError(f"n_modules must divide the predecessor's {predecessor.num_layers} "
@@ -598,11 +653,21 @@ class TheseusClassifier(Module):
         return self._pred[0]
 
     def forward(self, X, lengths=None):
-        """``X`` (B, T), ``lengths`` (B,) → logits (B, C)."""
+        """``X`` (B, T), ``lengths`` (B,) → logits (B, C), or a language model's next-token
+        logits (B, T, V)."""
         p = self.predecessor
+        lm = isinstance(p, TransformerLanguageModel)
+        causal = None
         with no_grad():
-            out, valid = p.encode(X, lengths, layer_mask=np.zeros(p.num_layers),
-                                  output_hidden_states=True)
+            out = p.encode(X, lengths, layer_mask=np.zeros(p.num_layers),
+                           output_hidden_states=True)
+        if lm:  # the LM's encode returns the EncoderOutput alone; its mask is causal
+            T = np.shape(X)[1]
+            valid = length_mask(np.full(len(X), T) if lengths is None
+                                else np.asarray(lengths), T)
+            causal = np.tril(np.ones((T, T), dtype=bool))  # True = may attend (keys <= query)
+        else:
+            out, valid = out
         h = Tensor(out.hidden_states[0].data)  # the embedding output: frozen
         if self.training:
             draw = self._rng.random(self.n_modules) < self.replace_rate  # Bernoulli per module
@@ -612,17 +677,20 @@ class TheseusClassifier(Module):
         kpm = ~valid
         for i in range(self.n_modules):
             if draw[i]:
-                h = self.successor[i](h, key_padding_mask=kpm)
+                h = self.successor[i](h, mask=causal, key_padding_mask=kpm)
             else:
                 for layer in p.layers[i * self._k:(i + 1) * self._k]:
-                    h = layer(h, key_padding_mask=kpm)  # frozen weights, gradient flows through
+                    # frozen weights, gradient flows through
+                    h = layer(h, mask=causal, key_padding_mask=kpm)
         if p.final_norm is not None:
             h = p.final_norm(h)
-        return p.fc(p._pool(h, valid))
+        return p.output(h) if lm else p.fc(p._pool(h, valid))
 
     def successor_model(self):
-        """A standalone :class:`TransformerClassifier` with the successor's ``S`` layers and
-        the predecessor's embeddings and classifier (copied): the compressed model."""
+        """A standalone :class:`TransformerClassifier` (or
+        :class:`~refimpl.nn.TransformerLanguageModel`) with the successor's ``S`` layers and
+        the predecessor's embeddings and classifier / output layer (copied): the compressed
+        model."""
         p = self.predecessor
         m = copy.deepcopy(p)
         m.layers = ModuleList(copy.deepcopy(list(self.successor)))
@@ -649,13 +717,21 @@ class TheseusScheduler(Callback):
         self.k = check_float(k, "k", 0.0)
         self.b = check_float(b, "b", 0.0, 1.0)
         self.rates = []
+        self._steps = 0
 
     def on_train_begin(self, model) -> None:
+        self._steps = 0
         self.model.replace_rate = theseus_replace_rate(0, self.k, self.b)
 
     def on_step_end(self, model, step: int) -> None:
+        self._steps = step
         self.model.replace_rate = theseus_replace_rate(step, self.k, self.b)
         self.rates.append(self.model.replace_rate)
+
+    def __call__(self, model) -> None:
+        """The same schedule as an ``after_step(model)`` hook (for a training loop that takes
+        no callbacks): counts the steps itself, ``t = 1, 2, ...``."""
+        self.on_step_end(model, self._steps + 1)
 
 
 # ------------------------------------------------------------------ multi-task distillation
@@ -878,13 +954,18 @@ def fit_bert_emd(student, teacher, train_arrays, *, projections=None,
     return h1, h2, weights
 
 
-def _soft_ce(zs, zt, T: float = 1.0) -> Tensor:
-    """TinyBERT's prediction loss ``−mean_b Σ_c softmax(z^t/T) log softmax(z^s/T)``."""
+def _soft_ce(zs, zt, T: float = 1.0, valid=None) -> Tensor:
+    """TinyBERT's prediction loss ``−mean_b Σ_c softmax(z^t/T) log softmax(z^s/T)``; with
+    per-position logits (B, n, V) and ``valid`` (B, n), the mean over the real positions."""
+    zs = as_tensor(zs)
     zt = np.asarray(data_of(zt), dtype=float)
+    if valid is not None:  # per token: the real positions as rows of a classifier over V
+        rows = np.flatnonzero(np.asarray(valid))
+        zs = zs.reshape(-1, zs.shape[-1])[rows]  # (N_v, V)
+        zt = zt.reshape(-1, zt.shape[-1])[rows]
     pt = np.exp(zt / T - (zt / T).max(-1, keepdims=True))
-    pt /= pt.sum(-1, keepdims=True)
-    return (Tensor(-pt) * F.log_softmax(as_tensor(zs) * (1.0 / T), axis=-1)).sum() \
-        * (1.0 / zt.shape[0])
+    pt /= pt.sum(-1, keepdims=True)  # (N, C) teacher's soft targets
+    return (Tensor(-pt) * F.log_softmax(zs * (1.0 / T), axis=-1)).sum() * (1.0 / zt.shape[0])
 
 
 # ------------------------------------------------------------------ SqueezeBERT student

@@ -880,6 +880,115 @@ def _theseus(rng, quick):
                         "draws": int(draws.size)})
 
 
+def _lm_rows(rng, n, T=7, V=15):
+    """``<bos> …`` rows of a causal LM, random tokens, lengths in [2, T] (one full row)."""
+    X = rng.integers(4, V, (n, T))
+    X[:, 0] = 2
+    L = rng.integers(2, T + 1, n)
+    L[0] = T
+    X[np.arange(T)[None] >= L[:, None]] = 0
+    return X, L
+
+
+@register_check("tinybert-lm-gradcheck", "TinyBERT on a causal Transformer LM: the per-token "
+                "prediction loss (soft CE over the vocabulary at every real position) equals "
+                "a loop; the tape gradient of all four losses = central differences; future "
+                "keys' scores are 0; a copied student has zero layer losses", section="4.4",
+                implements=[f"{_BR}.tinybert_losses_t", f"{_BR}.fit_tinybert"])
+def _tinybert_lm(rng, quick):
+    import copy
+
+    from refimpl.distillation import TinyBertProjections
+    from refimpl.distillation.bert_recipes import _forward_pair, _scores
+    from refimpl.nn import TransformerLanguageModel
+    from refimpl.nn.gradcheck import numerical_grad
+
+    def lm(d, layers, seed):
+        return TransformerLanguageModel(vocab_size=15, d_model=d, num_heads=2, d_ff=8,
+                                        num_layers=layers, max_len=7, rng=seed)
+
+    X, L = _lm_rows(rng, 3 if quick else 5)
+    t, s = lm(8, 2, 0), lm(4, 1, 1)
+    proj = TinyBertProjections(4, 8, rng=2)
+
+    def losses(student):
+        from refimpl.distillation import tinybert_losses_t
+
+        so, to, valid = _forward_pair(student, t, X, L)
+        return tinybert_losses_t(so[1], to[1], so[0], to[0].data, proj, [2], valid,
+                                 causal=True), so, to, valid
+
+    d, so, to, valid = losses(s)
+    # the prediction loss by a loop over the real positions
+    tot, cnt = 0.0, 0
+    for b in range(len(X)):
+        for i in range(X.shape[1] - 1):
+            if valid[b, i]:
+                pt = _softmax_loop(to[0].data[b, i])
+                ps = _softmax_loop(so[0].data[b, i])
+                tot -= sum(p * math.log(q) for p, q in zip(pt, ps))
+                cnt += 1
+    pred = Outcome.compare(d["prediction"].item(), tot / cnt, rtol=1e-12,
+                           detail="prediction loss vs loop")
+    # gradients of the sum through the causal attention scores, the output layer and W_h
+    total = d["embedding"] + d["hidden"] + d["attention"] + d["prediction"]
+    total.backward()
+    mha = s.layers[0].self_attn
+    errs = []
+    for P in (mha.W_q.W, mha.W_k.W, s.out.W, proj.W_h.W):
+        def f():
+            e = losses(s)[0]
+            return (e["embedding"] + e["hidden"] + e["attention"] + e["prediction"]).item()
+
+        errs.append(float(np.abs(numerical_grad(f, P.data, np.array(1.0)) - P.grad).max()))
+    # central differences, h = 1e-6, on losses of O(1): ≲ 20 ulps / h ≈ 5e-9
+    grad = Outcome(max(errs) < 2e-8, {"max_abs_err": max(errs), "atol": 2e-8},
+                   "gradients vs central differences")
+    att = so[1].attentions[0]
+    sc = _scores(att, valid, causal=True).data
+    future = np.triu(np.ones(sc.shape[-2:], bool), 1)
+    causal_ok = bool(np.all(sc[..., future] == 0.0))
+    same = copy.deepcopy(t)
+    pid = TinyBertProjections(8, 8, rng=0)
+    for lin in (pid.W_e, pid.W_h):
+        lin.W.data[:] = np.eye(8)
+        lin.b.data[:] = 0.0
+    so2, to2, v2 = _forward_pair(same, t, X, L)
+    from refimpl.distillation import tinybert_losses_t
+
+    z = tinybert_losses_t(so2[1], to2[1], so2[0], to2[0].data, pid, [1, 2], v2, causal=True)
+    zero = max(z[k].item() for k in ("embedding", "hidden", "attention"))
+    ok = pred.passed and grad.passed and causal_ok and zero == 0.0
+    return Outcome(ok, {**pred.numbers, **grad.numbers, "future_scores_zero": int(causal_ok),
+                        "layer_losses_at_copy": zero}, "per-token TinyBERT on a causal LM")
+
+
+@register_check("theseus-lm", "BERT-of-Theseus with a causal Transformer LM predecessor: rate 0 "
+                "is the predecessor, eval is the successor LM, logits stay causal",
+                section="4.4", implements=[f"{_BR}.TheseusClassifier"])
+def _theseus_lm(rng, quick):
+    from refimpl.distillation import TheseusClassifier
+    from refimpl.nn import TransformerLanguageModel, no_grad
+
+    pred = TransformerLanguageModel(vocab_size=15, d_model=8, num_heads=2, d_ff=8, num_layers=2,
+                                    max_len=7, rng=0)
+    X, L = _lm_rows(rng, 4)
+    th = TheseusClassifier(pred, n_modules=1, replace_rate=0.0, rng=0)
+    with no_grad():
+        th.train()
+        e0 = float(np.abs(th(X, L).data - pred(X, L).data).max())
+        th.successor[0].linear1.W.data += 0.1  # a successor that differs from its copy
+        th.eval()
+        out = th(X, L).data
+        e1 = float(np.abs(th.successor_model()(X, L).data - out).max())
+        X2 = X.copy()
+        X2[:, 4:] = 7
+        e2 = float(np.abs(th(X2, L).data[:, :4] - out[:, :4]).max())
+    ok = e0 < 1e-12 and e1 == 0.0 and e2 == 0.0
+    return Outcome(ok, {"rate0_vs_predecessor": e0, "eval_vs_successor_model": e1,
+                        "prefix_change_from_later_tokens": e2})
+
+
 @register_check("sequence-level-kd-targets", "Seq-KD: the targets are the teacher's beam top-1; "
                 "Seq-Inter picks the beam hypothesis with the best sentence BLEU (brute force); "
                 "word-level KD with a one-hot teacher is the NLL", section="4.1",

@@ -11,6 +11,13 @@ prediction loss; ``dml-lstm`` (§4.2) trains two small LSTM peers by deep mutual
 keeps peer 0; ``theseus-transformer`` (§4.4) replaces modules of two baseline layers by one
 successor layer each (BERT-of-Theseus with its linear schedule), then fine-tunes the
 successor alone.
+
+``tinybert-transformer`` and ``theseus-transformer`` run unchanged on the causal Transformer
+LM of ``refimpl tour --task lm``: the student is a smaller
+:class:`refimpl.nn.TransformerLanguageModel`, TinyBERT's layer losses compare every real
+position (future keys' attention scores are 0) and its prediction loss is the per-token soft
+cross-entropy over the vocabulary (:func:`~refimpl.distillation.tinybert_losses_t` with
+``causal=True``); Theseus' modules run under the causal mask and train on the next-token loss.
 """
 
 from __future__ import annotations
@@ -70,11 +77,12 @@ def _epochs(ctx: TourContext) -> int:
                              "the Transformer baseline with TinyBERT's intermediate losses, "
                              "then its prediction loss")
 def _tinybert_transformer(ctx: TourContext) -> MethodResult:
-    from refimpl.distillation.bert_recipes import (TinyBertProjections, tinybert_layer_map,
-                                                   tinybert_losses_t, valid_positions)
-    from refimpl.nn import ModuleList
+    from refimpl.distillation.bert_recipes import (TinyBertProjections, _forward_pair,
+                                                   tinybert_layer_map, tinybert_losses_t)
+    from refimpl.nn import ModuleList, TransformerLanguageModel
 
     teacher = _transformer_teacher(ctx)
+    causal = isinstance(teacher, TransformerLanguageModel)  # the LM tour: per-token losses
     L, d, H = teacher.num_layers, teacher.d_model, teacher.num_heads
     d_ff = teacher.layers[0].d_ff
     L_s = max([k for k in range(1, max(1, L // 2) + 1) if L % k == 0])  # divides L, <= L/2
@@ -83,18 +91,15 @@ def _tinybert_transformer(ctx: TourContext) -> MethodResult:
                              num_layers=L_s, num_heads=H)
     proj = TinyBertProjections(d_s, d, rng=ctx.seed)
     gm = tinybert_layer_map(L, L_s)
-    flags = dict(output_hidden_states=True, output_attentions=True)
     st = {}
 
-    def forward(model, X, lengths):
-        with no_grad():
-            st["t"] = teacher(X, lengths, **flags)
-        st["valid"] = valid_positions(student, X, lengths)
-        return student(X, lengths, **flags)
+    def forward(model, X, lengths):  # an LM pair reads X[:, :-1] (next-token positions)
+        s, st["t"], st["valid"] = _forward_pair(student, teacher, X, lengths)
+        return s
 
     def losses(out):
         (zs, so), (zt, to) = out, st["t"]
-        return tinybert_losses_t(so, to, zs, zt.data, proj, gm, st["valid"])
+        return tinybert_losses_t(so, to, zs, zt.data, proj, gm, st["valid"], causal=causal)
 
     def inter(out, y):
         d_ = losses(out)
@@ -165,7 +170,10 @@ def _theseus_transformer(ctx: TourContext) -> MethodResult:
     bs = int(getattr(ctx.config, "batch_size", 64) or 64)
     steps = max(1, E - 1) * -(-n // bs)
     sched = TheseusScheduler(th, k=0.7 / max(1, steps // 2), b=0.3)  # rate 1 half-way
-    ctx.fit(th, epochs=max(1, E - 1), callbacks=[sched])
+    # forward: the per-position logits (a classifier's logits, or an LM's next-token logits of
+    # whole rows, scored by the LM tour's next-token loss); the schedule runs after each step
+    ctx.fit(th, epochs=max(1, E - 1), forward=lambda m, X, lengths: m(X, lengths),
+            after_step=sched)
     student = th.successor_model()
     ctx.fit(student, epochs=1)
     return MethodResult(student, bits=dense_bits(student), params=student.num_parameters(),

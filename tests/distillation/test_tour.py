@@ -120,7 +120,7 @@ def test_theseus_tour_halves_layers_and_needs_even_layers():
     assert res.params == base.num_parameters() - base.layers[1].num_parameters()
     assert res.bits == 32 * res.params
     assert [c[0] for c in calls] == ["TheseusClassifier", "TransformerClassifier"]
-    assert "callbacks" in calls[0][2]
+    assert "after_step" in calls[0][2] and "forward" in calls[0][2]  # the schedule, per step
     for k, v in base.named_parameters():
         np.testing.assert_array_equal(v.data, before[k])
     ctx1, *_ = _tf_ctx(1)
