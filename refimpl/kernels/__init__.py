@@ -19,6 +19,9 @@
    * - small-batch products with packed 1–4-bit codebook, binary and ternary weights × float activations (codes decoded in registers: AVX-512 ``vpermps`` + FMA, portable loops elsewhere); XOR-popcount GEMV for a few packed rows
      - :mod:`refimpl.kernels.lowbit_gemv`
      - §3 quantization (serving, batch ≤ 64)
+   * - T-MAC-style table lookup on the activations for 1- and 2-bit (binary, ternary, 2-bit codebook) weights in a 16-row interleaved layout (one ``vpermps`` per 16 rows × 4 binary / 2 two-bit weights)
+     - :mod:`refimpl.kernels.lut_gemv`
+     - §3 quantization (serving, batch 1–8)
    * - TT-matrix × matrix without forming the matrix; TT-embedding row lookup
      - :mod:`refimpl.kernels.tt`
      - §6.3 decomposition

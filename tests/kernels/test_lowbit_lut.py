@@ -1,0 +1,297 @@
+"""T-MAC-style table-lookup products (refimpl.kernels.lut_gemv): the LUT layout round-trips and
+is what its docstring says; the AVX-512 kernel, the AVX2 kernel, the portable loops and the
+NumPy reference agree exactly where every partial sum is exact (small integers, power-of-two
+scales) and within the float32 rounding bound otherwise; hand-worked tables; dispatch; bad
+input; a torch cross-check."""
+
+import numpy as np
+import pytest
+
+from refimpl.kernels import bitpack as bp
+from refimpl.kernels import lowbit_gemv as lg
+from refimpl.kernels import lut_gemv as lu
+from refimpl.kernels import record_calls
+
+U32 = 2.0 ** -24
+
+# K: one column; less than one 32-bit chunk; several chunks and a partial one (32 binary /
+# 16 two-bit columns per chunk), not a multiple of 4 (a partial group)
+KS = [1, 37, 300, 1101]
+# M: batch chunks 8 / 4 / 2 / 1 and mixtures; N: one row, < one tile, one tile pair + 1
+# (a tile paired with itself), more than one 256-row task with a ragged end
+MS = [1, 2, 3, 7, 8, 9, 21]
+NS = [1, 15, 33, 300]
+ISAS = ["avx512", "avx2", "portable"]
+
+
+def _force_isa(monkeypatch, isa):
+    if lg._ISA_RANK[None if isa == "portable" else isa] > lg._ISA_RANK[lg.cpu_isa()]:
+        pytest.skip(f"no {isa} on this CPU")
+    monkeypatch.setenv(lg.ISA_ENV, isa)
+    assert lg.fast_path_isa() == (None if isa == "portable" else isa)
+
+
+@pytest.fixture(params=ISAS)
+def path(request, monkeypatch):
+    _force_isa(monkeypatch, request.param)
+    return request.param
+
+
+def _case(rng, kind, M, N, K, backend=None):
+    """Small-integer weights of ``kind`` ("binary", "ternary", 1 or 2 bits), their LUT layout,
+    integer activations, power-of-two scales and the exact float64 product."""
+    if kind == "binary":
+        Wf = rng.choice([-1.0, 1.0], (N, K))
+        lw = lu.lut_pack_binary(bp.pack_signs(Wf, backend), K)
+    elif kind == "ternary":
+        Wf = rng.choice([-1.0, 0.0, 1.0], (N, K))
+        lw = lu.lut_pack_ternary(bp.pack_ternary(Wf, backend), K)
+    else:
+        codes = rng.integers(0, 2 ** kind, (N, K))
+        cb = rng.integers(-8, 9, 2 ** kind).astype(np.float32)
+        Wf = cb[codes].astype(np.float64)
+        lw = lu.lut_pack(bp.pack_codes(codes, kind, backend), kind, K, cb)
+    X = rng.integers(-4, 5, (M, K)).astype(np.float32)
+    s = (2.0 ** rng.integers(-3, 4, N)).astype(np.float32)
+    return lw, Wf, X, s, (X.astype(np.float64) @ Wf.T) * s
+
+
+# ------------------------------------------------------------------ the layout
+@pytest.mark.parametrize("bits", [1, 2])
+@pytest.mark.parametrize("N", [1, 15, 16, 17, 40])
+@pytest.mark.parametrize("K", [1, 31, 32, 33, 64, 65, 300])
+def test_layout_round_trip_and_definition(rng, bits, N, K):
+    codes = rng.integers(0, 2 ** bits, (N, K))
+    P = bp.pack_codes(codes, bits)
+    lw = lu.lut_pack(P, bits, K, np.arange(2 ** bits))
+    per = 32 // bits
+    C = -(-K // per)
+    assert lw.words.dtype == np.uint32 and lw.words.shape == (-(-N // 16), C, 16)
+    assert lw.nbytes == 64 * (-(-N // 16)) * C
+    np.testing.assert_array_equal(lu.lut_unpack(lw), P)  # exact inverse
+    # the definition: lane l of (t, c) holds code j of row 16t + l, column per·c + j, at bits
+    # bits·j; rows past N are zero
+    for t in range(lw.words.shape[0]):
+        for c in range(C):
+            for lane in range(16):
+                n, w = 16 * t + lane, int(lw.words[t, c, lane])
+                for j in range(per):
+                    k = per * c + j
+                    want = codes[n, k] if (n < N and k < K) else 0
+                    assert (w >> (bits * j)) & (2 ** bits - 1) == want
+
+
+def test_ternary_layout_is_the_two_bit_code_nz_plus_two_sign(rng):
+    T = rng.choice([-1.0, 0.0, 1.0], (20, 70))
+    lw = lu.lut_pack_ternary(bp.pack_ternary(T), 70)
+    assert lw.bits == 2 and lw.kind == "ternary"
+    codes = bp._unpack_codes_numpy(lu.lut_unpack(lw), 2, 70)
+    np.testing.assert_array_equal(codes, (T != 0) + 2 * (T < 0))
+    np.testing.assert_array_equal(lu.TERNARY_CODEBOOK[codes], T)
+    Wp = bp.pack_signs(np.where(T < 0, -1.0, 1.0))
+    lb = lu.lut_pack_binary(Wp, 70)
+    assert lb.kind == "binary" and lb.bits == 1
+    # 2 tiles; ceil(70 / 32) = 3 binary chunks, ceil(140 / 32) = 5 two-bit chunks
+    assert (lb.nbytes, lw.nbytes) == (2 * 3 * 64, 2 * 5 * 64)
+
+
+def test_tables_hand_worked():
+    """Binary, x = (1, 2, 4, 8): T[i] = Σ_t (2 bit_t(i) − 1) x_t, e.g. T[0b1101] = 1 − 2 + 4
+    + 8 = 11, T[0] = −15; two-bit codebook (10, 20, 30, 40), x = (1, 100): T[c0 + 4 c1] =
+    cb[c0] + 100 cb[c1]; columns past K count as 0."""
+    X = np.array([[1.0, 2.0, 4.0, 8.0, 3.0]], np.float32)
+    T = lu._lut_tables(X, 1, 1, np.array([-1.0, 1.0], np.float32))
+    assert T.shape == (1, 8, 16)
+    assert T[0, 0, 0b1101] == 11 and T[0, 0, 0] == -15 and T[0, 0, 15] == 15
+    np.testing.assert_array_equal(T[0, 1], np.where(np.arange(16) % 2, 3.0, -3.0))
+    np.testing.assert_array_equal(T[0, 2:], 0)
+    cb = np.array([10.0, 20.0, 30.0, 40.0], np.float32)
+    T2 = lu._lut_tables(np.array([[1.0, 100.0]], np.float32), 2, 1, cb)
+    i = np.arange(16)
+    np.testing.assert_array_equal(T2[0, 0], cb[i % 4] + 100 * cb[i // 4])
+    # one row, binary weights (+1, −1, +1, +1) · x = 11, scale 0.5
+    Wp = bp.pack_signs(np.array([[1.0, -1.0, 1.0, 1.0, -1.0]]))
+    Y = lu.lut_gemv(X[0], lu.lut_pack_binary(Wp, 5), scale=0.5, backend="numba")
+    np.testing.assert_array_equal(Y, [0.5 * (11 - 3)])
+
+
+# ------------------------------------------------------------------ exactness
+@pytest.mark.parametrize("kind", ["binary", "ternary", 1, 2])
+@pytest.mark.parametrize("K", KS)
+def test_exact_on_integers(backend, rng, kind, K):
+    for M in MS:
+        for N in NS:
+            lw, _, X, s, ref = _case(rng, kind, M, N, K, backend)
+            Y = lu.lut_gemv(X, lw, s, backend=backend)
+            assert Y.dtype == np.float32 and Y.shape == (M, N)
+            np.testing.assert_array_equal(Y, ref, err_msg=f"{kind} M={M} N={N} K={K}")
+
+
+@pytest.mark.parametrize("kind", ["binary", "ternary", 2])
+def test_every_numba_path_exact(path, rng, kind):
+    for M, N, K in [(1, 33, 1101), (9, 300, 300), (21, 17, 65)]:
+        lw, _, X, s, ref = _case(rng, kind, M, N, K)
+        np.testing.assert_array_equal(lu.lut_gemv(X, lw, s, backend="numba"), ref,
+                                      err_msg=f"{path} {kind} M={M}")
+
+
+def _bound(absW, X, s, K):
+    g = (K + 1) * U32 / (1 - (K + 1) * U32)
+    return g * (np.abs(X).astype(np.float64) @ absW.T) * np.abs(s)[None, :] * (1 + U32)
+
+
+@pytest.mark.parametrize("bits", [1, 2])
+@pytest.mark.parametrize("M", [1, 8, 64])
+def test_random_within_rounding_bound(backend, rng, bits, M):
+    N, K = 70, 1100
+    codes = rng.integers(0, 2 ** bits, (N, K))
+    cb = rng.standard_normal(2 ** bits).astype(np.float32)
+    X = rng.standard_normal((M, K)).astype(np.float32)
+    s = rng.uniform(0.5, 2, N).astype(np.float32)
+    W = cb[codes].astype(np.float64)
+    ref = (X.astype(np.float64) @ W.T) * s
+    Y = lu.lut_gemv(X, lu.lut_pack(bp.pack_codes(codes, bits, backend), bits, K, cb), s,
+                    backend=backend)
+    err = np.abs(Y - ref)
+    bound = _bound(np.abs(W), X, s, K) + U32 * np.abs(ref)
+    assert np.all(err <= bound), f"max err/bound {(err / bound).max():.3f}"
+    assert err.max() > 0  # the float32 sums do round: the bound is exercised
+
+
+def test_float64_and_integer_activations(backend, rng):
+    lw, Wf, X, s, ref = _case(rng, 2, 3, 40, 300, backend)
+    X64 = rng.standard_normal((3, 300))
+    Y = lu.lut_gemv(X64, lw, s, backend=backend)
+    assert Y.dtype == np.float64
+    ref64 = (X64 @ Wf.T) * s
+    g = 302 * 2.0 ** -53
+    assert np.all(np.abs(Y - ref64) <= g * (np.abs(X64) @ np.abs(Wf).T) * s + 1e-300)
+    Yi = lu.lut_gemv(X.astype(np.int64), lw, s, backend=backend)
+    assert Yi.dtype == np.float64
+    np.testing.assert_array_equal(Yi, ref)
+    y1 = lu.lut_gemv(X[0], lw, s, backend=backend)  # 1-d X → (N,)
+    assert y1.shape == (40,)
+    np.testing.assert_array_equal(y1, ref[0])
+    Xs = np.asfortranarray(X)
+    np.testing.assert_array_equal(lu.lut_gemv(Xs, lw, s, backend=backend), ref)
+
+
+def test_inputs_not_mutated_and_deterministic(rng):
+    lw, _, X, s, ref = _case(rng, "ternary", 9, 300, 1101)
+    Xr = rng.standard_normal(X.shape).astype(np.float32)
+    copies = (Xr.copy(), lw.words.copy(), s.copy())
+    a = lu.lut_gemv(Xr, lw, s, backend="numba")
+    assert np.array_equal(a, lu.lut_gemv(Xr, lw, s, backend="numba"))
+    for before, after in zip(copies, (Xr, lw.words, s)):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_agrees_with_kbit_gemv_on_random_floats(rng):
+    """The LUT kernel and the decode kernel compute the same product (within both bounds)."""
+    codes = rng.integers(0, 4, (90, 700))
+    cb = rng.standard_normal(4).astype(np.float32)
+    X = rng.standard_normal((5, 700)).astype(np.float32)
+    P = bp.pack_codes(codes, 2)
+    a = lu.lut_gemv(X, lu.lut_pack(P, 2, 700, cb))
+    b = lg.kbit_gemv(X, P, 2, 700, cb)
+    absW = np.abs(cb[codes]).astype(np.float64)
+    assert np.all(np.abs(a - b) <= 2 * _bound(absW, X, np.ones(90), 700))
+
+
+def test_cross_check_torch(torch, rng):
+    """Against torch's float64 matmul of the decoded weights."""
+    T = rng.choice([-1.0, 0.0, 1.0], (50, 333))
+    X = rng.standard_normal((4, 333)).astype(np.float32)
+    Y = lu.lut_gemv(X, lu.lut_pack_ternary(bp.pack_ternary(T), 333))
+    ref = (torch.from_numpy(X.astype(np.float64)) @ torch.from_numpy(T).T).numpy()
+    assert np.all(np.abs(Y - ref) <= _bound(np.abs(T), X, np.ones(50), 333))
+
+
+# ------------------------------------------------------------------ dispatch
+@pytest.mark.parametrize("isa", ISAS)
+def test_dispatch_runs_the_forced_kernel(rng, monkeypatch, isa):
+    _force_isa(monkeypatch, isa)
+    ran = []
+    for name in ["_lut_vector", "_lut_vector_serial", "_lut_generic"]:
+        real = getattr(lu, name)
+        monkeypatch.setattr(lu, name, lambda *a, _r=real, _n=name: ran.append(
+            (_n, a[-1] if _n != "_lut_generic" else None)) or _r(*a))
+    for M, N, K in [(1, 3, 70), (9, 300, 1100)]:  # below / above _SERIAL_MACS
+        lw, _, X, s, ref = _case(rng, 2, M, N, K)
+        ran.clear()
+        with record_calls() as log:
+            np.testing.assert_array_equal(lu.lut_gemv(X, lw, s, backend="numba"), ref)
+        assert log == [("lut_gemv", "numba")]
+        small = M * N * K < lu._SERIAL_MACS
+        if isa == "portable":
+            assert ran == [("_lut_generic", None)]
+        else:
+            want = "_lut_vector_serial" if small else "_lut_vector"
+            assert ran == [(want, 16 if isa == "avx512" else 8)], (M, N, K, ran)
+    ran.clear()
+    lu.lut_gemv(X.astype(np.float64), lw, s, backend="numba")
+    assert ran == [("_lut_generic", None)]
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("serial_macs", [0, 1 << 40])
+def test_threaded_and_single_thread_drivers_agree(rng, monkeypatch, serial_macs, isa):
+    _force_isa(monkeypatch, isa)
+    monkeypatch.setattr(lu, "_SERIAL_MACS", serial_macs)
+    lw, _, X, s, ref = _case(rng, "binary", 9, 600, 300)
+    np.testing.assert_array_equal(lu.lut_gemv(X, lw, s, backend="numba"), ref)
+
+
+def test_portable_path_runs_with_jit_disabled():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\nfrom refimpl.kernels import bitpack as bp, lut_gemv as lu\n"
+            "rng = np.random.default_rng(0)\n"
+            "T = rng.choice([-1., 0., 1.], (3, 50)); x = rng.integers(-3, 4, (2, 50))"
+            ".astype('f4')\n"
+            "y = lu.lut_gemv(x, lu.lut_pack_ternary(bp.pack_ternary(T), 50), backend='numba')\n"
+            "assert np.array_equal(y, x @ T.T)\n")
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_inputs():
+    K = 70
+    P = bp.pack_codes(np.zeros((3, K), int), 2)
+    lw = lu.lut_pack(P, 2, K, np.arange(4.0))
+    X = np.ones((2, K), np.float32)
+    with pytest.raises(ValueError, match="bits"):
+        lu.lut_pack(bp.pack_codes(np.zeros((3, K), int), 3), 3, K, np.arange(8.0))
+    with pytest.raises(ValueError, match="packed must have 3 words"):
+        lu.lut_pack(P[:, :2], 2, K, np.arange(4.0))
+    with pytest.raises(TypeError, match="packed"):
+        lu.lut_pack(P.astype(np.int64), 2, K, np.arange(4.0))
+    with pytest.raises(ValueError, match="codebook must have 2\\^bits = 4"):
+        lu.lut_pack(P, 2, K, np.arange(2.0))
+    with pytest.raises(ValueError, match="codebook contains NaN"):
+        lu.lut_pack(P, 2, K, np.full(4, np.nan))
+    with pytest.raises(TypeError, match="codebook must be a real"):
+        lu.lut_pack(P, 2, K, np.arange(4.0) + 1j)
+    with pytest.raises(ValueError, match="K"):
+        lu.lut_pack(P, 2, 0, np.arange(4.0))
+    with pytest.raises(TypeError, match="planes"):
+        lu.lut_pack_ternary(P, K)
+    with pytest.raises(ValueError, match="X must have K=70"):
+        lu.lut_gemv(np.ones((2, 69)), lw)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        lu.lut_gemv(np.full((1, K), np.nan), lw)
+    with pytest.raises(ValueError, match="X must not be empty"):
+        lu.lut_gemv(np.ones((0, K)), lw)
+    with pytest.raises(ValueError, match="scale must be a scalar or have shape"):
+        lu.lut_gemv(X, lw, scale=np.ones(4))
+    with pytest.raises(TypeError, match="lw must be a LutWeights"):
+        lu.lut_gemv(X, P)
+    with pytest.raises(ValueError, match="lw.words must be uint32"):
+        lu.lut_gemv(X, lw._replace(words=lw.words[:, :1]))
+    with pytest.raises(ValueError, match="lw.codebook must have 4"):
+        lu.lut_gemv(X, lw._replace(codebook=np.zeros(3)))
