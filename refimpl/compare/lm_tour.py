@@ -32,11 +32,16 @@ sanity row) gets a row, in the registry's order, decided by :func:`lm_plan`:
   Such a row is listed, never omitted.
 
 A method whose code still assumes a classifier fails loudly (the LM context's ``fit``
-refuses keywords it does not implement) and becomes an error row. Today that is the case for
-heads-50 and Fastformers' head pruning (Eq. (18)'s importance,
-:func:`refimpl.pruning.heads_layers.structure_importance`, scores a classifier's loss against
-labels ``y``), TinyBERT (reads the classifier's ``pooling``) and Theseus (needs a
-``TransformerClassifier`` predecessor): they need LM forms in their own packages.
+refuses keywords it does not implement) and becomes an error row. No registered method does
+today: the Transformer methods that did have LM forms in their own packages — heads-50 and
+Fastformers' head pruning score Eq. (18) on each training sentence's mean next-token NLL
+(:func:`refimpl.pruning.heads_layers.structure_importance` with ``y=None``, rows from
+:func:`refimpl.pruning.tour.importance_rows`), TinyBERT distils a smaller
+:class:`~refimpl.nn.TransformerLanguageModel` per token
+(:func:`refimpl.distillation.tinybert_losses_t` with ``causal=True``: layer losses at every
+position, prediction loss the per-token soft cross-entropy over the vocabulary), and
+BERT-of-Theseus takes the LM as its predecessor
+(:class:`refimpl.distillation.TheseusClassifier`, causal mask, next-token loss).
 
 Columns: exact bytes (the method's or the pipeline's ledger), test perplexity, the gap to the
 Bayes floor in nats per token (``log ppl − H_Bayes``), the fraction of the unigram-to-Bayes gap
