@@ -569,6 +569,49 @@ def _packed_lowbit_products(rng, quick):
                               lg.fast_path_isa(), "portable"))
 
 
+@register_check("lut-lowbit-products", "T-MAC-style table lookup on the activations: BWN "
+                "binary, TWN ternary and k-means 2-bit weights in the LUT layout give X @ W_q.T "
+                "within float32 rounding, and the layout round-trips to the packed codes",
+                section="3.3.3", implements=["refimpl.kernels.lut_gemv.lut_gemv",
+                                             "refimpl.kernels.lut_gemv.lut_pack",
+                                             "refimpl.kernels.lut_gemv.lut_pack_binary",
+                                             "refimpl.kernels.lut_gemv.lut_pack_ternary",
+                                             "refimpl.kernels.lut_gemv.lut_unpack"])
+def _lut_lowbit_products(rng, quick):
+    from refimpl.kernels import lowbit_gemv as lg
+    from refimpl.kernels import lut_gemv as lut
+    from refimpl.kernels.bitpack import pack_codes, pack_signs, pack_ternary
+
+    N, K, M = 40, 300, 3
+    W = rng.standard_normal((N, K))
+    X = rng.standard_normal((M, K)).astype(np.float32)
+    X64 = X.astype(np.float64)
+
+    def within(Y, Wq):
+        # float32 sums of K products in any order (table entries, then lanes), the row scale
+        # and the float32 rounding of codebook / scales: |Y - X Wq^T| <= (K + 3) u |X| |Wq|^T
+        bound = (K + 3) * 2.0 ** -24 * (np.abs(X64) @ np.abs(Wq).T)
+        err = np.abs(Y - X64 @ Wq.T)
+        return Outcome(bool(np.all(err <= bound)), {"max_err_over_bound":
+                                                    float((err / bound).max())})
+
+    cb, lab = qk.kmeans_quantize(W, 4, rng=rng)
+    P = pack_codes(lab, 2)
+    lw = lut.lut_pack(P, 2, K, cb)
+    outs = [Outcome(bool(np.array_equal(lut.lut_unpack(lw), P))),
+            within(lut.lut_gemv(X, lw), cb.astype(np.float32).astype(np.float64)[lab])]
+    alpha, B = qb.bwn(W, axis=1)
+    alpha = np.asarray(alpha, dtype=np.float32).reshape(-1)
+    outs.append(within(lut.lut_gemv(X, lut.lut_pack_binary(pack_signs(B), K), alpha),
+                       alpha.astype(np.float64)[:, None] * B))
+    a_t, T, _ = qt.twn(W)
+    outs.append(within(lut.lut_gemv(X, lut.lut_pack_ternary(pack_ternary(T), K), a_t),
+                       float(np.float32(a_t)) * T))
+    return Outcome.all_of(*outs, detail="k-means 2-bit, BWN, TWN; kernel: " + {
+        "avx512": "AVX-512 vpermps", "avx2": "AVX2 vpermps + blend"}.get(lg.fast_path_isa(),
+                                                                       "portable"))
+
+
 @register_equation(50, "PQ rate 32mn/(32kn + log2(k)·m·s) equals 32mn / counted stored bits",
                    section="3.3.3", implements=[f"{_K}.pq_rate", f"{_K}.product_quantize"])
 def _eq50(rng, quick):
