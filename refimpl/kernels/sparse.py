@@ -674,11 +674,13 @@ def _atomic_get(typingctx, state, idx):
 
 
 @numba.njit(cache=True, nogil=True)
-def _csr_matvec_team(indptr, indices, data, x, y, bounds, state):
+def _csr_matvec_team(indptr, indices, data, x, y, bounds, state, member):
     """One member of the SpMV thread team (:class:`_SpmvTeam`): claim blocks of rows
     (``bounds``, equal work) one at a time from the shared counter ``state[0]`` until none is
-    left, count each finished block in ``state[1]``. Runs without the GIL, on the calling
-    thread and on each helper thread; whoever starts first takes more blocks."""
+    left, count each finished block in ``state[1]`` and in ``state[2 + member]`` (member 0 is
+    the calling thread: the per-thread split of the work, for the benchmark). Runs without
+    the GIL, on the calling thread and on each helper thread; whoever starts first takes more
+    blocks."""
     n_blocks = bounds.shape[0] - 1
     while True:
         t = _atomic_add(state, 0, 1)
@@ -686,6 +688,7 @@ def _csr_matvec_team(indptr, indices, data, x, y, bounds, state):
             return
         for i in range(bounds[t], bounds[t + 1]):
             y[i] = _spmv_row(indptr, indices, data, x, i)
+        _atomic_add(state, 2 + member, 1)
         _atomic_add(state, 1, 1)
 
 
@@ -722,28 +725,30 @@ class _SpmvTeam:
 
         self.helpers = helpers
         self.queues = [queue.SimpleQueue() for _ in range(helpers)]
-        for q in self.queues:
-            threading.Thread(target=self._serve, args=(q,), daemon=True,
-                             name="refimpl-spmv").start()
+        for member, q in enumerate(self.queues, 1):
+            threading.Thread(target=self._serve, args=(q, member), daemon=True,
+                             name=f"refimpl-spmv-{member}").start()
 
     @staticmethod
-    def _serve(q):
+    def _serve(q, member):
         while True:
             job = q.get()
-            _csr_matvec_team(*job)
+            _csr_matvec_team(*job, member)
             del job  # drop the arrays of a finished call
 
     def run(self, indptr, indices, data, x, y, bounds) -> np.ndarray:
         """``y[i] = A[i] @ x`` for the rows of every block of ``bounds``; returns the team's
         counters ``[claims made, blocks finished]`` (the helpers may still add their last,
-        failed claim after the return)."""
+        failed claim after the return), then the blocks each member finished (the caller
+        first)."""
         import os
 
-        state = np.zeros(2, dtype=np.int64)  # [next block to claim, blocks finished]
+        # [next block to claim, blocks finished, blocks finished by member 0, 1, ...]
+        state = np.zeros(3 + self.helpers, dtype=np.int64)
         job = (indptr, indices, data, x, y, bounds, state)
         for q in self.queues:
             q.put(job)
-        _csr_matvec_team(*job)
+        _csr_matvec_team(*job, 0)
         n_blocks = bounds.shape[0] - 1
         while not _team_done(state, n_blocks, 1 << 14):  # a helper still on its last block
             os.sched_yield()

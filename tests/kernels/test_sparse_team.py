@@ -44,6 +44,7 @@ def test_team_equals_the_serial_kernel_for_any_helper_count(helpers, dtype):
         state = team.run(S._uindptr(A), A.indices, A.data, x, y, bounds)
         np.testing.assert_array_equal(y, want)  # the row order fixes every sum
         assert state[1] == len(bounds) - 1  # every block finished once
+        assert state[2:].sum() == state[1]  # by one member each
     ref = W.astype(np.float64) @ x.astype(np.float64)
     assert np.max(np.abs(want - ref)) <= 1e-4 * np.max(np.abs(ref))
 
@@ -61,6 +62,7 @@ def test_every_member_claims_from_the_shared_counter():
     while state[0] < n_blocks + 3 and time.monotonic() < deadline:
         time.sleep(0.001)
     assert state[0] == n_blocks + 3 and state[1] == n_blocks
+    assert state.shape == (5,) and state[2:].sum() == n_blocks  # blocks per member
     np.testing.assert_array_equal(y, _serial(A, x))
 
 
