@@ -358,6 +358,83 @@ def torch_batches(rng, rounds: int, torch, clock, threads: int, quick=True) -> l
     return rows
 
 
+def spmv_split(rng, rounds: int, torch=None) -> dict:
+    """Where the 2-thread SpMV time goes (issue #19), n = 4096, 90 % sparse, float32, Numba's
+    thread count: the one-thread kernel (``_csr_matvec_serial``), an empty ``prange`` and the
+    same rows under ``prange`` on Numba's layer (a comparison driver defined here, not used by
+    the library), the library's team driver (caller + helper threads claiming row blocks) and
+    the public call, plus ``torch.sparse_csr``; each back to back (``time_fn``) and after
+    0.3 s idle (interleaved rounds). The team's per-thread split is the median number of
+    the 64 row blocks each thread finished (caller first)."""
+    import numba
+
+    from refimpl.kernels import sparse as S
+
+    @numba.njit(parallel=True)
+    def prange_rows(indptr, indices, data, x, y, bounds):
+        for t in numba.prange(bounds.shape[0] - 1):
+            for i in range(bounds[t], bounds[t + 1]):
+                y[i] = S._spmv_row(indptr, indices, data, x, i)
+
+    @numba.njit(parallel=True)
+    def empty_prange(a):
+        for t in numba.prange(a.shape[0]):
+            a[t] += 1.0
+
+    n, threads = 4096, numba.get_num_threads()
+    W = random_sparse(rng, n, 0.9, np.float32)
+    A = csr_from_dense(W)
+    x = rng.standard_normal(n).astype(np.float32)
+    ip, y, e = S._uindptr(A), np.zeros(n, np.float32), np.zeros(threads)
+    b_pr, b_team = S._row_blocks(A), S._row_blocks(A, S._TEAM_BLOCKS)
+    team = S._spmv_team(threads - 1)
+    splits = []
+    fns = {"serial kernel (1 thread)": lambda: S._csr_matvec_serial(ip, A.indices, A.data, x, y),
+           "empty prange": lambda: empty_prange(e),
+           "prange rows": lambda: prange_rows(ip, A.indices, A.data, x, y, b_pr),
+           "team rows": lambda: splits.append(team.run(ip, A.indices, A.data, x, y,
+                                                       b_team)[2:].copy()),
+           "public csr_matvec": lambda: csr_matvec(A, x, backend="numba")}
+    if torch is not None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            T = torch.from_numpy(W).to_sparse_csr()
+        xt = torch.from_numpy(x)
+        fns["torch.sparse_csr"] = lambda: T @ xt
+    ref = csr_matvec(A, x, backend="numba")
+    fns["team rows"]()
+    assert np.array_equal(y, ref)  # the team's rows are the public result, bit for bit
+    load0 = os.getloadavg()[0]
+    b2b = {k: time_fn(f, repeat=rounds * 5) for k, f in fns.items()}
+    split_b2b = np.median(np.array(splits), axis=0)
+    splits.clear()
+    idle = _interleaved(fns, rounds, time.perf_counter)
+    split_idle = np.median(np.array(splits[1:]), axis=0)  # (the warm-up call excluded)
+    load1 = os.getloadavg()[0]
+    rows = [{"driver": k, "b2b_best_ms": b2b[k].best * 1e3, "b2b_med_ms": b2b[k].median * 1e3,
+             "idle_best_ms": idle[k][0] * 1e3, "idle_med_ms": idle[k][1] * 1e3} for k in fns]
+    return {"rows": rows, "threads": threads, "split_b2b": split_b2b.tolist(),
+            "split_idle": split_idle.tolist(), "blocks": len(b_team) - 1,
+            "load": f"{load0:.2f}->{load1:.2f}"}
+
+
+def _main_spmv_split(args) -> int:
+    env = print_environment()
+    torch = torch_or_none()
+    r = spmv_split(np.random.default_rng(0), args.repeat or 15, torch)
+    print(f"\n## Where the {r['threads']}-thread SpMV time goes (4096², 90 %, float32; load "
+          f"{r['load']})")
+    print_table(r["rows"], ["driver", "b2b_best_ms", "b2b_med_ms", "idle_best_ms",
+                            "idle_med_ms"], floatfmt=".3g")
+    print(f"  team split (median blocks of {r['blocks']}, caller first): back to back "
+          f"{r['split_b2b']}, after idle {r['split_idle']}")
+    if args.json:
+        write_json("bench_sparse_split", {"environment": env, **r})
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(__doc__.split("\n")[0], argv,
                       extra=[("--headline", "only the headline SpMV measurement"),
@@ -366,9 +443,13 @@ def main(argv=None) -> int:
                              ("--one-thread", "with --torch-batches: Numba and torch on one "
                               "thread"),
                              ("--cpu-time", "with --one-thread: time by the process's CPU "
-                              "seconds (time.process_time)")])
+                              "seconds (time.process_time)"),
+                             ("--spmv-split", "only where the 2-thread SpMV time goes: "
+                              "serial, prange and team drivers, wake-up, per-thread split")])
     if args.torch_batches:
         return _main_torch_batches(args)
+    if args.spmv_split:
+        return _main_spmv_split(args)
     env = print_environment()
     torch = torch_or_none()
     if torch is None:
