@@ -229,6 +229,11 @@ from _common import (note_missing_peer, parse_args, print_environment, print_tab
 
 from refimpl.kernels import bitpack as bp
 from refimpl.kernels import lowbit_gemv as lg
+from refimpl.kernels import lut_gemv as lut
+
+
+#: Kernels whose batch-1 and batch-8 cases are headline cases of ``refimpl bench --json``.
+_HEADLINE = ("4-bit", "2-bit LUT", "ternary LUT", "binary LUT")
 
 
 def _interleaved(fns: dict, rounds: int, settle: float = 0.3, clock=time.perf_counter,
@@ -321,6 +326,8 @@ def _measure(B, N, K, rng, rounds, threads, clock, old_path=False, quick=True, b
         weights_bytes[f"{bits}-bit"] = P.nbytes + cb.nbytes + s.nbytes
         if bits == 4:
             P4, cb4 = P, cb
+        if bits == 2:
+            P2, cb2, codes2 = P, cb, codes
     signs = rng.choice(np.array([-1.0, 1.0], np.float32), (N, K))
     Wp = bp.pack_signs(signs)
     _check("binary", lg.binary_weight_gemv(X, Wp, K, s), X, signs, s)
@@ -331,6 +338,17 @@ def _measure(B, N, K, rng, rounds, threads, clock, old_path=False, quick=True, b
     _check("ternary", lg.ternary_weight_gemv(X, Tp, K, s), X, T, s)
     fns["ternary"] = lambda: lg.ternary_weight_gemv(X, Tp, K, s)
     weights_bytes["ternary"] = 2 * Tp[0].nbytes + s.nbytes
+    # T-MAC-style table lookup on the activations (refimpl.kernels.lut_gemv) on the LUT layout:
+    # the repack (lut_pack*) is done here, once, outside the timed region, like T-MAC's offline
+    # repack; the kernel reads only the stored layout (lw.nbytes: the same bytes as the packed
+    # codes, rows padded to 16)
+    lut_cases = {"2-bit LUT": (lut.lut_pack(P2, 2, K, cb2), cb2[codes2]),
+                 "ternary LUT": (lut.lut_pack_ternary(Tp, K), T),
+                 "binary LUT": (lut.lut_pack_binary(Wp, K), signs)}
+    for name, (lw, Wdense) in lut_cases.items():
+        _check(name, lut.lut_gemv(X, lw, s), X, Wdense, s)
+        fns[name] = (lambda lw=lw: lut.lut_gemv(X, lw, s))
+        weights_bytes[name] = lw.nbytes + 4 * lw.codebook.size + s.nbytes
     # int8 activations x int8 weights (VNNI): torch int8 dynamic Linear's contract (activations
     # quantised per row at each call), checked bit for bit against the NumPy twin (exact
     # integer sums, one float rescale)
@@ -372,13 +390,35 @@ def _measure(B, N, K, rng, rounds, threads, clock, old_path=False, quick=True, b
                bytes_moved=weights_bytes[k] + X.nbytes + 4 * B * N, flops=2.0 * B * N * K,
                params={"batch": B, "N": N, "K": K, "threads": threads,
                        "clock": clock.__name__, "burst": burst},
-               headline=(k == "4-bit" and B in (1, 8) and burst == 1), quick=quick)
+               headline=(k in _HEADLINE and B in (1, 8) and burst == 1), quick=quick)
     print(f"# batch {B}: {rounds} interleaved rounds (timed call {burst} of a burst after "
           f"0.3 s idle), load average {load0:.2f} -> {load1:.2f}; "
           f"'x f32' = median of the faster float32 peer ({f32_name}) / median of the row, "
           f"'best/best' = best float32 call of either peer / best call of the row; "
           f"best peer by median: {best_peer}")
     return rows, {"load": (load0, load1)}
+
+
+def ratio_table(rows, kernels=None, ratio_key="x f32", width=11) -> str:
+    """The docstring's table of a run: one line per batch with each kernel's ``median / best``
+    ms, then a line of ``ratio_key`` (the kernel's ratio to the float32 peer); ``kernels``
+    defaults to every kernel of the rows, in order."""
+    batches = sorted({r["batch"] for r in rows})
+    kernels = kernels or list(dict.fromkeys(r["kernel"] for r in rows))
+    by = {(r["batch"], r["kernel"]): r for r in rows}
+    cols = ["batch"] + list(kernels)
+    rule = "  ".join("=" * max(width, len(c)) for c in cols)
+    fmt = "  ".join(f"{{:<{max(width, len(c))}}}" for c in cols)
+    lines = [rule, fmt.format(*cols), rule]
+    for B in batches:
+        cells = [str(B)] + [f"{by[B, k]['median ms']:.3g}/{by[B, k]['best ms']:.3g}"
+                            if (B, k) in by else "" for k in kernels]
+        lines.append(fmt.format(*cells))
+        cells = [ratio_key] + [f"{by[B, k][ratio_key]:.2f}" if (B, k) in by and
+                               ratio_key in by[B, k] else "" for k in kernels]
+        lines.append(fmt.format(*cells))
+    lines.append(rule)
+    return "\n".join("  " + ln.rstrip() for ln in lines)
 
 
 def main(argv=None):
@@ -419,6 +459,8 @@ def main(argv=None):
         rows += r
         meta[B] = m
     print_table(rows)
+    print("# median/best ms; 'x f32' = the faster float32 peer's median / the row's median")
+    print(ratio_table(rows))
     if args.json:
         write_json("bench_lowbit", {"env": env, "rows": rows, "meta": meta})
 

@@ -51,8 +51,10 @@ group ``8c + j`` (one 64-byte load, shared by the two tiles) and add to the accu
 (4 independent chains per tile for 1 batch row, 2 for 2, 1 for 4 and 8). Lane ``l`` of a
 tile's accumulator is output ``16t + l``: no horizontal sums. The columns are blocked so that
 the tables of one block of columns and one batch chunk stay within 16 KiB (L1), and all the
-tiles of a block of 256 rows run through that block before the next; blocks of rows are the
-``prange`` tasks. Per 16 rows × 4 binary (2 two-bit) weights: one shift, one ``vpermps``, one
+tiles of a task run through that block before the next; the ``prange`` tasks are one block of
+rows per thread (at least 256 rows), since every task reads the tables of all batch rows once
+(with 256-row tasks, batch 64 at 2 bits read 16 × 8 MiB of tables and ran 1.7× slower than the
+decode kernel). Per 16 rows × 4 binary (2 two-bit) weights: one shift, one ``vpermps``, one
 add, against one shift, one ``vpermps`` and one FMA per 16 weights in
 :func:`lowbit_gemv.kbit_gemv`'s decode kernel: 4× (2×) fewer vector operations.
 
@@ -95,7 +97,7 @@ BINARY_CODEBOOK = np.array([-1.0, 1.0])
 TERNARY_CODEBOOK = np.array([0.0, 1.0, 0.0, -1.0])
 
 _TILE = 16          # rows per tile (lanes of the layout)
-_ROWS_PER_TASK = 256  # rows per prange task (16 tiles)
+_MIN_TASK_TILES = 16  # at least 256 rows per prange task
 _L1_TABLE_BYTES = 16384  # tables of one column block and one batch chunk
 _BCS = {16: (8, 4, 2, 1), 8: (4, 2, 1)}
 #: Products with fewer weight × activation products (M · N · K) than this run on one thread
@@ -365,14 +367,23 @@ _lut_rows16 = _make_lut_rows(16)
 _lut_rows8 = _make_lut_rows(8)
 
 
+def _tiles_per_task(N):
+    """Tiles (16 rows) per ``prange`` task: one task per thread (rounded to tile pairs), at
+    least 16 tiles. Every task reads the tables of all batch rows once, so fewer, larger tasks
+    read them fewer times (at batch 64, 2-bit, K = 4096: 8 MiB of tables per task)."""
+    nt = -(-N // _TILE)
+    per = -(-nt // max(1, numba.get_num_threads()))
+    return max(_MIN_TASK_TILES, per + per % 2)
+
+
 @numba.njit(cache=True, inline="always")
-def _lut_task(T, words, out, task, L):
-    """Rows ``256 task …``: column blocks whose tables (one batch chunk) fit in 16 KiB, then
-    batch chunks, then tile pairs."""
+def _lut_task(T, words, out, task, L, tpt):
+    """Tiles ``tpt · task …`` (``tpt`` tiles per task): column blocks whose tables (one batch
+    chunk) fit in 16 KiB, then batch chunks, then tile pairs."""
     M = T.shape[0]
     nt, C, _ = words.shape
-    ta = task * (_ROWS_PER_TASK // 16)
-    tb = min(nt, ta + _ROWS_PER_TASK // 16)
+    ta = task * tpt
+    tb = min(nt, ta + tpt)
     bcmax = 8 if L == 16 else 4
     kb = max(1, _L1_TABLE_BYTES // (512 * min(M, bcmax)))
     for c0 in range(0, C, kb):
@@ -403,24 +414,24 @@ def _lut_finish(out, scale, N):
 
 
 @numba.njit(cache=True, parallel=True)
-def _lut_vector(X, words, cb, bits, scale, N, L):
-    """Parallel over blocks of 256 rows."""
+def _lut_vector(X, words, cb, bits, scale, N, tpt, L):
+    """Parallel over blocks of ``tpt`` tiles (one per thread)."""
     T = _lut_tables(X, bits, words.shape[1], cb.astype(np.float32))
     nt = words.shape[0]
     out = np.zeros((X.shape[0], nt * 16), dtype=np.float32)
-    for task in prange((nt * 16 + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
-        _lut_task(T, words, out, task, L)
+    for task in prange((nt + tpt - 1) // tpt):
+        _lut_task(T, words, out, task, L, tpt)
     return _lut_finish(out, scale, N)
 
 
 @numba.njit(cache=True)
-def _lut_vector_serial(X, words, cb, bits, scale, N, L):
+def _lut_vector_serial(X, words, cb, bits, scale, N, tpt, L):
     """One thread, for small products."""
     T = _lut_tables(X, bits, words.shape[1], cb.astype(np.float32))
     nt = words.shape[0]
     out = np.zeros((X.shape[0], nt * 16), dtype=np.float32)
-    for task in range((nt * 16 + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
-        _lut_task(T, words, out, task, L)
+    for task in range((nt + tpt - 1) // tpt):
+        _lut_task(T, words, out, task, L, tpt)
     return _lut_finish(out, scale, N)
 
 
@@ -430,8 +441,9 @@ def _lut_numba(X, words, cb, bits, scale, N, K):
         return _lut_generic(X, words, cb.astype(X.dtype), bits, scale, N)
     L = 16 if isa == "avx512" else 8
     small = X.shape[0] * N * K < _SERIAL_MACS
-    kern = _lut_vector_serial if small else _lut_vector
-    return kern(X, words, cb, bits, scale, N, L)
+    if small:
+        return _lut_vector_serial(X, words, cb, bits, scale, N, words.shape[0], L)
+    return _lut_vector(X, words, cb, bits, scale, N, _tiles_per_task(N), L)
 
 
 def _lut_numpy(X, words, cb, bits, scale, N, K):
