@@ -565,8 +565,10 @@ def _spmv_row(typingctx, indptr, indices, data, x, i):
     16 values (uint16 indices) against 48 for the scalar loop (:func:`_row_dot`: value,
     index and ``x`` each loaded alone), which is what bounds SpMV when the matrix sits in
     cache: one thread, 4096², 90 %, float32, CPU time 0.34–0.38 vs 0.56–0.57 ms (issue #19,
-    2-core Zen 4, load 1.2–2.7). Zen 4's ``vgatherdps`` was slower than the scalar loop
-    (module docstring), so the vector of ``x`` values is built by inserts.
+    2-core Zen 4, load 1.2–2.7). The same rows with ``llvm.masked.gather`` for ``x`` (one
+    vector load of 16 indices, ``vgatherdps`` on 16 or 2 × 8 lanes) took 0.59–0.61 ms against
+    0.33–0.35 ms for the inserts in the same run (CPU time, best of 300, load 6): Zen 4's
+    gathers are slower than scalar loads, so the vector of ``x`` values is built by inserts.
 
     Summation order, fixed by the row alone (not by the thread or the block of rows): lane
     ``l`` of the accumulator(s) takes positions ``16 q + l`` in a left-to-right ``fmuladd``
