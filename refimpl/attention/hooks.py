@@ -262,15 +262,16 @@ causal_linear_attention_t = custom_op(_cla_forward, _cla_backward,
                                       name="causal_linear_attention")
 
 
-def _linear_keep(mask, n: int, causal: bool):
+def _linear_keep(mask, n: int, causal: bool, nq: int | None = None):
     """The ``(B|1, 1|H, n, 1)`` key-keep array of a mask :class:`LinearAttentionHook` accepts
     (None when every key is kept), or ValueError naming ``mask``."""
     if mask is None:
         return None
+    nq = n if nq is None else nq
     m = np.asarray(data_of(mask), dtype=bool)
-    if m.shape[-2:] not in ((1, n), (n, n)) or m.ndim > 4:
-        raise ValueError(f"mask must be broadcastable to (B, H, {n}, {n}), got {m.shape}")
-    full = np.broadcast_to(m, m.shape[:-2] + (n, n))
+    if m.ndim < 2 or m.ndim > 4 or m.shape[-2:] not in ((1, n), (nq, n)):
+        raise ValueError(f"mask must be broadcastable to (B, H, {nq}, {n}), got {m.shape}")
+    full = np.broadcast_to(m, m.shape[:-2] + (nq, n))
     keep = full.any(axis=-2)  # (..., n): keys some query may attend to
     padding = np.broadcast_to(keep[..., None, :], full.shape)
     if np.array_equal(full, padding):  # a key-padding mask (every query sees the same keys)
@@ -348,7 +349,7 @@ class LinearAttentionHook:
             raise ValueError(f"q and v must have the length n={n} of k for causal linear "
                              f"attention (self-attention), got {data_of(q).shape[2]} and "
                              f"{data_of(v).shape[2]}")
-        keep = _linear_keep(mask, n, self.causal)
+        keep = _linear_keep(mask, n, self.causal, data_of(q).shape[2])
         if keep is not None and self.eps == 0:
             kk = keep[..., 0] > 0  # (..., n)
             empty = ~kk[..., 0] if self.causal else ~kk.any(axis=-1)

@@ -218,3 +218,17 @@ def test_causal_lm_through_the_hook_is_causal_and_trains(rng):
         opt.step()
         losses.append(float(loss.data))
     assert losses[-1] < losses[0] - 0.1
+
+
+def test_non_causal_hook_cross_attention_key_padding(rng):
+    """Queries and keys of different lengths: a (B, 1, n_q, m) key-padding mask is accepted
+    and equals dropping the padded keys."""
+    q = rng.standard_normal((2, 1, 3, 4))
+    k, v = rng.standard_normal((2, 1, 5, 4)), rng.standard_normal((2, 1, 5, 2))
+    keep = np.ones((2, 1, 3, 5), dtype=bool)
+    keep[0, ..., 3:] = False
+    out = LinearAttentionHook()(*map(Tensor, (q, k, v)), keep).data
+    np.testing.assert_allclose(out[0], linear_attention(q[:1], k[:1, :, :3], v[:1, :, :3])[0],
+                               rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="mask"):
+        LinearAttentionHook()(*map(Tensor, (q, k, v)), np.ones((2, 1, 4, 5), dtype=bool))
