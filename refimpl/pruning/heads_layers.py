@@ -47,6 +47,7 @@ import itertools
 from typing import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from refimpl.nn import (Adam, Parameter, Tensor, TransformerLanguageModel, batches,
                         cross_entropy, fit, no_grad)
@@ -185,11 +186,16 @@ def _summed_example_loss(model, X, lengths, y, **kw):
         logits, extra = out if isinstance(out, tuple) else (out, None)
         return cross_entropy(logits, y) * float(len(y)), extra
     T = X.shape[1]
-    out = model(X[:, :-1], lengths - 1, **kw)  # (B, T-1, V): logits of x_{t+1} given x_{≤t}
-    logits, extra = out if isinstance(out, tuple) else (out, None)
+    enc = model.encode(X[:, :-1], lengths - 1, **kw)  # states of x_{≤t}, (B, T-1, d_model)
+    extra = enc if not isinstance(enc, Tensor) else None
+    h = enc if extra is None else enc.last_hidden_state
     valid = np.arange(1, T)[None, :] < lengths[:, None]  # (B, T-1): a real target
-    nll = cross_entropy(logits, np.where(valid, X[:, 1:], 0), reduction="none")  # (B, T-1)
-    w = valid / valid.sum(axis=1, keepdims=True)  # 1/n_x on x's targets, 0 on padding
+    rows = np.flatnonzero(valid)
+    # as TransformerLanguageModel.loss: the output layer at the real targets only
+    h = h.reshape(-1, h.shape[-1])[rows]  # (n_targets, d_model)
+    nll = cross_entropy(model.output(model.dropout(h)), X[:, 1:].reshape(-1)[rows],
+                        reduction="none")  # (n_targets,): −log p(x_{t+1} | x_{≤t})
+    w = (1.0 / valid.sum(axis=1))[rows // valid.shape[1]]  # 1/n_x for each target of x
     return (nll * w).sum(), extra
 
 
@@ -302,6 +308,16 @@ def structure_importance(model, X, lengths, y=None, *, head_mask=None, ffn_mask=
     L, H = hm.shape
     hsum = np.zeros((L, H))
     fsum = np.zeros(L)
+    with threadpool_limits(1, user_api="blas"):  # small products: threads only contend (as fit)
+        _importance_batches(model, X, lengths, y, hm, fm, form, batch_size, hsum, fsum)
+    n = len(X)
+    return hsum / n, fsum / n
+
+
+def _importance_batches(model, X, lengths, y, hm, fm, form, batch_size, hsum, fsum) -> None:
+    """Accumulate ``Σ_x |∂L(x)/∂ξ|`` into ``hsum`` (L, H) and ``Σ_x |∂L(x)/∂ν|`` into ``fsum``
+    (L,), batch by batch (the loop of :func:`structure_importance`)."""
+    L, H = hm.shape
     for s in range(0, len(X), batch_size):
         sl = slice(s, s + batch_size)
         Xb, lb, yb = X[sl], lengths[sl], None if y is None else y[sl]
@@ -326,8 +342,6 @@ def structure_importance(model, X, lengths, y=None, *, head_mask=None, ffn_mask=
                 ctx = att.context
                 # gate ξ multiplies Att_h: ∂L/∂(ξ Att_h) · ξ = ∂L/∂Att_h
                 hsum[layer] += B * head_importance_from_outputs(ctx.data, ctx.grad)
-    n = len(X)
-    return hsum / n, fsum / n
 
 
 @validate_scalars
