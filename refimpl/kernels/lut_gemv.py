@@ -224,8 +224,14 @@ def _lut_tables(X, bits, C, cb):
     G = 8 * C
     Xp = np.zeros((M, g * G), dtype=X.dtype)  # zero past K
     Xp[:, :K] = X
-    # one small GEMM (M·G, g) @ (g, 16): ~3–5 µs at K = 4096 where loops took 12–30 µs
-    T = np.dot(Xp.reshape(M * G, g), cv).reshape(M, G, 16)
+    if M <= 8:
+        # one small GEMM (M·G, g) @ (g, 16): 6–45 µs at K = 4096 (M = 1–8), where loops took
+        # 12–30 µs per row
+        return np.dot(Xp.reshape(M * G, g), cv).reshape(M, G, 16)
+    # one GEMM per batch row: the single GEMM took 10–16 ms at M = 64, these 0.75–1.6 ms
+    T = np.empty((M, G, 16), dtype=X.dtype)
+    for m in range(M):
+        T[m] = np.dot(Xp[m].reshape(G, g), cv)
     return T
 
 
@@ -378,29 +384,33 @@ def _tiles_per_task(N):
 
 @numba.njit(cache=True, inline="always")
 def _lut_task(T, words, out, task, L, tpt):
-    """Tiles ``tpt · task …`` (``tpt`` tiles per task): column blocks whose tables (one batch
-    chunk) fit in 16 KiB, then batch chunks, then tile pairs."""
+    """Tiles ``tpt · task …`` (``tpt`` tiles per task): batch chunks (8 rows, AVX2 4), then
+    column blocks whose tables (one batch chunk) fit in 16 KiB, then tile pairs. A batch
+    larger than one chunk is so a sequence of chunk-sized passes: the output rows and tables
+    of one pass stay in L1/L2 (column blocks outermost made batch 64, 2-bit, 2.5× slower than
+    the decode kernel: all 1 MiB of outputs were re-read per 4-chunk column block)."""
     M = T.shape[0]
     nt, C, _ = words.shape
     ta = task * tpt
     tb = min(nt, ta + tpt)
-    bcmax = 8 if L == 16 else 4
-    kb = max(1, _L1_TABLE_BYTES // (512 * min(M, bcmax)))
-    for c0 in range(0, C, kb):
-        c1 = min(C, c0 + kb)
-        b = 0
-        while b < M:
-            left = M - b
+    b = 0
+    while b < M:
+        left = M - b
+        if L == 16:
+            bc = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
+        else:
+            bc = 4 if left >= 4 else (2 if left >= 2 else 1)
+        kb = max(1, _L1_TABLE_BYTES // (512 * bc))
+        for c0 in range(0, C, kb):
+            c1 = min(C, c0 + kb)
             if L == 16:
-                bc = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
                 for t in range(ta, tb, 2):
                     t1 = t + 1 if t + 1 < tb else t
                     _lut_rows16(T, words, out, t, t1, c0, c1, b, bc)
             else:
-                bc = 4 if left >= 4 else (2 if left >= 2 else 1)
                 for t in range(ta, tb):
                     _lut_rows8(T, words, out, t, t, c0, c1, b, bc)
-            b += bc
+        b += bc
 
 
 @numba.njit(cache=True, inline="always")
