@@ -957,7 +957,7 @@ def plot_size_vs_quality(rows, path, quality: str = "accuracy", floor=None,
     ax = fig.add_axes([0.08, 0.1, 0.58, 0.82])
     key_ax = fig.add_axes([0.68, 0.1, 0.31, 0.82])
     key_ax.axis("off")
-    markers = "o^sDvP*Xh<>p"
+    markers = "o^sDvPXh<>pd"  # ★ is kept for the combinations
     colors = {}
     others = [f for f in dict.fromkeys(r["family"] for r in ok) if f != "combination"]
     for i, fam in enumerate(others + ["combination"]):
