@@ -49,9 +49,11 @@ the model closes, stored-kernel latency at batch 1 and 64 (:mod:`refimpl.compare
 the embedding lookup, the recurrent and output products through the stored formats), training
 seconds and the §8.1 score ÷ size ratio (here ``(1 / ppl) ÷ MB``: higher is better).
 
-Cost: ``refimpl tour --task lm --quick`` (both baselines, 35 methods) took 93 s user + 3 s
-system CPU (``/usr/bin/time -v``; 1:53 wall on 2 shared cores, Dec 2026), under the 2 CPU
-minutes of issue #16; the Transformer LM baseline (d_model 32, 4 heads, d_ff 64, 2 layers,
+Cost: ``refimpl tour --task lm --quick`` (both baselines, 35 methods, none an error row) took
+108 s user + 3 s system CPU (``/usr/bin/time -v``; 1:59 wall on 2 cores shared with other jobs,
+load 3–4, Dec 2026), just under the 2 CPU minutes of issue #16 (93 + 3 s before heads-50,
+Fastformers, TinyBERT and Theseus ran on the LM; together they now take ~13 s); the
+Transformer LM baseline (d_model 32, 4 heads, d_ff 64, 2 layers,
 4 epochs) trains in ~5 s.
 """
 
