@@ -48,13 +48,31 @@ Bayes floor in nats per token (``log ppl − H_Bayes``), the fraction of the uni
 the model closes, stored-kernel latency at batch 1 and 64 (:mod:`refimpl.compare.latency`:
 the embedding lookup, the recurrent and output products through the stored formats), training
 seconds and the §8.1 score ÷ size ratio (here ``(1 / ppl) ÷ MB``: higher is better).
+Beside ``lm.csv`` / ``lm.md`` the CLI writes ``lm.png`` and ``lm_comparison.png`` (the
+classification tour's plots, :func:`refimpl.compare.tour.write_lm_plots`: bytes vs perplexity
+with the Pareto frontier, the combinations as ★ and the Bayes floor as a dashed line; latency
+vs bytes; per-family ranges); ``--budget BYTES`` names the lowest-perplexity row within the
+budget (the §8.3 planner, :func:`refimpl.compare.planner.plan_from_rows` with
+``quality="perplexity"``; per component: ``measure_sensitivity(..., quality="perplexity")``).
 
 Cost: ``refimpl tour --task lm --quick`` (both baselines, 35 methods, none an error row) took
 108 s user + 3 s system CPU (``/usr/bin/time -v``; 1:59 wall on 2 cores shared with other jobs,
 load 3–4, Dec 2026), just under the 2 CPU minutes of issue #16 (93 + 3 s before heads-50,
 Fastformers, TinyBERT and Theseus ran on the LM; together they now take ~13 s); the
 Transformer LM baseline (d_model 32, 4 heads, d_ff 64, 2 layers,
-4 epochs) trains in ~5 s.
+4 epochs) trains in ~5 s. Re-measured after linear attention ran causally and the plots were
+added: 130.7 s user + 4.5 s system (2:38 wall, 85 % CPU, load 2–5, AMD EPYC, OpenBLAS 0.3.31
+SkylakeX kernels), *over* the 2 CPU minutes by ~15 s; the rows' own times add up to 122 s, no
+single method above 8 s (plots: ~1.3 CPU s).
+
+The full preset is not the task's full size: at 16 states, V = 2000, 50k training tokens and
+8 epochs the baselines and the first 13 of 35 methods had already taken 341 s user + 36 s
+system (10:26 wall, load 5–10) when the run was stopped (Hinton KD alone 148 s; DML, the KD
+combinations, TinyBERT and Fastformers still to come), so far over the 10 CPU minutes. The
+full preset is therefore 16 states, V = 1000, 30k training tokens (3k valid, 6k test), 4
+epochs, sentences up to 30 words: ``refimpl tour --task lm`` took 307.9 s user + 19.5 s
+system = 5.5 CPU minutes (13:57 wall at 39 % CPU, load 4–10 on 2 shared cores, Dec 2026),
+37 rows, all ok (LSTM LM 121.9 against the Bayes floor 89.0; Transformer LM 142.3).
 """
 
 from __future__ import annotations
