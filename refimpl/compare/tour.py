@@ -1176,6 +1176,7 @@ def write_lm_plots(res: dict, out: str | os.PathLike) -> dict:
     from refimpl.compare.report import plot_comparison
 
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     files = {"png": out / "lm.png", "comparison": out / "lm_comparison.png"}
     floor = res["bayes_perplexity"]
     plot_size_vs_quality(res["rows"], files["png"], quality="perplexity", floor=floor,
