@@ -100,9 +100,14 @@ _TILE = 16          # rows per tile (lanes of the layout)
 _MIN_TASK_TILES = 16  # at least 256 rows per prange task
 _L1_TABLE_BYTES = 16384  # tables of one column block and one batch chunk
 _BCS = {16: (8, 4, 2, 1), 8: (4, 2, 1)}
-#: Products with fewer weight × activation products (M · N · K) than this run on one thread
-#: (waking Numba's workqueue threads costs ~75–180 µs on the 2-core development machine).
-_SERIAL_MACS = 1 << 21
+#: Products with fewer table lookups (``M · ceil(N/16) · 8C``, one per 16 rows and group; ~2
+#: cycles each) than this run on one thread: 2^20 ≈ 0.5–0.9 ms of one core, so at 4096 × 4096
+#: batch 1 (binary 2^18, 2-bit and ternary 2^19 lookups) is serial and batch 8 threaded.
+#: Measured (2 cores, shared machine, load 2–9, calls after 0.3 s idle as in the benchmark):
+#: binary batch 1 serial driver 0.45 / 0.36 ms (median / best) vs threaded 0.60 / 0.54; public
+#: calls binary 0.53 / 0.45 vs 0.71 / 0.64, 2-bit 0.77 / 0.68 vs 0.95 / 0.85 — waking Numba's
+#: workqueue threads after a pause costs more than the halved work saves.
+_SERIAL_LOOKUPS = 1 << 20
 
 
 class LutWeights(NamedTuple):
@@ -382,13 +387,18 @@ def _tiles_per_task(N):
     return max(_MIN_TASK_TILES, per + per % 2)
 
 
+def _task_doc(L):
+    return (f"Tiles ``tpt · task …`` ({L}-lane kernel): batch chunks, then column blocks whose "
+            "tables (one batch chunk) fit in 16 KiB, then tile pairs.")
+
+
+# Batch chunks outermost in a task: a batch larger than one chunk is a sequence of chunk-sized
+# passes whose output rows and tables stay in L1/L2 (column blocks outermost made batch 64,
+# 2-bit, 2.5× slower than the decode kernel: all 1 MiB of outputs were re-read per 4-chunk
+# column block). The 16- and 8-lane tasks and drivers are separate functions so that an AVX2
+# build never contains an AVX-512 instruction (LLVM cannot select one for Haswell).
 @numba.njit(cache=True, inline="always")
-def _lut_task(T, words, out, task, L, tpt):
-    """Tiles ``tpt · task …`` (``tpt`` tiles per task): batch chunks (8 rows, AVX2 4), then
-    column blocks whose tables (one batch chunk) fit in 16 KiB, then tile pairs. A batch
-    larger than one chunk is so a sequence of chunk-sized passes: the output rows and tables
-    of one pass stay in L1/L2 (column blocks outermost made batch 64, 2-bit, 2.5× slower than
-    the decode kernel: all 1 MiB of outputs were re-read per 4-chunk column block)."""
+def _lut_task16(T, words, out, task, tpt):
     M = T.shape[0]
     nt, C, _ = words.shape
     ta = task * tpt
@@ -396,21 +406,43 @@ def _lut_task(T, words, out, task, L, tpt):
     b = 0
     while b < M:
         left = M - b
-        if L == 16:
-            bc = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
-        else:
-            bc = 4 if left >= 4 else (2 if left >= 2 else 1)
+        bc = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
         kb = max(1, _L1_TABLE_BYTES // (512 * bc))
         for c0 in range(0, C, kb):
             c1 = min(C, c0 + kb)
-            if L == 16:
-                for t in range(ta, tb, 2):
-                    t1 = t + 1 if t + 1 < tb else t
-                    _lut_rows16(T, words, out, t, t1, c0, c1, b, bc)
-            else:
-                for t in range(ta, tb):
-                    _lut_rows8(T, words, out, t, t, c0, c1, b, bc)
+            for t in range(ta, tb, 2):
+                t1 = t + 1 if t + 1 < tb else t
+                _lut_rows16(T, words, out, t, t1, c0, c1, b, bc)
         b += bc
+
+
+@numba.njit(cache=True, inline="always")
+def _lut_task8(T, words, out, task, tpt):
+    M = T.shape[0]
+    nt, C, _ = words.shape
+    ta = task * tpt
+    tb = min(nt, ta + tpt)
+    b = 0
+    while b < M:
+        left = M - b
+        bc = 4 if left >= 4 else (2 if left >= 2 else 1)
+        kb = max(1, _L1_TABLE_BYTES // (512 * bc))
+        for c0 in range(0, C, kb):
+            c1 = min(C, c0 + kb)
+            for t in range(ta, tb):
+                _lut_rows8(T, words, out, t, t, c0, c1, b, bc)
+        b += bc
+
+
+_lut_task16.__doc__ = _task_doc(16)
+_lut_task8.__doc__ = _task_doc(8)
+
+
+@numba.njit(cache=True, inline="always")
+def _lut_setup(X, words, cb, bits):
+    T = _lut_tables(X, bits, words.shape[1], cb.astype(np.float32))
+    out = np.zeros((X.shape[0], words.shape[0] * 16), dtype=np.float32)
+    return T, out
 
 
 @numba.njit(cache=True, inline="always")
@@ -424,24 +456,38 @@ def _lut_finish(out, scale, N):
 
 
 @numba.njit(cache=True, parallel=True)
-def _lut_vector(X, words, cb, bits, scale, N, tpt, L):
-    """Parallel over blocks of ``tpt`` tiles (one per thread)."""
-    T = _lut_tables(X, bits, words.shape[1], cb.astype(np.float32))
-    nt = words.shape[0]
-    out = np.zeros((X.shape[0], nt * 16), dtype=np.float32)
-    for task in prange((nt + tpt - 1) // tpt):
-        _lut_task(T, words, out, task, L, tpt)
+def _lut_avx512(X, words, cb, bits, scale, N, tpt):
+    """16 lanes, parallel over blocks of ``tpt`` tiles (one per thread)."""
+    T, out = _lut_setup(X, words, cb, bits)
+    for task in prange((words.shape[0] + tpt - 1) // tpt):
+        _lut_task16(T, words, out, task, tpt)
     return _lut_finish(out, scale, N)
 
 
 @numba.njit(cache=True)
-def _lut_vector_serial(X, words, cb, bits, scale, N, tpt, L):
-    """One thread, for small products."""
-    T = _lut_tables(X, bits, words.shape[1], cb.astype(np.float32))
-    nt = words.shape[0]
-    out = np.zeros((X.shape[0], nt * 16), dtype=np.float32)
-    for task in range((nt + tpt - 1) // tpt):
-        _lut_task(T, words, out, task, L, tpt)
+def _lut_avx512_serial(X, words, cb, bits, scale, N, tpt):
+    """16 lanes, one thread."""
+    T, out = _lut_setup(X, words, cb, bits)
+    for task in range((words.shape[0] + tpt - 1) // tpt):
+        _lut_task16(T, words, out, task, tpt)
+    return _lut_finish(out, scale, N)
+
+
+@numba.njit(cache=True, parallel=True)
+def _lut_avx2(X, words, cb, bits, scale, N, tpt):
+    """8 lanes, parallel over blocks of ``tpt`` tiles (one per thread)."""
+    T, out = _lut_setup(X, words, cb, bits)
+    for task in prange((words.shape[0] + tpt - 1) // tpt):
+        _lut_task8(T, words, out, task, tpt)
+    return _lut_finish(out, scale, N)
+
+
+@numba.njit(cache=True)
+def _lut_avx2_serial(X, words, cb, bits, scale, N, tpt):
+    """8 lanes, one thread."""
+    T, out = _lut_setup(X, words, cb, bits)
+    for task in range((words.shape[0] + tpt - 1) // tpt):
+        _lut_task8(T, words, out, task, tpt)
     return _lut_finish(out, scale, N)
 
 
@@ -449,11 +495,12 @@ def _lut_numba(X, words, cb, bits, scale, N, K):
     isa = fast_path_isa() if X.dtype == np.float32 else None
     if isa is None:
         return _lut_generic(X, words, cb.astype(X.dtype), bits, scale, N)
-    L = 16 if isa == "avx512" else 8
-    small = X.shape[0] * N * K < _SERIAL_MACS
-    if small:
-        return _lut_vector_serial(X, words, cb, bits, scale, N, words.shape[0], L)
-    return _lut_vector(X, words, cb, bits, scale, N, _tiles_per_task(N), L)
+    small = X.shape[0] * words.shape[0] * 8 * words.shape[1] < _SERIAL_LOOKUPS
+    if isa == "avx512":
+        kern = _lut_avx512_serial if small else _lut_avx512
+    else:
+        kern = _lut_avx2_serial if small else _lut_avx2
+    return kern(X, words, cb, bits, scale, N, words.shape[0] if small else _tiles_per_task(N))
 
 
 def _lut_numpy(X, words, cb, bits, scale, N, K):

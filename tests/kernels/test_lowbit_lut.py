@@ -211,33 +211,34 @@ def test_cross_check_torch(torch, rng):
 @pytest.mark.parametrize("isa", ISAS)
 def test_dispatch_runs_the_forced_kernel(rng, monkeypatch, isa):
     _force_isa(monkeypatch, isa)
+    monkeypatch.setattr(lu, "_SERIAL_LOOKUPS", 5000)  # the small case below, the large above
     ran = []
-    for name in ["_lut_vector", "_lut_vector_serial", "_lut_generic"]:
+    names = ["_lut_avx512", "_lut_avx512_serial", "_lut_avx2", "_lut_avx2_serial",
+             "_lut_generic"]
+    for name in names:
         real = getattr(lu, name)
-        monkeypatch.setattr(lu, name, lambda *a, _r=real, _n=name: ran.append(
-            (_n, a[-1] if _n != "_lut_generic" else None)) or _r(*a))
-    for M, N, K in [(1, 3, 70), (9, 300, 1100)]:  # below / above _SERIAL_MACS
+        monkeypatch.setattr(lu, name, lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
+    for M, N, K in [(1, 3, 70), (9, 300, 1100)]:  # below / above _SERIAL_LOOKUPS
         lw, _, X, s, ref = _case(rng, 2, M, N, K)
         ran.clear()
         with record_calls() as log:
             np.testing.assert_array_equal(lu.lut_gemv(X, lw, s, backend="numba"), ref)
         assert log == [("lut_gemv", "numba")]
-        small = M * N * K < lu._SERIAL_MACS
-        if isa == "portable":
-            assert ran == [("_lut_generic", None)]
-        else:
-            want = "_lut_vector_serial" if small else "_lut_vector"
-            assert ran == [(want, 16 if isa == "avx512" else 8)], (M, N, K, ran)
+        small = M * lw.words.shape[0] * 8 * lw.words.shape[1] < lu._SERIAL_LOOKUPS
+        want = {"avx512": "_lut_avx512", "avx2": "_lut_avx2", "portable": "_lut_generic"}[isa]
+        if isa != "portable" and small:
+            want += "_serial"
+        assert ran == [want], (M, N, K, ran)
     ran.clear()
     lu.lut_gemv(X.astype(np.float64), lw, s, backend="numba")
-    assert ran == [("_lut_generic", None)]
+    assert ran == ["_lut_generic"]
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
 @pytest.mark.parametrize("serial_macs", [0, 1 << 40])
 def test_threaded_and_single_thread_drivers_agree(rng, monkeypatch, serial_macs, isa):
     _force_isa(monkeypatch, isa)
-    monkeypatch.setattr(lu, "_SERIAL_MACS", serial_macs)
+    monkeypatch.setattr(lu, "_SERIAL_LOOKUPS", serial_macs)
     lw, _, X, s, ref = _case(rng, "binary", 9, 600, 300)
     np.testing.assert_array_equal(lu.lut_gemv(X, lw, s, backend="numba"), ref)
 
@@ -295,3 +296,42 @@ def test_bad_inputs():
         lu.lut_gemv(X, lw._replace(words=lw.words[:, :1]))
     with pytest.raises(ValueError, match="lw.codebook must have 4"):
         lu.lut_gemv(X, lw._replace(codebook=np.zeros(3)))
+
+
+def test_avx2_kernel_compiled_for_a_haswell_is_exact(tmp_path):
+    """The AVX2 LUT kernel as an AVX2-only CPU gets it: Numba compiles for Haswell, the ISA
+    query picks ``avx2`` by itself, the driver's code has no zmm register, and binary, ternary
+    and 2-bit weights are exact on small integers (threaded and serial drivers)."""
+    import os
+    import subprocess
+    import sys
+
+    feats = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,"
+             "+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,-avx512f")
+    code = (
+        "import numpy as np\nfrom refimpl.kernels import bitpack as bp, lowbit_gemv as lg, "
+        "lut_gemv as lu\n"
+        "assert lg.fast_path_isa() == 'avx2', lg.cpu_isa()\n"
+        "rng = np.random.default_rng(0)\n"
+        "lu._SERIAL_LOOKUPS = 20000  # the larger cases through the threaded driver\n"
+        "for K, N in ((37, 40), (300, 300), (1101, 700)):\n"
+        "  for M in (1, 3, 5, 9):\n"
+        "    X = rng.integers(-4, 5, (M, K)).astype('f4')\n"
+        "    c = rng.integers(0, 4, (N, K)); cb = rng.integers(-8, 9, 4).astype('f4')\n"
+        "    y = lu.lut_gemv(X, lu.lut_pack(bp.pack_codes(c, 2), 2, K, cb), backend='numba')\n"
+        "    assert np.array_equal(y, X @ cb[c].T), (K, M)\n"
+        "    T = rng.choice([-1., 0., 1.], (N, K))\n"
+        "    assert np.array_equal(lu.lut_gemv(X, lu.lut_pack_ternary(bp.pack_ternary(T), K), "
+        "backend='numba'), X @ T.T)\n"
+        "    B = rng.choice([-1., 1.], (N, K))\n"
+        "    assert np.array_equal(lu.lut_gemv(X, lu.lut_pack_binary(bp.pack_signs(B), K), "
+        "backend='numba'), X @ B.T)\n"
+        "asm = '\\n'.join(lu._lut_avx2.inspect_asm().values())\n"
+        "assert ('vpermps' in asm or 'vpermd' in asm) and 'ymm' in asm and 'zmm' not in asm\n"
+        "print('ok')\n")
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=feats,
+               NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop(lg.ISA_ENV, None)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
