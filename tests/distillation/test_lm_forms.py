@@ -186,3 +186,43 @@ def test_theseus_lm_trains_successor_through_the_tape():
     assert isinstance(th.successor, ModuleList) and len(th.parameters()) == \
         len(th.successor.parameters())
     assert isinstance(logits, Tensor) and logits.shape == (16, 7, 15)
+
+
+def test_tinybert_causal_losses_match_torch(torch):
+    """The LM form against torch: TinyBERT's released-code masking (−1e4 at masked keys, then
+    0) with a GPT-style causal mask added, and the per-token prediction loss as torch's
+    cross-entropy with probability targets over the real positions."""
+    from refimpl.nn import AttentionOutputs, EncoderOutput
+    from refimpl.nn import functional as F
+
+    def fake(h0, h1, q, k):
+        att = AttentionOutputs(probs=None, context=q, query=q, key=k, value=k)
+        return EncoderOutput(h1, hidden_states=(h0, h1), attentions=(att,))
+
+    rng = np.random.default_rng(4)
+    B, n, H, dh, d, V, T = 2, 4, 2, 3, 5, 6, 2.0
+    valid = np.array([[True, True, True, False], [True, True, True, True]])
+    shapes = ((B, n, d), (B, n, d), (B, H, n, dh), (B, H, n, dh))
+    arrs = [rng.standard_normal(s) for s in shapes]
+    arrt = [rng.standard_normal(s) for s in shapes]
+    zs, zt = rng.standard_normal((2, B, n, V))
+    W = rng.standard_normal((d, d))
+    got = br.tinybert_losses_t(fake(*map(Tensor, arrs)), fake(*map(Tensor, arrt)), Tensor(zs),
+                               zt, lambda h, which: F.linear(h, W), [1], valid, T=T,
+                               causal=True)
+    tt = [torch.tensor(a) for a in arrs + arrt]
+    Wt = torch.tensor(W)
+    mse = torch.nn.functional.mse_loss
+    masked = ~(torch.tensor(valid)[:, None, None, :] & torch.tril(torch.ones(n, n, dtype=bool)))
+
+    def scores(q, k):
+        s = q @ k.transpose(-1, -2) / np.sqrt(dh) + masked * -1e4
+        return torch.where(s <= -1e2, torch.zeros_like(s), s)
+
+    vt = torch.tensor(valid)
+    want = {"attention": mse(scores(tt[2], tt[3]), scores(tt[6], tt[7])),
+            "embedding": mse(tt[0] @ Wt.T, tt[4]), "hidden": mse(tt[1] @ Wt.T, tt[5]),
+            "prediction": torch.nn.functional.cross_entropy(
+                torch.tensor(zs)[vt] / T, torch.softmax(torch.tensor(zt)[vt] / T, -1))}
+    for key, w in want.items():
+        assert got[key].item() == pytest.approx(float(w), rel=1e-12), key
