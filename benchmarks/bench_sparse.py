@@ -128,6 +128,33 @@ medians): 1 thread float32 0.65 / 0.681 vs torch 1.25 / 1.16 → 1.93× / 1.71×
 1.77×); float64 2 threads 1.48× / 2.26×. The ≥ 2× torch.sparse_csr target is NOT met in
 float32 on 2 threads: the wake-up is ~15–25 % of a 2-thread call, and torch (OpenMP, spinning
 workers) pays none back to back.
+
+Issue #19, 2026-12-07 02:25–03:00 UTC (same machine; shared with 4 other sessions, load 2.4–10
+throughout, so 2-thread figures are provisional until the coordinator's quiet re-run):
+
+* One core first. The scalar four-accumulator rows issue three loads per stored value (value,
+  index, ``x[j]``), and with the matrix in the L3 that load rate, not bandwidth, bounds SpMV.
+  The rows are now LLVM IR (``sparse._spmv_row``): 16 values per step as one vector load, the
+  16 ``uint16`` indices as four 64-bit loads split by shifts, the 16 ``x[j]`` inserted into a
+  vector, one vector ``fmuladd`` — 21 loads per 16 values instead of 48. One thread, kernel
+  alone, CPU time, best of 300: float32 0.34–0.38 vs 0.56–0.57 ms, float64 0.54 vs 0.74 ms
+  (load 1.2–2.7). The same rows with ``vgatherdps`` for ``x`` (16 or 2 × 8 lanes): 0.59–0.61
+  vs 0.33–0.35 ms for the inserts (load 6).
+* Where the 2-thread time went (``--spmv-split``, load 2.4, back to back / 0.3 s idle, best
+  ms): one-thread kernel 0.342 / 0.476; an empty ``prange`` 0.036 / 0.055; the same rows under
+  ``prange`` 0.41 / 0.55 — no faster than one thread here: the calling thread only waits while
+  ``workqueue`` wakes both workers, and the ``prange`` split is static, so the worker that
+  wakes later (or shares its core with another process) sets the time.
+* The threaded SpMV is now a team (``sparse._SpmvTeam``): the calling thread starts on the
+  rows at once, a helper thread (nogil kernel, asleep on a queue between calls: woken in 13–49
+  µs against 38–101 µs for the empty ``prange``, load 6.9) joins, and both claim blocks of
+  rows of equal work (64 blocks) from one atomic counter, so neither waits for the other's
+  start and a late helper only takes fewer blocks: about ``(T1 + wake) / 2`` instead of
+  ``wake + T1 / 2``. The per-thread split is printed: under load 2.4–6.6 the helper finished
+  a median of 4–5 of 64 blocks back to back and 0 after idle — the other core was held by
+  another process, which on this kernel (6.x, EEVDF) a waking thread does not preempt at once;
+  then the team costs what one thread costs (team rows 0.347 vs serial 0.342 back to back),
+  where the ``prange`` driver was slower than one thread (0.41 / 0.55).
 """
 
 from __future__ import annotations
