@@ -152,8 +152,8 @@ throughout, so 2-thread figures are provisional until the coordinator's quiet re
   start and a late helper only takes fewer blocks: about ``(T1 + wake) / 2`` instead of
   ``wake + T1 / 2``. The per-thread split is printed: under load 2.4–6.6 the helper finished
   a median of 4–5 of 64 blocks back to back and 0 after idle — the other core was held by
-  another process, which on this kernel (6.x, EEVDF) a waking thread does not preempt at once;
-  then the team costs what one thread costs (team rows 0.347 vs serial 0.342 back to back),
+  another process, and (presumably, not verified) the woken helper waits for that process's
+  time slice (Linux 6.18, EEVDF scheduler); then the team costs what one thread costs (team rows 0.347 vs serial 0.342 back to back),
   where the ``prange`` driver was slower than one thread (0.41 / 0.55).
 """
 
