@@ -436,7 +436,11 @@ def main(args) -> int:
                               batch=getattr(args, "batch", 1), quality=quality)
     except ValueError as err:
         return fail(str(err))
-    lat = best.get(f"kernel_us_b{getattr(args, 'batch', 1)}") or "—"
+    lat = best.get(f"kernel_us_b{getattr(args, 'batch', 1)}")
+    try:
+        lat = f"{float(lat):.1f}"
+    except (TypeError, ValueError):
+        lat = "—"
     print(f"budget {args.bytes:g} bytes"
           + (f", {args.latency_us:g} µs at batch {args.batch}" if args.latency_us else "")
           + f" (measured rows from {path}):\n"
