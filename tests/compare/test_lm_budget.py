@@ -160,6 +160,13 @@ def test_cli_tour_lm_budget_and_plots(tmp_path, capsys):
     text, _ = capsys.readouterr()
     assert f"{best['method']} (" in text and f"perplexity {float(best['perplexity']):.2f}" \
         in text
+    # with a latency budget no row meets: refused, naming the fastest row that fits
+    fastest = min(rows, key=lambda r: float(r["kernel_us_b1"]))
+    assert cli.main(["plan", "--bytes", "1e9", "--latency-us", "1e-3", "--from",
+                     str(out / "lm.csv")]) == 2
+    _, err = capsys.readouterr()
+    assert f"the fastest that fits is {fastest['method']} at " \
+           f"{float(fastest['kernel_us_b1']):.1f} µs" in err
 
 
 def test_lm_plots_draw_the_frontier_and_the_bayes_floor(tmp_path):
