@@ -445,7 +445,7 @@ def _lm_verdicts(rows) -> None:
     """``row["frontier"]`` for each combination: :func:`~refimpl.compare.pipelines.
     frontier_verdict` on quality = −NLL (nats per token, higher is better), tolerance 0.01
     nats."""
-    from refimpl.compare.pipelines import frontier_verdict
+    from refimpl.compare.pipelines import frontier_verdict, parts_label
 
     def q(r):
         p = r.get("perplexity")
@@ -456,9 +456,9 @@ def _lm_verdicts(rows) -> None:
     for name, parts in _lm_parts().items():
         if name not in by or q(by[name]) is None:
             continue
-        ps = [q(by[p]) for p in parts if p in by and q(by[p]) is not None]
-        v = frontier_verdict(q(by[name]), ps, tol=0.01)
-        by[name]["frontier"] = v.replace("accuracy", "−NLL (nats)") + f" ({', '.join(parts)})"
+        ran = {p: by[p] for p in parts if p in by and q(by[p]) is not None}
+        v = frontier_verdict(q(by[name]), [q(r) for r in ran.values()], tol=0.01)
+        by[name]["frontier"] = v.replace("accuracy", "−NLL (nats)") + parts_label(parts, ran)
 
 
 #: Columns of the printed LM table (fits in 100 columns).

@@ -74,7 +74,7 @@ from refimpl.utils import check_choice, check_float, check_fraction, check_int
 __all__ = ["INDEX_BITS", "COMPONENTS", "component_of", "Record", "Compressed", "Step", "Distil",
            "MutualLearning", "LowRank", "TTEmbed",
            "HashRecurrent", "Prune", "PruneHeadsFFN", "Quantize", "Huffman", "Pipeline",
-           "PIPELINES", "pipeline", "frontier_verdict"]
+           "PIPELINES", "pipeline", "frontier_verdict", "parts_label"]
 
 #: Bits of a relative (delta) column index in the CSR streams (Han et al. use 5 for FC layers
 #: in their Huffman experiments... and 4/8 elsewhere; 5 is the chapter-2 tour's choice).
@@ -868,6 +868,18 @@ def frontier_verdict(combo: dict, parts: list, tol: float = 0.01) -> str:
         return "beats its parts"
     return (f"trade-off: {'smaller than every part' if smaller else 'not the smallest'}, "
             f"{-gap:+.3f} accuracy vs {best['method']}")
+
+
+def parts_label(parts, ran) -> str:
+    """The parenthesis after a verdict: the parts it was compared with, and the parts that
+    did not run (a tour restricted with ``--methods``), so a verdict never names a part it did
+    not see. ``parts``: the pipeline's part names; ``ran``: names of the rows with a result."""
+    seen = [p for p in parts if p in ran]
+    missing = [p for p in parts if p not in ran]
+    out = ", ".join(seen)
+    if missing:
+        out += ("; " if out else "") + "parts not run: " + ", ".join(missing)
+    return f" ({out})"
 
 
 # ------------------------------------------------------------------- tour registration

@@ -700,7 +700,7 @@ def _kernel_latency(model, records, cfg: TourConfig) -> dict | None:
 def _add_verdicts(rows) -> None:
     """For every combination row (``family == "combination"``), whether it beats its parts
     on the size–quality frontier (:func:`refimpl.compare.pipelines.frontier_verdict`)."""
-    from refimpl.compare.pipelines import PIPELINES, frontier_verdict
+    from refimpl.compare.pipelines import PIPELINES, frontier_verdict, parts_label
 
     by_name = {r["method"]: r for r in rows}
     for r in rows:
@@ -708,8 +708,7 @@ def _add_verdicts(rows) -> None:
         if r["family"] != "combination" or p is None:
             continue
         parts = [by_name[n] for n in p.parts if n in by_name]
-        r["frontier"] = frontier_verdict(r, parts) + (
-            f" ({', '.join(p.parts)})" if parts else f" (parts not run: {', '.join(p.parts)})")
+        r["frontier"] = frontier_verdict(r, parts) + parts_label(p.parts, by_name)
 
 
 def _dense_attention_extra(model) -> dict:

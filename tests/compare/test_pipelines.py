@@ -22,6 +22,7 @@ from refimpl.compare.pipelines import (
     Record,
     TTEmbed,
     frontier_verdict,
+    parts_label,
 )
 from refimpl.compare.tour import config_for, load_task, make_model
 from refimpl.registry import TourContext
@@ -248,6 +249,23 @@ def test_frontier_verdict():
         "beats its parts"
     assert frontier_verdict(combo, [{"method": "f", "bytes": None, "accuracy": None}]) == \
         "no parts measured"
+
+
+def test_parts_label_names_only_the_parts_that_ran():
+    assert parts_label(("a", "b"), {"a": 1, "b": 2}) == " (a, b)"
+    assert parts_label(("a", "b"), {"a": 1}) == " (a; parts not run: b)"
+    assert parts_label(("a", "b"), {}) == " (parts not run: a, b)"
+
+
+def test_lm_verdict_does_not_name_a_part_that_did_not_run():
+    from refimpl.compare.lm_tour import _lm_parts, _lm_verdicts
+
+    name, parts = next((n, p) for n, p in _lm_parts().items() if len(p) >= 2)
+    rows = [{"method": name, "bytes": 100, "perplexity": 50.0},
+            {"method": parts[0], "bytes": 200, "perplexity": 51.0}]
+    _lm_verdicts(rows)
+    label = rows[0]["frontier"]
+    assert label.endswith(f"({parts[0]}; parts not run: {', '.join(parts[1:])})"), label
 
 
 @pytest.mark.parametrize("lm", [False, True])
