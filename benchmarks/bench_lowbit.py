@@ -215,6 +215,47 @@ and 4-/3-bit/ternary 2.2–2.5× (medians, loaded machine). What stands between:
 (0.55–0.73 ms of one core for 16.7 M weights, the same for every width — the table-on-
 activations form would cut the lookups for 1- and 2-bit weights), the thread wake-up
 (75–180 µs per call on ``workqueue``) and, in this protocol, the cold start after each pause.
+
+Table lookup on the activations (``refimpl.kernels.lut_gemv``, T-MAC-style; cases "2-bit LUT",
+"ternary LUT", "binary LUT", timed on the stored LUT layout — the one-off repack
+``lut_pack*`` runs before the timing). Per 16 rows × 4 binary (2 two-bit / ternary) weights one
+shift, one ``vpermps`` on a 16-entry table of partial sums and one add. One thread, CPU time,
+4096 × 4096, kernels back to back (2026-12-07 02:45 UTC, load ~5; decode kernel in brackets):
+batch 1 binary 0.22 (0.62) ms, 2-bit 0.45 (0.68), ternary 0.45 (0.90); batch 8 1.2–1.6 (3.0),
+2.4–3.1 (3.2), 2.4–2.8 (3.2); batch 64 11.1 (25.3), 20.6 (25.1), 25.7 (29.1). Both kernels run
+at ~2 cycles per 512-bit lookup; the LUT does 4× (2×) fewer lookups at batch ≤ 8. For 3- and
+4-bit codes it gives nothing (a 4-bit LUT, one code per lookup: 1.01 vs 1.02 ms at batch 1,
+1.5× slower at batch 8), so they keep the decode kernel. At batch 1 the LUT product runs on one
+thread (``lut_gemv._SERIAL_LOOKUPS``): after the 0.3 s pause the threaded driver was slower on
+this shared machine (2-bit, 15 rounds, load 1.3: serial 0.90 / 0.69 ms, threaded 1.17 / 0.86;
+back to back 0.58 / 0.49 vs 0.65 / 0.61).
+
+Run I, 02:57 UTC, ``--quick`` (2 threads, wall, medians / best of 7; load 2.4 → 1.5), printed by
+:func:`ratio_table` ("x f32" against torch f32, the faster float32 peer by median):
+
+  =====  =========  =========  =========  =========  =========  =========  ==========  ==========  ==========
+  batch  numpy f32  torch f32  torch int8 4-bit      3-bit      2-bit      2-bit LUT   ternary LUT binary LUT
+  =====  =========  =========  =========  =========  =========  =========  ==========  ==========  ==========
+  1      6.59/5.13  4.12/3.33  6.98/0.98  1.39/1.12  1.28/1.02  1.02/0.93  0.885/0.786 0.845/0.754 0.559/0.483
+  x f32                        0.59       2.95       3.22       4.04       4.65        4.87        7.37
+  8      25.2/12.2  21/7.04    2.94/1.19  3.92/2.29  3.32/2.41  3.27/2.06  2.96/2.23   2.93/2.09   2.03/1.57
+  x f32                        7.15       5.37       6.35       6.44       7.12        7.18        10.36
+  64     33/17.5    20.6/16.4  4.08/3.63  16/12.4    14.2/11.9  14.6/13    15.3/10.3   12.1/10.2   6.87/5.80
+  x f32                        5.05       1.29       1.45       1.42       1.34        1.71        3.00
+  =====  =========  =========  =========  =========  =========  =========  ==========  ==========  ==========
+
+  (binary / ternary decode kernels: 1.04 / 0.88 and 1.42 / 1.21 ms at batch 1.) The float32
+  peers never had an undisturbed call here (best 3.33 ms against ~1.74–2.0 ms quiet), so the
+  ratios overstate; against a quiet float32 best of 2.0 ms the best LUT calls are binary 4.1×,
+  ternary 2.7×, 2-bit 2.5×, and the decode kernel's 4-bit 1.8×, 3-bit 2.0×.
+
+Verdict after the LUT kernel (this shared machine; to be re-taken quiet): batch 1, ≥ 3× float32
+— binary (LUT) met with margin; 2-bit and ternary (LUT) 2.5–2.7× best against a quiet float32
+best, 4.0–4.9× on this run's medians: not robustly met; 3- and 4-bit (decode): not met (1.8–2.0×
+best/quiet-best), bound by one 2-cycle lookup per 16 weights. After a pause every Python/NumPy
+step of a call costs 35–120 µs here instead of 1–5 (the argument checks of ``lut_gemv``: 0.17 ms
+of a 0.56 ms call), which is the largest remaining share at batch 1. Batch 8 ≥ 3× and batch 64
+≥ 1× float32: met by every kernel.
 """
 
 from __future__ import annotations
