@@ -82,7 +82,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from refimpl.kernels import bitpack
-from refimpl.kernels._backend import dispatch
+from refimpl.kernels._backend import dispatch, resolve_backend
 from refimpl.kernels.lowbit_gemv import (_check_words, _decode_numpy, _fn, _i64,
                                          _prepare_scale, _prepare_x, _splat32, _vt,
                                          fast_path_isa)
@@ -439,6 +439,28 @@ _lut_task8.__doc__ = _task_doc(8)
 
 
 @numba.njit(cache=True, inline="always")
+def _first_bad(X, scale, cb):
+    """0 when ``X``, ``scale`` and ``cb`` are finite, else 1 / 2 / 3 for the first that is
+    not (the argument checks of the fast call path, in compiled code: after a pause each
+    NumPy check costs 35–120 µs on the development machine, this loop a few)."""
+    for m in range(X.shape[0]):
+        for k in range(X.shape[1]):
+            if not np.isfinite(X[m, k]):
+                return 1
+    for n in range(scale.shape[0]):
+        if not np.isfinite(scale[n]):
+            return 2
+    for i in range(cb.shape[0]):
+        if not np.isfinite(cb[i]):
+            return 3
+    return 0
+
+
+_BAD = {1: "X contains NaN or inf", 2: "scale contains NaN or inf",
+        3: "lw.codebook contains NaN or inf"}
+
+
+@numba.njit(cache=True, inline="always")
 def _lut_setup(X, words, cb, bits):
     T = _lut_tables(X, bits, words.shape[1], cb.astype(np.float32))
     out = np.zeros((X.shape[0], words.shape[0] * 16), dtype=np.float32)
@@ -458,57 +480,103 @@ def _lut_finish(out, scale, N):
 @numba.njit(cache=True, parallel=True)
 def _lut_avx512(X, words, cb, bits, scale, N, tpt):
     """16 lanes, parallel over blocks of ``tpt`` tiles (one per thread)."""
+    bad = _first_bad(X, scale, cb)
+    if bad:
+        return np.empty((0, 0), dtype=np.float32), bad
     T, out = _lut_setup(X, words, cb, bits)
     for task in prange((words.shape[0] + tpt - 1) // tpt):
         _lut_task16(T, words, out, task, tpt)
-    return _lut_finish(out, scale, N)
+    return _lut_finish(out, scale, N), 0
 
 
 @numba.njit(cache=True)
 def _lut_avx512_serial(X, words, cb, bits, scale, N, tpt):
     """16 lanes, one thread."""
+    bad = _first_bad(X, scale, cb)
+    if bad:
+        return np.empty((0, 0), dtype=np.float32), bad
     T, out = _lut_setup(X, words, cb, bits)
     for task in range((words.shape[0] + tpt - 1) // tpt):
         _lut_task16(T, words, out, task, tpt)
-    return _lut_finish(out, scale, N)
+    return _lut_finish(out, scale, N), 0
 
 
 @numba.njit(cache=True, parallel=True)
 def _lut_avx2(X, words, cb, bits, scale, N, tpt):
     """8 lanes, parallel over blocks of ``tpt`` tiles (one per thread)."""
+    bad = _first_bad(X, scale, cb)
+    if bad:
+        return np.empty((0, 0), dtype=np.float32), bad
     T, out = _lut_setup(X, words, cb, bits)
     for task in prange((words.shape[0] + tpt - 1) // tpt):
         _lut_task8(T, words, out, task, tpt)
-    return _lut_finish(out, scale, N)
+    return _lut_finish(out, scale, N), 0
 
 
 @numba.njit(cache=True)
 def _lut_avx2_serial(X, words, cb, bits, scale, N, tpt):
     """8 lanes, one thread."""
+    bad = _first_bad(X, scale, cb)
+    if bad:
+        return np.empty((0, 0), dtype=np.float32), bad
     T, out = _lut_setup(X, words, cb, bits)
     for task in range((words.shape[0] + tpt - 1) // tpt):
         _lut_task8(T, words, out, task, tpt)
-    return _lut_finish(out, scale, N)
+    return _lut_finish(out, scale, N), 0
 
 
-def _lut_numba(X, words, cb, bits, scale, N, K):
+def _lut_numba(X, words, cb, bits, scale, N, K, checked=True):
+    """The vector kernel of :func:`fast_path_isa` for float32 ``X`` (which also checks that
+    ``X``, ``scale`` and ``cb`` are finite, in compiled code), else the portable loops
+    (``checked=False``: the finiteness checks first, in NumPy)."""
     isa = fast_path_isa() if X.dtype == np.float32 else None
     if isa is None:
+        if not checked:
+            check_array(X, "X")
+            check_array(scale, "scale")
+            check_array(cb, "lw.codebook")
         return _lut_generic(X, words, cb.astype(X.dtype), bits, scale, N)
     small = X.shape[0] * words.shape[0] * 8 * words.shape[1] < _SERIAL_LOOKUPS
     if isa == "avx512":
         kern = _lut_avx512_serial if small else _lut_avx512
     else:
         kern = _lut_avx2_serial if small else _lut_avx2
-    return kern(X, words, cb, bits, scale, N, words.shape[0] if small else _tiles_per_task(N))
+    Y, bad = kern(X, words, cb, bits, scale, N,
+                  words.shape[0] if small else _tiles_per_task(N))
+    if bad:
+        raise ValueError(_BAD[bad])
+    return Y
 
 
-def _lut_numpy(X, words, cb, bits, scale, N, K):
+def _lut_numpy(X, words, cb, bits, scale, N, K, checked=True):
     """Reference: unpack the layout to codes, decode to a float matrix, one BLAS product."""
     lw = LutWeights(words, bits, N, K, cb, "codes")
     codes = _decode_numpy(bits, lut_unpack(lw), None, K)  # (N, K)
     W = cb.astype(X.dtype)[codes]
     return (X @ W.T) * scale[None, :]
+
+
+def _fast_args(X, lw, scale, backend):
+    """``(X as (M, K), one, scale as (N,))`` when the call can skip the NumPy argument checks
+    (Numba backend; ``X`` a non-empty float32 C-contiguous 1-d or 2-d array with ``K``
+    columns; ``scale`` None or float32 C-contiguous of shape (N,); the codebook a float64
+    array of 2^bits values); else None (the full checks)."""
+    if resolve_backend(backend) != "numba" or type(X) is not np.ndarray:
+        return None
+    if X.dtype != np.float32 or X.ndim not in (1, 2) or not X.flags.c_contiguous or \
+            X.shape[-1] != lw.K or X.size == 0:
+        return None
+    cb = lw.codebook
+    if type(cb) is not np.ndarray or cb.dtype != np.float64 or cb.shape != (2 ** lw.bits,):
+        return None
+    if scale is None:
+        s = np.ones(lw.N, dtype=np.float32)
+    elif type(scale) is np.ndarray and scale.dtype == np.float32 and \
+            scale.shape == (lw.N,) and scale.flags.c_contiguous:
+        s = scale
+    else:
+        return None
+    return (X.reshape(1, -1) if X.ndim == 1 else X), X.ndim == 1, s
 
 
 def lut_gemv(X, lw: LutWeights, scale=None, backend: str | None = None) -> np.ndarray:
@@ -541,6 +609,15 @@ def lut_gemv(X, lw: LutWeights, scale=None, backend: str | None = None) -> np.nd
     layout.
     """
     words = _check_lut(lw)
+    fast = _fast_args(X, lw, scale, backend)
+    if fast is not None:
+        # float32 C-contiguous arrays of the right shapes for the Numba backend: the
+        # finiteness checks run inside the kernel's driver (one compiled call instead of
+        # three NumPy checks)
+        X2, one, s = fast
+        Y = dispatch("lut_gemv", backend, _lut_numba, _lut_numpy, X2, words, lw.codebook,
+                     lw.bits, s, lw.N, lw.K, checked=False)
+        return Y[0] if one else Y
     cb = check_array(lw.codebook, "lw.codebook", ndim=1)
     if cb.size != 2 ** lw.bits:
         raise ValueError(f"lw.codebook must have {2 ** lw.bits} entries, got {cb.size}")

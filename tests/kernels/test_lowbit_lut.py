@@ -335,3 +335,30 @@ def test_avx2_kernel_compiled_for_a_haswell_is_exact(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+def test_fast_call_path_checks_in_the_kernel_and_matches_the_full_path(path, rng):
+    """float32 C-contiguous arguments skip the NumPy checks (``_fast_args``); the driver then
+    refuses NaN/inf in X, scale and codebook itself, with the same messages, on every path;
+    the fast and the full path give the same bits."""
+    lw, _, X, s, ref = _case(rng, "ternary", 3, 40, 300)
+    assert lu._fast_args(X, lw, s, "numba") is not None
+    assert lu._fast_args(np.asfortranarray(X), lw, s, "numba") is None
+    assert lu._fast_args(X, lw, s.astype(np.float64), "numba") is None
+    assert lu._fast_args(X, lw, s, "numpy") is None
+    np.testing.assert_array_equal(lu.lut_gemv(X, lw, s, backend="numba"), ref)
+    np.testing.assert_array_equal(lu.lut_gemv(np.asfortranarray(X), lw, s.astype(np.float64),
+                                              backend="numba"), ref)
+    np.testing.assert_array_equal(lu.lut_gemv(X[1], lw, None, backend="numba"), ref[1] / s)
+    for bad in (np.nan, np.inf):
+        Xb = X.copy()
+        Xb[2, 299] = bad
+        with pytest.raises(ValueError, match="X contains NaN or inf"):
+            lu.lut_gemv(Xb, lw, s, backend="numba")
+        sb = s.copy()
+        sb[39] = bad
+        with pytest.raises(ValueError, match="scale contains NaN or inf"):
+            lu.lut_gemv(X, lw, sb, backend="numba")
+        with pytest.raises(ValueError, match="codebook contains NaN or inf"):
+            lu.lut_gemv(X, lw._replace(codebook=np.array([0.0, 1.0, bad, -1.0])),
+                        backend="numba")
