@@ -155,6 +155,23 @@ throughout, so 2-thread figures are provisional until the coordinator's quiet re
   another process, and (presumably, not verified) the woken helper waits for that process's
   time slice (Linux 6.18, EEVDF scheduler); then the team costs what one thread costs (team rows 0.347 vs serial 0.342 back to back),
   where the ``prange`` driver was slower than one thread (0.41 / 0.55).
+* With a core free, three ``--spmv-split`` runs at 02:58–03:04 UTC (load 1.2–1.6; back to
+  back / 0.3 s idle, best ms):
+
+      run    serial  prange rows  team rows  public call  torch.sparse_csr  team split
+      02:58  0.343   0.424/0.434  0.186/0.478  0.208/0.643  0.648/1.41      34:30 / 39:25
+      02:59  0.345   0.387/0.834  0.369/0.766  0.587/0.859  1.32/1.48       31.5:32.5 / 64:0
+      03:03  0.468   0.594/0.589  0.350/0.458  0.372/0.658  1.26/1.51       52.5:11.5 / 30.5:33.5
+
+  The 02:58 run is the one with the second core free: the team halves the one-thread time
+  (0.186 vs 0.343 ms; the public call 0.208 ms) and is 3.1× torch.sparse_csr back to back
+  (0.648 ms), 2.2–2.7× against the 0.45–0.57 ms torch took in the quieter runs of
+  2026-12-06/07 above. In the 02:59 run the split was even but the team was no faster than
+  one thread: both cores were shared with another process. ``--headline`` right after each
+  run (load 1.2–2.4): float32, 1 thread 0.375 / 0.388 ms vs torch 1.60 / 1.73 (4.3× / 4.5×)
+  and scipy 1.35 / 1.43 (3.6× / 3.7×); 2 threads 0.583 / 0.408 ms vs torch 12.0 / 13.6 ms —
+  torch's OpenMP threads collapse when a core is taken, so that 2-thread ratio (20–33×) is
+  not evidence; the coordinator's quiet re-run decides the ≥ 2× target.
 """
 
 from __future__ import annotations
