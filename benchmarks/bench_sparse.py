@@ -172,6 +172,17 @@ throughout, so 2-thread figures are provisional until the coordinator's quiet re
   and scipy 1.35 / 1.43 (3.6× / 3.7×); 2 threads 0.583 / 0.408 ms vs torch 12.0 / 13.6 ms —
   torch's OpenMP threads collapse when a core is taken, so that 2-thread ratio (20–33×) is
   not evidence; the coordinator's quiet re-run decides the ≥ 2× target.
+* ``refimpl bench --quick --json`` (sparse only), 03:04–03:06 UTC, load 1.5 → 1.1: the
+  headline case "CSR SpMV n=4096 float32 90% sparse, 2 thread(s)" 0.223 ms vs torch.sparse_csr
+  0.914 ms (4.09×, medians 4.17×), 7.76× dense BLAS; 1 thread float32 0.625 vs torch 2.14 ms
+  (3.43×), float64 1.17 vs 3.44 ms (2.93×). 03:10–03:11 UTC, load 1.1 → 0.8: ``--spmv-split``
+  public call 0.219 ms back to back (split 33:31), torch 0.84 ms; ``--headline`` float32 2
+  threads 0.275 vs torch 0.879 ms (3.19×, medians 3.12×), 1 thread 0.362 vs 1.44 ms (3.96×).
+  Torch's 2-thread times here (0.84–0.91 ms) are above the 0.45–0.57 ms it took on the quieter
+  machine of the earlier runs; against those the 2-thread SpMV (0.19–0.22 ms when it has a core
+  free) is 2.0–3.0×. float64 one-thread times swing 0.68–1.6 ms from call to call at load ~1:
+  its 16.8 MB (values + uint16 indices) no longer stay in the shared 32 MiB L3 when other
+  processes run, and the old scalar rows swing the same way (1.4–1.6 ms in the same run).
 """
 
 from __future__ import annotations
