@@ -249,13 +249,37 @@ Run I, 02:57 UTC, ``--quick`` (2 threads, wall, medians / best of 7; load 2.4 �
   ratios overstate; against a quiet float32 best of 2.0 ms the best LUT calls are binary 4.1×,
   ternary 2.7×, 2-bit 2.5×, and the decode kernel's 4-bit 1.8×, 3-bit 2.0×.
 
+Run J, 03:03 UTC, ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE refimpl bench --quick --json
+F lowbit`` (after the fast call path of ``lut_gemv``: float32 arguments checked in the compiled
+driver; load 1.7 → 1.3; medians / best of 7, ms; NumPy's best float32 call 2.05 ms at batch 1,
+torch's 6.88 at batch 8, NumPy's 16.7 at batch 64 — close to quiet figures, so best/best is
+meaningful here):
+
+  =====  =========  ==========  ==========  ==========  ==========  ==========  ==========
+  batch  4-bit      3-bit       2-bit       2-bit LUT   ternary LUT binary LUT  ternary
+  =====  =========  ==========  ==========  ==========  ==========  ==========  ==========
+  1      1.34/0.892 2.00/0.777  1.07/0.743  0.859/0.670 0.795/0.715 0.574/0.452 1.28/1.11
+  b/b    2.30       2.64        2.76        3.06        2.87        4.54        1.85
+  8      3.26/1.97  3.23/1.84   3.09/1.87   2.71/1.58   2.84/1.69   1.67/1.13   1.93/1.88
+  b/b    3.49       3.74        3.68        4.35        4.07        6.09        3.66
+  64     24.2/12.7  14.8/12.3   22.0/15.1   19.3/10.5   18.9/13.0   8.66/6.83   18.5/12.8
+  b/b    1.31       1.36        1.11        1.59        1.28        2.45        1.30
+  =====  =========  ==========  ==========  ==========  ==========  ==========  ==========
+
+  ("b/b" = best float32 call of either peer / the row's best call.) Run K, 03:09 UTC, the same
+  script directly, load 0.35 → 0.9: batch 1 best 2-bit LUT 0.701, ternary LUT 0.696, binary
+  LUT 0.449 ms, 4-bit 1.08, 3-bit 1.09 (the float32 peers' best calls 3.38 / 3.65 ms: disturbed).
+
 Verdict after the LUT kernel (this shared machine; to be re-taken quiet): batch 1, ≥ 3× float32
-— binary (LUT) met with margin; 2-bit and ternary (LUT) 2.5–2.7× best against a quiet float32
-best, 4.0–4.9× on this run's medians: not robustly met; 3- and 4-bit (decode): not met (1.8–2.0×
-best/quiet-best), bound by one 2-cycle lookup per 16 weights. After a pause every Python/NumPy
-step of a call costs 35–120 µs here instead of 1–5 (the argument checks of ``lut_gemv``: 0.17 ms
-of a 0.56 ms call), which is the largest remaining share at batch 1. Batch 8 ≥ 3× and batch 64
-≥ 1× float32: met by every kernel.
+best — binary (LUT) met (4.5×); 2-bit (LUT) 3.06× and ternary (LUT) 2.87× best/best in Run J:
+at the threshold, not robustly met; 3- and 4-bit (decode kernel) not met (2.3–2.6×), bound by
+one ~2-cycle 512-bit lookup per 16 weights (a 4-bit LUT does as many lookups). What remains at
+batch 1 is the cold start: back to back the public calls take binary 0.21, 2-bit 0.37 ms (load
+0.5), after the 0.3 s pause 0.45–0.6 and 0.7–0.9 ms — every step runs from cold caches (a
+no-op Numba call 40–50 µs, ``fast_path_isa()`` 50 µs), and the 2–4 MiB of packed weights come
+back from DRAM; a software prefetch 16 or 32 chunks ahead in the LUT kernel changed nothing
+measurable and was not kept. Batch 8 ≥ 3× and batch 64 ≥ 1× float32: met by every kernel in
+Run J.
 """
 
 from __future__ import annotations
