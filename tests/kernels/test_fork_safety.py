@@ -30,7 +30,8 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darw
 
 TIMEOUT = 60  # seconds: generous for a 2-core machine busy with other tests
 
-# Big enough that each kernel takes its ``prange`` path (PARALLEL_MIN_WORK = 2**16).
+# Big enough that each kernel takes its multithreaded path (PARALLEL_MIN_WORK = 2**16 for the
+# ``prange`` kernels; the CSR SpMV's two-thread team from SPMV_PARALLEL_MIN_NNZ = 2**17).
 _N = 400
 
 
@@ -42,8 +43,8 @@ def _operands():
 
 
 def _kernel_call(i: int) -> tuple[float, float, int]:
-    """Run three parallel Numba kernels (CSR SpMV, BSR SpMM, binary GEMM); module-level so a
-    forked worker can call it by reference."""
+    """Run three multithreaded kernels (CSR SpMV through its thread team, BSR SpMM and binary
+    GEMM under Numba's ``prange``); module-level so a forked worker can call it by reference."""
     from refimpl.kernels.bitpack import binary_matmul
     from refimpl.kernels.block_sparse import bsr_from_dense, bsr_matmat
     from refimpl.kernels.sparse import csr_from_dense, csr_matvec
