@@ -516,3 +516,52 @@ def test_int8_gemv_bad_input():
     X0 = X.copy()
     lg.int8_gemv(X, Wq, 1.0)
     np.testing.assert_array_equal(X, X0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_fast_call_path_same_bits_and_same_errors(rng, monkeypatch, isa):
+    """float32 C-contiguous arguments take ``_fast`` (one compiled call checks finiteness and
+    builds the table): the same bits as the full path (float64 scale, Fortran X), and NaN/inf
+    in X, codebook or scale raise the full path's messages."""
+    _force_isa(monkeypatch, isa)
+    codes, cb, X, s, ref = _codes_case(rng, 3, 5, 67, 300)
+    P = bp.pack_codes(codes, 3)
+    assert lg._fast("kbit_gemv", 3, X, P, P, 300, cb, 8, s, "numba") is not None
+    assert lg._fast("kbit_gemv", 3, np.asfortranarray(X), P, P, 300, cb, 8, s, "numba") is None
+    assert lg._fast("kbit_gemv", 3, X, P, P, 300, cb, 8, s.astype(np.float64), "numba") is None
+    assert lg._fast("kbit_gemv", 3, X, P, P, 300, cb, 8, s, "numpy") is None
+    taken = []
+    real = lg._fast_table
+    monkeypatch.setattr(lg, "_fast_table", lambda *a: taken.append(a[0].shape) or real(*a))
+    a = lg.kbit_gemv(X, P, 3, 300, cb, s, backend="numba")
+    b = lg.kbit_gemv(np.asfortranarray(X), P, 3, 300, cb.astype(np.float64),
+                     s.astype(np.float64), backend="numba")
+    assert taken == [(5, 300)]  # a took the fast path, b the full one
+    np.testing.assert_array_equal(a, ref)
+    np.testing.assert_array_equal(b, ref)
+    np.testing.assert_array_equal(lg.kbit_gemv(X[2], P, 3, 300, cb, backend="numba"),
+                                  ref[2] / s)
+    T = rng.choice([-1.0, 0.0, 1.0], (67, 300))
+    B = rng.choice([-1.0, 1.0], (67, 300))
+    np.testing.assert_array_equal(
+        lg.ternary_weight_gemv(X, bp.pack_ternary(T), 300, s, backend="numba"), (X @ T.T) * s)
+    np.testing.assert_array_equal(
+        lg.binary_weight_gemv(X, bp.pack_signs(B), 300, s, backend="numba"), (X @ B.T) * s)
+    for bad in (np.nan, -np.inf):
+        Xb = X.copy()
+        Xb[4, 0] = bad
+        cbb = cb.copy()
+        cbb[7] = bad
+        sb = s.copy()
+        sb[66] = bad
+        with pytest.raises(ValueError, match="X contains NaN or inf"):
+            lg.kbit_gemv(Xb, P, 3, 300, cb, s, backend="numba")
+        with pytest.raises(ValueError, match="codebook contains NaN or inf"):
+            lg.kbit_gemv(X, P, 3, 300, cbb, s, backend="numba")
+        with pytest.raises(ValueError, match="scale contains NaN or inf"):
+            lg.kbit_gemv(X, P, 3, 300, cb, sb, backend="numba")
+        with pytest.raises(ValueError, match="X contains NaN or inf"):
+            lg.binary_weight_gemv(Xb, bp.pack_signs(B), 300, backend="numba")
+        with pytest.raises(ValueError, match="scale contains NaN or inf"):
+            lg.ternary_weight_gemv(X, bp.pack_ternary(T), 300, sb, backend="numba")
+    assert len(taken) == 1 + 1 + 2 + 5 * 2  # a, the 1-d call, ternary and binary, 10 NaN calls
