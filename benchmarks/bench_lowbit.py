@@ -270,16 +270,27 @@ meaningful here):
   script directly, load 0.35 → 0.9: batch 1 best 2-bit LUT 0.701, ternary LUT 0.696, binary
   LUT 0.449 ms, 4-bit 1.08, 3-bit 1.09 (the float32 peers' best calls 3.38 / 3.65 ms: disturbed).
 
+Run L, 03:17 UTC, the same command after the fast call path of ``kbit_gemv`` /
+``binary_weight_gemv`` / ``ternary_weight_gemv`` (float32 arguments: one compiled call checks
+them and builds the table; 3-bit after a pause 1.10 / 0.91 ms vs 1.38 / 0.98 through the full
+checks), load 0.6 → 0.3, NumPy's best float32 call 2.00 / 10.2 / 18.2 ms at batch 1 / 8 / 64;
+best ms and best/best: batch 1 4-bit 0.984 (2.03×), 3-bit 0.780 (2.57×), 2-bit 0.886 (2.26×),
+binary 0.657 (3.05×), ternary 0.798 (2.51×), 2-bit LUT 0.865 (2.31×), ternary LUT 0.763
+(2.62×), binary LUT 0.512 (3.91×); batch 8 2.15–2.72 ms for the decode kernels (3.8–4.8×),
+LUT 3.24 / 3.57 / 1.33 (3.15× / 2.86× / 7.65×); batch 64 all 1.4–3.3×. Between Run J and Run
+L the same kernels' best calls moved by up to 30 % (2-bit LUT batch 1 0.67 → 0.87 ms, batch 8
+1.58 → 3.24 ms): 7 rounds on this machine do not separate 2.5× from 3×.
+
 Verdict after the LUT kernel (this shared machine; to be re-taken quiet): batch 1, ≥ 3× float32
-best — binary (LUT) met (4.5×); 2-bit (LUT) 3.06× and ternary (LUT) 2.87× best/best in Run J:
-at the threshold, not robustly met; 3- and 4-bit (decode kernel) not met (2.3–2.6×), bound by
+best — binary (LUT) met (3.9–4.5×); 2-bit (LUT) 2.3–3.1× and ternary (LUT) 2.6–2.9× best/best
+in Runs J and L: not met robustly; 3- and 4-bit (decode kernel) not met (2.3–2.6×), bound by
 one ~2-cycle 512-bit lookup per 16 weights (a 4-bit LUT does as many lookups). What remains at
 batch 1 is the cold start: back to back the public calls take binary 0.21, 2-bit 0.37 ms (load
 0.5), after the 0.3 s pause 0.45–0.6 and 0.7–0.9 ms — every step runs from cold caches (a
 no-op Numba call 40–50 µs, ``fast_path_isa()`` 50 µs), and the 2–4 MiB of packed weights come
 back from DRAM; a software prefetch 16 or 32 chunks ahead in the LUT kernel changed nothing
 measurable and was not kept. Batch 8 ≥ 3× and batch 64 ≥ 1× float32: met by every kernel in
-Run J.
+Run J; in Run L batch 8 ternary LUT was 2.86× (the ternary decode kernel 4.75×).
 """
 
 from __future__ import annotations
