@@ -283,7 +283,7 @@ L the same kernels' best calls moved by up to 30 % (2-bit LUT batch 1 0.67 → 0
 
 Verdict after the LUT kernel (this shared machine; to be re-taken quiet): batch 1, ≥ 3× float32
 best — binary (LUT) met (3.9–4.5×); 2-bit (LUT) 2.3–3.1× and ternary (LUT) 2.6–2.9× best/best
-in Runs J and L: not met robustly; 3- and 4-bit (decode kernel) not met (2.3–2.6×), bound by
+in Runs J and L: not met robustly; 3- and 4-bit (decode kernel) not met (2.0–2.6×), bound by
 one ~2-cycle 512-bit lookup per 16 weights (a 4-bit LUT does as many lookups). What remains at
 batch 1 is the cold start: back to back the public calls take binary 0.21, 2-bit 0.37 ms (load
 0.5), after the 0.3 s pause 0.45–0.6 and 0.7–0.9 ms — every step runs from cold caches (a
