@@ -530,6 +530,17 @@ def _eq49(rng, quick):
     return Outcome.all_of(*outs)
 
 
+def _within_f32_products(Y, X64, Wq) -> Outcome:
+    """``Y`` (float32 kernel output) against the float64 ``X64 @ Wq.T``: float32 sums of K
+    products in any order (table entries, then lanes), the row scale and the float32 rounding
+    of codebook / scales give ``|Y − X Wq^T| <= (K + 3) u |X| |Wq|^T``."""
+    K = X64.shape[1]
+    bound = (K + 3) * 2.0 ** -24 * (np.abs(X64) @ np.abs(Wq).T)
+    err = np.abs(Y - X64 @ Wq.T)
+    return Outcome(bool(np.all(err <= bound)), {"max_err_over_bound":
+                                                float((err / bound).max())})
+
+
 @register_check("packed-lowbit-products", "small-batch products with packed k-means 4/3/2-bit, "
                 "BWN binary and TWN ternary weights equal X @ W_q.T within float32 rounding",
                 section="3.3.3", implements=["refimpl.kernels.lowbit_gemv.kbit_gemv",
@@ -545,12 +556,7 @@ def _packed_lowbit_products(rng, quick):
     X64 = X.astype(np.float64)
 
     def within(Y, Wq):
-        # float32 sums of K products in any order, the row scale and the float32 rounding of
-        # the codebook / scales: |Y - X Wq^T| <= (K + 3) u |X| |Wq|^T
-        bound = (K + 3) * 2.0 ** -24 * (np.abs(X64) @ np.abs(Wq).T)
-        err = np.abs(Y - X64 @ Wq.T)
-        return Outcome(bool(np.all(err <= bound)), {"max_err_over_bound":
-                                                    float((err / bound).max())})
+        return _within_f32_products(Y, X64, Wq)
 
     outs = []
     for bits in (4, 3, 2):
@@ -588,12 +594,7 @@ def _lut_lowbit_products(rng, quick):
     X64 = X.astype(np.float64)
 
     def within(Y, Wq):
-        # float32 sums of K products in any order (table entries, then lanes), the row scale
-        # and the float32 rounding of codebook / scales: |Y - X Wq^T| <= (K + 3) u |X| |Wq|^T
-        bound = (K + 3) * 2.0 ** -24 * (np.abs(X64) @ np.abs(Wq).T)
-        err = np.abs(Y - X64 @ Wq.T)
-        return Outcome(bool(np.all(err <= bound)), {"max_err_over_bound":
-                                                    float((err / bound).max())})
+        return _within_f32_products(Y, X64, Wq)
 
     cb, lab = qk.kmeans_quantize(W, 4, rng=rng)
     P = pack_codes(lab, 2)
