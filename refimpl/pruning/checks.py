@@ -555,6 +555,37 @@ def _tiny_transformer(rng, n=10, T=6):
     return m, X, lengths, y
 
 
+def _fd_gate_importance(m, X, lengths, y, shape, ffn=False, e=1e-6):
+    """Eq. (18) by central differences: ``E_x |∂L(x)/∂ξ|`` for every head gate (``shape`` =
+    (layers, heads)) and, with ``ffn``, every layer's FFN gate, one example at a time through
+    :func:`gated_loss` (``y=None``: a causal LM)."""
+    n_layers, n_heads = shape
+    N = len(X)
+    hd, fd = np.zeros(shape), np.zeros(n_layers)
+
+    def diff(sl, **masks):
+        plus = {k: v[0] for k, v in masks.items()}
+        minus = {k: v[1] for k, v in masks.items()}
+        ys = None if y is None else y[sl]
+        return (hl.gated_loss(m, X[sl], lengths[sl], ys, **plus)
+                - hl.gated_loss(m, X[sl], lengths[sl], ys, **minus)) / (2 * e)
+
+    for k in range(N):
+        sl = slice(k, k + 1)
+        for layer in range(n_layers):
+            for h in range(n_heads):
+                hp, hn = np.ones(shape), np.ones(shape)
+                hp[layer, h] += e
+                hn[layer, h] -= e
+                hd[layer, h] += abs(diff(sl, head_mask=(hp, hn))) / N
+            if ffn:
+                fp, fn = np.ones(n_layers), np.ones(n_layers)
+                fp[layer] += e
+                fn[layer] -= e
+                fd[layer] += abs(diff(sl, ffn_mask=(fp, fn))) / N
+    return hd, fd
+
+
 @register_equation(18, "head importance: E|∂L/∂ξ_h| = E|Att_hᵀ ∂L/∂Att_h| = finite differences",
                    section="2.4.1", implements=[H_ + "head_importance",
                                                 H_ + "head_importance_from_outputs",
@@ -563,18 +594,7 @@ def _eq18(rng, quick):
     m, X, L, y = _tiny_transformer(rng, n=4 if quick else 10)
     a = hl.head_importance(m, X, L, y, form="gate")
     b = hl.head_importance(m, X, L, y, form="activation")
-    fd = np.zeros_like(a)
-    e = 1e-6
-    for k in range(len(y)):
-        sl = slice(k, k + 1)
-        for layer in range(2):
-            for h in range(4):
-                hp, hn = np.ones((2, 4)), np.ones((2, 4))
-                hp[layer, h] += e
-                hn[layer, h] -= e
-                d = (hl.gated_loss(m, X[sl], L[sl], y[sl], head_mask=hp)
-                     - hl.gated_loss(m, X[sl], L[sl], y[sl], head_mask=hn)) / (2 * e)
-                fd[layer, h] += abs(d) / len(y)
+    fd, _ = _fd_gate_importance(m, X, L, y, (2, 4))
     return Outcome.all_of(Outcome.compare(a, b, atol=1e-12, detail="two forms"),
                           Outcome.compare(a, fd, atol=1e-7, detail="vs finite differences"))
 
@@ -595,24 +615,7 @@ def _eq18_lm(rng, quick):
     X[np.arange(T)[None, :] >= lengths[:, None]] = 0
     hi, fi = hl.structure_importance(m, X, lengths)
     ha, _ = hl.structure_importance(m, X, lengths, form="activation")
-    e = 1e-6
-    hd, fd = np.zeros_like(hi), np.zeros_like(fi)
-    for k in range(N):
-        sl = slice(k, k + 1)
-        for layer in range(2):
-            for h in range(4):
-                hp, hn = np.ones((2, 4)), np.ones((2, 4))
-                hp[layer, h] += e
-                hn[layer, h] -= e
-                d = (hl.gated_loss(m, X[sl], lengths[sl], head_mask=hp)
-                     - hl.gated_loss(m, X[sl], lengths[sl], head_mask=hn)) / (2 * e)
-                hd[layer, h] += abs(d) / N
-            fp, fn = np.ones(2), np.ones(2)
-            fp[layer] += e
-            fn[layer] -= e
-            d = (hl.gated_loss(m, X[sl], lengths[sl], ffn_mask=fp)
-                 - hl.gated_loss(m, X[sl], lengths[sl], ffn_mask=fn)) / (2 * e)
-            fd[layer] += abs(d) / N
+    hd, fd = _fd_gate_importance(m, X, lengths, None, (2, 4), ffn=True)
     dh = m.layers[1].self_attn.d_head
     m.layers[1].self_attn.W_o.W.data[:, :dh] = 0.0  # layer 1, head 0 writes nothing
     hz, _ = hl.structure_importance(m, X, lengths)
