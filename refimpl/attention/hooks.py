@@ -101,20 +101,21 @@ class DenseHook:
         return num_heads * n * n
 
 
-def _swa_forward(q, k, v, *, window, dilation, global_idx, keep, backend):
+def _swa_forward(q, k, v, *, window, dilation, global_idx, keep, backend, causal=False):
     out, lse = sliding_window_attention_fwd(q, k, v, window, dilation, global_idx, keep,
-                                            backend=backend)
-    return out, (q, k, v, out, lse, window, dilation, global_idx, keep, backend)
+                                            causal=causal, backend=backend)
+    return out, (q, k, v, out, lse, window, dilation, global_idx, keep, causal, backend)
 
 
 def _swa_backward(dout, cache):
-    q, k, v, out, lse, window, dilation, global_idx, keep, backend = cache
+    q, k, v, out, lse, window, dilation, global_idx, keep, causal, backend = cache
     return sliding_window_attention_bwd(dout, q, k, v, out, lse, window, dilation, global_idx,
-                                        keep, backend=backend)
+                                        keep, causal=causal, backend=backend)
 
 
 #: Differentiable Longformer attention on the tape, ``(q, k, v) -> (B, H, n, d_v)`` with
-#: keywords ``window, dilation, global_idx, keep, backend``: forward
+#: keywords ``window, dilation, global_idx, keep, backend`` and ``causal`` (default False:
+#: keys ``j <= i`` only when True): forward
 #: :func:`~refimpl.kernels.attention.sliding_window_attention_fwd` (saving the output and the
 #: row log-sum-exp), backward :func:`~refimpl.kernels.attention.sliding_window_attention_bwd`;
 #: neither forms the ``n × n`` matrix. Survey §7.2.
@@ -136,24 +137,39 @@ class LongformerHook:
         ``True``: the fused op :data:`sliding_window_attention_t`, whose forward and backward
         kernels never form the ``n × n`` matrix (same outputs and gradients to ~1e-15 in
         float64, tested). The fused path honours key-padding masks only (a mask whose rows
-        differ between queries raises).
+        differ between queries raises), and with ``causal=True`` also the causal mask
+        ``tril(n)`` combined with key padding (what
+        :class:`~refimpl.nn.TransformerLanguageModel` passes).
     backend : {"numba", "numpy", None}
         Kernel backend of the fused path.
+    causal : bool
+        Left-only attention (keys ``j <= i``), Longformer's autoregressive language-model
+        setting (Beltagy et al. 2020, §4: text8 / enwik8): the window's right half is dropped,
+        a global key ``g`` is seen only by queries ``i >= g`` and a global query only sees
+        keys ``j <= g``. Fused: the kernels' ``causal=True`` (still ``O(n w)``); masked dense:
+        ``tril(n)`` joins :meth:`mask`. The flag, not the mask, decides (the hook never infers
+        causality from the mask it is given).
     """
 
     name = "longformer"
 
     def __init__(self, window: int, dilation: int = 1, global_idx=(), fused: bool = False,
-                 backend=None):
+                 backend=None, causal: bool = False):
+        if not isinstance(causal, (bool, np.bool_)):
+            raise TypeError(f"causal must be a bool, got {causal!r}")
         self.window = int(window)
         self.dilation = int(dilation)
         self.global_idx = tuple(int(g) for g in global_idx)
         self.fused = bool(fused)
         self.backend = backend
+        self.causal = bool(causal)
 
     def mask(self, n: int) -> np.ndarray:
+        """The ``(n, n)`` attended set: :func:`~refimpl.attention.linear.longformer_mask`
+        (``∧ tril(n)`` when causal)."""
         g = [gi % n for gi in self.global_idx]
-        return longformer_mask(n, min(self.window, n - n % 2), self.dilation, g)
+        M = longformer_mask(n, min(self.window, n - n % 2), self.dilation, g)
+        return np.tril(M) if self.causal else M
 
     def __call__(self, q, k, v, mask=None) -> Tensor:
         n = data_of(q).shape[2]
@@ -163,20 +179,32 @@ class LongformerHook:
         if mask is not None:
             m = np.asarray(data_of(mask), dtype=bool)
             keep = m.any(axis=-2)  # (..., n): keys some query may attend to
-            if m.shape[-2] != 1 and not np.array_equal(
-                    np.broadcast_to(m, m.shape[:-2] + (m.shape[-2], n)),
-                    np.broadcast_to(keep[..., None, :], m.shape[:-2] + (m.shape[-2], n))):
-                raise ValueError("mask must be a key-padding mask (the same keys for every "
-                                 "query) with fused=True; use fused=False for general masks")
+            if m.shape[-2] != 1:
+                full = np.broadcast_to(m, m.shape[:-2] + (m.shape[-2], n))
+                padding = np.broadcast_to(keep[..., None, :], full.shape)
+                if np.array_equal(full, padding):
+                    pass  # a key-padding mask (every query sees the same keys)
+                elif self.causal and m.shape[-2] == n and np.array_equal(
+                        full, padding & np.tril(np.ones((n, n), dtype=bool))):
+                    pass  # the causal mask (and key padding): what the causal LM passes
+                elif self.causal:
+                    raise ValueError("mask must be a key-padding mask, optionally combined "
+                                     "with the causal mask tril(n), with fused=True; use "
+                                     "fused=False for general masks")
+                else:
+                    raise ValueError("mask must be a key-padding mask (the same keys for every "
+                                     "query) with fused=True; use fused=False for general "
+                                     "masks (a causal mask? use causal=True)")
         g = tuple(gi % n for gi in self.global_idx)
         return sliding_window_attention_t(q, k, v, window=min(self.window, n - n % 2),
                                           dilation=self.dilation, global_idx=g, keep=keep,
-                                          backend=self.backend)
+                                          backend=self.backend, causal=self.causal)
 
     def attention_memory(self, n: int, num_heads: int = 1) -> int:
         """Floats of attention scores the sparse computation evaluates per sequence:
         ``H (n (w + 1 + g) + g n)`` (a window of ``w + 1`` keys and ``g`` global keys per
-        query, plus ``g`` global rows of ``n``).
+        query, plus ``g`` global rows of ``n``); causal: ``H (n (w/2 + 1 + g) + g n)`` (the
+        left half of the window; an upper bound on the global parts).
 
         With ``fused=True`` training holds no more than that: the tape keeps only the output
         and the row log-sum-exp (``H n (d_v + 1)``), the backward pass recomputes the band
@@ -185,7 +213,8 @@ class LongformerHook:
         and weights on the tape.
         """
         g = len(self.global_idx)
-        return num_heads * (n * (self.window + 1 + g) + g * n)
+        w = self.window // 2 if self.causal else self.window
+        return num_heads * (n * (w + 1 + g) + g * n)
 
 
 class LinformerHook(Module):

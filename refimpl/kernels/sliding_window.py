@@ -14,7 +14,9 @@ kernel                                 what                                     
 
 Query ``i`` attends to keys ``i + dilation·o``, ``o`` in ``[-w/2, w/2]`` (inside ``[0, n)``),
 and to every global position; a global position attends to every key; ``key_keep`` removes
-padded keys from every row. One softmax runs over the union of a row's keys.
+padded keys from every row; ``causal=True`` keeps only the keys ``j <= i`` of every row (the
+left half of the band, Longformer's autoregressive setting). One softmax runs over the union
+of a row's keys.
 
 One band implementation. A dilated window is a plain band on each residue class
 ``i mod dilation``, so the sequence is reordered by residue class (``perm``) and in that order
@@ -27,10 +29,10 @@ query ``p`` sees the keys ``[lo[p], hi[p])`` of its own segment (:func:`_residue
   products, and the row log-sum-exp.
   :func:`sliding_window_attention` returns the output and drops the log-sum-exp. Global query
   rows (``O(g n d)``) are NumPy products shared by both backends.
-- Backward: the band is symmetric (key ``j`` is in query ``i``'s window iff ``i`` is in
-  ``j``'s), so ``dQ`` is collected query by query and ``dK, dV`` key by key (one row task each,
-  no scatter, no atomics), recomputing ``P = exp(s − lse)``; the global parts are NumPy
-  products shared by both backends.
+- Backward: ``dQ`` is collected query by query and ``dK, dV`` key by key (one row task each,
+  no scatter, no atomics), recomputing ``P = exp(s − lse)``; key ``j``'s queries are a
+  contiguous range too (the band itself, which is symmetric; causal: ``[j, j + w/2]`` in
+  residue order); the global parts are NumPy products shared by both backends.
 
 Every kernel is a Numba function (``cache=True``, ``prange``) beside a pure-NumPy reference with
 the same signature, chosen by ``backend="numba" | "numpy"``; the NumPy references never form
@@ -118,8 +120,10 @@ def check_window(window, dilation, global_idx, n: int):
     return window // 2, int(dilation), np.sort(g)
 
 
-def _swa_prepare(Q, K, V, window, dilation, global_idx, key_keep):
+def _swa_prepare(Q, K, V, window, dilation, global_idx, key_keep, causal=False):
     # the checks and index arrays shared by the forward and backward passes
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal must be a bool, got {causal!r}")
     Q, K, V = _check_qkv(Q, K, V)
     B, H, n, _ = Q.shape
     half, dil, g = check_window(window, dilation, global_idx, n)
@@ -138,7 +142,15 @@ def _swa_prepare(Q, K, V, window, dilation, global_idx, key_keep):
     is_global = np.zeros(n, dtype=np.bool_)
     is_global[g] = True
     perm, seg, lo, hi = _residue_band(n, half, dil)
-    return Q, K, V, half, dil, g, keep, is_global, perm, seg, lo, hi
+    # klo, khi: key j (residue order) is in the band of the queries [klo[j], khi[j]); the
+    # non-causal band is symmetric. Causal: query p keeps the keys [lo[p], p] (same residue
+    # class, so original positions <= its own), and key j is seen by the queries [j, hi[j]).
+    if causal:
+        klo, khi = np.arange(n, dtype=np.int64), hi
+        hi = np.minimum(hi, np.arange(1, n + 1, dtype=np.int64))
+    else:
+        klo, khi = lo, hi
+    return Q, K, V, half, dil, g, keep, is_global, perm, seg, lo, hi, klo, khi
 
 
 def _residue_band(n: int, half: int, dil: int):
@@ -169,11 +181,12 @@ def _residue_band(n: int, half: int, dil: int):
 # ------------------------------------------------------------------------------ forward
 @numba.njit(cache=True, parallel=True)
 def _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg,
-                       keepg, dil, half, scale, outp, lsep, warmed):
+                       keepg, dil, half, causal, scale, outp, lsep, warmed):
     # Qp, Kp, Vp: residue-class order; keepp (B, H, n) real keys in that order, padded (B, H):
     # whether a (b, h) has padding at all; is_gp (n,) global query rows (left to the caller);
     # pos (n,) original positions; gidx (ng,) global keys (original positions), Kg, Vg their
-    # keys and values, keepg (B, H, ng) which of them are real.
+    # keys and values, keepg (B, H, ng) which of them are real; causal: a global key joins
+    # only the rows of queries at or after it (the band [lo, hi) is already left-only).
     # Query blocks of _BLOCK rows of one segment, one prange task each: unscaled scores against
     # the block's keys [lo[a], hi[e-1]) by one BLAS GEMM (np.dot on contiguous slices), per row
     # the band maximum and the vectorised exp on the contiguous band slice, then one GEMM with
@@ -238,7 +251,7 @@ def _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx,
             for g in range(ng):  # global keys outside the window join the softmax
                 off = gidx[g] - pos[i]
                 if keepg[b, h, g] and not (off % dil == 0 and abs(off) <= half * dil) \
-                        and Sg[r, g] > mx:
+                        and not (causal and off > 0) and Sg[r, g] > mx:
                     mx = Sg[r, g]
             if mx == -np.inf:  # every key of the row is padding: output 0, lse -inf
                 band[:] = 0
@@ -249,7 +262,8 @@ def _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx,
             z = _exp_shift_sum(band, mx, scale, scratch)  # band <- exp((s - mx)/sqrt(d))
             for g in range(ng):  # a few scalar exps per row
                 off = gidx[g] - pos[i]
-                if keepg[b, h, g] and not (off % dil == 0 and abs(off) <= half * dil):
+                if keepg[b, h, g] and not (off % dil == 0 and abs(off) <= half * dil) \
+                        and not (causal and off > 0):
                     w = np.exp((Sg[r, g] - mx) * scale)
                     Sg[r, g] = w
                     z += w
@@ -275,16 +289,17 @@ def _warmed_threads(dtype) -> np.ndarray:
 
 
 def _swa_fwd_band_numba(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg,
-                        keepg, dil, half, scale, outp, lsep):
+                        keepg, dil, half, causal, scale, outp, lsep):
     # chunks of 4 query blocks handed out dynamically: on a shared machine a descheduled thread
     # no longer holds back a static half of the blocks
     with numba.parallel_chunksize(4):
         _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg,
-                           keepg, dil, half, scale, outp, lsep, _warmed_threads(Qp.dtype))
+                           keepg, dil, half, bool(causal), scale, outp, lsep,
+                           _warmed_threads(Qp.dtype))
 
 
 def _swa_fwd_band_numpy(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg,
-                        keepg, dil, half, scale, outp, lsep, block: int = _BLOCK):
+                        keepg, dil, half, causal, scale, outp, lsep, block: int = _BLOCK):
     # the same blocks as _swa_fwd_band_impl, vectorised over (B, H) with masks instead of slices
     ng = gidx.size
     for r in range(seg.size - 1):
@@ -299,6 +314,8 @@ def _swa_fwd_band_numpy(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx
             if ng:
                 off = gidx[None, :] - pos[a:e, None]  # (bq, ng)
                 Mg = ~((off % dil == 0) & (np.abs(off) <= half * dil)) & ~is_gp[a:e, None]
+                if causal:
+                    Mg &= off <= 0  # a global key after the query: not seen
                 parts.append((qb @ np.swapaxes(Kg, -1, -2) * scale,  # (B, H, bq, ng)
                               Mg & keepg[:, :, None, :], Vg))
             mx = np.full(qb.shape[:3] + (1,), -np.inf, dtype=Qp.dtype)  # (B, H, bq, 1)
@@ -315,10 +332,11 @@ def _swa_fwd_band_numpy(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx
                 lsep[:, :, a:e] = (mx + np.log(z))[..., 0]
 
 
-def _sliding_window_forward(name, Q, K, V, window, dilation, global_idx, key_keep, backend):
+def _sliding_window_forward(name, Q, K, V, window, dilation, global_idx, key_keep, backend,
+                            causal=False):
     # the one forward path of sliding_window_attention and sliding_window_attention_fwd
-    Q, K, V, half, dil, g, keep, is_global, perm, seg, lo, hi = _swa_prepare(
-        Q, K, V, window, dilation, global_idx, key_keep)
+    Q, K, V, half, dil, g, keep, is_global, perm, seg, lo, hi, _, _ = _swa_prepare(
+        Q, K, V, window, dilation, global_idx, key_keep, causal)
     B, H, n, d = Q.shape
     scale = Q.dtype.type(1.0 / np.sqrt(d))  # in the inputs' dtype: float32 stays float32
     if dil > 1:
@@ -331,16 +349,19 @@ def _sliding_window_forward(name, Q, K, V, window, dilation, global_idx, key_kee
         dispatch(name, backend, _swa_fwd_band_numba, _swa_fwd_band_numpy,
                  Qp, Kp, Vp, keepp, ~keepp.all(axis=-1), is_global[perm], lo, hi, seg, perm, g,
                  np.ascontiguousarray(K[:, :, g]), np.ascontiguousarray(V[:, :, g]),
-                 np.ascontiguousarray(keep[:, :, g]), dil, half, scale, outp, lsep)
+                 np.ascontiguousarray(keep[:, :, g]), dil, half, bool(causal), scale, outp,
+                 lsep)
     if dil > 1:
         out, lse = np.empty_like(outp), np.empty_like(lsep)
         out[:, :, perm] = outp  # back to the original order
         lse[:, :, perm] = lsep
     else:
         out, lse = outp, lsep
-    if g.size:  # global rows attend to every real key: O(g n d)
-        S = np.where(keep[:, :, None, :], Q[:, :, g] @ np.swapaxes(K, -1, -2) * scale,
-                     -np.inf)  # (B, H, ng, n)
+    if g.size:  # global rows attend to every real key (causal: every key j <= g): O(g n d)
+        Mr = keep[:, :, None, :]  # (B, H, 1 | ng, n)
+        if causal:
+            Mr = Mr & (np.arange(n)[None, :] <= g[:, None])
+        S = np.where(Mr, Q[:, :, g] @ np.swapaxes(K, -1, -2) * scale, -np.inf)  # (B, H, ng, n)
         mx = S.max(axis=-1, keepdims=True)  # (B, H, ng, 1), −inf for a row without keys
         E = np.exp(S - np.where(np.isneginf(mx), 0, mx))
         z = E.sum(axis=-1, keepdims=True)
@@ -351,7 +372,7 @@ def _sliding_window_forward(name, Q, K, V, window, dilation, global_idx, key_kee
 
 
 def sliding_window_attention(Q, K, V, window: int, dilation: int = 1, global_idx=(), *,
-                             backend=None) -> np.ndarray:
+                             causal: bool = False, backend=None) -> np.ndarray:
     """Longformer attention: sliding window (+ dilation, + global tokens), never ``n × n``.
 
     Survey §7.2 (Beltagy et al., 2020). Query ``i`` attends to keys ``i + dilation·o`` for
@@ -368,12 +389,19 @@ def sliding_window_attention(Q, K, V, window: int, dilation: int = 1, global_idx
         Gap between attended positions (1 = contiguous window).
     global_idx : sequence of int
         Positions with symmetric global attention.
+    causal : bool
+        Left-only (autoregressive) attention, as Longformer's character-level language
+        models (Beltagy et al. §4): the attended set above intersected with ``{j <= i}``:
+        the band keys right of the query are dropped, a global key ``g`` is seen only by
+        queries ``i >= g``, and a global query ``g`` sees only the keys ``j <= g``.
+        Default ``False``.
     backend : {"numba", "numpy", None}
 
     Returns
     -------
     ndarray of shape (B, H, n, d_v)
-        Equal to dense attention under :func:`refimpl.attention.linear.longformer_mask`.
+        Equal to dense attention under :func:`refimpl.attention.linear.longformer_mask`
+        (``causal=True``: that mask ``∧ tril(n)``).
 
     Raises
     ------
@@ -398,11 +426,11 @@ def sliding_window_attention(Q, K, V, window: int, dilation: int = 1, global_idx
     small GEMMs run inside the parallel tasks.
     """
     return _sliding_window_forward("sliding_window_attention", Q, K, V, window, dilation,
-                                   global_idx, None, backend)[0]
+                                   global_idx, None, backend, causal)[0]
 
 
 def sliding_window_attention_fwd(Q, K, V, window: int, dilation: int = 1, global_idx=(),
-                                 key_keep=None, *, backend=None):
+                                 key_keep=None, *, causal: bool = False, backend=None):
     """Sliding-window (+ dilated, + global) attention with key padding, returning the row
     log-sum-exp for :func:`sliding_window_attention_bwd` (Survey §7.2, Longformer).
 
@@ -414,8 +442,8 @@ def sliding_window_attention_fwd(Q, K, V, window: int, dilation: int = 1, global
     ----------
     Q, K : ndarray of shape (B, H, n, d)
     V : ndarray of shape (B, H, n, d_v)
-    window, dilation, global_idx
-        As in :func:`sliding_window_attention`.
+    window, dilation, global_idx, causal
+        As in :func:`sliding_window_attention` (``causal=True``: keys ``j <= i`` only).
     key_keep : bool ndarray broadcastable to (B, H, n), optional
         ``True`` = a real key (default: every key).
     backend : {"numba", "numpy", None}
@@ -443,7 +471,7 @@ def sliding_window_attention_fwd(Q, K, V, window: int, dilation: int = 1, global
     no ``n × n`` array.
     """
     return _sliding_window_forward("sliding_window_attention_fwd", Q, K, V, window, dilation,
-                                   global_idx, key_keep, backend)
+                                   global_idx, key_keep, backend, causal)
 
 
 # ------------------------------------------------------------------------------ backward
@@ -528,8 +556,9 @@ def _swa_bwd_q_impl(Qp, Kp, Ktp, Vtp, dOp, Dp, lsep, keepp, is_gp, lo, hi, scale
 @numba.njit(cache=True, parallel=True)
 def _swa_bwd_kv_impl(Qp, Qtp, Kp, Vp, dOp, dOtp, Dp, lsep, keepp, is_gp, lo, hi, scale, zero,
                      one, dKp, dVp):
-    # key side (the band is symmetric): dk_j = scale Σ_i dS_ij q_i, dv_j = Σ_i P_ij dO_i over
-    # the non-global queries i whose window holds j
+    # key side: dk_j = scale Σ_i dS_ij q_i, dv_j = Σ_i P_ij dO_i over the non-global queries
+    # i whose window holds j, i in [lo[j], hi[j]) (the caller passes the queries-of-a-key
+    # ranges: the band itself when symmetric, [j, j + w/2] when causal)
     B, H, n, d = Qp.shape
     dv = Vp.shape[3]
     nch = (n + _ROWS - 1) // _ROWS
@@ -590,27 +619,33 @@ def _swa_bwd_kv_impl(Qp, Qtp, Kp, Vp, dOp, dOtp, Dp, lsep, keepp, is_gp, lo, hi,
 
 
 
-def _swa_extra_mask(n, half, dil, g, keep, is_global):
-    # non-global query i × global key g outside i's window, g real: (B, H, n, ng)
+def _swa_extra_mask(n, half, dil, g, keep, is_global, causal=False):
+    # non-global query i × global key g outside i's window, g real (causal: g <= i):
+    # (B, H, n, ng)
     off = g[None, :] - np.arange(n)[:, None]  # (n, ng)
     out_win = ~((off % dil == 0) & (np.abs(off) <= half * dil)) & ~is_global[:, None]
+    if causal:
+        out_win &= off <= 0
     return out_win & keep[:, :, None, g]
 
 
 
-def _swa_bwd_band_numba(Qp, Kp, Vp, dOp, Dp, lsep, keepp, is_gp, lo, hi, scale, dQp, dKp, dVp):
+def _swa_bwd_band_numba(Qp, Kp, Vp, dOp, Dp, lsep, keepp, is_gp, lo, hi, klo, khi, scale, dQp,
+                        dKp, dVp):
+    # lo, hi: the keys of each query; klo, khi: the queries of each key (see _swa_prepare)
     dt = Qp.dtype.type
 
     def tr(x):
         return np.ascontiguousarray(np.swapaxes(x, -1, -2))  # (B, H, d, n)
     _swa_bwd_q_impl(Qp, Kp, tr(Kp), tr(Vp), dOp, Dp, lsep, keepp, is_gp, lo, hi, dt(scale),
                     dt(1.0), dQp)
-    _swa_bwd_kv_impl(Qp, tr(Qp), Kp, Vp, dOp, tr(dOp), Dp, lsep, keepp, is_gp, lo, hi,
+    _swa_bwd_kv_impl(Qp, tr(Qp), Kp, Vp, dOp, tr(dOp), Dp, lsep, keepp, is_gp, klo, khi,
                      dt(scale), dt(0.0), dt(1.0), dKp, dVp)
 
 
-def _swa_bwd_band_numpy(Qp, Kp, Vp, dOp, Dp, lsep, keepp, is_gp, lo, hi, scale, dQp, dKp, dVp,
-                        block: int = 64):
+def _swa_bwd_band_numpy(Qp, Kp, Vp, dOp, Dp, lsep, keepp, is_gp, lo, hi, klo, khi, scale, dQp,
+                        dKp, dVp, block: int = 64):
+    # klo, khi unused: the keys' gradients are scattered from the query blocks
     n = Qp.shape[2]
     dQp[:] = 0
     dKp[:] = 0
@@ -632,7 +667,8 @@ def _swa_bwd_band_numpy(Qp, Kp, Vp, dOp, Dp, lsep, keepp, is_gp, lo, hi, scale, 
 
 
 def sliding_window_attention_bwd(dout, Q, K, V, out, lse, window: int, dilation: int = 1,
-                                 global_idx=(), key_keep=None, *, backend=None):
+                                 global_idx=(), key_keep=None, *, causal: bool = False,
+                                 backend=None):
     """Gradients of :func:`sliding_window_attention_fwd`: ``(dQ, dK, dV)`` from ``dout``.
 
     Flash-attention style recomputation: with the saved ``out`` and row log-sum-exp ``lse``,
@@ -644,7 +680,7 @@ def sliding_window_attention_bwd(dout, Q, K, V, out, lse, window: int, dilation:
     Parameters
     ----------
     dout : ndarray of shape (B, H, n, d_v)
-    Q, K, V, window, dilation, global_idx, key_keep, backend
+    Q, K, V, window, dilation, global_idx, key_keep, causal, backend
         As given to :func:`sliding_window_attention_fwd`.
     out : ndarray of shape (B, H, n, d_v)
     lse : ndarray of shape (B, H, n)
@@ -669,8 +705,8 @@ def sliding_window_attention_bwd(dout, Q, K, V, out, lse, window: int, dilation:
     keys or queries; the forward's BLAS scores agree with them to rounding, so
     :math:`\\sum_j P_{ij} = 1` to rounding); no ``n × n`` array.
     """
-    Q, K, V, half, dil, g, keep, is_global, perm, _, lo, hi = _swa_prepare(
-        Q, K, V, window, dilation, global_idx, key_keep)
+    Q, K, V, half, dil, g, keep, is_global, perm, _, lo, hi, klo, khi = _swa_prepare(
+        Q, K, V, window, dilation, global_idx, key_keep, causal)
     B, H, n, d = Q.shape
     dv = V.shape[3]
     for nm, a, shp in (("dout", dout, (B, H, n, dv)), ("out", out, (B, H, n, dv)),
@@ -698,7 +734,7 @@ def sliding_window_attention_bwd(dout, Q, K, V, out, lse, window: int, dilation:
     dispatch("sliding_window_attention_bwd", backend, _swa_bwd_band_numba, _swa_bwd_band_numpy,
              Qp, Kp, Vp, dOp, np.ascontiguousarray(D[:, :, perm]),
              np.ascontiguousarray(lse[:, :, perm]), np.ascontiguousarray(keep[:, :, perm]),
-             is_global[perm], lo, hi, scale, dQp, dKp, dVp)
+             is_global[perm], lo, hi, klo, khi, scale, dQp, dKp, dVp)
     dQ, dK, dV = np.empty_like(dQp), np.empty_like(dKp), np.empty_like(dVp)
     dQ[:, :, perm] = dQp
     dK[:, :, perm] = dKp
@@ -709,7 +745,7 @@ def sliding_window_attention_bwd(dout, Q, K, V, out, lse, window: int, dilation:
         Kg, Vg = K[:, :, g], V[:, :, g]
         with np.errstate(invalid="ignore"):
             # global keys outside the windows of the non-global rows
-            M = _swa_extra_mask(n, half, dil, g, keep, is_global) & fin  # (B, H, n, ng)
+            M = _swa_extra_mask(n, half, dil, g, keep, is_global, causal) & fin  # (B, H, n, ng)
             Sg = Q @ np.swapaxes(Kg, -1, -2) * scale
             Pg = np.where(M, np.exp(np.where(M, Sg - Lc, -np.inf)), 0.0)
             dSg = Pg * (dout @ np.swapaxes(Vg, -1, -2) - D[..., None]) * scale
@@ -718,6 +754,8 @@ def sliding_window_attention_bwd(dout, Q, K, V, out, lse, window: int, dilation:
             dV[:, :, g] += np.swapaxes(Pg, -1, -2) @ dout
             # global rows (their band gradients were left out above)
             Mr = keep[:, :, None, :] & fin[:, :, g]  # (B, H, ng, n)
+            if causal:
+                Mr = Mr & (np.arange(n)[None, :] <= g[:, None])
             Sr = Q[:, :, g] @ np.swapaxes(K, -1, -2) * scale
             Pr = np.where(Mr, np.exp(np.where(Mr, Sr - Lc[:, :, g], -np.inf)), 0.0)
             dSr = Pr * (dout[:, :, g] @ np.swapaxes(V, -1, -2) - D[:, :, g, None]) * scale
