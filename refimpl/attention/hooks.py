@@ -36,7 +36,8 @@ memory the sparse forward needs is reported by :meth:`attention_memory`.
 ``LongformerHook(..., fused=True)`` trains through :data:`sliding_window_attention_t`, a
 custom op whose forward and backward kernels
 (:func:`~refimpl.kernels.attention.sliding_window_attention_fwd` / ``_bwd``) never form the
-``n × n`` matrix; ``LinearAttentionHook(causal=True)`` trains through
+``n × n`` matrix (``causal=True``: Longformer's left-only window for language models, the same
+kernels with the keys ``j <= i`` only); ``LinearAttentionHook(causal=True)`` trains through
 :data:`causal_linear_attention_t`, whose forward and backward are prefix sums
 (:func:`~refimpl.kernels.attention.causal_linear_attention` / ``_bwd``). The Sinkhorn hook
 never forms an ``n × n`` matrix on the tape: its block sort, Sinkhorn balancing and block

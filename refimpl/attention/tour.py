@@ -8,8 +8,9 @@ baseline is another family), swaps the attention function of every layer for a �
 * storage: every parameter in float32 (Linformer adds its ``E``/``F`` projections; the others
   add nothing);
 * causality: on the LM tour's causal Transformer LM, linear attention runs its causal
-  prefix-sum form (``LinearAttentionHook(causal=True)``); Reformer's LSH honours the causal
-  mask through masked dense attention;
+  prefix-sum form (``LinearAttentionHook(causal=True)``), Longformer its left-only window
+  through the fused kernels (``LongformerHook(causal=True)``, no global tokens); Reformer's
+  LSH honours the causal mask through masked dense attention;
 * ``extra``: the attention memory one sequence of length ``n = 4096`` would need (floats of
   scores / state per layer, from each hook's ``attention_memory``) next to dense attention's,
   and their ratio — the quantity §7 is about.
@@ -70,8 +71,23 @@ def _result(ctx, model, hooks, notes):
                  description="Longformer sliding window w=4 + global attention on position 0, "
                              "fine-tuned")
 def longformer(ctx: TourContext) -> MethodResult:
+    """Longformer's sliding window (w = 4) in every layer, trained through the fused
+    ``O(n w)`` kernels (forward and backward never form ``n × n``; same values as masked
+    dense attention). On a classifier (an encoder) the symmetric window plus global attention
+    on position 0. On a causal language model (:class:`refimpl.nn.TransformerLanguageModel`,
+    the LM tour's Transformer baseline) ``LongformerHook(causal=True)``: the left half of the
+    window (keys ``i - 2 … i``), and no global tokens — as in Longformer's own
+    autoregressive character-level LM (Beltagy et al. 2020, §4: dilated sliding windows
+    only); global attention serves task tokens of an encoder (the classifier's read-out),
+    which a next-token LM does not have."""
+    from refimpl.nn import TransformerLanguageModel
+
     model = transformer_copy(ctx)
-    # the fused op: forward and backward never form n × n (same values as masked dense)
+    if isinstance(model, TransformerLanguageModel):
+        hooks = swap_attention(model, lambda: LongformerHook(4, 1, (), fused=True,
+                                                             causal=True))
+        return _result(ctx, model, hooks, "causal window 4 (keys i-2..i), no global tokens, "
+                                          "fused O(n w) training")
     hooks = swap_attention(model, lambda: LongformerHook(4, 1, (0,), fused=True))
     return _result(ctx, model, hooks, "window 4, global position 0, fused O(n w) training")
 

@@ -437,8 +437,10 @@ def _attention_op(mname, mha, n):
 
         w = min(hook.window, n - n % 2)
         g = tuple(sorted({gi % n for gi in hook.global_idx}))
-        return WeightOp(mname, "attn-window", n,
-                        lambda a: sliding_window_attention(*a, w, hook.dilation, g),
+        causal = bool(getattr(hook, "causal", False))  # the left-only window of a causal LM
+        return WeightOp(mname, "attn-window-causal" if causal else "attn-window", n,
+                        lambda a: sliding_window_attention(*a, w, hook.dilation, g,
+                                                           causal=causal),
                         "attention", make)
     if name == "linformer":
         from refimpl.attention.linear import linformer_attention

@@ -23,13 +23,12 @@ sanity row) gets a row, in the registry's order, decided by :func:`lm_plan`:
   on the LM;
 * **on the Transformer LM**: a method written for a Transformer (:data:`ON_TRANSFORMER`:
   heads, LayerDrop, ALBERT sharing, quaternion attention/FFN, TinyBERT, Theseus, Reformer's
-  LSH attention, linear attention in its causal prefix-sum form, the Fastformers pipeline)
-  runs the same way on the second baseline, a causal
+  LSH attention, linear attention in its causal prefix-sum form, Longformer's causal
+  left-only window, the Fastformers pipeline) runs the same way on the second baseline, a causal
   :class:`refimpl.nn.TransformerLanguageModel` (the library's encoder layers under a causal
   mask) trained with :func:`refimpl.nn.fit_lm`; its rows are sized against that baseline;
 * **n/a**: a §7 variant that cannot be causal here, with the precise reason (Linformer's
-  projection over positions; the fused Longformer op, which takes key-padding masks only).
-  Such a row is listed, never omitted.
+  projection over positions). Such a row is listed, never omitted.
 
 A method whose code still assumes a classifier fails loudly (the LM context's ``fit``
 refuses keywords it does not implement) and becomes an error row. No registered method does
@@ -134,14 +133,13 @@ def lm_config(quick: bool = True, tiny: bool = False, **overrides) -> LMConfig:
 #: registered function, or (``fastformers``) their registered pipeline's steps.
 ON_TRANSFORMER = ("heads-50", "layerdrop-every-other", "tinybert-transformer",
                   "theseus-transformer", "albert-share-all", "quaternion-ffn",
-                  "quaternion-transformer", "reformer-lsh", "linear-attention", "fastformers")
+                  "quaternion-transformer", "reformer-lsh", "linear-attention",
+                  "longformer-w4-cls", "fastformers")
 
 #: Transformer methods that cannot run on a *causal* LM, with the precise reason.
 _NOT_CAUSAL = {
     "linformer-k-n/4": "Linformer's E, F project keys and values over all n positions "
                        "(k × n), so every output mixes future tokens: not causal",
-    "longformer-w4-cls": "the registered Longformer runs the fused O(n w) op, which accepts "
-                         "key-padding masks only, not the causal mask",
 }
 
 

@@ -181,6 +181,13 @@ def test_attention_ops_use_the_variant_function_not_dense():
     ref = dense_attention(Q.astype(np.float64), K.astype(np.float64), V.astype(np.float64),
                           longformer_mask(16, 4, 1, (0,)))
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)  # float32 softmax of O(1) scores
+    # the causal window of a causal LM: timed through the kernel's causal form
+    cw = stored_ops(_transformer(LongformerHook(4, fused=True, causal=True)),
+                    kinds=("attention",))
+    assert [op.fmt for op in cw] == ["attn-window-causal"]
+    refc = dense_attention(Q.astype(np.float64), K.astype(np.float64), V.astype(np.float64),
+                           longformer_mask(16, 4) & np.tril(np.ones((16, 16), dtype=bool)))
+    np.testing.assert_allclose(cw[0].run((Q, K, V)), refc, rtol=0, atol=1e-5)
     lin = stored_ops(_transformer(LinearAttentionHook()), kinds=("attention",))
     assert [op.fmt for op in lin] == ["attn-linear"]
     np.testing.assert_allclose(lin[0].run((Q, K, V)), linear_attention(Q, K, V), rtol=1e-6)

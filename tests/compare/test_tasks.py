@@ -33,12 +33,12 @@ def test_lm_plan_lists_every_registered_method():
     how = {n: e[2] for n, e in plan.items()}
     where = {n: e[4] for n, e in plan.items()}
     # §7 variants that cannot be causal are n/a with the reason; Reformer's LSH is masked dense
-    for name in ("linformer-k-n/4", "longformer-w4-cls"):
-        assert how[name] == "n/a" and where[name] is None
+    assert how["linformer-k-n/4"] == "n/a" and where["linformer-k-n/4"] is None
     assert "not causal" in plan["linformer-k-n/4"][3]
-    # linear attention runs its causal prefix-sum form on the Transformer LM
-    assert how["linear-attention"] == "registered"
-    assert where["linear-attention"] == "transformer-lm"
+    # linear attention runs its causal prefix-sum form on the Transformer LM, Longformer its
+    # causal left-only window
+    for name in ("linear-attention", "longformer-w4-cls"):
+        assert how[name] == "registered" and where[name] == "transformer-lm"
     assert how["reformer-lsh"] == "registered" and where["reformer-lsh"] == "transformer-lm"
     assert how["hinton-kd-lstm"] == how["dml-lstm"] == how["deep-compression"] == "pipeline"
     assert how["fastformers"] == "pipeline" and where["fastformers"] == "transformer-lm"
@@ -147,8 +147,8 @@ def test_lm_tour_transformer_rows():
     from refimpl.compare.lm_tour import ON_TRANSFORMER
 
     names = ("albert-share-all", "quaternion-ffn", "layerdrop-every-other", "reformer-lsh",
-             "linear-attention", "magnitude-90")
-    assert set(names[:5]) <= set(ON_TRANSFORMER)
+             "linear-attention", "longformer-w4-cls", "magnitude-90")
+    assert set(names[:6]) <= set(ON_TRANSFORMER)
     res = run_lm_tour(lm_config(tiny=True, methods=names), log=lambda *_: None)
     rows = {r["method"]: r for r in res["rows"]}
     assert set(rows) == {"baseline-lstm-lm", "baseline-transformer-lm", *names}
@@ -170,6 +170,11 @@ def test_lm_tour_transformer_rows():
     la = rows["linear-attention"]
     assert la["bits"] == tb["bits"] and "causal prefix sums" in la["notes"]
     assert "attn-linear-causal×2" in la["formats"] and la["kernel_us_b1"] > 0
+    # Longformer: the causal window, no global tokens, timed through the causal window kernel
+    lf = rows["longformer-w4-cls"]
+    assert lf["bits"] == tb["bits"] and "causal window 4" in lf["notes"]
+    assert "no global tokens" in lf["notes"]
+    assert "attn-window-causal×2" in lf["formats"] and lf["kernel_us_b1"] > 0
 
 
 def test_lm_context_forward_only_is_the_next_token_loss():

@@ -227,3 +227,25 @@ def test_causal_hook_in_a_transformer_lm(backend, monkeypatch):
     X2 = X.copy()
     X2[:, 5:] = np.where(X2[:, 5:] > 0, 1 + X2[:, 5:] % 9, 0)
     assert np.array_equal(models[1](X2, L).data[:, :5], logits[1].data[:, :5])
+
+
+def test_torch_twin(backend, torch):
+    """torch's scaled_dot_product_attention under the boolean mask longformer_mask ∧ tril(n)
+    (float64 autograd): output and the gradients of q, k, v."""
+    rng = np.random.default_rng(21)
+    n, window, dilation, g = 70, 8, 2, (0, 33)
+    Q, K, V = _qkv(rng, n=n)
+    dout = rng.standard_normal(Q.shape[:3] + (V.shape[3],))
+    M = longformer_mask(n, window, dilation, g) & np.tril(np.ones((n, n), bool))
+    tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (Q, K, V))
+    to = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv,
+                                                          attn_mask=torch.tensor(M))
+    to.backward(torch.tensor(dout))
+    out, lse = sliding_window_attention_fwd(Q, K, V, window, dilation, g, causal=True,
+                                            backend=backend)
+    grads = sliding_window_attention_bwd(dout, Q, K, V, out, lse, window, dilation, g,
+                                         causal=True, backend=backend)
+    tol = _tol(Q, K, V, dout, terms=n * Q.shape[-1])
+    _close(out, to.detach().numpy(), tol)
+    for got, t in zip(grads, (tq, tk, tv)):
+        _close(got, t.grad.numpy(), tol)
