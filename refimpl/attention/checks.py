@@ -308,6 +308,57 @@ def _causal_linear_tape(rng, quick):
                    f"entry; traced peak of forward + backward at n = {n_long} vs one n×n array")
 
 
+@register_check("longformer-causal-tape-gradcheck", "causal (left-only) Longformer on the tape "
+                "(Beltagy et al. §4's autoregressive window): the fused O(n w) kernels with "
+                "causal=True equal masked dense attention under longformer_mask ∧ tril(n), "
+                "output and gradients, and pass a float64 gradcheck", section="7.2",
+                implements=[A + "hooks.LongformerHook", A + "hooks.sliding_window_attention_t",
+                            "refimpl.kernels.attention.sliding_window_attention_fwd",
+                            "refimpl.kernels.attention.sliding_window_attention_bwd"])
+def _longformer_causal_tape(rng, quick):
+    from refimpl.attention import hooks
+    from refimpl.nn import gradcheck
+    from refimpl.nn.tensor import Tensor
+
+    nums = {}
+    # gradcheck with the causal mask and key padding, as TransformerLanguageModel passes them
+    n = 7
+    mask = np.tril(np.ones((n, n), dtype=bool))[None, None] & (np.arange(n) < 5)
+    Q, K, V = _qkv(rng, B=1, H=1, n=n, d=3, dv=2)
+    for backend in ("numba", "numpy"):
+        h = hooks.LongformerHook(2, 2, (1,), fused=True, causal=True, backend=backend)
+        nums[f"gradcheck_{backend}_max_abs_err"] = gradcheck(
+            lambda q, k, v, h=h: h(q, k, v, mask), [Q, K, V])["max_abs_err"]
+    # the fused kernels vs the masked-dense hook (n × n on the tape): dilation, 2 global tokens,
+    # key padding, 70 positions (two 64-row tasks)
+    n = 70
+    keep = np.ones((2, n), dtype=bool)
+    keep[0, n - 9:] = False
+    mask = np.tril(np.ones((n, n), dtype=bool))[None, None] & keep[:, None, None, :]
+    Q, K, V = _qkv(rng, B=2, H=2, n=n, d=4, dv=3)
+    G = rng.standard_normal(V.shape)
+    res = {}
+    for way in ("dense", "numba", "numpy"):
+        ts = [Tensor(x, requires_grad=True) for x in (Q, K, V)]
+        h = hooks.LongformerHook(8, 2, (0, 33), causal=True, fused=way != "dense",
+                                 backend=None if way == "dense" else way)
+        out = h(*ts, mask)
+        (out * G).sum().backward()
+        res[way] = [out.data] + [t.grad for t in ts]
+    # rounding scale: c (n + d + d_v) u times the largest entry (sums of n + d + d_v products)
+    for way in ("numba", "numpy"):
+        nums[f"{way}_vs_dense_in_ulps"] = max(
+            float(np.max(np.abs(a - b)) / (np.abs(b).max() * 2.0 ** -53))
+            for a, b in zip(res[way], res["dense"]))
+    bound = 64 * (n + 4 + 3)
+    ok = (all(v < 1e-7 for k, v in nums.items() if k.startswith("gradcheck"))
+          and all(nums[f"{w}_vs_dense_in_ulps"] <= bound for w in ("numba", "numpy")))
+    return Outcome(ok, nums, f"gradcheck (causal + key padding, both backends); output and "
+                   f"dq, dk, dv of the fused causal kernels (window 8, dilation 2, globals 0 "
+                   f"and 33, n = 70) vs masked dense on the tape within {bound} ulps of the "
+                   f"largest entry")
+
+
 # ------------------------------------------------------------------------------ approximations
 def _clustered_qk(rng, n, d, n_clusters=8, noise=0.1, scale=None):
     scale = 6.0 * np.sqrt(d) if scale is None else scale  # q·k̂/√d up to 6: peaked softmax
