@@ -62,7 +62,9 @@ Transformer LM baseline (d_model 32, 4 heads, d_ff 64, 2 layers,
 4 epochs) trains in ~5 s. Re-measured after linear attention ran causally and the plots were
 added: 130.7 s user + 4.5 s system (2:38 wall, 85 % CPU, load 2–5, AMD EPYC, OpenBLAS 0.3.31
 SkylakeX kernels), *over* the 2 CPU minutes by ~15 s; the rows' own times add up to 122 s, no
-single method above 8 s (plots: ~1.3 CPU s).
+single method above 8 s (plots: ~1.3 CPU s). On a quiet machine (load 0.1–1.0, 04:17 UTC Dec 7,
+with the causal Longformer row too: 36 ok rows and Linformer's n/a): 97.4 s user + 4.0 s system,
+1:34 wall — under the 2 CPU minutes; CPU time on the shared machine grows with its load.
 
 The full preset is not the task's full size: at 16 states, V = 2000, 50k training tokens and
 8 epochs the baselines and the first 13 of 35 methods had already taken 341 s user + 36 s
