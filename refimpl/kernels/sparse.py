@@ -21,8 +21,8 @@ The compute a pruned network needs is sparse × dense:
 Each exists as a Numba kernel (``cache=True``; a serial version for small problems and a
 threaded one over blocks of rows of equal work — stored values plus one per row,
 :func:`_row_blocks` — for large ones: ``prange`` for SpMM, for SpMV the caller plus helper
-threads of :class:`_SpmvTeam`) beside a pure-NumPy reference with the same signature,
-selected by ``backend="numba" | "numpy"`` (default ``$REFIMPL_BACKEND``). float32 and float64
+threads of :class:`~refimpl.kernels._team.Team`) beside a pure-NumPy reference with the same
+signature, selected by ``backend="numba" | "numpy"`` (default ``$REFIMPL_BACKEND``). float32 and float64
 are supported; the result has the promoted dtype of the two operands (float32 × float32 →
 float32).
 
@@ -31,8 +31,8 @@ step — one vector load of the values, the column indices read as 64-bit words 
 shifts, the 16 ``x[j]`` loaded one by one into a vector, one vector ``fmuladd`` per 512 bits —
 21 loads per 16 values instead of 48, since loads, not bandwidth, bound SpMV while the matrix
 sits in the last-level cache (one thread, 4096², 90 %, float32: 0.34–0.38 vs 0.56–0.57 ms CPU
-time). Threaded SpMV runs without a Numba parallel region (:class:`_SpmvTeam`): the calling
-thread starts on the rows at once and a helper thread, woken through a queue (13–49 µs,
+time). Threaded SpMV runs without a Numba parallel region (the thread team of
+:mod:`refimpl.kernels._team`): the calling thread starts on the rows at once and a helper thread, woken through a queue (13–49 µs,
 against 38–101 µs for an empty ``prange`` on ``workqueue``, whose calling thread only waits),
 joins it, both claiming blocks of rows from one atomic counter.
 
@@ -106,6 +106,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from refimpl.kernels._backend import dispatch
+from refimpl.kernels._team import claim, finish, team
 from refimpl.utils import check_array, check_float
 
 __all__ = ["CSRMatrix", "index_dtype", "frozen_copy", "csr_from_dense", "csr_matvec", "csr_matmat",
@@ -125,13 +126,13 @@ PARALLEL_MIN_WORK = 1 << 16
 #: parallel times (0.263 ms at 168 k values, 0.502 ms at 1.68 M) crosses the serial one near
 #: 500 k values. The threshold stays at 2^17 so that ``tests/kernels/test_fork_safety.py``
 #: (160 k values) still exercises the threaded SpMV in a forked child. (Those figures are for
-#: the scalar rows under ``prange``; the threaded SpMV is now :class:`_SpmvTeam`, whose helper
-#: wakes in 13-49 µs and delays only its own share, so the crossover is lower; not re-measured
+#: the scalar rows under ``prange``; the threaded SpMV now runs on the thread team of
+#: :mod:`refimpl.kernels._team`, whose helper wakes in 13-49 µs and delays only its own share, so the crossover is lower; not re-measured
 #: quietly, the threshold is unchanged.)
 SPMV_PARALLEL_MIN_NNZ = 1 << 17
 
-#: Blocks of rows per thread claimed one by one by the SpMV thread team (:class:`_SpmvTeam`):
-#: small enough that the last block a slow thread holds is a few µs of work.
+#: Blocks of rows per thread claimed one by one by the SpMV thread team
+#: (:class:`~refimpl.kernels._team.Team`): small enough that the last block a slow thread holds is a few µs of work.
 _TEAM_BLOCKS = 32
 
 
@@ -653,136 +654,27 @@ def _csr_matvec_serial(indptr, indices, data, x, y):
 
 
 
-@intrinsic
-def _atomic_add(typingctx, state, idx, val):
-    """``state[idx] += val`` atomically (sequentially consistent); returns the old value.
-    ``state`` int64 1-D C-contiguous."""
-    sig = types.int64(state, types.intp, types.int64)
-
-    def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        return builder.atomic_rmw("add", builder.gep(arr.data, [args[1]]), args[2], "seq_cst")
-
-    return sig, codegen
-
-
-@intrinsic
-def _atomic_get(typingctx, state, idx):
-    """``state[idx]`` read atomically (sequentially consistent); ``state`` int64 1-D."""
-    sig = types.int64(state, types.intp)
-
-    def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        return builder.load_atomic(builder.gep(arr.data, [args[1]]), "seq_cst", 8)
-
-    return sig, codegen
-
-
 @numba.njit(cache=True, nogil=True)
 def _csr_matvec_team(indptr, indices, data, x, y, bounds, state, member):
-    """One member of the SpMV thread team (:class:`_SpmvTeam`): claim blocks of rows
-    (``bounds``, equal work) one at a time from the shared counter ``state[0]`` until none is
-    left, count each finished block in ``state[1]`` and in ``state[2 + member]`` (member 0 is
-    the calling thread: the per-thread split of the work, for the benchmark). Runs without
-    the GIL, on the calling thread and on each helper thread; whoever starts first takes more
-    blocks."""
+    """One member of the SpMV thread team (:class:`refimpl.kernels._team.Team`): claim blocks
+    of rows (``bounds``, equal work) one at a time from the shared counter until none is left.
+    Runs without the GIL, on the calling thread (member 0) and on each helper thread; whoever
+    starts first takes more blocks."""
     n_blocks = bounds.shape[0] - 1
     while True:
-        t = _atomic_add(state, 0, 1)
+        t = claim(state)
         if t >= n_blocks:
             return
         for i in range(bounds[t], bounds[t + 1]):
             y[i] = _spmv_row(indptr, indices, data, x, i)
-        _atomic_add(state, 2 + member, 1)
-        _atomic_add(state, 1, 1)
-
-
-@numba.njit(cache=True, nogil=True)
-def _team_done(state, n_blocks, spins):
-    """Spin (at most ``spins`` polls) until ``state[1] == n_blocks``; True when done."""
-    for _ in range(spins):
-        if _atomic_get(state, 1) >= n_blocks:
-            return True
-    return _atomic_get(state, 1) >= n_blocks
-
-
-class _SpmvTeam:
-    """The calling thread plus ``helpers`` Python threads running :func:`_csr_matvec_team`
-    (issue #19): the threaded SpMV without a Numba parallel region.
-
-    Why: a ``prange`` call on Numba's ``workqueue`` layer wakes sleeping workers and the
-    calling thread only waits (75 µs back to back, 120–180 µs after idle, before any row is
-    computed). Here the caller starts on the rows at once; each helper thread, blocked on its
-    queue, joins when the OS has woken it and takes blocks from the same counter, so the
-    wake-up delays only the helper's share: two threads take about ``(T1 + wake) / 2``
-    instead of ``wake + T1 / 2`` (``T1``: the one-thread time). The helpers sleep between
-    calls (no spinning that would take a core from other processes). Results do not depend
-    on which thread ran a row (:func:`_spmv_row`'s order is fixed by the row).
-
-    Fork: a forked child has no helper threads; :func:`_spmv_team` builds a new team there
-    (``os.register_at_fork``). Thread safety: :func:`~refimpl.kernels._backend.dispatch`
-    runs one kernel at a time.
-    """
-
-    def __init__(self, helpers: int):
-        import queue
-        import threading
-
-        self.helpers = helpers
-        self.queues = [queue.SimpleQueue() for _ in range(helpers)]
-        for member, q in enumerate(self.queues, 1):
-            threading.Thread(target=self._serve, args=(q, member), daemon=True,
-                             name=f"refimpl-spmv-{member}").start()
-
-    @staticmethod
-    def _serve(q, member):
-        while True:
-            job = q.get()
-            _csr_matvec_team(*job, member)
-            del job  # drop the arrays of a finished call
-
-    def run(self, indptr, indices, data, x, y, bounds) -> np.ndarray:
-        """``y[i] = A[i] @ x`` for the rows of every block of ``bounds``; returns the team's
-        counters ``[claims made, blocks finished]`` (the helpers may still add their last,
-        failed claim after the return), then the blocks each member finished (the caller
-        first)."""
-        import os
-
-        # [next block to claim, blocks finished, blocks finished by member 0, 1, ...]
-        state = np.zeros(3 + self.helpers, dtype=np.int64)
-        job = (indptr, indices, data, x, y, bounds, state)
-        for q in self.queues:
-            q.put(job)
-        _csr_matvec_team(*job, 0)
-        n_blocks = bounds.shape[0] - 1
-        while not _team_done(state, n_blocks, 1 << 14):  # a helper still on its last block
-            os.sched_yield()
-        return state
-
-
-_TEAM: list = [None]
-
-
-def _forget_team_in_child() -> None:
-    _TEAM[0] = None
-
-
-def _spmv_team(helpers: int) -> _SpmvTeam:
-    """The process's SpMV team with ``helpers`` helper threads (built on first use)."""
-    team = _TEAM[0]
-    if team is None or team.helpers != helpers:  # (old helpers idle on their queues)
-        team = _TEAM[0] = _SpmvTeam(helpers)
-    return team
-
-
-if hasattr(__import__("os"), "register_at_fork"):
-    __import__("os").register_at_fork(after_in_child=_forget_team_in_child)
+        finish(state, member)
 
 
 def _csr_matvec_threaded(indptr, indices, data, x, y, bounds):
     """The threaded SpMV driver: the calling thread and ``numba.get_num_threads() - 1``
-    helper threads share the row blocks ``bounds`` (:class:`_SpmvTeam`)."""
-    _spmv_team(numba.get_num_threads() - 1).run(indptr, indices, data, x, y, bounds)
+    helper threads share the row blocks ``bounds`` (:func:`refimpl.kernels._team.team`)."""
+    return team().run(_csr_matvec_team, (indptr, indices, data, x, y, bounds),
+                      bounds.shape[0] - 1)
 
 
 def _row_blocks(A: CSRMatrix, per_thread: int = 4) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""The threaded SpMV driver without a Numba parallel region (``sparse._SpmvTeam``, issue #19):
-the calling thread and helper threads claim blocks of rows from one atomic counter. Exact
+"""The threaded SpMV driver without a Numba parallel region (the thread team of
+``refimpl.kernels._team``, issue #19): the calling thread and helper threads claim blocks of
+rows from one atomic counter. Exact
 results whoever computes a row, every helper count, the dispatch by thread count, concurrent
 callers, and a forked child (``tests/kernels/test_fork_safety.py`` runs it in a pool)."""
 
@@ -13,6 +14,7 @@ import numba
 import numpy as np
 import pytest
 
+from refimpl.kernels import _team as T
 from refimpl.kernels import record_calls
 from refimpl.kernels import sparse as S
 from refimpl.kernels.sparse import csr_from_dense, csr_matvec
@@ -26,6 +28,11 @@ def _case(seed=0, n_rows=700, n_cols=500, sparsity=0.5, dtype=np.float64):
     return csr_from_dense(W), rng.standard_normal(n_cols).astype(dtype), W
 
 
+def _run(team, A, x, y, bounds):
+    return team.run(S._csr_matvec_team, (S._uindptr(A), A.indices, A.data, x, y, bounds),
+                    len(bounds) - 1)
+
+
 def _serial(A, x):
     y = np.zeros(A.shape[0], dtype=x.dtype)
     S._csr_matvec_serial(S._uindptr(A), A.indices, A.data, x, y)
@@ -37,11 +44,11 @@ def _serial(A, x):
 def test_team_equals_the_serial_kernel_for_any_helper_count(helpers, dtype):
     A, x, W = _case(helpers, dtype=dtype)
     want = _serial(A, x)
-    team = S._SpmvTeam(helpers)
+    team = T.Team(helpers)
     for per_thread in (1, 4, 32):
         bounds = S._row_blocks(A, per_thread)
         y = np.zeros(A.shape[0], dtype=dtype)
-        state = team.run(S._uindptr(A), A.indices, A.data, x, y, bounds)
+        state = _run(team, A, x, y, bounds)
         np.testing.assert_array_equal(y, want)  # the row order fixes every sum
         assert state[1] == len(bounds) - 1  # every block finished once
         assert state[2:].sum() == state[1]  # by one member each
@@ -53,10 +60,10 @@ def test_every_member_claims_from_the_shared_counter():
     """Each member stops after one failed claim, so once the helpers have run the counter is
     blocks + members: the helper threads really took part (none skipped, none ran twice)."""
     A, x, _ = _case(1)
-    team = S._SpmvTeam(2)
+    team = T.Team(2)
     bounds = S._row_blocks(A, 32)
     y = np.zeros(A.shape[0])
-    state = team.run(S._uindptr(A), A.indices, A.data, x, y, bounds)
+    state = _run(team, A, x, y, bounds)
     n_blocks = len(bounds) - 1
     deadline = time.monotonic() + 30
     while state[0] < n_blocks + 3 and time.monotonic() < deadline:
@@ -87,7 +94,7 @@ def test_dispatch_uses_the_team_only_with_threads_and_enough_values(monkeypatch)
             assert ran == [driver] and log == [("csr_matvec", "numba")]
     finally:
         numba.set_num_threads(threads)
-    assert S._TEAM[0] is None or S._TEAM[0].helpers == threads - 1
+    assert T._TEAM[0] is None or T._TEAM[0].helpers == threads - 1
 
 
 def test_concurrent_callers_get_their_own_results(monkeypatch):
@@ -118,16 +125,16 @@ def test_a_forked_child_builds_its_own_team(monkeypatch):
     if numba.get_num_threads() < 2:
         pytest.skip("one Numba thread: no team")
     csr_matvec(A, x, backend="numba")  # the parent's team exists and its helpers sleep
-    parent_team = S._TEAM[0]
+    parent_team = T._TEAM[0]
     assert parent_team is not None
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: the parent's helper threads do not exist here
         ok = 0
         try:
-            ok = int(S._TEAM[0] is None)
+            ok = int(T._TEAM[0] is None)
             y = csr_matvec(A, x, backend="numba")
-            ok &= int(np.array_equal(y, want) and S._TEAM[0] is not None)
+            ok &= int(np.array_equal(y, want) and T._TEAM[0] is not None)
         finally:
             os.write(w, bytes([ok]))
             os._exit(0)
@@ -136,4 +143,4 @@ def test_a_forked_child_builds_its_own_team(monkeypatch):
     os.close(r)
     os.waitpid(pid, 0)
     assert got == b"\x01"
-    assert S._TEAM[0] is parent_team
+    assert T._TEAM[0] is parent_team

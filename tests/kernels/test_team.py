@@ -1,0 +1,89 @@
+"""The thread team of ``refimpl.kernels._team`` (issue #19): task claiming, counts, helper
+placement off the caller's CPU, and argument errors. The SpMV and low-bit kernels that run on
+it are tested in ``test_sparse_team.py`` and ``test_lowbit_gemv.py``."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numba
+import numpy as np
+import pytest
+
+from refimpl.kernels import _team as T
+
+
+@numba.njit(nogil=True)
+def _square_tasks(x, out, state, member):
+    """Task t: out[t] = x[t]², and who ran it."""
+    n = x.shape[0]
+    while True:
+        t = T.claim(state)
+        if t >= n:
+            return
+        out[t, 0] = x[t] * x[t]
+        out[t, 1] = member
+        T.finish(state, member)
+
+
+@pytest.mark.parametrize("helpers", [0, 1, 2])
+@pytest.mark.parametrize("n", [0, 1, 7, 300])
+def test_every_task_runs_once(helpers, n):
+    x = np.arange(n, dtype=np.float64)
+    out = np.full((n, 2), -1.0)
+    state = T.Team(helpers).run(_square_tasks, (x, out), n)
+    np.testing.assert_array_equal(out[:, 0], x * x)
+    assert state.shape == (3 + helpers,) and state[1] == n and state[2:].sum() == n
+    assert set(out[:, 1].astype(int)) <= set(range(helpers + 1))
+
+
+def test_helpers_must_not_be_negative():
+    with pytest.raises(ValueError, match="helpers must be >= 0"):
+        T.Team(-1)
+
+
+def test_team_follows_numba_thread_count():
+    threads = numba.get_num_threads()
+    assert T.team().helpers == threads - 1
+    assert T.team(0).helpers == 0 and T._TEAM[0].helpers == 0
+    assert T.team().helpers == threads - 1  # rebuilt for the default count
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="CPU placement needs Linux and two usable CPUs")
+def test_helpers_are_kept_off_the_callers_cpu():
+    team = T.Team(1)
+    x = np.arange(50.0)
+    out = np.zeros((50, 2))
+    team.run(_square_tasks, (x, out), 50)
+    cpu = team._getcpu()
+    allowed = os.sched_getaffinity(0)
+    helper_cpus = os.sched_getaffinity(team.tids[0])
+    # placed for the CPU the caller ran on at the call (it may have moved since: then again)
+    if cpu not in helper_cpus:
+        assert helper_cpus == allowed - {cpu}
+    else:
+        team.run(_square_tasks, (x, out), 50)
+        assert os.sched_getaffinity(team.tids[0]) <= allowed
+
+
+def test_a_late_helper_only_delays_its_share():
+    """With the helper's queue held back, the caller runs every task alone and returns."""
+    team = T.Team(1)
+    x = np.arange(20.0)
+    out = np.zeros((20, 2))
+    real = team.queues[0]
+
+    class _Dropped:
+        def put(self, job):  # the helper never gets the job
+            pass
+
+    team.queues[0] = _Dropped()
+    try:
+        t0 = time.monotonic()
+        state = team.run(_square_tasks, (x, out), 20)
+    finally:
+        team.queues[0] = real
+    assert state[2] == 20 and state[3] == 0 and time.monotonic() - t0 < 30
+    np.testing.assert_array_equal(out[:, 0], x * x)
