@@ -38,8 +38,9 @@ that lane ``l`` of position ``j`` of word block ``q`` holds ``x[per·(16q + l) +
 meets zero-padded activations; each row's words are prefetched 3 KiB ahead (``_PREFETCH``).
 Ternary words are first interleaved bit by bit (non-zero bit
 ``i`` → bit ``2i``, sign bit → ``2i + 1``, per 16-bit quarter) so that every code is again a
-2-bit field. The loops are LLVM IR (a numba ``@intrinsic``, as in :mod:`bitpack`), parallel
-over blocks of 64 output rows with ``prange``. The table-on-activations form (T-MAC-style:
+2-bit field. The loops are LLVM IR (a numba ``@intrinsic``, as in :mod:`bitpack`), run over
+blocks of 64 output rows by the calling thread and the helpers of the thread team
+(:mod:`refimpl.kernels._team`, blocks claimed from an atomic counter). The table-on-activations form (T-MAC-style:
 a 16-entry table of partial sums per group of 4 binary / 2 two-bit activations, indexed by the
 weight bits of 16 rows) saves lookups for 1- and 2-bit weights but needs 16 rows' words in one
 register: with :func:`bitpack.pack_codes`' row-major layout that is a gather per word, so it
@@ -97,6 +98,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from refimpl.kernels._backend import dispatch, resolve_backend
+from refimpl.kernels._team import claim, finish, team, wait_done
 from refimpl.kernels import bitpack
 from refimpl.kernels.bitpack import popcount64 as _popcount
 from refimpl.utils import check_array, check_int
@@ -116,7 +118,7 @@ SMALL_BATCH = 512
 #: their 4 × 4 (2 × 2) row tiles leave one of the two threads idle (M ≤ 4) or unbalanced.
 SMALL_BATCH_PACKED = 7
 
-_ROW_BLOCK = 64  # output rows per prange task
+_ROW_BLOCK = 64  # output rows per task (thread team, prange)
 _TERNARY = 0     # the "kind" of a ternary product; k-bit codes use kind = bits
 
 
@@ -199,10 +201,14 @@ def _table(kind: int, codebook, dtype) -> np.ndarray:
     """The 16-entry lookup table: the codebook repeated modulo ``2^bits`` (code + 2·sign for a
     ternary product: ``(0, +1, 0, −1)``)."""
     if kind == _TERNARY:
-        cb = np.array([0.0, 1.0, 0.0, -1.0])
-    else:
-        cb = np.asarray(codebook, dtype=np.float64)[: 2 ** kind]
-    return np.ascontiguousarray(cb[np.arange(16) % cb.size], dtype=dtype)
+        return _table16(np.array([0.0, 1.0, 0.0, -1.0]), 4, dtype)
+    return _table16(codebook, 2 ** kind, dtype)
+
+
+def _table16(cb, nc, dtype) -> np.ndarray:
+    """``cb[i mod nc]`` for i = 0 … 15, through float64, in ``dtype``."""
+    return np.ascontiguousarray(np.asarray(cb, dtype=np.float64)[np.arange(16) % nc],
+                                dtype=dtype)
 
 
 # ------------------------------------------------------------------ NumPy reference
@@ -582,78 +588,142 @@ def _avx2_block(xl, packed, sign, kind, table, out, blk):
         b += bc
 
 
+@numba.njit(cache=True)
+def _fast_table(X, cb, nc, scale):
+    """``(table, bad)``: the 16-entry float32 table ``cb[i mod nc]`` and 0, or 1 / 2 / 3 when
+    ``X`` / ``cb`` / ``scale`` has a NaN or inf (then the table is unused)."""
+    table = np.empty(16, dtype=np.float32)
+    for m in range(X.shape[0]):
+        for k in range(X.shape[1]):
+            if not np.isfinite(X[m, k]):
+                return table, 1
+    for i in range(cb.shape[0]):
+        if not np.isfinite(cb[i]):
+            return table, 2
+    for n in range(scale.shape[0]):
+        if not np.isfinite(scale[n]):
+            return table, 3
+    for i in range(16):
+        table[i] = np.float32(np.float64(cb[i % nc]))
+    return table, 0
+
+
+@numba.njit(cache=True)
+def _prepare(X, cb, nc, scale, kind, Kw, N, L, members):
+    """Everything a call needs before the products, in one compiled step: ``(xl, out,
+    table, bad, state)`` — the activations in the kernel's layout (:func:`_layout_x`), the
+    output (M, N) float32, the 16-entry table of ``cb[:nc]``, the finiteness flag of
+    :func:`_fast_table` (non-zero: nothing else is valid) and the thread team's counters for
+    ``members`` threads (:func:`refimpl.kernels._team.new_state`)."""
+    table, bad = _fast_table(X, cb, nc, scale)
+    xl = _layout_x(X, _per_jit(kind), Kw, L)
+    out = np.empty((X.shape[0], N), dtype=np.float32)
+    state = np.zeros(2 + members, dtype=np.int64)
+    return xl, out, table, bad, state
+
+
 @numba.njit(cache=True, inline="always")
-def _scale_rows(out, scale):
-    """``out[m, n] *= scale[n]`` (exact when the scale is 1)."""
+def _scale_block(out, scale, blk):
+    """``out[m, n] *= scale[n]`` for the rows of block ``blk`` (exact when the scale is 1)."""
+    r0 = blk * _ROW_BLOCK
+    r1 = min(out.shape[1], r0 + _ROW_BLOCK)
     for m in range(out.shape[0]):
-        for n in range(out.shape[1]):
+        for n in range(r0, r1):
             out[m, n] *= scale[n]
 
 
-# The four drivers take the activations ``X`` (M, K) and the row scales and do the whole call
-# in compiled code — the activation layout (:func:`_layout_x`), the product and the scale —
-# so a call is one entry into Numba after the argument checks. Issue #19 measurement: after
-# 0.3 s idle (the benchmark protocol) every separate NumPy / Numba step of a call costs
-# 10–170 µs instead of 2–10 (the first one after the pause the most: 33 vs 3.6 µs for a 4000-
-# element njit sum), so the seven steps of the previous path (layout, kernel, ``np.all(scale
-# == 1)``, the scale product, …) cost ~0.38 ms per call against 0.06 ms warm.
-@numba.njit(cache=True, parallel=True)
-def _lowbit_avx512(X, packed, sign, kind, table, scale):
-    """Parallel over blocks of 64 output rows."""
-    xl = _layout_x(X, _per_jit(kind), packed.shape[1], 16)
-    N = packed.shape[0]
-    out = np.empty((xl.shape[0], N), dtype=np.float32)
-    for blk in prange((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
-        _avx512_block(xl, packed, sign, kind, table, out, blk)
-    _scale_rows(out, scale)
-    return out
+@numba.njit(cache=True, nogil=True)
+def _avx512_tasks(xl, packed, sign, kind, table, scale, out, state, member):
+    """A member of the thread team (:mod:`refimpl.kernels._team`): claims blocks of 64 output
+    rows, computes and scales them."""
+    nblk = (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
+    while True:
+        t = claim(state)
+        if t >= nblk:
+            return
+        _avx512_block(xl, packed, sign, kind, table, out, t)
+        _scale_block(out, scale, t)
+        finish(state, member)
+    if member == 0:
+        wait_done(state, nblk, 1 << 14)
+
+
+@numba.njit(cache=True, nogil=True)
+def _avx2_tasks(xl, packed, sign, kind, table, scale, out, state, member):
+    """:func:`_avx512_tasks` on 8-lane blocks."""
+    nblk = (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
+    while True:
+        t = claim(state)
+        if t >= nblk:
+            return
+        _avx2_block(xl, packed, sign, kind, table, out, t)
+        _scale_block(out, scale, t)
+        finish(state, member)
+    if member == 0:
+        wait_done(state, nblk, 1 << 14)
+
+
+# The drivers take the activations ``X`` (M, K), the codebook ``cb`` (its first ``nc``
+# entries) and the row scales, and return ``(out, bad)`` (``bad``: :func:`_fast_table`). A
+# call is one compiled step (:func:`_prepare`: checks, table, activation layout) and the
+# products: issue #19 measurement, after 0.3 s idle (the benchmark protocol) every separate
+# NumPy / Numba step of a call costs 10–170 µs instead of 2–10 (the first one after the pause
+# the most: 33 vs 3.6 µs for a 4000-element njit sum), so the seven steps of an earlier path
+# (layout, kernel, ``np.all(scale == 1)``, the scale product, …) cost ~0.38 ms per call
+# against 0.06 ms warm. The threaded drivers run the products on the thread team of
+# :mod:`refimpl.kernels._team` (the calling thread works from the start; a helper joins when
+# woken); before it, a ``prange`` driver took, for 4 bits at batch 1, 4096 × 4096, after the
+# 0.3 s pause and interleaved with float32 BLAS (medians / best of 15, ms): 0.66–0.93 / 0.58–
+# 0.62, the team 0.63–0.65 / 0.57–0.62 (one thread 0.87 / 0.81).
+def _threaded(tasks, L, X, packed, sign, kind, cb, nc, scale):
+    tm = team()
+    xl, out, table, bad, state = _prepare(X, cb, nc, scale, kind, packed.shape[1],
+                                          packed.shape[0], L, tm.helpers + 1)
+    if bad == 0:
+        tm.run(tasks, (xl, packed, sign, kind, table, scale, out),
+               (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK, state)
+    return out, bad
+
+
+def _lowbit_avx512(X, packed, sign, kind, cb, nc, scale):
+    """The calling thread and the team's helpers over blocks of 64 output rows."""
+    return _threaded(_avx512_tasks, 16, X, packed, sign, kind, cb, nc, scale)
 
 
 @numba.njit(cache=True)
-def _lowbit_avx512_serial(X, packed, sign, kind, table, scale):
-    """One thread, for small products (waking the thread pool costs ~0.05–0.3 ms here)."""
-    xl = _layout_x(X, _per_jit(kind), packed.shape[1], 16)
-    N = packed.shape[0]
-    out = np.empty((xl.shape[0], N), dtype=np.float32)
-    for blk in range((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
-        _avx512_block(xl, packed, sign, kind, table, out, blk)
-    _scale_rows(out, scale)
-    return out
+def _lowbit_avx512_serial(X, packed, sign, kind, cb, nc, scale):
+    """One thread, for small products (waking a helper costs more than the work)."""
+    xl, out, table, bad, state = _prepare(X, cb, nc, scale, kind, packed.shape[1],
+                                          packed.shape[0], 16, 1)
+    if bad == 0:
+        _avx512_tasks(xl, packed, sign, kind, table, scale, out, state, 0)
+    return out, bad
 
 
-@numba.njit(cache=True, parallel=True)
-def _lowbit_avx2(X, packed, sign, kind, table, scale):
-    """Parallel over blocks of 64 output rows (8-lane blocks)."""
-    xl = _layout_x(X, _per_jit(kind), packed.shape[1], 8)
-    N = packed.shape[0]
-    out = np.empty((xl.shape[0], N), dtype=np.float32)
-    for blk in prange((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
-        _avx2_block(xl, packed, sign, kind, table, out, blk)
-    _scale_rows(out, scale)
-    return out
+def _lowbit_avx2(X, packed, sign, kind, cb, nc, scale):
+    """:func:`_lowbit_avx512` on 8-lane blocks."""
+    return _threaded(_avx2_tasks, 8, X, packed, sign, kind, cb, nc, scale)
 
 
 @numba.njit(cache=True)
-def _lowbit_avx2_serial(X, packed, sign, kind, table, scale):
+def _lowbit_avx2_serial(X, packed, sign, kind, cb, nc, scale):
     """One thread, 8-lane blocks."""
-    xl = _layout_x(X, _per_jit(kind), packed.shape[1], 8)
-    N = packed.shape[0]
-    out = np.empty((xl.shape[0], N), dtype=np.float32)
-    for blk in range((N + _ROW_BLOCK - 1) // _ROW_BLOCK):
-        _avx2_block(xl, packed, sign, kind, table, out, blk)
-    _scale_rows(out, scale)
-    return out
+    xl, out, table, bad, state = _prepare(X, cb, nc, scale, kind, packed.shape[1],
+                                          packed.shape[0], 8, 1)
+    if bad == 0:
+        _avx2_tasks(xl, packed, sign, kind, table, scale, out, state, 0)
+    return out, bad
 
 
 #: Products with fewer multiply-adds (M · N · K) than this run on one thread: at ~10^4
-#: multiply-adds per µs on one core that is ~0.1 ms, about what waking Numba's thread pool
-#: (workqueue layer) costs on the shared 2-core development machine.
+#: multiply-adds per µs on one core that is ~0.1 ms, about what waking a helper thread
+#: costs on the shared 2-core development machine.
 _SERIAL_MACS = 1 << 20
 
 
-def _lowbit_numba(X, packed, sign, kind, K, table, scale):
-    """The AVX-512 or AVX2 kernel for float32 ``X`` where available (:func:`fast_path_isa`),
-    else the portable loops."""
+def _lowbit_cb(X, packed, sign, kind, K, cb, nc, scale):
+    """``(Y, bad)`` for the codebook's first ``nc`` entries: the AVX-512 or AVX2 kernel for
+    float32 ``X`` where available (:func:`fast_path_isa`), else the portable loops."""
     isa = fast_path_isa() if X.dtype == np.float32 else None
     if isa is not None:
         small = X.shape[0] * packed.shape[0] * K < _SERIAL_MACS
@@ -661,8 +731,21 @@ def _lowbit_numba(X, packed, sign, kind, K, table, scale):
             kern = _lowbit_avx512_serial if small else _lowbit_avx512
         else:
             kern = _lowbit_avx2_serial if small else _lowbit_avx2
-        return kern(X, packed, sign, kind, table, scale)
-    return _lowbit_generic(X, packed, sign, kind, K, table, scale)
+        return kern(X, packed, sign, kind, cb, nc, scale)
+    bad = _fast_table(X, cb, nc, scale)[1]
+    if bad:
+        return None, bad
+    return _lowbit_generic(X, packed, sign, kind, K, _table16(cb, nc, X.dtype), scale), 0
+
+
+def _lowbit_numba(X, packed, sign, kind, K, table, scale):
+    """The Numba product for checked arguments and the 16-entry ``table``."""
+    return _lowbit_cb(X, packed, sign, kind, K, table, 16, scale)[0]
+
+
+def _lowbit_numpy_cb(X, packed, sign, kind, K, cb, nc, scale):
+    """The NumPy reference with the arguments of :func:`_lowbit_cb`."""
+    return _lowbit_numpy(X, packed, sign, kind, K, _table16(cb, nc, X.dtype), scale), 0
 
 
 # ------------------------------------------------------------------ public API
@@ -706,28 +789,9 @@ def _prepare_scale(scale, N, dtype):
 # each on the development machine): the argument checks and the table of a 4096 × 4096 call
 # (check_array of X, codebook and scale, _table) took ~0.3 ms of a 1.1–1.3 ms 3-/4-bit call
 # after 0.3 s idle (driver alone 0.73–0.95 ms, load 0.5). Arguments that already have the
-# kernel's types and layout skip them: one compiled call checks finiteness and builds the
-# table, with the same error messages.
-@numba.njit(cache=True)
-def _fast_table(X, cb, nc, scale):
-    """``(table, bad)``: the 16-entry float32 table ``cb[i mod nc]`` and 0, or 1 / 2 / 3 when
-    ``X`` / ``cb`` / ``scale`` has a NaN or inf (then the table is unused)."""
-    table = np.empty(16, dtype=np.float32)
-    for m in range(X.shape[0]):
-        for k in range(X.shape[1]):
-            if not np.isfinite(X[m, k]):
-                return table, 1
-    for i in range(cb.shape[0]):
-        if not np.isfinite(cb[i]):
-            return table, 2
-    for n in range(scale.shape[0]):
-        if not np.isfinite(scale[n]):
-            return table, 3
-    for i in range(16):
-        table[i] = np.float32(np.float64(cb[i % nc]))
-    return table, 0
-
-
+# kernel's types and layout skip them: the driver's first compiled step (:func:`_prepare`)
+# checks finiteness and builds the table, with the same error messages (a separate compiled
+# check before the driver cost 0.06–0.07 ms after the pause).
 _BINARY_CB = np.array([-1.0, 1.0])
 _TERNARY_CB = np.array([0.0, 1.0, 0.0, -1.0])  # code nz + 2·sign
 _FAST_BAD = {1: "X contains NaN or inf", 2: "codebook contains NaN or inf",
@@ -759,10 +823,11 @@ def _fast(name, kind, X, packed, sign, K, cb, nc, scale, backend):
             not scale.flags.c_contiguous:
         return None
     X2 = X.reshape(1, -1) if X.ndim == 1 else X
-    table, bad = _fast_table(X2, cb, nc, scale)
+    Y, bad = dispatch(name, backend, _lowbit_cb, _lowbit_numpy_cb, X2, packed, sign, kind, K,
+                      cb, nc, scale)
     if bad:
         raise ValueError(_FAST_BAD[bad])
-    return _run(name, kind, X2, packed, sign, K, table, scale, X.ndim == 1, backend)
+    return Y[0] if X.ndim == 1 else Y
 
 
 def _run(name, kind, X, packed, sign, K, table, scale, one, backend):

@@ -520,8 +520,8 @@ def test_int8_gemv_bad_input():
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_fast_call_path_same_bits_and_same_errors(rng, monkeypatch, isa):
-    """float32 C-contiguous arguments take ``_fast`` (one compiled call checks finiteness and
-    builds the table): the same bits as the full path (float64 scale, Fortran X), and NaN/inf
+    """float32 C-contiguous arguments take ``_fast`` (the driver's first compiled step checks
+    finiteness and builds the table from the codebook): the same bits as the full path (float64 scale, Fortran X), and NaN/inf
     in X, codebook or scale raise the full path's messages."""
     _force_isa(monkeypatch, isa)
     codes, cb, X, s, ref = _codes_case(rng, 3, 5, 67, 300)
@@ -531,8 +531,14 @@ def test_fast_call_path_same_bits_and_same_errors(rng, monkeypatch, isa):
     assert lg._fast("kbit_gemv", 3, X, P, P, 300, cb, 8, s.astype(np.float64), "numba") is None
     assert lg._fast("kbit_gemv", 3, X, P, P, 300, cb, 8, s, "numpy") is None
     taken = []
-    real = lg._fast_table
-    monkeypatch.setattr(lg, "_fast_table", lambda *a: taken.append(a[0].shape) or real(*a))
+    real = lg._lowbit_cb
+
+    def spy(*a):  # the fast path passes the codebook (nc = 2^bits), the full one the table
+        if a[6] != 16:
+            taken.append(a[0].shape)
+        return real(*a)
+
+    monkeypatch.setattr(lg, "_lowbit_cb", spy)
     a = lg.kbit_gemv(X, P, 3, 300, cb, s, backend="numba")
     b = lg.kbit_gemv(np.asfortranarray(X), P, 3, 300, cb.astype(np.float64),
                      s.astype(np.float64), backend="numba")
