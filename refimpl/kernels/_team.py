@@ -44,7 +44,7 @@ from numba import types
 from numba.extending import intrinsic
 
 __all__ = ["Team", "team", "claim", "finish", "wait_done", "atomic_add", "atomic_get",
-           "new_state"]
+           "new_state", "num_threads"]
 
 
 @intrinsic
@@ -228,7 +228,7 @@ def _forget_team_in_child() -> None:
     _TEAM[0] = None
 
 
-def _num_threads() -> int:
+def num_threads() -> int:
     """``numba.get_num_threads()`` (which respects ``numba.set_num_threads`` in this thread),
     without its per-call lock once the threading layer runs: that lock is a
     ``multiprocessing`` lock, 50–70 µs after 0.3 s idle on the development machine, against
@@ -248,7 +248,7 @@ def team(helpers: int | None = None) -> Team:
     built on first use and rebuilt when the count changes (old helpers idle on their
     queues)."""
     if helpers is None:
-        helpers = _num_threads() - 1
+        helpers = num_threads() - 1
     t = _TEAM[0]
     if t is None or t.helpers != helpers:
         t = _TEAM[0] = Team(helpers)

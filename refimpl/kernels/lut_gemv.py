@@ -51,10 +51,11 @@ group ``8c + j`` (one 64-byte load, shared by the two tiles) and add to the accu
 (4 independent chains per tile for 1 batch row, 2 for 2, 1 for 4 and 8). Lane ``l`` of a
 tile's accumulator is output ``16t + l``: no horizontal sums. The columns are blocked so that
 the tables of one block of columns and one batch chunk stay within 16 KiB (L1), and all the
-tiles of a task run through that block before the next; the ``prange`` tasks are one block of
-rows per thread (at least 256 rows), since every task reads the tables of all batch rows once
-(with 256-row tasks, batch 64 at 2 bits read 16 × 8 MiB of tables and ran 1.7× slower than the
-decode kernel). Per 16 rows × 4 binary (2 two-bit) weights: one shift, one ``vpermps``, one
+tiles of a task run through that block before the next. The tasks run on the thread team of
+:mod:`refimpl.kernels._team` (the calling thread and helpers claim them from one counter):
+256-row tasks for batches up to 8, and for larger batches one block of rows per thread (at
+least 256 rows), since every task reads the tables of all batch rows once (with 256-row tasks,
+batch 64 at 2 bits read 16 × 8 MiB of tables and ran 1.7× slower than the decode kernel). Per 16 rows × 4 binary (2 two-bit) weights: one shift, one ``vpermps``, one
 add, against one shift, one ``vpermps`` and one FMA per 16 weights in
 :func:`lowbit_gemv.kbit_gemv`'s decode kernel: 4× (2×) fewer vector operations.
 
@@ -83,6 +84,7 @@ from numba.extending import intrinsic
 
 from refimpl.kernels import bitpack
 from refimpl.kernels._backend import dispatch, resolve_backend
+from refimpl.kernels._team import claim, finish, num_threads, team, wait_done
 from refimpl.kernels.lowbit_gemv import (_check_words, _decode_numpy, _fn, _i64,
                                          _prepare_scale, _prepare_x, _splat32, _vt,
                                          fast_path_isa)
@@ -97,17 +99,21 @@ BINARY_CODEBOOK = np.array([-1.0, 1.0])
 TERNARY_CODEBOOK = np.array([0.0, 1.0, 0.0, -1.0])
 
 _TILE = 16          # rows per tile (lanes of the layout)
-_MIN_TASK_TILES = 16  # at least 256 rows per prange task
+_MIN_TASK_TILES = 16  # at least 256 rows per task
+_SMALL_M = 8  # batches up to this many rows: tasks of _MIN_TASK_TILES tiles
 _L1_TABLE_BYTES = 16384  # tables of one column block and one batch chunk
 _BCS = {16: (8, 4, 2, 1), 8: (4, 2, 1)}
 #: Products with fewer table lookups (``M · ceil(N/16) · 8C``, one per 16 rows and group; ~2
-#: cycles each) than this run on one thread: 2^20 ≈ 0.5–0.9 ms of one core, so at 4096 × 4096
-#: batch 1 (binary 2^18, 2-bit and ternary 2^19 lookups) is serial and batch 8 threaded.
-#: Measured (2 cores, shared machine, load 2–9, calls after 0.3 s idle as in the benchmark):
-#: binary batch 1 serial driver 0.45 / 0.36 ms (median / best) vs threaded 0.60 / 0.54; public
-#: calls binary 0.53 / 0.45 vs 0.71 / 0.64, 2-bit 0.77 / 0.68 vs 0.95 / 0.85 — waking Numba's
-#: workqueue threads after a pause costs more than the halved work saves.
-_SERIAL_LOOKUPS = 1 << 20
+#: cycles each) than this run on one thread: 2^17 ≈ 0.1 ms of one core. Larger ones run on the
+#: thread team (:mod:`refimpl.kernels._team`: the caller starts at once, a helper pinned to
+#: another CPU joins when woken), so at 4096 × 4096 batch 1 (binary 2^18, 2-bit and ternary
+#: 2^19 lookups) is threaded. Measured 2026-12-07 06:30 UTC (2 cores, load ~0.5, public calls
+#: after 0.3 s idle interleaved with float32 BLAS, 21 rounds, median / best ms): binary serial
+#: 0.455 / 0.421, team 0.473 / 0.406; ternary 0.642 / 0.613 vs 0.605 / 0.508; 2-bit 0.638 /
+#: 0.600 vs 0.607 / 0.519. (Under ``prange`` the threaded driver had lost at batch 1: binary
+#: public calls 0.53 / 0.45 serial vs 0.71 / 0.64 — waking Numba's workqueue threads after a
+#: pause cost more than the halved work saved.)
+_SERIAL_LOOKUPS = 1 << 17
 
 
 class LutWeights(NamedTuple):
@@ -378,12 +384,17 @@ _lut_rows16 = _make_lut_rows(16)
 _lut_rows8 = _make_lut_rows(8)
 
 
-def _tiles_per_task(N):
-    """Tiles (16 rows) per ``prange`` task: one task per thread (rounded to tile pairs), at
-    least 16 tiles. Every task reads the tables of all batch rows once, so fewer, larger tasks
-    read them fewer times (at batch 64, 2-bit, K = 4096: 8 MiB of tables per task)."""
+def _tiles_per_task(N, M=_SMALL_M + 1):
+    """Tiles (16 rows) per task of the thread team. Batches of up to ``_SMALL_M`` rows:
+    ``_MIN_TASK_TILES`` (at N = 4096, 16 tasks the caller and a helper woken late share by
+    claiming them); larger batches: one task per thread (rounded to tile pairs), at least
+    ``_MIN_TASK_TILES`` — every task reads the tables of all batch rows once, so fewer,
+    larger tasks read them fewer times (at batch 64, 2-bit, K = 4096: 8 MiB of tables per
+    task)."""
+    if M <= _SMALL_M:
+        return _MIN_TASK_TILES
     nt = -(-N // _TILE)
-    per = -(-nt // max(1, numba.get_num_threads()))
+    per = -(-nt // max(1, num_threads()))
     return max(_MIN_TASK_TILES, per + per % 2)
 
 
@@ -460,69 +471,112 @@ _BAD = {1: "X contains NaN or inf", 2: "scale contains NaN or inf",
         3: "lw.codebook contains NaN or inf"}
 
 
-@numba.njit(cache=True, inline="always")
-def _lut_setup(X, words, cb, bits):
+@numba.njit(cache=True)
+def _lut_prepare(X, words, cb, bits, scale, members):
+    """One compiled step before the products: ``(T, out, bad, state)`` — the tables
+    (:func:`_lut_tables`), the zeroed (M, 16·tiles) float32 output, the finiteness flag of
+    :func:`_first_bad` (non-zero: nothing else is valid) and the thread team's counters for
+    ``members`` threads (:mod:`refimpl.kernels._team`)."""
+    state = np.zeros(2 + members, dtype=np.int64)
+    bad = _first_bad(X, scale, cb)
+    if bad:
+        return (np.empty((0, 0, 16), dtype=np.float32), np.empty((0, 0), dtype=np.float32),
+                bad, state)
     T = _lut_tables(X, bits, words.shape[1], cb.astype(np.float32))
     out = np.zeros((X.shape[0], words.shape[0] * 16), dtype=np.float32)
-    return T, out
+    return T, out, 0, state
 
 
 @numba.njit(cache=True, inline="always")
-def _lut_finish(out, scale, N):
-    M = out.shape[0]
-    res = np.empty((M, N), dtype=np.float32)
-    for m in range(M):
-        for n in range(N):
-            res[m, n] = out[m, n] * scale[n]
-    return res
+def _scale_tiles(out, scale, ta, tb):
+    """``out[m, n] *= scale[n]`` for the rows of tiles ``ta … tb − 1`` below N."""
+    r1 = min(scale.shape[0], 16 * tb)
+    for m in range(out.shape[0]):
+        for n in range(16 * ta, r1):
+            out[m, n] *= scale[n]
 
 
-@numba.njit(cache=True, parallel=True)
-def _lut_avx512(X, words, cb, bits, scale, N, tpt):
-    """16 lanes, parallel over blocks of ``tpt`` tiles (one per thread)."""
-    bad = _first_bad(X, scale, cb)
+@numba.njit(cache=True, nogil=True)
+def _lut_tasks16(T, words, out, scale, tpt, state, member):
+    """A member of the thread team: claims tasks of ``tpt`` tiles (16 lanes), computes and
+    scales their rows; member 0 (the caller) then waits for the others."""
+    ntask = (words.shape[0] + tpt - 1) // tpt
+    while True:
+        t = claim(state)
+        if t >= ntask:
+            break
+        _lut_task16(T, words, out, t, tpt)
+        _scale_tiles(out, scale, t * tpt, min(words.shape[0], (t + 1) * tpt))
+        finish(state, member)
+    if member == 0:
+        wait_done(state, ntask, 1 << 14)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lut_tasks8(T, words, out, scale, tpt, state, member):
+    """:func:`_lut_tasks16` on the 8-lane kernel."""
+    ntask = (words.shape[0] + tpt - 1) // tpt
+    while True:
+        t = claim(state)
+        if t >= ntask:
+            break
+        _lut_task8(T, words, out, t, tpt)
+        _scale_tiles(out, scale, t * tpt, min(words.shape[0], (t + 1) * tpt))
+        finish(state, member)
+    if member == 0:
+        wait_done(state, ntask, 1 << 14)
+
+
+def _rows(out, N):
+    """The first N columns of the kernel's output, C-contiguous."""
+    return out if out.shape[1] == N else np.ascontiguousarray(out[:, :N])
+
+
+def _lut_threaded(tasks, X, words, cb, bits, scale, N, tpt):
+    tm = team()
+    T, out, bad, state = _lut_prepare(X, words, cb, bits, scale, tm.helpers + 1)
     if bad:
-        return np.empty((0, 0), dtype=np.float32), bad
-    T, out = _lut_setup(X, words, cb, bits)
-    for task in prange((words.shape[0] + tpt - 1) // tpt):
-        _lut_task16(T, words, out, task, tpt)
-    return _lut_finish(out, scale, N), 0
+        return out, bad
+    tm.run(tasks, (T, words, out, scale, tpt), (words.shape[0] + tpt - 1) // tpt, state)
+    return _rows(out, N), 0
+
+
+def _lut_avx512(X, words, cb, bits, scale, N, tpt):
+    """16 lanes: the calling thread and the team's helpers claim tasks of ``tpt`` tiles."""
+    return _lut_threaded(_lut_tasks16, X, words, cb, bits, scale, N, tpt)
 
 
 @numba.njit(cache=True)
+def _lut_serial16(X, words, cb, bits, scale, tpt):
+    T, out, bad, state = _lut_prepare(X, words, cb, bits, scale, 1)
+    if bad == 0:
+        _lut_tasks16(T, words, out, scale, tpt, state, 0)
+    return out, bad
+
+
 def _lut_avx512_serial(X, words, cb, bits, scale, N, tpt):
     """16 lanes, one thread."""
-    bad = _first_bad(X, scale, cb)
-    if bad:
-        return np.empty((0, 0), dtype=np.float32), bad
-    T, out = _lut_setup(X, words, cb, bits)
-    for task in range((words.shape[0] + tpt - 1) // tpt):
-        _lut_task16(T, words, out, task, tpt)
-    return _lut_finish(out, scale, N), 0
+    out, bad = _lut_serial16(X, words, cb, bits, scale, tpt)
+    return (out, bad) if bad else (_rows(out, N), 0)
 
 
-@numba.njit(cache=True, parallel=True)
 def _lut_avx2(X, words, cb, bits, scale, N, tpt):
-    """8 lanes, parallel over blocks of ``tpt`` tiles (one per thread)."""
-    bad = _first_bad(X, scale, cb)
-    if bad:
-        return np.empty((0, 0), dtype=np.float32), bad
-    T, out = _lut_setup(X, words, cb, bits)
-    for task in prange((words.shape[0] + tpt - 1) // tpt):
-        _lut_task8(T, words, out, task, tpt)
-    return _lut_finish(out, scale, N), 0
+    """8 lanes: the calling thread and the team's helpers claim tasks of ``tpt`` tiles."""
+    return _lut_threaded(_lut_tasks8, X, words, cb, bits, scale, N, tpt)
 
 
 @numba.njit(cache=True)
+def _lut_serial8(X, words, cb, bits, scale, tpt):
+    T, out, bad, state = _lut_prepare(X, words, cb, bits, scale, 1)
+    if bad == 0:
+        _lut_tasks8(T, words, out, scale, tpt, state, 0)
+    return out, bad
+
+
 def _lut_avx2_serial(X, words, cb, bits, scale, N, tpt):
     """8 lanes, one thread."""
-    bad = _first_bad(X, scale, cb)
-    if bad:
-        return np.empty((0, 0), dtype=np.float32), bad
-    T, out = _lut_setup(X, words, cb, bits)
-    for task in range((words.shape[0] + tpt - 1) // tpt):
-        _lut_task8(T, words, out, task, tpt)
-    return _lut_finish(out, scale, N), 0
+    out, bad = _lut_serial8(X, words, cb, bits, scale, tpt)
+    return (out, bad) if bad else (_rows(out, N), 0)
 
 
 def _lut_numba(X, words, cb, bits, scale, N, K, checked=True):
@@ -542,7 +596,7 @@ def _lut_numba(X, words, cb, bits, scale, N, K, checked=True):
     else:
         kern = _lut_avx2_serial if small else _lut_avx2
     Y, bad = kern(X, words, cb, bits, scale, N,
-                  words.shape[0] if small else _tiles_per_task(N))
+                  words.shape[0] if small else _tiles_per_task(N, X.shape[0]))
     if bad:
         raise ValueError(_BAD[bad])
     return Y

@@ -414,7 +414,7 @@ def test_avx2_kernel_compiled_for_a_haswell_is_exact(tmp_path):
         "    B = rng.choice([-1., 1.], (67, K))\n"
         "    assert np.array_equal(lg.binary_weight_gemv(X, bp.pack_signs(B), K, "
         "backend='numba'), X @ B.T)\n"
-        "asm = '\\n'.join(lg._lowbit_avx2_serial.inspect_asm().values())\n"
+        "asm = '\\n'.join(lg._avx2_tasks.inspect_asm().values())\n"
         "assert 'vpermps' in asm and 'ymm' in asm and 'zmm' not in asm\n"
         "print('ok')\n")
     env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=feats,

@@ -326,7 +326,7 @@ def test_avx2_kernel_compiled_for_a_haswell_is_exact(tmp_path):
         "    B = rng.choice([-1., 1.], (N, K))\n"
         "    assert np.array_equal(lu.lut_gemv(X, lu.lut_pack_binary(bp.pack_signs(B), K), "
         "backend='numba'), X @ B.T)\n"
-        "asm = '\\n'.join(lu._lut_avx2.inspect_asm().values())\n"
+        "asm = '\\n'.join(lu._lut_tasks8.inspect_asm().values())\n"
         "assert ('vpermps' in asm or 'vpermd' in asm) and 'ymm' in asm and 'zmm' not in asm\n"
         "print('ok')\n")
     env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=feats,

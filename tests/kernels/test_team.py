@@ -98,6 +98,6 @@ def test_thread_count_without_the_lock_matches_numba():
     try:
         for t in {1, threads}:
             numba.set_num_threads(t)
-            assert T._num_threads() == numba.get_num_threads() == t
+            assert T.num_threads() == numba.get_num_threads() == t
     finally:
         numba.set_num_threads(threads)
