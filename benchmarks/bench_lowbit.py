@@ -309,7 +309,10 @@ from refimpl.kernels import lut_gemv as lut
 
 
 #: Kernels whose batch-1 and batch-8 cases are headline cases of ``refimpl bench --json``.
-_HEADLINE = ("4-bit", "2-bit LUT", "ternary LUT", "binary LUT")
+_HEADLINE = ("4-bit", "3-bit", "2-bit LUT", "ternary LUT", "binary LUT")
+#: Weight matrices of the decoding-pass protocol (:func:`_measure_pass`): at 4096 × 4096 their
+#: packed 3- and 4-bit codes (49 and 64 MiB) exceed the 32 MiB last-level cache.
+_PASS_LAYERS = 8
 
 
 def _interleaved(fns: dict, rounds: int, settle: float = 0.3, clock=time.perf_counter,
@@ -349,6 +352,7 @@ def _torch_peers(W, threads):
         lin.weight.copy_(torch.from_numpy(W))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
         # quantize_dynamic swaps the *children* of the module it is given: a bare Linear comes
         # back unchanged (float32), so it is wrapped (runs before 2026-12-07 00:10 UTC timed
         # that float32 Linear as "torch int8")
@@ -475,6 +479,79 @@ def _measure(B, N, K, rng, rounds, threads, clock, old_path=False, quick=True, b
     return rows, {"load": (load0, load1)}
 
 
+def _measure_pass(B, N, K, L, rng, rounds, threads, quick=True):
+    """The decoding-pass protocol: one call per layer through ``L`` distinct ``N × K`` weight
+    matrices, back to back (a token through a stack of quantised ``Linear`` layers), 0.3 s idle
+    before each pass, the libraries' passes interleaved; the time per layer is the pass time
+    / ``L``. Code, threads and small buffers are warm after the first layer, the weights are
+    not: the layers' weights together exceed the last-level cache for the float32, int8, 3-
+    and 4-bit cases, and every pass of the others evicts them. The layers hold copies of one
+    matrix (distinct memory, the same values), so one check covers them."""
+    X = rng.standard_normal((B, K)).astype(np.float32)
+    W = rng.standard_normal((N, K)).astype(np.float32)
+    s = rng.uniform(0.5, 1.5, N).astype(np.float32)
+    Ws = [W.copy() for _ in range(L)]
+    fns = {"numpy f32": lambda: [X @ w.T for w in Ws]}
+    peers = _torch_peers(W, threads)
+    if peers is not None:
+        torch = peers[0]
+        Xt = torch.from_numpy(X)
+        Wts = [torch.from_numpy(w) for w in Ws]
+        qs = [peers[2]] + [_torch_peers(w, threads)[2] for w in Ws[1:]]
+
+        def tint8():
+            with torch.no_grad():
+                return [q(Xt) for q in qs]
+
+        fns["torch f32"] = lambda: [torch.mm(Xt, w.T) for w in Wts]
+        fns["torch int8"] = tint8
+    for bits in (4, 3):
+        codes = rng.integers(0, 2 ** bits, (N, K))
+        cb = np.sort(rng.standard_normal(2 ** bits)).astype(np.float32)
+        P = bp.pack_codes(codes, bits)
+        _check(f"{bits}-bit", lg.kbit_gemv(X, P, bits, K, cb, s), X, cb[codes], s)
+        Ps = [P.copy() for _ in range(L)]
+        fns[f"{bits}-bit"] = (lambda Ps=Ps, bits=bits, cb=cb:
+                              [lg.kbit_gemv(X, p, bits, K, cb, s) for p in Ps])
+    codes = rng.integers(0, 4, (N, K))
+    cb = np.sort(rng.standard_normal(4)).astype(np.float32)
+    signs = rng.choice(np.array([-1.0, 1.0], np.float32), (N, K))
+    T = rng.choice(np.array([-1.0, 0.0, 1.0], np.float32), (N, K))
+    lut_cases = {"2-bit LUT": (lut.lut_pack(bp.pack_codes(codes, 2), 2, K, cb), cb[codes]),
+                 "ternary LUT": (lut.lut_pack_ternary(bp.pack_ternary(T), K), T),
+                 "binary LUT": (lut.lut_pack_binary(bp.pack_signs(signs), K), signs)}
+    for name, (lw, Wdense) in lut_cases.items():
+        _check(name, lut.lut_gemv(X, lw, s), X, Wdense, s)
+        lws = [lw._replace(words=lw.words.copy()) for _ in range(L)]
+        fns[name] = lambda lws=lws: [lut.lut_gemv(X, w, s) for w in lws]
+    load0 = os.getloadavg()[0]
+    t = {k: (med / L, best / L) for k, (med, best) in _interleaved(fns, rounds).items()}
+    load1 = os.getloadavg()[0]
+    f32_names = [k for k in ("numpy f32", "torch f32") if k in t]
+    f32 = min(t[k][0] for k in f32_names)
+    f32_best = min(t[k][1] for k in f32_names)
+    peer_names = [k for k in ("numpy f32", "torch f32", "torch int8") if k in t]
+    rows = []
+    for k, (med, best) in t.items():
+        row = {"batch": B, "kernel": k, "median ms": med * 1e3, "best ms": best * 1e3,
+               "x f32": ratio(f32, med), "best/best": ratio(f32_best, best)}
+        if "torch int8" in t:
+            row["x int8"] = ratio(t["torch int8"][0], med)
+        rows.append(row)
+        if k in peer_names:
+            continue
+        record("lowbit", f"{k} weights {N}x{K}, batch {B}, {L}-layer pass",
+               f"lowbit_gemv {k}", (best, med),
+               peers={p: (t[p][1], t[p][0]) for p in peer_names}, numpy_baseline="numpy f32",
+               flops=2.0 * B * N * K,
+               params={"batch": B, "N": N, "K": K, "threads": threads, "layers": L,
+                       "protocol": "decoding pass: layers back to back, 0.3 s idle per pass"},
+               headline=(B == 1 and k in _HEADLINE), quick=quick)
+    print(f"# batch {B}, {L}-layer decoding pass: {rounds} interleaved rounds (0.3 s idle "
+          f"before each pass; times per layer), load average {load0:.2f} -> {load1:.2f}")
+    return rows
+
+
 def ratio_table(rows, kernels=None, ratio_key="x f32", width=11) -> str:
     """The docstring's table of a run: one line per batch with each kernel's ``median / best``
     ms, then a line of ``ratio_key`` (the kernel's ratio to the float32 peer); ``kernels``
@@ -537,8 +614,16 @@ def main(argv=None):
     print_table(rows)
     print("# median/best ms; 'x f32' = the faster float32 peer's median / the row's median")
     print(ratio_table(rows))
+    pass_rows = []
+    if not args.one_thread and not args.warm:
+        for B in (1, 8):
+            pass_rows += _measure_pass(B, N, K, _PASS_LAYERS, rng, rounds, threads, args.quick)
+        print(f"# decoding pass ({_PASS_LAYERS} layers back to back), ms per layer")
+        print(ratio_table(pass_rows))
+        print(ratio_table(pass_rows, ratio_key="best/best"))
     if args.json:
-        write_json("bench_lowbit", {"env": env, "rows": rows, "meta": meta})
+        write_json("bench_lowbit", {"env": env, "rows": rows, "pass_rows": pass_rows,
+                                    "meta": meta})
 
 
 if __name__ == "__main__":
