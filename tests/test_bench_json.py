@@ -291,3 +291,30 @@ def test_benchmarks_run_with_and_without_torch(common, monkeypatch, tmp_path, wi
     torch_peers = {"torch.sparse_csr", "torch f32 mm", "torch int8 dynamic Linear"}
     assert (torch_peers <= peers) if with_torch else not (torch_peers & peers)
     assert ("torch_ms" in rows[0]) == with_torch and ("torch int8 ms" in row) == with_torch
+
+
+def test_decoding_pass_records_per_layer_times(common, monkeypatch, tmp_path):
+    """``bench_lowbit._measure_pass`` at a tiny size: every kernel checked against the float64
+    product (``assert`` inside), one record per refimpl kernel with the per-layer time (pass /
+    layers), its batch-1 cases in the headline, the torch peers recorded."""
+    import numpy as np
+
+    pytest.importorskip("torch")
+    bench_lowbit = importlib.import_module("bench_lowbit")
+    calls = {}
+
+    def one_call_each(fns, rounds, settle=0.0):  # call once, fixed pass times
+        for k, f in fns.items():
+            calls[k] = len(f())
+        return {k: (4e-3, 2e-3) for k in fns}
+
+    monkeypatch.setattr(bench_lowbit, "_interleaved", one_call_each)
+    rows = bench_lowbit._measure_pass(1, 48, 100, 4, np.random.default_rng(0), 1, 1)
+    assert set(calls.values()) == {4}  # every library called each of the 4 layers
+    recorded = _lines(tmp_path / "rec.jsonl")
+    assert [c["case"] for c in recorded] == [
+        f"{k} weights 48x100, batch 1, 4-layer pass"
+        for k in ("4-bit", "3-bit", "2-bit LUT", "ternary LUT", "binary LUT")]
+    assert all(c["headline"] and c["time_s"] == pytest.approx(0.5e-3) for c in recorded)
+    assert {"numpy f32", "torch f32", "torch int8"} <= set(recorded[0]["peers"])
+    assert {r["kernel"] for r in rows} >= {"numpy f32", "4-bit", "binary LUT"}
