@@ -26,22 +26,27 @@ Eq. (49), the affine uniform codebook Eq. (39).
 
 How (the AVX-512 path)
 ----------------------
-The weights stay packed. Sixteen consecutive words of a row are loaded into the 16 lanes of a
-vector, split into their low and high 32-bit halves, and code ``j`` of every word is brought
-to the low bits of its lane by one shift; ``vpermps`` then looks the 16 codes up in a
-16-entry table held in one register (the codebook, repeated modulo ``2^k`` so the bits above
-the code never matter: no mask) — the "decode in registers" route, fused with the FMA: the
-decoded vector multiplies the matching activations of every batch row in the chunk (up to 8,
-with 2 weight rows at a time, 16 accumulators). The activations are laid out once per call so
-that lane ``l`` of position ``j`` of word block ``q`` holds ``x[per·(16q + l) + j]``
-(:func:`_layout_x`, O(M·K)); a partial last block of words is read with a masked load and
-meets zero-padded activations; each row's words are prefetched 3 KiB ahead (``_PREFETCH``).
-Ternary words are first interleaved bit by bit (non-zero bit
-``i`` → bit ``2i``, sign bit → ``2i + 1``, per 16-bit quarter) so that every code is again a
-2-bit field. The loops are LLVM IR (a numba ``@intrinsic``, as in :mod:`bitpack`), run over
-blocks of 64 output rows by the calling thread and the helpers of the thread team
-(:mod:`refimpl.kernels._team`, blocks claimed from an atomic counter). The table-on-activations form (T-MAC-style:
-a 16-entry table of partial sums per group of 4 binary / 2 two-bit activations, indexed by the
+The weights stay packed. Sixteen consecutive words of a row are loaded as two registers of
+16 32-bit lanes — the low and the high half of each word in adjacent lanes, as they lie in
+memory, so no instruction splits the words — and code ``j`` of every half is brought to the
+low bits of its lane by one shift; ``vpermps`` then looks the 16 codes up in a 16-entry table
+held in one register (the codebook, repeated modulo ``2^k`` so the bits above the code never
+matter: no mask) — the "decode in registers" route, fused with the FMA: the decoded vector
+multiplies the matching activations of every batch row in the chunk (up to 8, with 2 weight
+rows at a time, 16 accumulators). (3-bit words: the high half's codes start at bit 1, so one
+variable shift per register aligns them; code 10, which straddles the halves, comes down with
+one 64-bit shift by 30.) The activations are laid out once per call in that order
+(:func:`_layout_x`, O(M·K), zero where a position decodes nothing); a partial last block of
+words is read with a masked load and meets zero-padded activations; each row's words are
+prefetched 3 KiB ahead (``_PREFETCH``). Reading the halves in place instead of splitting the
+words first (two ``vpmovqd`` per 8 words, a shift and an insert: 16 of the 76 shuffle-unit
+operations per 512 4-bit weights) took the one-thread 4-bit product at batch 1, 4096 × 4096,
+from 0.73 to 0.63–0.67 ms (calls back to back, 2026-12-07). Ternary words are first
+interleaved bit by bit (non-zero bit ``i`` → bit ``2i``, sign bit → ``2i + 1``, per 16-bit
+quarter) so that every code is again a 2-bit field. The loops are LLVM IR (a numba
+``@intrinsic``, as in :mod:`bitpack`), run over blocks of 64 output rows by the calling thread
+and the helpers of the thread team (:mod:`refimpl.kernels._team`, blocks claimed from an atomic
+counter). The table-on-activations form (T-MAC-style: a 16-entry table of partial sums per group of 4 binary / 2 two-bit activations, indexed by the
 weight bits of 16 rows) saves lookups for 1- and 2-bit weights but needs 16 rows' words in one
 register: with :func:`bitpack.pack_codes`' row-major layout that is a gather per word, so it
 lives in :mod:`refimpl.kernels.lut_gemv` on its own stored layout (16 rows interleaved,
@@ -54,7 +59,8 @@ one lookup per 16 weights.
 The AVX2 path
 -------------
 CPUs with AVX2 and FMA3 but without AVX-512 run the same kernel on 8-lane blocks (8 words per
-block, one ``<8 x i64>`` load = two ymm registers; :func:`_layout_x` with ``L = 8``). AVX2's
+block, one ``<8 x i64>`` load = two ymm registers of 8 half words; :func:`_layout_x` with
+``L = 8``). AVX2's
 ``vpermps`` (``llvm.x86.avx2.permps``) looks up an 8-entry table with the low 3 bits of each
 lane, which holds the whole table for binary, ternary, 2- and 3-bit codes (the table repeats
 modulo 2^bits, so the bits above the code still never matter); 4-bit codes look up the low
@@ -268,20 +274,50 @@ def _lowbit_generic(X, packed, sign, kind, K, table, scale):
 
 
 # ------------------------------------------------------------------ AVX-512 kernel
+#: Code positions per 32-bit half word (the kernel's inner steps per register): 4-bit 8,
+#: 3-bit 11 (codes 0–9 and the code 10 that straddles the halves in the low half; 11–20 in the
+#: high half, whose position 10 meets a zero activation), 2-bit 16, binary 32, ternary 32
+#: (two 16-bit quarters of 16 two-bit fields after the bit interleave).
+_NPOS = {_TERNARY: 32, 1: 32, 2: 16, 3: 11, 4: 8}
+
+
+@numba.njit(cache=True, inline="always")
+def _code_of(kind, j, h):
+    """The code (bit field) of a word that position ``j`` of half ``h`` (0: bits 0–31, 1: bits
+    32–63) decodes, or −1 (the unused position 10 of a 3-bit high half). Ternary: the bit
+    index of the (non-zero, sign) pair."""
+    if kind == 3:
+        if h == 0:
+            return j
+        return 11 + j if j < 10 else -1
+    if kind == 0:
+        return 32 * h + j
+    return j + (32 // kind) * h
+
+
 @numba.njit(cache=True)
-def _layout_x(X, per, Kw, L):
-    """``xl[m, q, j, l] = X[m, per (L q + l) + j]`` (0 beyond K): the activations in the order
-    the kernel decodes the codes of ``L`` consecutive words (16 for AVX-512, 8 for AVX2);
-    shape (M, ceil(Kw/L), per, L)."""
+def _layout_x(X, kind, Kw, L):
+    """The activations in the order the kernel decodes a block of ``L`` words (16 for AVX-512,
+    8 for AVX2): the block's words are read as two registers of ``L`` 32-bit lanes (register
+    ``r``, lane ``l``: word ``L/2 · r + l // 2`` of the block, its low half for even ``l``, high
+    half for odd), so ``xl[m, q, j, r, l] = X[m, per · (L q + w) + c]`` with ``c`` the code of
+    position ``j`` in that half (:func:`_code_of`; 0 beyond K and for unused positions); shape
+    (M, ceil(Kw/L), npos, 2, L)."""
     M, K = X.shape
+    per = _per_jit(kind)
+    npos = 32 if kind == 0 else (11 if kind == 3 else 32 // kind)
     nq = (Kw + L - 1) // L
-    xl = np.zeros((M, nq, per, L), dtype=np.float32)
+    xl = np.zeros((M, nq, npos, 2, L), dtype=np.float32)
+    half = L // 2
     for m in range(M):
         for q in range(nq):
-            for l in range(L):
-                base = per * (L * q + l)
-                for j in range(min(per, K - base)):
-                    xl[m, q, j, l] = X[m, base + j]
+            for r in range(2):
+                for l in range(L):
+                    base = per * (L * q + half * r + l // 2)
+                    for j in range(npos):
+                        c = _code_of(kind, j, l % 2)
+                        if c >= 0 and base + c < K:
+                            xl[m, q, j, r, l] = X[m, base + c]
     return xl
 
 
@@ -354,7 +390,7 @@ def _emit_rows(builder, ctx, rows, BC):
     ``b0 .. b0 + BC − 1`` into ``out``: every block of ``L`` words (masked loads), then the row
     sums."""
     RB = len(rows)
-    kind, per, L = ctx["kind"], ctx["per"], ctx["L"]
+    kind, L = ctx["kind"], ctx["L"]
     F, I, Q = _vt(L)
     zero = ir.Constant(F, [ir.Constant(ir.FloatType(), 0.0)] * L)
     accs = ctx["accs"]
@@ -388,9 +424,18 @@ def _emit_rows(builder, ctx, rows, BC):
                                                     ir.IntType(32)])
             builder.call(fn, [p, _i32(0), _i32(3), _i32(1)])
 
+    def split(v):
+        """An ``<L x i64>`` value as two ``<L x i32>`` registers (no instruction)."""
+        d = builder.bitcast(v, ir.VectorType(ir.IntType(32), 2 * L))
+        return [_opaque(builder, builder.shuffle_vector(
+            d, d, ir.Constant(I, [_i32(L * r + i) for i in range(L)]))) for r in range(2)]
+
+    npos = _NPOS[kind]
+
     def block(q, mask):
-        # codes of L words per weight row, as 32-bit lanes
-        lanes = []
+        # the L words of each weight row as two registers of L 32-bit lanes (low and high
+        # halves of each word in adjacent lanes, :func:`_layout_x`): no split of the words
+        regs = []
         for r in range(RB):
             off = builder.add(row_w[r], builder.mul(q, _i64(L)))
             if _PREFETCH:
@@ -398,57 +443,62 @@ def _emit_rows(builder, ctx, rows, BC):
                 if kind == _TERNARY:
                     prefetch(ctx["sg"], off)
             wv = load_words(ctx["pk"], off, mask)
-            lo = _opaque(builder, builder.trunc(wv, I))
-            hi = _opaque(builder, builder.trunc(builder.lshr(wv, ir.Constant(
-                Q, [_i64(32)] * L)), I))
             if kind == _TERNARY:  # interleave nz (even bits) and sign (odd bits) per quarter
                 sv = load_words(ctx["sg"], off, mask)
-                slo = builder.trunc(sv, I)
-                shi = builder.trunc(builder.lshr(sv, ir.Constant(Q, [_i64(32)] * L)), I)
                 quarters = []
-                for a, s in ((lo, slo), (hi, shi)):
-                    for half in range(2):
-                        if half == 0:
-                            a16 = builder.and_(a, _splat32(0xFFFF, L))
-                            s16 = builder.and_(s, _splat32(0xFFFF, L))
+                for a_, s_ in zip(split(wv), split(sv)):
+                    qs = []
+                    for qv in range(2):
+                        if qv == 0:
+                            a16 = builder.and_(a_, _splat32(0xFFFF, L))
+                            s16 = builder.and_(s_, _splat32(0xFFFF, L))
                         else:
-                            a16 = builder.lshr(a, _splat32(16, L))
-                            s16 = builder.lshr(s, _splat32(16, L))
-                        quarters.append(_opaque(builder, builder.or_(
+                            a16 = builder.lshr(a_, _splat32(16, L))
+                            s16 = builder.lshr(s_, _splat32(16, L))
+                        qs.append(_opaque(builder, builder.or_(
                             _spread16(builder, a16, L),
                             builder.shl(_spread16(builder, s16, L), _splat32(1, L)))))
-                lanes.append(quarters)
+                    quarters.append(qs)
+                regs.append(quarters)
+            elif kind == 3:
+                # the high halves' codes 11-20 start at bit 1: one variable shift per register
+                # aligns them with the low halves' (codes 0-9 at bits 3j); code 10 straddles the
+                # halves, and a 64-bit shift by 30 brings it down in the low lanes
+                odd = ir.Constant(I, [_i32(i % 2) for i in range(L)])
+                aligned = [_opaque(builder, builder.lshr(v, odd)) for v in split(wv)]
+                straddle = split(builder.lshr(wv, ir.Constant(Q, [_i64(30)] * L)))
+                regs.append(list(zip(aligned, straddle)))
             else:
-                lanes.append((lo, hi))
+                regs.append(split(wv))
         acc = [[builder.load(accs[r][a]) for a in range(BC * nacc)] for r in range(RB)]
-        # xl[b0 + b, q, j, :] at ((b0 + b) nq + q) per L + L j
+        # xl[b0 + b, q, j, reg, :] at (((b0 + b) nq + q) npos + j) 2L + L reg
         xoff = [builder.mul(builder.add(builder.mul(builder.add(ctx["b0"], _i64(b)), ctx["nq"]),
-                                        q), _i64(per * L)) for b in range(BC)]
+                                        q), _i64(npos * 2 * L)) for b in range(BC)]
         xptr = [builder.bitcast(builder.gep(ctx["xl"], [xoff[b]]), F.as_pointer())
                 for b in range(BC)]
-        for j in range(per):
-            ws = []
-            for r in range(RB):
-                if kind == _TERNARY:
-                    qv = lanes[r][j // 16]
-                    s = 2 * (j % 16)
-                    idx = builder.lshr(qv, _splat32(s, L)) if s else qv
-                else:
-                    lo, hi = lanes[r]
-                    s = kind * j
-                    if s + kind <= 32:
-                        idx = builder.lshr(lo, _splat32(s, L)) if s else lo
-                    elif s >= 32:
-                        idx = builder.lshr(hi, _splat32(s - 32, L)) if s > 32 else hi
-                    else:  # a code across the two halves (3-bit code 10)
-                        idx = builder.or_(builder.lshr(lo, _splat32(s, L)),
-                                          builder.shl(hi, _splat32(32 - s, L)))
-                ws.append(_lookup(builder, ctx, idx))
-            for b in range(BC):
-                xv = builder.load(builder.gep(xptr[b], [_i64(j)]), align=4)
+        for j in range(npos):
+            for reg in range(2):
+                ws = []
                 for r in range(RB):
-                    a = b * nacc + j % nacc
-                    acc[r][a] = builder.call(fma, [ws[r], xv, acc[r][a]])
+                    if kind == _TERNARY:
+                        v, sh = regs[r][reg][j // 16], 2 * (j % 16)
+                        idx = builder.lshr(v, _splat32(sh, L)) if sh else v
+                    elif kind == 3:
+                        v, straddle = regs[r][reg]
+                        if j == 10:
+                            idx = straddle
+                        else:
+                            idx = builder.lshr(v, _splat32(3 * j, L)) if j else v
+                    else:
+                        v, sh = regs[r][reg], kind * j
+                        idx = builder.lshr(v, _splat32(sh, L)) if sh else v
+                    ws.append(_lookup(builder, ctx, idx))
+                t = 2 * j + reg
+                for b in range(BC):
+                    xv = builder.load(builder.gep(xptr[b], [_i64(t)]), align=4)  # t-th vector
+                    for r in range(RB):
+                        a = b * nacc + t % nacc
+                        acc[r][a] = builder.call(fma, [ws[r], xv, acc[r][a]])
         for r in range(RB):
             for a in range(BC * nacc):
                 builder.store(acc[r][a], accs[r][a])
@@ -511,7 +561,7 @@ def _make_rows(L):
             oa = context.make_array(signature.args[4])(context, builder, args[4])
             kind, r0, r1, b0, bc = args[5:]
             F, _, Q = _vt(L)
-            shp = cgutils.unpack_tuple(builder, xa.shape, 4)
+            shp = cgutils.unpack_tuple(builder, xa.shape, 5)
             pshp = cgutils.unpack_tuple(builder, pa.shape, 2)
             oshp = cgutils.unpack_tuple(builder, oa.shape, 2)
             Kw = pshp[1]
@@ -549,7 +599,7 @@ def _make_rows(L):
     rows_intrinsic.__doc__ = (
         f"``out[b, n] = Σ_k table[c_nk] x[b, k]`` for rows ``r0 <= n < r1`` and batch rows "
         f"``b0 <= b < b0 + bc`` (``bc`` in {_BCS[L]}), ``kind`` = bits (1–4) or 0 (ternary), "
-        f"blocks of {L} words. ``xl``: (M, nq, per, {L}) float32 from :func:`_layout_x`; "
+        f"blocks of {L} words. ``xl``: (M, nq, npos, 2, {L}) float32 from :func:`_layout_x`; "
         "``packed``, ``sign``: (N, Kw) uint64 (``sign`` read only for a ternary product); "
         "``table``: (16,) float32; ``out``: (M, N) float32. Two weight rows at a time; the "
         "code for every kind and batch chunk is emitted once and chosen by a switch.")
@@ -616,7 +666,7 @@ def _prepare(X, cb, nc, scale, kind, Kw, N, L, members):
     :func:`_fast_table` (non-zero: nothing else is valid) and the thread team's counters for
     ``members`` threads (:func:`refimpl.kernels._team.new_state`)."""
     table, bad = _fast_table(X, cb, nc, scale)
-    xl = _layout_x(X, _per_jit(kind), Kw, L)
+    xl = _layout_x(X, kind, Kw, L)
     out = np.empty((X.shape[0], N), dtype=np.float32)
     state = np.zeros(2 + members, dtype=np.int64)
     return xl, out, table, bad, state
