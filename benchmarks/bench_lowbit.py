@@ -291,6 +291,47 @@ no-op Numba call 40–50 µs, ``fast_path_isa()`` 50 µs), and the 2–4 MiB of 
 back from DRAM; a software prefetch 16 or 32 chunks ahead in the LUT kernel changed nothing
 measurable and was not kept. Batch 8 ≥ 3× and batch 64 ≥ 1× float32: met by every kernel in
 Run J; in Run L batch 8 ternary LUT was 2.86× (the ternary decode kernel 4.75×).
+
+Session of 2026-12-07 05:45–07:05 UTC (same machine, quiet: load 0.2–0.9; 2 threads, wall).
+
+* The thread team (:mod:`refimpl.kernels._team`) replaces ``prange`` for the decode and LUT
+  kernels: the caller starts on the 64-row blocks at once, a helper pinned to the other CPU
+  joins when woken. Without the pinning, after a pause the two threads often shared one core
+  (41 rounds: the caller ran all 64 blocks in 16 calls, none in most others; median 1.03 ms
+  vs 0.72 placed). Against ``prange`` in the same process (4-bit, batch 1, 31 rounds): public
+  calls 0.87 / 0.76 ms vs 0.90 / 0.74 (median / best) — the team helps little by itself; what
+  it saved came with it: ``numba.get_num_threads()`` takes a ``multiprocessing`` lock (50–70 µs
+  after the pause; read directly now), and the call's compiled steps were merged.
+* The decode kernel reads each block's words as two registers of half words in place (no
+  split): one thread, back to back, 4-bit 0.73 → 0.63–0.67 ms, 3-bit 0.75–0.79.
+* Cold single calls, what remains between the kernel (``_prepare`` + helper + tasks, 0.58–
+  0.64 ms for 4-bit) and the public call (0.77–0.80): ~0.15 ms of Python, 20–60 µs per layer
+  of the call after the pause (the first step absorbs the wake-up, ~30–60 µs whatever it is).
+
+Run M, 07:00 UTC, ``refimpl bench --quick --json`` (committed as ``headline.json``; medians /
+best of 7, ms; single calls after 0.3 s idle):
+
+  =====  =========  =========  =========  =========  =========  ==========  ==========  ==========
+  batch  numpy f32  torch f32  torch int8 4-bit      3-bit      2-bit LUT   ternary LUT binary LUT
+  =====  =========  =========  =========  =========  =========  ==========  ==========  ==========
+  1      2.72/2.33  3.71/3.37  7.43/5.93  0.953/0.802 0.873/0.741 0.663/0.552 0.689/0.611 0.501/0.411
+  b/b                                     2.90       3.14       4.22        3.81        5.66
+  8      11.3/9.17  9.77/7.00  5.60/1.53  2.24/1.99  2.19/1.92  2.09/1.66   1.87/1.59   1.15/0.981
+  64     22.4/17.5  33.3/22.1  4.25/3.65  14.3/12.0  14.0/13.0  13.1/10.4   14.2/10.9   7.11/5.68
+  =====  =========  =========  =========  =========  =========  ==========  ==========  ==========
+
+  The decoding pass in the same run (8 layers back to back, ms per layer): batch 1 numpy f32
+  2.43 / 2.24, torch int8 0.773 / 0.649, 4-bit 0.589 / 0.558, 3-bit 0.586 / 0.523, 2-bit LUT
+  0.428 / 0.367, ternary LUT 0.401 / 0.348, binary LUT 0.270 / 0.238 — best/best 4.0×, 4.3×,
+  6.1×, 6.4×, 9.4× float32 and 1.16–2.7× torch int8; batch 8 3.6–7.7× float32 (torch int8
+  0.92 / 0.84 ms ahead of all but binary). An earlier run (06:32 UTC, same code but before the
+  half-word kernel): single calls 4-bit 0.680 (2.95×), 3-bit 0.682 (2.94×); pass 4-bit 0.510
+  (2.97×, float32's best pass 1.52 ms per layer), 3-bit 0.488 (3.11×).
+
+Verdict: batch 1 ≥ 3× float32 — met for binary, ternary and 2-bit (3.8–9.4× in every
+protocol) and for 3- and 4-bit in the decoding pass (3.0–4.3×); the isolated cold single call
+of 4-bit codes stays at 2.9–2.95× (3-bit 2.94–3.14×): not met there. Batch 8 and 64: met.
+torch int8: beaten at batch 1 in the decoding pass, ahead from batch 8 on.
 """
 
 from __future__ import annotations
