@@ -415,6 +415,20 @@ def _check(name, Y, X, W, s=None):
     assert np.all(np.abs(Y - ref) <= bound), f"{name} disagrees with the float64 product"
 
 
+def _row(B, k, t) -> dict:
+    """The table row of kernel ``k`` from ``t`` = ``{name: (median, best)}`` seconds: ms, the
+    ratio to the faster float32 peer's median (``x f32``), best float32 call of either peer /
+    the row's best (``best/best``: BLAS at its best) and the ratio to torch int8's median."""
+    f32_names = [n for n in ("numpy f32", "torch f32") if n in t]
+    med, best = t[k]
+    row = {"batch": B, "kernel": k, "median ms": med * 1e3, "best ms": best * 1e3,
+           "x f32": ratio(min(t[n][0] for n in f32_names), med),
+           "best/best": ratio(min(t[n][1] for n in f32_names), best)}
+    if "torch int8" in t:
+        row["x int8"] = ratio(t["torch int8"][0], med)
+    return row
+
+
 def _measure(B, N, K, rng, rounds, threads, clock, old_path=False, quick=True, burst=1):
     X = rng.standard_normal((B, K)).astype(np.float32)
     W = rng.standard_normal((N, K)).astype(np.float32)
@@ -488,16 +502,12 @@ def _measure(B, N, K, rng, rounds, threads, clock, old_path=False, quick=True, b
     load1 = os.getloadavg()[0]
     f32_names = [k for k in ("numpy f32", "torch f32") if k in t]
     f32_name = min(f32_names, key=lambda k: t[k][0])
-    f32 = t[f32_name][0]
-    f32_best = min(t[k][1] for k in f32_names)  # BLAS at its best: either peer's best call
     peer_names = [k for k in ("numpy f32", "torch f32", "torch int8") if k in t]
     best_peer = min(peer_names, key=lambda k: t[k][0])
     rows = []
-    for k, (med, best) in t.items():
-        row = {"batch": B, "kernel": k, "median ms": med * 1e3, "best ms": best * 1e3,
-               "x f32": ratio(f32, med), "best/best": ratio(f32_best, best)}
-        if "torch int8" in t:
-            row["x int8"] = ratio(t["torch int8"][0], med)
+    for k in t:
+        row = _row(B, k, t)
+        med, best = t[k]
         row["x best peer"] = ratio(t[best_peer][0], med)
         row["weights GB/s"] = weights_bytes[k] / med / 1e9
         rows.append(row)
@@ -568,17 +578,10 @@ def _measure_pass(B, N, K, L, rng, rounds, threads, quick=True):
     load0 = os.getloadavg()[0]
     t = {k: (med / L, best / L) for k, (med, best) in _interleaved(fns, rounds).items()}
     load1 = os.getloadavg()[0]
-    f32_names = [k for k in ("numpy f32", "torch f32") if k in t]
-    f32 = min(t[k][0] for k in f32_names)
-    f32_best = min(t[k][1] for k in f32_names)
     peer_names = [k for k in ("numpy f32", "torch f32", "torch int8") if k in t]
     rows = []
     for k, (med, best) in t.items():
-        row = {"batch": B, "kernel": k, "median ms": med * 1e3, "best ms": best * 1e3,
-               "x f32": ratio(f32, med), "best/best": ratio(f32_best, best)}
-        if "torch int8" in t:
-            row["x int8"] = ratio(t["torch int8"][0], med)
-        rows.append(row)
+        rows.append(_row(B, k, t))
         if k in peer_names:
             continue
         record("lowbit", f"{k} weights {N}x{K}, batch {B}, {L}-layer pass",
