@@ -145,7 +145,8 @@ throughout, so 2-thread figures are provisional until the coordinator's quiet re
   ``prange`` 0.41 / 0.55 — no faster than one thread here: the calling thread only waits while
   ``workqueue`` wakes both workers, and the ``prange`` split is static, so the worker that
   wakes later (or shares its core with another process) sets the time.
-* The threaded SpMV is now a team (``sparse._SpmvTeam``): the calling thread starts on the
+* The threaded SpMV is now a team (``sparse._SpmvTeam`` then, :mod:`refimpl.kernels._team`
+  since 2026-12-07, with its helpers pinned off the caller's CPU): the calling thread starts on the
   rows at once, a helper thread (nogil kernel, asleep on a queue between calls: woken in 13–49
   µs against 38–101 µs for the empty ``prange``, load 6.9) joins, and both claim blocks of
   rows of equal work (64 blocks) from one atomic counter, so neither waits for the other's
@@ -423,6 +424,7 @@ def spmv_split(rng, rounds: int, torch=None) -> dict:
     the 64 row blocks each thread finished (caller first)."""
     import numba
 
+    from refimpl.kernels import _team as T
     from refimpl.kernels import sparse as S
 
     @numba.njit(parallel=True)
@@ -442,13 +444,14 @@ def spmv_split(rng, rounds: int, torch=None) -> dict:
     x = rng.standard_normal(n).astype(np.float32)
     ip, y, e = S._uindptr(A), np.zeros(n, np.float32), np.zeros(threads)
     b_pr, b_team = S._row_blocks(A), S._row_blocks(A, S._TEAM_BLOCKS)
-    team = S._spmv_team(threads - 1)
+    team = T.team(threads - 1)
     splits = []
     fns = {"serial kernel (1 thread)": lambda: S._csr_matvec_serial(ip, A.indices, A.data, x, y),
            "empty prange": lambda: empty_prange(e),
            "prange rows": lambda: prange_rows(ip, A.indices, A.data, x, y, b_pr),
-           "team rows": lambda: splits.append(team.run(ip, A.indices, A.data, x, y,
-                                                       b_team)[2:].copy()),
+           "team rows": lambda: splits.append(team.run(
+               S._csr_matvec_team, (ip, A.indices, A.data, x, y, b_team),
+               len(b_team) - 1)[2:].copy()),
            "public csr_matvec": lambda: csr_matvec(A, x, backend="numba")}
     if torch is not None:
         import warnings
