@@ -627,11 +627,13 @@ def _check_global_idx(global_idx):
 
 
 @validate_scalars(window=(0, None))
-def longformer_mask(n: int, window: int, dilation: int = 1, global_idx=()) -> np.ndarray:
+def longformer_mask(n: int, window: int, dilation: int = 1, global_idx=(), *,
+                    causal: bool = False) -> np.ndarray:
     """Longformer's attention pattern as an ``(n, n)`` boolean mask.
 
     ``mask[i, j]`` is True when ``j = i + dilation·o`` with ``|o| <= window/2``, or ``i`` or
-    ``j`` is a global position (global attention is symmetric).
+    ``j`` is a global position (global attention is symmetric). ``causal=True`` (the
+    autoregressive Longformer of a language model): that pattern and ``j <= i``.
 
     Survey §7.2.
 
@@ -641,17 +643,24 @@ def longformer_mask(n: int, window: int, dilation: int = 1, global_idx=()) -> np
        2004.05150, 2020.
     """
     n = check_int(n, "n", 1)
+    causal = _check_causal(causal)
     half, dil, g = check_window(window, dilation, _check_global_idx(global_idx), n)
     off = np.arange(n)[None, :] - np.arange(n)[:, None]  # j - i
     M = (off % dil == 0) & (np.abs(off) <= half * dil)
     M[g, :] = True
     M[:, g] = True
-    return M
+    return M & (off <= 0) if causal else M
+
+
+def _check_causal(causal) -> bool:
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal must be a bool, got {causal!r}")
+    return bool(causal)
 
 
 @validate_scalars(window=(0, None))
 def longformer_attention(Q, K, V, window: int, dilation: int = 1, global_idx=(), *,
-                         Qg=None, Kg=None, Vg=None, backend=None):
+                         Qg=None, Kg=None, Vg=None, causal: bool = False, backend=None):
     """Longformer attention: sliding window, dilated window and global tokens, Survey §7.2.
 
     Beltagy et al. (2020). Each token attends to ``w/2`` tokens on each side (every
@@ -673,12 +682,17 @@ def longformer_attention(Q, K, V, window: int, dilation: int = 1, global_idx=(),
     Qg, Kg, Vg : ndarray, optional
         Separate global projections :math:`Q_g, K_g, V_g` (same shapes as ``Q, K, V``) used
         for the rows of global tokens, as in the paper; default the local ones.
+    causal : bool
+        Autoregressive Longformer (a language model): token ``i`` sees only keys ``j <= i`` —
+        the left half of its window, the global tokens ``g <= i`` — and a global token ``g``
+        only the keys ``j <= g`` (the kernels' ``causal=True``, still ``O(n w)``).
     backend : {"numba", "numpy", None}
 
     Returns
     -------
     ndarray of shape (B, H, n, d_v)
-        Without ``Qg/Kg/Vg``, equal to dense attention under :func:`longformer_mask` (exact).
+        Without ``Qg/Kg/Vg``, equal to dense attention under :func:`longformer_mask` with the
+        same ``causal`` (exact).
 
     Notes
     -----
@@ -691,13 +705,17 @@ def longformer_attention(Q, K, V, window: int, dilation: int = 1, global_idx=(),
        arXiv 2004.05150, 2020.
     """
     Q, K, V = check_qkv(Q, K, V, same_length=True)
+    causal = _check_causal(causal)
     n = Q.shape[2]
     _, _, g = check_window(window, dilation, _check_global_idx(global_idx), n)
-    out = sliding_window_attention(Q, K, V, window, dilation, g, backend=backend)
+    out = sliding_window_attention(Q, K, V, window, dilation, g, causal=causal,
+                                   backend=backend)
     if g.size and (Qg is not None or Kg is not None or Vg is not None):
         Qg_ = Q if Qg is None else check_array(Qg, "Qg", shape=Q.shape)
         Kg_ = K if Kg is None else check_array(Kg, "Kg", shape=K.shape)
         Vg_ = V if Vg is None else check_array(Vg, "Vg", shape=V.shape)
         S = Qg_[:, :, g] @ np.swapaxes(Kg_, -1, -2) / np.sqrt(Q.shape[-1])  # (B, H, g, n)
+        if causal:  # global query g sees the keys j <= g
+            S = np.where(np.arange(n)[None, :] <= g[:, None], S, -np.inf)
         out[:, :, g] = _softmax(S) @ Vg_  # (B, H, g, d_v)
     return out

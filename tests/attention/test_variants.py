@@ -384,6 +384,34 @@ def test_longformer_equals_masked_dense(rng, window, dilation, g):
            dense_attention(Q, K, V, longformer_mask(24, window, dilation, g)))
 
 
+@pytest.mark.parametrize("window,dilation,g", [(0, 1, ()), (4, 1, ()), (4, 2, (0, 5)),
+                                               (6, 3, (23,)), (24, 1, (1, 2)), (2, 5, (0,))])
+def test_causal_longformer_equals_masked_dense(rng, window, dilation, g):
+    """The autoregressive Longformer: the same pattern and ``j <= i``; no output depends on a
+    later token (perturbing token 20 leaves rows 0–19 unchanged, bit for bit)."""
+    Q, K, V = _qkv(rng, dv=5)
+    M = longformer_mask(24, window, dilation, g, causal=True)
+    assert np.array_equal(M, longformer_mask(24, window, dilation, g) & np.tri(24, dtype=bool))
+    out = longformer_attention(Q, K, V, window, dilation, g, causal=True)
+    _close(out, dense_attention(Q, K, V, M))
+    K2, V2 = K.copy(), V.copy()
+    K2[:, :, 20] += 1.0
+    V2[:, :, 20] -= 2.0
+    out2 = longformer_attention(Q, K2, V2, window, dilation, g, causal=True)
+    np.testing.assert_array_equal(out2[:, :, :20], out[:, :, :20])
+
+
+def test_causal_longformer_separate_global_projections_and_errors(rng):
+    Q, K, V = _qkv(rng)
+    Qg, Kg, Vg = _qkv(rng)
+    out = longformer_attention(Q, K, V, 4, 1, [3], Qg=Qg, Kg=Kg, Vg=Vg, causal=True)
+    _close(out[:, :, 3], dense_attention(Qg, Kg, Vg, np.tri(24, dtype=bool))[:, :, 3])
+    with pytest.raises(TypeError, match="causal must be a bool"):
+        longformer_attention(Q, K, V, 4, causal=1)
+    with pytest.raises(TypeError, match="causal must be a bool"):
+        longformer_mask(24, 4, causal="yes")
+
+
 def test_longformer_separate_global_projections(rng):
     Q, K, V = _qkv(rng)
     Qg, Kg, Vg = _qkv(rng)
