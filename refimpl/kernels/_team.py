@@ -126,12 +126,15 @@ def _sched_getcpu():
 
 class _Helper:
     """A daemon thread serving jobs ``(fn, args, member)`` from its queue, pinned to ``cpu``
-    (None: not pinned)."""
+    (None: not pinned; ``pin_error``: why pinning failed, the thread then serves unpinned).
+    ``error``: the exception the current job raised here (the thread keeps serving);
+    :meth:`Team.run` re-raises it in the caller instead of waiting for the task the job held."""
 
     def __init__(self, cpu, name):
         self.cpu = cpu
         self.queue = queue.SimpleQueue()
         self.error = None
+        self.pin_error = None
         self.tid = None
         started = threading.Event()
         threading.Thread(target=self._serve, args=(started,), daemon=True, name=name).start()
@@ -143,11 +146,14 @@ class _Helper:
             if self.cpu is not None:
                 os.sched_setaffinity(0, {self.cpu})  # this thread only
         except OSError as e:  # an offline CPU, a sandbox: serve unpinned, say so
-            self.error = e
+            self.pin_error = e
         started.set()
         while True:
             fn, args, member = self.queue.get()
-            fn(*args, member)
+            try:
+                fn(*args, member)
+            except Exception as e:  # keep serving; the caller finishes the tasks left
+                self.error = e
             del fn, args  # drop the arrays of a finished call
 
 
@@ -213,10 +219,15 @@ class Team:
         woken = self.members()
         self.woken = len(woken)
         for member, h in enumerate(woken, 1):
+            h.error = None
             h.queue.put((fn, args, member))
         fn(*args, 0)
         if state[1] < n_tasks:
             while not _done(state, n_tasks, 1 << 14):  # a helper still on its last task
+                for h in woken:
+                    if h.error is not None:  # it will never finish the task it held
+                        raise RuntimeError(f"a thread-team helper raised {h.error!r}") \
+                            from h.error
                 os.sched_yield()
         return state
 

@@ -62,7 +62,7 @@ def test_helpers_are_pinned_off_the_callers_cpu():
     cpu = team._getcpu()
     (h,) = team.members()
     assert h.cpu != cpu and h.cpu in os.sched_getaffinity(0)
-    assert h.error is None and os.sched_getaffinity(h.tid) == {h.cpu}
+    assert h.pin_error is None and os.sched_getaffinity(h.tid) == {h.cpu}
     assert len(team._pinned) <= len(team.cpus)
 
 
@@ -101,3 +101,35 @@ def test_thread_count_without_the_lock_matches_numba():
             assert T.num_threads() == numba.get_num_threads() == t
     finally:
         numba.set_num_threads(threads)
+
+
+@numba.njit(nogil=True)
+def _helper_raises(x, state, member):
+    """Member 1 claims a task and raises; member 0 waits (bounded) for that claim, then runs
+    the rest."""
+    n = x.shape[0]
+    if member == 1:
+        T.claim(state)
+        raise ValueError("helper failed")
+    for _ in range(200_000_000):
+        if T.atomic_get(state, 0) > 0:
+            break
+    while True:
+        t = T.claim(state)
+        if t >= n:
+            return
+        x[t] = 1.0
+        T.finish(state, member)
+
+
+def test_a_helper_that_raises_is_reported_not_waited_for():
+    team = T.Team(1)
+    if not team.members():
+        pytest.skip("no helper to wake")
+    x = np.zeros(8)
+    with pytest.raises(RuntimeError, match="thread-team helper raised"):
+        team.run(_helper_raises, (x,), 8)
+    y = np.arange(5.0)  # the helper still serves
+    out = np.zeros((5, 2))
+    team.run(_square_tasks, (y, out), 5)
+    np.testing.assert_array_equal(out[:, 0], y * y)
