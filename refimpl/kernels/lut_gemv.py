@@ -384,7 +384,7 @@ _lut_rows16 = _make_lut_rows(16)
 _lut_rows8 = _make_lut_rows(8)
 
 
-def _tiles_per_task(N, M=_SMALL_M + 1):
+def _tiles_per_task(N, M):
     """Tiles (16 rows) per task of the thread team. Batches of up to ``_SMALL_M`` rows:
     ``_MIN_TASK_TILES`` (at N = 4096, 16 tasks the caller and a helper woken late share by
     claiming them); larger batches: one task per thread (rounded to tile pairs), at least
