@@ -421,7 +421,7 @@ def spmv_split(rng, rounds: int, torch=None) -> dict:
     the library), the library's team driver (caller + helper threads claiming row blocks) and
     the public call, plus ``torch.sparse_csr``; each back to back (``time_fn``) and after
     0.3 s idle (interleaved rounds). The team's per-thread split is the median number of
-    the 64 row blocks each thread finished (caller first)."""
+    the 64 row blocks each thread finished (the caller, then the helper of each CPU)."""
     import numba
 
     from refimpl.kernels import _team as T
@@ -444,14 +444,14 @@ def spmv_split(rng, rounds: int, torch=None) -> dict:
     x = rng.standard_normal(n).astype(np.float32)
     ip, y, e = S._uindptr(A), np.zeros(n, np.float32), np.zeros(threads)
     b_pr, b_team = S._row_blocks(A), S._row_blocks(A, S._TEAM_BLOCKS)
-    team = T.team(threads - 1)
+    team = T.team()
     splits = []
     fns = {"serial kernel (1 thread)": lambda: S._csr_matvec_serial(ip, A.indices, A.data, x, y),
            "empty prange": lambda: empty_prange(e),
            "prange rows": lambda: prange_rows(ip, A.indices, A.data, x, y, b_pr),
            "team rows": lambda: splits.append(team.run(
                S._csr_matvec_team, (ip, A.indices, A.data, x, y, b_team),
-               len(b_team) - 1)[2:].copy()),
+               len(b_team) - 1, threads - 1)),
            "public csr_matvec": lambda: csr_matvec(A, x, backend="numba")}
     if torch is not None:
         import warnings

@@ -45,12 +45,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from typing import Callable
 
 import numba
 
-__all__ = ["BACKENDS", "default_backend", "resolve_backend", "dispatch", "record_calls",
+__all__ = ["BACKENDS", "env", "default_backend", "resolve_backend", "dispatch", "record_calls",
            "threading_layer_status"]
 
 BACKENDS = ("numba", "numpy")
@@ -106,9 +107,27 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
+# os.environ's own mapping (bytes keys on POSIX): one dict lookup per read. ``os.environ.get``
+# runs four Python frames (Mapping.get, __getitem__, encodekey, encode), which after a pause
+# cost ~10-30 µs on the development VM per read (issue #19: a 4-bit batch-1 product reads two
+# variables per call). os.environ updates it on every assignment and deletion.
+_ENVIRON = getattr(os.environ, "_data", None)
+_ENVIRON = _ENVIRON if os.name == "posix" and isinstance(_ENVIRON, dict) else None
+_FS_ENCODING = sys.getfilesystemencoding()
+
+
+def env(name: str) -> str | None:
+    """``os.environ.get(name)``, read through :data:`os.environ`'s mapping where that is
+    one dict lookup (POSIX)."""
+    if _ENVIRON is None:
+        return os.environ.get(name)
+    v = _ENVIRON.get(name.encode(_FS_ENCODING, "surrogateescape"))
+    return None if v is None else v.decode(_FS_ENCODING, "surrogateescape")
+
+
 def default_backend() -> str:
     """The backend used when a kernel is called with ``backend=None`` (``$REFIMPL_BACKEND``)."""
-    b = os.environ.get("REFIMPL_BACKEND", "numba").strip().lower() or "numba"
+    b = (env("REFIMPL_BACKEND") or "numba").strip().lower() or "numba"
     if b not in BACKENDS:
         raise ValueError(f"REFIMPL_BACKEND must be one of {BACKENDS}, got {b!r}")
     return b

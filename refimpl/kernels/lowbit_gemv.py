@@ -103,8 +103,10 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from refimpl.kernels._backend import dispatch, resolve_backend
-from refimpl.kernels._team import claim, finish, team, wait_done
+from refimpl.kernels import _backend
+from refimpl.kernels._backend import default_backend, dispatch, env
+from refimpl.kernels._team import (_TEAM, FIELD0, address, claim, finish, helpers_wanted, publish,
+                                    ready, register, solo, team, wait_all, wake)
 from refimpl.kernels import bitpack
 from refimpl.kernels.bitpack import popcount64 as _popcount
 from refimpl.utils import check_array, check_int
@@ -137,11 +139,23 @@ ISA_ENV = "REFIMPL_LOWBIT_ISA"
 _ISA_RANK = {None: 0, "avx2": 1, "avx512": 2}
 
 
+_CPU_ISA: dict = {}  # (numba's DISABLE_JIT, CPU_FEATURES, CPU_NAME) -> (the ISA,)
+
+
 def cpu_isa() -> str | None:
     """The widest vector ISA of the CPU Numba compiles for that the hand-written kernels use:
     ``"avx512"`` (AVX-512F), ``"avx2"`` (AVX2 and FMA3), or ``None`` (neither, or the JIT is
     off). ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` are respected (a named CPU other than
     ``host`` without explicit features counts as neither)."""
+    cfg = numba.config
+    key = (cfg.DISABLE_JIT, cfg.CPU_FEATURES, cfg.CPU_NAME)
+    got = _CPU_ISA.get(key)
+    if got is None:
+        got = _CPU_ISA[key] = (_cpu_isa(),)
+    return got[0]
+
+
+def _cpu_isa() -> str | None:
     if numba.config.DISABLE_JIT:
         return None
     feats = numba.config.CPU_FEATURES
@@ -164,7 +178,7 @@ def fast_path_isa() -> str | None:
     (8-lane ``vpermps``, two of them and a blend for 4-bit codes) or ``None`` (the portable
     loops): :func:`cpu_isa`, lowered by ``$REFIMPL_LOWBIT_ISA`` when set."""
     isa = cpu_isa()
-    want = os.environ.get(ISA_ENV, "").strip().lower()
+    want = (env(ISA_ENV) or "").strip().lower()
     if not want:
         return isa
     if want not in ("avx512", "avx2", "portable"):
@@ -659,17 +673,15 @@ def _fast_table(X, cb, nc, scale):
 
 
 @numba.njit(cache=True)
-def _prepare(X, cb, nc, scale, kind, Kw, N, L, members):
+def _prepare(X, cb, nc, scale, kind, Kw, N, L):
     """Everything a call needs before the products, in one compiled step: ``(xl, out,
-    table, bad, state)`` — the activations in the kernel's layout (:func:`_layout_x`), the
-    output (M, N) float32, the 16-entry table of ``cb[:nc]``, the finiteness flag of
-    :func:`_fast_table` (non-zero: nothing else is valid) and the thread team's counters for
-    ``members`` threads (:func:`refimpl.kernels._team.new_state`)."""
+    table, bad)`` — the activations in the kernel's layout (:func:`_layout_x`), the output
+    (M, N) float32, the 16-entry table of ``cb[:nc]`` and the finiteness flag of
+    :func:`_fast_table` (non-zero: nothing else is valid)."""
     table, bad = _fast_table(X, cb, nc, scale)
     xl = _layout_x(X, kind, Kw, L)
     out = np.empty((X.shape[0], N), dtype=np.float32)
-    state = np.zeros(2 + members, dtype=np.int64)
-    return xl, out, table, bad, state
+    return xl, out, table, bad
 
 
 @numba.njit(cache=True, inline="always")
@@ -683,85 +695,147 @@ def _scale_block(out, scale, blk):
 
 
 @numba.njit(cache=True, nogil=True)
-def _avx512_tasks(xl, packed, sign, kind, table, scale, out, state, member):
+def _avx512_tasks(xl, packed, sign, kind, table, scale, out, board, epoch, member):
     """A member of the thread team (:mod:`refimpl.kernels._team`): claims blocks of 64 output
-    rows, computes and scales them."""
-    nblk = (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
+    rows of call ``epoch``, computes and scales them."""
     while True:
-        t = claim(state)
-        if t >= nblk:
+        t = claim(board, epoch)
+        if t < 0:
             return
         _avx512_block(xl, packed, sign, kind, table, out, t)
         _scale_block(out, scale, t)
-        finish(state, member)
-    if member == 0:
-        wait_done(state, nblk, 1 << 14)
+        finish(board, member)
 
 
 @numba.njit(cache=True, nogil=True)
-def _avx2_tasks(xl, packed, sign, kind, table, scale, out, state, member):
+def _avx2_tasks(xl, packed, sign, kind, table, scale, out, board, epoch, member):
     """:func:`_avx512_tasks` on 8-lane blocks."""
-    nblk = (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
     while True:
-        t = claim(state)
-        if t >= nblk:
+        t = claim(board, epoch)
+        if t < 0:
             return
         _avx2_block(xl, packed, sign, kind, table, out, t)
         _scale_block(out, scale, t)
-        finish(state, member)
-    if member == 0:
-        wait_done(state, nblk, 1 << 14)
+        finish(board, member)
 
 
-# The drivers take the activations ``X`` (M, K), the codebook ``cb`` (its first ``nc``
-# entries) and the row scales, and return ``(out, bad)`` (``bad``: :func:`_fast_table`). A
-# call is one compiled step (:func:`_prepare`: checks, table, activation layout) and the
-# products: issue #19 measurement, after 0.3 s idle (the benchmark protocol) every separate
-# NumPy / Numba step of a call costs 10–170 µs instead of 2–10 (the first one after the pause
-# the most: 33 vs 3.6 µs for a 4000-element njit sum), so the seven steps of an earlier path
-# (layout, kernel, ``np.all(scale == 1)``, the scale product, …) cost ~0.38 ms per call
-# against 0.06 ms warm. The threaded drivers run the products on the thread team of
-# :mod:`refimpl.kernels._team` (the calling thread works from the start; a helper joins when
-# woken); before it, a ``prange`` driver took, for 4 bits at batch 1, 4096 × 4096, after the
-# 0.3 s pause and interleaved with float32 BLAS (medians / best of 15, ms): 0.66–0.93 / 0.58–
-# 0.62, the team 0.63–0.65 / 0.57–0.62 (one thread 0.87 / 0.81).
-def _threaded(tasks, L, X, packed, sign, kind, cb, nc, scale):
-    tm = team()
-    xl, out, table, bad, state = _prepare(X, cb, nc, scale, kind, packed.shape[1],
-                                          packed.shape[0], L, tm.helpers + 1)
-    if bad == 0:
-        tm.run(tasks, (xl, packed, sign, kind, table, scale, out),
-               (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK, state)
+@numba.njit(cache=True, inline="always")
+def _put_job(board, xl, packed, sign, kind, table, scale, out):
+    """The job fields of a call (:data:`refimpl.kernels._team.FIELD0` on): sizes, then the
+    arrays' addresses (alive until the call has returned, after every task finished)."""
+    f = FIELD0
+    board[f] = xl.shape[0]
+    board[f + 1] = xl.shape[1]
+    board[f + 2] = xl.shape[2]
+    board[f + 3] = xl.shape[4]
+    board[f + 4] = packed.shape[0]
+    board[f + 5] = packed.shape[1]
+    board[f + 6] = kind
+    board[f + 7] = xl.ctypes.data
+    board[f + 8] = packed.ctypes.data
+    board[f + 9] = sign.ctypes.data
+    board[f + 10] = table.ctypes.data
+    board[f + 11] = scale.ctypes.data
+    board[f + 12] = out.ctypes.data
+
+
+@numba.njit(cache=True, inline="always")
+def _get_job(board):
+    """The arrays of :func:`_put_job` as views, for a helper."""
+    f = FIELD0
+    M, nq, npos, L, N, Kw = board[f], board[f + 1], board[f + 2], board[f + 3], board[f + 4], \
+        board[f + 5]
+    xl = numba.carray(address(board[f + 7]), (M, nq, npos, 2, L), np.float32)
+    packed = numba.carray(address(board[f + 8]), (N, Kw), np.uint64)
+    sign = numba.carray(address(board[f + 9]), (N, Kw), np.uint64)
+    table = numba.carray(address(board[f + 10]), (16,), np.float32)
+    scale = numba.carray(address(board[f + 11]), (N,), np.float32)
+    out = numba.carray(address(board[f + 12]), (M, N), np.float32)
+    return xl, packed, sign, board[f + 6], table, scale, out
+
+
+# The threaded drivers are single compiled calls (``nogil``) on the thread team of
+# :mod:`refimpl.kernels._team`: wake the helpers, prepare (:func:`_prepare`: checks, table,
+# activation layout), publish the job, work on the blocks from the start, wait for a helper's
+# last block. They take the activations ``X`` (M, K), the codebook ``cb`` (its first ``nc``
+# entries), the row scales and the team's board, semaphores, CPUs and this family's job
+# kind (helpers: Numba's thread count − 1), and return ``(out, bad)`` (``bad``: :func:`_fast_table`). Issue #19
+# measurement: after 0.3 s idle (the benchmark protocol) every separate NumPy / Numba / Python
+# step of a call costs 15–60 µs instead of 2–10 — the steps of the earlier Python driver (team
+# lookup, layout, waking the helper through a queue, the task dispatch) ~0.12 ms of a 4-bit
+# batch-1 call at 4096 × 4096 — and a ``prange`` driver before that took 0.66–0.93 / 0.58–0.62
+# ms (median / best of 15), one thread 0.87 / 0.81.
+@numba.njit(cache=True, nogil=True)
+def _lowbit_team512(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job):
+    """The calling thread and the team's helpers over blocks of 64 output rows."""
+    wake(board, sems, cpus, helpers_wanted())
+    xl, out, table, bad = _prepare(X, cb, nc, scale, kind, packed.shape[1], packed.shape[0],
+                                   16)
+    nblk = (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
+    if bad:
+        publish(board, 0, 0)
+        return out, bad
+    _put_job(board, xl, packed, sign, kind, table, scale, out)
+    e = publish(board, nblk, job)
+    _avx512_tasks(xl, packed, sign, kind, table, scale, out, board, e, 0)
+    wait_all(board, nblk)
     return out, bad
 
 
-def _lowbit_avx512(X, packed, sign, kind, cb, nc, scale):
-    """The calling thread and the team's helpers over blocks of 64 output rows."""
-    return _threaded(_avx512_tasks, 16, X, packed, sign, kind, cb, nc, scale)
+@numba.njit(cache=True, nogil=True)
+def _serve512(board, epoch, member):
+    """A helper's share of a :func:`_lowbit_team512` call."""
+    xl, packed, sign, kind, table, scale, out = _get_job(board)
+    _avx512_tasks(xl, packed, sign, kind, table, scale, out, board, epoch, member)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lowbit_team2(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job):
+    """:func:`_lowbit_team512` on 8-lane blocks."""
+    wake(board, sems, cpus, helpers_wanted())
+    xl, out, table, bad = _prepare(X, cb, nc, scale, kind, packed.shape[1], packed.shape[0],
+                                   8)
+    nblk = (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
+    if bad:
+        publish(board, 0, 0)
+        return out, bad
+    _put_job(board, xl, packed, sign, kind, table, scale, out)
+    e = publish(board, nblk, job)
+    _avx2_tasks(xl, packed, sign, kind, table, scale, out, board, e, 0)
+    wait_all(board, nblk)
+    return out, bad
+
+
+@numba.njit(cache=True, nogil=True)
+def _serve2(board, epoch, member):
+    """A helper's share of a :func:`_lowbit_team2` call."""
+    xl, packed, sign, kind, table, scale, out = _get_job(board)
+    _avx2_tasks(xl, packed, sign, kind, table, scale, out, board, epoch, member)
+
+
+_JOB512 = register(_serve512)
+_JOB2 = register(_serve2)
 
 
 @numba.njit(cache=True)
 def _lowbit_avx512_serial(X, packed, sign, kind, cb, nc, scale):
     """One thread, for small products (waking a helper costs more than the work)."""
-    xl, out, table, bad, state = _prepare(X, cb, nc, scale, kind, packed.shape[1],
-                                          packed.shape[0], 16, 1)
+    xl, out, table, bad = _prepare(X, cb, nc, scale, kind, packed.shape[1], packed.shape[0],
+                                   16)
     if bad == 0:
-        _avx512_tasks(xl, packed, sign, kind, table, scale, out, state, 0)
+        board, e = solo((packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK)
+        _avx512_tasks(xl, packed, sign, kind, table, scale, out, board, e, 0)
     return out, bad
-
-
-def _lowbit_avx2(X, packed, sign, kind, cb, nc, scale):
-    """:func:`_lowbit_avx512` on 8-lane blocks."""
-    return _threaded(_avx2_tasks, 8, X, packed, sign, kind, cb, nc, scale)
 
 
 @numba.njit(cache=True)
 def _lowbit_avx2_serial(X, packed, sign, kind, cb, nc, scale):
     """One thread, 8-lane blocks."""
-    xl, out, table, bad, state = _prepare(X, cb, nc, scale, kind, packed.shape[1],
-                                          packed.shape[0], 8, 1)
+    xl, out, table, bad = _prepare(X, cb, nc, scale, kind, packed.shape[1], packed.shape[0],
+                                   8)
     if bad == 0:
-        _avx2_tasks(xl, packed, sign, kind, table, scale, out, state, 0)
+        board, e = solo((packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK)
+        _avx2_tasks(xl, packed, sign, kind, table, scale, out, board, e, 0)
     return out, bad
 
 
@@ -771,17 +845,31 @@ def _lowbit_avx2_serial(X, packed, sign, kind, cb, nc, scale):
 _SERIAL_MACS = 1 << 20
 
 
+def _lowbit_vector(isa, X, packed, sign, kind, K, cb, nc, scale):
+    """``(Y, bad)`` from the AVX-512 (``isa="avx512"``) or AVX2 kernel: one thread for small
+    products, else the thread team's compiled driver."""
+    wide = isa == "avx512"
+    if X.shape[0] * packed.shape[0] * K < _SERIAL_MACS:
+        kern = _lowbit_avx512_serial if wide else _lowbit_avx2_serial
+        return kern(X, packed, sign, kind, cb, nc, scale)
+    tm = _TEAM[0] or team()
+    if wide:
+        if not _serve512.signatures:
+            ready(_JOB512)
+        return _lowbit_team512(X, packed, sign, kind, cb, nc, scale, tm.board, tm.sems,
+                               tm.cpus, _JOB512)
+    if not _serve2.signatures:
+        ready(_JOB2)
+    return _lowbit_team2(X, packed, sign, kind, cb, nc, scale, tm.board, tm.sems, tm.cpus,
+                         _JOB2)
+
+
 def _lowbit_cb(X, packed, sign, kind, K, cb, nc, scale):
     """``(Y, bad)`` for the codebook's first ``nc`` entries: the AVX-512 or AVX2 kernel for
     float32 ``X`` where available (:func:`fast_path_isa`), else the portable loops."""
     isa = fast_path_isa() if X.dtype == np.float32 else None
     if isa is not None:
-        small = X.shape[0] * packed.shape[0] * K < _SERIAL_MACS
-        if isa == "avx512":
-            kern = _lowbit_avx512_serial if small else _lowbit_avx512
-        else:
-            kern = _lowbit_avx2_serial if small else _lowbit_avx2
-        return kern(X, packed, sign, kind, cb, nc, scale)
+        return _lowbit_vector(isa, X, packed, sign, kind, K, cb, nc, scale)
     bad = _fast_table(X, cb, nc, scale)[1]
     if bad:
         return None, bad
@@ -842,6 +930,9 @@ def _prepare_scale(scale, N, dtype):
 # kernel's types and layout skip them: the driver's first compiled step (:func:`_prepare`)
 # checks finiteness and builds the table, with the same error messages (a separate compiled
 # check before the driver cost 0.06–0.07 ms after the pause).
+# the dtypes of the fast path, as dtype objects (a comparison with ``np.float32`` converts
+# the scalar type to a dtype at every call)
+_F32, _F64, _U64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint64)
 _BINARY_CB = np.array([-1.0, 1.0])
 _TERNARY_CB = np.array([0.0, 1.0, 0.0, -1.0])  # code nz + 2·sign
 _FAST_BAD = {1: "X contains NaN or inf", 2: "codebook contains NaN or inf",
@@ -853,28 +944,36 @@ def _fast(name, kind, X, packed, sign, K, cb, nc, scale, backend):
     (Numba backend; X a non-empty float32 C-contiguous 1-d/2-d array with K columns; the
     words uint64 C-contiguous (N, Kw); the codebook a 1-d float32/float64 array; the scale
     None or float32 C-contiguous (N,))."""
-    if resolve_backend(backend) != "numba" or type(X) is not np.ndarray or \
-            X.dtype != np.float32 or X.ndim not in (1, 2) or not X.flags.c_contiguous or \
-            X.shape[-1] != K or X.size == 0:
+    if type(K) is not int or K < 1 or \
+            (backend if backend is not None else default_backend()) != "numba" or \
+            type(X) is not np.ndarray or X.dtype != _F32 or not 1 <= X.ndim <= 2 or \
+            not X.flags.c_contiguous or X.shape[-1] != K or X.size == 0:
         return None
     Kw = -(-K // _per(kind))
-    for P in (packed, sign):
-        if type(P) is not np.ndarray or P.dtype != np.uint64 or P.ndim != 2 or \
-                not P.flags.c_contiguous or P.shape[1] != Kw or P.shape[0] == 0 or \
-                P.shape[0] != packed.shape[0]:
-            return None
+    if type(packed) is not np.ndarray or packed.dtype != _U64 or packed.ndim != 2 or \
+            not packed.flags.c_contiguous or packed.shape[1] != Kw or packed.shape[0] == 0:
+        return None
     N = packed.shape[0]
-    if type(cb) is not np.ndarray or cb.ndim != 1 or cb.dtype not in (np.float32, np.float64) \
-            or cb.size < nc:
+    if sign is not packed and (
+            type(sign) is not np.ndarray or sign.dtype != _U64 or
+            sign.shape != packed.shape or not sign.flags.c_contiguous):
+        return None
+    if type(cb) is not np.ndarray or cb.ndim != 1 or (cb.dtype != _F32 and
+                                                       cb.dtype != _F64) or cb.size < nc:
         return None
     if scale is None:
         scale = np.ones(N, dtype=np.float32)
-    elif type(scale) is not np.ndarray or scale.dtype != np.float32 or scale.shape != (N,) or \
-            not scale.flags.c_contiguous:
+    elif type(scale) is not np.ndarray or scale.dtype != _F32 or scale.ndim != 1 or \
+            scale.shape[0] != N or not scale.flags.c_contiguous:
         return None
     X2 = X.reshape(1, -1) if X.ndim == 1 else X
-    Y, bad = dispatch(name, backend, _lowbit_cb, _lowbit_numpy_cb, X2, packed, sign, kind, K,
-                      cb, nc, scale)
+    isa = None if _backend._recorders else fast_path_isa()
+    if isa is not None:  # dispatch's Numba branch without its layers (same lock)
+        with _backend._numba_lock:
+            Y, bad = _lowbit_vector(isa, X2, packed, sign, kind, K, cb, nc, scale)
+    else:
+        Y, bad = dispatch(name, backend, _lowbit_cb, _lowbit_numpy_cb, X2, packed, sign, kind,
+                          K, cb, nc, scale)
     if bad:
         raise ValueError(_FAST_BAD[bad])
     return Y[0] if X.ndim == 1 else Y
@@ -918,11 +1017,12 @@ def kbit_gemv(X, packed, bits: int, K: int, codebook, scale=None,
     uniform quantiser's ``α j / (2^k − 1) + β``, Survey Eq. (39), §3.3.1. See the module
     docstring for the kernel.
     """
+    if type(bits) is int and 1 <= bits <= 4:  # the fast path checks K (an int >= 1)
+        Y = _fast("kbit_gemv", bits, X, packed, packed, K, codebook, 1 << bits, scale, backend)
+        if Y is not None:
+            return Y
     bits = check_int(bits, "bits", 1, 4)
     K = check_int(K, "K", 1)
-    Y = _fast("kbit_gemv", bits, X, packed, packed, K, codebook, 2 ** bits, scale, backend)
-    if Y is not None:
-        return Y
     X, one = _prepare_x(X, K)
     per = 64 // bits
     packed = _check_words(packed, "packed", (K + per - 1) // per)
@@ -960,10 +1060,10 @@ def binary_weight_gemv(X, Wp, K: int, scale=None, backend: str | None = None) ->
     Binary weights: BinaryConnect, Survey Eqs. (20)–(21), §3.1 (Courbariaux et al. 2015); BWN,
     Survey Eqs. (22)–(24) (Rastegari et al. 2016).
     """
-    K = check_int(K, "K", 1)
     Y = _fast("binary_weight_gemv", 1, X, Wp, Wp, K, _BINARY_CB, 2, scale, backend)
     if Y is not None:
         return Y
+    K = check_int(K, "K", 1)
     X, one = _prepare_x(X, K)
     Wp = _check_words(Wp, "Wp", (K + 63) // 64)
     table = _table(1, np.array([-1.0, 1.0]), X.dtype)
@@ -997,12 +1097,12 @@ def ternary_weight_gemv(X, W_planes, K: int, scale=None,
     Ternary weights: ternary connect, Survey Eqs. (27)–(28), §3.2 (Lin et al. 2016); TWN,
     Survey Eqs. (30)–(34) (Li et al. 2016).
     """
-    K = check_int(K, "K", 1)
-    if isinstance(W_planes, (tuple, list)) and len(W_planes) == 2:
+    if type(W_planes) in (tuple, list) and len(W_planes) == 2:
         Y = _fast("ternary_weight_gemv", _TERNARY, X, W_planes[0], W_planes[1], K,
                   _TERNARY_CB, 4, scale, backend)
         if Y is not None:
             return Y
+    K = check_int(K, "K", 1)
     X, one = _prepare_x(X, K)
     if not isinstance(W_planes, (tuple, list)) or len(W_planes) != 2:
         raise TypeError("W_planes must be the (nz, sign) pair from pack_ternary")

@@ -84,7 +84,9 @@ from numba.extending import intrinsic
 
 from refimpl.kernels import bitpack
 from refimpl.kernels._backend import dispatch, resolve_backend
-from refimpl.kernels._team import claim, finish, num_threads, team, wait_done
+from refimpl.kernels._team import (_TEAM, FIELD0, address, claim, finish, helpers_wanted,
+                                    num_threads, publish, ready, register, solo, team,
+                                    wait_all, wake)
 from refimpl.kernels.lowbit_gemv import (_check_words, _decode_numpy, _fn, _i64,
                                          _prepare_scale, _prepare_x, _splat32, _vt,
                                          fast_path_isa)
@@ -472,19 +474,16 @@ _BAD = {1: "X contains NaN or inf", 2: "scale contains NaN or inf",
 
 
 @numba.njit(cache=True)
-def _lut_prepare(X, words, cb, bits, scale, members):
-    """One compiled step before the products: ``(T, out, bad, state)`` — the tables
-    (:func:`_lut_tables`), the zeroed (M, 16·tiles) float32 output, the finiteness flag of
-    :func:`_first_bad` (non-zero: nothing else is valid) and the thread team's counters for
-    ``members`` threads (:mod:`refimpl.kernels._team`)."""
-    state = np.zeros(2 + members, dtype=np.int64)
+def _lut_prepare(X, words, cb, bits, scale):
+    """One compiled step before the products: ``(T, out, bad)`` — the tables
+    (:func:`_lut_tables`), the zeroed (M, 16·tiles) float32 output and the finiteness flag of
+    :func:`_first_bad` (non-zero: nothing else is valid)."""
     bad = _first_bad(X, scale, cb)
     if bad:
-        return (np.empty((0, 0, 16), dtype=np.float32), np.empty((0, 0), dtype=np.float32),
-                bad, state)
+        return np.empty((0, 0, 16), dtype=np.float32), np.empty((0, 0), dtype=np.float32), bad
     T = _lut_tables(X, bits, words.shape[1], cb.astype(np.float32))
     out = np.zeros((X.shape[0], words.shape[0] * 16), dtype=np.float32)
-    return T, out, 0, state
+    return T, out, 0
 
 
 @numba.njit(cache=True, inline="always")
@@ -497,34 +496,110 @@ def _scale_tiles(out, scale, ta, tb):
 
 
 @numba.njit(cache=True, nogil=True)
-def _lut_tasks16(T, words, out, scale, tpt, state, member):
-    """A member of the thread team: claims tasks of ``tpt`` tiles (16 lanes), computes and
-    scales their rows; member 0 (the caller) then waits for the others."""
-    ntask = (words.shape[0] + tpt - 1) // tpt
+def _lut_tasks16(T, words, out, scale, tpt, board, epoch, member):
+    """A member of the thread team (:mod:`refimpl.kernels._team`): claims tasks of ``tpt``
+    tiles (16 lanes) of call ``epoch``, computes and scales their rows."""
     while True:
-        t = claim(state)
-        if t >= ntask:
-            break
+        t = claim(board, epoch)
+        if t < 0:
+            return
         _lut_task16(T, words, out, t, tpt)
         _scale_tiles(out, scale, t * tpt, min(words.shape[0], (t + 1) * tpt))
-        finish(state, member)
-    if member == 0:
-        wait_done(state, ntask, 1 << 14)
+        finish(board, member)
 
 
 @numba.njit(cache=True, nogil=True)
-def _lut_tasks8(T, words, out, scale, tpt, state, member):
+def _lut_tasks8(T, words, out, scale, tpt, board, epoch, member):
     """:func:`_lut_tasks16` on the 8-lane kernel."""
-    ntask = (words.shape[0] + tpt - 1) // tpt
     while True:
-        t = claim(state)
-        if t >= ntask:
-            break
+        t = claim(board, epoch)
+        if t < 0:
+            return
         _lut_task8(T, words, out, t, tpt)
         _scale_tiles(out, scale, t * tpt, min(words.shape[0], (t + 1) * tpt))
-        finish(state, member)
-    if member == 0:
-        wait_done(state, ntask, 1 << 14)
+        finish(board, member)
+
+
+@numba.njit(cache=True, inline="always")
+def _put_job(board, T, words, out, scale, tpt):
+    """The job fields of a call: sizes, then the arrays' addresses (alive until the call has
+    returned, after every task finished)."""
+    f = FIELD0
+    board[f] = T.shape[0]
+    board[f + 1] = T.shape[1]
+    board[f + 2] = words.shape[0]
+    board[f + 3] = words.shape[1]
+    board[f + 4] = scale.shape[0]
+    board[f + 5] = tpt
+    board[f + 6] = T.ctypes.data
+    board[f + 7] = words.ctypes.data
+    board[f + 8] = out.ctypes.data
+    board[f + 9] = scale.ctypes.data
+
+
+@numba.njit(cache=True, inline="always")
+def _get_job(board):
+    """The arrays of :func:`_put_job` as views, for a helper."""
+    f = FIELD0
+    M, G, nt, C, N = board[f], board[f + 1], board[f + 2], board[f + 3], board[f + 4]
+    T = numba.carray(address(board[f + 6]), (M, G, 16), np.float32)
+    words = numba.carray(address(board[f + 7]), (nt, C, 16), np.uint32)
+    out = numba.carray(address(board[f + 8]), (M, 16 * nt), np.float32)
+    scale = numba.carray(address(board[f + 9]), (N,), np.float32)
+    return T, words, out, scale, board[f + 5]
+
+
+# The threaded drivers: single compiled calls (``nogil``) on the thread team — wake the
+# helpers, prepare (:func:`_lut_prepare`), publish, work from the start, wait (see
+# :mod:`refimpl.kernels._team` and ``lowbit_gemv._lowbit_team512``).
+@numba.njit(cache=True, nogil=True)
+def _lut_team16(X, words, cb, bits, scale, tpt, board, sems, cpus, job):
+    """16 lanes: the calling thread and the team's helpers claim tasks of ``tpt`` tiles."""
+    wake(board, sems, cpus, helpers_wanted())
+    T, out, bad = _lut_prepare(X, words, cb, bits, scale)
+    ntask = (words.shape[0] + tpt - 1) // tpt
+    if bad:
+        publish(board, 0, 0)
+        return out, bad
+    _put_job(board, T, words, out, scale, tpt)
+    e = publish(board, ntask, job)
+    _lut_tasks16(T, words, out, scale, tpt, board, e, 0)
+    wait_all(board, ntask)
+    return out, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _lut_serve16(board, epoch, member):
+    """A helper's share of a :func:`_lut_team16` call."""
+    T, words, out, scale, tpt = _get_job(board)
+    _lut_tasks16(T, words, out, scale, tpt, board, epoch, member)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lut_team8(X, words, cb, bits, scale, tpt, board, sems, cpus, job):
+    """:func:`_lut_team16` on the 8-lane kernel."""
+    wake(board, sems, cpus, helpers_wanted())
+    T, out, bad = _lut_prepare(X, words, cb, bits, scale)
+    ntask = (words.shape[0] + tpt - 1) // tpt
+    if bad:
+        publish(board, 0, 0)
+        return out, bad
+    _put_job(board, T, words, out, scale, tpt)
+    e = publish(board, ntask, job)
+    _lut_tasks8(T, words, out, scale, tpt, board, e, 0)
+    wait_all(board, ntask)
+    return out, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _lut_serve8(board, epoch, member):
+    """A helper's share of a :func:`_lut_team8` call."""
+    T, words, out, scale, tpt = _get_job(board)
+    _lut_tasks8(T, words, out, scale, tpt, board, epoch, member)
+
+
+_JOB16 = register(_lut_serve16)
+_JOB8 = register(_lut_serve8)
 
 
 def _rows(out, N):
@@ -532,25 +607,21 @@ def _rows(out, N):
     return out if out.shape[1] == N else np.ascontiguousarray(out[:, :N])
 
 
-def _lut_threaded(tasks, X, words, cb, bits, scale, N, tpt):
-    tm = team()
-    T, out, bad, state = _lut_prepare(X, words, cb, bits, scale, tm.helpers + 1)
-    if bad:
-        return out, bad
-    tm.run(tasks, (T, words, out, scale, tpt), (words.shape[0] + tpt - 1) // tpt, state)
-    return _rows(out, N), 0
-
-
 def _lut_avx512(X, words, cb, bits, scale, N, tpt):
     """16 lanes: the calling thread and the team's helpers claim tasks of ``tpt`` tiles."""
-    return _lut_threaded(_lut_tasks16, X, words, cb, bits, scale, N, tpt)
+    tm = _TEAM[0] or team()
+    if not _lut_serve16.signatures:
+        ready(_JOB16)
+    out, bad = _lut_team16(X, words, cb, bits, scale, tpt, tm.board, tm.sems, tm.cpus, _JOB16)
+    return (out, bad) if bad else (_rows(out, N), 0)
 
 
 @numba.njit(cache=True)
 def _lut_serial16(X, words, cb, bits, scale, tpt):
-    T, out, bad, state = _lut_prepare(X, words, cb, bits, scale, 1)
+    T, out, bad = _lut_prepare(X, words, cb, bits, scale)
     if bad == 0:
-        _lut_tasks16(T, words, out, scale, tpt, state, 0)
+        board, e = solo((words.shape[0] + tpt - 1) // tpt)
+        _lut_tasks16(T, words, out, scale, tpt, board, e, 0)
     return out, bad
 
 
@@ -562,14 +633,19 @@ def _lut_avx512_serial(X, words, cb, bits, scale, N, tpt):
 
 def _lut_avx2(X, words, cb, bits, scale, N, tpt):
     """8 lanes: the calling thread and the team's helpers claim tasks of ``tpt`` tiles."""
-    return _lut_threaded(_lut_tasks8, X, words, cb, bits, scale, N, tpt)
+    tm = _TEAM[0] or team()
+    if not _lut_serve8.signatures:
+        ready(_JOB8)
+    out, bad = _lut_team8(X, words, cb, bits, scale, tpt, tm.board, tm.sems, tm.cpus, _JOB8)
+    return (out, bad) if bad else (_rows(out, N), 0)
 
 
 @numba.njit(cache=True)
 def _lut_serial8(X, words, cb, bits, scale, tpt):
-    T, out, bad, state = _lut_prepare(X, words, cb, bits, scale, 1)
+    T, out, bad = _lut_prepare(X, words, cb, bits, scale)
     if bad == 0:
-        _lut_tasks8(T, words, out, scale, tpt, state, 0)
+        board, e = solo((words.shape[0] + tpt - 1) // tpt)
+        _lut_tasks8(T, words, out, scale, tpt, board, e, 0)
     return out, bad
 
 

@@ -32,9 +32,11 @@ shifts, the 16 ``x[j]`` loaded one by one into a vector, one vector ``fmuladd`` 
 21 loads per 16 values instead of 48, since loads, not bandwidth, bound SpMV while the matrix
 sits in the last-level cache (one thread, 4096², 90 %, float32: 0.34–0.38 vs 0.56–0.57 ms CPU
 time). Threaded SpMV runs without a Numba parallel region (the thread team of
-:mod:`refimpl.kernels._team`): the calling thread starts on the rows at once and a helper thread, woken through a queue (13–49 µs,
-against 38–101 µs for an empty ``prange`` on ``workqueue``, whose calling thread only waits),
-joins it, both claiming blocks of rows from one atomic counter.
+:mod:`refimpl.kernels._team`, a Python job of :meth:`~refimpl.kernels._team.Team.run`): the
+calling thread starts on the rows at once and a helper thread, asleep on a semaphore between
+calls (woken in 13–49 µs through the earlier queue, against 38–101 µs for an empty ``prange``
+on ``workqueue``, whose calling thread only waits), joins it, both claiming blocks of rows
+from one atomic counter.
 
 SpMM and ``X @ W.T`` (batch > 1, issue #19): one row of ``A`` at a time, in LLVM IR
 (:func:`_spmm_row`, a numba ``@intrinsic``): the batch columns in passes of two 512-bit
@@ -655,19 +657,18 @@ def _csr_matvec_serial(indptr, indices, data, x, y):
 
 
 @numba.njit(cache=True, nogil=True)
-def _csr_matvec_team(indptr, indices, data, x, y, bounds, state, member):
+def _csr_matvec_team(indptr, indices, data, x, y, bounds, board, epoch, member):
     """One member of the SpMV thread team (:class:`refimpl.kernels._team.Team`): claim blocks
-    of rows (``bounds``, equal work) one at a time from the shared counter until none is left.
-    Runs without the GIL, on the calling thread (member 0) and on each helper thread; whoever
-    starts first takes more blocks."""
-    n_blocks = bounds.shape[0] - 1
+    of rows (``bounds``, equal work) of call ``epoch`` one at a time from the shared counter
+    until none is left. Runs without the GIL, on the calling thread (member 0) and on each
+    helper thread; whoever starts first takes more blocks."""
     while True:
-        t = claim(state)
-        if t >= n_blocks:
+        t = claim(board, epoch)
+        if t < 0:
             return
         for i in range(bounds[t], bounds[t + 1]):
             y[i] = _spmv_row(indptr, indices, data, x, i)
-        finish(state, member)
+        finish(board, member)
 
 
 def _csr_matvec_threaded(indptr, indices, data, x, y, bounds):

@@ -304,7 +304,7 @@ def test_dispatch_runs_the_forced_kernel(rng, monkeypatch, isa):
     for a product small enough for the serial driver and one large enough for the threaded
     one."""
     _force_isa(monkeypatch, isa)
-    names = ["_lowbit_avx512", "_lowbit_avx512_serial", "_lowbit_avx2", "_lowbit_avx2_serial",
+    names = ["_lowbit_team512", "_lowbit_avx512_serial", "_lowbit_team2", "_lowbit_avx2_serial",
              "_lowbit_generic"]
     ran = []
     for name in names:
@@ -316,10 +316,10 @@ def test_dispatch_runs_the_forced_kernel(rng, monkeypatch, isa):
         Y = lg.kbit_gemv(X, bp.pack_codes(codes, 3), 3, K, cb, s, backend="numba")
         np.testing.assert_array_equal(Y, ref)
         small = M * N * K < lg._SERIAL_MACS
-        want = {"avx512": "_lowbit_avx512", "avx2": "_lowbit_avx2",
+        want = {"avx512": "_lowbit_team512", "avx2": "_lowbit_team2",
                 "portable": "_lowbit_generic"}[isa]
         if isa != "portable" and small:
-            want += "_serial"
+            want = want.replace("team", "avx") + "_serial"
         assert ran == [want], (M, N, K, ran)
     # float64 activations always take the portable loops
     ran.clear()
@@ -531,14 +531,22 @@ def test_fast_call_path_same_bits_and_same_errors(rng, monkeypatch, isa):
     assert lg._fast("kbit_gemv", 3, X, P, P, 300, cb, 8, s.astype(np.float64), "numba") is None
     assert lg._fast("kbit_gemv", 3, X, P, P, 300, cb, 8, s, "numpy") is None
     taken = []
-    real = lg._lowbit_cb
+    real_cb, real_vector = lg._lowbit_cb, lg._lowbit_vector
 
-    def spy(*a):  # the fast path passes the codebook (nc = 2^bits), the full one the table
-        if a[6] != 16:
+    # the fast path passes the codebook (nc = 2^bits), the full one the table (nc = 16); with
+    # a vector ISA the fast path calls the kernel selection directly, else through _lowbit_cb
+    def spy_cb(*a):
+        if a[6] != 16 and lg.fast_path_isa() is None:
             taken.append(a[0].shape)
-        return real(*a)
+        return real_cb(*a)
 
-    monkeypatch.setattr(lg, "_lowbit_cb", spy)
+    def spy_vector(*a):
+        if a[7] != 16:
+            taken.append(a[1].shape)
+        return real_vector(*a)
+
+    monkeypatch.setattr(lg, "_lowbit_cb", spy_cb)
+    monkeypatch.setattr(lg, "_lowbit_vector", spy_vector)
     a = lg.kbit_gemv(X, P, 3, 300, cb, s, backend="numba")
     b = lg.kbit_gemv(np.asfortranarray(X), P, 3, 300, cb.astype(np.float64),
                      s.astype(np.float64), backend="numba")
