@@ -45,8 +45,9 @@ Issue #19 measurement (4-bit batch-1 product, 4096 × 4096, after 0.3 s idle int
 float32 BLAS, 2-core Zen 4 VM, 2026-12-07): every separate Python or dispatcher step of the
 earlier path (argument checks, the team lookup, the activation layout, a queue put to wake
 the helper, the task function's dispatch) cost 15–60 µs after the pause — ~0.25 ms before the
-first block against 0.48 ms of blocks; one compiled entry that wakes the helper itself took
-the call from 0.71–0.79 to 0.57–0.69 ms (best–median), equal results.
+first block against 0.48 ms of blocks; one compiled entry that wakes the helper itself (and
+leaner Python checks in front of it) took the public call from 0.79 / 0.72 ms (median / best
+of 15) to 0.63–0.72 / 0.57–0.65, equal results.
 
 Placement: each helper thread is pinned to one CPU, and a call wakes helpers on CPUs other
 than the one the caller runs on (``sched_getcpu``), so a woken helper does not queue behind

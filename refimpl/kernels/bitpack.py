@@ -172,6 +172,22 @@ def _as_2d(X, name):
     return X.reshape(1, -1) if X.ndim == 1 else X
 
 
+#: Results of at least this many bytes are handed back in NumPy's allocation (:func:`_owned`).
+_HUGE_BYTES = 4 << 20
+
+
+def _owned(a: np.ndarray) -> np.ndarray:
+    """``a`` in memory NumPy allocated: a Numba kernel's result of ≥ 4 MiB is copied once.
+    NumPy asks Linux for transparent huge pages on arrays of ≥ 4 MiB (``madvise``), Numba's
+    allocator does not, and the packed weights are read whole at every product: issue #19,
+    4-bit batch-1 product 4096 × 4096 (8 MiB of words) after 0.3 s idle, 21 rounds, median /
+    best: 0.70 / 0.64 ms on Numba's 4 KiB pages, 0.60–0.64 / 0.56–0.58 ms on huge pages (the
+    float32 BLAS it is compared with reads a NumPy array, on huge pages)."""
+    if a.nbytes >= _HUGE_BYTES and a.base is not None:
+        return a.copy()
+    return a
+
+
 def pack_signs(X, backend: str | None = None) -> np.ndarray:
     """Pack the signs of a matrix into ``uint64`` words (bit 1 ⇔ ``x >= 0`` ⇔ ``+1``).
 
@@ -185,8 +201,8 @@ def pack_signs(X, backend: str | None = None) -> np.ndarray:
     ndarray of uint64, shape (R, ceil(K/64))
     """
     X = _as_2d(X, "X")
-    return dispatch("pack_signs", backend, _pack_signs_numba, _pack_signs_numpy,
-                    np.ascontiguousarray(X))
+    return _owned(dispatch("pack_signs", backend, _pack_signs_numba, _pack_signs_numpy,
+                           np.ascontiguousarray(X)))
 
 
 def pack_ternary(T, backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -248,8 +264,8 @@ def pack_codes(codes, bits: int, backend: str | None = None) -> np.ndarray:
         raise TypeError(f"codes must be an integer array, got {codes.dtype}")
     if codes.min() < 0 or codes.max() >= 2 ** bits:
         raise ValueError(f"codes must lie in [0, {2 ** bits - 1}] for bits={bits}")
-    return dispatch("pack_codes", backend, _pack_codes_numba, _pack_codes_numpy,
-                    np.ascontiguousarray(codes.astype(np.int64)), bits)
+    return _owned(dispatch("pack_codes", backend, _pack_codes_numba, _pack_codes_numpy,
+                           np.ascontiguousarray(codes.astype(np.int64)), bits))
 
 
 def _unpack_codes_numpy(packed, bits, K):

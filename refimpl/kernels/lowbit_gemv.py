@@ -46,7 +46,11 @@ interleaved bit by bit (non-zero bit ``i`` → bit ``2i``, sign bit → ``2i + 1
 quarter) so that every code is again a 2-bit field. The loops are LLVM IR (a numba
 ``@intrinsic``, as in :mod:`bitpack`), run over blocks of 64 output rows by the calling thread
 and the helpers of the thread team (:mod:`refimpl.kernels._team`, blocks claimed from an atomic
-counter). The table-on-activations form (T-MAC-style: a 16-entry table of partial sums per group of 4 binary / 2 two-bit activations, indexed by the
+counter). A threaded product is one compiled ``nogil`` call (:func:`_lowbit_team512`): it wakes
+the helper first (a semaphore post, so the helper's OS wake-up overlaps the preparation), lays
+out the activations, builds the table, publishes the job on the team's board and works on the
+blocks from the start; the public function in front of it does only type and shape checks in
+Python (:func:`_fast`). The table-on-activations form (T-MAC-style: a 16-entry table of partial sums per group of 4 binary / 2 two-bit activations, indexed by the
 weight bits of 16 rows) saves lookups for 1- and 2-bit weights but needs 16 rows' words in one
 register: with :func:`bitpack.pack_codes`' row-major layout that is a gather per word, so it
 lives in :mod:`refimpl.kernels.lut_gemv` on its own stored layout (16 rows interleaved,
@@ -758,13 +762,19 @@ def _get_job(board):
 # :mod:`refimpl.kernels._team`: wake the helpers, prepare (:func:`_prepare`: checks, table,
 # activation layout), publish the job, work on the blocks from the start, wait for a helper's
 # last block. They take the activations ``X`` (M, K), the codebook ``cb`` (its first ``nc``
-# entries), the row scales and the team's board, semaphores, CPUs and this family's job
-# kind (helpers: Numba's thread count − 1), and return ``(out, bad)`` (``bad``: :func:`_fast_table`). Issue #19
-# measurement: after 0.3 s idle (the benchmark protocol) every separate NumPy / Numba / Python
-# step of a call costs 15–60 µs instead of 2–10 — the steps of the earlier Python driver (team
-# lookup, layout, waking the helper through a queue, the task dispatch) ~0.12 ms of a 4-bit
-# batch-1 call at 4096 × 4096 — and a ``prange`` driver before that took 0.66–0.93 / 0.58–0.62
-# ms (median / best of 15), one thread 0.87 / 0.81.
+# entries), the row scales and the team's board, semaphores, CPUs and this family's job kind
+# (helpers: Numba's thread count − 1), and return ``(out, bad)`` (``bad``: :func:`_fast_table`).
+# Issue #19 measurement (4-bit, batch 1, 4096 × 4096, after 0.3 s idle interleaved with float32
+# BLAS, 2026-12-07): every separate NumPy / Numba / Python step of a call cost 15–60 µs after
+# the pause instead of 2–10; the earlier path's steps before the first block (argument checks
+# 41 µs, backend 37, type checks 30, ISA 24, team lookup 30, a separate compiled ``_prepare``
+# 58, the queue put that woke the helper 24; medians) came to ~0.25 ms beside 0.48 ms of
+# blocks. This driver and the leaner checks took the public call from 0.79 / 0.72 ms (median /
+# best of 15) to 0.63–0.72 / 0.57–0.65; the driver alone 0.51–0.62 / 0.49–0.53. Inside it
+# (rdtsc stamps, medians of 15): the wake-up post 23 µs, preparation done at 50 µs, the helper
+# on its first block at 106 µs, the caller's 34 blocks done at 565, the helper's 30 at 578 —
+# 15 µs per 64-row block against 9.7 back to back (weights from DRAM after the pause). (A
+# ``prange`` driver before the team took 0.66–0.93 / 0.58–0.62 ms, one thread 0.87 / 0.81.)
 @numba.njit(cache=True, nogil=True)
 def _lowbit_team512(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job):
     """The calling thread and the team's helpers over blocks of 64 output rows."""
@@ -927,9 +937,12 @@ def _prepare_scale(scale, N, dtype):
 # each on the development machine): the argument checks and the table of a 4096 × 4096 call
 # (check_array of X, codebook and scale, _table) took ~0.3 ms of a 1.1–1.3 ms 3-/4-bit call
 # after 0.3 s idle (driver alone 0.73–0.95 ms, load 0.5). Arguments that already have the
-# kernel's types and layout skip them: the driver's first compiled step (:func:`_prepare`)
-# checks finiteness and builds the table, with the same error messages (a separate compiled
-# check before the driver cost 0.06–0.07 ms after the pause).
+# kernel's types and layout skip them: the driver (:func:`_prepare` inside it) checks
+# finiteness and builds the table, with the same error messages (a separate compiled check
+# before the driver cost 0.06–0.07 ms after the pause). The checks here are plain attribute
+# tests (``bits`` and ``K`` as ``int``, dtypes against dtype objects, no ``check_int``), the
+# environment is read through :func:`refimpl.kernels._backend.env`, the CPU's ISA is cached,
+# and the Numba branch of ``dispatch`` is taken inline (same lock) unless calls are recorded.
 # the dtypes of the fast path, as dtype objects (a comparison with ``np.float32`` converts
 # the scalar type to a dtype at every call)
 _F32, _F64, _U64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint64)

@@ -162,3 +162,19 @@ def test_kernels_run_as_plain_python_with_jit_disabled():
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_large_packed_results_are_numpy_allocations(rng, monkeypatch):
+    """Packed words of >= ``_HUGE_BYTES`` come back in NumPy's allocation (huge pages on
+    Linux, issue #19), equal to the NumPy twin; smaller ones are returned as computed."""
+    codes = rng.integers(0, 16, (40, 300))
+    signs = rng.standard_normal((40, 300))
+    small = bp.pack_codes(codes, 4, backend="numba")
+    assert small.nbytes < 8192 and small.base is not None  # Numba's allocation, kept
+    monkeypatch.setattr(bp, "_HUGE_BYTES", 64)
+    for got, want in [(bp.pack_codes(codes, 4, backend="numba"), bp.pack_codes(codes, 4,
+                                                                               backend="numpy")),
+                      (bp.pack_signs(signs, backend="numba"), bp.pack_signs(signs,
+                                                                            backend="numpy"))]:
+        assert got.base is None and got.flags.c_contiguous and got.dtype == np.uint64
+        np.testing.assert_array_equal(got, want)
