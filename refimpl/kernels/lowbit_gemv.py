@@ -778,10 +778,10 @@ def _get_job(board):
 @numba.njit(cache=True, nogil=True)
 def _lowbit_team512(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job):
     """The calling thread and the team's helpers over blocks of 64 output rows."""
-    wake(board, sems, cpus, helpers_wanted())
+    nblk = (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
+    wake(board, sems, cpus, min(helpers_wanted(), nblk - 1))
     xl, out, table, bad = _prepare(X, cb, nc, scale, kind, packed.shape[1], packed.shape[0],
                                    16)
-    nblk = (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
     if bad:
         publish(board, 0, 0)
         return out, bad
@@ -802,10 +802,10 @@ def _serve512(board, epoch, member):
 @numba.njit(cache=True, nogil=True)
 def _lowbit_team2(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job):
     """:func:`_lowbit_team512` on 8-lane blocks."""
-    wake(board, sems, cpus, helpers_wanted())
+    nblk = (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
+    wake(board, sems, cpus, min(helpers_wanted(), nblk - 1))
     xl, out, table, bad = _prepare(X, cb, nc, scale, kind, packed.shape[1], packed.shape[0],
                                    8)
-    nblk = (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
     if bad:
         publish(board, 0, 0)
         return out, bad

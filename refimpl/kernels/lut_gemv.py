@@ -555,9 +555,9 @@ def _get_job(board):
 @numba.njit(cache=True, nogil=True)
 def _lut_team16(X, words, cb, bits, scale, tpt, board, sems, cpus, job):
     """16 lanes: the calling thread and the team's helpers claim tasks of ``tpt`` tiles."""
-    wake(board, sems, cpus, helpers_wanted())
-    T, out, bad = _lut_prepare(X, words, cb, bits, scale)
     ntask = (words.shape[0] + tpt - 1) // tpt
+    wake(board, sems, cpus, min(helpers_wanted(), ntask - 1))
+    T, out, bad = _lut_prepare(X, words, cb, bits, scale)
     if bad:
         publish(board, 0, 0)
         return out, bad
@@ -578,9 +578,9 @@ def _lut_serve16(board, epoch, member):
 @numba.njit(cache=True, nogil=True)
 def _lut_team8(X, words, cb, bits, scale, tpt, board, sems, cpus, job):
     """:func:`_lut_team16` on the 8-lane kernel."""
-    wake(board, sems, cpus, helpers_wanted())
-    T, out, bad = _lut_prepare(X, words, cb, bits, scale)
     ntask = (words.shape[0] + tpt - 1) // tpt
+    wake(board, sems, cpus, min(helpers_wanted(), ntask - 1))
+    T, out, bad = _lut_prepare(X, words, cb, bits, scale)
     if bad:
         publish(board, 0, 0)
         return out, bad
