@@ -20,9 +20,10 @@ One int64 array per team (:class:`Team`, ``board``) carries a call: word 0 packs
 published with it — a helper that wakes late, after its call has returned and the next one
 began, can never take a task of either with the other's arrays. Then the finished-task count,
 the job kind (0 none, 1 a Python job, ≥ 2 a compiled family, :func:`register`), the helpers
-woken, 32 job fields (a compiled family's array addresses and sizes), the epoch each helper row
-was woken for and the tasks each member finished (member 0: the caller; member ``1 + r``: the
-helper of row ``r``).
+woken, the helper rows and the semaphores' address, 32 job fields (a compiled family's array
+addresses and sizes), the epoch each helper row was woken for, the rows whose helper parked
+(:func:`_await`) and the tasks each member finished (member 0: the caller; member ``1 + r``:
+the helper of row ``r``).
 
 A call (compiled, ``nogil``)::
 
@@ -31,7 +32,8 @@ A call (compiled, ``nogil``)::
     ... prepare; write the job fields ...
     epoch = publish(board, n_tasks, kind)      # tasks become claimable
     tasks(..., board, epoch, 0)                # the caller works from the start
-    wait_all(board, n_tasks)                   # a helper may still hold its last task
+    wait_holding(board, n_tasks, (scratch,))   # a helper may still hold its last task: the
+                                               # call's own arrays stay alive until then
 
 Every path after :func:`wake` publishes (with 0 tasks when the preparation failed), so a woken
 helper never waits for a call that will not come. Helpers sleep on POSIX semaphores
@@ -80,25 +82,26 @@ from numba import types
 from numba.extending import intrinsic
 
 __all__ = ["Team", "team", "claim", "finish", "wait_done", "wait_all", "wake", "publish",
-           "solo", "register", "ready", "atomic_add", "atomic_get", "atomic_set", "compare_exchange",
+           "solo", "register", "ready", "wait_holding", "atomic_add", "atomic_get", "atomic_set", "compare_exchange",
            "address", "num_threads", "helpers_wanted", "THREADED", "FIELD0", "NFIELDS"]
 
 # ------------------------------------------------------------------ board layout
-_STATE, _DONE, _KIND, _WOKEN, _COUNT0, _STOP = 0, 1, 2, 3, 4, 5
+_STATE, _DONE, _KIND, _WOKEN, _COUNT0, _STOP, _ROWS, _SEMS = 0, 1, 2, 3, 4, 5, 6, 7
 FIELD0 = 8      #: first job field of the board (a compiled family's addresses and sizes)
 NFIELDS = 32    #: job fields
-_WAKE0 = FIELD0 + NFIELDS  # per helper row: the epoch it was woken for
+_WAKE0 = FIELD0 + NFIELDS  # per helper row: the epoch it was woken for; then per row: parked
 _EPOCH_SHIFT, _N_SHIFT = 40, 20
 _LOW20 = (1 << 20) - 1
 _EPOCHS = (1 << 23) - 1
 MAX_TASKS = _LOW20  #: most tasks one call may have (20 bits of the board's first word)
 _PY_JOB = 1
-_SPINS = 1 << 21  # a woken helper's bound on polls for its call's publication (~ms)
+_SPINS = 1 << 17  # a woken helper's polls for its call's publication before it parks
+_PARKED = 1 << 40  # a parked slot holds the epoch | _PARKED (never 0)
 _SEM_WORDS = 8    # 64 bytes per semaphore (glibc/musl sem_t: 32 bytes), one cache line
 
 
 def _board_len(rows: int) -> int:
-    return _WAKE0 + 2 * rows + 1
+    return _WAKE0 + 3 * rows + 1
 
 
 # ------------------------------------------------------------------ platform
@@ -305,6 +308,17 @@ def wait_all(board, n_tasks):
 
 
 @numba.njit(cache=True, nogil=True)
+def wait_holding(board, n_tasks, held):
+    """:func:`wait_all` with ``held`` — a tuple of the call's own scratch arrays that the
+    helpers read (activation layout, tables) — alive until every task has finished. A compiled
+    entry must wait through this: Numba frees an array after its last use in a function, which
+    for the caller is its own last task, while a helper may still be on one (at batch 64 the
+    LUT tables, 8 MiB, were unmapped under a helper: a segmentation fault)."""
+    wait_all(board, n_tasks)
+    return len(held)
+
+
+@numba.njit(cache=True, nogil=True)
 def _done(board, n_tasks, spins):
     """:func:`wait_done` from Python."""
     return wait_done(board, n_tasks, spins)
@@ -358,6 +372,12 @@ def publish(board, n_tasks, kind):
         board[i] = 0
     board[_KIND] = kind
     atomic_set(board, _STATE, (e << _EPOCH_SHIFT) | (min(n_tasks, _LOW20) << _N_SHIFT))
+    rows = board[_ROWS]
+    if rows:  # a helper woken for this call that stopped waiting for it: wake it again
+        sems = numba.carray(address(board[_SEMS]), (rows, _SEM_WORDS), np.int64)
+        for r in range(rows):
+            if compare_exchange(board, _WAKE0 + rows + r, e | _PARKED, 0):
+                _sem_post(sems, r)
     return e
 
 
@@ -372,8 +392,11 @@ def solo(n_tasks):
 
 @numba.njit(cache=True, nogil=True)
 def _await(board, sems, row, spins):
-    """A helper's wait: the epoch of the call it was woken for once that call is published,
-    −1 when it is not within ``spins`` polls (or the call is long over), −2 to stop."""
+    """A helper's wait: the epoch of the call it was woken for once that call is published
+    (or a later one), −2 to stop, −1 when the call is not published within ``spins`` polls —
+    the helper then *parks* (marks its row) and waits on its semaphore again, which
+    :func:`publish` posts for parked rows (a long preparation, e.g. the tables of a large
+    batch, does not keep a helper spinning, nor lose it)."""
     _sem_wait(sems, row)
     if atomic_get(board, _STOP):
         return -2
@@ -383,6 +406,14 @@ def _await(board, sems, row, spins):
         e = atomic_get(board, _STATE) >> _EPOCH_SHIFT
         if e != before:
             return e
+    # park: say so, then look once more (with publish's store-then-look, one of the two sees
+    # the other: either this thread joins or publish posts the semaphore again)
+    park = _WAKE0 + sems.shape[0] + row
+    atomic_set(board, park, target | _PARKED)
+    e = atomic_get(board, _STATE) >> _EPOCH_SHIFT
+    if e != before:
+        compare_exchange(board, park, target | _PARKED, 0)  # (lost: one extra post, harmless)
+        return e
     return -1
 
 
@@ -477,10 +508,12 @@ class Team:
         self.rows = rows if THREADED else 0
         self.cpus = np.array(cpus if placed else [], dtype=np.int64)
         self.board = np.zeros(_board_len(self.rows), dtype=np.int64)
-        self.board[_COUNT0] = _WAKE0 + self.rows
+        self.board[_COUNT0] = _WAKE0 + 2 * self.rows
         self.sems = np.zeros((self.rows, _SEM_WORDS), dtype=np.int64)
         self._job = [None]  # (epoch, fn, args) of the current Python job
         self.helpers_: list = []
+        self.board[_ROWS] = self.rows
+        self.board[_SEMS] = self.sems.ctypes.data
         if self.rows:
             libc = ctypes.CDLL(None)
             for r in range(self.rows):

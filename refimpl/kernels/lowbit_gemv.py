@@ -110,7 +110,7 @@ from numba.extending import intrinsic
 from refimpl.kernels import _backend
 from refimpl.kernels._backend import default_backend, dispatch, env
 from refimpl.kernels._team import (_TEAM, FIELD0, address, claim, finish, helpers_wanted, publish,
-                                    ready, register, solo, team, wait_all, wake)
+                                    ready, register, solo, team, wait_holding, wake)
 from refimpl.kernels import bitpack
 from refimpl.kernels.bitpack import popcount64 as _popcount
 from refimpl.utils import check_array, check_int
@@ -788,7 +788,7 @@ def _lowbit_team512(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job
     _put_job(board, xl, packed, sign, kind, table, scale, out)
     e = publish(board, nblk, job)
     _avx512_tasks(xl, packed, sign, kind, table, scale, out, board, e, 0)
-    wait_all(board, nblk)
+    wait_holding(board, nblk, (xl, table))
     return out, bad
 
 
@@ -812,7 +812,7 @@ def _lowbit_team2(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job):
     _put_job(board, xl, packed, sign, kind, table, scale, out)
     e = publish(board, nblk, job)
     _avx2_tasks(xl, packed, sign, kind, table, scale, out, board, e, 0)
-    wait_all(board, nblk)
+    wait_holding(board, nblk, (xl, table))
     return out, bad
 
 

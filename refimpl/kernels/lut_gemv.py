@@ -86,7 +86,7 @@ from refimpl.kernels import bitpack
 from refimpl.kernels._backend import dispatch, resolve_backend
 from refimpl.kernels._team import (_TEAM, FIELD0, address, claim, finish, helpers_wanted,
                                     num_threads, publish, ready, register, solo, team,
-                                    wait_all, wake)
+                                    wait_holding, wake)
 from refimpl.kernels.lowbit_gemv import (_check_words, _decode_numpy, _fn, _i64,
                                          _prepare_scale, _prepare_x, _splat32, _vt,
                                          fast_path_isa)
@@ -564,7 +564,7 @@ def _lut_team16(X, words, cb, bits, scale, tpt, board, sems, cpus, job):
     _put_job(board, T, words, out, scale, tpt)
     e = publish(board, ntask, job)
     _lut_tasks16(T, words, out, scale, tpt, board, e, 0)
-    wait_all(board, ntask)
+    wait_holding(board, ntask, (T,))
     return out, 0
 
 
@@ -587,7 +587,7 @@ def _lut_team8(X, words, cb, bits, scale, tpt, board, sems, cpus, job):
     _put_job(board, T, words, out, scale, tpt)
     e = publish(board, ntask, job)
     _lut_tasks8(T, words, out, scale, tpt, board, e, 0)
-    wait_all(board, ntask)
+    wait_holding(board, ntask, (T,))
     return out, 0
 
 

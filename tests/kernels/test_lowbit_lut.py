@@ -362,3 +362,18 @@ def test_fast_call_path_checks_in_the_kernel_and_matches_the_full_path(path, rng
         with pytest.raises(ValueError, match="codebook contains NaN or inf"):
             lu.lut_gemv(X, lw._replace(codebook=np.array([0.0, 1.0, bad, -1.0])),
                         backend="numba")
+
+
+def test_large_batch_with_helpers_equals_the_reference(rng):
+    """Batch 64 splits the rows into one task per thread, and the tables (2 MiB here) are the
+    caller's own array that a helper reads: they must live until the helper's task is done
+    (``_team.wait_holding``; freed after the caller's last task they were unmapped under a
+    helper at 4096 × 4096). Exact on integer data, call after call."""
+    N = K = 2048
+    codes = rng.integers(0, 4, (N, K))
+    cb = np.array([-2.0, -1.0, 1.0, 3.0])
+    lw = lu.lut_pack(bp.pack_codes(codes, 2), 2, K, cb)
+    X = rng.integers(-3, 4, (64, K)).astype(np.float32)
+    want = X.astype(np.float64) @ cb[codes].T
+    for _ in range(4):
+        np.testing.assert_array_equal(lu.lut_gemv(X, lw, backend="numba"), want)

@@ -188,10 +188,13 @@ _SQUARES = T.register(_serve_squares)
 
 
 @numba.njit(nogil=True)
-def _squares_entry(x, board, sems, cpus, helpers, job, fail, yield_first):
+def _squares_entry(x, board, sems, cpus, helpers, job, fail, yield_first, prepare_polls=0):
     """A compiled entry point: wake, prepare, publish (0 tasks when ``fail``), work, wait
-    (``yield_first``: the caller first waits, bounded, for a helper's first claim)."""
+    (``yield_first``: the caller first waits, bounded, for a helper's first claim;
+    ``prepare_polls``: a long preparation, the board polled that many times)."""
     T.wake(board, sems, cpus, helpers)
+    for _ in range(prepare_polls):
+        T.atomic_get(board, 1)
     out = np.full((x.shape[0], 2), -1.0)
     if fail:
         T.publish(board, 0, 0)
@@ -230,3 +233,20 @@ def test_compiled_entry_points_and_cancelled_calls(team):
         if can_help and i % 3 == 1:  # the caller waited for the helper's first claim
             assert counts[1:].sum() > 0
         time.sleep(0.002 * (i % 2))
+
+
+@needs_threads
+def test_a_helper_parked_during_a_long_preparation_is_woken_again(team):
+    """The caller prepares for far longer than a woken helper polls (``_SPINS``): the helper
+    parks, ``publish`` posts it again, and it joins the call (the caller waits for its claim)."""
+    if team.rows < 2 and team.cpus.size:
+        pytest.skip("no helper to wake")
+    T.ready(_SQUARES)
+    for _ in range(3):
+        x = np.arange(3000.0)
+        out = _squares_entry(x, team.board, team.sems, team.cpus, 1, _SQUARES, False, True,
+                             64 * T._SPINS)
+        np.testing.assert_array_equal(out[:, 0], x * x)
+        assert team.counts()[1:].sum() > 0
+        rows = team.rows
+        assert not team.board[T._WAKE0 + rows:T._WAKE0 + 2 * rows].any()  # no row left parked
