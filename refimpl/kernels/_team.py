@@ -480,8 +480,8 @@ class _Helper:
             try:
                 if kind == _PY_JOB:
                     got = job[0]
-                    if got is not None and got[0] == e:
-                        got[1](*got[2], board, e, member)
+                    if got is not None:  # (another call's job: its claims for e fail)
+                        got[0](*got[1], board, e, member)
                     got = None  # drop the arrays of a finished call
                 elif kind > _PY_JOB:
                     _FAMILIES[kind](board, e, member)
@@ -510,7 +510,7 @@ class Team:
         self.board = np.zeros(_board_len(self.rows), dtype=np.int64)
         self.board[_COUNT0] = _WAKE0 + 2 * self.rows
         self.sems = np.zeros((self.rows, _SEM_WORDS), dtype=np.int64)
-        self._job = [None]  # (epoch, fn, args) of the current Python job
+        self._job = [None]  # (fn, args) of the current Python job
         self.helpers_: list = []
         self.board[_ROWS] = self.rows
         self.board[_SEMS] = self.sems.ctypes.data
@@ -547,9 +547,8 @@ class Team:
             helpers = num_threads() - 1
         board = self.board
         woken = wake(board, self.sems, self.cpus, min(helpers, n_tasks - 1)) if n_tasks else 0
-        e = ((int(board[_STATE]) >> _EPOCH_SHIFT) + 1) & _EPOCHS  # what publish opens
-        self._job[0] = (e, fn, args)
-        publish(board, n_tasks, _PY_JOB if woken else 0)
+        self._job[0] = (fn, args)
+        e = publish(board, n_tasks, _PY_JOB if woken else 0)
         if n_tasks:
             fn(*args, board, e, 0)
             while not _done(board, n_tasks, 1 << 14):  # a helper still on its last task

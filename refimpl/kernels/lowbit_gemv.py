@@ -776,19 +776,29 @@ def _get_job(board):
 # 15 µs per 64-row block against 9.7 back to back (weights from DRAM after the pause). (A
 # ``prange`` driver before the team took 0.66–0.93 / 0.58–0.62 ms, one thread 0.87 / 0.81.)
 @numba.njit(cache=True, nogil=True)
-def _lowbit_team512(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job):
-    """The calling thread and the team's helpers over blocks of 64 output rows."""
+def _open_call(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job, L):
+    """The part of a threaded call before the products, the same for both ISAs: wake the
+    helpers (at most the blocks − 1), prepare for ``L``-lane blocks, write the job fields and
+    publish the call — or cancel it (0 tasks) when the preparation found a bad value. Returns
+    ``(xl, out, table, bad, blocks, epoch)``."""
     nblk = (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
     wake(board, sems, cpus, min(helpers_wanted(), nblk - 1))
     xl, out, table, bad = _prepare(X, cb, nc, scale, kind, packed.shape[1], packed.shape[0],
-                                   16)
+                                   L)
     if bad:
-        publish(board, 0, 0)
-        return out, bad
+        return xl, out, table, bad, nblk, publish(board, 0, 0)
     _put_job(board, xl, packed, sign, kind, table, scale, out)
-    e = publish(board, nblk, job)
-    _avx512_tasks(xl, packed, sign, kind, table, scale, out, board, e, 0)
-    wait_holding(board, nblk, (xl, table))
+    return xl, out, table, bad, nblk, publish(board, nblk, job)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lowbit_team512(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job):
+    """The calling thread and the team's helpers over blocks of 64 output rows."""
+    xl, out, table, bad, nblk, e = _open_call(X, packed, sign, kind, cb, nc, scale, board,
+                                              sems, cpus, job, 16)
+    if bad == 0:
+        _avx512_tasks(xl, packed, sign, kind, table, scale, out, board, e, 0)
+        wait_holding(board, nblk, (xl, table))
     return out, bad
 
 
@@ -802,17 +812,11 @@ def _serve512(board, epoch, member):
 @numba.njit(cache=True, nogil=True)
 def _lowbit_team2(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job):
     """:func:`_lowbit_team512` on 8-lane blocks."""
-    nblk = (packed.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
-    wake(board, sems, cpus, min(helpers_wanted(), nblk - 1))
-    xl, out, table, bad = _prepare(X, cb, nc, scale, kind, packed.shape[1], packed.shape[0],
-                                   8)
-    if bad:
-        publish(board, 0, 0)
-        return out, bad
-    _put_job(board, xl, packed, sign, kind, table, scale, out)
-    e = publish(board, nblk, job)
-    _avx2_tasks(xl, packed, sign, kind, table, scale, out, board, e, 0)
-    wait_holding(board, nblk, (xl, table))
+    xl, out, table, bad, nblk, e = _open_call(X, packed, sign, kind, cb, nc, scale, board,
+                                              sems, cpus, job, 8)
+    if bad == 0:
+        _avx2_tasks(xl, packed, sign, kind, table, scale, out, board, e, 0)
+        wait_holding(board, nblk, (xl, table))
     return out, bad
 
 

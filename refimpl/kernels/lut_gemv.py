@@ -553,19 +553,28 @@ def _get_job(board):
 # helpers, prepare (:func:`_lut_prepare`), publish, work from the start, wait (see
 # :mod:`refimpl.kernels._team` and ``lowbit_gemv._lowbit_team512``).
 @numba.njit(cache=True, nogil=True)
-def _lut_team16(X, words, cb, bits, scale, tpt, board, sems, cpus, job):
-    """16 lanes: the calling thread and the team's helpers claim tasks of ``tpt`` tiles."""
+def _open_call(X, words, cb, bits, scale, tpt, board, sems, cpus, job):
+    """The part of a threaded call before the products, the same for both lane widths: wake
+    the helpers (at most the tasks − 1), build the tables, write the job fields and publish the
+    call — or cancel it (0 tasks) when a value is bad. Returns ``(T, out, bad, tasks,
+    epoch)``."""
     ntask = (words.shape[0] + tpt - 1) // tpt
     wake(board, sems, cpus, min(helpers_wanted(), ntask - 1))
     T, out, bad = _lut_prepare(X, words, cb, bits, scale)
     if bad:
-        publish(board, 0, 0)
-        return out, bad
+        return T, out, bad, ntask, publish(board, 0, 0)
     _put_job(board, T, words, out, scale, tpt)
-    e = publish(board, ntask, job)
-    _lut_tasks16(T, words, out, scale, tpt, board, e, 0)
-    wait_holding(board, ntask, (T,))
-    return out, 0
+    return T, out, bad, ntask, publish(board, ntask, job)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lut_team16(X, words, cb, bits, scale, tpt, board, sems, cpus, job):
+    """16 lanes: the calling thread and the team's helpers claim tasks of ``tpt`` tiles."""
+    T, out, bad, ntask, e = _open_call(X, words, cb, bits, scale, tpt, board, sems, cpus, job)
+    if bad == 0:
+        _lut_tasks16(T, words, out, scale, tpt, board, e, 0)
+        wait_holding(board, ntask, (T,))
+    return out, bad
 
 
 @numba.njit(cache=True, nogil=True)
@@ -578,17 +587,11 @@ def _lut_serve16(board, epoch, member):
 @numba.njit(cache=True, nogil=True)
 def _lut_team8(X, words, cb, bits, scale, tpt, board, sems, cpus, job):
     """:func:`_lut_team16` on the 8-lane kernel."""
-    ntask = (words.shape[0] + tpt - 1) // tpt
-    wake(board, sems, cpus, min(helpers_wanted(), ntask - 1))
-    T, out, bad = _lut_prepare(X, words, cb, bits, scale)
-    if bad:
-        publish(board, 0, 0)
-        return out, bad
-    _put_job(board, T, words, out, scale, tpt)
-    e = publish(board, ntask, job)
-    _lut_tasks8(T, words, out, scale, tpt, board, e, 0)
-    wait_holding(board, ntask, (T,))
-    return out, 0
+    T, out, bad, ntask, e = _open_call(X, words, cb, bits, scale, tpt, board, sems, cpus, job)
+    if bad == 0:
+        _lut_tasks8(T, words, out, scale, tpt, board, e, 0)
+        wait_holding(board, ntask, (T,))
+    return out, bad
 
 
 @numba.njit(cache=True, nogil=True)
