@@ -383,6 +383,56 @@ best/best over four runs (medians 2.6–5.3×) — ≥ 3× in most runs, not rob
 call and ours both move ~20 % between runs on this VM. Binary, ternary and 2-bit (LUT) 3.4–5.4×
 in every run; the decoding pass 3.5–9.2× in every run; batch 8 and 64 met; CSR SpMV against
 ``torch.sparse_csr`` 1.7–2.7×.
+
+Session of 2026-12-07 12:03–13:20 UTC (same machine, quiet: load 0.3–0.9; 2 threads, wall;
+4-bit, batch 1, 4096 × 4096 unless said).
+
+* Where the cold call's extra time comes from. Back to back the public call takes 0.36 ms, after
+  0.3 s idle 0.58 (medians of 15, code of 9e9f3de). Idling only 10 ms, or spinning 0.3 s in
+  Python on the calling core instead of sleeping, costs the same; reading the 8 MiB of words
+  once just before the call (P in cache) removes most of it: the weights come back from DRAM.
+  The kernel did not overlap that with its work: one thread, cold 0.78–0.93 vs 0.63–0.69 ms back
+  to back, while a plain read of the same 8 MiB takes 0.29–0.31 ms cold (24 GB/s).
+* Read patterns, one thread, one load per cache line, 8 MiB after 0.3 s idle: one ascending
+  stream 0.29–0.35 ms (24 GB/s); 2, 4, 8 or 16 interleaved rows of 2 KiB 0.66–0.85 ms
+  (~10 GB/s): the hardware prefetcher follows one stream, not rows read in pairs. Without the
+  software prefetch the pair kernel took 1.0–1.6 ms even with the words in the L3.
+* Two kernel changes (``lowbit_gemv``): (1) full blocks of words are plain loads, only a partial
+  last block is masked — one masked load for every block made the one-thread product 21 %
+  slower (19.3 vs 15.2 µs per 128 rows with the words in L2; 4096 rows back to back 0.63 →
+  0.49 ms; the AVX2 kernel 0.68 → 0.49–0.51 ms); (2) a one-row batch chunk takes the weight
+  rows one at a time, so the words are one ascending stream: two threads, cold, median / best
+  of 15, four alternated runs each: 0.59–0.66 / 0.53–0.56 ms vs 0.66–0.68 / 0.56–0.61 in pairs.
+* Tried and not kept: prefetch distances of 12–160 blocks of 16 words (24, 3 KiB, stays best;
+  two threads cold: 24 → 0.57–0.60 ms best, 64 → 0.62–0.63, 160 → 0.61–0.67), the L2 / NTA
+  hints (within the noise); SpMV as a compiled team family like this kernel (one ``nogil``
+  call instead of the Python job of ``Team.run``): 0.21 ms back to back and 0.68–0.72 ms cold,
+  the same as before — the SpMV row kernel, not the call, bounds it.
+* What remains of a cold call (public 0.54 / entry 0.45 / one thread 0.79 ms best): the Python
+  in front of the compiled entry, ~80 µs after the pause (``_fast``'s checks ~47 µs, the
+  dispatch to the team entry ~36 µs; 14 µs back to back), the helper's wake-up (it joins
+  ~55 µs after the caller starts) and the DRAM reads of the words.
+
+Runs of ``refimpl bench --quick --json`` on this code (best/best against float32 BLAS, batch 1
+single cold calls; decoding pass; ms of the 4-bit call and of float32's best call):
+
+  =====  =====  ===========  ===========  =========  =========  ==========  ===========  =========
+  run    UTC    4-bit        3-bit        2-bit LUT  tern. LUT  binary LUT  pass 4 / 3   CSR/torch
+  =====  =====  ===========  ===========  =========  =========  ==========  ===========  =========
+  R      12:43  3.96 (0.54)  3.90         4.47       4.35       5.83        4.9 / 5.2    2.33
+  S      12:56  2.67 (0.61)  3.18         3.47       3.46       4.43        4.4 / 4.9    2.21
+  T      13:10  3.80 (0.55)  3.85         4.19       4.32       5.81        4.1 / 4.1    2.50
+  =====  =====  ===========  ===========  =========  =========  ==========  ===========  =========
+
+  (float32's best call 2.13, 1.63, 2.10 ms.) T is ``headline.json``. Batch 8: 3.3–8.2× the
+  faster float32 peer in all three; batch 64 1.3–3.1×; the decoding pass beats torch's int8
+  ``Linear`` by 1.4–3.0×.
+
+Verdict (this session): the single cold call of 3- and 4-bit codes is at 3.2–4.0× best/best in
+two runs of three and 2.7× (4-bit) / 3.2× (3-bit) in the third, where float32's best call was
+1.63 ms — still not robustly ≥ 3× for 4-bit codes; every other batch-1 format ≥ 3.2× in every
+run, the decoding pass ≥ 4.1×, batch 8 and 64 met; CSR SpMV against ``torch.sparse_csr``
+2.2–2.5×.
 """
 
 from __future__ import annotations
