@@ -407,7 +407,11 @@ Session of 2026-12-07 12:03–13:20 UTC (same machine, quiet: load 0.3–0.9; 2 
   two threads cold: 24 → 0.57–0.60 ms best, 64 → 0.62–0.63, 160 → 0.61–0.67), the L2 / NTA
   hints (within the noise); SpMV as a compiled team family like this kernel (one ``nogil``
   call instead of the Python job of ``Team.run``): 0.21 ms back to back and 0.68–0.72 ms cold,
-  the same as before — the SpMV row kernel, not the call, bounds it.
+  the same as before — the SpMV row kernel, not the call, bounds it. Posting the helper from
+  Python at the top of the public call (a ctypes ``sem_post`` before the argument checks, the
+  compiled ``wake`` skipping rows already posted for the coming epoch), so its wake-up
+  overlaps the checks: 4-bit 0.60–0.64 ms best vs 0.56–0.60 without, 2-bit LUT 0.53–0.59 vs
+  0.52–0.58 (three alternated runs of 15, cold) — no gain, not kept.
 * What remains of a cold call (public 0.54 / entry 0.45 / one thread 0.79 ms best): the Python
   in front of the compiled entry, ~80 µs after the pause (``_fast``'s checks ~47 µs, the
   dispatch to the team entry ~36 µs; 14 µs back to back), the helper's wake-up (it joins
