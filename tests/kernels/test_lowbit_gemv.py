@@ -94,6 +94,25 @@ def test_binary_and_ternary_exact_on_integers(backend, rng, K):
         np.testing.assert_array_equal(Yt, (X.astype(float) @ T.T) * alpha, err_msg=f"M={M}")
 
 
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("words", [16, 32, 40])
+def test_kbit_gemv_whole_blocks_and_partial_last_block_exact(path, rng, bits, words):
+    """Rows of exactly 16 or 32 words (whole blocks of 16 and of 8 words: no partial block,
+    no masked load) and of 40 words (a partial last block of 8 on 16 lanes), every batch
+    chunk (one-row chunks take the weight rows one at a time, larger ones in pairs), an odd
+    row count."""
+    K = words * (64 // bits)
+    for M in (1, 2, 9):
+        codes, cb, X, s, ref = _codes_case(rng, bits, M, 67, K)
+        P = bp.pack_codes(codes, bits)
+        assert P.shape == (67, words)
+        Y = lg.kbit_gemv(X, P, bits, K, cb, s, backend="numba")
+        np.testing.assert_array_equal(Y, ref, err_msg=f"{path} M={M} bits={bits} K={K}")
+        T = rng.choice([-1.0, 0.0, 1.0], (67, K))
+        Yt = lg.ternary_weight_gemv(X, bp.pack_ternary(T), K, s, backend="numba")
+        np.testing.assert_array_equal(Yt, (X.astype(float) @ T.T) * s, err_msg=f"{path} M={M}")
+
+
 def test_binary_and_ternary_both_numba_paths_exact(path, rng):
     K, N = 1100, 67
     B = rng.choice([-1.0, 1.0], (N, K))
