@@ -898,6 +898,115 @@ def _lowbit_vector(isa, X, packed, sign, kind, K, cb, nc, scale):
                          _JOB2)
 
 
+# ------------------------------------------------------------------ the compiled front
+# Issue #19, cold single calls (4-bit, batch 1, 4096 × 4096, after 0.3 s idle interleaved with
+# float32 BLAS, 2-core Zen 4 VM, 2026-12-07 15:00 UTC, medians / best of 15–25): the Python of
+# the public call before the driver took 85–91 µs (the attribute checks of :func:`_fast`: a
+# call of an empty Python function alone takes 8–9 µs after the pause, three attribute tests
+# 25–30) and the step into the driver (:func:`_lowbit_vector`, the dispatcher's typing of 11
+# arguments) 28–30 µs, beside 0.42–0.46 ms in the driver. One compiled entry that checks the
+# shapes itself, reached after a few type tests, took the call from 0.61 / 0.54 ms to
+# 0.53 / 0.46 (prototype, same run). Its dispatcher compiles only the signatures
+# :func:`_fast` has accepted (compilation is disabled in between), so arguments of any other
+# type, layout or alignment raise the dispatcher's ``TypeError`` and take :func:`_fast`.
+@numba.njit(cache=True, inline="always")
+def _front_shapes_ok(X, packed, sign, kind, K, cb, nc, scale):
+    """The shape conditions of :func:`_fast` (the types are the signature's)."""
+    N, Kw = packed.shape
+    per = 64 if kind == 0 else 64 // kind
+    return (K >= 1 and X.shape[0] >= 1 and X.shape[1] == K and N >= 1 and
+            Kw == (K + per - 1) // per and sign.shape[0] == N and sign.shape[1] == Kw and
+            cb.shape[0] >= nc and (scale.shape[0] == N or scale.shape[0] == 0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _front512(X, packed, sign, kind, K, cb, nc, scale, board, sems, cpus, job):
+    """:func:`_lowbit_vector`'s AVX-512 choice for arguments of the fast path's types:
+    ``(Y, bad)``, ``bad = −1`` when a shape does not fit (the full checks then raise); an
+    empty ``scale`` stands for ones."""
+    if not _front_shapes_ok(X, packed, sign, kind, K, cb, nc, scale):
+        return np.empty((0, 0), dtype=np.float32), -1
+    if scale.shape[0] == 0:
+        scale = np.ones(packed.shape[0], dtype=np.float32)
+    if X.shape[0] * packed.shape[0] * K < _SERIAL_MACS:
+        return _lowbit_avx512_serial(X, packed, sign, kind, cb, nc, scale)
+    return _lowbit_team512(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job)
+
+
+@numba.njit(cache=True, nogil=True)
+def _front2(X, packed, sign, kind, K, cb, nc, scale, board, sems, cpus, job):
+    """:func:`_front512` on the AVX2 kernel."""
+    if not _front_shapes_ok(X, packed, sign, kind, K, cb, nc, scale):
+        return np.empty((0, 0), dtype=np.float32), -1
+    if scale.shape[0] == 0:
+        scale = np.ones(packed.shape[0], dtype=np.float32)
+    if X.shape[0] * packed.shape[0] * K < _SERIAL_MACS:
+        return _lowbit_avx2_serial(X, packed, sign, kind, cb, nc, scale)
+    return _lowbit_team2(X, packed, sign, kind, cb, nc, scale, board, sems, cpus, job)
+
+
+#: An empty float32 array: "no scale" for the compiled front (one signature for both).
+_NO_SCALE = np.empty(0, dtype=np.float32)
+#: ISA -> (team, compiled front, (board, sems, cpus, job)) once :func:`_fast` has served a call
+#: of that ISA (the team is rebuilt in a forked child: the entry is then stale).
+_FRONT: dict = {}
+#: Switch for tests that spy on the Python-level drivers (the front calls them compiled).
+_FRONT_ON = True
+
+
+def _front(kind, X, packed, sign, K, cb, nc, scale, backend):
+    """The product through the compiled front, or None (then :func:`_fast` decides): only for
+    the Numba backend, a 2-d float32 ``X`` and arrays of the signatures compiled so far."""
+    if backend is not None and backend != "numba":
+        return None
+    if type(X) is not np.ndarray or X.dtype is not _F32 or X.ndim != 2 or \
+            type(K) is not int or type(packed) is not np.ndarray or \
+            type(sign) is not np.ndarray or type(cb) is not np.ndarray:
+        return None
+    if scale is None:
+        scale = _NO_SCALE
+    elif type(scale) is not np.ndarray:
+        return None
+    b = env("REFIMPL_BACKEND") if backend is None else None
+    if (b is not None and b.strip().lower() not in ("", "numba")) or _backend._recorders or \
+            not _FRONT_ON:
+        return None
+    f = _FRONT.get(fast_path_isa())
+    if f is None or f[0] is not _TEAM[0]:
+        return None
+    try:
+        with _backend._numba_lock:
+            Y, bad = f[1](X, packed, sign, kind, K, cb, nc, scale, *f[2])
+    except TypeError:  # a signature not compiled: the dispatcher's "no matching definition"
+        return None
+    if bad < 0:
+        return None
+    if bad:
+        raise ValueError(_FAST_BAD[bad])
+    return Y
+
+
+def _front_add(isa, X, packed, sign, kind, K, cb, nc, scale):
+    """Compile the front of ``isa`` for these arguments' types (accepted by :func:`_fast`; the
+    caller holds the kernel lock), then disable compilation at call time again."""
+    entry = _front512 if isa == "avx512" else _front2
+    tm = _TEAM[0] or team()
+    if isa == "avx512" and not _serve512.signatures:
+        ready(_JOB512)
+    elif isa == "avx2" and not _serve2.signatures:
+        ready(_JOB2)
+    args = (tm.board, tm.sems, tm.cpus, _JOB512 if isa == "avx512" else _JOB2)
+    sig = tuple(numba.typeof(a) for a in
+                (X, packed, sign, kind, K, cb, nc, _NO_SCALE if scale is None else scale) + args)
+    if sig not in entry.overloads:
+        entry.disable_compile(False)
+        try:
+            entry.compile(sig)
+        finally:
+            entry.disable_compile(True)
+    _FRONT[isa] = (tm, entry, args)
+
+
 def _lowbit_cb(X, packed, sign, kind, K, cb, nc, scale):
     """``(Y, bad)`` for the codebook's first ``nc`` entries: the AVX-512 or AVX2 kernel for
     float32 ``X`` where available (:func:`fast_path_isa`), else the portable loops."""
@@ -1008,6 +1117,8 @@ def _fast(name, kind, X, packed, sign, K, cb, nc, scale, backend):
     if isa is not None:  # dispatch's Numba branch without its layers (same lock)
         with _backend._numba_lock:
             Y, bad = _lowbit_vector(isa, X2, packed, sign, kind, K, cb, nc, scale)
+            if X.ndim == 2 and X.dtype is _F32 and _FRONT_ON:  # the next such call
+                _front_add(isa, X, packed, sign, kind, K, cb, nc, scale)  # takes the front
     else:
         Y, bad = dispatch(name, backend, _lowbit_cb, _lowbit_numpy_cb, X2, packed, sign, kind,
                           K, cb, nc, scale)
@@ -1054,7 +1165,10 @@ def kbit_gemv(X, packed, bits: int, K: int, codebook, scale=None,
     uniform quantiser's ``α j / (2^k − 1) + β``, Survey Eq. (39), §3.3.1. See the module
     docstring for the kernel.
     """
-    if type(bits) is int and 1 <= bits <= 4:  # the fast path checks K (an int >= 1)
+    if type(bits) is int and 1 <= bits <= 4:  # the fast paths check K (an int >= 1)
+        Y = _front(bits, X, packed, packed, K, codebook, 1 << bits, scale, backend)
+        if Y is not None:
+            return Y
         Y = _fast("kbit_gemv", bits, X, packed, packed, K, codebook, 1 << bits, scale, backend)
         if Y is not None:
             return Y
@@ -1097,7 +1211,9 @@ def binary_weight_gemv(X, Wp, K: int, scale=None, backend: str | None = None) ->
     Binary weights: BinaryConnect, Survey Eqs. (20)–(21), §3.1 (Courbariaux et al. 2015); BWN,
     Survey Eqs. (22)–(24) (Rastegari et al. 2016).
     """
-    Y = _fast("binary_weight_gemv", 1, X, Wp, Wp, K, _BINARY_CB, 2, scale, backend)
+    Y = _front(1, X, Wp, Wp, K, _BINARY_CB, 2, scale, backend)
+    if Y is None:
+        Y = _fast("binary_weight_gemv", 1, X, Wp, Wp, K, _BINARY_CB, 2, scale, backend)
     if Y is not None:
         return Y
     K = check_int(K, "K", 1)
@@ -1135,6 +1251,9 @@ def ternary_weight_gemv(X, W_planes, K: int, scale=None,
     Survey Eqs. (30)–(34) (Li et al. 2016).
     """
     if type(W_planes) in (tuple, list) and len(W_planes) == 2:
+        Y = _front(_TERNARY, X, W_planes[0], W_planes[1], K, _TERNARY_CB, 4, scale, backend)
+        if Y is not None:
+            return Y
         Y = _fast("ternary_weight_gemv", _TERNARY, X, W_planes[0], W_planes[1], K,
                   _TERNARY_CB, 4, scale, backend)
         if Y is not None:

@@ -323,6 +323,7 @@ def test_dispatch_runs_the_forced_kernel(rng, monkeypatch, isa):
     for a product small enough for the serial driver and one large enough for the threaded
     one."""
     _force_isa(monkeypatch, isa)
+    monkeypatch.setattr(lg, "_FRONT_ON", False)  # the compiled front calls the drivers unspied
     names = ["_lowbit_team512", "_lowbit_avx512_serial", "_lowbit_team2", "_lowbit_avx2_serial",
              "_lowbit_generic"]
     ran = []
@@ -543,6 +544,7 @@ def test_fast_call_path_same_bits_and_same_errors(rng, monkeypatch, isa):
     finiteness and builds the table from the codebook): the same bits as the full path (float64 scale, Fortran X), and NaN/inf
     in X, codebook or scale raise the full path's messages."""
     _force_isa(monkeypatch, isa)
+    monkeypatch.setattr(lg, "_FRONT_ON", False)  # spies on the drivers the front calls compiled
     codes, cb, X, s, ref = _codes_case(rng, 3, 5, 67, 300)
     P = bp.pack_codes(codes, 3)
     assert lg._fast("kbit_gemv", 3, X, P, P, 300, cb, 8, s, "numba") is not None
@@ -598,3 +600,79 @@ def test_fast_call_path_same_bits_and_same_errors(rng, monkeypatch, isa):
         with pytest.raises(ValueError, match="scale contains NaN or inf"):
             lg.ternary_weight_gemv(X, bp.pack_ternary(T), 300, sb, backend="numba")
     assert len(taken) == 1 + 1 + 2 + 5 * 2  # a, the 1-d call, ternary and binary, 10 NaN calls
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+def test_compiled_front_same_bits_fallbacks_and_errors(rng, monkeypatch, isa):
+    """The compiled front (``_front``: one compiled call checks the shapes, issue #19's cold
+    call) serves 2-d float32 calls once ``_fast`` has served their signature: the same bits as
+    the NumPy reference for every kind, serial and threaded sizes, with and without a scale;
+    what it cannot serve (1-d or Fortran ``X``, float64 scale, wrong shapes, another ISA)
+    falls back and raises the full path's messages; NaN raises from the front itself."""
+    _force_isa(monkeypatch, isa)
+    taken = []
+    real_add = lg._front_add
+
+    def spy_add(*a):  # wrap the compiled entry so each call it serves is counted
+        real_add(*a)
+        tm, entry, args = lg._FRONT[a[0]]
+
+        def served(*b):
+            r = entry(*b)  # a signature not compiled raises TypeError here: not counted
+            taken.append((b[3], int(r[1])))  # (kind, bad): bad −1 = shapes declined
+            return r
+
+        lg._FRONT[a[0]] = (tm, served, args)
+
+    monkeypatch.setattr(lg, "_front_add", spy_add)
+    monkeypatch.setattr(lg, "_FRONT", {})
+    for M, N, K in [(1, 3, 70), (9, 300, 1100), (2, 67, 300)]:  # serial, threaded, threaded
+        for bits in (1, 2, 3, 4):
+            codes, cb, X, s, ref = _codes_case(rng, bits, M, N, K)
+            P = bp.pack_codes(codes, bits)
+            for _ in range(2):  # the first call compiles the signature, the second is served
+                np.testing.assert_array_equal(lg.kbit_gemv(X, P, bits, K, cb, s), ref)
+            np.testing.assert_array_equal(lg.kbit_gemv(X, P, bits, K, cb), ref / s)
+            ref64 = lg.kbit_gemv(X, P, bits, K, cb, s, backend="numpy")
+            np.testing.assert_array_equal(lg.kbit_gemv(X, P, bits, K, cb.astype(np.float64),
+                                                       s), ref64)
+        T = rng.choice([-1.0, 0.0, 1.0], (N, K))
+        B = rng.choice([-1.0, 1.0], (N, K))
+        X = rng.integers(-4, 5, (M, K)).astype(np.float32)
+        for _ in range(2):
+            np.testing.assert_array_equal(
+                lg.ternary_weight_gemv(X, bp.pack_ternary(T), K), X @ T.T)
+            np.testing.assert_array_equal(lg.binary_weight_gemv(X, bp.pack_signs(B), K),
+                                          X @ B.T)
+    assert taken.count((4, 0)) >= 3 * 3 and taken.count((0, 0)) >= 3 and \
+        taken.count((1, 0)) >= 3 * 2, taken
+    # fallbacks: the front declines, the full path answers or raises its own message
+    codes, cb, X, s, ref = _codes_case(rng, 4, 3, 67, 300)
+    P = bp.pack_codes(codes, 4)
+    lg.kbit_gemv(X, P, 4, 300, cb, s)
+    n = len(taken)
+    np.testing.assert_array_equal(lg.kbit_gemv(X[1], P, 4, 300, cb, s), ref[1])
+    np.testing.assert_array_equal(lg.kbit_gemv(np.asfortranarray(X), P, 4, 300, cb, s), ref)
+    np.testing.assert_array_equal(lg.kbit_gemv(X, P, 4, 300, cb, s.astype(np.float64)), ref)
+    assert len(taken) == n  # none of these three reached the front
+    with pytest.raises(ValueError, match="X must have K=301 columns"):
+        lg.kbit_gemv(X, P, 4, 301, cb, s)
+    with pytest.raises(ValueError, match="packed must have 20 words per row"):
+        lg.kbit_gemv(np.zeros((3, 312), np.float32), P, 4, 312, cb, s)
+    with pytest.raises(ValueError, match="codebook must have 2\\^bits = 16"):
+        lg.kbit_gemv(X, P, 4, 300, cb[:8], s)
+    with pytest.raises(ValueError, match="scale must be a scalar or have shape \\(67,\\)"):
+        lg.kbit_gemv(X, P, 4, 300, cb, s[:5])
+    with pytest.raises(TypeError, match="K must be an integer"):  # a float K never reaches it
+        lg.kbit_gemv(X, P, 4, 300.0, cb, s)
+    assert taken[n:] == [(4, -1)] * 4  # the wrong shapes reached it and were declined
+    Xb = X.copy()
+    Xb[2, 7] = np.nan
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        lg.kbit_gemv(Xb, P, 4, 300, cb, s)
+    assert taken[n + 4:] == [(4, 1)]
+    n += 5
+    np.testing.assert_array_equal(X, np.asarray(X))  # inputs untouched
+    monkeypatch.setenv("REFIMPL_BACKEND", "numpy")  # the default backend is respected
+    lg.kbit_gemv(X, P, 4, 300, cb, s)
+    assert len(taken) == n
