@@ -82,13 +82,13 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from refimpl.kernels import bitpack
-from refimpl.kernels._backend import dispatch, resolve_backend
+from refimpl.kernels import _backend, bitpack
+from refimpl.kernels._backend import dispatch, env, resolve_backend
 from refimpl.kernels._team import (_TEAM, FIELD0, address, claim, finish, helpers_wanted,
                                     num_threads, publish, ready, register, solo, team,
                                     wait_holding, wake)
-from refimpl.kernels.lowbit_gemv import (_check_words, _decode_numpy, _fn, _i64,
-                                         _prepare_scale, _prepare_x, _splat32, _vt,
+from refimpl.kernels.lowbit_gemv import (_F32, _NO_SCALE, _check_words, _decode_numpy, _fn,
+                                         _i64, _prepare_scale, _prepare_x, _splat32, _vt,
                                          fast_path_isa)
 from refimpl.utils import check_array, check_int
 
@@ -681,6 +681,133 @@ def _lut_numba(X, words, cb, bits, scale, N, K, checked=True):
     return Y
 
 
+# ------------------------------------------------------------------ the compiled front
+# As :mod:`refimpl.kernels.lowbit_gemv`'s front (issue #19, cold single calls): after a few
+# type tests, one compiled call checks the shapes of the layout and the arguments, picks the
+# serial or the team driver and returns the (M, N) rows; its dispatcher compiles only the
+# signatures the checked path (:func:`_fast_args`) has served, other arguments raise its
+# ``TypeError`` and take that path.
+@numba.njit(cache=True, inline="always")
+def _tpt_jit(N, M):
+    """:func:`_tiles_per_task` in compiled code (Numba's thread count: helpers + 1)."""
+    if M <= _SMALL_M:
+        return _MIN_TASK_TILES
+    nt = (N + _TILE - 1) // _TILE
+    th = max(1, helpers_wanted() + 1)
+    per = (nt + th - 1) // th
+    return max(_MIN_TASK_TILES, per + per % 2)
+
+
+@numba.njit(cache=True, inline="always")
+def _front_shapes_ok(X, words, cb, bits, scale, N, K):
+    """The shape conditions of :func:`_check_lut` and :func:`_fast_args`."""
+    return ((bits == 1 or bits == 2) and K >= 1 and N >= 1 and X.shape[0] >= 1 and
+            X.shape[1] == K and words.shape[0] == (N + _TILE - 1) // _TILE and
+            words.shape[1] == (K * bits + 31) // 32 and words.shape[2] == _TILE and
+            cb.shape[0] == (1 << bits) and (scale.shape[0] == N or scale.shape[0] == 0))
+
+
+@numba.njit(cache=True, inline="always")
+def _front_rows(out, bad, N):
+    """:func:`_rows` in compiled code."""
+    if bad or out.shape[1] == N:
+        return out, bad
+    return np.ascontiguousarray(out[:, :N]), bad
+
+
+@numba.njit(cache=True, nogil=True)
+def _lut_front16(X, words, cb, bits, scale, N, K, board, sems, cpus, job):
+    """``(Y, bad)`` of :func:`_lut_numba`'s 16-lane choice for arguments of the fast path's
+    types; ``bad = −1`` when a shape does not fit; an empty ``scale`` stands for ones."""
+    if not _front_shapes_ok(X, words, cb, bits, scale, N, K):
+        return np.empty((0, 0), dtype=np.float32), -1
+    if scale.shape[0] == 0:
+        scale = np.ones(N, dtype=np.float32)
+    if X.shape[0] * words.shape[0] * 8 * words.shape[1] < _SERIAL_LOOKUPS:
+        out, bad = _lut_serial16(X, words, cb, bits, scale, words.shape[0])
+    else:
+        out, bad = _lut_team16(X, words, cb, bits, scale, _tpt_jit(N, X.shape[0]), board,
+                               sems, cpus, job)
+    return _front_rows(out, bad, N)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lut_front8(X, words, cb, bits, scale, N, K, board, sems, cpus, job):
+    """:func:`_lut_front16` on the 8-lane kernel."""
+    if not _front_shapes_ok(X, words, cb, bits, scale, N, K):
+        return np.empty((0, 0), dtype=np.float32), -1
+    if scale.shape[0] == 0:
+        scale = np.ones(N, dtype=np.float32)
+    if X.shape[0] * words.shape[0] * 8 * words.shape[1] < _SERIAL_LOOKUPS:
+        out, bad = _lut_serial8(X, words, cb, bits, scale, words.shape[0])
+    else:
+        out, bad = _lut_team8(X, words, cb, bits, scale, _tpt_jit(N, X.shape[0]), board,
+                              sems, cpus, job)
+    return _front_rows(out, bad, N)
+
+
+#: ISA -> (team, compiled front, (board, sems, cpus, job)), as lowbit_gemv's ``_FRONT``.
+_FRONT: dict = {}
+#: Switch for tests that spy on the Python-level drivers.
+_FRONT_ON = True
+
+
+def _front(X, lw, scale, backend):
+    """The product through the compiled front, or None (then the checked path decides)."""
+    if backend is not None and backend != "numba":
+        return None
+    if type(lw) is not LutWeights or type(X) is not np.ndarray or X.dtype is not _F32 or \
+            X.ndim != 2:
+        return None
+    words, bits, N, K, cb, _ = lw
+    if type(words) is not np.ndarray or type(cb) is not np.ndarray or type(bits) is not int \
+            or type(N) is not int or type(K) is not int:
+        return None
+    if scale is None:
+        scale = _NO_SCALE
+    elif type(scale) is not np.ndarray:
+        return None
+    b = env("REFIMPL_BACKEND") if backend is None else None
+    if (b is not None and b.strip().lower() not in ("", "numba")) or _backend._recorders or \
+            not _FRONT_ON:
+        return None
+    f = _FRONT.get(fast_path_isa())
+    if f is None or f[0] is not _TEAM[0]:
+        return None
+    try:
+        with _backend._numba_lock:
+            Y, bad = f[1](X, words, cb, bits, scale, N, K, *f[2])
+    except TypeError:  # a signature not compiled: the dispatcher's "no matching definition"
+        return None
+    if bad < 0:
+        return None
+    if bad:
+        raise ValueError(_BAD[bad])
+    return Y
+
+
+def _front_add(isa, X, words, cb, bits, scale, N, K):
+    """Compile the front of ``isa`` for these (checked) arguments' types, then disable
+    compilation at call time again."""
+    entry = _lut_front16 if isa == "avx512" else _lut_front8
+    tm = _TEAM[0] or team()
+    if isa == "avx512" and not _lut_serve16.signatures:
+        ready(_JOB16)
+    elif isa == "avx2" and not _lut_serve8.signatures:
+        ready(_JOB8)
+    args = (tm.board, tm.sems, tm.cpus, _JOB16 if isa == "avx512" else _JOB8)
+    sig = tuple(numba.typeof(a) for a in
+                (X, words, cb, bits, _NO_SCALE if scale is None else scale, N, K) + args)
+    with _backend._numba_lock:
+        if sig not in entry.overloads:
+            entry.disable_compile(False)
+            try:
+                entry.compile(sig)
+            finally:
+                entry.disable_compile(True)
+        _FRONT[isa] = (tm, entry, args)
+
+
 def _lut_numpy(X, words, cb, bits, scale, N, K, checked=True):
     """Reference: unpack the layout to codes, decode to a float matrix, one BLAS product."""
     lw = LutWeights(words, bits, N, K, cb, "codes")
@@ -741,6 +868,9 @@ def lut_gemv(X, lw: LutWeights, scale=None, backend: str | None = None) -> np.nd
     uniform codebooks: Eqs. (49), (39), §3.3. See the module docstring for the kernel and the
     layout.
     """
+    Y = _front(X, lw, scale, backend)
+    if Y is not None:
+        return Y
     words = _check_lut(lw)
     fast = _fast_args(X, lw, scale, backend)
     if fast is not None:
@@ -750,6 +880,10 @@ def lut_gemv(X, lw: LutWeights, scale=None, backend: str | None = None) -> np.nd
         X2, one, s = fast
         Y = dispatch("lut_gemv", backend, _lut_numba, _lut_numpy, X2, words, lw.codebook,
                      lw.bits, s, lw.N, lw.K, checked=False)
+        isa = fast_path_isa()
+        if not one and X.dtype is _F32 and isa is not None and _FRONT_ON and \
+                not _backend._recorders and words is lw.words:  # the next such call: front
+            _front_add(isa, X2, words, lw.codebook, lw.bits, scale, lw.N, lw.K)
         return Y[0] if one else Y
     cb = check_array(lw.codebook, "lw.codebook", ndim=1)
     if cb.size != 2 ** lw.bits:

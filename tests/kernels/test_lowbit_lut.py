@@ -212,6 +212,7 @@ def test_cross_check_torch(torch, rng):
 def test_dispatch_runs_the_forced_kernel(rng, monkeypatch, isa):
     _force_isa(monkeypatch, isa)
     monkeypatch.setattr(lu, "_SERIAL_LOOKUPS", 5000)  # the small case below, the large above
+    monkeypatch.setattr(lu, "_FRONT_ON", False)  # the compiled front calls the drivers unspied
     ran = []
     names = ["_lut_avx512", "_lut_avx512_serial", "_lut_avx2", "_lut_avx2_serial",
              "_lut_generic"]
@@ -239,6 +240,7 @@ def test_dispatch_runs_the_forced_kernel(rng, monkeypatch, isa):
 def test_threaded_and_single_thread_drivers_agree(rng, monkeypatch, serial_macs, isa):
     _force_isa(monkeypatch, isa)
     monkeypatch.setattr(lu, "_SERIAL_LOOKUPS", serial_macs)
+    monkeypatch.setattr(lu, "_FRONT_ON", False)  # (the compiled front has its own threshold)
     lw, _, X, s, ref = _case(rng, "binary", 9, 600, 300)
     np.testing.assert_array_equal(lu.lut_gemv(X, lw, s, backend="numba"), ref)
 
@@ -377,3 +379,60 @@ def test_large_batch_with_helpers_equals_the_reference(rng):
     want = X.astype(np.float64) @ cb[codes].T
     for _ in range(4):
         np.testing.assert_array_equal(lu.lut_gemv(X, lw, backend="numba"), want)
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+def test_compiled_front_same_bits_fallbacks_and_errors(rng, monkeypatch, isa):
+    """The compiled front (``_front``, issue #19's cold call) serves 2-d float32 calls once the
+    checked path has served their signature: the same bits for binary, ternary and 2-bit
+    layouts, serial, threaded and batch > 8 task sizes, with and without a scale; 1-d or
+    Fortran ``X``, a float64 scale, a float32 codebook or another backend fall back; wrong
+    shapes are declined by it and raise the full path's messages; NaN raises from it."""
+    _force_isa(monkeypatch, isa)
+    taken = []
+    real_add = lu._front_add
+
+    def spy_add(*a):
+        real_add(*a)
+        tm, entry, args = lu._FRONT[a[0]]
+
+        def served(*b):
+            r = entry(*b)  # a signature not compiled raises TypeError here: not counted
+            taken.append(int(r[1]))
+            return r
+
+        lu._FRONT[a[0]] = (tm, served, args)
+
+    monkeypatch.setattr(lu, "_front_add", spy_add)
+    monkeypatch.setattr(lu, "_FRONT", {})
+    for M, N, K in [(1, 3, 70), (3, 600, 1100), (12, 300, 333)]:
+        for kind in ("binary", "ternary", 2):
+            lw, _, X, s, ref = _case(rng, kind, M, N, K)
+            for _ in range(2):  # the first call compiles the signature, the second is served
+                np.testing.assert_array_equal(lu.lut_gemv(X, lw, s), ref)
+            np.testing.assert_array_equal(lu.lut_gemv(X, lw), ref / s)
+    assert taken.count(0) >= 3 * 3 * 2, taken
+    lw, _, X, s, ref = _case(rng, 2, 3, 40, 300)
+    lu.lut_gemv(X, lw, s)
+    n = len(taken)
+    np.testing.assert_array_equal(lu.lut_gemv(X[1], lw, s), ref[1])
+    np.testing.assert_array_equal(lu.lut_gemv(np.asfortranarray(X), lw, s), ref)
+    np.testing.assert_array_equal(lu.lut_gemv(X, lw, s.astype(np.float64)), ref)
+    np.testing.assert_array_equal(
+        lu.lut_gemv(X, lw._replace(codebook=lw.codebook.astype(np.float32)), s), ref)
+    np.testing.assert_array_equal(lu.lut_gemv(X, lw, s, backend="numpy"), ref)
+    assert len(taken) == n  # none of these reached the front
+    with pytest.raises(ValueError, match="X must have K=300 columns"):
+        lu.lut_gemv(X[:, :299].copy(), lw, s)
+    with pytest.raises(ValueError, match="lw.words must be uint32 of shape"):
+        lu.lut_gemv(X, lw._replace(N=49), s[:1].repeat(49))
+    with pytest.raises(ValueError, match="lw.codebook must have 4 entries"):
+        lu.lut_gemv(X, lw._replace(codebook=lw.codebook[:2]), s)
+    with pytest.raises(ValueError, match="scale must be a scalar or have shape \\(40,\\)"):
+        lu.lut_gemv(X, lw, s[:5])
+    assert taken[n:] == [-1] * 4  # the wrong shapes reached it and were declined
+    Xb = X.copy()
+    Xb[2, 7] = np.inf
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        lu.lut_gemv(Xb, lw, s)
+    assert taken[n + 4:] == [1]
