@@ -437,6 +437,56 @@ two runs of three and 2.7× (4-bit) / 3.2× (3-bit) in the third, where float32'
 1.63 ms — still not robustly ≥ 3× for 4-bit codes; every other batch-1 format ≥ 3.2× in every
 run, the decoding pass ≥ 4.1×, batch 8 and 64 met; CSR SpMV against ``torch.sparse_csr``
 2.2–2.5×.
+
+Session of 2026-12-07 14:57–16:10 UTC (same machine, quiet: load 0.0–0.9; 2 threads, wall;
+batch 1, 4096 × 4096, single calls after 0.3 s idle interleaved with float32 BLAS unless said).
+
+* Where the rest of a cold 4-bit call went (per-step ``perf_counter_ns`` stamps, medians / best
+  of 23): the Python of the public call before the driver 91 / 85 µs, the step into the compiled
+  driver (``_lowbit_vector`` and the dispatcher's typing of 11 arguments) 30 / 28 µs, the driver
+  456 / 422 µs. After the pause a call of an empty Python function takes 8–9 µs and three
+  attribute tests (``type``, ``dtype``, ``flags.c_contiguous``) 25–30 µs (1–2 µs on the next
+  call): every distinct step runs from cold caches, so the number of steps is the cost.
+* The compiled fronts (``lowbit_gemv._front``, ``lut_gemv._front``): a few type tests, then one
+  compiled call that checks the shapes, picks the serial or the team driver and returns the
+  rows. Its dispatcher compiles only signatures the checked path has served and has
+  compilation disabled otherwise, so any other dtype, layout, alignment or dimension raises the
+  dispatcher's ``TypeError`` and takes the checked path (same results, same messages; tests
+  in ``test_lowbit_gemv.py`` / ``test_lowbit_lut.py``). Three alternated process pairs of 15
+  cold calls each, medians / best, µs, before → after: 4-bit 552–617 / 522–557 → 570–588 /
+  503–512; 3-bit 551–605 / 518–528 → 527–579 / 490–504; 2-bit LUT 517–548 / 478–486 →
+  479–487 / 415–433; binary LUT 397–430 / 350–392 → 336–361 / 297–316 (float32's best call
+  1.56–2.18 ms in the same processes).
+* Cold reads on one core, 8 MiB of packed words after 0.3 s idle: a vectorised sum over every
+  word 0.32–0.36 ms (25 GB/s), one scalar load per cache line 0.77–0.98 ms; the one-thread
+  4-bit kernel 0.67–0.85 ms cold against 0.50–0.54 back to back, 0.65–0.79 without its
+  software prefetch (two alternated pairs, within the noise of 0.67–0.74 with it): the words'
+  reads overlap the decode only in part, prefetch or not.
+* Tried and not kept: helpers polling their semaphore (``sem_trywait``, ~0.1 ms) after each
+  call before sleeping, so calls back to back find them awake — CSR SpMV back to back 205–211
+  vs 212–214 µs best, 4-bit 264–267 vs 266–269 (three alternated pairs): no gain.
+
+Runs of ``refimpl bench --quick --json`` on this code (best/best against float32 BLAS, batch 1
+single cold calls; decoding pass; ms of the 4-bit call and of float32's best call):
+
+  =====  =====  ===========  ===========  =========  =========  ==========  ===========  =========
+  run    UTC    4-bit        3-bit        2-bit LUT  tern. LUT  binary LUT  pass 4 / 3   CSR/torch
+  =====  =====  ===========  ===========  =========  =========  ==========  ===========  =========
+  U      15:25  4.05 (0.51)  4.15         5.02       5.03       6.86        4.8 / 5.7    2.46
+  V      15:38  4.22 (0.48)  3.93         4.55       4.75       7.22        4.1 / 4.1    1.83
+  =====  =====  ===========  ===========  =========  =========  ==========  ===========  =========
+
+  (float32's best call 2.05 and 2.02 ms.) V is ``headline.json``. Batch 8: every format
+  3.5–8.0× the faster float32 peer in both (decode kernels 3.5–4.2×, LUT 3.9–8.0×); batch 64:
+  1.3–3.1×. The decoding pass beats torch's int8 ``Linear`` at batch 1 by 1.04–3.6×. CSR SpMV:
+  refimpl 0.209 / 0.226 ms, ``torch.sparse_csr``'s best call 0.513 / 0.414 ms.
+
+Verdict (this session): the single cold call at batch 1 is ≥ 3.9× float32 BLAS for every
+format in both runs (4-bit 4.05–4.22×, 3-bit 3.93–4.15×); counting the runs R–T before the
+fronts, 4-bit was 2.7–4.0×, and the one run below 3× had float32's best call at 1.63 ms — at
+that float32 time the 4-bit calls of U and V (0.48–0.51 ms) would be 3.2–3.4×. Batch 8 and 64
+met in every run. CSR SpMV against ``torch.sparse_csr``: 1.7–2.7× over the runs N–V, below 2×
+in two of nine (P, V): not robustly met.
 """
 
 from __future__ import annotations
