@@ -956,7 +956,12 @@ _FRONT_ON = True
 
 def _front(kind, X, packed, sign, K, cb, nc, scale, backend):
     """The product through the compiled front, or None (then :func:`_fast` decides): only for
-    the Numba backend, a 2-d float32 ``X`` and arrays of the signatures compiled so far."""
+    the Numba backend, a 2-d float32 ``X`` and arrays of the signatures compiled so far.
+
+    Its tail repeats :func:`refimpl.kernels.lut_gemv._front`'s on purpose: the shared lines as
+    two helper functions made the cold calls 20–40 µs slower (binary LUT 290–311 → 327–344 µs
+    best, three alternated process pairs, 2026-12-07 15:57 UTC) — after a pause each Python
+    call is a step from cold caches."""
     if backend is not None and backend != "numba":
         return None
     if type(X) is not np.ndarray or X.dtype is not _F32 or X.ndim != 2 or \
@@ -986,25 +991,31 @@ def _front(kind, X, packed, sign, K, cb, nc, scale, backend):
     return Y
 
 
+def _front_install(fronts: dict, isa: str, entry, args: tuple, tm, team_args: tuple) -> None:
+    """Compile the front ``entry`` for the types of ``args + team_args`` (arguments the checked
+    path has just served), keep its compilation at call time disabled, and file it in
+    ``fronts`` under ``isa`` (this module's or :mod:`refimpl.kernels.lut_gemv`'s table)."""
+    sig = tuple(numba.typeof(a) for a in args + team_args)
+    with _backend._numba_lock:
+        if sig not in entry.overloads:
+            entry.disable_compile(False)
+            try:
+                entry.compile(sig)
+            finally:
+                entry.disable_compile(True)
+        fronts[isa] = (tm, entry, team_args)
+
+
 def _front_add(isa, X, packed, sign, kind, K, cb, nc, scale):
-    """Compile the front of ``isa`` for these arguments' types (accepted by :func:`_fast`; the
-    caller holds the kernel lock), then disable compilation at call time again."""
-    entry = _front512 if isa == "avx512" else _front2
+    """Compile the front of ``isa`` for these arguments' types (accepted by :func:`_fast`)."""
     tm = _TEAM[0] or team()
     if isa == "avx512" and not _serve512.signatures:
         ready(_JOB512)
     elif isa == "avx2" and not _serve2.signatures:
         ready(_JOB2)
-    args = (tm.board, tm.sems, tm.cpus, _JOB512 if isa == "avx512" else _JOB2)
-    sig = tuple(numba.typeof(a) for a in
-                (X, packed, sign, kind, K, cb, nc, _NO_SCALE if scale is None else scale) + args)
-    if sig not in entry.overloads:
-        entry.disable_compile(False)
-        try:
-            entry.compile(sig)
-        finally:
-            entry.disable_compile(True)
-    _FRONT[isa] = (tm, entry, args)
+    _front_install(_FRONT, isa, _front512 if isa == "avx512" else _front2,
+                   (X, packed, sign, kind, K, cb, nc, _NO_SCALE if scale is None else scale),
+                   tm, (tm.board, tm.sems, tm.cpus, _JOB512 if isa == "avx512" else _JOB2))
 
 
 def _lowbit_cb(X, packed, sign, kind, K, cb, nc, scale):

@@ -88,8 +88,8 @@ from refimpl.kernels._team import (_TEAM, FIELD0, address, claim, finish, helper
                                     num_threads, publish, ready, register, solo, team,
                                     wait_holding, wake)
 from refimpl.kernels.lowbit_gemv import (_F32, _NO_SCALE, _check_words, _decode_numpy, _fn,
-                                         _i64, _prepare_scale, _prepare_x, _splat32, _vt,
-                                         fast_path_isa)
+                                         _front_install, _i64, _prepare_scale, _prepare_x,
+                                         _splat32, _vt, fast_path_isa)
 from refimpl.utils import check_array, check_int
 
 __all__ = ["LutWeights", "lut_pack", "lut_pack_binary", "lut_pack_ternary", "lut_unpack",
@@ -753,7 +753,9 @@ _FRONT_ON = True
 
 
 def _front(X, lw, scale, backend):
-    """The product through the compiled front, or None (then the checked path decides)."""
+    """The product through the compiled front, or None (then the checked path decides); the
+    same lines as :func:`refimpl.kernels.lowbit_gemv._front` (inline there and here: see its
+    docstring)."""
     if backend is not None and backend != "numba":
         return None
     if type(lw) is not LutWeights or type(X) is not np.ndarray or X.dtype is not _F32 or \
@@ -787,25 +789,15 @@ def _front(X, lw, scale, backend):
 
 
 def _front_add(isa, X, words, cb, bits, scale, N, K):
-    """Compile the front of ``isa`` for these (checked) arguments' types, then disable
-    compilation at call time again."""
-    entry = _lut_front16 if isa == "avx512" else _lut_front8
+    """Compile the front of ``isa`` for these (checked) arguments' types."""
     tm = _TEAM[0] or team()
     if isa == "avx512" and not _lut_serve16.signatures:
         ready(_JOB16)
     elif isa == "avx2" and not _lut_serve8.signatures:
         ready(_JOB8)
-    args = (tm.board, tm.sems, tm.cpus, _JOB16 if isa == "avx512" else _JOB8)
-    sig = tuple(numba.typeof(a) for a in
-                (X, words, cb, bits, _NO_SCALE if scale is None else scale, N, K) + args)
-    with _backend._numba_lock:
-        if sig not in entry.overloads:
-            entry.disable_compile(False)
-            try:
-                entry.compile(sig)
-            finally:
-                entry.disable_compile(True)
-        _FRONT[isa] = (tm, entry, args)
+    _front_install(_FRONT, isa, _lut_front16 if isa == "avx512" else _lut_front8,
+                   (X, words, cb, bits, _NO_SCALE if scale is None else scale, N, K), tm,
+                   (tm.board, tm.sems, tm.cpus, _JOB16 if isa == "avx512" else _JOB8))
 
 
 def _lut_numpy(X, words, cb, bits, scale, N, K, checked=True):
