@@ -995,14 +995,17 @@ def _front_install(fronts: dict, isa: str, entry, args: tuple, tm, team_args: tu
     """Compile the front ``entry`` for the types of ``args + team_args`` (arguments the checked
     path has just served), keep its compilation at call time disabled, and file it in
     ``fronts`` under ``isa`` (this module's or :mod:`refimpl.kernels.lut_gemv`'s table)."""
-    sig = tuple(numba.typeof(a) for a in args + team_args)
     with _backend._numba_lock:
-        if sig not in entry.overloads:
-            entry.disable_compile(False)
-            try:
-                entry.compile(sig)
-            finally:
-                entry.disable_compile(True)
+        try:
+            sig = tuple(numba.typeof(a) for a in args + team_args)
+            if sig not in entry.overloads:
+                entry.disable_compile(False)
+                try:
+                    entry.compile(sig)
+                finally:
+                    entry.disable_compile(True)
+        except Exception:  # an optional shortcut: a call the checked path served never fails
+            return         # for it (such arguments keep taking the checked path)
         fronts[isa] = (tm, entry, team_args)
 
 

@@ -677,3 +677,23 @@ def test_compiled_front_same_bits_fallbacks_and_errors(rng, monkeypatch, isa):
     monkeypatch.setenv("REFIMPL_BACKEND", "numpy")  # the default backend is respected
     lg.kbit_gemv(X, P, 4, 300, cb, s)
     assert len(taken) == n
+
+
+def test_compiled_front_that_cannot_compile_leaves_the_call_alone(rng, monkeypatch):
+    """Installing the compiled front is a shortcut: when it fails (here: typing the
+    arguments) the call that the checked path has served still returns its result, and no
+    front is filed."""
+    if lg.fast_path_isa() is None:
+        pytest.skip("needs a vector kernel")
+    fronts = {}
+    monkeypatch.setattr(lg, "_FRONT", fronts)
+
+    def broken(value):
+        raise RuntimeError("no typing today")
+
+    monkeypatch.setattr(lg.numba, "typeof", broken)
+    codes, cb, X, s, ref = _codes_case(rng, 4, 2, 9, 300)
+    P = bp.pack_codes(codes, 4)
+    for _ in range(2):
+        np.testing.assert_array_equal(lg.kbit_gemv(X, P, 4, 300, cb, s), ref)
+    assert fronts == {}
