@@ -85,7 +85,7 @@ from numba.extending import intrinsic
 from refimpl.kernels import _backend, bitpack
 from refimpl.kernels._backend import dispatch, env, resolve_backend
 from refimpl.kernels._team import (_TEAM, FIELD0, address, claim, finish, helpers_wanted,
-                                    num_threads, publish, ready, register, solo, team,
+                                    publish, ready, register, solo, team,
                                     wait_holding, wake)
 from refimpl.kernels.lowbit_gemv import (_F32, _NO_SCALE, _check_words, _decode_numpy, _fn,
                                          _front_install, _i64, _prepare_scale, _prepare_x,
@@ -386,17 +386,20 @@ _lut_rows16 = _make_lut_rows(16)
 _lut_rows8 = _make_lut_rows(8)
 
 
+@numba.njit(cache=True)
 def _tiles_per_task(N, M):
     """Tiles (16 rows) per task of the thread team. Batches of up to ``_SMALL_M`` rows:
     ``_MIN_TASK_TILES`` (at N = 4096, 16 tasks the caller and a helper woken late share by
     claiming them); larger batches: one task per thread (rounded to tile pairs), at least
     ``_MIN_TASK_TILES`` — every task reads the tables of all batch rows once, so fewer,
     larger tasks read them fewer times (at batch 64, 2-bit, K = 4096: 8 MiB of tables per
-    task)."""
+    task). Compiled (Numba's thread count: helpers + 1), for the checked path and the
+    compiled fronts alike."""
     if M <= _SMALL_M:
         return _MIN_TASK_TILES
-    nt = -(-N // _TILE)
-    per = -(-nt // max(1, num_threads()))
+    nt = (N + _TILE - 1) // _TILE
+    th = max(1, helpers_wanted() + 1)
+    per = (nt + th - 1) // th
     return max(_MIN_TASK_TILES, per + per % 2)
 
 
@@ -605,8 +608,10 @@ _JOB16 = register(_lut_serve16)
 _JOB8 = register(_lut_serve8)
 
 
+@numba.njit(cache=True)
 def _rows(out, N):
-    """The first N columns of the kernel's output, C-contiguous."""
+    """The first N columns of the kernel's output, C-contiguous (compiled: the checked path and
+    the compiled fronts share it)."""
     return out if out.shape[1] == N else np.ascontiguousarray(out[:, :N])
 
 
@@ -688,31 +693,12 @@ def _lut_numba(X, words, cb, bits, scale, N, K, checked=True):
 # signatures the checked path (:func:`_fast_args`) has served, other arguments raise its
 # ``TypeError`` and take that path.
 @numba.njit(cache=True, inline="always")
-def _tpt_jit(N, M):
-    """:func:`_tiles_per_task` in compiled code (Numba's thread count: helpers + 1)."""
-    if M <= _SMALL_M:
-        return _MIN_TASK_TILES
-    nt = (N + _TILE - 1) // _TILE
-    th = max(1, helpers_wanted() + 1)
-    per = (nt + th - 1) // th
-    return max(_MIN_TASK_TILES, per + per % 2)
-
-
-@numba.njit(cache=True, inline="always")
 def _front_shapes_ok(X, words, cb, bits, scale, N, K):
     """The shape conditions of :func:`_check_lut` and :func:`_fast_args`."""
     return ((bits == 1 or bits == 2) and K >= 1 and N >= 1 and X.shape[0] >= 1 and
             X.shape[1] == K and words.shape[0] == (N + _TILE - 1) // _TILE and
             words.shape[1] == (K * bits + 31) // 32 and words.shape[2] == _TILE and
             cb.shape[0] == (1 << bits) and (scale.shape[0] == N or scale.shape[0] == 0))
-
-
-@numba.njit(cache=True, inline="always")
-def _front_rows(out, bad, N):
-    """:func:`_rows` in compiled code."""
-    if bad or out.shape[1] == N:
-        return out, bad
-    return np.ascontiguousarray(out[:, :N]), bad
 
 
 @numba.njit(cache=True, nogil=True)
@@ -726,9 +712,9 @@ def _lut_front16(X, words, cb, bits, scale, N, K, board, sems, cpus, job):
     if X.shape[0] * words.shape[0] * 8 * words.shape[1] < _SERIAL_LOOKUPS:
         out, bad = _lut_serial16(X, words, cb, bits, scale, words.shape[0])
     else:
-        out, bad = _lut_team16(X, words, cb, bits, scale, _tpt_jit(N, X.shape[0]), board,
-                               sems, cpus, job)
-    return _front_rows(out, bad, N)
+        out, bad = _lut_team16(X, words, cb, bits, scale, _tiles_per_task(N, X.shape[0]),
+                               board, sems, cpus, job)
+    return (out, bad) if bad else (_rows(out, N), bad)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -741,9 +727,9 @@ def _lut_front8(X, words, cb, bits, scale, N, K, board, sems, cpus, job):
     if X.shape[0] * words.shape[0] * 8 * words.shape[1] < _SERIAL_LOOKUPS:
         out, bad = _lut_serial8(X, words, cb, bits, scale, words.shape[0])
     else:
-        out, bad = _lut_team8(X, words, cb, bits, scale, _tpt_jit(N, X.shape[0]), board,
-                              sems, cpus, job)
-    return _front_rows(out, bad, N)
+        out, bad = _lut_team8(X, words, cb, bits, scale, _tiles_per_task(N, X.shape[0]),
+                              board, sems, cpus, job)
+    return (out, bad) if bad else (_rows(out, N), bad)
 
 
 #: ISA -> (team, compiled front, (board, sems, cpus, job)), as lowbit_gemv's ``_FRONT``.
