@@ -428,10 +428,13 @@ def spmv_split(rng, rounds: int, torch=None) -> dict:
     from refimpl.kernels import sparse as S
 
     @numba.njit(parallel=True)
-    def prange_rows(indptr, indices, data, x, y, bounds):
+    def prange_rows(indptr, indices, data, x, y, bounds, gather):
         for t in numba.prange(bounds.shape[0] - 1):
             for i in range(bounds[t], bounds[t + 1]):
-                y[i] = S._spmv_row(indptr, indices, data, x, i)
+                if gather:
+                    y[i] = S._spmv_row(indptr, indices, data, x, i, True)
+                else:
+                    y[i] = S._spmv_row(indptr, indices, data, x, i, False)
 
     @numba.njit(parallel=True)
     def empty_prange(a):
@@ -445,12 +448,13 @@ def spmv_split(rng, rounds: int, torch=None) -> dict:
     ip, y, e = S._uindptr(A), np.zeros(n, np.float32), np.zeros(threads)
     b_pr, b_team = S._row_blocks(A), S._row_blocks(A, S._TEAM_BLOCKS)
     team = T.team()
+    g = S.SPMV_GATHER
     splits = []
-    fns = {"serial kernel (1 thread)": lambda: S._csr_matvec_serial(ip, A.indices, A.data, x, y),
+    fns = {"serial kernel (1 thread)": lambda: S._csr_matvec_serial(ip, A.indices, A.data, x, y, g),
            "empty prange": lambda: empty_prange(e),
-           "prange rows": lambda: prange_rows(ip, A.indices, A.data, x, y, b_pr),
+           "prange rows": lambda: prange_rows(ip, A.indices, A.data, x, y, b_pr, g),
            "team rows": lambda: splits.append(team.run(
-               S._csr_matvec_team, (ip, A.indices, A.data, x, y, b_team),
+               S._csr_matvec_team, (ip, A.indices, A.data, x, y, b_team, g),
                len(b_team) - 1, threads - 1)),
            "public csr_matvec": lambda: csr_matvec(A, x, backend="numba")}
     if torch is not None:

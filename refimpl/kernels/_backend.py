@@ -44,6 +44,7 @@ SPMV_PARALLEL_MIN_NNZ``, ``lowbit_gemv._SERIAL_MACS``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -123,6 +124,18 @@ def env(name: str) -> str | None:
         return os.environ.get(name)
     v = _ENVIRON.get(name.encode(_FS_ENCODING, "surrogateescape"))
     return None if v is None else v.decode(_FS_ENCODING, "surrogateescape")
+
+
+@functools.cache
+def host_features() -> frozenset:
+    """The CPU features LLVM reports as on for this host (``llvmlite``'s query), once per
+    process (~0.5 ms); empty when LLVM cannot tell."""
+    import llvmlite.binding as llvm
+
+    try:
+        return frozenset(k for k, v in llvm.get_host_cpu_features().items() if v)
+    except RuntimeError:
+        return frozenset()
 
 
 def default_backend() -> str:

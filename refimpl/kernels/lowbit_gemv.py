@@ -112,6 +112,7 @@ from numba.extending import intrinsic
 
 from refimpl.kernels import _backend
 from refimpl.kernels._backend import default_backend, dispatch, env
+from refimpl.kernels._backend import host_features as _host_features
 from refimpl.kernels._team import (_TEAM, FIELD0, address, claim, finish, helpers_wanted, publish,
                                     ready, register, solo, team, wait_holding, wake)
 from refimpl.kernels import bitpack
@@ -201,17 +202,6 @@ def fast_path_available() -> bool:
     """True when float32 products take a vector kernel (AVX-512 or AVX2,
     :func:`fast_path_isa`), False for the portable loops."""
     return fast_path_isa() is not None
-
-
-@functools.cache
-def _host_features() -> frozenset:
-    """LLVM's host feature query (the features that are on), once per process (~0.5 ms)."""
-    import llvmlite.binding as llvm
-
-    try:
-        return frozenset(k for k, v in llvm.get_host_cpu_features().items() if v)
-    except RuntimeError:
-        return frozenset()
 
 
 def _per(kind: int) -> int:

@@ -107,8 +107,12 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from refimpl.kernels._backend import dispatch
-from refimpl.kernels._team import claim, finish, team
+from refimpl.kernels import _backend
+from refimpl.kernels._backend import dispatch, env, host_features
+from refimpl.kernels._team import (_TEAM, FIELD0, address, claim, finish, helpers_wanted,
+                                   num_threads, publish, ready, register, team,
+                                   wait_holding, wake)
+from refimpl.kernels.lowbit_gemv import _front_install
 from refimpl.utils import check_array, check_float
 
 __all__ = ["CSRMatrix", "index_dtype", "frozen_copy", "csr_from_dense", "csr_matvec", "csr_matmat",
@@ -132,6 +136,28 @@ PARALLEL_MIN_WORK = 1 << 16
 #: :mod:`refimpl.kernels._team`, whose helper wakes in 13-49 µs and delays only its own share, so the crossover is lower; not re-measured
 #: quietly, the threshold is unchanged.)
 SPMV_PARALLEL_MIN_NNZ = 1 << 17
+
+def _spmv_gather_default() -> bool:
+    """Whether the SpMV rows build their vector of ``x`` values with one gather instruction
+    (True) or with scalar loads and inserts (False); both give the same bits.
+
+    ``$REFIMPL_SPMV_GATHER`` (``1``/``0``), read when this module is imported, decides when
+    set. Otherwise gathers are used on CPUs with AVX512-FP16: Intel Sapphire Rapids and later,
+    whose gathers are fast and not slowed by the Gather Data Sampling (Downfall) microcode of
+    Skylake to Ice Lake. Measured (issue #19, 4096², 90 %, float32, one thread, calls back to
+    back): 2-vCPU Intel Xeon with AMX/AVX512-FP16 (KVM, LLVM "rocketlake"), gathers 0.42 vs
+    inserts 0.53 ms; 2-vCPU AMD EPYC Zen 4, gathers 0.59–0.62 vs inserts 0.33–0.35 ms.
+    """
+    v = (env("REFIMPL_SPMV_GATHER") or "").strip()
+    if v:
+        if v not in ("0", "1"):
+            raise ValueError(f"REFIMPL_SPMV_GATHER must be '0' or '1', got {v!r}")
+        return v == "1"
+    return "avx512fp16" in host_features()
+
+
+#: The SpMV row kernel's way to load ``x`` (:func:`_spmv_gather_default`).
+SPMV_GATHER = _spmv_gather_default()
 
 #: Blocks of rows per thread claimed one by one by the SpMV thread team
 #: (:class:`~refimpl.kernels._team.Team`): small enough that the last block a slow thread holds is a few µs of work.
@@ -556,8 +582,8 @@ def _row_dot(indices, data, x, start, stop, zero):
 _SPMV_STEP = 16
 
 
-@intrinsic
-def _spmv_row(typingctx, indptr, indices, data, x, i):
+@intrinsic(prefer_literal=True)
+def _spmv_row(typingctx, indptr, indices, data, x, i, gather):
     """``sum_k data[k] * x[indices[k]]`` over the stored ``k`` of row ``i`` (a scalar of
     ``data``'s dtype): the SpMV row in LLVM IR, 16 stored values per step.
 
@@ -580,7 +606,10 @@ def _spmv_row(typingctx, indptr, indices, data, x, i):
     the last ``n mod 16`` values are added to that sum one by one in stored order.
     ``indptr`` uint64; ``indices`` uint16 or uint32; ``data`` and ``x`` the same float dtype.
     """
-    sig = data.dtype(indptr, indices, data, x, types.int64)
+    if not isinstance(gather, types.BooleanLiteral):
+        raise numba.errors.TypingError("_spmv_row: gather must be a literal True or False")
+    use_gather = gather.literal_value
+    sig = data.dtype(indptr, indices, data, x, types.int64, gather)
 
     def codegen(context, builder, signature, args):
         ipa, ina, dta, xa = (context.make_array(t)(context, builder, a)
@@ -589,6 +618,7 @@ def _spmv_row(typingctx, indptr, indices, data, x, i):
         fty, VL, vty, _ = _vec_types(context, signature.args[2].dtype)
         ity = context.get_data_type(signature.args[1].dtype)
         per = 64 // ity.width  # indices per 64-bit word
+        size = 4 if VL == 16 else 8  # bytes per value
         chains = _SPMV_STEP // VL
         i64 = ir.IntType(64)
         fma = _decl(builder, f"llvm.fmuladd.{_mangle(vty)}", vty, [vty, vty, vty])
@@ -604,6 +634,23 @@ def _spmv_row(typingctx, indptr, indices, data, x, i):
                 k = builder.add(k0, _i64c(c * VL))
                 d = builder.load(builder.bitcast(builder.gep(dta.data, [k]),
                                                  vty.as_pointer()), align=4)
+                if use_gather:  # x[indices[k:k + VL]]: one vector of indices, one gather
+                    vi = ir.VectorType(i64, VL)
+                    iv = builder.zext(builder.load(builder.bitcast(
+                        builder.gep(ina.data, [k]), ir.VectorType(ity, VL).as_pointer()),
+                        align=ity.width // 8), vi)
+                    pty = ir.VectorType(xa.data.type, VL)
+                    ptrs = builder.inttoptr(builder.add(
+                        _splat(builder, builder.ptrtoint(xa.data, i64), vi),
+                        builder.shl(iv, _splat(builder, _i64c(size.bit_length() - 1), vi))),
+                        pty)
+                    mty = ir.VectorType(ir.IntType(1), VL)
+                    gth = _decl(builder, f"llvm.masked.gather.{_mangle(vty)}.{_mangle(pty)}",
+                                vty, [pty, ir.IntType(32), mty, vty])
+                    xv = builder.call(gth, [ptrs, _i32c(size), ir.Constant(mty, [1] * VL),
+                                            ir.Constant(vty, ir.Undefined)])
+                    builder.store(builder.call(fma, [d, xv, builder.load(accs[c])]), accs[c])
+                    continue
                 xv = ir.Constant(vty, ir.Undefined)
                 for w in range(VL // per):
                     word = builder.load(builder.bitcast(builder.gep(
@@ -647,17 +694,27 @@ def _csr_matvec_loops(indptr, indices, data, x, y):
         y[i] = _row_dot(indices, data, x, indptr[i], indptr[i + 1], y[i])
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _spmv_rows(indptr, indices, data, x, y, lo, hi, gather):
+    """``y[i] = A[i] · x`` for rows ``lo <= i < hi`` with :func:`_spmv_row`, its ``x`` values
+    built by one gather per vector (``gather``) or by scalar loads and inserts: the same lanes,
+    so the same bits either way."""
+    if gather:
+        for i in range(lo, hi):
+            y[i] = _spmv_row(indptr, indices, data, x, i, True)
+    else:
+        for i in range(lo, hi):
+            # y_i = sum_k A_ik x_k over the stored k of row i
+            y[i] = _spmv_row(indptr, indices, data, x, i, False)
+
+
 @numba.njit(cache=True, nogil=True)
-def _csr_matvec_serial(indptr, indices, data, x, y):
-    for i in range(y.shape[0]):
-        # y_i = sum_k A_ik x_k over the stored k of row i
-        y[i] = _spmv_row(indptr, indices, data, x, i)
-
-
+def _csr_matvec_serial(indptr, indices, data, x, y, gather):
+    _spmv_rows(indptr, indices, data, x, y, 0, y.shape[0], gather)
 
 
 @numba.njit(cache=True, nogil=True)
-def _csr_matvec_team(indptr, indices, data, x, y, bounds, board, epoch, member):
+def _csr_matvec_team(indptr, indices, data, x, y, bounds, gather, board, epoch, member):
     """One member of the SpMV thread team (:class:`refimpl.kernels._team.Team`): claim blocks
     of rows (``bounds``, equal work) of call ``epoch`` one at a time from the shared counter
     until none is left. Runs without the GIL, on the calling thread (member 0) and on each
@@ -666,34 +723,51 @@ def _csr_matvec_team(indptr, indices, data, x, y, bounds, board, epoch, member):
         t = claim(board, epoch)
         if t < 0:
             return
-        for i in range(bounds[t], bounds[t + 1]):
-            y[i] = _spmv_row(indptr, indices, data, x, i)
+        _spmv_rows(indptr, indices, data, x, y, bounds[t], bounds[t + 1], gather)
         finish(board, member)
 
 
-def _csr_matvec_threaded(indptr, indices, data, x, y, bounds):
+def _csr_matvec_threaded(indptr, indices, data, x, y, bounds, gather):
     """The threaded SpMV driver: the calling thread and ``numba.get_num_threads() - 1``
     helper threads share the row blocks ``bounds`` (:func:`refimpl.kernels._team.team`)."""
-    return team().run(_csr_matvec_team, (indptr, indices, data, x, y, bounds),
+    return team().run(_csr_matvec_team, (indptr, indices, data, x, y, bounds, gather),
                       bounds.shape[0] - 1)
 
 
+@numba.njit(cache=True, nogil=True)
+def _work_bounds(indptr, n_blocks):
+    """Row boundaries of ``n_blocks`` blocks of (nearly) equal work, int64 of shape
+    ``(n_blocks + 1,)``: the cost of rows ``[0, i)`` is ``indptr[i] + i`` (the stored values
+    plus one unit per row for its fixed work), and block ``t`` ends at the first row whose cost
+    reaches ``t / n_blocks`` of the total (integer arithmetic, a binary search per block)."""
+    n_rows = indptr.shape[0] - 1
+    total = np.int64(indptr[n_rows]) + n_rows
+    b = np.empty(n_blocks + 1, dtype=np.int64)
+    b[0] = 0
+    b[n_blocks] = n_rows
+    for t in range(1, n_blocks):
+        lo, hi = 0, n_rows  # first i in [0, n_rows] with cost(i) * n_blocks >= total * t
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if (np.int64(indptr[mid]) + mid) * n_blocks >= total * t:
+                hi = mid
+            else:
+                lo = mid + 1
+        b[t] = lo
+    return b
+
+
 def _row_blocks(A: CSRMatrix, per_thread: int = 4) -> np.ndarray:
-    """Row boundaries of ``per_thread × threads`` blocks of (nearly) equal work, int64 of shape
-    (blocks + 1,): the cost of rows ``[0, i)`` is taken as ``indptr[i] + i`` (the stored values
-    plus one unit per row for its fixed work), and block ``t`` ends at the first row whose
-    cost reaches ``t / blocks`` of the total. ``prange`` hands each thread a contiguous run of
-    blocks (the SpMV team claims them one at a time), so a matrix with uneven rows (pruned rows of very different density) still splits
-    by work, not by row count. Cached on the matrix per block count."""
-    n_blocks = per_thread * numba.get_num_threads()
+    """Row boundaries of ``per_thread × threads`` blocks of (nearly) equal work
+    (:func:`_work_bounds`), int64 of shape (blocks + 1,). ``prange`` hands each thread a
+    contiguous run of blocks (the SpMV team claims them one at a time), so a matrix with
+    uneven rows (pruned rows of very different density) still splits by work, not by row
+    count. Cached on the matrix per block count."""
+    n_blocks = per_thread * num_threads()
     cache = A.__dict__.setdefault("_row_blocks", {})
     b = cache.get(n_blocks)
     if b is None:
-        n_rows = A.shape[0]
-        cost = A.indptr + np.arange(n_rows + 1)  # (n_rows + 1,) non-decreasing
-        cuts = np.searchsorted(cost, cost[-1] * np.arange(1, n_blocks) / n_blocks)
-        b = np.concatenate(([0], np.minimum(cuts, n_rows), [n_rows])).astype(np.int64)
-        cache[n_blocks] = b
+        b = cache[n_blocks] = _work_bounds(_uindptr(A), n_blocks)
     return b
 
 
@@ -702,11 +776,124 @@ def _csr_matvec_numba(A: CSRMatrix, x: np.ndarray, dtype) -> np.ndarray:
     y = np.zeros(A.shape[0], dtype=dtype)
     if numba.config.DISABLE_JIT:
         _csr_matvec_loops(_uindptr(A), A.indices, data, x, y)
-    elif A.nnz >= SPMV_PARALLEL_MIN_NNZ and numba.get_num_threads() > 1:
-        _csr_matvec_threaded(_uindptr(A), A.indices, data, x, y, _row_blocks(A, _TEAM_BLOCKS))
+        return y
+    if A.nnz >= SPMV_PARALLEL_MIN_NNZ and num_threads() > 1:
+        _csr_matvec_threaded(_uindptr(A), A.indices, data, x, y, _row_blocks(A, _TEAM_BLOCKS),
+                             SPMV_GATHER)
     else:
-        _csr_matvec_serial(_uindptr(A), A.indices, data, x, y)
+        _csr_matvec_serial(_uindptr(A), A.indices, data, x, y, SPMV_GATHER)
+    if data is A.data and _FRONT_ON:  # the next call of these types takes the compiled front
+        _spmv_front_add(A, x)
     return y
+
+
+# ------------------------------------------------------------------ the compiled SpMV front
+# Issue #19: after the 10 MiB of a 4096², 90 % float32 matrix have streamed through the 4 MiB L2
+# (2-vCPU Intel Xeon with AMX, KVM, 2026-12-07), each Python step of the public call runs from
+# cold caches: csr_matvec took 0.34–0.38 ms back to back against 0.27–0.29 ms for the team
+# driver it ends in (two ``numba.get_num_threads()``, whose lock is a multiprocessing lock, the
+# row blocks lookup, the checks, the dispatch, ``Team.run``). The front below is one compiled
+# call after a few type tests: it checks ``x``, allocates ``y``, picks the serial rows or the
+# thread team (woken, published and joined from compiled code, like the low-bit kernels'
+# drivers) and computes the blocks of equal work itself.
+_SPMV_CODES = {(np.dtype(np.float32), np.dtype(np.uint16)): 0,
+               (np.dtype(np.float32), np.dtype(np.uint32)): 1,
+               (np.dtype(np.float64), np.dtype(np.uint16)): 2,
+               (np.dtype(np.float64), np.dtype(np.uint32)): 3}
+
+
+@numba.njit(cache=True, inline="always")
+def _put_spmv_job(board, indptr, indices, data, x, y, bounds, gather, code):
+    """The job fields of a threaded SpMV call (sizes, then the arrays' addresses)."""
+    f = FIELD0
+    board[f] = y.shape[0]
+    board[f + 1] = data.shape[0]
+    board[f + 2] = x.shape[0]
+    board[f + 3] = bounds.shape[0]
+    board[f + 4] = 1 if gather else 0
+    board[f + 5] = indptr.ctypes.data
+    board[f + 6] = indices.ctypes.data
+    board[f + 7] = data.ctypes.data
+    board[f + 8] = x.ctypes.data
+    board[f + 9] = y.ctypes.data
+    board[f + 10] = bounds.ctypes.data
+    board[f + 11] = code
+
+
+@numba.njit(cache=True, inline="always")
+def _serve_spmv_as(board, epoch, member, ity, fty):
+    f = FIELD0
+    n, nnz, nc, nb = board[f], board[f + 1], board[f + 2], board[f + 3]
+    _csr_matvec_team(numba.carray(address(board[f + 5]), (n + 1,), np.uint64),
+                     numba.carray(address(board[f + 6]), (nnz,), ity),
+                     numba.carray(address(board[f + 7]), (nnz,), fty),
+                     numba.carray(address(board[f + 8]), (nc,), fty),
+                     numba.carray(address(board[f + 9]), (n,), fty),
+                     numba.carray(address(board[f + 10]), (nb,), np.int64),
+                     board[f + 4] != 0, board, epoch, member)
+
+
+@numba.njit(cache=True, nogil=True)
+def _serve_spmv(board, epoch, member):
+    """A helper's share of a threaded SpMV call of the front (:func:`_spmv_front`): the arrays
+    rebuilt with the dtypes of the call's code (:data:`_SPMV_CODES`)."""
+    code = board[FIELD0 + 11]
+    if code == 0:
+        _serve_spmv_as(board, epoch, member, np.uint16, np.float32)
+    elif code == 1:
+        _serve_spmv_as(board, epoch, member, np.uint32, np.float32)
+    elif code == 2:
+        _serve_spmv_as(board, epoch, member, np.uint16, np.float64)
+    else:
+        _serve_spmv_as(board, epoch, member, np.uint32, np.float64)
+
+
+_SPMV_JOB = register(_serve_spmv)
+
+
+@numba.njit(cache=True, nogil=True)
+def _spmv_front(indptr, indices, data, x, n_cols, gather, code, min_nnz, per_thread, board,
+                sems, cpus, job):
+    """:func:`_csr_matvec_numba` in one compiled call for arguments of the types it has served
+    (``data`` and ``x`` of one dtype, ``x`` C-contiguous): ``(y, bad)``, ``bad`` 1 when ``x``
+    has the wrong length or a value that is not finite (the checked path then raises)."""
+    n = indptr.shape[0] - 1
+    if x.shape[0] != n_cols:
+        return np.empty(0, dtype=data.dtype), 1
+    for j in range(n_cols):
+        if not np.isfinite(x[j]):
+            return np.empty(0, dtype=data.dtype), 1
+    y = np.zeros(n, dtype=data.dtype)
+    helpers = helpers_wanted()
+    if data.shape[0] < min_nnz or helpers < 1:
+        _spmv_rows(indptr, indices, data, x, y, 0, n, gather)
+        return y, 0
+    bounds = _work_bounds(indptr, per_thread * (helpers + 1))
+    nb = bounds.shape[0] - 1
+    wake(board, sems, cpus, min(helpers, nb - 1))
+    _put_spmv_job(board, indptr, indices, data, x, y, bounds, gather, code)
+    e = publish(board, nb, job)
+    _csr_matvec_team(indptr, indices, data, x, y, bounds, gather, board, e, 0)
+    wait_holding(board, nb, (bounds,))
+    return y, 0
+
+
+#: The SpMV front once the checked path has served a call: (team, (board, sems, cpus)).
+_FRONT: dict = {}
+#: Switch for tests that spy on the Python-level drivers (the front calls them compiled).
+_FRONT_ON = True
+
+
+def _spmv_front_add(A: CSRMatrix, x: np.ndarray) -> None:
+    code = _SPMV_CODES.get((A.data.dtype, A.indices.dtype))
+    if code is None or x.dtype != A.data.dtype:
+        return
+    tm = _TEAM[0] or team()
+    ready(_SPMV_JOB)
+    _front_install(_FRONT, code, _spmv_front,
+                   (_uindptr(A), A.indices, A.data, x, A.shape[1], SPMV_GATHER, code,
+                    SPMV_PARALLEL_MIN_NNZ, _TEAM_BLOCKS), tm,
+                   (tm.board, tm.sems, tm.cpus, _SPMV_JOB))
 
 
 def _csr_matvec_numpy(A: CSRMatrix, x: np.ndarray, dtype) -> np.ndarray:
@@ -738,9 +925,35 @@ def csr_matvec(A: CSRMatrix, x, backend: str | None = None) -> np.ndarray:
     ``nnz`` rather than ``n_rows * n_cols``: the speed-up a pruned layer can buy (Survey §2.1.2
     and the §8 caveat that unstructured sparsity only pays off at high sparsity).
     """
+    if type(A) is CSRMatrix and type(x) is np.ndarray and (backend is None or
+                                                         backend == "numba"):
+        y = _front(A, x, backend)
+        if y is not None:
+            return y
     A = _check_csr(A)
     x, dtype = _as_operand(x, "x", (A.shape[1],), A)
     return dispatch("csr_matvec", backend, _csr_matvec_numba, _csr_matvec_numpy, A, x, dtype)
+
+
+def _front(A: CSRMatrix, x: np.ndarray, backend):
+    """``A @ x`` through the compiled front (:func:`_spmv_front`), or None (the checked path
+    then decides): Numba backend, no call recorder, arguments of the types served so far."""
+    b = env("REFIMPL_BACKEND") if backend is None else None
+    if (b is not None and b.strip().lower() not in ("", "numba")) or _backend._recorders or \
+            not _FRONT_ON:
+        return None
+    data = A.data
+    code = _SPMV_CODES.get((data.dtype, A.indices.dtype))
+    f = _FRONT.get(code)
+    if f is None or f[0] is not _TEAM[0]:
+        return None
+    try:
+        with _backend._numba_lock:
+            y, bad = f[1](A.indptr.view(np.uint64), A.indices, data, x, A.shape[1],
+                          SPMV_GATHER, code, SPMV_PARALLEL_MIN_NNZ, _TEAM_BLOCKS, *f[2])
+    except TypeError:  # a signature not compiled: the dispatcher's "no matching definition"
+        return None
+    return None if bad else y
 
 
 # ----------------------------------------------------------------------------------------------

@@ -72,15 +72,18 @@ def test_spmv_rows_bit_exact_against_the_order_twin(dtype, n_cols):
     assert A.indices.dtype == (np.uint16 if n_cols <= 1 << 16 else np.uint32)
     want = np.array([_row_twin(data[indptr[i]:indptr[i + 1]], x[indices[indptr[i]:indptr[i + 1]]],
                                dtype) for i in range(len(lengths))], dtype=dtype)
-    y_ser = np.zeros(len(lengths), dtype)
-    y_par = np.zeros(len(lengths), dtype)
-    S._csr_matvec_serial(S._uindptr(A), A.indices, A.data, x, y_ser)
-    S._csr_matvec_threaded(S._uindptr(A), A.indices, A.data, x, y_par, S._row_blocks(A, 32))
-    np.testing.assert_array_equal(y_ser, want)
-    np.testing.assert_array_equal(y_par, want)
+    for gather in (False, True):  # x by scalar loads and inserts, or by one gather
+        y_ser = np.zeros(len(lengths), dtype)
+        y_par = np.zeros(len(lengths), dtype)
+        S._csr_matvec_serial(S._uindptr(A), A.indices, A.data, x, y_ser, gather)
+        S._csr_matvec_threaded(S._uindptr(A), A.indices, A.data, x, y_par,
+                               S._row_blocks(A, 32), gather)
+        np.testing.assert_array_equal(y_ser, want)
+        np.testing.assert_array_equal(y_par, want)
     with record_calls() as log:
         np.testing.assert_array_equal(csr_matvec(A, x, backend="numba"), want)
     assert log == [("csr_matvec", "numba")]
+    np.testing.assert_array_equal(csr_matvec(A, x), want)  # the compiled front, when filed
     # and within the rounding bound of the exact product (the NumPy backend is the reference)
     ref = csr_matvec(A, x.astype(np.float64), backend="numpy")
     u = 2.0 ** -24 if dtype == np.float32 else 2.0 ** -53

@@ -28,13 +28,14 @@ def _case(seed=0, n_rows=700, n_cols=500, sparsity=0.5, dtype=np.float64):
 
 
 def _run(team, A, x, y, bounds, helpers=None):
-    return team.run(S._csr_matvec_team, (S._uindptr(A), A.indices, A.data, x, y, bounds),
+    return team.run(S._csr_matvec_team,
+                    (S._uindptr(A), A.indices, A.data, x, y, bounds, S.SPMV_GATHER),
                     len(bounds) - 1, helpers)
 
 
 def _serial(A, x):
     y = np.zeros(A.shape[0], dtype=x.dtype)
-    S._csr_matvec_serial(S._uindptr(A), A.indices, A.data, x, y)
+    S._csr_matvec_serial(S._uindptr(A), A.indices, A.data, x, y, S.SPMV_GATHER)
     return y
 
 
@@ -75,6 +76,7 @@ def test_helpers_claim_from_the_shared_counter():
 def test_dispatch_uses_the_team_only_with_threads_and_enough_values(monkeypatch):
     A, x, _ = _case(2, n_rows=300)
     assert A.nnz < S.SPMV_PARALLEL_MIN_NNZ  # serial by default
+    monkeypatch.setattr(S, "_FRONT_ON", False)  # the compiled front calls them compiled
     ran = []
     for name in ("_csr_matvec_serial", "_csr_matvec_threaded"):
         real = getattr(S, name)
