@@ -38,6 +38,20 @@ calls (woken in 13–49 µs through the earlier queue, against 38–101 µs for 
 on ``workqueue``, whose calling thread only waits), joins it, both claiming blocks of rows
 from one atomic counter.
 
+SpMV on Intel (issue #19, 2026-12-07, a 2-vCPU Intel Xeon with AMX and AVX512-FP16 under KVM,
+4 MiB L2 per core): there the 16 inserts per step bind (one shuffle port), and one
+``vgatherdps`` per 16 values is faster — one thread 0.42–0.44 vs 0.53–0.56 ms (4096², 90 %,
+float32, back to back), float64 0.64 vs 0.66 — so :data:`SPMV_GATHER` picks gathers on CPUs
+with AVX512-FP16 and inserts elsewhere (same lanes, same bits). On that machine each Python
+step of the public call also ran from cold caches after the matrix had streamed through L2
+(0.34–0.38 ms against 0.27–0.29 ms for the driver), so :func:`csr_matvec` goes through a
+compiled front (:func:`_spmv_front`) once the checked path has served a call of the same
+types: checks, the serial rows or the thread team woken from compiled code, blocks of equal
+work computed there (:func:`_work_bounds`). ``bench_sparse.py --headline --quick``, two
+alternated runs: float32 two threads 0.38 → 0.29–0.30 ms (1.73–1.80× → 2.30–2.41×
+``torch.sparse_csr``), one thread 0.59 → 0.42–0.45 ms; float64 two threads 0.43–0.46 →
+0.40 ms (1.67–1.82× → 1.91–1.94× torch).
+
 SpMM and ``X @ W.T`` (batch > 1, issue #19): one row of ``A`` at a time, in LLVM IR
 (:func:`_spmm_row`, a numba ``@intrinsic``): the batch columns in passes of two 512-bit
 vectors (32 float32 / 16 float64 columns) held in registers, four accumulator chains per
@@ -51,10 +65,11 @@ summation order of every output is fixed by its row alone — ``((c0 + c1) + (c2
 four chains, each a left-to-right ``fmuladd`` chain — so results do not depend on the batch
 width, the pass, the thread count or the layout of ``Y``: ``dense_x_csr_T`` writes the
 transposed view of its C-ordered output directly (masked scatter) and equals
-``csr_matmat(W, X.T).T`` bit for bit. Tried and dropped: SpMV rows with 512-bit gathers
+``csr_matmat(W, X.T).T`` bit for bit. On AMD Zen 4, SpMV rows with 512-bit gathers
 (``vgatherdps``, 16 stored values per instruction) ran 0.62 vs 0.56 ms (4096², 90 %), 0.046
 vs 0.033 (1024², 90 %) and 0.090 vs 0.058 (4096², 99 %) against the scalar four-accumulator
-loop, one thread, CPU time: Zen 4's gathers are not faster than three scalar loads per value.
+loop, one thread, CPU time: Zen 4's gathers are not faster than three scalar loads per value
+(they are used on Intel, above).
 
 Design notes, measured on the project's 2-core machine (4096 × 4096, 90% sparsity, SpMV,
 OpenBLAS variables unset; ``benchmarks/bench_sparse.py`` has the full table):
@@ -598,6 +613,10 @@ def _spmv_row(typingctx, indptr, indices, data, x, i, gather):
     vector load of 16 indices, ``vgatherdps`` on 16 or 2 × 8 lanes) took 0.59–0.61 ms against
     0.33–0.35 ms for the inserts in the same run (CPU time, best of 300, load 6): Zen 4's
     gathers are slower than scalar loads, so the vector of ``x`` values is built by inserts.
+
+    With ``gather`` (a literal ``True``) the 16 ``x`` values are one ``llvm.masked.gather``
+    instead (the indices one vector load, zero-extended): faster on Intel CPUs with fast
+    gathers (:data:`SPMV_GATHER`), the same lanes and so the same bits.
 
     Summation order, fixed by the row alone (not by the thread or the block of rows): lane
     ``l`` of the accumulator(s) takes positions ``16 q + l`` in a left-to-right ``fmuladd``
