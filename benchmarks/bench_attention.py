@@ -109,6 +109,12 @@ at a time (one ``(n, 5, d)`` stack outgrew the caches: slope 1.21 -> 0.98); the 
 Transformer's band is one batched block matmul (scoring one offset at a time streamed the
 keys once per offset: 1244 -> 386 ms at n = 16384, slope 1.6-1.8 -> 1.47); the Reformer
 variant hashes into a fixed 64 buckets (n / 64 buckets made hashing O(n² d / 64): slope 1.23).
+On another machine, 2026-12-07 18:37–19:05 UTC (2-vCPU Intel Xeon with AMX and AVX512-FP16,
+KVM; OpenBLAS 'SkylakeX'; torch 2.13 CPU), two ``refimpl bench --quick`` runs: the sliding
+window 10.7 / 11.2 ms best (medians 13.5 / ~12) against torch SDPA 84.5 / 86.4 ms: 7.9× and
+7.7× best/best — the ≥ 10× target is missed there. The kernel takes 11.4–12.0 ms on two
+threads and 19.0 ms on one (back to back); OpenBLAS runs the kernel's 64×64×320 sgemm in 36 µs
+(72 GFLOP/s, one thread), so the two band GEMMs are ~4.9 ms of each thread's share.
 """
 
 from __future__ import annotations

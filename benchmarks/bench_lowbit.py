@@ -487,6 +487,21 @@ fronts, 4-bit was 2.7–4.0×, and the one run below 3× had float32's best call
 that float32 time the 4-bit calls of U and V (0.48–0.51 ms) would be 3.2–3.4×. Batch 8 and 64
 met in every run. CSR SpMV against ``torch.sparse_csr``: 1.7–2.7× over the runs N–V, below 2×
 in two of nine (P, V): not robustly met.
+Session of 2026-12-07 18:23–21:20 UTC, on another machine: a 2-vCPU Intel Xeon with AMX and
+AVX512-FP16 under KVM (LLVM "rocketlake"), 4 MiB L2 per core, OpenBLAS 'SkylakeX', no change
+to these kernels. Two runs of ``refimpl bench --quick`` (18:37 and 18:55 UTC), medians ``x f32``
+of the second, batch 1 single cold calls: 4-bit 2.02, 3-bit 3.25, 2-bit LUT 2.81, ternary LUT
+2.99, binary LUT 4.46 (best/best in the first run: 1.9, 3.14, 2.16, 2.71, 2.94); batch 8:
+2.99–5.56; batch 64: LUT formats 1.38–2.58, 3-/4-bit decode 1.09–1.13; the decoding pass at
+batch 1 2.7–5.5× float32 and 1.5–3.7× torch int8. Back to back the 4-bit call is 3.1× float32
+here (0.40 vs 1.23 ms); after 0.3 s idle it is 1.2–2.2 ms. Why: on this VM every 4 KiB page
+first touched after a pause costs 0.22–0.36 µs (one float read per page of an 8 MiB array:
+0.45–0.74 ms after 0.3 s idle, 0.013 ms back to back; every cache line: 0.60–1.2 ms vs 0.29),
+a per-page cost — translation and the first miss of each page, where the hardware prefetchers
+stop — that the packed weights pay per byte 8× more often than float32's streaming GEMV. A
+longer software prefetch (8 and 16 KiB instead of 3 KiB ahead) did not help (cold 4-bit best
+1.2–1.9 ms either way, two alternated rounds). So on this machine the batch-1 targets are met
+back to back and missed cold for 4-, 2-bit and ternary weights.
 """
 
 from __future__ import annotations

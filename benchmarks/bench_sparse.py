@@ -184,6 +184,25 @@ throughout, so 2-thread figures are provisional until the coordinator's quiet re
   free) is 2.0–3.0×. float64 one-thread times swing 0.68–1.6 ms from call to call at load ~1:
   its 16.8 MB (values + uint16 indices) no longer stay in the shared 32 MiB L3 when other
   processes run, and the old scalar rows swing the same way (1.4–1.6 ms in the same run).
+Session of 2026-12-07 18:23–21:20 UTC, on another machine: a 2-vCPU Intel Xeon with AMX and
+AVX512-FP16 under KVM (LLVM names it "rocketlake"), 4 MiB L2 per core, NumPy's OpenBLAS 0.3.31
+'SkylakeX' kernel, torch 2.13 CPU, OPENBLAS_* unset, load 0.1–0.9.
+
+* Before any change, ``--headline --quick``: float32 2 threads 0.367–0.381 ms vs torch
+  0.636–0.686 (1.73–1.80×), 1 thread 0.58–0.59 ms; float64 2 threads 0.43–0.46 vs torch
+  0.77–0.78 (1.67–1.82×). ``--spmv-split`` (back to back, best): one-thread kernel 0.444 ms,
+  team rows 0.288, public ``csr_matvec`` 0.381, torch 1.07: the public call spent ~90 µs in
+  Python steps that run from cold caches after the matrix has streamed through L2.
+* Two changes (``refimpl.kernels.sparse``): the row kernel loads the 16 ``x`` values with one
+  ``vgatherdps`` on CPUs with AVX512-FP16 (``SPMV_GATHER``; one thread 0.42–0.44 vs
+  0.53–0.56 ms here, float64 0.64 vs 0.66; on Zen 4 the inserts stay), and a compiled front
+  (``_spmv_front``) replaces the Python steps after the first call of given types.
+* After, two ``--headline --quick`` runs alternated with the old tree: float32 2 threads
+  0.29–0.30 ms vs torch 0.69–0.70 (**2.30–2.41×**), 1 thread 0.42–0.45 vs 1.29–1.33
+  (2.9–3.1×); float64 2 threads 0.40 ms vs torch 0.76–0.78 (1.91–1.94×: still below 2×; its
+  16.8 MB come from L3 at ~42 GB/s, near what two cores draw here). ``refimpl bench --quick``
+  18:37–18:48 UTC: the headline case 0.322 ms vs torch 0.69 ms (2.14×), 3.76× dense BLAS;
+  18:55–19:05 UTC: 0.308 vs 0.696 ms (2.26×).
 """
 
 from __future__ import annotations
