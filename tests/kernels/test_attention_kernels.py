@@ -197,3 +197,102 @@ def test_causal_linear_float32_and_bad_input(backend):
     _close(out, ref, 1e-4)
     with pytest.raises(ValueError, match="non-negative"):
         causal_linear_attention(Q, K, V, backend=backend)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_max_exact_every_length_and_padding(dtype):
+    # the softmax's eight-lane row maximum is exact (max has no rounding): equal to np.max for
+    # every length around the lane count, with -inf (padded keys) anywhere, and -inf for a row
+    # of padding
+    from refimpl.kernels.attention_common import _row_max
+
+    rng = np.random.default_rng(3)
+    for m in list(range(1, 42)) + [257, 320]:
+        x = rng.standard_normal(m).astype(dtype)
+        assert _row_max(x) == x.max()
+        for pos in {0, m // 2, m - 1}:  # the maximum in the first lane, a middle one, the tail
+            y = x.copy()
+            y[pos] = 10.0
+            assert _row_max(y) == 10.0
+        y = x.copy()
+        y[::3] = -np.inf
+        assert _row_max(y) == y.max()
+        assert _row_max(np.full(m, -np.inf, dtype=dtype)) == -np.inf
+        assert _row_max(x[::-1].copy()) == x.max()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_sum_fixed_lane_order_twin(dtype):
+    # _exp_shift_sum's row sum: eight partial sums (lane j adds the elements c = j mod 8 in
+    # order), combined pairwise ((0+4)+(2+6))+((1+5)+(3+7)), then the leftovers; the same bits
+    # as this NumPy twin of that order, on any CPU, and the numerators equal _exp_approx's
+    from refimpl.kernels.attention_common import _exp_shift_sum_f32, _exp_shift_sum_f64
+
+    f = _exp_shift_sum_f32 if dtype == np.float32 else _exp_shift_sum_f64
+    rng = np.random.default_rng(4)
+    for m in list(range(1, 30)) + [257]:
+        x = (4 * rng.standard_normal(m)).astype(dtype)
+        mx, scale = x.max(), dtype(0.3)
+        got = x.copy()
+        s = f(got, mx, scale, np.empty(m, dtype=dtype))
+        assert np.array_equal(got, _exp_approx(((x - mx) * scale).astype(dtype)))
+        m8 = m - m % 8
+        lanes = [dtype(0)] * 8
+        for c in range(0, m8, 8):
+            lanes = [lanes[j] + got[c + j] for j in range(8)]
+        ref = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + \
+            ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+        for c in range(m8, m):
+            ref = ref + got[c]
+        assert s == ref, (m, s, ref)
+        assert abs(s - got.astype(np.float64).sum()) <= m * np.finfo(dtype).eps * s
+
+
+def test_nonfinite_flags_exact():
+    # the kernels' in-pass NaN/inf test: 1 iff a NaN or ±inf, for any position and dtype;
+    # huge finite values are finite (x·0 = 0); an empty block is finite
+    from refimpl.kernels.attention_common import _nonfinite
+
+    for dtype in (np.float32, np.float64):
+        x = np.zeros((5, 7), dtype=dtype)
+        assert _nonfinite(x) == 0
+        assert _nonfinite(np.full((3, 4), np.finfo(dtype).max, dtype=dtype)) == 0
+        assert _nonfinite(np.zeros((0, 4), dtype=dtype)) == 0
+        assert _nonfinite(np.zeros((4, 0), dtype=dtype)) == 0
+        for bad in (np.nan, np.inf, -np.inf):
+            for r, c in ((0, 0), (4, 6), (2, 3)):
+                y = x.copy()
+                y[r, c] = bad
+                assert _nonfinite(y) == 1
+
+
+@pytest.mark.parametrize("dilation,g,keep_pad", [(1, (), False), (3, (64, 199), False),
+                                                 (1, (5,), True)])
+def test_sliding_window_refuses_nonfinite_at_every_block_edge(backend, dilation, g, keep_pad):
+    # the Numba forward checks each query block's own rows as it reads them (no separate pass):
+    # a NaN/inf at the first or last row of any block, of any (b, h), in a global position or a
+    # padded key is still refused, naming the first bad argument in the order Q, K, V
+    from refimpl.kernels.attention import sliding_window_attention_fwd
+
+    rng = np.random.default_rng(11)
+    Q, K, V = _qkv(rng, B=2, H=2, n=200, d=8, dv=4, dtype=np.float32)
+    keep = None
+    if keep_pad:
+        keep = np.ones((2, 2, 200), dtype=bool)
+        keep[1, 1, 150:] = False  # padded keys: a NaN there is still refused
+    for pos in (0, 63, 64, 127, 128, 199, 150):
+        for bh in ((0, 0), (1, 1), (0, 1)):
+            for which in range(3):
+                args = [Q.copy(), K.copy(), V.copy()]
+                args[which][bh + (pos, 1)] = np.nan
+                name = "QKV"[which]
+                with pytest.raises(ValueError, match=f"^{name} contains NaN or inf$"):
+                    sliding_window_attention_fwd(*args, 16, dilation, g, key_keep=keep,
+                                                 backend=backend)
+    args = [Q.copy(), K.copy(), V.copy()]
+    args[2][0, 0, 3, 0] = np.inf
+    args[1][1, 0, 190, 0] = -np.inf
+    with pytest.raises(ValueError, match="^K contains NaN or inf$"):  # K before V
+        sliding_window_attention(*args, 16, dilation, g, backend=backend)
+    # the finite inputs run, on the requested backend (checked by the fixture)
+    assert np.isfinite(sliding_window_attention(Q, K, V, 16, dilation, g, backend=backend)).all()
