@@ -246,7 +246,6 @@ def _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx,
             Sg = np.dot(qb, Kg[b, h].T)  # (bq, ng) scores against the global keys
         else:
             Sg = np.zeros((e - a, 0), dtype=Qp.dtype)
-        scratch = np.empty(kb - ka, dtype=Qp.dtype)  # the exp's 2^k factors
         zs = np.empty(e - a, dtype=Qp.dtype)
         pad = padded[b, h]
         for r in range(e - a):
@@ -277,7 +276,7 @@ def _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx,
                 zs[r] = 1
                 lsep[b, h, i] = -np.inf
                 continue
-            z = _exp_shift_sum(band, mx, scale, scratch)  # band <- exp((s - mx)/sqrt(d))
+            z = _exp_shift_sum(band, mx, scale)  # band <- exp((s - mx)/sqrt(d))
             for g in range(ng):  # a few scalar exps per row
                 off = gidx[g] - pos[i]
                 if keepg[b, h, g] and not (off % dil == 0 and abs(off) <= half * dil) \
@@ -557,7 +556,6 @@ def _swa_bwd_q_impl(Qp, Kp, Ktp, Vtp, dOp, Dp, lsep, keepp, is_gp, lo, hi, scale
         b, h, r0, r1 = _row_task(task, nch, H, n)
         s = np.empty(wmax, dtype=Qp.dtype)
         dp = np.empty(wmax, dtype=Qp.dtype)
-        scratch = np.empty(wmax, dtype=Qp.dtype)
         dq = np.empty(d, dtype=Qp.dtype)
         for p in range(r0, r1):
             L = lsep[b, h, p]
@@ -568,7 +566,7 @@ def _swa_bwd_q_impl(Qp, Kp, Ktp, Vtp, dOp, Dp, lsep, keepp, is_gp, lo, hi, scale
             m = e - a
             sc = s[:m]
             _band_scores(Qp[b, h, p], Ktp[b, h], a, e, scale, keepp[b, h], sc)
-            _exp_shift_sum(sc, L, one, scratch)  # sc <- P_ij = exp(s_ij − lse_i)
+            _exp_shift_sum(sc, L, one)  # sc <- P_ij = exp(s_ij − lse_i)
             for c in range(m):
                 dp[c] = 0
             for k in range(dv):
@@ -601,7 +599,6 @@ def _swa_bwd_kv_impl(Qp, Qtp, Kp, Vp, dOp, dOtp, Dp, lsep, keepp, is_gp, lo, hi,
         b, h, r0, r1 = _row_task(task, nch, H, n)
         s = np.empty(wmax, dtype=Qp.dtype)
         dp = np.empty(wmax, dtype=Qp.dtype)
-        scratch = np.empty(wmax, dtype=Qp.dtype)
         dk = np.empty(d, dtype=Qp.dtype)
         dvv = np.empty(dv, dtype=Qp.dtype)
         for j in range(r0, r1):
@@ -626,7 +623,7 @@ def _swa_bwd_kv_impl(Qp, Qtp, Kp, Vp, dOp, dOtp, Dp, lsep, keepp, is_gp, lo, hi,
                     sc[c] = -np.inf
                 else:
                     sc[c] = sc[c] * scale - L
-            _exp_shift_sum(sc, zero, one, scratch)  # sc <- P_ij
+            _exp_shift_sum(sc, zero, one)  # sc <- P_ij
             for c in range(m):
                 dp[c] = 0
             for k in range(dv):
