@@ -32,6 +32,79 @@ from numba.extending import intrinsic, overload
 _BLAS_LIBS = None
 
 
+# ------------------------------------------------------------------------------ direct GEMM
+# SciPy's BLAS (the library Numba's np.dot calls), called directly: np.dot needs contiguous
+# operands and allocates its result, while a band kernel wants to write into slices (strided
+# views of a score block, the output rows) and to accumulate (beta = 1). Fortran BLAS takes
+# every argument by pointer; the scalars go through the small work arrays of _gemm_work.
+def _register_blas(name: str) -> types.ExternalFunction:
+    """SciPy's ``cython_blas`` ``name`` as an external symbol ``refimpl_<name>`` for compiled
+    code (registered with LLVM by address at import, so that cached kernels link again)."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS)
+    from llvmlite import binding
+    from numba.extending import get_cython_function_address
+
+    symbol = f"refimpl_{name}"
+    binding.add_symbol(symbol, get_cython_function_address("scipy.linalg.cython_blas", name))
+    return types.ExternalFunction(symbol, types.void(*([types.voidptr] * 13)))
+
+
+_SGEMM = _register_blas("sgemm")
+_DGEMM = _register_blas("dgemm")
+
+
+@intrinsic
+def _ptr(typingctx, arr):
+    """The data pointer of an array (its first element) as ``void *``."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.bitcast(ary.data, ir.IntType(8).as_pointer())
+
+    return types.voidptr(arr), codegen
+
+
+@numba.njit(cache=True)
+def _gemm_work(dtype_like):
+    """Work arrays of :func:`_gemm` (one set per thread): the integer arguments, the two
+    transpose flags, alpha and beta in the operands' dtype."""
+    return (np.empty(6, dtype=np.int32), np.empty(2, dtype=np.uint8),
+            np.empty(2, dtype=dtype_like.dtype))
+
+
+@numba.njit(cache=True)
+def _gemm(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc, work):
+    """BLAS ``?gemm`` in its own (column-major) terms: ``C ← op(A) op(B) + beta·C`` with
+    ``op(A)`` m × k, ``op(B)`` k × n, ``C`` m × n, ``ta``/``tb`` = ``ord('N')`` or ``ord('T')``,
+    leading dimensions ``lda``, ``ldb``, ``ldc``; ``A``, ``B``, ``C`` are arrays whose first
+    element is the operand's first element (any views: only their data pointers are passed,
+    the caller guarantees the extents). float32 → sgemm, float64 → dgemm.
+
+    A row-major product ``Y (r × c) = X (r × q) · Z (q × c)`` is ``Yᵀ = Zᵀ Xᵀ`` column-major:
+    ``_gemm(N, N, c, r, q, Z, ldz, X, ldx, 0, Y, ldy)``.
+    """
+    ints, flags, ab = work
+    flags[0] = ta
+    flags[1] = tb
+    ints[0] = m
+    ints[1] = n
+    ints[2] = k
+    ints[3] = max(lda, 1)
+    ints[4] = max(ldb, 1)
+    ints[5] = max(ldc, 1)
+    ab[0] = 1
+    ab[1] = beta
+    args = (_ptr(flags), _ptr(flags[1:]), _ptr(ints), _ptr(ints[1:]), _ptr(ints[2:]), _ptr(ab),
+            _ptr(A), _ptr(ints[3:]), _ptr(B), _ptr(ints[4:]), _ptr(ab[1:]), _ptr(C),
+            _ptr(ints[5:]))
+    if C.itemsize == 4:  # float32 (the callers pass float32 or float64 operands)
+        _SGEMM(*args)
+    else:
+        _DGEMM(*args)
+
+
 @contextlib.contextmanager
 def _one_blas_thread():
     """Limit BLAS to one thread for the duration: the kernels call many small GEMMs, from
