@@ -296,3 +296,54 @@ def test_sliding_window_refuses_nonfinite_at_every_block_edge(backend, dilation,
         sliding_window_attention(*args, 16, dilation, g, backend=backend)
     # the finite inputs run, on the requested backend (checked by the fixture)
     assert np.isfinite(sliding_window_attention(Q, K, V, 16, dilation, g, backend=backend)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_gemm_exact_on_views_transposes_and_accumulation(dtype):
+    # _gemm (BLAS ?gemm called from compiled code on views): integer-valued operands make
+    # every product and sum exact in floating point, so the results must equal NumPy's
+    # bit for bit — for N/T operands, strided views (leading dimensions larger than the
+    # extent), beta = 0 overwriting garbage and beta = 1 accumulating
+    import numba
+
+    from refimpl.kernels.attention_common import _gemm, _gemm_work
+
+    @numba.njit
+    def rowmajor(X, Z, Y, beta, ztrans):
+        # Y (r × c) = X (r × q) · Z (q × c) or X · Zᵀ (Z: c × q) in BLAS's column-major terms
+        work = _gemm_work(Y)
+        r, q = X.shape
+        c = Y.shape[1]
+        if ztrans:
+            _gemm(ord("T"), ord("N"), c, r, q, Z, Z.strides[0] // Z.itemsize, X,
+                  X.strides[0] // X.itemsize, beta, Y, Y.strides[0] // Y.itemsize, work)
+        else:
+            _gemm(ord("N"), ord("N"), c, r, q, Z, Z.strides[0] // Z.itemsize, X,
+                  X.strides[0] // X.itemsize, beta, Y, Y.strides[0] // Y.itemsize, work)
+
+    rng = np.random.default_rng(5)
+    big = rng.integers(-4, 5, (40, 50)).astype(dtype)
+    X = big[3:10, 5:16]  # (7, 11) view, row stride 50
+    Z = rng.integers(-4, 5, (11, 9)).astype(dtype)
+    Zt = np.ascontiguousarray(Z.T)  # (9, 11)
+    for beta in (0.0, 1.0):
+        for ztrans in (False, True):
+            Ybig = np.full((12, 20), np.nan if beta == 0 else 2.0, dtype=dtype)
+            Y = Ybig[1:8, 4:13]  # (7, 9) view, row stride 20
+            rowmajor(X, Zt if ztrans else Z, Y, beta, ztrans)
+            want = X @ Z + (2.0 if beta else 0.0)
+            assert np.array_equal(Y, want)
+            assert np.isnan(Ybig[0]).all() if beta == 0 else (Ybig[0] == 2).all()  # untouched
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 1e-5), (np.float64, None)])
+def test_sliding_window_wide_window_blas_parts(backend, dtype, tol):
+    # a window wide enough that both band products are split into three BLAS calls
+    # (64 · 576 · 64 > 2·10⁶), d = d_v = 64, with dilation and a global position
+    rng = np.random.default_rng(12)
+    Q, K, V = _qkv(rng, B=1, H=1, n=1100, d=64, dv=64, dtype=dtype)
+    for dil, g in ((1, ()), (2, (500,))):
+        out = sliding_window_attention(Q, K, V, 512, dil, g, backend=backend)
+        ref = dense_attention(*(x.astype(np.float64) for x in (Q, K, V)),
+                              longformer_mask(1100, 512, dil, g))
+        _close(out, ref, tol) if tol else _close(out, ref)
