@@ -9,8 +9,12 @@ Used by :mod:`refimpl.kernels.sliding_window` (Longformer, §7.2),
   point refuses non-finite inputs with a ``ValueError`` naming the argument, in both backends);
 - :func:`_one_blas_thread`: BLAS limited to one thread around kernels that call many small
   GEMMs from Numba's parallel tasks;
-- :func:`_exp_shift_sum` (float32/float64 twins), :func:`_row_max`, :func:`_scale_rows`: the
-  softmax pieces of the band kernels; :func:`_exp_approx` exposes the ``exp`` for tests.
+- :func:`_gemm`: SciPy's BLAS ``sgemm``/``dgemm`` called directly from compiled code, on views
+  (leading dimensions, transposes, accumulation), which ``np.dot`` in Numba cannot do;
+- :func:`_nonfinite`: the NaN policy inside a kernel's own pass over its rows;
+- :func:`_exp_shift_sum` (float32/float64 twins), :func:`_row_max`, :func:`_lane_sum`,
+  :func:`_scale_rows`: the softmax pieces of the band kernels (fixed summation order, the same
+  bits on every CPU); :func:`_exp_approx` exposes the ``exp`` for tests.
 
 References
 ----------

@@ -24,9 +24,13 @@ query ``p`` sees the keys ``[lo[p], hi[p])`` of its own segment (:func:`_residue
 
 - Forward (both public forward functions): :func:`_swa_fwd_band_numba` /
   :func:`_swa_fwd_band_numpy` compute, per block of 64 queries of one segment, the band
-  scores by one BLAS product, the scores against the global keys outside each window by
-  another, the softmax of each row over both (key padding applied), the output by two more
-  products, and the row log-sum-exp.
+  scores by BLAS products, the scores against the global keys outside each window by
+  another, the softmax of each row over both (key padding applied), the output by more
+  products, and the row log-sum-exp. The Numba kernel calls SciPy's BLAS directly
+  (:func:`refimpl.kernels.attention_common._gemm`): the band products are split into parts of
+  at most ``10⁶`` multiply-adds, the size OpenBLAS runs without packing, and the value product
+  writes into the output rows; it also checks the inputs for NaN/inf on each block's own rows
+  as it reads them.
   :func:`sliding_window_attention` returns the output and drops the log-sum-exp. Global query
   rows (``O(g n d)``) are NumPy products shared by both backends.
 - Backward: ``dQ`` is collected query by query and ``dK, dV`` key by key (one row task each,
@@ -204,9 +208,10 @@ def _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx,
     # keys and values, keepg (B, H, ng) which of them are real; causal: a global key joins
     # only the rows of queries at or after it (the band [lo, hi) is already left-only).
     # Query blocks of _BLOCK rows of one segment, one prange task each: unscaled scores against
-    # the block's keys [lo[a], hi[e-1]) by one BLAS GEMM (np.dot on contiguous slices), per row
-    # the band maximum and the vectorised exp on the contiguous band slice, then one GEMM with
-    # the values and a division of the d_v outputs by the row sums.
+    # the block's keys [lo[a], hi[e-1]) by direct BLAS calls (_gemm, in parts), per row the
+    # band maximum and the vectorised exp on the contiguous band slice, then the value product
+    # (_gemm, in parts) into the output rows and a division of the d_v outputs by the row sums.
+    # Returns how many blocks hold a NaN/inf in their own rows of Qp, Kp, Vp.
     B, H, n, d = Qp.shape
     dv = Vp.shape[3]
     ng = gidx.shape[0]
@@ -475,9 +480,10 @@ def sliding_window_attention(Q, K, V, window: int, dilation: int = 1, global_idx
     output plus :math:`O(b (b + w))` scratch per block of ``b = 64`` queries (both backends).
     A dilated window is a plain window on each residue class ``i mod dilation``; the Numba
     kernel reorders the sequence by residue class and runs query blocks in parallel
-    (``prange``, dynamic chunks of 4 blocks), each with one BLAS GEMM for its band scores and
-    one for the values. The softmax between them works on each query's contiguous band slice:
-    the band maximum, then a vectorised (AVX2) range-reduced polynomial ``exp`` (Cody–Waite
+    (``prange``, dynamic chunks of 4 blocks), each with direct BLAS calls for its band scores
+    and for the values (in parts of at most 10⁶ multiply-adds: OpenBLAS's small-matrix
+    kernels, without packing). The softmax between them works on each query's contiguous
+    band slice: the band maximum, then a vectorised range-reduced polynomial ``exp`` (Cody–Waite
     reduction, Cephes polynomials; maximum relative error vs ``np.exp`` about 1e-7 in float32
     and 3e-16 in float64, tested) instead of a scalar libm call per score; ``1/√d`` is applied
     inside the exponent, so ``Q`` is not copied. Float32 inputs are computed and accumulated
