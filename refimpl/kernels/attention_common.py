@@ -109,6 +109,22 @@ def _gemm(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc, work):
         _DGEMM(*args)
 
 
+if numba.config.DISABLE_JIT:  # the intrinsics cannot run as Python: a NumPy stand-in
+
+    def _gemm(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc, work):  # noqa: F811
+        """:func:`_gemm`'s semantics on strided views of the operands' memory (Python mode)."""
+        def op(X, rows, cols, ld, t):  # op(X): rows × cols, X column-major with ld
+            it = X.itemsize
+            shape = (rows, cols) if t == ord("N") else (cols, rows)
+            M = np.lib.stride_tricks.as_strided(X, shape, (it, max(ld, 1) * it),
+                                                writeable=False)
+            return M if t == ord("N") else M.T
+
+        Cv = np.lib.stride_tricks.as_strided(C, (m, n), (C.itemsize, max(ldc, 1) * C.itemsize))
+        prod = op(A, m, k, lda, ta) @ op(B, k, n, ldb, tb)
+        Cv[...] = prod if beta == 0 else prod + beta * Cv
+
+
 @contextlib.contextmanager
 def _one_blas_thread():
     """Limit BLAS to one thread for the duration: the kernels call many small GEMMs, from
@@ -213,6 +229,13 @@ def _bits_as_float(typingctx, v):
         return builder.bitcast(args[0], fty)
 
     return sig, codegen
+
+
+if numba.config.DISABLE_JIT:
+
+    def _bits_as_float(v):  # noqa: F811  (Python mode)
+        v = np.asarray(v)
+        return v.view(np.float32 if v.dtype == np.int32 else np.float64)[()]
 
 
 @numba.njit(cache=True, fastmath={"contract", "arcp", "nsz"})

@@ -56,7 +56,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from refimpl.kernels._backend import dispatch, resolve_backend
+from refimpl.kernels import _backend
+from refimpl.kernels._backend import dispatch, env, resolve_backend
 from refimpl.kernels.attention_common import (
     _check_finite,
     _check_qkv,
@@ -348,6 +349,76 @@ def _swa_fwd_band_numba(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx
                                   _warmed_threads(Qp.dtype))
 
 
+# ------------------------------------------------------------------ the compiled front
+# Issue #19: after a pause every Python step of a call runs from cold caches (~1 ms of a 6 ms
+# call at n = 8192: the checks, the index arrays, the 21-argument dispatch). The plain case —
+# contiguous writeable float32/float64 Q, K, V of one dtype, no dilation, no global position,
+# no padding, not causal — goes through one compiled call instead; anything else, and any
+# shape it cannot serve, takes the checked path with its messages.
+@numba.njit(cache=True)
+def _swa_front(Q, K, V, half, warmed):
+    """``(out, code)``: :func:`sliding_window_attention`'s output for a plain window of half
+    width ``half`` (``code`` 0), or ``code`` 1/2/3 when Q/K/V holds a NaN or inf, or −1 when
+    the shapes do not fit (the checked path then raises its message)."""
+    B, H, n, d = Q.shape
+    dv = V.shape[3]
+    if K.shape[0] != B or K.shape[1] != H or K.shape[2] != n or K.shape[3] != d or \
+            V.shape[0] != B or V.shape[1] != H or V.shape[2] != n or 2 * half > n or d == 0:
+        return np.empty((0, 0, 0, 0), dtype=Q.dtype), -1  # (d = 0: the checked path's 1/√0)
+    perm, seg, lo, hi = _residue_band(n, half, 1)
+    scale = np.empty(1, dtype=Q.dtype)
+    scale[0] = 1.0 / np.sqrt(d)  # as the checked path: float64, then the inputs' dtype
+    outp = np.empty((B, H, n, dv), dtype=Q.dtype)
+    lsep = np.empty((B, H, n), dtype=Q.dtype)
+    bad = _swa_fwd_band_impl(Q, K, V, np.ones((B, H, n), dtype=np.bool_),
+                             np.zeros((B, H), dtype=np.bool_), np.zeros(n, dtype=np.bool_), lo,
+                             hi, seg, perm, np.empty(0, dtype=np.int64),
+                             np.empty((B, H, 0, d), dtype=Q.dtype),
+                             np.empty((B, H, 0, dv), dtype=Q.dtype),
+                             np.empty((B, H, 0), dtype=np.bool_), 1, half, False, scale[0], outp,
+                             lsep, warmed)
+    code = 1 if bad[0] else (2 if bad[1] else (3 if bad[2] else 0))
+    return outp, code
+
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+#: Switch for tests that spy on the checked path.
+_FRONT_ON = True
+
+
+def _front(Q, K, V, window, dilation, global_idx, causal, backend):
+    """:func:`sliding_window_attention` through :func:`_swa_front`, or None (then the checked
+    path runs)."""
+    if backend is not None and backend != "numba":
+        return None
+    if type(Q) is not np.ndarray or type(K) is not np.ndarray or type(V) is not np.ndarray or \
+            type(window) is not int or type(dilation) is not int or dilation != 1 or \
+            causal is not False or not (global_idx is None or
+                                        (type(global_idx) is tuple and not global_idx)):
+        return None
+    dt = Q.dtype
+    if (dt is not _F32 and dt is not _F64) or K.dtype is not dt or V.dtype is not dt or \
+            Q.ndim != 4 or K.ndim != 4 or V.ndim != 4 or window < 0 or window % 2:
+        return None
+    for x in (Q, K, V):
+        f = x.flags
+        if not (f.c_contiguous and f.writeable and f.aligned):
+            return None
+    b = env("REFIMPL_BACKEND") if backend is None else None
+    if (b is not None and b.strip().lower() not in ("", "numba")) or _backend._recorders or \
+            not _FRONT_ON:
+        return None
+    # (the chunk size as _swa_fwd_band_numba's; set here: inside compiled code it would
+    # keep _swa_front out of Numba's cache)
+    with _backend._numba_lock, _one_blas_thread(), numba.parallel_chunksize(4):
+        out, code = _swa_front(Q, K, V, window // 2, _warmed_threads(dt))
+    if code < 0:
+        return None
+    if code:
+        raise ValueError(f"{'QKV'[code - 1]} contains NaN or inf")
+    return out
+
+
 def _swa_fwd_band_numpy(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg,
                         keepg, dil, half, causal, scale, outp, lsep, block: int = _BLOCK):
     # the same blocks as _swa_fwd_band_impl, vectorised over (B, H) with masks instead of slices
@@ -491,6 +562,9 @@ def sliding_window_attention(Q, K, V, window: int, dilation: int = 1, global_idx
     SciPy's, which Numba's ``np.dot`` calls) is limited to one thread during the call: many
     small GEMMs run inside the parallel tasks.
     """
+    out = _front(Q, K, V, window, dilation, global_idx, causal, backend)
+    if out is not None:
+        return out
     return _sliding_window_forward("sliding_window_attention", Q, K, V, window, dilation,
                                    global_idx, None, backend, causal)[0]
 
