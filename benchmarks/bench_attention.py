@@ -115,6 +115,30 @@ window 10.7 / 11.2 ms best (medians 13.5 / ~12) against torch SDPA 84.5 / 86.4 m
 7.7× best/best — the ≥ 10× target is missed there. The kernel takes 11.4–12.0 ms on two
 threads and 19.0 ms on one (back to back); OpenBLAS runs the kernel's 64×64×320 sgemm in 36 µs
 (72 GFLOP/s, one thread), so the two band GEMMs are ~4.9 ms of each thread's share.
+Next session, same machine (2026-12-07 21:32–22:45 UTC), the kernel itself. Ablation of one
+thread's 12.5 ms at n = 8192 (parts switched off in a copy of the kernel): score GEMM 3.6 ms,
+value GEMM 4.0, softmax 3.0, the rest 1.3. Changes, each measured (one thread, CPU time per
+call, alternated processes; two threads after 0.3 s idle, medians):
+* the row maximum and the row sum in eight explicit lanes (one running max and one running
+  sum were 4-cycle dependency chains per element); the exp's 2^k by a bitcast in the same
+  loop (no scratch row): 16.1 -> 12.4 ms one thread, 10.7 -> 8.8 ms two threads cold;
+* the NaN/inf check of Q, K, V inside the kernel, on each block's own rows as it reads them
+  (no separate NumPy pass over 6 MiB of cold memory), and the index arrays compiled or
+  skipped when there is no global position or padding: the call's Python steps 0.6–1.1 ->
+  0.3–0.45 ms cold;
+* the band products as direct calls of SciPy's BLAS (``attention_common._gemm``) on views:
+  the value product in parts of at most 10^6 multiply-adds straight into the output rows —
+  OpenBLAS's SkylakeX small-matrix kernel (no packing) takes m·n·k <= 100^3: two 64×160×64
+  parts 18 µs against 28 µs for one 64×320×64 — and the scores in the "TT" form from a
+  transposed query block (its small-matrix test refuses "TN" when m·n > 1200): 12.2 -> 9.4 ms
+  one thread, cold 7.5 -> 6.5 ms two threads;
+* one compiled call for the plain case (``sliding_window._front``): cold median 5.8 -> 5.5 ms.
+Tried and dropped: the scores in two key halves through ``np.dot`` with a two-piece softmax
+(no gain, 14.7 vs 15.5 ms CPU time one thread). Headline runs (``--headline 9``, medians /
+best/best against torch SDPA): 10.2× / 10.7× and 9.5× / 10.3× after the first two changes,
+13.4× / 14.0× after the third, and in ``refimpl bench --quick`` at 22:39 UTC 13.4× / 14.6×
+(window 5.2 ms best, torch SDPA 75.9 ms). The window's time swings more than torch's under
+the host's load (single calls 5.5–13.7 ms within one run), the reason for the medians.
 """
 
 from __future__ import annotations

@@ -502,6 +502,16 @@ stop — that the packed weights pay per byte 8× more often than float32's stre
 longer software prefetch (8 and 16 KiB instead of 3 KiB ahead) did not help (cold 4-bit best
 1.2–1.9 ms either way, two alternated rounds). So on this machine the batch-1 targets are met
 back to back and missed cold for 4-, 2-bit and ternary weights.
+Next session, same machine, no change to these kernels: batch-1 single cold calls, medians
+``x f32`` (float32's median ms): 21:40 UTC (batch 1 only, 9 rounds) 4-bit 2.97, 3-bit 3.25,
+2-bit LUT 3.13, ternary LUT 3.75, binary LUT 5.53 (4.08 ms); ``refimpl bench --quick`` at
+22:20 UTC 4-bit 2.50, 3-bit 3.12, 2-bit LUT 3.42, ternary LUT 3.14, binary LUT 4.02, and at
+22:39 UTC 4.59, 5.78, 6.33, 5.15, 6.76 (4.1 ms; best 2.47 ms, best/best 3.3–5.6). The ratio
+follows float32's cold call, which moves more than the packed kernels' between runs; the
+4-bit call is 0.74–1.4 ms cold against 0.40–0.43 ms back to back. Huge pages do not remove
+the cold cost: the 8 MiB of 4-bit words fully in 2 MiB pages (aligned, MADV_HUGEPAGE) ran a
+cold call in 1.50 ms median against 1.81 ms in 4 KiB pages and 1.56 ms for NumPy's
+allocation (6 of 8 MiB in huge pages), 15 alternated rounds each.
 """
 
 from __future__ import annotations
