@@ -72,8 +72,9 @@ def _ptr(typingctx, arr):
 
 @numba.njit(cache=True)
 def _gemm_work(dtype_like):
-    """Work arrays of :func:`_gemm` (one set per thread): the integer arguments, the two
-    transpose flags, alpha and beta in the operands' dtype."""
+    """Work arrays of :func:`_gemm` (one set per caller that may run concurrently with others,
+    e.g. per parallel task): the integer arguments, the two transpose flags, alpha and beta in
+    the operands' dtype."""
     return (np.empty(6, dtype=np.int32), np.empty(2, dtype=np.uint8),
             np.empty(2, dtype=dtype_like.dtype))
 
@@ -313,12 +314,8 @@ def _row_max(x):
     # are refused by the public entry points). ``x`` must not be empty.
     m = x.shape[0]
     m8 = m - m % 8
-    if m8 == 0:
-        mx = x[0]
-        for c in range(1, m):
-            v = x[c]
-            mx = v if v > mx else mx
-        return mx
+    if m8 == 0:  # shorter than the lanes: the tail loop below from the second element
+        return _max_from(x, x[0], 1)
     a0, a1, a2, a3, a4, a5, a6, a7 = x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]
     for c in range(8, m8, 8):
         v0, v1, v2, v3, v4, v5, v6, v7 = x[c], x[c + 1], x[c + 2], x[c + 3], x[c + 4], \
@@ -330,8 +327,13 @@ def _row_max(x):
     a0, a1, a2, a3 = (a4 if a4 > a0 else a0), (a5 if a5 > a1 else a1), (a6 if a6 > a2 else a2), \
         (a7 if a7 > a3 else a3)
     a0, a1 = (a2 if a2 > a0 else a0), (a3 if a3 > a1 else a1)
-    mx = a1 if a1 > a0 else a0
-    for c in range(m8, m):
+    return _max_from(x, a1 if a1 > a0 else a0, m8)
+
+
+@numba.njit(cache=True, fastmath={"nsz"})
+def _max_from(x, mx, start):
+    # max(mx, x[start:]) by a plain running maximum (the < 8 elements after the lanes)
+    for c in range(start, x.shape[0]):
         v = x[c]
         mx = v if v > mx else mx
     return mx
