@@ -200,6 +200,14 @@ def _residue_band(n, half, dil):
 
 
 # ------------------------------------------------------------------------------ forward
+@numba.njit(cache=True, inline="always")
+def _n_parts(m, n, k):
+    """BLAS calls for an m × n × k product split along ``n`` (the keys) into parts of at most
+    :data:`_GEMM_PART` multiply-adds (part ``j`` of ``p``: columns ``j n // p`` to
+    ``(j + 1) n // p``)."""
+    return (m * n * k + _GEMM_PART - 1) // _GEMM_PART
+
+
 @numba.njit(cache=True, parallel=True)
 def _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg, Vg,
                        keepg, dil, half, causal, scale, outp, lsep, warmed):
@@ -212,7 +220,8 @@ def _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx,
     # the block's keys [lo[a], hi[e-1]) by direct BLAS calls (_gemm, in parts), per row the
     # band maximum and the vectorised exp on the contiguous band slice, then the value product
     # (_gemm, in parts) into the output rows and a division of the d_v outputs by the row sums.
-    # Returns how many blocks hold a NaN/inf in their own rows of Qp, Kp, Vp.
+    # Returns 0, or 1, 2, 3 when a block finds a NaN/inf in its own rows of Qp, Kp, Vp (the first
+    # of the three that has one).
     B, H, n, d = Qp.shape
     dv = Vp.shape[3]
     ng = gidx.shape[0]
@@ -263,7 +272,7 @@ def _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx,
             for k in range(d):
                 qT[k, r] = qb[r, k]
         S = np.empty((bq, bk), dtype=Qp.dtype)
-        parts = (bq * bk * d + _GEMM_PART - 1) // _GEMM_PART
+        parts = _n_parts(bq, bk, d)
         for j in range(parts):
             c0, c1 = j * bk // parts, (j + 1) * bk // parts
             _gemm(_T, _T, c1 - c0, bq, d, Kp[b, h, ka + c0:ka + c1], d, qT, bq, 0.0, S[:, c0:],
@@ -318,7 +327,7 @@ def _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx,
         # the keys: OpenBLAS's small-matrix GEMM (no packing; SkylakeX: m·n·k <= 100³) runs
         # two 64×160×64 parts in 18 µs against 28 µs for one 64×320×64 (one thread)
         o = outp[b, h, a:e]
-        parts = (bq * bk * dv + _GEMM_PART - 1) // _GEMM_PART
+        parts = _n_parts(bq, bk, dv)
         for j in range(parts):
             c0, c1 = j * bk // parts, (j + 1) * bk // parts
             _gemm(_N, _N, dv, bq, c1 - c0, Vp[b, h, ka + c0:ka + c1], dv, S[:, c0:], bk,
@@ -326,7 +335,8 @@ def _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx,
         if ng > 0:
             o += np.dot(Sg, Vg[b, h])
         _scale_rows(o, zs)
-    return bad_q, bad_k, bad_v
+    # 0, or the first of Q, K, V with a NaN or inf (1, 2, 3: the checked path's order)
+    return 1 if bad_q else (2 if bad_k else (3 if bad_v else 0))
 
 
 _WARMED: dict = {}
@@ -347,6 +357,12 @@ def _swa_fwd_band_numba(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx
         return _swa_fwd_band_impl(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx, Kg,
                                   Vg, keepg, dil, half, bool(causal), scale, outp, lsep,
                                   _warmed_threads(Qp.dtype))
+
+
+def _raise_nonfinite(code: int) -> None:
+    """The forward's NaN/inf error for the Numba kernel's ``code`` (nothing for 0)."""
+    if code:
+        raise ValueError(f"{'QKV'[code - 1]} contains NaN or inf")
 
 
 # ------------------------------------------------------------------ the compiled front
@@ -370,14 +386,13 @@ def _swa_front(Q, K, V, half, warmed):
     scale[0] = 1.0 / np.sqrt(d)  # as the checked path: float64, then the inputs' dtype
     outp = np.empty((B, H, n, dv), dtype=Q.dtype)
     lsep = np.empty((B, H, n), dtype=Q.dtype)
-    bad = _swa_fwd_band_impl(Q, K, V, np.ones((B, H, n), dtype=np.bool_),
+    code = _swa_fwd_band_impl(Q, K, V, np.ones((B, H, n), dtype=np.bool_),
                              np.zeros((B, H), dtype=np.bool_), np.zeros(n, dtype=np.bool_), lo,
                              hi, seg, perm, np.empty(0, dtype=np.int64),
                              np.empty((B, H, 0, d), dtype=Q.dtype),
                              np.empty((B, H, 0, dv), dtype=Q.dtype),
                              np.empty((B, H, 0), dtype=np.bool_), 1, half, False, scale[0], outp,
                              lsep, warmed)
-    code = 1 if bad[0] else (2 if bad[1] else (3 if bad[2] else 0))
     return outp, code
 
 
@@ -414,8 +429,7 @@ def _front(Q, K, V, window, dilation, global_idx, causal, backend):
         out, code = _swa_front(Q, K, V, window // 2, _warmed_threads(dt))
     if code < 0:
         return None
-    if code:
-        raise ValueError(f"{'QKV'[code - 1]} contains NaN or inf")
+    _raise_nonfinite(code)
     return out
 
 
@@ -480,13 +494,11 @@ def _sliding_window_forward(name, Q, K, V, window, dilation, global_idx, key_kee
         Kg, Vg = np.empty((B, H, 0, d), dtype=K.dtype), np.empty((B, H, 0, V.shape[3]), V.dtype)
         keepg, is_gp = np.empty((B, H, 0), dtype=np.bool_), is_global
     with _one_blas_thread():  # many small GEMMs inside the parallel tasks
-        bad = dispatch(name, backend, _swa_fwd_band_numba, _swa_fwd_band_numpy,
+        code = dispatch(name, backend, _swa_fwd_band_numba, _swa_fwd_band_numpy,
                        Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, perm, g, Kg, Vg, keepg,
                        dil, half, bool(causal), scale, outp, lsep)
     if fused:
-        for nm, count in zip("QKV", bad):
-            if count:
-                raise ValueError(f"{nm} contains NaN or inf")
+        _raise_nonfinite(code)
     if dil > 1:
         out, lse = np.empty_like(outp), np.empty_like(lsep)
         out[:, :, perm] = outp  # back to the original order

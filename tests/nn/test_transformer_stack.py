@@ -246,21 +246,35 @@ def test_encoder_stack_matches_torch(torch, norm_first, activation):
     assert not bad, f"max abs errors above {TOL}: {bad}"
 
 
-def _torch_bert(torch, emb, layers, ids, types, attention_mask):
+def _torch_bert(torch, emb, layers, ids, types, attention_mask, head_gates=None, leaves=None):
     """BERT's forward from torch primitives (Hugging Face ``BertModel`` structure: embeddings
     sum + LN; per layer self-attention with an additive extended mask, dense + LN(x + h),
-    intermediate dense + exact GELU, output dense + LN(h + ffn))."""
+    intermediate dense + exact GELU, output dense + LN(h + ffn)).
+
+    ``head_gates``: optional per-layer gates ξ, indexable as ``head_gates[l]`` of shape (B, H)
+    (e.g. a (L, B, H) torch leaf), multiplying head h's context ``p·v`` before ``W_o``, as
+    ``MultiHeadAttention`` applies them (Survey Eq. (18)). ``leaves``: optional list; if given,
+    every weight becomes a ``requires_grad`` torch leaf and ``(our Parameter, torch leaf)`` pairs
+    are appended to it, so the caller can compare weight gradients."""
     F = torch.nn.functional
     T = torch.tensor
+
+    def P(param):  # a weight: constant, or a leaf paired with our Parameter
+        if leaves is None:
+            return T(param.data)
+        t = T(param.data, requires_grad=True)
+        leaves.append((param, t))
+        return t
+
     eps = emb.norm.eps
     n = ids.shape[1]
-    h = (F.embedding(T(ids), T(emb.word.W.data)) + F.embedding(T(np.arange(n)),
-         T(emb.position.W.data)) + F.embedding(T(types), T(emb.token_type.W.data)))
-    h = F.layer_norm(h, (h.shape[-1],), T(emb.norm.gamma.data), T(emb.norm.beta.data), eps)
+    h = (F.embedding(T(ids), P(emb.word.W)) + F.embedding(T(np.arange(n)), P(emb.position.W))
+         + F.embedding(T(types), P(emb.token_type.W)))
+    h = F.layer_norm(h, (h.shape[-1],), P(emb.norm.gamma), P(emb.norm.beta), eps)
     ext = (1.0 - T(attention_mask.astype(np.float64)))[:, None, None, :] \
         * torch.finfo(torch.float64).min
     hs, probs = [h], []
-    for lay in layers:
+    for l, lay in enumerate(layers):
         a = lay.self_attn
         B, n_, d = h.shape
         Hh, dh = a.num_heads, a.d_head
@@ -268,18 +282,21 @@ def _torch_bert(torch, emb, layers, ids, types, attention_mask):
         def split(t, B=B, n_=n_, Hh=Hh, dh=dh):
             return t.view(B, n_, Hh, dh).transpose(1, 2)  # (B, H, n, dh)
 
-        q = split(F.linear(h, T(a.W_q.W.data), T(a.W_q.b.data)))
-        k = split(F.linear(h, T(a.W_k.W.data), T(a.W_k.b.data)))
-        v = split(F.linear(h, T(a.W_v.W.data), T(a.W_v.b.data)))
+        q = split(F.linear(h, P(a.W_q.W), P(a.W_q.b)))
+        k = split(F.linear(h, P(a.W_k.W), P(a.W_k.b)))
+        v = split(F.linear(h, P(a.W_v.W), P(a.W_v.b)))
         s = q @ k.transpose(-1, -2) / np.sqrt(dh) + ext
         p = torch.softmax(s, dim=-1)
         probs.append(p)
-        ctx = (p @ v).transpose(1, 2).reshape(B, n_, d)
-        h = F.layer_norm(h + F.linear(ctx, T(a.W_o.W.data), T(a.W_o.b.data)), (d,),
-                         T(lay.norm1.gamma.data), T(lay.norm1.beta.data), lay.norm1.eps)
-        f = F.gelu(F.linear(h, T(lay.linear1.W.data), T(lay.linear1.b.data)))
-        h = F.layer_norm(h + F.linear(f, T(lay.linear2.W.data), T(lay.linear2.b.data)), (d,),
-                         T(lay.norm2.gamma.data), T(lay.norm2.beta.data), lay.norm2.eps)
+        ctx = p @ v  # (B, H, n, dh): head h's context Att_h
+        if head_gates is not None:
+            ctx = ctx * head_gates[l][:, :, None, None]  # ξ_{b,h} Att_h, before W_o
+        ctx = ctx.transpose(1, 2).reshape(B, n_, Hh * dh)
+        h = F.layer_norm(h + F.linear(ctx, P(a.W_o.W), P(a.W_o.b)), (d,),
+                         P(lay.norm1.gamma), P(lay.norm1.beta), lay.norm1.eps)
+        f = F.gelu(F.linear(h, P(lay.linear1.W), P(lay.linear1.b)))
+        h = F.layer_norm(h + F.linear(f, P(lay.linear2.W), P(lay.linear2.b)), (d,),
+                         P(lay.norm2.gamma), P(lay.norm2.beta), lay.norm2.eps)
         hs.append(h)
     return hs, probs
 
@@ -311,6 +328,68 @@ def test_bert_layers_and_embeddings_match_torch_primitives(torch):
     tm = torch.tensor(valid.astype(np.float64))[:, :, None]
     tpool = ((hs[-1] * tm).sum(1) / tm.sum(1)).numpy()
     assert np.abs(pooled - tpool).max() < TOL
+
+
+def _close(ours, theirs, what, scale=None):
+    """float64 agreement independent of the BLAS kernel: relative 1e-9, absolute 1e-12 of
+    ``scale`` (default the reference's largest entry)."""
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} != {theirs.shape}"
+    scale = np.abs(theirs).max() if scale is None else scale
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12 * scale, err_msg=what)
+
+
+def test_bert_per_example_head_gate_gradients_match_torch_primitives(torch):
+    """Head importance through a whole BERT stack against torch autograd (Survey Eq. (18),
+    §2.4.1; Michel et al. 2019): per-layer, per-example gates ξ (L, B, H) multiply each head's
+    context before ``W_o``; for L = Σ hidden·R the gradients ``∂L/∂ξ_{l,b,h}``, the importance
+    ``I_{l,h} = mean_b |∂L/∂ξ_{l,b,h}|``, the hidden states and every weight's gradient agree
+    with a BERT written from torch primitives (float64, padded keys masked)."""
+    rng = np.random.default_rng(11)
+    V, d, H, d_ff, L, n, B = 30, 8, 2, 12, 2, 5, 3
+    emb = BertEmbeddings(vocab_size=V, d_model=d, max_position=8, rng=2)
+    enc = TransformerEncoder(num_layers=L, d_model=d, num_heads=H, d_ff=d_ff,
+                             activation="gelu", layer_norm_eps=1e-12, rng=3)
+    for m in [emb.norm] + [nrm for lay in enc.layers for nrm in (lay.norm1, lay.norm2)]:
+        m.gamma.data = 1 + 0.1 * rng.standard_normal(d)
+        m.beta.data = 0.1 * rng.standard_normal(d)
+    ids = rng.integers(1, V, (B, n))
+    valid = np.arange(n)[None, :] < np.array([5, 3, 2])[:, None]  # padded keys in 2 examples
+    ids[~valid] = 0
+    types = (np.arange(n)[None, :] >= 2).astype(np.int64).repeat(B, 0)
+    xi = rng.uniform(0.5, 1.5, (L, B, H))  # not all ones: the gate's placement matters
+    R = rng.standard_normal((B, n, d)) * valid[:, :, None]  # a loss on the real tokens only
+
+    gates = Tensor(xi.copy(), requires_grad=True)
+    out = enc(emb(ids, types), key_padding_mask=~valid, head_mask=gates,
+              output_hidden_states=True)
+    (out.last_hidden_state * R).sum().backward()
+
+    tgates = torch.tensor(xi.copy(), requires_grad=True)
+    leaves = []
+    hs, _ = _torch_bert(torch, emb, enc.layers, ids, types, valid, head_gates=tgates,
+                        leaves=leaves)
+    (hs[-1] * torch.tensor(R)).sum().backward()
+
+    for i, (a, b) in enumerate(zip(out.hidden_states, hs)):
+        _close(a.data, b.detach().numpy(), f"hidden state {i}")
+    g_ours, g_torch = gates.grad, tgates.grad.numpy()
+    assert np.abs(g_torch).min() > 0  # every (layer, example, head) gate is exercised
+    _close(g_ours, g_torch, "dL/dξ (L, B, H)")
+    _close(np.abs(g_ours).mean(axis=1), np.abs(g_torch).mean(axis=1),
+           "Michel importance I_{l,h} = mean_b |dL/dξ|")
+    names = {id(p): name for name, p in [*emb.named_parameters("emb"),
+                                         *enc.named_parameters("enc")]}
+    assert len(leaves) == len(names)  # every weight of the twin is a leaf
+    tgrad = {names[id(param)]: t.grad.numpy() for param, t in leaves}
+    for param, _ in leaves:
+        name = names[id(param)]
+        # the key bias's exact gradient is 0 (softmax ignores the per-query shift q·b_k): both
+        # sides hold rounding noise, measured against the key weight's gradient instead
+        scale = np.abs(tgrad[name[:-1] + "W"]).max() if name.endswith("W_k.b") else None
+        _close(param.grad, tgrad[name], f"gradient of {name}", scale)
+    wq = enc.layers[0].self_attn.W_q.W
+    assert any(param is wq for param, _ in leaves) and np.abs(wq.grad).max() > 0
 
 
 def test_bert_embeddings_bad_input():
