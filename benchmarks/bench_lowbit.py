@@ -512,6 +512,35 @@ follows float32's cold call, which moves more than the packed kernels' between r
 the cold cost: the 8 MiB of 4-bit words fully in 2 MiB pages (aligned, MADV_HUGEPAGE) ran a
 cold call in 1.50 ms median against 1.81 ms in 4 KiB pages and 1.56 ms for NumPy's
 allocation (6 of 8 MiB in huge pages), 15 alternated rounds each.
+
+Session of 2026-12-08 00:40–01:20 UTC, same Intel machine, no change to these kernels (4-bit,
+batch 1, 4096 × 4096, medians / best of 13–21 single calls after 0.3 s idle, ms). Host slower
+than the day before: the 4-bit call back to back 0.49–0.56 (0.40–0.43 then).
+
+* Cold against float32 BLAS in three alternated process pairs: 4-bit 1.13–1.24 / 0.79–1.00,
+  float32 3.07–3.14 / 2.43–2.47 — medians 2.5–2.7×, under the 3× target in every pair. The
+  AVX2 kernel (``REFIMPL_LOWBIT_ISA=avx2``) is slower cold too (1.50–1.77 / 1.30–1.40).
+* The data are not the whole cold cost. One thread: back to back 0.76, after the pause 1.80,
+  after the pause and a read of all 8 MiB of words on the same core just before 1.30, after
+  the pause and 1.7 ms of arithmetic on both cores (no memory) 1.42. Two threads: 0.49 back to
+  back, 1.26 after the pause, 0.81–0.90 after reading the words, 0.99 after the arithmetic.
+  The cores run the first milliseconds after an idle spell slower (clock ramp, cold
+  instruction and translation caches), and a call of under 1 ms is all first milliseconds;
+  float32's 3 ms call is memory-bound and absorbs it.
+* Plain reads, numba loop, per thread, cold: 4 MiB 0.40 ms on each of two threads at once
+  (10 GB/s each), 8 MiB 1.0 ms on one (8 GB/s); one load per 4 KiB page of the 8 MiB: 0.57 ms
+  — the per-page cost of the day before. A prefetch once per page 1–16 pages ahead, or a real
+  load one page ahead, did not lower a cold plain read (1.1–1.5 vs 1.05 ms).
+* The work split: the caller and the helper took 27–39 and 25–37 of the 64 blocks in every
+  cold call (the helper is woken in time; the per-block time is the cost).
+* The kernel's own limit: per 16 words (256 4-bit codes) it issues 14 shifts, 16 ``vpermps``
+  and 16 FMAs on the two 512-bit ports, ~23 cycles or ~11 codes per cycle; one thread back to
+  back does 16.8 M codes in 0.76 ms, 8.4 codes per cycle at 2.6 GHz (the TSC's rate; the core
+  clock under KVM is not visible): within ~25 % of that bound, so a cold call cannot gain much
+  from the arithmetic side either.
+* Tried and not kept: the prefetch with the L2 hint (locality 1) instead of L1 — cold two
+  threads 1.18–1.54 vs 0.95–1.23 ms, three alternated pairs; no prefetch at all — 1.32–1.43
+  vs 0.94–0.96.
 """
 
 from __future__ import annotations
