@@ -541,6 +541,33 @@ than the day before: the 4-bit call back to back 0.49–0.56 (0.40–0.43 then).
 * Tried and not kept: the prefetch with the L2 hint (locality 1) instead of L1 — cold two
   threads 1.18–1.54 vs 0.95–1.23 ms, three alternated pairs; no prefetch at all — 1.32–1.43
   vs 0.94–0.96.
+
+Both protocols in one session (00:57 and 01:10 UTC, load 0.2–0.5, 11 rounds each; ``x f32``
+against the faster float32 peer's median; the roofline line: memory 29 GB/s, float32 GEMM
+279–294 GFLOP/s):
+
+  ===========  =========================  =========================  ==========================
+  protocol     batch 1                    batch 8                    batch 64
+  ===========  =========================  =========================  ==========================
+  cold         4-bit 3.36, 3-bit 4.03,    4.83–7.71 every kernel     4-bit 1.27, 3-bit 1.20,
+  (default)    others 3.22–5.09           (best/best 3.50–7.34)      2-bit LUT 1.20, ternary
+               (best/best 4-bit 3.11)                                LUT 1.19, binary LUT 2.55
+                                                                     (best/best 0.80–0.91,
+                                                                     binary LUT 1.96)
+  ``--warm``   4-bit 3.98, 3-bit 4.08,    4-bit 2.68, 3-bit 2.45,    4-bit 0.72, 3-bit 0.68,
+               others 3.79–9.30           2-bit LUT 3.27, ternary    2-bit LUT 0.95, ternary
+                                          LUT 3.12, binary LUT 6.22  LUT 0.96, binary LUT 1.82
+  ===========  =========================  =========================  ==========================
+
+  Warm, the float32 peer is torch's (4.18 ms at batch 8, 10.8 ms at batch 64; NumPy's 7.21 and
+  13.5), against 7.12 and 18.2 ms on the Zen 4 machine (Run H above), where the same kernels
+  took 2.33 and 12.2 ms (here 1.56 and 15.1). At batch 64 the products are compute-bound:
+  4-bit on one thread, back to back, 50 G multiply-adds/s at K = 4096 and 46 at K = 1024
+  (activations of 8 batch rows in L1: not an activation-bandwidth limit), i.e. ~19 per
+  cycle at 2.6 GHz against ~26 for its decode + FMA port bound and 32 for the FMA units.
+  So on this CPU the 3- and 4-bit batch-8 and every batch-64 target except binary hold only
+  against float32's cold calls, not against its steady state; the decoding pass (cold, 8
+  layers) gave 3.90–8.18× at batch 1 and 4.06–7.70× at batch 8 in the same session.
 """
 
 from __future__ import annotations
