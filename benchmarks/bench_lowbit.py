@@ -564,7 +564,10 @@ against the faster float32 peer's median; the roofline line: memory 29 GB/s, flo
   took 2.33 and 12.2 ms (here 1.56 and 15.1). At batch 64 the products are compute-bound:
   4-bit on one thread, back to back, 50 G multiply-adds/s at K = 4096 and 46 at K = 1024
   (activations of 8 batch rows in L1: not an activation-bandwidth limit), i.e. ~19 per
-  cycle at 2.6 GHz against ~26 for its decode + FMA port bound and 32 for the FMA units.
+  cycle at 2.6 GHz against ~26 for its decode + FMA port bound and 32 for the FMA units (the
+  compiled 8-batch-row chunk, per 16 words of two weight rows: 256 FMAs, 32 ``vpermd``, 28
+  shifts, the activations as plain loads, no spills; the clock of heavy 512-bit code under
+  KVM is not visible, and at ~2 GHz it would sit at that bound).
   So on this CPU the 3- and 4-bit batch-8 and every batch-64 target except binary hold only
   against float32's cold calls, not against its steady state; the decoding pass (cold, 8
   layers) gave 3.90–8.18× at batch 1 and 4.06–7.70× at batch 8 in the same session.
