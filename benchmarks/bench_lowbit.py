@@ -568,6 +568,10 @@ against the faster float32 peer's median; the roofline line: memory 29 GB/s, flo
   compiled 8-batch-row chunk, per 16 words of two weight rows: 256 FMAs, 32 ``vpermd``, 28
   shifts, the activations as plain loads, no spills; the clock of heavy 512-bit code under
   KVM is not visible, and at ~2 GHz it would sit at that bound).
+* Tried and not kept: chunks of 16 batch rows taken one weight row at a time (half the decode
+  per multiply-add, but one activation load per FMA): bit-identical results, 2–3× slower —
+  4-bit batch 16 one thread 16.1–16.4 vs 5.2 ms, batch 64 two threads warm 17.8–34.2 vs
+  15.2–15.4 ms (two alternated process pairs).
   So on this CPU the 3- and 4-bit batch-8 and every batch-64 target except binary hold only
   against float32's cold calls, not against its steady state; the decoding pass (cold, 8
   layers) gave 3.90–8.18× at batch 1 and 4.06–7.70× at batch 8 in the same session.
