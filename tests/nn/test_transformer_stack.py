@@ -301,20 +301,29 @@ def _torch_bert(torch, emb, layers, ids, types, attention_mask, head_gates=None,
     return hs, probs
 
 
-def test_bert_layers_and_embeddings_match_torch_primitives(torch):
-    rng = np.random.default_rng(7)
-    V, d, H, d_ff, L, n, B = 40, 12, 3, 20, 2, 7, 3
-    emb = BertEmbeddings(vocab_size=V, d_model=d, max_position=16, rng=0)
+def _small_bert(seed, V, d, H, d_ff, L, max_position, lengths, first_b):
+    """A BERT embeddings + encoder of random weights (random LayerNorm γ, β too) and a padded
+    batch: ``(rng, emb, enc, ids, types, valid)``; example ``b`` has ``lengths[b]`` real tokens
+    (``n = max(lengths)``), token type 1 from position ``first_b`` on."""
+    rng = np.random.default_rng(seed)
+    emb = BertEmbeddings(vocab_size=V, d_model=d, max_position=max_position, rng=seed + 1)
     enc = TransformerEncoder(num_layers=L, d_model=d, num_heads=H, d_ff=d_ff,
-                             activation="gelu", layer_norm_eps=1e-12, rng=1)
+                             activation="gelu", layer_norm_eps=1e-12, rng=seed + 2)
     for m in [emb.norm] + [nrm for lay in enc.layers for nrm in (lay.norm1, lay.norm2)]:
         m.gamma.data = 1 + 0.1 * rng.standard_normal(d)
         m.beta.data = 0.1 * rng.standard_normal(d)
+    lengths = np.asarray(lengths)
+    B, n = lengths.size, int(lengths.max())
     ids = rng.integers(1, V, (B, n))
-    lengths = np.array([7, 5, 2])
     valid = np.arange(n)[None, :] < lengths[:, None]
     ids[~valid] = 0
-    types = (np.arange(n)[None, :] >= 3).astype(np.int64).repeat(B, 0)
+    types = (np.arange(n)[None, :] >= first_b).astype(np.int64).repeat(B, 0)
+    return rng, emb, enc, ids, types, valid
+
+
+def test_bert_layers_and_embeddings_match_torch_primitives(torch):
+    _, emb, enc, ids, types, valid = _small_bert(7, V=40, d=12, H=3, d_ff=20, L=2,
+                                                 max_position=16, lengths=[7, 5, 2], first_b=3)
     out = enc(emb(ids, types), key_padding_mask=~valid, output_hidden_states=True,
               output_attentions=True)
     hs, probs = _torch_bert(torch, emb, enc.layers, ids, types, valid)
@@ -345,18 +354,9 @@ def test_bert_per_example_head_gate_gradients_match_torch_primitives(torch):
     context before ``W_o``; for L = Σ hidden·R the gradients ``∂L/∂ξ_{l,b,h}``, the importance
     ``I_{l,h} = mean_b |∂L/∂ξ_{l,b,h}|``, the hidden states and every weight's gradient agree
     with a BERT written from torch primitives (float64, padded keys masked)."""
-    rng = np.random.default_rng(11)
-    V, d, H, d_ff, L, n, B = 30, 8, 2, 12, 2, 5, 3
-    emb = BertEmbeddings(vocab_size=V, d_model=d, max_position=8, rng=2)
-    enc = TransformerEncoder(num_layers=L, d_model=d, num_heads=H, d_ff=d_ff,
-                             activation="gelu", layer_norm_eps=1e-12, rng=3)
-    for m in [emb.norm] + [nrm for lay in enc.layers for nrm in (lay.norm1, lay.norm2)]:
-        m.gamma.data = 1 + 0.1 * rng.standard_normal(d)
-        m.beta.data = 0.1 * rng.standard_normal(d)
-    ids = rng.integers(1, V, (B, n))
-    valid = np.arange(n)[None, :] < np.array([5, 3, 2])[:, None]  # padded keys in 2 examples
-    ids[~valid] = 0
-    types = (np.arange(n)[None, :] >= 2).astype(np.int64).repeat(B, 0)
+    L, B, H, n, d = 2, 3, 2, 5, 8
+    rng, emb, enc, ids, types, valid = _small_bert(  # padded keys in 2 examples
+        11, V=30, d=d, H=H, d_ff=12, L=L, max_position=8, lengths=[5, 3, 2], first_b=2)
     xi = rng.uniform(0.5, 1.5, (L, B, H))  # not all ones: the gate's placement matters
     R = rng.standard_normal((B, n, d)) * valid[:, :, None]  # a loss on the real tokens only
 
