@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,36 @@ def test_decoding_pass_records_per_layer_times(common, monkeypatch, tmp_path):
     assert all(c["headline"] and c["time_s"] == pytest.approx(0.5e-3) for c in recorded)
     assert {"numpy f32", "torch f32", "torch int8"} <= set(recorded[0]["peers"])
     assert {r["kernel"] for r in rows} >= {"numpy f32", "4-bit", "binary LUT"}
+
+
+@pytest.mark.parametrize("burst", [1, 3])
+def test_lowbit_records_name_the_protocol(common, monkeypatch, tmp_path, burst):
+    """``bench_lowbit._measure`` at a tiny size: one record per refimpl kernel; the cold
+    protocol's batch-1 cases of the headline kernels go to the README table, the steady-state
+    ones (``burst`` = 3, each timed call the third of a burst) say so in the case name and stay
+    out of the headline."""
+    import numpy as np
+
+    pytest.importorskip("torch")
+    bench_lowbit = importlib.import_module("bench_lowbit")
+    seen = {}
+
+    def one_call_each(fns, rounds, clock=None, burst=1):  # call once, fixed times
+        seen["burst"] = burst
+        return {k: (f(), (2e-3, 1e-3))[1] for k, f in fns.items()}
+
+    monkeypatch.setattr(bench_lowbit, "_interleaved", one_call_each)
+    rows, _ = bench_lowbit._measure(1, 48, 128, np.random.default_rng(0), 1, 1, time.perf_counter,
+                                    burst=burst)
+    assert seen["burst"] == burst
+    recorded = _lines(tmp_path / "rec.jsonl")
+    suffix = ", steady state (call 3 of a burst)" if burst == 3 else ""
+    assert [c["case"] for c in recorded][:2] == [f"4-bit weights 48x128, batch 1{suffix}",
+                                                f"3-bit weights 48x128, batch 1{suffix}"]
+    assert all(c["params"]["burst"] == burst for c in recorded)
+    headline = {c["case"] for c in recorded if c["headline"]}
+    if burst == 1:
+        assert headline == {f"{k} weights 48x128, batch 1" for k in bench_lowbit._HEADLINE}
+    else:
+        assert not headline
+    assert {r["kernel"] for r in rows} >= {"numpy f32", "torch f32", "4-bit", "binary LUT"}
