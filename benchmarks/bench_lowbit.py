@@ -568,6 +568,12 @@ against the faster float32 peer's median; the roofline line: memory 29 GB/s, flo
   compiled 8-batch-row chunk, per 16 words of two weight rows: 256 FMAs, 32 ``vpermd``, 28
   shifts, the activations as plain loads, no spills; the clock of heavy 512-bit code under
   KVM is not visible, and at ~2 GHz it would sit at that bound).
+* ``refimpl bench --quick`` at 02:06 UTC (``headline.json``; the record now holds the steady
+  state too, as cases "…, steady state (call 3 of a burst)"), ``x f32`` medians: cold batch 1
+  3.91–6.39 (4-bit 3.99, best/best 3.11), batch 8 4.29–7.79, batch 64 4-bit 0.97, 3-bit 0.93,
+  2-bit / ternary / binary LUT 1.08 / 1.18 / 2.31; steady state batch 1 3.55–11.9, batch 8
+  4-bit 2.51, 3-bit 2.56, LUT 3.27–6.55, batch 64 3-/4-bit 0.68–0.72, LUT 1.05–1.79; the
+  decoding pass 3.40–8.53 at batch 1.
 * Tried and not kept: chunks of 16 batch rows taken one weight row at a time (half the decode
   per multiply-add, but one activation load per FMA): bit-identical results, 2–3× slower —
   4-bit batch 16 one thread 16.1–16.4 vs 5.2 ms, batch 64 two threads warm 17.8–34.2 vs
