@@ -533,8 +533,8 @@ than the day before: the 4-bit call back to back 0.49–0.56 (0.40–0.43 then).
   load one page ahead, did not lower a cold plain read (1.1–1.5 vs 1.05 ms).
 * The work split: the caller and the helper took 27–39 and 25–37 of the 64 blocks in every
   cold call (the helper is woken in time; the per-block time is the cost).
-* The kernel's own limit: per 16 words (256 4-bit codes) it issues 14 shifts, 16 ``vpermps``
-  and 16 FMAs on the two 512-bit ports, ~23 cycles or ~11 codes per cycle; one thread back to
+* The kernel's own limit: per 16 words (256 4-bit codes) it issues 14 shifts, 16 lookups
+  (``vpermd``) and 16 FMAs on the two 512-bit ports, ~23 cycles or ~11 codes per cycle; one thread back to
   back does 16.8 M codes in 0.76 ms, 8.4 codes per cycle at 2.6 GHz (the TSC's rate; the core
   clock under KVM is not visible): within ~25 % of that bound, so a cold call cannot gain much
   from the arithmetic side either.
@@ -568,6 +568,10 @@ against the faster float32 peer's median; the roofline line: memory 29 GB/s, flo
   compiled 8-batch-row chunk, per 16 words of two weight rows: 256 FMAs, 32 ``vpermd``, 28
   shifts, the activations as plain loads, no spills; the clock of heavy 512-bit code under
   KVM is not visible, and at ~2 GHz it would sit at that bound).
+  So on this CPU the 3- and 4-bit batch-8 and every batch-64 target except binary hold only
+  against float32's cold calls, not against its steady state; the decoding pass (cold, 8
+  layers) gave 3.90–8.18× at batch 1 and 4.06–7.70× at batch 8 in the same session.
+
 * ``refimpl bench --quick`` at 02:06 UTC (``headline.json``; the record now holds the steady
   state too, as cases "…, steady state (call 3 of a burst)"), ``x f32`` medians: cold batch 1
   3.91–6.39 (4-bit 3.99, best/best 3.11), batch 8 4.29–7.79, batch 64 4-bit 0.97, 3-bit 0.93,
@@ -578,9 +582,6 @@ against the faster float32 peer's median; the roofline line: memory 29 GB/s, flo
   per multiply-add, but one activation load per FMA): bit-identical results, 2–3× slower —
   4-bit batch 16 one thread 16.1–16.4 vs 5.2 ms, batch 64 two threads warm 17.8–34.2 vs
   15.2–15.4 ms (two alternated process pairs).
-  So on this CPU the 3- and 4-bit batch-8 and every batch-64 target except binary hold only
-  against float32's cold calls, not against its steady state; the decoding pass (cold, 8
-  layers) gave 3.90–8.18× at batch 1 and 4.06–7.70× at batch 8 in the same session.
 """
 
 from __future__ import annotations

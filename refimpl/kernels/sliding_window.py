@@ -360,9 +360,9 @@ def _swa_fwd_band_numba(Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, pos, gidx
 
 
 def _raise_nonfinite(code: int) -> None:
-    """The forward's NaN/inf error for the Numba kernel's ``code`` (nothing for 0)."""
-    if code:
-        raise ValueError(f"{'QKV'[code - 1]} contains NaN or inf")
+    """The forward's NaN/inf error for the Numba kernel's non-zero ``code`` (1, 2, 3: Q, K,
+    V)."""
+    raise ValueError(f"{'QKV'[code - 1]} contains NaN or inf")
 
 
 # ------------------------------------------------------------------ the compiled front
@@ -429,7 +429,8 @@ def _front(Q, K, V, window, dilation, global_idx, causal, backend):
         out, code = _swa_front(Q, K, V, window // 2, _warmed_threads(dt))
     if code < 0:
         return None
-    _raise_nonfinite(code)
+    if code:  # (no Python call on the normal path: each step costs after a pause)
+        _raise_nonfinite(code)
     return out
 
 
@@ -497,7 +498,7 @@ def _sliding_window_forward(name, Q, K, V, window, dilation, global_idx, key_kee
         code = dispatch(name, backend, _swa_fwd_band_numba, _swa_fwd_band_numpy,
                        Qp, Kp, Vp, keepp, padded, is_gp, lo, hi, seg, perm, g, Kg, Vg, keepg,
                        dil, half, bool(causal), scale, outp, lsep)
-    if fused:
+    if fused and code:
         _raise_nonfinite(code)
     if dil > 1:
         out, lse = np.empty_like(outp), np.empty_like(lsep)
